@@ -1,0 +1,75 @@
+# npred build. `make` builds libnpred (static + shared) and the npred binary;
+# `make test` builds and runs every test; `make sanitize` runs them under
+# ASan/UBSan; `make bench` runs the benchmarks; `make demo` runs the main job.
+# Sources are found by wildcard: add a .c file and it is built.
+
+CC      ?= gcc
+BUILD   ?= build
+OPT     ?= -O3 -march=native
+BLASINC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
+BLASLIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -g $(OPT) \
+           -Iinclude -Isrc -I$(BLASINC) -I/usr/include/cjson
+LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -lz -lm -fopenmp
+SAN     ?=
+
+LIB_SRC   := $(sort $(wildcard src/*/*.c))
+CLI_SRC   := $(sort $(wildcard cli/*.c))
+TEST_SRC  := $(sort $(wildcard tests/test_*.c))
+BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+DEPS_OK   := build/.deps-ok
+
+.PHONY: all lib test sanitize debug bench demo deps clean
+all: $(BUILD)/libnpred.a $(BUILD)/libnpred.so $(BUILD)/npred
+
+lib: $(BUILD)/libnpred.a $(BUILD)/libnpred.so
+
+deps: $(DEPS_OK)
+$(DEPS_OK): scripts/deps.sh
+	@sh scripts/deps.sh
+	@mkdir -p $(dir $@) && touch $@
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+
+$(BUILD)/libnpred.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libnpred.so: $(LIB_OBJ)
+	$(CC) -shared $(SAN) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/npred: $(CLI_OBJ) $(BUILD)/libnpred.a
+	$(CC) $(SAN) -o $@ $(CLI_OBJ) $(BUILD)/libnpred.a $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $< $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libnpred.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $< $(BUILD)/libnpred.a $(LDLIBS)
+
+test: $(TESTS) $(BUILD)/npred
+	@sh scripts/run-tests.sh $(BUILD) $(TESTS)
+
+# Same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+sanitize debug:
+	@$(MAKE) --no-print-directory test BUILD=build-san OPT="-O1 -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+
+bench: $(BENCHES)
+	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
+
+demo: $(BUILD)/npred
+	./$(BUILD)/npred demo
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

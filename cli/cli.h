@@ -1,0 +1,15 @@
+/* npred command line: the only code that prints to users or exits. One file per
+ * subcommand (cli/cmd_<name>.c), registered in the table in cli/main.c. */
+#ifndef NPRED_CLI_H
+#define NPRED_CLI_H
+
+#include "npred/base.h"
+
+/* Print "npred: <context>: <last library error>" to stderr; returns 1. */
+int cli_fail(npred_status s, const char *context);
+/* Print an argument error plus the hint to run `npred CMD --help`; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+
+
+#endif

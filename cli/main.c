@@ -1,0 +1,64 @@
+/* npred: command-line entry point and subcommand table. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+int cli_fail(npred_status s, const char *context)
+{
+    fprintf(stderr, "npred: %s: %s (%s)\n", context, npred_last_error(), npred_status_str(s));
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "npred %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nRun 'npred %s --help' for usage.\n", cmd);
+    return 2;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: npred <command> [options]\n\n"
+               "npred: neural system identification (neuralpredictors / SENSORIUM) in C.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'npred <command> --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("npred 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "npred: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,66 @@
+/* npred base: status codes, error messages, explicit-state RNG.
+ *
+ * The library never prints and never exits. Every fallible function returns an
+ * npred_status; on failure a human-readable message naming the file/key and what
+ * was expected is available from npred_last_error() (thread-local). */
+#ifndef NPRED_BASE_H
+#define NPRED_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    NPRED_OK = 0,
+    NPRED_ERR_IO,          /* file missing, unreadable, unwritable */
+    NPRED_ERR_FORMAT,      /* malformed file contents (npy, zip, json, checkpoint) */
+    NPRED_ERR_SHAPE,       /* array shape or dtype not what was expected */
+    NPRED_ERR_CONFIG,      /* unknown or invalid configuration key/value */
+    NPRED_ERR_VALUE,       /* NaN/Inf or out-of-range value */
+    NPRED_ERR_ARG,         /* invalid argument from the caller */
+    NPRED_ERR_NOMEM,       /* allocation failed */
+    NPRED_ERR_UNSUPPORTED, /* valid input that this build does not handle */
+    NPRED_ERR_INTERRUPTED  /* stopped on request (e.g. Ctrl-C) */
+} npred_status;
+
+/* Record an error message (printf-style) and return `s` unchanged, so callers
+ * can write `return npred_errorf(NPRED_ERR_IO, "%s: cannot open", path);`. */
+npred_status npred_errorf(npred_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prefix the current error message with "<prefix>: " and return `s`. */
+npred_status npred_error_prefix(npred_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Last error message of this thread ("" if none). */
+const char *npred_last_error(void);
+void npred_clear_error(void);
+/* Short name of a status ("io error", "format error", ...). */
+const char *npred_status_str(npred_status s);
+
+/* ---- RNG: xoshiro256** with explicit state ---- */
+typedef struct {
+    uint64_t s[4];
+    int has_spare;   /* Box-Muller spare normal */
+    double spare;
+} npred_rng;
+
+void npred_rng_seed(npred_rng *r, uint64_t seed);
+uint64_t npred_rng_u64(npred_rng *r);
+/* uniform double in [0, 1) with 53 random bits */
+double npred_rng_uniform(npred_rng *r);
+/* uniform integer in [0, n) without modulo bias; n > 0 */
+uint64_t npred_rng_below(npred_rng *r, uint64_t n);
+/* standard normal (Box-Muller, double precision) */
+double npred_rng_normal(npred_rng *r);
+/* Fisher-Yates shuffle of an index array */
+void npred_rng_shuffle(npred_rng *r, int64_t *idx, size_t n);
+
+/* checked allocation helpers: zeroed memory; return NULL on overflow/failure */
+void *npred_calloc(size_t n, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,241 @@
+#include "harness.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int n_pass, n_fail, n_skip;
+static int cur_fail, cur_skip;
+static const char *cur_name = "?";
+
+int th_check(int ok, const char *file, int line, const char *fmt, ...)
+{
+    if (ok) return 1;
+    va_list ap;
+    if (!cur_fail) printf("FAIL %s\n", cur_name);
+    printf("  %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    cur_fail++;
+    return 0;
+}
+
+int th_check_ok(npred_status s, const char *expr, const char *file, int line)
+{
+    return th_check(s == NPRED_OK, file, line, "%s -> %s: %s", expr, npred_status_str(s),
+                    npred_last_error());
+}
+
+void th_run(const char *name, void (*fn)(void))
+{
+    cur_name = name;
+    cur_fail = 0;
+    cur_skip = 0;
+    fn();
+    if (cur_fail) n_fail++;
+    else if (cur_skip) n_skip++;
+    else {
+        n_pass++;
+        printf("ok   %s\n", name);
+    }
+    fflush(stdout);
+}
+
+void th_skip(const char *reason)
+{
+    cur_skip = 1;
+    printf("SKIP %s: %s\n", cur_name, reason);
+}
+
+int th_summary(void)
+{
+    if (n_skip) printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+    else printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
+
+static int close_generic(const char *what, size_t n, double rtol, double atol,
+                         double (*get)(const void *, size_t), const void *g, const void *r)
+{
+    size_t bad = 0, worst = 0;
+    double worst_ex = -1;
+    for (size_t i = 0; i < n; i++) {
+        double a = get(g, i), b = get(r, i);
+        double lim = atol + rtol * fabs(b);
+        double ex = fabs(a - b) - lim;
+        if (!(fabs(a - b) <= lim) && !(isnan(a) && isnan(b))) {
+            bad++;
+            if (ex > worst_ex || isnan(ex)) { worst_ex = isnan(ex) ? INFINITY : ex; worst = i; }
+        }
+    }
+    if (bad)
+        return th_check(0, __FILE__, __LINE__,
+                        "%s: %zu of %zu elements off (worst at %zu: got %.9g, want %.9g, rtol %g atol %g)",
+                        what, bad, n, worst, get(g, worst), get(r, worst), rtol, atol);
+    return 1;
+}
+static double get_f32(const void *p, size_t i) { return ((const float *)p)[i]; }
+static double get_f64(const void *p, size_t i) { return ((const double *)p)[i]; }
+
+int th_close_f32(const char *what, const float *got, const float *ref, size_t n, double rtol, double atol)
+{
+    if (!got || !ref) return th_check(0, __FILE__, __LINE__, "%s: missing data", what);
+    return close_generic(what, n, rtol, atol, get_f32, got, ref);
+}
+
+int th_close_f64(const char *what, const double *got, const double *ref, size_t n, double rtol, double atol)
+{
+    if (!got || !ref) return th_check(0, __FILE__, __LINE__, "%s: missing data", what);
+    return close_generic(what, n, rtol, atol, get_f64, got, ref);
+}
+
+int th_case_open(th_case *c, const char *name)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(c->dir, sizeof c->dir, "tests/fixtures/%s", name);
+    char path[640];
+    snprintf(path, sizeof path, "%s/case.json", c->dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return th_check(0, __FILE__, __LINE__, "missing fixture %s", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    size_t got = fread(buf, 1, (size_t)len, f);
+    fclose(f);
+    buf[got] = 0;
+    c->json = cJSON_Parse(buf);
+    free(buf);
+    if (!c->json) return th_check(0, __FILE__, __LINE__, "%s: invalid JSON", path);
+    return 1;
+}
+
+void th_case_close(th_case *c)
+{
+    cJSON_Delete(c->json);
+    c->json = NULL;
+}
+
+static int load(const th_case *c, const char *rel, npred_array *a)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", c->dir, rel);
+    npred_status s = npred_npy_read(path, a);
+    if (s != NPRED_OK)
+        return th_check(0, __FILE__, __LINE__, "fixture %s: %s", path, npred_last_error());
+    return 1;
+}
+
+static void keep_shape(npred_array *a, npred_array *shape)
+{
+    if (shape) {
+        *shape = *a;
+        shape->data = NULL;
+    }
+    npred_array_free(a);
+}
+
+float *th_load_f32(const th_case *c, const char *rel, npred_array *shape)
+{
+    npred_array a;
+    float *out = NULL;
+    if (!load(c, rel, &a)) return NULL;
+    if (npred_array_to_f32(&a, &out) != NPRED_OK) th_check(0, __FILE__, __LINE__, "%s", npred_last_error());
+    keep_shape(&a, shape);
+    return out;
+}
+
+double *th_load_f64(const th_case *c, const char *rel, npred_array *shape)
+{
+    npred_array a;
+    double *out = NULL;
+    if (!load(c, rel, &a)) return NULL;
+    if (npred_array_to_f64(&a, &out) != NPRED_OK) th_check(0, __FILE__, __LINE__, "%s", npred_last_error());
+    keep_shape(&a, shape);
+    return out;
+}
+
+int64_t *th_load_i64(const th_case *c, const char *rel, npred_array *shape)
+{
+    npred_array a;
+    int64_t *out = NULL;
+    if (!load(c, rel, &a)) return NULL;
+    if (npred_array_to_i64(&a, &out) != NPRED_OK) th_check(0, __FILE__, __LINE__, "%s", npred_last_error());
+    keep_shape(&a, shape);
+    return out;
+}
+
+cJSON *th_get(cJSON *root, ...)
+{
+    va_list ap;
+    va_start(ap, root);
+    const char *k;
+    while (root && (k = va_arg(ap, const char *)) != NULL) root = cJSON_GetObjectItemCaseSensitive(root, k);
+    va_end(ap);
+    return root;
+}
+
+double th_num(cJSON *root, double dflt, ...)
+{
+    va_list ap;
+    va_start(ap, dflt);
+    const char *k;
+    while (root && (k = va_arg(ap, const char *)) != NULL) root = cJSON_GetObjectItemCaseSensitive(root, k);
+    va_end(ap);
+    if (root && cJSON_IsNumber(root)) return root->valuedouble;
+    if (root && cJSON_IsBool(root)) return cJSON_IsTrue(root);
+    return dflt;
+}
+
+void th_tol(const th_case *c, const char *kind, const char *rel, double *rtol, double *atol)
+{
+    int grads = strcmp(kind, "grads") == 0;
+    *rtol = grads ? 1e-3 : 1e-4;
+    *atol = grads ? 1e-4 : 1e-5;
+    cJSON *t = th_get(c->json, "tolerance", kind, NULL);
+    if (t) {
+        *rtol = th_num(t, *rtol, "rtol", NULL);
+        *atol = th_num(t, *atol, "atol", NULL);
+    }
+    cJSON *pf = rel ? th_get(c->json, "tolerance", "per_file", rel, NULL) : NULL;
+    if (!pf && rel) { /* per_file keys may omit the .npy suffix */
+        char k[512];
+        snprintf(k, sizeof k, "%s", rel);
+        char *dot = strstr(k, ".npy");
+        if (dot) *dot = 0;
+        pf = th_get(c->json, "tolerance", "per_file", k, NULL);
+    }
+    if (pf) {
+        *rtol = th_num(pf, *rtol, "rtol", NULL);
+        *atol = th_num(pf, *atol, "atol", NULL);
+    }
+}
+
+int th_compare(const th_case *c, const char *kind, const char *rel, const float *got, size_t n)
+{
+    npred_array sh;
+    float *ref = th_load_f32(c, rel, &sh);
+    if (!ref) return 0;
+    int ok = th_check(sh.count == n, __FILE__, __LINE__, "%s/%s: %zu elements, computed %zu", c->name,
+                      rel, sh.count, n);
+    if (ok) {
+        double rtol, atol;
+        th_tol(c, kind, rel, &rtol, &atol);
+        char what[700];
+        snprintf(what, sizeof what, "%s/%s", c->name, rel);
+        ok = th_close_f32(what, got, ref, n, rtol, atol);
+    }
+    free(ref);
+    return ok;
+}
+
+double th_rand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(*s >> 11) * 0x1.0p-52 - 1.0;
+}

@@ -1,0 +1,64 @@
+/* Minimal test harness shared by all test programs.
+ *
+ *   static void test_something(void) { CHECK(x == 1, "x is %d", x); }
+ *   int main(void) { RUN(test_something); return th_summary(); }
+ *
+ * A test passes when none of its CHECKs failed. th_summary() prints the closing
+ * line "N passed, N failed[, N skipped]" and returns the exit code.
+ * Fixtures live in tests/fixtures/<case>/ (copied from the PyTorch reference);
+ * a missing fixture is a failure, never a skip. */
+#ifndef NPRED_TEST_HARNESS_H
+#define NPRED_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cJSON.h>
+#include "npred/npy.h"
+
+int th_check(int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define CHECK(cond, ...) th_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
+/* CHECK that a library call returned NPRED_OK; prints npred_last_error() if not. */
+#define CHECK_OK(call) th_check_ok((call), #call, __FILE__, __LINE__)
+int th_check_ok(npred_status s, const char *expr, const char *file, int line);
+
+void th_run(const char *name, void (*fn)(void));
+#define RUN(fn) th_run(#fn, fn)
+/* Mark the running test skipped (only for absent ../shared/checkpoints). */
+void th_skip(const char *reason);
+int th_summary(void);
+
+/* Elementwise |got - ref| <= atol + rtol*|ref|; reports the worst mismatches. */
+int th_close_f32(const char *what, const float *got, const float *ref, size_t n,
+                 double rtol, double atol);
+int th_close_f64(const char *what, const double *got, const double *ref, size_t n,
+                 double rtol, double atol);
+
+/* ---- fixtures ---- */
+typedef struct {
+    char name[128];
+    char dir[512];
+    cJSON *json; /* case.json */
+} th_case;
+
+/* Open tests/fixtures/<name>/case.json; a failed CHECK (and 0) if missing. */
+int th_case_open(th_case *c, const char *name);
+void th_case_close(th_case *c);
+/* Load <case>/<rel> (an .npy) converted to float32; NULL + failed CHECK if
+ * missing. If shape is given it receives the array header (data NULL). */
+float *th_load_f32(const th_case *c, const char *rel, npred_array *shape);
+double *th_load_f64(const th_case *c, const char *rel, npred_array *shape);
+int64_t *th_load_i64(const th_case *c, const char *rel, npred_array *shape);
+/* Tolerance for a file: tolerance.per_file[rel] if present, else tolerance[kind]
+ * (kind "forward" or "grads"), else the README defaults. */
+void th_tol(const th_case *c, const char *kind, const char *rel, double *rtol, double *atol);
+/* Compare a float32 result against fixture file rel with the case tolerance. */
+int th_compare(const th_case *c, const char *kind, const char *rel, const float *got, size_t n);
+/* cJSON lookup by a path of object keys, e.g. th_get(c->json, "args", "stride", NULL). */
+cJSON *th_get(cJSON *root, ...);
+double th_num(cJSON *root, double dflt, ...);
+
+/* uniform in [-1, 1) from a tiny deterministic generator */
+double th_rand(uint64_t *state);
+
+#endif
