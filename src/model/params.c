@@ -83,7 +83,7 @@ int npred_ptable_alias(npred_ptable *t, const char *name, int target)
 
 npred_status npred_ptable_alloc(npred_ptable *t)
 {
-    size_t np = t->n_params ? t->n_params : 1, nb = t->n_buffers ? t->n_buffers : 1;
+    size_t np = t->n_params ? t->n_params : 16, nb = t->n_buffers ? t->n_buffers : 16; /* multiples of 16 */
     t->data = aligned_alloc(64, np * sizeof(float));
     t->grad = aligned_alloc(64, np * sizeof(float));
     t->bufdata = aligned_alloc(64, nb * sizeof(float));
@@ -117,7 +117,7 @@ float *npred_ptable_gradptr(const npred_ptable *t, int idx)
 
 void npred_ptable_zero_grad(npred_ptable *t)
 {
-    if (t->grad) memset(t->grad, 0, (t->n_params ? t->n_params : 1) * sizeof(float));
+    if (t->grad) memset(t->grad, 0, (t->n_params ? t->n_params : 16) * sizeof(float));
 }
 
 size_t npred_ptable_count(const npred_ptable *t, const char *prefix)
