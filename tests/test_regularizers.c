@@ -54,7 +54,7 @@ static double ref_value(const double *w, const cfg *c)
     int pad = c->pad < 0 ? f / 2 : c->pad;
     int ho = c->kh + 2 * pad - f + 1, wo = c->kw + 2 * pad - f + 1, plane = c->kh * c->kw;
     int slices = c->o * c->i;
-    double filt[49], mask[256], out[1024];
+    double filt[49], mask[1024], out[1024];
     ref_filter(filt, f);
     if (c->kind == REF_GAUSS) {
         double sigma = c->sigma > 0 ? c->sigma : fmin(c->kh, c->kw) / 4.0;
@@ -211,6 +211,7 @@ static void test_laplace_l2_grad(void)
         {REF_L2, 1, 3, 3, 4, -1, 5, 0, 0}, {REF_L2, 1, 1, 5, 5, 1, 5, 1, 0},
         {REF_L2, 1, 2, 7, 9, 0, 7, 1, 0}, {REF_L2, 2, 1, 5, 3, -1, 7, 0, 0},
         {REF_L2, 1, 1, 2, 3, 3, 7, 1, 0}, {REF_L2, 1, 1, 9, 8, 1, 7, 0, 0},
+        {REF_L2, 1, 2, 23, 21, 1, 3, 1, 0}, /* scratch beyond the stack buffer */
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++)
         check_case(&cases[k], 0, -1, 100 + k);
@@ -235,6 +236,7 @@ static void test_gaussian_laplace_l2_grad(void)
         {REF_GAUSS, 1, 2, 7, 5, 1, 3, 1, 1.3},  {REF_GAUSS, 2, 1, 3, 3, 0, 3, 0, 0},
         {REF_GAUSS, 1, 2, 3, 3, 0, 3, 1, 0.6},  {REF_GAUSS, 3, 1, 1, 4, 1, 3, 0, 0},
         {REF_GAUSS, 1, 1, 9, 9, -1, 3, 0, 2.25}, {REF_GAUSS, 1, 2, 4, 6, 1, 3, 1, 0},
+        {REF_GAUSS, 1, 1, 25, 23, 1, 3, 1, 0}, /* scratch beyond the stack buffer */
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++)
         check_case(&cases[k], 0, -1, 300 + k);
@@ -320,6 +322,8 @@ static void test_bad_arguments(void)
                  "filter size 0");
     expect_error(npred_reg_laplace_l2(&v, dw, w, 1, 2, 3, 5, 5, -2, 3, true), NPRED_ERR_ARG,
                  "padding -2");
+    expect_error(npred_reg_laplace_l2(&v, dw, w, 1, 2, 3, 5, 5, 1 << 20, 3, true), NPRED_ERR_ARG,
+                 "padding 2^20");
     expect_error(npred_reg_laplace_l2(&v, dw, NULL, 1, 2, 3, 5, 5, 0, 3, true), NPRED_ERR_ARG,
                  "NULL weight");
     expect_error(npred_reg_laplace_l2(&v, dw, w, 1, 2, 3, 5, 5, 0, 7, true), NPRED_ERR_SHAPE,

@@ -3,15 +3,21 @@
  *
  * The Laplace filter is applied to each (o, i) slice of W as a cross-correlation
  * with zero padding (every filter here is symmetric, so it equals PyTorch's
- * conv2d). The gradient is gathered per weight element: each element sees at
- * most f*f filtered outputs, which are recomputed on the fly from the sparse
- * filter taps. That keeps every sum in double and needs no scratch memory. */
+ * conv2d), from the filter's non-zero taps. Every sum is in double. The
+ * value takes one pass over the slices; the gradient needs the final value
+ * (normalised forms), so it filters each slice again, weights it and applies
+ * the transposed filter. Scratch (two filtered slices and one gradient slice)
+ * lives on the stack up to STACK_DOUBLES and is allocated above that. Serial:
+ * the regularized weights are small. */
 #include "kernels/regularizers.h"
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 
-#define MAX_TAPS 49 /* 7 x 7 */
+#define MAX_TAPS 49        /* 7 x 7 */
+#define MAX_SIDE 4096      /* kernel side and padding limit (keeps int indices safe) */
+#define STACK_DOUBLES 1024 /* scratch held on the stack (8 KiB) */
 
 static const float laplace3[9] = {
     0, -1, 0,
@@ -47,15 +53,13 @@ const float *npred_reg_laplace_filter(int filter_size)
     }
 }
 
-/* Geometry of one call: filter taps, padding, slice and output sizes, and the
- * Gaussian mask parameters when the output is masked. */
+/* Geometry of one call: slice size, padding, filtered size and the non-zero
+ * filter taps. */
 typedef struct {
     int kh, kw, pad, ho, wo;
     int ntap;
     int tu[MAX_TAPS], tv[MAX_TAPS]; /* tap offsets (row, column) in the filter */
-    double tl[MAX_TAPS];            /* tap values (non-zero only) */
-    int masked;
-    double sigma, gmin, gspan;      /* raw Gaussian minimum and max - min */
+    double tl[MAX_TAPS];            /* tap values */
 } lap_plan;
 
 static npred_status plan_init(lap_plan *pl, const char *who, const float *w, int out_ch,
@@ -67,12 +71,13 @@ static npred_status plan_init(lap_plan *pl, const char *who, const float *w, int
                             who, filter_size);
     if (!w)
         return npred_errorf(NPRED_ERR_ARG, "%s: weight pointer is NULL", who);
-    if (out_ch < 1 || in_ch < 1 || kh < 1 || kw < 1)
-        return npred_errorf(NPRED_ERR_SHAPE, "%s: weight shape (%d, %d, %d, %d) must be positive",
-                            who, out_ch, in_ch, kh, kw);
-    if (padding < NPRED_REG_PAD_DEFAULT)
-        return npred_errorf(NPRED_ERR_ARG, "%s: padding %d (expected >= 0, or %d for the default)",
-                            who, padding, NPRED_REG_PAD_DEFAULT);
+    if (out_ch < 1 || in_ch < 1 || kh < 1 || kw < 1 || kh > MAX_SIDE || kw > MAX_SIDE)
+        return npred_errorf(NPRED_ERR_SHAPE,
+                            "%s: weight shape (%d, %d, %d, %d) (expected positive, kernel sides <= %d)",
+                            who, out_ch, in_ch, kh, kw, MAX_SIDE);
+    if (padding < NPRED_REG_PAD_DEFAULT || padding > MAX_SIDE)
+        return npred_errorf(NPRED_ERR_ARG, "%s: padding %d (expected 0..%d, or %d for the default)",
+                            who, padding, MAX_SIDE, NPRED_REG_PAD_DEFAULT);
     pl->pad = padding == NPRED_REG_PAD_DEFAULT ? filter_size / 2 : padding;
     pl->kh = kh;
     pl->kw = kw;
@@ -93,12 +98,11 @@ static npred_status plan_init(lap_plan *pl, const char *who, const float *w, int
             pl->tl[pl->ntap] = l;
             pl->ntap++;
         }
-    pl->masked = 0;
     return NPRED_OK;
 }
 
 /* Unnormalised Gaussian at grid cell (a, b) of an (h, w) grid centred on its
- * middle, written in the reference's order of operations. */
+ * middle, in the reference's order of operations (gamma 1, theta 0). */
 static double gauss_raw(int a, int b, int h, int w, double sigma)
 {
     double x = a - (h - 1) / 2.0, y = b - (w - 1) / 2.0;
@@ -106,23 +110,24 @@ static double gauss_raw(int a, int b, int h, int w, double sigma)
     return exp(-0.5 * (x * x / s2 + y * y / s2));
 }
 
-/* Minimum and (maximum - minimum) of the raw Gaussian over the grid. */
-static void gauss_range(double *gmin, double *gspan, int h, int w, double sigma)
+/* Minimum and maximum of the raw Gaussian over the grid. */
+static void gauss_bounds(double *lo, double *hi, int h, int w, double sigma)
 {
-    double lo = INFINITY, hi = -INFINITY;
+    *lo = INFINITY;
+    *hi = -INFINITY;
     for (int a = 0; a < h; a++)
         for (int b = 0; b < w; b++) {
-            double g = gauss_raw(a, b, h, w, sigma);
-            lo = g < lo ? g : lo;
-            hi = g > hi ? g : hi;
+            double r = gauss_raw(a, b, h, w, sigma);
+            *lo = r < *lo ? r : *lo;
+            *hi = r > *hi ? r : *hi;
         }
-    *gmin = lo;
-    *gspan = hi - lo;
 }
 
-static float gauss_norm(const lap_plan *pl, int a, int b)
+/* Normalised value at (a, b), rounded to float: "subtract the min, then divide
+ * by the new max" is (raw - min) / (max - min). */
+static float gauss_norm(int a, int b, int h, int w, double sigma, double lo, double hi)
 {
-    return (float)((gauss_raw(a, b, pl->kh, pl->kw, pl->sigma) - pl->gmin) / pl->gspan);
+    return (float)((gauss_raw(a, b, h, w, sigma) - lo) / (hi - lo));
 }
 
 npred_status npred_reg_gaussian2d(float *mask, int h, int w, double sigma)
@@ -134,107 +139,131 @@ npred_status npred_reg_gaussian2d(float *mask, int h, int w, double sigma)
                             h, w);
     if (!(sigma > 0) || !isfinite(sigma))
         return npred_errorf(NPRED_ERR_ARG, "gaussian2d: sigma %g (expected finite and > 0)", sigma);
-    lap_plan pl = {.kh = h, .kw = w, .sigma = sigma};
-    gauss_range(&pl.gmin, &pl.gspan, h, w, sigma);
+    double lo, hi;
+    gauss_bounds(&lo, &hi, h, w, sigma);
     for (int a = 0; a < h; a++)
         for (int b = 0; b < w; b++)
-            mask[a * w + b] = gauss_norm(&pl, a, b);
+            mask[a * w + b] = gauss_norm(a, b, h, w, sigma, lo, hi);
     return NPRED_OK;
 }
 
-/* Weight of output cell (p, q) in the numerator: 1 without a mask; with one,
- * the sum of (1 - G)^2 over the mask cells that broadcast onto (p, q) (one
- * cell when the output has the mask's size, a whole row/column when it is 1). */
-static double cell_weight(const lap_plan *pl, int p, int q)
+/* One slice filtered: out[p, q] = sum_taps L[u, v] * W[p + u - pad, q + v - pad]
+ * (zero outside W). */
+static void filter_slice(double *out,     // (ho, wo)
+                         const float *ws, // (kh, kw)
+                         const lap_plan *pl)
 {
-    if (!pl->masked)
-        return 1.0;
-    int a0 = pl->ho == pl->kh ? p : 0, a1 = pl->ho == pl->kh ? p + 1 : pl->kh;
-    int b0 = pl->wo == pl->kw ? q : 0, b1 = pl->wo == pl->kw ? q + 1 : pl->kw;
-    double c = 0.0;
-    for (int a = a0; a < a1; a++)
-        for (int b = b0; b < b1; b++) {
-            float m = 1.0f - gauss_norm(pl, a, b);
-            c += (double)m * m;
-        }
-    return c;
-}
-
-/* Filtered value at output cell (p, q) of one slice. */
-static double filtered_at(const lap_plan *pl, const float *ws, // (kh, kw)
-                          int p, int q)
-{
-    double acc = 0.0;
-    for (int t = 0; t < pl->ntap; t++) {
-        int y = p + pl->tu[t] - pl->pad, x = q + pl->tv[t] - pl->pad;
-        if (y >= 0 && y < pl->kh && x >= 0 && x < pl->kw)
-            acc += pl->tl[t] * ws[y * pl->kw + x];
-    }
-    return acc;
-}
-
-/* sum over slices and output cells of weight(p, q) * filtered^2 */
-static double numerator_sum(const lap_plan *pl, const float *w, // (S, kh, kw)
-                            size_t slices)
-{
-    size_t plane = (size_t)pl->kh * pl->kw;
-    double acc = 0.0;
     for (int p = 0; p < pl->ho; p++)
         for (int q = 0; q < pl->wo; q++) {
-            double c = cell_weight(pl, p, q);
-            if (c == 0.0)
-                continue;
-            double part = 0.0;
-            for (size_t s = 0; s < slices; s++) {
-                double o = filtered_at(pl, w + s * plane, p, q);
-                part += o * o;
-            }
-            acc += c * part;
-        }
-    return acc;
-}
-
-static double sum_squares(const float *w, size_t n)
-{
-    double acc = 0.0;
-    for (size_t i = 0; i < n; i++)
-        acc += (double)w[i] * w[i];
-    return acc;
-}
-
-/* dw += gnum * d(numerator_sum)/dW + gden * d(sum W^2)/dW */
-static void accumulate_grad(const lap_plan *pl, float *dw, // (S, kh, kw)
-                            const float *w,                // (S, kh, kw)
-                            size_t slices, double gnum, double gden)
-{
-    size_t plane = (size_t)pl->kh * pl->kw;
-    int cp[MAX_TAPS], cq[MAX_TAPS];
-    double coef[MAX_TAPS];
-    for (int y = 0; y < pl->kh; y++)
-        for (int x = 0; x < pl->kw; x++) {
-            /* the output cells that W[y, x] feeds, with the chain-rule factor */
-            int n = 0;
+            double acc = 0.0;
             for (int t = 0; t < pl->ntap; t++) {
-                int p = y - pl->tu[t] + pl->pad, q = x - pl->tv[t] + pl->pad;
-                if (p < 0 || p >= pl->ho || q < 0 || q >= pl->wo)
-                    continue;
-                double c = cell_weight(pl, p, q);
-                if (c == 0.0)
-                    continue;
-                cp[n] = p;
-                cq[n] = q;
-                coef[n] = 2.0 * gnum * c * pl->tl[t];
-                n++;
+                int y = p + pl->tu[t] - pl->pad, x = q + pl->tv[t] - pl->pad;
+                if (y >= 0 && y < pl->kh && x >= 0 && x < pl->kw)
+                    acc += pl->tl[t] * ws[y * pl->kw + x];
             }
-            size_t e = (size_t)y * pl->kw + x;
-            for (size_t s = 0; s < slices; s++) {
-                const float *ws = w + s * plane;
-                double g = 2.0 * gden * ws[e];
-                for (int j = 0; j < n; j++)
-                    g += coef[j] * filtered_at(pl, ws, cp[j], cq[j]);
-                dw[s * plane + e] += (float)g;
+            out[p * pl->wo + q] = acc;
+        }
+}
+
+/* The transpose of filter_slice, overwriting g: g[y, x] = sum over the cells
+ * (p, q) that W[y, x] feeds of L[u, v] * d[p, q]. */
+static void filter_slice_t(double *g,       // (kh, kw)
+                           const double *d, // (ho, wo)
+                           const lap_plan *pl)
+{
+    for (int e = 0; e < pl->kh * pl->kw; e++)
+        g[e] = 0.0;
+    for (int p = 0; p < pl->ho; p++)
+        for (int q = 0; q < pl->wo; q++) {
+            double dv = d[p * pl->wo + q];
+            if (dv == 0.0)
+                continue;
+            for (int t = 0; t < pl->ntap; t++) {
+                int y = p + pl->tu[t] - pl->pad, x = q + pl->tv[t] - pl->pad;
+                if (y >= 0 && y < pl->kh && x >= 0 && x < pl->kw)
+                    g[y * pl->kw + x] += pl->tl[t] * dv;
             }
         }
+}
+
+typedef enum { K_L2, K_L2NORM, K_GAUSS } lap_kind;
+
+/* The Laplace family on a ready plan. Numerator: sum over slices and filtered
+ * cells of c[p, q] * filtered^2, where c = 1, or for K_GAUSS the sum of
+ * (1 - G)^2 over the mask cells that broadcast onto (p, q). Denominator: sum W^2.
+ *   K_L2:          value = num / cn / 2
+ *   K_L2NORM/GAUSS value = (num / cn) / (den / cd)
+ * with cn, cd the element counts under avg, else 1. The gradient is two more
+ * passes: filter each slice again, weight it, and apply the transpose. */
+static npred_status laplace_run(double *value, float *dw, const float *w, double scale,
+                                const lap_plan *pl, size_t slices, lap_kind kind, bool avg,
+                                double sigma)
+{
+    size_t cells = (size_t)pl->ho * pl->wo, plane = (size_t)pl->kh * pl->kw;
+    size_t need = 2 * cells + plane;
+    double stackbuf[STACK_DOUBLES];
+    double *buf = need <= STACK_DOUBLES ? stackbuf : malloc(need * sizeof *buf);
+    if (!buf)
+        return npred_errorf(NPRED_ERR_NOMEM, "Laplace regularizer: %zu doubles of scratch", need);
+    double *c = buf, *fs = buf + cells, *g = buf + 2 * cells;
+
+    if (kind == K_GAUSS) {
+        int rows = pl->ho == pl->kh, cols = pl->wo == pl->kw; /* else broadcast (size 1) */
+        for (size_t k = 0; k < cells; k++)
+            c[k] = 0.0;
+        double lo, hi;
+        gauss_bounds(&lo, &hi, pl->kh, pl->kw, sigma);
+        for (int a = 0; a < pl->kh; a++)
+            for (int b = 0; b < pl->kw; b++) {
+                float m = 1.0f - gauss_norm(a, b, pl->kh, pl->kw, sigma, lo, hi);
+                c[(rows ? a : 0) * pl->wo + (cols ? b : 0)] += (double)m * m;
+            }
+    } else {
+        for (size_t k = 0; k < cells; k++)
+            c[k] = 1.0;
+    }
+
+    double num = 0.0, den = 0.0;
+    for (size_t s = 0; s < slices; s++) {
+        filter_slice(fs, w + s * plane, pl);
+        for (size_t k = 0; k < cells; k++)
+            num += c[k] * fs[k] * fs[k];
+    }
+    size_t n = slices * plane;
+    if (kind != K_L2)
+        for (size_t k = 0; k < n; k++)
+            den += (double)w[k] * w[k];
+    /* GaussianLaplaceL2's mean runs over the broadcast (slices, kh, kw) */
+    double cn = avg ? (double)slices * (kind == K_GAUSS ? plane : cells) : 1.0;
+    double cd = avg ? (double)n : 1.0;
+
+    double v, gnum, gden;
+    if (kind == K_L2) {
+        v = num / cn / 2.0;
+        gnum = scale / (2.0 * cn);
+        gden = 0.0;
+    } else {
+        double dn = den / cd;
+        v = (num / cn) / dn;
+        gnum = scale / (cn * dn);
+        gden = -scale * v / (dn * cd);
+    }
+    if (value)
+        *value = v;
+    if (dw) {
+        for (size_t s = 0; s < slices; s++) {
+            const float *ws = w + s * plane;
+            filter_slice(fs, ws, pl);
+            for (size_t k = 0; k < cells; k++)
+                fs[k] *= c[k];
+            filter_slice_t(g, fs, pl);
+            for (size_t e = 0; e < plane; e++)
+                dw[s * plane + e] += (float)(2.0 * gnum * g[e] + 2.0 * gden * ws[e]);
+        }
+    }
+    if (buf != stackbuf)
+        free(buf);
+    return NPRED_OK;
 }
 
 npred_status npred_reg_laplace_l2(double *value, float *dw, const float *w, double scale,
@@ -245,28 +274,7 @@ npred_status npred_reg_laplace_l2(double *value, float *dw, const float *w, doub
     npred_status st = plan_init(&pl, "LaplaceL2", w, out_ch, in_ch, kh, kw, padding, filter_size);
     if (st != NPRED_OK)
         return st;
-    size_t slices = (size_t)out_ch * in_ch;
-    double count = avg ? (double)slices * pl.ho * pl.wo : 1.0;
-    if (value)
-        *value = numerator_sum(&pl, w, slices) / count / 2.0;
-    if (dw)
-        accumulate_grad(&pl, dw, w, slices, scale / (2.0 * count), 0.0);
-    return NPRED_OK;
-}
-
-/* agg(weighted filtered^2) / agg(W^2) and its gradient, for a ready plan */
-static void normalised(const lap_plan *pl, double *value, float *dw, const float *w,
-                       double scale, size_t slices, bool avg, double num_count)
-{
-    size_t n = slices * pl->kh * pl->kw;
-    double cn = avg ? num_count : 1.0, cd = avg ? (double)n : 1.0;
-    double num = numerator_sum(pl, w, slices) / cn;
-    double den = sum_squares(w, n) / cd;
-    double v = num / den;
-    if (value)
-        *value = v;
-    if (dw)
-        accumulate_grad(pl, dw, w, slices, scale / (cn * den), -scale * v / (den * cd));
+    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_L2, avg, 0.0);
 }
 
 npred_status npred_reg_laplace_l2norm(double *value, float *dw, const float *w, double scale,
@@ -276,9 +284,7 @@ npred_status npred_reg_laplace_l2norm(double *value, float *dw, const float *w, 
     npred_status st = plan_init(&pl, "LaplaceL2norm", w, out_ch, in_ch, kh, kw, padding, 3);
     if (st != NPRED_OK)
         return st;
-    size_t slices = (size_t)out_ch * in_ch;
-    normalised(&pl, value, dw, w, scale, slices, avg, (double)slices * pl.ho * pl.wo);
-    return NPRED_OK;
+    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_L2NORM, avg, 0.0);
 }
 
 npred_status npred_reg_gaussian_laplace_l2(double *value, float *dw, const float *w, double scale,
@@ -299,12 +305,9 @@ npred_status npred_reg_gaussian_laplace_l2(double *value, float *dw, const float
                             "GaussianLaplaceL2: filtered size %dx%d (padding %d) does not broadcast "
                             "against the %dx%d mask (use padding 1)",
                             pl.ho, pl.wo, pl.pad, kh, kw);
-    pl.masked = 1;
-    pl.sigma = sigma > 0 ? sigma : (kh < kw ? kh : kw) / 4.0;
-    gauss_range(&pl.gmin, &pl.gspan, kh, kw, pl.sigma);
-    size_t slices = (size_t)out_ch * in_ch;
-    normalised(&pl, value, dw, w, scale, slices, avg, (double)slices * kh * kw);
-    return NPRED_OK;
+    if (!(sigma > 0))
+        sigma = (kh < kw ? kh : kw) / 4.0;
+    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_GAUSS, avg, sigma);
 }
 
 npred_status npred_reg_group_sparsity(double *value, float *dw, const float *w, double scale,
@@ -320,7 +323,10 @@ npred_status npred_reg_group_sparsity(double *value, float *dw, const float *w, 
     double acc = 0.0;
     for (size_t s = 0; s < slices; s++) {
         const float *ws = w + s * plane;
-        double norm = sqrt(sum_squares(ws, plane));
+        double ss = 0.0;
+        for (size_t e = 0; e < plane; e++)
+            ss += (double)ws[e] * ws[e];
+        double norm = sqrt(ss);
         acc += norm;
         if (dw && norm > 0.0) {
             double g = scale / ((double)slices * norm);

@@ -10,7 +10,10 @@
  * Every function writes the scalar regularizer value to *value (overwrite; may
  * be NULL) and, when dw is not NULL, ACCUMULATES scale * d(value)/dW into dw
  * (the caller zeroes). All sums are accumulated in double. The functions are
- * serial (the tensors are small) and never allocate.
+ * serial (the tensors are small); the Laplace ones allocate scratch only when
+ * 2*Ho*Wo + kh*kw exceeds 1024 doubles (kernels above about 18x18), and then
+ * return NPRED_ERR_NOMEM if that fails. Kernel sides and padding are limited
+ * to 4096.
  *
  * Exact formulas, defaults and edge cases: docs/regularizers.md. */
 #ifndef NPRED_KERNELS_REGULARIZERS_H
