@@ -1,9 +1,9 @@
 /* Training losses (see loss.h). B = batch, n = neurons.
  *
  * Element-wise losses share one reduction skeleton: a per-element value l(yhat, y)
- * and derivative dl/dyhat, evaluated in double from the float32 inputs. The forward
- * pass is serial (double sums in row order: deterministic for any thread count); the
- * backward pass is element-wise and runs OpenMP-parallel over rows. */
+ * and derivative dl/dyhat, evaluated in double from the float32 inputs. Both passes run
+ * OpenMP-parallel (over row chunks, column blocks or rows) in a partition that does
+ * not depend on the thread count, so results are the same for any thread count. */
 #include "train/loss.h"
 
 #include <math.h>
@@ -74,21 +74,39 @@ static double reduction_scale(npred_loss_reduction red, int64_t B, int64_t n)
     }
 }
 
-/* loss: (1,) or (n,); yhat, y: (B, n) */
+/* loss: (1,) or (n,); yhat, y: (B, n). Parallel but thread-count independent: per-neuron
+ * sums run over column blocks (each column summed in row order); the full sum adds
+ * NCHUNK fixed row chunks, each summed in order, then the chunk sums in order. */
+#define NCHUNK 64
 static void reduce_forward(double *loss, const elem_fn *f, const float *yhat, const float *y,
                            int64_t B, int64_t n, npred_loss_reduction red)
 {
     const int per_neuron = red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN;
     const double s = reduction_scale(red, B, n);
+    const int par = B * n > 65536;
     if (per_neuron) {
-        for (int64_t j = 0; j < n; j++) loss[j] = 0.0;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t j = 0; j < n; j++)
-                loss[j] += elem_eval(f, yhat[b * n + j], y[b * n + j], NULL);
-        for (int64_t j = 0; j < n; j++) loss[j] *= s;
+        const int64_t JB = 256, nblk = (n + JB - 1) / JB;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t j0 = blk * JB, j1 = j0 + JB < n ? j0 + JB : n;
+            for (int64_t j = j0; j < j1; j++) loss[j] = 0.0;
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t j = j0; j < j1; j++)
+                    loss[j] += elem_eval(f, yhat[b * n + j], y[b * n + j], NULL);
+            for (int64_t j = j0; j < j1; j++) loss[j] *= s;
+        }
     } else {
+        double part[NCHUNK];
+        const int64_t nc = B < NCHUNK ? B : NCHUNK;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t c = 0; c < nc; c++) {
+            const int64_t lo = B * c / nc * n, hi = B * (c + 1) / nc * n;
+            double acc = 0.0;
+            for (int64_t i = lo; i < hi; i++) acc += elem_eval(f, yhat[i], y[i], NULL);
+            part[c] = acc;
+        }
         double acc = 0.0;
-        for (int64_t i = 0; i < B * n; i++) acc += elem_eval(f, yhat[i], y[i], NULL);
+        for (int64_t c = 0; c < nc; c++) acc += part[c];
         loss[0] = acc * s;
     }
 }

@@ -2,7 +2,8 @@
  *
  * Legend: B = batch (trials), n = neurons. Predictions `yhat` and targets `y` are
  * (B, n) row-major float32, as a readout produces them. Sums run in double, in a
- * fixed order (row by row), so results do not depend on the thread count.
+ * fixed order (fixed row chunks / per-column row order), so results do not depend on
+ * the thread count.
  *
  * Every loss comes as a _forward / _backward pair:
  *   - _forward writes the reduced loss (overwrite) into `loss`, double:
