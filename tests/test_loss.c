@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "harness.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "train/loss.h"
 
 static const npred_loss_reduction REDS[4] = {NPRED_LOSS_SUM, NPRED_LOSS_MEAN,
@@ -300,8 +303,36 @@ static void test_accumulates(void)
     }
 }
 
+/* Same result for any thread count (a batch large enough to run in parallel). */
+static void test_thread_count_independent(void)
+{
+#ifdef _OPENMP
+    enum { B = 97, n = 1031 };
+    float *yh = malloc(sizeof(float) * B * n), *y = malloc(sizeof(float) * B * n);
+    uint64_t s = 5;
+    for (int i = 0; i < B * n; i++) {
+        yh[i] = (float)(1.1 + th_rand(&s));
+        y[i] = (float)(1.0 + th_rand(&s));
+    }
+    double a[n], b[n], sa, sb;
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    CHECK_OK(npred_loss_poisson_forward(&sa, yh, y, B, n, NPRED_LOSS_SUM, 1e-12));
+    CHECK_OK(npred_loss_poisson_forward(a, yh, y, B, n, NPRED_LOSS_PER_NEURON_SUM, 1e-12));
+    omp_set_num_threads(3);
+    CHECK_OK(npred_loss_poisson_forward(&sb, yh, y, B, n, NPRED_LOSS_SUM, 1e-12));
+    CHECK_OK(npred_loss_poisson_forward(b, yh, y, B, n, NPRED_LOSS_PER_NEURON_SUM, 1e-12));
+    omp_set_num_threads(saved);
+    CHECK(sa == sb, "sum differs across thread counts: %.17g vs %.17g", sa, sb);
+    CHECK(!memcmp(a, b, sizeof a), "per-neuron sums differ across thread counts");
+    free(yh);
+    free(y);
+#endif
+}
+
 int main(void)
 {
+    RUN(test_thread_count_independent);
     RUN(test_poisson_avg);
     RUN(test_poisson_sum);
     RUN(test_poisson_per_neuron_avg);
