@@ -38,7 +38,7 @@ static double channel_sqdev(const float *x, double mean, int B, size_t HW, size_
     return s;
 }
 
-npred_status npred_batchnorm2d_forward(float *y, float *save_mean, float *save_invstd,
+npred_status npred_batchnorm2d_forward(float *y, double *save_mean, double *save_invstd,
                                        float *running_mean, float *running_var,
                                        int64_t *num_batches_tracked, const float *x,
                                        const float *gamma, const float *beta, int B, int C, int H,
@@ -81,14 +81,14 @@ npred_status npred_batchnorm2d_forward(float *y, float *save_mean, float *save_i
             mean = running_mean[c];
             invstd = 1.0 / sqrt((double)running_var[c] + eps);
         }
-        save_mean[c] = (float)mean;
-        save_invstd[c] = (float)invstd;
+        save_mean[c] = mean;
+        save_invstd[c] = invstd;
         double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
-        const float a = (float)(g * invstd), sh = (float)(bt - mean * g * invstd);
+        const double a = g * invstd;
         for (int b = 0; b < B; b++) {
             const float *p = xc + (size_t)b * bstride;
             float *q = y + (size_t)c * HW + (size_t)b * bstride;
-            for (size_t i = 0; i < HW; i++) q[i] = p[i] * a + sh;
+            for (size_t i = 0; i < HW; i++) q[i] = (float)(((double)p[i] - mean) * a + bt);
         }
     }
     if (training && num_batches_tracked) (*num_batches_tracked)++;
@@ -96,8 +96,8 @@ npred_status npred_batchnorm2d_forward(float *y, float *save_mean, float *save_i
 }
 
 npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
-                                        const float *x, const float *gamma, const float *save_mean,
-                                        const float *save_invstd, int B, int C, int H, int W,
+                                        const float *x, const float *gamma, const double *save_mean,
+                                        const double *save_invstd, int B, int C, int H, int W,
                                         int training)
 {
     const char *fn = "npred_batchnorm2d_backward";
@@ -128,22 +128,23 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
         if (dgamma) dgamma[c] += (float)(sdyx * invstd);
         if (dbeta) dbeta[c] += (float)sdy;
         if (!dx) continue;
-        const float a = (float)(g * invstd), mf = (float)mean;
+        const double a = g * invstd;
         if (training) {
             /* dx = a * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))) */
-            const float mdy = (float)(sdy / (double)n);
-            const float k = (float)(invstd * invstd * sdyx / (double)n);
+            const double mdy = sdy / (double)n;
+            const double k = invstd * invstd * sdyx / (double)n;
             for (int b = 0; b < B; b++) {
                 const float *pd = dy + off + (size_t)b * bstride;
                 const float *px = x + off + (size_t)b * bstride;
                 float *q = dx + off + (size_t)b * bstride;
-                for (size_t i = 0; i < HW; i++) q[i] += a * (pd[i] - mdy - (px[i] - mf) * k);
+                for (size_t i = 0; i < HW; i++)
+                    q[i] += (float)(a * ((double)pd[i] - mdy - ((double)px[i] - mean) * k));
             }
         } else {
             for (int b = 0; b < B; b++) {
                 const float *pd = dy + off + (size_t)b * bstride;
                 float *q = dx + off + (size_t)b * bstride;
-                for (size_t i = 0; i < HW; i++) q[i] += a * pd[i];
+                for (size_t i = 0; i < HW; i++) q[i] += (float)(a * pd[i]);
             }
         }
     }

@@ -10,12 +10,12 @@
  *     running_var  = (1 - m) * running_var  + m * var * n/(n - 1)   (unbiased)
  *     num_batches_tracked += 1
  * (torch requires n > 1 in training; so do we). Eval mode normalises with the running
- * stats and changes nothing. Statistics and parameter reductions are computed in double;
- * the elementwise passes in float, as PyTorch's CPU kernel does (y = x*a + b with
- * a = gamma*invstd, b = beta - mean*a).
+ * stats and changes nothing. Statistics, reductions and the elementwise arithmetic are
+ * done in double (float data, one rounding per output), so a channel whose mean is far
+ * larger than its spread still normalises accurately.
  *
  * The forward writes the per-channel mean and invstd it normalised with (batch stats in
- * training, running stats in eval) into a caller-provided cache that the backward reads.
+ * training, running stats in eval) into a caller-provided double cache for the backward.
  *
  * Threads: OpenMP over channels; each channel is reduced by one thread in a fixed order,
  * so results do not depend on the thread count. Derivation of the training backward:
@@ -36,8 +36,8 @@
  * training == 0: running_mean and running_var are required and only read.
  * gamma, beta: NULL means 1 and 0 (affine=False). */
 npred_status npred_batchnorm2d_forward(float *y,                     // (B, C, H, W) out
-                                       float *save_mean,             // (C) out: cache
-                                       float *save_invstd,           // (C) out: cache
+                                       double *save_mean,            // (C) out: cache
+                                       double *save_invstd,          // (C) out: cache
                                        float *running_mean,          // (C) in/out or NULL
                                        float *running_var,           // (C) in/out or NULL
                                        int64_t *num_batches_tracked, // scalar in/out or NULL
@@ -60,8 +60,8 @@ npred_status npred_batchnorm2d_backward(float *dx,                // (B, C, H, W
                                         const float *dy,          // (B, C, H, W)
                                         const float *x,           // (B, C, H, W)
                                         const float *gamma,       // (C) or NULL (= 1)
-                                        const float *save_mean,   // (C)
-                                        const float *save_invstd, // (C)
+                                        const double *save_mean,   // (C)
+                                        const double *save_invstd, // (C)
                                         int B, int C, int H, int W, int training);
 
 #endif
