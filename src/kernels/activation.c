@@ -1,28 +1,71 @@
 /* Elementwise activations (see activation.h). Each loop is a branch-free select over
- * independent elements; the ones without libm calls vectorise as they stand. */
+ * independent elements. The ELU family computes exp/expm1 inline (below) so its loops
+ * vectorise; tanh, sigmoid, softplus and exp call libm (scalar without -ffast-math). */
 #include "kernels/activation.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 /* Below this many elements a loop runs on the calling thread. */
 #define PAR_MIN 32768
 #define EACH _Pragma("omp parallel for simd schedule(static) if (n >= PAR_MIN)") for (size_t i = 0; i < n; i++)
 
+/* exp and expm1 in float without libm calls, so that the loops vectorise. x is split as
+ * k ln2 + r with |r| <= ln2/2 (Cody-Waite, two-part ln2); expm1(r) is a degree-7 Taylor
+ * polynomial (truncation < 3e-9 |r|); then exp(x) = 2^k (1 + p) and
+ * expm1(x) = 2^k p + (2^k - 1), exact for k = 0, so tiny |x| keeps full relative accuracy.
+ * Inputs are clamped to [-87, 88] (2^k stays a normal float); below -87 expm1 is -1 and
+ * exp is under 1.7e-38 (returned as 0); NaN gives NaN. Used where exp/expm1 of x <= 0 is
+ * needed (the ELU family); error against the double result: a few ulp. */
+static inline float exp_split(float x, float *scale)
+{
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f,
+                ln2_lo = 1.42860682030941723212e-6f, shifter = 0x1.8p23f;
+    x = x > -87.0f ? x : -87.0f; /* NaN too; the callers pass NaN through */
+    x = x < 88.0f ? x : 88.0f;
+    float kf = (x * log2e + shifter) - shifter; /* round to nearest */
+    float r = (x - kf * ln2_hi) - kf * ln2_lo;
+    int32_t bits = ((int32_t)kf + 127) << 23;
+    memcpy(scale, &bits, sizeof bits);
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    return r + r * r * p; /* expm1(r) */
+}
+
+static inline float fast_expm1(float x)
+{
+    float s, p = exp_split(x, &s);
+    float v = s * p + (s - 1.0f);
+    return x < -87.0f ? -1.0f : (x == x ? v : x);
+}
+
+static inline float fast_exp(float x)
+{
+    float s, p = exp_split(x, &s);
+    float v = s * p + s;
+    return x < -87.0f ? 0.0f : (x == x ? v : x);
+}
+
 void npred_elu_forward(float *y, const float *x, size_t n)
 {
-    EACH y[i] = x[i] > 0 ? x[i] : expm1f(x[i]);
+    EACH y[i] = x[i] > 0 ? x[i] : fast_expm1(x[i]);
 }
 
 void npred_elu_backward(float *dx, const float *dy, const float *x, size_t n)
 {
-    EACH dx[i] += x[i] > 0 ? dy[i] : dy[i] * expf(x[i]);
+    EACH dx[i] += x[i] > 0 ? dy[i] : dy[i] * fast_exp(x[i]);
 }
 
 void npred_adaptive_elu_forward(float *y, const float *x, size_t n, float xshift, float yshift)
 {
     EACH {
         float t = x[i] - xshift;
-        y[i] = (t > 0 ? t : expm1f(t)) + yshift;
+        y[i] = (t > 0 ? t : fast_expm1(t)) + yshift;
     }
 }
 
@@ -30,13 +73,13 @@ void npred_adaptive_elu_backward(float *dx, const float *dy, const float *x, siz
 {
     EACH {
         float t = x[i] - xshift;
-        dx[i] += t > 0 ? dy[i] : dy[i] * expf(t);
+        dx[i] += t > 0 ? dy[i] : dy[i] * fast_exp(t);
     }
 }
 
 void npred_elu1_forward(float *y, const float *x, size_t n)
 {
-    EACH y[i] = (x[i] > 0 ? x[i] : expm1f(x[i])) + 1.0f;
+    EACH y[i] = (x[i] > 0 ? x[i] : fast_expm1(x[i])) + 1.0f;
 }
 
 void npred_elu1_backward(float *dx, const float *dy, const float *x, size_t n)
