@@ -113,9 +113,13 @@ void npred_conv2d_bias_grad(float *db, const float *dy, int n, int o, size_t pix
         double s = 0;
         for (int b = 0; b < n; b++) {
             const float *d = dy + ((size_t)b * o + oc) * pixels;
-            float part = 0;
-            for (size_t i = 0; i < pixels; i++) part += d[i];
-            s += part;
+            /* 16 independent lane sums (vectorisable without reassociation) */
+            float lane[16] = {0};
+            size_t i = 0;
+            for (; i + 16 <= pixels; i += 16)
+                for (int l = 0; l < 16; l++) lane[l] += d[i + l];
+            for (; i < pixels; i++) lane[i % 16] += d[i];
+            for (int l = 0; l < 16; l++) s += lane[l];
         }
         db[oc] += (float)s;
     }
