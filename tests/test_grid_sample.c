@@ -114,6 +114,13 @@ static void fill_rand(float *a, size_t n, uint64_t *st)
     for (size_t i = 0; i < n; i++) a[i] = (float)th_rand(st);
 }
 
+static int same_bits(const float *a, const float *b, size_t n, size_t *where)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(a + i, b + i, sizeof(float))) { *where = i; return 0; }
+    return 1;
+}
+
 /* normalised coordinate of source pixel position p on an axis of `size` */
 static float to_norm(double p, int size, int align)
 {
@@ -322,6 +329,20 @@ static void check_fixture(const char *name, int align)
         CHECK_OK(npred_grid_sample_backward(din, dgrid, up, in, grid, N, C, H, W, Ho, Wo, align));
         th_compare(&c, "grads", "grads/input.npy", din, nin);
         th_compare(&c, "grads", "grads/grid.npy", dgrid, ngrid);
+        /* stronger than the tolerance: the float operations are PyTorch's, so
+         * all three results are bitwise the reference's */
+        float *r_out = th_load_f32(&c, "output.npy", NULL);
+        float *r_din = th_load_f32(&c, "grads/input.npy", NULL);
+        float *r_dgrid = th_load_f32(&c, "grads/grid.npy", NULL);
+        size_t at = 0;
+        if (r_out && r_din && r_dgrid) {
+            CHECK(same_bits(out, r_out, nout, &at), "%s: output not bitwise PyTorch's at %zu: "
+                  "%.9g vs %.9g", name, at, out[at], r_out[at]);
+            CHECK(same_bits(din, r_din, nin, &at), "%s: dinput not bitwise PyTorch's at %zu: "
+                  "%.9g vs %.9g", name, at, din[at], r_din[at]);
+            CHECK(same_bits(dgrid, r_dgrid, ngrid, &at), "%s: dgrid not bitwise PyTorch's at "
+                  "%zu: %.9g vs %.9g", name, at, dgrid[at], r_dgrid[at]);
+        }
 
         /* the same through the channels-last path (n = Ho * Wo points) */
         const int n = Ho * Wo;
@@ -332,12 +353,16 @@ static void check_fixture(const char *name, int align)
         CHECK_OK(npred_grid_sample_nhwc_forward(o2, feat, grid, N, H, W, C, n, align));
         CHECK_OK(npred_grid_sample_nhwc_to_nchw(o2t, o2, N, C, n, 1));
         th_compare(&c, "forward", "output.npy", o2t, nout);
+        if (r_out)
+            CHECK(same_bits(o2t, r_out, nout, &at), "%s: channels-last output not bitwise "
+                  "PyTorch's at %zu", name, at);
         CHECK_OK(npred_grid_sample_nchw_to_nhwc(up2, up, N, C, n, 1));
         CHECK_OK(npred_grid_sample_nhwc_backward(df, dg2, up2, feat, grid, N, H, W, C, n, align));
         CHECK_OK(npred_grid_sample_nhwc_to_nchw(df_t, df, N, C, H, W));
         th_compare(&c, "grads", "grads/input.npy", df_t, nin);
         th_compare(&c, "grads", "grads/grid.npy", dg2, ngrid);
         free(feat); free(o2); free(o2t); free(up2); free(df); free(df_t); free(dg2);
+        free(r_out); free(r_din); free(r_dgrid);
         free(out); free(din); free(dgrid);
     }
     free(in); free(grid); free(up);
@@ -348,13 +373,6 @@ static void test_fixture_align_true(void) { check_fixture("grid_sample_align_tru
 static void test_fixture_align_false(void) { check_fixture("grid_sample_align_false", 0); }
 
 /* ------------------------------------------------------ channels-last --- */
-
-static int same_bits(const float *a, const float *b, size_t n, size_t *where)
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(a + i, b + i, sizeof(float))) { *where = i; return 0; }
-    return 1;
-}
 
 /* C = 37: two full 16-channel blocks plus a tail. Points: random in
  * [-1.3, 1.3], some exact corners, one NaN. */

@@ -11,10 +11,12 @@
  *   for the corners nw (x0, y0), ne (x0+1, y0), sw (x0, y0+1), se (x0+1, y0+1);
  *   a corner outside the image reads 0 (so points far outside give 0).
  *
- * The float32 arithmetic follows PyTorch's CPU kernel operation by operation
- * (same unnormalisation, same weights, same summation order over the corners),
- * so the forward output is bitwise PyTorch's. A grid coordinate that is NaN or
- * infinite gives NaN, as in PyTorch.
+ * The float32 arithmetic follows PyTorch's (1.13, x86 AVX2/AVX-512) CPU kernel
+ * operation by operation, including the multiply-adds that its compiler fuses
+ * (written here as fmaf): same unnormalisation, weights and summation order, so
+ * the output and both gradients are bitwise PyTorch's on the reference fixtures
+ * (the input gradient wherever its scatter order matches). A grid coordinate
+ * that is NaN or infinite gives NaN, as in PyTorch.
  *
  * Backward (derivation in docs/derivations-grid-sample.md) uses the cell chosen
  * by floor(px) also on cell borders, as PyTorch does: at an integer source
