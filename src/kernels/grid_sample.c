@@ -303,7 +303,7 @@ npred_status npred_grid_sample_nhwc_backward(float *dfeat, float *dgrid, const f
 
 /* -------------------------------------------------------------- layout --- */
 
-#define GS_TILE 32
+#define GS_TILE 16
 
 static npred_status gs_check_layout(const char *fn, const float *out, const float *in,
                                     int N, int C, int H, int W)
@@ -315,8 +315,9 @@ static npred_status gs_check_layout(const char *fn, const float *out, const floa
     return NPRED_OK;
 }
 
-/* out[b][j][i] = in[b][i][j] for an (R, S) matrix per image, in tiles */
-static void gs_transpose(float *out, const float *in, int N, long R, long S)
+/* out[b][j][i] = in[b][i][j] for an (R, S) matrix per image, in tiles; full
+ * tiles use fixed trip counts so the compiler can unroll them */
+static void gs_transpose(float *restrict out, const float *restrict in, int N, long R, long S)
 {
     const long tiles_r = (R + GS_TILE - 1) / GS_TILE, tiles_s = (S + GS_TILE - 1) / GS_TILE;
     const long total = (long)N * tiles_r * tiles_s;
@@ -328,8 +329,14 @@ static void gs_transpose(float *out, const float *in, int N, long R, long S)
         const long s1 = s0 + GS_TILE < S ? s0 + GS_TILE : S;
         const float *src = in + (size_t)b * R * S;
         float *dst = out + (size_t)b * R * S;
-        for (long r = r0; r < r1; r++)
-            for (long s = s0; s < s1; s++) dst[s * R + r] = src[r * S + s];
+        if (r1 - r0 == GS_TILE && s1 - s0 == GS_TILE) {
+            for (int i = 0; i < GS_TILE; i++)
+                for (int j = 0; j < GS_TILE; j++)
+                    dst[(s0 + i) * R + r0 + j] = src[(r0 + j) * S + s0 + i];
+        } else {
+            for (long s = s0; s < s1; s++)
+                for (long r = r0; r < r1; r++) dst[s * R + r] = src[r * S + s];
+        }
     }
 }
 
