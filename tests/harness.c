@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "model/params.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -238,4 +239,66 @@ double th_rand(uint64_t *s)
 {
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
     return (double)(*s >> 11) * 0x1.0p-52 - 1.0;
+}
+
+static int skipped(const char *key, const char *const *skip)
+{
+    for (; skip && *skip; skip++)
+        if (!strcmp(key, *skip)) return 1;
+    return 0;
+}
+
+int th_load_table(const th_case *c, void *table, const char *group, const char *prefix, const char *const *skip)
+{
+    npred_ptable *t = table;
+    cJSON *ps = th_get(c->json, "files", group, NULL);
+    if (!th_check(ps != NULL, __FILE__, __LINE__, "%s: no files.%s", c->name, group)) return 0;
+    cJSON *it;
+    int n = 0;
+    cJSON_ArrayForEach(it, ps)
+    {
+        if (skipped(it->string, skip)) continue;
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", prefix, it->string);
+        int idx = npred_ptable_find(t, name);
+        if (!th_check(idx >= 0, __FILE__, __LINE__, "%s: no table entry %s", c->name, name)) continue;
+        npred_array sh;
+        float *v = th_load_f32(c, it->valuestring, &sh);
+        if (v && th_check(sh.count == t->items[idx].count, __FILE__, __LINE__, "%s: %zu elements, table has %zu",
+                          name, sh.count, t->items[idx].count)) {
+            memcpy(npred_ptable_ptr(t, idx), v, sh.count * sizeof(float));
+            n++;
+        }
+        free(v);
+    }
+    return n;
+}
+
+int th_compare_table(const th_case *c, void *table, const char *group, const char *kind, const char *prefix,
+                     const char *const *skip)
+{
+    npred_ptable *t = table;
+    cJSON *ps = th_get(c->json, "files", group, NULL);
+    if (!th_check(ps != NULL, __FILE__, __LINE__, "%s: no files.%s", c->name, group)) return 0;
+    int grads = !strcmp(group, "grads") || strstr(group, "grads") != NULL;
+    cJSON *it;
+    int ok = 1;
+    cJSON_ArrayForEach(it, ps)
+    {
+        if (skipped(it->string, skip)) continue;
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", prefix, it->string);
+        int idx = npred_ptable_find(t, name);
+        if (!th_check(idx >= 0, __FILE__, __LINE__, "%s: no table entry %s", c->name, name)) {
+            ok = 0;
+            continue;
+        }
+        const float *v = grads ? npred_ptable_gradptr(t, idx) : npred_ptable_ptr(t, idx);
+        if (!th_check(v != NULL, __FILE__, __LINE__, "%s: %s has no gradient", c->name, name)) {
+            ok = 0;
+            continue;
+        }
+        ok &= th_compare(c, kind, it->valuestring, v, t->items[idx].count);
+    }
+    return ok;
 }

@@ -58,6 +58,17 @@ int th_compare(const th_case *c, const char *kind, const char *rel, const float 
 cJSON *th_get(cJSON *root, ...);
 double th_num(cJSON *root, double dflt, ...);
 
+/* ---- fixtures <-> parameter table (src/model/params.h) ---- */
+struct npred_ptable_s;
+/* Copy every file of files.<group> (an object key -> path) into the table entry
+ * named prefix+key (keys listed in `skip`, NULL-terminated, are ignored).
+ * Returns the number of entries loaded; failed CHECKs for missing entries. */
+int th_load_table(const th_case *c, void *table, const char *group, const char *prefix, const char *const *skip);
+/* Compare every file of files.<group> with the table: values (kind "forward")
+ * or, for group "grads", the gradient buffer (kind "grads"). */
+int th_compare_table(const th_case *c, void *table, const char *group, const char *kind, const char *prefix,
+                     const char *const *skip);
+
 /* uniform in [-1, 1) from a tiny deterministic generator */
 double th_rand(uint64_t *state);
 

@@ -27,7 +27,13 @@ npred_status npred_error_prefix(npred_status s, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, errbuf, sizeof old);
-    snprintf(errbuf, sizeof errbuf, "%s: %s", prefix, old);
+    size_t pl = strnlen(prefix, sizeof errbuf - 3);
+    memcpy(errbuf, prefix, pl);
+    memcpy(errbuf + pl, ": ", 2);
+    size_t room = sizeof errbuf - pl - 3;
+    size_t ol = strnlen(old, room);
+    memcpy(errbuf + pl + 2, old, ol);
+    errbuf[pl + 2 + ol] = 0;
     return s;
 }
 

@@ -1,0 +1,825 @@
+/* Stacked2dCore / SE2dCore: declaration, forward, backward, regularizer, repr. */
+#include "cores/stacked2d.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/batchnorm.h"
+#include "kernels/regularizers.h"
+#include "model/pyfmt.h"
+
+void npred_core_config_default(npred_core_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->layers = 3;
+    c->stride = 1;
+    c->final_nonlinearity = 1;
+    c->bias = 1;
+    c->momentum = 0.1;
+    c->pad_input = 1;
+    c->hidden_padding = -1;
+    c->batch_norm = 1;
+    c->batch_norm_scale = 1;
+    c->independent_bn_bias = 1;
+    c->hidden_dilation = 1;
+    c->laplace_padding = 0;
+    c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2;
+    c->use_avg_reg = 1;
+    c->n_stack = -1; /* None: resolved to all layers at declare time */
+    c->se_reduction = 32;
+}
+
+void npred_core_config_default_se(npred_core_config *c)
+{
+    npred_core_config_default(c);
+    c->se_core = 1;
+    c->bias = 0;
+    c->laplace_padding = -1;
+    c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2NORM;
+    c->use_avg_reg = 0;
+}
+
+npred_status npred_core_config_set_stack(npred_core_config *c, const int *list, int n, int is_int, int is_none)
+{
+    if (is_none) {
+        c->n_stack = -1;
+        return NPRED_OK;
+    }
+    if (is_int) {
+        /* [*range(layers)[s:]] */
+        int s = list[0], L = c->layers;
+        int start = s < 0 ? (s + L < 0 ? 0 : s + L) : (s > L ? L : s);
+        c->n_stack = 0;
+        for (int i = start; i < L; i++) c->stack[c->n_stack++] = i;
+        if (c->n_stack == 0) return npred_errorf(NPRED_ERR_CONFIG, "stack=%d selects no layer of %d", s, L);
+        return NPRED_OK;
+    }
+    if (n <= 0 || n > NPRED_CORE_MAXLAYERS) return npred_errorf(NPRED_ERR_CONFIG, "stack: %d entries", n);
+    for (int i = 0; i < n; i++) {
+        int v = list[i] < 0 ? list[i] + c->layers : list[i];
+        if (v < 0 || v >= c->layers)
+            return npred_errorf(NPRED_ERR_CONFIG, "stack: layer %d out of range for %d layers", list[i], c->layers);
+        c->stack[i] = v;
+    }
+    c->n_stack = n;
+    return NPRED_OK;
+}
+
+static int add_param(npred_ptable *t, const char *prefix, int l, const char *rest, int is_buffer, npred_ptype dt,
+                     int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    char name[NPRED_PARAM_NAMELEN];
+    snprintf(name, sizeof name, "%sfeatures.layer%d.%s", prefix, l, rest);
+    int64_t shape[4] = {d0, d1, d2, d3};
+    return npred_ptable_add(t, name, is_buffer, dt, ndim, shape);
+}
+
+static const char *conv_name(const npred_core_config *c) { return c->depth_separable ? "ds_conv" : "conv"; }
+
+npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, const char *prefix, int in_h,
+                                int in_w, npred_ptable *t)
+{
+    memset(core, 0, sizeof *core);
+    core->cfg = *cfg;
+    npred_core_config *c = &core->cfg;
+    snprintf(core->prefix, sizeof core->prefix, "%s", prefix);
+    if (c->layers < 1 || c->layers > NPRED_CORE_MAXLAYERS)
+        return npred_errorf(NPRED_ERR_CONFIG, "core: layers = %d (1..%d supported)", c->layers, NPRED_CORE_MAXLAYERS);
+    if (c->input_channels < 1 || c->hidden_channels < 1 || c->input_kern < 1)
+        return npred_errorf(NPRED_ERR_CONFIG, "core: input_channels, hidden_channels and input_kern must be >= 1");
+    for (int l = 1; l < c->layers; l++)
+        if (c->hidden_kern[l - 1] < 1) return npred_errorf(NPRED_ERR_CONFIG, "core: hidden_kern[%d] < 1", l - 1);
+    if (c->stride < 1 || c->hidden_dilation < 1)
+        return npred_errorf(NPRED_ERR_CONFIG, "core: stride and hidden_dilation must be >= 1");
+    if (c->n_stack < 0) {
+        c->n_stack = c->layers;
+        for (int i = 0; i < c->layers; i++) c->stack[i] = i;
+    }
+    for (int i = 0; i < c->n_stack; i++)
+        if (c->stack[i] < 0 || c->stack[i] >= c->layers)
+            return npred_errorf(NPRED_ERR_CONFIG, "core: stack entry %d out of range", c->stack[i]);
+    core->act.kind = NPRED_ACT_ADAPTIVE_ELU;
+    core->act.xshift = (float)c->elu_xshift;
+    core->act.yshift = (float)c->elu_yshift;
+    core->in_h = in_h;
+    core->in_w = in_w;
+    core->p_lapfilter = -1;
+    {
+        char name[NPRED_PARAM_NAMELEN];
+        snprintf(name, sizeof name, "%s_input_weights_regularizer.laplace.filter", prefix);
+        int64_t shape[4] = {1, 1, 3, 3};
+        if ((core->p_lapfilter = npred_ptable_add(t, name, 1, NPRED_PT_F32, 4, shape)) < 0) return NPRED_ERR_ARG;
+    }
+    int H = c->hidden_channels;
+    int hidden_padding = c->hidden_padding;
+    int h = in_h, w = in_w;
+    for (int l = 0; l < c->layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        for (int i = 0; i < 3; i++) L->p_w[i] = L->p_b[i] = -1;
+        L->p_gamma = L->p_beta = L->p_rmean = L->p_rvar = L->p_nbt = L->p_bias2d = L->p_scale2d = -1;
+        L->p_se_w1 = L->p_se_b1 = L->p_se_w2 = L->p_se_b2 = -1;
+        L->hin = h;
+        L->win = w;
+        L->cout = H;
+        int conv_bias;
+        if (l == 0) {
+            L->cin = c->input_channels;
+            L->k = c->input_kern;
+            L->pad = c->pad_input ? c->input_kern / 2 : 0;
+            L->dil = 1;
+            L->stride = 1;
+            L->ds = 0;
+            conv_bias = c->bias && !c->batch_norm;
+        } else {
+            if (c->skip > 1) {
+                int nsrc = c->skip < l ? c->skip : l;
+                L->cin = nsrc * H;
+                for (int j = l - nsrc; j < l; j++)
+                    if (core->L[j].hout != h || core->L[j].wout != w)
+                        return npred_errorf(NPRED_ERR_SHAPE,
+                                            "core: skip connection into layer %d joins maps of different sizes "
+                                            "(%dx%d vs %dx%d)", l, core->L[j].hout, core->L[j].wout, h, w);
+            } else {
+                L->cin = H;
+            }
+            L->k = c->hidden_kern[l - 1];
+            if (hidden_padding < 0) /* 0.3.0: computed once, from the first hidden kernel */
+                hidden_padding = ((c->hidden_kern[0] - 1) * c->hidden_dilation + 1) / 2;
+            L->pad = hidden_padding;
+            L->dil = c->hidden_dilation;
+            L->stride = c->stride;
+            L->ds = c->depth_separable;
+            conv_bias = c->bias;
+        }
+        if (L->ds) {
+            L->nconv = 3;
+            L->cp[0] = npred_conv2d_params_square(1, L->cin, h, w, H, 1, 1, 0, 1, 1);
+            L->cp[1] = npred_conv2d_params_square(1, H, h, w, H, L->k, L->stride, L->pad, L->dil, H);
+            int oh, ow;
+            npred_status s = npred_conv2d_output_size(&L->cp[1], &oh, &ow);
+            if (s || oh < 1 || ow < 1)
+                return npred_errorf(NPRED_ERR_SHAPE, "core: layer %d maps %dx%d to an empty output", l, h, w);
+            L->cp[2] = npred_conv2d_params_square(1, H, oh, ow, H, 1, 1, 0, 1, 1);
+            L->hout = oh;
+            L->wout = ow;
+            const char *sub[3] = {"in_depth_conv", "spatial_conv", "out_depth_conv"};
+            for (int i = 0; i < 3; i++) {
+                char rest[96];
+                snprintf(rest, sizeof rest, "ds_conv.%s.weight", sub[i]);
+                int kk = i == 1 ? L->k : 1, ci = i == 0 ? L->cin : (i == 1 ? 1 : H);
+                if ((L->p_w[i] = add_param(t, prefix, l, rest, 0, NPRED_PT_F32, 4, H, ci, kk, kk)) < 0)
+                    return NPRED_ERR_ARG;
+                if (conv_bias) {
+                    snprintf(rest, sizeof rest, "ds_conv.%s.bias", sub[i]);
+                    if ((L->p_b[i] = add_param(t, prefix, l, rest, 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0)
+                        return NPRED_ERR_ARG;
+                }
+            }
+        } else {
+            L->nconv = 1;
+            L->cp[0] = npred_conv2d_params_square(1, L->cin, h, w, H, L->k, L->stride, L->pad, L->dil, 1);
+            int oh, ow;
+            npred_status s = npred_conv2d_output_size(&L->cp[0], &oh, &ow);
+            if (s || oh < 1 || ow < 1)
+                return npred_errorf(NPRED_ERR_SHAPE, "core: layer %d maps %dx%d to an empty output", l, h, w);
+            L->hout = oh;
+            L->wout = ow;
+            if ((L->p_w[0] = add_param(t, prefix, l, "conv.weight", 0, NPRED_PT_F32, 4, H, L->cin, L->k, L->k)) < 0)
+                return NPRED_ERR_ARG;
+            if (conv_bias && (L->p_b[0] = add_param(t, prefix, l, "conv.bias", 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0)
+                return NPRED_ERR_ARG;
+        }
+        if (c->batch_norm) {
+            L->has_bn = 1;
+            int affine = c->independent_bn_bias ? 1 : (c->bias && c->batch_norm_scale);
+            if (affine) {
+                if ((L->p_gamma = add_param(t, prefix, l, "norm.weight", 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0 ||
+                    (L->p_beta = add_param(t, prefix, l, "norm.bias", 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0)
+                    return NPRED_ERR_ARG;
+            }
+            if ((L->p_rmean = add_param(t, prefix, l, "norm.running_mean", 1, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0 ||
+                (L->p_rvar = add_param(t, prefix, l, "norm.running_var", 1, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0 ||
+                (L->p_nbt = add_param(t, prefix, l, "norm.num_batches_tracked", 1, NPRED_PT_I64, 0, 0, 0, 0, 0)) < 0)
+                return NPRED_ERR_ARG;
+            if (!c->independent_bn_bias) {
+                if (c->bias && !c->batch_norm_scale) {
+                    if ((L->p_bias2d = add_param(t, prefix, l, "bias.bias", 0, NPRED_PT_F32, 4, 1, H, 1, 1)) < 0)
+                        return NPRED_ERR_ARG;
+                } else if (!c->bias && c->batch_norm_scale) {
+                    if ((L->p_scale2d = add_param(t, prefix, l, "scale.scale", 0, NPRED_PT_F32, 4, 1, H, 1, 1)) < 0)
+                        return NPRED_ERR_ARG;
+                }
+            }
+        }
+        L->has_act = !c->linear && (l < c->layers - 1 || c->final_nonlinearity);
+        if (c->se_core && l >= 1 && c->layers - l <= c->n_se_blocks) {
+            L->has_se = 1;
+            L->se_hidden = H / (c->se_reduction > 0 ? c->se_reduction : 1);
+            if (L->se_hidden < 1)
+                return npred_errorf(NPRED_ERR_CONFIG,
+                                    "core: se_reduction %d leaves no hidden unit for %d channels", c->se_reduction, H);
+            int hid = L->se_hidden;
+            if ((L->p_se_w1 = add_param(t, prefix, l, "seg_ex_block.se.1.weight", 0, NPRED_PT_F32, 2, hid, H, 0, 0)) <
+                    0 ||
+                (L->p_se_b1 = add_param(t, prefix, l, "seg_ex_block.se.1.bias", 0, NPRED_PT_F32, 1, hid, 0, 0, 0)) < 0 ||
+                (L->p_se_w2 = add_param(t, prefix, l, "seg_ex_block.se.3.weight", 0, NPRED_PT_F32, 2, H, hid, 0, 0)) <
+                    0 ||
+                (L->p_se_b2 = add_param(t, prefix, l, "seg_ex_block.se.3.bias", 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0)
+                return NPRED_ERR_ARG;
+        }
+        h = L->hout;
+        w = L->wout;
+    }
+    const npred_core_layer *first = &core->L[c->stack[0]];
+    core->out_h = first->hout;
+    core->out_w = first->wout;
+    core->out_c = 0;
+    for (int i = 0; i < c->n_stack; i++) {
+        const npred_core_layer *L = &core->L[c->stack[i]];
+        if (L->hout != core->out_h || L->wout != core->out_w)
+            return npred_errorf(NPRED_ERR_SHAPE,
+                                "core: stacked layers have different sizes (%dx%d vs %dx%d); neuralpredictors 0.3.0 "
+                                "fails here too (torch.cat)", L->hout, L->wout, core->out_h, core->out_w);
+        core->out_c += L->cout;
+    }
+    return NPRED_OK;
+}
+
+static float *falloc(size_t n, npred_status *s)
+{
+    if (*s) return NULL;
+    size_t bytes = (n + 16) / 16 * 16 * sizeof(float);
+    float *p = aligned_alloc(64, bytes);
+    if (!p) *s = npred_errorf(NPRED_ERR_NOMEM, "core: cannot allocate %zu bytes of activations", bytes);
+    else memset(p, 0, bytes);
+    return p;
+}
+
+npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_batch)
+{
+    (void)t;
+    npred_status s = NPRED_OK;
+    const npred_core_config *c = &core->cfg;
+    size_t B = (size_t)max_batch, gmax = 0, ws = 0;
+    core->max_batch = max_batch;
+    for (int l = 0; l < c->layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        size_t nin = B * L->cin * L->hin * L->win, nmid = B * L->cout * L->hin * L->win,
+               nout = B * L->cout * L->hout * L->wout;
+        if (l > 0 && c->skip > 1) {
+            L->in = falloc(nin, &s);
+            L->owns_in = 1;
+        }
+        if (L->ds) {
+            L->t[0] = falloc(nmid, &s);
+            L->t[1] = falloc(nout, &s);
+        }
+        L->z = falloc(nout, &s);
+        L->v = L->has_bn ? falloc(nout, &s) : L->z;
+        L->u = (L->p_bias2d >= 0 || L->p_scale2d >= 0) ? falloc(nout, &s) : L->v;
+        L->a = L->has_act ? falloc(nout, &s) : L->u;
+        if (L->has_se) {
+            L->out = falloc(nout, &s);
+            L->se_pool = falloc(B * L->cout, &s);
+            L->se_h = falloc(B * L->se_hidden, &s);
+            L->se_s = falloc(B * L->cout, &s);
+        } else {
+            L->out = L->a;
+        }
+        L->dout = falloc(nout, &s);
+        if (!s) {
+            L->mean = calloc((size_t)L->cout, sizeof(double));
+            L->invstd = calloc((size_t)L->cout, sizeof(double));
+            if (!L->mean || !L->invstd) s = npred_errorf(NPRED_ERR_NOMEM, "core: out of memory");
+        }
+        size_t m = nin > nmid ? nin : nmid;
+        if (nout > m) m = nout;
+        if (m > gmax) gmax = m;
+        for (int i = 0; i < L->nconv; i++) {
+            npred_conv2d_params p = L->cp[i];
+            p.n = max_batch;
+            size_t wsz = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_AUTO);
+            if (wsz > ws) ws = wsz;
+        }
+    }
+    for (int i = 0; i < 3; i++) core->g[i] = falloc(gmax, &s);
+    if (c->n_stack == 1) {
+        core->output = core->L[c->stack[0]].out;
+    } else {
+        core->output = falloc(B * core->out_c * core->out_h * core->out_w, &s);
+        core->owns_output = 1;
+    }
+    if (!s && ws) {
+        core->ws = aligned_alloc(64, (ws + 63) / 64 * 64);
+        if (!core->ws) s = npred_errorf(NPRED_ERR_NOMEM, "core: cannot allocate %zu bytes of workspace", ws);
+        core->ws_bytes = ws;
+    }
+    return s;
+}
+
+static const float LAPLACE3[9] = {0, -1, 0, -1, 4, -1, 0, -1, 0};
+
+void npred_core_init_buffers(npred_core *core, npred_ptable *t)
+{
+    memcpy(npred_ptable_ptr(t, core->p_lapfilter), LAPLACE3, sizeof LAPLACE3);
+}
+
+void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng)
+{
+    const npred_core_config *c = &core->cfg;
+    npred_core_init_buffers(core, t);
+    for (int l = 0; l < c->layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        for (int i = 0; i < L->nconv; i++) {
+            const npred_conv2d_params *p = &L->cp[i];
+            double fan_in = (double)(p->c / p->groups) * p->kh * p->kw, fan_out = (double)p->o * p->kh * p->kw;
+            double std = sqrt(2.0 / (fan_in + fan_out));
+            float *w = npred_ptable_ptr(t, L->p_w[i]);
+            for (size_t j = 0; j < t->items[L->p_w[i]].count; j++) w[j] = (float)(std * npred_rng_normal(rng));
+            if (L->p_b[i] >= 0) memset(npred_ptable_ptr(t, L->p_b[i]), 0, (size_t)p->o * sizeof(float));
+        }
+        if (L->has_bn) {
+            for (int ch = 0; ch < L->cout; ch++) {
+                if (L->p_gamma >= 0) {
+                    npred_ptable_ptr(t, L->p_gamma)[ch] = 1;
+                    npred_ptable_ptr(t, L->p_beta)[ch] = 0;
+                }
+                npred_ptable_ptr(t, L->p_rmean)[ch] = 0;
+                npred_ptable_ptr(t, L->p_rvar)[ch] = 1;
+                if (L->p_bias2d >= 0) npred_ptable_ptr(t, L->p_bias2d)[ch] = 0;
+                if (L->p_scale2d >= 0) npred_ptable_ptr(t, L->p_scale2d)[ch] = 1;
+            }
+            npred_ptable_ptr(t, L->p_nbt)[0] = 0;
+        }
+        if (L->has_se) { /* nn.Linear default: U(-1/sqrt(in), 1/sqrt(in)) */
+            int ids[4] = {L->p_se_w1, L->p_se_b1, L->p_se_w2, L->p_se_b2};
+            int fan[4] = {L->cout, L->cout, L->se_hidden, L->se_hidden};
+            for (int k = 0; k < 4; k++) {
+                double bound = 1.0 / sqrt((double)fan[k]);
+                float *p = npred_ptable_ptr(t, ids[k]);
+                for (size_t j = 0; j < t->items[ids[k]].count; j++)
+                    p[j] = (float)((2 * npred_rng_uniform(rng) - 1) * bound);
+            }
+        }
+    }
+}
+
+static float *pw(npred_ptable *t, int idx) { return idx >= 0 ? npred_ptable_ptr(t, idx) : NULL; }
+static float *pg(npred_ptable *t, int idx) { return idx >= 0 ? npred_ptable_gradptr(t, idx) : NULL; }
+
+static npred_status conv_fwd(npred_core *core, npred_core_layer *L, npred_ptable *t, int i, float *y, const float *x,
+                             int B)
+{
+    npred_conv2d_params p = L->cp[i];
+    p.n = B;
+    return npred_conv2d_forward(y, x, pw(t, L->p_w[i]), pw(t, L->p_b[i]), &p, core->ws, core->ws_bytes);
+}
+
+static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable *t, int i, float *dx,
+                             const float *dy, const float *x, int B)
+{
+    npred_conv2d_params p = L->cp[i];
+    p.n = B;
+    return npred_conv2d_backward(dx, pg(t, L->p_w[i]), pg(t, L->p_b[i]), dy, x, pw(t, L->p_w[i]), &p, core->ws,
+                                 core->ws_bytes);
+}
+
+/* copy the last nsrc layer outputs before layer l into L->in (channel concatenation) */
+static void gather_skip(npred_core *core, int l, int B)
+{
+    npred_core_layer *L = &core->L[l];
+    int nsrc = core->cfg.skip < l ? core->cfg.skip : l;
+    size_t plane = (size_t)L->hin * L->win, per = (size_t)core->cfg.hidden_channels * plane;
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < nsrc; j++) {
+            const npred_core_layer *S = &core->L[l - nsrc + j];
+            memcpy(L->in + ((size_t)b * nsrc + j) * per, S->out + (size_t)b * per, per * sizeof(float));
+        }
+}
+
+static void se_forward(npred_core_layer *L, npred_ptable *t, int B)
+{
+    int C = L->cout, hid = L->se_hidden;
+    size_t hw = (size_t)L->hout * L->wout;
+    const float *w1 = pw(t, L->p_se_w1), *b1 = pw(t, L->p_se_b1), *w2 = pw(t, L->p_se_w2), *b2 = pw(t, L->p_se_b2);
+    for (int b = 0; b < B; b++) {
+        float *pool = L->se_pool + (size_t)b * C, *h = L->se_h + (size_t)b * hid, *s = L->se_s + (size_t)b * C;
+        for (int c = 0; c < C; c++) {
+            const float *a = L->a + ((size_t)b * C + c) * hw;
+            double acc = 0;
+            for (size_t i = 0; i < hw; i++) acc += a[i];
+            pool[c] = (float)(acc / (double)hw);
+        }
+        for (int j = 0; j < hid; j++) {
+            double acc = b1[j];
+            for (int c = 0; c < C; c++) acc += (double)w1[(size_t)j * C + c] * pool[c];
+            h[j] = acc > 0 ? (float)acc : 0.0f;
+        }
+        for (int c = 0; c < C; c++) {
+            double acc = b2[c];
+            for (int j = 0; j < hid; j++) acc += (double)w2[(size_t)c * hid + j] * h[j];
+            s[c] = (float)(1.0 / (1.0 + exp(-acc)));
+            const float *a = L->a + ((size_t)b * C + c) * hw;
+            float *o = L->out + ((size_t)b * C + c) * hw;
+            for (size_t i = 0; i < hw; i++) o[i] = a[i] * s[c];
+        }
+    }
+}
+
+/* da = d(out)/d(a) applied to dout; parameter gradients accumulated */
+static void se_backward(npred_core_layer *L, npred_ptable *t, const float *dout, float *da, int B)
+{
+    int C = L->cout, hid = L->se_hidden;
+    size_t hw = (size_t)L->hout * L->wout;
+    const float *w1 = pw(t, L->p_se_w1), *w2 = pw(t, L->p_se_w2);
+    float *gw1 = pg(t, L->p_se_w1), *gb1 = pg(t, L->p_se_b1), *gw2 = pg(t, L->p_se_w2), *gb2 = pg(t, L->p_se_b2);
+    double *dq = malloc(sizeof(double) * (size_t)(C + hid)), *dh = dq + C;
+    for (int b = 0; b < B; b++) {
+        const float *pool = L->se_pool + (size_t)b * C, *h = L->se_h + (size_t)b * hid,
+                    *s = L->se_s + (size_t)b * C;
+        for (int c = 0; c < C; c++) {
+            const float *a = L->a + ((size_t)b * C + c) * hw, *d = dout + ((size_t)b * C + c) * hw;
+            float *o = da + ((size_t)b * C + c) * hw;
+            double ds = 0;
+            for (size_t i = 0; i < hw; i++) {
+                ds += (double)d[i] * a[i];
+                o[i] = d[i] * s[c];
+            }
+            dq[c] = ds * s[c] * (1.0 - s[c]);
+            gb2[c] += (float)dq[c];
+            for (int j = 0; j < hid; j++) gw2[(size_t)c * hid + j] += (float)(dq[c] * h[j]);
+        }
+        for (int j = 0; j < hid; j++) {
+            double acc = 0;
+            for (int c = 0; c < C; c++) acc += dq[c] * w2[(size_t)c * hid + j];
+            dh[j] = h[j] > 0 ? acc : 0;
+            gb1[j] += (float)dh[j];
+            for (int c = 0; c < C; c++) gw1[(size_t)j * C + c] += (float)(dh[j] * pool[c]);
+        }
+        for (int c = 0; c < C; c++) {
+            double dp = 0;
+            for (int j = 0; j < hid; j++) dp += dh[j] * w1[(size_t)j * C + c];
+            float add = (float)(dp / (double)hw);
+            float *o = da + ((size_t)b * C + c) * hw;
+            for (size_t i = 0; i < hw; i++) o[i] += add;
+        }
+    }
+    free(dq);
+}
+
+npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *x, int B, int train)
+{
+    const npred_core_config *c = &core->cfg;
+    if (B < 1 || B > core->max_batch)
+        return npred_errorf(NPRED_ERR_ARG, "core: batch of %d (capacity %d)", B, core->max_batch);
+    core->x = x;
+    core->B = B;
+    core->train = train;
+    npred_status s;
+    for (int l = 0; l < c->layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        const float *in;
+        if (l == 0) in = x;
+        else if (c->skip > 1) {
+            gather_skip(core, l, B);
+            in = L->in;
+        } else in = core->L[l - 1].out;
+        if (L->ds) {
+            if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) || (s = conv_fwd(core, L, t, 1, L->t[1], L->t[0], B)) ||
+                (s = conv_fwd(core, L, t, 2, L->z, L->t[1], B)))
+                return npred_error_prefix(s, "core layer %d", l);
+        } else if ((s = conv_fwd(core, L, t, 0, L->z, in, B))) {
+            return npred_error_prefix(s, "core layer %d", l);
+        }
+        size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
+        if (L->has_bn) {
+            float *nbt = npred_ptable_ptr(t, L->p_nbt);
+            int64_t count = (int64_t)nbt[0];
+            s = npred_batchnorm2d_forward(L->v, L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), &count, L->z,
+                                          pw(t, L->p_gamma), pw(t, L->p_beta), B, L->cout, L->hout, L->wout, train,
+                                          c->momentum, 1e-5);
+            if (s) return npred_error_prefix(s, "core layer %d", l);
+            nbt[0] = (float)count;
+        }
+        if (L->p_bias2d >= 0 || L->p_scale2d >= 0) {
+            const float *bb = pw(t, L->p_bias2d), *sc = pw(t, L->p_scale2d);
+            for (int b = 0; b < B; b++)
+                for (int ch = 0; ch < L->cout; ch++) {
+                    size_t o = ((size_t)b * L->cout + ch) * hw;
+                    for (size_t i = 0; i < hw; i++) L->u[o + i] = bb ? L->v[o + i] + bb[ch] : L->v[o + i] * sc[ch];
+                }
+        }
+        if (L->has_act && (s = npred_act_forward(L->a, L->u, n, &core->act)))
+            return npred_error_prefix(s, "core layer %d", l);
+        if (L->has_se) se_forward(L, t, B);
+    }
+    if (core->owns_output) {
+        size_t plane = (size_t)core->out_h * core->out_w;
+        for (int b = 0; b < B; b++) {
+            size_t off = 0;
+            for (int i = 0; i < c->n_stack; i++) {
+                const npred_core_layer *L = &core->L[c->stack[i]];
+                size_t per = (size_t)L->cout * plane;
+                memcpy(core->output + (size_t)b * core->out_c * plane + off, L->out + (size_t)b * per,
+                       per * sizeof(float));
+                off += per;
+            }
+        }
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float *dy, float *dx)
+{
+    const npred_core_config *c = &core->cfg;
+    int B = core->B;
+    npred_status s;
+    size_t plane = (size_t)core->out_h * core->out_w;
+    for (int l = 0; l < c->layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        memset(L->dout, 0, sizeof(float) * (size_t)B * L->cout * L->hout * L->wout);
+    }
+    for (int b = 0; b < B; b++) {
+        size_t off = 0;
+        for (int i = 0; i < c->n_stack; i++) {
+            npred_core_layer *L = &core->L[c->stack[i]];
+            size_t per = (size_t)L->cout * plane;
+            const float *src = dy + (size_t)b * core->out_c * plane + off;
+            float *dst = L->dout + (size_t)b * per;
+            for (size_t j = 0; j < per; j++) dst[j] += src[j];
+            off += per;
+        }
+    }
+    for (int l = c->layers - 1; l >= 0; l--) {
+        npred_core_layer *L = &core->L[l];
+        size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
+        const float *cur = L->dout;
+        if (L->has_se) {
+            se_backward(L, t, cur, core->g[0], B);
+            cur = core->g[0];
+        }
+        if (L->has_act) {
+            memset(core->g[1], 0, n * sizeof(float));
+            if ((s = npred_act_backward(core->g[1], cur, L->u, L->a, n, &core->act)))
+                return npred_error_prefix(s, "core layer %d", l);
+            cur = core->g[1];
+        }
+        if (L->p_bias2d >= 0) {
+            float *gb = pg(t, L->p_bias2d);
+            for (int b = 0; b < B; b++)
+                for (int ch = 0; ch < L->cout; ch++) {
+                    double acc = 0;
+                    const float *d = cur + ((size_t)b * L->cout + ch) * hw;
+                    for (size_t i = 0; i < hw; i++) acc += d[i];
+                    gb[ch] += (float)acc;
+                }
+        } else if (L->p_scale2d >= 0) {
+            float *gs = pg(t, L->p_scale2d);
+            const float *sc = pw(t, L->p_scale2d);
+            float *dv = core->g[0];
+            for (int b = 0; b < B; b++)
+                for (int ch = 0; ch < L->cout; ch++) {
+                    double acc = 0;
+                    size_t o = ((size_t)b * L->cout + ch) * hw;
+                    for (size_t i = 0; i < hw; i++) {
+                        acc += (double)cur[o + i] * L->v[o + i];
+                        dv[o + i] = cur[o + i] * sc[ch];
+                    }
+                    gs[ch] += (float)acc;
+                }
+            cur = dv;
+        }
+        if (L->has_bn) {
+            memset(core->g[2], 0, n * sizeof(float));
+            s = npred_batchnorm2d_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
+                                           pw(t, L->p_gamma), L->mean, L->invstd, B, L->cout, L->hout, L->wout,
+                                           core->train);
+            if (s) return npred_error_prefix(s, "core layer %d", l);
+            cur = core->g[2];
+        }
+        /* where the input gradient goes */
+        float *din;
+        int split = 0;
+        const float *in;
+        if (l == 0) {
+            din = dx;
+            in = core->x;
+        } else if (c->skip > 1) {
+            din = core->g[1]; /* free again: the activation gradient has been consumed */
+            memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
+            split = 1;
+            in = L->in;
+        } else {
+            din = core->L[l - 1].dout;
+            in = core->L[l - 1].out;
+        }
+        if (L->ds) {
+            size_t n1 = (size_t)B * L->cout * L->hout * L->wout, n0 = (size_t)B * L->cout * L->hin * L->win;
+            float *dt1 = core->g[0], *dt0 = split ? core->g[2] : core->g[1];
+            /* g[2] holds cur (dz) when BN is on; use the buffers so none is overwritten while read */
+            if (L->has_bn) {
+                memset(dt1, 0, n1 * sizeof(float));
+                if ((s = conv_bwd(core, L, t, 2, dt1, cur, L->t[1], B)))
+                    return npred_error_prefix(s, "core layer %d", l);
+                /* cur (g[2]) is consumed now */
+                dt0 = split ? core->g[2] : core->g[2];
+                memset(dt0, 0, n0 * sizeof(float));
+                if ((s = conv_bwd(core, L, t, 1, dt0, dt1, L->t[0], B)))
+                    return npred_error_prefix(s, "core layer %d", l);
+            } else {
+                /* cur is one of dout / g[0] / g[1]: copy to g[2] first */
+                memcpy(core->g[2], cur, n1 * sizeof(float));
+                cur = core->g[2];
+                float *a1 = (cur == core->g[0]) ? core->g[1] : core->g[0];
+                memset(a1, 0, n1 * sizeof(float));
+                if ((s = conv_bwd(core, L, t, 2, a1, cur, L->t[1], B)))
+                    return npred_error_prefix(s, "core layer %d", l);
+                memset(core->g[2], 0, n0 * sizeof(float));
+                if ((s = conv_bwd(core, L, t, 1, core->g[2], a1, L->t[0], B)))
+                    return npred_error_prefix(s, "core layer %d", l);
+                dt0 = core->g[2];
+                if (split) { /* din must not alias dt0 */
+                    din = a1;
+                    memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
+                }
+            }
+            if (split && din == dt0) {
+                din = core->g[1];
+                memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
+            }
+            if ((s = conv_bwd(core, L, t, 0, din, dt0, in, B))) return npred_error_prefix(s, "core layer %d", l);
+        } else {
+            if (split && din == cur) { /* cur may live in g[1] when there is no BN */
+                memcpy(core->g[2], cur, n * sizeof(float));
+                cur = core->g[2];
+                memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
+            }
+            if ((s = conv_bwd(core, L, t, 0, din, cur, in, B))) return npred_error_prefix(s, "core layer %d", l);
+        }
+        if (split) {
+            int nsrc = c->skip < l ? c->skip : l;
+            size_t pl = (size_t)L->hin * L->win, per = (size_t)c->hidden_channels * pl;
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < nsrc; j++) {
+                    npred_core_layer *S = &core->L[l - nsrc + j];
+                    const float *src = din + ((size_t)b * nsrc + j) * per;
+                    float *dst = S->dout + (size_t)b * per;
+                    for (size_t i = 0; i < per; i++) dst[i] += src[i];
+                }
+        }
+    }
+    return NPRED_OK;
+}
+
+double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale)
+{
+    const npred_core_config *c = &core->cfg;
+    const npred_core_layer *L0 = &core->L[0];
+    const float *w0 = pw(t, L0->p_w[0]);
+    float *g0 = gscale != 0 ? pg(t, L0->p_w[0]) : NULL;
+    double lap = 0, gs = 0;
+    double sc = gscale * c->gamma_input;
+    switch (c->input_regularizer) {
+    case NPRED_INPUT_REG_LAPLACE_L2:
+        npred_reg_laplace_l2(&lap, g0, w0, sc, L0->cout, L0->cin, L0->k, L0->k,
+                             c->laplace_padding < 0 ? NPRED_REG_PAD_DEFAULT : c->laplace_padding, 3, c->use_avg_reg);
+        break;
+    case NPRED_INPUT_REG_LAPLACE_L2NORM:
+        npred_reg_laplace_l2norm(&lap, g0, w0, sc, L0->cout, L0->cin, L0->k, L0->k,
+                                 c->laplace_padding < 0 ? NPRED_REG_PAD_DEFAULT : c->laplace_padding, c->use_avg_reg);
+        break;
+    case NPRED_INPUT_REG_GAUSSIAN_LAPLACE_L2:
+        npred_reg_gaussian_laplace_l2(&lap, g0, w0, sc, L0->cout, L0->cin, L0->k, L0->k,
+                                      c->laplace_padding < 0 ? NPRED_REG_PAD_DEFAULT : c->laplace_padding, -1,
+                                      c->use_avg_reg);
+        break;
+    }
+    if (!c->depth_separable && !c->se_core && c->layers > 1) {
+        double denom = c->layers - 1;
+        for (int l = 1; l < c->layers; l++) {
+            const npred_core_layer *L = &core->L[l];
+            double v = 0;
+            npred_reg_group_sparsity(&v, gscale != 0 ? pg(t, L->p_w[0]) : NULL, pw(t, L->p_w[0]),
+                                     gscale * c->gamma_hidden / denom, L->cout, L->cin, L->k, L->k);
+            gs += v;
+        }
+        gs /= denom;
+    }
+    if (c->se_core) return c->gamma_input * lap;
+    return gs * c->gamma_hidden + c->gamma_input * lap;
+}
+
+int npred_core_outchannels_property(const npred_core *core)
+{
+    return core->cfg.layers * core->cfg.hidden_channels;
+}
+
+/* ---- repr ---- */
+
+typedef struct {
+    char *buf;
+    size_t n, k;
+} sbuf;
+
+static void put(sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(sbuf *s, const char *fmt, ...)
+{
+    if (s->k >= s->n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(s->buf + s->k, s->n - s->k, fmt, ap);
+    va_end(ap);
+    if (w > 0) s->k += (size_t)w;
+    if (s->k >= s->n) s->k = s->n - 1;
+}
+
+static void conv_repr(sbuf *s, const npred_conv2d_params *p, int has_bias)
+{
+    put(s, "Conv2d(%d, %d, kernel_size=(%d, %d), stride=(%d, %d)", p->c, p->o, p->kh, p->kw, p->stride_h,
+        p->stride_w);
+    if (p->pad_h || p->pad_w) put(s, ", padding=(%d, %d)", p->pad_h, p->pad_w);
+    if (p->dil_h != 1 || p->dil_w != 1) put(s, ", dilation=(%d, %d)", p->dil_h, p->dil_w);
+    if (p->groups != 1) put(s, ", groups=%d", p->groups);
+    if (!has_bias) put(s, ", bias=False");
+    put(s, ")");
+}
+
+void npred_core_repr(const npred_core *core, char *buf, size_t n)
+{
+    const npred_core_config *c = &core->cfg;
+    sbuf s = {buf, n, 0};
+    if (n) buf[0] = 0;
+    const char *cls = c->se_core ? "SE2dCore" : "Stacked2dCore";
+    const char *reg = c->input_regularizer == NPRED_INPUT_REG_LAPLACE_L2       ? "LaplaceL2"
+                      : c->input_regularizer == NPRED_INPUT_REG_LAPLACE_L2NORM ? "LaplaceL2norm"
+                                                                               : "GaussianLaplaceL2";
+    char mom[32], gh[32], gi[32];
+    npred_pyfloat(mom, sizeof mom, c->momentum);
+    put(&s, "%s(\n  (_input_weights_regularizer): %s(\n    (laplace): Laplace()\n  )\n  (features): Sequential(\n", cls,
+        reg);
+    for (int l = 0; l < c->layers; l++) {
+        const npred_core_layer *L = &core->L[l];
+        put(&s, "    (layer%d): Sequential(\n", l);
+        if (L->ds) {
+            put(&s, "      (ds_conv): DepthSeparableConv2d(\n");
+            const char *sub[3] = {"in_depth_conv", "spatial_conv", "out_depth_conv"};
+            for (int i = 0; i < 3; i++) {
+                put(&s, "        (%s): ", sub[i]);
+                conv_repr(&s, &L->cp[i], L->p_b[i] >= 0);
+                put(&s, "\n");
+            }
+            put(&s, "      )\n");
+        } else {
+            put(&s, "      (%s): ", l == 0 ? "conv" : conv_name(c));
+            conv_repr(&s, &L->cp[0], L->p_b[0] >= 0);
+            put(&s, "\n");
+        }
+        if (L->has_bn)
+            put(&s, "      (norm): BatchNorm2d(%d, eps=1e-05, momentum=%s, affine=%s, track_running_stats=True)\n",
+                L->cout, mom, L->p_gamma >= 0 ? "True" : "False");
+        if (L->p_bias2d >= 0) put(&s, "      (bias): Bias2DLayer()\n");
+        if (L->p_scale2d >= 0) put(&s, "      (scale): Scale2DLayer()\n");
+        if (L->has_act) put(&s, "      (nonlin): AdaptiveELU()\n");
+        if (L->has_se)
+            put(&s,
+                "      (seg_ex_block): SqueezeExcitationBlock(\n        (se): Sequential(\n"
+                "          (0): GlobalAvgPool()\n"
+                "          (1): Linear(in_features=%d, out_features=%d, bias=True)\n"
+                "          (2): ReLU(inplace=True)\n"
+                "          (3): Linear(in_features=%d, out_features=%d, bias=True)\n"
+                "          (4): Sigmoid()\n        )\n      )\n",
+                L->cout, L->se_hidden, L->se_hidden, L->cout);
+        put(&s, "    )\n");
+    }
+    npred_pynum(gh, sizeof gh, c->gamma_hidden);
+    npred_pyfloat(gi, sizeof gi, c->gamma_input);
+    put(&s, "  )\n) [%s regularizers: gamma_hidden = %s|gamma_input = %s|skip = %d]\n", cls, gh, gi, c->skip);
+}
+
+void npred_core_free(npred_core *core)
+{
+    for (int l = 0; l < NPRED_CORE_MAXLAYERS; l++) {
+        npred_core_layer *L = &core->L[l];
+        if (L->owns_in) free(L->in);
+        free(L->t[0]);
+        free(L->t[1]);
+        if (L->v != L->z) free(L->v);
+        if (L->u != L->v) free(L->u);
+        if (L->a != L->u) free(L->a);
+        if (L->out != L->a) free(L->out);
+        free(L->z);
+        free(L->se_pool);
+        free(L->se_h);
+        free(L->se_s);
+        free(L->dout);
+        free(L->mean);
+        free(L->invstd);
+    }
+    for (int i = 0; i < 3; i++) free(core->g[i]);
+    if (core->owns_output) free(core->output);
+    free(core->ws);
+    memset(core, 0, sizeof *core);
+}

@@ -1,0 +1,142 @@
+/* Stacked2dCore and SE2dCore (neuralpredictors 0.3.0 semantics, spec §1.2, §1.4).
+ *
+ * layer0:  conv(input_kern, pad input_kern//2 if pad_input) -> BN -> AdaptiveELU
+ * layer l: conv | DepthSeparableConv2d(1x1 -> kxk depthwise -> 1x1) -> BN -> AdaptiveELU
+ *          [-> squeeze-excitation block in the last n_se_blocks layers of an SE2dCore]
+ * output:  concatenation of the layers listed in `stack` along channels.
+ *
+ * Parameters live in the model's table under "<prefix>features.layerK.conv.weight"
+ * etc. (prefix "core." inside an encoder, "" for a bare core), buffers too
+ * (BN running stats, num_batches_tracked, "_input_weights_regularizer.laplace.filter").
+ *
+ * Memory for every activation is allocated once by npred_core_setup() for a
+ * capacity max_batch; forward/backward never allocate. forward() keeps a pointer
+ * to its input for backward(). Threads: inside the kernels (OpenMP / OpenBLAS). */
+#ifndef NPRED_CORES_STACKED2D_H
+#define NPRED_CORES_STACKED2D_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/activation.h"
+#include "kernels/conv2d.h"
+#include "model/params.h"
+#include "npred/base.h"
+
+#define NPRED_CORE_MAXLAYERS 16
+
+typedef enum {
+    NPRED_INPUT_REG_LAPLACE_L2 = 0,
+    NPRED_INPUT_REG_LAPLACE_L2NORM,
+    NPRED_INPUT_REG_GAUSSIAN_LAPLACE_L2
+} npred_input_reg;
+
+typedef struct {
+    int se_core;            /* 0: Stacked2dCore, 1: SE2dCore */
+    int input_channels;
+    int hidden_channels;
+    int input_kern;
+    int hidden_kern[NPRED_CORE_MAXLAYERS]; /* per hidden layer (layers - 1 entries) */
+    int layers;
+    double gamma_hidden;
+    double gamma_input;
+    int skip;
+    int stride;
+    int final_nonlinearity;
+    double elu_xshift, elu_yshift;
+    int bias;
+    double momentum;
+    int pad_input;
+    int hidden_padding;     /* -1 = None */
+    int batch_norm;
+    int batch_norm_scale;
+    int independent_bn_bias;
+    int hidden_dilation;
+    int laplace_padding;    /* -1 = None */
+    npred_input_reg input_regularizer;
+    int stack[NPRED_CORE_MAXLAYERS]; /* resolved layer indices */
+    int n_stack;
+    int use_avg_reg;
+    int depth_separable;
+    int linear;
+    int n_se_blocks;        /* SE2dCore */
+    int se_reduction;
+} npred_core_config;
+
+typedef struct {
+    /* geometry */
+    int cin, cout, k, pad, dil, stride;
+    int hin, win, hout, wout;
+    int ds;
+    npred_conv2d_params cp[3]; /* plain: [0]; depth-separable: in 1x1, spatial, out 1x1 */
+    int nconv;
+    /* parameter indices (-1 = absent) */
+    int p_w[3], p_b[3];
+    int p_gamma, p_beta, p_rmean, p_rvar, p_nbt, p_bias2d, p_scale2d;
+    int p_se_w1, p_se_b1, p_se_w2, p_se_b2;
+    int se_hidden;
+    int has_bn, has_act, has_se;
+    /* activations, capacity max_batch */
+    float *in;        /* layer input (owned only when it is a skip concatenation) */
+    int owns_in;
+    float *t[2];      /* depth-separable intermediates (B, C, ., .) */
+    float *z;         /* conv output */
+    float *v;         /* BN output (before a Bias2D/Scale2D layer), == z without BN */
+    float *u;         /* input of the nonlinearity */
+    float *a;         /* after the nonlinearity (== u without one) */
+    float *out;       /* layer output (after SE; == a without) */
+    float *se_pool, *se_h, *se_s; /* (B, C), (B, hid), (B, C) */
+    double *mean, *invstd;
+    float *dout;      /* (B, C, hout, wout) gradient w.r.t. out */
+} npred_core_layer;
+
+typedef struct {
+    npred_core_config cfg;
+    char prefix[32];
+    npred_core_layer L[NPRED_CORE_MAXLAYERS];
+    int p_lapfilter;
+    int in_h, in_w;     /* input spatial size the core was set up for */
+    int out_c, out_h, out_w;
+    int max_batch;
+    npred_act act;
+    float *output;      /* (B, out_c, out_h, out_w): a layer's out, or the stack concatenation */
+    int owns_output;
+    float *g[3];        /* backward scratch, each max layer tensor */
+    void *ws;           /* conv workspace */
+    size_t ws_bytes;
+    const float *x;     /* input of the last forward */
+    int B, train;
+} npred_core;
+
+/* 0.3.0 Stacked2dCore defaults (input_channels etc. must still be set). */
+void npred_core_config_default(npred_core_config *c);
+/* SE2dCore defaults (bias False, laplace_padding None, LaplaceL2norm, use_avg_reg False). */
+void npred_core_config_default_se(npred_core_config *c);
+/* Resolve `stack` given as None (all), an int s (range(layers)[s:]) or a list. */
+npred_status npred_core_config_set_stack(npred_core_config *c, const int *list, int n, int is_int, int is_none);
+
+/* Declare parameters for an input of (in_h, in_w); computes the output shape. */
+npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, const char *prefix, int in_h,
+                                int in_w, npred_ptable *t);
+npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_batch);
+/* Xavier-normal conv weights, zero conv biases, BN defaults (gamma 1, beta 0, running
+ * mean 0, var 1), SE linears with PyTorch's default uniform init; the Laplace filter. */
+void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng);
+/* Fill the constant buffers (Laplace filter) without touching parameters. */
+void npred_core_init_buffers(npred_core *core, npred_ptable *t);
+/* Forward x (B, input_channels, in_h, in_w); returns core->output. train selects
+ * BatchNorm batch statistics (and updates the running stats). */
+npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *x, int B, int train);
+/* Backward of the last forward: dy (B, out_c, out_h, out_w); accumulates parameter
+ * gradients into the table and into dx (B, Cin, H, W) when not NULL. */
+npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float *dy, float *dx);
+/* gamma_hidden * group_sparsity + gamma_input * input regularizer (SE2dCore: the
+ * latter only); gradient times gscale accumulated when gscale != 0. */
+double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale);
+/* The reference's repr (torch module tree + the regularizers line). */
+void npred_core_repr(const npred_core *core, char *buf, size_t n);
+/* the `outchannels` property of 0.3.0 (ignores stack) */
+int npred_core_outchannels_property(const npred_core *core);
+void npred_core_free(npred_core *core);
+
+#endif

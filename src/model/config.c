@@ -1,0 +1,706 @@
+/* Model configuration: JSON <-> npred_model_config (see config.h). */
+#include "model/config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *where;   /* file name */
+    const char *section; /* "" or "core." etc. */
+    npred_status st;
+} rd;
+
+static int fail(rd *r, const cJSON *it, const char *expected)
+{
+    if (!r->st)
+        r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s%s': expected %s", r->where, r->section, it->string,
+                             expected);
+    return 0;
+}
+
+static int rd_num(rd *r, const cJSON *it, double *out)
+{
+    if (!cJSON_IsNumber(it)) return fail(r, it, "a number");
+    if (!isfinite(it->valuedouble)) return fail(r, it, "a finite number");
+    *out = it->valuedouble;
+    return 1;
+}
+
+static int rd_int(rd *r, const cJSON *it, int *out)
+{
+    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || fabs(it->valuedouble) > 1e9)
+        return fail(r, it, "an integer");
+    *out = (int)it->valuedouble;
+    return 1;
+}
+
+static int rd_bool(rd *r, const cJSON *it, int *out)
+{
+    if (cJSON_IsBool(it)) {
+        *out = cJSON_IsTrue(it);
+        return 1;
+    }
+    if (cJSON_IsNumber(it) && (it->valuedouble == 0 || it->valuedouble == 1)) {
+        *out = (int)it->valuedouble;
+        return 1;
+    }
+    return fail(r, it, "true or false");
+}
+
+/* int or null (null -> -1) */
+static int rd_int_or_null(rd *r, const cJSON *it, int *out)
+{
+    if (cJSON_IsNull(it)) {
+        *out = -1;
+        return 1;
+    }
+    if (!rd_int(r, it, out)) return 0;
+    if (*out < 0) return fail(r, it, "a non-negative integer or null");
+    return 1;
+}
+
+static int unknown(rd *r, const cJSON *it)
+{
+    if (!r->st)
+        r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: unknown key '%s%s'", r->where, r->section, it->string);
+    return 0;
+}
+
+static int rd_hidden_kern(rd *r, const cJSON *it, npred_core_config *c)
+{
+    if (cJSON_IsNumber(it)) {
+        int k;
+        if (!rd_int(r, it, &k)) return 0;
+        for (int i = 0; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = k;
+        return 1;
+    }
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) < 1 || cJSON_GetArraySize(it) > NPRED_CORE_MAXLAYERS)
+        return fail(r, it, "an integer or a list of integers");
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, it)
+    {
+        if (!cJSON_IsNumber(e)) return fail(r, it, "an integer or a list of integers");
+        c->hidden_kern[i++] = (int)e->valuedouble;
+    }
+    for (; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = -1; /* must not be used */
+    return 1;
+}
+
+static int rd_stack(rd *r, const cJSON *it, npred_model_config *m)
+{
+    m->core_stack_is_none = m->core_stack_is_int = 0;
+    if (cJSON_IsNull(it)) {
+        m->core_stack_is_none = 1;
+        return 1;
+    }
+    if (cJSON_IsNumber(it)) {
+        if (!rd_int(r, it, &m->core_stack_int)) return 0;
+        m->core_stack_is_int = 1;
+        return 1;
+    }
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) < 1 || cJSON_GetArraySize(it) > NPRED_CORE_MAXLAYERS)
+        return fail(r, it, "null, an integer or a list of layer indices");
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, it)
+    {
+        if (!cJSON_IsNumber(e)) return fail(r, it, "null, an integer or a list of layer indices");
+        m->core.stack[i++] = (int)e->valuedouble;
+    }
+    m->core.n_stack = i;
+    return 1;
+}
+
+static int rd_input_reg(rd *r, const cJSON *it, npred_core_config *c)
+{
+    const char *s = cJSON_GetStringValue(it);
+    if (s && !strcmp(s, "LaplaceL2")) c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2;
+    else if (s && !strcmp(s, "LaplaceL2norm")) c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2NORM;
+    else if (s && !strcmp(s, "GaussianLaplaceL2")) c->input_regularizer = NPRED_INPUT_REG_GAUSSIAN_LAPLACE_L2;
+    else return fail(r, it, "\"LaplaceL2\", \"LaplaceL2norm\" or \"GaussianLaplaceL2\"");
+    return 1;
+}
+
+static int rd_gauss_type(rd *r, const cJSON *it, npred_readout_config *c)
+{
+    const char *s = cJSON_GetStringValue(it);
+    if (s && !strcmp(s, "full")) c->gauss_type = NPRED_GAUSS_FULL;
+    else if (s && !strcmp(s, "uncorrelated")) c->gauss_type = NPRED_GAUSS_UNCORRELATED;
+    else if (s && !strcmp(s, "isotropic")) c->gauss_type = NPRED_GAUSS_ISOTROPIC;
+    else return fail(r, it, "\"full\", \"uncorrelated\" or \"isotropic\"");
+    return 1;
+}
+
+static int rd_gmp(rd *r, const cJSON *it, npred_readout_config *c)
+{
+    if (cJSON_IsNull(it)) {
+        c->predicted_grid = 0;
+        return 1;
+    }
+    if (!cJSON_IsObject(it)) return fail(r, it, "null or an object {type, input_dimensions, hidden_layers, ...}");
+    c->predicted_grid = 1;
+    c->gmp_input_dimensions = 2;
+    c->gmp_hidden_layers = 0;
+    c->gmp_hidden_features = 20;
+    c->gmp_final_tanh = 0;
+    rd sub = {r->where, "grid_mean_predictor.", NPRED_OK};
+    const cJSON *e;
+    int have_type = 0;
+    cJSON_ArrayForEach(e, it)
+    {
+        if (!strcmp(e->string, "type")) {
+            const char *s = cJSON_GetStringValue(e);
+            if (!s || strcmp(s, "cortex")) fail(&sub, e, "\"cortex\" (the only grid mean predictor of 0.3.0)");
+            have_type = 1;
+        } else if (!strcmp(e->string, "input_dimensions")) rd_int(&sub, e, &c->gmp_input_dimensions);
+        else if (!strcmp(e->string, "hidden_layers")) rd_int(&sub, e, &c->gmp_hidden_layers);
+        else if (!strcmp(e->string, "hidden_features")) rd_int(&sub, e, &c->gmp_hidden_features);
+        else if (!strcmp(e->string, "final_tanh")) rd_bool(&sub, e, &c->gmp_final_tanh);
+        else unknown(&sub, e);
+        if (sub.st) break;
+    }
+    if (!sub.st && !have_type)
+        sub.st = npred_errorf(NPRED_ERR_CONFIG, "%s: grid_mean_predictor needs \"type\": \"cortex\"", r->where);
+    if (!sub.st && (c->gmp_input_dimensions < 1 || c->gmp_hidden_layers < 0 || c->gmp_hidden_features < 1))
+        sub.st = npred_errorf(NPRED_ERR_CONFIG, "%s: grid_mean_predictor sizes must be positive", r->where);
+    if (sub.st) {
+        r->st = sub.st;
+        return 0;
+    }
+    return 1;
+}
+
+static int readout_type_from(const char *s, npred_readout_type *t)
+{
+    if (!s) return 0;
+    if (!strcmp(s, "FullGaussian2d")) *t = NPRED_READOUT_FULL_GAUSSIAN2D;
+    else if (!strcmp(s, "Gaussian2d")) *t = NPRED_READOUT_GAUSSIAN2D;
+    else if (!strcmp(s, "FullFactorized2d") || !strcmp(s, "SpatialXFeatureLinear") || !strcmp(s, "FullSXF"))
+        *t = NPRED_READOUT_FACTORIZED;
+    else if (!strcmp(s, "PointPooled2d")) *t = NPRED_READOUT_POINT_POOLED;
+    else if (!strcmp(s, "AttentionReadout")) *t = NPRED_READOUT_ATTENTION;
+    else return 0;
+    return 1;
+}
+
+static const char *readout_type_name(npred_readout_type t)
+{
+    switch (t) {
+    case NPRED_READOUT_FULL_GAUSSIAN2D: return "FullGaussian2d";
+    case NPRED_READOUT_GAUSSIAN2D: return "Gaussian2d";
+    case NPRED_READOUT_FACTORIZED: return "FullFactorized2d";
+    case NPRED_READOUT_POINT_POOLED: return "PointPooled2d";
+    case NPRED_READOUT_ATTENTION: return "AttentionReadout";
+    }
+    return "?";
+}
+
+static void readout_reset_type(npred_readout_config *c, npred_readout_type t)
+{
+    double frw = c->feature_reg_weight;
+    int bias = c->bias;
+    npred_readout_config_default(c, t, 0, 0, 0, 0);
+    c->feature_reg_weight = frw;
+    c->bias = bias;
+}
+
+/* readout keys shared by both spellings; returns 1 if the key was a readout key */
+static int readout_key(rd *r, const cJSON *e, npred_readout_config *c, int *gamma_set, double *gamma)
+{
+    const char *k = e->string;
+    if (!strcmp(k, "init_mu_range")) rd_num(r, e, &c->init_mu_range);
+    else if (!strcmp(k, "init_sigma")) rd_num(r, e, &c->init_sigma);
+    else if (!strcmp(k, "gamma_readout")) {
+        if (cJSON_IsNull(e)) return 1;
+        *gamma_set = rd_num(r, e, gamma);
+    } else if (!strcmp(k, "feature_reg_weight") || !strcmp(k, "spatial_and_feature_reg_weight")) {
+        if (!cJSON_IsNull(e)) rd_num(r, e, &c->feature_reg_weight);
+    } else if (!strcmp(k, "gauss_type")) rd_gauss_type(r, e, c);
+    else if (!strcmp(k, "grid_mean_predictor")) rd_gmp(r, e, c);
+    else if (!strcmp(k, "normalize")) rd_bool(r, e, &c->normalize);
+    else if (!strcmp(k, "init_noise")) rd_num(r, e, &c->init_noise);
+    else if (!strcmp(k, "constrain_pos")) rd_bool(r, e, &c->constrain_pos);
+    else if (!strcmp(k, "positive_weights")) rd_bool(r, e, &c->positive_weights);
+    else if (!strcmp(k, "init_sigma_range")) rd_num(r, e, &c->init_sigma_range);
+    else if (!strcmp(k, "fixed_sigma")) rd_bool(r, e, &c->fixed_sigma);
+    else if (!strcmp(k, "batch_sample")) rd_bool(r, e, &c->batch_sample);
+    else if (!strcmp(k, "align_corners")) rd_bool(r, e, &c->align_corners);
+    else if (!strcmp(k, "pool_steps")) rd_int(r, e, &c->pool_steps);
+    else if (!strcmp(k, "pool_kern")) rd_int(r, e, &c->pool_kern);
+    else if (!strcmp(k, "init_range")) rd_num(r, e, &c->init_range);
+    else if (!strcmp(k, "attention_kernel")) rd_int(r, e, &c->attention_kernel);
+    else if (!strcmp(k, "attention_layers")) rd_int(r, e, &c->attention_layers);
+    else return 0;
+    return 1;
+}
+
+/* core keys shared by both spellings (the builder's core_bias is handled by the caller) */
+static int core_key(rd *r, const cJSON *e, npred_model_config *m)
+{
+    npred_core_config *c = &m->core;
+    const char *k = e->string;
+    if (!strcmp(k, "hidden_channels")) rd_int(r, e, &c->hidden_channels);
+    else if (!strcmp(k, "input_kern")) rd_int(r, e, &c->input_kern);
+    else if (!strcmp(k, "hidden_kern")) rd_hidden_kern(r, e, c);
+    else if (!strcmp(k, "layers")) rd_int(r, e, &c->layers);
+    else if (!strcmp(k, "gamma_input")) rd_num(r, e, &c->gamma_input);
+    else if (!strcmp(k, "gamma_hidden")) rd_num(r, e, &c->gamma_hidden);
+    else if (!strcmp(k, "skip")) rd_int(r, e, &c->skip);
+    else if (!strcmp(k, "stride")) rd_int(r, e, &c->stride);
+    else if (!strcmp(k, "final_nonlinearity")) rd_bool(r, e, &c->final_nonlinearity);
+    else if (!strcmp(k, "elu_shift")) {
+        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != 2 || !cJSON_IsNumber(cJSON_GetArrayItem(e, 0)) ||
+            !cJSON_IsNumber(cJSON_GetArrayItem(e, 1)))
+            return fail(r, e, "a pair [xshift, yshift]") || 1;
+        c->elu_xshift = cJSON_GetArrayItem(e, 0)->valuedouble;
+        c->elu_yshift = cJSON_GetArrayItem(e, 1)->valuedouble;
+    } else if (!strcmp(k, "momentum")) rd_num(r, e, &c->momentum);
+    else if (!strcmp(k, "pad_input")) rd_bool(r, e, &c->pad_input);
+    else if (!strcmp(k, "hidden_padding")) rd_int_or_null(r, e, &c->hidden_padding);
+    else if (!strcmp(k, "batch_norm")) rd_bool(r, e, &c->batch_norm);
+    else if (!strcmp(k, "batch_norm_scale")) rd_bool(r, e, &c->batch_norm_scale);
+    else if (!strcmp(k, "independent_bn_bias")) rd_bool(r, e, &c->independent_bn_bias);
+    else if (!strcmp(k, "hidden_dilation")) rd_int(r, e, &c->hidden_dilation);
+    else if (!strcmp(k, "laplace_padding")) rd_int_or_null(r, e, &c->laplace_padding);
+    else if (!strcmp(k, "input_regularizer")) rd_input_reg(r, e, c);
+    else if (!strcmp(k, "stack")) rd_stack(r, e, m);
+    else if (!strcmp(k, "use_avg_reg")) rd_bool(r, e, &c->use_avg_reg);
+    else if (!strcmp(k, "depth_separable")) rd_bool(r, e, &c->depth_separable);
+    else if (!strcmp(k, "linear")) rd_bool(r, e, &c->linear);
+    else if (!strcmp(k, "n_se_blocks")) rd_int(r, e, &c->n_se_blocks);
+    else if (!strcmp(k, "se_reduction")) rd_int(r, e, &c->se_reduction);
+    else if (!strcmp(k, "attention_conv")) {
+        int v = 0;
+        if (rd_bool(r, e, &v) && v)
+            r->st = npred_errorf(NPRED_ERR_UNSUPPORTED, "%s: key '%s%s': attention_conv cores are not supported",
+                                 r->where, r->section, k);
+    } else return 0;
+    return 1;
+}
+
+static int shifter_type_from(rd *r, const cJSON *e, npred_shifter_type *t)
+{
+    const char *s = cJSON_GetStringValue(e);
+    if (s && !strcmp(s, "MLP")) *t = NPRED_SHIFTER_MLP;
+    else if (s && (!strcmp(s, "StaticAffine") || !strcmp(s, "StaticAffine2d"))) *t = NPRED_SHIFTER_STATIC_AFFINE;
+    else return fail(r, e, "\"MLP\" or \"StaticAffine\"");
+    return 1;
+}
+
+static void defaults_common(npred_model_config *m)
+{
+    memset(m, 0, sizeof *m);
+    npred_core_config_default(&m->core);
+    m->core_stack_is_none = 1;
+    npred_readout_config_default(&m->readout, NPRED_READOUT_FULL_GAUSSIAN2D, 0, 0, 0, 0);
+    m->multi_readout = 1;
+    m->shifter = NPRED_SHIFTER_NONE;
+    m->shifter_input_channels = 2;
+    m->shifter_hidden_channels = 5;
+    m->shift_layers = 3;
+    m->shifter_bias = 1;
+    m->modulator_input_channels = 3;
+    m->modulator_hidden_channels = 5;
+    m->modulator_layers = 2;
+    m->modulator_bias = 1;
+    m->seed = 42;
+}
+
+static npred_status finish(npred_model_config *m, const char *where, int gamma_set, double gamma)
+{
+    if (gamma_set) m->readout.feature_reg_weight = gamma; /* 0.3.0: gamma_readout wins */
+    npred_core_config *c = &m->core;
+    if (c->layers < 1 || c->layers > NPRED_CORE_MAXLAYERS)
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'layers': %d is out of range 1..%d", where, c->layers,
+                            NPRED_CORE_MAXLAYERS);
+    for (int l = 1; l < c->layers; l++)
+        if (c->hidden_kern[l - 1] < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'hidden_kern': needs %d kernel sizes for %d layers", where,
+                                c->layers - 1, c->layers);
+    npred_status s;
+    if (m->core_stack_is_none) s = npred_core_config_set_stack(c, NULL, 0, 0, 1);
+    else if (m->core_stack_is_int) s = npred_core_config_set_stack(c, &m->core_stack_int, 1, 1, 0);
+    else {
+        int tmp[NPRED_CORE_MAXLAYERS];
+        memcpy(tmp, c->stack, sizeof tmp);
+        s = npred_core_config_set_stack(c, tmp, c->n_stack, 0, 0);
+    }
+    if (s) return npred_error_prefix(s, "%s: key 'stack'", where);
+    const npred_readout_config *rc = &m->readout;
+    if ((rc->type == NPRED_READOUT_FULL_GAUSSIAN2D || rc->type == NPRED_READOUT_GAUSSIAN2D) &&
+        !(rc->init_mu_range > 0 && rc->init_mu_range <= 1))
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'init_mu_range': %g is not in (0, 1]", where, rc->init_mu_range);
+    if (rc->type == NPRED_READOUT_FULL_GAUSSIAN2D && !(rc->init_sigma > 0))
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'init_sigma': %g must be > 0", where, rc->init_sigma);
+    if (m->shifter != NPRED_SHIFTER_NONE && (m->shifter_input_channels < 1 || m->shift_layers < 1))
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: shifter sizes must be positive", where);
+    return NPRED_OK;
+}
+
+/* flat sensorium builder arguments */
+static npred_status parse_builder(npred_model_config *m, const cJSON *root, const char *where)
+{
+    defaults_common(m);
+    npred_core_config *c = &m->core;
+    /* stacked_core_full_gauss_readout defaults */
+    c->hidden_channels = 32;
+    c->input_kern = 13;
+    for (int i = 0; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = 3;
+    c->layers = 3;
+    c->gamma_input = 15.5;
+    c->momentum = 0.9;
+    c->pad_input = 0;
+    c->laplace_padding = -1;
+    c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2NORM;
+    c->use_avg_reg = 0;
+    c->bias = 0; /* core_bias: False in the 2022 kit (the published checkpoints) */
+    npred_readout_config *ro = &m->readout;
+    ro->init_mu_range = 0.2;
+    ro->init_sigma = 1.0;
+    ro->bias = 1;
+    int gamma_set = 1;
+    double gamma = 4;
+    int shifter_on = 0;
+    rd r = {where, "", NPRED_OK};
+    const cJSON *e;
+    /* readout_type first: it sets the readout defaults the other keys refine */
+    const cJSON *rt = cJSON_GetObjectItemCaseSensitive(root, "readout_type");
+    if (rt) {
+        npred_readout_type t;
+        if (!readout_type_from(cJSON_GetStringValue(rt), &t))
+            return npred_errorf(NPRED_ERR_CONFIG,
+                                "%s: key 'readout_type': expected FullGaussian2d, Gaussian2d, FullFactorized2d, "
+                                "PointPooled2d or AttentionReadout", where);
+        readout_reset_type(ro, t);
+    }
+    cJSON_ArrayForEach(e, root)
+    {
+        const char *k = e->string;
+        if (core_key(&r, e, m)) {
+        } else if (readout_key(&r, e, ro, &gamma_set, &gamma)) {
+        } else if (!strcmp(k, "readout_type")) {
+        } else if (!strcmp(k, "core_type")) {
+            const char *s = cJSON_GetStringValue(e);
+            if (s && !strcmp(s, "SE2dCore")) c->se_core = 1;
+            else if (!s || strcmp(s, "Stacked2dCore")) fail(&r, e, "\"Stacked2dCore\" or \"SE2dCore\"");
+        } else if (!strcmp(k, "core_bias")) rd_bool(&r, e, &c->bias);
+        else if (!strcmp(k, "readout_bias")) rd_bool(&r, e, &ro->bias);
+        else if (!strcmp(k, "elu_offset")) rd_num(&r, e, &m->elu_offset);
+        else if (!strcmp(k, "shifter")) {
+            if (!cJSON_IsNull(e)) rd_bool(&r, e, &shifter_on);
+        } else if (!strcmp(k, "shifter_type")) {
+            npred_shifter_type t;
+            if (shifter_type_from(&r, e, &t)) m->shifter = t; /* applied below if shifter is on */
+        } else if (!strcmp(k, "input_channels_shifter")) rd_int(&r, e, &m->shifter_input_channels);
+        else if (!strcmp(k, "hidden_channels_shifter")) rd_int(&r, e, &m->shifter_hidden_channels);
+        else if (!strcmp(k, "shift_layers")) rd_int(&r, e, &m->shift_layers);
+        else if (!strcmp(k, "gamma_shifter")) rd_num(&r, e, &m->gamma_shifter);
+        else if (!strcmp(k, "shifter_bias")) rd_bool(&r, e, &m->shifter_bias);
+        else if (!strcmp(k, "modulator")) {
+            if (!cJSON_IsNull(e)) rd_bool(&r, e, &m->modulator);
+        } else if (!strcmp(k, "input_channels_modulator")) rd_int(&r, e, &m->modulator_input_channels);
+        else if (!strcmp(k, "hidden_channels_modulator")) rd_int(&r, e, &m->modulator_hidden_channels);
+        else if (!strcmp(k, "modulator_layers")) rd_int(&r, e, &m->modulator_layers);
+        else if (!strcmp(k, "gamma_modulator")) rd_num(&r, e, &m->gamma_modulator);
+        else if (!strcmp(k, "seed")) {
+            double v;
+            if (rd_num(&r, e, &v)) m->seed = (long long)v;
+        } else unknown(&r, e);
+        if (r.st) return r.st;
+    }
+    if (shifter_on) {
+        if (m->shifter == NPRED_SHIFTER_NONE) m->shifter = NPRED_SHIFTER_MLP;
+    } else {
+        m->shifter = NPRED_SHIFTER_NONE;
+    }
+    return finish(m, where, gamma_set, gamma);
+}
+
+static npred_status parse_section(const cJSON *obj, const char *name, const char *where, rd *r)
+{
+    if (obj && !cJSON_IsObject(obj) && !cJSON_IsNull(obj))
+        return r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s': expected an object", where, name);
+    return NPRED_OK;
+}
+
+/* structured {"core", "readout", "shifter", "modulator", "encoder"} */
+static npred_status parse_structured(npred_model_config *m, const cJSON *root, const char *where)
+{
+    defaults_common(m);
+    npred_core_config *c = &m->core;
+    npred_readout_config *ro = &m->readout;
+    rd r = {where, "", NPRED_OK};
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root)
+    {
+        if (strcmp(e->string, "core") && strcmp(e->string, "readout") && strcmp(e->string, "shifter") &&
+            strcmp(e->string, "modulator") && strcmp(e->string, "encoder") && strcmp(e->string, "seed") &&
+            strcmp(e->string, "model"))
+            return unknown(&r, e), r.st;
+        if (!strcmp(e->string, "seed")) {
+            double v;
+            if (!rd_num(&r, e, &v)) return r.st;
+            m->seed = (long long)v;
+        }
+        if (!strcmp(e->string, "model") && !cJSON_IsString(e)) return fail(&r, e, "a string"), r.st;
+    }
+    const cJSON *core = cJSON_GetObjectItemCaseSensitive(root, "core");
+    const cJSON *rdo = cJSON_GetObjectItemCaseSensitive(root, "readout");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(root, "shifter");
+    const cJSON *mo = cJSON_GetObjectItemCaseSensitive(root, "modulator");
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(root, "encoder");
+    if (parse_section(core, "core", where, &r) || parse_section(rdo, "readout", where, &r) ||
+        parse_section(sh, "shifter", where, &r) || parse_section(mo, "modulator", where, &r) ||
+        parse_section(en, "encoder", where, &r))
+        return r.st;
+    if (!cJSON_IsObject(core)) return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'core' is required", where);
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(core, "type");
+    if (ct && cJSON_GetStringValue(ct) && !strcmp(cJSON_GetStringValue(ct), "SE2dCore")) {
+        npred_core_config_default_se(c);
+    } else if (ct && (!cJSON_GetStringValue(ct) || strcmp(cJSON_GetStringValue(ct), "Stacked2dCore"))) {
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'core.type': expected \"Stacked2dCore\" or \"SE2dCore\"",
+                            where);
+    }
+    c->hidden_channels = 0;
+    c->input_kern = 0;
+    for (int i = 0; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = 0;
+    r.section = "core.";
+    cJSON_ArrayForEach(e, core)
+    {
+        if (core_key(&r, e, m)) {
+        } else if (!strcmp(e->string, "type")) {
+        } else if (!strcmp(e->string, "bias")) rd_bool(&r, e, &c->bias);
+        else if (!strcmp(e->string, "input_channels")) rd_int(&r, e, &c->input_channels);
+        else unknown(&r, e);
+        if (r.st) return r.st;
+    }
+    if (c->hidden_channels < 1 || c->input_kern < 1 || (c->layers > 1 && c->hidden_kern[0] < 1))
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: core needs hidden_channels, input_kern and hidden_kern", where);
+    int gamma_set = 0;
+    double gamma = 0;
+    if (cJSON_IsObject(rdo)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(rdo, "type");
+        npred_readout_type rt = NPRED_READOUT_FULL_GAUSSIAN2D;
+        if (t && !readout_type_from(cJSON_GetStringValue(t), &rt))
+            return npred_errorf(NPRED_ERR_CONFIG,
+                                "%s: key 'readout.type': expected FullGaussian2d, Gaussian2d, FullFactorized2d, "
+                                "PointPooled2d or AttentionReadout", where);
+        readout_reset_type(ro, rt);
+        ro->bias = 1;
+        ro->feature_reg_weight = 1.0;
+        r.section = "readout.";
+        cJSON_ArrayForEach(e, rdo)
+        {
+            const char *k = e->string;
+            if (readout_key(&r, e, ro, &gamma_set, &gamma)) {
+            } else if (!strcmp(k, "type") || !strcmp(k, "in_shape") || !strcmp(k, "outdims")) {
+                /* in_shape and outdims follow from the core and the data */
+            } else if (!strcmp(k, "bias")) rd_bool(&r, e, &ro->bias);
+            else if (!strcmp(k, "multi")) rd_bool(&r, e, &m->multi_readout);
+            else unknown(&r, e);
+            if (r.st) return r.st;
+        }
+    }
+    if (cJSON_IsObject(sh)) {
+        m->shifter = NPRED_SHIFTER_MLP;
+        m->shifter_hidden_channels = 2; /* MLPShifter defaults */
+        m->shift_layers = 1;
+        r.section = "shifter.";
+        cJSON_ArrayForEach(e, sh)
+        {
+            const char *k = e->string;
+            if (!strcmp(k, "type")) {
+                npred_shifter_type tt;
+                if (shifter_type_from(&r, e, &tt)) m->shifter = tt;
+            } else if (!strcmp(k, "input_channels")) rd_int(&r, e, &m->shifter_input_channels);
+            else if (!strcmp(k, "hidden_channels_shifter")) rd_int(&r, e, &m->shifter_hidden_channels);
+            else if (!strcmp(k, "shift_layers")) rd_int(&r, e, &m->shift_layers);
+            else if (!strcmp(k, "gamma_shifter")) rd_num(&r, e, &m->gamma_shifter);
+            else if (!strcmp(k, "bias")) rd_bool(&r, e, &m->shifter_bias);
+            else unknown(&r, e);
+            if (r.st) return r.st;
+        }
+    }
+    if (cJSON_IsObject(mo)) {
+        m->modulator = 1;
+        r.section = "modulator.";
+        cJSON_ArrayForEach(e, mo)
+        {
+            const char *k = e->string;
+            if (!strcmp(k, "type")) {
+                const char *s = cJSON_GetStringValue(e);
+                if (!s || strcmp(s, "MLP")) fail(&r, e, "\"MLP\"");
+            } else if (!strcmp(k, "input_channels")) rd_int(&r, e, &m->modulator_input_channels);
+            else if (!strcmp(k, "hidden_channels")) rd_int(&r, e, &m->modulator_hidden_channels);
+            else if (!strcmp(k, "layers")) rd_int(&r, e, &m->modulator_layers);
+            else if (!strcmp(k, "gamma_modulator")) rd_num(&r, e, &m->gamma_modulator);
+            else if (!strcmp(k, "bias")) rd_bool(&r, e, &m->modulator_bias);
+            else unknown(&r, e);
+            if (r.st) return r.st;
+        }
+    }
+    if (cJSON_IsObject(en)) {
+        r.section = "encoder.";
+        cJSON_ArrayForEach(e, en)
+        {
+            if (!strcmp(e->string, "elu_offset")) rd_num(&r, e, &m->elu_offset);
+            else unknown(&r, e);
+            if (r.st) return r.st;
+        }
+    }
+    return finish(m, where, gamma_set, gamma);
+}
+
+npred_status npred_model_config_from_cjson(npred_model_config *cfg, const cJSON *root, const char *where)
+{
+    if (!cJSON_IsObject(root)) return npred_errorf(NPRED_ERR_CONFIG, "%s: the model config must be a JSON object", where);
+    if (cJSON_GetObjectItemCaseSensitive(root, "core")) return parse_structured(cfg, root, where);
+    return parse_builder(cfg, root, where);
+}
+
+npred_status npred_model_config_parse(npred_model_config *cfg, const char *json, const char *where)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(json, &end, 1);
+    if (!root) {
+        long off = end ? (long)(end - json) : 0;
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: invalid JSON near byte %ld", where, off);
+    }
+    npred_status s = npred_model_config_from_cjson(cfg, root, where);
+    cJSON_Delete(root);
+    return s;
+}
+
+static const char *reg_name(npred_input_reg r)
+{
+    return r == NPRED_INPUT_REG_LAPLACE_L2 ? "LaplaceL2" : r == NPRED_INPUT_REG_LAPLACE_L2NORM ? "LaplaceL2norm"
+                                                                                            : "GaussianLaplaceL2";
+}
+
+static void add_int_or_null(cJSON *o, const char *k, int v)
+{
+    if (v < 0) cJSON_AddNullToObject(o, k);
+    else cJSON_AddNumberToObject(o, k, v);
+}
+
+cJSON *npred_model_config_to_json(const npred_model_config *m)
+{
+    const npred_core_config *c = &m->core;
+    const npred_readout_config *ro = &m->readout;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *core = cJSON_AddObjectToObject(root, "core");
+    cJSON_AddStringToObject(core, "type", c->se_core ? "SE2dCore" : "Stacked2dCore");
+    cJSON_AddNumberToObject(core, "input_channels", c->input_channels);
+    cJSON_AddNumberToObject(core, "hidden_channels", c->hidden_channels);
+    cJSON_AddNumberToObject(core, "input_kern", c->input_kern);
+    cJSON *hk = cJSON_AddArrayToObject(core, "hidden_kern");
+    for (int l = 1; l < c->layers; l++) cJSON_AddItemToArray(hk, cJSON_CreateNumber(c->hidden_kern[l - 1]));
+    cJSON_AddNumberToObject(core, "layers", c->layers);
+    cJSON_AddNumberToObject(core, "gamma_hidden", c->gamma_hidden);
+    cJSON_AddNumberToObject(core, "gamma_input", c->gamma_input);
+    cJSON_AddNumberToObject(core, "skip", c->skip);
+    cJSON_AddNumberToObject(core, "stride", c->stride);
+    cJSON_AddBoolToObject(core, "final_nonlinearity", c->final_nonlinearity);
+    cJSON *es = cJSON_AddArrayToObject(core, "elu_shift");
+    cJSON_AddItemToArray(es, cJSON_CreateNumber(c->elu_xshift));
+    cJSON_AddItemToArray(es, cJSON_CreateNumber(c->elu_yshift));
+    cJSON_AddBoolToObject(core, "bias", c->bias);
+    cJSON_AddNumberToObject(core, "momentum", c->momentum);
+    cJSON_AddBoolToObject(core, "pad_input", c->pad_input);
+    add_int_or_null(core, "hidden_padding", c->hidden_padding);
+    cJSON_AddBoolToObject(core, "batch_norm", c->batch_norm);
+    cJSON_AddBoolToObject(core, "batch_norm_scale", c->batch_norm_scale);
+    cJSON_AddBoolToObject(core, "independent_bn_bias", c->independent_bn_bias);
+    cJSON_AddNumberToObject(core, "hidden_dilation", c->hidden_dilation);
+    add_int_or_null(core, "laplace_padding", c->laplace_padding);
+    cJSON_AddStringToObject(core, "input_regularizer", reg_name(c->input_regularizer));
+    cJSON *st = cJSON_AddArrayToObject(core, "stack");
+    for (int i = 0; i < c->n_stack; i++) cJSON_AddItemToArray(st, cJSON_CreateNumber(c->stack[i]));
+    cJSON_AddBoolToObject(core, "use_avg_reg", c->use_avg_reg);
+    cJSON_AddBoolToObject(core, "depth_separable", c->depth_separable);
+    cJSON_AddBoolToObject(core, "linear", c->linear);
+    if (c->se_core) {
+        cJSON_AddNumberToObject(core, "n_se_blocks", c->n_se_blocks);
+        cJSON_AddNumberToObject(core, "se_reduction", c->se_reduction);
+    }
+    cJSON *r = cJSON_AddObjectToObject(root, "readout");
+    cJSON_AddStringToObject(r, "type", readout_type_name(ro->type));
+    cJSON_AddBoolToObject(r, "multi", m->multi_readout);
+    cJSON_AddBoolToObject(r, "bias", ro->bias);
+    cJSON_AddNumberToObject(r, "feature_reg_weight", ro->feature_reg_weight);
+    switch (ro->type) {
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D:
+        cJSON_AddNumberToObject(r, "init_mu_range", ro->init_mu_range);
+        if (ro->type == NPRED_READOUT_FULL_GAUSSIAN2D) {
+            cJSON_AddNumberToObject(r, "init_sigma", ro->init_sigma);
+            cJSON_AddStringToObject(r, "gauss_type", ro->gauss_type == NPRED_GAUSS_FULL           ? "full"
+                                                     : ro->gauss_type == NPRED_GAUSS_UNCORRELATED ? "uncorrelated"
+                                                                                                  : "isotropic");
+            if (ro->predicted_grid) {
+                cJSON *g = cJSON_AddObjectToObject(r, "grid_mean_predictor");
+                cJSON_AddStringToObject(g, "type", "cortex");
+                cJSON_AddNumberToObject(g, "input_dimensions", ro->gmp_input_dimensions);
+                cJSON_AddNumberToObject(g, "hidden_layers", ro->gmp_hidden_layers);
+                cJSON_AddNumberToObject(g, "hidden_features", ro->gmp_hidden_features);
+                cJSON_AddBoolToObject(g, "final_tanh", ro->gmp_final_tanh);
+            } else {
+                cJSON_AddNullToObject(r, "grid_mean_predictor");
+            }
+        } else {
+            cJSON_AddNumberToObject(r, "init_sigma_range", ro->init_sigma_range);
+            cJSON_AddBoolToObject(r, "fixed_sigma", ro->fixed_sigma);
+        }
+        cJSON_AddBoolToObject(r, "batch_sample", ro->batch_sample);
+        cJSON_AddBoolToObject(r, "align_corners", ro->align_corners);
+        break;
+    case NPRED_READOUT_FACTORIZED:
+        cJSON_AddBoolToObject(r, "normalize", ro->normalize);
+        cJSON_AddNumberToObject(r, "init_noise", ro->init_noise);
+        cJSON_AddBoolToObject(r, "constrain_pos", ro->constrain_pos);
+        cJSON_AddBoolToObject(r, "positive_weights", ro->positive_weights);
+        break;
+    case NPRED_READOUT_POINT_POOLED:
+        cJSON_AddNumberToObject(r, "pool_steps", ro->pool_steps);
+        cJSON_AddNumberToObject(r, "pool_kern", ro->pool_kern);
+        cJSON_AddNumberToObject(r, "init_range", ro->init_range);
+        cJSON_AddBoolToObject(r, "align_corners", ro->align_corners);
+        break;
+    case NPRED_READOUT_ATTENTION:
+        cJSON_AddNumberToObject(r, "init_noise", ro->init_noise);
+        cJSON_AddNumberToObject(r, "attention_kernel", ro->attention_kernel);
+        cJSON_AddNumberToObject(r, "attention_layers", ro->attention_layers);
+        break;
+    }
+    if (m->shifter != NPRED_SHIFTER_NONE) {
+        cJSON *s = cJSON_AddObjectToObject(root, "shifter");
+        cJSON_AddStringToObject(s, "type", m->shifter == NPRED_SHIFTER_MLP ? "MLP" : "StaticAffine");
+        cJSON_AddNumberToObject(s, "input_channels", m->shifter_input_channels);
+        if (m->shifter == NPRED_SHIFTER_MLP) {
+            cJSON_AddNumberToObject(s, "hidden_channels_shifter", m->shifter_hidden_channels);
+            cJSON_AddNumberToObject(s, "shift_layers", m->shift_layers);
+        }
+        cJSON_AddNumberToObject(s, "gamma_shifter", m->gamma_shifter);
+        cJSON_AddBoolToObject(s, "bias", m->shifter_bias);
+    } else {
+        cJSON_AddNullToObject(root, "shifter");
+    }
+    if (m->modulator) {
+        cJSON *s = cJSON_AddObjectToObject(root, "modulator");
+        cJSON_AddStringToObject(s, "type", "MLP");
+        cJSON_AddNumberToObject(s, "input_channels", m->modulator_input_channels);
+        cJSON_AddNumberToObject(s, "hidden_channels", m->modulator_hidden_channels);
+        cJSON_AddNumberToObject(s, "layers", m->modulator_layers);
+        cJSON_AddNumberToObject(s, "gamma_modulator", m->gamma_modulator);
+        cJSON_AddBoolToObject(s, "bias", m->modulator_bias);
+    } else {
+        cJSON_AddNullToObject(root, "modulator");
+    }
+    cJSON *en = cJSON_AddObjectToObject(root, "encoder");
+    cJSON_AddNumberToObject(en, "elu_offset", m->elu_offset);
+    cJSON_AddNumberToObject(root, "seed", (double)m->seed);
+    return root;
+}

@@ -1,0 +1,248 @@
+/* Stacked2dCore / SE2dCore against the 0.3.0 fixtures and finite differences. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cores/stacked2d.h"
+#include "harness.h"
+#include "model/config.h"
+
+/* build the core config from the fixture's Stacked2dCore args */
+static int core_config(th_case *c, npred_core_config *cc)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "core", cJSON_Duplicate(th_get(c->json, "args", NULL), 1));
+    npred_model_config m;
+    int ok = CHECK_OK(npred_model_config_from_cjson(&m, root, c->name));
+    cJSON_Delete(root);
+    *cc = m.core;
+    return ok;
+}
+
+static void run_case(const char *name)
+{
+    th_case c;
+    if (!th_case_open(&c, name)) return;
+    npred_core_config cc;
+    npred_array xs;
+    float *x = th_load_f32(&c, "input.npy", &xs);
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    memset(&core, 0, sizeof core);
+    if (!x || !core_config(&c, &cc)) goto out;
+    int B = (int)xs.shape[0];
+    if (!CHECK_OK(npred_core_declare(&core, &cc, "", (int)xs.shape[2], (int)xs.shape[3], &t)) ||
+        !CHECK_OK(npred_ptable_alloc(&t)) || !CHECK_OK(npred_core_setup(&core, &t, B)))
+        goto out;
+    th_load_table(&c, &t, "params", "", NULL);
+    char *repr = malloc(65536);
+    npred_core_repr(&core, repr, 65536);
+    cJSON *want = th_get(c.json, "repr", NULL);
+    CHECK(want && !strcmp(repr, want->valuestring), "repr differs:\n%s\nwant:\n%s", repr,
+          want ? want->valuestring : "");
+    free(repr);
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 1));
+    size_t nout = (size_t)B * core.out_c * core.out_h * core.out_w;
+    npred_array os;
+    float *o = th_load_f32(&c, "output.npy", &os);
+    CHECK(o && os.count == nout, "output has %zu elements, fixture %zu", nout, os.count);
+    free(o);
+    if (os.count == nout) th_compare(&c, "forward", "output.npy", core.output, nout);
+    cJSON *inter = th_get(c.json, "files", "intermediates", NULL), *it;
+    cJSON_ArrayForEach(it, inter)
+    {
+        int l = atoi(it->string + strlen("features.layer"));
+        npred_core_layer *L = &core.L[l];
+        th_compare(&c, "forward", it->valuestring, L->out, (size_t)B * L->cout * L->hout * L->wout);
+    }
+    th_compare_table(&c, &t, "buffers_after", "forward", "", NULL);
+    npred_ptable_zero_grad(&t);
+    double reg = npred_core_regularizer(&core, &t, 1.0);
+    double want_reg = th_num(c.json, NAN, "scalars", "regularizer", NULL);
+    CHECK(fabs(reg - want_reg) <= 1e-4 * fabs(want_reg) + 1e-6, "regularizer %.9g want %.9g", reg, want_reg);
+    float *up = th_load_f32(&c, "upstream.npy", NULL);
+    float *dx = calloc(xs.count, sizeof *dx);
+    if (up) {
+        double loss = reg;
+        for (size_t i = 0; i < nout; i++) loss += (double)core.output[i] * up[i];
+        double want_loss = th_num(c.json, NAN, "scalars", "loss", NULL);
+        CHECK(fabs(loss - want_loss) <= 1e-4 * fabs(want_loss) + 1e-4, "loss %.9g want %.9g", loss, want_loss);
+        CHECK_OK(npred_core_backward(&core, &t, up, dx));
+        const char *skip[] = {"input", NULL};
+        th_compare_table(&c, &t, "grads", "grads", "", skip);
+        if (th_get(c.json, "files", "grads", "input", NULL)) th_compare(&c, "grads", "grads/input.npy", dx, xs.count);
+    }
+    /* eval after the train step: running stats as updated */
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    th_compare(&c, "forward", "output_eval.npy", core.output, nout);
+    free(up);
+    free(dx);
+out:
+    free(x);
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+    th_case_close(&c);
+}
+
+static void test_sensorium(void) { run_case("stacked2d_sensorium"); }
+static void test_tutorial(void) { run_case("stacked2d_tutorial"); }
+static void test_plain_skip(void) { run_case("stacked2d_plain_skip"); }
+static void test_kernlist_padquirk(void) { run_case("stacked2d_kernlist_padquirk"); }
+static void test_linear(void) { run_case("stacked2d_linear"); }
+
+/* ---- finite differences through a whole core in eval mode and train mode ----
+ * Every kernel is checked against a double-precision reference in its own test;
+ * here the analytic gradient of a whole core (parameters and input) is compared
+ * with Richardson-extrapolated central differences of the loss along random
+ * directions, in eval and in train mode (batch statistics). */
+static double core_loss(npred_core *core, npred_ptable *t, const float *x, int B, int train, const float *up,
+                        size_t nout, double *saved_bufs)
+{
+    /* restore the buffers so repeated train-mode forwards see the same running stats */
+    for (size_t i = 0; i < t->n_buffers; i++) t->bufdata[i] = (float)saved_bufs[i];
+    npred_core_forward(core, t, x, B, train);
+    double l = 0;
+    for (size_t i = 0; i < nout; i++) l += (double)core->output[i] * up[i];
+    return l + npred_core_regularizer(core, t, 0);
+}
+
+static void fd_case(const char *cfgjson, int train)
+{
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, cfgjson, "fd config"))) return;
+    m.core.input_channels = 2;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    int B = 3, H = 11, W = 9;
+    if (!CHECK_OK(npred_core_declare(&core, &m.core, "core.", H, W, &t)) || !CHECK_OK(npred_ptable_alloc(&t)) ||
+        !CHECK_OK(npred_core_setup(&core, &t, B)))
+        return;
+    npred_rng rng;
+    npred_rng_seed(&rng, 7);
+    npred_core_init_params(&core, &t, &rng);
+    /* make every parameter matter: random BN affine and biases */
+    for (size_t i = 0; i < t.n_params; i++) t.data[i] += (float)(0.2 * npred_rng_normal(&rng));
+    size_t nx = (size_t)B * 2 * H * W, nout = (size_t)B * core.out_c * core.out_h * core.out_w;
+    float *x = malloc(nx * sizeof *x), *up = malloc(nout * sizeof *up), *dx = calloc(nx, sizeof *dx);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)npred_rng_normal(&rng);
+    for (size_t i = 0; i < nout; i++) up[i] = (float)npred_rng_normal(&rng);
+    double *bufs = malloc((t.n_buffers + 1) * sizeof *bufs);
+    for (size_t i = 0; i < t.n_buffers; i++) bufs[i] = t.bufdata[i];
+    core_loss(&core, &t, x, B, train, up, nout, bufs);
+    npred_ptable_zero_grad(&t);
+    npred_core_backward(&core, &t, up, dx);
+    npred_core_regularizer(&core, &t, 1.0);
+    float *g = malloc(t.n_params * sizeof *g);
+    memcpy(g, t.grad, t.n_params * sizeof *g);
+    /* directional derivatives along random directions, parameters and input */
+    double h = 2e-2;
+    for (int trial = 0; trial < 6; trial++) {
+        float *dp = malloc(t.n_params * sizeof *dp), *dxd = malloc(nx * sizeof *dxd);
+        double ana = 0;
+        for (size_t i = 0; i < t.n_params; i++) {
+            dp[i] = (float)npred_rng_normal(&rng);
+            ana += (double)dp[i] * g[i];
+        }
+        for (size_t i = 0; i < nx; i++) {
+            dxd[i] = trial % 2 ? (float)npred_rng_normal(&rng) : 0.0f;
+            ana += (double)dxd[i] * dx[i];
+        }
+        /* unit direction: the step is then h in parameter space whatever the size of the model */
+        double norm = 0;
+        for (size_t i = 0; i < t.n_params; i++) norm += (double)dp[i] * dp[i];
+        for (size_t i = 0; i < nx; i++) norm += (double)dxd[i] * dxd[i];
+        norm = sqrt(norm);
+        for (size_t i = 0; i < t.n_params; i++) dp[i] = (float)(dp[i] / norm);
+        for (size_t i = 0; i < nx; i++) dxd[i] = (float)(dxd[i] / norm);
+        ana /= norm;
+        float *p0 = malloc(t.n_params * sizeof *p0), *x0 = malloc(nx * sizeof *x0);
+        memcpy(p0, t.data, t.n_params * sizeof *p0);
+        memcpy(x0, x, nx * sizeof *x0);
+        double dd[2];
+        for (int k = 0; k < 2; k++) { /* Richardson: cancel the h^2 term of the central difference */
+            double hk = k ? h / 2 : h;
+            for (size_t i = 0; i < t.n_params; i++) t.data[i] = (float)(p0[i] + hk * dp[i]);
+            for (size_t i = 0; i < nx; i++) x[i] = (float)(x0[i] + hk * dxd[i]);
+            double lp = core_loss(&core, &t, x, B, train, up, nout, bufs);
+            for (size_t i = 0; i < t.n_params; i++) t.data[i] = (float)(p0[i] - hk * dp[i]);
+            for (size_t i = 0; i < nx; i++) x[i] = (float)(x0[i] - hk * dxd[i]);
+            double lm = core_loss(&core, &t, x, B, train, up, nout, bufs);
+            dd[k] = (lp - lm) / (2 * hk);
+        }
+        memcpy(t.data, p0, t.n_params * sizeof *p0);
+        memcpy(x, x0, nx * sizeof *x0);
+        double num = (4 * dd[1] - dd[0]) / 3;
+        CHECK(fabs(num - ana) <= 2e-3 * fabs(ana) + 1e-3, "train=%d direction %d: numeric %.7g analytic %.7g", train,
+              trial, num, ana);
+        free(dp), free(dxd), free(p0), free(x0);
+    }
+    free(x), free(up), free(dx), free(bufs), free(g);
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+}
+
+static const char *CFG_DS = "{\"core\": {\"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3, \"layers\": 3,"
+                            " \"depth_separable\": true, \"bias\": true, \"gamma_input\": 0.7, \"pad_input\": false,"
+                            " \"stack\": -2, \"elu_shift\": [0.1, -0.2]}}";
+static const char *CFG_SKIP = "{\"core\": {\"hidden_channels\": 3, \"input_kern\": 3, \"hidden_kern\": [5, 3],"
+                              " \"layers\": 3, \"skip\": 2, \"gamma_hidden\": 0.3, \"gamma_input\": 0.5,"
+                              " \"stride\": 1, \"hidden_dilation\": 2, \"laplace_padding\": null,"
+                              " \"input_regularizer\": \"LaplaceL2norm\", \"stack\": [0, 1]}}";
+static const char *CFG_SE = "{\"core\": {\"type\": \"SE2dCore\", \"hidden_channels\": 8, \"input_kern\": 3,"
+                            " \"hidden_kern\": 3, \"layers\": 3, \"n_se_blocks\": 2, \"se_reduction\": 4,"
+                            " \"gamma_input\": 0.2, \"independent_bn_bias\": false, \"batch_norm_scale\": true}}";
+static const char *CFG_BIAS2D = "{\"core\": {\"hidden_channels\": 3, \"input_kern\": 3, \"hidden_kern\": 3,"
+                                " \"layers\": 2, \"independent_bn_bias\": false, \"batch_norm_scale\": false,"
+                                " \"bias\": true, \"input_regularizer\": \"GaussianLaplaceL2\","
+                                " \"laplace_padding\": 1, \"use_avg_reg\": false}}";
+
+static void test_fd_depth_separable_eval(void) { fd_case(CFG_DS, 0); }
+static void test_fd_depth_separable_train(void) { fd_case(CFG_DS, 1); }
+static void test_fd_skip_dilation_train(void) { fd_case(CFG_SKIP, 1); }
+static void test_fd_se_core_train(void) { fd_case(CFG_SE, 1); }
+static void test_fd_bias2d_train(void) { fd_case(CFG_BIAS2D, 1); }
+
+static void test_bad_config(void)
+{
+    npred_model_config m;
+    CHECK(npred_model_config_parse(&m, "{\"core\": {\"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3,"
+                                       " \"laers\": 3}}", "cfg.json") == NPRED_ERR_CONFIG, "typo rejected");
+    CHECK(strstr(npred_last_error(), "laers") && strstr(npred_last_error(), "cfg.json"), "names key and file: %s",
+          npred_last_error());
+    CHECK(npred_model_config_parse(&m, "{\"core\": {\"hidden_channels\": \"x\", \"input_kern\": 5}}", "c") ==
+              NPRED_ERR_CONFIG, "type checked");
+    CHECK(strstr(npred_last_error(), "hidden_channels") != NULL, "%s", npred_last_error());
+    /* shapes that cannot work */
+    npred_core_config cc;
+    npred_core_config_default(&cc);
+    cc.input_channels = 1;
+    cc.hidden_channels = 4;
+    cc.input_kern = 9;
+    cc.layers = 2;
+    cc.hidden_kern[0] = 3;
+    cc.pad_input = 0;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    CHECK(npred_core_declare(&core, &cc, "", 5, 5, &t) == NPRED_ERR_SHAPE, "9x9 kernel on 5x5 input rejected");
+    npred_ptable_free(&t);
+}
+
+int main(void)
+{
+    RUN(test_sensorium);
+    RUN(test_tutorial);
+    RUN(test_plain_skip);
+    RUN(test_kernlist_padquirk);
+    RUN(test_linear);
+    RUN(test_fd_depth_separable_eval);
+    RUN(test_fd_depth_separable_train);
+    RUN(test_fd_skip_dilation_train);
+    RUN(test_fd_se_core_train);
+    RUN(test_fd_bias2d_train);
+    RUN(test_bad_config);
+    return th_summary();
+}
