@@ -9,6 +9,8 @@
 
 #include "model/pickle.h"
 
+#define PICKLE_MAX (1u << 30)
+
 typedef struct {
     const char *key;
     npred_tensor_dtype dtype;
@@ -379,7 +381,14 @@ npred_status npred_pth_parse(const void *buf, size_t len, const char *name, npre
         else {
             snprintf(member, n, "%sdata.pkl", r.prefix);
             sprintf(pname, "%s:%s", name, member);
-            s = read_member(&r, member, SIZE_MAX, &pkl, &pkl_len, &missing);
+            zip_stat_t zs;
+            /* pickles hold no tensor data: a huge one is a zip bomb */
+            if (zip_stat(r.zip, member, 0, &zs) == 0 && (zs.valid & ZIP_STAT_SIZE) &&
+                zs.size > PICKLE_MAX)
+                s = npred_errorf(NPRED_ERR_FORMAT, "%s: member '%s' claims %llu bytes (limit %u)",
+                                 name, member, (unsigned long long)zs.size, PICKLE_MAX);
+            else
+                s = read_member(&r, member, SIZE_MAX, &pkl, &pkl_len, &missing);
         }
         free(member);
     }
