@@ -1,0 +1,87 @@
+/* npred models: a shared core, one readout (and optional shifter / modulator) per
+ * recording session, and the firing-rate output ELU(x + elu_offset) + 1
+ * (neuralpredictors 0.3.0 FiringRateEncoder).
+ *
+ * Embedding (closed-loop experiments, acquisition software):
+ *
+ *   npred_model *m;
+ *   if (npred_model_load(&m, "run/", 32) != NPRED_OK) fprintf(stderr, "%s\n", npred_last_error());
+ *   npred_model_predict(m, "21067-10-18", images, B, NULL, NULL, rates);   // rates (B, n)
+ *   npred_model_free(m);
+ *
+ * The library never prints or exits; every call returns a status and
+ * npred_last_error() explains a failure. A model is not thread-safe: use one per
+ * thread (the kernels themselves use OpenMP). */
+#ifndef NPRED_MODEL_H
+#define NPRED_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "npred/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct npred_model npred_model;
+
+/* What the model needs to know about one recording session. */
+typedef struct {
+    const char *key;             /* data_key, e.g. "21067-10-18" */
+    int n_neurons;
+    const double *coords;        /* (n_neurons, coord_dims) cell_motor_coordinates, or NULL */
+    int coord_dims;
+    const float *mean_activity;  /* (n_neurons) initial readout bias, or NULL (bias 0) */
+} npred_session_info;
+
+/* Build and initialise a model from a JSON config (sensorium builder arguments or
+ * the structured form, see docs/config.md) for images (in_channels, in_h, in_w).
+ * max_batch is the largest batch any call will use (memory is sized for it).
+ * seed drives every random initialisation. */
+npred_status npred_model_create(npred_model **out, const char *config_json, const char *config_name,
+                                int in_channels, int in_h, int in_w, const npred_session_info *sessions,
+                                int n_sessions, int max_batch, uint64_t seed);
+/* Load a model saved by npred_model_save: a directory holding model.safetensors
+ * (or the .safetensors file itself). */
+npred_status npred_model_load(npred_model **out, const char *path, int max_batch);
+/* Import a PyTorch neuralpredictors/sensorium checkpoint (.pth). config_json may be
+ * NULL: the architecture is then inferred from the keys and shapes. in_h/in_w are
+ * the image size (0, 0: the SENSORIUM default 36x64). */
+npred_status npred_model_import_pth(npred_model **out, const char *pth_path, const char *config_json, int in_h,
+                                    int in_w, int max_batch);
+/* Write dir/model.safetensors atomically (tensors named as the PyTorch state_dict,
+ * config and sessions as metadata). Creates dir if needed. */
+npred_status npred_model_save(const npred_model *m, const char *dir);
+/* Write only the safetensors file at path (atomically). */
+npred_status npred_model_save_file(const npred_model *m, const char *path);
+void npred_model_free(npred_model *m);
+
+/* Eval-mode firing rates out (B, n) for images (B, C, H, W); pupil_center (B, 2)
+ * is required when the model has a shifter, behavior (B, k) with a modulator.
+ * Any B works; batches larger than max_batch are processed in chunks. */
+npred_status npred_model_predict(npred_model *m, const char *key, const float *images, int B,
+                                 const float *pupil_center, const float *behavior, float *out);
+
+/* Introspection */
+int npred_model_n_sessions(const npred_model *m);
+const char *npred_model_session_key(const npred_model *m, int i);
+int npred_model_session_neurons(const npred_model *m, int i);
+int npred_model_session_index(const npred_model *m, const char *key); /* -1 if absent */
+void npred_model_input_shape(const npred_model *m, int *c, int *h, int *w);
+void npred_model_core_output_shape(const npred_model *m, int *c, int *h, int *w);
+int npred_model_has_shifter(const npred_model *m);
+int npred_model_behavior_channels(const npred_model *m); /* 0 without a modulator */
+/* Readout positions (eval mode, after the clamp) of session i: (n, 2) x, y in
+ * [-1, 1]; NPRED_ERR_UNSUPPORTED for readouts without positions. */
+npred_status npred_model_readout_positions(npred_model *m, int i, float *xy);
+/* Resolved configuration as JSON text (caller frees with free()). */
+char *npred_model_config_json(const npred_model *m);
+/* Human-readable description in the reference's words (reprs, parameter counts
+ * per part and per neuron, shapes); caller frees with free(). */
+char *npred_model_describe(const npred_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
