@@ -23,6 +23,7 @@ TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK   := build/.deps-ok
 
+.SECONDARY:
 .PHONY: all lib test sanitize debug bench demo deps clean
 all: $(BUILD)/libnpred.a $(BUILD)/libnpred.so $(BUILD)/npred
 

@@ -1,0 +1,67 @@
+/* BatchNorm2d over NCHW tensors, as torch.nn.BatchNorm2d (track_running_stats=True).
+ *
+ * Legend: B = batch, C = channels, H, W = spatial size; n = B*H*W values per channel.
+ *
+ * Training mode normalises with the batch statistics of each channel:
+ *     mean = sum(x)/n,  var = sum((x - mean)^2)/n   (biased),  invstd = 1/sqrt(var + eps)
+ *     y = gamma * (x - mean) * invstd + beta
+ * and, when running stats are given, updates them with PyTorch's momentum convention
+ *     running_mean = (1 - m) * running_mean + m * mean
+ *     running_var  = (1 - m) * running_var  + m * var * n/(n - 1)   (unbiased)
+ *     num_batches_tracked += 1
+ * (torch requires n > 1 in training; so do we). Eval mode normalises with the running
+ * stats and changes nothing. Statistics, reductions and the elementwise arithmetic are
+ * done in double (float data, one rounding per output), so a channel whose mean is far
+ * larger than its spread still normalises accurately.
+ *
+ * The forward writes the per-channel mean and invstd it normalised with (batch stats in
+ * training, running stats in eval) into a caller-provided double cache for the backward.
+ *
+ * Threads: OpenMP over channels; each channel is reduced by one thread in a fixed order,
+ * so results do not depend on the thread count. Derivation of the training backward:
+ * docs/derivations-batchnorm.md. */
+#ifndef NPRED_KERNELS_BATCHNORM_H
+#define NPRED_KERNELS_BATCHNORM_H
+
+#include <stdint.h>
+#include "npred/base.h"
+
+#define NPRED_BATCHNORM_EPS 1e-5
+#define NPRED_BATCHNORM_MOMENTUM 0.1
+
+/* Forward; y is overwritten (y may not alias x).
+ * training != 0: batch statistics; running_mean/running_var are updated when both are
+ *   non-NULL (both NULL: no running stats are tracked); *num_batches_tracked is
+ *   incremented when non-NULL. Needs B*H*W > 1.
+ * training == 0: running_mean and running_var are required and only read.
+ * gamma, beta: NULL means 1 and 0 (affine=False). */
+npred_status npred_batchnorm2d_forward(float *y,                     // (B, C, H, W) out
+                                       double *save_mean,            // (C) out: cache
+                                       double *save_invstd,          // (C) out: cache
+                                       float *running_mean,          // (C) in/out or NULL
+                                       float *running_var,           // (C) in/out or NULL
+                                       int64_t *num_batches_tracked, // scalar in/out or NULL
+                                       const float *x,               // (B, C, H, W)
+                                       const float *gamma,           // (C) or NULL
+                                       const float *beta,            // (C) or NULL
+                                       int B, int C, int H, int W,
+                                       int training, double momentum, double eps);
+
+/* Backward of the forward above with the same `training` flag; ACCUMULATES into
+ * dx, dgamma, dbeta (each may be NULL to skip it). save_mean/save_invstd are the cache
+ * the forward wrote.
+ * training != 0: dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)),
+ *                xhat = (x - mean)*invstd, means over the n values of the channel.
+ * training == 0: dx = gamma*invstd*dy (the statistics are constants).
+ * Both: dgamma = sum(dy*xhat), dbeta = sum(dy). */
+npred_status npred_batchnorm2d_backward(float *dx,                // (B, C, H, W) or NULL
+                                        float *dgamma,            // (C) or NULL
+                                        float *dbeta,             // (C) or NULL
+                                        const float *dy,          // (B, C, H, W)
+                                        const float *x,           // (B, C, H, W)
+                                        const float *gamma,       // (C) or NULL (= 1)
+                                        const double *save_mean,   // (C)
+                                        const double *save_invstd, // (C)
+                                        int B, int C, int H, int W, int training);
+
+#endif

@@ -1,0 +1,527 @@
+/* 2-D convolution: parameter checks, naive reference, im2col + sgemm, dispatcher.
+ * Depthwise kernels are in depthwise.c. Semantics and layouts: conv2d.h. */
+#include "kernels/conv2d.h"
+#include "kernels/conv2d_internal.h"
+
+#include <cblas.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+npred_conv2d_params npred_conv2d_params_square(int n, int c, int h, int w, int o, int k,
+                                               int stride, int pad, int dilation, int groups)
+{
+    npred_conv2d_params p = {
+        .n = n, .c = c, .h = h, .w = w, .o = o, .kh = k, .kw = k,
+        .stride_h = stride, .stride_w = stride, .pad_h = pad, .pad_w = pad,
+        .dil_h = dilation, .dil_w = dilation, .groups = groups,
+    };
+    return p;
+}
+
+npred_status npred_conv2d_output_size(const npred_conv2d_params *p, int *oh, int *ow)
+{
+    if (!p) return npred_errorf(NPRED_ERR_ARG, "conv2d: params is NULL");
+    if (p->n <= 0 || p->c <= 0 || p->h <= 0 || p->w <= 0 || p->o <= 0)
+        return npred_errorf(NPRED_ERR_ARG,
+                            "conv2d: sizes must be positive, got N=%d C=%d H=%d W=%d O=%d",
+                            p->n, p->c, p->h, p->w, p->o);
+    if (p->kh <= 0 || p->kw <= 0)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d: kernel size must be positive, got %dx%d",
+                            p->kh, p->kw);
+    if (p->stride_h <= 0 || p->stride_w <= 0)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d: stride must be positive, got %dx%d",
+                            p->stride_h, p->stride_w);
+    if (p->dil_h <= 0 || p->dil_w <= 0)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d: dilation must be positive, got %dx%d",
+                            p->dil_h, p->dil_w);
+    if (p->pad_h < 0 || p->pad_w < 0)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d: padding must be >= 0, got %dx%d", p->pad_h,
+                            p->pad_w);
+    if (p->groups <= 0 || p->c % p->groups || p->o % p->groups)
+        return npred_errorf(NPRED_ERR_ARG,
+                            "conv2d: groups=%d must be positive and divide in_channels=%d and "
+                            "out_channels=%d",
+                            p->groups, p->c, p->o);
+    /* keep every index product well inside int64 and size_t */
+    int64_t lim = (int64_t)1 << 40;
+    int64_t span_h = (int64_t)p->dil_h * (p->kh - 1) + 1, span_w = (int64_t)p->dil_w * (p->kw - 1) + 1;
+    int64_t eh = (int64_t)p->h + 2 * (int64_t)p->pad_h - span_h;
+    int64_t ew = (int64_t)p->w + 2 * (int64_t)p->pad_w - span_w;
+    if (eh < 0 || ew < 0)
+        return npred_errorf(NPRED_ERR_ARG,
+                            "conv2d: kernel %dx%d (dilation %dx%d) larger than padded input "
+                            "%dx%d (padding %dx%d)",
+                            p->kh, p->kw, p->dil_h, p->dil_w, p->h, p->w, p->pad_h, p->pad_w);
+    int64_t h_out = eh / p->stride_h + 1, w_out = ew / p->stride_w + 1;
+    int64_t kk = (int64_t)p->kh * p->kw;
+    if ((int64_t)p->n * p->c * p->h * p->w > lim || (int64_t)p->n * p->o * h_out * w_out > lim ||
+        (int64_t)p->c * kk * h_out * w_out > lim || (int64_t)p->o * (p->c / p->groups) * kk > lim ||
+        span_h > lim || span_w > lim)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d: sizes too large");
+    if (oh) *oh = (int)h_out;
+    if (ow) *ow = (int)w_out;
+    return NPRED_OK;
+}
+
+int npred_conv2d_is_depthwise(const npred_conv2d_params *p)
+{
+    return p && p->groups > 1 && p->groups == p->c && p->o % p->c == 0;
+}
+
+npred_conv2d_algo npred_conv2d_choose_algo(const npred_conv2d_params *p)
+{
+    return npred_conv2d_is_depthwise(p) ? NPRED_CONV2D_ALGO_DEPTHWISE : NPRED_CONV2D_ALGO_GEMM;
+}
+
+int npred_conv2d_threads(size_t per_thread, size_t ws_bytes, int limit)
+{
+    int t = max_threads();
+    if (limit < t) t = limit;
+    if (t < 1) t = 1;
+    if (per_thread == 0) return t;
+    size_t fit = ws_bytes / per_thread;
+    if (fit < (size_t)t) t = (int)fit;
+    return t;
+}
+
+void npred_conv2d_bias_grad(float *db, const float *dy, int n, int o, size_t pixels)
+{
+#pragma omp parallel for schedule(static)
+    for (int oc = 0; oc < o; oc++) {
+        double s = 0;
+        for (int b = 0; b < n; b++) {
+            const float *d = dy + ((size_t)b * o + oc) * pixels;
+            /* 16 independent lane sums (vectorisable without reassociation) */
+            float lane[16] = {0};
+            size_t i = 0;
+            for (; i + 16 <= pixels; i += 16)
+                for (int l = 0; l < 16; l++) lane[l] += d[i + l];
+            for (; i < pixels; i++) lane[i % 16] += d[i];
+            for (int l = 0; l < 16; l++) s += lane[l];
+        }
+        db[oc] += (float)s;
+    }
+}
+
+/* ---------------------------------------------------------------- naive */
+
+npred_status npred_conv2d_forward_naive(float *y, const float *x, const float *w, const float *b,
+                                        const npred_conv2d_params *p)
+{
+    int oh, ow;
+    npred_status s = npred_conv2d_output_size(p, &oh, &ow);
+    if (s) return s;
+    if (!y || !x || !w) return npred_errorf(NPRED_ERR_ARG, "conv2d forward: y, x and w are required");
+    const int cg = p->c / p->groups, og = p->o / p->groups;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int n = 0; n < p->n; n++)
+        for (int o = 0; o < p->o; o++) {
+            const int g = o / og;
+            float *yp = y + ((size_t)n * p->o + o) * oh * ow;
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int ci = 0; ci < cg; ci++) {
+                        const float *xp = x + ((size_t)n * p->c + g * cg + ci) * p->h * p->w;
+                        const float *wp = w + ((size_t)o * cg + ci) * p->kh * p->kw;
+                        for (int ky = 0; ky < p->kh; ky++) {
+                            int iy = oy * p->stride_h + ky * p->dil_h - p->pad_h;
+                            if (iy < 0 || iy >= p->h) continue;
+                            for (int kx = 0; kx < p->kw; kx++) {
+                                int ix = ox * p->stride_w + kx * p->dil_w - p->pad_w;
+                                if (ix < 0 || ix >= p->w) continue;
+                                acc += (double)wp[ky * p->kw + kx] * xp[(size_t)iy * p->w + ix];
+                            }
+                        }
+                    }
+                    yp[(size_t)oy * ow + ox] = (float)acc;
+                }
+        }
+    return NPRED_OK;
+}
+
+npred_status npred_conv2d_backward_naive(float *dx, float *dw, float *db, const float *dy,
+                                         const float *x, const float *w,
+                                         const npred_conv2d_params *p)
+{
+    int oh, ow;
+    npred_status s = npred_conv2d_output_size(p, &oh, &ow);
+    if (s) return s;
+    if (!dy || (dw && !x) || (dx && !w))
+        return npred_errorf(NPRED_ERR_ARG, "conv2d backward: dy, x (for dw) and w (for dx) are required");
+    const int cg = p->c / p->groups, og = p->o / p->groups;
+    const size_t nx = (size_t)p->n * p->c * p->h * p->w;
+    const size_t nw = (size_t)p->o * cg * p->kh * p->kw;
+    double *ax = dx ? calloc(nx, sizeof *ax) : NULL;
+    double *aw = dw ? calloc(nw, sizeof *aw) : NULL;
+    double *ab = db ? calloc((size_t)p->o, sizeof *ab) : NULL;
+    if ((dx && !ax) || (dw && !aw) || (db && !ab)) {
+        free(ax); free(aw); free(ab);
+        return npred_errorf(NPRED_ERR_NOMEM, "conv2d backward (naive): out of memory");
+    }
+    for (int n = 0; n < p->n; n++)
+        for (int o = 0; o < p->o; o++) {
+            const int g = o / og;
+            const float *dyp = dy + ((size_t)n * p->o + o) * oh * ow;
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double d = dyp[(size_t)oy * ow + ox];
+                    if (ab) ab[o] += d;
+                    for (int ci = 0; ci < cg; ci++) {
+                        size_t xoff = ((size_t)n * p->c + g * cg + ci) * p->h * p->w;
+                        size_t woff = ((size_t)o * cg + ci) * p->kh * p->kw;
+                        for (int ky = 0; ky < p->kh; ky++) {
+                            int iy = oy * p->stride_h + ky * p->dil_h - p->pad_h;
+                            if (iy < 0 || iy >= p->h) continue;
+                            for (int kx = 0; kx < p->kw; kx++) {
+                                int ix = ox * p->stride_w + kx * p->dil_w - p->pad_w;
+                                if (ix < 0 || ix >= p->w) continue;
+                                size_t xi = xoff + (size_t)iy * p->w + ix, wi = woff + ky * p->kw + kx;
+                                if (aw) aw[wi] += d * x[xi];
+                                if (ax) ax[xi] += d * w[wi];
+                            }
+                        }
+                    }
+                }
+        }
+    if (dx) for (size_t i = 0; i < nx; i++) dx[i] += (float)ax[i];
+    if (dw) for (size_t i = 0; i < nw; i++) dw[i] += (float)aw[i];
+    if (db) for (int i = 0; i < p->o; i++) db[i] += (float)ab[i];
+    free(ax); free(aw); free(ab);
+    return NPRED_OK;
+}
+
+/* ---------------------------------------------------------------- im2col + gemm */
+
+/* Range [lo, hi) of output positions whose input coordinate o*stride + off lies
+ * in [0, size). */
+static void valid_range(int off, int stride, int size, int nout, int *lo, int *hi)
+{
+    int l = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int h = off > size - 1 ? 0 : (size - 1 - off) / stride + 1;
+    if (h > nout) h = nout;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* col (C*KH*KW, OH*OW) <- patches of x (C, H, W), zeros outside the input. */
+static void im2col(float *col, const float *x, const npred_conv2d_params *p, int oh, int ow)
+{
+    const size_t opix = (size_t)oh * ow;
+    for (int c = 0; c < p->c; c++)
+        for (int ky = 0; ky < p->kh; ky++)
+            for (int kx = 0; kx < p->kw; kx++) {
+                float *row = col + (((size_t)c * p->kh + ky) * p->kw + kx) * opix;
+                const float *xc = x + (size_t)c * p->h * p->w;
+                int offy = ky * p->dil_h - p->pad_h, offx = kx * p->dil_w - p->pad_w;
+                int ylo, yhi, xlo, xhi;
+                valid_range(offy, p->stride_h, p->h, oh, &ylo, &yhi);
+                valid_range(offx, p->stride_w, p->w, ow, &xlo, &xhi);
+                memset(row, 0, (size_t)ylo * ow * sizeof *row);
+                for (int oy = ylo; oy < yhi; oy++) {
+                    float *r = row + (size_t)oy * ow;
+                    const float *xr = xc + (size_t)(oy * p->stride_h + offy) * p->w + offx;
+                    for (int ox = 0; ox < xlo; ox++) r[ox] = 0;
+                    if (p->stride_w == 1)
+                        memcpy(r + xlo, xr + xlo, (size_t)(xhi - xlo) * sizeof *r);
+                    else
+                        for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[(size_t)ox * p->stride_w];
+                    for (int ox = xhi; ox < ow; ox++) r[ox] = 0;
+                }
+                memset(row + (size_t)yhi * ow, 0, (size_t)(oh - yhi) * ow * sizeof *row);
+            }
+}
+
+/* dx (C, H, W) += col (C*KH*KW, OH*OW) scattered back to the input positions. */
+static void col2im_add(float *dx, const float *col, const npred_conv2d_params *p, int oh, int ow)
+{
+    const size_t opix = (size_t)oh * ow;
+    for (int c = 0; c < p->c; c++)
+        for (int ky = 0; ky < p->kh; ky++)
+            for (int kx = 0; kx < p->kw; kx++) {
+                const float *row = col + (((size_t)c * p->kh + ky) * p->kw + kx) * opix;
+                float *xc = dx + (size_t)c * p->h * p->w;
+                int offy = ky * p->dil_h - p->pad_h, offx = kx * p->dil_w - p->pad_w;
+                int ylo, yhi, xlo, xhi;
+                valid_range(offy, p->stride_h, p->h, oh, &ylo, &yhi);
+                valid_range(offx, p->stride_w, p->w, ow, &xlo, &xhi);
+                for (int oy = ylo; oy < yhi; oy++) {
+                    const float *r = row + (size_t)oy * ow;
+                    float *xr = xc + (size_t)(oy * p->stride_h + offy) * p->w + offx;
+                    if (p->stride_w == 1)
+                        for (int ox = xlo; ox < xhi; ox++) xr[ox] += r[ox];
+                    else
+                        for (int ox = xlo; ox < xhi; ox++) xr[(size_t)ox * p->stride_w] += r[ox];
+                }
+            }
+}
+
+/* 1x1, stride 1, no padding: the input itself is the GEMM operand. */
+static int is_pointwise(const npred_conv2d_params *p)
+{
+    return p->kh == 1 && p->kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
+           p->pad_w == 0;
+}
+
+static size_t gemm_col_floats(const npred_conv2d_params *p, int oh, int ow)
+{
+    return is_pointwise(p) ? 0 : (size_t)p->c * p->kh * p->kw * oh * ow;
+}
+
+static size_t gemm_dw_floats(const npred_conv2d_params *p)
+{
+    return (size_t)p->o * (p->c / p->groups) * p->kh * p->kw;
+}
+
+static float *align_ws(void *ws, size_t *bytes)
+{
+    uintptr_t a = (uintptr_t)ws, b = (a + NPRED_CONV2D_ALIGN - 1) & ~(uintptr_t)(NPRED_CONV2D_ALIGN - 1);
+    if (*bytes < b - a) *bytes = 0;
+    else *bytes -= b - a;
+    return (float *)b;
+}
+
+size_t npred_conv2d_workspace_size(const npred_conv2d_params *p, npred_conv2d_algo algo)
+{
+    int oh, ow;
+    if (npred_conv2d_output_size(p, &oh, &ow) != NPRED_OK) {
+        npred_clear_error();
+        return 0;
+    }
+    if (algo == NPRED_CONV2D_ALGO_AUTO) algo = npred_conv2d_choose_algo(p);
+    size_t per;
+    int t = max_threads();
+    switch (algo) {
+    case NPRED_CONV2D_ALGO_GEMM:
+        per = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow)) +
+              npred_conv2d_round_bytes(gemm_dw_floats(p));
+        if (t > p->n) t = p->n;
+        break;
+    case NPRED_CONV2D_ALGO_DEPTHWISE:
+        if (!npred_conv2d_is_depthwise(p)) return 0;
+        per = npred_conv2d_depthwise_thread_bytes(p);
+        break;
+    default:
+        return 0;
+    }
+    return per * (size_t)t + NPRED_CONV2D_ALIGN;
+}
+
+/* Calls with ws == NULL and ws_bytes == 0 get scratch allocated here. */
+static npred_status own_ws(const npred_conv2d_params *p, npred_conv2d_algo algo, void **ws,
+                           size_t *ws_bytes, void **owned)
+{
+    *owned = NULL;
+    if (*ws || *ws_bytes) return NPRED_OK;
+    size_t need = npred_conv2d_workspace_size(p, algo);
+    if (!need) return NPRED_OK;
+    *owned = malloc(need);
+    if (!*owned) return npred_errorf(NPRED_ERR_NOMEM, "conv2d: cannot allocate %zu bytes of workspace", need);
+    *ws = *owned;
+    *ws_bytes = need;
+    return NPRED_OK;
+}
+
+static npred_status gemm_forward(float *y, const float *x, const float *w, const float *b,
+                                 const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    int oh, ow;
+    npred_status s = npred_conv2d_output_size(p, &oh, &ow);
+    if (s) return s;
+    if (!y || !x || !w) return npred_errorf(NPRED_ERR_ARG, "conv2d forward: y, x and w are required");
+    const int pw = is_pointwise(p);
+    const size_t opix = (size_t)oh * ow, ipix = (size_t)p->h * p->w;
+    const int G = p->groups, cg = p->c / G, og = p->o / G, K = cg * p->kh * p->kw;
+    const size_t per = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow));
+    float *base = align_ws(ws, &ws_bytes);
+    int T = npred_conv2d_threads(per, ws_bytes, p->n);
+    if (T < 1)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d forward: workspace of %zu bytes too small (need %zu)",
+                            ws_bytes, npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_GEMM));
+    const int in_region = T > 1; /* one image at a time otherwise, with threaded BLAS */
+
+#pragma omp parallel num_threads(T) if (in_region)
+    {
+        float *col = (float *)((char *)base + (size_t)thread_id() * per);
+#pragma omp for schedule(static)
+        for (int n = 0; n < p->n; n++) {
+            const float *xn = x + (size_t)n * p->c * ipix;
+            float *yn = y + (size_t)n * p->o * opix;
+            const float *src = xn;
+            if (!pw) {
+                im2col(col, xn, p, oh, ow);
+                src = col;
+            }
+            for (int o = 0; o < p->o; o++) {
+                float v = b ? b[o] : 0.0f;
+                float *r = yn + (size_t)o * opix;
+                for (size_t i = 0; i < opix; i++) r[i] = v;
+            }
+            for (int g = 0; g < G; g++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, og, (int)opix, K, 1.0f,
+                            w + (size_t)g * og * K, K, src + (size_t)g * K * opix, (int)opix, 1.0f,
+                            yn + (size_t)g * og * opix, (int)opix);
+        }
+    }
+    return NPRED_OK;
+}
+
+static npred_status gemm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                  const float *w, const npred_conv2d_params *p, void *ws,
+                                  size_t ws_bytes)
+{
+    int oh, ow;
+    npred_status s = npred_conv2d_output_size(p, &oh, &ow);
+    if (s) return s;
+    if (!dy || (dw && !x) || (dx && !w))
+        return npred_errorf(NPRED_ERR_ARG, "conv2d backward: dy, x (for dw) and w (for dx) are required");
+    if (db) npred_conv2d_bias_grad(db, dy, p->n, p->o, (size_t)oh * ow);
+    if (!dx && !dw) return NPRED_OK;
+    const int pw = is_pointwise(p);
+    const size_t opix = (size_t)oh * ow, ipix = (size_t)p->h * p->w;
+    const int G = p->groups, cg = p->c / G, og = p->o / G, K = cg * p->kh * p->kw;
+    const size_t colb = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow));
+    const size_t nwf = gemm_dw_floats(p), dwb = npred_conv2d_round_bytes(nwf);
+    const size_t per = colb + dwb;
+    float *base = align_ws(ws, &ws_bytes);
+    int T = npred_conv2d_threads(per, ws_bytes, p->n);
+    if (T < 1)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d backward: workspace of %zu bytes too small (need %zu)",
+                            ws_bytes, npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_GEMM));
+    const int in_region = T > 1;
+
+#pragma omp parallel num_threads(T) if (in_region)
+    {
+        const int t = thread_id();
+        float *col = (float *)((char *)base + (size_t)t * per);
+        float *dwt = (float *)((char *)col + colb); /* this thread's dW partial */
+        if (dw) memset(dwt, 0, nwf * sizeof *dwt);
+#pragma omp for schedule(static)
+        for (int n = 0; n < p->n; n++) {
+            const float *dyn = dy + (size_t)n * p->o * opix;
+            if (dw) {
+                const float *src = x + (size_t)n * p->c * ipix;
+                if (!pw) {
+                    im2col(col, src, p, oh, ow);
+                    src = col;
+                }
+                for (int g = 0; g < G; g++)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, og, K, (int)opix, 1.0f,
+                                dyn + (size_t)g * og * opix, (int)opix, src + (size_t)g * K * opix,
+                                (int)opix, 1.0f, dwt + (size_t)g * og * K, K);
+            }
+            if (dx) {
+                float *dxn = dx + (size_t)n * p->c * ipix;
+                for (int g = 0; g < G; g++)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)opix, og, 1.0f,
+                                w + (size_t)g * og * K, K, dyn + (size_t)g * og * opix, (int)opix,
+                                pw ? 1.0f : 0.0f, pw ? dxn + (size_t)g * K * ipix : col + (size_t)g * K * opix,
+                                (int)opix);
+                if (!pw) col2im_add(dxn, col, p, oh, ow);
+            }
+        }
+        /* implicit barrier: all partials done; reduce them in thread order */
+        if (dw) {
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < nwf; i++) {
+                float acc = dw[i];
+                for (int k = 0; k < T; k++)
+                    acc += ((const float *)((const char *)base + (size_t)k * per + colb))[i];
+                dw[i] = acc;
+            }
+        }
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_conv2d_forward_gemm(float *y, const float *x, const float *w, const float *b,
+                                       const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    void *owned;
+    npred_status s = npred_conv2d_output_size(p, NULL, NULL);
+    if (!s) s = own_ws(p, NPRED_CONV2D_ALGO_GEMM, &ws, &ws_bytes, &owned);
+    if (s) return s;
+    s = gemm_forward(y, x, w, b, p, ws, ws_bytes);
+    free(owned);
+    return s;
+}
+
+npred_status npred_conv2d_backward_gemm(float *dx, float *dw, float *db, const float *dy,
+                                        const float *x, const float *w,
+                                        const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    void *owned;
+    npred_status s = npred_conv2d_output_size(p, NULL, NULL);
+    if (!s) s = own_ws(p, NPRED_CONV2D_ALGO_GEMM, &ws, &ws_bytes, &owned);
+    if (s) return s;
+    s = gemm_backward(dx, dw, db, dy, x, w, p, ws, ws_bytes);
+    free(owned);
+    return s;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+npred_status npred_conv2d_forward_algo(npred_conv2d_algo algo, float *y, const float *x,
+                                       const float *w, const float *b,
+                                       const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    if (algo == NPRED_CONV2D_ALGO_AUTO) algo = npred_conv2d_choose_algo(p);
+    switch (algo) {
+    case NPRED_CONV2D_ALGO_NAIVE: return npred_conv2d_forward_naive(y, x, w, b, p);
+    case NPRED_CONV2D_ALGO_GEMM: return npred_conv2d_forward_gemm(y, x, w, b, p, ws, ws_bytes);
+    case NPRED_CONV2D_ALGO_DEPTHWISE:
+        return npred_conv2d_forward_depthwise(y, x, w, b, p, ws, ws_bytes);
+    default: return npred_errorf(NPRED_ERR_ARG, "conv2d: unknown algorithm %d", (int)algo);
+    }
+}
+
+npred_status npred_conv2d_backward_algo(npred_conv2d_algo algo, float *dx, float *dw, float *db,
+                                        const float *dy, const float *x, const float *w,
+                                        const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    if (algo == NPRED_CONV2D_ALGO_AUTO) algo = npred_conv2d_choose_algo(p);
+    switch (algo) {
+    case NPRED_CONV2D_ALGO_NAIVE: return npred_conv2d_backward_naive(dx, dw, db, dy, x, w, p);
+    case NPRED_CONV2D_ALGO_GEMM:
+        return npred_conv2d_backward_gemm(dx, dw, db, dy, x, w, p, ws, ws_bytes);
+    case NPRED_CONV2D_ALGO_DEPTHWISE:
+        return npred_conv2d_backward_depthwise(dx, dw, db, dy, x, w, p, ws, ws_bytes);
+    default: return npred_errorf(NPRED_ERR_ARG, "conv2d: unknown algorithm %d", (int)algo);
+    }
+}
+
+npred_status npred_conv2d_forward(float *y, const float *x, const float *w, const float *b,
+                                  const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    return npred_conv2d_forward_algo(NPRED_CONV2D_ALGO_AUTO, y, x, w, b, p, ws, ws_bytes);
+}
+
+npred_status npred_conv2d_backward(float *dx, float *dw, float *db, const float *dy,
+                                   const float *x, const float *w, const npred_conv2d_params *p,
+                                   void *ws, size_t ws_bytes)
+{
+    return npred_conv2d_backward_algo(NPRED_CONV2D_ALGO_AUTO, dx, dw, db, dy, x, w, p, ws, ws_bytes);
+}

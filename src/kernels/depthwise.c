@@ -1,0 +1,428 @@
+/* Depthwise convolution (groups == in_channels > 1, out = in * multiplier).
+ *
+ * Output channel oc reads input channel oc / M (M = O / C, the channel multiplier)
+ * through its own KH x KW filter w[oc, 0]. Every (image, channel) plane is copied
+ * once into a zero-padded scratch plane whose rows are long enough that the inner
+ * loops run over whole 16-float vectors along the width with no bounds checks;
+ * lanes past the output width are computed and dropped.
+ *
+ *   forward: OpenMP over (n, c) planes; per block 1-2 output rows x 1-4 vectors
+ *            of accumulators in registers, loops over ky, kx.
+ *   dx:      stride 1: the forward kernel with the flipped filter run over the
+ *            zero-padded dy (a full correlation); otherwise a scalar scatter.
+ *            OpenMP over (n, c) planes.
+ *   dw:      OpenMP over output channels, batch inside (so the result does not
+ *            depend on the thread count); per (ky, row) one dy vector feeds up to
+ *            8 kx accumulators; lane sums are added in double per plane.
+ * Vectors are GCC vector extensions (16 floats); FMA intrinsics where the target
+ * has them, a plain multiply-add otherwise. */
+#include "kernels/conv2d.h"
+#include "kernels/conv2d_internal.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+#define VL 16
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+
+static inline vf vld(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vst(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+static inline vf vsplat(float s) { return (vf){0} + s; }
+
+/* a*b + c, fused where the target has FMA */
+static inline vf vfma(vf a, vf b, vf c)
+{
+#if defined(__AVX512F__)
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+    union { vf v; __m256 h[2]; } ua = {a}, ub = {b}, uc = {c}, r;
+    r.h[0] = _mm256_fmadd_ps(ua.h[0], ub.h[0], uc.h[0]);
+    r.h[1] = _mm256_fmadd_ps(ua.h[1], ub.h[1], uc.h[1]);
+    return r.v;
+#else
+    return a * b + c;
+#endif
+}
+
+static inline size_t ceil_vl(int n) { return ((size_t)n + VL - 1) / VL * VL; }
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Scratch geometry of one thread. */
+typedef struct {
+    int oh, ow;
+    int xr, xs;  /* padded input plane: rows, row stride */
+    int dr, ds;  /* padded dy plane for the stride-1 dx: rows, row stride */
+    int cs;      /* dy copy row stride for dw */
+    size_t off_xp, off_dp, off_dc, off_wf, off_acc, bytes;
+} dw_geom;
+
+static void geometry(const npred_conv2d_params *p, int oh, int ow, dw_geom *g)
+{
+    g->oh = oh;
+    g->ow = ow;
+    g->xr = (oh - 1) * p->stride_h + (p->kh - 1) * p->dil_h + 1;
+    g->xs = (int)ceil_vl(ow) * p->stride_w + (p->kw - 1) * p->dil_w;
+    g->dr = p->h + (p->kh - 1) * p->dil_h;
+    g->ds = (int)ceil_vl(p->w) + (p->kw - 1) * p->dil_w;
+    g->cs = (int)ceil_vl(ow);
+    size_t o = 0;
+    g->off_xp = o; o += npred_conv2d_round_bytes((size_t)g->xr * g->xs);
+    g->off_dp = o; o += npred_conv2d_round_bytes((size_t)g->dr * g->ds);
+    g->off_dc = o; o += npred_conv2d_round_bytes((size_t)oh * g->cs);
+    g->off_wf = o; o += npred_conv2d_round_bytes((size_t)p->kh * p->kw);
+    g->off_acc = o; o += npred_conv2d_round_bytes((size_t)p->kh * p->kw * 2); /* doubles */
+    g->bytes = o;
+}
+
+size_t npred_conv2d_depthwise_thread_bytes(const npred_conv2d_params *p)
+{
+    int oh, ow;
+    if (npred_conv2d_output_size(p, &oh, &ow) != NPRED_OK) return 0;
+    dw_geom g;
+    geometry(p, oh, ow, &g);
+    return g.bytes;
+}
+
+/* dst (rows, stride) <- src (h, w) shifted down by top and right by left, zeros
+ * elsewhere (top/left may be negative: then src is cropped). */
+static void pad_plane(float *dst, int rows, int stride, const float *src, int h, int w, int top,
+                      int left)
+{
+    for (int r = 0; r < rows; r++) {
+        float *d = dst + (size_t)r * stride;
+        int sy = r - top;
+        if (sy < 0 || sy >= h) {
+            memset(d, 0, (size_t)stride * sizeof *d);
+            continue;
+        }
+        const float *s = src + (size_t)sy * w;
+        int lo = left > 0 ? (left < stride ? left : stride) : 0; /* first column with a source */
+        int hi = left + w < stride ? left + w : stride; /* one past the last */
+        if (hi < lo) hi = lo;
+        memset(d, 0, (size_t)lo * sizeof *d);
+        if (hi > lo) memcpy(d + lo, s + (lo - left), (size_t)(hi - lo) * sizeof *d);
+        memset(d + hi, 0, (size_t)(stride - hi) * sizeof *d);
+    }
+}
+
+/* One block: nr (1-2) output rows x nv (1-4) vectors starting at y, input rows
+ * starting at xp (row step sh*xs between the two output rows); width-1 stride.
+ * Writes min(width, nv*VL) columns; adds to y when accum. */
+static inline __attribute__((always_inline)) void
+fwd_block(float *y, int ys, int nr, int nv, int width, const float *xp, int xs, int sh,
+          const float *w, int kh, int kw, int dh, int dw, float bias, int accum)
+{
+    vf a[2][4];
+    for (int r = 0; r < nr; r++)
+        for (int v = 0; v < nv; v++) a[r][v] = vsplat(bias);
+    for (int ky = 0; ky < kh; ky++) {
+        const float *x0 = xp + (size_t)ky * dh * xs;
+        const float *x1 = x0 + (size_t)sh * xs;
+        for (int kx = 0; kx < kw; kx++) {
+            vf wv = vsplat(w[ky * kw + kx]);
+            const float *p0 = x0 + kx * dw, *p1 = x1 + kx * dw;
+            for (int v = 0; v < nv; v++) a[0][v] = vfma(wv, vld(p0 + v * VL), a[0][v]);
+            if (nr == 2)
+                for (int v = 0; v < nv; v++) a[1][v] = vfma(wv, vld(p1 + v * VL), a[1][v]);
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        float *yr = y + (size_t)r * ys;
+        for (int v = 0; v < nv; v++) {
+            int n = width - v * VL;
+            if (n >= VL) {
+                vf out = a[r][v];
+                if (accum) out += vld(yr + v * VL);
+                vst(yr + v * VL, out);
+            } else {
+                float tmp[VL];
+                vst(tmp, a[r][v]);
+                for (int i = 0; i < n; i++) yr[v * VL + i] = accum ? yr[v * VL + i] + tmp[i] : tmp[i];
+            }
+        }
+    }
+}
+
+#define FWD_CASE(NR, NV) \
+    case (NR) * 8 + (NV): fwd_block(y, ys, NR, NV, width, xp, xs, sh, w, kh, kw, dh, dw, bias, accum); break;
+
+static void fwd_block_any(float *y, int ys, int nr, int nv, int width, const float *xp, int xs,
+                          int sh, const float *w, int kh, int kw, int dh, int dw, float bias,
+                          int accum)
+{
+    switch (nr * 8 + nv) {
+        FWD_CASE(1, 1) FWD_CASE(1, 2) FWD_CASE(1, 3) FWD_CASE(1, 4)
+        FWD_CASE(2, 1) FWD_CASE(2, 2) FWD_CASE(2, 3) FWD_CASE(2, 4)
+    default: break;
+    }
+}
+
+/* y (oh, ow; row stride ys) (+)= bias + correlation of the padded plane xp (row
+ * stride xs, >= ceil_vl(ow) + (kw-1)*dw readable columns) with w (kh, kw);
+ * output column ox reads xp column ox + kx*dw (width stride 1), output row oy
+ * reads xp row oy*sh + ky*dh. */
+static void plane_fwd_s1(float *y, int ys, int oh, int ow, const float *xp, int xs, int sh,
+                         const float *w, int kh, int kw, int dh, int dw, float bias, int accum)
+{
+    for (int oy = 0; oy < oh; oy += 2) {
+        int nr = oh - oy >= 2 ? 2 : 1;
+        for (int ox = 0; ox < ow; ox += 4 * VL) {
+            int width = ow - ox;
+            int nv = width >= 4 * VL ? 4 : (width + VL - 1) / VL;
+            fwd_block_any(y + (size_t)oy * ys + ox, ys, nr, nv, width,
+                          xp + (size_t)oy * sh * xs + ox, xs, sh, w, kh, kw, dh, dw, bias, accum);
+        }
+    }
+}
+
+/* Any width stride: scalar loops over the padded plane. */
+static void plane_fwd_generic(float *y, int ys, int oh, int ow, const float *xp, int xs, int sh,
+                              int sw, const float *w, int kh, int kw, int dh, int dw, float bias)
+{
+    for (int oy = 0; oy < oh; oy++)
+        for (int ox = 0; ox < ow; ox++) {
+            float acc = bias;
+            for (int ky = 0; ky < kh; ky++) {
+                const float *xr = xp + (size_t)(oy * sh + ky * dh) * xs + (size_t)ox * sw;
+                for (int kx = 0; kx < kw; kx++) acc += w[ky * kw + kx] * xr[kx * dw];
+            }
+            y[(size_t)oy * ys + ox] = acc;
+        }
+}
+
+/* acc[ky*kw + kx0 + k] += sum over rows and the (zero-padded) width of dyc * xp. */
+static inline __attribute__((always_inline)) void
+dw_block(double *acc, int nk, int kx0, int ky, const float *dyc, int cs, int oh, int owr,
+         const float *xp, int xs, int sh, int kw, int dh, int dw)
+{
+    vf a[8];
+    for (int k = 0; k < nk; k++) a[k] = vsplat(0.0f);
+    for (int oy = 0; oy < oh; oy++) {
+        const float *d = dyc + (size_t)oy * cs;
+        const float *xr = xp + (size_t)(oy * sh + ky * dh) * xs + (size_t)kx0 * dw;
+        for (int ox = 0; ox < owr; ox += VL) {
+            vf dv = vld(d + ox);
+            for (int k = 0; k < nk; k++) a[k] = vfma(dv, vld(xr + ox + k * dw), a[k]);
+        }
+    }
+    for (int k = 0; k < nk; k++) {
+        float t[VL];
+        vst(t, a[k]);
+        double s = 0;
+        for (int i = 0; i < VL; i++) s += t[i];
+        acc[ky * kw + kx0 + k] += s;
+    }
+}
+
+#define DW_CASE(NK) \
+    case NK: dw_block(acc, NK, kx0, ky, dyc, cs, oh, owr, xp, xs, sh, kw, dh, dw); break;
+
+static void plane_dw_s1(double *acc, const float *dyc, int cs, int oh, int owr, const float *xp,
+                        int xs, int sh, int kh, int kw, int dh, int dw)
+{
+    for (int ky = 0; ky < kh; ky++)
+        for (int kx0 = 0; kx0 < kw; kx0 += 8) {
+            int nk = kw - kx0 < 8 ? kw - kx0 : 8;
+            switch (nk) {
+                DW_CASE(1) DW_CASE(2) DW_CASE(3) DW_CASE(4)
+                DW_CASE(5) DW_CASE(6) DW_CASE(7) DW_CASE(8)
+            default: break;
+            }
+        }
+}
+
+static npred_status check_dw(const npred_conv2d_params *p, int *oh, int *ow, const char *what)
+{
+    npred_status s = npred_conv2d_output_size(p, oh, ow);
+    if (s) return s;
+    if (!npred_conv2d_is_depthwise(p))
+        return npred_errorf(NPRED_ERR_ARG,
+                            "conv2d %s (depthwise): needs groups == in_channels > 1 and "
+                            "out_channels a multiple of it, got groups=%d C=%d O=%d",
+                            what, p->groups, p->c, p->o);
+    return NPRED_OK;
+}
+
+static char *setup_ws(const npred_conv2d_params *p, void *ws, size_t ws_bytes, void **owned,
+                      int *nthreads, size_t per)
+{
+    *owned = NULL;
+    if (!ws && !ws_bytes) {
+        ws_bytes = npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_DEPTHWISE);
+        ws = *owned = malloc(ws_bytes);
+        if (!ws) return NULL;
+    }
+    uintptr_t a = (uintptr_t)ws;
+    uintptr_t b = (a + NPRED_CONV2D_ALIGN - 1) & ~(uintptr_t)(NPRED_CONV2D_ALIGN - 1);
+    size_t usable = ws_bytes > b - a ? ws_bytes - (b - a) : 0;
+    *nthreads = npred_conv2d_threads(per, usable, 1 << 30);
+    return (char *)b;
+}
+
+npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const float *w,
+                                            const float *b, const npred_conv2d_params *p,
+                                            void *ws, size_t ws_bytes)
+{
+    int oh, ow;
+    npred_status s = check_dw(p, &oh, &ow, "forward");
+    if (s) return s;
+    if (!y || !x || !w) return npred_errorf(NPRED_ERR_ARG, "conv2d forward: y, x and w are required");
+    dw_geom g;
+    geometry(p, oh, ow, &g);
+    void *owned;
+    int T;
+    char *base = setup_ws(p, ws, ws_bytes, &owned, &T, g.bytes);
+    if (!base) return npred_errorf(NPRED_ERR_NOMEM, "conv2d forward (depthwise): out of memory");
+    if (T < 1)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d forward (depthwise): workspace of %zu bytes too small (need %zu)",
+                            ws_bytes, npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_DEPTHWISE));
+    const int C = p->c, M = p->o / p->c, kk = p->kh * p->kw;
+    const size_t ipix = (size_t)p->h * p->w, opix = (size_t)oh * ow;
+
+#pragma omp parallel num_threads(T)
+    {
+        float *xp = (float *)(base + (size_t)thread_id() * g.bytes + g.off_xp);
+#pragma omp for collapse(2) schedule(static)
+        for (int n = 0; n < p->n; n++)
+            for (int c = 0; c < C; c++) {
+                pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w, p->pad_h,
+                          p->pad_w);
+                for (int m = 0; m < M; m++) {
+                    int oc = c * M + m;
+                    float *yp = y + ((size_t)n * p->o + oc) * opix;
+                    const float *wp = w + (size_t)oc * kk;
+                    float bias = b ? b[oc] : 0.0f;
+                    if (p->stride_w == 1)
+                        plane_fwd_s1(yp, ow, oh, ow, xp, g.xs, p->stride_h, wp, p->kh, p->kw,
+                                     p->dil_h, p->dil_w, bias, 0);
+                    else
+                        plane_fwd_generic(yp, ow, oh, ow, xp, g.xs, p->stride_h, p->stride_w, wp,
+                                          p->kh, p->kw, p->dil_h, p->dil_w, bias);
+                }
+            }
+    }
+    free(owned);
+    return NPRED_OK;
+}
+
+npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy,
+                                             const float *x, const float *w,
+                                             const npred_conv2d_params *p, void *ws,
+                                             size_t ws_bytes)
+{
+    int oh, ow;
+    npred_status s = check_dw(p, &oh, &ow, "backward");
+    if (s) return s;
+    if (!dy || (dw && !x) || (dx && !w))
+        return npred_errorf(NPRED_ERR_ARG, "conv2d backward: dy, x (for dw) and w (for dx) are required");
+    if (db) npred_conv2d_bias_grad(db, dy, p->n, p->o, (size_t)oh * ow);
+    if (!dx && !dw) return NPRED_OK;
+    dw_geom g;
+    geometry(p, oh, ow, &g);
+    void *owned;
+    int T;
+    char *base = setup_ws(p, ws, ws_bytes, &owned, &T, g.bytes);
+    if (!base) return npred_errorf(NPRED_ERR_NOMEM, "conv2d backward (depthwise): out of memory");
+    if (T < 1)
+        return npred_errorf(NPRED_ERR_ARG, "conv2d backward (depthwise): workspace of %zu bytes too small (need %zu)",
+                            ws_bytes, npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_DEPTHWISE));
+    const int C = p->c, M = p->o / p->c, kh = p->kh, kw = p->kw, kk = kh * kw;
+    const int sh = p->stride_h, sw = p->stride_w, dh = p->dil_h, dwl = p->dil_w;
+    const size_t ipix = (size_t)p->h * p->w, opix = (size_t)oh * ow;
+    const int unit_stride = sh == 1 && sw == 1;
+
+#pragma omp parallel num_threads(T)
+    {
+        char *mine = base + (size_t)thread_id() * g.bytes;
+        float *xp = (float *)(mine + g.off_xp), *dp = (float *)(mine + g.off_dp);
+        float *dc = (float *)(mine + g.off_dc), *wf = (float *)(mine + g.off_wf);
+        double *acc = (double *)(mine + g.off_acc);
+
+        if (dx) {
+#pragma omp for collapse(2) schedule(static)
+            for (int n = 0; n < p->n; n++)
+                for (int c = 0; c < C; c++) {
+                    float *dxp = dx + ((size_t)n * C + c) * ipix;
+                    for (int m = 0; m < M; m++) {
+                        int oc = c * M + m;
+                        const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
+                        const float *wp = w + (size_t)oc * kk;
+                        if (unit_stride) {
+                            for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
+                            pad_plane(dp, g.dr, g.ds, dyp, oh, ow, (kh - 1) * dh - p->pad_h,
+                                      (kw - 1) * dwl - p->pad_w);
+                            plane_fwd_s1(dxp, p->w, p->h, p->w, dp, g.ds, 1, wf, kh, kw, dh, dwl,
+                                         0.0f, 1);
+                        } else {
+                            for (int oy = 0; oy < oh; oy++)
+                                for (int ox = 0; ox < ow; ox++) {
+                                    float d = dyp[(size_t)oy * ow + ox];
+                                    for (int ky = 0; ky < kh; ky++) {
+                                        int iy = oy * sh + ky * dh - p->pad_h;
+                                        if (iy < 0 || iy >= p->h) continue;
+                                        for (int kx = 0; kx < kw; kx++) {
+                                            int ix = ox * sw + kx * dwl - p->pad_w;
+                                            if (ix < 0 || ix >= p->w) continue;
+                                            dxp[(size_t)iy * p->w + ix] += d * wp[ky * kw + kx];
+                                        }
+                                    }
+                                }
+                        }
+                    }
+                }
+        }
+        if (dw) {
+#pragma omp for schedule(static)
+            for (int oc = 0; oc < p->o; oc++) {
+                const int c = oc / M;
+                for (int i = 0; i < kk; i++) acc[i] = 0;
+                for (int n = 0; n < p->n; n++) {
+                    const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
+                    pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w,
+                              p->pad_h, p->pad_w);
+                    if (sw == 1) {
+                        pad_plane(dc, oh, g.cs, dyp, oh, ow, 0, 0);
+                        plane_dw_s1(acc, dc, g.cs, oh, g.cs, xp, g.xs, sh, kh, kw, dh, dwl);
+                    } else {
+                        for (int ky = 0; ky < kh; ky++)
+                            for (int kx = 0; kx < kw; kx++) {
+                                float t = 0;
+                                for (int oy = 0; oy < oh; oy++) {
+                                    const float *xr = xp + (size_t)(oy * sh + ky * dh) * g.xs + kx * dwl;
+                                    const float *dr = dyp + (size_t)oy * ow;
+                                    for (int ox = 0; ox < ow; ox++) t += dr[ox] * xr[(size_t)ox * sw];
+                                }
+                                acc[ky * kw + kx] += t;
+                            }
+                    }
+                }
+                float *dwp = dw + (size_t)oc * kk;
+                for (int i = 0; i < kk; i++) dwp[i] += (float)acc[i];
+            }
+        }
+    }
+    free(owned);
+    return NPRED_OK;
+}

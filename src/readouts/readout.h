@@ -1,0 +1,124 @@
+/* Readouts: per-session maps from core features (B, c, h, w) to neuron outputs (B, n).
+ *
+ * Semantics of neuralpredictors 0.3.0 (spec §2). Every readout stores its
+ * parameters in the model's parameter table under "<prefix><name>" where the
+ * prefix is e.g. "readout.21067-10-18." and <name> is the PyTorch attribute
+ * ("_features", "spatial", "sigma", "_mu", "mu_transform.0.weight", ...).
+ *
+ * Life cycle:
+ *   npred_readout_config cfg; npred_readout_config_default(&cfg, TYPE, c, h, w, n);
+ *   npred_readout_declare(&r, &cfg, "readout.KEY.", &table);  // before npred_ptable_alloc
+ *   npred_ptable_alloc(&table);
+ *   npred_readout_setup(&r, &table, max_batch);               // workspaces, no malloc later
+ *   npred_readout_init_params(&r, &table, &rng, mean_activity);
+ *   npred_readout_forward(...); npred_readout_backward(...);
+ *
+ * forward() keeps a pointer to its input x for backward(); the caller keeps x
+ * alive and unchanged until then. backward() accumulates into the table's
+ * gradient buffer and into dx / dshift when given (NULL = not needed). */
+#ifndef NPRED_READOUTS_READOUT_H
+#define NPRED_READOUTS_READOUT_H
+
+#include <stddef.h>
+
+#include "model/params.h"
+#include "npred/base.h"
+
+typedef enum {
+    NPRED_READOUT_FULL_GAUSSIAN2D = 0,
+    NPRED_READOUT_GAUSSIAN2D,        /* legacy Gaussian2d */
+    NPRED_READOUT_FACTORIZED,        /* FullFactorized2d / SpatialXFeatureLinear */
+    NPRED_READOUT_POINT_POOLED,      /* PointPooled2d */
+    NPRED_READOUT_ATTENTION          /* AttentionReadout */
+} npred_readout_type;
+
+typedef enum { NPRED_GAUSS_FULL = 0, NPRED_GAUSS_UNCORRELATED, NPRED_GAUSS_ISOTROPIC } npred_gauss_type;
+
+typedef struct {
+    npred_readout_type type;
+    int c, h, w;  /* in_shape */
+    int n;        /* outdims */
+    int bias;
+    double feature_reg_weight; /* (gamma_readout overrides it in 0.3.0) */
+    /* FullFactorized2d */
+    int normalize;
+    double init_noise;
+    int constrain_pos;
+    int positive_weights;
+    /* Gaussian readouts */
+    double init_mu_range;
+    double init_sigma;       /* FullGaussian2d */
+    double init_sigma_range; /* Gaussian2d */
+    int fixed_sigma;         /* Gaussian2d */
+    npred_gauss_type gauss_type;
+    int batch_sample;
+    int align_corners;
+    /* grid_mean_predictor (type "cortex") */
+    int predicted_grid;
+    int gmp_input_dimensions;
+    int gmp_hidden_layers;
+    int gmp_hidden_features;
+    int gmp_final_tanh;
+    /* feature / grid sharing across sessions: n_unique > 0 enables it */
+    int shared_features;   /* 1 = this readout uses a match-id index into shared features */
+    int shared_grid;
+    int n_unique;
+    /* PointPooled2d */
+    int pool_steps;
+    int pool_kern;
+    double init_range;
+    /* AttentionReadout */
+    int attention_kernel;
+    int attention_layers;
+} npred_readout_config;
+
+typedef struct npred_readout npred_readout;
+
+struct npred_readout {
+    npred_readout_config cfg;
+    char prefix[96];
+    /* parameter table indices (-1 when absent) */
+    int p_features, p_scales, p_spatial, p_bias, p_mu, p_sigma, p_grid;
+    int p_source_grid;           /* buffer (n, d) */
+    int p_mlp_w[4], p_mlp_b[4];  /* grid-mean-predictor linears */
+    int n_mlp;
+    int owns_features, owns_grid; /* 0 when borrowed from another session's readout */
+    int64_t *match_idx;          /* (n) sharing index, or NULL */
+    int max_batch;
+    /* workspace and caches (type-specific use) */
+    float *ws;
+    size_t ws_size;
+    const float *x; /* cached input of the last forward (B, c, h, w) */
+    int B;
+    int train;
+    void *impl;     /* type-specific state */
+};
+
+void npred_readout_config_default(npred_readout_config *cfg, npred_readout_type type, int c, int h, int w, int n);
+npred_status npred_readout_declare(npred_readout *r, const npred_readout_config *cfg, const char *prefix,
+                                   npred_ptable *t);
+npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int max_batch);
+/* Initialise parameters as neuralpredictors does (mean_activity (n) or NULL -> bias 0). */
+void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng, const float *mean_activity);
+/* y (B, n) = readout(x (B, c, h, w)); shift (B, 2) or NULL; train selects sampling
+ * (Gaussian readouts draw N(0,1) from rng, or take `noise` (B, n, 2) when given). */
+npred_status npred_readout_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
+                                   int B, int train, npred_rng *rng, const float *noise);
+void npred_readout_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+/* The readout's regularizer value; when gscale != 0 its gradient times gscale is
+ * accumulated into the table. */
+double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscale);
+/* One-line description equal to the 0.3.0 repr's first line. */
+void npred_readout_repr(const npred_readout *r, char *buf, size_t n);
+void npred_readout_free(npred_readout *r);
+
+/* type-specific implementations (readouts/<type>.c) */
+npred_status npred_factorized_declare(npred_readout *r, npred_ptable *t);
+size_t npred_factorized_workspace(const npred_readout *r, int max_batch);
+void npred_factorized_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
+npred_status npred_factorized_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, int B);
+void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx);
+double npred_factorized_regularizer(npred_readout *r, npred_ptable *t, double gscale);
+void npred_factorized_repr(const npred_readout *r, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,361 @@
+/* Training losses (see loss.h). B = batch, n = neurons.
+ *
+ * Element-wise losses share one reduction skeleton: a per-element value l(yhat, y)
+ * and derivative dl/dyhat, evaluated in double from the float32 inputs. Both passes run
+ * OpenMP-parallel (over row chunks, column blocks or rows) in a partition that does
+ * not depend on the thread count, so results are the same for any thread count. */
+#include "train/loss.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef enum { EL_POISSON, EL_EXPONENTIAL, EL_ANSCOMBE, EL_MSE } elem_kind;
+
+typedef struct {
+    elem_kind kind;
+    double a, b; /* per-kind constants: poisson eps; exponential bias, target_bias */
+} elem_fn;
+
+/* value of one element; *d receives dl/dyhat when d != NULL */
+static inline double elem_eval(const elem_fn *f, double yh, double y, double *d)
+{
+    switch (f->kind) {
+    case EL_POISSON: {
+        double z = yh + f->a;
+        if (d) *d = 1.0 - y / z;
+        return yh - y * log(z);
+    }
+    case EL_EXPONENTIAL: {
+        double o = yh + f->a, t = y + f->b;
+        if (d) *d = 1.0 / o - t / (o * o);
+        return t / o + log(o);
+    }
+    case EL_ANSCOMBE: {
+        double s = sqrt(yh);
+        double r = 2.0 * sqrt(y + 0.375) - (2.0 * sqrt(yh + 0.375) - 1.0 / (4.0 * s));
+        /* d/dyhat of the transformed output: 1/sqrt(yhat + 3/8) + 1/(8 yhat^{3/2}) */
+        if (d) *d = -2.0 * r * (1.0 / sqrt(yh + 0.375) + 1.0 / (8.0 * yh * s));
+        return r * r;
+    }
+    case EL_MSE: {
+        double r = yh - y;
+        if (d) *d = 2.0 * r;
+        return r * r;
+    }
+    }
+    return NAN;
+}
+
+int64_t npred_loss_size(npred_loss_reduction red, int64_t n)
+{
+    return (red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN) ? n : 1;
+}
+
+static npred_status check_args(const char *who, const void *out, const void *a, const void *b,
+                               int64_t B, int64_t n, npred_loss_reduction red)
+{
+    if (!out || !a || !b)
+        return npred_errorf(NPRED_ERR_ARG, "%s: NULL array argument", who);
+    if (B <= 0 || n <= 0)
+        return npred_errorf(NPRED_ERR_SHAPE, "%s: expected a (B, n) batch with B, n > 0, got (%lld, %lld)",
+                            who, (long long)B, (long long)n);
+    if (red < NPRED_LOSS_SUM || red > NPRED_LOSS_PER_NEURON_MEAN)
+        return npred_errorf(NPRED_ERR_ARG, "%s: unknown reduction %d", who, (int)red);
+    return NPRED_OK;
+}
+
+/* divisor turning a sum into the reduction's mean (1 for sums) */
+static double reduction_scale(npred_loss_reduction red, int64_t B, int64_t n)
+{
+    switch (red) {
+    case NPRED_LOSS_MEAN: return 1.0 / ((double)B * (double)n);
+    case NPRED_LOSS_PER_NEURON_MEAN: return 1.0 / (double)B;
+    default: return 1.0;
+    }
+}
+
+/* loss: (1,) or (n,); yhat, y: (B, n). Parallel but thread-count independent: per-neuron
+ * sums run over column blocks (each column summed in row order); the full sum adds
+ * NCHUNK fixed row chunks, each summed in order, then the chunk sums in order. */
+#define NCHUNK 64
+static void reduce_forward(double *loss, const elem_fn *f, const float *yhat, const float *y,
+                           int64_t B, int64_t n, npred_loss_reduction red)
+{
+    const int per_neuron = red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN;
+    const double s = reduction_scale(red, B, n);
+    const int par = B * n > 65536;
+    if (per_neuron) {
+        const int64_t JB = 256, nblk = (n + JB - 1) / JB;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t blk = 0; blk < nblk; blk++) {
+            const int64_t j0 = blk * JB, j1 = j0 + JB < n ? j0 + JB : n;
+            for (int64_t j = j0; j < j1; j++) loss[j] = 0.0;
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t j = j0; j < j1; j++)
+                    loss[j] += elem_eval(f, yhat[b * n + j], y[b * n + j], NULL);
+            for (int64_t j = j0; j < j1; j++) loss[j] *= s;
+        }
+    } else {
+        double part[NCHUNK];
+        const int64_t nc = B < NCHUNK ? B : NCHUNK;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t c = 0; c < nc; c++) {
+            const int64_t lo = B * c / nc * n, hi = B * (c + 1) / nc * n;
+            double acc = 0.0;
+            for (int64_t i = lo; i < hi; i++) acc += elem_eval(f, yhat[i], y[i], NULL);
+            part[c] = acc;
+        }
+        double acc = 0.0;
+        for (int64_t c = 0; c < nc; c++) acc += part[c];
+        loss[0] = acc * s;
+    }
+}
+
+/* dyhat (+=), yhat, y: (B, n); dloss: (1,) or (n,) or NULL (ones) */
+static void reduce_backward(float *dyhat, const double *dloss, const elem_fn *f, const float *yhat,
+                            const float *y, int64_t B, int64_t n, npred_loss_reduction red)
+{
+    const int per_neuron = red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN;
+    const double s = reduction_scale(red, B, n);
+    const double g0 = (dloss ? dloss[0] : 1.0) * s;
+#pragma omp parallel for schedule(static) if (B * n > 65536)
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t j = 0; j < n; j++) {
+            double d = 0.0;
+            int64_t i = b * n + j;
+            (void)elem_eval(f, yhat[i], y[i], &d);
+            double g = per_neuron ? (dloss ? dloss[j] : 1.0) * s : g0;
+            dyhat[i] += (float)(d * g);
+        }
+    }
+}
+
+static npred_status elem_forward(const char *who, double *loss, const elem_fn *f, const float *yhat,
+                                 const float *y, int64_t B, int64_t n, npred_loss_reduction red)
+{
+    npred_status st = check_args(who, loss, yhat, y, B, n, red);
+    if (st) return st;
+    reduce_forward(loss, f, yhat, y, B, n, red);
+    return NPRED_OK;
+}
+
+static npred_status elem_backward(const char *who, float *dyhat, const double *dloss,
+                                  const elem_fn *f, const float *yhat, const float *y, int64_t B,
+                                  int64_t n, npred_loss_reduction red)
+{
+    npred_status st = check_args(who, dyhat, yhat, y, B, n, red);
+    if (st) return st;
+    reduce_backward(dyhat, dloss, f, yhat, y, B, n, red);
+    return NPRED_OK;
+}
+
+npred_status npred_loss_poisson_forward(double *loss, const float *yhat, const float *y,
+                                        int64_t B, int64_t n, npred_loss_reduction red, double eps)
+{
+    elem_fn f = {EL_POISSON, eps, 0};
+    return elem_forward("poisson loss", loss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_poisson_backward(float *dyhat, const double *dloss, const float *yhat,
+                                         const float *y, int64_t B, int64_t n,
+                                         npred_loss_reduction red, double eps)
+{
+    elem_fn f = {EL_POISSON, eps, 0};
+    return elem_backward("poisson loss", dyhat, dloss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_exponential_forward(double *loss, const float *yhat, const float *y,
+                                            int64_t B, int64_t n, npred_loss_reduction red,
+                                            double bias, double target_bias)
+{
+    elem_fn f = {EL_EXPONENTIAL, bias, target_bias};
+    return elem_forward("exponential loss", loss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_exponential_backward(float *dyhat, const double *dloss, const float *yhat,
+                                             const float *y, int64_t B, int64_t n,
+                                             npred_loss_reduction red, double bias,
+                                             double target_bias)
+{
+    elem_fn f = {EL_EXPONENTIAL, bias, target_bias};
+    return elem_backward("exponential loss", dyhat, dloss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_anscombe_mse_forward(double *loss, const float *yhat, const float *y,
+                                             int64_t B, int64_t n, npred_loss_reduction red)
+{
+    elem_fn f = {EL_ANSCOMBE, 0, 0};
+    return elem_forward("anscombe mse", loss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_anscombe_mse_backward(float *dyhat, const double *dloss, const float *yhat,
+                                              const float *y, int64_t B, int64_t n,
+                                              npred_loss_reduction red)
+{
+    elem_fn f = {EL_ANSCOMBE, 0, 0};
+    return elem_backward("anscombe mse", dyhat, dloss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_mse_forward(double *loss, const float *yhat, const float *y,
+                                    int64_t B, int64_t n, npred_loss_reduction red)
+{
+    elem_fn f = {EL_MSE, 0, 0};
+    return elem_forward("mse loss", loss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_mse_backward(float *dyhat, const double *dloss, const float *yhat,
+                                     const float *y, int64_t B, int64_t n,
+                                     npred_loss_reduction red)
+{
+    elem_fn f = {EL_MSE, 0, 0};
+    return elem_backward("mse loss", dyhat, dloss, &f, yhat, y, B, n, red);
+}
+
+/* ---- Gamma ---- */
+
+double npred_digamma(double x)
+{
+    if (!(x > 0.0)) return NAN;
+    double r = 0.0;
+    /* recurrence psi(x) = psi(x + 1) - 1/x up to x >= 8, then the asymptotic series */
+    while (x < 8.0) {
+        r -= 1.0 / x;
+        x += 1.0;
+    }
+    double f = 1.0 / (x * x);
+    double t = f * (-1.0 / 12 + f * (1.0 / 120 + f * (-1.0 / 252 + f * (1.0 / 240 +
+               f * (-1.0 / 132 + f * (691.0 / 32760 + f * (-1.0 / 12)))))));
+    return r + log(x) - 0.5 / x + t;
+}
+
+static npred_status gamma_check(const char *who, const float *conc, const float *rate,
+                                const float *y, int64_t B, int64_t n, double eps_shift)
+{
+    for (int64_t i = 0; i < B * n; i++) {
+        if (!(conc[i] > 0.0f) || !(rate[i] > 0.0f) || !isfinite(conc[i]) || !isfinite(rate[i]))
+            return npred_errorf(NPRED_ERR_VALUE,
+                                "%s: element %lld: concentration %g and rate %g must be finite and > 0",
+                                who, (long long)i, conc[i], rate[i]);
+        if (!((double)y[i] + eps_shift > 0.0))
+            return npred_errorf(NPRED_ERR_VALUE,
+                                "%s: element %lld: target + eps_shift = %g is outside the support (> 0)",
+                                who, (long long)i, (double)y[i] + eps_shift);
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_loss_gamma_forward(double *loss, const float *conc, const float *rate,
+                                      const float *y, int64_t B, int64_t n,
+                                      npred_loss_reduction red, double eps_shift)
+{
+    const char *who = "gamma loss";
+    npred_status st = check_args(who, loss, conc, rate, B, n, red);
+    if (st) return st;
+    if (!y) return npred_errorf(NPRED_ERR_ARG, "%s: NULL target", who);
+    if ((st = gamma_check(who, conc, rate, y, B, n, eps_shift))) return st;
+    const int per_neuron = red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN;
+    const int64_t m = per_neuron ? n : 1;
+    for (int64_t j = 0; j < m; j++) loss[j] = 0.0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < n; j++) {
+            int64_t i = b * n + j;
+            double a = conc[i], r = rate[i], x = (double)y[i] + eps_shift;
+            double l = -(a * log(r) + (a - 1.0) * log(x) - r * x - lgamma(a));
+            loss[per_neuron ? j : 0] += l;
+        }
+    const double s = reduction_scale(red, B, n);
+    for (int64_t j = 0; j < m; j++) {
+        loss[j] *= s;
+        if (!isfinite(loss[j]))
+            return npred_errorf(NPRED_ERR_VALUE, "%s: non-finite loss %g", who, loss[j]);
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_loss_gamma_backward(float *dconc, float *drate, const double *dloss,
+                                       const float *conc, const float *rate, const float *y,
+                                       int64_t B, int64_t n, npred_loss_reduction red,
+                                       double eps_shift)
+{
+    const char *who = "gamma loss";
+    npred_status st = check_args(who, conc, rate, y, B, n, red);
+    if (st) return st;
+    if ((st = gamma_check(who, conc, rate, y, B, n, eps_shift))) return st;
+    if (!dconc && !drate) return NPRED_OK;
+    const int per_neuron = red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN;
+    const double s = reduction_scale(red, B, n);
+#pragma omp parallel for schedule(static) if (B * n > 65536)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < n; j++) {
+            int64_t i = b * n + j;
+            double a = conc[i], r = rate[i], x = (double)y[i] + eps_shift;
+            double g = (dloss ? dloss[per_neuron ? j : 0] : 1.0) * s;
+            if (dconc) dconc[i] += (float)(-(log(r) + log(x) - npred_digamma(a)) * g);
+            if (drate) drate[i] += (float)(-(a / r - x) * g);
+        }
+    return NPRED_OK;
+}
+
+/* ---- correlation ---- */
+
+/* Per-neuron moments over the batch axis: means, centred variances and covariance. */
+static void corr_moments(double *mo, double *mt, double *vo, double *vt, double *cov,
+                         const float *yhat, const float *y, int64_t B, int64_t n, int64_t j)
+{
+    double so = 0, stt = 0;
+    for (int64_t b = 0; b < B; b++) {
+        so += yhat[b * n + j];
+        stt += y[b * n + j];
+    }
+    *mo = so / (double)B;
+    *mt = stt / (double)B;
+    double a = 0, c = 0, d = 0;
+    for (int64_t b = 0; b < B; b++) {
+        double p = yhat[b * n + j] - *mo, q = y[b * n + j] - *mt;
+        a += p * p;
+        c += q * q;
+        d += p * q;
+    }
+    *vo = a / (double)B;
+    *vt = c / (double)B;
+    *cov = d / (double)B;
+}
+
+npred_status npred_loss_corr_forward(double *loss, const float *yhat, const float *y,
+                                     int64_t B, int64_t n, int avg, double eps)
+{
+    npred_status st = check_args("correlation loss", loss, yhat, y, B, n, NPRED_LOSS_SUM);
+    if (st) return st;
+    double total = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        double mo, mt, vo, vt, cov;
+        corr_moments(&mo, &mt, &vo, &vt, &cov, yhat, y, B, n, j);
+        double c = cov / sqrt((vo + eps) * (vt + eps));
+        if (avg) total += c;
+        else loss[j] = c;
+    }
+    if (avg) loss[0] = -total / (double)n;
+    return NPRED_OK;
+}
+
+npred_status npred_loss_corr_backward(float *dyhat, const double *dloss, const float *yhat,
+                                      const float *y, int64_t B, int64_t n, int avg, double eps)
+{
+    npred_status st = check_args("correlation loss", dyhat, yhat, y, B, n, NPRED_LOSS_SUM);
+    if (st) return st;
+    /* dc/dyhat_b = (q_b / S - c p_b / (vo + eps)) / B with p, q the centred values and
+     * S = sqrt((vo + eps)(vt + eps)); the mean subtraction drops out since sum p = sum q = 0. */
+#pragma omp parallel for schedule(static) if (B * n > 65536)
+    for (int64_t j = 0; j < n; j++) {
+        double mo, mt, vo, vt, cov;
+        corr_moments(&mo, &mt, &vo, &vt, &cov, yhat, y, B, n, j);
+        double S = sqrt((vo + eps) * (vt + eps));
+        double c = cov / S;
+        double g = avg ? -(dloss ? dloss[0] : 1.0) / (double)n : (dloss ? dloss[j] : 1.0);
+        for (int64_t b = 0; b < B; b++) {
+            double p = yhat[b * n + j] - mo, q = y[b * n + j] - mt;
+            dyhat[b * n + j] += (float)(g * (q / S - c * p / (vo + eps)) / (double)B);
+        }
+    }
+    return NPRED_OK;
+}
