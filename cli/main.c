@@ -12,6 +12,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"dataset", cmd_dataset, "summarize SENSORIUM datasets (folder or .zip)"},
 
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

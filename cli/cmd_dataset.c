@@ -1,0 +1,181 @@
+/* npred dataset PATH... [--json]: summary of SENSORIUM scans (folder or .zip). */
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "npred/data.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: npred dataset PATH... [--json] [--key KEY]\n\n"
+               "Open SENSORIUM static scans (a dataset folder or its .zip, read in place) and print,\n"
+               "per scan: data_key, trials per tier, neurons, image shape and value range, the data\n"
+               "fields present and the statistics (meta/statistics/<field>/all).\n\n"
+               "options:\n"
+               "  --json      one JSON array with an object per scan\n"
+               "  --key KEY   data_key to use instead of the one derived from the name (one PATH only)\n"
+               "  -h, --help  this help\n");
+}
+
+static cJSON *float_array(const float *v, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+static cJSON *describe_json(const npred_dataset *d)
+{
+    npred_dataset_info di;
+    npred_dataset_get_info(d, &di);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "path", di.path);
+    cJSON_AddStringToObject(o, "data_key", di.data_key);
+    cJSON_AddBoolToObject(o, "zip", di.is_zip);
+    cJSON_AddNumberToObject(o, "n_trials", (double)di.n_trials);
+    cJSON *tiers = cJSON_AddObjectToObject(o, "tiers");
+    for (int t = 0; t < NPRED_TIER_COUNT; t++) cJSON_AddNumberToObject(tiers, npred_tier_name((npred_tier)t), (double)di.tier_count[t]);
+    cJSON_AddNumberToObject(o, "n_neurons", (double)di.n_neurons);
+    int shape[3] = {di.img_c, di.img_h, di.img_w};
+    cJSON_AddItemToObject(o, "image_shape", cJSON_CreateIntArray(shape, 3));
+    cJSON *range = cJSON_AddArrayToObject(o, "image_range");
+    cJSON_AddItemToArray(range, cJSON_CreateNumber(di.img_min));
+    cJSON_AddItemToArray(range, cJSON_CreateNumber(di.img_max));
+    cJSON *fields = cJSON_AddObjectToObject(o, "fields");
+    cJSON *stats = cJSON_AddObjectToObject(o, "statistics");
+    for (int f = 0; f < NPRED_FIELD_COUNT; f++) {
+        if (di.has_field[f]) cJSON_AddNumberToObject(fields, npred_field_name((npred_field)f), (double)di.field_size[f]);
+        npred_dataset_stats st;
+        npred_dataset_get_stats(d, (npred_field)f, &st);
+        if (!st.present) continue;
+        cJSON *s = cJSON_AddObjectToObject(stats, npred_field_name((npred_field)f));
+        const float *v[5] = {st.mean, st.std, st.min, st.max, st.median};
+        const char *names[5] = {"mean", "std", "min", "max", "median"};
+        for (int k = 0; k < 5; k++)
+            if (v[k]) cJSON_AddItemToObject(s, names[k], float_array(v[k], st.count));
+    }
+    const char *const *names;
+    size_t n = npred_dataset_trial_info_names(d, &names);
+    cJSON_AddItemToObject(o, "trial_info", cJSON_CreateStringArray(names, (int)n));
+    n = npred_dataset_neuron_info_names(d, &names);
+    cJSON_AddItemToObject(o, "neuron_info", cJSON_CreateStringArray(names, (int)n));
+    return o;
+}
+
+/* mean of a statistic over its elements, and its range, for the text view */
+static void print_stat_line(const char *name, const float *v, size_t n)
+{
+    if (!v) return;
+    if (n == 1) {
+        printf(" %s %.6g", name, v[0]);
+        return;
+    }
+    double s = 0, lo = v[0], hi = v[0];
+    for (size_t i = 0; i < n; i++) {
+        s += v[i];
+        if (v[i] < lo) lo = v[i];
+        if (v[i] > hi) hi = v[i];
+    }
+    if (n <= 3) {
+        printf(" %s [", name);
+        for (size_t i = 0; i < n; i++) printf("%s%.6g", i ? ", " : "", v[i]);
+        printf("]");
+    } else {
+        printf(" %s %.4g..%.4g (avg %.4g)", name, lo, hi, s / (double)n);
+    }
+}
+
+static void describe_text(const npred_dataset *d)
+{
+    npred_dataset_info di;
+    npred_dataset_get_info(d, &di);
+    printf("%s\n", di.path);
+    printf("  data_key     %s (%s)\n", di.data_key, di.is_zip ? "zip, read in place" : "folder");
+    printf("  trials       %lld:", (long long)di.n_trials);
+    for (int t = 0; t < NPRED_TIER_COUNT; t++) printf(" %s %lld", npred_tier_name((npred_tier)t), (long long)di.tier_count[t]);
+    printf("\n  neurons      %lld\n", (long long)di.n_neurons);
+    printf("  images       %d x %d x %d, values %.6g .. %.6g\n", di.img_c, di.img_h, di.img_w, di.img_min, di.img_max);
+    printf("  fields      ");
+    for (int f = 0; f < NPRED_FIELD_COUNT; f++)
+        if (di.has_field[f]) printf(" %s(%lld)", npred_field_name((npred_field)f), (long long)di.field_size[f]);
+    printf("\n  statistics\n");
+    for (int f = 0; f < NPRED_FIELD_COUNT; f++) {
+        npred_dataset_stats st;
+        npred_dataset_get_stats(d, (npred_field)f, &st);
+        if (!st.present) continue;
+        printf("    %-12s", npred_field_name((npred_field)f));
+        print_stat_line("mean", st.mean, st.count);
+        print_stat_line("std", st.std, st.count);
+        print_stat_line("min", st.min, st.count);
+        print_stat_line("max", st.max, st.count);
+        printf("\n");
+    }
+    const char *const *names;
+    size_t n = npred_dataset_trial_info_names(d, &names);
+    printf("  trial info  ");
+    for (size_t i = 0; i < n; i++) printf(" %s", names[i]);
+    n = npred_dataset_neuron_info_names(d, &names);
+    printf("\n  neuron info ");
+    for (size_t i = 0; i < n; i++) printf(" %s", names[i]);
+    printf("\n");
+}
+
+int cmd_dataset(int argc, char **argv)
+{
+    int json = 0;
+    const char *key = NULL;
+    const char **paths = calloc((size_t)argc, sizeof *paths);
+    int n = 0;
+    if (!paths) return cli_fail(npred_errorf(NPRED_ERR_NOMEM, "out of memory"), "dataset");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            free(paths);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "--key")) {
+            if (i + 1 >= argc) {
+                free(paths);
+                return cli_usage_error("dataset", "--key needs a value");
+            }
+            key = argv[++i];
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            free(paths);
+            return cli_usage_error("dataset", "unknown option '%s'", argv[i]);
+        } else {
+            paths[n++] = argv[i];
+        }
+    }
+    if (n == 0) {
+        free(paths);
+        return cli_usage_error("dataset", "no dataset PATH given");
+    }
+    if (key && n > 1) {
+        free(paths);
+        return cli_usage_error("dataset", "--key applies to one PATH only");
+    }
+    cJSON *all = json ? cJSON_CreateArray() : NULL;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        npred_dataset *d;
+        npred_status s = npred_dataset_open(&d, paths[i], key);
+        if (s) {
+            rc = cli_fail(s, paths[i]);
+            break;
+        }
+        if (json) cJSON_AddItemToArray(all, describe_json(d));
+        else describe_text(d);
+        npred_dataset_free(d);
+    }
+    if (json && !rc) {
+        char *txt = cJSON_Print(all);
+        if (txt) printf("%s\n", txt);
+        free(txt);
+    }
+    cJSON_Delete(all);
+    free(paths);
+    return rc;
+}

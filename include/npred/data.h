@@ -1,0 +1,285 @@
+/* npred data: SENSORIUM static datasets (FileTree layout), the static_loader
+ * transforms, and batching across sessions.
+ *
+ * Layout of one scan (a folder, or the SENSORIUM .zip read in place):
+ *   data/{images,responses,behavior,pupil_center}/<i>.npy   one file per trial
+ *   meta/trials/<name>.npy  1-D, one row per trial (tiers, frame_image_id, ...)
+ *   meta/neurons/<name>.npy one row per neuron (unit_ids, area, cell_motor_coordinates, ...)
+ *   meta/statistics/<field>/all/{mean,std,min,max,median}.npy
+ *
+ * Semantics follow sensorium.datasets.static_loaders and neuralpredictors 0.3.0
+ * (FileTreeDataset, NeuroNormalizer, AddBehaviorAsChannels, AddPupilCenterAsChannels,
+ * SelectInputChannel, ScaleInputs, Subsample, ToTensor, LongCycler,
+ * RepeatsBatchSampler); differences are listed in docs/data.md.
+ *
+ * Shapes: B = batch, C/H/W = image channels/height/width after the transforms,
+ * N = trials of a scan, n = selected neurons. Every array is float32, C order.
+ * One object is used by one thread at a time; separate objects are independent. */
+#ifndef NPRED_DATA_H
+#define NPRED_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "npred/base.h"
+#include "npred/npy.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cJSON cJSON;
+
+/* ---------------------------------------------------------------- tiers */
+typedef enum {
+    NPRED_TIER_TRAIN,
+    NPRED_TIER_VALIDATION,
+    NPRED_TIER_TEST,
+    NPRED_TIER_FINAL_TEST,
+    NPRED_TIER_COUNT
+} npred_tier;
+
+/* "train", "validation", "test", "final_test" */
+const char *npred_tier_name(npred_tier t);
+/* Parse a tier name; NPRED_ERR_CONFIG naming it if unknown. */
+npred_status npred_tier_parse(const char *name, npred_tier *out);
+
+/* ---------------------------------------------------------------- dataset */
+/* One opened scan. All trials of every data/ field present are read at open
+ * and kept in memory as float32 (raw, untransformed). */
+typedef struct npred_dataset npred_dataset;
+
+/* Data fields (folders under data/). */
+typedef enum {
+    NPRED_FIELD_IMAGES,
+    NPRED_FIELD_RESPONSES,
+    NPRED_FIELD_BEHAVIOR,
+    NPRED_FIELD_PUPIL_CENTER,
+    NPRED_FIELD_COUNT
+} npred_field;
+
+const char *npred_field_name(npred_field f);
+
+/* Statistics of one field (meta/statistics/<field>/all/<stat>.npy); NULL
+ * pointers where a file is absent. count = elements per statistic (1 for the
+ * scalar image statistics). */
+typedef struct {
+    int present;            /* the folder exists */
+    size_t count;
+    const float *mean, *std, *min, *max, *median;  /* (count,) each */
+} npred_dataset_stats;
+
+typedef struct {
+    const char *path;       /* as given to npred_dataset_open */
+    const char *data_key;   /* e.g. "21067-10-18" */
+    int is_zip;
+    int64_t n_trials;       /* N */
+    int64_t n_neurons;      /* responses per trial */
+    int has_field[NPRED_FIELD_COUNT];
+    int64_t field_size[NPRED_FIELD_COUNT];  /* elements per trial of each field */
+    int img_c, img_h, img_w;                /* raw image shape (C, H, W) */
+    float img_min, img_max;                 /* over all trials */
+    int64_t tier_count[NPRED_TIER_COUNT];   /* trials per tier */
+} npred_dataset_info;
+
+/* Open a folder or a .zip. data_key NULL derives it from the path as sensorium
+ * does ("static<key>-GrayImageNet-..." -> key; ColorImageNet and "preproc"
+ * names too; else animal_ids[0]-sessions[0]-scan_idx[0] from meta/neurons).
+ * Checks: images and responses present; every data field holds trials 0..N-1
+ * with one shape per field; meta/trials arrays are 1-D of length N;
+ * tiers/frame_image_id/frame_image_class present and tiers valid; meta/neurons
+ * arrays have n_neurons rows and unit_ids/area exist; statistics shapes match
+ * their field and hold no NaN. Errors name the file and what was expected. */
+npred_status npred_dataset_open(npred_dataset **out, const char *path, const char *data_key);
+void npred_dataset_free(npred_dataset *d);
+
+void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info *out);
+/* Raw cached data of a field: (N, field_size) float32, or NULL if absent. */
+const float *npred_dataset_field(const npred_dataset *d, npred_field f);
+void npred_dataset_get_stats(const npred_dataset *d, npred_field f, npred_dataset_stats *out);
+/* meta/trials/<name>.npy and meta/neurons/<name>.npy as read (NULL if absent). */
+const npred_array *npred_dataset_trial_info(const npred_dataset *d, const char *name);
+const npred_array *npred_dataset_neuron_info(const npred_dataset *d, const char *name);
+/* Names of the meta/trials and meta/neurons arrays, sorted. */
+size_t npred_dataset_trial_info_names(const npred_dataset *d, const char *const **names);
+size_t npred_dataset_neuron_info_names(const npred_dataset *d, const char *const **names);
+/* Tier of each trial (N,), and frame_image_id as int64 (N,). */
+const npred_tier *npred_dataset_tiers(const npred_dataset *d);
+const int64_t *npred_dataset_image_ids(const npred_dataset *d);
+
+/* ---------------------------------------------------------------- config */
+/* Optional integer/double: `set` says whether the value was given (Python None). */
+typedef struct { int set; int64_t v; } npred_opt_i64;
+typedef struct { int set; double v; } npred_opt_f64;
+/* Optional list of strings / integers; set = 0 is None (an empty list is set). */
+typedef struct { int set; char **v; size_t n; } npred_strlist;
+typedef struct { int set; int64_t *v; size_t n; } npred_i64list;
+
+/* static_loaders arguments by their sensorium names, with the same defaults.
+ * Initialise with npred_loader_config_init, release with _free (the config owns
+ * its lists). Per-path lists (neuron_ids, image_ids) hold one entry per path;
+ * an entry with set = 0 means None for that path. */
+typedef struct {
+    int64_t batch_size;              /* required (> 0) */
+    npred_opt_i64 seed;              /* static_loaders(seed=): stored for the caller; the loaders
+                                        shuffle with the npred_rng passed to them */
+    npred_strlist areas, layers;     /* neuron filters on meta/neurons/area, layer */
+    char *tier;                      /* NULL: all four tiers */
+    npred_i64list *neuron_ids;       /* per path: select by unit id */
+    size_t n_neuron_ids;
+    npred_opt_i64 neuron_n;
+    int64_t exclude_neuron_n;        /* 0 */
+    npred_opt_i64 neuron_base_seed;
+    npred_i64list *image_ids;        /* per path: train trials by frame_image_id */
+    size_t n_image_ids;
+    npred_opt_i64 image_n, image_base_seed;
+    int cuda;                        /* 1; accepted and ignored (CPU) */
+    int normalize;                   /* 1 */
+    npred_strlist exclude;           /* fields the normalizer skips */
+    int exclude_is_string;           /* exclude was one string: Python `k in "..."` substring test */
+    int include_behavior;            /* 0 */
+    int add_behavior_as_channels;    /* 1 */
+    npred_i64list select_input_channel;  /* None; an int is a one-element list */
+    int file_tree;                   /* 1; 0 (HDF5) is unsupported */
+    npred_strlist image_condition;   /* filter on frame_image_class */
+    npred_opt_f64 inputs_mean, inputs_std;
+    npred_opt_f64 scale;             /* None: no ScaleInputs */
+    int include_eye_position;        /* 0 (None) */
+    int add_eye_pos_as_channels;     /* 0 (None) */
+    npred_strlist include_trial_info_keys;
+    int overwrite_data_path;         /* 1; accepted (the /data/mouse/toliaslab prefix is never used) */
+} npred_loader_config;
+
+void npred_loader_config_init(npred_loader_config *c);
+void npred_loader_config_free(npred_loader_config *c);
+/* Set options from a JSON object whose keys are static_loaders argument names
+ * (null = None). "paths" is returned through paths/n_paths when non-NULL
+ * (malloc'ed strings; free with npred_loader_paths_free), else rejected.
+ * Unknown keys, wrong types and the arguments the reference cannot run
+ * (include_px_position, image_reshape_list) give NPRED_ERR_CONFIG naming the key. */
+npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj,
+                                          char ***paths, size_t *n_paths);
+/* Same, from JSON text. */
+npred_status npred_loader_config_parse(npred_loader_config *c, const char *json,
+                                       char ***paths, size_t *n_paths);
+void npred_loader_paths_free(char **paths, size_t n);
+
+/* ---------------------------------------------------------------- loaders */
+/* static_loaders(paths, ...): one session per path, in order. */
+typedef struct npred_loaders npred_loaders;
+
+typedef struct {
+    const char *data_key;
+    const npred_dataset *dataset;
+    int64_t n_neurons;               /* n after the neuron selection */
+    const int64_t *neuron_idx;       /* (n,) rows of meta/neurons selected, in output order */
+    const int64_t *unit_ids;         /* (n,) unit ids of the selected neurons */
+    const double *cell_motor_coordinates; /* (n, 3) or NULL if absent */
+    int img_c, img_h, img_w;         /* image shape after the transforms */
+    int behavior_dim, pupil_dim;     /* 0 if the field is not in the batch */
+    int tier_enabled[NPRED_TIER_COUNT];
+    int64_t tier_n[NPRED_TIER_COUNT];      /* trials of each tier after image selection */
+    const int64_t *tier_idx[NPRED_TIER_COUNT]; /* (tier_n,) trial rows, ascending unless drawn */
+    int64_t tier_batches[NPRED_TIER_COUNT];    /* ceil(tier_n / batch_size) */
+    float response_precision_threshold;    /* 0.01 * mean(std) (normalize only) */
+} npred_session_info;
+
+npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, size_t n_paths,
+                                const npred_loader_config *cfg);
+void npred_loaders_free(npred_loaders *L);
+size_t npred_loaders_count(const npred_loaders *L);
+void npred_loaders_session(const npred_loaders *L, size_t s, npred_session_info *out);
+/* Index of a session by data_key, -1 if none. */
+int npred_loaders_find(const npred_loaders *L, const char *data_key);
+/* Normalizer constants of a session (NULL where the field is not normalized):
+ * response precision (all neurons, before selection), behavior precision,
+ * eye mean/std, inputs mean/std. */
+typedef struct {
+    int active;
+    float inputs_mean, inputs_std;
+    const float *response_precision;  /* (n_neurons of the scan,) */
+    const float *behavior_precision;  /* (behavior_dim,) */
+    const float *eye_mean, *eye_std;  /* (pupil_dim,) */
+} npred_normalizer_info;
+void npred_loaders_normalizer(const npred_loaders *L, size_t s, npred_normalizer_info *out);
+
+/* A batch; buffers are sized once for the largest session (capacity = batch_size
+ * or an explicit capacity), so any session fits. */
+typedef struct {
+    int session;              /* index into the loaders */
+    const char *data_key;
+    int64_t n;                /* B: rows in this batch */
+    int64_t capacity;
+    int c, h, w;              /* image shape of this batch */
+    int64_t n_neurons;
+    float *images;            /* (B, C, H, W) */
+    float *responses;         /* (B, n) */
+    float *behavior;          /* (B, behavior_dim) or NULL if not included */
+    float *pupil_center;      /* (B, pupil_dim) or NULL */
+    int behavior_dim, pupil_dim;
+    size_t n_info;
+    const char *const *info_names;  /* include_trial_info_keys */
+    float **info;             /* n_info arrays of (B, 1) */
+    int64_t *trials;          /* (B,) trial rows (file index i of data/<field>/<i>.npy) */
+} npred_batch;
+
+/* Allocate a batch able to hold `capacity` trials of any session (0: batch_size). */
+npred_status npred_batch_init(npred_batch *b, const npred_loaders *L, int64_t capacity);
+void npred_batch_free(npred_batch *b);
+
+/* Transform the given trials of session s into b (overwrites b). */
+npred_status npred_loaders_get(const npred_loaders *L, size_t s, const int64_t *trials, int64_t n,
+                               npred_batch *b);
+
+/* Iterator over one session's tier: train is shuffled from rng at begin (rng may
+ * be NULL for the other tiers), other tiers run in ascending trial order; the
+ * last batch may be short (no drop_last). */
+typedef struct {
+    const npred_loaders *L;
+    size_t session;
+    npred_tier tier;
+    int64_t *order;           /* (tier_n,) */
+    int64_t n, pos;
+} npred_loader_iter;
+
+npred_status npred_loader_iter_begin(npred_loader_iter *it, const npred_loaders *L, size_t s,
+                                     npred_tier tier, npred_rng *rng);
+/* Next batch into b; *has = 0 at the end of the epoch. */
+npred_status npred_loader_iter_next(npred_loader_iter *it, npred_batch *b, int *has);
+void npred_loader_iter_free(npred_loader_iter *it);
+
+/* neuralpredictors LongCycler over all sessions of a tier: round robin in
+ * session order, n_sessions * max_batches steps; a session that runs out starts
+ * a fresh pass (train: a new shuffle from rng). */
+typedef struct {
+    const npred_loaders *L;
+    npred_tier tier;
+    npred_rng *rng;
+    npred_loader_iter *its;   /* one per session */
+    int64_t max_batches, step, total;
+} npred_cycler;
+
+npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng);
+npred_status npred_cycler_next(npred_cycler *c, npred_batch *b, int *has);
+int64_t npred_cycler_len(const npred_cycler *c);
+void npred_cycler_free(npred_cycler *c);
+
+/* RepeatsBatchSampler: trials of a tier grouped by frame_image_id, one group per
+ * unique id in ascending id order, trials ascending within a group.
+ * *trials (tier_n,) and *offsets (n_groups + 1,) are malloc'ed. */
+npred_status npred_loaders_repeats(const npred_loaders *L, size_t s, npred_tier tier,
+                                   int64_t **trials, int64_t **offsets, int64_t *n_groups);
+
+/* ---------------------------------------------------------------- numpy RNG */
+/* numpy.random.RandomState (legacy MT19937), for the seeded neuron/image draws
+ * of static_loader: seed(s), permutation(n), choice(n, k, replace=False). */
+typedef struct { uint32_t mt[624]; int pos; } npred_np_random;
+void npred_np_random_seed(npred_np_random *r, uint32_t seed);
+uint32_t npred_np_random_u32(npred_np_random *r);
+/* permutation of 0..n-1 into out (n,) */
+void npred_np_random_permutation(npred_np_random *r, int64_t *out, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1123 @@
+/* loader: static_loaders options, transform pipeline, batching (see loader.h). */
+#include "data/loader.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "data/transforms.h"
+
+/* ------------------------------------------------------------------ config */
+
+static void strlist_free(npred_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static void i64list_free(npred_i64list *l)
+{
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+void npred_loader_config_init(npred_loader_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->cuda = 1;
+    c->normalize = 1;
+    c->add_behavior_as_channels = 1;
+    c->file_tree = 1;
+    c->overwrite_data_path = 1;
+}
+
+void npred_loader_config_free(npred_loader_config *c)
+{
+    strlist_free(&c->areas);
+    strlist_free(&c->layers);
+    free(c->tier);
+    for (size_t i = 0; i < c->n_neuron_ids; i++) i64list_free(&c->neuron_ids[i]);
+    free(c->neuron_ids);
+    for (size_t i = 0; i < c->n_image_ids; i++) i64list_free(&c->image_ids[i]);
+    free(c->image_ids);
+    strlist_free(&c->exclude);
+    i64list_free(&c->select_input_channel);
+    strlist_free(&c->image_condition);
+    strlist_free(&c->include_trial_info_keys);
+    npred_loader_config_init(c);
+}
+
+void npred_loader_paths_free(char **paths, size_t n)
+{
+    if (!paths) return;
+    for (size_t i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+}
+
+static char *dupstr(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static npred_status json_int(const cJSON *v, const char *key, int64_t *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 9.0e15)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be an integer", key);
+    *out = (int64_t)v->valuedouble;
+    return NPRED_OK;
+}
+
+static npred_status json_opt_int(const cJSON *v, const char *key, npred_opt_i64 *out)
+{
+    if (cJSON_IsNull(v)) {
+        out->set = 0;
+        return NPRED_OK;
+    }
+    out->set = 1;
+    return json_int(v, key, &out->v);
+}
+
+static npred_status json_opt_num(const cJSON *v, const char *key, npred_opt_f64 *out)
+{
+    if (cJSON_IsNull(v)) {
+        out->set = 0;
+        return NPRED_OK;
+    }
+    if (!cJSON_IsNumber(v)) return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be a number or null", key);
+    out->set = 1;
+    out->v = v->valuedouble;
+    return NPRED_OK;
+}
+
+/* true/false, or null as Python's falsy None */
+static npred_status json_bool(const cJSON *v, const char *key, int *out)
+{
+    if (cJSON_IsNull(v)) *out = 0;
+    else if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
+    else return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be true, false or null", key);
+    return NPRED_OK;
+}
+
+/* null, a string (one element) or a list of strings */
+static npred_status json_strlist(const cJSON *v, const char *key, npred_strlist *out, int *was_string)
+{
+    strlist_free(out);
+    if (was_string) *was_string = 0;
+    if (cJSON_IsNull(v)) return NPRED_OK;
+    if (cJSON_IsString(v)) {
+        out->v = malloc(sizeof *out->v);
+        if (!out->v || !(out->v[0] = dupstr(v->valuestring))) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        out->n = 1;
+        out->set = 1;
+        if (was_string) *was_string = 1;
+        return NPRED_OK;
+    }
+    if (!cJSON_IsArray(v))
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be a string, a list of strings or null", key);
+    int n = cJSON_GetArraySize(v);
+    out->set = 1;
+    out->v = npred_calloc(n ? (size_t)n : 1, sizeof *out->v);
+    if (!out->v) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(v, i);
+        if (!cJSON_IsString(e))
+            return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s'[%d] must be a string", key, i);
+        if (!(out->v[out->n] = dupstr(e->valuestring))) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        out->n++;
+    }
+    return NPRED_OK;
+}
+
+/* null, an integer (one element) or a list of integers */
+static npred_status json_i64list(const cJSON *v, const char *key, npred_i64list *out)
+{
+    i64list_free(out);
+    if (cJSON_IsNull(v)) return NPRED_OK;
+    if (cJSON_IsNumber(v)) {
+        out->v = malloc(sizeof *out->v);
+        if (!out->v) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        out->set = 1;
+        out->n = 1;
+        return json_int(v, key, &out->v[0]);
+    }
+    if (!cJSON_IsArray(v))
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be an integer, a list of integers or null", key);
+    int n = cJSON_GetArraySize(v);
+    out->set = 1;
+    out->v = npred_calloc(n ? (size_t)n : 1, sizeof *out->v);
+    if (!out->v) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        npred_status s = json_int(cJSON_GetArrayItem(v, i), key, &out->v[i]);
+        if (s) return s;
+        out->n++;
+    }
+    return NPRED_OK;
+}
+
+/* per-path lists: [[ids of path 0], null, ...] */
+static npred_status json_perpath(const cJSON *v, const char *key, npred_i64list **out, size_t *n_out)
+{
+    for (size_t i = 0; i < *n_out; i++) i64list_free(&(*out)[i]);
+    free(*out);
+    *out = NULL;
+    *n_out = 0;
+    if (cJSON_IsNull(v)) return NPRED_OK;
+    if (!cJSON_IsArray(v))
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be a list with one list (or null) per path", key);
+    int n = cJSON_GetArraySize(v);
+    *out = npred_calloc(n ? (size_t)n : 1, sizeof **out);
+    if (!*out) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    *n_out = (size_t)n;
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(v, i);
+        if (!cJSON_IsNull(e) && !cJSON_IsArray(e))
+            return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s'[%d] must be a list of ids or null (one per path)",
+                                key, i);
+        npred_status s = json_i64list(e, key, &(*out)[i]);
+        if (s) return s;
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj, char ***paths, size_t *n_paths)
+{
+    if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "loader config: expected a JSON object");
+    for (const cJSON *v = obj->child; v; v = v->next) {
+        const char *k = v->string;
+        npred_status s = NPRED_OK;
+        int tmp;
+        if (!strcmp(k, "batch_size")) {
+            s = json_int(v, k, &c->batch_size);
+            if (!s && c->batch_size <= 0) s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'batch_size' must be > 0");
+        } else if (!strcmp(k, "seed")) s = json_opt_int(v, k, &c->seed);
+        else if (!strcmp(k, "areas")) s = json_strlist(v, k, &c->areas, NULL);
+        else if (!strcmp(k, "layers")) s = json_strlist(v, k, &c->layers, NULL);
+        else if (!strcmp(k, "tier")) {
+            free(c->tier);
+            c->tier = NULL;
+            if (cJSON_IsString(v)) {
+                npred_tier t;
+                s = npred_tier_parse(v->valuestring, &t);
+                if (s) s = npred_error_prefix(s, "loader config: 'tier'");
+                else if (!(c->tier = dupstr(v->valuestring))) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+            } else if (!cJSON_IsNull(v)) s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'tier' must be a string or null");
+        } else if (!strcmp(k, "neuron_ids")) s = json_perpath(v, k, &c->neuron_ids, &c->n_neuron_ids);
+        else if (!strcmp(k, "neuron_n")) s = json_opt_int(v, k, &c->neuron_n);
+        else if (!strcmp(k, "exclude_neuron_n")) s = json_int(v, k, &c->exclude_neuron_n);
+        else if (!strcmp(k, "neuron_base_seed")) s = json_opt_int(v, k, &c->neuron_base_seed);
+        else if (!strcmp(k, "image_ids")) s = json_perpath(v, k, &c->image_ids, &c->n_image_ids);
+        else if (!strcmp(k, "image_n")) s = json_opt_int(v, k, &c->image_n);
+        else if (!strcmp(k, "image_base_seed")) s = json_opt_int(v, k, &c->image_base_seed);
+        else if (!strcmp(k, "cuda")) s = json_bool(v, k, &c->cuda);
+        else if (!strcmp(k, "normalize")) s = json_bool(v, k, &c->normalize);
+        else if (!strcmp(k, "exclude")) s = json_strlist(v, k, &c->exclude, &c->exclude_is_string);
+        else if (!strcmp(k, "include_behavior")) s = json_bool(v, k, &c->include_behavior);
+        else if (!strcmp(k, "add_behavior_as_channels")) s = json_bool(v, k, &c->add_behavior_as_channels);
+        else if (!strcmp(k, "select_input_channel")) {
+            if (cJSON_IsBool(v))
+                s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'select_input_channel' must be a channel index, not a boolean");
+            else s = json_i64list(v, k, &c->select_input_channel);
+        } else if (!strcmp(k, "file_tree")) s = json_bool(v, k, &c->file_tree);
+        else if (!strcmp(k, "image_condition")) s = json_strlist(v, k, &c->image_condition, NULL);
+        else if (!strcmp(k, "inputs_mean")) s = json_opt_num(v, k, &c->inputs_mean);
+        else if (!strcmp(k, "inputs_std")) s = json_opt_num(v, k, &c->inputs_std);
+        else if (!strcmp(k, "scale")) {
+            s = json_opt_num(v, k, &c->scale);
+            if (!s && c->scale.set && !(c->scale.v > 0))
+                s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'scale' must be > 0");
+        } else if (!strcmp(k, "include_eye_position")) s = json_bool(v, k, &c->include_eye_position);
+        else if (!strcmp(k, "add_eye_pos_as_channels")) s = json_bool(v, k, &c->add_eye_pos_as_channels);
+        else if (!strcmp(k, "include_trial_info_keys")) s = json_strlist(v, k, &c->include_trial_info_keys, NULL);
+        else if (!strcmp(k, "overwrite_data_path")) s = json_bool(v, k, &c->overwrite_data_path);
+        else if (!strcmp(k, "trial_idx_selection")) { /* accepted and unused, as in sensorium */ }
+        else if (!strcmp(k, "include_px_position") || !strcmp(k, "image_reshape_list")) {
+            if (!cJSON_IsNull(v) && !(cJSON_IsBool(v) && !cJSON_IsTrue(v) && !strcmp(k, "include_px_position")))
+                s = npred_errorf(NPRED_ERR_CONFIG,
+                                 "loader config: '%s' is not supported (sensorium never imports the transform it needs)", k);
+        } else if (!strcmp(k, "paths") && paths) {
+            if (!cJSON_IsArray(v)) {
+                s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'paths' must be a list of strings");
+            } else {
+                npred_strlist l = {0};
+                s = json_strlist(v, k, &l, NULL);
+                if (!s) {
+                    npred_loader_paths_free(*paths, *n_paths);
+                    *paths = l.v;
+                    *n_paths = l.n;
+                } else strlist_free(&l);
+            }
+        } else {
+            (void)tmp;
+            s = npred_errorf(NPRED_ERR_CONFIG, "loader config: unknown key '%s' (not a static_loaders argument)", k);
+        }
+        if (s) return s;
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_loader_config_parse(npred_loader_config *c, const char *json, char ***paths, size_t *n_paths)
+{
+    cJSON *obj = cJSON_Parse(json);
+    if (!obj) {
+        const char *at = cJSON_GetErrorPtr();
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: invalid JSON near '%.20s'", at ? at : "");
+    }
+    npred_status s = npred_loader_config_set_json(c, obj, paths, n_paths);
+    cJSON_Delete(obj);
+    return s;
+}
+
+/* ------------------------------------------------------------------ sessions */
+
+typedef struct {
+    npred_dataset *ds;
+    npred_dataset_info di;
+    int64_t n_sel;
+    int64_t *sel;             /* (n_sel,) neuron rows */
+    int64_t *unit_ids;        /* (n_sel,) */
+    double *coords;           /* (n_sel, 3) or NULL */
+    /* normalizer */
+    int norm_img, norm_resp, norm_beh, norm_eye;
+    float in_mean, in_std, resp_thr;
+    float *resp_prec, *beh_prec, *eye_mean, *eye_std;
+    /* pipeline */
+    int C0, H, W;             /* raw image */
+    int add_beh, add_eye;     /* planes appended */
+    int C1;                   /* after the planes */
+    int C2;                   /* after channel selection */
+    int Ho, Wo;
+    int scale;                /* ScaleInputs present */
+    npred_resample_plan ph, pw;
+    int beh_dim, eye_dim;     /* in the batch (0 if not) */
+    float **info;             /* per trial-info key: (N,) values, normalized where the rule says */
+    /* tiers */
+    int enabled[NPRED_TIER_COUNT];
+    int64_t *tier_idx[NPRED_TIER_COUNT];
+    int64_t tier_n[NPRED_TIER_COUNT];
+} session;
+
+struct npred_loaders {
+    int64_t batch_size;
+    size_t n;
+    session *s;
+    size_t n_info;
+    char **info_names;
+    int64_t *sel_channels;
+    int n_sel_channels;
+    /* scratch: per thread two images of max (C1, H, W) */
+    int n_threads;
+    size_t scratch_len;
+    float *scratch;
+};
+
+static int excluded(const npred_loader_config *c, const char *field)
+{
+    if (!c->exclude.set) return 0;
+    if (c->exclude_is_string) return strstr(c->exclude.v[0], field) != NULL; /* Python `k in "str"` */
+    for (size_t i = 0; i < c->exclude.n; i++)
+        if (!strcmp(c->exclude.v[i], field)) return 1;
+    return 0;
+}
+
+static int strlist_has(const npred_strlist *l, const char *s)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], s)) return 1;
+    return 0;
+}
+
+static npred_status check_config(const npred_loader_config *c, size_t n_paths)
+{
+    if (c->batch_size <= 0) return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'batch_size' must be set (> 0)");
+    if (!c->file_tree) return npred_errorf(NPRED_ERR_UNSUPPORTED, "loader config: 'file_tree': false (HDF5 datasets) is not supported");
+    if (c->n_neuron_ids > n_paths || c->n_image_ids > n_paths)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: more per-path %s lists than paths (%zu)",
+                            c->n_neuron_ids > n_paths ? "'neuron_ids'" : "'image_ids'", n_paths);
+    for (size_t p = 0; p < n_paths; p++) {
+        int has_ids = p < c->n_image_ids && c->image_ids[p].set;
+        if (has_ids && (c->image_n.set || c->image_base_seed.set))
+            return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'image_ids' can not be set together with 'image_n' or 'image_base_seed'");
+        if (has_ids && c->image_condition.set)
+            return npred_errorf(NPRED_ERR_CONFIG, "loader config: either 'image_condition' or 'image_ids' can be given, not both");
+        int has_nids = p < c->n_neuron_ids && c->neuron_ids[p].set;
+        if (has_nids && (c->neuron_n.set || c->neuron_base_seed.set || c->areas.set || c->layers.set || c->exclude_neuron_n != 0))
+            return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'neuron_ids' can not be set together with any other neuron selection "
+                                "('neuron_n', 'neuron_base_seed', 'areas', 'layers', 'exclude_neuron_n')");
+    }
+    if (c->exclude_neuron_n != 0 && !c->neuron_base_seed.set)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'neuron_base_seed' must be set when 'exclude_neuron_n' is not 0");
+    if (c->exclude_neuron_n < 0) return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'exclude_neuron_n' must be >= 0");
+    if (c->neuron_n.set && c->neuron_n.v < 0) return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'neuron_n' must be >= 0");
+    if (c->image_n.set && c->image_n.v < 0) return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'image_n' must be >= 0");
+    if (c->neuron_n.set && !c->neuron_base_seed.set && !c->seed.set)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'neuron_n' needs 'neuron_base_seed' or 'seed' (NumPy's global RNG is not reproducible otherwise)");
+    if (c->image_n.set && !c->image_base_seed.set && !c->seed.set && !c->image_condition.set)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'image_n' needs 'image_base_seed' or 'seed' (NumPy's global RNG is not reproducible otherwise)");
+    if (c->normalize && c->inputs_mean.set && !c->inputs_std.set)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'inputs_mean' needs 'inputs_std' (the reference divides by inputs_std)");
+    if (c->add_eye_pos_as_channels && !c->include_eye_position)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'add_eye_pos_as_channels' needs 'include_eye_position' (no pupil_center in the batch)");
+    if (c->tier) {
+        npred_tier t;
+        if (npred_tier_parse(c->tier, &t)) return npred_error_prefix(NPRED_ERR_CONFIG, "loader config: 'tier'");
+    }
+    for (size_t i = 0; i < c->include_trial_info_keys.n; i++) {
+        const char *k = c->include_trial_info_keys.v[i];
+        if (c->normalize && strcmp(k, "trial_idx") && !excluded(c, k))
+            return npred_errorf(NPRED_ERR_CONFIG,
+                                "loader config: include_trial_info_keys '%s' has no NeuroNormalizer rule (only trial_idx has one); "
+                                "add it to 'exclude' or set normalize false", k);
+    }
+    return NPRED_OK;
+}
+
+static npred_status seed_value(int64_t base, int64_t n, const char *what, uint32_t *out)
+{
+    int64_t s = base * n;
+    if (s < 0 || s > 0xffffffffLL)
+        return npred_errorf(NPRED_ERR_CONFIG, "loader config: %s seed %lld is outside 0..2**32-1 (NumPy rejects it)", what,
+                            (long long)s);
+    *out = (uint32_t)s;
+    return NPRED_OK;
+}
+
+static npred_status first_match_i64(const int64_t *a, int64_t n, int64_t v, int64_t *idx)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (a[i] == v) {
+            *idx = i;
+            return NPRED_OK;
+        }
+    return NPRED_ERR_VALUE;
+}
+
+/* np.isin(strings, list) */
+static npred_status isin_mask(const npred_array *a, const npred_strlist *l, const char *what, unsigned char *mask)
+{
+    for (size_t i = 0; i < a->count; i++) {
+        char buf[256];
+        if (a->dtype == NPRED_DT_STR_U || a->dtype == NPRED_DT_STR_S) {
+            npred_status s = npred_array_get_str(a, i, buf, sizeof buf);
+            if (s) return npred_error_prefix(s, "meta/neurons/%s.npy", what);
+        } else {
+            int64_t *v;
+            npred_status s = npred_array_to_i64(a, &v);
+            if (s) return s;
+            snprintf(buf, sizeof buf, "%lld", (long long)v[i]);
+            free(v);
+        }
+        if (!strlist_has(l, buf)) mask[i] = 0;
+    }
+    return NPRED_OK;
+}
+
+static npred_status select_neurons(session *S, const npred_loader_config *c, size_t p)
+{
+    const npred_dataset *d = S->ds;
+    int64_t nn = S->di.n_neurons;
+    int64_t *uid;
+    npred_status s = npred_array_to_i64(npred_dataset_neuron_info(d, "unit_ids"), &uid);
+    if (s) return s;
+    const npred_i64list *ids = p < c->n_neuron_ids && c->neuron_ids[p].set ? &c->neuron_ids[p] : NULL;
+    int64_t *drawn = NULL;
+    int64_t n_ids = 0;
+    if (c->neuron_n.set) {
+        int64_t total = c->exclude_neuron_n + c->neuron_n.v;
+        if (total > nn) {
+            free(uid);
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: after excluding %lld neurons, there are not %lld neurons left (%lld in total)",
+                                S->di.path, (long long)c->exclude_neuron_n, (long long)c->neuron_n.v, (long long)nn);
+        }
+        uint32_t seed = 0;
+        if (c->neuron_base_seed.set) s = seed_value(c->neuron_base_seed.v, c->neuron_n.v, "neuron", &seed);
+        else s = seed_value(c->seed.v, 1, "global", &seed);
+        int64_t *perm = s ? NULL : malloc((size_t)(nn ? nn : 1) * sizeof *perm);
+        drawn = s ? NULL : malloc((size_t)(c->neuron_n.v ? c->neuron_n.v : 1) * sizeof *drawn);
+        if (!s && (!perm || !drawn)) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        if (!s) {
+            npred_np_random r;
+            npred_np_random_seed(&r, seed);
+            npred_np_random_permutation(&r, perm, nn);
+            for (int64_t i = 0; i < c->neuron_n.v; i++) drawn[i] = uid[perm[c->exclude_neuron_n + i]];
+            n_ids = c->neuron_n.v;
+        }
+        free(perm);
+        if (s) {
+            free(uid);
+            free(drawn);
+            return s;
+        }
+    } else if (ids) {
+        n_ids = (int64_t)ids->n;
+    }
+    if (drawn || ids) {
+        const int64_t *want = drawn ? drawn : ids->v;
+        S->sel = malloc((size_t)(n_ids ? n_ids : 1) * sizeof *S->sel);
+        if (!S->sel) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        for (int64_t i = 0; i < n_ids && !s; i++)
+            if (first_match_i64(uid, nn, want[i], &S->sel[i]))
+                s = npred_errorf(NPRED_ERR_CONFIG, "%s: neuron_ids: unit id %lld is not in meta/neurons/unit_ids.npy",
+                                 S->di.path, (long long)want[i]);
+        S->n_sel = n_ids;
+    } else {
+        unsigned char *mask = malloc((size_t)(nn ? nn : 1));
+        if (!mask) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        else memset(mask, 1, (size_t)nn);
+        if (!s && c->areas.set) s = isin_mask(npred_dataset_neuron_info(d, "area"), &c->areas, "area", mask);
+        if (!s && c->layers.set) {
+            const npred_array *layer = npred_dataset_neuron_info(d, "layer");
+            if (!layer) s = npred_errorf(NPRED_ERR_IO, "%s: meta/neurons/layer.npy: missing (needed by 'layers')", S->di.path);
+            else s = isin_mask(layer, &c->layers, "layer", mask);
+        }
+        if (!s) {
+            S->sel = malloc((size_t)(nn ? nn : 1) * sizeof *S->sel);
+            if (!S->sel) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+            for (int64_t i = 0; i < nn && !s; i++)
+                if (mask[i]) S->sel[S->n_sel++] = i;
+        }
+        free(mask);
+    }
+    free(drawn);
+    if (!s) {
+        S->unit_ids = malloc((size_t)(S->n_sel ? S->n_sel : 1) * sizeof *S->unit_ids);
+        if (!S->unit_ids) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        for (int64_t i = 0; i < S->n_sel && !s; i++) S->unit_ids[i] = uid[S->sel[i]];
+    }
+    free(uid);
+    const npred_array *cm = npred_dataset_neuron_info(d, "cell_motor_coordinates");
+    if (!s && cm && cm->dtype != NPRED_DT_STR_U && cm->dtype != NPRED_DT_STR_S && cm->ndim == 2 && cm->shape[1] == 3) {
+        double *all;
+        s = npred_array_to_f64(cm, &all);
+        if (!s) {
+            S->coords = malloc((size_t)(S->n_sel ? S->n_sel : 1) * 3 * sizeof *S->coords);
+            if (!S->coords) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+            for (int64_t i = 0; i < S->n_sel && !s; i++) memcpy(S->coords + 3 * i, all + 3 * S->sel[i], 3 * sizeof(double));
+            free(all);
+        }
+    }
+    return s;
+}
+
+static npred_status need_stat(const session *S, npred_field f, const float *v, const char *stat)
+{
+    if (v) return NPRED_OK;
+    return npred_errorf(NPRED_ERR_IO, "%s: meta/statistics/%s/all/%s.npy: missing (needed by the NeuroNormalizer; "
+                        "set normalize false or exclude '%s')", S->di.path, npred_field_name(f), stat, npred_field_name(f));
+}
+
+static npred_status setup_normalizer(session *S, const npred_loader_config *c)
+{
+    if (!c->normalize) return NPRED_OK;
+    npred_dataset_stats st;
+    npred_status s;
+    /* the reference reads these whatever `exclude` says */
+    npred_dataset_get_stats(S->ds, NPRED_FIELD_IMAGES, &st);
+    if (c->inputs_mean.set) {
+        S->in_mean = (float)c->inputs_mean.v;
+        S->in_std = (float)c->inputs_std.v;
+    } else {
+        if ((s = need_stat(S, NPRED_FIELD_IMAGES, st.mean, "mean")) || (s = need_stat(S, NPRED_FIELD_IMAGES, st.std, "std")))
+            return s;
+        S->in_mean = st.mean[0];
+        S->in_std = st.std[0];
+    }
+    npred_dataset_get_stats(S->ds, NPRED_FIELD_RESPONSES, &st);
+    if ((s = need_stat(S, NPRED_FIELD_RESPONSES, st.std, "std"))) return s;
+    S->resp_prec = malloc((size_t)S->di.n_neurons * sizeof(float));
+    if (!S->resp_prec) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    S->resp_thr = npred_tf_response_precision(S->resp_prec, st.std, (size_t)S->di.n_neurons);
+    S->norm_img = !excluded(c, "images");
+    S->norm_resp = !excluded(c, "responses");
+    if (c->include_behavior) {
+        npred_dataset_get_stats(S->ds, NPRED_FIELD_BEHAVIOR, &st);
+        if ((s = need_stat(S, NPRED_FIELD_BEHAVIOR, st.std, "std"))) return s;
+        S->beh_prec = malloc(st.count * sizeof(float));
+        if (!S->beh_prec) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < st.count; i++) S->beh_prec[i] = 1.0f / st.std[i];
+        S->norm_beh = !excluded(c, "behavior");
+    }
+    if (c->include_eye_position) {
+        npred_dataset_get_stats(S->ds, NPRED_FIELD_PUPIL_CENTER, &st);
+        if ((s = need_stat(S, NPRED_FIELD_PUPIL_CENTER, st.mean, "mean")) ||
+            (s = need_stat(S, NPRED_FIELD_PUPIL_CENTER, st.std, "std")))
+            return s;
+        S->eye_mean = malloc(st.count * sizeof(float));
+        S->eye_std = malloc(st.count * sizeof(float));
+        if (!S->eye_mean || !S->eye_std) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        memcpy(S->eye_mean, st.mean, st.count * sizeof(float));
+        memcpy(S->eye_std, st.std, st.count * sizeof(float));
+        S->norm_eye = !excluded(c, "pupil_center");
+    }
+    return NPRED_OK;
+}
+
+static npred_status setup_tiers(session *S, const npred_loader_config *c, size_t p)
+{
+    const npred_dataset *d = S->ds;
+    int64_t N = S->di.n_trials;
+    const npred_tier *tiers = npred_dataset_tiers(d);
+    const int64_t *img_ids = npred_dataset_image_ids(d);
+    npred_status s = NPRED_OK;
+    unsigned char *cond = NULL;
+    if (c->image_condition.set) {
+        const npred_array *cls = npred_dataset_trial_info(d, "frame_image_class");
+        cond = malloc((size_t)N);
+        if (!cond) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        memset(cond, 1, (size_t)N);
+        if ((s = isin_mask(cls, &c->image_condition, "frame_image_class", cond))) {
+            free(cond);
+            return npred_error_prefix(s, "%s", S->di.path);
+        }
+    }
+    npred_tier only = NPRED_TIER_TRAIN;
+    if (c->tier) npred_tier_parse(c->tier, &only);
+    const npred_i64list *ids = p < c->n_image_ids && c->image_ids[p].set ? &c->image_ids[p] : NULL;
+    for (int t = 0; t < NPRED_TIER_COUNT && !s; t++) {
+        S->enabled[t] = !c->tier || (int)only == t;
+        if (!S->enabled[t]) continue;
+        int64_t *idx = malloc((size_t)N * sizeof *idx + (ids ? ids->n * sizeof *idx : 0) + sizeof *idx);
+        if (!idx) {
+            s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+            break;
+        }
+        S->tier_idx[t] = idx;
+        int64_t n = 0;
+        if (t == NPRED_TIER_TRAIN && ids && !cond) {
+            for (size_t k = 0; k < ids->n && !s; k++) {
+                if (first_match_i64(img_ids, N, ids->v[k], &idx[n]))
+                    s = npred_errorf(NPRED_ERR_CONFIG, "%s: image_ids: frame_image_id %lld not found", S->di.path,
+                                     (long long)ids->v[k]);
+                else if (tiers[idx[n]] != NPRED_TIER_TRAIN)
+                    s = npred_errorf(NPRED_ERR_CONFIG, "%s: image_ids contain validation or test images (id %lld is in tier %s)",
+                                     S->di.path, (long long)ids->v[k], npred_tier_name(tiers[idx[n]]));
+                else n++;
+            }
+        } else if (t == NPRED_TIER_TRAIN && c->image_n.set && !cond) {
+            int64_t pool_n = 0;
+            for (int64_t i = 0; i < N; i++)
+                if (tiers[i] == NPRED_TIER_TRAIN) idx[pool_n++] = i;
+            if (c->image_n.v > pool_n) {
+                s = npred_errorf(NPRED_ERR_CONFIG, "%s: image_n %lld is larger than the %lld train trials", S->di.path,
+                                 (long long)c->image_n.v, (long long)pool_n);
+                break;
+            }
+            uint32_t seed = 0;
+            if (c->image_base_seed.set) s = seed_value(c->image_base_seed.v, c->image_n.v, "image", &seed);
+            else s = seed_value(c->seed.v, 1, "global", &seed);
+            int64_t *perm = s ? NULL : malloc((size_t)(pool_n ? pool_n : 1) * sizeof *perm);
+            if (!s && !perm) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+            if (!s) {
+                npred_np_random r;
+                npred_np_random_seed(&r, seed);
+                npred_np_random_permutation(&r, perm, pool_n);
+                int64_t *pool = malloc((size_t)(pool_n ? pool_n : 1) * sizeof *pool);
+                if (!pool) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+                else {
+                    memcpy(pool, idx, (size_t)pool_n * sizeof *pool);
+                    for (int64_t i = 0; i < c->image_n.v; i++) idx[i] = pool[perm[i]];
+                    n = c->image_n.v;
+                    free(pool);
+                }
+            }
+            free(perm);
+        } else {
+            for (int64_t i = 0; i < N; i++)
+                if ((int)tiers[i] == t && (!cond || cond[i])) idx[n++] = i;
+        }
+        S->tier_n[t] = n;
+    }
+    free(cond);
+    return s;
+}
+
+static npred_status setup_pipeline(npred_loaders *L, session *S, const npred_loader_config *c)
+{
+    const npred_dataset_info *di = &S->di;
+    S->C0 = di->img_c;
+    S->H = di->img_h;
+    S->W = di->img_w;
+    if (c->include_behavior) {
+        if (!di->has_field[NPRED_FIELD_BEHAVIOR])
+            return npred_errorf(NPRED_ERR_IO, "%s: data/behavior: folder not found (include_behavior is set)", di->path);
+        S->beh_dim = (int)di->field_size[NPRED_FIELD_BEHAVIOR];
+        if (c->add_behavior_as_channels) S->add_beh = S->beh_dim;
+    }
+    if (c->include_eye_position) {
+        if (!di->has_field[NPRED_FIELD_PUPIL_CENTER])
+            return npred_errorf(NPRED_ERR_IO, "%s: data/pupil_center: folder not found (include_eye_position is set)", di->path);
+        S->eye_dim = (int)di->field_size[NPRED_FIELD_PUPIL_CENTER];
+        if (c->add_eye_pos_as_channels) S->add_eye = S->eye_dim;
+    }
+    S->C1 = S->C0 + S->add_beh + S->add_eye;
+    S->C2 = S->C1;
+    if (c->select_input_channel.set) {
+        for (size_t i = 0; i < c->select_input_channel.n; i++) {
+            int64_t ch = c->select_input_channel.v[i];
+            if (ch < -S->C1 || ch >= S->C1)
+                return npred_errorf(NPRED_ERR_CONFIG, "%s: select_input_channel %lld is out of range for %d image channels",
+                                    di->path, (long long)ch, S->C1);
+        }
+        S->C2 = (int)c->select_input_channel.n;
+    }
+    S->Ho = S->H;
+    S->Wo = S->W;
+    if (c->scale.set) {
+        S->scale = 1;
+        S->Ho = npred_rescale_size(S->H, c->scale.v);
+        S->Wo = npred_rescale_size(S->W, c->scale.v);
+    }
+    npred_status s = npred_resample_plan_init(&S->ph, S->H, S->Ho);
+    if (!s) s = npred_resample_plan_init(&S->pw, S->W, S->Wo);
+    if (s) return s;
+    /* trial info keys: (N,) floats, trial_idx normalized when asked */
+    if (L->n_info) {
+        S->info = npred_calloc(L->n_info, sizeof *S->info);
+        if (!S->info) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    }
+    for (size_t k = 0; k < L->n_info; k++) {
+        const char *name = L->info_names[k];
+        const npred_array *a = npred_dataset_trial_info(S->ds, name);
+        if (!a) return npred_errorf(NPRED_ERR_IO, "%s: meta/trials/%s.npy: missing (named in include_trial_info_keys)", di->path, name);
+        if (a->dtype == NPRED_DT_STR_U || a->dtype == NPRED_DT_STR_S || a->ndim != 1)
+            return npred_errorf(NPRED_ERR_SHAPE, "%s: meta/trials/%s.npy: expected a 1-D numeric array (batches are float32)",
+                                di->path, name);
+        double *v;
+        if ((s = npred_array_to_f64(a, &v))) return s;
+        S->info[k] = malloc((size_t)di->n_trials * sizeof(float));
+        if (!S->info[k]) {
+            free(v);
+            return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        }
+        int norm = c->normalize && !strcmp(name, "trial_idx") && !excluded(c, name);
+        double N = (double)di->n_trials;
+        double mean = (N - 1.0) / 2.0, sd = sqrt((N * N - 1.0) / 12.0); /* mean/std of arange(N) */
+        for (int64_t i = 0; i < di->n_trials; i++) S->info[k][i] = (float)(norm ? (v[i] - mean) / sd : v[i]);
+        free(v);
+    }
+    size_t need = (size_t)S->C1 * S->H * S->W;
+    if (need > L->scratch_len) L->scratch_len = need;
+    return NPRED_OK;
+}
+
+static void session_free(session *S, size_t n_info)
+{
+    npred_dataset_free(S->ds);
+    free(S->sel);
+    free(S->unit_ids);
+    free(S->coords);
+    free(S->resp_prec);
+    free(S->beh_prec);
+    free(S->eye_mean);
+    free(S->eye_std);
+    npred_resample_plan_free(&S->ph);
+    npred_resample_plan_free(&S->pw);
+    if (S->info)
+        for (size_t k = 0; k < n_info; k++) free(S->info[k]);
+    free(S->info);
+    for (int t = 0; t < NPRED_TIER_COUNT; t++) free(S->tier_idx[t]);
+}
+
+void npred_loaders_free(npred_loaders *L)
+{
+    if (!L) return;
+    for (size_t i = 0; i < L->n; i++) session_free(&L->s[i], L->n_info);
+    free(L->s);
+    for (size_t k = 0; k < L->n_info; k++) free(L->info_names[k]);
+    free(L->info_names);
+    free(L->sel_channels);
+    free(L->scratch);
+    free(L);
+}
+
+npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, size_t n_paths,
+                                const npred_loader_config *c)
+{
+    *out = NULL;
+    if (n_paths == 0) return npred_errorf(NPRED_ERR_ARG, "loaders: no dataset paths given");
+    npred_status s = check_config(c, n_paths);
+    if (s) return s;
+    npred_loaders *L = npred_calloc(1, sizeof *L);
+    if (!L) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    L->batch_size = c->batch_size;
+    L->s = npred_calloc(n_paths, sizeof *L->s);
+    L->n_info = c->include_trial_info_keys.n;
+    L->info_names = npred_calloc(L->n_info ? L->n_info : 1, sizeof *L->info_names);
+    if (!L->s || !L->info_names) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < L->n_info && !s; k++)
+        if (!(L->info_names[k] = dupstr(c->include_trial_info_keys.v[k]))) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    if (!s && c->select_input_channel.set) {
+        L->n_sel_channels = (int)c->select_input_channel.n;
+        L->sel_channels = malloc((c->select_input_channel.n ? c->select_input_channel.n : 1) * sizeof *L->sel_channels);
+        if (!L->sel_channels) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        else memcpy(L->sel_channels, c->select_input_channel.v, c->select_input_channel.n * sizeof *L->sel_channels);
+    }
+    for (size_t p = 0; p < n_paths && !s; p++) {
+        session *S = &L->s[p];
+        L->n = p + 1;
+        if ((s = npred_dataset_open(&S->ds, paths[p], NULL))) break;
+        npred_dataset_get_info(S->ds, &S->di);
+        for (size_t q = 0; q < p && !s; q++)
+            if (!strcmp(L->s[q].di.data_key, S->di.data_key))
+                s = npred_errorf(NPRED_ERR_CONFIG, "%s: data_key '%s' is already used by %s", paths[p], S->di.data_key,
+                                 L->s[q].di.path);
+        if (!s) s = select_neurons(S, c, p);
+        if (!s) s = setup_normalizer(S, c);
+        if (!s) s = setup_pipeline(L, S, c);
+        if (!s) s = setup_tiers(S, c, p);
+        if (!s && L->sel_channels)
+            for (int j = 0; j < L->n_sel_channels; j++)
+                if (L->sel_channels[j] < 0) L->sel_channels[j] += S->C1; /* Python negative index */
+    }
+    if (!s) {
+#ifdef _OPENMP
+        L->n_threads = omp_get_max_threads();
+#else
+        L->n_threads = 1;
+#endif
+        if (L->n_threads < 1) L->n_threads = 1;
+        L->scratch = malloc((size_t)L->n_threads * 2 * L->scratch_len * sizeof(float));
+        if (!L->scratch) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory (transform scratch)");
+    }
+    if (s) {
+        npred_loaders_free(L);
+        return s;
+    }
+    *out = L;
+    return NPRED_OK;
+}
+
+size_t npred_loaders_count(const npred_loaders *L) { return L->n; }
+
+void npred_loaders_session(const npred_loaders *L, size_t i, npred_session_info *o)
+{
+    const session *S = &L->s[i];
+    memset(o, 0, sizeof *o);
+    o->data_key = S->di.data_key;
+    o->dataset = S->ds;
+    o->n_neurons = S->n_sel;
+    o->neuron_idx = S->sel;
+    o->unit_ids = S->unit_ids;
+    o->cell_motor_coordinates = S->coords;
+    o->img_c = S->C2;
+    o->img_h = S->Ho;
+    o->img_w = S->Wo;
+    o->behavior_dim = S->beh_dim;
+    o->pupil_dim = S->eye_dim;
+    o->response_precision_threshold = S->resp_thr;
+    for (int t = 0; t < NPRED_TIER_COUNT; t++) {
+        o->tier_enabled[t] = S->enabled[t];
+        o->tier_n[t] = S->tier_n[t];
+        o->tier_idx[t] = S->tier_idx[t];
+        o->tier_batches[t] = (S->tier_n[t] + L->batch_size - 1) / L->batch_size;
+    }
+}
+
+int npred_loaders_find(const npred_loaders *L, const char *key)
+{
+    for (size_t i = 0; i < L->n; i++)
+        if (!strcmp(L->s[i].di.data_key, key)) return (int)i;
+    return -1;
+}
+
+void npred_loaders_normalizer(const npred_loaders *L, size_t i, npred_normalizer_info *o)
+{
+    const session *S = &L->s[i];
+    memset(o, 0, sizeof *o);
+    o->active = S->resp_prec != NULL;
+    o->inputs_mean = S->in_mean;
+    o->inputs_std = S->in_std;
+    o->response_precision = S->resp_prec;
+    o->behavior_precision = S->beh_prec;
+    o->eye_mean = S->eye_mean;
+    o->eye_std = S->eye_std;
+}
+
+/* ------------------------------------------------------------------ batches */
+
+npred_status npred_batch_init(npred_batch *b, const npred_loaders *L, int64_t capacity)
+{
+    memset(b, 0, sizeof *b);
+    if (capacity <= 0) capacity = L->batch_size;
+    size_t img = 0, resp = 1, beh = 0, eye = 0;
+    for (size_t i = 0; i < L->n; i++) {
+        const session *S = &L->s[i];
+        size_t v = (size_t)S->C2 * S->Ho * S->Wo;
+        if (v > img) img = v;
+        if ((size_t)S->n_sel > resp) resp = (size_t)S->n_sel;
+        if ((size_t)S->beh_dim > beh) beh = (size_t)S->beh_dim;
+        if ((size_t)S->eye_dim > eye) eye = (size_t)S->eye_dim;
+    }
+    size_t B = (size_t)capacity;
+    b->capacity = capacity;
+    b->images = malloc(B * (img ? img : 1) * sizeof(float));
+    b->responses = malloc(B * resp * sizeof(float));
+    b->trials = malloc(B * sizeof *b->trials);
+    if (beh) b->behavior = malloc(B * beh * sizeof(float));
+    if (eye) b->pupil_center = malloc(B * eye * sizeof(float));
+    b->n_info = L->n_info;
+    b->info_names = (const char *const *)L->info_names;
+    if (L->n_info) b->info = npred_calloc(L->n_info, sizeof *b->info);
+    int bad = !b->images || !b->responses || !b->trials || (beh && !b->behavior) || (eye && !b->pupil_center) ||
+              (L->n_info && !b->info);
+    for (size_t k = 0; k < L->n_info && !bad; k++)
+        if (!(b->info[k] = malloc(B * sizeof(float)))) bad = 1;
+    if (bad) {
+        npred_batch_free(b);
+        return npred_errorf(NPRED_ERR_NOMEM, "batch: out of memory for %lld trials", (long long)capacity);
+    }
+    return NPRED_OK;
+}
+
+void npred_batch_free(npred_batch *b)
+{
+    free(b->images);
+    free(b->responses);
+    free(b->behavior);
+    free(b->pupil_center);
+    free(b->trials);
+    if (b->info)
+        for (size_t k = 0; k < b->n_info; k++) free(b->info[k]);
+    free(b->info);
+    memset(b, 0, sizeof *b);
+}
+
+/* One sample through the pipeline; a and bb are scratch of L->scratch_len floats. */
+static void transform_one(const npred_loaders *L, const session *S, int64_t t, int64_t j, npred_batch *b, float *a, float *bb)
+{
+    const npred_dataset *d = S->ds;
+    size_t hw = (size_t)S->H * S->W;
+    const float *img = npred_dataset_field(d, NPRED_FIELD_IMAGES) + (size_t)t * S->C0 * hw;
+    memcpy(a, img, (size_t)S->C0 * hw * sizeof(float));
+    if (S->norm_img) npred_tf_zscore(a, (size_t)S->C0 * hw, S->in_mean, S->in_std);
+    if (S->beh_dim) {
+        const float *src = npred_dataset_field(d, NPRED_FIELD_BEHAVIOR) + (size_t)t * S->beh_dim;
+        float *dst = b->behavior + (size_t)j * S->beh_dim;
+        memcpy(dst, src, (size_t)S->beh_dim * sizeof(float));
+        if (S->norm_beh) npred_tf_scale_vec(dst, S->beh_prec, (size_t)S->beh_dim);
+    }
+    if (S->eye_dim) {
+        const float *src = npred_dataset_field(d, NPRED_FIELD_PUPIL_CENTER) + (size_t)t * S->eye_dim;
+        float *dst = b->pupil_center + (size_t)j * S->eye_dim;
+        memcpy(dst, src, (size_t)S->eye_dim * sizeof(float));
+        if (S->norm_eye) npred_tf_zscore_vec(dst, S->eye_mean, S->eye_std, (size_t)S->eye_dim);
+    }
+    int C = S->C0;
+    if (S->add_beh) {
+        npred_tf_add_planes(a, a, C, S->H, S->W, b->behavior + (size_t)j * S->beh_dim, S->add_beh);
+        C += S->add_beh;
+    }
+    if (S->add_eye) {
+        npred_tf_add_planes(a, a, C, S->H, S->W, b->pupil_center + (size_t)j * S->eye_dim, S->add_eye);
+        C += S->add_eye;
+    }
+    const float *pre = a;
+    if (L->sel_channels) {
+        npred_tf_select_channels(bb, a, (int)hw, L->sel_channels, L->n_sel_channels);
+        pre = bb;
+        C = L->n_sel_channels;
+    }
+    float *out = b->images + (size_t)j * S->C2 * S->Ho * S->Wo;
+    npred_rescale_bilinear(out, pre, C, &S->ph, &S->pw);
+    /* responses: normalize all neurons, then Subsample (the order of the reference) */
+    const float *resp = npred_dataset_field(d, NPRED_FIELD_RESPONSES) + (size_t)t * S->di.n_neurons;
+    float *r = b->responses + (size_t)j * S->n_sel;
+    npred_tf_take(r, resp, S->sel, S->n_sel);
+    if (S->norm_resp)
+        for (int64_t k = 0; k < S->n_sel; k++) r[k] *= S->resp_prec[S->sel[k]];
+    for (size_t k = 0; k < L->n_info; k++) b->info[k][j] = S->info[k][t];
+    b->trials[j] = t;
+}
+
+npred_status npred_loaders_get(const npred_loaders *L, size_t si, const int64_t *trials, int64_t n, npred_batch *b)
+{
+    if (si >= L->n) return npred_errorf(NPRED_ERR_ARG, "loaders: session %zu out of range (%zu sessions)", si, L->n);
+    if (n < 0 || n > b->capacity)
+        return npred_errorf(NPRED_ERR_ARG, "loaders: %lld trials do not fit a batch of capacity %lld", (long long)n,
+                            (long long)b->capacity);
+    const session *S = &L->s[si];
+    if ((S->beh_dim && !b->behavior) || (S->eye_dim && !b->pupil_center) || b->n_info != L->n_info)
+        return npred_errorf(NPRED_ERR_ARG, "loaders: batch was not made by npred_batch_init for these loaders");
+    for (int64_t j = 0; j < n; j++)
+        if (trials[j] < 0 || trials[j] >= S->di.n_trials)
+            return npred_errorf(NPRED_ERR_ARG, "loaders: trial %lld out of range (%s has %lld trials)", (long long)trials[j],
+                                S->di.data_key, (long long)S->di.n_trials);
+    b->session = (int)si;
+    b->data_key = S->di.data_key;
+    b->n = n;
+    b->c = S->C2;
+    b->h = S->Ho;
+    b->w = S->Wo;
+    b->n_neurons = S->n_sel;
+    b->behavior_dim = S->beh_dim;
+    b->pupil_dim = S->eye_dim;
+    int nt = L->n_threads;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (n > 1)
+    for (int64_t j = 0; j < n; j++) {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num();
+#else
+        int tid = 0;
+#endif
+        float *a = L->scratch + (size_t)tid * 2 * L->scratch_len;
+        transform_one(L, S, trials[j], j, b, a, a + L->scratch_len);
+    }
+    return NPRED_OK;
+}
+
+/* ------------------------------------------------------------------ iteration */
+
+npred_status npred_loader_iter_begin(npred_loader_iter *it, const npred_loaders *L, size_t si, npred_tier tier,
+                                     npred_rng *rng)
+{
+    memset(it, 0, sizeof *it);
+    if (si >= L->n) return npred_errorf(NPRED_ERR_ARG, "loaders: session %zu out of range", si);
+    if ((unsigned)tier >= NPRED_TIER_COUNT) return npred_errorf(NPRED_ERR_ARG, "loaders: invalid tier %d", (int)tier);
+    const session *S = &L->s[si];
+    if (!S->enabled[tier])
+        return npred_errorf(NPRED_ERR_CONFIG, "loaders: tier '%s' was not loaded (config tier '%s')", npred_tier_name(tier),
+                            npred_tier_name(tier == NPRED_TIER_TRAIN ? NPRED_TIER_VALIDATION : NPRED_TIER_TRAIN));
+    if (tier == NPRED_TIER_TRAIN && !rng)
+        return npred_errorf(NPRED_ERR_ARG, "loaders: the train tier is shuffled and needs an rng");
+    it->L = L;
+    it->session = si;
+    it->tier = tier;
+    it->n = S->tier_n[tier];
+    it->order = malloc((size_t)(it->n ? it->n : 1) * sizeof *it->order);
+    if (!it->order) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    memcpy(it->order, S->tier_idx[tier], (size_t)it->n * sizeof *it->order);
+    if (tier == NPRED_TIER_TRAIN) npred_rng_shuffle(rng, it->order, (size_t)it->n);
+    return NPRED_OK;
+}
+
+npred_status npred_loader_iter_next(npred_loader_iter *it, npred_batch *b, int *has)
+{
+    *has = 0;
+    if (!it->L || it->pos >= it->n) return NPRED_OK;
+    int64_t k = it->n - it->pos;
+    if (k > it->L->batch_size) k = it->L->batch_size;
+    npred_status s = npred_loaders_get(it->L, it->session, it->order + it->pos, k, b);
+    if (s) return s;
+    it->pos += k;
+    *has = 1;
+    return NPRED_OK;
+}
+
+void npred_loader_iter_free(npred_loader_iter *it)
+{
+    free(it->order);
+    memset(it, 0, sizeof *it);
+}
+
+npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng)
+{
+    memset(c, 0, sizeof *c);
+    c->L = L;
+    c->tier = tier;
+    c->rng = rng;
+    c->its = npred_calloc(L->n, sizeof *c->its);
+    if (!c->its) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < L->n; i++) {
+        npred_status s = npred_loader_iter_begin(&c->its[i], L, i, tier, rng);
+        if (s) {
+            npred_cycler_free(c);
+            return s;
+        }
+        int64_t nb = (c->its[i].n + L->batch_size - 1) / L->batch_size;
+        if (nb > c->max_batches) c->max_batches = nb;
+    }
+    for (size_t i = 0; i < L->n; i++)
+        if (c->its[i].n == 0 && c->max_batches > 0) {
+            const char *key = L->s[i].di.data_key;
+            npred_cycler_free(c);
+            return npred_errorf(NPRED_ERR_VALUE, "cycler: session %s has no %s trials (LongCycler would never end)", key,
+                                npred_tier_name(tier));
+        }
+    c->total = (int64_t)L->n * c->max_batches;
+    return NPRED_OK;
+}
+
+npred_status npred_cycler_next(npred_cycler *c, npred_batch *b, int *has)
+{
+    *has = 0;
+    if (c->step >= c->total) return NPRED_OK;
+    size_t si = (size_t)(c->step % (int64_t)c->L->n);
+    npred_status s = npred_loader_iter_next(&c->its[si], b, has);
+    if (!s && !*has) { /* this session ran out: a fresh pass (new shuffle for train) */
+        npred_loader_iter_free(&c->its[si]);
+        s = npred_loader_iter_begin(&c->its[si], c->L, si, c->tier, c->rng);
+        if (!s) s = npred_loader_iter_next(&c->its[si], b, has);
+    }
+    if (s) return s;
+    c->step++;
+    return NPRED_OK;
+}
+
+int64_t npred_cycler_len(const npred_cycler *c) { return c->total; }
+
+void npred_cycler_free(npred_cycler *c)
+{
+    if (c->its)
+        for (size_t i = 0; i < c->L->n; i++) npred_loader_iter_free(&c->its[i]);
+    free(c->its);
+    memset(c, 0, sizeof *c);
+}
+
+/* ------------------------------------------------------------------ repeats */
+
+typedef struct { int64_t key, trial; } keyed_trial;
+
+static int cmp_keyed(const void *x, const void *y)
+{
+    const keyed_trial *a = x, *b = y;
+    if (a->key != b->key) return a->key < b->key ? -1 : 1;
+    return a->trial < b->trial ? -1 : a->trial > b->trial;
+}
+
+npred_status npred_loaders_repeats(const npred_loaders *L, size_t si, npred_tier tier, int64_t **trials,
+                                   int64_t **offsets, int64_t *n_groups)
+{
+    *trials = NULL;
+    *offsets = NULL;
+    *n_groups = 0;
+    if (si >= L->n || (unsigned)tier >= NPRED_TIER_COUNT) return npred_errorf(NPRED_ERR_ARG, "repeats: bad session or tier");
+    const session *S = &L->s[si];
+    if (!S->enabled[tier]) return npred_errorf(NPRED_ERR_CONFIG, "repeats: tier '%s' was not loaded", npred_tier_name(tier));
+    int64_t n = S->tier_n[tier];
+    int64_t *t = malloc((size_t)(n ? n : 1) * sizeof *t);
+    int64_t *off = malloc((size_t)(n + 1) * sizeof *off);
+    if (!t || !off) {
+        free(t);
+        free(off);
+        return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    }
+    keyed_trial *kt = malloc((size_t)(n ? n : 1) * sizeof *kt);
+    if (!kt) {
+        free(t);
+        free(off);
+        return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    }
+    const int64_t *ids = npred_dataset_image_ids(S->ds);
+    for (int64_t i = 0; i < n; i++) kt[i] = (keyed_trial){ids[S->tier_idx[tier][i]], S->tier_idx[tier][i]};
+    /* sorted by (image id, trial): groups in the sorted-unique order of np.unique */
+    qsort(kt, (size_t)n, sizeof *kt, cmp_keyed);
+    int64_t g = 0;
+    for (int64_t i = 0; i < n; i++) {
+        t[i] = kt[i].trial;
+        if (i == 0 || kt[i].key != kt[i - 1].key) off[g++] = i;
+    }
+    free(kt);
+    off[g] = n;
+    *trials = t;
+    *offsets = off;
+    *n_groups = g;
+    return NPRED_OK;
+}
