@@ -12,6 +12,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"simulate", cmd_simulate, "write a synthetic SENSORIUM dataset with a known ground truth"},
 
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
