@@ -113,7 +113,7 @@ int cmd_simulate(int argc, char **argv)
     int quiet = 0, c, rc = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         const char *name = NULL;
         for (const struct option *o = opts; o->name; o++)
             if (o->val == c) name = o->name;
