@@ -11,6 +11,7 @@ int cli_fail(npred_status s, const char *context);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 int cmd_dataset(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
 
 
 #endif

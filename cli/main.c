@@ -13,6 +13,7 @@ typedef struct {
 
 static const command commands[] = {
     {"dataset", cmd_dataset, "summarize SENSORIUM datasets (folder or .zip)"},
+    {"simulate", cmd_simulate, "write a synthetic SENSORIUM dataset with a known ground truth"},
 
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
