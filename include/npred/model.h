@@ -33,14 +33,14 @@ typedef struct {
     const double *coords;        /* (n_neurons, coord_dims) cell_motor_coordinates, or NULL */
     int coord_dims;
     const float *mean_activity;  /* (n_neurons) initial readout bias, or NULL (bias 0) */
-} npred_session_info;
+} npred_model_session;
 
 /* Build and initialise a model from a JSON config (sensorium builder arguments or
  * the structured form, see docs/config.md) for images (in_channels, in_h, in_w).
  * max_batch is the largest batch any call will use (memory is sized for it).
  * seed drives every random initialisation. */
 npred_status npred_model_create(npred_model **out, const char *config_json, const char *config_name,
-                                int in_channels, int in_h, int in_w, const npred_session_info *sessions,
+                                int in_channels, int in_h, int in_w, const npred_model_session *sessions,
                                 int n_sessions, int max_batch, uint64_t seed);
 /* Load a model saved by npred_model_save: a directory holding model.safetensors
  * (or the .safetensors file itself). */
