@@ -54,7 +54,11 @@ npred_status npred_factorized_declare(npred_readout *r, npred_ptable *t)
     if ((r->p_spatial = npred_ptable_add(t, name, 0, NPRED_PT_F32, 3, sp)) < 0) return NPRED_ERR_ARG;
     int64_t fs[2] = {c->shared_features ? c->n_unique : c->n, c->c};
     snprintf(name, sizeof name, "%s_features", r->prefix);
-    if ((r->p_features = npred_ptable_add(t, name, 0, NPRED_PT_F32, 2, fs)) < 0) return NPRED_ERR_ARG;
+    if (c->features_from) { /* borrowed from the first session: the same storage under this key */
+        if ((r->p_features = npred_ptable_alias(t, name, c->features_from->p_features)) < 0) return NPRED_ERR_ARG;
+    } else if ((r->p_features = npred_ptable_add(t, name, 0, NPRED_PT_F32, 2, fs)) < 0) {
+        return NPRED_ERR_ARG;
+    }
     if (c->shared_features) {
         int64_t ss[2] = {c->n, 1};
         snprintf(name, sizeof name, "%sscales", r->prefix);

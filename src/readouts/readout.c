@@ -1,4 +1,4 @@
-/* Readout dispatch: config defaults, declaration, workspaces, common bias init. */
+/* Readout dispatch: config defaults, declaration, match ids, workspaces, common bias init. */
 #include "readouts/readout.h"
 
 #include <stdio.h>
@@ -33,13 +33,60 @@ void npred_readout_config_default(npred_readout_config *c, npred_readout_type ty
     c->attention_layers = 1;
 }
 
-static npred_status check_config(const npred_readout_config *c)
+static int cmp_i64(const void *a, const void *b)
 {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* r->match_idx = np.unique(match_ids, return_inverse=True)[1]; returns the number of unique ids */
+static int match_index(npred_readout *r, const int64_t *ids, int n)
+{
+    int64_t *u = malloc((size_t)n * sizeof *u);
+    r->match_idx = malloc((size_t)n * sizeof *r->match_idx);
+    if (!u || !r->match_idx) {
+        free(u);
+        return -1;
+    }
+    memcpy(u, ids, (size_t)n * sizeof *u);
+    qsort(u, (size_t)n, sizeof *u, cmp_i64);
+    int nu = 0;
+    for (int i = 0; i < n; i++)
+        if (i == 0 || u[i] != u[nu - 1]) u[nu++] = u[i];
+    for (int i = 0; i < n; i++) {
+        int lo = 0, hi = nu - 1;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (u[mid] < ids[i]) lo = mid + 1;
+            else hi = mid;
+        }
+        r->match_idx[i] = lo;
+    }
+    free(u);
+    return nu;
+}
+
+static npred_status check_config(npred_readout *r)
+{
+    npred_readout_config *c = &r->cfg;
     if (c->c <= 0 || c->h <= 0 || c->w <= 0 || c->n <= 0)
         return npred_errorf(NPRED_ERR_CONFIG, "readout: in_shape (%d, %d, %d) and outdims %d must be positive", c->c,
                             c->h, c->w, c->n);
+    if (c->shared_features || c->shared_grid) {
+        if (!c->match_ids)
+            return npred_errorf(NPRED_ERR_CONFIG, "readout: shared_features/shared_grid need match_ids (%d)", c->n);
+        int nu = match_index(r, c->match_ids, c->n);
+        if (nu < 0) return npred_errorf(NPRED_ERR_NOMEM, "readout: cannot allocate the match index");
+        if (c->n_unique && c->n_unique != nu)
+            return npred_errorf(NPRED_ERR_CONFIG, "readout: n_unique %d but match_ids hold %d unique ids", c->n_unique,
+                                nu);
+        c->n_unique = nu;
+        c->match_ids = NULL; /* copied */
+    }
     if (c->shared_features && (c->n_unique <= 0 || c->n_unique > c->n))
         return npred_errorf(NPRED_ERR_CONFIG, "readout: %d unique match ids for %d neurons", c->n_unique, c->n);
+    if ((c->features_from && !c->shared_features) || (c->grid_from && !c->shared_grid))
+        return npred_errorf(NPRED_ERR_CONFIG, "readout: features_from/grid_from need shared_features/shared_grid");
     return NPRED_OK;
 }
 
@@ -50,13 +97,18 @@ npred_status npred_readout_declare(npred_readout *r, const npred_readout_config 
     r->cfg = *cfg;
     snprintf(r->prefix, sizeof r->prefix, "%s", prefix);
     r->p_features = r->p_scales = r->p_spatial = r->p_bias = r->p_mu = r->p_sigma = r->p_grid = -1;
-    r->p_source_grid = -1;
+    r->p_source_grid = r->p_fsi = r->p_gsi = r->p_mt_w = r->p_mt_b = r->p_att_w = r->p_att_b = -1;
     for (int i = 0; i < 4; i++) r->p_mlp_w[i] = r->p_mlp_b[i] = -1;
-    r->owns_features = r->owns_grid = 1;
-    npred_status s = check_config(cfg);
+    r->owns_features = !cfg->features_from;
+    r->owns_grid = !cfg->grid_from;
+    npred_status s = check_config(r);
     if (s) return s;
     switch (cfg->type) {
     case NPRED_READOUT_FACTORIZED: s = npred_factorized_declare(r, t); break;
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D: s = npred_gaussian_declare(r, t); break;
+    case NPRED_READOUT_POINT_POOLED: s = npred_point_pooled_declare(r, t); break;
+    case NPRED_READOUT_ATTENTION: s = npred_attention_declare(r, t); break;
     default: return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout type %d is not available", (int)cfg->type);
     }
     return s ? npred_error_prefix(s, "readout %s", prefix) : NPRED_OK;
@@ -65,15 +117,21 @@ npred_status npred_readout_declare(npred_readout *r, const npred_readout_config 
 npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int max_batch)
 {
     (void)t;
+    if (max_batch <= 0) return npred_errorf(NPRED_ERR_ARG, "readout %s: max_batch %d", r->prefix, max_batch);
     size_t n = 0;
     switch (r->cfg.type) {
     case NPRED_READOUT_FACTORIZED: n = npred_factorized_workspace(r, max_batch); break;
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D: n = npred_gaussian_workspace(r, max_batch); break;
+    case NPRED_READOUT_POINT_POOLED: n = npred_point_pooled_workspace(r, max_batch); break;
+    case NPRED_READOUT_ATTENTION: n = npred_attention_workspace(r, max_batch); break;
     default: return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout type %d is not available", (int)r->cfg.type);
     }
     free(r->ws);
-    r->ws = aligned_alloc(64, (n + 16) / 16 * 16 * sizeof(float));
+    size_t bytes = (n + 16) / 16 * 16 * sizeof(float);
+    r->ws = aligned_alloc(64, bytes);
     if (!r->ws) return npred_errorf(NPRED_ERR_NOMEM, "readout %s: cannot allocate %zu floats", r->prefix, n);
-    memset(r->ws, 0, (n + 16) / 16 * 16 * sizeof(float));
+    memset(r->ws, 0, bytes);
     r->ws_size = n;
     r->max_batch = max_batch;
     return NPRED_OK;
@@ -83,6 +141,10 @@ void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng
 {
     switch (r->cfg.type) {
     case NPRED_READOUT_FACTORIZED: npred_factorized_init(r, t, rng); break;
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D: npred_gaussian_init(r, t, rng); break;
+    case NPRED_READOUT_POINT_POOLED: npred_point_pooled_init(r, t, rng); break;
+    case NPRED_READOUT_ATTENTION: npred_attention_init(r, t, rng); break;
     default: break;
     }
     if (r->p_bias >= 0) {
@@ -94,10 +156,10 @@ void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng
 npred_status npred_readout_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
                                    int B, int train, npred_rng *rng, const float *noise)
 {
-    (void)rng;
-    (void)noise;
+    if (!r->ws) return npred_errorf(NPRED_ERR_ARG, "readout %s: forward before npred_readout_setup", r->prefix);
     if (B <= 0 || B > r->max_batch)
         return npred_errorf(NPRED_ERR_ARG, "readout %s: batch of %d (capacity %d)", r->prefix, B, r->max_batch);
+    if (!y || !x) return npred_errorf(NPRED_ERR_ARG, "readout %s: NULL input or output", r->prefix);
     r->x = x;
     r->B = B;
     r->train = train;
@@ -105,15 +167,23 @@ npred_status npred_readout_forward(npred_readout *r, npred_ptable *t, float *y, 
     case NPRED_READOUT_FACTORIZED:
         if (shift) return npred_errorf(NPRED_ERR_ARG, "readout %s: FullFactorized2d takes no shift", r->prefix);
         return npred_factorized_forward(r, t, y, x, B);
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D: return npred_gaussian_forward(r, t, y, x, shift, B, train, rng, noise);
+    case NPRED_READOUT_POINT_POOLED: return npred_point_pooled_forward(r, t, y, x, shift, B);
+    case NPRED_READOUT_ATTENTION: /* 0.3.0 AttentionReadout ignores the shift */
+        return npred_attention_forward(r, t, y, x, B);
     default: return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout type %d is not available", (int)r->cfg.type);
     }
 }
 
 void npred_readout_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift)
 {
-    (void)dshift;
     switch (r->cfg.type) {
     case NPRED_READOUT_FACTORIZED: npred_factorized_backward(r, t, dy, dx); break;
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D: npred_gaussian_backward(r, t, dy, dx, dshift); break;
+    case NPRED_READOUT_POINT_POOLED: npred_point_pooled_backward(r, t, dy, dx, dshift); break;
+    case NPRED_READOUT_ATTENTION: npred_attention_backward(r, t, dy, dx); break;
     default: break;
     }
 }
@@ -122,6 +192,10 @@ double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscal
 {
     switch (r->cfg.type) {
     case NPRED_READOUT_FACTORIZED: return npred_factorized_regularizer(r, t, gscale);
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D: return npred_gaussian_regularizer(r, t, gscale);
+    case NPRED_READOUT_POINT_POOLED: return npred_point_pooled_regularizer(r, t, gscale);
+    case NPRED_READOUT_ATTENTION: return npred_attention_regularizer(r, t, gscale);
     default: return 0;
     }
 }
@@ -130,6 +204,10 @@ void npred_readout_repr(const npred_readout *r, char *buf, size_t n)
 {
     switch (r->cfg.type) {
     case NPRED_READOUT_FACTORIZED: npred_factorized_repr(r, buf, n); break;
+    case NPRED_READOUT_FULL_GAUSSIAN2D:
+    case NPRED_READOUT_GAUSSIAN2D: npred_gaussian_repr(r, buf, n); break;
+    case NPRED_READOUT_POINT_POOLED: npred_point_pooled_repr(r, buf, n); break;
+    case NPRED_READOUT_ATTENTION: npred_attention_repr(r, buf, n); break;
     default: snprintf(buf, n, "readout type %d", (int)r->cfg.type); break;
     }
 }

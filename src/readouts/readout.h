@@ -34,6 +34,8 @@ typedef enum {
 
 typedef enum { NPRED_GAUSS_FULL = 0, NPRED_GAUSS_UNCORRELATED, NPRED_GAUSS_ISOTROPIC } npred_gauss_type;
 
+struct npred_readout;
+
 typedef struct {
     npred_readout_type type;
     int c, h, w;  /* in_shape */
@@ -59,10 +61,17 @@ typedef struct {
     int gmp_hidden_layers;
     int gmp_hidden_features;
     int gmp_final_tanh;
-    /* feature / grid sharing across sessions: n_unique > 0 enables it */
-    int shared_features;   /* 1 = this readout uses a match-id index into shared features */
+    /* feature / grid sharing (spec §3): shared_features / shared_grid = 1 index the
+     * features / grid by match id; match_ids (n) are required then (declare copies
+     * them and computes np.unique's inverse index into r->match_idx and n_unique).
+     * features_from / grid_from: the first session's readout whose _features / _mu
+     * this one borrows (declared before it in the same table); NULL = original. */
+    int shared_features;
     int shared_grid;
     int n_unique;
+    const int64_t *match_ids;
+    const struct npred_readout *features_from;
+    const struct npred_readout *grid_from;
     /* PointPooled2d */
     int pool_steps;
     int pool_kern;
@@ -82,6 +91,10 @@ struct npred_readout {
     int p_source_grid;           /* buffer (n, d) */
     int p_mlp_w[4], p_mlp_b[4];  /* grid-mean-predictor linears */
     int n_mlp;
+    int mlp_dim[5];              /* widths: d, hidden..., 2 */
+    int p_fsi, p_gsi;            /* buffers feature_sharing_index, grid_sharing_index (n) */
+    int p_mt_w, p_mt_b;          /* borrowed grid: mu_transform = Linear(2, 2) */
+    int p_att_w, p_att_b;        /* AttentionReadout: last conv weight (n, c, k, k), bias (n) */
     int owns_features, owns_grid; /* 0 when borrowed from another session's readout */
     int64_t *match_idx;          /* (n) sharing index, or NULL */
     int max_batch;
@@ -108,7 +121,8 @@ void npred_readout_backward(npred_readout *r, npred_ptable *t, const float *dy, 
 /* The readout's regularizer value; when gscale != 0 its gradient times gscale is
  * accumulated into the table. */
 double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscale);
-/* One-line description equal to the 0.3.0 repr's first line. */
+/* The 0.3.0 repr, child modules included (e.g. "full FullGaussian2d (4 x 6 x 8 -> 5)
+ * with bias, with predicted grid  -> Sequential(\n  (0): Linear(...)...)\n"); truncated to n. */
 void npred_readout_repr(const npred_readout *r, char *buf, size_t n);
 void npred_readout_free(npred_readout *r);
 
@@ -120,5 +134,38 @@ npred_status npred_factorized_forward(npred_readout *r, npred_ptable *t, float *
 void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx);
 double npred_factorized_regularizer(npred_readout *r, npred_ptable *t, double gscale);
 void npred_factorized_repr(const npred_readout *r, char *buf, size_t n);
+
+/* FullGaussian2d (gaussian.c): source_grid buffer from raw cortical coordinates g (n, d),
+ * d = gmp_input_dimensions: (g - mean over neurons) / max|g - mean| (one scalar), as float32.
+ * Call after npred_ptable_alloc; NPRED_ERR_VALUE if all coordinates are equal. */
+npred_status npred_readout_set_source_grid(npred_readout *r, npred_ptable *t, const double *g);
+
+npred_status npred_gaussian_declare(npred_readout *r, npred_ptable *t);
+size_t npred_gaussian_workspace(const npred_readout *r, int max_batch);
+void npred_gaussian_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
+npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
+                                    int B, int train, npred_rng *rng, const float *noise);
+void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+double npred_gaussian_regularizer(npred_readout *r, npred_ptable *t, double gscale);
+void npred_gaussian_repr(const npred_readout *r, char *buf, size_t n);
+/* The grid of the last forward after the clamp, before the shift (0.3.0 sample_grid()), (B, n, 2). */
+void npred_gaussian_sampled_grid(const npred_readout *r, float *out);
+
+npred_status npred_point_pooled_declare(npred_readout *r, npred_ptable *t);
+size_t npred_point_pooled_workspace(const npred_readout *r, int max_batch);
+void npred_point_pooled_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
+npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float *y, const float *x,
+                                        const float *shift, int B);
+void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+double npred_point_pooled_regularizer(npred_readout *r, npred_ptable *t, double gscale);
+void npred_point_pooled_repr(const npred_readout *r, char *buf, size_t n);
+
+npred_status npred_attention_declare(npred_readout *r, npred_ptable *t);
+size_t npred_attention_workspace(const npred_readout *r, int max_batch);
+void npred_attention_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
+npred_status npred_attention_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, int B);
+void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx);
+double npred_attention_regularizer(npred_readout *r, npred_ptable *t, double gscale);
+void npred_attention_repr(const npred_readout *r, char *buf, size_t n);
 
 #endif

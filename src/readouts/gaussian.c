@@ -1,0 +1,640 @@
+/* FullGaussian2d and the legacy Gaussian2d, neuralpredictors 0.3.0 (spec §2.2, §2.3, §3).
+ *
+ * Each neuron o reads the core output at one position per image:
+ *   mu[o]      the mean position: the parameter _mu (clamped to [-1, 1] IN PLACE
+ *              before every forward), or _mu[match id] (shared grid), or
+ *              mu_transform(_mu[match id]) (grid borrowed from another session),
+ *              or mu_transform(source_grid[o]) (grid_mean_predictor "cortex")
+ *   g[b,o]     = mu[o] + sigma[o] z[b,o] in training (z ~ N(0,1), one draw per
+ *              image unless batch_sample=0), mu[o] in eval; full: sigma is a 2x2
+ *              matrix (g_c = mu_c + sum_d sigma[o,c,d] z_d); uncorrelated: one
+ *              scale per coordinate; isotropic: one scale
+ *   grid[b,o]  = clamp(g, -1, 1) + shift[b]     (clamped entries pass no gradient)
+ *   y[b,o]     = sum_c F[o,c] bilinear(x[b], grid[b,o])[c] + bias[o]
+ * with F[o,c] = _features[0,c,0,o] (or scales[o] * _features[0,c,0,match id]).
+ * Gaussian2d (legacy) also clamps sigma >= 0 in place and has parameters mu,
+ * sigma (1,n,1,2), features (1,c,1,n).
+ *
+ * Speed: x (B, c, h, w) is transposed once into a channels-last workspace; the
+ * sampling is fused with the contraction over channels (readouts/sample.h), so
+ * the (B, n, c) sample tensor never exists. Backward scatters into a
+ * channels-last gradient and transposes it back into dx.
+ *
+ * Workspace (floats, each block 16-aligned): xt, dxt (max_batch*h*w*c);
+ * grid, gpre, z, dgrid (max_batch*n*2); mu, dmu (n*2); F, dF (n*c); the grid
+ * predictor's activations (2 per linear layer, n x width) and two gradient
+ * rows (n x max width). Threads: OpenMP inside the sampling kernels and over
+ * neurons in the parameter reductions. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "readouts/readout.h"
+#include "readouts/sample.h"
+
+#define A16(n) (((size_t)(n) + 15) / 16 * 16)
+
+typedef struct {
+    float *xt, *dxt, *grid, *gpre, *z, *dgrid, *mu, *dmu, *F, *dF;
+    float *pre[4], *act[4]; /* grid predictor: pre-activation and output of each linear (n, width) */
+    float *da, *db;         /* (n, max width) gradient scratch */
+} gs_ws;
+
+static int is_legacy(const npred_readout *r) { return r->cfg.type == NPRED_READOUT_GAUSSIAN2D; }
+
+static int mlp_maxw(const npred_readout *r)
+{
+    int m = 2;
+    for (int i = 0; i <= r->n_mlp; i++)
+        if (r->mlp_dim[i] > m) m = r->mlp_dim[i];
+    return m;
+}
+
+static gs_ws views(const npred_readout *r, int max_batch)
+{
+    const npred_readout_config *c = &r->cfg;
+    size_t img = (size_t)c->c * c->h * c->w, pts = (size_t)max_batch * c->n * 2, n = (size_t)c->n;
+    gs_ws v;
+    memset(&v, 0, sizeof v);
+    float *p = r->ws;
+    v.xt = p, p += A16(max_batch * img);
+    v.dxt = p, p += A16(max_batch * img);
+    v.grid = p, p += A16(pts);
+    v.gpre = p, p += A16(pts);
+    v.z = p, p += A16(pts);
+    v.dgrid = p, p += A16(pts);
+    v.mu = p, p += A16(2 * n);
+    v.dmu = p, p += A16(2 * n);
+    v.F = p, p += A16(n * c->c);
+    v.dF = p, p += A16(n * c->c);
+    for (int i = 0; i < r->n_mlp; i++) {
+        v.pre[i] = p, p += A16(n * r->mlp_dim[i + 1]);
+        v.act[i] = p, p += A16(n * r->mlp_dim[i + 1]);
+    }
+    if (r->n_mlp) {
+        v.da = p, p += A16(n * mlp_maxw(r));
+        v.db = p, p += A16(n * mlp_maxw(r));
+    }
+    (void)p;
+    return v;
+}
+
+size_t npred_gaussian_workspace(const npred_readout *r, int max_batch)
+{
+    const npred_readout_config *c = &r->cfg;
+    size_t img = (size_t)c->c * c->h * c->w, pts = (size_t)max_batch * c->n * 2, n = (size_t)c->n;
+    size_t s = 2 * A16(max_batch * img) + 4 * A16(pts) + 2 * A16(2 * n) + 2 * A16(n * c->c);
+    for (int i = 0; i < r->n_mlp; i++) s += 2 * A16(n * r->mlp_dim[i + 1]);
+    if (r->n_mlp) s += 2 * A16(n * mlp_maxw(r));
+    return s;
+}
+
+/* ------------------------------------------------------------ declare --- */
+
+static int add(npred_ptable *t, const npred_readout *r, const char *key, int is_buffer, npred_ptype dt, int ndim,
+               int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    char name[NPRED_PARAM_NAMELEN];
+    int64_t sh[4] = {d0, d1, d2, d3};
+    snprintf(name, sizeof name, "%s%s", r->prefix, key);
+    return npred_ptable_add(t, name, is_buffer, dt, ndim, sh);
+}
+
+static int alias(npred_ptable *t, const npred_readout *r, const char *key, int target)
+{
+    char name[NPRED_PARAM_NAMELEN];
+    snprintf(name, sizeof name, "%s%s", r->prefix, key);
+    return npred_ptable_alias(t, name, target);
+}
+
+static npred_status check(const npred_readout *r)
+{
+    const npred_readout_config *c = &r->cfg;
+    if (!(c->init_mu_range > 0 && c->init_mu_range <= 1))
+        return npred_errorf(NPRED_ERR_CONFIG, "init_mu_range %g must lie in (0, 1]", c->init_mu_range);
+    if (is_legacy(r)) {
+        if (!(c->init_sigma_range > 0))
+            return npred_errorf(NPRED_ERR_CONFIG, "init_sigma_range %g must be positive", c->init_sigma_range);
+        if (c->shared_features || c->shared_grid || c->predicted_grid)
+            return npred_errorf(NPRED_ERR_CONFIG, "Gaussian2d has no shared features/grid or grid_mean_predictor");
+        return NPRED_OK;
+    }
+    if (!(c->init_sigma > 0)) return npred_errorf(NPRED_ERR_CONFIG, "init_sigma %g must be positive", c->init_sigma);
+    if (c->gauss_type != NPRED_GAUSS_FULL && c->gauss_type != NPRED_GAUSS_UNCORRELATED &&
+        c->gauss_type != NPRED_GAUSS_ISOTROPIC)
+        return npred_errorf(NPRED_ERR_CONFIG, "gauss_type %d not known (full, uncorrelated, isotropic)",
+                            (int)c->gauss_type);
+    if (c->predicted_grid && c->shared_grid)
+        return npred_errorf(NPRED_ERR_CONFIG, "grid_mean_predictor and shared_grid cannot both be set");
+    if (c->predicted_grid) {
+        if (c->gmp_input_dimensions < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "grid_mean_predictor input_dimensions %d", c->gmp_input_dimensions);
+        if (c->gmp_hidden_layers < 0 || c->gmp_hidden_layers > 3)
+            return npred_errorf(NPRED_ERR_CONFIG, "grid_mean_predictor hidden_layers %d (0..3 supported)",
+                                c->gmp_hidden_layers);
+        if (c->gmp_hidden_layers > 0 && c->gmp_hidden_features < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "grid_mean_predictor hidden_features %d", c->gmp_hidden_features);
+    }
+    return NPRED_OK;
+}
+
+static npred_status declare_full(npred_readout *r, npred_ptable *t)
+{
+    const npred_readout_config *c = &r->cfg;
+    int n = c->n, nu = c->n_unique;
+    if (c->predicted_grid) {
+        r->n_mlp = c->gmp_hidden_layers + 1;
+        r->mlp_dim[0] = c->gmp_input_dimensions;
+        for (int i = 1; i < r->n_mlp; i++) r->mlp_dim[i] = c->gmp_hidden_features;
+        r->mlp_dim[r->n_mlp] = 2;
+        for (int i = 0; i < r->n_mlp; i++) {
+            char key[64];
+            snprintf(key, sizeof key, "mu_transform.%d.weight", 2 * i);
+            if ((r->p_mlp_w[i] = add(t, r, key, 0, NPRED_PT_F32, 2, r->mlp_dim[i + 1], r->mlp_dim[i], 0, 0)) < 0)
+                return NPRED_ERR_ARG;
+            snprintf(key, sizeof key, "mu_transform.%d.bias", 2 * i);
+            if ((r->p_mlp_b[i] = add(t, r, key, 0, NPRED_PT_F32, 1, r->mlp_dim[i + 1], 0, 0, 0)) < 0)
+                return NPRED_ERR_ARG;
+        }
+        if ((r->p_source_grid = add(t, r, "source_grid", 1, NPRED_PT_F32, 2, n, c->gmp_input_dimensions, 0, 0)) < 0)
+            return NPRED_ERR_ARG;
+    } else if (c->shared_grid) {
+        if (c->grid_from) {
+            const npred_readout *f = c->grid_from;
+            if (f->cfg.type != NPRED_READOUT_FULL_GAUSSIAN2D || f->p_mu < 0 || !f->owns_grid ||
+                t->items[f->p_mu].shape[1] != nu)
+                return npred_errorf(NPRED_ERR_CONFIG, "shared grid needs to have shape (1, %d, 1, 2)", nu);
+            if ((r->p_mu = alias(t, r, "_mu", f->p_mu)) < 0) return NPRED_ERR_ARG;
+            if ((r->p_mt_w = add(t, r, "mu_transform.weight", 0, NPRED_PT_F32, 2, 2, 2, 0, 0)) < 0 ||
+                (r->p_mt_b = add(t, r, "mu_transform.bias", 0, NPRED_PT_F32, 1, 2, 0, 0, 0)) < 0)
+                return NPRED_ERR_ARG;
+        } else if ((r->p_mu = add(t, r, "_mu", 0, NPRED_PT_F32, 4, 1, nu, 1, 2)) < 0) {
+            return NPRED_ERR_ARG;
+        }
+        if ((r->p_gsi = add(t, r, "grid_sharing_index", 1, NPRED_PT_I64, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+    } else if ((r->p_mu = add(t, r, "_mu", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0) {
+        return NPRED_ERR_ARG;
+    }
+    int s2 = c->gauss_type == NPRED_GAUSS_FULL ? 2 : 1, s3 = c->gauss_type == NPRED_GAUSS_ISOTROPIC ? 1 : 2;
+    if ((r->p_sigma = add(t, r, "sigma", 0, NPRED_PT_F32, 4, 1, n, s2, s3)) < 0) return NPRED_ERR_ARG;
+    if (c->shared_features) {
+        if (c->features_from) {
+            const npred_readout *f = c->features_from;
+            if (f->cfg.type != NPRED_READOUT_FULL_GAUSSIAN2D || f->p_features < 0 || !f->owns_features ||
+                t->items[f->p_features].shape[1] != c->c || t->items[f->p_features].shape[3] != nu)
+                return npred_errorf(NPRED_ERR_CONFIG, "shared features need to have shape (1, %d, 1, %d)", c->c, nu);
+            if ((r->p_features = alias(t, r, "_features", f->p_features)) < 0) return NPRED_ERR_ARG;
+        } else if ((r->p_features = add(t, r, "_features", 0, NPRED_PT_F32, 4, 1, c->c, 1, nu)) < 0) {
+            return NPRED_ERR_ARG;
+        }
+        if ((r->p_scales = add(t, r, "scales", 0, NPRED_PT_F32, 4, 1, 1, 1, n)) < 0) return NPRED_ERR_ARG;
+        if ((r->p_fsi = add(t, r, "feature_sharing_index", 1, NPRED_PT_I64, 1, n, 0, 0, 0)) < 0)
+            return NPRED_ERR_ARG;
+    } else if ((r->p_features = add(t, r, "_features", 0, NPRED_PT_F32, 4, 1, c->c, 1, n)) < 0) {
+        return NPRED_ERR_ARG;
+    }
+    if (c->bias && (r->p_bias = add(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+    return NPRED_OK;
+}
+
+npred_status npred_gaussian_declare(npred_readout *r, npred_ptable *t)
+{
+    const npred_readout_config *c = &r->cfg;
+    npred_status s = check(r);
+    if (s) return s;
+    if (!is_legacy(r)) return declare_full(r, t);
+    int n = c->n;
+    if ((r->p_mu = add(t, r, "mu", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0 ||
+        (r->p_sigma = add(t, r, "sigma", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0 ||
+        (r->p_features = add(t, r, "features", 0, NPRED_PT_F32, 4, 1, c->c, 1, n)) < 0)
+        return NPRED_ERR_ARG;
+    if (c->bias && (r->p_bias = add(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+    return NPRED_OK;
+}
+
+npred_status npred_readout_set_source_grid(npred_readout *r, npred_ptable *t, const double *g)
+{
+    if (r->p_source_grid < 0)
+        return npred_errorf(NPRED_ERR_ARG, "readout %s: no grid_mean_predictor (source_grid)", r->prefix);
+    int n = r->cfg.n, d = r->cfg.gmp_input_dimensions;
+    double mean[16] = {0}, mx = 0;
+    if (d > 16) return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout %s: source_grid with %d > 16 columns", r->prefix, d);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < d; k++) mean[k] += g[(size_t)i * d + k];
+    for (int k = 0; k < d; k++) mean[k] /= n;
+    for (size_t i = 0; i < (size_t)n * d; i++) {
+        double a = fabs(g[i] - mean[i % d]);
+        if (a > mx || isnan(a)) mx = a;
+    }
+    if (!(mx > 0) || isinf(mx))
+        return npred_errorf(NPRED_ERR_VALUE, "readout %s: source_grid: coordinates are all equal or not finite",
+                            r->prefix);
+    float *sg = npred_ptable_ptr(t, r->p_source_grid);
+    for (size_t i = 0; i < (size_t)n * d; i++) sg[i] = (float)((g[i] - mean[i % d]) / mx);
+    return NPRED_OK;
+}
+
+/* --------------------------------------------------------------- init --- */
+
+static float uni(npred_rng *rng, double lo, double hi) { return (float)(lo + (hi - lo) * npred_rng_uniform(rng)); }
+
+void npred_gaussian_init(npred_readout *r, npred_ptable *t, npred_rng *rng)
+{
+    const npred_readout_config *c = &r->cfg;
+    const npred_param *ps = &t->items[r->p_sigma];
+    float *sig = npred_ptable_ptr(t, r->p_sigma);
+    if (is_legacy(r)) {
+        float *mu = npred_ptable_ptr(t, r->p_mu);
+        for (int i = 0; i < 2 * c->n; i++) mu[i] = uni(rng, -c->init_mu_range, c->init_mu_range);
+        for (size_t i = 0; i < ps->count; i++)
+            sig[i] = c->fixed_sigma ? (float)c->init_sigma_range : uni(rng, 0, c->init_sigma_range);
+    } else {
+        for (int i = 0; i < r->n_mlp; i++) { /* torch.nn.Linear default: U(+-1/sqrt(in)) */
+            double a = 1.0 / sqrt((double)r->mlp_dim[i]);
+            const npred_param *pw = &t->items[r->p_mlp_w[i]];
+            float *w = npred_ptable_ptr(t, r->p_mlp_w[i]), *b = npred_ptable_ptr(t, r->p_mlp_b[i]);
+            for (size_t k = 0; k < pw->count; k++) w[k] = uni(rng, -a, a);
+            for (int k = 0; k < r->mlp_dim[i + 1]; k++) b[k] = uni(rng, -a, a);
+        }
+        if (r->p_mt_w >= 0) { /* borrowed grid: identity transform */
+            float *w = npred_ptable_ptr(t, r->p_mt_w), *b = npred_ptable_ptr(t, r->p_mt_b);
+            w[0] = w[3] = 1.0f;
+            w[1] = w[2] = b[0] = b[1] = 0.0f;
+        }
+        if (r->p_mu >= 0) { /* 0.3.0: a borrowing readout re-randomises the shared _mu */
+            const npred_param *pm = &t->items[r->p_mu];
+            float *mu = npred_ptable_ptr(t, r->p_mu);
+            for (size_t i = 0; i < pm->count; i++) mu[i] = uni(rng, -c->init_mu_range, c->init_mu_range);
+        }
+        for (size_t i = 0; i < ps->count; i++)
+            sig[i] = c->gauss_type == NPRED_GAUSS_FULL ? uni(rng, -c->init_sigma, c->init_sigma) : (float)c->init_sigma;
+        if (r->p_scales >= 0) {
+            float *s = npred_ptable_ptr(t, r->p_scales);
+            for (int i = 0; i < c->n; i++) s[i] = 1.0f;
+        }
+        int idxb[2] = {r->p_fsi, r->p_gsi};
+        for (int k = 0; k < 2; k++)
+            if (idxb[k] >= 0) {
+                float *b = npred_ptable_ptr(t, idxb[k]);
+                for (int i = 0; i < c->n; i++) b[i] = (float)r->match_idx[i];
+            }
+    }
+    const npred_param *pf = &t->items[r->p_features];
+    float *f = npred_ptable_ptr(t, r->p_features);
+    for (size_t i = 0; i < pf->count; i++) f[i] = 1.0f / (float)c->c;
+}
+
+/* ------------------------------------------------------------ forward --- */
+
+/* F (n, c) from the feature parameters */
+static void make_features(const npred_readout *r, const npred_ptable *t, float *F)
+{
+    const npred_readout_config *c = &r->cfg;
+    const float *f = npred_ptable_ptr(t, r->p_features);
+    int n = c->n, C = c->c;
+    if (!c->shared_features) {
+        for (int k = 0; k < C; k++)
+            for (int o = 0; o < n; o++) F[(size_t)o * C + k] = f[(size_t)k * n + o];
+        return;
+    }
+    const float *sc = npred_ptable_ptr(t, r->p_scales);
+    int nu = c->n_unique;
+    for (int o = 0; o < n; o++)
+        for (int k = 0; k < C; k++) F[(size_t)o * C + k] = sc[o] * f[(size_t)k * nu + r->match_idx[o]];
+}
+
+/* dF (n, c) into the feature parameters */
+static void features_backward(const npred_readout *r, npred_ptable *t, const float *dF)
+{
+    const npred_readout_config *c = &r->cfg;
+    float *gf = npred_ptable_gradptr(t, r->p_features);
+    int n = c->n, C = c->c;
+    if (!c->shared_features) {
+#pragma omp parallel for schedule(static)
+        for (int k = 0; k < C; k++)
+            for (int o = 0; o < n; o++) gf[(size_t)k * n + o] += dF[(size_t)o * C + k];
+        return;
+    }
+    const float *f = npred_ptable_ptr(t, r->p_features), *sc = npred_ptable_ptr(t, r->p_scales);
+    float *gs = npred_ptable_gradptr(t, r->p_scales);
+    int nu = c->n_unique;
+    for (int o = 0; o < n; o++) {
+        size_t u = (size_t)r->match_idx[o];
+        double ds = 0;
+        for (int k = 0; k < C; k++) {
+            gf[(size_t)k * nu + u] += sc[o] * dF[(size_t)o * C + k];
+            ds += (double)f[(size_t)k * nu + u] * dF[(size_t)o * C + k];
+        }
+        gs[o] += (float)ds;
+    }
+}
+
+static float clampf(float v) { return v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v; }
+
+/* grid-mean predictor forward: act[L-1] (n, 2) = mu_transform(source_grid) */
+static void mlp_forward(const npred_readout *r, const npred_ptable *t, gs_ws *v)
+{
+    int n = r->cfg.n, L = r->n_mlp;
+    const float *in = npred_ptable_ptr(t, r->p_source_grid);
+    for (int i = 0; i < L; i++) {
+        int di = r->mlp_dim[i], dout = r->mlp_dim[i + 1];
+        const float *W = npred_ptable_ptr(t, r->p_mlp_w[i]), *b = npred_ptable_ptr(t, r->p_mlp_b[i]);
+        int last = i == L - 1;
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < n; o++)
+            for (int j = 0; j < dout; j++) {
+                float s = b[j];
+                for (int k = 0; k < di; k++) s += in[(size_t)o * di + k] * W[(size_t)j * di + k];
+                v->pre[i][(size_t)o * dout + j] = s;
+                float a = s;
+                if (!last) a = s > 0 ? s : expm1f(s);
+                else if (r->cfg.gmp_final_tanh) a = tanhf(s);
+                v->act[i][(size_t)o * dout + j] = a;
+            }
+        in = v->act[i];
+    }
+}
+
+static void mlp_backward(const npred_readout *r, npred_ptable *t, gs_ws *v, const float *dmu)
+{
+    int n = r->cfg.n, L = r->n_mlp;
+    float *d = v->da, *dnext = v->db;
+    for (size_t i = 0; i < (size_t)n * 2; i++) {
+        float a = v->act[L - 1][i];
+        d[i] = r->cfg.gmp_final_tanh ? dmu[i] * (1.0f - a * a) : dmu[i];
+    }
+    for (int i = L - 1; i >= 0; i--) { /* d = dL/dpre[i] */
+        int di = r->mlp_dim[i], dout = r->mlp_dim[i + 1];
+        const float *in = i ? v->act[i - 1] : npred_ptable_ptr(t, r->p_source_grid);
+        const float *W = npred_ptable_ptr(t, r->p_mlp_w[i]);
+        float *gW = npred_ptable_gradptr(t, r->p_mlp_w[i]), *gb = npred_ptable_gradptr(t, r->p_mlp_b[i]);
+#pragma omp parallel for schedule(static)
+        for (int j = 0; j < dout; j++) {
+            double sb = 0;
+            for (int o = 0; o < n; o++) sb += d[(size_t)o * dout + j];
+            gb[j] += (float)sb;
+            for (int k = 0; k < di; k++) {
+                double s = 0;
+                for (int o = 0; o < n; o++) s += (double)d[(size_t)o * dout + j] * in[(size_t)o * di + k];
+                gW[(size_t)j * di + k] += (float)s;
+            }
+        }
+        if (i == 0) break;
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < n; o++)
+            for (int k = 0; k < di; k++) {
+                float s = 0;
+                for (int j = 0; j < dout; j++) s += d[(size_t)o * dout + j] * W[(size_t)j * di + k];
+                float p = v->pre[i - 1][(size_t)o * di + k]; /* ELU' */
+                dnext[(size_t)o * di + k] = p > 0 ? s : s * expf(p);
+            }
+        float *tmp = d;
+        d = dnext;
+        dnext = tmp;
+    }
+}
+
+/* v->mu (n, 2) from the parameters; plain _mu (and legacy mu, sigma) clamped in place */
+static void make_mu(npred_readout *r, npred_ptable *t, gs_ws *v)
+{
+    const npred_readout_config *c = &r->cfg;
+    int n = c->n;
+    if (r->n_mlp) {
+        mlp_forward(r, t, v);
+        memcpy(v->mu, v->act[r->n_mlp - 1], (size_t)n * 2 * sizeof(float));
+        return;
+    }
+    float *m = npred_ptable_ptr(t, r->p_mu);
+    if (!c->shared_grid) {
+        for (int i = 0; i < 2 * n; i++) v->mu[i] = m[i] = clampf(m[i]);
+        if (is_legacy(r)) {
+            float *s = npred_ptable_ptr(t, r->p_sigma);
+            for (int i = 0; i < 2 * n; i++)
+                if (s[i] < 0) s[i] = 0;
+        }
+        return;
+    }
+    /* shared grid: _mu[:, idx] is a copy (the 0.3.0 in-place clamp does not reach the parameter) */
+    const float *W = r->p_mt_w >= 0 ? npred_ptable_ptr(t, r->p_mt_w) : NULL;
+    const float *b = r->p_mt_b >= 0 ? npred_ptable_ptr(t, r->p_mt_b) : NULL;
+    for (int o = 0; o < n; o++) {
+        const float *mu = m + 2 * r->match_idx[o];
+        for (int k = 0; k < 2; k++)
+            v->mu[2 * o + k] = W ? b[k] + mu[0] * W[2 * k] + mu[1] * W[2 * k + 1] : mu[k];
+    }
+}
+
+static void mu_backward(npred_readout *r, npred_ptable *t, gs_ws *v)
+{
+    const npred_readout_config *c = &r->cfg;
+    int n = c->n;
+    if (r->n_mlp) {
+        mlp_backward(r, t, v, v->dmu);
+        return;
+    }
+    float *gm = npred_ptable_gradptr(t, r->p_mu);
+    if (!c->shared_grid) {
+        for (int i = 0; i < 2 * n; i++) gm[i] += v->dmu[i];
+        return;
+    }
+    if (r->p_mt_w < 0) {
+        for (int o = 0; o < n; o++)
+            for (int k = 0; k < 2; k++) gm[2 * r->match_idx[o] + k] += v->dmu[2 * o + k];
+        return;
+    }
+    const float *m = npred_ptable_ptr(t, r->p_mu), *W = npred_ptable_ptr(t, r->p_mt_w);
+    float *gW = npred_ptable_gradptr(t, r->p_mt_w), *gb = npred_ptable_gradptr(t, r->p_mt_b);
+    double sW[4] = {0}, sb[2] = {0};
+    for (int o = 0; o < n; o++) {
+        const float *mu = m + 2 * r->match_idx[o], *d = v->dmu + 2 * o;
+        float *g = gm + 2 * r->match_idx[o];
+        for (int k = 0; k < 2; k++) {
+            sb[k] += d[k];
+            sW[2 * k] += (double)d[k] * mu[0];
+            sW[2 * k + 1] += (double)d[k] * mu[1];
+        }
+        g[0] += d[0] * W[0] + d[1] * W[2];
+        g[1] += d[0] * W[1] + d[1] * W[3];
+    }
+    for (int k = 0; k < 4; k++) gW[k] += (float)sW[k];
+    for (int k = 0; k < 2; k++) gb[k] += (float)sb[k];
+}
+
+npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
+                                    int B, int train, npred_rng *rng, const float *noise)
+{
+    const npred_readout_config *c = &r->cfg;
+    if (train && !noise && !rng)
+        return npred_errorf(NPRED_ERR_ARG, "readout %s: training forward needs an rng or noise", r->prefix);
+    gs_ws v = views(r, r->max_batch);
+    int n = c->n, hw = c->h * c->w;
+    make_mu(r, t, &v);
+    make_features(r, t, v.F);
+    const float *sig = npred_ptable_ptr(t, r->p_sigma);
+    npred_gauss_type gt = is_legacy(r) ? NPRED_GAUSS_UNCORRELATED : c->gauss_type;
+    int Bs = c->batch_sample ? B : 1;
+    /* z in (b, o, coordinate) order: one draw per image and neuron, like normal_() on (B, n, 1, 2) */
+    for (size_t i = 0; i < (size_t)Bs * n * 2; i++)
+        v.z[i] = !train ? 0.0f : noise ? noise[i] : (float)npred_rng_normal(rng);
+    for (int b = Bs; b < B; b++) memcpy(v.z + (size_t)b * n * 2, v.z, (size_t)n * 2 * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < n; o++) {
+            size_t p = ((size_t)b * n + o) * 2;
+            const float *z = v.z + p, *mu = v.mu + 2 * o;
+            float g[2];
+            if (gt == NPRED_GAUSS_FULL) {
+                const float *s = sig + 4 * (size_t)o;
+                g[0] = (s[0] * z[0] + s[1] * z[1]) + mu[0];
+                g[1] = (s[2] * z[0] + s[3] * z[1]) + mu[1];
+            } else if (gt == NPRED_GAUSS_UNCORRELATED) {
+                g[0] = z[0] * sig[2 * o] + mu[0];
+                g[1] = z[1] * sig[2 * o + 1] + mu[1];
+            } else {
+                g[0] = z[0] * sig[o] + mu[0];
+                g[1] = z[1] * sig[o] + mu[1];
+            }
+            for (int k = 0; k < 2; k++) {
+                v.gpre[p + k] = g[k];
+                v.grid[p + k] = clampf(g[k]) + (shift ? shift[2 * b + k] : 0.0f);
+            }
+        }
+    npred_rsample_to_nhwc(v.xt, x, B, c->c, hw);
+    const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < n; o++) y[(size_t)b * n + o] = bias ? bias[o] : 0.0f;
+    npred_rsample_forward(y, v.xt, v.grid, v.F, c->c, B, c->h, c->w, c->c, n, c->align_corners);
+    return NPRED_OK;
+}
+
+/* ----------------------------------------------------------- backward --- */
+
+void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift)
+{
+    const npred_readout_config *c = &r->cfg;
+    gs_ws v = views(r, r->max_batch);
+    int n = c->n, B = r->B, C = c->c, hw = c->h * c->w;
+    if (r->p_bias >= 0) {
+        float *gb = npred_ptable_gradptr(t, r->p_bias);
+        for (int o = 0; o < n; o++) {
+            double s = 0;
+            for (int b = 0; b < B; b++) s += dy[(size_t)b * n + o];
+            gb[o] += (float)s;
+        }
+    }
+    size_t pts = (size_t)B * n * 2;
+    memset(v.dgrid, 0, pts * sizeof(float));
+    memset(v.dF, 0, (size_t)n * C * sizeof(float));
+    if (dx) memset(v.dxt, 0, (size_t)B * hw * C * sizeof(float));
+    npred_rsample_backward(dx ? v.dxt : NULL, v.dgrid, v.dF, dy, v.xt, v.grid, v.F, C, B, c->h, c->w, C, n,
+                           c->align_corners);
+    if (dx) npred_rsample_add_nchw(dx, v.dxt, B, C, hw);
+    if (dshift)
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < 2; k++) {
+                double s = 0;
+                for (int o = 0; o < n; o++) s += v.dgrid[((size_t)b * n + o) * 2 + k];
+                dshift[2 * b + k] += (float)s;
+            }
+    /* through the clamp: entries outside [-1, 1] pass nothing */
+    for (size_t i = 0; i < pts; i++)
+        if (!(v.gpre[i] >= -1.0f && v.gpre[i] <= 1.0f)) v.dgrid[i] = 0.0f;
+    npred_gauss_type gt = is_legacy(r) ? NPRED_GAUSS_UNCORRELATED : c->gauss_type;
+    float *gsig = npred_ptable_gradptr(t, r->p_sigma);
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < n; o++) {
+        double dm[2] = {0, 0}, ds[4] = {0, 0, 0, 0};
+        for (int b = 0; b < B; b++) {
+            const float *d = v.dgrid + ((size_t)b * n + o) * 2, *z = v.z + ((size_t)b * n + o) * 2;
+            dm[0] += d[0];
+            dm[1] += d[1];
+            if (gt == NPRED_GAUSS_FULL) {
+                ds[0] += (double)d[0] * z[0];
+                ds[1] += (double)d[0] * z[1];
+                ds[2] += (double)d[1] * z[0];
+                ds[3] += (double)d[1] * z[1];
+            } else {
+                ds[0] += (double)d[0] * z[0];
+                ds[1] += (double)d[1] * z[1];
+            }
+        }
+        v.dmu[2 * o] = (float)dm[0];
+        v.dmu[2 * o + 1] = (float)dm[1];
+        if (gt == NPRED_GAUSS_FULL)
+            for (int k = 0; k < 4; k++) gsig[4 * (size_t)o + k] += (float)ds[k];
+        else if (gt == NPRED_GAUSS_UNCORRELATED)
+            for (int k = 0; k < 2; k++) gsig[2 * (size_t)o + k] += (float)ds[k];
+        else
+            gsig[o] += (float)(ds[0] + ds[1]);
+    }
+    mu_backward(r, t, &v);
+    features_backward(r, t, v.dF);
+}
+
+/* feature_reg_weight * sum|features| (0 for borrowed features) */
+double npred_gaussian_regularizer(npred_readout *r, npred_ptable *t, double gscale)
+{
+    const npred_readout_config *c = &r->cfg;
+    if (!r->owns_features) return 0;
+    gs_ws v = views(r, r->max_batch);
+    size_t nc = (size_t)c->n * c->c;
+    make_features(r, t, v.F);
+    double s = 0;
+    for (size_t i = 0; i < nc; i++) s += fabs(v.F[i]);
+    if (gscale != 0) {
+        float g = (float)(gscale * c->feature_reg_weight);
+        for (size_t i = 0; i < nc; i++) v.dF[i] = v.F[i] > 0 ? g : v.F[i] < 0 ? -g : 0.0f;
+        features_backward(r, t, v.dF);
+    }
+    return c->feature_reg_weight * s;
+}
+
+/* --------------------------------------------------------------- repr --- */
+
+static void cat(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void cat(char *buf, size_t n, const char *fmt, ...)
+{
+    size_t l = strlen(buf);
+    if (l + 1 >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + l, n - l, fmt, ap);
+    va_end(ap);
+}
+
+void npred_gaussian_repr(const npred_readout *r, char *buf, size_t n)
+{
+    const npred_readout_config *c = &r->cfg;
+    static const char *gname[] = {"full", "uncorrelated", "isotropic"};
+    if (!n) return;
+    buf[0] = 0;
+    if (is_legacy(r)) {
+        cat(buf, n, "Gaussian2d (%d x %d x %d -> %d)%s", c->c, c->h, c->w, c->n, c->bias ? " with bias" : "");
+        return;
+    }
+    cat(buf, n, "%s FullGaussian2d (%d x %d x %d -> %d)%s", gname[c->gauss_type], c->c, c->h, c->w, c->n,
+        c->bias ? " with bias" : "");
+    if (c->shared_features) cat(buf, n, ", with %s features", r->owns_features ? "original" : "shared");
+    if (c->predicted_grid) cat(buf, n, ", with predicted grid");
+    if (c->shared_grid) cat(buf, n, ", with %s grid", r->owns_grid ? "original" : "shared");
+    if (r->n_mlp) {
+        cat(buf, n, "  -> Sequential(\n");
+        int k = 0;
+        for (int i = 0; i < r->n_mlp; i++) {
+            if (i) cat(buf, n, "  (%d): ELU(alpha=1.0)\n", k++);
+            cat(buf, n, "  (%d): Linear(in_features=%d, out_features=%d, bias=True)\n", k++, r->mlp_dim[i],
+                r->mlp_dim[i + 1]);
+        }
+        if (c->gmp_final_tanh) cat(buf, n, "  (%d): Tanh()\n", k++);
+        cat(buf, n, ")\n");
+    } else if (r->p_mt_w >= 0) {
+        cat(buf, n, "  -> Linear(in_features=2, out_features=2, bias=True)\n");
+    }
+}
+
+void npred_gaussian_sampled_grid(const npred_readout *r, float *out)
+{
+    gs_ws v = views(r, r->max_batch);
+    for (size_t i = 0; i < (size_t)r->B * r->cfg.n * 2; i++) out[i] = clampf(v.gpre[i]);
+}

@@ -1,0 +1,206 @@
+/* Fused channels-last sampling + contraction for point readouts (sample.h).
+ *
+ * Channels are processed in blocks of LANES with one accumulator per lane, so
+ * the compiler vectorises the dot products without reassociating them: the
+ * summation order is fixed (lane l sums channels l, l+LANES, ...; the lanes are
+ * then added in order) whatever the instruction set or thread count. */
+#include "readouts/sample.h"
+
+#include <math.h>
+#include <string.h>
+
+#define LANES 16
+
+typedef struct {
+    float n, s, w, e;     /* fractional distances (north/south/west/east) */
+    float wt[4];          /* weights of the taps nw, ne, sw, se */
+    const float *tap[4];  /* tap rows (C floats) or NULL when outside the map */
+    size_t off[4];
+} rs_cell;
+
+static float rs_scale(int size, int align_corners)
+{
+    return align_corners ? (float)(size - 1) / 2.0f : (float)size / 2.0f;
+}
+
+static inline void rs_cell_at(rs_cell *c, const float *feat, float gx, float gy, float sx, float sy, int H, int W,
+                              int C, int align_corners)
+{
+    float px = align_corners ? (gx + 1.0f) * sx : fmaf(gx + 1.0f, sx, -0.5f);
+    float py = align_corners ? (gy + 1.0f) * sy : fmaf(gy + 1.0f, sy, -0.5f);
+    float xw = floorf(px), yn = floorf(py);
+    c->w = px - xw;
+    c->e = 1.0f - c->w;
+    c->n = py - yn;
+    c->s = 1.0f - c->n;
+    c->wt[0] = c->s * c->e;
+    c->wt[1] = c->s * c->w;
+    c->wt[2] = c->n * c->e;
+    c->wt[3] = c->n * c->w;
+    int w_in = xw >= 0.0f && xw <= (float)(W - 1);
+    int e_in = xw >= -1.0f && xw <= (float)(W - 2);
+    int n_in = yn >= 0.0f && yn <= (float)(H - 1);
+    int s_in = yn >= -1.0f && yn <= (float)(H - 2);
+    long x0 = (w_in || e_in) ? (long)xw : 0, y0 = (n_in || s_in) ? (long)yn : 0;
+    int in[4] = {w_in && n_in, e_in && n_in, w_in && s_in, e_in && s_in};
+    long off[4] = {y0 * W + x0, y0 * W + x0 + 1, (y0 + 1) * W + x0, (y0 + 1) * W + x0 + 1};
+    for (int k = 0; k < 4; k++) {
+        c->off[k] = in[k] ? (size_t)off[k] * (size_t)C : 0;
+        c->tap[k] = in[k] ? feat + c->off[k] : NULL;
+    }
+}
+
+/* s[0..L) = sum over inside taps of wt * tap[c0 .. c0+L) */
+static inline void rs_mix(float *s, const rs_cell *c, int c0, int L)
+{
+    for (int l = 0; l < L; l++) s[l] = 0.0f;
+    for (int k = 0; k < 4; k++) {
+        if (!c->tap[k]) continue;
+        const float *t = c->tap[k] + c0;
+        float wk = c->wt[k];
+        for (int l = 0; l < L; l++) s[l] += wk * t[l];
+    }
+}
+
+static inline float rs_sum(const float *acc)
+{
+    float r = 0.0f;
+    for (int l = 0; l < LANES; l++) r += acc[l];
+    return r;
+}
+
+/* F . sample at one point */
+static inline float rs_point(const rs_cell *c, const float *f, int C)
+{
+    float acc[LANES] = {0}, s[LANES];
+    int c0 = 0;
+    for (; c0 + LANES <= C; c0 += LANES) {
+        rs_mix(s, c, c0, LANES);
+        for (int l = 0; l < LANES; l++) acc[l] += f[c0 + l] * s[l];
+    }
+    if (c0 < C) {
+        rs_mix(s, c, c0, C - c0);
+        for (int l = 0; l < C - c0; l++) acc[l] += f[c0 + l] * s[l];
+    }
+    return rs_sum(acc);
+}
+
+void npred_rsample_forward(float *y, const float *feat, const float *grid, const float *F, int ldf, int B, int H,
+                           int W, int C, int n, int align_corners)
+{
+    const float sx = rs_scale(W, align_corners), sy = rs_scale(H, align_corners);
+    const size_t img = (size_t)H * W * C;
+    const long total = (long)B * n;
+#pragma omp parallel for schedule(static)
+    for (long p = 0; p < total; p++) {
+        long b = p / n, o = p % n;
+        rs_cell c;
+        rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
+        y[p] += rs_point(&c, F + (size_t)o * ldf, C);
+    }
+}
+
+/* dF += g * sample; returns the tap dot products v[k] = F . tap[k] */
+static inline void rs_point_backward(float *df, float v[4], const rs_cell *c, const float *f, float g, int C)
+{
+    float acc[4][LANES] = {{0}}, s[LANES];
+    int c0 = 0;
+    for (; c0 < C; c0 += LANES) {
+        int L = C - c0 < LANES ? C - c0 : LANES;
+        if (df) {
+            rs_mix(s, c, c0, L);
+            for (int l = 0; l < L; l++) df[c0 + l] += g * s[l];
+        }
+        for (int k = 0; k < 4; k++) {
+            if (!c->tap[k]) continue;
+            const float *t = c->tap[k] + c0;
+            if (L == LANES)
+                for (int l = 0; l < LANES; l++) acc[k][l] += f[c0 + l] * t[l];
+            else
+                for (int l = 0; l < L; l++) acc[k][l] += f[c0 + l] * t[l];
+        }
+    }
+    for (int k = 0; k < 4; k++) v[k] = c->tap[k] ? rs_sum(acc[k]) : 0.0f;
+}
+
+void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
+                            const float *grid, const float *F, int ldf, int B, int H, int W, int C, int n,
+                            int align_corners)
+{
+    const float sx = rs_scale(W, align_corners), sy = rs_scale(H, align_corners);
+    const size_t img = (size_t)H * W * C;
+    if (dfeat) {
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < B; b++) {
+            float *db = dfeat + (size_t)b * img;
+            for (int o = 0; o < n; o++) {
+                size_t p = (size_t)b * n + o;
+                float g = dy[p];
+                if (g == 0.0f) continue;
+                rs_cell c;
+                rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
+                const float *f = F + (size_t)o * ldf;
+                for (int k = 0; k < 4; k++) {
+                    if (!c.tap[k]) continue;
+                    float gw = g * c.wt[k];
+                    float *d = db + c.off[k];
+                    for (int ch = 0; ch < C; ch++) d[ch] += gw * f[ch];
+                }
+            }
+        }
+    }
+    if (!dgrid && !dF) return;
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < n; o++) {
+        const float *f = F + (size_t)o * ldf;
+        float *df = dF ? dF + (size_t)o * ldf : NULL;
+        for (int b = 0; b < B; b++) {
+            size_t p = (size_t)b * n + o;
+            float g = dy[p];
+            rs_cell c;
+            rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
+            float v[4];
+            rs_point_backward(df, v, &c, f, g, C);
+            if (dgrid) {
+                float gx = (v[1] - v[0]) * c.s + (v[3] - v[2]) * c.n;
+                float gy = (v[2] - v[0]) * c.e + (v[3] - v[1]) * c.w;
+                dgrid[2 * p] += g * gx * sx;
+                dgrid[2 * p + 1] += g * gy * sy;
+            }
+        }
+    }
+}
+
+#define TB 32
+
+void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
+{
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < N; b++)
+        for (int i0 = 0; i0 < HW; i0 += TB) {
+            const float *src = in + (size_t)b * C * HW;
+            float *dst = out + (size_t)b * C * HW;
+            int i1 = i0 + TB < HW ? i0 + TB : HW;
+            for (int c0 = 0; c0 < C; c0 += TB) {
+                int c1 = c0 + TB < C ? c0 + TB : C;
+                for (int i = i0; i < i1; i++)
+                    for (int c = c0; c < c1; c++) dst[(size_t)i * C + c] = src[(size_t)c * HW + i];
+            }
+        }
+}
+
+void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW)
+{
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < N; b++)
+        for (int c0 = 0; c0 < C; c0 += TB) {
+            const float *src = in + (size_t)b * C * HW;
+            float *dst = out + (size_t)b * C * HW;
+            int c1 = c0 + TB < C ? c0 + TB : C;
+            for (int i0 = 0; i0 < HW; i0 += TB) {
+                int i1 = i0 + TB < HW ? i0 + TB : HW;
+                for (int c = c0; c < c1; c++)
+                    for (int i = i0; i < i1; i++) dst[(size_t)c * HW + i] += src[(size_t)i * C + c];
+            }
+        }
+}

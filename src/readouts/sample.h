@@ -1,0 +1,42 @@
+/* Point readout kernels: bilinear sampling (PyTorch grid_sample, zero padding)
+ * fused with the per-neuron contraction over channels, on channels-last maps.
+ *
+ *   y[b,o] += sum_c F[o*ldf + c] * bilinear(feat[b], grid[b,o])[c]
+ *
+ * The sampled (B, n, C) tensor is never materialised: at 8,000 neurons x 64
+ * channels it would be 2 MB per image. One point reads its 4 taps x C
+ * contiguous floats. Tap selection, weights and unnormalisation follow
+ * kernels/grid_sample.h (cell chosen by floor(px), out-of-image taps read 0).
+ *
+ * Backward ACCUMULATES into dfeat, dgrid and dF (each may be NULL):
+ *   pass 1 (OpenMP over images): dfeat[b, tap] += dy * w_tap * F[o]
+ *   pass 2 (OpenMP over neurons): dF[o] += dy * sample, dgrid[b,o] += dy * d(F.sample)/d(grid)
+ * so no two threads write the same float and results do not depend on the
+ * thread count. */
+#ifndef NPRED_READOUTS_SAMPLE_H
+#define NPRED_READOUTS_SAMPLE_H
+
+#include <stddef.h>
+
+/* y (B, n) += contraction; grid (B, n, 2) in [-1, 1] units (x = width, y = height). */
+void npred_rsample_forward(float *y,          // (B, n)
+                           const float *feat, // (B, H, W, C)
+                           const float *grid, // (B, n, 2)
+                           const float *F,    // (n, ldf), first C used
+                           int ldf, int B, int H, int W, int C, int n, int align_corners);
+
+void npred_rsample_backward(float *dfeat,       // (B, H, W, C) or NULL
+                            float *dgrid,       // (B, n, 2) or NULL
+                            float *dF,          // (n, ldf) or NULL
+                            const float *dy,    // (B, n)
+                            const float *feat,  // (B, H, W, C)
+                            const float *grid,  // (B, n, 2)
+                            const float *F,     // (n, ldf)
+                            int ldf, int B, int H, int W, int C, int n, int align_corners);
+
+/* out (N, H*W, C) = in (N, C, H*W) transposed (overwrites). */
+void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW);
+/* out (N, C, H*W) += in (N, H*W, C) transposed (accumulates). */
+void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW);
+
+#endif

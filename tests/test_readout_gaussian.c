@@ -1,0 +1,565 @@
+/* FullGaussian2d and Gaussian2d against the 0.3.0 fixtures, finite differences
+ * (incl. the grid-mean predictor, shift, and features / grid shared across two
+ * readouts) and config errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "readouts/readout.h"
+
+/* copy every fixture file files.<group>.<key> into table entry prefix+key */
+static int load_params(th_case *c, npred_ptable *t, const char *group, const char *prefix)
+{
+    cJSON *ps = th_get(c->json, "files", group, NULL);
+    if (!CHECK(ps != NULL, "%s: no files.%s", c->name, group)) return 0;
+    cJSON *it;
+    int ok = 1;
+    cJSON_ArrayForEach(it, ps)
+    {
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", prefix, it->string);
+        int idx = npred_ptable_find(t, name);
+        if (!CHECK(idx >= 0, "%s: no table entry %s", c->name, name)) {
+            ok = 0;
+            continue;
+        }
+        npred_array sh;
+        float *v = th_load_f32(c, it->valuestring, &sh);
+        if (!v || !CHECK(sh.count == t->items[idx].count, "%s: %zu vs %zu", name, sh.count, t->items[idx].count)) {
+            free(v);
+            ok = 0;
+            continue;
+        }
+        memcpy(npred_ptable_ptr(t, idx), v, sh.count * sizeof(float));
+        free(v);
+    }
+    return ok;
+}
+
+/* compare every table entry listed in files.<group> with its file */
+static void compare_group(th_case *c, npred_ptable *t, const char *group, const char *kind, int grads)
+{
+    cJSON *ps = th_get(c->json, "files", group, NULL);
+    if (!CHECK(ps != NULL, "%s: no files.%s", c->name, group)) return;
+    cJSON *it;
+    cJSON_ArrayForEach(it, ps)
+    {
+        if (!strcmp(it->string, "input") || !strcmp(it->string, "shift")) continue;
+        int idx = npred_ptable_find(t, it->string);
+        if (!CHECK(idx >= 0, "%s: no entry %s", c->name, it->string)) continue;
+        const float *p = grads ? npred_ptable_gradptr(t, idx) : npred_ptable_ptr(t, idx);
+        th_compare(c, kind, it->valuestring, p, t->items[idx].count);
+    }
+}
+
+static void run_case(const char *name, npred_readout_type type)
+{
+    th_case c;
+    if (!th_case_open(&c, name)) return;
+    cJSON *a = th_get(c.json, "args", NULL);
+    cJSON *shape = th_get(a, "in_shape", NULL);
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, type, cJSON_GetArrayItem(shape, 0)->valueint,
+                                 cJSON_GetArrayItem(shape, 1)->valueint, cJSON_GetArrayItem(shape, 2)->valueint,
+                                 (int)th_num(a, 0, "outdims", NULL));
+    cfg.bias = (int)th_num(a, 1, "bias", NULL);
+    cfg.init_mu_range = th_num(a, cfg.init_mu_range, "init_mu_range", NULL);
+    cfg.init_sigma = th_num(a, cfg.init_sigma, "init_sigma", NULL);
+    cfg.init_sigma_range = th_num(a, cfg.init_sigma_range, "init_sigma_range", NULL);
+    cfg.feature_reg_weight = th_num(a, th_num(a, 1, "feature_reg_weight", NULL), "gamma_readout", NULL);
+    cJSON *gt = th_get(a, "gauss_type", NULL);
+    if (gt) cfg.gauss_type = !strcmp(gt->valuestring, "full") ? NPRED_GAUSS_FULL
+                             : !strcmp(gt->valuestring, "uncorrelated") ? NPRED_GAUSS_UNCORRELATED
+                                                                         : NPRED_GAUSS_ISOTROPIC;
+    cJSON *gmp = th_get(a, "grid_mean_predictor", NULL);
+    if (gmp) {
+        cfg.predicted_grid = 1;
+        cfg.gmp_hidden_layers = (int)th_num(gmp, 0, "hidden_layers", NULL);
+        cfg.gmp_hidden_features = (int)th_num(gmp, 20, "hidden_features", NULL);
+        cfg.gmp_final_tanh = (int)th_num(gmp, 0, "final_tanh", NULL);
+    }
+    int train = !strcmp(th_get(c.json, "mode", NULL)->valuestring, "train");
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    npred_array xs, ss;
+    float *x = th_load_f32(&c, "input.npy", &xs);
+    float *shift = th_get(c.json, "files", "inputs", "shift", NULL) ? th_load_f32(&c, "shift.npy", &ss) : NULL;
+    float *noise = th_get(c.json, "files", "noise", NULL) ? th_load_f32(&c, "noise.npy", NULL) : NULL;
+    int B = x ? (int)xs.shape[0] : 0;
+    if (CHECK_OK(npred_readout_declare(&r, &cfg, "", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, B)) && load_params(&c, &t, "params", "") && x) {
+        char repr[1024];
+        npred_readout_repr(&r, repr, sizeof repr);
+        cJSON *want = th_get(c.json, "repr", NULL);
+        CHECK(want && !strcmp(repr, want->valuestring), "repr '%s' want '%s'", repr, want ? want->valuestring : "");
+        if (gmp) { /* the buffer recomputed from the raw coordinates */
+            npred_array gs;
+            double *raw = th_load_f64(&c, "source_grid_raw.npy", &gs);
+            int is = npred_ptable_find(&t, "source_grid");
+            if (raw && CHECK_OK(npred_readout_set_source_grid(&r, &t, raw)))
+                th_compare(&c, "forward", "params/source_grid.npy", npred_ptable_ptr(&t, is), t.items[is].count);
+            free(raw);
+        }
+        float *y = calloc((size_t)B * cfg.n, sizeof *y);
+        CHECK_OK(npred_readout_forward(&r, &t, y, x, shift, B, train, NULL, noise));
+        th_compare(&c, "forward", "output.npy", y, (size_t)B * cfg.n);
+        if (th_get(c.json, "files", "grid_sampled", NULL)) {
+            float *g = calloc((size_t)B * cfg.n * 2, sizeof *g);
+            npred_gaussian_sampled_grid(&r, g);
+            th_compare(&c, "forward", "grid_sampled.npy", g, (size_t)B * cfg.n * 2);
+            free(g);
+        }
+        if (th_get(c.json, "files", "params_after", NULL)) compare_group(&c, &t, "params_after", "forward", 0);
+        if (th_get(c.json, "files", "buffers_after", NULL)) compare_group(&c, &t, "buffers_after", "forward", 0);
+        float *up = th_load_f32(&c, "upstream.npy", NULL);
+        float *dx = calloc(xs.count, sizeof *dx), *dshift = calloc((size_t)B * 2, sizeof *dshift);
+        npred_ptable_zero_grad(&t);
+        if (up) {
+            npred_readout_backward(&r, &t, up, dx, shift ? dshift : NULL);
+            double reg = npred_readout_regularizer(&r, &t, 1.0);
+            double want_reg = th_num(c.json, NAN, "scalars", "regularizer", NULL);
+            CHECK(fabs(reg - want_reg) <= 1e-4 * fabs(want_reg) + 1e-5, "regularizer %.8g want %.8g", reg, want_reg);
+            double loss = reg;
+            for (size_t i = 0; i < (size_t)B * cfg.n; i++) loss += (double)y[i] * up[i];
+            double want_loss = th_num(c.json, NAN, "scalars", "loss", NULL);
+            CHECK(fabs(loss - want_loss) <= 1e-4 * fabs(want_loss) + 1e-5, "loss %.8g want %.8g", loss, want_loss);
+            th_compare(&c, "grads", "grads/input.npy", dx, xs.count);
+            if (shift) th_compare(&c, "grads", "grads/shift.npy", dshift, (size_t)B * 2);
+            compare_group(&c, &t, "grads", "grads", 1);
+        }
+        free(y), free(up), free(dx), free(dshift);
+    }
+    free(x), free(shift), free(noise);
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+    th_case_close(&c);
+}
+
+static void test_fixture_full_eval(void) { run_case("gaussian_full_eval", NPRED_READOUT_FULL_GAUSSIAN2D); }
+static void test_fixture_full_train(void) { run_case("gaussian_full_train", NPRED_READOUT_FULL_GAUSSIAN2D); }
+static void test_fixture_isotropic_train(void) { run_case("gaussian_isotropic_train", NPRED_READOUT_FULL_GAUSSIAN2D); }
+static void test_fixture_uncorrelated_train(void)
+{
+    run_case("gaussian_uncorrelated_train", NPRED_READOUT_FULL_GAUSSIAN2D);
+}
+static void test_fixture_shift_eval(void) { run_case("gaussian_shift_eval", NPRED_READOUT_FULL_GAUSSIAN2D); }
+static void test_fixture_predicted_eval(void)
+{
+    run_case("gaussian_predicted_grid_eval", NPRED_READOUT_FULL_GAUSSIAN2D);
+}
+static void test_fixture_predicted_train(void)
+{
+    run_case("gaussian_predicted_grid_train", NPRED_READOUT_FULL_GAUSSIAN2D);
+}
+static void test_fixture_legacy(void) { run_case("gaussian2d_legacy", NPRED_READOUT_GAUSSIAN2D); }
+
+/* ------------------------------------------------ finite differences --- */
+
+/* Double-precision reference of a FullGaussian2d/Gaussian2d readout that reads its
+ * parameters from P (a double shadow of the table's data) and its buffers from t. */
+typedef struct {
+    const npred_readout *r;
+    const npred_ptable *t;
+    const double *x;     /* (B, c, h, w) */
+    const double *shift; /* (B, 2) or NULL */
+    const double *z;     /* (B, n, 2) or NULL (eval) */
+    const double *up;    /* (B, n) */
+    int B;
+} fd_readout;
+
+static double bilinear(const double *x, int H, int W, double gx, double gy)
+{
+    double px = (gx + 1) / 2 * (W - 1), py = (gy + 1) / 2 * (H - 1);
+    double x0 = floor(px), y0 = floor(py), fx = px - x0, fy = py - y0, v = 0;
+    for (int dy = 0; dy < 2; dy++)
+        for (int dx = 0; dx < 2; dx++) {
+            int xi = (int)x0 + dx, yi = (int)y0 + dy;
+            if (xi < 0 || xi >= W || yi < 0 || yi >= H) continue;
+            v += x[yi * W + xi] * (dx ? fx : 1 - fx) * (dy ? fy : 1 - fy);
+        }
+    return v;
+}
+
+static const double *par(const fd_readout *k, const double *P, int idx) { return P + k->t->items[idx].offset; }
+
+static double ref_loss(const fd_readout *k, const double *P)
+{
+    const npred_readout *r = k->r;
+    const npred_readout_config *c = &r->cfg;
+    int n = c->n, C = c->c, H = c->h, W = c->w;
+    int legacy = c->type == NPRED_READOUT_GAUSSIAN2D;
+    double *mu = malloc(sizeof(double) * 2 * n), *F = malloc(sizeof(double) * n * C);
+    for (int o = 0; o < n; o++) {
+        if (r->n_mlp) {
+            double a[64], b2[64];
+            const float *sg = npred_ptable_ptr(k->t, r->p_source_grid);
+            int d = r->mlp_dim[0];
+            for (int j = 0; j < d; j++) a[j] = sg[o * d + j];
+            for (int i = 0; i < r->n_mlp; i++) {
+                const double *Wt = par(k, P, r->p_mlp_w[i]), *bb = par(k, P, r->p_mlp_b[i]);
+                int di = r->mlp_dim[i], dout = r->mlp_dim[i + 1];
+                for (int j = 0; j < dout; j++) {
+                    double s = bb[j];
+                    for (int q = 0; q < di; q++) s += Wt[j * di + q] * a[q];
+                    b2[j] = i < r->n_mlp - 1 ? (s > 0 ? s : expm1(s)) : c->gmp_final_tanh ? tanh(s) : s;
+                }
+                memcpy(a, b2, sizeof(double) * dout);
+            }
+            mu[2 * o] = a[0], mu[2 * o + 1] = a[1];
+        } else {
+            const double *m = par(k, P, r->p_mu);
+            int u = c->shared_grid ? (int)r->match_idx[o] : o;
+            if (r->p_mt_w >= 0) {
+                const double *Wt = par(k, P, r->p_mt_w), *bb = par(k, P, r->p_mt_b);
+                for (int q = 0; q < 2; q++) mu[2 * o + q] = bb[q] + Wt[2 * q] * m[2 * u] + Wt[2 * q + 1] * m[2 * u + 1];
+            } else {
+                mu[2 * o] = m[2 * u], mu[2 * o + 1] = m[2 * u + 1];
+            }
+        }
+        const double *f = par(k, P, r->p_features);
+        for (int ch = 0; ch < C; ch++)
+            F[o * C + ch] = c->shared_features ? par(k, P, r->p_scales)[o] * f[ch * c->n_unique + r->match_idx[o]]
+                                               : f[ch * n + o];
+    }
+    const double *sig = par(k, P, r->p_sigma), *bias = r->p_bias >= 0 ? par(k, P, r->p_bias) : NULL;
+    npred_gauss_type gt = legacy ? NPRED_GAUSS_UNCORRELATED : c->gauss_type;
+    double loss = 0;
+    for (int b = 0; b < k->B; b++)
+        for (int o = 0; o < n; o++) {
+            int bz = c->batch_sample ? b : 0; /* batch_sample=0: one draw for the whole batch */
+            double z0 = k->z ? k->z[(bz * n + o) * 2] : 0, z1 = k->z ? k->z[(bz * n + o) * 2 + 1] : 0, g[2];
+            if (gt == NPRED_GAUSS_FULL) {
+                g[0] = mu[2 * o] + sig[4 * o] * z0 + sig[4 * o + 1] * z1;
+                g[1] = mu[2 * o + 1] + sig[4 * o + 2] * z0 + sig[4 * o + 3] * z1;
+            } else if (gt == NPRED_GAUSS_UNCORRELATED) {
+                g[0] = mu[2 * o] + sig[2 * o] * z0;
+                g[1] = mu[2 * o + 1] + sig[2 * o + 1] * z1;
+            } else {
+                g[0] = mu[2 * o] + sig[o] * z0;
+                g[1] = mu[2 * o + 1] + sig[o] * z1;
+            }
+            for (int q = 0; q < 2; q++) {
+                g[q] = g[q] < -1 ? -1 : g[q] > 1 ? 1 : g[q];
+                if (k->shift) g[q] += k->shift[2 * b + q];
+            }
+            double y = bias ? bias[o] : 0;
+            for (int ch = 0; ch < C; ch++)
+                y += F[o * C + ch] * bilinear(k->x + ((size_t)b * C + ch) * H * W, H, W, g[0], g[1]);
+            loss += y * k->up[b * n + o];
+        }
+    if (r->owns_features)
+        for (int i = 0; i < n * C; i++) loss += c->feature_reg_weight * fabs(F[i]);
+    free(mu), free(F);
+    return loss;
+}
+
+/* Checks d(sum_k loss_k)/d(every table parameter, x, shift) for readouts rs[0..nr) sharing one table. */
+static void fd_check(const char *what, npred_readout *rs, int nr, npred_ptable *t, int B, int train, int use_shift,
+                     uint64_t seed)
+{
+    const npred_readout_config *c0 = &rs[0].cfg;
+    size_t nx = (size_t)B * c0->c * c0->h * c0->w;
+    float *xf = malloc(nx * sizeof *xf), *sf = malloc(2 * B * sizeof *sf);
+    double *x = malloc(nx * sizeof *x), *sh = malloc(2 * B * sizeof *sh);
+    for (size_t i = 0; i < nx; i++) x[i] = xf[i] = (float)th_rand(&seed);
+    for (int i = 0; i < 2 * B; i++) sh[i] = sf[i] = (float)(0.2 * th_rand(&seed));
+    double *P = malloc(t->n_params * sizeof *P);
+    for (size_t i = 0; i < t->n_params; i++) P[i] = t->data[i];
+    fd_readout k[4];
+    float *dx = calloc(nx, sizeof *dx), *ds = calloc(2 * B, sizeof *ds);
+    npred_ptable_zero_grad(t);
+    double *zs[4] = {0};
+    for (int q = 0; q < nr; q++) {
+        int n = rs[q].cfg.n;
+        float *zf = malloc((size_t)B * n * 2 * sizeof *zf), *y = malloc((size_t)B * n * sizeof *y),
+              *upf = malloc((size_t)B * n * sizeof *upf);
+        double *up = malloc((size_t)B * n * sizeof *up);
+        zs[q] = malloc((size_t)B * n * 2 * sizeof(double));
+        for (int i = 0; i < B * n * 2; i++) zs[q][i] = zf[i] = (float)(1.5 * th_rand(&seed));
+        for (int i = 0; i < B * n; i++) up[i] = upf[i] = (float)th_rand(&seed);
+        CHECK_OK(npred_readout_forward(&rs[q], t, y, xf, use_shift ? sf : NULL, B, train, NULL, zf));
+        npred_readout_backward(&rs[q], t, upf, dx, use_shift ? ds : NULL);
+        npred_readout_regularizer(&rs[q], t, 1.0);
+        k[q] = (fd_readout){&rs[q], t, x, use_shift ? sh : NULL, train ? zs[q] : NULL, up, B};
+        free(zf), free(y), free(upf);
+    }
+    const double h = 1e-5;
+#define TOTAL(acc)                                                                                                    \
+    do {                                                                                                              \
+        acc = 0;                                                                                                      \
+        for (int q = 0; q < nr; q++) acc += ref_loss(&k[q], P);                                                       \
+    } while (0)
+    for (int e = 0; e < t->n; e++) {
+        const npred_param *p = &t->items[e];
+        if (p->is_buffer || p->alias_of >= 0) continue;
+        double *num = malloc(p->count * sizeof *num), *ana = malloc(p->count * sizeof *ana);
+        for (size_t i = 0; i < p->count; i++) {
+            double keep = P[p->offset + i], lp, lm;
+            P[p->offset + i] = keep + h;
+            TOTAL(lp);
+            P[p->offset + i] = keep - h;
+            TOTAL(lm);
+            P[p->offset + i] = keep;
+            num[i] = (lp - lm) / (2 * h);
+            ana[i] = t->grad[p->offset + i];
+        }
+        char w[256];
+        snprintf(w, sizeof w, "fd %s: %s", what, p->name);
+        th_close_f64(w, ana, num, p->count, 2e-3, 2e-4);
+        free(num), free(ana);
+    }
+    struct { double *v; size_t n; const float *g; const char *name; } in[2] = {{x, nx, dx, "input"},
+                                                                              {sh, (size_t)2 * B, ds, "shift"}};
+    for (int gi = 0; gi < (use_shift ? 2 : 1); gi++) {
+        double *num = malloc(in[gi].n * sizeof *num), *ana = malloc(in[gi].n * sizeof *ana);
+        for (size_t i = 0; i < in[gi].n; i++) {
+            double keep = in[gi].v[i], lp, lm;
+            in[gi].v[i] = keep + h;
+            TOTAL(lp);
+            in[gi].v[i] = keep - h;
+            TOTAL(lm);
+            in[gi].v[i] = keep;
+            num[i] = (lp - lm) / (2 * h);
+            ana[i] = in[gi].g[i];
+        }
+        char w[256];
+        snprintf(w, sizeof w, "fd %s: %s", what, in[gi].name);
+        th_close_f64(w, ana, num, in[gi].n, 2e-3, 2e-4);
+        free(num), free(ana);
+    }
+#undef TOTAL
+    for (int q = 0; q < nr; q++) free((void *)k[q].up), free(zs[q]);
+    free(xf), free(sf), free(x), free(sh), free(P), free(dx), free(ds);
+}
+
+/* random parameters: positions well inside (-1, 1), everything else in [-1, 1) */
+static void randomize(npred_ptable *t, npred_readout *rs, int nr, uint64_t *seed)
+{
+    for (size_t i = 0; i < t->n_params; i++) t->data[i] = (float)th_rand(seed);
+    for (int q = 0; q < nr; q++) {
+        if (rs[q].p_mu >= 0 && rs[q].owns_grid) {
+            float *m = npred_ptable_ptr(t, rs[q].p_mu);
+            for (size_t i = 0; i < t->items[rs[q].p_mu].count; i++) m[i] *= 0.6f;
+        }
+        if (rs[q].p_sigma >= 0) {
+            float *s = npred_ptable_ptr(t, rs[q].p_sigma);
+            for (size_t i = 0; i < t->items[rs[q].p_sigma].count; i++) /* Gaussian2d clamps sigma >= 0 in place */
+                s[i] = rs[q].cfg.type == NPRED_READOUT_GAUSSIAN2D ? 0.25f * fabsf(s[i]) : 0.25f * s[i];
+        }
+        if (rs[q].p_mt_w >= 0) { /* a transform near the identity keeps positions inside */
+            float *w = npred_ptable_ptr(t, rs[q].p_mt_w), *b = npred_ptable_ptr(t, rs[q].p_mt_b);
+            w[0] = 0.9f, w[1] = 0.15f, w[2] = -0.1f, w[3] = 0.8f, b[0] = 0.05f, b[1] = -0.1f;
+        }
+    }
+}
+
+static void fd_single(const char *what, npred_readout_type type, npred_gauss_type gt, int train, int use_shift,
+                      int predicted)
+{
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, type, 3, 5, 7, 4);
+    cfg.batch_sample = predicted != 2;
+    cfg.gauss_type = gt;
+    cfg.feature_reg_weight = 0.7;
+    if (predicted == 1) {
+        cfg.predicted_grid = 1;
+        cfg.gmp_input_dimensions = 3;
+        cfg.gmp_hidden_layers = 2;
+        cfg.gmp_hidden_features = 5;
+        cfg.gmp_final_tanh = 1;
+    }
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    uint64_t seed = 1234 + (uint64_t)gt * 7 + (uint64_t)train * 3 + (uint64_t)predicted;
+    if (CHECK_OK(npred_readout_declare(&r, &cfg, "readout.a.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, 3))) {
+        randomize(&t, &r, 1, &seed);
+        if (predicted == 1) {
+            double g[4 * 3];
+            for (int i = 0; i < 12; i++) g[i] = 100 * th_rand(&seed);
+            CHECK_OK(npred_readout_set_source_grid(&r, &t, g));
+        }
+        fd_check(what, &r, 1, &t, 3, train, use_shift, seed);
+    }
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+}
+
+static void test_fd_full_train_shift(void) { fd_single("full", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 0); }
+static void test_fd_uncorrelated_train(void)
+{
+    fd_single("uncorrelated", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_UNCORRELATED, 1, 0, 0);
+}
+static void test_fd_isotropic_train(void)
+{
+    fd_single("isotropic", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_ISOTROPIC, 1, 1, 0);
+}
+static void test_fd_full_eval(void) { fd_single("full eval", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_FULL, 0, 1, 0); }
+static void test_fd_predicted_train(void)
+{
+    fd_single("predicted", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 1);
+}
+static void test_fd_one_draw_per_batch(void)
+{
+    fd_single("batch_sample=0", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 2);
+}
+static void test_fd_legacy(void) { fd_single("Gaussian2d", NPRED_READOUT_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 0); }
+
+/* two sessions: the second borrows the first's features and grid through match ids */
+static void test_fd_shared(void)
+{
+    int64_t ids_a[5] = {7, 3, 9, 3, 1}, ids_b[6] = {9, 1, 1, 3, 7, 9};
+    npred_readout_config ca, cb;
+    npred_readout_config_default(&ca, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, 5);
+    npred_readout_config_default(&cb, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, 6);
+    ca.shared_features = ca.shared_grid = cb.shared_features = cb.shared_grid = 1;
+    ca.match_ids = ids_a;
+    cb.match_ids = ids_b;
+    ca.feature_reg_weight = cb.feature_reg_weight = 0.4;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout rs[2];
+    uint64_t seed = 99;
+    if (!CHECK_OK(npred_readout_declare(&rs[0], &ca, "readout.a.", &t))) goto out;
+    cb.features_from = cb.grid_from = &rs[0];
+    if (CHECK_OK(npred_readout_declare(&rs[1], &cb, "readout.b.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&rs[0], &t, 2)) && CHECK_OK(npred_readout_setup(&rs[1], &t, 2))) {
+        CHECK(rs[0].cfg.n_unique == 4 && rs[1].cfg.n_unique == 4, "unique ids %d %d", rs[0].cfg.n_unique,
+              rs[1].cfg.n_unique);
+        CHECK(rs[1].match_idx[0] == 3 && rs[1].match_idx[1] == 0 && rs[1].match_idx[3] == 1, "inverse index");
+        int fa = npred_ptable_find(&t, "readout.a._features"), fb = npred_ptable_find(&t, "readout.b._features");
+        int ma = npred_ptable_find(&t, "readout.a._mu"), mb = npred_ptable_find(&t, "readout.b._mu");
+        CHECK(fa >= 0 && fb >= 0 && t.items[fb].alias_of == fa, "features alias");
+        CHECK(ma >= 0 && mb >= 0 && t.items[mb].alias_of == ma, "grid alias");
+        CHECK(npred_ptable_find(&t, "readout.b.mu_transform.weight") >= 0 &&
+                  npred_ptable_find(&t, "readout.b.feature_sharing_index") >= 0 &&
+                  npred_ptable_find(&t, "readout.b.grid_sharing_index") >= 0 &&
+                  npred_ptable_find(&t, "readout.a.mu_transform.weight") < 0,
+              "sharing entries");
+        char repr[512];
+        npred_readout_repr(&rs[0], repr, sizeof repr);
+        CHECK(!strcmp(repr, "full FullGaussian2d (3 x 5 x 7 -> 5) with bias, with original features, with original "
+                             "grid"),
+              "repr a: %s", repr);
+        npred_readout_repr(&rs[1], repr, sizeof repr);
+        CHECK(!strcmp(repr, "full FullGaussian2d (3 x 5 x 7 -> 6) with bias, with shared features, with shared grid"
+                             "  -> Linear(in_features=2, out_features=2, bias=True)\n"),
+              "repr b: %s", repr);
+        npred_rng rng;
+        npred_rng_seed(&rng, 5);
+        npred_readout_init_params(&rs[0], &t, &rng, NULL);
+        npred_readout_init_params(&rs[1], &t, &rng, NULL);
+        const float *w = npred_ptable_ptr(&t, npred_ptable_find(&t, "readout.b.mu_transform.weight"));
+        CHECK(w[0] == 1 && w[1] == 0 && w[2] == 0 && w[3] == 1, "identity transform");
+        const float *fsi = npred_ptable_ptr(&t, npred_ptable_find(&t, "readout.b.feature_sharing_index"));
+        CHECK(fsi[0] == 3 && fsi[5] == 3 && fsi[1] == 0, "feature_sharing_index buffer");
+        CHECK(npred_readout_regularizer(&rs[1], &t, 0) == 0, "borrowed features: regularizer 0");
+        randomize(&t, rs, 2, &seed);
+        fd_check("shared", rs, 2, &t, 2, 1, 1, seed);
+    }
+    npred_readout_free(&rs[1]);
+out:
+    npred_readout_free(&rs[0]);
+    npred_ptable_free(&t);
+}
+
+/* training forward without noise draws from the rng: same seed, same output */
+static void test_rng_sampling(void)
+{
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, 6);
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    if (CHECK_OK(npred_readout_declare(&r, &cfg, "", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, 2))) {
+        npred_rng rng;
+        npred_rng_seed(&rng, 11);
+        npred_readout_init_params(&r, &t, &rng, NULL);
+        const float *mu = npred_ptable_ptr(&t, r.p_mu), *sig = npred_ptable_ptr(&t, r.p_sigma);
+        int ok = 1;
+        for (int i = 0; i < 12; i++) ok &= fabsf(mu[i]) <= 0.1f;
+        for (int i = 0; i < 24; i++) ok &= fabsf(sig[i]) <= 1.0f;
+        CHECK(ok, "init ranges");
+        CHECK(npred_ptable_ptr(&t, r.p_features)[0] == 1.0f / 3, "features 1/c");
+        float x[2 * 3 * 35], y1[12], y2[12], ye[12];
+        uint64_t s = 3;
+        for (int i = 0; i < 210; i++) x[i] = (float)th_rand(&s);
+        npred_rng_seed(&rng, 77);
+        CHECK_OK(npred_readout_forward(&r, &t, y1, x, NULL, 2, 1, &rng, NULL));
+        npred_rng_seed(&rng, 77);
+        CHECK_OK(npred_readout_forward(&r, &t, y2, x, NULL, 2, 1, &rng, NULL));
+        CHECK(!memcmp(y1, y2, sizeof y1), "same seed, same output");
+        CHECK_OK(npred_readout_forward(&r, &t, ye, x, NULL, 2, 0, NULL, NULL));
+        CHECK(memcmp(y1, ye, sizeof y1) != 0, "training samples differ from the mean");
+        CHECK(npred_readout_forward(&r, &t, y1, x, NULL, 2, 1, NULL, NULL) == NPRED_ERR_ARG, "train needs rng");
+        CHECK(npred_readout_forward(&r, &t, y1, x, NULL, 3, 0, NULL, NULL) == NPRED_ERR_ARG, "batch over capacity");
+    }
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+}
+
+static void expect_config_error(npred_readout_config *cfg, const char *word)
+{
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    CHECK(npred_readout_declare(&r, cfg, "readout.x.", &t) == NPRED_ERR_CONFIG, "%s rejected", word);
+    CHECK(strstr(npred_last_error(), word) != NULL, "message names %s: %s", word, npred_last_error());
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+}
+
+static void test_bad_config(void)
+{
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 4, 6, 8, 5);
+    cfg.init_mu_range = 1.5;
+    expect_config_error(&cfg, "init_mu_range");
+    cfg.init_mu_range = 0;
+    expect_config_error(&cfg, "init_mu_range");
+    cfg.init_mu_range = 0.1;
+    cfg.init_sigma = 0;
+    expect_config_error(&cfg, "init_sigma");
+    cfg.init_sigma = 1;
+    cfg.gauss_type = (npred_gauss_type)7;
+    expect_config_error(&cfg, "gauss_type");
+    cfg.gauss_type = NPRED_GAUSS_FULL;
+    cfg.predicted_grid = cfg.shared_grid = 1;
+    int64_t ids[5] = {1, 2, 3, 4, 5};
+    cfg.match_ids = ids;
+    expect_config_error(&cfg, "shared_grid");
+    npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 4, 6, 8, 5);
+    cfg.shared_features = 1;
+    expect_config_error(&cfg, "match_ids");
+    npred_readout_config_default(&cfg, NPRED_READOUT_GAUSSIAN2D, 4, 6, 8, 5);
+    cfg.init_sigma_range = -1;
+    expect_config_error(&cfg, "init_sigma_range");
+}
+
+int main(void)
+{
+    RUN(test_fixture_full_eval);
+    RUN(test_fixture_full_train);
+    RUN(test_fixture_isotropic_train);
+    RUN(test_fixture_uncorrelated_train);
+    RUN(test_fixture_shift_eval);
+    RUN(test_fixture_predicted_eval);
+    RUN(test_fixture_predicted_train);
+    RUN(test_fixture_legacy);
+    RUN(test_fd_full_train_shift);
+    RUN(test_fd_uncorrelated_train);
+    RUN(test_fd_isotropic_train);
+    RUN(test_fd_full_eval);
+    RUN(test_fd_predicted_train);
+    RUN(test_fd_legacy);
+    RUN(test_fd_one_draw_per_batch);
+    RUN(test_fd_shared);
+    RUN(test_rng_sampling);
+    RUN(test_bad_config);
+    return th_summary();
+}
