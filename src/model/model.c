@@ -1,0 +1,370 @@
+/* FiringRateEncoder: core + per-session readout (+ shifter, modulator), ELU(x + offset) + 1. */
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void session_free(npred_session *s)
+{
+    npred_readout_free(&s->ro);
+    if (s->has_shifter) npred_mlp_free(&s->shifter);
+    if (s->has_modulator) npred_mlp_free(&s->modulator);
+    free(s->y);
+    free(s->z);
+    free(s->out);
+    free(s->shift);
+    free(s->dshift);
+    free(s->dy);
+}
+
+void npred_model_free(npred_model *m)
+{
+    if (!m) return;
+    for (int i = 0; i < m->n_sessions; i++) session_free(&m->s[i]);
+    free(m->s);
+    npred_core_free(&m->core);
+    npred_ptable_free(&m->t);
+    free(m->dcore);
+    free(m);
+}
+
+static npred_status declare_session(npred_model *m, int i, const npred_model_session *info)
+{
+    npred_session *s = &m->s[i];
+    const npred_model_config *c = &m->cfg;
+    if (!info->key || (!info->key[0] && c->multi_readout) || strlen(info->key) >= sizeof s->key)
+        return npred_errorf(NPRED_ERR_ARG, "session %d: missing or too long data_key", i);
+    if (info->n_neurons < 1) return npred_errorf(NPRED_ERR_ARG, "session %s: %d neurons", info->key, info->n_neurons);
+    for (int j = 0; j < i; j++)
+        if (!strcmp(m->s[j].key, info->key)) return npred_errorf(NPRED_ERR_ARG, "duplicate session %s", info->key);
+    snprintf(s->key, sizeof s->key, "%s", info->key);
+    s->n = info->n_neurons;
+    npred_readout_config rc = c->readout;
+    rc.c = m->core.out_c;
+    rc.h = m->core.out_h;
+    rc.w = m->core.out_w;
+    rc.n = s->n;
+    char prefix[128];
+    if (c->multi_readout) snprintf(prefix, sizeof prefix, "readout.%s.", s->key);
+    else snprintf(prefix, sizeof prefix, "readout.");
+    npred_status st = npred_readout_declare(&s->ro, &rc, prefix, &m->t);
+    if (st) return st;
+    if (c->shifter != NPRED_SHIFTER_NONE) {
+        s->has_shifter = 1;
+        int dims[NPRED_MLP_MAXLAYERS + 1];
+        npred_act_kind acts[NPRED_MLP_MAXLAYERS];
+        int L = c->shifter == NPRED_SHIFTER_MLP ? c->shift_layers : 1;
+        if (L > NPRED_MLP_MAXLAYERS) return npred_errorf(NPRED_ERR_CONFIG, "shift_layers = %d is too many", L);
+        dims[0] = c->shifter_input_channels;
+        for (int l = 1; l < L; l++) dims[l] = c->shifter_hidden_channels;
+        dims[L] = 2;
+        for (int l = 0; l < L; l++) acts[l] = NPRED_ACT_TANH;
+        if (c->shifter == NPRED_SHIFTER_MLP) snprintf(prefix, sizeof prefix, "shifter.%s.mlp.", s->key);
+        else snprintf(prefix, sizeof prefix, "shifter.%s.", s->key);
+        st = npred_mlp_declare(&s->shifter, &m->t, prefix, L, dims, acts, c->shifter_bias,
+                               c->shifter == NPRED_SHIFTER_MLP);
+        if (st) return st;
+    }
+    if (c->modulator) {
+        s->has_modulator = 1;
+        int L = c->modulator_layers;
+        if (L < 1 || L > NPRED_MLP_MAXLAYERS) return npred_errorf(NPRED_ERR_CONFIG, "modulator layers = %d", L);
+        int dims[NPRED_MLP_MAXLAYERS + 1];
+        npred_act_kind acts[NPRED_MLP_MAXLAYERS];
+        dims[0] = c->modulator_input_channels;
+        for (int l = 1; l < L; l++) dims[l] = c->modulator_hidden_channels;
+        dims[L] = s->n;
+        for (int l = 0; l < L; l++) acts[l] = NPRED_ACT_RELU;
+        snprintf(prefix, sizeof prefix, "modulator.%s.modulator_networks.0.", s->key);
+        st = npred_mlp_declare(&s->modulator, &m->t, prefix, L, dims, acts, c->modulator_bias, 1);
+        if (st) return st;
+    }
+    return NPRED_OK;
+}
+
+static npred_status setup(npred_model *m)
+{
+    npred_status st = npred_core_setup(&m->core, &m->t, m->max_batch);
+    if (st) return st;
+    size_t B = (size_t)m->max_batch;
+    m->dcore = calloc(B * m->core.out_c * m->core.out_h * m->core.out_w, sizeof(float));
+    if (!m->dcore) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+    for (int i = 0; i < m->n_sessions; i++) {
+        npred_session *s = &m->s[i];
+        if ((st = npred_readout_setup(&s->ro, &m->t, m->max_batch))) return st;
+        if (s->has_shifter && (st = npred_mlp_setup(&s->shifter, m->max_batch))) return st;
+        if (s->has_modulator && (st = npred_mlp_setup(&s->modulator, m->max_batch))) return st;
+        s->y = calloc(B * s->n, sizeof(float));
+        s->z = calloc(B * s->n, sizeof(float));
+        s->out = calloc(B * s->n, sizeof(float));
+        s->dy = calloc(B * s->n, sizeof(float));
+        s->shift = calloc(B * 2, sizeof(float));
+        s->dshift = calloc(B * 2, sizeof(float));
+        if (!s->y || !s->z || !s->out || !s->dy || !s->shift || !s->dshift)
+            return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+    }
+    return NPRED_OK;
+}
+
+/* Build the structure (parameters declared and allocated, workspaces set up),
+ * without initialising values. */
+npred_status npred_model_build(npred_model **out, const npred_model_config *cfg, int in_c, int in_h, int in_w,
+                          const npred_model_session *sessions, int n_sessions, int max_batch)
+{
+    *out = NULL;
+    if (n_sessions < 1) return npred_errorf(NPRED_ERR_ARG, "model: no sessions");
+    if (max_batch < 1) return npred_errorf(NPRED_ERR_ARG, "model: max_batch %d", max_batch);
+    if (!cfg->multi_readout && n_sessions != 1)
+        return npred_errorf(NPRED_ERR_CONFIG, "model: a single (non-multi) readout needs exactly one session");
+    npred_model *m = calloc(1, sizeof *m);
+    if (!m) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+    m->cfg = *cfg;
+    m->cfg.core.input_channels = in_c;
+    m->in_c = in_c;
+    m->in_h = in_h;
+    m->in_w = in_w;
+    m->max_batch = max_batch;
+    m->last = -1;
+    npred_ptable_init(&m->t);
+    npred_status st = npred_core_declare(&m->core, &m->cfg.core, "core.", in_h, in_w, &m->t);
+    if (!st) {
+        m->s = calloc((size_t)n_sessions, sizeof *m->s);
+        if (!m->s) st = npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+    }
+    for (int i = 0; !st && i < n_sessions; i++) {
+        m->n_sessions = i + 1;
+        st = declare_session(m, i, &sessions[i]);
+    }
+    if (!st) st = npred_ptable_alloc(&m->t);
+    if (!st) st = setup(m);
+    if (!st) npred_core_init_buffers(&m->core, &m->t);
+    if (st) {
+        npred_model_free(m);
+        return st;
+    }
+    *out = m;
+    return NPRED_OK;
+}
+
+npred_status npred_model_create(npred_model **out, const char *config_json, const char *config_name,
+                                int in_channels, int in_h, int in_w, const npred_model_session *sessions,
+                                int n_sessions, int max_batch, uint64_t seed)
+{
+    *out = NULL;
+    npred_model_config cfg;
+    npred_status st = npred_model_config_parse(&cfg, config_json, config_name ? config_name : "model config");
+    if (st) return st;
+    npred_model *m;
+    if ((st = npred_model_build(&m, &cfg, in_channels, in_h, in_w, sessions, n_sessions, max_batch))) return st;
+    m->cfg.seed = (long long)seed;
+    npred_rng rng;
+    npred_rng_seed(&rng, seed);
+    npred_core_init_params(&m->core, &m->t, &rng);
+    for (int i = 0; i < m->n_sessions && !st; i++) {
+        npred_session *s = &m->s[i];
+        npred_readout_init_params(&s->ro, &m->t, &rng, sessions[i].mean_activity);
+        if (m->cfg.readout.predicted_grid) {
+            if (!sessions[i].coords || sessions[i].coord_dims < m->cfg.readout.gmp_input_dimensions) {
+                st = npred_errorf(NPRED_ERR_ARG,
+                                  "session %s: grid_mean_predictor needs %d-d cell_motor_coordinates of every neuron",
+                                  s->key, m->cfg.readout.gmp_input_dimensions);
+                break;
+            }
+            int d = m->cfg.readout.gmp_input_dimensions;
+            double *g = malloc(sizeof(double) * (size_t)s->n * d);
+            if (!g) {
+                st = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+                break;
+            }
+            for (int k = 0; k < s->n; k++)
+                for (int j = 0; j < d; j++) g[(size_t)k * d + j] = sessions[i].coords[(size_t)k * sessions[i].coord_dims + j];
+            st = npred_readout_set_source_grid(&s->ro, &m->t, g);
+            free(g);
+            if (st) st = npred_error_prefix(st, "session %s", s->key);
+        }
+        if (s->has_shifter) npred_mlp_init_default(&s->shifter, &m->t, &rng);
+        if (s->has_modulator) npred_mlp_init_default(&s->modulator, &m->t, &rng);
+    }
+    if (st) {
+        npred_model_free(m);
+        return st;
+    }
+    *out = m;
+    return NPRED_OK;
+}
+
+npred_ptable *npred_model_table(npred_model *m) { return &m->t; }
+
+static inline float elu1(float z) { return z > 0 ? z + 1.0f : expf(z); }
+
+npred_status npred_model_forward(npred_model *m, int si, const float *images, const float *pupil_center,
+                                 const float *behavior, int B, int train, npred_rng *rng, const float *noise,
+                                 float *out)
+{
+    if (si < 0 || si >= m->n_sessions) return npred_errorf(NPRED_ERR_ARG, "model: session index %d", si);
+    if (B < 1 || B > m->max_batch)
+        return npred_errorf(NPRED_ERR_ARG, "model: batch of %d (capacity %d)", B, m->max_batch);
+    npred_session *s = &m->s[si];
+    npred_status st = npred_core_forward(&m->core, &m->t, images, B, train);
+    if (st) return st;
+    const float *shift = NULL;
+    if (s->has_shifter) {
+        if (!pupil_center)
+            return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a shifter: pupil_center is required",
+                                s->key);
+        if ((st = npred_mlp_forward(&s->shifter, &m->t, pupil_center, B, s->shift))) return st;
+        shift = s->shift;
+    }
+    if ((st = npred_readout_forward(&s->ro, &m->t, s->y, m->core.output, shift, B, train, rng, noise))) return st;
+    size_t n = (size_t)B * s->n;
+    if (s->has_modulator) {
+        if (!behavior)
+            return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a modulator: behavior is required", s->key);
+        if ((st = npred_mlp_forward(&s->modulator, &m->t, behavior, B, NULL))) return st;
+        const float *g = s->modulator.h[s->modulator.n_layers];
+        for (size_t i = 0; i < n; i++) s->z[i] = s->y[i] * (elu1(g[i])) + (float)m->cfg.elu_offset;
+    } else {
+        for (size_t i = 0; i < n; i++) s->z[i] = s->y[i] + (float)m->cfg.elu_offset;
+    }
+    for (size_t i = 0; i < n; i++) s->out[i] = elu1(s->z[i]);
+    if (out) memcpy(out, s->out, n * sizeof *out);
+    m->last = si;
+    m->B = B;
+    m->train = train;
+    return NPRED_OK;
+}
+
+npred_status npred_model_backward(npred_model *m, const float *dout, int detach_core, float *dimages, float *dpupil)
+{
+    if (m->last < 0) return npred_errorf(NPRED_ERR_ARG, "model: backward without a forward");
+    npred_session *s = &m->s[m->last];
+    int B = m->B;
+    size_t n = (size_t)B * s->n;
+    /* d/dz [ELU(z) + 1] = 1 for z > 0, exp(z) = out otherwise */
+    for (size_t i = 0; i < n; i++) s->dy[i] = dout[i] * (s->z[i] > 0 ? 1.0f : s->out[i]);
+    if (s->has_modulator) {
+        const float *g = s->modulator.h[s->modulator.n_layers];
+        float *dg = s->z; /* reuse: z is no longer needed */
+        for (size_t i = 0; i < n; i++) {
+            float gain = elu1(g[i]);
+            dg[i] = s->dy[i] * s->y[i] * (g[i] > 0 ? 1.0f : gain);
+            s->dy[i] *= gain;
+        }
+        npred_mlp_backward(&s->modulator, &m->t, dg, NULL);
+    }
+    size_t nc = (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w;
+    if (!detach_core) memset(m->dcore, 0, nc * sizeof(float));
+    if (s->has_shifter) memset(s->dshift, 0, sizeof(float) * 2 * (size_t)B);
+    npred_readout_backward(&s->ro, &m->t, s->dy, detach_core ? NULL : m->dcore, s->has_shifter ? s->dshift : NULL);
+    if (s->has_shifter) npred_mlp_backward(&s->shifter, &m->t, s->dshift, dpupil);
+    if (!detach_core) return npred_core_backward(&m->core, &m->t, m->dcore, dimages);
+    return NPRED_OK;
+}
+
+static double mlp_last_l1_mean(npred_mlp *mlp, npred_ptable *t, double gscale)
+{
+    int l = mlp->n_layers - 1;
+    const npred_param *p = &t->items[mlp->p_w[l]];
+    const float *w = npred_ptable_ptr(t, mlp->p_w[l]);
+    float *g = npred_ptable_gradptr(t, mlp->p_w[l]);
+    double acc = 0;
+    for (size_t i = 0; i < p->count; i++) acc += fabs(w[i]);
+    if (gscale != 0)
+        for (size_t i = 0; i < p->count; i++) g[i] += (float)(gscale * ((w[i] > 0) - (w[i] < 0)) / (double)p->count);
+    return acc / (double)p->count;
+}
+
+static double mlp_first_l2_mean(npred_mlp *mlp, npred_ptable *t, double gscale)
+{
+    const npred_param *p = &t->items[mlp->p_w[0]];
+    const float *w = npred_ptable_ptr(t, mlp->p_w[0]);
+    float *g = npred_ptable_gradptr(t, mlp->p_w[0]);
+    double acc = 0;
+    for (size_t i = 0; i < p->count; i++) acc += (double)w[i] * w[i];
+    if (gscale != 0)
+        for (size_t i = 0; i < p->count; i++) g[i] += (float)(gscale * 2.0 * w[i] / (double)p->count);
+    return acc / (double)p->count;
+}
+
+double npred_model_regularizer(npred_model *m, int si, double gscale, int detach_core)
+{
+    npred_session *s = &m->s[si];
+    double r = npred_core_regularizer(&m->core, &m->t, detach_core ? 0 : gscale);
+    r += npred_readout_regularizer(&s->ro, &m->t, gscale);
+    if (s->has_shifter && m->cfg.shifter == NPRED_SHIFTER_STATIC_AFFINE)
+        r += m->cfg.gamma_shifter * mlp_first_l2_mean(&s->shifter, &m->t, gscale * m->cfg.gamma_shifter);
+    if (s->has_modulator)
+        r += m->cfg.gamma_modulator * mlp_last_l1_mean(&s->modulator, &m->t, gscale * m->cfg.gamma_modulator);
+    return r;
+}
+
+void npred_model_regularizer_parts(npred_model *m, int si, double *core, double *readout)
+{
+    *core = npred_core_regularizer(&m->core, &m->t, 0);
+    *readout = npred_readout_regularizer(&m->s[si].ro, &m->t, 0);
+}
+
+/* ---- public API ---- */
+
+int npred_model_n_sessions(const npred_model *m) { return m->n_sessions; }
+const char *npred_model_session_key(const npred_model *m, int i)
+{
+    return i >= 0 && i < m->n_sessions ? m->s[i].key : NULL;
+}
+int npred_model_session_neurons(const npred_model *m, int i) { return i >= 0 && i < m->n_sessions ? m->s[i].n : 0; }
+int npred_model_session_index(const npred_model *m, const char *key)
+{
+    for (int i = 0; i < m->n_sessions; i++)
+        if (!strcmp(m->s[i].key, key)) return i;
+    if (!m->cfg.multi_readout && m->n_sessions == 1 && (!key || !key[0])) return 0;
+    return -1;
+}
+void npred_model_input_shape(const npred_model *m, int *c, int *h, int *w)
+{
+    *c = m->in_c;
+    *h = m->in_h;
+    *w = m->in_w;
+}
+void npred_model_core_output_shape(const npred_model *m, int *c, int *h, int *w)
+{
+    *c = m->core.out_c;
+    *h = m->core.out_h;
+    *w = m->core.out_w;
+}
+int npred_model_has_shifter(const npred_model *m) { return m->cfg.shifter != NPRED_SHIFTER_NONE; }
+int npred_model_behavior_channels(const npred_model *m) { return m->cfg.modulator ? m->cfg.modulator_input_channels : 0; }
+
+npred_status npred_model_predict(npred_model *m, const char *key, const float *images, int B,
+                                 const float *pupil_center, const float *behavior, float *out)
+{
+    int si = npred_model_session_index(m, key ? key : "");
+    if (si < 0) {
+        char known[512] = "";
+        size_t k = 0;
+        for (int i = 0; i < m->n_sessions && k + 70 < sizeof known; i++)
+            k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", i ? ", " : "", m->s[i].key);
+        return npred_errorf(NPRED_ERR_ARG, "unknown session '%s' (this model has: %s)", key ? key : "", known);
+    }
+    if (B < 0) return npred_errorf(NPRED_ERR_ARG, "negative batch");
+    size_t img = (size_t)m->in_c * m->in_h * m->in_w;
+    int n = m->s[si].n, bc = m->cfg.modulator ? m->cfg.modulator_input_channels : 0;
+    for (int b0 = 0; b0 < B; b0 += m->max_batch) {
+        int nb = B - b0 < m->max_batch ? B - b0 : m->max_batch;
+        npred_status st = npred_model_forward(m, si, images + (size_t)b0 * img,
+                                              pupil_center ? pupil_center + (size_t)b0 * 2 : NULL,
+                                              behavior ? behavior + (size_t)b0 * bc : NULL, nb, 0, NULL, NULL,
+                                              out + (size_t)b0 * n);
+        if (st) return st;
+    }
+    return NPRED_OK;
+}
+
+char *npred_model_config_json(const npred_model *m)
+{
+    cJSON *j = npred_model_config_to_json(&m->cfg);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}

@@ -1,0 +1,359 @@
+/* Whole encoders: the sensorium fixtures (two sessions, cortex grid predictor,
+ * shifter), the pretrained checkpoint, Adam on a whole model, save/load. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "model/model.h"
+#include "train/adam.h"
+#include "train/loss.h"
+
+static const char *const NO_SKIP[] = {NULL};
+
+/* compare every file of files.sessions.<key>.<group> with the table (values or grads) */
+static void compare_session_table(th_case *c, npred_ptable *t, const char *key, const char *group, int grads)
+{
+    cJSON *g = th_get(c->json, "files", "sessions", key, group, NULL), *it;
+    CHECK(g != NULL, "%s: no files.sessions.%s.%s", c->name, key, group);
+    cJSON_ArrayForEach(it, g)
+    {
+        if (!strcmp(it->string, "images") || !strcmp(it->string, "pupil_center")) continue;
+        int idx = npred_ptable_find(t, it->string);
+        if (!CHECK(idx >= 0, "no table entry %s", it->string)) continue;
+        const float *v = grads ? npred_ptable_gradptr(t, idx) : npred_ptable_ptr(t, idx);
+        if (!CHECK(v != NULL, "%s has no gradient", it->string)) continue;
+        th_compare(c, grads ? "grads" : "forward", it->valuestring, v, t->items[idx].count);
+    }
+}
+
+static void run_encoder_case(const char *name)
+{
+    th_case c;
+    if (!th_case_open(&c, name)) return;
+    cJSON *args = th_get(c.json, "args", NULL);
+    cJSON *bk = th_get(args, "builder_kwargs", NULL);
+    char *cfg = cJSON_PrintUnformatted(bk);
+    cJSON *keys = th_get(args, "data_keys", NULL);
+    int ns = cJSON_GetArraySize(keys), maxb = 0, in_c = 0, in_h = 0, in_w = 0;
+    npred_model_session ses[8];
+    for (int i = 0; i < ns && i < 8; i++) {
+        const char *k = cJSON_GetArrayItem(keys, i)->valuestring;
+        ses[i] = (npred_model_session){k, (int)th_num(args, 0, "n_neurons", k, NULL), NULL, 0, NULL};
+        cJSON *shape = th_get(args, "input_shape", k, NULL);
+        int b = cJSON_GetArrayItem(shape, 0)->valueint;
+        in_c = cJSON_GetArrayItem(shape, 1)->valueint;
+        in_h = cJSON_GetArrayItem(shape, 2)->valueint;
+        in_w = cJSON_GetArrayItem(shape, 3)->valueint;
+        if (b > maxb) maxb = b;
+    }
+    /* source grids come with params/ (buffers); coordinates are still needed to create */
+    double *coords[8] = {0};
+    for (int i = 0; i < ns; i++) {
+        char rel[256];
+        npred_array sh;
+        snprintf(rel, sizeof rel, "%s/cell_motor_coordinates.npy", ses[i].key);
+        coords[i] = th_load_f64(&c, rel, &sh);
+        ses[i].coords = coords[i];
+        ses[i].coord_dims = sh.ndim == 2 ? (int)sh.shape[1] : 0;
+    }
+    npred_model *m = NULL;
+    if (!CHECK_OK(npred_model_create(&m, cfg, name, in_c, in_h, in_w, ses, ns, maxb, 1))) goto out;
+    npred_ptable *t = npred_model_table(m);
+    th_load_table(&c, t, "params", "", NO_SKIP);
+    /* eval outputs on the initial state, every session */
+    for (int i = 0; i < ns; i++) {
+        const char *k = ses[i].key;
+        char rel[256];
+        npred_array is;
+        snprintf(rel, sizeof rel, "%s/images.npy", k);
+        float *img = th_load_f32(&c, rel, &is);
+        snprintf(rel, sizeof rel, "%s/pupil_center.npy", k);
+        float *pc = th_get(c.json, "files", "sessions", k, "pupil_center", NULL) ? th_load_f32(&c, rel, NULL) : NULL;
+        int B = img ? (int)is.shape[0] : 0;
+        float *out = calloc((size_t)B * ses[i].n_neurons + 1, sizeof *out);
+        if (img && CHECK_OK(npred_model_predict(m, k, img, B, pc, NULL, out))) {
+            snprintf(rel, sizeof rel, "%s/output_eval.npy", k);
+            th_compare(&c, "forward", rel, out, (size_t)B * ses[i].n_neurons);
+        }
+        free(img), free(pc), free(out);
+    }
+    /* train step per session, from zeroed gradients */
+    for (int i = 0; i < ns; i++) {
+        const char *k = ses[i].key;
+        int n = ses[i].n_neurons;
+        char rel[256];
+        npred_array is;
+        snprintf(rel, sizeof rel, "%s/images.npy", k);
+        float *img = th_load_f32(&c, rel, &is);
+        snprintf(rel, sizeof rel, "%s/responses.npy", k);
+        float *resp = th_load_f32(&c, rel, NULL);
+        snprintf(rel, sizeof rel, "%s/noise.npy", k);
+        float *noise = th_load_f32(&c, rel, NULL);
+        int has_pc = th_get(c.json, "files", "sessions", k, "pupil_center", NULL) != NULL;
+        snprintf(rel, sizeof rel, "%s/pupil_center.npy", k);
+        float *pc = has_pc ? th_load_f32(&c, rel, NULL) : NULL;
+        int B = img ? (int)is.shape[0] : 0;
+        float *out = calloc((size_t)B * n + 1, sizeof *out), *dout = calloc((size_t)B * n + 1, sizeof *dout);
+        float *dimg = calloc(is.count + 1, sizeof *dimg), *dpc = calloc((size_t)B * 2 + 1, sizeof *dpc);
+        char sk[128];
+        if (!img || !resp || !noise) goto next;
+        npred_ptable_zero_grad(t);
+        if (!CHECK_OK(npred_model_forward(m, i, img, pc, NULL, B, 1, NULL, noise, out))) goto next;
+        snprintf(rel, sizeof rel, "%s/output_train.npy", k);
+        th_compare(&c, "forward", rel, out, (size_t)B * n);
+        snprintf(rel, sizeof rel, "%s/intermediates/core_output.npy", k);
+        th_compare(&c, "forward", rel, m->core.output, (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w);
+        snprintf(rel, sizeof rel, "%s/intermediates/readout_output.npy", k);
+        th_compare(&c, "forward", rel, m->s[i].y, (size_t)B * n);
+        if (has_pc) {
+            snprintf(rel, sizeof rel, "%s/intermediates/shift.npy", k);
+            th_compare(&c, "forward", rel, m->s[i].shift, (size_t)B * 2);
+        }
+        snprintf(sk, sizeof sk, "%s/loss_scale", k);
+        double scale = th_num(c.json, NAN, "scalars", sk, NULL);
+        double pois;
+        npred_loss_poisson_forward(&pois, out, resp, B, n, NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+        double creg, rreg;
+        npred_model_regularizer_parts(m, i, &creg, &rreg);
+        snprintf(sk, sizeof sk, "%s/poisson", k);
+        double want = th_num(c.json, NAN, "scalars", sk, NULL);
+        CHECK(fabs(pois - want) <= 1e-4 * fabs(want), "%s poisson %.8g want %.8g", k, pois, want);
+        snprintf(sk, sizeof sk, "%s/core_reg", k);
+        want = th_num(c.json, NAN, "scalars", sk, NULL);
+        CHECK(fabs(creg - want) <= 1e-4 * fabs(want), "%s core_reg %.8g want %.8g", k, creg, want);
+        snprintf(sk, sizeof sk, "%s/readout_reg", k);
+        want = th_num(c.json, NAN, "scalars", sk, NULL);
+        CHECK(fabs(rreg - want) <= 1e-4 * fabs(want), "%s readout_reg %.8g want %.8g", k, rreg, want);
+        double dl = scale;
+        npred_loss_poisson_backward(dout, &dl, out, resp, B, n, NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+        CHECK_OK(npred_model_backward(m, dout, 0, dimg, has_pc ? dpc : NULL));
+        npred_model_regularizer(m, i, 1.0, 0);
+        compare_session_table(&c, t, k, "grads", 1);
+        snprintf(rel, sizeof rel, "%s/grads/images.npy", k);
+        th_compare(&c, "grads", rel, dimg, is.count);
+        if (has_pc) {
+            snprintf(rel, sizeof rel, "%s/grads/pupil_center.npy", k);
+            th_compare(&c, "grads", rel, dpc, (size_t)B * 2);
+        }
+        compare_session_table(&c, t, k, "buffers_after", 0);
+    next:
+        free(img), free(resp), free(noise), free(pc), free(out), free(dout), free(dimg), free(dpc);
+    }
+out:
+    for (int i = 0; i < ns; i++) free(coords[i]);
+    npred_model_free(m);
+    free(cfg);
+    th_case_close(&c);
+}
+
+static void test_encoder_sensorium(void) { run_encoder_case("encoder_sensorium"); }
+static void test_encoder_shifter(void) { run_encoder_case("encoder_shifter"); }
+
+static int have_checkpoints(void)
+{
+    struct stat sb;
+    return stat("../shared/checkpoints/sensorium_sota_model.pth", &sb) == 0;
+}
+
+static void test_checkpoint_sota_formula(void)
+{
+    th_case c;
+    if (!th_case_open(&c, "checkpoint_sota_formula")) return;
+    if (!have_checkpoints()) {
+        th_skip("../shared/checkpoints absent");
+        th_case_close(&c);
+        return;
+    }
+    npred_model *m = NULL;
+    npred_array xs;
+    float *x = th_load_f32(&c, "input.npy", &xs);
+    if (x && CHECK_OK(npred_model_import_pth(&m, "../shared/checkpoints/sensorium_sota_model.pth", NULL,
+                                             (int)xs.shape[2], (int)xs.shape[3], 2))) {
+        int B = (int)xs.shape[0];
+        const char *key = cJSON_GetStringValue(th_get(c.json, "data_key", NULL));
+        int si = npred_model_session_index(m, key);
+        CHECK(si == 0 && m->s[0].n == 7776, "session %s with 7776 neurons", key);
+        float *out = calloc((size_t)B * 7776, sizeof *out);
+        CHECK_OK(npred_model_predict(m, key, x, B, NULL, NULL, out));
+        th_compare(&c, "forward", "output.npy", out, (size_t)B * 7776);
+        th_compare(&c, "forward", "core_output.npy", m->core.output,
+                   (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w);
+        float *mu = calloc(7776 * 2, sizeof *mu);
+        CHECK_OK(npred_model_readout_positions(m, 0, mu));
+        th_compare(&c, "forward", "readout_mu.npy", mu, 7776 * 2);
+        double creg, rreg;
+        npred_model_regularizer_parts(m, 0, &creg, &rreg);
+        double wc = th_num(c.json, NAN, "scalars", "core.regularizer()", NULL);
+        double wr = th_num(c.json, NAN, "scalars", "readout.regularizer(data_key)", NULL);
+        CHECK(fabs(creg - wc) <= 1e-4 * fabs(wc), "core regularizer %.8g want %.8g", creg, wc);
+        CHECK(fabs(rreg - wr) <= 1e-4 * fabs(wr), "readout regularizer %.8g want %.8g", rreg, wr);
+        free(out);
+        free(mu);
+    }
+    free(x);
+    npred_model_free(m);
+    th_case_close(&c);
+}
+
+static void test_all_checkpoints_import(void)
+{
+    if (!have_checkpoints()) {
+        th_skip("../shared/checkpoints absent");
+        return;
+    }
+    const char *files[4] = {"sensorium_sota_model.pth", "sensorium_ln_model.pth", "sensorium_p_sota_model.pth",
+                            "sensorium_p_ln_model.pth"};
+    const int want_c[4] = {1, 1, 4, 4}, want_n[4] = {7776, 7776, 7538, 7538}, shifter[4] = {0, 0, 1, 1};
+    for (int i = 0; i < 4; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "../shared/checkpoints/%s", files[i]);
+        npred_model *m = NULL;
+        if (!CHECK_OK(npred_model_import_pth(&m, path, NULL, 36, 64, 4))) continue;
+        int c, h, w;
+        npred_model_input_shape(m, &c, &h, &w);
+        CHECK(c == want_c[i] && npred_model_session_neurons(m, 0) == want_n[i] &&
+                  npred_model_has_shifter(m) == shifter[i],
+              "%s: %d channels, %d neurons, shifter %d", files[i], c, npred_model_session_neurons(m, 0),
+              npred_model_has_shifter(m));
+        /* predictions are finite and positive (ELU + 1) on a smooth test image */
+        float *img = malloc(sizeof(float) * 2 * c * h * w), *pc = calloc(4, sizeof *pc);
+        for (int k = 0; k < 2 * c * h * w; k++) img[k] = (float)sin(0.1 * k);
+        float *out = malloc(sizeof(float) * 2 * want_n[i]);
+        if (CHECK_OK(npred_model_predict(m, npred_model_session_key(m, 0), img, 2, pc, NULL, out))) {
+            int bad = 0;
+            for (int k = 0; k < 2 * want_n[i]; k++) bad += !(out[k] > 0 && isfinite(out[k]));
+            CHECK(bad == 0, "%s: %d invalid rates", files[i], bad);
+        }
+        free(img), free(pc), free(out);
+        npred_model_free(m);
+    }
+}
+
+static void test_adam_trajectory(void)
+{
+    th_case c;
+    if (!th_case_open(&c, "adam_trajectory")) return;
+    cJSON *args = th_get(c.json, "args", NULL);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "core", cJSON_Duplicate(th_get(args, "core", NULL), 1));
+    cJSON *ro = cJSON_Duplicate(th_get(args, "readout", NULL), 1);
+    cJSON_AddStringToObject(ro, "type", "FullFactorized2d");
+    cJSON_AddBoolToObject(ro, "multi", 0);
+    cJSON_AddItemToObject(root, "readout", ro);
+    char *cfg = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    npred_array xs, ys;
+    float *x = th_load_f32(&c, "input.npy", &xs), *y = th_load_f32(&c, "target.npy", &ys);
+    npred_model *m = NULL;
+    npred_model_session ses = {"", (int)ys.shape[1], NULL, 0, NULL};
+    int B = (int)xs.shape[0];
+    npred_adam opt;
+    memset(&opt, 0, sizeof opt);
+    if (x && y &&
+        CHECK_OK(npred_model_create(&m, cfg, "adam_trajectory", (int)xs.shape[1], (int)xs.shape[2],
+                                    (int)xs.shape[3], &ses, 1, B, 1))) {
+        npred_ptable *t = npred_model_table(m);
+        th_load_table(&c, t, "params", "", NO_SKIP);
+        npred_adam_params ap = npred_adam_default_params();
+        ap.lr = th_num(args, 0.01, "adam", "lr", NULL);
+        CHECK_OK(npred_adam_init(&opt, t->n_params, &ap));
+        cJSON *losses = th_get(c.json, "losses", NULL);
+        float *out = calloc((size_t)ys.count, sizeof *out), *dout = calloc((size_t)ys.count, sizeof *dout);
+        for (int step = 0; step < 5; step++) {
+            npred_ptable_zero_grad(t);
+            CHECK_OK(npred_model_forward(m, 0, x, NULL, NULL, B, 1, NULL, NULL, out));
+            double pois, one = 1;
+            npred_loss_poisson_forward(&pois, out, y, B, (int)ys.shape[1], NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+            memset(dout, 0, ys.count * sizeof *dout);
+            npred_loss_poisson_backward(dout, &one, out, y, B, (int)ys.shape[1], NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+            CHECK_OK(npred_model_backward(m, dout, 0, NULL, NULL));
+            double loss = pois + npred_model_regularizer(m, 0, 1.0, 0);
+            double want = cJSON_GetArrayItem(losses, step)->valuedouble;
+            CHECK(fabs(loss - want) <= 1e-4 * fabs(want), "step %d loss %.8g want %.8g", step + 1, loss, want);
+            if (step == 0) th_compare_table(&c, t, "grads_step1", "grads", "", NO_SKIP);
+            npred_adam_step(&opt, t->data, t->grad);
+        }
+        /* params_final: trainable parameters with the grads tolerance, buffers as forward */
+        cJSON *pf = th_get(c.json, "files", "params_final", NULL), *it;
+        cJSON_ArrayForEach(it, pf)
+        {
+            int idx = npred_ptable_find(t, it->string);
+            if (!CHECK(idx >= 0, "no entry %s", it->string)) continue;
+            th_compare(&c, t->items[idx].is_buffer ? "forward" : "grads", it->valuestring, npred_ptable_ptr(t, idx),
+                       t->items[idx].count);
+        }
+        free(out), free(dout);
+    }
+    npred_adam_free(&opt);
+    free(x), free(y), free(cfg);
+    npred_model_free(m);
+    th_case_close(&c);
+}
+
+static void test_save_load_roundtrip(void)
+{
+    const char *cfg = "{\"layers\": 3, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 6,"
+                      " \"depth_separable\": true, \"stack\": -1, \"shifter\": true,"
+                      " \"grid_mean_predictor\": {\"type\": \"cortex\", \"input_dimensions\": 2,"
+                      " \"hidden_layers\": 1, \"hidden_features\": 7, \"final_tanh\": true}}";
+    double coords_a[5 * 3], coords_b[4 * 3];
+    uint64_t seed = 5;
+    for (int i = 0; i < 15; i++) coords_a[i] = th_rand(&seed) * 100;
+    for (int i = 0; i < 12; i++) coords_b[i] = th_rand(&seed) * 100;
+    npred_model_session ses[2] = {{"1-2-3", 5, coords_a, 3, NULL}, {"4-5-6", 4, coords_b, 3, NULL}};
+    npred_model *m = NULL, *m2 = NULL;
+    if (!CHECK_OK(npred_model_create(&m, cfg, "cfg", 1, 18, 22, ses, 2, 3, 11))) return;
+    char dir[] = "/tmp/npred-test-model-XXXXXX";
+    if (!CHECK(mkdtemp(dir) != NULL, "mkdtemp")) return;
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/run", dir);
+    CHECK_OK(npred_model_save(m, sub));
+    if (CHECK_OK(npred_model_load(&m2, sub, 3))) {
+        float img[3 * 18 * 22], pc[6] = {0.1f, -0.2f, 0.3f, 0.0f, -0.5f, 0.5f}, o1[3 * 5], o2[3 * 5];
+        for (int i = 0; i < 3 * 18 * 22; i++) img[i] = (float)th_rand(&seed);
+        CHECK_OK(npred_model_predict(m, "1-2-3", img, 3, pc, NULL, o1));
+        CHECK_OK(npred_model_predict(m2, "1-2-3", img, 3, pc, NULL, o2));
+        CHECK(!memcmp(o1, o2, sizeof o1), "loaded model predicts identically");
+        CHECK(npred_model_predict(m2, "nope", img, 3, pc, NULL, o2) == NPRED_ERR_ARG &&
+                  strstr(npred_last_error(), "1-2-3") != NULL,
+              "unknown session lists the known ones: %s", npred_last_error());
+        CHECK(npred_model_predict(m2, "1-2-3", img, 3, NULL, NULL, o2) == NPRED_ERR_ARG, "pupil_center required");
+        char *d = npred_model_describe(m2);
+        CHECK(d && strstr(d, "full FullGaussian2d (6 x 14 x 18 -> 5) with bias, with predicted grid"),
+              "describe:\n%s", d ? d : "");
+        free(d);
+        npred_model_free(m2);
+    }
+    /* corrupt file: clear error, no crash */
+    char path[400];
+    snprintf(path, sizeof path, "%s/model.safetensors", sub);
+    FILE *f = fopen(path, "r+b");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        long len = ftell(f);
+        if (ftruncate(fileno(f), len / 2) != 0) CHECK(0, "truncate");
+        fclose(f);
+    }
+    CHECK(npred_model_load(&m2, sub, 3) != NPRED_OK && strstr(npred_last_error(), "model.safetensors"),
+          "truncated model rejected: %s", npred_last_error());
+    CHECK(npred_model_load(&m2, "/nonexistent/run", 3) == NPRED_ERR_IO, "missing model is an I/O error");
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) CHECK(0, "cleanup");
+    npred_model_free(m);
+}
+
+int main(void)
+{
+    RUN(test_encoder_sensorium);
+    RUN(test_encoder_shifter);
+    RUN(test_checkpoint_sota_formula);
+    RUN(test_all_checkpoints_import);
+    RUN(test_adam_trajectory);
+    RUN(test_save_load_roundtrip);
+    return th_summary();
+}
