@@ -100,27 +100,49 @@ void npred_rsample_forward(float *y, const float *feat, const float *grid, const
     }
 }
 
-/* dF += g * sample; returns the tap dot products v[k] = F . tap[k] */
-static inline void rs_point_backward(float *df, float v[4], const rs_cell *c, const float *f, float g, int C)
+/* v[k] = F . tap[k] (the grid gradient needs each tap) and, when dtap is given,
+ * dtap[k] += (g * wt[k]) * F for the inside taps */
+static inline void rs_taps_backward(float v[4], float *const dtap[4], const rs_cell *c, const float *f, float g,
+                                    int C)
 {
-    float acc[4][LANES] = {{0}}, s[LANES];
+    float acc[4][LANES] = {{0}};
     int c0 = 0;
-    for (; c0 < C; c0 += LANES) {
-        int L = C - c0 < LANES ? C - c0 : LANES;
-        if (df) {
-            rs_mix(s, c, c0, L);
-            for (int l = 0; l < L; l++) df[c0 + l] += g * s[l];
-        }
+    for (; c0 + LANES <= C; c0 += LANES)
         for (int k = 0; k < 4; k++) {
             if (!c->tap[k]) continue;
-            const float *t = c->tap[k] + c0;
-            if (L == LANES)
-                for (int l = 0; l < LANES; l++) acc[k][l] += f[c0 + l] * t[l];
-            else
-                for (int l = 0; l < L; l++) acc[k][l] += f[c0 + l] * t[l];
+            const float *restrict t = c->tap[k] + c0, *restrict fc = f + c0;
+            for (int l = 0; l < LANES; l++) acc[k][l] += fc[l] * t[l];
+            if (dtap[k]) {
+                float gw = g * c->wt[k], *restrict d = dtap[k] + c0;
+                for (int l = 0; l < LANES; l++) d[l] += gw * fc[l];
+            }
         }
+    for (int k = 0; k < 4; k++) {
+        if (!c->tap[k]) continue;
+        float gw = g * c->wt[k];
+        for (int l = 0; c0 + l < C; l++) {
+            acc[k][l] += f[c0 + l] * c->tap[k][c0 + l];
+            if (dtap[k]) dtap[k][c0 + l] += gw * f[c0 + l];
+        }
+        v[k] = rs_sum(acc[k]);
     }
-    for (int k = 0; k < 4; k++) v[k] = c->tap[k] ? rs_sum(acc[k]) : 0.0f;
+    for (int k = 0; k < 4; k++)
+        if (!c->tap[k]) v[k] = 0.0f;
+}
+
+/* df += g * sample */
+static inline void rs_sample_accumulate(float *df, const rs_cell *c, float g, int C)
+{
+    float s[LANES];
+    int c0 = 0;
+    for (; c0 + LANES <= C; c0 += LANES) {
+        rs_mix(s, c, c0, LANES);
+        for (int l = 0; l < LANES; l++) df[c0 + l] += g * s[l];
+    }
+    if (c0 < C) {
+        rs_mix(s, c, c0, C - c0);
+        for (int l = 0; l < C - c0; l++) df[c0 + l] += g * s[l];
+    }
 }
 
 void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
@@ -129,47 +151,43 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
 {
     const float sx = rs_scale(W, align_corners), sy = rs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
-    if (dfeat) {
+    if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < B; b++) {
-            float *db = dfeat + (size_t)b * img;
             for (int o = 0; o < n; o++) {
                 size_t p = (size_t)b * n + o;
                 float g = dy[p];
-                if (g == 0.0f) continue;
                 rs_cell c;
                 rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
-                const float *f = F + (size_t)o * ldf;
-                for (int k = 0; k < 4; k++) {
-                    if (!c.tap[k]) continue;
-                    float gw = g * c.wt[k];
-                    float *d = db + c.off[k];
-                    for (int ch = 0; ch < C; ch++) d[ch] += gw * f[ch];
+                float *dtap[4] = {NULL, NULL, NULL, NULL};
+                if (dfeat)
+                    for (int k = 0; k < 4; k++)
+                        if (c.tap[k]) dtap[k] = dfeat + (size_t)b * img + c.off[k];
+                float v[4];
+                rs_taps_backward(v, dtap, &c, F + (size_t)o * ldf, g, C);
+                if (dgrid) {
+                    float gx = (v[1] - v[0]) * c.s + (v[3] - v[2]) * c.n;
+                    float gy = (v[2] - v[0]) * c.e + (v[3] - v[1]) * c.w;
+                    dgrid[2 * p] += g * gx * sx;
+                    dgrid[2 * p + 1] += g * gy * sy;
                 }
             }
         }
     }
-    if (!dgrid && !dF) return;
+    if (!dF) return;
+    /* pass 2: one neuron per thread (its dF row is its own) */
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < n; o++) {
-        const float *f = F + (size_t)o * ldf;
-        float *df = dF ? dF + (size_t)o * ldf : NULL;
+        float *df = dF + (size_t)o * ldf;
         for (int b = 0; b < B; b++) {
             size_t p = (size_t)b * n + o;
-            float g = dy[p];
             rs_cell c;
             rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
-            float v[4];
-            rs_point_backward(df, v, &c, f, g, C);
-            if (dgrid) {
-                float gx = (v[1] - v[0]) * c.s + (v[3] - v[2]) * c.n;
-                float gy = (v[2] - v[0]) * c.e + (v[3] - v[1]) * c.w;
-                dgrid[2 * p] += g * gx * sx;
-                dgrid[2 * p + 1] += g * gy * sy;
-            }
+            rs_sample_accumulate(df, &c, dy[p], C);
         }
     }
 }
+
 
 #define TB 32
 
