@@ -42,7 +42,7 @@ static void run_encoder_case(const char *name)
     npred_model_session ses[8];
     for (int i = 0; i < ns && i < 8; i++) {
         const char *k = cJSON_GetArrayItem(keys, i)->valuestring;
-        ses[i] = (npred_model_session){k, (int)th_num(args, 0, "n_neurons", k, NULL), NULL, 0, NULL};
+        ses[i] = (npred_model_session){k, (int)th_num(args, 0, "n_neurons", k, NULL), NULL, 0, NULL, NULL};
         cJSON *shape = th_get(args, "input_shape", k, NULL);
         int b = cJSON_GetArrayItem(shape, 0)->valueint;
         in_c = cJSON_GetArrayItem(shape, 1)->valueint;
@@ -249,7 +249,7 @@ static void test_adam_trajectory(void)
     npred_array xs, ys;
     float *x = th_load_f32(&c, "input.npy", &xs), *y = th_load_f32(&c, "target.npy", &ys);
     npred_model *m = NULL;
-    npred_model_session ses = {"", (int)ys.shape[1], NULL, 0, NULL};
+    npred_model_session ses = {"", (int)ys.shape[1], NULL, 0, NULL, NULL};
     int B = (int)xs.shape[0];
     npred_adam opt;
     memset(&opt, 0, sizeof opt);
@@ -304,7 +304,7 @@ static void test_save_load_roundtrip(void)
     uint64_t seed = 5;
     for (int i = 0; i < 15; i++) coords_a[i] = th_rand(&seed) * 100;
     for (int i = 0; i < 12; i++) coords_b[i] = th_rand(&seed) * 100;
-    npred_model_session ses[2] = {{"1-2-3", 5, coords_a, 3, NULL}, {"4-5-6", 4, coords_b, 3, NULL}};
+    npred_model_session ses[2] = {{"1-2-3", 5, coords_a, 3, NULL, NULL}, {"4-5-6", 4, coords_b, 3, NULL, NULL}};
     npred_model *m = NULL, *m2 = NULL;
     if (!CHECK_OK(npred_model_create(&m, cfg, "cfg", 1, 18, 22, ses, 2, 3, 11))) return;
     char dir[] = "/tmp/npred-test-model-XXXXXX";
@@ -347,6 +347,145 @@ static void test_save_load_roundtrip(void)
     npred_model_free(m);
 }
 
+/* ---- finite differences through whole encoders (shifter, modulator, sharing) ---- */
+typedef struct {
+    npred_model *m;
+    int si, B, train;
+    float *img, *pc, *beh, *noise, *up;
+    double *bufs;
+    size_t nimg, nout;
+} fd_ctx;
+
+static double model_loss(fd_ctx *k)
+{
+    npred_ptable *t = npred_model_table(k->m);
+    for (size_t i = 0; i < t->n_buffers; i++) t->bufdata[i] = (float)k->bufs[i];
+    float *out = malloc(k->nout * sizeof *out);
+    npred_model_forward(k->m, k->si, k->img, k->pc, k->beh, k->B, k->train, NULL, k->noise, out);
+    double l = 0;
+    for (size_t i = 0; i < k->nout; i++) l += (double)out[i] * k->up[i];
+    free(out);
+    return l + npred_model_regularizer(k->m, k->si, 0, 0);
+}
+
+static void fd_model(const char *cfg, int train, int share)
+{
+    uint64_t seed = 99;
+    double ca[7 * 2], cb[6 * 2];
+    for (int i = 0; i < 14; i++) ca[i] = th_rand(&seed) * 50;
+    for (int i = 0; i < 12; i++) cb[i] = th_rand(&seed) * 50;
+    int64_t ma[7] = {3, 1, 2, 3, 0, 1, 4}, mb[6] = {0, 1, 2, 3, 4, 4};
+    npred_model_session ses[2] = {{"a-1-1", 7, ca, 2, NULL, share ? ma : NULL},
+                                  {"b-2-2", 6, cb, 2, NULL, share ? mb : NULL}};
+    npred_model *m = NULL;
+    int B = 3, H = 13, W = 15;
+    if (!CHECK_OK(npred_model_create(&m, cfg, "fd config", 2, H, W, ses, 2, B, 3))) return;
+    npred_ptable *t = npred_model_table(m);
+    npred_rng rng;
+    npred_rng_seed(&rng, 5);
+    for (size_t i = 0; i < t->n_params; i++) t->data[i] += (float)(0.1 * npred_rng_normal(&rng));
+    /* keep the modulator's ReLUs away from their kink (finite differences cannot
+     * straddle it); the inactive side is covered by its zero gradient */
+    for (int e = 0; e < t->n; e++)
+        if (!strncmp(t->items[e].name, "modulator.", 10) && strstr(t->items[e].name, ".bias"))
+            for (size_t i = 0; i < t->items[e].count; i++) npred_ptable_ptr(t, e)[i] += 1.0f;
+    for (int si = 0; si < 2; si++) {
+        fd_ctx k = {m, si, B, train, NULL, NULL, NULL, NULL, NULL, NULL, (size_t)B * 2 * H * W,
+                    (size_t)B * ses[si].n_neurons};
+        k.img = malloc(k.nimg * sizeof(float));
+        k.pc = malloc(sizeof(float) * 2 * B);
+        k.beh = malloc(sizeof(float) * 3 * B);
+        k.noise = malloc(sizeof(float) * 2 * k.nout);
+        k.up = malloc(sizeof(float) * k.nout);
+        for (size_t i = 0; i < k.nimg; i++) k.img[i] = (float)npred_rng_normal(&rng);
+        for (int i = 0; i < 2 * B; i++) k.pc[i] = (float)(0.5 * npred_rng_normal(&rng));
+        for (int i = 0; i < 3 * B; i++) k.beh[i] = (float)npred_rng_normal(&rng);
+        for (size_t i = 0; i < 2 * k.nout; i++) k.noise[i] = (float)(0.3 * npred_rng_normal(&rng));
+        for (size_t i = 0; i < k.nout; i++) k.up[i] = (float)npred_rng_normal(&rng);
+        k.bufs = malloc((t->n_buffers + 1) * sizeof(double));
+        for (size_t i = 0; i < t->n_buffers; i++) k.bufs[i] = t->bufdata[i];
+        /* analytic */
+        model_loss(&k);
+        npred_ptable_zero_grad(t);
+        float *out = malloc(k.nout * sizeof *out), *dout = malloc(k.nout * sizeof *dout);
+        float *dimg = calloc(k.nimg, sizeof *dimg), *dpc = calloc(2 * (size_t)B, sizeof *dpc);
+        for (size_t i = 0; i < t->n_buffers; i++) t->bufdata[i] = (float)k.bufs[i];
+        npred_model_forward(m, si, k.img, k.pc, k.beh, B, train, NULL, k.noise, out);
+        memcpy(dout, k.up, k.nout * sizeof *dout);
+        CHECK_OK(npred_model_backward(m, dout, 0, dimg, dpc));
+        npred_model_regularizer(m, si, 1.0, 0);
+        float *g = malloc(t->n_params * sizeof *g);
+        memcpy(g, t->grad, t->n_params * sizeof *g);
+        /* element by element: every parameter, every pupil coordinate, every 5th pixel.
+         * The loss is only piecewise smooth (bilinear sampling between pixels, L1
+         * regularizers, clamps): where the one-sided slopes differ (a kink within the
+         * step) the analytic value must lie between them; elsewhere it must match the
+         * central difference. */
+        const double h = 1e-3;
+        const double l0 = model_loss(&k);
+        int bad = 0, kinks = 0, total = 0;
+        double worst = 0;
+        char worst_name[256] = "";
+        for (int e = 0; e <= t->n + 1; e++) {
+            float *v, *ga;
+            size_t cnt, step = 1;
+            const char *nm;
+            if (e < t->n) {
+                if (t->items[e].is_buffer || t->items[e].alias_of >= 0) continue;
+                v = npred_ptable_ptr(t, e);
+                ga = g + t->items[e].offset;
+                cnt = t->items[e].count;
+                nm = t->items[e].name;
+            } else if (e == t->n) {
+                v = k.img, ga = dimg, cnt = k.nimg, step = 5, nm = "images";
+            } else {
+                v = k.pc, ga = dpc, cnt = 2 * (size_t)B, nm = "pupil_center";
+            }
+            for (size_t i = 0; i < cnt; i += step) {
+                float keep = v[i];
+                v[i] = (float)(keep + h);
+                double lp = model_loss(&k);
+                v[i] = (float)(keep - h);
+                double lm = model_loss(&k);
+                v[i] = keep;
+                double num = (lp - lm) / (2 * h), err = fabs(num - ga[i]) / (1e-2 * fabs(ga[i]) + 2e-3);
+                double fw = (lp - l0) / h, bw = (l0 - lm) / h;
+                total++;
+                if (fabs(fw - bw) > 1e-2 * fabs(num) + 4e-3) { /* kink inside [x-h, x+h] */
+                    kinks++;
+                    double lo = fw < bw ? fw : bw, hi = fw < bw ? bw : fw, slack = 1e-2 * fabs(num) + 2e-3;
+                    err = (ga[i] < lo - slack || ga[i] > hi + slack) ? 2 : 0;
+                }
+                if (err > 1) bad++;
+                if (err > worst) {
+                    worst = err;
+                    snprintf(worst_name, sizeof worst_name, "%s[%zu]: numeric %.6g analytic %.6g", nm, i, num, ga[i]);
+                }
+            }
+        }
+        CHECK(bad == 0, "session %d train=%d: %d gradient entries off; worst %s", si, train, bad, worst_name);
+        CHECK(kinks * 20 < total, "session %d train=%d: %d of %d points at kinks", si, train, kinks, total);
+        free(k.img), free(k.pc), free(k.beh), free(k.noise), free(k.up), free(k.bufs);
+        free(out), free(dout), free(dimg), free(dpc), free(g);
+    }
+    npred_model_free(m);
+}
+
+static const char *FD_SHIFT_MOD =
+    "{\"layers\": 2, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 4, \"depth_separable\": true,"
+    " \"gamma_input\": 0.3, \"gamma_readout\": 0.05, \"init_sigma\": 0.2, \"init_mu_range\": 0.5,"
+    " \"grid_mean_predictor\": {\"type\": \"cortex\", \"input_dimensions\": 2, \"hidden_layers\": 1,"
+    " \"hidden_features\": 6, \"final_tanh\": true}, \"shifter\": true, \"shift_layers\": 2,"
+    " \"modulator\": true, \"gamma_modulator\": 0.1, \"elu_offset\": -0.3}";
+static const char *FD_SHARED =
+    "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+    " \"gamma_readout\": 0.1, \"gauss_type\": \"uncorrelated\", \"share_features\": true, \"share_grid\": true,"
+    " \"shifter\": true, \"shifter_type\": \"StaticAffine\", \"gamma_shifter\": 0.5}";
+
+static void test_fd_encoder_shifter_modulator_eval(void) { fd_model(FD_SHIFT_MOD, 0, 0); }
+static void test_fd_encoder_shifter_modulator_train(void) { fd_model(FD_SHIFT_MOD, 1, 0); }
+static void test_fd_encoder_shared_readouts_train(void) { fd_model(FD_SHARED, 1, 1); }
+
 int main(void)
 {
     RUN(test_encoder_sensorium);
@@ -355,5 +494,8 @@ int main(void)
     RUN(test_all_checkpoints_import);
     RUN(test_adam_trajectory);
     RUN(test_save_load_roundtrip);
+    RUN(test_fd_encoder_shifter_modulator_eval);
+    RUN(test_fd_encoder_shifter_modulator_train);
+    RUN(test_fd_encoder_shared_readouts_train);
     return th_summary();
 }

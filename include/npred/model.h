@@ -33,6 +33,7 @@ typedef struct {
     const double *coords;        /* (n_neurons, coord_dims) cell_motor_coordinates, or NULL */
     int coord_dims;
     const float *mean_activity;  /* (n_neurons) initial readout bias, or NULL (bias 0) */
+    const int64_t *match_ids;    /* (n_neurons) multi_match_id, needed by share_features / share_grid */
 } npred_model_session;
 
 /* Build and initialise a model from a JSON config (sensorium builder arguments or

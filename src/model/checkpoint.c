@@ -348,7 +348,7 @@ npred_status npred_model_import_pth(npred_model **out, const char *pth_path, con
         st = npred_errorf(NPRED_ERR_FORMAT, "%s: no core.features.layer0.conv.weight (4-d)", pth_path);
     npred_model_session ses[64];
     for (int i = 0; !st && i < n_keys; i++) {
-        ses[i] = (npred_model_session){keys[i], session_neurons(&l, keys[i], mc.multi_readout), NULL, 0, NULL};
+        ses[i] = (npred_model_session){keys[i], session_neurons(&l, keys[i], mc.multi_readout), NULL, 0, NULL, NULL};
         if (ses[i].n_neurons < 1) st = npred_errorf(NPRED_ERR_FORMAT, "%s: cannot tell the neurons of readout %s", pth_path, keys[i]);
     }
     npred_model *m = NULL;

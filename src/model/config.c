@@ -330,6 +330,11 @@ static npred_status finish(npred_model_config *m, const char *where, int gamma_s
     }
     if (s) return npred_error_prefix(s, "%s: key 'stack'", where);
     const npred_readout_config *rc = &m->readout;
+    if (m->share_grid && rc->predicted_grid)
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: share_grid and grid_mean_predictor cannot be combined", where);
+    if ((m->share_features || m->share_grid) && rc->type != NPRED_READOUT_FULL_GAUSSIAN2D &&
+        !(m->share_features && rc->type == NPRED_READOUT_FACTORIZED))
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: feature/grid sharing needs a FullGaussian2d readout", where);
     if ((rc->type == NPRED_READOUT_FULL_GAUSSIAN2D || rc->type == NPRED_READOUT_GAUSSIAN2D) &&
         !(rc->init_mu_range > 0 && rc->init_mu_range <= 1))
         return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'init_mu_range': %g is not in (0, 1]", where, rc->init_mu_range);
@@ -386,7 +391,9 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
             const char *s = cJSON_GetStringValue(e);
             if (s && !strcmp(s, "SE2dCore")) c->se_core = 1;
             else if (!s || strcmp(s, "Stacked2dCore")) fail(&r, e, "\"Stacked2dCore\" or \"SE2dCore\"");
-        } else if (!strcmp(k, "core_bias")) rd_bool(&r, e, &c->bias);
+        } else if (!strcmp(k, "share_features")) rd_bool(&r, e, &m->share_features);
+        else if (!strcmp(k, "share_grid")) rd_bool(&r, e, &m->share_grid);
+        else if (!strcmp(k, "core_bias")) rd_bool(&r, e, &c->bias);
         else if (!strcmp(k, "readout_bias")) rd_bool(&r, e, &ro->bias);
         else if (!strcmp(k, "elu_offset")) rd_num(&r, e, &m->elu_offset);
         else if (!strcmp(k, "shifter")) {
@@ -500,6 +507,8 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
                 /* in_shape and outdims follow from the core and the data */
             } else if (!strcmp(k, "bias")) rd_bool(&r, e, &ro->bias);
             else if (!strcmp(k, "multi")) rd_bool(&r, e, &m->multi_readout);
+            else if (!strcmp(k, "share_features")) rd_bool(&r, e, &m->share_features);
+            else if (!strcmp(k, "share_grid")) rd_bool(&r, e, &m->share_grid);
             else unknown(&r, e);
             if (r.st) return r.st;
         }
@@ -629,6 +638,8 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
     cJSON *r = cJSON_AddObjectToObject(root, "readout");
     cJSON_AddStringToObject(r, "type", readout_type_name(ro->type));
     cJSON_AddBoolToObject(r, "multi", m->multi_readout);
+    if (m->share_features) cJSON_AddBoolToObject(r, "share_features", 1);
+    if (m->share_grid) cJSON_AddBoolToObject(r, "share_grid", 1);
     cJSON_AddBoolToObject(r, "bias", ro->bias);
     cJSON_AddNumberToObject(r, "feature_reg_weight", ro->feature_reg_weight);
     switch (ro->type) {

@@ -25,6 +25,7 @@ typedef struct {
     int core_stack_is_none, core_stack_is_int, core_stack_int; /* as given, for the saved config */
     npred_readout_config readout; /* c/h/w/n are filled per session */
     int multi_readout;            /* 1: "readout.<key>.*" per session; 0: one "readout.*" */
+    int share_features, share_grid; /* MultiReadoutSharedParametersBase: borrow from the first session */
     npred_shifter_type shifter;
     int shifter_input_channels, shifter_hidden_channels, shift_layers, shifter_bias;
     double gamma_shifter;

@@ -46,6 +46,15 @@ static npred_status declare_session(npred_model *m, int i, const npred_model_ses
     rc.h = m->core.out_h;
     rc.w = m->core.out_w;
     rc.n = s->n;
+    if (c->share_features || c->share_grid) {
+        if (!info->match_ids)
+            return npred_errorf(NPRED_ERR_ARG, "session %s: share_features/share_grid need match ids", info->key);
+        rc.match_ids = info->match_ids;
+        rc.shared_features = c->share_features;
+        rc.shared_grid = c->share_grid;
+        rc.features_from = c->share_features && i > 0 ? &m->s[0].ro : NULL;
+        rc.grid_from = c->share_grid && i > 0 ? &m->s[0].ro : NULL;
+    }
     char prefix[128];
     if (c->multi_readout) snprintf(prefix, sizeof prefix, "readout.%s.", s->key);
     else snprintf(prefix, sizeof prefix, "readout.");
