@@ -378,7 +378,7 @@ int cmd_train(int argc, char **argv)
                si.behavior_dim ? ", behavior" : "", si.pupil_dim ? ", pupil_center" : "");
     }
     print_section("model", jm);
-    printf("  %-26s %zu\n", "trainable parameters", npred_model_table(m)->n_params);
+    printf("  %-26s %zu\n", "trainable parameters", npred_ptable_count(npred_model_table(m), NULL));
     print_section("dataset", jd);
     print_section("trainer", jt);
     fflush(stdout);
