@@ -14,6 +14,7 @@ typedef struct {
 static const command commands[] = {
     {"dataset", cmd_dataset, "summarize SENSORIUM datasets (folder or .zip)"},
     {"simulate", cmd_simulate, "write a synthetic SENSORIUM dataset with a known ground truth"},
+    {"train", cmd_train, "train a model (SENSORIUM standard_trainer) into a run folder"},
 
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

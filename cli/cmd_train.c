@@ -1,0 +1,459 @@
+/* npred train: the SENSORIUM standard_trainer on datasets, with a run folder. */
+#include <cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "model/tensorfile.h"
+#include "npred/data.h"
+#include "npred/model.h"
+#include "train/trainer.h"
+
+#define DEFAULT_SEED 42
+
+static void help(FILE *f)
+{
+    fprintf(f,
+            "usage: npred train --data A.zip [B.zip ...] --model MODEL.json --trainer TRAINER.json\n"
+            "                   [--dataset DATASET.json] --out RUN/ [options]\n\n"
+            "Train a model as the SENSORIUM 2022 starter kit does (sensorium standard_trainer,\n"
+            "neuralpredictors 0.3.0): Poisson loss scaled by sqrt(trials / batch) plus the core and\n"
+            "readout regularizers, gradients accumulated over one batch per session, Adam,\n"
+            "ReduceLROnPlateau and early stopping on the validation correlation, restoring the\n"
+            "best model at the end.\n\n"
+            "options:\n"
+            "  --data PATH...      SENSORIUM datasets (folders or .zip), one session each\n"
+            "  --model FILE        model config (sensorium builder arguments; e.g. configs/sensorium_sota.json)\n"
+            "  --trainer FILE      trainer config (standard_trainer arguments; e.g. configs/trainer.json)\n"
+            "  --dataset FILE      loader config (static_loaders arguments; e.g. configs/dataset_sensorium.json)\n"
+            "                      [batch_size 128, scale 0.25, normalize true]\n"
+            "  --out DIR           run folder: model.safetensors (best model), config.json, log.csv,\n"
+            "                      state.safetensors (for --resume)\n"
+            "  --seed N            seed of the model initialisation and of training [%d, or the trainer's \"seed\"]\n"
+            "  --threads N         OpenMP threads [all cores]; same seed + threads => identical results\n"
+            "  --resume            continue the run in --out from its state.safetensors (settings not given\n"
+            "                      on the command line are read from its config.json)\n"
+            "  --max-iter N        override the trainer's max_iter\n"
+            "  -h, --help          this help\n\n"
+            "Ctrl-C stops after the current batch; the run folder keeps everything up to the last\n"
+            "finished epoch, and --resume gives the same result as an uninterrupted run.\n\n"
+            "example: npred train --data static26872-17-20-GrayImageNet-94c6ff995dac583098847cfecd43e7b6.zip \\\n"
+            "           --model configs/sensorium_sota.json --trainer configs/trainer.json \\\n"
+            "           --dataset configs/dataset_sensorium.json --out runs/sota\n",
+            DEFAULT_SEED);
+}
+
+/* ---- SIGINT ---- */
+static volatile sig_atomic_t stop_flag;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+    signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process at once */
+}
+
+/* ---- progress ---- */
+typedef struct {
+    int tty;
+    int objective_is_corr;
+} progress;
+
+static void on_batch(void *u, const npred_trainer_batch_info *b)
+{
+    progress *p = u;
+    if (!p->tty) return;
+    int width = 30, fill = (int)(width * b->batch / (b->n_batches ? b->n_batches : 1));
+    char bar[64];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = 0;
+    fprintf(stderr, "\repoch %3" PRId64 " [%s] %4" PRId64 "/%-4" PRId64 " loss %10.4g  lr %.3g  ", b->epoch, bar,
+            b->batch, b->n_batches, b->loss, b->lr);
+    fflush(stderr);
+}
+
+static void on_epoch(void *u, const npred_trainer_epoch_info *e)
+{
+    progress *p = u;
+    if (p->tty) fprintf(stderr, "\r%*s\r", 90, "");
+    printf("epoch %3" PRId64 "  lr %-9.3g  train_loss %-12.6g  %s %.6f  %7.2f s%s\n", e->epoch, e->lr, e->train_loss,
+           p->objective_is_corr ? "val_corr" : "val_loss", e->objective, e->seconds, e->improved ? "  *best" : "");
+    fflush(stdout);
+}
+
+static void on_message(void *u, const char *msg)
+{
+    progress *p = u;
+    if (p->tty) fprintf(stderr, "\r%*s\r", 90, "");
+    printf("  %s\n", msg);
+    fflush(stdout);
+}
+
+/* ---- files ---- */
+static int read_json_file(const char *path, cJSON **out)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    npred_status s = npred_file_read_all(path, &buf, &len);
+    if (s) return cli_fail(s, path);
+    char *txt = realloc(buf, len + 1);
+    if (!txt) {
+        free(buf);
+        fprintf(stderr, "npred train: out of memory\n");
+        return 1;
+    }
+    txt[len] = 0;
+    *out = cJSON_Parse(txt);
+    free(txt);
+    if (!*out) {
+        fprintf(stderr, "npred train: %s: not valid JSON\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- the resolved loader config, by static_loaders names ---- */
+static cJSON *strlist_json(const npred_strlist *l)
+{
+    if (!l->set) return cJSON_CreateNull();
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(l->v[i]));
+    return a;
+}
+static cJSON *i64list_json(const npred_i64list *l)
+{
+    if (!l->set) return cJSON_CreateNull();
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)l->v[i]));
+    return a;
+}
+static cJSON *opt_i(npred_opt_i64 v) { return v.set ? cJSON_CreateNumber((double)v.v) : cJSON_CreateNull(); }
+static cJSON *opt_f(npred_opt_f64 v) { return v.set ? cJSON_CreateNumber(v.v) : cJSON_CreateNull(); }
+static cJSON *perpath_json(const npred_i64list *l, size_t n)
+{
+    if (!l) return cJSON_CreateNull();
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, i64list_json(&l[i]));
+    return a;
+}
+
+static cJSON *loader_config_json(const npred_loader_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "batch_size", (double)c->batch_size);
+    cJSON_AddItemToObject(o, "seed", opt_i(c->seed));
+    cJSON_AddItemToObject(o, "areas", strlist_json(&c->areas));
+    cJSON_AddItemToObject(o, "layers", strlist_json(&c->layers));
+    if (c->tier) cJSON_AddStringToObject(o, "tier", c->tier);
+    else cJSON_AddNullToObject(o, "tier");
+    cJSON_AddItemToObject(o, "neuron_ids", perpath_json(c->neuron_ids, c->n_neuron_ids));
+    cJSON_AddItemToObject(o, "neuron_n", opt_i(c->neuron_n));
+    cJSON_AddNumberToObject(o, "exclude_neuron_n", (double)c->exclude_neuron_n);
+    cJSON_AddItemToObject(o, "neuron_base_seed", opt_i(c->neuron_base_seed));
+    cJSON_AddItemToObject(o, "image_ids", perpath_json(c->image_ids, c->n_image_ids));
+    cJSON_AddItemToObject(o, "image_n", opt_i(c->image_n));
+    cJSON_AddItemToObject(o, "image_base_seed", opt_i(c->image_base_seed));
+    cJSON_AddBoolToObject(o, "cuda", c->cuda);
+    cJSON_AddBoolToObject(o, "normalize", c->normalize);
+    if (c->exclude_is_string && c->exclude.set && c->exclude.n == 1)
+        cJSON_AddStringToObject(o, "exclude", c->exclude.v[0]);
+    else cJSON_AddItemToObject(o, "exclude", strlist_json(&c->exclude));
+    cJSON_AddBoolToObject(o, "include_behavior", c->include_behavior);
+    cJSON_AddBoolToObject(o, "add_behavior_as_channels", c->add_behavior_as_channels);
+    cJSON_AddItemToObject(o, "select_input_channel", i64list_json(&c->select_input_channel));
+    cJSON_AddBoolToObject(o, "file_tree", c->file_tree);
+    cJSON_AddItemToObject(o, "image_condition", strlist_json(&c->image_condition));
+    cJSON_AddItemToObject(o, "inputs_mean", opt_f(c->inputs_mean));
+    cJSON_AddItemToObject(o, "inputs_std", opt_f(c->inputs_std));
+    cJSON_AddItemToObject(o, "scale", opt_f(c->scale));
+    cJSON_AddBoolToObject(o, "include_eye_position", c->include_eye_position);
+    cJSON_AddBoolToObject(o, "add_eye_pos_as_channels", c->add_eye_pos_as_channels);
+    cJSON_AddItemToObject(o, "include_trial_info_keys", strlist_json(&c->include_trial_info_keys));
+    cJSON_AddBoolToObject(o, "overwrite_data_path", c->overwrite_data_path);
+    return o;
+}
+
+static void print_section(const char *title, const cJSON *j)
+{
+    printf("%s:\n", title);
+    for (const cJSON *e = j->child; e; e = e->next) {
+        char *v = cJSON_PrintUnformatted(e);
+        printf("  %-26s %s\n", e->string, v ? v : "?");
+        free(v);
+    }
+}
+
+static int parse_i64(const char *opt, const char *s, long long lo, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo) return cli_usage_error("train", "%s: '%s' is not an integer >= %lld", opt, s, lo);
+    *out = v;
+    return 0;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    const char **data = calloc((size_t)argc + 1, sizeof *data);
+    size_t n_data = 0;
+    const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL;
+    long long seed = -1, threads = 0, max_iter = -1;
+    int resume = 0, rc = 0;
+    if (!data) return 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **target = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help(stdout);
+            free(data);
+            return 0;
+        } else if (!strcmp(a, "--data")) {
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) data[n_data++] = argv[++i];
+            if (!n_data) rc = cli_usage_error("train", "--data needs at least one path");
+            continue;
+        } else if (!strcmp(a, "--resume")) {
+            resume = 1;
+            continue;
+        } else if (!strcmp(a, "--model")) target = &model_path;
+        else if (!strcmp(a, "--trainer")) target = &trainer_path;
+        else if (!strcmp(a, "--dataset")) target = &dataset_path;
+        else if (!strcmp(a, "--out")) target = &out;
+        else if (!strcmp(a, "--seed") || !strcmp(a, "--threads") || !strcmp(a, "--max-iter")) {
+            if (i + 1 >= argc) {
+                rc = cli_usage_error("train", "%s needs a value", a);
+                break;
+            }
+            long long *dst = !strcmp(a, "--seed") ? &seed : !strcmp(a, "--threads") ? &threads : &max_iter;
+            if ((rc = parse_i64(a, argv[++i], !strcmp(a, "--threads") ? 1 : 0, dst))) break;
+            continue;
+        } else {
+            rc = cli_usage_error("train", "unknown option '%s'", a);
+            break;
+        }
+        if (i + 1 >= argc) {
+            rc = cli_usage_error("train", "%s needs a value", a);
+            break;
+        }
+        *target = argv[++i];
+    }
+    if (rc) {
+        free(data);
+        return rc;
+    }
+    if (!out) {
+        free(data);
+        return cli_usage_error("train", "--out RUN/ is required");
+    }
+    if (threads > 0) omp_set_num_threads((int)threads);
+
+    /* settings: command line, else (with --resume) the run's config.json */
+    cJSON *saved = NULL, *jmodel = NULL, *jtrainer = NULL, *jdataset = NULL;
+    char cfg_path[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", out);
+    if (resume) {
+        if (access(cfg_path, R_OK) != 0) {
+            fprintf(stderr, "npred train: --resume: %s not found (no run to resume in %s)\n", cfg_path, out);
+            free(data);
+            return 1;
+        }
+        if ((rc = read_json_file(cfg_path, &saved))) goto out;
+    }
+    const char *cfg_where_model = model_path, *cfg_where_trainer = trainer_path;
+    if (model_path) {
+        if ((rc = read_json_file(model_path, &jmodel))) goto out;
+    } else if (saved && cJSON_GetObjectItem(saved, "model")) {
+        jmodel = cJSON_Duplicate(cJSON_GetObjectItem(saved, "model"), 1);
+        cfg_where_model = cfg_path;
+    } else {
+        rc = cli_usage_error("train", "--model MODEL.json is required");
+        goto out;
+    }
+    if (trainer_path) {
+        if ((rc = read_json_file(trainer_path, &jtrainer))) goto out;
+    } else if (saved && cJSON_GetObjectItem(saved, "trainer")) {
+        jtrainer = cJSON_Duplicate(cJSON_GetObjectItem(saved, "trainer"), 1);
+        cfg_where_trainer = cfg_path;
+    } else {
+        rc = cli_usage_error("train", "--trainer TRAINER.json is required");
+        goto out;
+    }
+    if (dataset_path) {
+        if ((rc = read_json_file(dataset_path, &jdataset))) goto out;
+    } else if (saved && cJSON_GetObjectItem(saved, "dataset")) {
+        jdataset = cJSON_Duplicate(cJSON_GetObjectItem(saved, "dataset"), 1);
+    } else {
+        jdataset = cJSON_Parse("{\"batch_size\": 128, \"scale\": 0.25, \"normalize\": true}");
+    }
+    if (!n_data && saved) {
+        cJSON *d = cJSON_GetObjectItem(saved, "data");
+        cJSON *e;
+        cJSON_ArrayForEach(e, d) if (cJSON_IsString(e)) data[n_data++] = e->valuestring;
+        if (seed < 0 && cJSON_IsNumber(cJSON_GetObjectItem(saved, "seed")))
+            seed = (long long)cJSON_GetObjectItem(saved, "seed")->valuedouble;
+    }
+
+    /* parse everything before the slow parts, so bad keys fail at once */
+    npred_trainer_config tc;
+    npred_trainer_config_init(&tc);
+    npred_status st = npred_trainer_config_set_json(&tc, jtrainer, cfg_where_trainer);
+    if (st) {
+        rc = cli_fail(st, "trainer config");
+        goto out;
+    }
+    if (max_iter >= 0) tc.max_iter = max_iter;
+    if (seed >= 0) {
+        tc.seed_set = 1;
+        tc.seed = seed;
+    } else if (!tc.seed_set) {
+        tc.seed_set = 1;
+        tc.seed = DEFAULT_SEED;
+    }
+    char *model_txt = cJSON_PrintUnformatted(jmodel);
+    npred_model_config mc;
+    st = npred_model_config_parse(&mc, model_txt, cfg_where_model);
+    if (st) {
+        free(model_txt);
+        rc = cli_fail(st, "model config");
+        goto out;
+    }
+    npred_loader_config lc;
+    npred_loader_config_init(&lc);
+    char **cfg_paths = NULL;
+    size_t n_cfg_paths = 0;
+    st = npred_loader_config_set_json(&lc, jdataset, &cfg_paths, &n_cfg_paths);
+    if (st) {
+        free(model_txt);
+        npred_loader_config_free(&lc);
+        rc = cli_fail(st, dataset_path ? dataset_path : "dataset config");
+        goto out;
+    }
+    if (!n_data)
+        for (size_t i = 0; i < n_cfg_paths; i++) data[n_data++] = cfg_paths[i];
+    if (!n_data) {
+        free(model_txt);
+        npred_loader_config_free(&lc);
+        npred_loader_paths_free(cfg_paths, n_cfg_paths);
+        rc = cli_usage_error("train", "--data PATH... is required");
+        goto out;
+    }
+
+    printf("npred train: %zu session(s), %d thread(s), seed %lld -> %s\n", n_data, omp_get_max_threads(),
+           (long long)tc.seed, out);
+    for (size_t i = 0; i < n_data; i++) printf("  data %s\n", data[i]);
+    fflush(stdout);
+
+    npred_loaders *L = NULL;
+    npred_model *m = NULL;
+    npred_trainer *t = NULL;
+    char *run_cfg = NULL;
+    st = npred_loaders_open(&L, data, n_data, &lc);
+    if (st) {
+        rc = cli_fail(st, "loading data");
+        goto done;
+    }
+    if ((st = npred_trainer_model_create(&m, L, model_txt, cfg_where_model, (uint64_t)tc.seed))) {
+        rc = cli_fail(st, "model");
+        goto done;
+    }
+    /* resolved settings */
+    char *mj = npred_model_config_json(m);
+    cJSON *jm = cJSON_Parse(mj);
+    free(mj);
+    cJSON *jd = loader_config_json(&lc), *jt = npred_trainer_config_to_json(&tc);
+    for (size_t s = 0; s < npred_loaders_count(L); s++) {
+        npred_session_info si;
+        npred_loaders_session(L, s, &si);
+        printf("session %s: %lld neurons, images (%d, %d, %d), train %lld / validation %lld trials%s%s\n",
+               si.data_key, (long long)si.n_neurons, si.img_c, si.img_h, si.img_w,
+               (long long)si.tier_n[NPRED_TIER_TRAIN], (long long)si.tier_n[NPRED_TIER_VALIDATION],
+               si.behavior_dim ? ", behavior" : "", si.pupil_dim ? ", pupil_center" : "");
+    }
+    print_section("model", jm);
+    printf("  %-26s %zu\n", "trainable parameters", npred_ptable_count(npred_model_table(m), NULL));
+    print_section("dataset", jd);
+    print_section("trainer", jt);
+    fflush(stdout);
+    cJSON *rc_json = cJSON_CreateObject();
+    cJSON *jdata = cJSON_CreateArray();
+    for (size_t i = 0; i < n_data; i++) cJSON_AddItemToArray(jdata, cJSON_CreateString(data[i]));
+    cJSON_AddItemToObject(rc_json, "data", jdata);
+    cJSON_AddNumberToObject(rc_json, "seed", (double)tc.seed);
+    cJSON_AddNumberToObject(rc_json, "threads", omp_get_max_threads());
+    cJSON_AddItemToObject(rc_json, "model", jm);
+    cJSON_AddItemToObject(rc_json, "dataset", jd);
+    cJSON_AddItemToObject(rc_json, "trainer", jt);
+    run_cfg = cJSON_Print(rc_json);
+    cJSON_Delete(rc_json);
+    size_t len = strlen(run_cfg);
+    char *run_cfg_nl = realloc(run_cfg, len + 2);
+    if (run_cfg_nl) {
+        run_cfg = run_cfg_nl;
+        run_cfg[len] = '\n';
+        run_cfg[len + 1] = 0;
+    }
+
+    if ((st = npred_trainer_create(&t, m, L, &tc, (uint64_t)tc.seed))) {
+        rc = cli_fail(st, "trainer");
+        goto done;
+    }
+    if ((st = npred_trainer_set_run_dir(t, out, run_cfg))) {
+        rc = cli_fail(st, "run folder");
+        goto done;
+    }
+    if (resume) {
+        char sp[4096];
+        snprintf(sp, sizeof sp, "%s/state.safetensors", out);
+        if ((st = npred_trainer_resume(t, sp))) {
+            rc = cli_fail(st, "resume");
+            goto done;
+        }
+        printf("resuming from %s\n", sp);
+    }
+    progress pg = {isatty(STDERR_FILENO), tc.stop_function == NPRED_TRAIN_STOP_CORRELATIONS};
+    npred_trainer_callbacks cb = {on_batch, on_epoch, on_message, &pg, &stop_flag};
+    npred_trainer_set_callbacks(t, &cb);
+    stop_flag = 0;
+    signal(SIGINT, on_sigint);
+    npred_trainer_result res;
+    st = npred_trainer_run(t, &res);
+    signal(SIGINT, SIG_DFL);
+    if (pg.tty) fprintf(stderr, "\r%*s\r", 90, "");
+    if (st == NPRED_ERR_INTERRUPTED) {
+        fprintf(stderr, "npred train: interrupted; continue with: npred train --out %s --resume\n", out);
+        rc = 130;
+        goto done;
+    }
+    if (st) {
+        rc = cli_fail(st, "training");
+        goto done;
+    }
+    static const char *const why[] = {"running", "patience exhausted", "max_iter reached", "objective not finite"};
+    printf("done after %" PRId64 " epochs (%s): best %s %.6f, final %.6f\n", res.epochs,
+           (unsigned)res.stop < 4 ? why[res.stop] : "?", pg.objective_is_corr ? "validation correlation" : "objective",
+           res.best, res.score);
+    printf("model: %s/model.safetensors\n", out);
+done:
+    npred_trainer_free(t);
+    npred_model_free(m);
+    npred_loaders_free(L);
+    free(run_cfg);
+    free(model_txt);
+    npred_loader_config_free(&lc);
+    npred_loader_paths_free(cfg_paths, n_cfg_paths);
+out:
+    cJSON_Delete(saved);
+    cJSON_Delete(jmodel);
+    cJSON_Delete(jtrainer);
+    cJSON_Delete(jdataset);
+    free(data);
+    return rc;
+}

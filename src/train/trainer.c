@@ -1,0 +1,966 @@
+/* standard_trainer: see trainer.h. */
+#include "train/trainer.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model/model.h"
+#include "model/safetensors.h"
+#include "train/adam.h"
+#include "train/loss.h"
+#include "train/metrics.h"
+#include "train/scheduler.h"
+
+/* ------------------------------------------------------------------ config */
+
+void npred_trainer_config_init(npred_trainer_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->avg_loss = 0;
+    c->scale_loss = 1;
+    c->loss_function = NPRED_TRAIN_LOSS_POISSON;
+    c->stop_function = NPRED_TRAIN_STOP_CORRELATIONS;
+    c->loss_accum_batch_n = 0;
+    c->interval = 1;
+    c->patience = 5;
+    c->epoch = 0;
+    c->lr_init = 0.005;
+    c->max_iter = 200;
+    c->maximize = 1;
+    c->tolerance = 1e-6;
+    c->restore_best = 1;
+    c->lr_decay_steps = 3;
+    c->lr_decay_factor = 0.3;
+    c->min_lr = 0.0001;
+    c->detach_core = 0;
+    c->verbose = 1;
+    c->track_training = 0;
+    snprintf(c->device, sizeof c->device, "cuda");
+}
+
+static const char *const loss_names[] = {"PoissonLoss", "ExponentialLoss", "AnscombeMSE"};
+static const char *const stop_names[] = {"get_correlations", "get_poisson_loss"};
+
+const char *npred_train_loss_name(npred_train_loss l) { return (unsigned)l < 3 ? loss_names[l] : "?"; }
+const char *npred_train_stop_name(npred_train_stop s) { return (unsigned)s < 2 ? stop_names[s] : "?"; }
+
+static npred_status want_bool(const cJSON *v, const char *where, int *out)
+{
+    if (!cJSON_IsBool(v)) return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be true or false", where, v->string);
+    *out = cJSON_IsTrue(v);
+    return NPRED_OK;
+}
+
+static npred_status want_int(const cJSON *v, const char *where, int64_t lo, int64_t *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 9e15)
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be an integer", where, v->string);
+    if (v->valuedouble < (double)lo)
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be >= %lld", where, v->string, (long long)lo);
+    *out = (int64_t)v->valuedouble;
+    return NPRED_OK;
+}
+
+static npred_status want_num(const cJSON *v, const char *where, double *out)
+{
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be a finite number", where, v->string);
+    *out = v->valuedouble;
+    return NPRED_OK;
+}
+
+static npred_status want_name(const cJSON *v, const char *where, const char *const *names, int n, int *out)
+{
+    if (cJSON_IsString(v))
+        for (int i = 0; i < n; i++)
+            if (!strcmp(v->valuestring, names[i])) {
+                *out = i;
+                return NPRED_OK;
+            }
+    char list[256] = "";
+    size_t k = 0;
+    for (int i = 0; i < n; i++) k += (size_t)snprintf(list + k, sizeof list - k, "%s\"%s\"", i ? ", " : "", names[i]);
+    return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be one of %s", where, v->string, list);
+}
+
+npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON *obj, const char *where)
+{
+    if (!where) where = "trainer config";
+    if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", where);
+    for (const cJSON *v = obj->child; v; v = v->next) {
+        const char *k = v->string;
+        npred_status s = NPRED_OK;
+        int e;
+        if (!strcmp(k, "avg_loss")) s = want_bool(v, where, &c->avg_loss);
+        else if (!strcmp(k, "scale_loss")) s = want_bool(v, where, &c->scale_loss);
+        else if (!strcmp(k, "loss_function")) {
+            if (!(s = want_name(v, where, loss_names, 3, &e))) c->loss_function = (npred_train_loss)e;
+        } else if (!strcmp(k, "stop_function")) {
+            if (!(s = want_name(v, where, stop_names, 2, &e))) c->stop_function = (npred_train_stop)e;
+        } else if (!strcmp(k, "loss_accum_batch_n")) {
+            if (cJSON_IsNull(v)) c->loss_accum_batch_n = 0;
+            else s = want_int(v, where, 1, &c->loss_accum_batch_n);
+        } else if (!strcmp(k, "interval")) s = want_int(v, where, 1, &c->interval);
+        else if (!strcmp(k, "patience")) s = want_int(v, where, 0, &c->patience);
+        else if (!strcmp(k, "epoch")) s = want_int(v, where, 0, &c->epoch);
+        else if (!strcmp(k, "lr_init")) {
+            if (!(s = want_num(v, where, &c->lr_init)) && c->lr_init < 0)
+                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'lr_init' must be >= 0", where);
+        } else if (!strcmp(k, "max_iter")) s = want_int(v, where, 0, &c->max_iter);
+        else if (!strcmp(k, "maximize")) s = want_bool(v, where, &c->maximize);
+        else if (!strcmp(k, "tolerance")) s = want_num(v, where, &c->tolerance);
+        else if (!strcmp(k, "restore_best")) s = want_bool(v, where, &c->restore_best);
+        else if (!strcmp(k, "lr_decay_steps")) s = want_int(v, where, 0, &c->lr_decay_steps);
+        else if (!strcmp(k, "lr_decay_factor")) {
+            if (!(s = want_num(v, where, &c->lr_decay_factor)) && !(c->lr_decay_factor < 1.0))
+                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'lr_decay_factor' must be < 1", where);
+        } else if (!strcmp(k, "min_lr")) {
+            if (!(s = want_num(v, where, &c->min_lr)) && c->min_lr < 0)
+                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'min_lr' must be >= 0", where);
+        } else if (!strcmp(k, "detach_core")) s = want_bool(v, where, &c->detach_core);
+        else if (!strcmp(k, "seed")) {
+            if (cJSON_IsNull(v)) c->seed_set = 0;
+            else if (!(s = want_int(v, where, 0, &c->seed))) c->seed_set = 1;
+        } else if (!strcmp(k, "verbose")) s = want_bool(v, where, &c->verbose);
+        else if (!strcmp(k, "track_training")) s = want_bool(v, where, &c->track_training);
+        else if (!strcmp(k, "device")) {
+            if (!cJSON_IsString(v)) s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'device' must be a string", where);
+            else snprintf(c->device, sizeof c->device, "%s", v->valuestring);
+        } else if (!strcmp(k, "cb")) {
+            if (!cJSON_IsNull(v))
+                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'cb' must be null (progress goes to the trainer callbacks)",
+                                 where);
+        } else {
+            s = npred_errorf(NPRED_ERR_CONFIG, "%s: unknown key '%s' (not a standard_trainer argument)", where, k);
+        }
+        if (s) return s;
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_trainer_config_parse(npred_trainer_config *c, const char *json, const char *where)
+{
+    if (!where) where = "trainer config";
+    cJSON *root = cJSON_Parse(json);
+    if (!root) return npred_errorf(NPRED_ERR_FORMAT, "%s: not valid JSON (near '%.20s')", where, cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
+    npred_status s = npred_trainer_config_set_json(c, root, where);
+    cJSON_Delete(root);
+    return s;
+}
+
+cJSON *npred_trainer_config_to_json(const npred_trainer_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "avg_loss", c->avg_loss);
+    cJSON_AddBoolToObject(o, "scale_loss", c->scale_loss);
+    cJSON_AddStringToObject(o, "loss_function", npred_train_loss_name(c->loss_function));
+    cJSON_AddStringToObject(o, "stop_function", npred_train_stop_name(c->stop_function));
+    if (c->loss_accum_batch_n) cJSON_AddNumberToObject(o, "loss_accum_batch_n", (double)c->loss_accum_batch_n);
+    else cJSON_AddNullToObject(o, "loss_accum_batch_n");
+    cJSON_AddStringToObject(o, "device", c->device);
+    cJSON_AddBoolToObject(o, "verbose", c->verbose);
+    cJSON_AddNumberToObject(o, "interval", (double)c->interval);
+    cJSON_AddNumberToObject(o, "patience", (double)c->patience);
+    cJSON_AddNumberToObject(o, "epoch", (double)c->epoch);
+    cJSON_AddNumberToObject(o, "lr_init", c->lr_init);
+    cJSON_AddNumberToObject(o, "max_iter", (double)c->max_iter);
+    cJSON_AddBoolToObject(o, "maximize", c->maximize);
+    cJSON_AddNumberToObject(o, "tolerance", c->tolerance);
+    cJSON_AddBoolToObject(o, "restore_best", c->restore_best);
+    cJSON_AddNumberToObject(o, "lr_decay_steps", (double)c->lr_decay_steps);
+    cJSON_AddNumberToObject(o, "lr_decay_factor", c->lr_decay_factor);
+    cJSON_AddNumberToObject(o, "min_lr", c->min_lr);
+    cJSON_AddNullToObject(o, "cb");
+    cJSON_AddBoolToObject(o, "track_training", c->track_training);
+    cJSON_AddBoolToObject(o, "detach_core", c->detach_core);
+    if (c->seed_set) cJSON_AddNumberToObject(o, "seed", (double)c->seed);
+    else cJSON_AddNullToObject(o, "seed");
+    return o;
+}
+
+/* ------------------------------------------------------------------ trainer */
+
+typedef struct {
+    double epoch, lr, train_loss, objective, seconds;
+} log_row;
+
+struct npred_trainer {
+    npred_model *m;
+    npred_ptable *t;
+    const npred_loaders *L;
+    npred_trainer_config c;
+    size_t n_sessions;
+    int *model_index;        /* (n_sessions,) model session of each loader session */
+    double *n_trials;        /* (n_sessions,) trials of each scan (all tiers) */
+    int64_t max_neurons, batch_size;
+    int64_t accum;           /* batches per optimizer step */
+    npred_batch batch;
+    float *pred, *dpred;     /* (batch_size, max_neurons) */
+    float *val_pred, *val_resp; /* (max validation trials, max_neurons) */
+    int64_t max_val;
+    double *rbuf;            /* (max_neurons,) per-neuron results */
+    npred_adam adam;
+    npred_scheduler sched;
+    npred_es es;
+    npred_rng rng;
+    float *best_data, *best_buf;
+    npred_trainer_callbacks cb;
+    npred_trainer_grad_reduce_fn reduce;
+    void *reduce_user;
+    char *run_dir;
+    int resumed;             /* es has a pending TRAIN_EPOCH from the state file */
+    int done;
+    log_row *log;
+    size_t n_log, cap_log;
+    /* epoch in progress */
+    double epoch_loss, epoch_t0, epoch_lr;
+    int64_t epoch_batches;
+    int pending_row;         /* a trained epoch waits for its evaluation */
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void message(npred_trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void message(npred_trainer *t, const char *fmt, ...)
+{
+    if (!t->cb.on_message) return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    t->cb.on_message(t->cb.user, buf);
+}
+
+void npred_trainer_free(npred_trainer *t)
+{
+    if (!t) return;
+    free(t->model_index);
+    free(t->n_trials);
+    npred_batch_free(&t->batch);
+    free(t->pred);
+    free(t->dpred);
+    free(t->val_pred);
+    free(t->val_resp);
+    free(t->rbuf);
+    npred_adam_free(&t->adam);
+    free(t->best_data);
+    free(t->best_buf);
+    free(t->run_dir);
+    free(t->log);
+    free(t);
+}
+
+static npred_es_params es_params(const npred_trainer_config *c)
+{
+    npred_es_params p = npred_es_default_params();
+    p.interval = c->interval;
+    p.patience = c->patience;
+    p.start = c->epoch;
+    p.max_iter = c->max_iter;
+    p.maximize = c->maximize;
+    p.tolerance = c->tolerance;
+    p.restore_best = c->restore_best;
+    p.has_scheduler = 1;
+    p.lr_decay_steps = c->lr_decay_steps;
+    return p;
+}
+
+npred_status npred_trainer_create(npred_trainer **out, npred_model *m, const npred_loaders *L,
+                                  const npred_trainer_config *c, uint64_t seed)
+{
+    *out = NULL;
+    npred_trainer *t = calloc(1, sizeof *t);
+    if (!t) return npred_errorf(NPRED_ERR_NOMEM, "trainer: out of memory");
+    t->m = m;
+    t->t = npred_model_table(m);
+    t->L = L;
+    t->c = *c;
+    t->n_sessions = npred_loaders_count(L);
+    npred_status st = NPRED_OK;
+    if (t->n_sessions < 1) st = npred_errorf(NPRED_ERR_ARG, "trainer: no sessions");
+    t->model_index = calloc(t->n_sessions ? t->n_sessions : 1, sizeof *t->model_index);
+    t->n_trials = calloc(t->n_sessions ? t->n_sessions : 1, sizeof *t->n_trials);
+    if (!st && (!t->model_index || !t->n_trials)) st = npred_errorf(NPRED_ERR_NOMEM, "trainer: out of memory");
+    for (size_t s = 0; !st && s < t->n_sessions; s++) {
+        npred_session_info si;
+        npred_loaders_session(L, s, &si);
+        int mi = npred_model_session_index(m, si.data_key);
+        if (mi < 0) {
+            st = npred_errorf(NPRED_ERR_ARG, "trainer: the model has no readout for session %s", si.data_key);
+            break;
+        }
+        if (npred_model_session_neurons(m, mi) != si.n_neurons) {
+            st = npred_errorf(NPRED_ERR_ARG, "trainer: session %s has %lld neurons, its readout %d", si.data_key,
+                              (long long)si.n_neurons, npred_model_session_neurons(m, mi));
+            break;
+        }
+        if (!si.tier_enabled[NPRED_TIER_TRAIN] || !si.tier_enabled[NPRED_TIER_VALIDATION]) {
+            st = npred_errorf(NPRED_ERR_ARG, "trainer: session %s: the loaders need the train and validation tiers",
+                              si.data_key);
+            break;
+        }
+        int ic, ih, iw;
+        npred_model_input_shape(m, &ic, &ih, &iw);
+        if (si.img_c != ic || si.img_h != ih || si.img_w != iw) {
+            st = npred_errorf(NPRED_ERR_ARG, "trainer: session %s gives images (%d, %d, %d), the model takes (%d, %d, %d)",
+                              si.data_key, si.img_c, si.img_h, si.img_w, ic, ih, iw);
+            break;
+        }
+        if (npred_model_has_shifter(m) && si.pupil_dim != 2) {
+            st = npred_errorf(NPRED_ERR_ARG,
+                              "trainer: session %s: the model has a shifter but the batches carry no pupil_center "
+                              "(set include_eye_position in the dataset config)", si.data_key);
+            break;
+        }
+        if (npred_model_behavior_channels(m) && si.behavior_dim != npred_model_behavior_channels(m)) {
+            st = npred_errorf(NPRED_ERR_ARG, "trainer: session %s: the model's modulator needs %d behavior values per trial",
+                              si.data_key, npred_model_behavior_channels(m));
+            break;
+        }
+        npred_dataset_info di;
+        npred_dataset_get_info(si.dataset, &di);
+        t->model_index[s] = mi;
+        t->n_trials[s] = (double)di.n_trials;
+        if (si.n_neurons > t->max_neurons) t->max_neurons = si.n_neurons;
+        if (si.tier_n[NPRED_TIER_VALIDATION] > t->max_val) t->max_val = si.tier_n[NPRED_TIER_VALIDATION];
+    }
+    if (!st) st = npred_batch_init(&t->batch, L, 0);
+    if (!st) {
+        t->batch_size = t->batch.capacity;
+        if (t->batch_size > m->max_batch)
+            st = npred_errorf(NPRED_ERR_ARG, "trainer: batch_size %lld exceeds the model's capacity %d",
+                              (long long)t->batch_size, m->max_batch);
+    }
+    if (!st) {
+        size_t bn = (size_t)t->batch_size * (size_t)t->max_neurons;
+        size_t vn = (size_t)(t->max_val ? t->max_val : 1) * (size_t)t->max_neurons;
+        t->pred = malloc(bn * sizeof(float));
+        t->dpred = malloc(bn * sizeof(float));
+        t->val_pred = malloc(vn * sizeof(float));
+        t->val_resp = malloc(vn * sizeof(float));
+        t->rbuf = malloc((size_t)t->max_neurons * sizeof(double));
+        t->best_data = malloc((t->t->n_params ? t->t->n_params : 1) * sizeof(float));
+        t->best_buf = malloc((t->t->n_buffers ? t->t->n_buffers : 1) * sizeof(float));
+        if (!t->pred || !t->dpred || !t->val_pred || !t->val_resp || !t->rbuf || !t->best_data || !t->best_buf)
+            st = npred_errorf(NPRED_ERR_NOMEM, "trainer: out of memory");
+    }
+    t->accum = c->loss_accum_batch_n > 0 ? c->loss_accum_batch_n : (int64_t)t->n_sessions;
+    if (!st) {
+        npred_adam_params ap = npred_adam_default_params();
+        ap.lr = c->lr_init;
+        st = npred_adam_init(&t->adam, t->t->n_params, &ap);
+    }
+    if (!st) {
+        npred_scheduler_params sp = npred_scheduler_default_params();
+        sp.mode = c->maximize ? NPRED_SCHEDULER_MODE_MAX : NPRED_SCHEDULER_MODE_MIN;
+        sp.factor = c->lr_decay_factor;
+        sp.patience = (int)c->patience;
+        sp.threshold = c->tolerance;
+        sp.threshold_mode = NPRED_SCHEDULER_THRESHOLD_ABS;
+        sp.min_lr = c->min_lr;
+        st = npred_scheduler_init(&t->sched, &sp, c->lr_init);
+    }
+    if (!st) {
+        npred_es_params ep = es_params(c);
+        st = npred_es_begin(&t->es, &ep);
+    }
+    if (st) {
+        npred_trainer_free(t);
+        return st;
+    }
+    npred_rng_seed(&t->rng, c->seed_set ? (uint64_t)c->seed : seed);
+    *out = t;
+    return NPRED_OK;
+}
+
+void npred_trainer_set_callbacks(npred_trainer *t, const npred_trainer_callbacks *cb)
+{
+    if (cb) t->cb = *cb;
+    else memset(&t->cb, 0, sizeof t->cb);
+}
+
+void npred_trainer_set_grad_reduce(npred_trainer *t, npred_trainer_grad_reduce_fn fn, void *user)
+{
+    t->reduce = fn;
+    t->reduce_user = user;
+}
+
+double npred_trainer_loss_scale(const npred_trainer *t, int session, int64_t B)
+{
+    if (!t->c.scale_loss || B < 1) return 1.0;
+    return sqrt(t->n_trials[session] / (double)B);
+}
+
+int64_t npred_trainer_adam_steps(const npred_trainer *t) { return t->adam.step; }
+double npred_trainer_lr(const npred_trainer *t) { return t->sched.lr; }
+
+/* ---- one batch ---- */
+
+static npred_status loss_forward(const npred_trainer *t, double *v, const float *yhat, const float *y, int64_t B,
+                                 int64_t n)
+{
+    npred_loss_reduction red = t->c.avg_loss ? NPRED_LOSS_MEAN : NPRED_LOSS_SUM;
+    switch (t->c.loss_function) {
+    case NPRED_TRAIN_LOSS_POISSON: return npred_loss_poisson_forward(v, yhat, y, B, n, red, NPRED_POISSON_EPS);
+    case NPRED_TRAIN_LOSS_EXPONENTIAL:
+        return npred_loss_exponential_forward(v, yhat, y, B, n, red, NPRED_EXPONENTIAL_BIAS,
+                                              NPRED_EXPONENTIAL_TARGET_BIAS);
+    case NPRED_TRAIN_LOSS_ANSCOMBE_MSE: return npred_loss_anscombe_mse_forward(v, yhat, y, B, n, red);
+    }
+    return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
+}
+
+static npred_status loss_backward(const npred_trainer *t, float *dyhat, double k, const float *yhat, const float *y,
+                                  int64_t B, int64_t n)
+{
+    npred_loss_reduction red = t->c.avg_loss ? NPRED_LOSS_MEAN : NPRED_LOSS_SUM;
+    switch (t->c.loss_function) {
+    case NPRED_TRAIN_LOSS_POISSON:
+        return npred_loss_poisson_backward(dyhat, &k, yhat, y, B, n, red, NPRED_POISSON_EPS);
+    case NPRED_TRAIN_LOSS_EXPONENTIAL:
+        return npred_loss_exponential_backward(dyhat, &k, yhat, y, B, n, red, NPRED_EXPONENTIAL_BIAS,
+                                               NPRED_EXPONENTIAL_TARGET_BIAS);
+    case NPRED_TRAIN_LOSS_ANSCOMBE_MSE: return npred_loss_anscombe_mse_backward(dyhat, &k, yhat, y, B, n, red);
+    }
+    return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
+}
+
+npred_status npred_trainer_batch(npred_trainer *t, const npred_batch *b, double *loss)
+{
+    if (b->session < 0 || (size_t)b->session >= t->n_sessions)
+        return npred_errorf(NPRED_ERR_ARG, "trainer: batch of session %d", b->session);
+    int mi = t->model_index[b->session];
+    npred_model *m = t->m;
+    int64_t B = b->n, n = b->n_neurons;
+    npred_status st = npred_model_forward(m, mi, b->images, b->pupil_center, b->behavior, (int)B, 1, &t->rng, NULL,
+                                          t->pred);
+    if (st) return st;
+    double k = npred_trainer_loss_scale(t, b->session, B), v = 0;
+    if ((st = loss_forward(t, &v, t->pred, b->responses, B, n))) return st;
+    memset(t->dpred, 0, sizeof(float) * (size_t)(B * n));
+    if ((st = loss_backward(t, t->dpred, k, t->pred, b->responses, B, n))) return st;
+    if ((st = npred_model_backward(m, t->dpred, t->c.detach_core, NULL, NULL))) return st;
+    /* regularizers: core (unless detached) + this session's readout, unscaled */
+    double reg = 0;
+    if (!t->c.detach_core) reg += npred_core_regularizer(&m->core, t->t, 1.0);
+    reg += npred_readout_regularizer(&m->s[mi].ro, t->t, 1.0);
+    if (loss) *loss = k * v + reg;
+    return NPRED_OK;
+}
+
+/* The one place a data-parallel run communicates: sum the gradient over ranks. */
+static npred_status reduce_gradients(npred_trainer *t)
+{
+    if (!t->reduce) return NPRED_OK;
+    npred_status st = t->reduce(t->reduce_user, t->t->grad, t->t->n_params);
+    return st ? npred_error_prefix(st, "trainer: gradient reduction") : NPRED_OK;
+}
+
+static npred_status optimizer_step(npred_trainer *t)
+{
+    npred_status st = reduce_gradients(t);
+    if (!st) st = npred_adam_step(&t->adam, t->t->data, t->t->grad);
+    npred_ptable_zero_grad(t->t);
+    return st;
+}
+
+static int interrupted(const npred_trainer *t) { return t->cb.interrupt && *t->cb.interrupt; }
+
+static npred_status train_epoch(npred_trainer *t, int64_t epoch)
+{
+    npred_cycler cy;
+    npred_status st = npred_cycler_begin(&cy, t->L, NPRED_TIER_TRAIN, &t->rng);
+    if (st) return st;
+    int64_t n_batches = npred_cycler_len(&cy);
+    npred_ptable_zero_grad(t->t);
+    t->epoch_loss = 0;
+    t->epoch_batches = 0;
+    t->epoch_lr = t->sched.lr;
+    for (int64_t i = 0; i < n_batches; i++) {
+        if (interrupted(t)) {
+            st = npred_errorf(NPRED_ERR_INTERRUPTED, "training interrupted in epoch %lld", (long long)epoch);
+            break;
+        }
+        int has = 0;
+        if ((st = npred_cycler_next(&cy, &t->batch, &has))) break;
+        if (!has) break;
+        double loss = 0;
+        if ((st = npred_trainer_batch(t, &t->batch, &loss))) break;
+        if ((i + 1) % t->accum == 0 && (st = optimizer_step(t))) break;
+        t->epoch_loss += loss;
+        t->epoch_batches++;
+        if (t->cb.on_batch) {
+            npred_trainer_batch_info bi = {epoch, i + 1, n_batches, t->batch.data_key, t->batch.n, loss, t->sched.lr};
+            t->cb.on_batch(t->cb.user, &bi);
+        }
+    }
+    npred_cycler_free(&cy);
+    return st;
+}
+
+/* ---- objective ---- */
+
+npred_status npred_trainer_evaluate(npred_trainer *t, double *objective)
+{
+    double acc = 0;
+    int64_t total_neurons = 0;
+    npred_status st = NPRED_OK;
+    for (size_t s = 0; s < t->n_sessions && !st; s++) {
+        npred_loader_iter it;
+        if ((st = npred_loader_iter_begin(&it, t->L, s, NPRED_TIER_VALIDATION, NULL))) break;
+        int mi = t->model_index[s];
+        int64_t n = npred_model_session_neurons(t->m, mi), T = 0;
+        for (;;) {
+            int has = 0;
+            if ((st = npred_loader_iter_next(&it, &t->batch, &has)) || !has) break;
+            int64_t B = t->batch.n;
+            if (T + B > t->max_val) {
+                st = npred_errorf(NPRED_ERR_ARG, "trainer: validation tier larger than expected");
+                break;
+            }
+            st = npred_model_forward(t->m, mi, t->batch.images, t->batch.pupil_center, t->batch.behavior, (int)B, 0,
+                                     NULL, NULL, t->val_pred + (size_t)(T * n));
+            if (st) break;
+            memcpy(t->val_resp + (size_t)(T * n), t->batch.responses, sizeof(float) * (size_t)(B * n));
+            T += B;
+        }
+        npred_loader_iter_free(&it);
+        if (st) break;
+        if (t->c.stop_function == NPRED_TRAIN_STOP_CORRELATIONS) {
+            if (T > 0) {
+                if ((st = npred_metrics_corr(t->rbuf, t->val_resp, t->val_pred, T, n, NPRED_METRICS_CORR_EPS, 1)))
+                    break;
+            } else {
+                for (int64_t j = 0; j < n; j++) t->rbuf[j] = 0; /* corr of nothing: NaN -> 0 */
+            }
+        } else {
+            /* get_poisson_loss(avg=True): per neuron mean over trials of o - y log(o + eps) */
+            for (int64_t j = 0; j < n; j++) {
+                double a = 0;
+                for (int64_t r = 0; r < T; r++) {
+                    double o = t->val_pred[r * n + j], y = t->val_resp[r * n + j];
+                    a += o - y * log(o + 1e-12);
+                }
+                t->rbuf[j] = T > 0 ? a / (double)T : NAN;
+            }
+        }
+        for (int64_t j = 0; j < n; j++) acc += t->rbuf[j];
+        total_neurons += n;
+    }
+    if (st) return st;
+    *objective = total_neurons ? acc / (double)total_neurons : NAN;
+    return NPRED_OK;
+}
+
+/* ---- files ---- */
+
+static npred_status write_atomic(const char *path, const void *buf, size_t len)
+{
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 16);
+    if (!tmp) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    snprintf(tmp, pl + 16, "%s.tmpXXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return s;
+    }
+    const char *p = buf;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    int ok = left == 0 && fsync(fd) == 0;
+    fchmod(fd, 0644);
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return s;
+    }
+    free(tmp);
+    return NPRED_OK;
+}
+
+static void run_path(const npred_trainer *t, const char *name, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/%s", t->run_dir, name);
+}
+
+npred_status npred_trainer_set_run_dir(npred_trainer *t, const char *dir, const char *config_json)
+{
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return npred_errorf(NPRED_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return npred_errorf(NPRED_ERR_IO, "%s: not a directory", dir);
+    free(t->run_dir);
+    t->run_dir = strdup(dir);
+    if (!t->run_dir) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    if (config_json) {
+        char p[4096];
+        run_path(t, "config.json", p, sizeof p);
+        return write_atomic(p, config_json, strlen(config_json));
+    }
+    return NPRED_OK;
+}
+
+static npred_status log_add(npred_trainer *t, const log_row *r)
+{
+    if (t->n_log == t->cap_log) {
+        size_t cap = t->cap_log ? 2 * t->cap_log : 64;
+        log_row *nl = realloc(t->log, cap * sizeof *nl);
+        if (!nl) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        t->log = nl;
+        t->cap_log = cap;
+    }
+    t->log[t->n_log++] = *r;
+    return NPRED_OK;
+}
+
+static npred_status write_log(const npred_trainer *t)
+{
+    if (!t->run_dir) return NPRED_OK;
+    size_t cap = 128 + t->n_log * 128;
+    char *buf = malloc(cap);
+    if (!buf) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    const char *obj = t->c.stop_function == NPRED_TRAIN_STOP_CORRELATIONS ? "validation_correlation"
+                                                                          : "validation_poisson_loss";
+    size_t k = (size_t)snprintf(buf, cap, "epoch,lr,train_loss,%s,seconds\n", obj);
+    for (size_t i = 0; i < t->n_log; i++) {
+        const log_row *r = &t->log[i];
+        k += (size_t)snprintf(buf + k, cap - k, "%lld,%.9g,%.9g,%.9g,%.3f\n", (long long)r->epoch, r->lr,
+                              r->train_loss, r->objective, r->seconds);
+    }
+    char p[4096];
+    run_path(t, "log.csv", p, sizeof p);
+    npred_status st = write_atomic(p, buf, k);
+    free(buf);
+    return st;
+}
+
+static npred_status save_model(const npred_trainer *t)
+{
+    if (!t->run_dir) return NPRED_OK;
+    char p[4096];
+    run_path(t, "model.safetensors", p, sizeof p);
+    return npred_model_save_file(t->m, p);
+}
+
+/* state.safetensors: named flat tensors (see save_state) */
+enum { ES_I_N = 10, ES_F_N = 3 };
+
+static npred_status add_f32(npred_tensor_list *l, const char *name, const float *x, size_t n)
+{
+    int64_t sh[1] = {(int64_t)n};
+    return npred_tensor_list_add(l, name, NPRED_TENSOR_F32, 1, sh, x, NULL);
+}
+static npred_status add_f64(npred_tensor_list *l, const char *name, const double *x, size_t n)
+{
+    int64_t sh[1] = {(int64_t)n};
+    return npred_tensor_list_add(l, name, NPRED_TENSOR_F64, 1, sh, x, NULL);
+}
+static npred_status add_i64(npred_tensor_list *l, const char *name, const int64_t *x, size_t n)
+{
+    int64_t sh[1] = {(int64_t)n};
+    return npred_tensor_list_add(l, name, NPRED_TENSOR_I64, 1, sh, x, NULL);
+}
+
+static npred_status save_state(const npred_trainer *t)
+{
+    if (!t->run_dir) return NPRED_OK;
+    const npred_es *e = &t->es;
+    int64_t es_i[ES_I_N] = {e->epoch, e->patience_counter, e->repeat, e->n_evaluations, e->scheduler_warmup,
+                            (int64_t)e->phase, (int64_t)e->stop, e->state, e->k, e->awaiting};
+    double es_f[ES_F_N] = {e->current, e->best, e->value};
+    int64_t sc_i[3] = {t->sched.num_bad_epochs, t->sched.cooldown_counter, t->sched.last_epoch};
+    double sc_f[2] = {t->sched.lr, t->sched.best};
+    int64_t rng_i[6] = {(int64_t)t->rng.s[0], (int64_t)t->rng.s[1], (int64_t)t->rng.s[2], (int64_t)t->rng.s[3],
+                        t->rng.has_spare, t->done};
+    double rng_f[2] = {t->rng.spare, t->adam.p.lr};
+    int64_t sizes[3] = {(int64_t)t->t->n_params, (int64_t)t->t->n_buffers, t->adam.step};
+    npred_tensor_list l;
+    npred_tensor_list_init(&l);
+    npred_status st = add_f32(&l, "model.params", t->t->data, t->t->n_params);
+    if (!st) st = add_f32(&l, "model.buffers", t->t->bufdata, t->t->n_buffers);
+    if (!st) st = add_f32(&l, "best.params", t->best_data, t->t->n_params);
+    if (!st) st = add_f32(&l, "best.buffers", t->best_buf, t->t->n_buffers);
+    if (!st) st = add_f32(&l, "adam.m", t->adam.m, t->t->n_params);
+    if (!st) st = add_f32(&l, "adam.v", t->adam.v, t->t->n_params);
+    if (!st) st = add_i64(&l, "sizes", sizes, 3);
+    if (!st) st = add_i64(&l, "early_stopping.i", es_i, ES_I_N);
+    if (!st) st = add_f64(&l, "early_stopping.f", es_f, ES_F_N);
+    if (!st) st = add_i64(&l, "scheduler.i", sc_i, 3);
+    if (!st) st = add_f64(&l, "scheduler.f", sc_f, 2);
+    if (!st) st = add_i64(&l, "rng.i", rng_i, 6);
+    if (!st) st = add_f64(&l, "rng.f", rng_f, 2);
+    if (!st) st = add_f64(&l, "log", (const double *)t->log, t->n_log * 5);
+    if (!st)
+        st = npred_tensor_list_set_meta(&l, "npred_state",
+                                        "sizes = [n_params, n_buffers, adam step]; early_stopping.i = [epoch, "
+                                        "patience_counter, repeat, n_evaluations, scheduler_warmup, phase, stop, "
+                                        "state, k, awaiting]; early_stopping.f = [current, best, value]; "
+                                        "scheduler.i = [num_bad_epochs, cooldown_counter, last_epoch]; "
+                                        "scheduler.f = [lr, best]; rng.i = [s0..s3, has_spare, done]; "
+                                        "rng.f = [spare, adam lr]; log = rows of [epoch, lr, train_loss, "
+                                        "objective, seconds]");
+    if (!st) {
+        char p[4096];
+        run_path(t, "state.safetensors", p, sizeof p);
+        st = npred_safetensors_write(p, &l);
+    }
+    npred_tensor_list_free(&l);
+    return st;
+}
+
+static npred_status get_tensor(const npred_tensor_list *l, const char *path, const char *name,
+                               npred_tensor_dtype dt, size_t n, void *dst)
+{
+    const npred_tensor *x = npred_tensor_list_find(l, name);
+    if (!x) return npred_errorf(NPRED_ERR_FORMAT, "%s: tensor '%s' missing (not an npred training state)", path, name);
+    if (x->dtype != dt || x->nbytes != n * npred_tensor_dtype_size(dt))
+        return npred_errorf(NPRED_ERR_FORMAT, "%s: tensor '%s' has %zu bytes of %s, expected %zu of %s "
+                            "(the model or configuration differs from the saved run)",
+                            path, name, x->nbytes, npred_tensor_dtype_name(x->dtype),
+                            n * npred_tensor_dtype_size(dt), npred_tensor_dtype_name(dt));
+    if (n) memcpy(dst, x->data, x->nbytes);
+    return NPRED_OK;
+}
+
+npred_status npred_trainer_resume(npred_trainer *t, const char *path)
+{
+    npred_tensor_list l;
+    npred_status st = npred_safetensors_read(path, &l);
+    if (st) {
+        npred_tensor_list_free(&l);
+        return st;
+    }
+    int64_t sizes[3], es_i[ES_I_N], sc_i[3], rng_i[6];
+    double es_f[ES_F_N], sc_f[2], rng_f[2];
+    st = get_tensor(&l, path, "sizes", NPRED_TENSOR_I64, 3, sizes);
+    if (!st && (sizes[0] != (int64_t)t->t->n_params || sizes[1] != (int64_t)t->t->n_buffers))
+        st = npred_errorf(NPRED_ERR_FORMAT, "%s: saved run has %lld parameters and %lld buffer values, this model %zu "
+                          "and %zu (different model config or data?)", path, (long long)sizes[0],
+                          (long long)sizes[1], t->t->n_params, t->t->n_buffers);
+    if (!st) st = get_tensor(&l, path, "model.params", NPRED_TENSOR_F32, t->t->n_params, t->t->data);
+    if (!st) st = get_tensor(&l, path, "model.buffers", NPRED_TENSOR_F32, t->t->n_buffers, t->t->bufdata);
+    if (!st) st = get_tensor(&l, path, "best.params", NPRED_TENSOR_F32, t->t->n_params, t->best_data);
+    if (!st) st = get_tensor(&l, path, "best.buffers", NPRED_TENSOR_F32, t->t->n_buffers, t->best_buf);
+    if (!st) st = get_tensor(&l, path, "adam.m", NPRED_TENSOR_F32, t->t->n_params, t->adam.m);
+    if (!st) st = get_tensor(&l, path, "adam.v", NPRED_TENSOR_F32, t->t->n_params, t->adam.v);
+    if (!st) st = get_tensor(&l, path, "early_stopping.i", NPRED_TENSOR_I64, ES_I_N, es_i);
+    if (!st) st = get_tensor(&l, path, "early_stopping.f", NPRED_TENSOR_F64, ES_F_N, es_f);
+    if (!st) st = get_tensor(&l, path, "scheduler.i", NPRED_TENSOR_I64, 3, sc_i);
+    if (!st) st = get_tensor(&l, path, "scheduler.f", NPRED_TENSOR_F64, 2, sc_f);
+    if (!st) st = get_tensor(&l, path, "rng.i", NPRED_TENSOR_I64, 6, rng_i);
+    if (!st) st = get_tensor(&l, path, "rng.f", NPRED_TENSOR_F64, 2, rng_f);
+    const npred_tensor *lg = st ? NULL : npred_tensor_list_find(&l, "log");
+    if (!st && (!lg || lg->dtype != NPRED_TENSOR_F64 || lg->nbytes % (5 * sizeof(double))))
+        st = npred_errorf(NPRED_ERR_FORMAT, "%s: tensor 'log' missing or malformed", path);
+    if (!st) {
+        size_t rows = lg->nbytes / (5 * sizeof(double));
+        t->n_log = 0;
+        for (size_t i = 0; i < rows && !st; i++) {
+            log_row r;
+            memcpy(&r, (const char *)lg->data + i * sizeof r, sizeof r);
+            st = log_add(t, &r);
+        }
+    }
+    if (!st) {
+        npred_es *e = &t->es;
+        e->epoch = es_i[0];
+        e->patience_counter = es_i[1];
+        e->repeat = es_i[2];
+        e->n_evaluations = es_i[3];
+        e->scheduler_warmup = (int)es_i[4];
+        e->phase = (npred_es_phase)es_i[5];
+        e->stop = (npred_es_stop)es_i[6];
+        e->state = (int)es_i[7];
+        e->k = es_i[8];
+        e->awaiting = (int)es_i[9];
+        e->current = es_f[0];
+        e->best = es_f[1];
+        e->value = es_f[2];
+        t->sched.num_bad_epochs = (int)sc_i[0];
+        t->sched.cooldown_counter = (int)sc_i[1];
+        t->sched.last_epoch = sc_i[2];
+        t->sched.lr = sc_f[0];
+        t->sched.best = sc_f[1];
+        for (int i = 0; i < 4; i++) t->rng.s[i] = (uint64_t)rng_i[i];
+        t->rng.has_spare = (int)rng_i[4];
+        t->done = (int)rng_i[5];
+        t->rng.spare = rng_f[0];
+        t->adam.step = sizes[2];
+        st = npred_adam_set_lr(&t->adam, rng_f[1]);
+        t->resumed = !t->done;
+    }
+    npred_tensor_list_free(&l);
+    return st;
+}
+
+/* ---- the loop ---- */
+
+static npred_status finish_row(npred_trainer *t, double objective)
+{
+    log_row r = {(double)t->es.epoch, t->epoch_lr, t->epoch_loss / (double)(t->epoch_batches ? t->epoch_batches : 1),
+                 objective, now_s() - t->epoch_t0};
+    if (!t->pending_row) {
+        r.epoch = (double)t->es.epoch;
+        r.lr = t->sched.lr;
+        r.train_loss = NAN;
+    }
+    t->pending_row = 0;
+    npred_status st = log_add(t, &r);
+    if (!st) st = write_log(t);
+    return st;
+}
+
+static void emit_epoch(npred_trainer *t, int improved)
+{
+    if (!t->cb.on_epoch || !t->n_log) return;
+    const log_row *r = &t->log[t->n_log - 1];
+    npred_trainer_epoch_info ei = {(int64_t)r->epoch, r->lr, r->train_loss, r->objective, r->seconds, improved,
+                                   t->adam.step};
+    t->cb.on_epoch(t->cb.user, &ei);
+}
+
+npred_status npred_trainer_run(npred_trainer *t, npred_trainer_result *res)
+{
+    npred_status st = NPRED_OK;
+    int row_open = 0; /* a log row waits for the improvement flag (SAVE_BEST follows the evaluation) */
+    if (t->done) goto finished;
+    t->epoch_t0 = now_s();
+    while (!st) {
+        npred_es_action a;
+        if (t->resumed) {
+            a = NPRED_ES_TRAIN_EPOCH; /* the epoch the saved state was about to train */
+            t->resumed = 0;
+        } else if ((st = npred_es_next(&t->es, &a))) {
+            break;
+        }
+        if (row_open && a != NPRED_ES_SAVE_BEST && a != NPRED_ES_STEP_SCHEDULER) {
+            emit_epoch(t, 0);
+            row_open = 0;
+        }
+        switch (a) {
+        case NPRED_ES_EVALUATE: {
+            double v = 0;
+            if ((st = npred_trainer_evaluate(t, &v))) break;
+            if ((st = npred_es_set_objective(&t->es, v))) break;
+            if (t->es.phase == NPRED_ES_PHASE_START || (t->es.phase == NPRED_ES_PHASE_TRAIN && t->pending_row)) {
+                if ((st = finish_row(t, v))) break;
+                row_open = 1;
+            }
+            break;
+        }
+        case NPRED_ES_SAVE_BEST:
+            memcpy(t->best_data, t->t->data, t->t->n_params * sizeof(float));
+            memcpy(t->best_buf, t->t->bufdata, t->t->n_buffers * sizeof(float));
+            st = save_model(t);
+            if (row_open) {
+                emit_epoch(t, 1);
+                row_open = 0;
+            }
+            break;
+        case NPRED_ES_RESTORE_BEST:
+            memcpy(t->t->data, t->best_data, t->t->n_params * sizeof(float));
+            memcpy(t->t->bufdata, t->best_buf, t->t->n_buffers * sizeof(float));
+            message(t, "restoring best model (objective %.6f)", t->es.best);
+            break;
+        case NPRED_ES_STEP_SCHEDULER:
+            if (npred_scheduler_step(&t->sched, t->es.current)) {
+                st = npred_adam_set_lr(&t->adam, t->sched.lr);
+                message(t, "learning rate reduced to %.6g", t->sched.lr);
+            }
+            break;
+        case NPRED_ES_TRAIN_EPOCH:
+            /* the resume point: everything up to this epoch is on disk */
+            if ((st = save_state(t))) break;
+            if (interrupted(t)) {
+                st = npred_errorf(NPRED_ERR_INTERRUPTED, "training interrupted before epoch %lld",
+                                  (long long)t->es.epoch);
+                break;
+            }
+            t->epoch_t0 = now_s();
+            st = train_epoch(t, t->es.epoch);
+            t->pending_row = 1;
+            break;
+        case NPRED_ES_DONE: goto done;
+        }
+    }
+    return st;
+done:
+    t->done = 1;
+    if (t->es.stop == NPRED_ES_STOP_NONFINITE) message(t, "stopped: the objective is not finite");
+    if ((st = save_model(t))) return st;
+    if ((st = save_state(t))) return st;
+finished:
+    if (res) {
+        res->score = t->es.value;
+        res->epochs = t->es.epoch;
+        res->best = t->es.best;
+        res->stop = t->es.stop;
+    }
+    return NPRED_OK;
+}
+
+npred_rng *npred_trainer_rng(npred_trainer *t) { return &t->rng; }
+
+npred_status npred_trainer_model_create(npred_model **out, const npred_loaders *L, const char *config_json,
+                                        const char *config_name, uint64_t seed)
+{
+    *out = NULL;
+    size_t n = npred_loaders_count(L);
+    if (n < 1) return npred_errorf(NPRED_ERR_ARG, "model: no sessions in the loaders");
+    npred_model_session *ses = calloc(n, sizeof *ses);
+    if (!ses) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    npred_session_info s0;
+    npred_loaders_session(L, 0, &s0);
+    npred_status st = NPRED_OK;
+    for (size_t i = 0; i < n; i++) {
+        npred_session_info si;
+        npred_loaders_session(L, i, &si);
+        if (si.img_c != s0.img_c || si.img_h != s0.img_h || si.img_w != s0.img_w) {
+            st = npred_errorf(NPRED_ERR_ARG, "model: session %s gives images (%d, %d, %d), session %s (%d, %d, %d); "
+                              "one core needs one input shape", si.data_key, si.img_c, si.img_h, si.img_w,
+                              s0.data_key, s0.img_c, s0.img_h, s0.img_w);
+            break;
+        }
+        ses[i].key = si.data_key;
+        ses[i].n_neurons = (int)si.n_neurons;
+        ses[i].coords = si.cell_motor_coordinates;
+        ses[i].coord_dims = si.cell_motor_coordinates ? 3 : 0;
+        ses[i].mean_activity = NULL;
+    }
+    npred_batch b;
+    if (!st) st = npred_batch_init(&b, L, 0);
+    if (!st) {
+        int cap = (int)b.capacity;
+        npred_batch_free(&b);
+        st = npred_model_create(out, config_json, config_name, s0.img_c, s0.img_h, s0.img_w, ses, (int)n, cap, seed);
+    }
+    free(ses);
+    return st;
+}
