@@ -13,6 +13,10 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cmd_dataset(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 
 #endif
