@@ -10,6 +10,7 @@ int cli_fail(npred_status s, const char *context);
 /* Print an argument error plus the hint to run `npred CMD --help`; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+int cmd_demo(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_train(int argc, char **argv);

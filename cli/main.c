@@ -12,6 +12,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"demo", cmd_demo, "the main job: simulate, train the SENSORIUM baseline, evaluate, compare with the truth"},
     {"dataset", cmd_dataset, "summarize SENSORIUM datasets (folder or .zip)"},
     {"simulate", cmd_simulate, "write a synthetic SENSORIUM dataset with a known ground truth"},
     {"train", cmd_train, "train a model (SENSORIUM standard_trainer) into a run folder"},
