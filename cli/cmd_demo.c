@@ -46,6 +46,8 @@ static void help(FILE *f)
             "  --trials N       train + validation trials per session [2500]\n"
             "  --epochs N       maximum epochs (max_iter) [12]\n"
             "  --batch N        batch size [32]\n"
+            "  --test-images N  test images shared by the sessions [100]\n"
+            "  --test-repeats N repeats of every test image [10]\n"
             "  --seed N         seed of the simulation and the training [1]\n"
             "  --threads N      OpenMP threads [all cores]\n"
             "  -h, --help       this help\n");
@@ -101,6 +103,7 @@ int cmd_demo(int argc, char **argv)
 {
     const char *out = "npred-demo";
     long sessions = 2, neurons = 300, trials = 2500, epochs = 12, batch = 32, seed = 1, threads = 0;
+    long test_images = 100, test_repeats = 10;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int ok = 1;
@@ -113,6 +116,8 @@ int cmd_demo(int argc, char **argv)
         else if (!strcmp(a, "--trials")) ok = parse_pos(a, v, 20, 1000000, &trials), i++;
         else if (!strcmp(a, "--epochs")) ok = parse_pos(a, v, 1, 100000, &epochs), i++;
         else if (!strcmp(a, "--batch")) ok = parse_pos(a, v, 2, 4096, &batch), i++;
+        else if (!strcmp(a, "--test-images")) ok = parse_pos(a, v, 2, 100000, &test_images), i++;
+        else if (!strcmp(a, "--test-repeats")) ok = parse_pos(a, v, 2, 1000, &test_repeats), i++;
         else if (!strcmp(a, "--seed")) ok = parse_pos(a, v, 0, 2147483647L, &seed), i++;
         else if (!strcmp(a, "--threads")) ok = parse_pos(a, v, 1, 1024, &threads), i++;
         else return cli_usage_error("demo", "unknown option '%s'", a);
@@ -135,6 +140,8 @@ int cmd_demo(int argc, char **argv)
     sp.n_neurons = (int)neurons;
     sp.n_trials = (int)trials;
     sp.seed = (uint64_t)seed;
+    sp.n_test_images = (int)test_images;
+    sp.n_test_repeats = (int)test_repeats;
     sp.write_tree = 0;
     sp.write_zip = 1;
     sp.force = 1;
