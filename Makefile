@@ -26,13 +26,15 @@ BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK   := build/.deps-ok
 
 .SECONDARY:
-.PHONY: all lib test sanitize debug bench demo deps clean
+.PHONY: all lib test sanitize debug bench demo deps clean FORCE
 all: $(BUILD)/libnpred.a $(BUILD)/libnpred.so $(BUILD)/npred $(EXAMPLES)
 
 lib: $(BUILD)/libnpred.a $(BUILD)/libnpred.so
 
 deps: $(DEPS_OK)
-$(DEPS_OK): scripts/deps.sh
+# checked on every build (a fast dpkg query): a missing package is installed (as root)
+# or named with the exact apt-get line
+$(DEPS_OK): FORCE
 	@sh scripts/deps.sh
 	@mkdir -p $(dir $@) && touch $@
 

@@ -183,6 +183,11 @@ static void test_configs_dir(void)
                 CHECK(mc.core.hidden_channels == 64 && mc.core.input_kern == 9 && mc.core.hidden_kern[0] == 7 && mc.core.linear == (strstr(e->d_name, "ln") != NULL),
                       "%s core", path);
                 CHECK(mc.core.layers == (strstr(e->d_name, "ln") ? 3 : 4), "%s layers", path);
+                if (strstr(e->d_name, "tutorial"))
+                    CHECK(mc.readout.type == (strstr(e->d_name, "factorized") ? NPRED_READOUT_FACTORIZED
+                                                                            : NPRED_READOUT_GAUSSIAN2D) &&
+                              mc.core.pad_input && mc.core.momentum == 0.1 && mc.core.use_avg_reg,
+                          "%s: tutorial readout and Stacked2dCore defaults", path);
             }
         }
         CHECK(s == NPRED_OK, "%s: %s", path, npred_last_error());
@@ -190,7 +195,7 @@ static void test_configs_dir(void)
         n++;
     }
     closedir(d);
-    CHECK(n == 7, "%d config files", n);
+    CHECK(n == 9, "%d config files", n);
 }
 
 /* ---------------------------------------------------------------- one batch */
