@@ -9,34 +9,6 @@
 #include "harness.h"
 #include "readouts/readout.h"
 
-/* copy every fixture file files.<group>.<key> into table entry prefix+key */
-static int load_params(th_case *c, npred_ptable *t, const char *group, const char *prefix)
-{
-    cJSON *ps = th_get(c->json, "files", group, NULL);
-    if (!CHECK(ps != NULL, "%s: no files.%s", c->name, group)) return 0;
-    cJSON *it;
-    int ok = 1;
-    cJSON_ArrayForEach(it, ps)
-    {
-        char name[256];
-        snprintf(name, sizeof name, "%s%s", prefix, it->string);
-        int idx = npred_ptable_find(t, name);
-        if (!CHECK(idx >= 0, "%s: no table entry %s", c->name, name)) {
-            ok = 0;
-            continue;
-        }
-        npred_array sh;
-        float *v = th_load_f32(c, it->valuestring, &sh);
-        if (!v || !CHECK(sh.count == t->items[idx].count, "%s: %zu vs %zu", name, sh.count, t->items[idx].count)) {
-            free(v);
-            ok = 0;
-            continue;
-        }
-        memcpy(npred_ptable_ptr(t, idx), v, sh.count * sizeof(float));
-        free(v);
-    }
-    return ok;
-}
 
 /* compare every table entry listed in files.<group> with its file */
 static void compare_group(th_case *c, npred_ptable *t, const char *group, const char *kind, int grads)
@@ -90,7 +62,7 @@ static void run_case(const char *name, npred_readout_type type)
     float *noise = th_get(c.json, "files", "noise", NULL) ? th_load_f32(&c, "noise.npy", NULL) : NULL;
     int B = x ? (int)xs.shape[0] : 0;
     if (CHECK_OK(npred_readout_declare(&r, &cfg, "", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
-        CHECK_OK(npred_readout_setup(&r, &t, B)) && load_params(&c, &t, "params", "") && x) {
+        CHECK_OK(npred_readout_setup(&r, &t, B)) && th_load_table(&c, &t, "params", "", NULL) == cJSON_GetArraySize(th_get(c.json, "files", "params", NULL)) && x) {
         char repr[1024];
         npred_readout_repr(&r, repr, sizeof repr);
         cJSON *want = th_get(c.json, "repr", NULL);

@@ -8,24 +8,6 @@
 #include "harness.h"
 #include "readouts/readout.h"
 
-static int load_params(th_case *c, npred_ptable *t)
-{
-    cJSON *ps = th_get(c->json, "files", "params", NULL), *it;
-    int ok = CHECK(ps != NULL, "%s: no files.params", c->name);
-    cJSON_ArrayForEach(it, ps)
-    {
-        int idx = npred_ptable_find(t, it->string);
-        npred_array sh;
-        float *v = idx >= 0 ? th_load_f32(c, it->valuestring, &sh) : NULL;
-        if (!CHECK(v && sh.count == t->items[idx].count, "%s: entry %s", c->name, it->string)) {
-            ok = 0;
-        } else {
-            memcpy(npred_ptable_ptr(t, idx), v, sh.count * sizeof(float));
-        }
-        free(v);
-    }
-    return ok;
-}
 
 static void test_fixture_point_pooled(void)
 {
@@ -47,7 +29,7 @@ static void test_fixture_point_pooled(void)
     float *x = th_load_f32(&c, "input.npy", &xs), *up = th_load_f32(&c, "upstream.npy", NULL);
     int B = x ? (int)xs.shape[0] : 0;
     if (x && up && CHECK_OK(npred_readout_declare(&r, &cfg, "", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
-        CHECK_OK(npred_readout_setup(&r, &t, B)) && load_params(&c, &t)) {
+        CHECK_OK(npred_readout_setup(&r, &t, B)) && th_load_table(&c, &t, "params", "", NULL) == cJSON_GetArraySize(th_get(c.json, "files", "params", NULL))) {
         char repr[512];
         npred_readout_repr(&r, repr, sizeof repr);
         cJSON *want = th_get(c.json, "repr", NULL);
