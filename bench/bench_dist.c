@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <omp.h>
 
 #include "data/simulate.h"
 #include "dist/dist.h"
@@ -58,8 +59,14 @@ static npred_status grad_count(void *user, float *g, size_t n)
     return NPRED_OK;
 }
 
-/* Train EPOCHS epochs; print "trials/s bytes/step params steps" on rank 0. */
-static int run(const char *p0, const char *p1, int dist)
+typedef struct {
+    double tput, bytes;
+    size_t params;
+    long long steps;
+} result;
+
+/* Train EPOCHS epochs: throughput, bytes sent per step, parameters, steps. */
+static int run(const char *p0, const char *p1, int dist, result *r)
 {
     npred_loader_config lc;
     npred_loader_config_init(&lc);
@@ -84,10 +91,10 @@ static int run(const char *p0, const char *p1, int dist)
         uint64_t b0 = npred_dist_bytes();
         st = npred_trainer_run(t, NULL);
         uint64_t bytes = npred_dist_bytes() - b0;
-        if (!st && npred_dist_rank() == 0)
-            printf("%.1f %.0f %zu %lld\n", (double)tm.trials / (tm.busy > 0 ? tm.busy : 1e-9),
-                   tm.steps_seen ? (double)bytes / (double)tm.steps_seen : 0.0, npred_model_table(m)->n_params,
-                   (long long)tm.steps_seen);
+        r->tput = (double)tm.trials / (tm.busy > 0 ? tm.busy : 1e-9);
+        r->bytes = tm.steps_seen ? (double)bytes / (double)tm.steps_seen : 0.0;
+        r->params = npred_model_table(m)->n_params;
+        r->steps = (long long)tm.steps_seen;
     }
     if (st) fprintf(stderr, "bench_dist: %s\n", npred_last_error());
     npred_trainer_free(t);
@@ -117,7 +124,9 @@ int main(int argc, char **argv)
     (void)argc;
     if (getenv("NPRED_BENCH_RANK")) {
         if (npred_dist_init(NULL, NULL)) return 1;
-        int rc = run(getenv("NPRED_BENCH_P0"), getenv("NPRED_BENCH_P1"), 1);
+        result r = {0};
+        int rc = run(getenv("NPRED_BENCH_P0"), getenv("NPRED_BENCH_P1"), 1, &r);
+        if (!rc && npred_dist_rank() == 0) printf("%.1f %.0f %zu %lld\n", r.tput, r.bytes, r.params, r.steps);
         npred_dist_finalize();
         return rc;
     }
@@ -148,25 +157,20 @@ int main(int argc, char **argv)
 
     printf("data-parallel training: 2 sessions x 300 neurons, 504 train trials each, images 36x64, batch 64,\n"
            "3-layer core (16 channels), %d epochs; throughput = train trials / s of batch time\n", EPOCHS);
-    /* 1 process, 2 threads (the run prints its own line) */
-    setenv("OMP_NUM_THREADS", "2", 1);
+    /* 1 process, 2 threads */
     fflush(stdout);
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "NPRED_BENCH_SINGLE=1 %s", self);
-    double t_single = 0;
-    if (getenv("NPRED_BENCH_SINGLE")) return run(p0, p1, 0);
-    FILE *f = popen(cmd, "r");
-    size_t params = 0;
-    long long steps = 0;
-    double dummy = 0;
-    int ok = f && fscanf(f, "%lf %lf %zu %lld", &t_single, &dummy, &params, &steps) == 4;
-    if (f) pclose(f);
-    if (!ok) {
-        fprintf(stderr, "bench_dist: the threaded run failed\n");
-        return 1;
-    }
+    omp_set_num_threads(2);
+    result r1 = {0};
+    if (run(p0, p1, 0, &r1)) return 1;
+    double t_single = r1.tput;
+    size_t params = r1.params;
+    long long steps = r1.steps;
     printf("  1 process,  2 threads : %8.1f trials/s  (%zu parameters, %lld optimizer steps)\n", t_single, params,
            steps);
+    omp_set_num_threads(1);
+    result r0 = {0};
+    if (run(p0, p1, 0, &r0)) return 1;
+    printf("  1 process,  1 thread  : %8.1f trials/s\n", r0.tput);
     if (!npred_dist_compiled() || system("mpirun --version > /dev/null 2>&1") != 0) {
         printf("  (no MPI in this build: the rank runs are skipped)\n");
     } else {
@@ -176,8 +180,8 @@ int main(int argc, char **argv)
         else
             printf("  mpirun -np 1 failed\n");
         if (mpi_run(self, 2, p0, p1, &t2, &b2)) {
-            printf("  mpirun -np 2, 1 thread: %8.1f trials/s  (x%.2f vs 1 rank, x%.2f vs 2 threads)\n", t2,
-                   t1 > 0 ? t2 / t1 : 0, t2 / t_single);
+            printf("  mpirun -np 2, 1 thread: %8.1f trials/s  (x%.2f vs 1 rank, x%.2f vs 1 process with 2 threads)\n",
+                   t2, t1 > 0 ? t2 / t1 : 0, t2 / t_single);
             printf("  communicated per optimizer step and rank: %.0f bytes (gradient allreduce %zu x 4 = %zu bytes,\n"
                    "  plus the per-epoch broadcast and validation sums spread over the steps); a ring allreduce\n"
                    "  sends 2 (K-1)/K x the gradient per rank: %zu bytes at K = 2\n",
@@ -186,6 +190,7 @@ int main(int argc, char **argv)
             printf("  mpirun -np 2 failed\n");
         }
     }
+    char cmd[1024];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", base);
     return 0;
