@@ -285,11 +285,14 @@ int cmd_train(int argc, char **argv)
     int launched = npred_dist_launched_size();
     if (launched != 0 && launched != 1 && !npred_dist_compiled()) {
         if (npred_dist_launched_rank() == 0) {
+            char nr[32];
+            if (launched > 0) snprintf(nr, sizeof nr, "%d", launched);
+            else snprintf(nr, sizeof nr, "several");
             fprintf(stderr,
                     "npred train: started by an MPI launcher (%s ranks), but this npred was built without MPI "
                     "support.\n  Install Open MPI (apt-get install libopenmpi-dev openmpi-bin), rebuild (make clean; "
                     "make), or run npred train without mpirun.\n",
-                    launched > 0 ? "several" : "an unknown number of");
+                    nr);
         }
         free(data);
         return 1;
