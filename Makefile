@@ -29,6 +29,8 @@ MPI_MODE ?= nompi
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
 CLI_SRC   := $(sort $(wildcard cli/*.c))
+EX_SRC    := $(sort $(wildcard examples/*.c))
+EXAMPLES  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_SRC  := $(sort $(wildcard tests/test_*.c))
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -39,7 +41,7 @@ DEPS_OK   := build/.deps-ok
 
 .SECONDARY:
 .PHONY: all lib test sanitize debug bench demo deps clean FORCE
-all: $(BUILD)/libnpred.a $(BUILD)/libnpred.so $(BUILD)/npred
+all: $(BUILD)/libnpred.a $(BUILD)/libnpred.so $(BUILD)/npred $(EXAMPLES)
 
 lib: $(BUILD)/libnpred.a $(BUILD)/libnpred.so
 
@@ -73,12 +75,16 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/l
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(LDLIBS)
 
+$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(BUILD)/libnpred.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $< $(BUILD)/libnpred.a $(LDLIBS)
+
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libnpred.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/libnpred.a $(LDLIBS)
 
 test: $(TESTS) $(BUILD)/npred
-	@sh scripts/run-tests.sh $(BUILD) $(TESTS)
+	@NPRED_BIN=./$(BUILD)/npred sh scripts/run-tests.sh $(BUILD) $(TESTS)
 
 # Same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize debug:

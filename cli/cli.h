@@ -10,9 +10,14 @@ int cli_fail(npred_status s, const char *context);
 /* Print an argument error plus the hint to run `npred CMD --help`; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+int cmd_demo(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 
 #endif

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_report.h"
 #include "dist/dist.h"
+#include "train/evaluate.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "model/tensorfile.h"
@@ -511,6 +513,28 @@ int cmd_train(int argc, char **argv)
            (unsigned)res.stop < 4 ? why[res.stop] : "?", pg.objective_is_corr ? "validation correlation" : "objective",
            res.best, res.score);
     printf("model: %s/model.safetensors\n", out);
+    if (rank == 0) {
+        /* pictures (rank 0 alone); the test-correlation histogram when every session has a test tier */
+        int have_test = 1;
+        for (size_t s = 0; s < npred_loaders_count(L); s++) {
+            npred_session_info si;
+            npred_loaders_session(L, s, &si);
+            have_test &= si.tier_enabled[NPRED_TIER_TEST] && si.tier_n[NPRED_TIER_TEST] >= 2;
+        }
+        npred_eval_results er;
+        memset(&er, 0, sizeof er);
+        int evaluated = have_test && npred_evaluate(m, L, NPRED_TIER_TEST, &er) == NPRED_OK;
+        if (evaluated)
+            printf("test: single-trial correlation %.4f, correlation to average %.4f, FEVE %.4f\n",
+                   er.overall.single_trial_corr, er.overall.corr_to_average, er.overall.feve);
+        cli_gt_summary gt;
+        cli_write_pictures(out, m, L, (const char *const *)data, evaluated ? &er : NULL, &gt);
+        if (gt.have)
+            printf("ground truth: receptive-field positions correlate %.3f (x) and %.3f (y) with the truth, median "
+                   "error %.2f pixels; oracle (single trial vs noise-free rate) %.4f\n",
+                   gt.corr_x, gt.corr_y, gt.median_px, gt.oracle_rate);
+        npred_eval_results_free(&er);
+    }
 done:
     npred_trainer_free(t);
     npred_model_free(m);

@@ -12,9 +12,14 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"demo", cmd_demo, "the main job: simulate, train the SENSORIUM baseline, evaluate, compare with the truth"},
     {"dataset", cmd_dataset, "summarize SENSORIUM datasets (folder or .zip)"},
     {"simulate", cmd_simulate, "write a synthetic SENSORIUM dataset with a known ground truth"},
     {"train", cmd_train, "train a model (SENSORIUM standard_trainer) into a run folder"},
+    {"import", cmd_import, "convert a PyTorch checkpoint (.pth) into an npred model"},
+    {"info", cmd_info, "describe a model: reprs, parameter counts, shapes"},
+    {"predict", cmd_predict, "firing rates of a model for images in an .npy"},
+    {"eval", cmd_eval, "SENSORIUM metrics of a model on a tier of scans"},
 
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

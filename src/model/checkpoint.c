@@ -428,6 +428,10 @@ char *npred_model_describe(const npred_model *m)
             put(&s, "modulator %s: MLP, %zu parameters; input behavior (B, %d)\n", se->key,
                 npred_ptable_count(&m->t, pre), m->cfg.modulator_input_channels);
         }
+        put(&s, "session %s: images (B, %d, %d, %d)", se->key, m->in_c, m->in_h, m->in_w);
+        if (se->has_shifter) put(&s, ", pupil_center (B, %d)", m->cfg.shifter_input_channels);
+        if (se->has_modulator) put(&s, ", behavior (B, %d)", m->cfg.modulator_input_channels);
+        put(&s, " -> rates (B, %d)\n", se->n);
     }
     char off[32];
     npred_pyfloat(off, sizeof off, m->cfg.elu_offset);

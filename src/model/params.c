@@ -84,14 +84,13 @@ int npred_ptable_alias(npred_ptable *t, const char *name, int target)
 npred_status npred_ptable_alloc(npred_ptable *t)
 {
     size_t np = t->n_params ? t->n_params : 16, nb = t->n_buffers ? t->n_buffers : 16; /* multiples of 16 */
-    t->data = aligned_alloc(64, np * sizeof(float));
-    t->grad = aligned_alloc(64, np * sizeof(float));
-    t->bufdata = aligned_alloc(64, nb * sizeof(float));
+    /* calloc: large blocks come zeroed from the kernel and are only committed when
+     * touched (an eval-only model never touches its gradient buffer) */
+    t->data = calloc(np, sizeof(float));
+    t->grad = calloc(np, sizeof(float));
+    t->bufdata = calloc(nb, sizeof(float));
     if (!t->data || !t->grad || !t->bufdata)
         return npred_errorf(NPRED_ERR_NOMEM, "parameter table: cannot allocate %zu floats", np + nb);
-    memset(t->data, 0, np * sizeof(float));
-    memset(t->grad, 0, np * sizeof(float));
-    memset(t->bufdata, 0, nb * sizeof(float));
     return NPRED_OK;
 }
 

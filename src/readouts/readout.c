@@ -129,9 +129,8 @@ npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int ma
     }
     free(r->ws);
     size_t bytes = (n + 16) / 16 * 16 * sizeof(float);
-    r->ws = aligned_alloc(64, bytes);
+    r->ws = calloc(1, bytes); /* zero pages are committed only when used */
     if (!r->ws) return npred_errorf(NPRED_ERR_NOMEM, "readout %s: cannot allocate %zu floats", r->prefix, n);
-    memset(r->ws, 0, bytes);
     r->ws_size = n;
     r->max_batch = max_batch;
     return NPRED_OK;

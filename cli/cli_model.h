@@ -1,0 +1,19 @@
+/* Helpers shared by the model commands (import, info, predict, eval). */
+#ifndef NPRED_CLI_MODEL_H
+#define NPRED_CLI_MODEL_H
+
+#include "npred/model.h"
+
+/* Open a model given as a run directory, a .safetensors file or a PyTorch .pth
+ * (imported on the fly, architecture inferred; in_h/in_w 0 = 36x64). */
+npred_status cli_model_open(npred_model **out, const char *path, int max_batch, int in_h, int in_w);
+/* 1 if path ends with suffix */
+int cli_ends_with(const char *path, const char *suffix);
+/* Read a whole text file (malloc'ed, NUL-terminated); NULL with an error set. */
+char *cli_read_text(const char *path);
+/* Parse a positive integer option value; 0 on success, else prints the usage error and returns 2. */
+int cli_parse_pos_int(const char *cmd, const char *opt, const char *s, int *out);
+/* mkdir -p */
+npred_status cli_mkdirs(const char *dir);
+
+#endif

@@ -1,0 +1,115 @@
+/* npred import MODEL.pth --out DIR: convert a PyTorch neuralpredictors/sensorium
+ * checkpoint into an npred model directory (DIR/model.safetensors). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "cli_model.h"
+
+static void help(FILE *f)
+{
+    fprintf(f,
+            "usage: npred import MODEL.pth --out DIR [--config model.json] [--height H --width W]\n\n"
+            "Read a PyTorch checkpoint (a state_dict saved with torch.save; the pickle is parsed,\n"
+            "never executed) and write DIR/model.safetensors. Without --config the architecture\n"
+            "is inferred from the tensor names and shapes (sensorium's Stacked2dCore +\n"
+            "FullGaussian2d builder: layers, kernels, depth-separable, grid predictor, shifter);\n"
+            "settings that the weights do not show (gamma_input, gamma_readout, linear for the\n"
+            "3-layer LN model, ...) follow the published SENSORIUM configs.\n\n"
+            "options:\n"
+            "  --out DIR          output model directory (created)\n"
+            "  --config FILE      model config JSON (sensorium builder arguments or the\n"
+            "                     structured form) instead of the inferred one\n"
+            "  --height H         input image height [36]\n"
+            "  --width W          input image width [64]\n"
+            "  --force            overwrite an existing DIR/model.safetensors\n"
+            "  --quiet            print nothing on success\n"
+            "  -h, --help         this help\n\n"
+            "example: npred import sensorium_sota_model.pth --out runs/sota\n");
+}
+
+/* What the weights told us, in plain words. */
+static void print_summary(npred_model *m, const char *src, const char *dir, int inferred)
+{
+    int c, h, w;
+    npred_model_input_shape(m, &c, &h, &w);
+    char *d = npred_model_describe(m);
+    printf("imported %s -> %s/model.safetensors\n\n%s\n", src, dir, d ? d : "");
+    free(d);
+    printf("sessions:       %d\n", npred_model_n_sessions(m));
+    for (int i = 0; i < npred_model_n_sessions(m); i++)
+        printf("  %s: %d neurons\n", npred_model_session_key(m, i), npred_model_session_neurons(m, i));
+    if (c == 4)
+        printf("input channels: 4 (image + 3 behavior planes: load data with include_behavior=true)\n");
+    else
+        printf("input channels: %d\n", c);
+    printf("input size:     %d x %d\n", h, w);
+    printf("shifter:        %s\n", npred_model_has_shifter(m)
+                                       ? "yes, from pupil_center (B, 2) (load data with include_eye_position=true)"
+                                       : "no");
+    if (npred_model_behavior_channels(m))
+        printf("modulator:      behavior (B, %d)\n", npred_model_behavior_channels(m));
+    if (inferred)
+        printf("\nnote: the architecture was inferred from the weights; training settings (gamma_input,\n"
+               "gamma_readout, init ranges, linear for the LN model) follow the published SENSORIUM\n"
+               "configs. Pass --config to set them explicitly.\n");
+}
+
+int cmd_import(int argc, char **argv)
+{
+    static const struct option opts[] = {{"out", required_argument, 0, 'o'},   {"config", required_argument, 0, 'c'},
+                                         {"height", required_argument, 0, 'H'}, {"width", required_argument, 0, 'W'},
+                                         {"force", no_argument, 0, 'f'},        {"quiet", no_argument, 0, 'q'},
+                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    const char *out = NULL, *config = NULL;
+    int height = 0, width = 0, force = 0, quiet = 0, r;
+    optind = 1;
+    opterr = 0;
+    for (int o; (o = getopt_long(argc, argv, ":h", opts, NULL)) != -1;) {
+        switch (o) {
+        case 'o': out = optarg; break;
+        case 'c': config = optarg; break;
+        case 'H':
+            if ((r = cli_parse_pos_int("import", "height", optarg, &height))) return r;
+            break;
+        case 'W':
+            if ((r = cli_parse_pos_int("import", "width", optarg, &width))) return r;
+            break;
+        case 'f': force = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': help(stdout); return 0;
+        case ':': return cli_usage_error("import", "%s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("import", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return cli_usage_error("import", "missing MODEL.pth");
+    if (optind + 1 < argc) return cli_usage_error("import", "one checkpoint at a time ('%s' is extra)", argv[optind + 1]);
+    if (!out) return cli_usage_error("import", "missing --out DIR");
+    if ((height > 0) != (width > 0)) return cli_usage_error("import", "give both --height and --width");
+    const char *src = argv[optind];
+    char target[4096];
+    snprintf(target, sizeof target, "%s/model.safetensors", out);
+    struct stat sb;
+    if (!force && stat(target, &sb) == 0) {
+        fprintf(stderr, "npred import: %s exists (use --force to overwrite)\n", target);
+        return 1;
+    }
+    char *cfg = NULL;
+    if (config && !(cfg = cli_read_text(config))) return cli_fail(NPRED_ERR_IO, "import");
+    npred_model *m = NULL;
+    npred_status st = npred_model_import_pth(&m, src, cfg, height, width, 1);
+    free(cfg);
+    if (st) return cli_fail(st, "import");
+    st = cli_mkdirs(out);
+    if (!st) st = npred_model_save(m, out);
+    if (st) {
+        npred_model_free(m);
+        return cli_fail(st, "import");
+    }
+    if (!quiet) print_summary(m, src, out, config == NULL);
+    npred_model_free(m);
+    return 0;
+}

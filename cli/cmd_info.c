@@ -1,0 +1,142 @@
+/* npred info MODEL: the architecture in the reference's words, parameter counts
+ * and the input/output shapes of every session. */
+#include <cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cli_model.h"
+#include "model/model.h"
+
+static void help(FILE *f)
+{
+    fprintf(f,
+            "usage: npred info MODEL [--json] [--height H --width W]\n\n"
+            "Describe a model: a run directory (holding model.safetensors), a .safetensors file,\n"
+            "or a PyTorch .pth checkpoint (imported on the fly, architecture inferred). Prints\n"
+            "the core and readout reprs as neuralpredictors 0.3.0 prints them, parameter counts\n"
+            "per part and per neuron, and the input/output shapes of every session.\n\n"
+            "options:\n"
+            "  --json        one JSON object (counts, shapes, sessions, resolved config)\n"
+            "  --height H    image height for a .pth [36]\n"
+            "  --width W     image width for a .pth [64]\n"
+            "  -h, --help    this help\n");
+}
+
+static cJSON *int3(int a, int b, int c)
+{
+    int v[3] = {a, b, c};
+    return cJSON_CreateIntArray(v, 3);
+}
+
+static cJSON *info_json(npred_model *m, const char *path)
+{
+    npred_ptable *t = npred_model_table(m);
+    int c, h, w, oc, oh, ow;
+    npred_model_input_shape(m, &c, &h, &w);
+    npred_model_core_output_shape(m, &oc, &oh, &ow);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "path", path);
+    char *d = npred_model_describe(m);
+    cJSON_AddStringToObject(o, "description", d ? d : "");
+    free(d);
+    cJSON_AddItemToObject(o, "input_shape", int3(c, h, w));
+    cJSON_AddItemToObject(o, "core_output_shape", int3(oc, oh, ow));
+    cJSON *p = cJSON_AddObjectToObject(o, "parameters");
+    cJSON_AddNumberToObject(p, "total", (double)npred_ptable_count(t, NULL));
+    cJSON_AddNumberToObject(p, "core", (double)npred_ptable_count(t, "core."));
+    cJSON_AddNumberToObject(p, "buffers", (double)t->n_buffers);
+    cJSON_AddBoolToObject(o, "shifter", npred_model_has_shifter(m));
+    cJSON_AddNumberToObject(o, "behavior_channels", npred_model_behavior_channels(m));
+    cJSON *ss = cJSON_AddArrayToObject(o, "sessions");
+    for (int i = 0; i < npred_model_n_sessions(m); i++) {
+        const npred_session *s = &m->s[i];
+        char pre[128];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "data_key", s->key);
+        cJSON_AddNumberToObject(e, "n_neurons", s->n);
+        char repr[4096];
+        npred_readout_repr(&s->ro, repr, sizeof repr);
+        cJSON_AddStringToObject(e, "readout", repr);
+        size_t rn = npred_ptable_count(t, s->ro.prefix), sn = 0, mn = 0;
+        if (s->has_shifter) {
+            snprintf(pre, sizeof pre, "shifter.%s.", s->key);
+            sn = npred_ptable_count(t, pre);
+        }
+        if (s->has_modulator) {
+            snprintf(pre, sizeof pre, "modulator.%s.", s->key);
+            mn = npred_ptable_count(t, pre);
+        }
+        cJSON_AddNumberToObject(e, "readout_parameters", (double)rn);
+        cJSON_AddNumberToObject(e, "readout_parameters_per_neuron", (double)rn / s->n);
+        cJSON_AddNumberToObject(e, "shifter_parameters", (double)sn);
+        cJSON_AddNumberToObject(e, "modulator_parameters", (double)mn);
+        cJSON *in = cJSON_AddObjectToObject(e, "inputs");
+        int sh[4] = {-1, c, h, w};
+        cJSON_AddItemToObject(in, "images", cJSON_CreateIntArray(sh, 4));
+        if (s->has_shifter) {
+            int ps[2] = {-1, m->cfg.shifter_input_channels};
+            cJSON_AddItemToObject(in, "pupil_center", cJSON_CreateIntArray(ps, 2));
+        }
+        if (s->has_modulator) {
+            int bs[2] = {-1, m->cfg.modulator_input_channels};
+            cJSON_AddItemToObject(in, "behavior", cJSON_CreateIntArray(bs, 2));
+        }
+        int os[2] = {-1, s->n};
+        cJSON_AddItemToObject(e, "output", cJSON_CreateIntArray(os, 2));
+        cJSON_AddItemToArray(ss, e);
+    }
+    char *cfg = npred_model_config_json(m);
+    cJSON *cj = cfg ? cJSON_Parse(cfg) : NULL;
+    free(cfg);
+    if (cj) cJSON_AddItemToObject(o, "config", cj);
+    return o;
+}
+
+int cmd_info(int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'},
+                                         {"height", required_argument, 0, 'H'},
+                                         {"width", required_argument, 0, 'W'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int json = 0, height = 0, width = 0, r;
+    optind = 1;
+    opterr = 0;
+    for (int o; (o = getopt_long(argc, argv, ":h", opts, NULL)) != -1;) {
+        switch (o) {
+        case 'j': json = 1; break;
+        case 'H':
+            if ((r = cli_parse_pos_int("info", "height", optarg, &height))) return r;
+            break;
+        case 'W':
+            if ((r = cli_parse_pos_int("info", "width", optarg, &width))) return r;
+            break;
+        case 'h': help(stdout); return 0;
+        case ':': return cli_usage_error("info", "%s needs a value", argv[optind - 1]);
+        default: return cli_usage_error("info", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) return cli_usage_error("info", "missing MODEL");
+    if (optind + 1 < argc) return cli_usage_error("info", "one model at a time ('%s' is extra)", argv[optind + 1]);
+    if ((height > 0) != (width > 0)) return cli_usage_error("info", "give both --height and --width");
+    const char *path = argv[optind];
+    npred_model *m = NULL;
+    npred_status st = cli_model_open(&m, path, 1, height, width);
+    if (st) return cli_fail(st, "info");
+    if (json) {
+        cJSON *o = info_json(m, path);
+        char *s = cJSON_Print(o);
+        printf("%s\n", s ? s : "{}");
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        char *d = npred_model_describe(m);
+        printf("%s\n%s", path, d ? d : "");
+        free(d);
+    }
+    npred_model_free(m);
+    return 0;
+}

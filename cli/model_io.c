@@ -1,0 +1,89 @@
+/* Helpers shared by the model commands. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "cli_model.h"
+
+int cli_ends_with(const char *path, const char *suffix)
+{
+    size_t n = strlen(path), k = strlen(suffix);
+    return n >= k && !strcmp(path + n - k, suffix);
+}
+
+npred_status cli_model_open(npred_model **out, const char *path, int max_batch, int in_h, int in_w)
+{
+    if (cli_ends_with(path, ".pth") || cli_ends_with(path, ".pt"))
+        return npred_model_import_pth(out, path, NULL, in_h, in_w, max_batch);
+    return npred_model_load(out, path, max_batch);
+}
+
+char *cli_read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        npred_errorf(NPRED_ERR_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (n + 1 < cap) break;
+        char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (!buf || err) {
+        free(buf);
+        npred_errorf(err ? NPRED_ERR_IO : NPRED_ERR_NOMEM, "%s: cannot read (%s)", path,
+                     err ? "read error" : "too large or out of memory");
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+int cli_parse_pos_int(const char *cmd, const char *opt, const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > INT_MAX)
+        return cli_usage_error(cmd, "--%s: '%s' is not a positive integer", opt, s);
+    *out = (int)v;
+    return 0;
+}
+
+npred_status cli_mkdirs(const char *dir)
+{
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) return npred_errorf(NPRED_ERR_ARG, "%s: path too long", dir);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s) continue;
+        char c = *s;
+        *s = 0;
+        struct stat sb;
+        if (stat(p, &sb) != 0) {
+            if (mkdir(p, 0755) != 0 && errno != EEXIST)
+                return npred_errorf(NPRED_ERR_IO, "%s: cannot create directory: %s", p, strerror(errno));
+        } else if (!S_ISDIR(sb.st_mode)) {
+            return npred_errorf(NPRED_ERR_IO, "%s: exists and is not a directory", p);
+        }
+        *s = c;
+        if (!c) break;
+    }
+    return NPRED_OK;
+}

@@ -1,0 +1,60 @@
+/* Model evaluation on a tier of the loaders: predictions of every trial (eval
+ * mode), then the SENSORIUM metrics per session and over all neurons.
+ *
+ *   single-trial correlation   corr over the tier's trials, mean over neurons
+ *   correlation to average     corr of the per-image means over repeats, mean over neurons
+ *   FEVE                       mean over the neurons with FEV >= 0.15 (sensorium)
+ *   oracle                     jackknife oracle correlation, mean over neurons
+ *   fraction of oracle         mean correlation to average / mean oracle
+ *
+ * Metrics come from train/metrics.h (double precision, numpy semantics); the
+ * ground truth is the loader's (normalized) response, as in sensorium. Trials are
+ * grouped by frame_image_id. "overall" pools the neurons of every session (each
+ * neuron counts once; FEVE over the kept neurons of all sessions). A value that is
+ * undefined (e.g. FEVE without repeats, or with no neuron passing the FEV
+ * threshold) is NaN. */
+#ifndef NPRED_TRAIN_EVALUATE_H
+#define NPRED_TRAIN_EVALUATE_H
+
+#include <stdint.h>
+
+#include "npred/base.h"
+#include "npred/data.h"
+#include "npred/model.h"
+
+typedef struct {
+    int64_t n_neurons;         /* neurons pooled here */
+    int64_t n_trials;          /* trials (summed over sessions for overall) */
+    int64_t n_images;          /* distinct image ids (summed for overall) */
+    int64_t n_fev_kept;        /* neurons with FEV >= NPRED_METRICS_FEV_THRESHOLD */
+    double single_trial_corr;
+    double corr_to_average;
+    double feve;
+    double oracle;
+    double fraction_oracle;
+} npred_eval_metrics;
+
+typedef struct {
+    char data_key[64];
+    npred_eval_metrics m;
+    /* per-neuron values (n_neurons,) in the loader's neuron order */
+    double *corr, *corr_avg, *fev, *feve, *oracle;
+} npred_eval_session;
+
+typedef struct {
+    npred_tier tier;
+    int n_sessions;
+    npred_eval_session *sessions; /* in the loaders' session order */
+    npred_eval_metrics overall;
+} npred_eval_results;
+
+/* Evaluate model m on `tier` of every session of L. Each loader session must have
+ * a readout of the same data_key and neuron count, images of the model's input
+ * shape, and pupil_center / behavior batches when the model's shifter / modulator
+ * needs them (errors name the session and what is missing). The tier runs in
+ * ascending trial order; m's last-forward state is overwritten. res is
+ * overwritten; free it with npred_eval_results_free (also after an error). */
+npred_status npred_evaluate(npred_model *m, const npred_loaders *L, npred_tier tier, npred_eval_results *res);
+void npred_eval_results_free(npred_eval_results *res);
+
+#endif

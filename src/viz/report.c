@@ -1,0 +1,126 @@
+#include "viz/report.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "viz/plot.h"
+
+static void path_join(char *buf, size_t n, const char *dir, const char *file)
+{
+    snprintf(buf, n, "%s/%s", dir, file);
+}
+
+npred_status npred_report_curves(const char *dir)
+{
+    char path[4096];
+    path_join(path, sizeof path, dir, "log.csv");
+    FILE *f = fopen(path, "r");
+    if (!f) return npred_errorf(NPRED_ERR_IO, "%s: cannot open", path);
+    int cap = 64, n = 0;
+    double *ep = malloc(sizeof(double) * cap), *lr = malloc(sizeof(double) * cap), *loss = malloc(sizeof(double) * cap),
+           *obj = malloc(sizeof(double) * cap);
+    char line[1024];
+    npred_status st = NPRED_OK;
+    if (!fgets(line, sizeof line, f)) st = npred_errorf(NPRED_ERR_FORMAT, "%s: empty", path);
+    while (!st && fgets(line, sizeof line, f)) {
+        double e, a, b, c, s;
+        char lb[64];
+        /* epoch,lr,train_loss,validation_correlation,seconds (train_loss may be nan) */
+        if (sscanf(line, "%lf,%lf,%63[^,],%lf,%lf", &e, &a, lb, &c, &s) != 5) continue;
+        b = strtod(lb, NULL);
+        if (n == cap) {
+            cap *= 2;
+            ep = realloc(ep, sizeof(double) * cap), lr = realloc(lr, sizeof(double) * cap);
+            loss = realloc(loss, sizeof(double) * cap), obj = realloc(obj, sizeof(double) * cap);
+        }
+        ep[n] = e, lr[n] = a, loss[n] = b, obj[n] = c;
+        n++;
+    }
+    fclose(f);
+    if (!st && n == 0) st = npred_errorf(NPRED_ERR_FORMAT, "%s: no epochs", path);
+    if (!st) {
+        npred_plot_series s = {"training loss", ep, loss, n, NPRED_COLOR_AUTO};
+        path_join(path, sizeof path, dir, "training_loss.png");
+        st = npred_plot_lines(path, "Training loss (mean per batch)", "epoch", "loss", &s, 1, 0, NULL);
+    }
+    if (!st) {
+        npred_plot_series s = {"validation", ep, obj, n, NPRED_COLOR_AUTO};
+        path_join(path, sizeof path, dir, "validation_correlation.png");
+        st = npred_plot_lines(path, "Validation correlation", "epoch", "mean single-trial correlation", &s, 1, 0,
+                              NULL);
+    }
+    if (!st) {
+        npred_plot_series s = {"learning rate", ep, lr, n, NPRED_COLOR_AUTO};
+        path_join(path, sizeof path, dir, "learning_rate.png");
+        st = npred_plot_lines(path, "Learning rate", "epoch", "lr", &s, 1, 1, NULL);
+    }
+    free(ep), free(lr), free(loss), free(obj);
+    return st;
+}
+
+npred_status npred_report_correlations(const char *dir, const npred_eval_results *r)
+{
+    int64_t n = 0;
+    for (int s = 0; s < r->n_sessions; s++) n += r->sessions[s].m.n_neurons;
+    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!v) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    int64_t k = 0;
+    for (int s = 0; s < r->n_sessions; s++)
+        for (int64_t j = 0; j < r->sessions[s].m.n_neurons; j++) v[k++] = r->sessions[s].corr[j];
+    char path[4096], title[128];
+    path_join(path, sizeof path, dir, "test_correlations.png");
+    snprintf(title, sizeof title, "Per-neuron %s correlation (%lld neurons)", npred_tier_name(r->tier),
+             (long long)n);
+    npred_status st = npred_plot_histogram(path, title, "single-trial correlation", v, (int)n, 0,
+                                           r->overall.single_trial_corr, "mean", NULL);
+    free(v);
+    return st;
+}
+
+npred_status npred_report_positions(const char *dir, npred_model *m, int i, const double *gt_xy)
+{
+    int n = npred_model_session_neurons(m, i);
+    float *xy = malloc(sizeof(float) * 2 * (size_t)n);
+    double *x = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n);
+    double *x2 = gt_xy ? malloc(sizeof(double) * (size_t)n) : NULL, *y2 = gt_xy ? malloc(sizeof(double) * (size_t)n) : NULL;
+    npred_status st = npred_model_readout_positions(m, i, xy);
+    if (!st) {
+        for (int j = 0; j < n; j++) {
+            x[j] = xy[2 * j];
+            y[j] = xy[2 * j + 1];
+            if (gt_xy) x2[j] = gt_xy[2 * j], y2[j] = gt_xy[2 * j + 1];
+        }
+        npred_scatter_opts o;
+        memset(&o, 0, sizeof o);
+        o.name = "learned";
+        o.name2 = gt_xy ? "ground truth" : NULL;
+        o.x2 = x2;
+        o.y2 = y2;
+        o.connect = gt_xy != NULL;
+        o.fixed_range = 1;
+        o.range[0] = -1, o.range[1] = 1, o.range[2] = -1, o.range[3] = 1;
+        o.ydown = 1;
+        char path[4096], file[160], title[160];
+        snprintf(file, sizeof file, "positions_%s.png", npred_model_session_key(m, i));
+        snprintf(title, sizeof title, "Readout positions, session %s", npred_model_session_key(m, i));
+        path_join(path, sizeof path, dir, file);
+        st = npred_plot_scatter(path, title, "x (core output grid)", "y (core output grid)", x, y, n, &o, NULL);
+    }
+    free(xy), free(x), free(y), free(x2), free(y2);
+    return st;
+}
+
+npred_status npred_report_filters(const char *dir, const npred_model *m)
+{
+    const npred_ptable *t = &m->t;
+    int idx = npred_ptable_find(t, "core.features.layer0.conv.weight");
+    if (idx < 0) return npred_errorf(NPRED_ERR_ARG, "model has no first conv layer");
+    const npred_param *p = &t->items[idx];
+    char path[4096];
+    path_join(path, sizeof path, dir, "filters.png");
+    return npred_plot_filters(path, "First-layer filters", npred_ptable_ptr(t, idx),
+                              (int)(p->shape[0] * p->shape[1]), (int)p->shape[2], (int)p->shape[3], 0, NULL);
+}
