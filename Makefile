@@ -1,6 +1,7 @@
 # npred build. `make` builds libnpred (static + shared) and the npred binary;
 # `make test` builds and runs every test; `make sanitize` runs them under
 # ASan/UBSan; `make bench` runs the benchmarks; `make demo` runs the main job.
+# MPI support (multi-process `mpirun npred train`) is on when mpicc is found.
 # Sources are found by wildcard: add a .c file and it is built.
 
 CC      ?= gcc
@@ -12,6 +13,19 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -g $(OPT) \
            -Iinclude -Isrc -I$(BLASINC) -I/usr/include/cjson
 LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -lz -lm -fopenmp
 SAN     ?=
+
+# MPI (Open MPI): detected from mpicc; `make MPI=0` builds without it. Only
+# src/dist/dist.c includes <mpi.h>; everything links libmpi when it is on.
+MPI     ?= 1
+MPICC   ?= $(shell command -v mpicc 2>/dev/null)
+ifeq ($(MPI),1)
+ifneq ($(MPICC),)
+CFLAGS  += -DNPRED_HAVE_MPI $(shell $(MPICC) --showme:compile 2>/dev/null)
+LDLIBS  += $(shell $(MPICC) --showme:link 2>/dev/null)
+MPI_MODE := mpi
+endif
+endif
+MPI_MODE ?= nompi
 
 LIB_SRC   := $(sort $(wildcard src/*/*.c))
 CLI_SRC   := $(sort $(wildcard cli/*.c))
@@ -41,6 +55,13 @@ $(DEPS_OK): FORCE
 $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+
+# Rebuild the MPI layer when MPI support is switched on or off.
+$(BUILD)/mpi.mode: FORCE
+	@mkdir -p $(dir $@)
+	@echo "$(MPI_MODE)" | cmp -s - $@ || echo "$(MPI_MODE)" > $@
+$(BUILD)/obj/src/dist/dist.o: $(BUILD)/mpi.mode
+FORCE:
 
 $(BUILD)/libnpred.a: $(LIB_OBJ)
 	@rm -f $@

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "cli_report.h"
+#include "dist/dist.h"
 #include "train/evaluate.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -45,12 +46,16 @@ static void help(FILE *f)
             "  --resume            continue the run in --out from its state.safetensors (settings not given\n"
             "                      on the command line are read from its config.json)\n"
             "  --max-iter N        override the trainer's max_iter\n"
+            "  --sync-bn           data-parallel runs: BatchNorm statistics of the global batch (synchronised\n"
+            "                      across ranks) instead of per-rank statistics\n"
             "  -h, --help          this help\n\n"
             "Ctrl-C stops after the current batch; the run folder keeps everything up to the last\n"
             "finished epoch, and --resume gives the same result as an uninterrupted run.\n\n"
             "example: npred train --data static26872-17-20-GrayImageNet-94c6ff995dac583098847cfecd43e7b6.zip \\\n"
             "           --model configs/sensorium_sota.json --trainer configs/trainer.json \\\n"
-            "           --dataset configs/dataset_sensorium.json --out runs/sota\n",
+            "           --dataset configs/dataset_sensorium.json --out runs/sota\n\n"
+            "Data-parallel (a build with MPI): mpirun -np K npred train ... (same flags) splits every batch\n"
+            "across K ranks and sums the gradients; rank 0 writes the run folder. See docs/distributed.md.\n",
             DEFAULT_SEED);
 }
 
@@ -62,6 +67,20 @@ static void on_sigint(int sig)
     stop_flag = 1;
     signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process at once */
 }
+
+/* Under mpirun a failed rank makes the launcher terminate the others: say why. */
+static void on_sigterm(int sig)
+{
+    static const char msg[] = "npred train: this rank was stopped by the MPI launcher (another rank failed or the job "
+                              "was cancelled); the run folder keeps the last finished epoch: continue with --resume\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(128 + sig);
+}
+
+/* Test hook: NPRED_TEST_KILL_RANK="R:E" kills rank R (SIGKILL) when epoch E ends. */
+static int kill_rank = -1;
+static long long kill_epoch = -1;
 
 /* ---- progress ---- */
 typedef struct {
@@ -85,6 +104,10 @@ static void on_batch(void *u, const npred_trainer_batch_info *b)
 static void on_epoch(void *u, const npred_trainer_epoch_info *e)
 {
     progress *p = u;
+    if (kill_rank == npred_dist_rank() && kill_epoch == e->epoch) {
+        fflush(stdout);
+        raise(SIGKILL);
+    }
     if (p->tty) fprintf(stderr, "\r%*s\r", 90, "");
     printf("epoch %3" PRId64 "  lr %-9.3g  train_loss %-12.6g  %s %.6f  %7.2f s%s\n", e->epoch, e->lr, e->train_loss,
            p->objective_is_corr ? "val_corr" : "val_loss", e->objective, e->seconds, e->improved ? "  *best" : "");
@@ -209,7 +232,7 @@ int cmd_train(int argc, char **argv)
     size_t n_data = 0;
     const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL;
     long long seed = -1, threads = 0, max_iter = -1;
-    int resume = 0, rc = 0;
+    int resume = 0, rc = 0, sync_bn = 0;
     if (!data) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -224,6 +247,9 @@ int cmd_train(int argc, char **argv)
             continue;
         } else if (!strcmp(a, "--resume")) {
             resume = 1;
+            continue;
+        } else if (!strcmp(a, "--sync-bn")) {
+            sync_bn = 1;
             continue;
         } else if (!strcmp(a, "--model")) target = &model_path;
         else if (!strcmp(a, "--trainer")) target = &trainer_path;
@@ -256,6 +282,38 @@ int cmd_train(int argc, char **argv)
         return cli_usage_error("train", "--out RUN/ is required");
     }
     if (threads > 0) omp_set_num_threads((int)threads);
+
+    /* started by mpirun/srun? then train data-parallel, or say why not */
+    int launched = npred_dist_launched_size();
+    if (launched != 0 && launched != 1 && !npred_dist_compiled()) {
+        if (npred_dist_launched_rank() == 0) {
+            char nr[32];
+            if (launched > 0) snprintf(nr, sizeof nr, "%d", launched);
+            else snprintf(nr, sizeof nr, "several");
+            fprintf(stderr,
+                    "npred train: started by an MPI launcher (%s ranks), but this npred was built without MPI "
+                    "support.\n  Install Open MPI (apt-get install libopenmpi-dev openmpi-bin), rebuild (make clean; "
+                    "make), or run npred train without mpirun.\n",
+                    nr);
+        }
+        free(data);
+        return 1;
+    }
+    if (launched != 0 && npred_dist_compiled()) {
+        npred_status ds = npred_dist_init(NULL, NULL);
+        if (ds) {
+            free(data);
+            return cli_fail(ds, "MPI");
+        }
+        const char *kr = getenv("NPRED_TEST_KILL_RANK");
+        if (kr && sscanf(kr, "%d:%lld", &kill_rank, &kill_epoch) != 2) kill_rank = -1;
+        if (npred_dist_size() > 1) signal(SIGTERM, on_sigterm);
+        /* rank 0 alone reports progress */
+        if (npred_dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) {
+            fprintf(stderr, "npred train: rank %d: cannot silence stdout\n", npred_dist_rank());
+        }
+    }
+    const int nranks = npred_dist_size(), rank = npred_dist_rank();
 
     /* settings: command line, else (with --resume) the run's config.json */
     cJSON *saved = NULL, *jmodel = NULL, *jtrainer = NULL, *jdataset = NULL;
@@ -348,8 +406,11 @@ int cmd_train(int argc, char **argv)
         goto out;
     }
 
-    printf("npred train: %zu session(s), %d thread(s), seed %lld -> %s\n", n_data, omp_get_max_threads(),
-           (long long)tc.seed, out);
+    printf("npred train: %zu session(s), %d thread(s)%s, seed %lld -> %s\n", n_data, omp_get_max_threads(),
+           nranks > 1 ? " per rank" : "", (long long)tc.seed, out);
+    if (nranks > 1)
+        printf("data parallel: %d MPI ranks, batches split across ranks, BatchNorm statistics %s\n", nranks,
+               sync_bn ? "synchronised across ranks" : "per rank");
     for (size_t i = 0; i < n_data; i++) printf("  data %s\n", data[i]);
     fflush(stdout);
 
@@ -407,6 +468,10 @@ int cmd_train(int argc, char **argv)
         rc = cli_fail(st, "trainer");
         goto done;
     }
+    if ((st = npred_trainer_set_dist(t, sync_bn))) {
+        rc = cli_fail(st, "data parallel setup");
+        goto done;
+    }
     if ((st = npred_trainer_set_run_dir(t, out, run_cfg))) {
         rc = cli_fail(st, "run folder");
         goto done;
@@ -420,7 +485,7 @@ int cmd_train(int argc, char **argv)
         }
         printf("resuming from %s\n", sp);
     }
-    progress pg = {isatty(STDERR_FILENO), tc.stop_function == NPRED_TRAIN_STOP_CORRELATIONS};
+    progress pg = {rank == 0 && isatty(STDERR_FILENO), tc.stop_function == NPRED_TRAIN_STOP_CORRELATIONS};
     npred_trainer_callbacks cb = {on_batch, on_epoch, on_message, &pg, &stop_flag};
     npred_trainer_set_callbacks(t, &cb);
     stop_flag = 0;
@@ -430,12 +495,17 @@ int cmd_train(int argc, char **argv)
     signal(SIGINT, SIG_DFL);
     if (pg.tty) fprintf(stderr, "\r%*s\r", 90, "");
     if (st == NPRED_ERR_INTERRUPTED) {
-        fprintf(stderr, "npred train: interrupted; continue with: npred train --out %s --resume\n", out);
+        if (rank == 0)
+            fprintf(stderr, "npred train: interrupted; continue with: %snpred train --out %s --resume\n",
+                    nranks > 1 ? "mpirun -np K " : "", out);
         rc = 130;
         goto done;
     }
     if (st) {
+        if (nranks > 1) fprintf(stderr, "npred train: rank %d of %d: ", rank, nranks);
         rc = cli_fail(st, "training");
+        if (nranks > 1)
+            fprintf(stderr, "npred train: the run folder keeps the last finished epoch: continue with --resume\n");
         goto done;
     }
     static const char *const why[] = {"running", "patience exhausted", "max_iter reached", "objective not finite"};
@@ -443,8 +513,8 @@ int cmd_train(int argc, char **argv)
            (unsigned)res.stop < 4 ? why[res.stop] : "?", pg.objective_is_corr ? "validation correlation" : "objective",
            res.best, res.score);
     printf("model: %s/model.safetensors\n", out);
-    {
-        /* pictures; the test-correlation histogram when every session has a test tier */
+    if (rank == 0) {
+        /* pictures (rank 0 alone); the test-correlation histogram when every session has a test tier */
         int have_test = 1;
         for (size_t s = 0; s < npred_loaders_count(L); s++) {
             npred_session_info si;
@@ -474,6 +544,12 @@ done:
     npred_loader_config_free(&lc);
     npred_loader_paths_free(cfg_paths, n_cfg_paths);
 out:
+    if (npred_dist_active()) {
+        fflush(stdout);
+        /* a failed rank ends the whole job at once, instead of leaving the others waiting */
+        if (rc && rc != 130 && nranks > 1) npred_dist_abort(rc);
+        npred_dist_finalize();
+    }
     cJSON_Delete(saved);
     cJSON_Delete(jmodel);
     cJSON_Delete(jtrainer);

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Check the Debian packages npred builds against; install them when run as root,
 # otherwise print the exact apt-get line and stop.
-PKGS="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev"
+# libopenmpi-dev + openmpi-bin: optional multi-process training (the build uses
+# MPI when mpicc is found; without it npred builds and runs single-process).
+PKGS="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libopenmpi-dev openmpi-bin"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

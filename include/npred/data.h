@@ -262,6 +262,13 @@ typedef struct {
 npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng);
 npred_status npred_cycler_next(npred_cycler *c, npred_batch *b, int *has);
 int64_t npred_cycler_len(const npred_cycler *c);
+/* Data-parallel form of npred_cycler_next: the same global batch of k trials
+ * (same order, same reshuffles, so every part must be driven by an identically
+ * seeded rng), of which only trials [k*part/parts, k*(part+1)/parts) are loaded
+ * into b. b->n may be 0 (b->session and data_key still set); *global_n = k and
+ * *offset = the first trial of the part within the global batch. */
+npred_status npred_cycler_next_part(npred_cycler *c, npred_batch *b, int *has, int part, int parts,
+                                    int64_t *global_n, int64_t *offset);
 void npred_cycler_free(npred_cycler *c);
 
 /* RepeatsBatchSampler: trials of a tier grouped by frame_image_id, one group per

@@ -1121,3 +1121,40 @@ npred_status npred_loaders_repeats(const npred_loaders *L, size_t si, npred_tier
     *n_groups = g;
     return NPRED_OK;
 }
+
+/* ------------------------------------------------------------------ data-parallel part */
+
+npred_status npred_cycler_next_part(npred_cycler *c, npred_batch *b, int *has, int part, int parts,
+                                    int64_t *global_n, int64_t *offset)
+{
+    *has = 0;
+    if (parts < 1 || part < 0 || part >= parts)
+        return npred_errorf(NPRED_ERR_ARG, "cycler: part %d of %d", part, parts);
+    if (c->step >= c->total) return NPRED_OK;
+    size_t si = (size_t)(c->step % (int64_t)c->L->n);
+    npred_loader_iter *it = &c->its[si];
+    if (it->pos >= it->n) { /* this session ran out: a fresh pass, as npred_cycler_next */
+        npred_loader_iter_free(it);
+        npred_status s = npred_loader_iter_begin(it, c->L, si, c->tier, c->rng);
+        if (s) return s;
+        if (it->n == 0) return NPRED_OK;
+    }
+    int64_t k = it->n - it->pos;
+    if (k > c->L->batch_size) k = c->L->batch_size;
+    const int64_t lo = k * part / parts, hi = k * (part + 1) / parts;
+    if (hi > lo) {
+        npred_status s = npred_loaders_get(c->L, si, it->order + it->pos + lo, hi - lo, b);
+        if (s) return s;
+    } else {
+        b->session = (int)si;
+        b->data_key = c->L->s[si].di.data_key;
+        b->n = 0;
+        b->n_neurons = c->L->s[si].n_sel;
+    }
+    it->pos += k;
+    c->step++;
+    *global_n = k;
+    *offset = lo;
+    *has = 1;
+    return NPRED_OK;
+}

@@ -1,6 +1,7 @@
 /* BatchNorm2d forward/backward (see batchnorm.h). B, C, H, W as in the header;
  * one channel's values are B runs of HW = H*W contiguous floats, C*HW apart. */
 #include "kernels/batchnorm.h"
+#include "kernels/batchnorm_sync.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -44,6 +45,9 @@ npred_status npred_batchnorm2d_forward(float *y, double *save_mean, double *save
                                        const float *gamma, const float *beta, int B, int C, int H,
                                        int W, int training, double momentum, double eps)
 {
+    if (training && npred_batchnorm_sync_active()) /* data-parallel: global batch statistics */
+        return npred_batchnorm2d_forward_sync(y, save_mean, save_invstd, running_mean, running_var,
+                                              num_batches_tracked, x, gamma, beta, B, C, H, W, momentum, eps);
     const char *fn = "npred_batchnorm2d_forward";
     npred_status s = check_dims(fn, B, C, H, W);
     if (s) return s;
@@ -100,6 +104,8 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
                                         const double *save_invstd, int B, int C, int H, int W,
                                         int training)
 {
+    if (training && npred_batchnorm_sync_active())
+        return npred_batchnorm2d_backward_sync(dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd, B, C, H, W);
     const char *fn = "npred_batchnorm2d_backward";
     npred_status s = check_dims(fn, B, C, H, W);
     if (s) return s;

@@ -19,6 +19,9 @@
 #include "train/loss.h"
 #include "train/metrics.h"
 #include "train/scheduler.h"
+#include "dist/dist.h"
+#include "kernels/batchnorm_sync.h"
+#include "readouts/readout.h"
 
 /* ------------------------------------------------------------------ config */
 
@@ -225,6 +228,11 @@ struct npred_trainer {
     double epoch_loss, epoch_t0, epoch_lr;
     int64_t epoch_batches;
     int pending_row;         /* a trained epoch waits for its evaluation */
+    /* data parallel (npred_trainer_set_dist): rank of nranks; 1 rank = the plain trainer */
+    int rank, nranks;
+    int owns_bn_sync;        /* this trainer installed the BatchNorm sync hook */
+    float *noise;            /* (batch_size, max_neurons, 2) Gaussian readout draws of the global batch */
+    double *dbuf;            /* (5 * max_neurons,) validation sums */
 };
 
 static double now_s(void)
@@ -261,6 +269,9 @@ void npred_trainer_free(npred_trainer *t)
     free(t->best_data);
     free(t->best_buf);
     free(t->run_dir);
+    free(t->noise);
+    free(t->dbuf);
+    if (t->owns_bn_sync) npred_batchnorm_set_sync(NULL, NULL);
     free(t->log);
     free(t);
 }
@@ -383,6 +394,7 @@ npred_status npred_trainer_create(npred_trainer **out, npred_model *m, const npr
         npred_trainer_free(t);
         return st;
     }
+    t->nranks = 1;
     npred_rng_seed(&t->rng, c->seed_set ? (uint64_t)c->seed : seed);
     *out = t;
     return NPRED_OK;
@@ -399,6 +411,58 @@ void npred_trainer_set_grad_reduce(npred_trainer *t, npred_trainer_grad_reduce_f
     t->reduce = fn;
     t->reduce_user = user;
 }
+
+static npred_status bn_sync(void *user, double *x, size_t n)
+{
+    (void)user;
+    return npred_dist_allreduce_f64(x, n);
+}
+
+npred_status npred_trainer_set_dist(npred_trainer *t, int sync_bn)
+{
+    const int K = npred_dist_size(), r = npred_dist_rank();
+    if (K <= 1) return NPRED_OK; /* one rank: exactly the single-process trainer */
+    if (sync_bn) {
+        /* every rank needs a non-empty part of every global batch */
+        for (size_t s = 0; s < t->n_sessions; s++) {
+            npred_session_info si;
+            npred_loaders_session(t->L, s, &si);
+            int64_t N = si.tier_n[NPRED_TIER_TRAIN], last = N % t->batch_size;
+            if ((N >= t->batch_size && t->batch_size < K) || (last && last < K) || (N < t->batch_size && N < K))
+                return npred_errorf(NPRED_ERR_ARG,
+                                    "trainer: synchronised BatchNorm over %d ranks needs at least %d trials in every "
+                                    "batch; session %s has %lld train trials in batches of %lld (last batch %lld)",
+                                    K, K, si.data_key, (long long)N, (long long)t->batch_size,
+                                    (long long)(last ? last : t->batch_size));
+        }
+    }
+    size_t nz = (size_t)t->batch_size * (size_t)t->max_neurons * 2;
+    float *noise = malloc(nz * sizeof(float));
+    double *dbuf = malloc((size_t)(5 * t->max_neurons + 1) * sizeof(double));
+    if (!noise || !dbuf) {
+        free(noise);
+        free(dbuf);
+        return npred_errorf(NPRED_ERR_NOMEM, "trainer: out of memory");
+    }
+    free(t->noise);
+    free(t->dbuf);
+    t->noise = noise;
+    t->dbuf = dbuf;
+    /* identical start everywhere: rank 0's parameters and buffers */
+    npred_status st = npred_dist_bcast(t->t->data, t->t->n_params * sizeof(float), 0);
+    if (!st) st = npred_dist_bcast(t->t->bufdata, t->t->n_buffers * sizeof(float), 0);
+    if (st) return npred_error_prefix(st, "trainer: initial broadcast");
+    t->rank = r;
+    t->nranks = K;
+    if (sync_bn) {
+        npred_batchnorm_set_sync(bn_sync, NULL);
+        t->owns_bn_sync = 1;
+    }
+    return NPRED_OK;
+}
+
+int npred_trainer_rank(const npred_trainer *t) { return t->rank; }
+int npred_trainer_ranks(const npred_trainer *t) { return t->nranks; }
 
 double npred_trainer_loss_scale(const npred_trainer *t, int session, int64_t B)
 {
@@ -440,34 +504,65 @@ static npred_status loss_backward(const npred_trainer *t, float *dyhat, double k
     return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
 }
 
-npred_status npred_trainer_batch(npred_trainer *t, const npred_batch *b, double *loss)
+/* One batch (or this rank's part of a global batch of Bg trials starting at
+ * trial `offset`): forward, loss scaled for the global batch, backward, and the
+ * regularizer gradients (added by rank 0 only, so the allreduce counts them once). */
+static npred_status batch_part(npred_trainer *t, const npred_batch *b, int64_t Bg, int64_t offset, double *loss)
 {
     if (b->session < 0 || (size_t)b->session >= t->n_sessions)
         return npred_errorf(NPRED_ERR_ARG, "trainer: batch of session %d", b->session);
     int mi = t->model_index[b->session];
     npred_model *m = t->m;
     int64_t B = b->n, n = b->n_neurons;
-    npred_status st = npred_model_forward(m, mi, b->images, b->pupil_center, b->behavior, (int)B, 1, &t->rng, NULL,
-                                          t->pred);
-    if (st) return st;
-    double k = npred_trainer_loss_scale(t, b->session, B), v = 0;
-    if ((st = loss_forward(t, &v, t->pred, b->responses, B, n))) return st;
-    memset(t->dpred, 0, sizeof(float) * (size_t)(B * n));
-    if ((st = loss_backward(t, t->dpred, k, t->pred, b->responses, B, n))) return st;
-    if ((st = npred_model_backward(m, t->dpred, t->c.detach_core, NULL, NULL))) return st;
+    const float *noise = NULL;
+    if (t->nranks > 1) {
+        /* draw what one process would draw for the whole global batch (the readout's
+         * z in (b, o, coordinate) order), so every rank's rng stays in step */
+        const npred_readout *ro = &m->s[mi].ro;
+        if (ro->cfg.type == NPRED_READOUT_FULL_GAUSSIAN2D || ro->cfg.type == NPRED_READOUT_GAUSSIAN2D) {
+            int64_t Bs = ro->cfg.batch_sample ? Bg : 1;
+            for (int64_t i = 0; i < Bs * n * 2; i++) t->noise[i] = (float)npred_rng_normal(&t->rng);
+            noise = t->noise + (ro->cfg.batch_sample ? (size_t)(offset * n * 2) : 0);
+        }
+    }
+    double k = npred_trainer_loss_scale(t, b->session, Bg), v = 0, reg = 0;
+    npred_status st;
+    if (B > 0) {
+        if ((st = npred_model_forward(m, mi, b->images, b->pupil_center, b->behavior, (int)B, 1, &t->rng, noise,
+                                      t->pred)))
+            return st;
+        if ((st = loss_forward(t, &v, t->pred, b->responses, B, n))) return st;
+        /* a mean over this part becomes its share of the mean over the global batch */
+        if (t->c.avg_loss && Bg != B) v *= (double)B / (double)Bg;
+        double kb = t->c.avg_loss && Bg != B ? k * (double)B / (double)Bg : k;
+        memset(t->dpred, 0, sizeof(float) * (size_t)(B * n));
+        if ((st = loss_backward(t, t->dpred, kb, t->pred, b->responses, B, n))) return st;
+        if ((st = npred_model_backward(m, t->dpred, t->c.detach_core, NULL, NULL))) return st;
+    }
     /* regularizers: core (unless detached) + this session's readout, unscaled */
-    double reg = 0;
-    if (!t->c.detach_core) reg += npred_core_regularizer(&m->core, t->t, 1.0);
-    reg += npred_readout_regularizer(&m->s[mi].ro, t->t, 1.0);
+    if (t->rank == 0) {
+        if (!t->c.detach_core) reg += npred_core_regularizer(&m->core, t->t, 1.0);
+        reg += npred_readout_regularizer(&m->s[mi].ro, t->t, 1.0);
+    }
     if (loss) *loss = k * v + reg;
     return NPRED_OK;
 }
 
-/* The one place a data-parallel run communicates: sum the gradient over ranks. */
+npred_status npred_trainer_batch(npred_trainer *t, const npred_batch *b, double *loss)
+{
+    if (b->n < 1) return npred_errorf(NPRED_ERR_ARG, "trainer: empty batch");
+    return batch_part(t, b, b->n, 0, loss);
+}
+
+/* The one place a data-parallel run communicates per step: sum the gradient over
+ * the ranks (one allreduce of the flat buffer), then the caller's hook. */
 static npred_status reduce_gradients(npred_trainer *t)
 {
+    npred_status st = NPRED_OK;
+    if (t->nranks > 1 && (st = npred_dist_allreduce_f32(t->t->grad, t->t->n_params)))
+        return npred_error_prefix(st, "trainer: gradient allreduce");
     if (!t->reduce) return NPRED_OK;
-    npred_status st = t->reduce(t->reduce_user, t->t->grad, t->t->n_params);
+    st = t->reduce(t->reduce_user, t->t->grad, t->t->n_params);
     return st ? npred_error_prefix(st, "trainer: gradient reduction") : NPRED_OK;
 }
 
@@ -481,6 +576,17 @@ static npred_status optimizer_step(npred_trainer *t)
 
 static int interrupted(const npred_trainer *t) { return t->cb.interrupt && *t->cb.interrupt; }
 
+/* Every rank stops together: the flag of any rank stops all (one tiny allreduce). */
+static npred_status interrupted_all(const npred_trainer *t, int *stop)
+{
+    *stop = interrupted(t);
+    if (t->nranks == 1) return NPRED_OK;
+    double f = *stop;
+    npred_status st = npred_dist_allreduce_f64(&f, 1);
+    *stop = f > 0;
+    return st;
+}
+
 static npred_status train_epoch(npred_trainer *t, int64_t epoch)
 {
     npred_cycler cy;
@@ -492,31 +598,118 @@ static npred_status train_epoch(npred_trainer *t, int64_t epoch)
     t->epoch_batches = 0;
     t->epoch_lr = t->sched.lr;
     for (int64_t i = 0; i < n_batches; i++) {
-        if (interrupted(t)) {
+        /* a data-parallel run checks the flag between epochs only (all ranks agree there) */
+        if (t->nranks == 1 && interrupted(t)) {
             st = npred_errorf(NPRED_ERR_INTERRUPTED, "training interrupted in epoch %lld", (long long)epoch);
             break;
         }
         int has = 0;
-        if ((st = npred_cycler_next(&cy, &t->batch, &has))) break;
+        int64_t Bg = 0, offset = 0;
+        if (t->nranks == 1) {
+            if ((st = npred_cycler_next(&cy, &t->batch, &has))) break;
+            Bg = t->batch.n;
+        } else if ((st = npred_cycler_next_part(&cy, &t->batch, &has, t->rank, t->nranks, &Bg, &offset))) {
+            break;
+        }
         if (!has) break;
         double loss = 0;
-        if ((st = npred_trainer_batch(t, &t->batch, &loss))) break;
+        if ((st = batch_part(t, &t->batch, Bg, offset, &loss))) break;
         if ((i + 1) % t->accum == 0 && (st = optimizer_step(t))) break;
         t->epoch_loss += loss;
         t->epoch_batches++;
         if (t->cb.on_batch) {
-            npred_trainer_batch_info bi = {epoch, i + 1, n_batches, t->batch.data_key, t->batch.n, loss, t->sched.lr};
+            npred_trainer_batch_info bi = {epoch, i + 1, n_batches, t->batch.data_key, Bg, loss, t->sched.lr};
             t->cb.on_batch(t->cb.user, &bi);
         }
     }
     npred_cycler_free(&cy);
+    /* the epoch's loss of the whole job (each rank holds its parts' share) */
+    if (!st && t->nranks > 1) st = npred_dist_allreduce_f64(&t->epoch_loss, 1);
     return st;
 }
 
 /* ---- objective ---- */
 
+/* Data-parallel validation: rank r evaluates trials [T*r/K, T*(r+1)/K) of each
+ * session's validation tier (the eval-mode running statistics are rank 0's,
+ * broadcast first); per-neuron sums are reduced, in two passes for the
+ * correlation (means, then centred moments) as np_functions.corr computes it. */
+static npred_status evaluate_dist(npred_trainer *t, double *objective)
+{
+    npred_status st = npred_dist_bcast(t->t->bufdata, t->t->n_buffers * sizeof(float), 0);
+    if (st) return npred_error_prefix(st, "trainer: buffer broadcast");
+    double acc = 0;
+    int64_t total_neurons = 0;
+    for (size_t s = 0; s < t->n_sessions && !st; s++) {
+        npred_session_info si;
+        npred_loaders_session(t->L, s, &si);
+        const int64_t Tg = si.tier_n[NPRED_TIER_VALIDATION];
+        const int64_t lo = Tg * t->rank / t->nranks, hi = Tg * (t->rank + 1) / t->nranks;
+        const int mi = t->model_index[s];
+        const int64_t n = npred_model_session_neurons(t->m, mi), bs = t->batch_size;
+        int64_t T = 0;
+        for (int64_t p = lo; p < hi && !st; p += bs) {
+            int64_t B = hi - p < bs ? hi - p : bs;
+            if ((st = npred_loaders_get(t->L, s, si.tier_idx[NPRED_TIER_VALIDATION] + p, B, &t->batch))) break;
+            st = npred_model_forward(t->m, mi, t->batch.images, t->batch.pupil_center, t->batch.behavior, (int)B, 0,
+                                     NULL, NULL, t->val_pred + (size_t)(T * n));
+            if (st) break;
+            memcpy(t->val_resp + (size_t)(T * n), t->batch.responses, sizeof(float) * (size_t)(B * n));
+            T += B;
+        }
+        if (st) break;
+        double *d = t->dbuf;
+        if (t->c.stop_function == NPRED_TRAIN_STOP_CORRELATIONS) {
+            /* pass 1: sums of responses (d[0..n)) and predictions (d[n..2n)) */
+            memset(d, 0, sizeof(double) * (size_t)(2 * n));
+            for (int64_t r = 0; r < T; r++)
+                for (int64_t j = 0; j < n; j++) {
+                    d[j] += t->val_resp[r * n + j];
+                    d[n + j] += t->val_pred[r * n + j];
+                }
+            if ((st = npred_dist_allreduce_f64(d, (size_t)(2 * n)))) break;
+            for (int64_t j = 0; j < 2 * n; j++) d[j] /= (double)(Tg > 0 ? Tg : 1);
+            /* pass 2: centred moments q = [var sums of responses | of predictions | cross] */
+            double *q = d + 2 * n;
+            memset(q, 0, sizeof(double) * (size_t)(3 * n));
+            for (int64_t r = 0; r < T; r++)
+                for (int64_t j = 0; j < n; j++) {
+                    double a = t->val_resp[r * n + j] - d[j], b = t->val_pred[r * n + j] - d[n + j];
+                    q[j] += a * a;
+                    q[n + j] += b * b;
+                    q[2 * n + j] += a * b;
+                }
+            if ((st = npred_dist_allreduce_f64(q, (size_t)(3 * n)))) break;
+            for (int64_t j = 0; j < n; j++) {
+                double r = 0;
+                if (Tg > 0) {
+                    double da = sqrt(q[j] / (double)Tg) + NPRED_METRICS_CORR_EPS;
+                    double db = sqrt(q[n + j] / (double)Tg) + NPRED_METRICS_CORR_EPS;
+                    r = q[2 * n + j] / (double)Tg / (da * db);
+                }
+                t->rbuf[j] = isnan(r) ? 0.0 : r;
+            }
+        } else {
+            memset(d, 0, sizeof(double) * (size_t)n);
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t r = 0; r < T; r++) {
+                    double o = t->val_pred[r * n + j], y = t->val_resp[r * n + j];
+                    d[j] += o - y * log(o + 1e-12);
+                }
+            if ((st = npred_dist_allreduce_f64(d, (size_t)n))) break;
+            for (int64_t j = 0; j < n; j++) t->rbuf[j] = Tg > 0 ? d[j] / (double)Tg : NAN;
+        }
+        for (int64_t j = 0; j < n; j++) acc += t->rbuf[j];
+        total_neurons += n;
+    }
+    if (st) return st;
+    *objective = total_neurons ? acc / (double)total_neurons : NAN;
+    return NPRED_OK;
+}
+
 npred_status npred_trainer_evaluate(npred_trainer *t, double *objective)
 {
+    if (t->nranks > 1) return evaluate_dist(t, objective);
     double acc = 0;
     int64_t total_neurons = 0;
     npred_status st = NPRED_OK;
@@ -619,7 +812,7 @@ npred_status npred_trainer_set_run_dir(npred_trainer *t, const char *dir, const 
     free(t->run_dir);
     t->run_dir = strdup(dir);
     if (!t->run_dir) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-    if (config_json) {
+    if (config_json && npred_dist_rank() == 0) {
         char p[4096];
         run_path(t, "config.json", p, sizeof p);
         return write_atomic(p, config_json, strlen(config_json));
@@ -642,7 +835,7 @@ static npred_status log_add(npred_trainer *t, const log_row *r)
 
 static npred_status write_log(const npred_trainer *t)
 {
-    if (!t->run_dir) return NPRED_OK;
+    if (!t->run_dir || t->rank) return NPRED_OK; /* rank 0 alone writes */
     size_t cap = 128 + t->n_log * 128;
     char *buf = malloc(cap);
     if (!buf) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
@@ -663,7 +856,7 @@ static npred_status write_log(const npred_trainer *t)
 
 static npred_status save_model(const npred_trainer *t)
 {
-    if (!t->run_dir) return NPRED_OK;
+    if (!t->run_dir || t->rank) return NPRED_OK; /* rank 0 alone writes */
     char p[4096];
     run_path(t, "model.safetensors", p, sizeof p);
     return npred_model_save_file(t->m, p);
@@ -690,7 +883,7 @@ static npred_status add_i64(npred_tensor_list *l, const char *name, const int64_
 
 static npred_status save_state(const npred_trainer *t)
 {
-    if (!t->run_dir) return NPRED_OK;
+    if (!t->run_dir || t->rank) return NPRED_OK; /* rank 0 alone writes */
     const npred_es *e = &t->es;
     int64_t es_i[ES_I_N] = {e->epoch, e->patience_counter, e->repeat, e->n_evaluations, e->scheduler_warmup,
                             (int64_t)e->phase, (int64_t)e->stop, e->state, e->k, e->awaiting};
@@ -898,7 +1091,9 @@ npred_status npred_trainer_run(npred_trainer *t, npred_trainer_result *res)
         case NPRED_ES_TRAIN_EPOCH:
             /* the resume point: everything up to this epoch is on disk */
             if ((st = save_state(t))) break;
-            if (interrupted(t)) {
+            int stop = 0;
+            if ((st = interrupted_all(t, &stop))) break;
+            if (stop) {
                 st = npred_errorf(NPRED_ERR_INTERRUPTED, "training interrupted before epoch %lld",
                                   (long long)t->es.epoch);
                 break;

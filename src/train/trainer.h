@@ -9,7 +9,7 @@
  *     B = this batch's size), L = loss_function(avg = avg_loss);
  *     backward (accumulates into the model's flat gradient);
  *     every loss_accum_batch_n batches (default: the number of sessions):
- *       reduce the gradient (the data-parallel hook, see npred_trainer_grad_reduce_fn),
+ *       sum the gradient over the ranks (npred_trainer_set_dist) and call the hook,
  *       Adam step (lr from the scheduler), zero the gradient.
  *   Gradients left over at the end of an epoch are dropped (the reference zeroes
  *   them at the start of the next epoch).
@@ -128,8 +128,8 @@ typedef struct {
 
 /* The data-parallel hook: called once per optimizer step, after every backward of
  * the accumulation group and before the Adam step, with the model's flat gradient
- * (n_params floats). A data-parallel (MPI) run passes an allreduce (sum) over the
- * ranks here; this is the only communication a step needs. NULL: identity. */
+ * (n_params floats). Under npred_trainer_set_dist the gradient is already summed
+ * over the ranks when the hook sees it. NULL: identity. */
 typedef npred_status (*npred_trainer_grad_reduce_fn)(void *user, float *grad, size_t n);
 
 typedef struct npred_trainer npred_trainer;
@@ -150,6 +150,27 @@ npred_status npred_trainer_create(npred_trainer **out, npred_model *m, const npr
 void npred_trainer_free(npred_trainer *t);
 void npred_trainer_set_callbacks(npred_trainer *t, const npred_trainer_callbacks *cb);
 void npred_trainer_set_grad_reduce(npred_trainer *t, npred_trainer_grad_reduce_fn fn, void *user);
+/* Data-parallel training over the ranks of src/dist (mpirun; docs/distributed.md).
+ * With more than one rank: rank 0's parameters and buffers are broadcast; every
+ * global batch (the single-process batch: same shuffles, from an rng seeded alike
+ * on all ranks) is split into contiguous parts, rank r taking trials
+ * [B*r/K, B*(r+1)/K); the loss scale k = sqrt(N_s / B) uses the global B (and
+ * avg_loss the global mean), Gaussian readout samples are drawn for the whole
+ * global batch on every rank and sliced, the regularizer gradients are added on
+ * rank 0 only, and the flat gradient is summed with one allreduce before each Adam
+ * step (before the grad-reduce hook, which then sees the global gradient), so the
+ * step equals the single-process step up to float summation order, except for
+ * BatchNorm batch statistics: per rank (as PyTorch DDP) unless sync_bn, which
+ * installs synchronised BatchNorm (kernels/batchnorm_sync.h; then every part must
+ * be non-empty, else NPRED_ERR_ARG). Validation is split across ranks and reduced
+ * (with rank 0's running statistics), so early stopping decides alike everywhere;
+ * only rank 0 writes the run folder. The interrupt flag is honoured between
+ * epochs, by all ranks together. One rank (or no MPI): no effect, the trainer is
+ * the single-process one bit for bit. Call after create, before resume/run. */
+npred_status npred_trainer_set_dist(npred_trainer *t, int sync_bn);
+/* This trainer's rank and rank count (0 and 1 unless set_dist found more). */
+int npred_trainer_rank(const npred_trainer *t);
+int npred_trainer_ranks(const npred_trainer *t);
 /* Use `dir` (created if missing) as run folder; config_json (may be NULL) is
  * written to dir/config.json atomically. */
 npred_status npred_trainer_set_run_dir(npred_trainer *t, const char *dir, const char *config_json);
