@@ -110,7 +110,7 @@ static const char *SMALL_CFG = "{\"layers\": 2, \"input_kern\": 5, \"hidden_kern
 
 static npred_model *small_model(void)
 {
-    npred_model_session ses[2] = {{"1-2-3", 5, NULL, 0, NULL}, {"4-5-6", 4, NULL, 0, NULL}};
+    npred_model_session ses[2] = {{"1-2-3", 5, NULL, 0, NULL, NULL}, {"4-5-6", 4, NULL, 0, NULL, NULL}};
     npred_model *m = NULL;
     if (!CHECK_OK(npred_model_create(&m, SMALL_CFG, "small", 1, 18, 22, ses, 2, 3, 7))) return NULL;
     return m;
@@ -342,7 +342,7 @@ static void test_eval_mini_tree(void)
 {
     const char *cfg = "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 4,"
                       " \"stack\": -1, \"grid_mean_predictor\": null, \"init_mu_range\": 0.5}";
-    npred_model_session ses = {"00000-1-1", 10, NULL, 0, NULL};
+    npred_model_session ses = {"00000-1-1", 10, NULL, 0, NULL, NULL};
     npred_model *m = NULL;
     if (!CHECK_OK(npred_model_create(&m, cfg, "eval model", 1, 8, 16, &ses, 1, 4, 21))) return;
     char dir[512], dsj[512];

@@ -57,6 +57,11 @@ double npred_rng_normal(npred_rng *r);
 /* Fisher-Yates shuffle of an index array */
 void npred_rng_shuffle(npred_rng *r, int64_t *idx, size_t n);
 
+/* Write len bytes to path atomically: a temporary file beside it, fsync, rename,
+ * then (best effort) fsync of the folder. Readers see the old or the new file,
+ * never a partial one. Mode 0644. */
+npred_status npred_write_atomic(const char *path, const void *buf, size_t len);
+
 /* checked allocation helpers: zeroed memory; return NULL on overflow/failure */
 void *npred_calloc(size_t n, size_t size);
 

@@ -1,11 +1,15 @@
 /* Status messages and the explicit-state RNG. */
 #include "npred/base.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define ERRBUF 1024
 static _Thread_local char errbuf[ERRBUF];
@@ -134,4 +138,50 @@ void *npred_calloc(size_t n, size_t size)
     if (n == 0 || size == 0) return calloc(1, 1);
     if (n > SIZE_MAX / size) return NULL;
     return calloc(n, size);
+}
+
+npred_status npred_write_atomic(const char *path, const void *buf, size_t len)
+{
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 16);
+    if (!tmp) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
+                                      strerror(errno));
+        free(tmp);
+        return s;
+    }
+    npred_status s = NPRED_OK;
+    const char *p = buf;
+    size_t left = len;
+    while (left && !s) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) s = npred_errorf(NPRED_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        else {
+            p += w;
+            left -= (size_t)w;
+        }
+    }
+    if (!s && fchmod(fd, 0644) != 0) s = npred_errorf(NPRED_ERR_IO, "%s: chmod failed: %s", path, strerror(errno));
+    if (!s && fsync(fd) != 0) s = npred_errorf(NPRED_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    if (close(fd) != 0 && !s) s = npred_errorf(NPRED_ERR_IO, "%s: close failed: %s", path, strerror(errno));
+    if (!s && rename(tmp, path) != 0)
+        s = npred_errorf(NPRED_ERR_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
+    if (s) {
+        unlink(tmp);
+    } else { /* make the rename durable (some file systems cannot sync folders: ignored) */
+        char *slash = strrchr(tmp, '/');
+        if (slash) slash[slash == tmp] = 0;
+        int dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY);
+        if (dfd >= 0) {
+            if (fsync(dfd) != 0) { /* best effort */
+            }
+            close(dfd);
+        }
+    }
+    free(tmp);
+    return s;
 }

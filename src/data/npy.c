@@ -428,51 +428,6 @@ npred_status npred_npy_serialize(const npred_array *a, void **buf, size_t *len)
     return NPRED_OK;
 }
 
-/* Write `len` bytes to `path` atomically: a temp file in the same directory,
- * fsync, rename. */
-static npred_status write_atomic(const char *path, const void *buf, size_t len)
-{
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
-        free(tmp);
-        return s;
-    }
-    const char *p = buf;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            npred_status s = npred_errorf(NPRED_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return s;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot flush: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return s;
-    }
-    chmod(tmp, 0644);
-    if (rename(tmp, path) != 0) {
-        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return s;
-    }
-    free(tmp);
-    return NPRED_OK;
-}
 
 npred_status npred_npy_write(const char *path, const npred_array *a)
 {
@@ -480,7 +435,7 @@ npred_status npred_npy_write(const char *path, const npred_array *a)
     size_t len;
     npred_status s = npred_npy_serialize(a, &buf, &len);
     if (s) return npred_error_prefix(s, "%s", path);
-    s = write_atomic(path, buf, len);
+    s = npred_write_atomic(path, buf, len);
     free(buf);
     return s;
 }

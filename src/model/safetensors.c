@@ -161,61 +161,9 @@ npred_status npred_safetensors_write(const char *path, const npred_tensor_list *
     size_t len;
     npred_status s = npred_safetensors_serialize(l, &buf, &len);
     if (s) return npred_error_prefix(s, "%s", path);
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
-        free(buf);
-        return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        s = npred_errorf(NPRED_ERR_IO, "%s: cannot create a temporary file: %s", path,
-                         strerror(errno));
-        free(tmp);
-        free(buf);
-        return s;
-    }
-    const unsigned char *p = buf;
-    size_t left = len;
-    while (left && !s) {
-        ssize_t k = write(fd, p, left);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) s = npred_errorf(NPRED_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        else {
-            p += k;
-            left -= (size_t)k;
-        }
-    }
+    s = npred_write_atomic(path, buf, len);
     free(buf);
-    if (!s && fchmod(fd, 0644) != 0)
-        s = npred_errorf(NPRED_ERR_IO, "%s: chmod failed: %s", tmp, strerror(errno));
-    if (!s && fsync(fd) != 0)
-        s = npred_errorf(NPRED_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && !s)
-        s = npred_errorf(NPRED_ERR_IO, "%s: close failed: %s", tmp, strerror(errno));
-    if (!s && rename(tmp, path) != 0)
-        s = npred_errorf(NPRED_ERR_IO, "%s: cannot rename the temporary file into place: %s",
-                         path, strerror(errno));
-    if (s) {
-        unlink(tmp);
-        free(tmp);
-        return s;
-    }
-    free(tmp);
-    /* make the rename durable; failure here is not an error for the data */
-    char *dir = strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
-        int dfd = open(d, O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
-    return NPRED_OK;
+    return s;
 }
 
 /* ---- reader ---- */

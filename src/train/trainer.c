@@ -762,41 +762,6 @@ npred_status npred_trainer_evaluate(npred_trainer *t, double *objective)
 
 /* ---- files ---- */
 
-static npred_status write_atomic(const char *path, const void *buf, size_t len)
-{
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-    snprintf(tmp, pl + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return s;
-    }
-    const char *p = buf;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    int ok = left == 0 && fsync(fd) == 0;
-    fchmod(fd, 0644);
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return s;
-    }
-    free(tmp);
-    return NPRED_OK;
-}
 
 static void run_path(const npred_trainer *t, const char *name, char *buf, size_t n)
 {
@@ -815,7 +780,7 @@ npred_status npred_trainer_set_run_dir(npred_trainer *t, const char *dir, const 
     if (config_json && npred_dist_rank() == 0) {
         char p[4096];
         run_path(t, "config.json", p, sizeof p);
-        return write_atomic(p, config_json, strlen(config_json));
+        return npred_write_atomic(p, config_json, strlen(config_json));
     }
     return NPRED_OK;
 }
@@ -849,7 +814,7 @@ static npred_status write_log(const npred_trainer *t)
     }
     char p[4096];
     run_path(t, "log.csv", p, sizeof p);
-    npred_status st = write_atomic(p, buf, k);
+    npred_status st = npred_write_atomic(p, buf, k);
     free(buf);
     return st;
 }

@@ -27,44 +27,19 @@ npred_status npred_png_write(const char *path, const uint8_t *rgb, int h, int w)
     if (h <= 0 || w <= 0 || h > MAX_SIDE || w > MAX_SIDE)
         return npred_errorf(NPRED_ERR_ARG, "%s: image size %dx%d, expected 1..%d pixels per side", path, w, h,
                             MAX_SIDE);
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    if (!tmp) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
+    png_image img = {.version = PNG_IMAGE_VERSION, .width = (png_uint_32)w, .height = (png_uint_32)h,
+                     .format = PNG_FORMAT_RGB};
+    png_alloc_size_t size = 0;
+    if (!png_image_write_to_memory(&img, NULL, &size, 0, rgb, 0, NULL))
+        return npred_errorf(NPRED_ERR_IO, "%s: libpng: %s", path, img.message);
+    void *mem = malloc(size);
+    if (!mem) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
     npred_status st = NPRED_OK;
-    if (fd < 0) {
-        st = npred_errorf(NPRED_ERR_IO, "%s: cannot create a temporary file beside it (%s)", path, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    fchmod(fd, 0644);
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        st = npred_errorf(NPRED_ERR_IO, "%s: cannot open the temporary file (%s)", path, strerror(errno));
-        close(fd);
-    } else {
-        png_image img = {.version = PNG_IMAGE_VERSION, .width = (png_uint_32)w, .height = (png_uint_32)h,
-                         .format = PNG_FORMAT_RGB};
-        if (!png_image_write_to_stdio(&img, f, 0, rgb, 0, NULL))
-            st = npred_errorf(NPRED_ERR_IO, "%s: libpng: %s", path, img.message);
-        else if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-            st = npred_errorf(NPRED_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
-        png_image_free(&img);
-        if (fclose(f) != 0 && st == NPRED_OK)
-            st = npred_errorf(NPRED_ERR_IO, "%s: cannot close (%s)", path, strerror(errno));
-    }
-    if (st == NPRED_OK && rename(tmp, path) != 0)
-        st = npred_errorf(NPRED_ERR_IO, "%s: cannot move the temporary file onto it (%s)", path, strerror(errno));
-    if (st != NPRED_OK) unlink(tmp);
-    else { /* make the rename durable too (best effort: some file systems cannot sync folders) */
-        char *slash = strrchr(tmp, '/');
-        if (slash) slash[slash == tmp] = 0;
-        int dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) fsync(dfd), close(dfd);
-    }
-    free(tmp);
+    if (!png_image_write_to_memory(&img, mem, &size, 0, rgb, 0, NULL))
+        st = npred_errorf(NPRED_ERR_IO, "%s: libpng: %s", path, img.message);
+    png_image_free(&img);
+    if (!st) st = npred_write_atomic(path, mem, size);
+    free(mem);
     return st;
 }
 
