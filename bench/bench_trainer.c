@@ -39,7 +39,7 @@ int main(void)
     npred_rng_seed(&rng, 1);
     double *coords = malloc(sizeof(double) * N * 3);
     for (int i = 0; i < N * 3; i++) coords[i] = 1000 * npred_rng_uniform(&rng);
-    npred_model_session ses = {"26872-17-20", N, coords, 3, NULL};
+    npred_model_session ses = {"26872-17-20", N, coords, 3, NULL, NULL};
     npred_model *m = NULL;
     if (npred_model_create(&m, cfg, "sensorium_sota", 1, H, W, &ses, 1, B, 42)) {
         fprintf(stderr, "bench_trainer: %s\n", npred_last_error());
