@@ -67,7 +67,7 @@ static void fd_case(int B, int C, int H, int W, int training, float xs, float ys
     memcpy(rv0, rv, sizeof rv);
     CHECK_OK(npred_batchnorm2d_elu_forward(y, mean, invstd, training ? NULL : rm, training ? NULL : rv, NULL, x, gamma,
                                            beta, B, C, H, W, training, 0.1, 1e-5, xs, ys));
-    CHECK_OK(npred_batchnorm2d_elu_backward(dx, dg, db, wl, x, gamma, beta, mean, invstd, B, C, H, W, training, xs));
+    CHECK_OK(npred_batchnorm2d_elu_backward(dx, dg, db, wl, x, y, gamma, mean, invstd, B, C, H, W, training, ys));
     ref r = {B, C, H, W, training, gc_to_f64(x, n), gc_to_f64(gamma, (size_t)C), gc_to_f64(beta, (size_t)C),
              gc_to_f64(rm0, (size_t)C), gc_to_f64(rv0, (size_t)C), gc_to_f64(wl, n), xs, ys, 1e-5};
     /* the forward itself against the reference: loss with one-hot weights */
@@ -134,7 +134,7 @@ static void unfused_case(int B, int C, int H, int W, int training)
           "running statistics differ");
     CHECK_OK(npred_act_backward(g, dy, v, y1, n, &act));
     CHECK_OK(npred_batchnorm2d_backward(dx1, dg1, db1, g, x, gamma, m1, s1, B, C, H, W, training));
-    CHECK_OK(npred_batchnorm2d_elu_backward(dx2, dg2, db2, dy, x, gamma, beta, m2, s2, B, C, H, W, training, xs));
+    CHECK_OK(npred_batchnorm2d_elu_backward(dx2, dg2, db2, dy, x, y2, gamma, m2, s2, B, C, H, W, training, ys));
     th_close_f32("dx", dx2, dx1, n, 1e-5, 1e-6);
     th_close_f32("dgamma", dg2, dg1, (size_t)C, 1e-5, 1e-6);
     th_close_f32("dbeta", db2, db1, (size_t)C, 1e-5, 1e-6);
@@ -159,9 +159,11 @@ static void test_bad_input(void)
     CHECK(npred_batchnorm2d_elu_forward(y, m, s, NULL, NULL, NULL, x, NULL, NULL, 1, 2, 2, 2, 0, 0.1, 1e-5, 0, 0) ==
               NPRED_ERR_ARG,
           "eval without running stats accepted");
-    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, NULL, x, NULL, NULL, m, s, 1, 2, 2, 2, 1, 0) == NPRED_ERR_ARG,
+    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, NULL, x, x, NULL, m, s, 1, 2, 2, 2, 1, 0) == NPRED_ERR_ARG,
           "missing dy accepted");
-    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, x, x, NULL, NULL, m, s, 1, -2, 2, 2, 1, 0) == NPRED_ERR_ARG,
+    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, x, x, NULL, NULL, m, s, 1, 2, 2, 2, 1, 0) == NPRED_ERR_ARG,
+          "missing y accepted");
+    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, x, x, x, NULL, m, s, 1, -2, 2, 2, 1, 0) == NPRED_ERR_ARG,
           "negative channels accepted");
 }
 

@@ -576,9 +576,9 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         }
         if (L->fused) {
             memset(core->g[2], 0, n * sizeof(float));
-            s = npred_batchnorm2d_elu_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
-                                               pw(t, L->p_gamma), pw(t, L->p_beta), L->mean, L->invstd, B, L->cout,
-                                               L->hout, L->wout, core->train, core->act.xshift);
+            s = npred_batchnorm2d_elu_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
+                                               pw(t, L->p_gamma), L->mean, L->invstd, B, L->cout, L->hout, L->wout,
+                                               core->train, core->act.yshift);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[2];
         }

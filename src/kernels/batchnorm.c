@@ -212,24 +212,25 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
     return NPRED_OK;
 }
 
-/* g = dL/d(bn output) from the gradient dy of the AdaptiveELU output, with the bn
- * output v recomputed exactly as the forward computed it */
-static inline float elu_grad(float dy, float x, double mean, double a, double bt, float xshift)
+/* g = dL/d(bn output) from the gradient dy of the AdaptiveELU output y: the ELU's
+ * slope is 1 where its input t > 0 (there y - yshift > 0) and exp(t) =
+ * (y - yshift) + 1 elsewhere */
+static inline float elu_grad(float dy, float y, float yshift)
 {
-    float t = (float)(((double)x - mean) * a + bt) - xshift;
-    return t > 0 ? dy : dy * fast_exp(t);
+    float e = y - yshift;
+    return e > 0 ? dy : dy * (e + 1.0f);
 }
 
 npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
-                                            const float *x, const float *gamma, const float *beta,
+                                            const float *x, const float *y, const float *gamma,
                                             const double *save_mean, const double *save_invstd, int B, int C,
-                                            int H, int W, int training, float xshift)
+                                            int H, int W, int training, float yshift)
 {
     const char *fn = "npred_batchnorm2d_elu_backward";
     npred_status s = check_dims(fn, B, C, H, W);
     if (s) return s;
-    if (!dy || !x || !save_mean || !save_invstd)
-        return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, save_mean and save_invstd are required", fn);
+    if (!dy || !x || !y || !save_mean || !save_invstd)
+        return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, y, save_mean and save_invstd are required", fn);
     const size_t HW = (size_t)H * W, bstride = (size_t)C * HW;
     const size_t n = (size_t)B * HW;
 
@@ -237,22 +238,22 @@ npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbe
     for (int c = 0; c < C; c++) {
         const size_t off = (size_t)c * HW;
         const double mean = save_mean[c], invstd = save_invstd[c];
-        const double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
-        const double a = g * invstd; /* the forward's scale */
+        const double a = (gamma ? gamma[c] : 1.0) * invstd;
         double sdy = 0, sdyx = 0;
         if (training || dgamma || dbeta) {
             double l0[NL] = {0}, l1[NL] = {0};
             for (int b = 0; b < B; b++) {
                 const float *pd = dy + off + (size_t)b * bstride, *px = x + off + (size_t)b * bstride;
+                const float *py = y + off + (size_t)b * bstride;
                 size_t i = 0;
                 for (; i + NL <= HW; i += NL)
                     for (int l = 0; l < NL; l++) {
-                        float e = elu_grad(pd[i + l], px[i + l], mean, a, bt, xshift);
+                        float e = elu_grad(pd[i + l], py[i + l], yshift);
                         l0[l] += e;
                         l1[l] += (double)e * ((double)px[i + l] - mean);
                     }
                 for (int l = 0; i + l < HW; l++) {
-                    float e = elu_grad(pd[i + l], px[i + l], mean, a, bt, xshift);
+                    float e = elu_grad(pd[i + l], py[i + l], yshift);
                     l0[l] += e;
                     l1[l] += (double)e * ((double)px[i + l] - mean);
                 }
@@ -266,14 +267,15 @@ npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbe
         const double mdy = sdy / (double)n, k = invstd * invstd * sdyx / (double)n;
         for (int b = 0; b < B; b++) {
             const float *pd = dy + off + (size_t)b * bstride, *px = x + off + (size_t)b * bstride;
+            const float *py = y + off + (size_t)b * bstride;
             float *q = dx + off + (size_t)b * bstride;
             if (training)
                 for (size_t i = 0; i < HW; i++) {
-                    float e = elu_grad(pd[i], px[i], mean, a, bt, xshift);
+                    float e = elu_grad(pd[i], py[i], yshift);
                     q[i] += (float)(a * ((double)e - mdy - ((double)px[i] - mean) * k));
                 }
             else
-                for (size_t i = 0; i < HW; i++) q[i] += (float)(a * elu_grad(pd[i], px[i], mean, a, bt, xshift));
+                for (size_t i = 0; i < HW; i++) q[i] += (float)(a * elu_grad(pd[i], py[i], yshift));
         }
     }
     return NPRED_OK;

@@ -82,19 +82,21 @@ npred_status npred_batchnorm2d_elu_forward(float *y,                     // (B, 
                                            int B, int C, int H, int W, int training, double momentum,
                                            double eps, float xshift, float yshift);
 
-/* Backward of the fused forward: dy is the gradient of the ELU output; the bn
- * output is recomputed from x, gamma, beta and the cache. ACCUMULATES into dx,
- * dgamma, dbeta (each may be NULL). Equals npred_adaptive_elu_backward into a
- * zeroed buffer followed by npred_batchnorm2d_backward, without that buffer. */
+/* Backward of the fused forward, from its output y: the ELU slope is taken as
+ * (y - yshift) + 1 where y - yshift <= 0 (= exp of the ELU input up to rounding;
+ * 1 elsewhere). dy is the gradient of y. ACCUMULATES into dx, dgamma, dbeta (each
+ * may be NULL). Equals npred_adaptive_elu_backward into a zeroed buffer followed
+ * by npred_batchnorm2d_backward (to a float rounding of the slope), without that
+ * buffer and its passes. */
 npred_status npred_batchnorm2d_elu_backward(float *dx,                 // (B, C, H, W) or NULL
                                             float *dgamma,             // (C) or NULL
                                             float *dbeta,              // (C) or NULL
                                             const float *dy,           // (B, C, H, W)
-                                            const float *x,            // (B, C, H, W)
+                                            const float *x,            // (B, C, H, W) BN input
+                                            const float *y,            // (B, C, H, W) fused output
                                             const float *gamma,        // (C) or NULL (= 1)
-                                            const float *beta,         // (C) or NULL (= 0)
                                             const double *save_mean,   // (C)
                                             const double *save_invstd, // (C)
-                                            int B, int C, int H, int W, int training, float xshift);
+                                            int B, int C, int H, int W, int training, float yshift);
 
 #endif
