@@ -1,6 +1,5 @@
 /* Status messages and the explicit-state RNG. */
 #include "npred/base.h"
-#include "base/rng.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -135,42 +134,4 @@ void *npred_calloc(size_t n, size_t size)
     if (n == 0 || size == 0) return calloc(1, 1);
     if (n > SIZE_MAX / size) return NULL;
     return calloc(n, size);
-}
-
-/* Box-Muller pairs in blocks: the uniforms of a block are drawn serially (the
- * exact draws npred_rng_normal makes, rejections included), then its transforms
- * are computed in parallel; each pair gives (rad cos th, rad sin th) in that
- * order, as the scalar generator returns them. */
-#define RNG_BLOCK 4096 /* pairs: 64 KB of uniforms on the stack */
-
-void npred_rng_normal_fill_f32(npred_rng *r, float *out, size_t n)
-{
-    size_t i = 0;
-    if (n && r->has_spare) {
-        out[i++] = (float)npred_rng_normal(r);
-    }
-    double u[2 * RNG_BLOCK];
-    while (n - i >= 2) {
-        size_t pairs = (n - i) / 2;
-        if (pairs > RNG_BLOCK) pairs = RNG_BLOCK;
-        for (size_t k = 0; k < pairs; k++) {
-            double u1;
-            do u1 = npred_rng_uniform(r); while (u1 <= 0.0);
-            u[2 * k] = u1;
-            u[2 * k + 1] = npred_rng_uniform(r);
-        }
-        float *o = out + i;
-#pragma omp parallel for schedule(static) if (pairs >= 1024)
-        for (size_t k = 0; k < pairs; k++) {
-            double rad = sqrt(-2.0 * log(u[2 * k])), th = 2.0 * M_PI * u[2 * k + 1];
-            o[2 * k] = (float)(rad * cos(th));
-            o[2 * k + 1] = (float)(rad * sin(th));
-        }
-        i += 2 * pairs;
-        /* the scalar generator keeps the last sine (consumed) in the state */
-        double rad = sqrt(-2.0 * log(u[2 * pairs - 2])), th = 2.0 * M_PI * u[2 * pairs - 1];
-        r->spare = rad * sin(th);
-        r->has_spare = 0;
-    }
-    if (i < n) out[i] = (float)npred_rng_normal(r); /* leaves the spare, as the scalar calls would */
 }

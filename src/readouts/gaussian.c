@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "base/rng.h"
 #include "readouts/readout.h"
 #include "readouts/sample.h"
 
@@ -476,10 +475,8 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
     npred_gauss_type gt = is_legacy(r) ? NPRED_GAUSS_UNCORRELATED : c->gauss_type;
     int Bs = c->batch_sample ? B : 1;
     /* z in (b, o, coordinate) order: one draw per image and neuron, like normal_() on (B, n, 1, 2) */
-    size_t nz = (size_t)Bs * n * 2;
-    if (!train) memset(v.z, 0, nz * sizeof(float));
-    else if (noise) memcpy(v.z, noise, nz * sizeof(float));
-    else npred_rng_normal_fill_f32(rng, v.z, nz); /* the same draws as nz npred_rng_normal calls */
+    for (size_t i = 0; i < (size_t)Bs * n * 2; i++)
+        v.z[i] = !train ? 0.0f : noise ? noise[i] : (float)npred_rng_normal(rng);
     for (int b = Bs; b < B; b++) memcpy(v.z + (size_t)b * n * 2, v.z, (size_t)n * 2 * sizeof(float));
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++)
