@@ -212,13 +212,32 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
     return NPRED_OK;
 }
 
+/* l0[lane] += e, l1[lane] += e * (x - mean) over m values (lane = index mod NL,
+ * the tail into lanes 0, 1, ...) */
+static void lanes_dsums(double *l0, double *l1, const float *e, const float *x, double mean, size_t m)
+{
+    size_t i = 0;
+    for (; i + NL <= m; i += NL)
+        for (int l = 0; l < NL; l++) {
+            l0[l] += e[i + l];
+            l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
+        }
+    for (int l = 0; i + l < m; l++) {
+        l0[l] += e[i + l];
+        l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
+    }
+}
+
+/* elementwise gradients are formed in chunks of ECHUNK (a multiple of NL) */
+#define ECHUNK 512
+
 /* g = dL/d(bn output) from the gradient dy of the AdaptiveELU output y: the ELU's
  * slope is 1 where its input t > 0 (there y - yshift > 0) and exp(t) =
  * (y - yshift) + 1 elsewhere */
 static inline float elu_grad(float dy, float y, float yshift)
 {
     float e = y - yshift;
-    return e > 0 ? dy : dy * (e + 1.0f);
+    return dy * (e > 0 ? 1.0f : e + 1.0f); /* a select, not a branch: the loops vectorise */
 }
 
 npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -242,20 +261,14 @@ npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbe
         double sdy = 0, sdyx = 0;
         if (training || dgamma || dbeta) {
             double l0[NL] = {0}, l1[NL] = {0};
+            float e[ECHUNK];
             for (int b = 0; b < B; b++) {
                 const float *pd = dy + off + (size_t)b * bstride, *px = x + off + (size_t)b * bstride;
                 const float *py = y + off + (size_t)b * bstride;
-                size_t i = 0;
-                for (; i + NL <= HW; i += NL)
-                    for (int l = 0; l < NL; l++) {
-                        float e = elu_grad(pd[i + l], py[i + l], yshift);
-                        l0[l] += e;
-                        l1[l] += (double)e * ((double)px[i + l] - mean);
-                    }
-                for (int l = 0; i + l < HW; l++) {
-                    float e = elu_grad(pd[i + l], py[i + l], yshift);
-                    l0[l] += e;
-                    l1[l] += (double)e * ((double)px[i + l] - mean);
+                for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
+                    size_t m = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
+                    for (size_t i = 0; i < m; i++) e[i] = elu_grad(pd[i0 + i], py[i0 + i], yshift);
+                    lanes_dsums(l0, l1, e, px + i0, mean, m);
                 }
             }
             sdy = lanes_total(l0);
