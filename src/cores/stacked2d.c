@@ -278,7 +278,9 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
             L->t[1] = falloc(nout, &s);
         }
         L->z = falloc(nout, &s);
-        L->v = L->has_bn ? falloc(nout, &s) : L->z;
+        L->fused = L->has_bn && L->has_act && L->p_bias2d < 0 && L->p_scale2d < 0 &&
+                   core->act.kind == NPRED_ACT_ADAPTIVE_ELU;
+        L->v = L->has_bn && !L->fused ? falloc(nout, &s) : L->z;
         L->u = (L->p_bias2d >= 0 || L->p_scale2d >= 0) ? falloc(nout, &s) : L->v;
         L->a = L->has_act ? falloc(nout, &s) : L->u;
         if (L->has_se) {
@@ -495,6 +497,17 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             return npred_error_prefix(s, "core layer %d", l);
         }
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
+        if (L->fused) {
+            float *nbt = npred_ptable_ptr(t, L->p_nbt);
+            int64_t count = (int64_t)nbt[0];
+            s = npred_batchnorm2d_elu_forward(L->a, L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), &count,
+                                              L->z, pw(t, L->p_gamma), pw(t, L->p_beta), B, L->cout, L->hout,
+                                              L->wout, train, c->momentum, 1e-5, core->act.xshift, core->act.yshift);
+            if (s) return npred_error_prefix(s, "core layer %d", l);
+            nbt[0] = (float)count;
+            if (L->has_se) se_forward(L, t, B);
+            continue;
+        }
         if (L->has_bn) {
             float *nbt = npred_ptable_ptr(t, L->p_nbt);
             int64_t count = (int64_t)nbt[0];
@@ -561,7 +574,15 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             se_backward(L, t, cur, core->g[0], B);
             cur = core->g[0];
         }
-        if (L->has_act) {
+        if (L->fused) {
+            memset(core->g[2], 0, n * sizeof(float));
+            s = npred_batchnorm2d_elu_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
+                                               pw(t, L->p_gamma), L->mean, L->invstd, B, L->cout, L->hout, L->wout,
+                                               core->train, core->act.yshift);
+            if (s) return npred_error_prefix(s, "core layer %d", l);
+            cur = core->g[2];
+        }
+        if (L->has_act && !L->fused) {
             memset(core->g[1], 0, n * sizeof(float));
             if ((s = npred_act_backward(core->g[1], cur, L->u, L->a, n, &core->act)))
                 return npred_error_prefix(s, "core layer %d", l);
@@ -592,7 +613,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                 }
             cur = dv;
         }
-        if (L->has_bn) {
+        if (L->has_bn && !L->fused) {
             memset(core->g[2], 0, n * sizeof(float));
             s = npred_batchnorm2d_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
                                            pw(t, L->p_gamma), L->mean, L->invstd, B, L->cout, L->hout, L->wout,

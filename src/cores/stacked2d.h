@@ -76,6 +76,7 @@ typedef struct {
     int p_se_w1, p_se_b1, p_se_w2, p_se_b2;
     int se_hidden;
     int has_bn, has_act, has_se;
+    int fused;        /* BN + AdaptiveELU in one kernel (no bias/scale layer between): v, u are not stored */
     /* activations, capacity max_batch */
     float *in;        /* layer input (owned only when it is a skip concatenation) */
     int owns_in;

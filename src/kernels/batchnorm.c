@@ -1,9 +1,12 @@
 /* BatchNorm2d forward/backward (see batchnorm.h). B, C, H, W as in the header;
  * one channel's values are B runs of HW = H*W contiguous floats, C*HW apart. */
 #include "kernels/batchnorm.h"
+#include "kernels/activation.h"
 #include "kernels/batchnorm_sync.h"
+#include "kernels/fast_exp.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stddef.h>
 
 static npred_status check_dims(const char *fn, int B, int C, int H, int W)
@@ -14,41 +17,90 @@ static npred_status check_dims(const char *fn, int B, int C, int H, int W)
     return NPRED_OK;
 }
 
+/* Reductions run in NL independent double lanes (lane l takes the elements
+ * i = l mod NL of each run of HW values; the lanes are then added in order), so
+ * they vectorise without reassociation: the order is fixed by the code, not by
+ * the instruction set or the thread count. */
+#define NL 8
+
+static double lanes_total(const double *acc)
+{
+    double s = 0;
+    for (int l = 0; l < NL; l++) s += acc[l];
+    return s;
+}
+
 /* Sum of one channel's values, in double (first pass; channel_sqdev is the second). */
 static double channel_sum(const float *x, int B, size_t HW, size_t bstride)
 {
-    double s = 0;
+    double acc[NL] = {0};
     for (int b = 0; b < B; b++) {
         const float *p = x + (size_t)b * bstride;
-        for (size_t i = 0; i < HW; i++) s += p[i];
+        size_t i = 0;
+        for (; i + NL <= HW; i += NL)
+            for (int l = 0; l < NL; l++) acc[l] += p[i + l];
+        for (int l = 0; i + l < HW; l++) acc[l] += p[i + l];
     }
-    return s;
+    return lanes_total(acc);
 }
 
 /* Sum of squared deviations from `mean`, in double. */
 static double channel_sqdev(const float *x, double mean, int B, size_t HW, size_t bstride)
 {
-    double s = 0;
+    double acc[NL] = {0};
     for (int b = 0; b < B; b++) {
         const float *p = x + (size_t)b * bstride;
-        for (size_t i = 0; i < HW; i++) {
-            double d = (double)p[i] - mean;
-            s += d * d;
+        size_t i = 0;
+        for (; i + NL <= HW; i += NL)
+            for (int l = 0; l < NL; l++) {
+                double d = (double)p[i + l] - mean;
+                acc[l] += d * d;
+            }
+        for (int l = 0; i + l < HW; l++) {
+            double d = (double)p[i + l] - mean;
+            acc[l] += d * d;
         }
     }
-    return s;
+    return lanes_total(acc);
 }
 
-npred_status npred_batchnorm2d_forward(float *y, double *save_mean, double *save_invstd,
-                                       float *running_mean, float *running_var,
-                                       int64_t *num_batches_tracked, const float *x,
-                                       const float *gamma, const float *beta, int B, int C, int H,
-                                       int W, int training, double momentum, double eps)
+/* sum(dy) and sum(dy * (x - mean)) of one channel, in double */
+static void channel_dsums(double *sdy, double *sdyx, const float *dy, const float *x, double mean, int B, size_t HW,
+                          size_t bstride)
 {
-    if (training && npred_batchnorm_sync_active()) /* data-parallel: global batch statistics */
-        return npred_batchnorm2d_forward_sync(y, save_mean, save_invstd, running_mean, running_var,
-                                              num_batches_tracked, x, gamma, beta, B, C, H, W, momentum, eps);
-    const char *fn = "npred_batchnorm2d_forward";
+    double a[NL] = {0}, c[NL] = {0};
+    for (int b = 0; b < B; b++) {
+        const float *pd = dy + (size_t)b * bstride, *px = x + (size_t)b * bstride;
+        size_t i = 0;
+        for (; i + NL <= HW; i += NL)
+            for (int l = 0; l < NL; l++) {
+                a[l] += pd[i + l];
+                c[l] += (double)pd[i + l] * ((double)px[i + l] - mean);
+            }
+        for (int l = 0; i + l < HW; l++) {
+            a[l] += pd[i + l];
+            c[l] += (double)pd[i + l] * ((double)px[i + l] - mean);
+        }
+    }
+    *sdy = lanes_total(a);
+    *sdyx = lanes_total(c);
+}
+
+/* BatchNorm forward; with act, y = AdaptiveELU(bn(x)) computed from the same float
+ * bn(x) value the unfused kernel writes. */
+static npred_status bn_forward(const char *fn, float *y, double *save_mean, double *save_invstd,
+                               float *running_mean, float *running_var, int64_t *num_batches_tracked,
+                               const float *x, const float *gamma, const float *beta, int B, int C, int H, int W,
+                               int training, double momentum, double eps, int act, float xshift, float yshift)
+{
+    if (training && npred_batchnorm_sync_active()) { /* data-parallel: global batch statistics */
+        npred_status st = npred_batchnorm2d_forward_sync(y, save_mean, save_invstd, running_mean, running_var,
+                                                         num_batches_tracked, x, gamma, beta, B, C, H, W, momentum,
+                                                         eps);
+        if (st || !act) return st;
+        npred_act a = {NPRED_ACT_ADAPTIVE_ELU, xshift, yshift}; /* ELU of the float bn(x), as unfused */
+        return npred_act_forward(y, y, (size_t)B * C * H * W, &a);
+    }
     npred_status s = check_dims(fn, B, C, H, W);
     if (s) return s;
     if (!y || !x || !save_mean || !save_invstd)
@@ -92,11 +144,36 @@ npred_status npred_batchnorm2d_forward(float *y, double *save_mean, double *save
         for (int b = 0; b < B; b++) {
             const float *p = xc + (size_t)b * bstride;
             float *q = y + (size_t)c * HW + (size_t)b * bstride;
-            for (size_t i = 0; i < HW; i++) q[i] = (float)(((double)p[i] - mean) * a + bt);
+            if (!act) {
+                for (size_t i = 0; i < HW; i++) q[i] = (float)(((double)p[i] - mean) * a + bt);
+            } else {
+                for (size_t i = 0; i < HW; i++) {
+                    float t = (float)(((double)p[i] - mean) * a + bt) - xshift;
+                    q[i] = (t > 0 ? t : fast_expm1(t)) + yshift;
+                }
+            }
         }
     }
     if (training && num_batches_tracked) (*num_batches_tracked)++;
     return NPRED_OK;
+}
+
+npred_status npred_batchnorm2d_forward(float *y, double *save_mean, double *save_invstd, float *running_mean,
+                                       float *running_var, int64_t *num_batches_tracked, const float *x,
+                                       const float *gamma, const float *beta, int B, int C, int H, int W,
+                                       int training, double momentum, double eps)
+{
+    return bn_forward("npred_batchnorm2d_forward", y, save_mean, save_invstd, running_mean, running_var,
+                      num_batches_tracked, x, gamma, beta, B, C, H, W, training, momentum, eps, 0, 0.0f, 0.0f);
+}
+
+npred_status npred_batchnorm2d_elu_forward(float *y, double *save_mean, double *save_invstd, float *running_mean,
+                                           float *running_var, int64_t *num_batches_tracked, const float *x,
+                                           const float *gamma, const float *beta, int B, int C, int H, int W,
+                                           int training, double momentum, double eps, float xshift, float yshift)
+{
+    return bn_forward("npred_batchnorm2d_elu_forward", y, save_mean, save_invstd, running_mean, running_var,
+                      num_batches_tracked, x, gamma, beta, B, C, H, W, training, momentum, eps, 1, xshift, yshift);
 }
 
 npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -121,16 +198,7 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
         const double g = gamma ? gamma[c] : 1.0;
         /* sum(dy) and sum(dy * (x - mean)) over the channel */
         double sdy = 0, sdyx = 0;
-        if (training || dgamma || dbeta) {
-            for (int b = 0; b < B; b++) {
-                const float *pd = dy + off + (size_t)b * bstride;
-                const float *px = x + off + (size_t)b * bstride;
-                for (size_t i = 0; i < HW; i++) {
-                    sdy += pd[i];
-                    sdyx += (double)pd[i] * ((double)px[i] - mean);
-                }
-            }
-        }
+        if (training || dgamma || dbeta) channel_dsums(&sdy, &sdyx, dy + off, x + off, mean, B, HW, bstride);
         if (dgamma) dgamma[c] += (float)(sdyx * invstd);
         if (dbeta) dbeta[c] += (float)sdy;
         if (!dx) continue;
@@ -152,6 +220,99 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
                 float *q = dx + off + (size_t)b * bstride;
                 for (size_t i = 0; i < HW; i++) q[i] += (float)(a * pd[i]);
             }
+        }
+    }
+    return NPRED_OK;
+}
+
+/* l0[lane] += e, l1[lane] += e * (x - mean) over m values (lane = index mod NL,
+ * the tail into lanes 0, 1, ...) */
+static void lanes_dsums(double *l0, double *l1, const float *e, const float *x, double mean, size_t m)
+{
+    size_t i = 0;
+    for (; i + NL <= m; i += NL)
+        for (int l = 0; l < NL; l++) {
+            l0[l] += e[i + l];
+            l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
+        }
+    for (int l = 0; i + l < m; l++) {
+        l0[l] += e[i + l];
+        l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
+    }
+}
+
+/* elementwise gradients are formed in chunks of ECHUNK (a multiple of NL) */
+#define ECHUNK 512
+
+/* g = dL/d(bn output) from the gradient dy of the AdaptiveELU output y: the ELU's
+ * slope is 1 where its input t > 0 (there y - yshift > 0) and exp(t) =
+ * (y - yshift) + 1 elsewhere */
+static inline float elu_grad(float dy, float y, float yshift)
+{
+    float e = y - yshift;
+    return dy * (e > 0 ? 1.0f : e + 1.0f); /* a select, not a branch: the loops vectorise */
+}
+
+npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                            const float *x, const float *y, const float *gamma,
+                                            const double *save_mean, const double *save_invstd, int B, int C,
+                                            int H, int W, int training, float yshift)
+{
+    const char *fn = "npred_batchnorm2d_elu_backward";
+    npred_status s = check_dims(fn, B, C, H, W);
+    if (s) return s;
+    if (!dy || !x || !y || !save_mean || !save_invstd)
+        return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, y, save_mean and save_invstd are required", fn);
+    if (training && npred_batchnorm_sync_active()) {
+        /* data-parallel: ELU backward here, the global-statistics BN backward there
+         * (a scratch buffer only on this path: the sync BN needs dL/dbn(x) as an array) */
+        size_t total = (size_t)B * C * H * W;
+        float *e = malloc(total * sizeof *e);
+        if (!e) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", fn);
+        for (size_t i = 0; i < total; i++) e[i] = elu_grad(dy[i], y[i], yshift);
+        s = npred_batchnorm2d_backward_sync(dx, dgamma, dbeta, e, x, gamma, save_mean, save_invstd, B, C, H, W);
+        free(e);
+        return s;
+    }
+    const size_t HW = (size_t)H * W, bstride = (size_t)C * HW;
+    const size_t n = (size_t)B * HW;
+
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const size_t off = (size_t)c * HW;
+        const double mean = save_mean[c], invstd = save_invstd[c];
+        const double a = (gamma ? gamma[c] : 1.0) * invstd;
+        double sdy = 0, sdyx = 0;
+        if (training || dgamma || dbeta) {
+            double l0[NL] = {0}, l1[NL] = {0};
+            float e[ECHUNK];
+            for (int b = 0; b < B; b++) {
+                const float *pd = dy + off + (size_t)b * bstride, *px = x + off + (size_t)b * bstride;
+                const float *py = y + off + (size_t)b * bstride;
+                for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
+                    size_t m = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
+                    for (size_t i = 0; i < m; i++) e[i] = elu_grad(pd[i0 + i], py[i0 + i], yshift);
+                    lanes_dsums(l0, l1, e, px + i0, mean, m);
+                }
+            }
+            sdy = lanes_total(l0);
+            sdyx = lanes_total(l1);
+        }
+        if (dgamma) dgamma[c] += (float)(sdyx * invstd);
+        if (dbeta) dbeta[c] += (float)sdy;
+        if (!dx) continue;
+        const double mdy = sdy / (double)n, k = invstd * invstd * sdyx / (double)n;
+        for (int b = 0; b < B; b++) {
+            const float *pd = dy + off + (size_t)b * bstride, *px = x + off + (size_t)b * bstride;
+            const float *py = y + off + (size_t)b * bstride;
+            float *q = dx + off + (size_t)b * bstride;
+            if (training)
+                for (size_t i = 0; i < HW; i++) {
+                    float e = elu_grad(pd[i], py[i], yshift);
+                    q[i] += (float)(a * ((double)e - mdy - ((double)px[i] - mean) * k));
+                }
+            else
+                for (size_t i = 0; i < HW; i++) q[i] += (float)(a * elu_grad(pd[i], py[i], yshift));
         }
     }
     return NPRED_OK;

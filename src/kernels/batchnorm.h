@@ -64,4 +64,39 @@ npred_status npred_batchnorm2d_backward(float *dx,                // (B, C, H, W
                                         const double *save_invstd, // (C)
                                         int B, int C, int H, int W, int training);
 
+/* Fused BatchNorm2d + AdaptiveELU (the Stacked2dCore layer tail):
+ *   y = elu(bn(x) - xshift) + yshift
+ * with bn(x) rounded to float exactly as npred_batchnorm2d_forward writes it and
+ * the ELU of npred_adaptive_elu_forward, so y is bit-identical to the two unfused
+ * kernels; the bn output itself is never stored. Arguments as
+ * npred_batchnorm2d_forward (y overwritten, may not alias x). */
+npred_status npred_batchnorm2d_elu_forward(float *y,                     // (B, C, H, W) out
+                                           double *save_mean,            // (C) out: cache
+                                           double *save_invstd,          // (C) out: cache
+                                           float *running_mean,          // (C) in/out or NULL
+                                           float *running_var,           // (C) in/out or NULL
+                                           int64_t *num_batches_tracked, // scalar in/out or NULL
+                                           const float *x,               // (B, C, H, W)
+                                           const float *gamma,           // (C) or NULL
+                                           const float *beta,            // (C) or NULL
+                                           int B, int C, int H, int W, int training, double momentum,
+                                           double eps, float xshift, float yshift);
+
+/* Backward of the fused forward, from its output y: the ELU slope is taken as
+ * (y - yshift) + 1 where y - yshift <= 0 (= exp of the ELU input up to rounding;
+ * 1 elsewhere). dy is the gradient of y. ACCUMULATES into dx, dgamma, dbeta (each
+ * may be NULL). Equals npred_adaptive_elu_backward into a zeroed buffer followed
+ * by npred_batchnorm2d_backward (to a float rounding of the slope), without that
+ * buffer and its passes. */
+npred_status npred_batchnorm2d_elu_backward(float *dx,                 // (B, C, H, W) or NULL
+                                            float *dgamma,             // (C) or NULL
+                                            float *dbeta,              // (C) or NULL
+                                            const float *dy,           // (B, C, H, W)
+                                            const float *x,            // (B, C, H, W) BN input
+                                            const float *y,            // (B, C, H, W) fused output
+                                            const float *gamma,        // (C) or NULL (= 1)
+                                            const double *save_mean,   // (C)
+                                            const double *save_invstd, // (C)
+                                            int B, int C, int H, int W, int training, float yshift);
+
 #endif

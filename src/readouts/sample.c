@@ -7,6 +7,7 @@
 #include "readouts/sample.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define LANES 16
@@ -22,6 +23,10 @@ static float rs_scale(int size, int align_corners)
 {
     return align_corners ? (float)(size - 1) / 2.0f : (float)size / 2.0f;
 }
+
+/* Neurons per pass-2 tile at most: 1536 dF rows of 64 channels are 384 KB, which
+ * stay in L2 while the tile walks through the images (measured best at 1-2 k). */
+#define RS_TILE 1536
 
 static inline void rs_cell_at(rs_cell *c, const float *feat, float gx, float gy, float sx, float sy, int H, int W,
                               int C, int align_corners)
@@ -175,19 +180,27 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
         }
     }
     if (!dF) return;
-    /* pass 2: one neuron per thread (its dF row is its own) */
+    /* pass 2: tiles of consecutive neurons, one tile per thread at a time; images
+     * inside a tile and the tile's neurons innermost, so an image is read once per
+     * tile (not once per neuron) while the tile's dF rows stay in cache. Each dF row
+     * is one thread's and sums its images in order 0..B-1 whatever the tiling or
+     * the thread count. */
+    int ntiles = (n + RS_TILE - 1) / RS_TILE, T = omp_get_max_threads();
+    if (T > 1) ntiles = (ntiles + T - 1) / T * T; /* balanced */
+    if (ntiles > n) ntiles = n;
+    const int per = (n + ntiles - 1) / ntiles;
 #pragma omp parallel for schedule(static)
-    for (int o = 0; o < n; o++) {
-        float *df = dF + (size_t)o * ldf;
-        for (int b = 0; b < B; b++) {
-            size_t p = (size_t)b * n + o;
-            rs_cell c;
-            rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
-            rs_sample_accumulate(df, &c, dy[p], C);
-        }
+    for (int tile = 0; tile < ntiles; tile++) {
+        int o0 = tile * per, o1 = o0 + per < n ? o0 + per : n;
+        for (int b = 0; b < B; b++)
+            for (int o = o0; o < o1; o++) {
+                size_t p = (size_t)b * n + o;
+                rs_cell c;
+                rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
+                rs_sample_accumulate(dF + (size_t)o * ldf, &c, dy[p], C);
+            }
     }
 }
-
 
 #define TB 32
 

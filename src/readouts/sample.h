@@ -11,7 +11,7 @@
  * Backward ACCUMULATES into dfeat, dgrid and dF (each may be NULL):
  *   pass 1 (OpenMP over images): dfeat[b, tap] += dy * w_tap * F[o] and
  *                                dgrid[b,o] += dy * d(F.sample)/d(grid)
- *   pass 2 (OpenMP over neurons): dF[o] += dy * sample
+ *   pass 2 (OpenMP over tiles of neurons, images inside): dF[o] += dy * sample
  * so no two threads write the same float and results do not depend on the
  * thread count. */
 #ifndef NPRED_READOUTS_SAMPLE_H

@@ -1,0 +1,50 @@
+/* Inline float exp/expm1 shared by the ELU kernels (activation.c) and the fused
+ * BatchNorm + AdaptiveELU kernels (batchnorm.c), so both compute bit-identical
+ * values. Internal to src/kernels. */
+#ifndef NPRED_KERNELS_FAST_EXP_H
+#define NPRED_KERNELS_FAST_EXP_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* exp and expm1 in float without libm calls, so that the loops vectorise. x is split as
+ * k ln2 + r with |r| <= ln2/2 (Cody-Waite, two-part ln2); expm1(r) is a degree-7 Taylor
+ * polynomial (truncation < 3e-9 |r|); then exp(x) = 2^k (1 + p) and
+ * expm1(x) = 2^k p + (2^k - 1), exact for k = 0, so tiny |x| keeps full relative accuracy.
+ * Inputs are clamped to [-87, 88] (2^k stays a normal float); below -87 expm1 is -1 and
+ * exp is under 1.7e-38 (returned as 0); NaN gives NaN. Used where exp/expm1 of x <= 0 is
+ * needed (the ELU family); error against the double result: a few ulp. */
+static inline float exp_split(float x, float *scale)
+{
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f,
+                ln2_lo = 1.42860682030941723212e-6f, shifter = 0x1.8p23f;
+    x = x > -87.0f ? x : -87.0f; /* NaN too; the callers pass NaN through */
+    x = x < 88.0f ? x : 88.0f;
+    float kf = (x * log2e + shifter) - shifter; /* round to nearest */
+    float r = (x - kf * ln2_hi) - kf * ln2_lo;
+    int32_t bits = ((int32_t)kf + 127) << 23;
+    memcpy(scale, &bits, sizeof bits);
+    float p = 1.0f / 5040;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    return r + r * r * p; /* expm1(r) */
+}
+
+static inline float fast_expm1(float x)
+{
+    float s, p = exp_split(x, &s);
+    float v = s * p + (s - 1.0f);
+    return x < -87.0f ? -1.0f : (x == x ? v : x);
+}
+
+static inline float fast_exp(float x)
+{
+    float s, p = exp_split(x, &s);
+    float v = s * p + s;
+    return x < -87.0f ? 0.0f : (x == x ? v : x);
+}
+
+#endif

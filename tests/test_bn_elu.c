@@ -1,0 +1,177 @@
+/* Fused BatchNorm2d + AdaptiveELU kernels (kernels/batchnorm.h): against the
+ * unfused pair (forward bit-identical, backward to rounding), against central
+ * finite differences of a double reference, accumulation and bad input. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gradcheck.h"
+#include "harness.h"
+#include "kernels/activation.h"
+#include "kernels/batchnorm.h"
+
+/* ---- double reference: loss = sum_i wl[i] * (elu(bn(x)_i - xs) + ys) ---- */
+typedef struct {
+    int B, C, H, W, training;
+    double *x, *gamma, *beta, *rmean, *rvar, *wl;
+    double xs, ys, eps;
+} ref;
+
+static double ref_loss(void *ctx)
+{
+    const ref *r = ctx;
+    size_t HW = (size_t)r->H * r->W, n = (size_t)r->B * HW;
+    double loss = 0;
+    for (int c = 0; c < r->C; c++) {
+        double mean = 0, var = 0;
+        if (r->training) {
+            for (int b = 0; b < r->B; b++)
+                for (size_t i = 0; i < HW; i++) mean += r->x[((size_t)b * r->C + c) * HW + i];
+            mean /= (double)n;
+            for (int b = 0; b < r->B; b++)
+                for (size_t i = 0; i < HW; i++) {
+                    double d = r->x[((size_t)b * r->C + c) * HW + i] - mean;
+                    var += d * d;
+                }
+            var /= (double)n;
+        } else {
+            mean = r->rmean[c];
+            var = r->rvar[c];
+        }
+        double is = 1.0 / sqrt(var + r->eps);
+        for (int b = 0; b < r->B; b++)
+            for (size_t i = 0; i < HW; i++) {
+                size_t k = ((size_t)b * r->C + c) * HW + i;
+                double t = (r->x[k] - mean) * is * r->gamma[c] + r->beta[c] - r->xs;
+                loss += r->wl[k] * ((t > 0 ? t : expm1(t)) + r->ys);
+            }
+    }
+    return loss;
+}
+
+static void fd_case(int B, int C, int H, int W, int training, float xs, float ys)
+{
+    uint64_t st = 99 + (uint64_t)(B * 131 + C * 17 + H * 5 + W + training);
+    size_t n = (size_t)B * C * H * W;
+    float *x = malloc(n * sizeof *x), *wl = malloc(n * sizeof *wl), *y = malloc(n * sizeof *y);
+    float *dx = calloc(n, sizeof *dx), gamma[8], beta[8], rm[8], rv[8], dg[8] = {0}, db[8] = {0};
+    double mean[8], invstd[8];
+    gc_fill(x, n, -2.0, 2.5, &st);
+    gc_fill(wl, n, -1.0, 1.0, &st);
+    gc_fill(gamma, (size_t)C, 0.5, 1.5, &st);
+    gc_fill(beta, (size_t)C, -0.5, 0.5, &st);
+    gc_fill(rm, (size_t)C, -0.3, 0.3, &st);
+    gc_fill(rv, (size_t)C, 0.5, 2.0, &st);
+    float rm0[8], rv0[8];
+    memcpy(rm0, rm, sizeof rm);
+    memcpy(rv0, rv, sizeof rv);
+    CHECK_OK(npred_batchnorm2d_elu_forward(y, mean, invstd, training ? NULL : rm, training ? NULL : rv, NULL, x, gamma,
+                                           beta, B, C, H, W, training, 0.1, 1e-5, xs, ys));
+    CHECK_OK(npred_batchnorm2d_elu_backward(dx, dg, db, wl, x, y, gamma, mean, invstd, B, C, H, W, training, ys));
+    ref r = {B, C, H, W, training, gc_to_f64(x, n), gc_to_f64(gamma, (size_t)C), gc_to_f64(beta, (size_t)C),
+             gc_to_f64(rm0, (size_t)C), gc_to_f64(rv0, (size_t)C), gc_to_f64(wl, n), xs, ys, 1e-5};
+    /* the forward itself against the reference: loss with one-hot weights */
+    double lf = 0;
+    for (size_t i = 0; i < n; i++) lf += (double)wl[i] * y[i];
+    double lr = ref_loss(&r);
+    CHECK(fabs(lf - lr) <= 1e-4 * (1 + fabs(lr)), "forward loss %.9g vs reference %.9g", lf, lr);
+    double *g = malloc(n * sizeof *g);
+    gc_fd(g, r.x, n, 1e-6, ref_loss, &r);
+    gc_check("dx", dx, g, n, 2e-3, 2e-4);
+    gc_fd(g, r.gamma, (size_t)C, 1e-6, ref_loss, &r);
+    gc_check("dgamma", dg, g, (size_t)C, 2e-3, 2e-4);
+    gc_fd(g, r.beta, (size_t)C, 1e-6, ref_loss, &r);
+    gc_check("dbeta", db, g, (size_t)C, 2e-3, 2e-4);
+    free(g);
+    free(r.x), free(r.gamma), free(r.beta), free(r.rmean), free(r.rvar), free(r.wl);
+    free(x), free(wl), free(y), free(dx);
+}
+
+static void test_fd_train(void)
+{
+    fd_case(3, 2, 3, 5, 1, 0.0f, 0.0f);
+    fd_case(2, 3, 1, 7, 1, 0.3f, -0.2f);
+    fd_case(1, 1, 5, 3, 1, -0.4f, 1.0f);
+}
+
+static void test_fd_eval(void)
+{
+    fd_case(3, 2, 3, 5, 0, 0.0f, 0.0f);
+    fd_case(2, 3, 4, 3, 0, 0.25f, 0.5f);
+}
+
+/* fused == BN then AdaptiveELU (forward bitwise, backward to rounding), sizes that
+ * exercise the 8-lane remainders */
+static void unfused_case(int B, int C, int H, int W, int training)
+{
+    uint64_t st = 7 + (uint64_t)(B + C + H + W);
+    size_t n = (size_t)B * C * H * W;
+    float *x = malloc(n * sizeof *x), *dy = malloc(n * sizeof *dy), *v = malloc(n * sizeof *v);
+    float *y1 = malloc(n * sizeof *y1), *y2 = malloc(n * sizeof *y2), *g = calloc(n, sizeof *g);
+    float *dx1 = malloc(n * sizeof *dx1), *dx2 = malloc(n * sizeof *dx2);
+    float gamma[16], beta[16], rm1[16], rv1[16], rm2[16], rv2[16];
+    float dg1[16] = {0}, db1[16] = {0}, dg2[16] = {0}, db2[16] = {0};
+    double m1[16], s1[16], m2[16], s2[16];
+    int64_t c1 = 3, c2 = 3;
+    gc_fill(x, n, -3.0, 4.0, &st);
+    gc_fill(dy, n, -1.0, 1.0, &st);
+    gc_fill(dx1, n, -1.0, 1.0, &st); /* accumulation: both start from the same values */
+    memcpy(dx2, dx1, n * sizeof *dx1);
+    gc_fill(gamma, (size_t)C, 0.5, 1.5, &st);
+    gc_fill(beta, (size_t)C, -0.5, 0.5, &st);
+    gc_fill(rm1, (size_t)C, -0.3, 0.3, &st);
+    gc_fill(rv1, (size_t)C, 0.5, 2.0, &st);
+    memcpy(rm2, rm1, sizeof rm1);
+    memcpy(rv2, rv1, sizeof rv1);
+    const float xs = 0.2f, ys = -0.1f;
+    npred_act act = {NPRED_ACT_ADAPTIVE_ELU, xs, ys};
+    CHECK_OK(npred_batchnorm2d_forward(v, m1, s1, rm1, rv1, &c1, x, gamma, beta, B, C, H, W, training, 0.1, 1e-5));
+    CHECK_OK(npred_act_forward(y1, v, n, &act));
+    CHECK_OK(npred_batchnorm2d_elu_forward(y2, m2, s2, rm2, rv2, &c2, x, gamma, beta, B, C, H, W, training, 0.1,
+                                           1e-5, xs, ys));
+    CHECK(!memcmp(y1, y2, n * sizeof *y1), "fused forward differs from BN + AdaptiveELU");
+    CHECK(!memcmp(rm1, rm2, (size_t)C * sizeof *rm1) && !memcmp(rv1, rv2, (size_t)C * sizeof *rv1) && c1 == c2,
+          "running statistics differ");
+    CHECK_OK(npred_act_backward(g, dy, v, y1, n, &act));
+    CHECK_OK(npred_batchnorm2d_backward(dx1, dg1, db1, g, x, gamma, m1, s1, B, C, H, W, training));
+    CHECK_OK(npred_batchnorm2d_elu_backward(dx2, dg2, db2, dy, x, y2, gamma, m2, s2, B, C, H, W, training, ys));
+    th_close_f32("dx", dx2, dx1, n, 1e-5, 1e-6);
+    th_close_f32("dgamma", dg2, dg1, (size_t)C, 1e-5, 1e-6);
+    th_close_f32("dbeta", db2, db1, (size_t)C, 1e-5, 1e-6);
+    free(x), free(dy), free(v), free(y1), free(y2), free(g), free(dx1), free(dx2);
+}
+
+static void test_matches_unfused(void)
+{
+    unfused_case(3, 5, 7, 9, 1);
+    unfused_case(2, 16, 8, 8, 1);
+    unfused_case(3, 5, 7, 9, 0);
+    unfused_case(1, 4, 3, 3, 0);
+}
+
+static void test_bad_input(void)
+{
+    float x[8] = {0}, y[8];
+    double m[2], s[2];
+    CHECK(npred_batchnorm2d_elu_forward(y, m, s, NULL, NULL, NULL, x, NULL, NULL, 0, 2, 2, 2, 1, 0.1, 1e-5, 0, 0) ==
+              NPRED_ERR_ARG,
+          "zero batch accepted");
+    CHECK(npred_batchnorm2d_elu_forward(y, m, s, NULL, NULL, NULL, x, NULL, NULL, 1, 2, 2, 2, 0, 0.1, 1e-5, 0, 0) ==
+              NPRED_ERR_ARG,
+          "eval without running stats accepted");
+    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, NULL, x, x, NULL, m, s, 1, 2, 2, 2, 1, 0) == NPRED_ERR_ARG,
+          "missing dy accepted");
+    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, x, x, NULL, NULL, m, s, 1, 2, 2, 2, 1, 0) == NPRED_ERR_ARG,
+          "missing y accepted");
+    CHECK(npred_batchnorm2d_elu_backward(y, NULL, NULL, x, x, x, NULL, m, s, 1, -2, 2, 2, 1, 0) == NPRED_ERR_ARG,
+          "negative channels accepted");
+}
+
+int main(void)
+{
+    RUN(test_fd_train);
+    RUN(test_fd_eval);
+    RUN(test_matches_unfused);
+    RUN(test_bad_input);
+    return th_summary();
+}
