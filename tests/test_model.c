@@ -381,6 +381,11 @@ static void fd_model(const char *cfg, int train, int share)
     int B = 3, H = 13, W = 15;
     if (!CHECK_OK(npred_model_create(&m, cfg, "fd config", 2, H, W, ses, 2, B, 3))) return;
     npred_ptable *t = npred_model_table(m);
+    if (share) {
+        int ib = npred_ptable_find(t, "readout.b-2-2._features");
+        CHECK(ib >= 0 && t->items[ib].alias_of == npred_ptable_find(t, "readout.a-1-1._features"),
+              "session 2 borrows the first session's _features");
+    }
     npred_rng rng;
     npred_rng_seed(&rng, 5);
     for (size_t i = 0; i < t->n_params; i++) t->data[i] += (float)(0.1 * npred_rng_normal(&rng));
@@ -482,6 +487,11 @@ static const char *FD_SHARED =
     " \"gamma_readout\": 0.1, \"gauss_type\": \"uncorrelated\", \"share_features\": true, \"share_grid\": true,"
     " \"shifter\": true, \"shifter_type\": \"StaticAffine\", \"gamma_shifter\": 0.5}";
 
+static const char *FD_SHARED_FACTORIZED =
+    "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+    " \"readout_type\": \"FullFactorized2d\", \"gamma_readout\": 0.02, \"share_features\": true}";
+
+static void test_fd_encoder_shared_factorized_train(void) { fd_model(FD_SHARED_FACTORIZED, 1, 1); }
 static void test_fd_encoder_shifter_modulator_eval(void) { fd_model(FD_SHIFT_MOD, 0, 0); }
 static void test_fd_encoder_shifter_modulator_train(void) { fd_model(FD_SHIFT_MOD, 1, 0); }
 static void test_fd_encoder_shared_readouts_train(void) { fd_model(FD_SHARED, 1, 1); }
@@ -497,5 +507,6 @@ int main(void)
     RUN(test_fd_encoder_shifter_modulator_eval);
     RUN(test_fd_encoder_shifter_modulator_train);
     RUN(test_fd_encoder_shared_readouts_train);
+    RUN(test_fd_encoder_shared_factorized_train);
     return th_summary();
 }
