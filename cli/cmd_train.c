@@ -46,6 +46,9 @@ static void help(FILE *f)
             "  --resume            continue the run in --out from its state.safetensors (settings not given\n"
             "                      on the command line are read from its config.json)\n"
             "  --max-iter N        override the trainer's max_iter\n"
+            "  --init-core MODEL   start from the core of a trained or imported model (run folder,\n"
+            "                      .safetensors or PyTorch .pth); with the trainer's \"detach_core\": true\n"
+            "                      only the readouts (and shifters) are trained on the frozen core\n"
             "  --sync-bn           data-parallel runs: BatchNorm statistics of the global batch (synchronised\n"
             "                      across ranks) instead of per-rank statistics\n"
             "  -h, --help          this help\n\n"
@@ -230,7 +233,7 @@ int cmd_train(int argc, char **argv)
 {
     const char **data = calloc((size_t)argc + 1, sizeof *data);
     size_t n_data = 0;
-    const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL;
+    const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL, *init_core = NULL;
     long long seed = -1, threads = 0, max_iter = -1;
     int resume = 0, rc = 0, sync_bn = 0;
     if (!data) return 1;
@@ -255,6 +258,7 @@ int cmd_train(int argc, char **argv)
         else if (!strcmp(a, "--trainer")) target = &trainer_path;
         else if (!strcmp(a, "--dataset")) target = &dataset_path;
         else if (!strcmp(a, "--out")) target = &out;
+        else if (!strcmp(a, "--init-core")) target = &init_core;
         else if (!strcmp(a, "--seed") || !strcmp(a, "--threads") || !strcmp(a, "--max-iter")) {
             if (i + 1 >= argc) {
                 rc = cli_usage_error("train", "%s needs a value", a);
@@ -426,6 +430,25 @@ int cmd_train(int argc, char **argv)
     if ((st = npred_trainer_model_create(&m, L, model_txt, cfg_where_model, (uint64_t)tc.seed))) {
         rc = cli_fail(st, "model");
         goto done;
+    }
+    if (init_core && !resume) {
+        int ic, ih, iw, nc = 0;
+        npred_model_input_shape(m, &ic, &ih, &iw);
+        npred_model *src = NULL;
+        st = npred_model_open(&src, init_core, ih, iw, 1);
+        if (!st) st = npred_model_copy_parameters(m, src, "core.", &nc);
+        npred_model_free(src);
+        if (st) {
+            rc = cli_fail(st, init_core);
+            goto done;
+        }
+        if (nc == 0) {
+            fprintf(stderr, "npred train: %s has no core tensor that this model has\n", init_core);
+            rc = 1;
+            goto done;
+        }
+        printf("core initialised from %s (%d tensors)%s\n", init_core, nc,
+               tc.detach_core ? "; detach_core: the core stays frozen" : "");
     }
     /* resolved settings */
     char *mj = npred_model_config_json(m);

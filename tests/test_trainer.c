@@ -506,6 +506,60 @@ static void test_bad_setup(void)
     npred_loaders_free(L);
 }
 
+/* detach_core: the readouts learn on a frozen core taken from another model
+ * (npred_model_copy_parameters, what `npred train --init-core` does) */
+static void test_detach_core_transfer(void)
+{
+    npred_loaders *L = open_loaders(2, 16);
+    if (!L) return;
+    npred_model *src = NULL, *m = NULL;
+    npred_trainer *t = NULL;
+    npred_trainer_config c = small_config(2);
+    c.detach_core = 1;
+    if (CHECK_OK(npred_trainer_model_create(&src, L, model_cfg, "model", 11)) &&
+        CHECK_OK(npred_trainer_model_create(&m, L, model_cfg, "model", 12))) {
+        int nc = 0;
+        CHECK_OK(npred_model_copy_parameters(m, src, "core.", &nc));
+        npred_ptable *a = npred_model_table(src), *b = npred_model_table(m);
+        CHECK(nc > 0, "core tensors copied: %d", nc);
+        int ro = npred_ptable_find(b, "readout.90000-1-1._features");
+        float *ro0 = NULL;
+        if (CHECK(ro >= 0, "readout features")) {
+            ro0 = malloc(b->items[ro].count * sizeof *ro0);
+            memcpy(ro0, npred_ptable_ptr(b, ro), b->items[ro].count * sizeof *ro0);
+        }
+        npred_trainer_result res;
+        if (CHECK_OK(npred_trainer_create(&t, m, L, &c, 3)) && CHECK_OK(npred_trainer_run(t, &res))) {
+            int same = 1, n_core = 0;
+            for (int i = 0; i < b->n; i++) {
+                const npred_param *p = &b->items[i];
+                if (p->is_buffer || strncmp(p->name, "core.", 5)) continue;
+                int j = npred_ptable_find(a, p->name);
+                same &= j >= 0 && !memcmp(npred_ptable_ptr(a, j), npred_ptable_ptr(b, i), p->count * sizeof(float));
+                n_core++;
+            }
+            CHECK(same && n_core > 0, "the %d core parameters are the source model's, unchanged", n_core);
+            CHECK(ro0 && memcmp(ro0, npred_ptable_ptr(b, ro), b->items[ro].count * sizeof *ro0) != 0,
+                  "the readout was trained");
+        }
+        free(ro0);
+        /* a mismatching source is refused by name */
+        npred_model_session bad = {"x-1-1", 3, NULL, 0, NULL, NULL};
+        npred_model *other = NULL;
+        if (CHECK_OK(npred_model_create(&other, "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3,"
+                                                " \"hidden_channels\": 5, \"grid_mean_predictor\": null}",
+                                        "other", 1, 20, 20, &bad, 1, 1, 1)))
+            CHECK(npred_model_copy_parameters(m, other, "core.", NULL) == NPRED_ERR_SHAPE &&
+                      strstr(npred_last_error(), "core.features.layer0.conv.weight"),
+                  "shape mismatch named: %s", npred_last_error());
+        npred_model_free(other);
+    }
+    npred_trainer_free(t);
+    npred_model_free(m);
+    npred_model_free(src);
+    npred_loaders_free(L);
+}
+
 static void cleanup(void)
 {
     if (!base[0]) return;
@@ -523,6 +577,7 @@ int main(void)
     RUN(test_learns_and_determinism);
     RUN(test_interrupt_resume);
     RUN(test_bad_setup);
+    RUN(test_detach_core_transfer);
     cleanup();
     return th_summary();
 }

@@ -57,6 +57,15 @@ npred_status npred_model_save(const npred_model *m, const char *dir);
 /* Write only the safetensors file at path (atomically). */
 npred_status npred_model_save_file(const npred_model *m, const char *path);
 void npred_model_free(npred_model *m);
+/* Copy into dst every parameter and buffer of src whose name starts with prefix
+ * (NULL: all) and that dst has too, e.g. prefix "core." to start from a pretrained
+ * or imported core. A name present in both with a different shape is an error
+ * naming it; *n_copied (may be NULL) counts the tensors copied. */
+npred_status npred_model_copy_parameters(npred_model *dst, const npred_model *src, const char *prefix,
+                                         int *n_copied);
+/* Open a model from a run folder, a .safetensors file or a PyTorch .pth (imported,
+ * architecture inferred; in_h/in_w as npred_model_import_pth). */
+npred_status npred_model_open(npred_model **out, const char *path, int in_h, int in_w, int max_batch);
 
 /* Eval-mode firing rates out (B, n) for images (B, C, H, W); pupil_center (B, 2)
  * is required when the model has a shifter, behavior (B, k) with a modulator.

@@ -460,3 +460,32 @@ npred_status npred_model_readout_positions(npred_model *m, int i, float *xy)
     free(outv);
     return st;
 }
+
+npred_status npred_model_copy_parameters(npred_model *dst, const npred_model *src, const char *prefix, int *n_copied)
+{
+    int n = 0;
+    size_t pl = prefix ? strlen(prefix) : 0;
+    for (int i = 0; i < dst->t.n; i++) {
+        const npred_param *p = &dst->t.items[i];
+        if (p->alias_of >= 0 || (prefix && strncmp(p->name, prefix, pl))) continue;
+        int j = npred_ptable_find(&src->t, p->name);
+        if (j < 0) continue;
+        const npred_param *q = &src->t.items[j];
+        int same = q->ndim == p->ndim && q->count == p->count;
+        for (int d = 0; same && d < p->ndim; d++) same = q->shape[d] == p->shape[d];
+        if (!same)
+            return npred_errorf(NPRED_ERR_SHAPE, "'%s' has %zu elements in the source model and %zu here", p->name,
+                                q->count, p->count);
+        memcpy(npred_ptable_ptr(&dst->t, i), npred_ptable_ptr(&src->t, j), p->count * sizeof(float));
+        n++;
+    }
+    if (n_copied) *n_copied = n;
+    return NPRED_OK;
+}
+
+npred_status npred_model_open(npred_model **out, const char *path, int in_h, int in_w, int max_batch)
+{
+    size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".pth")) return npred_model_import_pth(out, path, NULL, in_h, in_w, max_batch);
+    return npred_model_load(out, path, max_batch);
+}
