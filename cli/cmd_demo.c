@@ -43,8 +43,9 @@ static void help(FILE *f)
             "  --out DIR        working folder (data/ and run/ inside) [npred-demo]\n"
             "  --sessions N     sessions [2]\n"
             "  --neurons N      neurons per session [300]\n"
-            "  --trials N       train + validation trials per session [2500]\n"
-            "  --epochs N       maximum epochs (max_iter) [12]\n"
+            "  --trials N       train + validation trials per session [1500]\n"
+            "  --epochs N       maximum epochs (max_iter) [10]\n"
+            "  --rate-scale F   median neuron gain of the simulation; higher = less noisy [4]\n"
             "  --batch N        batch size [32]\n"
             "  --test-images N  test images shared by the sessions [100]\n"
             "  --test-repeats N repeats of every test image [10]\n"
@@ -102,7 +103,8 @@ static int parse_pos(const char *opt, const char *v, long lo, long hi, long *out
 int cmd_demo(int argc, char **argv)
 {
     const char *out = "npred-demo";
-    long sessions = 2, neurons = 300, trials = 2500, epochs = 12, batch = 32, seed = 1, threads = 0;
+    long sessions = 2, neurons = 300, trials = 1500, epochs = 10, batch = 32, seed = 1, threads = 0;
+    double rate_scale = 4;
     long test_images = 100, test_repeats = 10;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -118,7 +120,15 @@ int cmd_demo(int argc, char **argv)
         else if (!strcmp(a, "--batch")) ok = parse_pos(a, v, 2, 4096, &batch), i++;
         else if (!strcmp(a, "--test-images")) ok = parse_pos(a, v, 2, 100000, &test_images), i++;
         else if (!strcmp(a, "--test-repeats")) ok = parse_pos(a, v, 2, 1000, &test_repeats), i++;
-        else if (!strcmp(a, "--seed")) ok = parse_pos(a, v, 0, 2147483647L, &seed), i++;
+        else if (!strcmp(a, "--rate-scale")) {
+            char *end;
+            rate_scale = v ? strtod(v, &end) : 0;
+            if (!v || *end || !(rate_scale > 0) || rate_scale > 1e4) {
+                cli_usage_error("demo", "--rate-scale expects a positive number, got '%s'", v ? v : "");
+                return 2;
+            }
+            i++;
+        } else if (!strcmp(a, "--seed")) ok = parse_pos(a, v, 0, 2147483647L, &seed), i++;
         else if (!strcmp(a, "--threads")) ok = parse_pos(a, v, 1, 1024, &threads), i++;
         else return cli_usage_error("demo", "unknown option '%s'", a);
         if (!ok) return 2;
@@ -141,6 +151,7 @@ int cmd_demo(int argc, char **argv)
     sp.n_trials = (int)trials;
     sp.seed = (uint64_t)seed;
     sp.n_test_images = (int)test_images;
+    sp.rate_scale = rate_scale;
     sp.n_test_repeats = (int)test_repeats;
     sp.write_tree = 0;
     sp.write_zip = 1;
