@@ -626,8 +626,12 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
     cJSON_AddNumberToObject(core, "hidden_dilation", c->hidden_dilation);
     add_int_or_null(core, "laplace_padding", c->laplace_padding);
     cJSON_AddStringToObject(core, "input_regularizer", reg_name(c->input_regularizer));
-    cJSON *st = cJSON_AddArrayToObject(core, "stack");
-    for (int i = 0; i < c->n_stack; i++) cJSON_AddItemToArray(st, cJSON_CreateNumber(c->stack[i]));
+    if (c->n_stack < 0) { /* stack=None (all layers), kept as null so it reads back */
+        cJSON_AddNullToObject(core, "stack");
+    } else {
+        cJSON *st = cJSON_AddArrayToObject(core, "stack");
+        for (int i = 0; i < c->n_stack; i++) cJSON_AddItemToArray(st, cJSON_CreateNumber(c->stack[i]));
+    }
     cJSON_AddBoolToObject(core, "use_avg_reg", c->use_avg_reg);
     cJSON_AddBoolToObject(core, "depth_separable", c->depth_separable);
     cJSON_AddBoolToObject(core, "linear", c->linear);
