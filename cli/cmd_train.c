@@ -126,6 +126,17 @@ static void on_message(void *u, const char *msg)
 }
 
 /* ---- files ---- */
+/* make room for n paths in the (empty) list */
+static int grow_paths(const char ***data, size_t *cap, size_t n)
+{
+    if (n + 1 <= *cap) return 1;
+    const char **d = realloc(*data, (n + 1) * sizeof *d);
+    if (!d) return 0;
+    *data = d;
+    *cap = n + 1;
+    return 1;
+}
+
 static int read_json_file(const char *path, cJSON **out)
 {
     void *buf = NULL;
@@ -231,7 +242,8 @@ static int parse_i64(const char *opt, const char *s, long long lo, long long *ou
 
 int cmd_train(int argc, char **argv)
 {
-    const char **data = calloc((size_t)argc + 1, sizeof *data);
+    size_t data_cap = (size_t)argc + 1;
+    const char **data = calloc(data_cap, sizeof *data);
     size_t n_data = 0;
     const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL, *init_core = NULL;
     long long seed = -1, threads = 0, max_iter = -1;
@@ -360,6 +372,10 @@ int cmd_train(int argc, char **argv)
     if (!n_data && saved) {
         cJSON *d = cJSON_GetObjectItem(saved, "data");
         cJSON *e;
+        if (!grow_paths(&data, &data_cap, (size_t)cJSON_GetArraySize(d))) {
+            free(data);
+            return cli_fail(NPRED_ERR_NOMEM, "resume");
+        }
         cJSON_ArrayForEach(e, d) if (cJSON_IsString(e)) data[n_data++] = e->valuestring;
         if (seed < 0 && cJSON_IsNumber(cJSON_GetObjectItem(saved, "seed")))
             seed = (long long)cJSON_GetObjectItem(saved, "seed")->valuedouble;
@@ -400,7 +416,7 @@ int cmd_train(int argc, char **argv)
         rc = cli_fail(st, dataset_path ? dataset_path : "dataset config");
         goto out;
     }
-    if (!n_data)
+    if (!n_data && grow_paths(&data, &data_cap, n_cfg_paths))
         for (size_t i = 0; i < n_cfg_paths; i++) data[n_data++] = cfg_paths[i];
     if (!n_data) {
         free(model_txt);

@@ -491,6 +491,36 @@ static const char *FD_SHARED_FACTORIZED =
     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
     " \"readout_type\": \"FullFactorized2d\", \"gamma_readout\": 0.02, \"share_features\": true}";
 
+/* a model with shared features and grid saves and loads with its sharing */
+static void test_save_load_shared(void)
+{
+    int64_t ma[7] = {3, 1, 2, 3, 0, 1, 4}, mb[6] = {0, 1, 2, 3, 4, 4};
+    npred_model_session ses[2] = {{"a-1-1", 7, NULL, 0, NULL, ma}, {"b-2-2", 6, NULL, 0, NULL, mb}};
+    npred_model *m = NULL, *m2 = NULL;
+    if (!CHECK_OK(npred_model_create(&m, FD_SHARED, "shared", 2, 13, 15, ses, 2, 2, 3))) return;
+    char dir[] = "/tmp/npred-test-shared-XXXXXX";
+    if (CHECK(mkdtemp(dir) != NULL, "mkdtemp") && CHECK_OK(npred_model_save(m, dir)) &&
+        CHECK_OK(npred_model_load(&m2, dir, 2))) {
+        uint64_t seed = 3;
+        float img[2 * 2 * 13 * 15], pc[4] = {0.1f, 0.2f, -0.3f, 0.0f}, o1[14], o2[14];
+        for (int i = 0; i < 2 * 2 * 13 * 15; i++) img[i] = (float)th_rand(&seed);
+        for (int si = 0; si < 2; si++) {
+            CHECK_OK(npred_model_predict(m, ses[si].key, img, 2, pc, NULL, o1));
+            CHECK_OK(npred_model_predict(m2, ses[si].key, img, 2, pc, NULL, o2));
+            CHECK(!memcmp(o1, o2, sizeof(float) * 2 * ses[si].n_neurons), "session %s predicts identically",
+                  ses[si].key);
+        }
+        npred_ptable *t = npred_model_table(m2);
+        int ib = npred_ptable_find(t, "readout.b-2-2._features");
+        CHECK(ib >= 0 && t->items[ib].alias_of >= 0, "the loaded model still shares its features");
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) CHECK(0, "cleanup");
+    npred_model_free(m2);
+    npred_model_free(m);
+}
+
 static void test_fd_encoder_shared_factorized_train(void) { fd_model(FD_SHARED_FACTORIZED, 1, 1); }
 static void test_fd_encoder_shifter_modulator_eval(void) { fd_model(FD_SHIFT_MOD, 0, 0); }
 static void test_fd_encoder_shifter_modulator_train(void) { fd_model(FD_SHIFT_MOD, 1, 0); }
@@ -508,5 +538,6 @@ int main(void)
     RUN(test_fd_encoder_shifter_modulator_train);
     RUN(test_fd_encoder_shared_readouts_train);
     RUN(test_fd_encoder_shared_factorized_train);
+    RUN(test_save_load_shared);
     return th_summary();
 }

@@ -94,6 +94,10 @@ static char *sessions_json(const npred_model *m)
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "key", m->s[i].key);
         cJSON_AddNumberToObject(o, "n_neurons", m->s[i].n);
+        if (m->s[i].ro.match_idx) { /* np.unique inverse: reproduces the same sharing when loaded */
+            cJSON *ids = cJSON_AddArrayToObject(o, "match_ids");
+            for (int j = 0; j < m->s[i].n; j++) cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)m->s[i].ro.match_idx[j]));
+        }
         cJSON_AddItemToArray(a, o);
     }
     char *s = cJSON_PrintUnformatted(a);
@@ -149,13 +153,34 @@ static npred_status build_from_meta(npred_model **out, const npred_tensor_list *
         return npred_errorf(NPRED_ERR_FORMAT, "%s: bad npred_sessions metadata", where);
     }
     npred_model_session *s = calloc((size_t)n, sizeof *s);
-    for (int i = 0; i < n; i++) {
+    int64_t **ids = calloc((size_t)n, sizeof *ids);
+    if (!s || !ids) st = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", where);
+    for (int i = 0; !st && i < n; i++) {
         cJSON *o = cJSON_GetArrayItem(a, i);
         s[i].key = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "key"));
         cJSON *nn = cJSON_GetObjectItemCaseSensitive(o, "n_neurons");
         s[i].n_neurons = cJSON_IsNumber(nn) ? nn->valueint : 0;
+        cJSON *mi = cJSON_GetObjectItemCaseSensitive(o, "match_ids");
+        if (cJSON_IsArray(mi)) {
+            if (cJSON_GetArraySize(mi) != s[i].n_neurons) {
+                st = npred_errorf(NPRED_ERR_FORMAT, "%s: session %d: %d match ids for %d neurons", where, i,
+                                  cJSON_GetArraySize(mi), s[i].n_neurons);
+                break;
+            }
+            ids[i] = malloc(sizeof(int64_t) * (size_t)(s[i].n_neurons + 1));
+            if (!ids[i]) {
+                st = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", where);
+                break;
+            }
+            int j = 0;
+            cJSON *e;
+            cJSON_ArrayForEach(e, mi) ids[i][j++] = cJSON_IsNumber(e) ? (int64_t)e->valuedouble : -1;
+            s[i].match_ids = ids[i];
+        }
     }
-    st = npred_model_build(out, &mc, c, h, w, s, n, max_batch);
+    if (!st) st = npred_model_build(out, &mc, c, h, w, s, n, max_batch);
+    for (int i = 0; ids && i < n; i++) free(ids[i]);
+    free(ids);
     free(s);
     cJSON_Delete(a);
     return st;
