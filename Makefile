@@ -37,7 +37,7 @@ LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-DEPS_OK   := build/.deps-ok
+DEPS_OK   := $(BUILD)/.deps-ok
 
 .SECONDARY:
 .PHONY: all lib test sanitize debug bench demo deps clean FORCE
@@ -100,6 +100,6 @@ demo: $(BUILD)/npred
 	./$(BUILD)/npred demo
 
 clean:
-	rm -rf build build-san
+	rm -rf $(BUILD) build build-san
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -6,7 +6,6 @@
 
 /* Open a model given as a run directory, a .safetensors file or a PyTorch .pth
  * (imported on the fly, architecture inferred; in_h/in_w 0 = 36x64). */
-npred_status cli_model_open(npred_model **out, const char *path, int max_batch, int in_h, int in_w);
 /* 1 if path ends with suffix */
 int cli_ends_with(const char *path, const char *suffix);
 /* Read a whole text file (malloc'ed, NUL-terminated); NULL with an error set. */

@@ -67,7 +67,7 @@ int cli_write_pictures(const char *dir, npred_model *m, const npred_loaders *L, 
 {
     int fails = 0;
     if (gt) memset(gt, 0, sizeof *gt);
-    report(&fails, npred_report_curves(dir), dir, "training_loss.png, validation_correlation.png, learning_rate.png");
+    report(&fails, npred_report_curves(dir), dir, "training_loss.png, validation_objective.png, learning_rate.png");
     report(&fails, npred_report_filters(dir, m), dir, "filters.png");
     if (r) report(&fails, npred_report_correlations(dir, r), dir, "test_correlations.png");
     int in_c, in_h, in_w, oc, oh, ow;
@@ -83,6 +83,11 @@ int cli_write_pictures(const char *dir, npred_model *m, const npred_loaders *L, 
     double *lx = malloc(sizeof(double) * (cap + 1)), *ly = malloc(sizeof(double) * (cap + 1));
     double *tx = malloc(sizeof(double) * (cap + 1)), *ty = malloc(sizeof(double) * (cap + 1));
     double *dist = malloc(sizeof(double) * (cap + 1)), orate = 0, ojack = 0;
+    if (!lx || !ly || !tx || !ty || !dist) {
+        fprintf(stderr, "npred: pictures: out of memory\n");
+        free(lx), free(ly), free(tx), free(ty), free(dist);
+        return fails + 1;
+    }
     for (size_t s = 0; s < npred_loaders_count(L); s++) {
         npred_session_info si;
         npred_loaders_session(L, s, &si);
@@ -92,10 +97,19 @@ int cli_write_pictures(const char *dir, npred_model *m, const npred_loaders *L, 
         npred_array sh;
         double *raw = paths ? read_gt(paths[s], "meta/ground_truth/rf_grid.npy", &sh) : NULL;
         double *g = NULL;
-        if (raw && sh.ndim == 2 && sh.shape[1] == 2) {
+        int64_t max_row = -1; /* the ground truth must cover every selected neuron */
+        for (int j = 0; j < nn; j++) {
+            int64_t row = si.neuron_idx ? si.neuron_idx[j] : j;
+            if (row > max_row) max_row = row;
+        }
+        if (raw && sh.ndim == 2 && sh.shape[1] == 2 && sh.shape[0] > max_row) {
             /* simulator grid on a same-size map of the input -> the core's output grid
              * (a core without input padding crops (in - out) / 2 pixels per side) */
             g = malloc(sizeof(double) * 2 * (size_t)nn);
+            if (!g) {
+                free(raw);
+                continue;
+            }
             double mx = (in_w - ow) / 2.0, my = (in_h - oh) / 2.0;
             for (int j = 0; j < nn; j++) {
                 int64_t row = si.neuron_idx ? si.neuron_idx[j] : j;
@@ -106,6 +120,8 @@ int cli_write_pictures(const char *dir, npred_model *m, const npred_loaders *L, 
             npred_array o1, o2;
             double *rate = read_gt(paths[s], "meta/ground_truth/oracle_corr_rate.npy", &o1);
             double *jack = read_gt(paths[s], "meta/ground_truth/oracle_corr_jackknife.npy", &o2);
+            if (rate && (int64_t)o1.count <= max_row) free(rate), rate = NULL;
+            if (jack && (int64_t)o2.count <= max_row) free(jack), jack = NULL;
             float *xy = malloc(sizeof(float) * 2 * (size_t)nn);
             if (xy && !npred_model_readout_positions(m, mi, xy)) {
                 for (int j = 0; j < nn; j++) {

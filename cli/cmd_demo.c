@@ -163,12 +163,18 @@ int cmd_demo(int argc, char **argv)
     npred_status st = npred_simulate(&sp, data_dir, sim_progress, NULL);
     if (st) return cli_fail(st, "simulate");
     char **paths = calloc((size_t)sessions, sizeof *paths);
+    if (!paths) return cli_fail(npred_errorf(NPRED_ERR_NOMEM, "out of memory"), "demo");
     for (long s = 0; s < sessions; s++) {
         char name[512];
         npred_sim_tree_name(&sp, (int)s, name, sizeof name);
         size_t len = strlen(data_dir) + strlen(name) + 6;
         paths[s] = malloc(len);
-        if (paths[s]) snprintf(paths[s], len, "%s/%s.zip", data_dir, name);
+        if (!paths[s]) {
+            for (long k = 0; k < s; k++) free(paths[k]);
+            free(paths);
+            return cli_fail(npred_errorf(NPRED_ERR_NOMEM, "out of memory"), "demo");
+        }
+        snprintf(paths[s], len, "%s/%s.zip", data_dir, name);
     }
 
     /* 2. train */

@@ -136,7 +136,7 @@ int cmd_eval(int argc, char **argv)
         rc = cli_usage_error("eval", "no scans: give --data SCAN or \"paths\" in --dataset");
         goto done;
     }
-    if ((st = cli_model_open(&m, model, batch, 0, 0))) {
+    if ((st = npred_model_open(&m, model, 0, 0, batch))) {
         cli_fail(st, "eval");
         goto done;
     }

@@ -124,7 +124,7 @@ int cmd_info(int argc, char **argv)
     if ((height > 0) != (width > 0)) return cli_usage_error("info", "give both --height and --width");
     const char *path = argv[optind];
     npred_model *m = NULL;
-    npred_status st = cli_model_open(&m, path, 1, height, width);
+    npred_status st = npred_model_open(&m, path, height, width, 1);
     if (st) return cli_fail(st, "info");
     if (json) {
         cJSON *o = info_json(m, path);

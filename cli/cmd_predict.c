@@ -28,19 +28,19 @@ static void help(FILE *f)
             "  -h, --help            this help\n");
 }
 
-/* Read an .npy as float32, check finiteness; NULL with an error set. */
-static float *read_f32(const char *path, npred_array *a, const char *what)
+/* Read an .npy as float32, check finiteness; NULL with an error set and *st the status. */
+static float *read_f32(const char *path, npred_array *a, const char *what, npred_status *st)
 {
-    npred_status st = npred_npy_read(path, a);
-    if (st) return NULL;
+    if ((*st = npred_npy_read(path, a))) return NULL;
     float *v = NULL;
-    if ((st = npred_array_to_f32(a, &v))) {
-        npred_error_prefix(st, "%s (%s)", path, what);
+    if ((*st = npred_array_to_f32(a, &v))) {
+        npred_error_prefix(*st, "%s (%s)", path, what);
         return NULL;
     }
     for (size_t i = 0; i < a->count; i++)
         if (!isfinite(v[i])) {
-            npred_errorf(NPRED_ERR_VALUE, "%s: %s hold a non-finite value (NaN or Inf) at element %zu", path, what, i);
+            *st = npred_errorf(NPRED_ERR_VALUE, "%s: %s hold a non-finite value (NaN or Inf) at element %zu", path,
+                               what, i);
             free(v);
             return NULL;
         }
@@ -91,7 +91,7 @@ int cmd_predict(int argc, char **argv)
     npred_array ia = {0}, pa = {0}, ba = {0}, oa = {0};
     float *img = NULL, *pc = NULL, *beh = NULL;
     int rc = 1;
-    npred_status st = cli_model_open(&m, model, batch, 0, 0);
+    npred_status st = npred_model_open(&m, model, 0, 0, batch);
     if (st) {
         cli_fail(st, "predict");
         goto done;
@@ -115,8 +115,9 @@ int cmd_predict(int argc, char **argv)
     }
     int c, h, w;
     npred_model_input_shape(m, &c, &h, &w);
-    if (!(img = read_f32(images, &ia, "images"))) {
-        cli_fail(NPRED_ERR_FORMAT, "predict");
+    npred_status rst = NPRED_OK;
+    if (!(img = read_f32(images, &ia, "images", &rst))) {
+        cli_fail(rst, "predict");
         goto done;
     }
     char got[128];
@@ -135,8 +136,8 @@ int cmd_predict(int argc, char **argv)
             rc = 2;
             goto done;
         }
-        if (!(pc = read_f32(pupil, &pa, "pupil centers"))) {
-            cli_fail(NPRED_ERR_FORMAT, "predict");
+        if (!(pc = read_f32(pupil, &pa, "pupil centers", &rst))) {
+            cli_fail(rst, "predict");
             goto done;
         }
         if (pa.ndim != 2 || pa.shape[0] != B || pa.shape[1] != 2) {
@@ -154,8 +155,8 @@ int cmd_predict(int argc, char **argv)
             rc = 2;
             goto done;
         }
-        if (!(beh = read_f32(behav, &ba, "behavior"))) {
-            cli_fail(NPRED_ERR_FORMAT, "predict");
+        if (!(beh = read_f32(behav, &ba, "behavior", &rst))) {
+            cli_fail(rst, "predict");
             goto done;
         }
         if (ba.ndim != 2 || ba.shape[0] != B || ba.shape[1] != bc) {

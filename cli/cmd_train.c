@@ -150,12 +150,15 @@ static int read_json_file(const char *path, cJSON **out)
         return 1;
     }
     txt[len] = 0;
-    *out = cJSON_Parse(txt);
-    free(txt);
+    const char *end = NULL;
+    *out = cJSON_ParseWithOpts(txt, &end, 1);
     if (!*out) {
-        fprintf(stderr, "npred train: %s: not valid JSON\n", path);
+        long off = end ? (long)(end - txt) : 0;
+        free(txt);
+        fprintf(stderr, "npred train: %s: invalid JSON near byte %ld\n", path, off);
         return 1;
     }
+    free(txt);
     return 0;
 }
 

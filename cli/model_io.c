@@ -15,12 +15,6 @@ int cli_ends_with(const char *path, const char *suffix)
     return n >= k && !strcmp(path + n - k, suffix);
 }
 
-npred_status cli_model_open(npred_model **out, const char *path, int max_batch, int in_h, int in_w)
-{
-    if (cli_ends_with(path, ".pth") || cli_ends_with(path, ".pt"))
-        return npred_model_import_pth(out, path, NULL, in_h, in_w, max_batch);
-    return npred_model_load(out, path, max_batch);
-}
 
 char *cli_read_text(const char *path)
 {

@@ -1,21 +1,33 @@
 #!/bin/sh
-# Check the Debian packages npred builds against; install them when run as root,
-# otherwise print the exact apt-get line and stop.
-# libopenmpi-dev + openmpi-bin: optional multi-process training (the build uses
-# MPI when mpicc is found; without it npred builds and runs single-process).
-PKGS="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libopenmpi-dev openmpi-bin"
-missing=""
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-[ -z "$missing" ] && exit 0
-echo "npred: missing Debian packages:$missing"
+# Check the Debian packages npred builds against. As root, install what is
+# missing; otherwise print the exact apt-get line. Required packages stop the
+# build when missing; the optional ones (Open MPI, for multi-process training:
+# the build uses MPI when mpicc is found) only get a note.
+REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev"
+OPT="libopenmpi-dev openmpi-bin"
+missing_in() {
+    out=""
+    for p in $1; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || out="$out $p"
+    done
+    echo "$out"
+}
+req=$(missing_in "$REQ")
+opt=$(missing_in "$OPT")
+[ -z "$req$opt" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
+    echo "npred: installing Debian packages:$req$opt"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q && apt-get install -y -q $missing && exit 0
+    apt-get update -q && apt-get install -y -q $req $opt && exit 0
     echo "npred: apt-get install failed" >&2
+    [ -z "$req" ] && exit 0 # only optional packages failed: build without them
     exit 1
 fi
-echo "Install them with:"
-echo "  sudo apt-get install -y$missing"
-exit 1
+if [ -n "$req" ]; then
+    echo "npred: missing Debian packages:$req"
+    echo "Install them with:"
+    echo "  sudo apt-get install -y$req$opt"
+    exit 1
+fi
+echo "npred: note: optional packages missing:$opt (multi-process training); install with: sudo apt-get install -y$opt"
+exit 0

@@ -34,7 +34,7 @@ static void test_demo_tiny(void)
     if (f) fclose(f);
     CHECK(text && strstr(text, "% of the oracle"), "oracle comparison printed:\n%s", text ? text : "");
     CHECK(text && strstr(text, "receptive fields: learned vs true position correlation"), "RF comparison printed");
-    const char *files[] = {"model.safetensors", "log.csv", "training_loss.png", "validation_correlation.png",
+    const char *files[] = {"model.safetensors", "log.csv", "training_loss.png", "validation_objective.png",
                            "learning_rate.png", "filters.png", "test_correlations.png", "positions_90000-1-1.png",
                            "positions_90000-1-2.png"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {

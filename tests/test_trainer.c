@@ -143,7 +143,7 @@ static void test_config(void)
     s = npred_trainer_config_parse(&c, "{\"lr_decay_factor\": 1.5}", "t");
     CHECK(s == NPRED_ERR_CONFIG, "factor >= 1");
     s = npred_trainer_config_parse(&c, "[1, 2", "t");
-    CHECK(s == NPRED_ERR_FORMAT, "bad JSON");
+    CHECK(s == NPRED_ERR_CONFIG, "bad JSON");
 }
 
 /* Every file in configs/ parses with the parser its name implies. */

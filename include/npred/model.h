@@ -63,7 +63,7 @@ void npred_model_free(npred_model *m);
  * naming it; *n_copied (may be NULL) counts the tensors copied. */
 npred_status npred_model_copy_parameters(npred_model *dst, const npred_model *src, const char *prefix,
                                          int *n_copied);
-/* Open a model from a run folder, a .safetensors file or a PyTorch .pth (imported,
+/* Open a model from a run folder, a .safetensors file or a PyTorch .pth / .pt (imported,
  * architecture inferred; in_h/in_w as npred_model_import_pth). */
 npred_status npred_model_open(npred_model **out, const char *path, int in_h, int in_w, int max_batch);
 

@@ -194,7 +194,6 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
     for (const cJSON *v = obj->child; v; v = v->next) {
         const char *k = v->string;
         npred_status s = NPRED_OK;
-        int tmp;
         if (!strcmp(k, "batch_size")) {
             s = json_int(v, k, &c->batch_size);
             if (!s && c->batch_size <= 0) s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'batch_size' must be > 0");
@@ -256,7 +255,6 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
                 } else strlist_free(&l);
             }
         } else {
-            (void)tmp;
             s = npred_errorf(NPRED_ERR_CONFIG, "loader config: unknown key '%s' (not a static_loaders argument)", k);
         }
         if (s) return s;
@@ -266,11 +264,9 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
 
 npred_status npred_loader_config_parse(npred_loader_config *c, const char *json, char ***paths, size_t *n_paths)
 {
-    cJSON *obj = cJSON_Parse(json);
-    if (!obj) {
-        const char *at = cJSON_GetErrorPtr();
-        return npred_errorf(NPRED_ERR_CONFIG, "loader config: invalid JSON near '%.20s'", at ? at : "");
-    }
+    const char *at = NULL;
+    cJSON *obj = cJSON_ParseWithOpts(json, &at, 1);
+    if (!obj) return npred_errorf(NPRED_ERR_CONFIG, "loader config: invalid JSON near '%.20s'", at ? at : "");
     npred_status s = npred_loader_config_set_json(c, obj, paths, n_paths);
     cJSON_Delete(obj);
     return s;

@@ -511,6 +511,7 @@ npred_status npred_model_copy_parameters(npred_model *dst, const npred_model *sr
 npred_status npred_model_open(npred_model **out, const char *path, int in_h, int in_w, int max_batch)
 {
     size_t n = strlen(path);
-    if (n > 4 && !strcmp(path + n - 4, ".pth")) return npred_model_import_pth(out, path, NULL, in_h, in_w, max_batch);
+    if ((n > 4 && !strcmp(path + n - 4, ".pth")) || (n > 3 && !strcmp(path + n - 3, ".pt")))
+        return npred_model_import_pth(out, path, NULL, in_h, in_w, max_batch);
     return npred_model_load(out, path, max_batch);
 }

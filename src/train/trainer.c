@@ -153,8 +153,9 @@ npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON 
 npred_status npred_trainer_config_parse(npred_trainer_config *c, const char *json, const char *where)
 {
     if (!where) where = "trainer config";
-    cJSON *root = cJSON_Parse(json);
-    if (!root) return npred_errorf(NPRED_ERR_FORMAT, "%s: not valid JSON (near '%.20s')", where, cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(json, &end, 1);
+    if (!root) return npred_errorf(NPRED_ERR_CONFIG, "%s: invalid JSON near '%.20s'", where, end ? end : "");
     npred_status s = npred_trainer_config_set_json(c, root, where);
     cJSON_Delete(root);
     return s;

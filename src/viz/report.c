@@ -1,5 +1,6 @@
 #include "viz/report.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,46 +19,57 @@ npred_status npred_report_curves(const char *dir)
     char path[4096];
     path_join(path, sizeof path, dir, "log.csv");
     FILE *f = fopen(path, "r");
-    if (!f) return npred_errorf(NPRED_ERR_IO, "%s: cannot open", path);
-    int cap = 64, n = 0;
-    double *ep = malloc(sizeof(double) * cap), *lr = malloc(sizeof(double) * cap), *loss = malloc(sizeof(double) * cap),
-           *obj = malloc(sizeof(double) * cap);
-    char line[1024];
-    npred_status st = NPRED_OK;
-    if (!fgets(line, sizeof line, f)) st = npred_errorf(NPRED_ERR_FORMAT, "%s: empty", path);
+    if (!f) return npred_errorf(NPRED_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 64, n = 0;
+    double *v = malloc(sizeof(double) * 4 * cap); /* rows of epoch, lr, train loss, objective */
+    char line[1024], objective[64] = "validation_correlation";
+    npred_status st = v ? NPRED_OK : npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
+    if (!st && (!fgets(line, sizeof line, f) || sscanf(line, "epoch,lr,train_loss,%63[^,],", objective) != 1))
+        st = npred_errorf(NPRED_ERR_FORMAT, "%s: expected the header epoch,lr,train_loss,<objective>,seconds", path);
     while (!st && fgets(line, sizeof line, f)) {
-        double e, a, b, c, s;
+        double e, a, c, sec;
         char lb[64];
-        /* epoch,lr,train_loss,validation_correlation,seconds (train_loss may be nan) */
-        if (sscanf(line, "%lf,%lf,%63[^,],%lf,%lf", &e, &a, lb, &c, &s) != 5) continue;
-        b = strtod(lb, NULL);
+        /* epoch,lr,train_loss,objective,seconds (train_loss may be nan) */
+        if (sscanf(line, "%lf,%lf,%63[^,],%lf,%lf", &e, &a, lb, &c, &sec) != 5) continue;
         if (n == cap) {
+            double *nv = realloc(v, sizeof(double) * 4 * cap * 2);
+            if (!nv) {
+                st = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
+                break;
+            }
+            v = nv;
             cap *= 2;
-            ep = realloc(ep, sizeof(double) * cap), lr = realloc(lr, sizeof(double) * cap);
-            loss = realloc(loss, sizeof(double) * cap), obj = realloc(obj, sizeof(double) * cap);
         }
-        ep[n] = e, lr[n] = a, loss[n] = b, obj[n] = c;
-        n++;
+        double *r = v + 4 * n++;
+        r[0] = e, r[1] = a, r[2] = strtod(lb, NULL), r[3] = c;
     }
     fclose(f);
     if (!st && n == 0) st = npred_errorf(NPRED_ERR_FORMAT, "%s: no epochs", path);
+    double *col = st ? NULL : malloc(sizeof(double) * 4 * n);
+    if (!st && !col) st = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
     if (!st) {
-        npred_plot_series s = {"training loss", ep, loss, n, NPRED_COLOR_AUTO};
+        for (size_t i = 0; i < n; i++)
+            for (int k = 0; k < 4; k++) col[k * n + i] = v[4 * i + k];
+        const double *ep = col, *lr = col + n, *loss = col + 2 * n, *obj = col + 3 * n;
+        int is_corr = strstr(objective, "correlation") != NULL;
+        npred_plot_series s1 = {"training loss", ep, loss, (int)n, NPRED_COLOR_AUTO};
         path_join(path, sizeof path, dir, "training_loss.png");
-        st = npred_plot_lines(path, "Training loss (mean per batch)", "epoch", "loss", &s, 1, 0, NULL);
+        st = npred_plot_lines(path, "Training loss (mean per batch)", "epoch", "loss", &s1, 1, 0, NULL);
+        if (!st) {
+            npred_plot_series s2 = {"validation", ep, obj, (int)n, NPRED_COLOR_AUTO};
+            path_join(path, sizeof path, dir, "validation_objective.png");
+            st = npred_plot_lines(path, is_corr ? "Validation correlation" : "Validation Poisson loss", "epoch",
+                                  is_corr ? "mean single-trial correlation" : "mean Poisson loss per trial", &s2, 1,
+                                  0, NULL);
+        }
+        if (!st) {
+            npred_plot_series s3 = {"learning rate", ep, lr, (int)n, NPRED_COLOR_AUTO};
+            path_join(path, sizeof path, dir, "learning_rate.png");
+            st = npred_plot_lines(path, "Learning rate", "epoch", "lr", &s3, 1, 1, NULL);
+        }
     }
-    if (!st) {
-        npred_plot_series s = {"validation", ep, obj, n, NPRED_COLOR_AUTO};
-        path_join(path, sizeof path, dir, "validation_correlation.png");
-        st = npred_plot_lines(path, "Validation correlation", "epoch", "mean single-trial correlation", &s, 1, 0,
-                              NULL);
-    }
-    if (!st) {
-        npred_plot_series s = {"learning rate", ep, lr, n, NPRED_COLOR_AUTO};
-        path_join(path, sizeof path, dir, "learning_rate.png");
-        st = npred_plot_lines(path, "Learning rate", "epoch", "lr", &s, 1, 1, NULL);
-    }
-    free(ep), free(lr), free(loss), free(obj);
+    free(col);
+    free(v);
     return st;
 }
 
@@ -86,7 +98,8 @@ npred_status npred_report_positions(const char *dir, npred_model *m, int i, cons
     float *xy = malloc(sizeof(float) * 2 * (size_t)n);
     double *x = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n);
     double *x2 = gt_xy ? malloc(sizeof(double) * (size_t)n) : NULL, *y2 = gt_xy ? malloc(sizeof(double) * (size_t)n) : NULL;
-    npred_status st = npred_model_readout_positions(m, i, xy);
+    npred_status st = !xy || !x || !y || (gt_xy && (!x2 || !y2)) ? npred_errorf(NPRED_ERR_NOMEM, "out of memory")
+                                                                 : npred_model_readout_positions(m, i, xy);
     if (!st) {
         for (int j = 0; j < n; j++) {
             x[j] = xy[2 * j];

@@ -7,7 +7,8 @@
 #include "npred/model.h"
 #include "train/evaluate.h"
 
-/* training_loss.png, validation_correlation.png, learning_rate.png from dir/log.csv */
+/* training_loss.png, validation_objective.png (correlation or Poisson loss, as log.csv says),
+ * learning_rate.png from dir/log.csv */
 npred_status npred_report_curves(const char *dir);
 /* test_correlations.png: per-neuron single-trial correlations of all sessions */
 npred_status npred_report_correlations(const char *dir, const npred_eval_results *r);
