@@ -20,7 +20,7 @@ static void help(FILE *f)
             "Predict every trial of a tier (eval mode) and report, per session and over all\n"
             "neurons: single-trial correlation (mean over neurons), correlation to the average\n"
             "over repeats, FEVE (mean over neurons with FEV >= %.2f, as sensorium), the jackknife\n"
-            "oracle correlation and the fraction of oracle (correlation to average / oracle).\n"
+            "oracle correlation and the fraction of oracle (single-trial correlation / oracle).\n"
             "The ground truth is the normalized response, as in sensorium.\n\n"
             "Data are loaded as sensorium's static_loaders does (normalize true). Options the\n"
             "model implies are set unless --dataset sets them: scale so that the images match\n"
@@ -199,7 +199,7 @@ int cmd_eval(int argc, char **argv)
                "corr-to-avg", "FEVE (n)", "oracle", "fraction");
         for (int i = 0; i < res.n_sessions; i++) metrics_row(res.sessions[i].data_key, &res.sessions[i].m);
         if (res.n_sessions > 1) metrics_row("overall", &res.overall);
-        printf("FEVE: mean over neurons with FEV >= %.2f; fraction = correlation to average / oracle\n",
+        printf("FEVE: mean over neurons with FEV >= %.2f; fraction = single-trial correlation / oracle\n",
                NPRED_METRICS_FEV_THRESHOLD);
     }
     rc = 0;

@@ -434,7 +434,7 @@ static void test_eval_mini_tree(void)
         CHECK(fabs(mean - e->single_trial_corr) < 1e-9, "mean corr %.12g vs %.12g", mean, e->single_trial_corr);
         CHECK(kept == e->n_fev_kept, "FEV kept %d vs %lld", kept, (long long)e->n_fev_kept);
         if (kept) CHECK(fabs(feve_sum / kept - e->feve) < 1e-9 + 1e-7 * fabs(e->feve), "FEVE %.12g vs %.12g", feve_sum / kept, e->feve);
-        CHECK(fabs(e->fraction_oracle - e->corr_to_average / e->oracle) < 1e-12, "fraction of oracle");
+        CHECK(fabs(e->fraction_oracle - e->single_trial_corr / e->oracle) < 1e-12, "fraction of oracle");
         free(resp), free(pred), free(ids);
     }
     /* the same through a dataset config (other batch size, explicit scale, paths) */

@@ -32,7 +32,7 @@ static void summarize(npred_eval_metrics *m, const double *corr, const double *c
     m->corr_to_average = npred_metrics_mean(corr_avg, N);
     m->feve = npred_metrics_feve_thresholded(fev, feve, N, NPRED_METRICS_FEV_THRESHOLD, &m->n_fev_kept, NULL);
     m->oracle = npred_metrics_mean(oracle, N);
-    m->fraction_oracle = m->corr_to_average / m->oracle;
+    m->fraction_oracle = m->single_trial_corr / m->oracle;
 }
 
 /* Predict every trial of one session's tier; responses / predictions (T, n), image ids (T,). */

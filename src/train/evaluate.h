@@ -5,7 +5,9 @@
  *   correlation to average     corr of the per-image means over repeats, mean over neurons
  *   FEVE                       mean over the neurons with FEV >= 0.15 (sensorium)
  *   oracle                     jackknife oracle correlation, mean over neurons
- *   fraction of oracle         mean correlation to average / mean oracle
+ *   fraction of oracle         mean single-trial correlation / mean oracle (what the
+ *                              model reaches of the correlation a repeat of the same
+ *                              image reaches: 1 = as good as the noise allows)
  *
  * Metrics come from train/metrics.h (double precision, numpy semantics); the
  * ground truth is the loader's (normalized) response, as in sensorium. Trials are
