@@ -11,9 +11,10 @@
  *   dx:      stride 1: the forward kernel with the flipped filter run over the
  *            zero-padded dy (a full correlation); otherwise a scalar scatter.
  *            OpenMP over (n, c) planes.
- *   dw:      OpenMP over output channels, batch inside (so the result does not
- *            depend on the thread count); per (ky, row) one dy vector feeds up to
- *            8 kx accumulators; lane sums are added in double per plane.
+ *   dw:      OpenMP over blocks of 8 output channels, batch inside (so the result
+ *            does not depend on the thread count), the block's channels inside the
+ *            images; per (ky, row) one dy vector feeds up to 8 kx accumulators;
+ *            each plane's lanes are added lane-wise in double, summed at the end.
  * Vectors are GCC vector extensions (16 floats); FMA intrinsics where the target
  * has them, a plain multiply-add otherwise. */
 #include "kernels/conv2d.h"
@@ -414,27 +415,28 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                 /* images outside, the block's channels inside: its planes of x and dy
                  * are read as contiguous runs (one channel per task with the images
                  * inside jumped a whole image per plane: slow on the hardware prefetch) */
-                for (int n = 0; n < p->n; n++)
-                for (int oc = o0; oc < o1; oc++) {
-                    const int c = oc / M;
-                    double *acc = acc0 + (size_t)(oc - o0) * kk * VL;
-                    const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
-                    pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w,
-                              p->pad_h, p->pad_w);
-                    if (sw == 1) {
-                        pad_plane(dc, oh, g.cs, dyp, oh, ow, 0, 0);
-                        plane_dw_s1(acc, dc, g.cs, oh, g.cs, xp, g.xs, sh, kh, kw, dh, dwl);
-                    } else {
-                        for (int ky = 0; ky < kh; ky++)
-                            for (int kx = 0; kx < kw; kx++) {
-                                float t = 0;
-                                for (int oy = 0; oy < oh; oy++) {
-                                    const float *xr = xp + (size_t)(oy * sh + ky * dh) * g.xs + kx * dwl;
-                                    const float *dr = dyp + (size_t)oy * ow;
-                                    for (int ox = 0; ox < ow; ox++) t += dr[ox] * xr[(size_t)ox * sw];
+                for (int n = 0; n < p->n; n++) {
+                    for (int oc = o0; oc < o1; oc++) {
+                        const int c = oc / M;
+                        double *acc = acc0 + (size_t)(oc - o0) * kk * VL;
+                        const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
+                        pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w,
+                                  p->pad_h, p->pad_w);
+                        if (sw == 1) {
+                            pad_plane(dc, oh, g.cs, dyp, oh, ow, 0, 0);
+                            plane_dw_s1(acc, dc, g.cs, oh, g.cs, xp, g.xs, sh, kh, kw, dh, dwl);
+                        } else {
+                            for (int ky = 0; ky < kh; ky++)
+                                for (int kx = 0; kx < kw; kx++) {
+                                    float t = 0;
+                                    for (int oy = 0; oy < oh; oy++) {
+                                        const float *xr = xp + (size_t)(oy * sh + ky * dh) * g.xs + kx * dwl;
+                                        const float *dr = dyp + (size_t)oy * ow;
+                                        for (int ox = 0; ox < ow; ox++) t += dr[ox] * xr[(size_t)ox * sw];
+                                    }
+                                    acc[(size_t)(ky * kw + kx) * VL] += t;
                                 }
-                                acc[(size_t)(ky * kw + kx) * VL] += t;
-                            }
+                        }
                     }
                 }
                 for (int oc = o0; oc < o1; oc++) {
