@@ -210,6 +210,37 @@ static void test_gradcheck_depthwise_wide(void)
     gradcheck("dw k3x11 p(1,6)", mk(1, 2, 4, 21, 2, 3, 11, 1, 1, 1, 6, 1, 1, 2), 1, 22);
 }
 
+static void test_gradcheck_depthwise_channel_blocks(void)
+{
+    /* dw runs over blocks of 8 output channels: 21 = 8 + 8 + 5, and the block
+     * boundary at oc = 8 splits input channel 2 (oc 6, 7, 8 with multiplier 3) */
+    gradcheck("dw k3 p1 m3 21 ch", npred_conv2d_params_square(2, 7, 5, 6, 21, 3, 1, 1, 1, 7), 1, 23);
+}
+
+/* The depthwise dw (channel blocks) and forward/dx (planes) give bit-identical
+ * results for any thread count. */
+static void test_depthwise_thread_independent(void)
+{
+    P p = npred_conv2d_params_square(3, 7, 13, 21, 21, 7, 1, 3, 1, 7);
+    uint64_t st = 61;
+    size_t nx = nx_of(&p), nw = nw_of(&p), ny = ny_of(&p);
+    float *x = rand_f32(nx, &st), *w = rand_f32(nw, &st), *u = rand_f32(ny, &st);
+    float *y1 = malloc(ny * 4), *yn = malloc(ny * 4);
+    float *dx1 = calloc(nx, 4), *dxn = calloc(nx, 4), *dw1 = calloc(nw, 4), *dwn = calloc(nw, 4);
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    CHECK_OK(npred_conv2d_forward_depthwise(y1, x, w, NULL, &p, NULL, 0));
+    CHECK_OK(npred_conv2d_backward_depthwise(dx1, dw1, NULL, u, x, w, &p, NULL, 0));
+    omp_set_num_threads(nt > 1 ? nt : 2);
+    CHECK_OK(npred_conv2d_forward_depthwise(yn, x, w, NULL, &p, NULL, 0));
+    CHECK_OK(npred_conv2d_backward_depthwise(dxn, dwn, NULL, u, x, w, &p, NULL, 0));
+    omp_set_num_threads(nt);
+    CHECK(memcmp(y1, yn, ny * 4) == 0, "depthwise forward depends on the thread count");
+    CHECK(memcmp(dx1, dxn, nx * 4) == 0, "depthwise dx depends on the thread count");
+    CHECK(memcmp(dw1, dwn, nw * 4) == 0, "depthwise dw depends on the thread count");
+    free(x); free(w); free(u); free(y1); free(yn); free(dx1); free(dxn); free(dw1); free(dwn);
+}
+
 /* ---------------------------------------------------------------- fast vs naive */
 
 static void compare_all(const char *name, P p, uint64_t seed)
@@ -261,6 +292,7 @@ static void test_fast_vs_naive(void)
     compare_all("k3 s2 groups4", npred_conv2d_params_square(3, 8, 19, 23, 12, 3, 2, 1, 1, 4), 34);
     compare_all("dw k7 p3 28x56", npred_conv2d_params_square(4, 16, 28, 56, 16, 7, 1, 3, 1, 16), 35);
     compare_all("dw k5 s2 m2", npred_conv2d_params_square(3, 6, 21, 30, 12, 5, 2, 2, 1, 6), 36);
+    compare_all("dw k7 p3 m3 21 ch", npred_conv2d_params_square(3, 7, 28, 56, 21, 7, 1, 3, 1, 7), 38);
     compare_all("batch 1 k3", npred_conv2d_params_square(1, 6, 17, 19, 10, 3, 1, 1, 1, 1), 37);
 }
 
@@ -461,6 +493,8 @@ int main(void)
     RUN(test_gradcheck_depthwise_multiplier);
     RUN(test_gradcheck_depthwise_stride_dilation);
     RUN(test_gradcheck_depthwise_wide);
+    RUN(test_gradcheck_depthwise_channel_blocks);
+    RUN(test_depthwise_thread_independent);
     RUN(test_fast_vs_naive);
     RUN(test_accumulate_and_null_grads);
     RUN(test_deterministic);

@@ -375,14 +375,14 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
                 im2col(col, xn, p, oh, ow);
                 src = col;
             }
-            for (int o = 0; o < p->o; o++) {
-                float v = b ? b[o] : 0.0f;
-                float *r = yn + (size_t)o * opix;
-                for (size_t i = 0; i < opix; i++) r[i] = v;
-            }
+            if (b)
+                for (int o = 0; o < p->o; o++) {
+                    float *r = yn + (size_t)o * opix;
+                    for (size_t i = 0; i < opix; i++) r[i] = b[o];
+                }
             for (int g = 0; g < G; g++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, og, (int)opix, K, 1.0f,
-                            w + (size_t)g * og * K, K, src + (size_t)g * K * opix, (int)opix, 1.0f,
+                            w + (size_t)g * og * K, K, src + (size_t)g * K * opix, (int)opix, b ? 1.0f : 0.0f,
                             yn + (size_t)g * og * opix, (int)opix);
         }
     }

@@ -11,9 +11,10 @@
  *   dx:      stride 1: the forward kernel with the flipped filter run over the
  *            zero-padded dy (a full correlation); otherwise a scalar scatter.
  *            OpenMP over (n, c) planes.
- *   dw:      OpenMP over output channels, batch inside (so the result does not
- *            depend on the thread count); per (ky, row) one dy vector feeds up to
- *            8 kx accumulators; lane sums are added in double per plane.
+ *   dw:      OpenMP over blocks of 8 output channels, batch inside (so the result
+ *            does not depend on the thread count), the block's channels inside the
+ *            images; per (ky, row) one dy vector feeds up to 8 kx accumulators;
+ *            each plane's lanes are added lane-wise in double, summed at the end.
  * Vectors are GCC vector extensions (16 floats); FMA intrinsics where the target
  * has them, a plain multiply-add otherwise. */
 #include "kernels/conv2d.h"
@@ -30,6 +31,8 @@
 #endif
 
 #define VL 16
+/* dw: output channels per block (one block = one task; the images run inside) */
+#define DW_OB 8
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
 static inline vf vld(const float *p)
@@ -41,7 +44,17 @@ static inline vf vld(const float *p)
 
 static inline void vst(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
-static inline vf vsplat(float s) { return (vf){0} + s; }
+/* every lane = s; (vf){0} + s would cost a scalar add before the broadcast */
+static inline vf vsplat(float s)
+{
+#if defined(__AVX512F__)
+    return (vf)_mm512_set1_ps(s);
+#else
+    vf v;
+    for (int i = 0; i < VL; i++) v[i] = s;
+    return v;
+#endif
+}
 
 /* a*b + c, fused where the target has FMA */
 static inline vf vfma(vf a, vf b, vf c)
@@ -92,7 +105,7 @@ static void geometry(const npred_conv2d_params *p, int oh, int ow, dw_geom *g)
     g->off_dp = o; o += npred_conv2d_round_bytes((size_t)g->dr * g->ds);
     g->off_dc = o; o += npred_conv2d_round_bytes((size_t)oh * g->cs);
     g->off_wf = o; o += npred_conv2d_round_bytes((size_t)p->kh * p->kw);
-    g->off_acc = o; o += npred_conv2d_round_bytes((size_t)p->kh * p->kw * 2); /* doubles */
+    g->off_acc = o; o += npred_conv2d_round_bytes((size_t)DW_OB * p->kh * p->kw * 2 * VL); /* VL doubles per tap and channel */
     g->bytes = o;
 }
 
@@ -212,7 +225,9 @@ static void plane_fwd_generic(float *y, int ys, int oh, int ow, const float *xp,
         }
 }
 
-/* acc[ky*kw + kx0 + k] += sum over rows and the (zero-padded) width of dyc * xp. */
+/* acc[(ky*kw + kx0 + k)*VL + lane] += the lane's share of the sum over rows and the
+ * (zero-padded) width of dyc * xp: lane-wise in double, so no serial reduction per
+ * plane (the lanes are summed once per output channel, at the end). */
 static inline __attribute__((always_inline)) void
 dw_block(double *acc, int nk, int kx0, int ky, const float *dyc, int cs, int oh, int owr,
          const float *xp, int xs, int sh, int kw, int dh, int dw)
@@ -230,9 +245,8 @@ dw_block(double *acc, int nk, int kx0, int ky, const float *dyc, int cs, int oh,
     for (int k = 0; k < nk; k++) {
         float t[VL];
         vst(t, a[k]);
-        double s = 0;
-        for (int i = 0; i < VL; i++) s += t[i];
-        acc[ky * kw + kx0 + k] += s;
+        double *ak = acc + (size_t)(ky * kw + kx0 + k) * VL;
+        for (int i = 0; i < VL; i++) ak[i] += t[i];
     }
 }
 
@@ -358,7 +372,7 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
         char *mine = base + (size_t)thread_id() * g.bytes;
         float *xp = (float *)(mine + g.off_xp), *dp = (float *)(mine + g.off_dp);
         float *dc = (float *)(mine + g.off_dc), *wf = (float *)(mine + g.off_wf);
-        double *acc = (double *)(mine + g.off_acc);
+        double *acc0 = (double *)(mine + g.off_acc);
 
         if (dx) {
 #pragma omp for collapse(2) schedule(static)
@@ -395,31 +409,45 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
         }
         if (dw) {
 #pragma omp for schedule(static)
-            for (int oc = 0; oc < p->o; oc++) {
-                const int c = oc / M;
-                for (int i = 0; i < kk; i++) acc[i] = 0;
+            for (int blk = 0; blk < (p->o + DW_OB - 1) / DW_OB; blk++) {
+                const int o0 = blk * DW_OB, o1 = o0 + DW_OB < p->o ? o0 + DW_OB : p->o;
+                for (size_t i = 0; i < (size_t)(o1 - o0) * kk * VL; i++) acc0[i] = 0;
+                /* images outside, the block's channels inside: its planes of x and dy
+                 * are read as contiguous runs (one channel per task with the images
+                 * inside jumped a whole image per plane: slow on the hardware prefetch) */
                 for (int n = 0; n < p->n; n++) {
-                    const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
-                    pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w,
-                              p->pad_h, p->pad_w);
-                    if (sw == 1) {
-                        pad_plane(dc, oh, g.cs, dyp, oh, ow, 0, 0);
-                        plane_dw_s1(acc, dc, g.cs, oh, g.cs, xp, g.xs, sh, kh, kw, dh, dwl);
-                    } else {
-                        for (int ky = 0; ky < kh; ky++)
-                            for (int kx = 0; kx < kw; kx++) {
-                                float t = 0;
-                                for (int oy = 0; oy < oh; oy++) {
-                                    const float *xr = xp + (size_t)(oy * sh + ky * dh) * g.xs + kx * dwl;
-                                    const float *dr = dyp + (size_t)oy * ow;
-                                    for (int ox = 0; ox < ow; ox++) t += dr[ox] * xr[(size_t)ox * sw];
+                    for (int oc = o0; oc < o1; oc++) {
+                        const int c = oc / M;
+                        double *acc = acc0 + (size_t)(oc - o0) * kk * VL;
+                        const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
+                        pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w,
+                                  p->pad_h, p->pad_w);
+                        if (sw == 1) {
+                            pad_plane(dc, oh, g.cs, dyp, oh, ow, 0, 0);
+                            plane_dw_s1(acc, dc, g.cs, oh, g.cs, xp, g.xs, sh, kh, kw, dh, dwl);
+                        } else {
+                            for (int ky = 0; ky < kh; ky++)
+                                for (int kx = 0; kx < kw; kx++) {
+                                    float t = 0;
+                                    for (int oy = 0; oy < oh; oy++) {
+                                        const float *xr = xp + (size_t)(oy * sh + ky * dh) * g.xs + kx * dwl;
+                                        const float *dr = dyp + (size_t)oy * ow;
+                                        for (int ox = 0; ox < ow; ox++) t += dr[ox] * xr[(size_t)ox * sw];
+                                    }
+                                    acc[(size_t)(ky * kw + kx) * VL] += t;
                                 }
-                                acc[ky * kw + kx] += t;
-                            }
+                        }
                     }
                 }
-                float *dwp = dw + (size_t)oc * kk;
-                for (int i = 0; i < kk; i++) dwp[i] += (float)acc[i];
+                for (int oc = o0; oc < o1; oc++) {
+                    const double *acc = acc0 + (size_t)(oc - o0) * kk * VL;
+                    float *dwp = dw + (size_t)oc * kk;
+                    for (int i = 0; i < kk; i++) {
+                        double s = 0;
+                        for (int l = 0; l < VL; l++) s += acc[(size_t)i * VL + l];
+                        dwp[i] += (float)s;
+                    }
+                }
             }
         }
     }
