@@ -44,7 +44,7 @@ static void help(FILE *f)
             "  --sessions N     sessions [2]\n"
             "  --neurons N      neurons per session [300]\n"
             "  --trials N       train + validation trials per session [1500]\n"
-            "  --epochs N       maximum epochs (max_iter) [10]\n"
+            "  --epochs N       maximum epochs (max_iter) [20]\n"
             "  --rate-scale F   median neuron gain of the simulation; higher = less noisy [4]\n"
             "  --batch N        batch size [32]\n"
             "  --test-images N  test images shared by the sessions [100]\n"
@@ -103,7 +103,7 @@ static int parse_pos(const char *opt, const char *v, long lo, long hi, long *out
 int cmd_demo(int argc, char **argv)
 {
     const char *out = "npred-demo";
-    long sessions = 2, neurons = 300, trials = 1500, epochs = 10, batch = 32, seed = 1, threads = 0;
+    long sessions = 2, neurons = 300, trials = 1500, epochs = 20, batch = 32, seed = 1, threads = 0;
     double rate_scale = 4;
     long test_images = 100, test_repeats = 10;
     for (int i = 1; i < argc; i++) {
