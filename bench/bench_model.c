@@ -150,7 +150,7 @@ static const char *only;
 static void run(const char *name, const char *config, int H, int W, int n, int B, int reps, int breakdown)
 {
     if (only && !strstr(name, only)) return;
-    npred_model_session s = {"bench", n, NULL, 2, NULL};
+    npred_model_session s = {"bench", n, NULL, 2, NULL, NULL};
     double *coords = malloc(sizeof(double) * 2 * (size_t)n);
     npred_rng rng;
     npred_rng_seed(&rng, 7);
