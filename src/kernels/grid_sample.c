@@ -14,6 +14,7 @@
  * With this the forward output and both gradients are bitwise PyTorch's on the
  * reference fixtures. */
 #include "kernels/grid_sample.h"
+#include "kernels/grid_sample_cell.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -23,24 +24,11 @@
 #define GS_LANES 16
 
 /* One sampling point: the cell chosen by floor(px), floor(py). */
-typedef struct {
-    float n, s, w, e; /* distances to the north, south, west, east sides */
-    float wt[4];      /* bilinear weights of the corners nw, ne, sw, se */
-    int in[4];        /* corner inside the image */
-    size_t off[4];    /* corner offset row * W + col (0 where outside) */
-} gs_cell;
+typedef npred_gs_cell gs_cell;
 
 /* pixels per unit of the normalised coordinate; also d(px)/d(x) */
-static float gs_scale(int size, int align_corners)
-{
-    return align_corners ? (float)(size - 1) / 2.0f : (float)size / 2.0f;
-}
 
 /* align_corners=0 fuses the multiply with the -0.5 (as PyTorch's build does) */
-static inline float gs_unnormalize(float v, float scale, int align_corners)
-{
-    return align_corners ? (v + 1.0f) * scale : fmaf(v + 1.0f, scale, -0.5f);
-}
 
 /* interpolated value: ((v0 w0 + v1 w1) + v2 w2) + v3 w3, the last three fused */
 static inline float gs_mix(float v0, float v1, float v2, float v3, float w0, float w1,
@@ -62,33 +50,6 @@ static inline float gs_dy(float acc, float v0, float v1, float v2, float v3, flo
     return fmaf(fmaf(v3 - v1, w, (v2 - v0) * e), g, acc);
 }
 
-static inline void gs_cell_at(gs_cell *c, float px, float py, int H, int W)
-{
-    float xw = floorf(px), yn = floorf(py);
-    c->w = px - xw;
-    c->e = 1.0f - c->w;
-    c->n = py - yn;
-    c->s = 1.0f - c->n;
-    c->wt[0] = c->s * c->e;
-    c->wt[1] = c->s * c->w;
-    c->wt[2] = c->n * c->e;
-    c->wt[3] = c->n * c->w;
-    /* float comparisons: false for NaN, and no int conversion of huge values */
-    int w_in = xw >= 0.0f && xw <= (float)(W - 1);
-    int e_in = xw >= -1.0f && xw <= (float)(W - 2);
-    int n_in = yn >= 0.0f && yn <= (float)(H - 1);
-    int s_in = yn >= -1.0f && yn <= (float)(H - 2);
-    long x0 = (w_in || e_in) ? (long)xw : 0;
-    long y0 = (n_in || s_in) ? (long)yn : 0;
-    c->in[0] = w_in && n_in;
-    c->in[1] = e_in && n_in;
-    c->in[2] = w_in && s_in;
-    c->in[3] = e_in && s_in;
-    c->off[0] = c->in[0] ? (size_t)(y0 * W + x0) : 0;
-    c->off[1] = c->in[1] ? (size_t)(y0 * W + x0 + 1) : 0;
-    c->off[2] = c->in[2] ? (size_t)((y0 + 1) * W + x0) : 0;
-    c->off[3] = c->in[3] ? (size_t)((y0 + 1) * W + x0 + 1) : 0;
-}
 
 static npred_status gs_check(const char *fn, const void *out, const void *a, const void *b,
                              int N, int C, int H, int W, int P1, int P2)
@@ -112,7 +73,7 @@ npred_status npred_grid_sample_forward(float *out, const float *input, const flo
 {
     npred_status st = gs_check("grid_sample_forward", out, input, grid, N, C, H, W, Ho, Wo);
     if (st) return st;
-    const float sx = gs_scale(W, align_corners), sy = gs_scale(H, align_corners);
+    const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const long P = (long)Ho * Wo, total = (long)N * P;
     const size_t HW = (size_t)H * W;
 
@@ -120,8 +81,8 @@ npred_status npred_grid_sample_forward(float *out, const float *input, const flo
     for (long p = 0; p < total; p++) {
         const long b = p / P, q = p % P;
         gs_cell cl;
-        gs_cell_at(&cl, gs_unnormalize(grid[2 * p], sx, align_corners),
-                   gs_unnormalize(grid[2 * p + 1], sy, align_corners), H, W);
+        npred_gs_cell_at(&cl, npred_gs_unnormalize(grid[2 * p], sx, align_corners),
+                   npred_gs_unnormalize(grid[2 * p + 1], sy, align_corners), H, W);
         for (int c = 0; c < C; c++) {
             const float *plane = input + ((size_t)b * C + c) * HW;
             float v0 = cl.in[0] ? plane[cl.off[0]] : 0.0f;
@@ -143,7 +104,7 @@ npred_status npred_grid_sample_backward(float *dinput, float *dgrid, const float
     npred_status st = gs_check("grid_sample_backward", dout, input, grid, N, C, H, W, Ho, Wo);
     if (st) return st;
     if (!dinput && !dgrid) return NPRED_OK;
-    const float sx = gs_scale(W, align_corners), sy = gs_scale(H, align_corners);
+    const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const long P = (long)Ho * Wo;
     const size_t HW = (size_t)H * W;
 
@@ -153,8 +114,8 @@ npred_status npred_grid_sample_backward(float *dinput, float *dgrid, const float
         for (long q = 0; q < P; q++) {
             const size_t pt = (size_t)b * P + q;
             gs_cell cl;
-            gs_cell_at(&cl, gs_unnormalize(grid[2 * pt], sx, align_corners),
-                       gs_unnormalize(grid[2 * pt + 1], sy, align_corners), H, W);
+            npred_gs_cell_at(&cl, npred_gs_unnormalize(grid[2 * pt], sx, align_corners),
+                       npred_gs_unnormalize(grid[2 * pt + 1], sy, align_corners), H, W);
             float gx = 0.0f, gy = 0.0f;
             for (int c = 0; c < C; c++) {
                 const size_t plane = ((size_t)b * C + c) * HW;
@@ -199,7 +160,7 @@ npred_status npred_grid_sample_nhwc_forward(float *out, const float *feat, const
 {
     npred_status st = gs_check("grid_sample_nhwc_forward", out, feat, grid, B, C, H, W, n, 1);
     if (st) return st;
-    const float sx = gs_scale(W, align_corners), sy = gs_scale(H, align_corners);
+    const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const long total = (long)B * n;
     const size_t HWC = (size_t)H * W * C;
     static const float zeros[GS_LANES];
@@ -209,8 +170,8 @@ npred_status npred_grid_sample_nhwc_forward(float *out, const float *feat, const
         const float *fb = feat + (size_t)(p / n) * HWC;
         float *o = out + (size_t)p * C;
         gs_cell cl;
-        gs_cell_at(&cl, gs_unnormalize(grid[2 * p], sx, align_corners),
-                   gs_unnormalize(grid[2 * p + 1], sy, align_corners), H, W);
+        npred_gs_cell_at(&cl, npred_gs_unnormalize(grid[2 * p], sx, align_corners),
+                   npred_gs_unnormalize(grid[2 * p + 1], sy, align_corners), H, W);
         const float w0 = cl.wt[0], w1 = cl.wt[1], w2 = cl.wt[2], w3 = cl.wt[3];
         for (int c0 = 0; c0 < C; c0 += GS_LANES) {
             const int m = C - c0 < GS_LANES ? C - c0 : GS_LANES;
@@ -249,7 +210,7 @@ npred_status npred_grid_sample_nhwc_backward(float *dfeat, float *dgrid, const f
     npred_status st = gs_check("grid_sample_nhwc_backward", dout, feat, grid, B, C, H, W, n, 1);
     if (st) return st;
     if (!dfeat && !dgrid) return NPRED_OK;
-    const float sx = gs_scale(W, align_corners), sy = gs_scale(H, align_corners);
+    const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t HWC = (size_t)H * W * C;
     static const float zeros[GS_LANES];
 
@@ -261,8 +222,8 @@ npred_status npred_grid_sample_nhwc_backward(float *dfeat, float *dgrid, const f
             const size_t pt = (size_t)b * n + i;
             const float *restrict g = dout + pt * C;
             gs_cell cl;
-            gs_cell_at(&cl, gs_unnormalize(grid[2 * pt], sx, align_corners),
-                       gs_unnormalize(grid[2 * pt + 1], sy, align_corners), H, W);
+            npred_gs_cell_at(&cl, npred_gs_unnormalize(grid[2 * pt], sx, align_corners),
+                       npred_gs_unnormalize(grid[2 * pt + 1], sy, align_corners), H, W);
             if (dfeat) {
                 float *db = dfeat + (size_t)b * HWC;
                 for (int k = 0; k < 4; k++) {

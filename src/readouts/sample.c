@@ -4,6 +4,7 @@
  * the compiler vectorises the dot products without reassociating them: the
  * summation order is fixed (lane l sums channels l, l+LANES, ...; the lanes are
  * then added in order) whatever the instruction set or thread count. */
+#include "kernels/grid_sample_cell.h"
 #include "readouts/sample.h"
 
 #include <math.h>
@@ -19,10 +20,6 @@ typedef struct {
     size_t off[4];
 } rs_cell;
 
-static float rs_scale(int size, int align_corners)
-{
-    return align_corners ? (float)(size - 1) / 2.0f : (float)size / 2.0f;
-}
 
 /* Neurons per pass-2 tile at most: 1536 dF rows of 64 channels are 384 KB, which
  * stay in L2 while the tile walks through the images (measured best at 1-2 k). */
@@ -31,27 +28,14 @@ static float rs_scale(int size, int align_corners)
 static inline void rs_cell_at(rs_cell *c, const float *feat, float gx, float gy, float sx, float sy, int H, int W,
                               int C, int align_corners)
 {
-    float px = align_corners ? (gx + 1.0f) * sx : fmaf(gx + 1.0f, sx, -0.5f);
-    float py = align_corners ? (gy + 1.0f) * sy : fmaf(gy + 1.0f, sy, -0.5f);
-    float xw = floorf(px), yn = floorf(py);
-    c->w = px - xw;
-    c->e = 1.0f - c->w;
-    c->n = py - yn;
-    c->s = 1.0f - c->n;
-    c->wt[0] = c->s * c->e;
-    c->wt[1] = c->s * c->w;
-    c->wt[2] = c->n * c->e;
-    c->wt[3] = c->n * c->w;
-    int w_in = xw >= 0.0f && xw <= (float)(W - 1);
-    int e_in = xw >= -1.0f && xw <= (float)(W - 2);
-    int n_in = yn >= 0.0f && yn <= (float)(H - 1);
-    int s_in = yn >= -1.0f && yn <= (float)(H - 2);
-    long x0 = (w_in || e_in) ? (long)xw : 0, y0 = (n_in || s_in) ? (long)yn : 0;
-    int in[4] = {w_in && n_in, e_in && n_in, w_in && s_in, e_in && s_in};
-    long off[4] = {y0 * W + x0, y0 * W + x0 + 1, (y0 + 1) * W + x0, (y0 + 1) * W + x0 + 1};
+    npred_gs_cell g;
+    npred_gs_cell_at(&g, npred_gs_unnormalize(gx, sx, align_corners), npred_gs_unnormalize(gy, sy, align_corners), H,
+                     W);
+    c->n = g.n, c->s = g.s, c->w = g.w, c->e = g.e;
     for (int k = 0; k < 4; k++) {
-        c->off[k] = in[k] ? (size_t)off[k] * (size_t)C : 0;
-        c->tap[k] = in[k] ? feat + c->off[k] : NULL;
+        c->wt[k] = g.wt[k];
+        c->off[k] = g.off[k] * (size_t)C;
+        c->tap[k] = g.in[k] ? feat + c->off[k] : NULL;
     }
 }
 
@@ -93,7 +77,7 @@ static inline float rs_point(const rs_cell *c, const float *f, int C)
 void npred_rsample_forward(float *y, const float *feat, const float *grid, const float *F, int ldf, int B, int H,
                            int W, int C, int n, int align_corners)
 {
-    const float sx = rs_scale(W, align_corners), sy = rs_scale(H, align_corners);
+    const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
     const long total = (long)B * n;
 #pragma omp parallel for schedule(static)
@@ -154,7 +138,7 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
                             const float *grid, const float *F, int ldf, int B, int H, int W, int C, int n,
                             int align_corners)
 {
-    const float sx = rs_scale(W, align_corners), sy = rs_scale(H, align_corners);
+    const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
     if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
 #pragma omp parallel for schedule(static)
