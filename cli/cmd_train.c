@@ -11,12 +11,12 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_model.h"
 #include "cli_report.h"
 #include "dist/dist.h"
 #include "train/evaluate.h"
 #include "model/config.h"
 #include "model/model.h"
-#include "model/tensorfile.h"
 #include "npred/data.h"
 #include "npred/model.h"
 #include "train/trainer.h"
@@ -139,17 +139,8 @@ static int grow_paths(const char ***data, size_t *cap, size_t n)
 
 static int read_json_file(const char *path, cJSON **out)
 {
-    void *buf = NULL;
-    size_t len = 0;
-    npred_status s = npred_file_read_all(path, &buf, &len);
-    if (s) return cli_fail(s, path);
-    char *txt = realloc(buf, len + 1);
-    if (!txt) {
-        free(buf);
-        fprintf(stderr, "npred train: out of memory\n");
-        return 1;
-    }
-    txt[len] = 0;
+    char *txt = cli_read_text(path);
+    if (!txt) return cli_fail(NPRED_ERR_IO, path);
     const char *end = NULL;
     *out = cJSON_ParseWithOpts(txt, &end, 1);
     if (!*out) {

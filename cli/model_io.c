@@ -18,36 +18,17 @@ int cli_ends_with(const char *path, const char *suffix)
 
 char *cli_read_text(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        npred_errorf(NPRED_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (n + 1 < cap) break;
-        char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
+    void *buf;
+    size_t len;
+    if (npred_file_read_all(path, &buf, &len)) return NULL;
+    char *txt = realloc(buf, len + 1);
+    if (!txt) {
         free(buf);
-        npred_errorf(err ? NPRED_ERR_IO : NPRED_ERR_NOMEM, "%s: cannot read (%s)", path,
-                     err ? "read error" : "too large or out of memory");
+        npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
         return NULL;
     }
-    buf[n] = 0;
-    return buf;
+    txt[len] = 0;
+    return txt;
 }
 
 int cli_parse_pos_int(const char *cmd, const char *opt, const char *s, int *out)

@@ -62,6 +62,10 @@ void npred_rng_shuffle(npred_rng *r, int64_t *idx, size_t n);
  * never a partial one. Mode 0644. */
 npred_status npred_write_atomic(const char *path, const void *buf, size_t len);
 
+/* Read a whole regular file into a malloc'ed buffer (*buf owned by the caller;
+ * NPRED_ERR_IO naming the path when it is missing, not a regular file or unreadable). */
+npred_status npred_file_read_all(const char *path, void **buf, size_t *len);
+
 /* checked allocation helpers: zeroed memory; return NULL on overflow/failure */
 void *npred_calloc(size_t n, size_t size);
 

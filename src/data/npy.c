@@ -342,30 +342,11 @@ npred_status npred_npy_parse(const void *buf, size_t len, const char *name, npre
 npred_status npred_npy_read(const char *path, npred_array *out)
 {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return npred_errorf(NPRED_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) != 0) {
-        fclose(f);
-        return npred_errorf(NPRED_ERR_IO, "%s: cannot seek", path);
-    }
-    long len = ftell(f);
-    if (len < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return npred_errorf(NPRED_ERR_IO, "%s: cannot determine size (not a regular file?)", path);
-    }
-    void *buf = malloc((size_t)len + 1);
-    if (!buf) {
-        fclose(f);
-        return npred_errorf(NPRED_ERR_NOMEM, "%s: cannot allocate %ld bytes", path, len);
-    }
-    size_t got = fread(buf, 1, (size_t)len, f);
-    int err = ferror(f);
-    fclose(f);
-    if (err || got != (size_t)len) {
-        free(buf);
-        return npred_errorf(NPRED_ERR_IO, "%s: read error", path);
-    }
-    npred_status s = npred_npy_parse(buf, (size_t)len, path, out);
+    void *buf;
+    size_t len;
+    npred_status s = npred_file_read_all(path, &buf, &len);
+    if (s) return s;
+    s = npred_npy_parse(buf, len, path, out);
     free(buf);
     return s;
 }

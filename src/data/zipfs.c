@@ -283,24 +283,7 @@ npred_status npred_zipfs_read(npred_zipfs *fs, const char *rel, void **buf, size
     *len = 0;
     char disp[4096];
     npred_zipfs_display(fs, rel, disp, sizeof disp);
-    if (!fs->is_zip) {
-        FILE *f = fopen(disp, "rb");
-        if (!f) return npred_errorf(NPRED_ERR_IO, "%s: file not found or unreadable", disp);
-        struct stat st;
-        if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-            fclose(f);
-            return npred_errorf(NPRED_ERR_IO, "%s: not a regular file", disp);
-        }
-        size_t n = (size_t)st.st_size;
-        char *b = malloc(n ? n : 1);
-        if (!b) { fclose(f); return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory (%zu bytes)", disp, n); }
-        size_t got = fread(b, 1, n, f);
-        fclose(f);
-        if (got != n) { free(b); return npred_errorf(NPRED_ERR_IO, "%s: read %zu of %zu bytes", disp, got, n); }
-        *buf = b;
-        *len = n;
-        return NPRED_OK;
-    }
+    if (!fs->is_zip) return npred_file_read_all(disp, buf, len);
     const zentry *e = find_ent(fs, rel);
     if (!e || e->is_dir) return npred_errorf(NPRED_ERR_IO, "%s: no such member in the archive", disp);
     zip_stat_t st;

@@ -203,35 +203,3 @@ int npred_host_is_le(void)
     return c == 1;
 }
 
-npred_status npred_file_read_all(const char *path, void **buf, size_t *len)
-{
-    *buf = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return npred_errorf(NPRED_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return npred_errorf(NPRED_ERR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX - 1) {
-        fclose(f);
-        return npred_errorf(NPRED_ERR_IO, "%s: file too large", path);
-    }
-    size_t n = (size_t)st.st_size;
-    char *b = malloc(n ? n : 1);
-    if (!b) {
-        fclose(f);
-        return npred_errorf(NPRED_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n);
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f);
-    fclose(f);
-    if (got != n || err) {
-        free(b);
-        return npred_errorf(NPRED_ERR_IO, "%s: read error (%zu of %zu bytes)", path, got, n);
-    }
-    *buf = b;
-    *len = n;
-    return NPRED_OK;
-}

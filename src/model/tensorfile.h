@@ -74,8 +74,6 @@ npred_status npred_tensor_list_set_meta(npred_tensor_list *l, const char *key, c
 /* Metadata value or NULL. */
 const char *npred_tensor_list_get_meta(const npred_tensor_list *l, const char *key);
 
-/* Read a whole file into a malloc'ed buffer (NPRED_ERR_IO naming the path). */
-npred_status npred_file_read_all(const char *path, void **buf, size_t *len);
 
 /* Reverse the bytes of each of n elements of size `size` in place (1 = no-op). */
 void npred_bswap_elems(void *data, size_t n, size_t size);
