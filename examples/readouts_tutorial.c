@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "cores/stacked2d.h"
-#include "model/params.h"
+#include "nn/params.h"
 #include "readouts/readout.h"
 
 #define TUTORIAL_SESSIONS 2

@@ -1,5 +1,5 @@
 #include "harness.h"
-#include "model/params.h"
+#include "nn/params.h"
 
 #include <math.h>
 #include <stdarg.h>

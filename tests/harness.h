@@ -58,7 +58,7 @@ int th_compare(const th_case *c, const char *kind, const char *rel, const float 
 cJSON *th_get(cJSON *root, ...);
 double th_num(cJSON *root, double dflt, ...);
 
-/* ---- fixtures <-> parameter table (src/model/params.h) ---- */
+/* ---- fixtures <-> parameter table (src/nn/params.h) ---- */
 struct npred_ptable_s;
 /* Copy every file of files.<group> (an object key -> path) into the table entry
  * named prefix+key (keys listed in `skip`, NULL-terminated, are ignored).

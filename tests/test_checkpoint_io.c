@@ -11,10 +11,10 @@
 #include <zip.h>
 
 #include "harness.h"
-#include "model/pickle.h"
-#include "model/pth.h"
-#include "model/safetensors.h"
-#include "model/tensorfile.h"
+#include "io/pickle.h"
+#include "io/pth.h"
+#include "io/safetensors.h"
+#include "io/tensorfile.h"
 
 #define CKPT_DIR "../shared/checkpoints"
 

@@ -9,7 +9,7 @@
 
 #include "kernels/batchnorm.h"
 #include "kernels/regularizers.h"
-#include "model/pyfmt.h"
+#include "base/pyfmt.h"
 
 void npred_core_config_default(npred_core_config *c)
 {

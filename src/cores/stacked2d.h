@@ -20,7 +20,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/conv2d.h"
-#include "model/params.h"
+#include "nn/params.h"
 #include "npred/base.h"
 
 #define NPRED_CORE_MAXLAYERS 16

@@ -5,8 +5,8 @@
 
 #include "cores/stacked2d.h"
 #include "model/config.h"
-#include "model/mlp.h"
-#include "model/params.h"
+#include "nn/mlp.h"
+#include "nn/params.h"
 #include "npred/model.h"
 #include "readouts/readout.h"
 

@@ -21,7 +21,7 @@
 
 #include <stddef.h>
 
-#include "model/params.h"
+#include "nn/params.h"
 #include "npred/base.h"
 
 typedef enum {

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "model/model.h"
-#include "model/safetensors.h"
+#include "io/safetensors.h"
 #include "train/adam.h"
 #include "train/loss.h"
 #include "train/metrics.h"

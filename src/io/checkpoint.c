@@ -9,10 +9,10 @@
 #include <sys/stat.h>
 
 #include "model/model.h"
-#include "model/pth.h"
-#include "model/pyfmt.h"
-#include "model/safetensors.h"
-#include "model/tensorfile.h"
+#include "io/pth.h"
+#include "base/pyfmt.h"
+#include "io/safetensors.h"
+#include "io/tensorfile.h"
 
 /* ---- table <-> tensor list ---- */
 

@@ -1,4 +1,4 @@
-#include "model/pyfmt.h"
+#include "base/pyfmt.h"
 
 #include <math.h>
 #include <stdio.h>

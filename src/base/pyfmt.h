@@ -1,6 +1,6 @@
 /* Numbers formatted as Python's repr() prints them, for reference-identical reprs. */
-#ifndef NPRED_MODEL_PYFMT_H
-#define NPRED_MODEL_PYFMT_H
+#ifndef NPRED_BASE_PYFMT_H
+#define NPRED_BASE_PYFMT_H
 
 #include <stddef.h>
 

@@ -1,7 +1,7 @@
 /* Restricted unpickler: see pickle.h. The pickle virtual machine here has a
  * stack, a mark stack and a memo; every object it creates is recorded in one
  * list so freeing never recurses (pickles can build cycles through the memo). */
-#include "model/pickle.h"
+#include "io/pickle.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* safetensors reader/writer: see safetensors.h. */
-#include "model/safetensors.h"
+#include "io/safetensors.h"
 
 #include <cJSON.h>
 #include <errno.h>

@@ -8,12 +8,12 @@
  * well-formed JSON, known dtypes, dtype size x shape == e - b, offsets that lie in
  * the buffer, do not overlap and leave no gaps, unique names, string metadata.
  * npred keeps its model configuration (JSON) in the metadata entry "npred_config". */
-#ifndef NPRED_MODEL_SAFETENSORS_H
-#define NPRED_MODEL_SAFETENSORS_H
+#ifndef NPRED_IO_SAFETENSORS_H
+#define NPRED_IO_SAFETENSORS_H
 
 #include <stddef.h>
 
-#include "model/tensorfile.h"
+#include "io/tensorfile.h"
 
 /* Write the list (tensors in list order, plus its metadata) atomically: a temp
  * file in the same directory, fsync, rename over `path`. */

@@ -1,4 +1,4 @@
-#include "model/mlp.h"
+#include "nn/mlp.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -6,8 +6,8 @@
  * metadata (safetensors "__metadata__", e.g. "npred_config" -> model JSON).
  *
  * Lookups are linear: lists hold tens to hundreds of tensors. */
-#ifndef NPRED_MODEL_TENSORFILE_H
-#define NPRED_MODEL_TENSORFILE_H
+#ifndef NPRED_IO_TENSORFILE_H
+#define NPRED_IO_TENSORFILE_H
 
 #include <stddef.h>
 #include <stdint.h>

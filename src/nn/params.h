@@ -10,8 +10,8 @@
  *
  * Usage: declare every entry (npred_ptable_add), then npred_ptable_alloc, then
  * fetch pointers with npred_ptable_ptr / npred_ptable_gradptr. */
-#ifndef NPRED_MODEL_PARAMS_H
-#define NPRED_MODEL_PARAMS_H
+#ifndef NPRED_NN_PARAMS_H
+#define NPRED_NN_PARAMS_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -3,11 +3,11 @@
  * possibly identity). Used by shifters (tanh), modulators (relu) and the Gaussian
  * readout's grid-mean predictor. Parameters "<prefix><2i>.weight" (out, in) and
  * "<prefix><2i>.bias" (out). Sizes are tiny, so loops are plain and in double. */
-#ifndef NPRED_MODEL_MLP_H
-#define NPRED_MODEL_MLP_H
+#ifndef NPRED_NN_MLP_H
+#define NPRED_NN_MLP_H
 
 #include "kernels/activation.h"
-#include "model/params.h"
+#include "nn/params.h"
 
 #define NPRED_MLP_MAXLAYERS 8
 

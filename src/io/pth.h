@@ -14,12 +14,12 @@
  * order, with their storage offset and strides applied. Views that run past their
  * storage, or whose elements overlap (e.g. expanded, stride 0), are errors.
  * Legacy (pre-1.6, non-zip) checkpoints are not supported. */
-#ifndef NPRED_MODEL_PTH_H
-#define NPRED_MODEL_PTH_H
+#ifndef NPRED_IO_PTH_H
+#define NPRED_IO_PTH_H
 
 #include <stddef.h>
 
-#include "model/tensorfile.h"
+#include "io/tensorfile.h"
 
 /* Read `path` into `out` (initialised here; free with npred_tensor_list_free,
  * which is also safe after an error). */

@@ -15,13 +15,13 @@
  * The result is a tree of npred_pk_obj values owned by one npred_pickle. Storages
  * are only described (dtype, key, element count); reading their bytes from the
  * zip is the caller's job (pth.c). */
-#ifndef NPRED_MODEL_PICKLE_H
-#define NPRED_MODEL_PICKLE_H
+#ifndef NPRED_IO_PICKLE_H
+#define NPRED_IO_PICKLE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/tensorfile.h"
+#include "io/tensorfile.h"
 
 typedef enum {
     NPRED_PK_NONE,

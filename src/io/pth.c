@@ -1,5 +1,5 @@
 /* PyTorch .pth reader: zip (libzip, in memory) + restricted pickle + storages. */
-#include "model/pth.h"
+#include "io/pth.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <zip.h>
 
-#include "model/pickle.h"
+#include "io/pickle.h"
 
 #define PICKLE_MAX (1u << 30)
 

@@ -1,4 +1,4 @@
-#include "model/params.h"
+#include "nn/params.h"
 
 #include <stdio.h>
 #include <stdlib.h>

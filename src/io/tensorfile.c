@@ -1,5 +1,5 @@
 /* Named tensor lists shared by the checkpoint readers and writers. */
-#include "model/tensorfile.h"
+#include "io/tensorfile.h"
 
 #include <errno.h>
 #include <stdio.h>
