@@ -9,7 +9,7 @@ BUILD   ?= build
 OPT     ?= -O3 -march=native
 BLASINC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLASLIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -g $(OPT) \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -fopenmp -g $(OPT) \
            -Iinclude -Isrc -I$(BLASINC) -I/usr/include/cjson
 LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -lz -lm -fopenmp
 SAN     ?=

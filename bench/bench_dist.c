@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include <omp.h>
 
-#include "data/simulate.h"
+#include "npred/simulate.h"
 #include "dist/dist.h"
 #include "model/model.h"
 #include "npred/data.h"

@@ -8,7 +8,7 @@
 
 #include "train/adam.h"
 #include "train/loss.h"
-#include "train/metrics.h"
+#include "npred/metrics.h"
 
 static double now(void)
 {

@@ -8,7 +8,7 @@
 #include "cli.h"
 #include "data/zipfs.h"
 #include "npred/npy.h"
-#include "viz/report.h"
+#include "npred/report.h"
 
 /* read an npy member of a dataset (folder or zip) as doubles; NULL if absent */
 static double *read_gt(const char *path, const char *rel, npred_array *shape)

@@ -4,7 +4,7 @@
 
 #include "npred/data.h"
 #include "npred/model.h"
-#include "train/evaluate.h"
+#include "npred/eval.h"
 
 typedef struct {
     int have;               /* ground truth found for at least one session */

@@ -13,10 +13,10 @@
 
 #include "cli.h"
 #include "cli_report.h"
-#include "data/simulate.h"
+#include "npred/simulate.h"
 #include "model/model.h"
 #include "npred/data.h"
-#include "train/evaluate.h"
+#include "npred/eval.h"
 #include "train/trainer.h"
 
 /* configs/sensorium_sota.json (the notebook's CNN baseline) */

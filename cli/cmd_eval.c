@@ -10,8 +10,8 @@
 #include "cli_model.h"
 #include "data/transforms.h"
 #include "npred/data.h"
-#include "train/evaluate.h"
-#include "train/metrics.h"
+#include "npred/eval.h"
+#include "npred/metrics.h"
 
 static void help(FILE *f)
 {

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "data/simulate.h"
+#include "npred/simulate.h"
 
 static void help(FILE *f)
 {

@@ -16,8 +16,8 @@
 #include "npred/data.h"
 #include "npred/model.h"
 #include "npred/npy.h"
-#include "train/evaluate.h"
-#include "train/metrics.h"
+#include "npred/eval.h"
+#include "npred/metrics.h"
 
 #define MINI_ZIP "tests/fixtures/mini_tree/static00000-1-1-GrayImageNet-test.zip"
 #define CKPT_DIR "../shared/checkpoints"

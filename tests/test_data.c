@@ -15,6 +15,7 @@
 #include <zip.h>
 
 #include "harness.h"
+#include "data/loader.h"
 #include "npred/data.h"
 #include "data/filetree.h"
 #include "data/transforms.h"

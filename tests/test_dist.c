@@ -27,7 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "data/simulate.h"
+#include "npred/simulate.h"
 #include "dist/dist.h"
 #include "harness.h"
 #include "kernels/batchnorm.h"

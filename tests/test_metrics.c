@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "train/metrics.h"
+#include "npred/metrics.h"
 
 static void compare_f64(th_case *c, const char *rel, const double *got, size_t n)
 {

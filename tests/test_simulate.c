@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <zip.h>
 
-#include "data/simulate.h"
+#include "npred/simulate.h"
 #include "harness.h"
 #include "npred/npy.h"
 

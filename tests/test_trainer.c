@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "data/simulate.h"
+#include "npred/simulate.h"
 #include "harness.h"
 #include "model/config.h"
 #include "model/model.h"

@@ -13,6 +13,14 @@
 extern "C" {
 #endif
 
+/* Marks the functions of the public API: the shared library is built with
+ * -fvisibility=hidden and exports exactly the declarations carrying NPRED_API. */
+#if defined(__GNUC__) && !defined(NPRED_STATIC_ONLY)
+#define NPRED_API __attribute__((visibility("default")))
+#else
+#define NPRED_API
+#endif
+
 typedef enum {
     NPRED_OK = 0,
     NPRED_ERR_IO,          /* file missing, unreadable, unwritable */
@@ -28,16 +36,16 @@ typedef enum {
 
 /* Record an error message (printf-style) and return `s` unchanged, so callers
  * can write `return npred_errorf(NPRED_ERR_IO, "%s: cannot open", path);`. */
-npred_status npred_errorf(npred_status s, const char *fmt, ...)
+NPRED_API npred_status npred_errorf(npred_status s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Prefix the current error message with "<prefix>: " and return `s`. */
-npred_status npred_error_prefix(npred_status s, const char *fmt, ...)
+NPRED_API npred_status npred_error_prefix(npred_status s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Last error message of this thread ("" if none). */
-const char *npred_last_error(void);
-void npred_clear_error(void);
+NPRED_API const char *npred_last_error(void);
+NPRED_API void npred_clear_error(void);
 /* Short name of a status ("io error", "format error", ...). */
-const char *npred_status_str(npred_status s);
+NPRED_API const char *npred_status_str(npred_status s);
 
 /* ---- RNG: xoshiro256** with explicit state ---- */
 typedef struct {
@@ -46,28 +54,28 @@ typedef struct {
     double spare;
 } npred_rng;
 
-void npred_rng_seed(npred_rng *r, uint64_t seed);
-uint64_t npred_rng_u64(npred_rng *r);
+NPRED_API void npred_rng_seed(npred_rng *r, uint64_t seed);
+NPRED_API uint64_t npred_rng_u64(npred_rng *r);
 /* uniform double in [0, 1) with 53 random bits */
-double npred_rng_uniform(npred_rng *r);
+NPRED_API double npred_rng_uniform(npred_rng *r);
 /* uniform integer in [0, n) without modulo bias; n > 0 */
-uint64_t npred_rng_below(npred_rng *r, uint64_t n);
+NPRED_API uint64_t npred_rng_below(npred_rng *r, uint64_t n);
 /* standard normal (Box-Muller, double precision) */
-double npred_rng_normal(npred_rng *r);
+NPRED_API double npred_rng_normal(npred_rng *r);
 /* Fisher-Yates shuffle of an index array */
-void npred_rng_shuffle(npred_rng *r, int64_t *idx, size_t n);
+NPRED_API void npred_rng_shuffle(npred_rng *r, int64_t *idx, size_t n);
 
 /* Write len bytes to path atomically: a temporary file beside it, fsync, rename,
  * then (best effort) fsync of the folder. Readers see the old or the new file,
  * never a partial one. Mode 0644. */
-npred_status npred_write_atomic(const char *path, const void *buf, size_t len);
+NPRED_API npred_status npred_write_atomic(const char *path, const void *buf, size_t len);
 
 /* Read a whole regular file into a malloc'ed buffer (*buf owned by the caller;
  * NPRED_ERR_IO naming the path when it is missing, not a regular file or unreadable). */
-npred_status npred_file_read_all(const char *path, void **buf, size_t *len);
+NPRED_API npred_status npred_file_read_all(const char *path, void **buf, size_t *len);
 
 /* checked allocation helpers: zeroed memory; return NULL on overflow/failure */
-void *npred_calloc(size_t n, size_t size);
+NPRED_API void *npred_calloc(size_t n, size_t size);
 
 #ifdef __cplusplus
 }

@@ -28,8 +28,6 @@
 extern "C" {
 #endif
 
-typedef struct cJSON cJSON;
-
 /* ---------------------------------------------------------------- tiers */
 typedef enum {
     NPRED_TIER_TRAIN,
@@ -40,9 +38,9 @@ typedef enum {
 } npred_tier;
 
 /* "train", "validation", "test", "final_test" */
-const char *npred_tier_name(npred_tier t);
+NPRED_API const char *npred_tier_name(npred_tier t);
 /* Parse a tier name; NPRED_ERR_CONFIG naming it if unknown. */
-npred_status npred_tier_parse(const char *name, npred_tier *out);
+NPRED_API npred_status npred_tier_parse(const char *name, npred_tier *out);
 
 /* ---------------------------------------------------------------- dataset */
 /* One opened scan. All trials of every data/ field present are read at open
@@ -58,7 +56,7 @@ typedef enum {
     NPRED_FIELD_COUNT
 } npred_field;
 
-const char *npred_field_name(npred_field f);
+NPRED_API const char *npred_field_name(npred_field f);
 
 /* Statistics of one field (meta/statistics/<field>/all/<stat>.npy); NULL
  * pointers where a file is absent. count = elements per statistic (1 for the
@@ -90,22 +88,22 @@ typedef struct {
  * tiers/frame_image_id/frame_image_class present and tiers valid; meta/neurons
  * arrays have n_neurons rows and unit_ids/area exist; statistics shapes match
  * their field and hold no NaN. Errors name the file and what was expected. */
-npred_status npred_dataset_open(npred_dataset **out, const char *path, const char *data_key);
-void npred_dataset_free(npred_dataset *d);
+NPRED_API npred_status npred_dataset_open(npred_dataset **out, const char *path, const char *data_key);
+NPRED_API void npred_dataset_free(npred_dataset *d);
 
-void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info *out);
+NPRED_API void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info *out);
 /* Raw cached data of a field: (N, field_size) float32, or NULL if absent. */
-const float *npred_dataset_field(const npred_dataset *d, npred_field f);
-void npred_dataset_get_stats(const npred_dataset *d, npred_field f, npred_dataset_stats *out);
+NPRED_API const float *npred_dataset_field(const npred_dataset *d, npred_field f);
+NPRED_API void npred_dataset_get_stats(const npred_dataset *d, npred_field f, npred_dataset_stats *out);
 /* meta/trials/<name>.npy and meta/neurons/<name>.npy as read (NULL if absent). */
-const npred_array *npred_dataset_trial_info(const npred_dataset *d, const char *name);
-const npred_array *npred_dataset_neuron_info(const npred_dataset *d, const char *name);
+NPRED_API const npred_array *npred_dataset_trial_info(const npred_dataset *d, const char *name);
+NPRED_API const npred_array *npred_dataset_neuron_info(const npred_dataset *d, const char *name);
 /* Names of the meta/trials and meta/neurons arrays, sorted. */
-size_t npred_dataset_trial_info_names(const npred_dataset *d, const char *const **names);
-size_t npred_dataset_neuron_info_names(const npred_dataset *d, const char *const **names);
+NPRED_API size_t npred_dataset_trial_info_names(const npred_dataset *d, const char *const **names);
+NPRED_API size_t npred_dataset_neuron_info_names(const npred_dataset *d, const char *const **names);
 /* Tier of each trial (N,), and frame_image_id as int64 (N,). */
-const npred_tier *npred_dataset_tiers(const npred_dataset *d);
-const int64_t *npred_dataset_image_ids(const npred_dataset *d);
+NPRED_API const npred_tier *npred_dataset_tiers(const npred_dataset *d);
+NPRED_API const int64_t *npred_dataset_image_ids(const npred_dataset *d);
 
 /* ---------------------------------------------------------------- config */
 /* Optional integer/double: `set` says whether the value was given (Python None). */
@@ -150,19 +148,16 @@ typedef struct {
     int overwrite_data_path;         /* 1; accepted (the /data/mouse/toliaslab prefix is never used) */
 } npred_loader_config;
 
-void npred_loader_config_init(npred_loader_config *c);
-void npred_loader_config_free(npred_loader_config *c);
-/* Set options from a JSON object whose keys are static_loaders argument names
- * (null = None). "paths" is returned through paths/n_paths when non-NULL
- * (malloc'ed strings; free with npred_loader_paths_free), else rejected.
+NPRED_API void npred_loader_config_init(npred_loader_config *c);
+NPRED_API void npred_loader_config_free(npred_loader_config *c);
+/* Set options from JSON text holding one object whose keys are static_loaders
+ * argument names (null = None). "paths" is returned through paths/n_paths when
+ * non-NULL (malloc'ed strings; free with npred_loader_paths_free), else rejected.
  * Unknown keys, wrong types and the arguments the reference cannot run
  * (include_px_position, image_reshape_list) give NPRED_ERR_CONFIG naming the key. */
-npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj,
-                                          char ***paths, size_t *n_paths);
-/* Same, from JSON text. */
-npred_status npred_loader_config_parse(npred_loader_config *c, const char *json,
+NPRED_API npred_status npred_loader_config_parse(npred_loader_config *c, const char *json,
                                        char ***paths, size_t *n_paths);
-void npred_loader_paths_free(char **paths, size_t n);
+NPRED_API void npred_loader_paths_free(char **paths, size_t n);
 
 /* ---------------------------------------------------------------- loaders */
 /* static_loaders(paths, ...): one session per path, in order. */
@@ -184,13 +179,13 @@ typedef struct {
     float response_precision_threshold;    /* 0.01 * mean(std) (normalize only) */
 } npred_session_info;
 
-npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, size_t n_paths,
+NPRED_API npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, size_t n_paths,
                                 const npred_loader_config *cfg);
-void npred_loaders_free(npred_loaders *L);
-size_t npred_loaders_count(const npred_loaders *L);
-void npred_loaders_session(const npred_loaders *L, size_t s, npred_session_info *out);
+NPRED_API void npred_loaders_free(npred_loaders *L);
+NPRED_API size_t npred_loaders_count(const npred_loaders *L);
+NPRED_API void npred_loaders_session(const npred_loaders *L, size_t s, npred_session_info *out);
 /* Index of a session by data_key, -1 if none. */
-int npred_loaders_find(const npred_loaders *L, const char *data_key);
+NPRED_API int npred_loaders_find(const npred_loaders *L, const char *data_key);
 /* Normalizer constants of a session (NULL where the field is not normalized):
  * response precision (all neurons, before selection), behavior precision,
  * eye mean/std, inputs mean/std. */
@@ -201,7 +196,7 @@ typedef struct {
     const float *behavior_precision;  /* (behavior_dim,) */
     const float *eye_mean, *eye_std;  /* (pupil_dim,) */
 } npred_normalizer_info;
-void npred_loaders_normalizer(const npred_loaders *L, size_t s, npred_normalizer_info *out);
+NPRED_API void npred_loaders_normalizer(const npred_loaders *L, size_t s, npred_normalizer_info *out);
 
 /* A batch; buffers are sized once for the largest session (capacity = batch_size
  * or an explicit capacity), so any session fits. */
@@ -224,11 +219,11 @@ typedef struct {
 } npred_batch;
 
 /* Allocate a batch able to hold `capacity` trials of any session (0: batch_size). */
-npred_status npred_batch_init(npred_batch *b, const npred_loaders *L, int64_t capacity);
-void npred_batch_free(npred_batch *b);
+NPRED_API npred_status npred_batch_init(npred_batch *b, const npred_loaders *L, int64_t capacity);
+NPRED_API void npred_batch_free(npred_batch *b);
 
 /* Transform the given trials of session s into b (overwrites b). */
-npred_status npred_loaders_get(const npred_loaders *L, size_t s, const int64_t *trials, int64_t n,
+NPRED_API npred_status npred_loaders_get(const npred_loaders *L, size_t s, const int64_t *trials, int64_t n,
                                npred_batch *b);
 
 /* Iterator over one session's tier: train is shuffled from rng at begin (rng may
@@ -242,11 +237,11 @@ typedef struct {
     int64_t n, pos;
 } npred_loader_iter;
 
-npred_status npred_loader_iter_begin(npred_loader_iter *it, const npred_loaders *L, size_t s,
+NPRED_API npred_status npred_loader_iter_begin(npred_loader_iter *it, const npred_loaders *L, size_t s,
                                      npred_tier tier, npred_rng *rng);
 /* Next batch into b; *has = 0 at the end of the epoch. */
-npred_status npred_loader_iter_next(npred_loader_iter *it, npred_batch *b, int *has);
-void npred_loader_iter_free(npred_loader_iter *it);
+NPRED_API npred_status npred_loader_iter_next(npred_loader_iter *it, npred_batch *b, int *has);
+NPRED_API void npred_loader_iter_free(npred_loader_iter *it);
 
 /* neuralpredictors LongCycler over all sessions of a tier: round robin in
  * session order, n_sessions * max_batches steps; a session that runs out starts
@@ -259,32 +254,23 @@ typedef struct {
     int64_t max_batches, step, total;
 } npred_cycler;
 
-npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng);
-npred_status npred_cycler_next(npred_cycler *c, npred_batch *b, int *has);
-int64_t npred_cycler_len(const npred_cycler *c);
+NPRED_API npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng);
+NPRED_API npred_status npred_cycler_next(npred_cycler *c, npred_batch *b, int *has);
+NPRED_API int64_t npred_cycler_len(const npred_cycler *c);
 /* Data-parallel form of npred_cycler_next: the same global batch of k trials
  * (same order, same reshuffles, so every part must be driven by an identically
  * seeded rng), of which only trials [k*part/parts, k*(part+1)/parts) are loaded
  * into b. b->n may be 0 (b->session and data_key still set); *global_n = k and
  * *offset = the first trial of the part within the global batch. */
-npred_status npred_cycler_next_part(npred_cycler *c, npred_batch *b, int *has, int part, int parts,
+NPRED_API npred_status npred_cycler_next_part(npred_cycler *c, npred_batch *b, int *has, int part, int parts,
                                     int64_t *global_n, int64_t *offset);
-void npred_cycler_free(npred_cycler *c);
+NPRED_API void npred_cycler_free(npred_cycler *c);
 
 /* RepeatsBatchSampler: trials of a tier grouped by frame_image_id, one group per
  * unique id in ascending id order, trials ascending within a group.
  * *trials (tier_n,) and *offsets (n_groups + 1,) are malloc'ed. */
-npred_status npred_loaders_repeats(const npred_loaders *L, size_t s, npred_tier tier,
+NPRED_API npred_status npred_loaders_repeats(const npred_loaders *L, size_t s, npred_tier tier,
                                    int64_t **trials, int64_t **offsets, int64_t *n_groups);
-
-/* ---------------------------------------------------------------- numpy RNG */
-/* numpy.random.RandomState (legacy MT19937), for the seeded neuron/image draws
- * of static_loader: seed(s), permutation(n), choice(n, k, replace=False). */
-typedef struct { uint32_t mt[624]; int pos; } npred_np_random;
-void npred_np_random_seed(npred_np_random *r, uint32_t seed);
-uint32_t npred_np_random_u32(npred_np_random *r);
-/* permutation of 0..n-1 into out (n,) */
-void npred_np_random_permutation(npred_np_random *r, int64_t *out, int64_t n);
 
 #ifdef __cplusplus
 }

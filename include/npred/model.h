@@ -40,56 +40,56 @@ typedef struct {
  * the structured form, see docs/config.md) for images (in_channels, in_h, in_w).
  * max_batch is the largest batch any call will use (memory is sized for it).
  * seed drives every random initialisation. */
-npred_status npred_model_create(npred_model **out, const char *config_json, const char *config_name,
+NPRED_API npred_status npred_model_create(npred_model **out, const char *config_json, const char *config_name,
                                 int in_channels, int in_h, int in_w, const npred_model_session *sessions,
                                 int n_sessions, int max_batch, uint64_t seed);
 /* Load a model saved by npred_model_save: a directory holding model.safetensors
  * (or the .safetensors file itself). */
-npred_status npred_model_load(npred_model **out, const char *path, int max_batch);
+NPRED_API npred_status npred_model_load(npred_model **out, const char *path, int max_batch);
 /* Import a PyTorch neuralpredictors/sensorium checkpoint (.pth). config_json may be
  * NULL: the architecture is then inferred from the keys and shapes. in_h/in_w are
  * the image size (0, 0: the SENSORIUM default 36x64). */
-npred_status npred_model_import_pth(npred_model **out, const char *pth_path, const char *config_json, int in_h,
+NPRED_API npred_status npred_model_import_pth(npred_model **out, const char *pth_path, const char *config_json, int in_h,
                                     int in_w, int max_batch);
 /* Write dir/model.safetensors atomically (tensors named as the PyTorch state_dict,
  * config and sessions as metadata). Creates dir if needed. */
-npred_status npred_model_save(const npred_model *m, const char *dir);
+NPRED_API npred_status npred_model_save(const npred_model *m, const char *dir);
 /* Write only the safetensors file at path (atomically). */
-npred_status npred_model_save_file(const npred_model *m, const char *path);
-void npred_model_free(npred_model *m);
+NPRED_API npred_status npred_model_save_file(const npred_model *m, const char *path);
+NPRED_API void npred_model_free(npred_model *m);
 /* Copy into dst every parameter and buffer of src whose name starts with prefix
  * (NULL: all) and that dst has too, e.g. prefix "core." to start from a pretrained
  * or imported core. A name present in both with a different shape is an error
  * naming it; *n_copied (may be NULL) counts the tensors copied. */
-npred_status npred_model_copy_parameters(npred_model *dst, const npred_model *src, const char *prefix,
+NPRED_API npred_status npred_model_copy_parameters(npred_model *dst, const npred_model *src, const char *prefix,
                                          int *n_copied);
 /* Open a model from a run folder, a .safetensors file or a PyTorch .pth / .pt (imported,
  * architecture inferred; in_h/in_w as npred_model_import_pth). */
-npred_status npred_model_open(npred_model **out, const char *path, int in_h, int in_w, int max_batch);
+NPRED_API npred_status npred_model_open(npred_model **out, const char *path, int in_h, int in_w, int max_batch);
 
 /* Eval-mode firing rates out (B, n) for images (B, C, H, W); pupil_center (B, 2)
  * is required when the model has a shifter, behavior (B, k) with a modulator.
  * Any B works; batches larger than max_batch are processed in chunks. */
-npred_status npred_model_predict(npred_model *m, const char *key, const float *images, int B,
+NPRED_API npred_status npred_model_predict(npred_model *m, const char *key, const float *images, int B,
                                  const float *pupil_center, const float *behavior, float *out);
 
 /* Introspection */
-int npred_model_n_sessions(const npred_model *m);
-const char *npred_model_session_key(const npred_model *m, int i);
-int npred_model_session_neurons(const npred_model *m, int i);
-int npred_model_session_index(const npred_model *m, const char *key); /* -1 if absent */
-void npred_model_input_shape(const npred_model *m, int *c, int *h, int *w);
-void npred_model_core_output_shape(const npred_model *m, int *c, int *h, int *w);
-int npred_model_has_shifter(const npred_model *m);
-int npred_model_behavior_channels(const npred_model *m); /* 0 without a modulator */
+NPRED_API int npred_model_n_sessions(const npred_model *m);
+NPRED_API const char *npred_model_session_key(const npred_model *m, int i);
+NPRED_API int npred_model_session_neurons(const npred_model *m, int i);
+NPRED_API int npred_model_session_index(const npred_model *m, const char *key); /* -1 if absent */
+NPRED_API void npred_model_input_shape(const npred_model *m, int *c, int *h, int *w);
+NPRED_API void npred_model_core_output_shape(const npred_model *m, int *c, int *h, int *w);
+NPRED_API int npred_model_has_shifter(const npred_model *m);
+NPRED_API int npred_model_behavior_channels(const npred_model *m); /* 0 without a modulator */
 /* Readout positions (eval mode, after the clamp) of session i: (n, 2) x, y in
  * [-1, 1]; NPRED_ERR_UNSUPPORTED for readouts without positions. */
-npred_status npred_model_readout_positions(npred_model *m, int i, float *xy);
+NPRED_API npred_status npred_model_readout_positions(npred_model *m, int i, float *xy);
 /* Resolved configuration as JSON text (caller frees with free()). */
-char *npred_model_config_json(const npred_model *m);
+NPRED_API char *npred_model_config_json(const npred_model *m);
 /* Human-readable description in the reference's words (reprs, parameter counts
  * per part and per neuron, shapes); caller frees with free(). */
-char *npred_model_describe(const npred_model *m);
+NPRED_API char *npred_model_describe(const npred_model *m);
 
 #ifdef __cplusplus
 }

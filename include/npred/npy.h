@@ -35,34 +35,34 @@ typedef struct {
 } npred_array;
 
 /* Read a .npy file. On success `out` owns its data (free with npred_array_free). */
-npred_status npred_npy_read(const char *path, npred_array *out);
+NPRED_API npred_status npred_npy_read(const char *path, npred_array *out);
 /* Parse a .npy image held in memory; `name` is used in error messages. */
-npred_status npred_npy_parse(const void *buf, size_t len, const char *name, npred_array *out);
+NPRED_API npred_status npred_npy_parse(const void *buf, size_t len, const char *name, npred_array *out);
 /* Write atomically (temp file + rename). Little-endian, format 1.0 (2.0 if the
  * header needs it). */
-npred_status npred_npy_write(const char *path, const npred_array *a);
+NPRED_API npred_status npred_npy_write(const char *path, const npred_array *a);
 /* Serialize into a malloc'ed buffer. */
-npred_status npred_npy_serialize(const npred_array *a, void **buf, size_t *len);
+NPRED_API npred_status npred_npy_serialize(const npred_array *a, void **buf, size_t *len);
 
-void npred_array_free(npred_array *a);
+NPRED_API void npred_array_free(npred_array *a);
 /* Make an array owning zeroed storage. */
-npred_status npred_array_alloc(npred_array *a, npred_dtype dt, size_t itemsize, int ndim,
+NPRED_API npred_status npred_array_alloc(npred_array *a, npred_dtype dt, size_t itemsize, int ndim,
                                const int64_t *shape);
 
 /* Convert any numeric array to a newly malloc'ed float32 / float64 / int64 buffer
  * (count elements). Strings give NPRED_ERR_SHAPE. */
-npred_status npred_array_to_f32(const npred_array *a, float **out);
-npred_status npred_array_to_f64(const npred_array *a, double **out);
-npred_status npred_array_to_i64(const npred_array *a, int64_t **out);
+NPRED_API npred_status npred_array_to_f32(const npred_array *a, float **out);
+NPRED_API npred_status npred_array_to_f64(const npred_array *a, double **out);
+NPRED_API npred_status npred_array_to_i64(const npred_array *a, int64_t **out);
 
 /* Element i of a string array as a NUL-terminated UTF-8 string in buf
  * (trailing NULs stripped as NumPy does). */
-npred_status npred_array_get_str(const npred_array *a, size_t i, char *buf, size_t bufsize);
+NPRED_API npred_status npred_array_get_str(const npred_array *a, size_t i, char *buf, size_t bufsize);
 
 /* dtype name as NumPy writes it in a header ("<f4", "|b1", "<U12"). */
-void npred_dtype_descr(npred_dtype dt, size_t itemsize, char *buf, size_t bufsize);
+NPRED_API void npred_dtype_descr(npred_dtype dt, size_t itemsize, char *buf, size_t bufsize);
 /* Size in bytes of one element of a numeric dtype (0 for strings). */
-size_t npred_dtype_size(npred_dtype dt);
+NPRED_API size_t npred_dtype_size(npred_dtype dt);
 
 #ifdef __cplusplus
 }

@@ -10,4 +10,24 @@
 
 #include "npred/data.h"
 
+typedef struct cJSON cJSON;
+
+/* npred_loader_config_parse on a parsed JSON object (keys: static_loaders argument names)
+ * (null = None). "paths" is returned through paths/n_paths when non-NULL
+ * (malloc'ed strings; free with npred_loader_paths_free), else rejected.
+ * Unknown keys, wrong types and the arguments the reference cannot run
+ * (include_px_position, image_reshape_list) give NPRED_ERR_CONFIG naming the key. */
+npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj,
+                                          char ***paths, size_t *n_paths);
+
+/* ---------------------------------------------------------------- numpy RNG */
+/* numpy.random.RandomState (legacy MT19937), for the seeded neuron/image draws
+ * of static_loader: seed(s), permutation(n), choice(n, k, replace=False). */
+typedef struct { uint32_t mt[624]; int pos; } npred_np_random;
+void npred_np_random_seed(npred_np_random *r, uint32_t seed);
+uint32_t npred_np_random_u32(npred_np_random *r);
+/* permutation of 0..n-1 into out (n,) */
+void npred_np_random_permutation(npred_np_random *r, int64_t *out, int64_t n);
+
+
 #endif

@@ -1,7 +1,7 @@
 /* numpy.random.RandomState (legacy MT19937) seeding, 32-bit draws and
  * permutation, so that static_loader's seeded neuron_n / image_n draws select
  * the same trials and neurons as NumPy does. */
-#include "npred/data.h"
+#include "data/loader.h"
 
 void npred_np_random_seed(npred_np_random *r, uint32_t seed)
 {

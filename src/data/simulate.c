@@ -10,7 +10,7 @@
  * from (session, trial file index), a session's neurons from the session. So the
  * output does not depend on the thread count or on the chunking.
  * Threads: OpenMP over the trials of a chunk (one level; no BLAS here). */
-#include "data/simulate.h"
+#include "npred/simulate.h"
 
 #include <cJSON.h>
 #include <dirent.h>

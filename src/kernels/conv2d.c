@@ -306,7 +306,7 @@ static float *align_ws(void *ws, size_t *bytes)
 
 size_t npred_conv2d_workspace_size(const npred_conv2d_params *p, npred_conv2d_algo algo)
 {
-    int oh, ow;
+    int oh = 0, ow = 0;
     if (npred_conv2d_output_size(p, &oh, &ow) != NPRED_OK) {
         npred_clear_error();
         return 0;

@@ -50,6 +50,7 @@
 
 #include <stdint.h>
 #include "npred/base.h"
+#include "npred/train.h"
 
 typedef struct {
     int64_t interval;           /* 5: epochs between evaluations */
@@ -83,12 +84,7 @@ typedef enum {
     NPRED_ES_PHASE_DONE
 } npred_es_phase;
 
-typedef enum {
-    NPRED_ES_STOP_NONE,      /* still running */
-    NPRED_ES_STOP_PATIENCE,  /* all lr_decay_steps repeats ran out of patience */
-    NPRED_ES_STOP_MAX_ITER,  /* epoch reached max_iter */
-    NPRED_ES_STOP_NONFINITE  /* the objective was NaN or infinite */
-} npred_es_stop;
+/* npred_es_stop (why a run ended) is public: include/npred/train.h */
 
 typedef struct {
     npred_es_params p;

@@ -1,12 +1,12 @@
 /* Model evaluation: predictions over a tier, then the SENSORIUM metrics (evaluate.h). */
-#include "train/evaluate.h"
+#include "npred/eval.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/metrics.h"
+#include "npred/metrics.h"
 
 void npred_eval_results_free(npred_eval_results *res)
 {

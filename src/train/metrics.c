@@ -1,5 +1,5 @@
 /* Evaluation metrics (see metrics.h). T = trials, N = neurons, I = images. */
-#include "train/metrics.h"
+#include "npred/metrics.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -17,7 +17,7 @@
 #include "io/safetensors.h"
 #include "train/adam.h"
 #include "train/loss.h"
-#include "train/metrics.h"
+#include "npred/metrics.h"
 #include "train/scheduler.h"
 #include "dist/dist.h"
 #include "kernels/batchnorm_sync.h"
@@ -189,6 +189,15 @@ cJSON *npred_trainer_config_to_json(const npred_trainer_config *c)
     if (c->seed_set) cJSON_AddNumberToObject(o, "seed", (double)c->seed);
     else cJSON_AddNullToObject(o, "seed");
     return o;
+}
+
+char *npred_trainer_config_json(const npred_trainer_config *c)
+{
+    cJSON *o = npred_trainer_config_to_json(c);
+    char *txt = o ? cJSON_Print(o) : NULL;
+    cJSON_Delete(o);
+    if (!txt) npred_errorf(NPRED_ERR_NOMEM, "trainer config: out of memory");
+    return txt;
 }
 
 /* ------------------------------------------------------------------ trainer */

@@ -1,4 +1,4 @@
-#include "viz/report.h"
+#include "npred/report.h"
 
 #include <errno.h>
 #include <math.h>

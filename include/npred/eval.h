@@ -9,20 +9,24 @@
  *                              model reaches of the correlation a repeat of the same
  *                              image reaches: 1 = as good as the noise allows)
  *
- * Metrics come from train/metrics.h (double precision, numpy semantics); the
+ * Metrics come from npred/metrics.h (double precision, numpy semantics); the
  * ground truth is the loader's (normalized) response, as in sensorium. Trials are
  * grouped by frame_image_id. "overall" pools the neurons of every session (each
  * neuron counts once; FEVE over the kept neurons of all sessions). A value that is
  * undefined (e.g. FEVE without repeats, or with no neuron passing the FEV
  * threshold) is NaN. */
-#ifndef NPRED_TRAIN_EVALUATE_H
-#define NPRED_TRAIN_EVALUATE_H
+#ifndef NPRED_EVAL_H
+#define NPRED_EVAL_H
 
 #include <stdint.h>
 
 #include "npred/base.h"
 #include "npred/data.h"
 #include "npred/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct {
     int64_t n_neurons;         /* neurons pooled here */
@@ -56,7 +60,10 @@ typedef struct {
  * needs them (errors name the session and what is missing). The tier runs in
  * ascending trial order; m's last-forward state is overwritten. res is
  * overwritten; free it with npred_eval_results_free (also after an error). */
-npred_status npred_evaluate(npred_model *m, const npred_loaders *L, npred_tier tier, npred_eval_results *res);
-void npred_eval_results_free(npred_eval_results *res);
+NPRED_API npred_status npred_evaluate(npred_model *m, const npred_loaders *L, npred_tier tier, npred_eval_results *res);
+NPRED_API void npred_eval_results_free(npred_eval_results *res);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

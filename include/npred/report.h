@@ -1,21 +1,28 @@
 /* The pictures of a run folder: training curves from log.csv, the histogram of
  * per-neuron test correlations, readout positions (with the ground truth when the
  * data has it) and the first-layer filters. PNG files, written atomically. */
-#ifndef NPRED_VIZ_REPORT_H
-#define NPRED_VIZ_REPORT_H
+#ifndef NPRED_REPORT_H
+#define NPRED_REPORT_H
 
 #include "npred/model.h"
-#include "train/evaluate.h"
+#include "npred/eval.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* training_loss.png, validation_objective.png (correlation or Poisson loss, as log.csv says),
  * learning_rate.png from dir/log.csv */
-npred_status npred_report_curves(const char *dir);
+NPRED_API npred_status npred_report_curves(const char *dir);
 /* test_correlations.png: per-neuron single-trial correlations of all sessions */
-npred_status npred_report_correlations(const char *dir, const npred_eval_results *r);
+NPRED_API npred_status npred_report_correlations(const char *dir, const npred_eval_results *r);
 /* positions_<key>.png: the readout positions of session i in core-output grid
  * coordinates; gt_xy (n, 2) in the same coordinates, or NULL. */
-npred_status npred_report_positions(const char *dir, npred_model *m, int i, const double *gt_xy);
+NPRED_API npred_status npred_report_positions(const char *dir, npred_model *m, int i, const double *gt_xy);
 /* filters.png: the first conv layer's weights */
-npred_status npred_report_filters(const char *dir, const npred_model *m);
+NPRED_API npred_status npred_report_filters(const char *dir, const npred_model *m);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -17,8 +17,8 @@
  * With modulate, m_t is a fixed function of the trial's behaviour, and the eye
  * position shifts all RF positions of the trial (as a shifter does).
  * See docs/simulate.md for every formula and file. */
-#ifndef NPRED_DATA_SIMULATE_H
-#define NPRED_DATA_SIMULATE_H
+#ifndef NPRED_SIMULATE_H
+#define NPRED_SIMULATE_H
 
 #include <stdint.h>
 
@@ -62,20 +62,20 @@ typedef struct {
  * with NPRED_ERR_INTERRUPTED. `done`/`total` count trials of session `session`. */
 typedef int (*npred_sim_progress_fn)(void *user, int session, int64_t done, int64_t total);
 
-npred_sim_params npred_sim_default_params(void);
+NPRED_API npred_sim_params npred_sim_default_params(void);
 /* Check every field; NPRED_ERR_ARG with a message naming the bad option. */
-npred_status npred_sim_validate(const npred_sim_params *p);
+NPRED_API npred_status npred_sim_validate(const npred_sim_params *p);
 /* "90000-1-3" for session 2 (0-based). */
-void npred_sim_data_key(const npred_sim_params *p, int session, char *buf, size_t bufsize);
+NPRED_API void npred_sim_data_key(const npred_sim_params *p, int session, char *buf, size_t bufsize);
 /* "static90000-1-3-GrayImageNet-<hash>" (no ".zip"). */
-void npred_sim_tree_name(const npred_sim_params *p, int session, char *buf, size_t bufsize);
+NPRED_API void npred_sim_tree_name(const npred_sim_params *p, int session, char *buf, size_t bufsize);
 
 /* Write every session under out_dir (created if missing; must be empty unless
  * p->force, which replaces only the trees/zips this run writes). Deterministic:
  * the same params give byte-identical files for any thread count. Memory: about
  * trials x neurons x 4 bytes (kept for the response statistics) plus
  * test trials x neurons x 4; data files are written trial by trial. */
-npred_status npred_simulate(const npred_sim_params *p, const char *out_dir,
+NPRED_API npred_status npred_simulate(const npred_sim_params *p, const char *out_dir,
                             npred_sim_progress_fn progress, void *user);
 
 #ifdef __cplusplus

@@ -1,0 +1,21 @@
+/* npred: the whole public C API in one include.
+ *
+ *   #include <npred/npred.h>      (cc prog.c $(pkg-config --cflags --libs npred))
+ *
+ * Every function returns an npred_status (or a value documented next to it), never
+ * prints and never exits; npred_last_error() explains a failure. docs/c-api.md lists
+ * every function with its ownership, threading and error rules. */
+#ifndef NPRED_NPRED_H
+#define NPRED_NPRED_H
+
+#include "npred/base.h"
+#include "npred/npy.h"
+#include "npred/data.h"
+#include "npred/model.h"
+#include "npred/train.h"
+#include "npred/eval.h"
+#include "npred/metrics.h"
+#include "npred/simulate.h"
+#include "npred/report.h"
+
+#endif
