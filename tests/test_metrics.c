@@ -219,6 +219,63 @@ static void test_conservative_oracle_hand(void)
     npred_metrics_repeats_free(&g);
 }
 
+/* snr: an independent double reference (groups by id, Anscombe, ddof 0 / ddof 1) and
+ * the values numpy's np_functions.snr gives for these responses (unequal repeats) */
+static void test_snr(void)
+{
+    enum { T = 7, N = 2 };
+    const float y[T * N] = {0.5f, 2.0f, 1.0f, 0.0f, 3.0f, 1.5f, 0.0f, 4.0f, 2.5f, 1.0f, 1.5f, 0.5f, 4.0f, 2.0f};
+    const int64_t ids[T] = {7, 3, 7, 3, 9, 9, 9};
+    const double numpy_snr[N] = {0.49799405, 0.02387238};
+    npred_metrics_repeats g;
+    if (!CHECK_OK(npred_metrics_repeats_init(&g, ids, T))) return;
+    double r[N];
+    CHECK_OK(npred_metrics_snr(r, y, &g, N));
+    const int64_t uniq[3] = {3, 7, 9};
+    for (int j = 0; j < N; j++) {
+        double mu[3], mbar = 0, s2bar = 0;
+        for (int i = 0; i < 3; i++) {
+            double a[T], m = 0;
+            int c = 0;
+            for (int t = 0; t < T; t++)
+                if (ids[t] == uniq[i]) a[c++] = 2 * sqrt(y[t * N + j] + 0.375);
+            for (int k = 0; k < c; k++) m += a[k] / c;
+            double v = 0;
+            for (int k = 0; k < c; k++) v += (a[k] - m) * (a[k] - m) / (c - 1);
+            mu[i] = m;
+            mbar += m / 3;
+            s2bar += v / 3;
+        }
+        double num = 0;
+        for (int i = 0; i < 3; i++) num += (mu[i] - mbar) * (mu[i] - mbar) / 3;
+        CHECK(fabs(r[j] - num / s2bar) <= 1e-12 * fabs(num / s2bar), "snr[%d] %.17g vs reference %.17g", j, r[j],
+              num / s2bar);
+        CHECK(fabs(r[j] - numpy_snr[j]) <= 1e-8, "snr[%d] %.10g vs numpy %.10g", j, r[j], numpy_snr[j]);
+    }
+    npred_metrics_repeats_free(&g);
+}
+
+/* gini: numpy values, one column of a matrix by stride, NaN */
+static void test_gini(void)
+{
+    const double a[5] = {3.0, 0.5, -1.0, 2.0, 7.5}, b[4] = {0, 0, 0, 1}, eq[3] = {2, 2, 2};
+    double v = -1;
+    CHECK_OK(npred_metrics_gini(&v, a, 5, 1));
+    CHECK(fabs(v - 0.65) < 1e-15, "gini %.17g, numpy 0.65", v);
+    CHECK_OK(npred_metrics_gini(&v, b, 4, 1));
+    CHECK(fabs(v - 0.75) < 1e-15, "gini %.17g, numpy 0.75", v);
+    CHECK_OK(npred_metrics_gini(&v, eq, 3, 1));
+    CHECK(fabs(v) < 1e-15, "equal values: gini %.17g, want 0", v);
+    /* column 1 of a (3, 2) matrix: {0, 0, 1} -> (4 - 2 * 1 / 1) / 3 */
+    const double m[6] = {5, 0, 1, 0, 2, 1};
+    CHECK_OK(npred_metrics_gini(&v, m + 1, 3, 2));
+    CHECK(fabs(v - 2.0 / 3.0) < 1e-15, "strided gini %.17g", v);
+    const double n[2] = {1, NAN};
+    CHECK_OK(npred_metrics_gini(&v, n, 2, 1));
+    CHECK(isnan(v), "NaN input gives NaN, got %g", v);
+    CHECK(npred_metrics_gini(&v, a, 0, 1) == NPRED_ERR_SHAPE, "no values");
+}
+
 static void test_bad_input(void)
 {
     npred_metrics_repeats g;
@@ -240,6 +297,8 @@ int main(void)
     RUN(test_corr_edges);
     RUN(test_single_repeats);
     RUN(test_conservative_oracle_hand);
+    RUN(test_snr);
+    RUN(test_gini);
     RUN(test_bad_input);
     return th_summary();
 }

@@ -8,7 +8,7 @@
 #include "harness.h"
 #include "kernels/regularizers.h"
 
-enum { REF_L2, REF_L2NORM, REF_GAUSS };
+enum { REF_L2, REF_L2NORM, REF_GAUSS, REF_L1 };
 
 /* Laplace filters as the spec lists them; 7x7 is its first four rows mirrored. */
 static void ref_filter(double *out, int f)
@@ -84,7 +84,7 @@ static double ref_value(const double *w, const cfg *c)
                 }
         } else {
             for (int k = 0; k < ho * wo; k++) {
-                num += out[k] * out[k];
+                num += c->kind == REF_L1 ? fabs(out[k]) : out[k] * out[k];
                 nnum += 1;
             }
         }
@@ -94,6 +94,8 @@ static double ref_value(const double *w, const cfg *c)
     double nden = (double)slices * plane;
     if (c->kind == REF_L2)
         return (c->avg ? num / nnum : num) / 2.0;
+    if (c->kind == REF_L1)
+        return c->avg ? num / nnum : num;
     return c->avg ? (num / nnum) / (den / nden) : num / den;
 }
 
@@ -116,6 +118,8 @@ static npred_status run_kernel(double *value, float *dw, const float *w, double 
     case REF_L2:
         return npred_reg_laplace_l2(value, dw, w, scale, c->o, c->i, c->kh, c->kw, c->pad, c->f,
                                     c->avg);
+    case REF_L1:
+        return npred_reg_laplace_l1(value, dw, w, scale, c->o, c->i, c->kh, c->kw, c->pad, c->avg);
     case REF_L2NORM:
         return npred_reg_laplace_l2norm(value, dw, w, scale, c->o, c->i, c->kh, c->kw, c->pad,
                                         c->avg);
@@ -227,6 +231,30 @@ static void test_laplace_l2norm_grad(void)
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++)
         check_case(&cases[k], 0, -1, 200 + k);
+}
+
+/* LaplaceL1 (module default padding 0, Stacked2dCore's laplace_padding, None -> 1);
+ * random weights keep every filtered value away from the kink at 0 */
+static void test_laplace_l1_grad(void)
+{
+    static const cfg cases[] = {
+        {REF_L1, 2, 3, 5, 4, 0, 3, 1, 0},  {REF_L1, 3, 1, 3, 3, 0, 3, 0, 0},
+        {REF_L1, 1, 2, 4, 5, -1, 3, 1, 0}, {REF_L1, 2, 1, 6, 5, 2, 3, 0, 0},
+        {REF_L1, 1, 2, 23, 21, 1, 3, 1, 0}, /* scratch beyond the stack buffer */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++)
+        check_case(&cases[k], 0, -1, 500 + k);
+}
+
+/* |x| has gradient 0 at 0: an all-zero slice gets none */
+static void test_laplace_l1_zero(void)
+{
+    float w[9] = {0}, dw[9] = {0};
+    double v = -1;
+    CHECK_OK(npred_reg_laplace_l1(&v, dw, w, 1.0, 1, 1, 3, 3, 1, true));
+    int zero = 1;
+    for (int k = 0; k < 9; k++) zero &= dw[k] == 0.0f;
+    CHECK(v == 0.0 && zero, "value %g, gradient not zero", v);
 }
 
 static void test_gaussian_laplace_l2_grad(void)
@@ -443,6 +471,8 @@ int main(void)
     RUN(test_filters);
     RUN(test_laplace_l2_grad);
     RUN(test_laplace_l2norm_grad);
+    RUN(test_laplace_l1_grad);
+    RUN(test_laplace_l1_zero);
     RUN(test_gaussian_laplace_l2_grad);
     RUN(test_group_sparsity);
     RUN(test_torch_t2);

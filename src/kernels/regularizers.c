@@ -186,12 +186,13 @@ static void filter_slice_t(double *g,       // (kh, kw)
         }
 }
 
-typedef enum { K_L2, K_L2NORM, K_GAUSS } lap_kind;
+typedef enum { K_L2, K_L2NORM, K_GAUSS, K_L1 } lap_kind;
 
 /* The Laplace family on a ready plan. Numerator: sum over slices and filtered
  * cells of c[p, q] * filtered^2, where c = 1, or for K_GAUSS the sum of
  * (1 - G)^2 over the mask cells that broadcast onto (p, q). Denominator: sum W^2.
  *   K_L2:          value = num / cn / 2
+ *   K_L1:          value = num / cn with |filtered| in place of filtered^2
  *   K_L2NORM/GAUSS value = (num / cn) / (den / cd)
  * with cn, cd the element counts under avg, else 1. The gradient is two more
  * passes: filter each slice again, weight it, and apply the transpose. */
@@ -227,10 +228,10 @@ static npred_status laplace_run(double *value, float *dw, const float *w, double
     for (size_t s = 0; s < slices; s++) {
         filter_slice(fs, w + s * plane, pl);
         for (size_t k = 0; k < cells; k++)
-            num += c[k] * fs[k] * fs[k];
+            num += kind == K_L1 ? fabs(fs[k]) : c[k] * fs[k] * fs[k];
     }
     size_t n = slices * plane;
-    if (kind != K_L2)
+    if (kind == K_L2NORM || kind == K_GAUSS)
         for (size_t k = 0; k < n; k++)
             den += (double)w[k] * w[k];
     /* GaussianLaplaceL2's mean runs over the broadcast (slices, kh, kw) */
@@ -241,6 +242,10 @@ static npred_status laplace_run(double *value, float *dw, const float *w, double
     if (kind == K_L2) {
         v = num / cn / 2.0;
         gnum = scale / (2.0 * cn);
+        gden = 0.0;
+    } else if (kind == K_L1) {
+        v = num / cn;
+        gnum = scale / cn;
         gden = 0.0;
     } else {
         double dn = den / cd;
@@ -254,8 +259,9 @@ static npred_status laplace_run(double *value, float *dw, const float *w, double
         for (size_t s = 0; s < slices; s++) {
             const float *ws = w + s * plane;
             filter_slice(fs, ws, pl);
+            /* d|f|/df = sign(f) (0 at 0, as torch's abs) */
             for (size_t k = 0; k < cells; k++)
-                fs[k] *= c[k];
+                fs[k] = kind == K_L1 ? 0.5 * ((fs[k] > 0.0) - (fs[k] < 0.0)) : fs[k] * c[k];
             filter_slice_t(g, fs, pl);
             for (size_t e = 0; e < plane; e++)
                 dw[s * plane + e] += (float)(2.0 * gnum * g[e] + 2.0 * gden * ws[e]);
@@ -275,6 +281,16 @@ npred_status npred_reg_laplace_l2(double *value, float *dw, const float *w, doub
     if (st != NPRED_OK)
         return st;
     return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_L2, avg, 0.0);
+}
+
+npred_status npred_reg_laplace_l1(double *value, float *dw, const float *w, double scale,
+                                  int out_ch, int in_ch, int kh, int kw, int padding, bool avg)
+{
+    lap_plan pl;
+    npred_status st = plan_init(&pl, "LaplaceL1", w, out_ch, in_ch, kh, kw, padding, 3);
+    if (st != NPRED_OK)
+        return st;
+    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_L1, avg, 0.0);
 }
 
 npred_status npred_reg_laplace_l2norm(double *value, float *dw, const float *w, double scale,

@@ -45,6 +45,14 @@ npred_status npred_reg_laplace_l2(double *value, float *dw, // (O, I, kh, kw)
                                   double scale, int out_ch, int in_ch, int kh, int kw,
                                   int padding, int filter_size, bool avg);
 
+/* LaplaceL1(padding)(W, avg), the 3x3 filter: agg(|laplace(W)|), agg = mean (avg) or
+ * sum over (S, Ho, Wo); the gradient of |f| at f = 0 is 0 (torch's abs). The module's
+ * own default padding is 0; NPRED_REG_PAD_DEFAULT gives padding=None (1). */
+npred_status npred_reg_laplace_l1(double *value, float *dw, // (O, I, kh, kw)
+                                  const float *w,           // (O, I, kh, kw)
+                                  double scale, int out_ch, int in_ch, int kh, int kw,
+                                  int padding, bool avg);
+
 /* LaplaceL2norm(padding)(W, avg), always the 3x3 filter:
  *   agg(laplace(W)^2) / agg(W^2); with avg the two means have different counts
  *   (S*Ho*Wo and S*kh*kw). 0/0 (all-zero W) gives NaN, as in the reference. */

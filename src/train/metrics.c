@@ -332,6 +332,69 @@ npred_status npred_metrics_explainable_var(double *r, const float *responses,
     return NPRED_OK;
 }
 
+npred_status npred_metrics_snr(double *r, const float *responses, const npred_metrics_repeats *g, int64_t N)
+{
+    const char *who = "snr";
+    npred_status st = check_groups(who, g);
+    if (st || (st = check(who, r, responses, g->n_trials, N))) return st;
+    const int64_t T = g->n_trials, I = g->n_images;
+    double *ans = npred_calloc((size_t)(T * N), sizeof(double)), *means = npred_calloc((size_t)I, sizeof(double));
+    if (!ans || !means) {
+        free(ans);
+        free(means);
+        return npred_errorf(NPRED_ERR_NOMEM, "%s: cannot allocate %lld x %lld values", who, (long long)T, (long long)N);
+    }
+    for (int64_t k = 0; k < T * N; k++) ans[k] = 2.0 * sqrt((double)responses[k] + 3.0 / 8.0);
+    mat a = {NULL, ans, N};
+    for (int64_t j = 0; j < N; j++) {
+        for (int64_t i = 0; i < I; i++) {
+            double s = 0;
+            for (int64_t k = g->offsets[i]; k < g->offsets[i + 1]; k++) s += ans[g->trials[k] * N + j];
+            means[i] = s / (double)(g->offsets[i + 1] - g->offsets[i]);
+        }
+        mat m = {NULL, means, 1};
+        r[j] = var_col(m, NULL, 0, I, 0, 0) / noise_var(a, g, j, 1);
+    }
+    free(ans);
+    free(means);
+    return NPRED_OK;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+npred_status npred_metrics_gini(double *out, const double *x, int64_t n, int64_t stride)
+{
+    if (!out || !x) return npred_errorf(NPRED_ERR_ARG, "gini: NULL argument");
+    if (n <= 0 || stride <= 0)
+        return npred_errorf(NPRED_ERR_SHAPE, "gini: expected n > 0 values and stride > 0, got %lld, %lld",
+                            (long long)n, (long long)stride);
+    double *v = npred_calloc((size_t)n, sizeof(double));
+    if (!v) return npred_errorf(NPRED_ERR_NOMEM, "gini: cannot allocate %lld values", (long long)n);
+    int has_nan = 0;
+    for (int64_t k = 0; k < n; k++) {
+        v[k] = x[k * stride];
+        has_nan |= isnan(v[k]);
+    }
+    if (has_nan) {
+        free(v);
+        *out = NAN;
+        return NPRED_OK;
+    }
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    double c = 0, sc = 0;
+    for (int64_t k = 0; k < n; k++) {
+        c += v[k];
+        sc += c;
+    }
+    free(v);
+    *out = ((double)n + 1.0 - 2.0 * sc / c) / (double)n;
+    return NPRED_OK;
+}
+
 double npred_metrics_mean(const double *x, int64_t N)
 {
     if (N <= 0) return NAN;
