@@ -784,6 +784,84 @@ static void test_cycler(void)
     npred_loaders_free(L);
 }
 
+/* ShortCycler and Exhauster on the same two sessions (2 and 1 train batches) */
+static void test_short_cycler_exhauster(void)
+{
+    const char *paths[2] = {g_tiny, tree_path("small")};
+    npred_loader_config c;
+    npred_loader_config_init(&c);
+    CHECK_OK(npred_loader_config_parse(&c, "{\"batch_size\": 4, \"normalize\": false}", NULL, NULL));
+    npred_loaders *L = NULL;
+    npred_status s = npred_loaders_open(&L, paths, 2, &c);
+    CHECK_OK(s);
+    npred_loader_config_free(&c);
+    if (s) return;
+    npred_batch b;
+    CHECK_OK(npred_batch_init(&b, L, 0));
+    const npred_cycler_kind kinds[2] = {NPRED_CYCLER_SHORT, NPRED_CYCLER_EXHAUST};
+    const int want_len[2] = {2, 3};
+    const int want_session[2][3] = {{0, 1}, {0, 0, 1}};
+    const int64_t want_n[2][3] = {{4, 3}, {4, 2, 3}};
+    for (int k = 0; k < 2; k++) {
+        npred_rng rng;
+        npred_rng_seed(&rng, 1);
+        npred_cycler cy;
+        if (!CHECK_OK(npred_cycler_begin_kind(&cy, L, NPRED_TIER_TRAIN, &rng, kinds[k]))) continue;
+        CHECK(npred_cycler_len(&cy) == want_len[k], "kind %d: length %lld", k, (long long)npred_cycler_len(&cy));
+        int got = 0, has = 1, seen[N] = {0};
+        while (CHECK_OK(npred_cycler_next(&cy, &b, &has)) && has && got < 6) {
+            CHECK(got < want_len[k] && b.session == want_session[k][got] && b.n == want_n[k][got],
+                  "kind %d step %d: session %d, %lld trials", k, got, b.session, (long long)b.n);
+            if (b.session == 0)
+                for (int i = 0; i < b.n; i++) seen[b.trials[i]]++;
+            got++;
+        }
+        CHECK(got == want_len[k], "kind %d: %d steps", k, got);
+        if (k == 1)
+            for (int t = 0; t < N; t++)
+                CHECK(seen[t] == (strcmp(TIERS[t], "train") ? 0 : 1), "Exhauster: trial %d once", t);
+        npred_cycler_free(&cy);
+    }
+    npred_cycler cy;
+    CHECK(npred_cycler_begin_kind(&cy, L, NPRED_TIER_TRAIN, NULL, (npred_cycler_kind)7) == NPRED_ERR_ARG,
+          "unknown kind");
+    npred_batch_free(&b);
+    npred_loaders_free(L);
+}
+
+/* SampledSubsetRandomSampler / SampledSubsetSequentialSampler against numpy:
+ * np.random.seed(s); np.random.choice(idx, size, replace=size > len(idx)) (then np.sort) */
+static void test_sampled_subset_samplers(void)
+{
+    const int64_t idx[7] = {10, 11, 12, 13, 14, 15, 16};
+    const int64_t no_repl[4] = {14, 16, 15, 13}, no_repl_next[4] = {16, 14, 11, 12};
+    const int64_t repl[11] = {12, 10, 11, 13, 10, 10, 10, 15, 15, 13, 12};
+    const int64_t repl_sorted[11] = {10, 10, 10, 10, 11, 12, 12, 13, 13, 15, 15};
+    const int64_t all7[7] = {12, 15, 10, 16, 13, 11, 14};
+    int64_t out[11];
+    npred_np_random r;
+    npred_np_random_seed(&r, 3);
+    CHECK_OK(npred_sampled_subset(out, idx, 7, 4, 0, &r));
+    CHECK(!memcmp(out, no_repl, sizeof no_repl), "random sampler, 4 of 7: %lld %lld %lld %lld", (long long)out[0],
+          (long long)out[1], (long long)out[2], (long long)out[3]);
+    CHECK_OK(npred_sampled_subset(out, idx, 7, 4, 0, &r));
+    CHECK(!memcmp(out, no_repl_next, sizeof no_repl_next), "second pass continues the stream");
+    npred_np_random_seed(&r, 3);
+    CHECK_OK(npred_sampled_subset(out, idx, 7, 11, 0, &r));
+    CHECK(!memcmp(out, repl, sizeof repl), "random sampler, 11 of 7 (with replacement)");
+    npred_np_random_seed(&r, 3);
+    CHECK_OK(npred_sampled_subset(out, idx, 7, 11, 1, &r));
+    CHECK(!memcmp(out, repl_sorted, sizeof repl_sorted), "sequential sampler, 11 of 7");
+    npred_np_random_seed(&r, 7);
+    CHECK_OK(npred_sampled_subset(out, idx, 7, 7, 0, &r));
+    CHECK(!memcmp(out, all7, sizeof all7), "7 of 7 is a permutation");
+    npred_np_random_seed(&r, 7);
+    CHECK_OK(npred_sampled_subset(out, idx, 7, 7, 1, &r));
+    CHECK(!memcmp(out, idx, sizeof idx), "sequential: every index once, sorted");
+    CHECK(npred_sampled_subset(out, idx, 0, 3, 0, &r) == NPRED_ERR_VALUE, "no indices");
+    CHECK(npred_sampled_subset(out, idx, 7, -1, 0, &r) == NPRED_ERR_ARG, "negative num_samples");
+}
+
 static void test_config_json(void)
 {
     npred_loader_config c;
@@ -989,6 +1067,8 @@ int main(void)
     RUN(test_trial_info);
     RUN(test_batching);
     RUN(test_cycler);
+    RUN(test_short_cycler_exhauster);
+    RUN(test_sampled_subset_samplers);
     RUN(test_config_json);
     RUN(test_malformed);
     char cmd[1100];

@@ -243,18 +243,33 @@ NPRED_API npred_status npred_loader_iter_begin(npred_loader_iter *it, const npre
 NPRED_API npred_status npred_loader_iter_next(npred_loader_iter *it, npred_batch *b, int *has);
 NPRED_API void npred_loader_iter_free(npred_loader_iter *it);
 
-/* neuralpredictors LongCycler over all sessions of a tier: round robin in
- * session order, n_sessions * max_batches steps; a session that runs out starts
- * a fresh pass (train: a new shuffle from rng). */
+/* The cyclers of neuralpredictors training/cyclers.py over all sessions of a tier:
+ *   LongCycler:  round robin in session order, n_sessions * max_batches steps; a
+ *                session that runs out starts a fresh pass (train: a new shuffle
+ *                from rng);
+ *   ShortCycler: the same with n_sessions * min_batches steps;
+ *   Exhauster:   every batch of session 0, then of session 1, ... (sum of the
+ *                batches; each session's pass is begun once). */
+typedef enum {
+    NPRED_CYCLER_LONG = 0,
+    NPRED_CYCLER_SHORT,
+    NPRED_CYCLER_EXHAUST
+} npred_cycler_kind;
+
 typedef struct {
     const npred_loaders *L;
     npred_tier tier;
     npred_rng *rng;
+    npred_cycler_kind kind;
     npred_loader_iter *its;   /* one per session */
-    int64_t max_batches, step, total;
+    int64_t max_batches, min_batches, step, total;
+    size_t current;           /* Exhauster: the session being read */
 } npred_cycler;
 
+/* LongCycler (npred_cycler_begin_kind with NPRED_CYCLER_LONG). */
 NPRED_API npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng);
+NPRED_API npred_status npred_cycler_begin_kind(npred_cycler *c, const npred_loaders *L, npred_tier tier,
+                                               npred_rng *rng, npred_cycler_kind kind);
 NPRED_API npred_status npred_cycler_next(npred_cycler *c, npred_batch *b, int *has);
 NPRED_API int64_t npred_cycler_len(const npred_cycler *c);
 /* Data-parallel form of npred_cycler_next: the same global batch of k trials

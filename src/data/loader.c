@@ -1015,12 +1015,22 @@ void npred_loader_iter_free(npred_loader_iter *it)
 
 npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng)
 {
+    return npred_cycler_begin_kind(c, L, tier, rng, NPRED_CYCLER_LONG);
+}
+
+npred_status npred_cycler_begin_kind(npred_cycler *c, const npred_loaders *L, npred_tier tier, npred_rng *rng,
+                                     npred_cycler_kind kind)
+{
     memset(c, 0, sizeof *c);
+    if (kind != NPRED_CYCLER_LONG && kind != NPRED_CYCLER_SHORT && kind != NPRED_CYCLER_EXHAUST)
+        return npred_errorf(NPRED_ERR_ARG, "cycler: unknown kind %d", (int)kind);
     c->L = L;
     c->tier = tier;
     c->rng = rng;
+    c->kind = kind;
     c->its = npred_calloc(L->n, sizeof *c->its);
     if (!c->its) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    int64_t sum = 0;
     for (size_t i = 0; i < L->n; i++) {
         npred_status s = npred_loader_iter_begin(&c->its[i], L, i, tier, rng);
         if (s) {
@@ -1029,31 +1039,54 @@ npred_status npred_cycler_begin(npred_cycler *c, const npred_loaders *L, npred_t
         }
         int64_t nb = (c->its[i].n + L->batch_size - 1) / L->batch_size;
         if (nb > c->max_batches) c->max_batches = nb;
+        if (i == 0 || nb < c->min_batches) c->min_batches = nb;
+        sum += nb;
     }
-    for (size_t i = 0; i < L->n; i++)
-        if (c->its[i].n == 0 && c->max_batches > 0) {
-            const char *key = L->s[i].di.data_key;
-            npred_cycler_free(c);
-            return npred_errorf(NPRED_ERR_VALUE, "cycler: session %s has no %s trials (LongCycler would never end)", key,
-                                npred_tier_name(tier));
-        }
-    c->total = (int64_t)L->n * c->max_batches;
+    if (kind == NPRED_CYCLER_LONG)
+        for (size_t i = 0; i < L->n; i++)
+            if (c->its[i].n == 0 && c->max_batches > 0) {
+                const char *key = L->s[i].di.data_key;
+                npred_cycler_free(c);
+                return npred_errorf(NPRED_ERR_VALUE, "cycler: session %s has no %s trials (LongCycler would never end)",
+                                    key, npred_tier_name(tier));
+            }
+    c->total = kind == NPRED_CYCLER_LONG ? (int64_t)L->n * c->max_batches
+             : kind == NPRED_CYCLER_SHORT ? (int64_t)L->n * c->min_batches
+                                          : sum;
+    return NPRED_OK;
+}
+
+/* The session of the next step, its iterator positioned on a batch (a cycling
+ * session that ran out starts a fresh pass); *si = L->n when nothing is left. */
+static npred_status cycler_session(npred_cycler *c, size_t *si)
+{
+    *si = c->L->n;
+    if (c->step >= c->total) return NPRED_OK;
+    if (c->kind == NPRED_CYCLER_EXHAUST) {
+        while (c->current < c->L->n && c->its[c->current].pos >= c->its[c->current].n) c->current++;
+        *si = c->current;
+        return NPRED_OK;
+    }
+    size_t s = (size_t)(c->step % (int64_t)c->L->n);
+    npred_loader_iter *it = &c->its[s];
+    if (it->pos >= it->n) { /* this session ran out: a fresh pass (new shuffle for train) */
+        npred_loader_iter_free(it);
+        npred_status st = npred_loader_iter_begin(it, c->L, s, c->tier, c->rng);
+        if (st) return st;
+        if (it->n == 0) return NPRED_OK;
+    }
+    *si = s;
     return NPRED_OK;
 }
 
 npred_status npred_cycler_next(npred_cycler *c, npred_batch *b, int *has)
 {
     *has = 0;
-    if (c->step >= c->total) return NPRED_OK;
-    size_t si = (size_t)(c->step % (int64_t)c->L->n);
-    npred_status s = npred_loader_iter_next(&c->its[si], b, has);
-    if (!s && !*has) { /* this session ran out: a fresh pass (new shuffle for train) */
-        npred_loader_iter_free(&c->its[si]);
-        s = npred_loader_iter_begin(&c->its[si], c->L, si, c->tier, c->rng);
-        if (!s) s = npred_loader_iter_next(&c->its[si], b, has);
-    }
-    if (s) return s;
-    c->step++;
+    size_t si;
+    npred_status s = cycler_session(c, &si);
+    if (s || si >= c->L->n) return s;
+    if ((s = npred_loader_iter_next(&c->its[si], b, has))) return s;
+    if (*has) c->step++;
     return NPRED_OK;
 }
 
@@ -1126,15 +1159,10 @@ npred_status npred_cycler_next_part(npred_cycler *c, npred_batch *b, int *has, i
     *has = 0;
     if (parts < 1 || part < 0 || part >= parts)
         return npred_errorf(NPRED_ERR_ARG, "cycler: part %d of %d", part, parts);
-    if (c->step >= c->total) return NPRED_OK;
-    size_t si = (size_t)(c->step % (int64_t)c->L->n);
+    size_t si;
+    npred_status st = cycler_session(c, &si);
+    if (st || si >= c->L->n) return st;
     npred_loader_iter *it = &c->its[si];
-    if (it->pos >= it->n) { /* this session ran out: a fresh pass, as npred_cycler_next */
-        npred_loader_iter_free(it);
-        npred_status s = npred_loader_iter_begin(it, c->L, si, c->tier, c->rng);
-        if (s) return s;
-        if (it->n == 0) return NPRED_OK;
-    }
     int64_t k = it->n - it->pos;
     if (k > c->L->batch_size) k = c->L->batch_size;
     const int64_t lo = k * part / parts, hi = k * (part + 1) / parts;

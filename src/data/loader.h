@@ -28,6 +28,14 @@ void npred_np_random_seed(npred_np_random *r, uint32_t seed);
 uint32_t npred_np_random_u32(npred_np_random *r);
 /* permutation of 0..n-1 into out (n,) */
 void npred_np_random_permutation(npred_np_random *r, int64_t *out, int64_t n);
+/* SampledSubsetRandomSampler(indices, num_samples) (sorted = 0) and
+ * SampledSubsetSequentialSampler (sorted = 1): one pass of the sampler, i.e.
+ * np.random.choice(indices, num_samples, replace = num_samples > n) on r
+ * (RandomState: with replacement randint(0, n) draws, without it the first
+ * num_samples of permutation(n)), then np.sort for the sequential one.
+ * out: (num_samples,). */
+npred_status npred_sampled_subset(int64_t *out, const int64_t *indices, int64_t n, int64_t num_samples,
+                                  int sorted, npred_np_random *r);
 
 
 #endif

@@ -3,6 +3,8 @@
  * the same trials and neurons as NumPy does. */
 #include "data/loader.h"
 
+#include <stdlib.h>
+
 void npred_np_random_seed(npred_np_random *r, uint32_t seed)
 {
     r->mt[0] = seed;
@@ -58,4 +60,31 @@ void npred_np_random_permutation(npred_np_random *r, int64_t *out, int64_t n)
         out[i] = out[j];
         out[j] = t;
     }
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+npred_status npred_sampled_subset(int64_t *out, const int64_t *indices, int64_t n, int64_t num_samples,
+                                  int sorted, npred_np_random *r)
+{
+    if (!out || !indices || !r) return npred_errorf(NPRED_ERR_ARG, "sampled subset sampler: NULL argument");
+    if (num_samples < 0) return npred_errorf(NPRED_ERR_ARG, "sampled subset sampler: num_samples %lld < 0", (long long)num_samples);
+    if (n <= 0 && num_samples > 0)
+        return npred_errorf(NPRED_ERR_VALUE, "sampled subset sampler: cannot draw %lld samples from no indices",
+                            (long long)num_samples);
+    if (num_samples > n) { /* replace=True: randint(0, n, size) */
+        for (int64_t k = 0; k < num_samples; k++) out[k] = indices[interval(r, (uint64_t)(n - 1))];
+    } else if (num_samples > 0) { /* replace=False: permutation(n)[:num_samples] */
+        int64_t *perm = malloc((size_t)n * sizeof *perm);
+        if (!perm) return npred_errorf(NPRED_ERR_NOMEM, "sampled subset sampler: out of memory");
+        npred_np_random_permutation(r, perm, n);
+        for (int64_t k = 0; k < num_samples; k++) out[k] = indices[perm[k]];
+        free(perm);
+    }
+    if (sorted) qsort(out, (size_t)num_samples, sizeof *out, cmp_i64);
+    return NPRED_OK;
 }
