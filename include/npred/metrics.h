@@ -91,13 +91,14 @@ NPRED_API npred_status npred_metrics_explainable_var(double *r, const float *res
  * the responses, per neuron: var over images of the per-image mean (ddof 0) divided by
  * the mean over images of the repeat variance (ddof 1). A single-repeat image makes the
  * denominator NaN, as in numpy. responses: (T, N); r: (N,). */
-npred_status npred_metrics_snr(double *r, const float *responses, const npred_metrics_repeats *g, int64_t N);
+NPRED_API npred_status npred_metrics_snr(double *r, const float *responses, const npred_metrics_repeats *g,
+                                        int64_t N);
 
 /* np_functions.gini of n values x[0], x[stride], ... (axis=None on a flat array, or one
  * column of a matrix with stride = its row length): sort, cumulative sum c, then
  * (n + 1 - 2 sum(c) / c[n-1]) / n. Negative values are allowed (the reference only
  * warns); any NaN gives NaN. */
-npred_status npred_metrics_gini(double *out, const double *x, int64_t n, int64_t stride);
+NPRED_API npred_status npred_metrics_gini(double *out, const double *x, int64_t n, int64_t stride);
 
 /* Mean of x (N,) (numpy mean: NaN propagates; NaN for N = 0). */
 NPRED_API double npred_metrics_mean(const double *x, int64_t N);
