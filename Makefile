@@ -32,6 +32,9 @@ CLI_SRC   := $(sort $(wildcard cli/*.c))
 EX_SRC    := $(sort $(wildcard examples/*.c))
 EXAMPLES  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_SRC  := $(sort $(wildcard tests/test_*.c))
+# Python package tests (Debian's /usr/bin/python3 + python3-numpy), run on the
+# shared library, with tests/pyref (the C side of their bit-for-bit comparisons)
+PY_TESTS  := $(sort $(wildcard tests/python/test_*.py))
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -85,8 +88,13 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libnpred.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/libnpred.a $(LDLIBS)
 
-test: $(TESTS) $(BUILD)/npred
-	@NPRED_BIN=./$(BUILD)/npred sh scripts/run-tests.sh $(BUILD) $(TESTS)
+# Under the sanitizers Python loads the instrumented libnpred.so with the sanitizer
+# runtimes preloaded (leak checking off: the interpreter itself keeps memory at exit).
+PY_PRELOAD = $(if $(SAN),$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so))
+
+test: $(TESTS) $(BUILD)/npred $(BUILD)/libnpred.so $(BUILD)/tests/pyref
+	@NPRED_BIN=./$(BUILD)/npred NPRED_PY_PRELOAD="$(strip $(PY_PRELOAD))" \
+	    sh scripts/run-tests.sh $(BUILD) $(TESTS) $(PY_TESTS)
 
 # Same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize debug:

@@ -1,12 +1,25 @@
 #!/bin/sh
 # Run every test program from the project root and sum their closing lines
 # ("N passed, N failed[, N skipped]"). A program that crashes or prints no
-# summary counts as one failure.
+# summary counts as one failure. Python tests (*.py) run with Debian's
+# /usr/bin/python3 on the package in python/ and $build/libnpred.so.
 build=$1; shift
+run_one() {
+    case $1 in
+    *.py)
+        if [ -n "$NPRED_PY_PRELOAD" ]; then
+            LD_PRELOAD="$NPRED_PY_PRELOAD" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=python \
+                NPRED_LIBRARY="$build/libnpred.so" NPRED_BUILD="$build" /usr/bin/python3 "$1"
+        else
+            PYTHONPATH=python NPRED_LIBRARY="$build/libnpred.so" NPRED_BUILD="$build" /usr/bin/python3 "$1"
+        fi ;;
+    *) "./$1" ;;
+    esac
+}
 tp=0; tf=0; ts=0
 for t in "$@"; do
     name=$(basename "$t")
-    out=$("./$t" 2>&1); rc=$?
+    out=$(run_one "$t" 2>&1); rc=$?
     line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -n 1)
     if [ -z "$line" ]; then
         printf '%s\n' "$out" | tail -n 20
