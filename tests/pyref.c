@@ -14,8 +14,8 @@
 #include "npred/data.h"
 #include "npred/model.h"
 #include "npred/npy.h"
-#include "train/evaluate.h"
-#include "train/trainer.h"
+#include "npred/eval.h"
+#include "npred/train.h"
 
 static int fail(const char *what)
 {

@@ -74,6 +74,12 @@ NPRED_API npred_status npred_write_atomic(const char *path, const void *buf, siz
  * NPRED_ERR_IO naming the path when it is missing, not a regular file or unreadable). */
 NPRED_API npred_status npred_file_read_all(const char *path, void **buf, size_t *len);
 
+/* OpenMP threads that npred calls made from the calling thread use (an OpenMP
+ * per-thread setting, like omp_set_num_threads: each caller thread has its own).
+ * n >= 1, else NPRED_ERR_ARG. Same seed + same thread count => same results. */
+NPRED_API npred_status npred_set_threads(int n);
+NPRED_API int npred_threads(void);
+
 /* checked allocation helpers: zeroed memory; return NULL on overflow/failure */
 NPRED_API void *npred_calloc(size_t n, size_t size);
 

@@ -338,6 +338,7 @@ STOP_REASONS = ("running", "patience exhausted", "max_iter reached", "objective 
 
 _fn("npred_trainer_config_init", None, c_void_p)
 _fn("npred_trainer_config_parse", c_int, c_void_p, c_char_p, c_char_p)
+_fn("npred_trainer_config_json", c_void_p, c_void_p)
 _fn("npred_trainer_create", c_int, P(c_void_p), c_void_p, c_void_p, c_void_p, c_uint64)
 _fn("npred_trainer_free", None, c_void_p)
 _fn("npred_trainer_set_callbacks", None, c_void_p, P(TrainerCallbacks))
@@ -419,23 +420,17 @@ def copy_out(ptr, shape, ctype, dtype):
 
 
 # ---------------------------------------------------------------- threads
-def _omp(name, restype, *argtypes):
-    # libgomp, loaded with libnpred (its OpenMP runtime)
-    f = getattr(lib, name)
-    f.restype, f.argtypes = restype, list(argtypes)
-    return f
-
-
-_omp_set = _omp("omp_set_num_threads", None, c_int)
-_omp_get = _omp("omp_get_max_threads", c_int)
+_fn("npred_set_threads", c_int, c_int)
+_fn("npred_threads", c_int)
 
 
 def set_thread_count(n):
     """OpenMP threads used by npred calls made from the calling Python thread."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ArgumentError("threads=%r: expected a positive integer" % (n,), "invalid argument", 6)
-    _omp_set(n)
+    check(lib.npred_set_threads(n))
 
 
 def thread_count():
-    return _omp_get()
+    """OpenMP threads npred calls from the calling Python thread use."""
+    return lib.npred_threads()

@@ -138,7 +138,7 @@ def train(data=None, model=None, trainer=None, dataset=None, out=None, seed=None
     try:
         if out is not None:
             run_cfg = {"data": loaders.paths, "seed": int(seed), "model": m.config, "dataset": loaders.config,
-                       "trainer": jtrainer}
+                       "trainer": json.loads(L.take_string(lib.npred_trainer_config_json(tc)))}
             if threads is not None:
                 run_cfg["threads"] = threads
             L.check(lib.npred_trainer_set_run_dir(th, L.cstr(os.fspath(out)),

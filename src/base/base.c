@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,15 @@ void npred_rng_shuffle(npred_rng *r, int64_t *idx, size_t n)
         idx[j] = t;
     }
 }
+
+npred_status npred_set_threads(int n)
+{
+    if (n < 1) return npred_errorf(NPRED_ERR_ARG, "threads: %d is not a positive number", n);
+    omp_set_num_threads(n);
+    return NPRED_OK;
+}
+
+int npred_threads(void) { return omp_get_max_threads(); }
 
 void *npred_calloc(size_t n, size_t size)
 {

@@ -153,6 +153,24 @@ def test_checkpoint_pth():
     check("FullGaussian2d" in m.describe(), "describe")
 
 
+def test_threads():
+    """set_threads acts (per calling thread) and is checked; predictions do not depend on it."""
+    rng = np.random.default_rng(6)
+    m = npred.Model.create(CONFIGS["FullGaussian2d+modulator"], SHAPE, sessions(rng), seed=2)
+    x, kw = inputs(m, rng, 3)
+    before = npred.threads()
+    try:
+        npred.set_threads(1)
+        check(npred.threads() == 1, "threads() %d after set_threads(1)" % npred.threads())
+        a = m.predict(x, session=0, **kw)
+        npred.set_threads(2)
+        check(npred.threads() == 2, "threads() %d after set_threads(2)" % npred.threads())
+        check_equal(m.predict(x, session=0, **kw), a, "1 vs 2 threads")
+        check_raises(npred.ArgumentError, lambda: npred.set_threads(0), "threads")
+    finally:
+        npred.set_threads(before)
+
+
 def rss_kib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
@@ -185,6 +203,6 @@ def test_no_leak_on_repeated_open():
 
 if __name__ == "__main__":
     for t in (test_every_model_equals_c_predict, test_zero_copy_predict, test_errors_are_exceptions,
-              test_checkpoint_pth, test_no_leak_on_repeated_open):
+              test_checkpoint_pth, test_threads, test_no_leak_on_repeated_open):
         run(t)
     sys.exit(summary())
