@@ -1,12 +1,19 @@
-# npred build. `make` builds libnpred (static + shared) and the npred binary;
-# `make test` builds and runs every test; `make sanitize` runs them under
-# ASan/UBSan; `make bench` runs the benchmarks; `make demo` runs the main job.
-# MPI support (multi-process `mpirun npred train`) is on when mpicc is found.
+# npred build. `make` builds libnpred (static + shared, soname libnpred.so.0),
+# libnpred_mpi (when Open MPI is found) and the npred binary; `make test` builds
+# and runs every test; `make sanitize` runs them under ASan/UBSan; `make bench`
+# runs the benchmarks; `make demo` runs the main job; `make install PREFIX=...
+# [DESTDIR=...]` installs (docs/c-api.md). `make PORTABLE=1` builds for any
+# x86-64-v3 CPU (Haswell / Zen 1 and later) instead of this machine's CPU.
 # Sources are found by wildcard: add a .c file and it is built.
 
 CC      ?= gcc
 BUILD   ?= build
+PORTABLE ?= 0
+ifeq ($(PORTABLE),1)
+OPT     ?= -O3 -march=x86-64-v3 -mtune=generic
+else
 OPT     ?= -O3 -march=native
+endif
 BLASINC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLASLIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -fopenmp -g $(OPT) \
@@ -15,19 +22,29 @@ LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -
 SAN     ?=
 
 # MPI (Open MPI): detected from mpicc; `make MPI=0` builds without it. Only
-# src/dist/dist.c includes <mpi.h>; everything links libmpi when it is on.
+# src/mpi/ includes <mpi.h>: it is built into its own library, libnpred_mpi, which
+# the npred binary (for `mpirun npred train`), test_dist and bench_dist link;
+# libnpred never needs libmpi.
 MPI     ?= 1
 MPICC   ?= $(shell command -v mpicc 2>/dev/null)
 ifeq ($(MPI),1)
 ifneq ($(MPICC),)
-CFLAGS  += -DNPRED_HAVE_MPI $(shell $(MPICC) --showme:compile 2>/dev/null)
-LDLIBS  += $(shell $(MPICC) --showme:link 2>/dev/null)
+MPI_CFLAGS := $(shell $(MPICC) --showme:compile 2>/dev/null)
+MPI_LDLIBS := $(shell $(MPICC) --showme:link 2>/dev/null)
 MPI_MODE := mpi
 endif
 endif
 MPI_MODE ?= nompi
 
-LIB_SRC   := $(sort $(wildcard src/*/*.c))
+# Version from include/npred/version.h (NPRED_VERSION_MAJOR/MINOR/PATCH).
+vpart    = $(shell sed -n 's/^\#define NPRED_VERSION_$(1) *\([0-9][0-9]*\).*/\1/p' include/npred/version.h 2>/dev/null)
+VMAJOR  := $(or $(call vpart,MAJOR),0)
+VERSION := $(VMAJOR).$(or $(call vpart,MINOR),1).$(or $(call vpart,PATCH),0)
+SONAME  := libnpred.so.$(VMAJOR)
+SO_MPI  := libnpred_mpi.so.$(VMAJOR)
+
+LIB_SRC   := $(sort $(filter-out src/mpi/%,$(wildcard src/*/*.c)))
+MPI_SRC   := $(sort $(wildcard src/mpi/*.c))
 CLI_SRC   := $(sort $(wildcard cli/*.c))
 EX_SRC    := $(sort $(wildcard examples/*.c))
 EXAMPLES  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
@@ -37,16 +54,27 @@ TEST_SRC  := $(sort $(wildcard tests/test_*.c))
 PY_TESTS  := $(sort $(wildcard tests/python/test_*.py))
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+MPI_OBJ   := $(MPI_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ   := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TESTS     := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK   := $(BUILD)/.deps-ok
 
 .SECONDARY:
-.PHONY: all lib test sanitize debug bench demo deps clean FORCE
-all: $(BUILD)/libnpred.a $(BUILD)/libnpred.so $(BUILD)/npred $(EXAMPLES)
+.PHONY: all lib test sanitize debug bench demo deps install clean FORCE
+ifeq ($(MPI_MODE),mpi)
+# programs that may run under mpirun link the MPI backend and enable it
+MPI_LIBS   := $(BUILD)/libnpred_mpi.a
+MPI_TARGETS := $(BUILD)/libnpred_mpi.a $(BUILD)/libnpred_mpi.so
+MPI_USERS  := $(BUILD)/npred $(BUILD)/tests/test_dist $(BUILD)/bench/bench_dist
+MPI_USER_OBJ := $(BUILD)/obj/cli/cmd_train.o $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/bench/bench_dist.o
+$(MPI_USER_OBJ): CFLAGS += -DNPRED_HAVE_MPI
+$(MPI_OBJ): CFLAGS += $(MPI_CFLAGS)
+endif
+LIBS := $(BUILD)/libnpred.a $(BUILD)/libnpred.so $(MPI_TARGETS)
+all: $(LIBS) $(BUILD)/npred $(EXAMPLES)
 
-lib: $(BUILD)/libnpred.a $(BUILD)/libnpred.so
+lib: $(LIBS)
 
 deps: $(DEPS_OK)
 # checked on every build (a fast dpkg query): a missing package is installed (as root)
@@ -63,22 +91,47 @@ $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 $(BUILD)/mpi.mode: FORCE
 	@mkdir -p $(dir $@)
 	@echo "$(MPI_MODE)" | cmp -s - $@ || echo "$(MPI_MODE)" > $@
-$(BUILD)/obj/src/dist/dist.o: $(BUILD)/mpi.mode
+$(BUILD)/obj/cli/cmd_train.o $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/bench/bench_dist.o: $(BUILD)/mpi.mode
 FORCE:
 
 $(BUILD)/libnpred.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libnpred.so: $(LIB_OBJ)
-	$(CC) -shared $(SAN) -o $@ $^ $(LDLIBS)
+# The shared library: libnpred.so.X.Y.Z with soname libnpred.so.X, and the two
+# links a build and a link step use. Only NPRED_API functions are exported.
+$(BUILD)/libnpred.so.$(VERSION): $(LIB_OBJ)
+	$(CC) -shared $(SAN) -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/npred: $(CLI_OBJ) $(BUILD)/libnpred.a
-	$(CC) $(SAN) -o $@ $(CLI_OBJ) $(BUILD)/libnpred.a $(LDLIBS)
+$(BUILD)/libnpred.so: $(BUILD)/libnpred.so.$(VERSION)
+	ln -sf libnpred.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf libnpred.so.$(VERSION) $@
+
+$(BUILD)/libnpred_mpi.a: $(MPI_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libnpred_mpi.so.$(VERSION): $(MPI_OBJ) $(BUILD)/libnpred.so
+	$(CC) -shared $(SAN) -Wl,-soname,$(SO_MPI) -o $@ $(MPI_OBJ) -L$(BUILD) -lnpred $(MPI_LDLIBS)
+
+$(BUILD)/libnpred_mpi.so: $(BUILD)/libnpred_mpi.so.$(VERSION)
+	ln -sf libnpred_mpi.so.$(VERSION) $(BUILD)/$(SO_MPI)
+	ln -sf libnpred_mpi.so.$(VERSION) $@
+
+$(BUILD)/npred: $(CLI_OBJ) $(BUILD)/libnpred.a $(MPI_LIBS)
+	$(CC) $(SAN) -o $@ $(CLI_OBJ) $(MPI_LIBS) $(BUILD)/libnpred.a $(LDLIBS) $(MPI_LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(LDLIBS)
+
+$(BUILD)/tests/test_dist: $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(MPI_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $< $(BUILD)/obj/tests/harness.o $(MPI_LIBS) $(BUILD)/libnpred.a $(LDLIBS) $(MPI_LDLIBS)
+
+$(BUILD)/bench/bench_dist: $(BUILD)/obj/bench/bench_dist.o $(BUILD)/libnpred.a $(MPI_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $< $(MPI_LIBS) $(BUILD)/libnpred.a $(LDLIBS) $(MPI_LDLIBS)
 
 $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(BUILD)/libnpred.a
 	@mkdir -p $(dir $@)
@@ -92,8 +145,10 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libnpred.a
 # runtimes preloaded (leak checking off: the interpreter itself keeps memory at exit).
 PY_PRELOAD = $(if $(SAN),$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so))
 
-test: $(TESTS) $(BUILD)/npred $(BUILD)/libnpred.so $(BUILD)/tests/pyref
+# test_install runs `make install` with these settings into a temporary prefix
+test: $(TESTS) all $(BUILD)/tests/pyref
 	@NPRED_BIN=./$(BUILD)/npred NPRED_PY_PRELOAD="$(strip $(PY_PRELOAD))" \
+	    NPRED_BUILD='$(BUILD)' NPRED_OPT='$(OPT)' NPRED_SAN='$(SAN)' \
 	    sh scripts/run-tests.sh $(BUILD) $(TESTS) $(PY_TESTS)
 
 # Same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -106,6 +161,40 @@ bench: $(BENCHES)
 
 demo: $(BUILD)/npred
 	./$(BUILD)/npred demo
+
+# ---- install: `make install PREFIX=/usr/local [DESTDIR=stage/]`
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PYTHONDIR  ?= $(PREFIX)/lib/python3/dist-packages
+PC_PRIVATE := -L$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -lz -lm -fopenmp
+pcsubst = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+              -e 's|@VERSION@|$(VERSION)|g' -e 's|@PRIVATE_LIBS@|$(1)|'
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/npred
+	install -m 0755 $(BUILD)/npred $(DESTDIR)$(BINDIR)/npred
+	install -m 0644 $(BUILD)/libnpred.a $(DESTDIR)$(LIBDIR)/libnpred.a
+	install -m 0755 $(BUILD)/libnpred.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libnpred.so.$(VERSION)
+	ln -sf libnpred.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libnpred.so
+	install -m 0644 include/npred/*.h $(DESTDIR)$(INCLUDEDIR)/npred/
+	$(call pcsubst,$(PC_PRIVATE)) npred.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/npred.pc
+ifeq ($(MPI_MODE),mpi)
+	install -m 0644 $(BUILD)/libnpred_mpi.a $(DESTDIR)$(LIBDIR)/libnpred_mpi.a
+	install -m 0755 $(BUILD)/libnpred_mpi.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libnpred_mpi.so.$(VERSION)
+	ln -sf libnpred_mpi.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SO_MPI)
+	ln -sf $(SO_MPI) $(DESTDIR)$(LIBDIR)/libnpred_mpi.so
+	$(call pcsubst,$(MPI_LDLIBS)) npred_mpi.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/npred_mpi.pc
+else
+	rm -f $(DESTDIR)$(INCLUDEDIR)/npred/mpi.h
+endif
+	@if [ -d python/npred ]; then \
+	    echo "install python/npred -> $(DESTDIR)$(PYTHONDIR)/npred"; \
+	    install -d $(DESTDIR)$(PYTHONDIR)/npred && \
+	    find python/npred -name '*.py' -exec install -m 0644 {} $(DESTDIR)$(PYTHONDIR)/npred/ \; ; \
+	fi
 
 clean:
 	rm -rf $(BUILD) build build-san

@@ -13,7 +13,10 @@
 #include <omp.h>
 
 #include "npred/simulate.h"
-#include "dist/dist.h"
+#include "npred/dist.h"
+#ifdef NPRED_HAVE_MPI
+#include "npred/mpi.h"
+#endif
 #include "model/model.h"
 #include "npred/data.h"
 #include "npred/model.h"
@@ -122,6 +125,9 @@ static int mpi_run(const char *self, int np, const char *p0, const char *p1, dou
 int main(int argc, char **argv)
 {
     (void)argc;
+#ifdef NPRED_HAVE_MPI
+    npred_mpi_enable();
+#endif
     if (getenv("NPRED_BENCH_RANK")) {
         if (npred_dist_init(NULL, NULL)) return 1;
         result r = {0};

@@ -13,7 +13,10 @@
 #include "cli.h"
 #include "cli_model.h"
 #include "cli_report.h"
-#include "dist/dist.h"
+#include "npred/dist.h"
+#ifdef NPRED_HAVE_MPI
+#include "npred/mpi.h"
+#endif
 #include "npred/eval.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -295,6 +298,9 @@ int cmd_train(int argc, char **argv)
     if (threads > 0) omp_set_num_threads((int)threads);
 
     /* started by mpirun/srun? then train data-parallel, or say why not */
+#ifdef NPRED_HAVE_MPI
+    npred_mpi_enable();
+#endif
     int launched = npred_dist_launched_size();
     if (launched != 0 && launched != 1 && !npred_dist_compiled()) {
         if (npred_dist_launched_rank() == 0) {

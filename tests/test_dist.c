@@ -28,7 +28,10 @@
 #include <unistd.h>
 
 #include "npred/simulate.h"
-#include "dist/dist.h"
+#include "npred/dist.h"
+#ifdef NPRED_HAVE_MPI
+#include "npred/mpi.h"
+#endif
 #include "harness.h"
 #include "kernels/batchnorm.h"
 #include "kernels/batchnorm_sync.h"
@@ -608,6 +611,9 @@ static void cleanup(void)
 int main(int argc, char **argv)
 {
     (void)argc;
+#ifdef NPRED_HAVE_MPI
+    npred_mpi_enable();
+#endif
     const char *role = getenv("NPRED_TEST_DIST_ROLE");
     if (role && !strcmp(role, "grad")) {
         const char *sync = getenv("NPRED_TEST_DIST_SYNC");

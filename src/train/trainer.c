@@ -19,7 +19,7 @@
 #include "train/loss.h"
 #include "npred/metrics.h"
 #include "train/scheduler.h"
-#include "dist/dist.h"
+#include "npred/dist.h"
 #include "kernels/batchnorm_sync.h"
 #include "readouts/readout.h"
 
