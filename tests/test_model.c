@@ -526,6 +526,68 @@ static void test_fd_encoder_shifter_modulator_eval(void) { fd_model(FD_SHIFT_MOD
 static void test_fd_encoder_shifter_modulator_train(void) { fd_model(FD_SHIFT_MOD, 1, 0); }
 static void test_fd_encoder_shared_readouts_train(void) { fd_model(FD_SHARED, 1, 1); }
 
+/* npred_model_plan: the structure of npred_model_create without parameter memory.
+ * Its counts, reprs and description equal the created model's; the counts are
+ * checked against the layer shapes; a plan refuses what needs parameters. */
+static void test_plan_and_introspection(void)
+{
+    const char *cfg = "{\"layers\": 2, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 6,"
+                      " \"stack\": -1, \"shifter\": true, \"grid_mean_predictor\": null}";
+    npred_model_session ses[2] = {{"1-2-3", 5, NULL, 0, NULL, NULL}, {"4-5-6", 4, NULL, 0, NULL, NULL}};
+    npred_model *m = NULL, *p = NULL;
+    if (!CHECK_OK(npred_model_create(&m, cfg, "cfg", 1, 18, 22, ses, 2, 3, 11))) return;
+    if (!CHECK_OK(npred_model_plan(&p, cfg, "cfg", 1, 18, 22, ses, 2))) {
+        npred_model_free(m);
+        return;
+    }
+    /* core: conv 5x5 1->6 (no bias before BN) + conv 3x3 6->6 + BN weight/bias per layer */
+    size_t core = 6 * 25 + 6 * 6 * 9 + 2 * 2 * 6;
+    CHECK(npred_model_param_count(m, "core.") == core && npred_model_param_count(p, "core.") == core,
+          "core parameters %zu / %zu, expected %zu", npred_model_param_count(m, "core."),
+          npred_model_param_count(p, "core."), core);
+    /* FullGaussian2d on the core output (6, 14, 18): the 5x5 first layer is unpadded; mu 2 + sigma 4 (full) + features 6 + bias 1 per neuron */
+    CHECK(npred_model_param_count(p, "readout.1-2-3.") == 5 * 13 && npred_model_param_count(p, "readout.4-5-6.") == 4 * 13,
+          "readout parameters %zu, %zu", npred_model_param_count(p, "readout.1-2-3."),
+          npred_model_param_count(p, "readout.4-5-6."));
+    /* sensorium's shifter MLP, one per session: 2 -> 5 -> 5 -> 2 with biases (shift_layers 3,
+     * hidden_channels_shifter 5) */
+    CHECK(npred_model_param_count(p, "shifter.1-2-3.") == (2 * 5 + 5) + (5 * 5 + 5) + (5 * 2 + 2), "shifter %zu", npred_model_param_count(p, "shifter.1-2-3."));
+    size_t total = core + 9 * 13 + 2 * 57;
+    CHECK(npred_model_param_count(m, NULL) == total && npred_model_param_count(p, "") == total,
+          "total %zu / %zu, expected %zu", npred_model_param_count(m, NULL), npred_model_param_count(p, ""), total);
+    CHECK(npred_model_buffer_count(m) == npred_model_buffer_count(p) && npred_model_buffer_count(m) > 0,
+          "buffers %zu / %zu", npred_model_buffer_count(m), npred_model_buffer_count(p));
+    CHECK(npred_model_pupil_channels(m) == 2 && npred_model_pupil_channels(p) == 2, "pupil channels");
+    char *r1 = npred_model_readout_repr(m, 1), *r2 = npred_model_readout_repr(p, 1);
+    CHECK(r1 && r2 && !strcmp(r1, r2) && !strcmp(r1, "full FullGaussian2d (6 x 14 x 18 -> 4) with bias"),
+          "readout repr '%s' / '%s'", r1 ? r1 : "(null)", r2 ? r2 : "(null)");
+    free(r1);
+    free(r2);
+    CHECK(npred_model_readout_repr(p, 2) == NULL && strstr(npred_last_error(), "session index 2"), "bad index");
+    char *d1 = npred_model_describe(m), *d2 = npred_model_describe(p);
+    CHECK(d1 && d2 && !strcmp(d1, d2), "plan and model describe differently:\n%s\n---\n%s", d1 ? d1 : "",
+          d2 ? d2 : "");
+    free(d1);
+    free(d2);
+    /* a plan has no parameters to use */
+    float img[18 * 22] = {0}, pc[2] = {0}, out[5], xy[10];
+    CHECK(npred_model_predict(p, "1-2-3", img, 1, pc, NULL, out) == NPRED_ERR_ARG &&
+              strstr(npred_last_error(), "plan"), "predict on a plan: %s", npred_last_error());
+    CHECK(npred_model_save_file(p, "/tmp/npred-plan-never-written.safetensors") == NPRED_ERR_ARG, "save of a plan");
+    CHECK(npred_model_readout_positions(p, 0, xy) == NPRED_ERR_ARG, "positions of a plan");
+    CHECK(npred_model_copy_parameters(m, p, NULL, NULL) == NPRED_ERR_ARG, "copy from a plan");
+    CHECK_OK(npred_model_predict(m, "1-2-3", img, 1, pc, NULL, out));
+    /* configuration checks without a model */
+    CHECK_OK(npred_model_config_check(cfg, "cfg"));
+    CHECK(npred_model_config_check("{\"layers\": 2, \"hiden_channels\": 3}", "my.json") == NPRED_ERR_CONFIG &&
+              strstr(npred_last_error(), "hiden_channels") && strstr(npred_last_error(), "my.json"),
+          "unknown key: %s", npred_last_error());
+    npred_model *q = NULL;
+    CHECK(npred_model_plan(&q, cfg, "cfg", 1, 0, 22, ses, 2) == NPRED_ERR_ARG && !q, "plan of a 0-high image");
+    npred_model_free(p);
+    npred_model_free(m);
+}
+
 int main(void)
 {
     RUN(test_encoder_sensorium);
@@ -539,5 +601,6 @@ int main(void)
     RUN(test_fd_encoder_shared_readouts_train);
     RUN(test_fd_encoder_shared_factorized_train);
     RUN(test_save_load_shared);
+    RUN(test_plan_and_introspection);
     return th_summary();
 }

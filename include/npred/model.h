@@ -43,6 +43,17 @@ typedef struct {
 NPRED_API npred_status npred_model_create(npred_model **out, const char *config_json, const char *config_name,
                                 int in_channels, int in_h, int in_w, const npred_model_session *sessions,
                                 int n_sessions, int max_batch, uint64_t seed);
+/* The structure of the model npred_model_create would build, without its
+ * parameter memory: for describing and counting (npred_model_describe,
+ * _param_count, _readout_repr, the shape getters) a model too large to allocate.
+ * predict, save, readout positions and copy_parameters return NPRED_ERR_ARG on it.
+ * Free with npred_model_free. */
+NPRED_API npred_status npred_model_plan(npred_model **out, const char *config_json, const char *config_name,
+                                        int in_channels, int in_h, int in_w, const npred_model_session *sessions,
+                                        int n_sessions);
+/* Parse and check a model configuration as npred_model_create does, without
+ * building anything (NPRED_ERR_CONFIG naming the key and `where`). */
+NPRED_API npred_status npred_model_config_check(const char *config_json, const char *where);
 /* Load a model saved by npred_model_save: a directory holding model.safetensors
  * (or the .safetensors file itself). */
 NPRED_API npred_status npred_model_load(npred_model **out, const char *path, int max_batch);
@@ -85,6 +96,17 @@ NPRED_API int npred_model_behavior_channels(const npred_model *m); /* 0 without 
 /* Readout positions (eval mode, after the clamp) of session i: (n, 2) x, y in
  * [-1, 1]; NPRED_ERR_UNSUPPORTED for readouts without positions. */
 NPRED_API npred_status npred_model_readout_positions(npred_model *m, int i, float *xy);
+/* Trainable parameters (floats) whose state_dict name starts with prefix (NULL or
+ * "": all), e.g. "core.", "readout.<key>.", "shifter.<key>.", "modulator.<key>.". */
+NPRED_API size_t npred_model_param_count(const npred_model *m, const char *prefix);
+/* Floats held in buffers (BatchNorm running statistics, grids, ...). */
+NPRED_API size_t npred_model_buffer_count(const npred_model *m);
+/* Pupil-center values per image the shifter takes (0 without a shifter). */
+NPRED_API int npred_model_pupil_channels(const npred_model *m);
+/* The readout of session i in the reference's repr words, e.g.
+ * "FullFactorized2d (64 x 144 x 256 -> 8372) with bias, normalized" (malloc'ed,
+ * caller frees; NULL with NPRED_ERR_ARG for a bad index). */
+NPRED_API char *npred_model_readout_repr(const npred_model *m, int i);
 /* Resolved configuration as JSON text (caller frees with free()). */
 NPRED_API char *npred_model_config_json(const npred_model *m);
 /* Human-readable description in the reference's words (reprs, parameter counts

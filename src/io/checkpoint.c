@@ -107,6 +107,8 @@ static char *sessions_json(const npred_model *m)
 
 npred_status npred_model_save_file(const npred_model *m, const char *path)
 {
+    npred_status cs = npred_model_check_allocated(m, path);
+    if (cs) return cs;
     npred_tensor_list l;
     npred_status st = table_to_list(m, &l);
     char *cfg = npred_model_config_json(m), *ses = sessions_json(m), shape[64];
@@ -472,6 +474,8 @@ npred_status npred_model_readout_positions(npred_model *m, int i, float *xy)
     npred_session *s = &m->s[i];
     if (s->ro.cfg.type != NPRED_READOUT_FULL_GAUSSIAN2D && s->ro.cfg.type != NPRED_READOUT_GAUSSIAN2D)
         return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout %s has no positions", s->key);
+    npred_status cs = npred_model_check_allocated(m, "readout positions");
+    if (cs) return cs;
     size_t img = (size_t)m->in_c * m->in_h * m->in_w;
     float *zeros = calloc(img, sizeof(float)), *pupil = calloc(2, sizeof(float));
     float *beh = calloc((size_t)(m->cfg.modulator_input_channels + 1), sizeof(float));
@@ -488,6 +492,9 @@ npred_status npred_model_readout_positions(npred_model *m, int i, float *xy)
 
 npred_status npred_model_copy_parameters(npred_model *dst, const npred_model *src, const char *prefix, int *n_copied)
 {
+    npred_status cs = npred_model_check_allocated(dst, "copy parameters");
+    if (!cs) cs = npred_model_check_allocated(src, "copy parameters");
+    if (cs) return cs;
     int n = 0;
     size_t pl = prefix ? strlen(prefix) : 0;
     for (int i = 0; i < dst->t.n; i++) {

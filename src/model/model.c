@@ -117,14 +117,17 @@ static npred_status setup(npred_model *m)
     return NPRED_OK;
 }
 
-/* Build the structure (parameters declared and allocated, workspaces set up),
- * without initialising values. */
-npred_status npred_model_build(npred_model **out, const npred_model_config *cfg, int in_c, int in_h, int in_w,
-                          const npred_model_session *sessions, int n_sessions, int max_batch)
+/* Declare every part; with alloc, also allocate the parameters and set up the
+ * workspaces (a plan has max_batch 0 and no parameter memory). */
+static npred_status build(npred_model **out, const npred_model_config *cfg, int in_c, int in_h, int in_w,
+                          const npred_model_session *sessions, int n_sessions, int max_batch, int alloc)
 {
     *out = NULL;
     if (n_sessions < 1) return npred_errorf(NPRED_ERR_ARG, "model: no sessions");
-    if (max_batch < 1) return npred_errorf(NPRED_ERR_ARG, "model: max_batch %d", max_batch);
+    if (!sessions) return npred_errorf(NPRED_ERR_ARG, "model: sessions is NULL");
+    if (alloc && max_batch < 1) return npred_errorf(NPRED_ERR_ARG, "model: max_batch %d", max_batch);
+    if (in_c < 1 || in_h < 1 || in_w < 1)
+        return npred_errorf(NPRED_ERR_ARG, "model: input shape (%d, %d, %d)", in_c, in_h, in_w);
     if (!cfg->multi_readout && n_sessions != 1)
         return npred_errorf(NPRED_ERR_CONFIG, "model: a single (non-multi) readout needs exactly one session");
     npred_model *m = calloc(1, sizeof *m);
@@ -146,15 +149,73 @@ npred_status npred_model_build(npred_model **out, const npred_model_config *cfg,
         m->n_sessions = i + 1;
         st = declare_session(m, i, &sessions[i]);
     }
-    if (!st) st = npred_ptable_alloc(&m->t);
-    if (!st) st = setup(m);
-    if (!st) npred_core_init_buffers(&m->core, &m->t);
+    if (!st && alloc) st = npred_ptable_alloc(&m->t);
+    if (!st && alloc) st = setup(m);
+    if (!st && alloc) npred_core_init_buffers(&m->core, &m->t);
     if (st) {
         npred_model_free(m);
         return st;
     }
     *out = m;
     return NPRED_OK;
+}
+
+npred_status npred_model_build(npred_model **out, const npred_model_config *cfg, int in_c, int in_h, int in_w,
+                               const npred_model_session *sessions, int n_sessions, int max_batch)
+{
+    return build(out, cfg, in_c, in_h, in_w, sessions, n_sessions, max_batch, 1);
+}
+
+npred_status npred_model_plan(npred_model **out, const char *config_json, const char *config_name, int in_channels,
+                              int in_h, int in_w, const npred_model_session *sessions, int n_sessions)
+{
+    *out = NULL;
+    npred_model_config cfg;
+    npred_status st = npred_model_config_parse(&cfg, config_json, config_name ? config_name : "model config");
+    if (st) return st;
+    return build(out, &cfg, in_channels, in_h, in_w, sessions, n_sessions, 0, 0);
+}
+
+npred_status npred_model_check_allocated(const npred_model *m, const char *what)
+{
+    if (m->max_batch > 0) return NPRED_OK;
+    return npred_errorf(NPRED_ERR_ARG, "%s: this model is a plan (npred_model_plan) without parameters; "
+                                       "create or open a model", what);
+}
+
+npred_status npred_model_config_check(const char *config_json, const char *where)
+{
+    npred_model_config cfg;
+    return npred_model_config_parse(&cfg, config_json ? config_json : "", where ? where : "model config");
+}
+
+size_t npred_model_param_count(const npred_model *m, const char *prefix)
+{
+    return npred_ptable_count(&m->t, prefix && *prefix ? prefix : NULL);
+}
+
+size_t npred_model_buffer_count(const npred_model *m) { return m->t.n_buffers; }
+
+int npred_model_pupil_channels(const npred_model *m)
+{
+    return m->cfg.shifter != NPRED_SHIFTER_NONE ? m->cfg.shifter_input_channels : 0;
+}
+
+char *npred_model_readout_repr(const npred_model *m, int i)
+{
+    if (i < 0 || i >= m->n_sessions) {
+        npred_errorf(NPRED_ERR_ARG, "session index %d (the model has %d)", i, m->n_sessions);
+        return NULL;
+    }
+    char *buf = malloc(4096);
+    if (!buf) {
+        npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    npred_readout_repr(&m->s[i].ro, buf, 4096);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '\n') buf[--n] = 0;
+    return buf;
 }
 
 npred_status npred_model_create(npred_model **out, const char *config_json, const char *config_name,
@@ -357,6 +418,8 @@ npred_status npred_model_predict(npred_model *m, const char *key, const float *i
         return npred_errorf(NPRED_ERR_ARG, "unknown session '%s' (this model has: %s)", key ? key : "", known);
     }
     if (B < 0) return npred_errorf(NPRED_ERR_ARG, "negative batch");
+    npred_status cs = npred_model_check_allocated(m, "predict");
+    if (cs) return cs;
     size_t img = (size_t)m->in_c * m->in_h * m->in_w;
     int n = m->s[si].n, bc = m->cfg.modulator ? m->cfg.modulator_input_channels : 0;
     for (int b0 = 0; b0 < B; b0 += m->max_batch) {

@@ -58,5 +58,7 @@ double npred_model_regularizer(npred_model *m, int si, double gscale, int detach
 /* core.regularizer() and readout[si].regularizer() separately (no gradients) */
 void npred_model_regularizer_parts(npred_model *m, int si, double *core, double *readout);
 npred_ptable *npred_model_table(npred_model *m);
+/* NPRED_ERR_ARG naming `what` when m is a plan (no parameter memory). */
+npred_status npred_model_check_allocated(const npred_model *m, const char *what);
 
 #endif
