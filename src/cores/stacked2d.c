@@ -1,4 +1,5 @@
-/* Stacked2dCore / SE2dCore: declaration, forward, backward, regularizer, repr. */
+/* Stacked2dCore / SE2dCore / RotationEquivariant2dCore: declaration, forward,
+ * backward, regularizer, repr. */
 #include "cores/stacked2d.h"
 
 #include <math.h>
@@ -42,6 +43,19 @@ void npred_core_config_default_se(npred_core_config *c)
     c->use_avg_reg = 0;
 }
 
+void npred_core_config_default_rot(npred_core_config *c)
+{
+    npred_core_config_default(c);
+    c->rot_eq = 1;
+    c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2NORM;
+    c->num_rotations = 8;
+    c->upsampling = 2;
+    c->rot_eq_batch_norm = 1;
+}
+
+/* skip connections: RotationEquivariant2dCore accepts `skip` but its forward ignores it */
+static int uses_skip(const npred_core_config *c) { return c->skip > 1 && !c->rot_eq; }
+
 npred_status npred_core_config_set_stack(npred_core_config *c, const int *list, int n, int is_int, int is_none)
 {
     if (is_none) {
@@ -79,6 +93,96 @@ static int add_param(npred_ptable *t, const char *prefix, int l, const char *res
 
 static const char *conv_name(const npred_core_config *c) { return c->depth_separable ? "ds_conv" : "conv"; }
 
+/* BatchNorm (+ Bias2DLayer / Scale2DLayer) of layer l: 0.3.0 add_bn_layer. The
+ * rotation-equivariant version wraps a BatchNorm1d as `norm.batch_norm` and its
+ * bias/scale parameters have shape (1, 1, hidden, 1, 1). */
+static int declare_norm(npred_core *core, int l, npred_ptable *t)
+{
+    const npred_core_config *c = &core->cfg;
+    npred_core_layer *L = &core->L[l];
+    const char *prefix = core->prefix;
+    int H = c->hidden_channels;
+    if (!c->batch_norm) return 0;
+    L->has_bn = 1;
+    int rq = c->rot_eq && c->rot_eq_batch_norm;
+    const char *bn = rq ? "norm.batch_norm" : "norm";
+    char rest[64];
+    int affine = c->independent_bn_bias ? 1 : (c->bias && c->batch_norm_scale);
+    if (affine) {
+        snprintf(rest, sizeof rest, "%s.weight", bn);
+        if ((L->p_gamma = add_param(t, prefix, l, rest, 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0) return -1;
+        snprintf(rest, sizeof rest, "%s.bias", bn);
+        if ((L->p_beta = add_param(t, prefix, l, rest, 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0) return -1;
+    }
+    snprintf(rest, sizeof rest, "%s.running_mean", bn);
+    if ((L->p_rmean = add_param(t, prefix, l, rest, 1, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0) return -1;
+    snprintf(rest, sizeof rest, "%s.running_var", bn);
+    if ((L->p_rvar = add_param(t, prefix, l, rest, 1, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0) return -1;
+    snprintf(rest, sizeof rest, "%s.num_batches_tracked", bn);
+    if ((L->p_nbt = add_param(t, prefix, l, rest, 1, NPRED_PT_I64, 0, 0, 0, 0, 0)) < 0) return -1;
+    if (!c->independent_bn_bias && c->bias != c->batch_norm_scale) {
+        const char *what = c->bias ? "bias.bias" : "scale.scale";
+        char name[NPRED_PARAM_NAMELEN];
+        snprintf(name, sizeof name, "%sfeatures.layer%d.%s", prefix, l, what);
+        int64_t s4[4] = {1, H, 1, 1}, s5[5] = {1, 1, H, 1, 1}; /* (1, 1, hidden, 1, 1) when rotation-equivariant */
+        int idx = rq ? npred_ptable_add(t, name, 0, NPRED_PT_F32, 5, s5) : npred_ptable_add(t, name, 0, NPRED_PT_F32, 4, s4);
+        if (idx < 0) return -1;
+        if (c->bias) L->p_bias2d = idx;
+        else L->p_scale2d = idx;
+    }
+    return 0;
+}
+
+/* Layer l of a RotationEquivariant2dCore: HermiteConv2D (no bias; stride in every layer,
+ * layer 0 included; hidden padding hidden_kern[0] // 2 computed once, no dilation),
+ * then the norm and the nonlinearity. */
+static npred_status declare_hermite_layer(npred_core *core, int l, int *hidden_padding, int h, int w,
+                                          npred_ptable *t)
+{
+    const npred_core_config *c = &core->cfg;
+    npred_core_layer *L = &core->L[l];
+    const char *prefix = core->prefix;
+    int H = c->hidden_channels, R = c->num_rotations;
+    L->rot = R;
+    L->cout = H * R;
+    L->cin = l == 0 ? c->input_channels : H * R;
+    L->k = l == 0 ? c->input_kern : c->hidden_kern[l - 1];
+    if (l == 0) {
+        L->pad = c->pad_input ? c->input_kern / 2 : 0;
+    } else {
+        if (*hidden_padding < 0) *hidden_padding = c->hidden_kern[0] / 2;
+        L->pad = *hidden_padding;
+    }
+    L->dil = 1;
+    L->stride = c->stride;
+    L->ds = 0;
+    L->nconv = 1;
+    L->ncoef = L->k * (L->k + 1) / 2;
+    L->hk = L->k * c->upsampling;
+    L->cp[0] = npred_conv2d_params_square(1, L->cin, h, w, L->cout, L->k, L->stride, L->pad, 1, 1);
+    int oh, ow;
+    npred_status s = npred_conv2d_output_size(&L->cp[0], &oh, &ow);
+    if (s || oh < 1 || ow < 1)
+        return npred_errorf(NPRED_ERR_SHAPE, "core: layer %d maps %dx%d to an empty output", l, h, w);
+    L->hout = oh;
+    L->wout = ow;
+    if ((L->p_coeffs = add_param(t, prefix, l, "hermite_conv.coeffs", 0, NPRED_PT_F32, 3, L->ncoef, L->cin, H, 0)) < 0 ||
+        (L->p_H = add_param(t, prefix, l, "hermite_conv.rotate_hermite.H", 1, NPRED_PT_F32, 3, L->ncoef, L->hk, L->hk,
+                            0)) < 0)
+        return NPRED_ERR_ARG;
+    for (int r = 0; r < R; r++) {
+        char rest[64];
+        snprintf(rest, sizeof rest, "hermite_conv.rotate_hermite.Rs.%d", r);
+        int idx = add_param(t, prefix, l, rest, 1, NPRED_PT_F32, 2, L->ncoef, L->ncoef, 0, 0);
+        if (idx < 0) return NPRED_ERR_ARG;
+        if (r == 0) L->p_Rs0 = idx;
+        else if (idx != L->p_Rs0 + r) return npred_errorf(NPRED_ERR_ARG, "core: Rs entries not consecutive");
+    }
+    if (declare_norm(core, l, t)) return NPRED_ERR_ARG;
+    L->has_act = !c->linear && (l < c->layers - 1 || c->final_nonlinearity);
+    return NPRED_OK;
+}
+
 npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, const char *prefix, int in_h,
                                 int in_w, npred_ptable *t)
 {
@@ -94,6 +198,25 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
         if (c->hidden_kern[l - 1] < 1) return npred_errorf(NPRED_ERR_CONFIG, "core: hidden_kern[%d] < 1", l - 1);
     if (c->stride < 1 || c->hidden_dilation < 1)
         return npred_errorf(NPRED_ERR_CONFIG, "core: stride and hidden_dilation must be >= 1");
+    if (c->rot_eq) {
+        if (c->num_rotations < 1 || c->num_rotations > NPRED_MAX_ROTATIONS || c->upsampling < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "core: num_rotations must be in 1..%d and upsampling >= 1",
+                                NPRED_MAX_ROTATIONS);
+        if (c->input_kern > 31)
+            return npred_errorf(NPRED_ERR_CONFIG, "core: Hermite filters of size %d (at most 31 supported)",
+                                c->input_kern);
+        for (int l = 1; l < c->layers; l++)
+            if (c->hidden_kern[l - 1] > 31)
+                return npred_errorf(NPRED_ERR_CONFIG, "core: Hermite filters of size %d (at most 31 supported)",
+                                    c->hidden_kern[l - 1]);
+        if (!c->rot_eq_batch_norm && c->batch_norm && c->num_rotations > 1)
+            return npred_errorf(NPRED_ERR_CONFIG,
+                                "core: rot_eq_batch_norm=false with num_rotations=%d: neuralpredictors 0.3.0 "
+                                "builds BatchNorm2d(hidden_channels) for hidden_channels*num_rotations channels "
+                                "and fails at the first forward; use rot_eq_batch_norm=true",
+                                c->num_rotations);
+        if (c->se_core) return npred_errorf(NPRED_ERR_CONFIG, "core: SE blocks in a RotationEquivariant2dCore");
+    }
     if (c->n_stack < 0) {
         c->n_stack = c->layers;
         for (int i = 0; i < c->layers; i++) c->stack[i] = i;
@@ -124,6 +247,15 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
         L->hin = h;
         L->win = w;
         L->cout = H;
+        L->rot = 1;
+        L->p_coeffs = L->p_H = L->p_Rs0 = -1;
+        if (c->rot_eq) {
+            npred_status s = declare_hermite_layer(core, l, &hidden_padding, h, w, t);
+            if (s) return s;
+            h = L->hout;
+            w = L->wout;
+            continue;
+        }
         int conv_bias;
         if (l == 0) {
             L->cin = c->input_channels;
@@ -134,7 +266,7 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
             L->ds = 0;
             conv_bias = c->bias && !c->batch_norm;
         } else {
-            if (c->skip > 1) {
+            if (uses_skip(c)) {
                 int nsrc = c->skip < l ? c->skip : l;
                 L->cin = nsrc * H;
                 for (int j = l - nsrc; j < l; j++)
@@ -192,28 +324,7 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
             if (conv_bias && (L->p_b[0] = add_param(t, prefix, l, "conv.bias", 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0)
                 return NPRED_ERR_ARG;
         }
-        if (c->batch_norm) {
-            L->has_bn = 1;
-            int affine = c->independent_bn_bias ? 1 : (c->bias && c->batch_norm_scale);
-            if (affine) {
-                if ((L->p_gamma = add_param(t, prefix, l, "norm.weight", 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0 ||
-                    (L->p_beta = add_param(t, prefix, l, "norm.bias", 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0)
-                    return NPRED_ERR_ARG;
-            }
-            if ((L->p_rmean = add_param(t, prefix, l, "norm.running_mean", 1, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0 ||
-                (L->p_rvar = add_param(t, prefix, l, "norm.running_var", 1, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0 ||
-                (L->p_nbt = add_param(t, prefix, l, "norm.num_batches_tracked", 1, NPRED_PT_I64, 0, 0, 0, 0, 0)) < 0)
-                return NPRED_ERR_ARG;
-            if (!c->independent_bn_bias) {
-                if (c->bias && !c->batch_norm_scale) {
-                    if ((L->p_bias2d = add_param(t, prefix, l, "bias.bias", 0, NPRED_PT_F32, 4, 1, H, 1, 1)) < 0)
-                        return NPRED_ERR_ARG;
-                } else if (!c->bias && c->batch_norm_scale) {
-                    if ((L->p_scale2d = add_param(t, prefix, l, "scale.scale", 0, NPRED_PT_F32, 4, 1, H, 1, 1)) < 0)
-                        return NPRED_ERR_ARG;
-                }
-            }
-        }
+        if (declare_norm(core, l, t)) return NPRED_ERR_ARG;
         L->has_act = !c->linear && (l < c->layers - 1 || c->final_nonlinearity);
         if (c->se_core && l >= 1 && c->layers - l <= c->n_se_blocks) {
             L->has_se = 1;
@@ -269,7 +380,7 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
         npred_core_layer *L = &core->L[l];
         size_t nin = B * L->cin * L->hin * L->win, nmid = B * L->cout * L->hin * L->win,
                nout = B * L->cout * L->hout * L->wout;
-        if (l > 0 && c->skip > 1) {
+        if (l > 0 && uses_skip(c)) {
             L->in = falloc(nin, &s);
             L->owns_in = 1;
         }
@@ -292,6 +403,13 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
             L->out = L->a;
         }
         L->dout = falloc(nout, &s);
+        if (L->p_coeffs >= 0) {
+            size_t nw = (size_t)L->cout * L->cin * L->k * L->k;
+            L->weff = falloc(nw, &s);
+            L->dweff = falloc(nw, &s);
+            if (!s && !(L->basis = malloc(sizeof(double) * (size_t)L->rot * L->ncoef * L->k * L->k)))
+                s = npred_errorf(NPRED_ERR_NOMEM, "core: out of memory");
+        }
         if (!s) {
             L->mean = calloc((size_t)L->cout, sizeof(double));
             L->invstd = calloc((size_t)L->cout, sizeof(double));
@@ -327,6 +445,29 @@ static const float LAPLACE3[9] = {0, -1, 0, -1, 4, -1, 0, -1, 0};
 void npred_core_init_buffers(npred_core *core, npred_ptable *t)
 {
     memcpy(npred_ptable_ptr(t, core->p_lapfilter), LAPLACE3, sizeof LAPLACE3);
+    for (int l = 0; l < core->cfg.layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        if (L->p_coeffs < 0) continue;
+        size_t plane = (size_t)L->hk * L->hk, nc = (size_t)L->ncoef;
+        double *H = malloc(sizeof(double) * nc * (plane + nc + 1));
+        char *desc = malloc(nc);
+        if (!H || !desc) { /* constants stay zero; the forward then outputs zeros */
+            free(H);
+            free(desc);
+            continue;
+        }
+        double *mu = H + nc * plane, *Rd = mu + nc;
+        npred_hermite_basis(H, desc, mu, L->k, L->hk);
+        float *hp = npred_ptable_ptr(t, L->p_H);
+        for (size_t i = 0; i < nc * plane; i++) hp[i] = (float)H[i];
+        for (int r = 0; r < L->rot; r++) {
+            npred_hermite_rotation(Rd, desc, mu, L->ncoef, r * 2 * M_PI / L->rot);
+            float *rp = npred_ptable_ptr(t, L->p_Rs0 + r);
+            for (size_t i = 0; i < nc * nc; i++) rp[i] = (float)Rd[i];
+        }
+        free(H);
+        free(desc);
+    }
 }
 
 void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng)
@@ -335,7 +476,11 @@ void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng)
     npred_core_init_buffers(core, t);
     for (int l = 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
-        for (int i = 0; i < L->nconv; i++) {
+        if (L->p_coeffs >= 0) { /* init_conv_hermite: N(0, 0.1) */
+            float *cf = npred_ptable_ptr(t, L->p_coeffs);
+            for (size_t j = 0; j < t->items[L->p_coeffs].count; j++) cf[j] = (float)(0.1 * npred_rng_normal(rng));
+        }
+        for (int i = 0; i < L->nconv && L->p_coeffs < 0; i++) {
             const npred_conv2d_params *p = &L->cp[i];
             double fan_in = (double)(p->c / p->groups) * p->kh * p->kw, fan_out = (double)p->o * p->kh * p->kw;
             double std = sqrt(2.0 / (fan_in + fan_out));
@@ -344,13 +489,15 @@ void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng)
             if (L->p_b[i] >= 0) memset(npred_ptable_ptr(t, L->p_b[i]), 0, (size_t)p->o * sizeof(float));
         }
         if (L->has_bn) {
-            for (int ch = 0; ch < L->cout; ch++) {
+            for (int ch = 0; ch < c->hidden_channels; ch++) {
                 if (L->p_gamma >= 0) {
                     npred_ptable_ptr(t, L->p_gamma)[ch] = 1;
                     npred_ptable_ptr(t, L->p_beta)[ch] = 0;
                 }
                 npred_ptable_ptr(t, L->p_rmean)[ch] = 0;
                 npred_ptable_ptr(t, L->p_rvar)[ch] = 1;
+            }
+            for (int ch = 0; ch < c->hidden_channels; ch++) {
                 if (L->p_bias2d >= 0) npred_ptable_ptr(t, L->p_bias2d)[ch] = 0;
                 if (L->p_scale2d >= 0) npred_ptable_ptr(t, L->p_scale2d)[ch] = 1;
             }
@@ -372,12 +519,31 @@ void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng)
 static float *pw(npred_ptable *t, int idx) { return idx >= 0 ? npred_ptable_ptr(t, idx) : NULL; }
 static float *pg(npred_ptable *t, int idx) { return idx >= 0 ? npred_ptable_gradptr(t, idx) : NULL; }
 
+/* weff of a Hermite layer from the current coefficients and constant buffers */
+static void hermite_build(npred_core *core, npred_core_layer *L, npred_ptable *t)
+{
+    const float *Rs[NPRED_MAX_ROTATIONS];
+    for (int r = 0; r < L->rot; r++) Rs[r] = npred_ptable_ptr(t, L->p_Rs0 + r);
+    npred_hermite_rotated_basis(L->basis, npred_ptable_ptr(t, L->p_H), Rs, L->ncoef, L->k, core->cfg.upsampling,
+                                L->rot);
+    npred_hermite_weights(L->weff, npred_ptable_ptr(t, L->p_coeffs), L->basis, L->ncoef, L->cin,
+                          core->cfg.hidden_channels, L->rot, L->k, L == &core->L[0]);
+}
+
+/* coeffs.grad += d(weff)/d(coeffs)^T dweff */
+static void hermite_project(npred_core *core, npred_core_layer *L, npred_ptable *t)
+{
+    npred_hermite_weights_backward(npred_ptable_gradptr(t, L->p_coeffs), L->dweff, L->basis, L->ncoef, L->cin,
+                                   core->cfg.hidden_channels, L->rot, L->k, L == &core->L[0]);
+}
+
 static npred_status conv_fwd(npred_core *core, npred_core_layer *L, npred_ptable *t, int i, float *y, const float *x,
                              int B)
 {
     npred_conv2d_params p = L->cp[i];
     p.n = B;
-    return npred_conv2d_forward(y, x, pw(t, L->p_w[i]), pw(t, L->p_b[i]), &p, core->ws, core->ws_bytes);
+    const float *w = L->weff ? L->weff : pw(t, L->p_w[i]);
+    return npred_conv2d_forward(y, x, w, pw(t, L->p_b[i]), &p, core->ws, core->ws_bytes);
 }
 
 static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable *t, int i, float *dx,
@@ -385,6 +551,12 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
 {
     npred_conv2d_params p = L->cp[i];
     p.n = B;
+    if (L->weff) { /* Hermite layer: weight gradient into dweff, then back to the coefficients */
+        memset(L->dweff, 0, sizeof(float) * (size_t)L->cout * L->cin * L->k * L->k);
+        npred_status s = npred_conv2d_backward(dx, L->dweff, NULL, dy, x, L->weff, &p, core->ws, core->ws_bytes);
+        if (!s) hermite_project(core, L, t);
+        return s;
+    }
     return npred_conv2d_backward(dx, pg(t, L->p_w[i]), pg(t, L->p_b[i]), dy, x, pw(t, L->p_w[i]), &p, core->ws,
                                  core->ws_bytes);
 }
@@ -484,8 +656,9 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     for (int l = 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
         const float *in;
+        if (L->weff) hermite_build(core, L, t);
         if (l == 0) in = x;
-        else if (c->skip > 1) {
+        else if (uses_skip(c)) {
             gather_skip(core, l, B);
             in = L->in;
         } else in = core->L[l - 1].out;
@@ -497,11 +670,12 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             return npred_error_prefix(s, "core layer %d", l);
         }
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
+        int bnB = B * L->rot, bnC = L->cout / L->rot; /* rotation-equivariant BN: rotations join the batch */
         if (L->fused) {
             float *nbt = npred_ptable_ptr(t, L->p_nbt);
             int64_t count = (int64_t)nbt[0];
             s = npred_batchnorm2d_elu_forward(L->a, L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), &count,
-                                              L->z, pw(t, L->p_gamma), pw(t, L->p_beta), B, L->cout, L->hout,
+                                              L->z, pw(t, L->p_gamma), pw(t, L->p_beta), bnB, bnC, L->hout,
                                               L->wout, train, c->momentum, 1e-5, core->act.xshift, core->act.yshift);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             nbt[0] = (float)count;
@@ -512,7 +686,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             float *nbt = npred_ptable_ptr(t, L->p_nbt);
             int64_t count = (int64_t)nbt[0];
             s = npred_batchnorm2d_forward(L->v, L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), &count, L->z,
-                                          pw(t, L->p_gamma), pw(t, L->p_beta), B, L->cout, L->hout, L->wout, train,
+                                          pw(t, L->p_gamma), pw(t, L->p_beta), bnB, bnC, L->hout, L->wout, train,
                                           c->momentum, 1e-5);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             nbt[0] = (float)count;
@@ -522,7 +696,8 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             for (int b = 0; b < B; b++)
                 for (int ch = 0; ch < L->cout; ch++) {
                     size_t o = ((size_t)b * L->cout + ch) * hw;
-                    for (size_t i = 0; i < hw; i++) L->u[o + i] = bb ? L->v[o + i] + bb[ch] : L->v[o + i] * sc[ch];
+                    int f = ch % bnC;
+                    for (size_t i = 0; i < hw; i++) L->u[o + i] = bb ? L->v[o + i] + bb[f] : L->v[o + i] * sc[f];
                 }
         }
         if (L->has_act && (s = npred_act_forward(L->a, L->u, n, &core->act)))
@@ -569,6 +744,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
     for (int l = c->layers - 1; l >= 0; l--) {
         npred_core_layer *L = &core->L[l];
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
+        int bnB = B * L->rot, bnC = L->cout / L->rot;
         const float *cur = L->dout;
         if (L->has_se) {
             se_backward(L, t, cur, core->g[0], B);
@@ -577,7 +753,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         if (L->fused) {
             memset(core->g[2], 0, n * sizeof(float));
             s = npred_batchnorm2d_elu_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
-                                               pw(t, L->p_gamma), L->mean, L->invstd, B, L->cout, L->hout, L->wout,
+                                               pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout, L->wout,
                                                core->train, core->act.yshift);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[2];
@@ -595,7 +771,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                     double acc = 0;
                     const float *d = cur + ((size_t)b * L->cout + ch) * hw;
                     for (size_t i = 0; i < hw; i++) acc += d[i];
-                    gb[ch] += (float)acc;
+                    gb[ch % bnC] += (float)acc;
                 }
         } else if (L->p_scale2d >= 0) {
             float *gs = pg(t, L->p_scale2d);
@@ -607,16 +783,16 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                     size_t o = ((size_t)b * L->cout + ch) * hw;
                     for (size_t i = 0; i < hw; i++) {
                         acc += (double)cur[o + i] * L->v[o + i];
-                        dv[o + i] = cur[o + i] * sc[ch];
+                        dv[o + i] = cur[o + i] * sc[ch % bnC];
                     }
-                    gs[ch] += (float)acc;
+                    gs[ch % bnC] += (float)acc;
                 }
             cur = dv;
         }
         if (L->has_bn && !L->fused) {
             memset(core->g[2], 0, n * sizeof(float));
             s = npred_batchnorm2d_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
-                                           pw(t, L->p_gamma), L->mean, L->invstd, B, L->cout, L->hout, L->wout,
+                                           pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout, L->wout,
                                            core->train);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[2];
@@ -628,7 +804,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         if (l == 0) {
             din = dx;
             in = core->x;
-        } else if (c->skip > 1) {
+        } else if (uses_skip(c)) {
             din = core->g[1]; /* free again: the activation gradient has been consumed */
             memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
             split = 1;
@@ -695,9 +871,50 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
     return NPRED_OK;
 }
 
+/* RotationEquivariant2dCore: the regularizers of neuralpredictors HEAD (0.3.0's read
+ * features[l].conv, which does not exist, and raise AttributeError), on the effective
+ * weights of the current coefficients: gamma_hidden * mean over layers >= 1 of the
+ * group sparsity (whatever depth_separable says) + gamma_input * input regularizer. */
+static double rot_regularizer(npred_core *core, npred_ptable *t, double gscale)
+{
+    const npred_core_config *c = &core->cfg;
+    double lap = 0, gs = 0;
+    for (int l = 0; l < c->layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        if (l > 0 && c->layers < 2) break;
+        hermite_build(core, L, t);
+        size_t nw = (size_t)L->cout * L->cin * L->k * L->k;
+        float *g = gscale != 0 ? L->dweff : NULL;
+        if (g) memset(g, 0, nw * sizeof(float));
+        if (l == 0) {
+            double sc = gscale * c->gamma_input;
+            int pad = c->laplace_padding < 0 ? NPRED_REG_PAD_DEFAULT : c->laplace_padding;
+            switch (c->input_regularizer) {
+            case NPRED_INPUT_REG_LAPLACE_L2:
+                npred_reg_laplace_l2(&lap, g, L->weff, sc, L->cout, L->cin, L->k, L->k, pad, 3, c->use_avg_reg);
+                break;
+            case NPRED_INPUT_REG_LAPLACE_L2NORM:
+                npred_reg_laplace_l2norm(&lap, g, L->weff, sc, L->cout, L->cin, L->k, L->k, pad, c->use_avg_reg);
+                break;
+            case NPRED_INPUT_REG_GAUSSIAN_LAPLACE_L2:
+                npred_reg_gaussian_laplace_l2(&lap, g, L->weff, sc, L->cout, L->cin, L->k, L->k, pad, -1,
+                                              c->use_avg_reg);
+                break;
+            }
+        } else {
+            double v = 0, denom = c->layers - 1;
+            npred_reg_group_sparsity(&v, g, L->weff, gscale * c->gamma_hidden / denom, L->cout, L->cin, L->k, L->k);
+            gs += v / denom;
+        }
+        if (g) hermite_project(core, L, t);
+    }
+    return gs * c->gamma_hidden + c->gamma_input * lap;
+}
+
 double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale)
 {
     const npred_core_config *c = &core->cfg;
+    if (c->rot_eq) return rot_regularizer(core, t, gscale);
     const npred_core_layer *L0 = &core->L[0];
     const float *w0 = pw(t, L0->p_w[0]);
     float *g0 = gscale != 0 ? pg(t, L0->p_w[0]) : NULL;
@@ -735,7 +952,7 @@ double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale)
 
 int npred_core_outchannels_property(const npred_core *core)
 {
-    return core->cfg.layers * core->cfg.hidden_channels;
+    return core->cfg.layers * core->cfg.hidden_channels * (core->cfg.rot_eq ? core->cfg.num_rotations : 1);
 }
 
 /* ---- repr ---- */
@@ -768,12 +985,51 @@ static void conv_repr(sbuf *s, const npred_conv2d_params *p, int has_bias)
     put(s, ")");
 }
 
+/* the norm / bias / scale / nonlinearity lines of one layer */
+static void norm_act_repr(sbuf *s, const npred_core *core, const npred_core_layer *L)
+{
+    const npred_core_config *c = &core->cfg;
+    char mom[32];
+    npred_pyfloat(mom, sizeof mom, c->momentum);
+    int rq = c->rot_eq && c->rot_eq_batch_norm;
+    if (L->has_bn && rq)
+        put(s,
+            "      (norm): RotationEquivariantBatchNorm2D(\n"
+            "        (batch_norm): BatchNorm1d(%d, eps=1e-05, momentum=%s, affine=%s, track_running_stats=True)\n"
+            "      )\n",
+            c->hidden_channels, mom, L->p_gamma >= 0 ? "True" : "False");
+    else if (L->has_bn)
+        put(s, "      (norm): BatchNorm2d(%d, eps=1e-05, momentum=%s, affine=%s, track_running_stats=True)\n",
+            c->hidden_channels, mom, L->p_gamma >= 0 ? "True" : "False");
+    if (L->p_bias2d >= 0) put(s, "      (bias): %sBias2DLayer()\n", rq ? "RotationEquivariant" : "");
+    if (L->p_scale2d >= 0) put(s, "      (scale): %sScale2DLayer()\n", rq ? "RotationEquivariant" : "");
+    if (L->has_act) put(s, "      (nonlin): AdaptiveELU()\n");
+}
+
+static void rot_repr(sbuf *s, const npred_core *core)
+{
+    const npred_core_config *c = &core->cfg;
+    for (int l = 0; l < c->layers; l++) {
+        const npred_core_layer *L = &core->L[l];
+        put(s,
+            "    (layer%d): Sequential(\n      (hermite_conv): HermiteConv2D(\n        (rotate_hermite): "
+            "RotateHermite(\n          (Rs): ParameterList(\n",
+            l);
+        for (int r = 0; r < L->rot; r++)
+            put(s, "              (%d): Parameter containing: [torch.float32 of size %dx%d]\n", r, L->ncoef,
+                L->ncoef);
+        put(s, "          )\n        )\n      )\n");
+        norm_act_repr(s, core, L);
+        put(s, "    )\n");
+    }
+}
+
 void npred_core_repr(const npred_core *core, char *buf, size_t n)
 {
     const npred_core_config *c = &core->cfg;
     sbuf s = {buf, n, 0};
     if (n) buf[0] = 0;
-    const char *cls = c->se_core ? "SE2dCore" : "Stacked2dCore";
+    const char *cls = c->rot_eq ? "RotationEquivariant2dCore" : c->se_core ? "SE2dCore" : "Stacked2dCore";
     const char *reg = c->input_regularizer == NPRED_INPUT_REG_LAPLACE_L2       ? "LaplaceL2"
                       : c->input_regularizer == NPRED_INPUT_REG_LAPLACE_L2NORM ? "LaplaceL2norm"
                                                                                : "GaussianLaplaceL2";
@@ -781,7 +1037,7 @@ void npred_core_repr(const npred_core *core, char *buf, size_t n)
     npred_pyfloat(mom, sizeof mom, c->momentum);
     put(&s, "%s(\n  (_input_weights_regularizer): %s(\n    (laplace): Laplace()\n  )\n  (features): Sequential(\n", cls,
         reg);
-    for (int l = 0; l < c->layers; l++) {
+    for (int l = 0; l < c->layers && !c->rot_eq; l++) {
         const npred_core_layer *L = &core->L[l];
         put(&s, "    (layer%d): Sequential(\n", l);
         if (L->ds) {
@@ -798,12 +1054,7 @@ void npred_core_repr(const npred_core *core, char *buf, size_t n)
             conv_repr(&s, &L->cp[0], L->p_b[0] >= 0);
             put(&s, "\n");
         }
-        if (L->has_bn)
-            put(&s, "      (norm): BatchNorm2d(%d, eps=1e-05, momentum=%s, affine=%s, track_running_stats=True)\n",
-                L->cout, mom, L->p_gamma >= 0 ? "True" : "False");
-        if (L->p_bias2d >= 0) put(&s, "      (bias): Bias2DLayer()\n");
-        if (L->p_scale2d >= 0) put(&s, "      (scale): Scale2DLayer()\n");
-        if (L->has_act) put(&s, "      (nonlin): AdaptiveELU()\n");
+        norm_act_repr(&s, core, L);
         if (L->has_se)
             put(&s,
                 "      (seg_ex_block): SqueezeExcitationBlock(\n        (se): Sequential(\n"
@@ -815,6 +1066,7 @@ void npred_core_repr(const npred_core *core, char *buf, size_t n)
                 L->cout, L->se_hidden, L->se_hidden, L->cout);
         put(&s, "    )\n");
     }
+    if (c->rot_eq) rot_repr(&s, core);
     npred_pynum(gh, sizeof gh, c->gamma_hidden);
     npred_pyfloat(gi, sizeof gi, c->gamma_input);
     put(&s, "  )\n) [%s regularizers: gamma_hidden = %s|gamma_input = %s|skip = %d]\n", cls, gh, gi, c->skip);
@@ -836,6 +1088,9 @@ void npred_core_free(npred_core *core)
         free(L->se_h);
         free(L->se_s);
         free(L->dout);
+        free(L->weff);
+        free(L->dweff);
+        free(L->basis);
         free(L->mean);
         free(L->invstd);
     }

@@ -1,4 +1,5 @@
-/* Stacked2dCore and SE2dCore (neuralpredictors 0.3.0 semantics, spec §1.2, §1.4).
+/* Stacked2dCore, SE2dCore and RotationEquivariant2dCore (neuralpredictors 0.3.0
+ * semantics, spec §1.2, §1.4; docs/cores.md).
  *
  * layer0:  conv(input_kern, pad input_kern//2 if pad_input) -> BN -> AdaptiveELU
  * layer l: conv | DepthSeparableConv2d(1x1 -> kxk depthwise -> 1x1) -> BN -> AdaptiveELU
@@ -24,6 +25,7 @@
 #include "npred/base.h"
 
 #define NPRED_CORE_MAXLAYERS 16
+#define NPRED_MAX_ROTATIONS 64
 
 typedef enum {
     NPRED_INPUT_REG_LAPLACE_L2 = 0,
@@ -61,6 +63,10 @@ typedef struct {
     int linear;
     int n_se_blocks;        /* SE2dCore */
     int se_reduction;
+    int rot_eq;             /* 1: RotationEquivariant2dCore (HermiteConv2D layers) */
+    int num_rotations;      /* RotationEquivariant2dCore: 8 */
+    int upsampling;         /* 2 */
+    int rot_eq_batch_norm;  /* 1 */
 } npred_core_config;
 
 typedef struct {
@@ -77,6 +83,15 @@ typedef struct {
     int se_hidden;
     int has_bn, has_act, has_se;
     int fused;        /* BN + AdaptiveELU in one kernel (no bias/scale layer between): v, u are not stored */
+    /* RotationEquivariant2dCore: cout = hidden * rot; BN, Bias2D and Scale2D act on
+     * (B * rot, hidden) (statistics shared across rotations); the conv weight is
+     * computed from coeffs (ncoef, cin, hidden) and the fixed Hermite basis H and
+     * rotation matrices Rs.<r> (buffers) into weff (cout, cin, k, k). */
+    int rot;          /* 1 for the other cores */
+    int ncoef, hk;    /* k (k + 1) / 2 coefficients; basis size k * upsampling */
+    int p_coeffs, p_H, p_Rs0; /* Rs.<r> is entry p_Rs0 + r */
+    float *weff, *dweff;      /* (cout, cin, k, k) */
+    double *basis;            /* (rot, ncoef, k * k): Rs[r]^T applied to the downsampled basis */
     /* activations, capacity max_batch */
     float *in;        /* layer input (owned only when it is a skip concatenation) */
     int owns_in;
@@ -113,6 +128,9 @@ typedef struct {
 void npred_core_config_default(npred_core_config *c);
 /* SE2dCore defaults (bias False, laplace_padding None, LaplaceL2norm, use_avg_reg False). */
 void npred_core_config_default_se(npred_core_config *c);
+/* RotationEquivariant2dCore defaults (Stacked2dCore's, LaplaceL2norm, num_rotations 8,
+ * upsampling 2, rot_eq_batch_norm True). */
+void npred_core_config_default_rot(npred_core_config *c);
 /* Resolve `stack` given as None (all), an int s (range(layers)[s:]) or a list. */
 npred_status npred_core_config_set_stack(npred_core_config *c, const int *list, int n, int is_int, int is_none);
 
@@ -121,9 +139,11 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
                                 int in_w, npred_ptable *t);
 npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_batch);
 /* Xavier-normal conv weights, zero conv biases, BN defaults (gamma 1, beta 0, running
- * mean 0, var 1), SE linears with PyTorch's default uniform init; the Laplace filter. */
+ * mean 0, var 1), SE linears with PyTorch's default uniform init; Hermite coeffs
+ * N(0, 0.1); the constant buffers. */
 void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng);
-/* Fill the constant buffers (Laplace filter) without touching parameters. */
+/* Fill the constant buffers (Laplace filter; Hermite basis H and rotations Rs of a
+ * RotationEquivariant2dCore) without touching parameters. */
 void npred_core_init_buffers(npred_core *core, npred_ptable *t);
 /* Forward x (B, input_channels, in_h, in_w); returns core->output. train selects
  * BatchNorm batch statistics (and updates the running stats). */
@@ -136,8 +156,27 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
 double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale);
 /* The reference's repr (torch module tree + the regularizers line). */
 void npred_core_repr(const npred_core *core, char *buf, size_t n);
-/* the `outchannels` property of 0.3.0 (ignores stack) */
+/* the `outchannels` property of 0.3.0 (ignores stack; times num_rotations for
+ * RotationEquivariant2dCore) */
 int npred_core_outchannels_property(const npred_core *core);
 void npred_core_free(npred_core *core);
+
+/* RotationEquivariant2dCore helpers (cores/hermite.c).
+ * The 2-D Hermite basis of neuralpredictors.layers.hermite.hermite_2d(k, npts,
+ * 2 sqrt(k)), unit-norm, (k (k+1) / 2, npts, npts), and the descriptors and mu of
+ * each basis function ('z', 'r', 'i'); rotation_matrix(desc, mu, angle) (ncoef, ncoef). */
+void npred_hermite_basis(double *H, char *desc, double *mu, int k, int npts);
+void npred_hermite_rotation(double *R, const char *desc, const double *mu, int ncoef, double angle);
+/* The effective conv weight of one HermiteConv2D layer, (hidden * rot, cin, k, k), from
+ * coeffs (ncoef, cin, hidden) and basis (rot, ncoef, k * k) = Rs[r]^T times the
+ * up x up-summed H; first: no input-channel roll (layer 0). */
+void npred_hermite_weights(float *w, const float *coeffs, const double *basis, int ncoef, int cin, int hidden,
+                           int rot, int k, int first);
+/* Adjoint: dcoeffs += d(w)/d(coeffs)^T dw. */
+void npred_hermite_weights_backward(float *dcoeffs, const float *dw, const double *basis, int ncoef, int cin,
+                                    int hidden, int rot, int k, int first);
+/* basis (rot, ncoef, k*k) from H (ncoef, k*up, k*up) and Rs (rot pointers to (ncoef, ncoef)). */
+void npred_hermite_rotated_basis(double *basis, const float *H, const float *const *Rs, int ncoef, int k, int up,
+                                 int rot);
 
 #endif

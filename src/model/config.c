@@ -271,6 +271,14 @@ static int core_key(rd *r, const cJSON *e, npred_model_config *m)
     else if (!strcmp(k, "depth_separable")) rd_bool(r, e, &c->depth_separable);
     else if (!strcmp(k, "linear")) rd_bool(r, e, &c->linear);
     else if (!strcmp(k, "n_se_blocks")) rd_int(r, e, &c->n_se_blocks);
+    else if (!strcmp(k, "num_rotations") || !strcmp(k, "upsampling") || !strcmp(k, "rot_eq_batch_norm")) {
+        /* RotationEquivariant2dCore arguments; the core type is known before the keys are read */
+        if (!c->rot_eq)
+            return fail(r, e, "absent: it is an argument of RotationEquivariant2dCore only") || 1;
+        if (!strcmp(k, "num_rotations")) rd_int(r, e, &c->num_rotations);
+        else if (!strcmp(k, "upsampling")) rd_int(r, e, &c->upsampling);
+        else rd_bool(r, e, &c->rot_eq_batch_norm);
+    }
     else if (!strcmp(k, "se_reduction")) rd_int(r, e, &c->se_reduction);
     else if (!strcmp(k, "attention_conv")) {
         int v = 0;
@@ -372,6 +380,13 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
     rd r = {where, "", NPRED_OK};
     const cJSON *e;
     /* readout_type first: it sets the readout defaults the other keys refine */
+    const cJSON *ctype = cJSON_GetObjectItemCaseSensitive(root, "core_type");
+    if (ctype && cJSON_GetStringValue(ctype) && !strcmp(cJSON_GetStringValue(ctype), "RotationEquivariant2dCore")) {
+        c->rot_eq = 1; /* the builder's other defaults stay */
+        c->num_rotations = 8;
+        c->upsampling = 2;
+        c->rot_eq_batch_norm = 1;
+    }
     const cJSON *rt = cJSON_GetObjectItemCaseSensitive(root, "readout_type");
     if (rt) {
         npred_readout_type t;
@@ -390,7 +405,8 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
         } else if (!strcmp(k, "core_type")) {
             const char *s = cJSON_GetStringValue(e);
             if (s && !strcmp(s, "SE2dCore")) c->se_core = 1;
-            else if (!s || strcmp(s, "Stacked2dCore")) fail(&r, e, "\"Stacked2dCore\" or \"SE2dCore\"");
+            else if (!s || (strcmp(s, "Stacked2dCore") && strcmp(s, "RotationEquivariant2dCore")))
+                fail(&r, e, "\"Stacked2dCore\", \"SE2dCore\" or \"RotationEquivariant2dCore\"");
         } else if (!strcmp(k, "share_features")) rd_bool(&r, e, &m->share_features);
         else if (!strcmp(k, "share_grid")) rd_bool(&r, e, &m->share_grid);
         else if (!strcmp(k, "core_bias")) rd_bool(&r, e, &c->bias);
@@ -467,9 +483,12 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(core, "type");
     if (ct && cJSON_GetStringValue(ct) && !strcmp(cJSON_GetStringValue(ct), "SE2dCore")) {
         npred_core_config_default_se(c);
+    } else if (ct && cJSON_GetStringValue(ct) && !strcmp(cJSON_GetStringValue(ct), "RotationEquivariant2dCore")) {
+        npred_core_config_default_rot(c);
     } else if (ct && (!cJSON_GetStringValue(ct) || strcmp(cJSON_GetStringValue(ct), "Stacked2dCore"))) {
-        return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'core.type': expected \"Stacked2dCore\" or \"SE2dCore\"",
-                            where);
+        return npred_errorf(NPRED_ERR_CONFIG,
+                            "%s: key 'core.type': expected \"Stacked2dCore\", \"SE2dCore\" or "
+                            "\"RotationEquivariant2dCore\"", where);
     }
     c->hidden_channels = 0;
     c->input_kern = 0;
@@ -601,7 +620,7 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
     const npred_readout_config *ro = &m->readout;
     cJSON *root = cJSON_CreateObject();
     cJSON *core = cJSON_AddObjectToObject(root, "core");
-    cJSON_AddStringToObject(core, "type", c->se_core ? "SE2dCore" : "Stacked2dCore");
+    cJSON_AddStringToObject(core, "type", c->rot_eq ? "RotationEquivariant2dCore" : c->se_core ? "SE2dCore" : "Stacked2dCore");
     cJSON_AddNumberToObject(core, "input_channels", c->input_channels);
     cJSON_AddNumberToObject(core, "hidden_channels", c->hidden_channels);
     cJSON_AddNumberToObject(core, "input_kern", c->input_kern);
@@ -635,6 +654,11 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
     cJSON_AddBoolToObject(core, "use_avg_reg", c->use_avg_reg);
     cJSON_AddBoolToObject(core, "depth_separable", c->depth_separable);
     cJSON_AddBoolToObject(core, "linear", c->linear);
+    if (c->rot_eq) {
+        cJSON_AddNumberToObject(core, "num_rotations", c->num_rotations);
+        cJSON_AddNumberToObject(core, "upsampling", c->upsampling);
+        cJSON_AddBoolToObject(core, "rot_eq_batch_norm", c->rot_eq_batch_norm);
+    }
     if (c->se_core) {
         cJSON_AddNumberToObject(core, "n_se_blocks", c->n_se_blocks);
         cJSON_AddNumberToObject(core, "se_reduction", c->se_reduction);

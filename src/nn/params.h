@@ -18,7 +18,7 @@
 
 #include "npred/base.h"
 
-#define NPRED_PARAM_MAXDIM 4
+#define NPRED_PARAM_MAXDIM 5
 #define NPRED_PARAM_NAMELEN 160
 
 typedef enum { NPRED_PT_F32 = 0, NPRED_PT_I64 = 1 } npred_ptype; /* storage is float; I64 exported as int64 */
