@@ -17,7 +17,7 @@ endif
 BLASINC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLASLIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -fopenmp -g $(OPT) \
-           -Iinclude -Isrc -I$(BLASINC) -I/usr/include/cjson
+           -Iinclude -I$(BLASINC) -I/usr/include/cjson
 LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -lz -lm -fopenmp
 SAN     ?=
 
@@ -82,6 +82,10 @@ deps: $(DEPS_OK)
 $(DEPS_OK): FORCE
 	@sh scripts/deps.sh
 	@mkdir -p $(dir $@) && touch $@
+
+# The library, tests and benchmarks see the internal headers (src/); the CLI and
+# the examples are compiled with the public ones (include/npred/) only.
+$(BUILD)/obj/src/%.o $(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: CFLAGS += -Isrc
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)

@@ -6,29 +6,21 @@
 #include <string.h>
 
 #include "cli.h"
-#include "data/zipfs.h"
 #include "npred/npy.h"
 #include "npred/report.h"
 
 /* read an npy member of a dataset (folder or zip) as doubles; NULL if absent */
 static double *read_gt(const char *path, const char *rel, npred_array *shape)
 {
-    npred_zipfs *fs = NULL;
-    if (npred_zipfs_open(&fs, path)) return NULL;
-    void *buf = NULL;
-    size_t len = 0;
+    npred_array a;
     double *out = NULL;
-    if (npred_zipfs_kind(fs, rel) == 1 && !npred_zipfs_read(fs, rel, &buf, &len)) {
-        npred_array a;
-        if (!npred_npy_parse(buf, len, rel, &a)) {
-            if (npred_array_to_f64(&a, &out)) out = NULL;
-            *shape = a;
-            shape->data = NULL;
-            npred_array_free(&a);
-        }
+    memset(shape, 0, sizeof *shape);
+    if (!npred_dataset_read_npy(path, rel, &a)) {
+        if (npred_array_to_f64(&a, &out)) out = NULL;
+        *shape = a;
+        shape->data = NULL;
+        npred_array_free(&a);
     }
-    free(buf);
-    npred_zipfs_free(fs);
     npred_clear_error();
     return out;
 }

@@ -14,10 +14,9 @@
 #include "cli.h"
 #include "cli_report.h"
 #include "npred/simulate.h"
-#include "model/model.h"
 #include "npred/data.h"
 #include "npred/eval.h"
-#include "train/trainer.h"
+#include "npred/train.h"
 
 /* configs/sensorium_sota.json (the notebook's CNN baseline) */
 static const char *MODEL_CFG =
@@ -269,9 +268,11 @@ int cmd_demo(int argc, char **argv)
                corr, 100 * frac, gt.oracle_rate);
         printf("   jackknife oracle from the repeats %.4f; correlation to the average over repeats %.4f (FEVE %.4f)\n",
                gt.oracle_jackknife, res.overall.corr_to_average, res.overall.feve);
+        int oc, oh, ow;
+        npred_model_core_output_shape(m, &oc, &oh, &ow);
         printf("   receptive fields: learned vs true position correlation x %.3f, y %.3f; median error %.2f pixels "
                "of the %dx%d core output (%d neurons)\n",
-               gt.corr_x, gt.corr_y, gt.median_px, m->core.out_h, m->core.out_w, gt.n);
+               gt.corr_x, gt.corr_y, gt.median_px, oh, ow, gt.n);
         printf("   %s\n", frac >= 0.9 ? "the trained model reaches >= 90% of the oracle"
                                       : "below 90% of the oracle: more trials or epochs (--trials, --epochs) close the gap");
     }

@@ -8,7 +8,6 @@
 
 #include "cli.h"
 #include "cli_model.h"
-#include "data/transforms.h"
 #include "npred/data.h"
 #include "npred/eval.h"
 #include "npred/metrics.h"

@@ -8,7 +8,6 @@
 
 #include "cli.h"
 #include "cli_model.h"
-#include "model/model.h"
 
 static void help(FILE *f)
 {
@@ -33,7 +32,6 @@ static cJSON *int3(int a, int b, int c)
 
 static cJSON *info_json(npred_model *m, const char *path)
 {
-    npred_ptable *t = npred_model_table(m);
     int c, h, w, oc, oh, ow;
     npred_model_input_shape(m, &c, &h, &w);
     npred_model_core_output_shape(m, &oc, &oh, &ow);
@@ -45,46 +43,44 @@ static cJSON *info_json(npred_model *m, const char *path)
     cJSON_AddItemToObject(o, "input_shape", int3(c, h, w));
     cJSON_AddItemToObject(o, "core_output_shape", int3(oc, oh, ow));
     cJSON *p = cJSON_AddObjectToObject(o, "parameters");
-    cJSON_AddNumberToObject(p, "total", (double)npred_ptable_count(t, NULL));
-    cJSON_AddNumberToObject(p, "core", (double)npred_ptable_count(t, "core."));
-    cJSON_AddNumberToObject(p, "buffers", (double)t->n_buffers);
+    cJSON_AddNumberToObject(p, "total", (double)npred_model_param_count(m, NULL));
+    cJSON_AddNumberToObject(p, "core", (double)npred_model_param_count(m, "core."));
+    cJSON_AddNumberToObject(p, "buffers", (double)npred_model_buffer_count(m));
+    int pupil = npred_model_pupil_channels(m), behavior = npred_model_behavior_channels(m);
     cJSON_AddBoolToObject(o, "shifter", npred_model_has_shifter(m));
-    cJSON_AddNumberToObject(o, "behavior_channels", npred_model_behavior_channels(m));
+    cJSON_AddNumberToObject(o, "behavior_channels", behavior);
     cJSON *ss = cJSON_AddArrayToObject(o, "sessions");
     for (int i = 0; i < npred_model_n_sessions(m); i++) {
-        const npred_session *s = &m->s[i];
-        char pre[128];
+        const char *key = npred_model_session_key(m, i);
+        int n = npred_model_session_neurons(m, i);
+        char pre[160];
         cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "data_key", s->key);
-        cJSON_AddNumberToObject(e, "n_neurons", s->n);
-        char repr[4096];
-        npred_readout_repr(&s->ro, repr, sizeof repr);
-        cJSON_AddStringToObject(e, "readout", repr);
-        size_t rn = npred_ptable_count(t, s->ro.prefix), sn = 0, mn = 0;
-        if (s->has_shifter) {
-            snprintf(pre, sizeof pre, "shifter.%s.", s->key);
-            sn = npred_ptable_count(t, pre);
-        }
-        if (s->has_modulator) {
-            snprintf(pre, sizeof pre, "modulator.%s.", s->key);
-            mn = npred_ptable_count(t, pre);
-        }
+        cJSON_AddStringToObject(e, "data_key", key);
+        cJSON_AddNumberToObject(e, "n_neurons", n);
+        char *repr = npred_model_readout_repr(m, i);
+        cJSON_AddStringToObject(e, "readout", repr ? repr : "");
+        free(repr);
+        size_t rn = npred_model_readout_param_count(m, i);
+        snprintf(pre, sizeof pre, "shifter.%s.", key);
+        size_t sn = npred_model_param_count(m, pre);
+        snprintf(pre, sizeof pre, "modulator.%s.", key);
+        size_t mn = npred_model_param_count(m, pre);
         cJSON_AddNumberToObject(e, "readout_parameters", (double)rn);
-        cJSON_AddNumberToObject(e, "readout_parameters_per_neuron", (double)rn / s->n);
+        cJSON_AddNumberToObject(e, "readout_parameters_per_neuron", (double)rn / n);
         cJSON_AddNumberToObject(e, "shifter_parameters", (double)sn);
         cJSON_AddNumberToObject(e, "modulator_parameters", (double)mn);
         cJSON *in = cJSON_AddObjectToObject(e, "inputs");
         int sh[4] = {-1, c, h, w};
         cJSON_AddItemToObject(in, "images", cJSON_CreateIntArray(sh, 4));
-        if (s->has_shifter) {
-            int ps[2] = {-1, m->cfg.shifter_input_channels};
+        if (pupil) {
+            int ps[2] = {-1, pupil};
             cJSON_AddItemToObject(in, "pupil_center", cJSON_CreateIntArray(ps, 2));
         }
-        if (s->has_modulator) {
-            int bs[2] = {-1, m->cfg.modulator_input_channels};
+        if (behavior) {
+            int bs[2] = {-1, behavior};
             cJSON_AddItemToObject(in, "behavior", cJSON_CreateIntArray(bs, 2));
         }
-        int os[2] = {-1, s->n};
+        int os[2] = {-1, n};
         cJSON_AddItemToObject(e, "output", cJSON_CreateIntArray(os, 2));
         cJSON_AddItemToArray(ss, e);
     }

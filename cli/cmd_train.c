@@ -18,12 +18,9 @@
 #include "npred/mpi.h"
 #endif
 #include "npred/eval.h"
-#include "model/config.h"
-#include "model/model.h"
-#include "data/loader.h"
 #include "npred/data.h"
 #include "npred/model.h"
-#include "train/trainer.h"
+#include "npred/train.h"
 
 #define DEFAULT_SEED 42
 
@@ -385,7 +382,10 @@ int cmd_train(int argc, char **argv)
     /* parse everything before the slow parts, so bad keys fail at once */
     npred_trainer_config tc;
     npred_trainer_config_init(&tc);
-    npred_status st = npred_trainer_config_set_json(&tc, jtrainer, cfg_where_trainer);
+    char *trainer_txt = cJSON_PrintUnformatted(jtrainer);
+    npred_status st = trainer_txt ? npred_trainer_config_parse(&tc, trainer_txt, cfg_where_trainer)
+                                  : npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    free(trainer_txt);
     if (st) {
         rc = cli_fail(st, "trainer config");
         goto out;
@@ -399,8 +399,7 @@ int cmd_train(int argc, char **argv)
         tc.seed = DEFAULT_SEED;
     }
     char *model_txt = cJSON_PrintUnformatted(jmodel);
-    npred_model_config mc;
-    st = npred_model_config_parse(&mc, model_txt, cfg_where_model);
+    st = npred_model_config_check(model_txt, cfg_where_model);
     if (st) {
         free(model_txt);
         rc = cli_fail(st, "model config");
@@ -410,7 +409,10 @@ int cmd_train(int argc, char **argv)
     npred_loader_config_init(&lc);
     char **cfg_paths = NULL;
     size_t n_cfg_paths = 0;
-    st = npred_loader_config_set_json(&lc, jdataset, &cfg_paths, &n_cfg_paths);
+    char *dataset_txt = cJSON_PrintUnformatted(jdataset);
+    st = dataset_txt ? npred_loader_config_parse(&lc, dataset_txt, &cfg_paths, &n_cfg_paths)
+                     : npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    free(dataset_txt);
     if (st) {
         free(model_txt);
         npred_loader_config_free(&lc);
@@ -471,7 +473,9 @@ int cmd_train(int argc, char **argv)
     char *mj = npred_model_config_json(m);
     cJSON *jm = cJSON_Parse(mj);
     free(mj);
-    cJSON *jd = loader_config_json(&lc), *jt = npred_trainer_config_to_json(&tc);
+    char *tj = npred_trainer_config_json(&tc);
+    cJSON *jd = loader_config_json(&lc), *jt = tj ? cJSON_Parse(tj) : NULL;
+    free(tj);
     for (size_t s = 0; s < npred_loaders_count(L); s++) {
         npred_session_info si;
         npred_loaders_session(L, s, &si);
@@ -481,7 +485,7 @@ int cmd_train(int argc, char **argv)
                si.behavior_dim ? ", behavior" : "", si.pupil_dim ? ", pupil_center" : "");
     }
     print_section("model", jm);
-    printf("  %-26s %zu\n", "trainable parameters", npred_ptable_count(npred_model_table(m), NULL));
+    printf("  %-26s %zu\n", "trainable parameters", npred_model_param_count(m, NULL));
     print_section("dataset", jd);
     print_section("trainer", jt);
     fflush(stdout);

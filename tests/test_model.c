@@ -549,6 +549,9 @@ static void test_plan_and_introspection(void)
     CHECK(npred_model_param_count(p, "readout.1-2-3.") == 5 * 13 && npred_model_param_count(p, "readout.4-5-6.") == 4 * 13,
           "readout parameters %zu, %zu", npred_model_param_count(p, "readout.1-2-3."),
           npred_model_param_count(p, "readout.4-5-6."));
+    CHECK(npred_model_readout_param_count(m, 0) == 5 * 13 && npred_model_readout_param_count(p, 1) == 4 * 13 &&
+              npred_model_readout_param_count(p, 2) == 0,
+          "readout_param_count");
     /* sensorium's shifter MLP, one per session: 2 -> 5 -> 5 -> 2 with biases (shift_layers 3,
      * hidden_channels_shifter 5) */
     CHECK(npred_model_param_count(p, "shifter.1-2-3.") == (2 * 5 + 5) + (5 * 5 + 5) + (5 * 2 + 2), "shifter %zu", npred_model_param_count(p, "shifter.1-2-3."));

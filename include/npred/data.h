@@ -43,6 +43,12 @@ NPRED_API const char *npred_tier_name(npred_tier t);
 NPRED_API npred_status npred_tier_parse(const char *name, npred_tier *out);
 
 /* ---------------------------------------------------------------- dataset */
+/* Read one .npy member of a dataset folder or .zip (e.g.
+ * "meta/ground_truth/rf_grid.npy") without opening the dataset; out owns its data
+ * (npred_array_free). NPRED_ERR_IO naming the member when it is absent,
+ * NPRED_ERR_FORMAT when it is not a valid .npy. */
+NPRED_API npred_status npred_dataset_read_npy(const char *path, const char *rel, npred_array *out);
+
 /* One opened scan. All trials of every data/ field present are read at open
  * and kept in memory as float32 (raw, untransformed). */
 typedef struct npred_dataset npred_dataset;
@@ -106,6 +112,11 @@ NPRED_API const npred_tier *npred_dataset_tiers(const npred_dataset *d);
 NPRED_API const int64_t *npred_dataset_image_ids(const npred_dataset *d);
 
 /* ---------------------------------------------------------------- config */
+/* Output length of skimage.transform.rescale along one axis:
+ * max(round_half_even(scale * n), 1). */
+NPRED_API int npred_rescale_size(int n, double scale);
+
+
 /* Optional integer/double: `set` says whether the value was given (Python None). */
 typedef struct { int set; int64_t v; } npred_opt_i64;
 typedef struct { int set; double v; } npred_opt_f64;

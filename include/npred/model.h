@@ -99,6 +99,9 @@ NPRED_API npred_status npred_model_readout_positions(npred_model *m, int i, floa
 /* Trainable parameters (floats) whose state_dict name starts with prefix (NULL or
  * "": all), e.g. "core.", "readout.<key>.", "shifter.<key>.", "modulator.<key>.". */
 NPRED_API size_t npred_model_param_count(const npred_model *m, const char *prefix);
+/* Trainable parameters of session i's readout ("readout.<key>." or, for a single
+ * non-multi readout, "readout."); 0 for a bad index. */
+NPRED_API size_t npred_model_readout_param_count(const npred_model *m, int i);
 /* Floats held in buffers (BatchNorm running statistics, grids, ...). */
 NPRED_API size_t npred_model_buffer_count(const npred_model *m);
 /* Pupil-center values per image the shifter takes (0 without a shifter). */

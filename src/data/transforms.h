@@ -8,10 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "npred/base.h"
+#include "npred/data.h"
 
-/* Output length of skimage.transform.rescale along one axis:
- * max(round_half_even(scale * n), 1). */
-int npred_rescale_size(int n, double scale);
+/* npred_rescale_size (skimage rescale output length) is public: npred/data.h */
 
 /* 1-D plan of linear resampling n_in -> n_out as skimage 0.19 resize does it
  * (scipy.ndimage.zoom, order 1, grid_mode=True, mode "mirror" = skimage

@@ -1,5 +1,7 @@
 /* zipfs: read-only file access to a folder or a .zip archive (see zipfs.h). */
 #include "data/zipfs.h"
+#include "npred/data.h"
+#include "npred/npy.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -332,4 +334,22 @@ npred_status npred_zipfs_read(npred_zipfs *fs, const char *rel, void **buf, size
     *buf = b;
     *len = n;
     return NPRED_OK;
+}
+
+npred_status npred_dataset_read_npy(const char *path, const char *rel, npred_array *out)
+{
+    memset(out, 0, sizeof *out);
+    npred_zipfs *fs = NULL;
+    npred_status st = npred_zipfs_open(&fs, path);
+    if (st) return st;
+    char name[1200];
+    npred_zipfs_display(fs, rel, name, sizeof name);
+    void *buf = NULL;
+    size_t len = 0;
+    if (npred_zipfs_kind(fs, rel) != 1) st = npred_errorf(NPRED_ERR_IO, "%s: no such file", name);
+    else st = npred_zipfs_read(fs, rel, &buf, &len);
+    if (!st) st = npred_npy_parse(buf, len, name, out);
+    free(buf);
+    npred_zipfs_free(fs);
+    return st;
 }

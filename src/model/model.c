@@ -194,6 +194,11 @@ size_t npred_model_param_count(const npred_model *m, const char *prefix)
     return npred_ptable_count(&m->t, prefix && *prefix ? prefix : NULL);
 }
 
+size_t npred_model_readout_param_count(const npred_model *m, int i)
+{
+    return i >= 0 && i < m->n_sessions ? npred_ptable_count(&m->t, m->s[i].ro.prefix) : 0;
+}
+
 size_t npred_model_buffer_count(const npred_model *m) { return m->t.n_buffers; }
 
 int npred_model_pupil_channels(const npred_model *m)
