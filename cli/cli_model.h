@@ -10,8 +10,6 @@
 int cli_ends_with(const char *path, const char *suffix);
 /* Read a whole text file (malloc'ed, NUL-terminated); NULL with an error set. */
 char *cli_read_text(const char *path);
-/* Parse a positive integer option value; 0 on success, else prints the usage error and returns 2. */
-int cli_parse_pos_int(const char *cmd, const char *opt, const char *s, int *out);
 /* mkdir -p */
 npred_status cli_mkdirs(const char *dir);
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "npred/data.h"
 
@@ -126,29 +127,13 @@ int cmd_dataset(int argc, char **argv)
 {
     int json = 0;
     const char *key = NULL;
-    const char **paths = calloc((size_t)argc, sizeof *paths);
-    int n = 0;
-    if (!paths) return cli_fail(npred_errorf(NPRED_ERR_NOMEM, "out of memory"), "dataset");
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            free(paths);
-            return 0;
-        } else if (!strcmp(argv[i], "--json")) {
-            json = 1;
-        } else if (!strcmp(argv[i], "--key")) {
-            if (i + 1 >= argc) {
-                free(paths);
-                return cli_usage_error("dataset", "--key needs a value");
-            }
-            key = argv[++i];
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            free(paths);
-            return cli_usage_error("dataset", "unknown option '%s'", argv[i]);
-        } else {
-            paths[n++] = argv[i];
-        }
-    }
+    cli_list list = {0};
+    const cli_opt opts[] = {{"json", CLI_FLAG, &json, 0, 0}, {"key", CLI_STR, &key, 0, 0}, {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"dataset", usage, opts, &list};
+    int r = cli_parse(&spec, argc, argv);
+    if (r != CLI_CONTINUE) return r;
+    const char **paths = list.v;
+    int n = list.n;
     if (n == 0) {
         free(paths);
         return cli_usage_error("dataset", "no dataset PATH given");

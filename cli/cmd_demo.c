@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "args.h"
 #include "cli.h"
 #include "cli_report.h"
 #include "npred/simulate.h"
@@ -86,52 +87,28 @@ static int sim_progress(void *u, int session, int64_t done, int64_t total)
     return stop_flag;
 }
 
-static int parse_pos(const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = strtol(v ? v : "", &end, 10);
-    if (!v || *end || errno || x < lo || x > hi) {
-        cli_usage_error("demo", "%s expects an integer in [%ld, %ld], got '%s'", opt, lo, hi, v ? v : "");
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
 int cmd_demo(int argc, char **argv)
 {
     const char *out = "npred-demo";
-    long sessions = 2, neurons = 300, trials = 1500, epochs = 20, batch = 32, seed = 1, threads = 0;
+    int sessions = 2, neurons = 300, trials = 1500, epochs = 20, batch = 32, seed = 1, threads = 0;
     double rate_scale = 4;
-    long test_images = 100, test_repeats = 10;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int ok = 1;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            help(stdout);
-            return 0;
-        } else if (!strcmp(a, "--out") && v) out = v, i++;
-        else if (!strcmp(a, "--sessions")) ok = parse_pos(a, v, 1, 64, &sessions), i++;
-        else if (!strcmp(a, "--neurons")) ok = parse_pos(a, v, 2, 100000, &neurons), i++;
-        else if (!strcmp(a, "--trials")) ok = parse_pos(a, v, 20, 1000000, &trials), i++;
-        else if (!strcmp(a, "--epochs")) ok = parse_pos(a, v, 1, 100000, &epochs), i++;
-        else if (!strcmp(a, "--batch")) ok = parse_pos(a, v, 2, 4096, &batch), i++;
-        else if (!strcmp(a, "--test-images")) ok = parse_pos(a, v, 2, 100000, &test_images), i++;
-        else if (!strcmp(a, "--test-repeats")) ok = parse_pos(a, v, 2, 1000, &test_repeats), i++;
-        else if (!strcmp(a, "--rate-scale")) {
-            char *end;
-            rate_scale = v ? strtod(v, &end) : 0;
-            if (!v || *end || !(rate_scale > 0) || rate_scale > 1e4) {
-                cli_usage_error("demo", "--rate-scale expects a positive number, got '%s'", v ? v : "");
-                return 2;
-            }
-            i++;
-        } else if (!strcmp(a, "--seed")) ok = parse_pos(a, v, 0, 2147483647L, &seed), i++;
-        else if (!strcmp(a, "--threads")) ok = parse_pos(a, v, 1, 1024, &threads), i++;
-        else return cli_usage_error("demo", "unknown option '%s'", a);
-        if (!ok) return 2;
-    }
+    int test_images = 100, test_repeats = 10;
+    const cli_opt opts[] = {{"out", CLI_STR, &out, 0, 0},
+                            {"sessions", CLI_INT, &sessions, 1, 64},
+                            {"neurons", CLI_INT, &neurons, 2, 100000},
+                            {"trials", CLI_INT, &trials, 20, 1000000},
+                            {"epochs", CLI_INT, &epochs, 1, 100000},
+                            {"batch", CLI_INT, &batch, 2, 4096},
+                            {"test-images", CLI_INT, &test_images, 2, 100000},
+                            {"test-repeats", CLI_INT, &test_repeats, 2, 1000},
+                            {"rate-scale", CLI_NUM, &rate_scale, 0, 1e4},
+                            {"seed", CLI_INT, &seed, 0, 2147483647},
+                            {"threads", CLI_INT, &threads, 1, 1024},
+                            {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"demo", help, opts, NULL};
+    int r = cli_parse(&spec, argc, argv);
+    if (r != CLI_CONTINUE) return r;
+    if (!(rate_scale > 0)) return cli_usage_error("demo", "--rate-scale expects a positive number, got %g", rate_scale);
     if (threads > 0) omp_set_num_threads((int)threads);
     time_t t0 = time(NULL);
     char data_dir[4096], run_dir[4096];
@@ -145,9 +122,9 @@ int cmd_demo(int argc, char **argv)
 
     /* 1. simulate */
     npred_sim_params sp = npred_sim_default_params();
-    sp.n_sessions = (int)sessions;
-    sp.n_neurons = (int)neurons;
-    sp.n_trials = (int)trials;
+    sp.n_sessions = sessions;
+    sp.n_neurons = neurons;
+    sp.n_trials = trials;
     sp.seed = (uint64_t)seed;
     sp.n_test_images = (int)test_images;
     sp.rate_scale = rate_scale;
@@ -155,7 +132,7 @@ int cmd_demo(int argc, char **argv)
     sp.write_tree = 0;
     sp.write_zip = 1;
     sp.force = 1;
-    printf("1. simulating %ld sessions x %ld neurons, %ld train+validation trials and %d x %d test trials, "
+    printf("1. simulating %d sessions x %d neurons, %d train+validation trials and %d x %d test trials, "
            "%d x %d images -> %s\n",
            sessions, neurons, trials, sp.n_test_images, sp.n_test_repeats, sp.height, sp.width, data_dir);
     fflush(stdout);
@@ -181,10 +158,10 @@ int cmd_demo(int argc, char **argv)
     npred_loader_config lc;
     npred_loader_config_init(&lc);
     char ds_json[256];
-    snprintf(ds_json, sizeof ds_json, "{\"batch_size\": %ld, \"scale\": 0.25, \"normalize\": true}", batch);
+    snprintf(ds_json, sizeof ds_json, "{\"batch_size\": %d, \"scale\": 0.25, \"normalize\": true}", batch);
     char tr_json[256];
     snprintf(tr_json, sizeof tr_json,
-             "{\"max_iter\": %ld, \"lr_init\": 0.009, \"lr_decay_steps\": 4, \"avg_loss\": false, \"verbose\": false}",
+             "{\"max_iter\": %d, \"lr_init\": 0.009, \"lr_decay_steps\": 4, \"avg_loss\": false, \"verbose\": false}",
              epochs);
     npred_loaders *L = NULL;
     npred_model *m = NULL;
@@ -215,14 +192,14 @@ int cmd_demo(int argc, char **argv)
     }
     {
         char run_cfg[4096];
-        snprintf(run_cfg, sizeof run_cfg, "{\"model\": %s, \"dataset\": %s, \"trainer\": %s, \"seed\": %ld}\n",
+        snprintf(run_cfg, sizeof run_cfg, "{\"model\": %s, \"dataset\": %s, \"trainer\": %s, \"seed\": %d}\n",
                  MODEL_CFG, ds_json, tr_json, seed);
         if ((st = npred_trainer_set_run_dir(t, run_dir, run_cfg))) {
             rc = cli_fail(st, "run folder");
             goto done;
         }
     }
-    printf("2. training the SENSORIUM CNN baseline (configs/sensorium_sota.json; batch %ld, at most %ld epochs, "
+    printf("2. training the SENSORIUM CNN baseline (configs/sensorium_sota.json; batch %d, at most %d epochs, "
            "%d threads) -> %s\n",
            batch, epochs, omp_get_max_threads(), run_dir);
     fflush(stdout);

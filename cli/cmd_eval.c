@@ -1,11 +1,12 @@
 /* npred eval: SENSORIUM metrics of a model on a tier of one or more scans. */
 #include <cJSON.h>
-#include <getopt.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "cli_model.h"
 #include "npred/data.h"
@@ -75,33 +76,18 @@ static void model_defaults(npred_loader_config *cfg, const cJSON *given, const n
 
 int cmd_eval(int argc, char **argv)
 {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},   {"data", required_argument, 0, 'd'},
-                                         {"dataset", required_argument, 0, 'D'}, {"tier", required_argument, 0, 't'},
-                                         {"batch", required_argument, 0, 'B'},   {"json", no_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     const char *model = NULL, *dataset = NULL, *tier_name = "test";
-    int json = 0, batch = 64, r;
-    const char **data = calloc((size_t)argc + 1, sizeof *data);
-    size_t n_data = 0;
-    if (!data) return cli_fail(npred_errorf(NPRED_ERR_NOMEM, "out of memory"), "eval");
-    optind = 1;
-    opterr = 0;
-    for (int o; (o = getopt_long(argc, argv, ":h", opts, NULL)) != -1;) {
-        switch (o) {
-        case 'm': model = optarg; break;
-        case 'd': data[n_data++] = optarg; break;
-        case 'D': dataset = optarg; break;
-        case 't': tier_name = optarg; break;
-        case 'B':
-            if ((r = cli_parse_pos_int("eval", "batch", optarg, &batch))) return free(data), r;
-            break;
-        case 'j': json = 1; break;
-        case 'h': help(stdout); free(data); return 0;
-        case ':': free(data); return cli_usage_error("eval", "%s needs a value", argv[optind - 1]);
-        default: free(data); return cli_usage_error("eval", "unknown option '%s'", argv[optind - 1]);
-        }
-    }
-    for (int i = optind; i < argc; i++) data[n_data++] = argv[i]; /* more scans after --data */
+    int json = 0, batch = 64;
+    cli_list scans = {0};
+    const cli_opt opts[] = {{"model", CLI_STR, &model, 0, 0},       {"data", CLI_LIST, &scans, 0, 0},
+                            {"dataset", CLI_STR, &dataset, 0, 0},   {"tier", CLI_STR, &tier_name, 0, 0},
+                            {"batch", CLI_INT, &batch, 1, INT_MAX}, {"json", CLI_FLAG, &json, 0, 0},
+                            {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"eval", help, opts, &scans}; /* more scans after --data */
+    int r = cli_parse(&spec, argc, argv);
+    if (r != CLI_CONTINUE) return r;
+    const char **data = scans.v;
+    size_t n_data = (size_t)scans.n;
     if (!model) return free(data), cli_usage_error("eval", "missing --model");
     npred_tier tier;
     if (npred_tier_parse(tier_name, &tier)) return free(data), cli_usage_error("eval", "--tier: %s", npred_last_error());

@@ -1,11 +1,12 @@
 /* npred import MODEL.pth --out DIR: convert a PyTorch neuralpredictors/sensorium
  * checkpoint into an npred model directory (DIR/model.safetensors). */
-#include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "args.h"
 #include "cli.h"
 #include "cli_model.h"
 
@@ -60,36 +61,20 @@ static void print_summary(npred_model *m, const char *src, const char *dir, int 
 
 int cmd_import(int argc, char **argv)
 {
-    static const struct option opts[] = {{"out", required_argument, 0, 'o'},   {"config", required_argument, 0, 'c'},
-                                         {"height", required_argument, 0, 'H'}, {"width", required_argument, 0, 'W'},
-                                         {"force", no_argument, 0, 'f'},        {"quiet", no_argument, 0, 'q'},
-                                         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *out = NULL, *config = NULL;
-    int height = 0, width = 0, force = 0, quiet = 0, r;
-    optind = 1;
-    opterr = 0;
-    for (int o; (o = getopt_long(argc, argv, ":h", opts, NULL)) != -1;) {
-        switch (o) {
-        case 'o': out = optarg; break;
-        case 'c': config = optarg; break;
-        case 'H':
-            if ((r = cli_parse_pos_int("import", "height", optarg, &height))) return r;
-            break;
-        case 'W':
-            if ((r = cli_parse_pos_int("import", "width", optarg, &width))) return r;
-            break;
-        case 'f': force = 1; break;
-        case 'q': quiet = 1; break;
-        case 'h': help(stdout); return 0;
-        case ':': return cli_usage_error("import", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("import", "unknown option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind >= argc) return cli_usage_error("import", "missing MODEL.pth");
-    if (optind + 1 < argc) return cli_usage_error("import", "one checkpoint at a time ('%s' is extra)", argv[optind + 1]);
+    int height = 0, width = 0, force = 0, quiet = 0;
+    cli_list pths = {0};
+    const cli_opt opts[] = {{"out", CLI_STR, &out, 0, 0},          {"config", CLI_STR, &config, 0, 0},
+                            {"height", CLI_INT, &height, 1, INT_MAX}, {"width", CLI_INT, &width, 1, INT_MAX},
+                            {"force", CLI_FLAG, &force, 0, 0},     {"quiet", CLI_FLAG, &quiet, 0, 0},
+                            {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"import", help, opts, &pths};
+    int r = cli_parse(&spec, argc, argv);
+    if (r != CLI_CONTINUE) return r;
+    const char *src = NULL;
+    if ((r = cli_one_word("import", &pths, "MODEL.pth", &src))) return r;
     if (!out) return cli_usage_error("import", "missing --out DIR");
     if ((height > 0) != (width > 0)) return cli_usage_error("import", "give both --height and --width");
-    const char *src = argv[optind];
     char target[4096];
     snprintf(target, sizeof target, "%s/model.safetensors", out);
     struct stat sb;

@@ -1,11 +1,12 @@
 /* npred info MODEL: the architecture in the reference's words, parameter counts
  * and the input/output shapes of every session. */
 #include <cJSON.h>
-#include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "cli_model.h"
 
@@ -93,32 +94,18 @@ static cJSON *info_json(npred_model *m, const char *path)
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, 0, 'j'},
-                                         {"height", required_argument, 0, 'H'},
-                                         {"width", required_argument, 0, 'W'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    int json = 0, height = 0, width = 0, r;
-    optind = 1;
-    opterr = 0;
-    for (int o; (o = getopt_long(argc, argv, ":h", opts, NULL)) != -1;) {
-        switch (o) {
-        case 'j': json = 1; break;
-        case 'H':
-            if ((r = cli_parse_pos_int("info", "height", optarg, &height))) return r;
-            break;
-        case 'W':
-            if ((r = cli_parse_pos_int("info", "width", optarg, &width))) return r;
-            break;
-        case 'h': help(stdout); return 0;
-        case ':': return cli_usage_error("info", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("info", "unknown option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind >= argc) return cli_usage_error("info", "missing MODEL");
-    if (optind + 1 < argc) return cli_usage_error("info", "one model at a time ('%s' is extra)", argv[optind + 1]);
+    int json = 0, height = 0, width = 0;
+    cli_list models = {0};
+    const cli_opt opts[] = {{"json", CLI_FLAG, &json, 0, 0},
+                            {"height", CLI_INT, &height, 1, INT_MAX},
+                            {"width", CLI_INT, &width, 1, INT_MAX},
+                            {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"info", help, opts, &models};
+    int r = cli_parse(&spec, argc, argv);
+    if (r != CLI_CONTINUE) return r;
+    const char *path = NULL;
+    if ((r = cli_one_word("info", &models, "MODEL", &path))) return r;
     if ((height > 0) != (width > 0)) return cli_usage_error("info", "give both --height and --width");
-    const char *path = argv[optind];
     npred_model *m = NULL;
     npred_status st = npred_model_open(&m, path, height, width, 1);
     if (st) return cli_fail(st, "info");

@@ -1,10 +1,11 @@
 /* npred predict: eval-mode firing rates of a model for images in an .npy file. */
-#include <getopt.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "cli_model.h"
 #include "npred/npy.h"
@@ -57,32 +58,15 @@ static void shape_str(const npred_array *a, char *buf, size_t n)
 
 int cmd_predict(int argc, char **argv)
 {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},   {"images", required_argument, 0, 'i'},
-                                         {"session", required_argument, 0, 's'}, {"pupil-center", required_argument, 0, 'p'},
-                                         {"behavior", required_argument, 0, 'b'}, {"out", required_argument, 0, 'o'},
-                                         {"batch", required_argument, 0, 'B'},   {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
     const char *model = NULL, *images = NULL, *key = NULL, *pupil = NULL, *behav = NULL, *out = NULL;
-    int batch = 64, r;
-    optind = 1;
-    opterr = 0;
-    for (int o; (o = getopt_long(argc, argv, ":h", opts, NULL)) != -1;) {
-        switch (o) {
-        case 'm': model = optarg; break;
-        case 'i': images = optarg; break;
-        case 's': key = optarg; break;
-        case 'p': pupil = optarg; break;
-        case 'b': behav = optarg; break;
-        case 'o': out = optarg; break;
-        case 'B':
-            if ((r = cli_parse_pos_int("predict", "batch", optarg, &batch))) return r;
-            break;
-        case 'h': help(stdout); return 0;
-        case ':': return cli_usage_error("predict", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("predict", "unknown option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc) return cli_usage_error("predict", "unexpected argument '%s'", argv[optind]);
+    int batch = 64;
+    const cli_opt opts[] = {{"model", CLI_STR, &model, 0, 0},       {"images", CLI_STR, &images, 0, 0},
+                            {"session", CLI_STR, &key, 0, 0},       {"pupil-center", CLI_STR, &pupil, 0, 0},
+                            {"behavior", CLI_STR, &behav, 0, 0},    {"out", CLI_STR, &out, 0, 0},
+                            {"batch", CLI_INT, &batch, 1, INT_MAX}, {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"predict", help, opts, NULL};
+    int r = cli_parse(&spec, argc, argv);
+    if (r != CLI_CONTINUE) return r;
     if (!model) return cli_usage_error("predict", "missing --model");
     if (!images) return cli_usage_error("predict", "missing --images");
     if (!out) return cli_usage_error("predict", "missing --out");

@@ -1,12 +1,12 @@
 /* npred simulate: write a synthetic SENSORIUM-format dataset with a known ground truth. */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
 #include "cli.h"
 #include "npred/simulate.h"
 
@@ -49,27 +49,6 @@ static void help(FILE *f)
             d.rate_scale, d.gamma_shape);
 }
 
-static int parse_int(const char *opt, const char *s, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < INT_MIN || v > INT_MAX)
-        return cli_usage_error("simulate", "--%s: '%s' is not an integer", opt, s);
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_double(const char *opt, const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end) return cli_usage_error("simulate", "--%s: '%s' is not a number", opt, s);
-    *out = v;
-    return 0;
-}
-
 typedef struct {
     int quiet;
     int last_pct;
@@ -94,71 +73,42 @@ static int on_progress(void *user, int session, int64_t done, int64_t total)
 
 int cmd_simulate(int argc, char **argv)
 {
-    enum { O_SESS = 256, O_NEUR, O_TRIALS, O_VAL, O_TEST, O_REPS, O_FINAL, O_H, O_W, O_DOWN, O_SEED, O_ANIMAL,
-           O_RATE, O_NOISE, O_GSHAPE, O_MOD, O_ZIP, O_ZIPONLY, O_FORCE, O_QUIET, O_OUT };
-    static const struct option opts[] = {
-        {"out", required_argument, 0, O_OUT}, {"sessions", required_argument, 0, O_SESS},
-        {"neurons", required_argument, 0, O_NEUR}, {"trials", required_argument, 0, O_TRIALS},
-        {"val-fraction", required_argument, 0, O_VAL}, {"test-images", required_argument, 0, O_TEST},
-        {"test-repeats", required_argument, 0, O_REPS}, {"final-test-images", required_argument, 0, O_FINAL},
-        {"height", required_argument, 0, O_H}, {"width", required_argument, 0, O_W},
-        {"downsample", required_argument, 0, O_DOWN}, {"seed", required_argument, 0, O_SEED},
-        {"animal-id", required_argument, 0, O_ANIMAL}, {"rate-scale", required_argument, 0, O_RATE},
-        {"noise", required_argument, 0, O_NOISE}, {"gamma-shape", required_argument, 0, O_GSHAPE},
-        {"modulate", no_argument, 0, O_MOD}, {"zip", no_argument, 0, O_ZIP},
-        {"zip-only", no_argument, 0, O_ZIPONLY}, {"force", no_argument, 0, O_FORCE},
-        {"quiet", no_argument, 0, O_QUIET}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     npred_sim_params p = npred_sim_default_params();
-    const char *out = NULL;
-    int quiet = 0, c, rc = 0;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        const char *name = NULL;
-        for (const struct option *o = opts; o->name; o++)
-            if (o->val == c) name = o->name;
-        switch (c) {
-        case 'h': help(stdout); return 0;
-        case O_OUT: out = optarg; break;
-        case O_SESS: rc = parse_int(name, optarg, &p.n_sessions); break;
-        case O_NEUR: rc = parse_int(name, optarg, &p.n_neurons); break;
-        case O_TRIALS: rc = parse_int(name, optarg, &p.n_trials); break;
-        case O_VAL: rc = parse_double(name, optarg, &p.val_fraction); break;
-        case O_TEST: rc = parse_int(name, optarg, &p.n_test_images); break;
-        case O_REPS: rc = parse_int(name, optarg, &p.n_test_repeats); break;
-        case O_FINAL: rc = parse_int(name, optarg, &p.n_final_test_images); break;
-        case O_H: rc = parse_int(name, optarg, &p.height); break;
-        case O_W: rc = parse_int(name, optarg, &p.width); break;
-        case O_DOWN: rc = parse_int(name, optarg, &p.downsample); break;
-        case O_ANIMAL: rc = parse_int(name, optarg, &p.animal_id); break;
-        case O_RATE: rc = parse_double(name, optarg, &p.rate_scale); break;
-        case O_GSHAPE: rc = parse_double(name, optarg, &p.gamma_shape); break;
-        case O_SEED: {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-')
-                return cli_usage_error("simulate", "--seed: '%s' is not a non-negative integer", optarg);
-            p.seed = v;
-            break;
-        }
-        case O_NOISE:
-            if (!strcmp(optarg, "poisson")) p.noise = NPRED_SIM_NOISE_POISSON;
-            else if (!strcmp(optarg, "gamma")) p.noise = NPRED_SIM_NOISE_GAMMA;
-            else if (!strcmp(optarg, "none")) p.noise = NPRED_SIM_NOISE_NONE;
-            else return cli_usage_error("simulate", "--noise: '%s' is not poisson, gamma or none", optarg);
-            break;
-        case O_MOD: p.modulate = 1; break;
-        case O_ZIP: p.write_zip = 1; break;
-        case O_ZIPONLY: p.write_zip = 1; p.write_tree = 0; break;
-        case O_FORCE: p.force = 1; break;
-        case O_QUIET: quiet = 1; break;
-        case ':': return cli_usage_error("simulate", "%s needs a value", argv[optind - 1]);
-        default: return cli_usage_error("simulate", "unknown option '%s'", argv[optind - 1]);
-        }
-        if (rc) return rc;
+    const char *out = NULL, *noise = NULL;
+    int quiet = 0, zip = 0, zip_only = 0;
+    const cli_opt opts[] = {{"out", CLI_STR, &out, 0, 0},
+                            {"sessions", CLI_INT, &p.n_sessions, INT_MIN, INT_MAX},
+                            {"neurons", CLI_INT, &p.n_neurons, INT_MIN, INT_MAX},
+                            {"trials", CLI_INT, &p.n_trials, INT_MIN, INT_MAX},
+                            {"val-fraction", CLI_NUM, &p.val_fraction, 0, 0},
+                            {"test-images", CLI_INT, &p.n_test_images, INT_MIN, INT_MAX},
+                            {"test-repeats", CLI_INT, &p.n_test_repeats, INT_MIN, INT_MAX},
+                            {"final-test-images", CLI_INT, &p.n_final_test_images, INT_MIN, INT_MAX},
+                            {"height", CLI_INT, &p.height, INT_MIN, INT_MAX},
+                            {"width", CLI_INT, &p.width, INT_MIN, INT_MAX},
+                            {"downsample", CLI_INT, &p.downsample, INT_MIN, INT_MAX},
+                            {"seed", CLI_U64, &p.seed, 0, 0},
+                            {"animal-id", CLI_INT, &p.animal_id, INT_MIN, INT_MAX},
+                            {"rate-scale", CLI_NUM, &p.rate_scale, 0, 0},
+                            {"noise", CLI_STR, &noise, 0, 0},
+                            {"gamma-shape", CLI_NUM, &p.gamma_shape, 0, 0},
+                            {"modulate", CLI_FLAG, &p.modulate, 0, 0},
+                            {"zip", CLI_FLAG, &zip, 0, 0},
+                            {"zip-only", CLI_FLAG, &zip_only, 0, 0},
+                            {"force", CLI_FLAG, &p.force, 0, 0},
+                            {"quiet", CLI_FLAG, &quiet, 0, 0},
+                            {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"simulate", help, opts, NULL};
+    int rc = cli_parse(&spec, argc, argv);
+    if (rc != CLI_CONTINUE) return rc;
+    if (zip || zip_only) p.write_zip = 1;
+    if (zip_only) p.write_tree = 0;
+    if (noise) {
+        if (!strcmp(noise, "poisson")) p.noise = NPRED_SIM_NOISE_POISSON;
+        else if (!strcmp(noise, "gamma")) p.noise = NPRED_SIM_NOISE_GAMMA;
+        else if (!strcmp(noise, "none")) p.noise = NPRED_SIM_NOISE_NONE;
+        else return cli_usage_error("simulate", "--noise: '%s' is not poisson, gamma or none", noise);
     }
-    if (optind < argc) return cli_usage_error("simulate", "unexpected argument '%s'", argv[optind]);
     if (!out) return cli_usage_error("simulate", "--out DIR is required");
     npred_status s = npred_sim_validate(&p);
     if (s) return cli_usage_error("simulate", "%s", npred_last_error());

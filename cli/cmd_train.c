@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "cli.h"
 #include "cli_model.h"
 #include "cli_report.h"
@@ -225,69 +226,31 @@ static void print_section(const char *title, const cJSON *j)
     }
 }
 
-static int parse_i64(const char *opt, const char *s, long long lo, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end || v < lo) return cli_usage_error("train", "%s: '%s' is not an integer >= %lld", opt, s, lo);
-    *out = v;
-    return 0;
-}
-
 int cmd_train(int argc, char **argv)
 {
-    size_t data_cap = (size_t)argc + 1;
-    const char **data = calloc(data_cap, sizeof *data);
-    size_t n_data = 0;
+    cli_list paths = {0};
     const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL, *init_core = NULL;
     long long seed = -1, threads = 0, max_iter = -1;
     int resume = 0, rc = 0, sync_bn = 0;
-    if (!data) return 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char **target = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            help(stdout);
-            free(data);
-            return 0;
-        } else if (!strcmp(a, "--data")) {
-            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) data[n_data++] = argv[++i];
-            if (!n_data) rc = cli_usage_error("train", "--data needs at least one path");
-            continue;
-        } else if (!strcmp(a, "--resume")) {
-            resume = 1;
-            continue;
-        } else if (!strcmp(a, "--sync-bn")) {
-            sync_bn = 1;
-            continue;
-        } else if (!strcmp(a, "--model")) target = &model_path;
-        else if (!strcmp(a, "--trainer")) target = &trainer_path;
-        else if (!strcmp(a, "--dataset")) target = &dataset_path;
-        else if (!strcmp(a, "--out")) target = &out;
-        else if (!strcmp(a, "--init-core")) target = &init_core;
-        else if (!strcmp(a, "--seed") || !strcmp(a, "--threads") || !strcmp(a, "--max-iter")) {
-            if (i + 1 >= argc) {
-                rc = cli_usage_error("train", "%s needs a value", a);
-                break;
-            }
-            long long *dst = !strcmp(a, "--seed") ? &seed : !strcmp(a, "--threads") ? &threads : &max_iter;
-            if ((rc = parse_i64(a, argv[++i], !strcmp(a, "--threads") ? 1 : 0, dst))) break;
-            continue;
-        } else {
-            rc = cli_usage_error("train", "unknown option '%s'", a);
-            break;
-        }
-        if (i + 1 >= argc) {
-            rc = cli_usage_error("train", "%s needs a value", a);
-            break;
-        }
-        *target = argv[++i];
-    }
-    if (rc) {
-        free(data);
-        return rc;
-    }
+    const cli_opt opts[] = {{"data", CLI_LIST, &paths, 0, 0},
+                            {"model", CLI_STR, &model_path, 0, 0},
+                            {"trainer", CLI_STR, &trainer_path, 0, 0},
+                            {"dataset", CLI_STR, &dataset_path, 0, 0},
+                            {"out", CLI_STR, &out, 0, 0},
+                            {"init-core", CLI_STR, &init_core, 0, 0},
+                            {"seed", CLI_LONG, &seed, 0, 9007199254740992.0},
+                            {"threads", CLI_LONG, &threads, 1, 4096},
+                            {"max-iter", CLI_LONG, &max_iter, 0, 9007199254740992.0},
+                            {"resume", CLI_FLAG, &resume, 0, 0},
+                            {"sync-bn", CLI_FLAG, &sync_bn, 0, 0},
+                            {NULL, 0, NULL, 0, 0}};
+    const cli_spec spec = {"train", help, opts, NULL};
+    if ((rc = cli_parse(&spec, argc, argv)) != CLI_CONTINUE) return rc;
+    rc = 0;
+    /* the list of datasets: from --data, else (with --resume) from the run's config.json */
+    size_t n_data = (size_t)paths.n, data_cap = (size_t)paths.n + 1;
+    const char **data = paths.v ? paths.v : calloc(data_cap, sizeof *data);
+    if (!data) return cli_fail(npred_errorf(NPRED_ERR_NOMEM, "out of memory"), "train");
     if (!out) {
         free(data);
         return cli_usage_error("train", "--out RUN/ is required");

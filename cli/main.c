@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "npred/version.h"
 
 typedef struct {
     const char *name;
@@ -61,7 +62,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("npred 0.1.0\n");
+        printf("npred %s\n", npred_version());
         return 0;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)

@@ -31,17 +31,6 @@ char *cli_read_text(const char *path)
     return txt;
 }
 
-int cli_parse_pos_int(const char *cmd, const char *opt, const char *s, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 1 || v > INT_MAX)
-        return cli_usage_error(cmd, "--%s: '%s' is not a positive integer", opt, s);
-    *out = (int)v;
-    return 0;
-}
-
 npred_status cli_mkdirs(const char *dir)
 {
     char p[4096];

@@ -1,4 +1,5 @@
-/* The model commands of the npred binary (import, info, predict, eval) run as a
+/* The npred binary run as a user runs it: the argument rules shared by every
+ * command, and the model commands (import, info, predict, eval), run as a
  * user runs them, checked against the library in-process; bad inputs give a
  * non-zero exit and a message naming the problem, never a crash.
  * The binary is $NPRED_BIN, else ./build/npred (tests run from the project root). */
@@ -18,6 +19,7 @@
 #include "npred/npy.h"
 #include "npred/eval.h"
 #include "npred/metrics.h"
+#include "npred/version.h"
 
 #define MINI_ZIP "tests/fixtures/mini_tree/static00000-1-1-GrayImageNet-test.zip"
 #define CKPT_DIR "../shared/checkpoints"
@@ -118,8 +120,8 @@ static npred_model *small_model(void)
 
 static void test_help_and_usage(void)
 {
-    const char *cmds[4] = {"import", "info", "predict", "eval"};
-    for (int i = 0; i < 4; i++) {
+    const char *cmds[8] = {"import", "info", "predict", "eval", "train", "dataset", "demo", "simulate"};
+    for (int i = 0; i < 8; i++) {
         char *out = NULL;
         int rc = run_npred(&out, "%s --help", cmds[i]);
         CHECK(rc == 0 && out && strstr(out, "usage: npred") && strstr(out, cmds[i]), "%s --help: exit %d\n%s", cmds[i],
@@ -322,6 +324,73 @@ static void test_bad_inputs(void)
     npred_model_free(m);
 }
 
+/* 1 if the two files have the same bytes */
+static int same_file(const char *a, const char *b)
+{
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int ca = fgetc(fa), cb = fgetc(fb);
+        if (ca != cb) same = 0;
+        if (ca == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* one parser for every command: --opt=value works in train as in eval; a missing value is
+ * reported as such; --version everywhere */
+static void test_argument_rules(void)
+{
+    char model[512], trainer[512], run[3][512], path[3][600];
+    snprintf(model, sizeof model, "%s/args_model.json", tmpdir);
+    snprintf(trainer, sizeof trainer, "%s/args_trainer.json", tmpdir);
+    CHECK(write_text(model, "{\"layers\": 1, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 2,"
+                            " \"grid_mean_predictor\": null}") &&
+              write_text(trainer, "{\"max_iter\": 1}"),
+          "write configs");
+    const char *seed_arg[3] = {"--seed=5", "--seed 5", "--seed=6"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(run[i], sizeof run[i], "%s/args_run%d", tmpdir, i);
+        snprintf(path[i], sizeof path[i], "%s/model.safetensors", run[i]);
+        char *out = NULL;
+        int rc = run_npred(&out, "train --data " MINI_ZIP " --model %s --trainer=%s --out %s --threads=1 %s", model,
+                           trainer, run[i], seed_arg[i]);
+        char want[64];
+        snprintf(want, sizeof want, "seed %c ->", seed_arg[i][7]);
+        CHECK(rc == 0 && out && strstr(out, want), "train %s: exit %d, wanted 0 and '%s'; got:\n%s", seed_arg[i], rc,
+              want, out ? out : "");
+        free(out);
+    }
+    CHECK(same_file(path[0], path[1]), "train --seed=5 and --seed 5 give the same model");
+    CHECK(!same_file(path[0], path[2]), "train --seed=6 gives another model than --seed=5");
+    expect_failure("train --seed=x", "--seed", "train --seed=x --out %s/args_bad", tmpdir);
+
+    char *out = NULL;
+    int rc = run_npred(&out, "demo --out");
+    CHECK(rc == 2 && out && strstr(out, "--out needs a value") && !strstr(out, "unknown option"),
+          "demo --out: exit %d, wanted 2 and '--out needs a value'; got:\n%s", rc, out ? out : "");
+    free(out);
+    expect_failure("value of an option is another option", "--out needs a value", "simulate --out --quiet");
+    expect_failure("a switch with a value", "--json takes no value", "dataset --json=1 " MINI_ZIP);
+    expect_failure("unknown option with a value", "unknown option '--nope'", "eval --nope=3");
+
+    char want[64], parts[64];
+    snprintf(want, sizeof want, "npred %s\n", NPRED_VERSION);
+    snprintf(parts, sizeof parts, "%d.%d.%d", NPRED_VERSION_MAJOR, NPRED_VERSION_MINOR, NPRED_VERSION_PATCH);
+    CHECK(!strcmp(parts, NPRED_VERSION) && !strcmp(npred_version(), NPRED_VERSION),
+          "NPRED_VERSION '%s', its parts '%s', npred_version() '%s' agree", NPRED_VERSION, parts, npred_version());
+    const char *cmds[9] = {"", "import", "info", "predict", "eval", "train", "dataset", "demo", "simulate"};
+    for (int i = 0; i < 9; i++) {
+        out = NULL;
+        rc = run_npred(&out, "%s --version", cmds[i]);
+        CHECK(rc == 0 && out && !strcmp(out, want), "npred %s --version: exit %d, wanted '%s'; got '%s'", cmds[i], rc,
+              want, out ? out : "");
+        free(out);
+    }
+}
+
 /* per-neuron Pearson correlation with population std (+1e-8), in double */
 static double ref_corr(const float *a, const float *b, int64_t T, int64_t N, int64_t j)
 {
@@ -486,6 +555,7 @@ int main(void)
     RUN(test_info);
     RUN(test_predict_roundtrip);
     RUN(test_bad_inputs);
+    RUN(test_argument_rules);
     RUN(test_eval_mini_tree);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

@@ -9,6 +9,7 @@
 #define NPRED_NPRED_H
 
 #include "npred/base.h"
+#include "npred/version.h"
 #include "npred/npy.h"
 #include "npred/data.h"
 #include "npred/model.h"

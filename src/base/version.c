@@ -1,0 +1,3 @@
+#include "npred/version.h"
+
+const char *npred_version(void) { return NPRED_VERSION; }
