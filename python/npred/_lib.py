@@ -289,7 +289,13 @@ class ModelSession(ctypes.Structure):
 
 _fn("npred_model_create", c_int, P(c_void_p), c_char_p, c_char_p, c_int, c_int, c_int, P(ModelSession), c_int, c_int,
     c_uint64)
+_fn("npred_model_plan", c_int, P(c_void_p), c_char_p, c_char_p, c_int, c_int, c_int, P(ModelSession), c_int)
+_fn("npred_model_config_check", c_int, c_char_p, c_char_p)
 _fn("npred_model_open", c_int, P(c_void_p), c_char_p, c_int, c_int, c_int)
+_fn("npred_model_param_count", c_size_t, c_void_p, c_char_p)
+_fn("npred_model_buffer_count", c_size_t, c_void_p)
+_fn("npred_model_pupil_channels", c_int, c_void_p)
+_fn("npred_model_readout_repr", c_void_p, c_void_p, c_int)
 _fn("npred_model_save", c_int, c_void_p, c_char_p)
 _fn("npred_model_save_file", c_int, c_void_p, c_char_p)
 _fn("npred_model_free", None, c_void_p)

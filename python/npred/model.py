@@ -41,22 +41,23 @@ class Model:
         L.check(lib.npred_model_open(ctypes.byref(handle), L.cstr(os.fspath(path)), int(h), int(w), int(max_batch)))
         return cls(handle, os.fspath(path))
 
-    @classmethod
-    def create(cls, config, input_shape, sessions, max_batch=64, seed=0):
-        """A new, initialised model from a configuration (dict or JSON file: sensorium
-        builder arguments or the structured form of docs/config.md) for images
-        input_shape = (C, H, W). sessions: {data_key: n_neurons} or a list of dicts
-        with key, n_neurons and optionally coords (n, d) cell_motor_coordinates,
-        mean_activity (n,) initial readout bias, match_ids (n,) multi_match_id."""
-        where = None
-        if not isinstance(config, (dict, str)) or (isinstance(config, str) and not config.lstrip().startswith("{")):
-            where = os.fspath(config)
+    @staticmethod
+    def _config_text(config):
+        """(JSON text, name for messages) of a config dict, JSON text or JSON file."""
+        if isinstance(config, dict):
+            return json.dumps(config), None
+        if isinstance(config, str) and config.lstrip().startswith("{"):
+            return config, None
+        where = os.fspath(config)
+        try:
             with open(where) as f:
-                text = f.read()
-        elif isinstance(config, dict):
-            text = json.dumps(config)
-        else:
-            text = config
+                return f.read(), where
+        except OSError as e:
+            raise L.FileError("%s: cannot read: %s" % (where, e.strerror), "io error", 1) from None
+
+    @staticmethod
+    def _sessions(sessions):
+        """The npred_model_session array for sessions, and the arrays it points into."""
         if isinstance(sessions, dict):
             sessions = [{"key": k, "n_neurons": n} for k, n in sessions.items()]
         keep = []
@@ -86,11 +87,43 @@ class Model:
                     raise _shape_error("session %s: match_ids must have %d values" % (s["key"], n))
                 keep.append(m)
                 arr[i].match_ids = m.ctypes.data_as(P(c_int64))
+        return arr, keep
+
+    @classmethod
+    def create(cls, config, input_shape, sessions, max_batch=64, seed=0):
+        """A new, initialised model from a configuration (dict or JSON file: sensorium
+        builder arguments or the structured form of docs/config.md) for images
+        input_shape = (C, H, W). sessions: {data_key: n_neurons} or a list of dicts
+        with key, n_neurons and optionally coords (n, d) cell_motor_coordinates,
+        mean_activity (n,) initial readout bias, match_ids (n,) multi_match_id."""
+        text, where = cls._config_text(config)
+        arr, keep = cls._sessions(sessions)
         c, h, w = (int(v) for v in input_shape)
         handle = c_void_p()
-        L.check(lib.npred_model_create(ctypes.byref(handle), text.encode(), L.cstr(where), c, h, w, arr,
-                                       len(sessions), int(max_batch), int(seed) & (2**64 - 1)))
+        L.check(lib.npred_model_create(ctypes.byref(handle), text.encode(), L.cstr(where), c, h, w, arr, len(arr),
+                                       int(max_batch), int(seed) & (2**64 - 1)))
         return cls(handle)
+
+    @classmethod
+    def plan(cls, config, input_shape, sessions):
+        """The structure of the model `create` would build, without its parameter
+        memory: describe(), param_count(), readout_repr() and the shapes work (for a
+        model too large to allocate); predict, save and positions raise."""
+        text, where = cls._config_text(config)
+        arr, keep = cls._sessions(sessions)
+        c, h, w = (int(v) for v in input_shape)
+        handle = c_void_p()
+        L.check(lib.npred_model_plan(ctypes.byref(handle), text.encode(), L.cstr(where), c, h, w, arr, len(arr)))
+        m = cls(handle)
+        m.source = "plan"
+        return m
+
+    @classmethod
+    def check_config(cls, config):
+        """Parse and check a model configuration as create does (ConfigError naming
+        the key), without building anything."""
+        text, where = cls._config_text(config)
+        L.check(lib.npred_model_config_check(text.encode(), L.cstr(where)))
 
     def close(self):
         if getattr(self, "_h", None):
@@ -138,6 +171,26 @@ class Model:
     def behavior_channels(self):
         """Behaviour inputs of the modulator (0 without one)."""
         return lib.npred_model_behavior_channels(self._handle())
+
+    @property
+    def pupil_channels(self):
+        """Pupil-center values per image the shifter takes (0 without a shifter)."""
+        return lib.npred_model_pupil_channels(self._handle())
+
+    def param_count(self, prefix=None):
+        """Trainable parameters whose state_dict name starts with prefix (None: all),
+        e.g. "core.", "readout.<key>.", "shifter.<key>."."""
+        return lib.npred_model_param_count(self._handle(), L.cstr(prefix))
+
+    @property
+    def buffer_count(self):
+        """Values held in buffers (BatchNorm running statistics, grids, ...)."""
+        return lib.npred_model_buffer_count(self._handle())
+
+    def readout_repr(self, session=None):
+        """A session's readout in the reference's words, e.g.
+        'FullFactorized2d (64 x 144 x 256 -> 8372) with bias, normalized'."""
+        return L.take_string(lib.npred_model_readout_repr(self._handle(), self._session(session)))
 
     @property
     def config(self):

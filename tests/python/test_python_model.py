@@ -92,6 +92,40 @@ def test_every_model_equals_c_predict():
         shutil.rmtree(tmp)
 
 
+def test_plan_and_counts():
+    """Model.plan describes and counts without parameter memory (the tutorial's
+    580M-parameter factorized model); counts agree with a created model and with
+    counts derived here from the layer shapes."""
+    core = {"type": "Stacked2dCore", "input_channels": 1, "hidden_channels": 64, "input_kern": 9, "hidden_kern": 7,
+            "layers": 4, "depth_separable": True, "stack": -1, "gamma_input": 6.3831}
+    cfg = {"core": core, "readout": {"type": "FullFactorized2d", "bias": True, "normalize": True}}
+    p = npred.Model.plan(cfg, (1, 144, 256), {"21067-10-18": 8372, "22846-10-16": 7344})
+    c = 64
+    n_core = c * 81 + 3 * ((c * c + c) * 2 + c * 49 + c) + 4 * 2 * c
+    per = 144 * 256 + c + 1
+    check(p.param_count("core.") == n_core, "core %d" % p.param_count("core."))
+    check(p.param_count("readout.21067-10-18.") == per * 8372, "readout count")
+    check(p.param_count() == n_core + per * (8372 + 7344), "total %d" % p.param_count())
+    check(p.readout_repr("21067-10-18") == "FullFactorized2d (64 x 144 x 256 -> 8372) with bias, normalized",
+          "repr %r" % p.readout_repr("21067-10-18"))
+    check(p.core_output_shape == (64, 144, 256), "core output %s" % (p.core_output_shape,))
+    check_raises(npred.ArgumentError, lambda: p.predict(np.zeros((1, 1, 144, 256)), session=0), "plan")
+    rng = np.random.default_rng(7)
+    for name, mcfg in CONFIGS.items():
+        ss = sessions(rng)
+        m = npred.Model.create(mcfg, SHAPE, ss, seed=1)
+        q = npred.Model.plan(mcfg, SHAPE, ss)
+        check(q.param_count() == m.param_count() and q.buffer_count == m.buffer_count, "%s: plan counts" % name)
+        check(q.describe() == m.describe(), "%s: plan describes as the model" % name)
+        parts = sum(m.param_count(pre) for pre in ("core.", "readout.", "shifter.", "modulator."))
+        check(parts == m.param_count(), "%s: parts %d vs total %d" % (name, parts, m.param_count()))
+        check(m.pupil_channels == (2 if m.has_shifter else 0), "%s: pupil channels %d" % (name, m.pupil_channels))
+        check(m.readout_repr(1).endswith("-> 5) with bias") or "-> 5)" in m.readout_repr(1), "%s: repr %r"
+              % (name, m.readout_repr(1)))
+    npred.Model.check_config(CONFIGS["PointPooled2d"])
+    check_raises(npred.ConfigError, lambda: npred.Model.check_config(dict(BASE, layerz=2)), "layerz")
+
+
 def test_zero_copy_predict():
     """A C-contiguous float32 batch is passed without a copy (the library reads the
     caller's buffer): changing it changes the prediction."""
@@ -203,6 +237,6 @@ def test_no_leak_on_repeated_open():
 
 if __name__ == "__main__":
     for t in (test_every_model_equals_c_predict, test_zero_copy_predict, test_errors_are_exceptions,
-              test_checkpoint_pth, test_threads, test_no_leak_on_repeated_open):
+              test_checkpoint_pth, test_plan_and_counts, test_threads, test_no_leak_on_repeated_open):
         run(t)
     sys.exit(summary())
