@@ -16,9 +16,11 @@ OPT     ?= -O3 -march=native
 endif
 BLASINC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLASLIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+H5INC   ?= /usr/include/hdf5/serial
+H5LIB   ?= /usr/lib/x86_64-linux-gnu/hdf5/serial
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -fopenmp -g $(OPT) \
-           -Iinclude -I$(BLASINC) -I/usr/include/cjson
-LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -lz -lm -fopenmp
+           -Iinclude -I$(BLASINC) -I/usr/include/cjson -I$(H5INC)
+LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
 SAN     ?=
 
 # MPI (Open MPI): detected from mpicc; `make MPI=0` builds without it. Only
@@ -172,7 +174,7 @@ BINDIR     ?= $(PREFIX)/bin
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 PYTHONDIR  ?= $(PREFIX)/lib/python3/dist-packages
-PC_PRIVATE := -L$(BLASLIB) -lopenblas -lzip -lcjson -lpng16 -lz -lm -fopenmp
+PC_PRIVATE := -L$(BLASLIB) -lopenblas -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
 pcsubst = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
               -e 's|@VERSION@|$(VERSION)|g' -e 's|@PRIVATE_LIBS@|$(1)|'
 

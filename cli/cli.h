@@ -12,6 +12,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 
 int cmd_demo(int argc, char **argv);
 int cmd_dataset(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_import(int argc, char **argv);

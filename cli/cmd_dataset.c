@@ -11,7 +11,8 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: npred dataset PATH... [--json] [--key KEY]\n\n"
-               "Open SENSORIUM static scans (a dataset folder or its .zip, read in place) and print,\n"
+               "Open SENSORIUM static scans (a dataset folder, its .zip or an HDF5 StaticImageSet\n"
+               "file, read in place) and print,\n"
                "per scan: data_key, trials per tier, neurons, image shape and value range, the data\n"
                "fields present and the statistics (meta/statistics/<field>/all).\n\n"
                "options:\n"
@@ -35,6 +36,7 @@ static cJSON *describe_json(const npred_dataset *d)
     cJSON_AddStringToObject(o, "path", di.path);
     cJSON_AddStringToObject(o, "data_key", di.data_key);
     cJSON_AddBoolToObject(o, "zip", di.is_zip);
+    cJSON_AddBoolToObject(o, "hdf5", di.is_hdf5);
     cJSON_AddNumberToObject(o, "n_trials", (double)di.n_trials);
     cJSON *tiers = cJSON_AddObjectToObject(o, "tiers");
     for (int t = 0; t < NPRED_TIER_COUNT; t++) cJSON_AddNumberToObject(tiers, npred_tier_name((npred_tier)t), (double)di.tier_count[t]);
@@ -93,7 +95,7 @@ static void describe_text(const npred_dataset *d)
     npred_dataset_info di;
     npred_dataset_get_info(d, &di);
     printf("%s\n", di.path);
-    printf("  data_key     %s (%s)\n", di.data_key, di.is_zip ? "zip, read in place" : "folder");
+    printf("  data_key     %s (%s)\n", di.data_key, di.is_zip ? "zip, read in place" : di.is_hdf5 ? "HDF5, read in place" : "folder");
     printf("  trials       %lld:", (long long)di.n_trials);
     for (int t = 0; t < NPRED_TIER_COUNT; t++) printf(" %s %lld", npred_tier_name((npred_tier)t), (long long)di.tier_count[t]);
     printf("\n  neurons      %lld\n", (long long)di.n_neurons);

@@ -14,7 +14,8 @@ typedef struct {
 
 static const command commands[] = {
     {"demo", cmd_demo, "the main job: simulate, train the SENSORIUM baseline, evaluate, compare with the truth"},
-    {"dataset", cmd_dataset, "summarize SENSORIUM datasets (folder or .zip)"},
+    {"dataset", cmd_dataset, "summarize SENSORIUM datasets (folder, .zip or HDF5)"},
+    {"convert", cmd_convert, "write an HDF5 (StaticImageSet) scan as the SENSORIUM file tree (folder or .zip)"},
     {"simulate", cmd_simulate, "write a synthetic SENSORIUM dataset with a known ground truth"},
     {"train", cmd_train, "train a model (SENSORIUM standard_trainer) into a run folder"},
     {"import", cmd_import, "convert a PyTorch checkpoint (.pth) into an npred model"},

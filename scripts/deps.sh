@@ -3,7 +3,7 @@
 # missing; otherwise print the exact apt-get line. Required packages stop the
 # build when missing; the optional ones (Open MPI, for multi-process training:
 # the build uses MPI when mpicc is found) only get a note.
-REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev python3 python3-numpy"
+REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libhdf5-dev python3 python3-numpy"
 OPT="libopenmpi-dev openmpi-bin"
 missing_in() {
     out=""

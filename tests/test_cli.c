@@ -407,6 +407,26 @@ static double ref_corr(const float *a, const float *b, int64_t T, int64_t N, int
 /* npred eval on the mini_tree zip with a fresh model (input 8 x 16: scale 0.5 is chosen),
  * against npred_evaluate in-process and a direct computation of the single-trial
  * correlation and FEVE from the test tier's predictions. */
+/* npred convert: the mini_tree zip to a folder (the HDF5 path is tests/test_hdf5.c),
+ * then npred dataset on the result; usage errors */
+static void test_convert(void)
+{
+    char dst[512], *out = NULL;
+    /* the data_key comes from the name, as sensorium derives it */
+    snprintf(dst, sizeof dst, "%s/static00000-1-1-GrayImageNet-copy", tmpdir);
+    int rc = run_npred(&out, "convert %s %s", MINI_ZIP, dst);
+    CHECK(rc == 0 && out && strstr(out, "00000-1-1"), "convert: rc %d: %s", rc, out ? out : "");
+    free(out);
+    out = NULL;
+    rc = run_npred(&out, "dataset %s --json", dst);
+    CHECK(rc == 0 && out && strstr(out, "\"hdf5\":\tfalse") && strstr(out, "00000-1-1"), "dataset on the copy: %s",
+          out ? out : "");
+    free(out);
+    expect_failure("convert onto an existing folder", "already exists", "convert %s %s", MINI_ZIP, dst);
+    expect_failure("convert without DST", "expected SRC and DST", "convert %s", MINI_ZIP);
+    expect_failure("convert of a missing file", "no such file", "convert %s/none.h5 %s/x", tmpdir, tmpdir);
+}
+
 static void test_eval_mini_tree(void)
 {
     const char *cfg = "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 4,"
@@ -557,6 +577,7 @@ int main(void)
     RUN(test_bad_inputs);
     RUN(test_argument_rules);
     RUN(test_eval_mini_tree);
+    RUN(test_convert);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", tmpdir);

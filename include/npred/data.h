@@ -77,6 +77,7 @@ typedef struct {
     const char *path;       /* as given to npred_dataset_open */
     const char *data_key;   /* e.g. "21067-10-18" */
     int is_zip;
+    int is_hdf5;            /* an HDF5 StaticImageSet file (read as the file tree) */
     int64_t n_trials;       /* N */
     int64_t n_neurons;      /* responses per trial */
     int has_field[NPRED_FIELD_COUNT];
@@ -96,6 +97,13 @@ typedef struct {
  * their field and hold no NaN. Errors name the file and what was expected. */
 NPRED_API npred_status npred_dataset_open(npred_dataset **out, const char *path, const char *data_key);
 NPRED_API void npred_dataset_free(npred_dataset *d);
+/* Write the scan at src (folder, .zip or HDF5 StaticImageSet file) as the file tree
+ * at dst: a folder, or a SENSORIUM .zip (members "<name>/...") when dst ends in
+ * .zip. src must open with npred_dataset_open first; dst must not exist. The tree
+ * is built in a temporary sibling and moved into place with one rename. For an
+ * HDF5 source this is neuralpredictors' convert_static_h5_dataset_to_folder
+ * (mapping in docs/data.md). */
+NPRED_API npred_status npred_dataset_convert(const char *src, const char *dst);
 
 NPRED_API void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info *out);
 /* Raw cached data of a field: (N, field_size) float32, or NULL if absent. */
@@ -149,7 +157,7 @@ typedef struct {
     int include_behavior;            /* 0 */
     int add_behavior_as_channels;    /* 1 */
     npred_i64list select_input_channel;  /* None; an int is a one-element list */
-    int file_tree;                   /* 1; 0 (HDF5) is unsupported */
+    int file_tree;                   /* 1; 0: the paths are HDF5 StaticImageSet files */
     npred_strlist image_condition;   /* filter on frame_image_class */
     npred_opt_f64 inputs_mean, inputs_std;
     npred_opt_f64 scale;             /* None: no ScaleInputs */

@@ -31,7 +31,7 @@ typedef struct {
 struct npred_dataset {
     char *path;
     char data_key[256];
-    int is_zip;
+    int is_zip, is_hdf5;
     int64_t n;                                /* trials */
     int64_t n_neurons;
     float *field[NPRED_FIELD_COUNT];          /* (N, field_size) */
@@ -378,6 +378,7 @@ static npred_status open_impl(npred_dataset *d, npred_zipfs *fs, const char *dat
 {
     char disp[4096], rel[512];
     d->is_zip = npred_zipfs_is_zip(fs);
+    d->is_hdf5 = npred_zipfs_is_hdf5(fs);
     /* trial count from data/images; every other data folder must agree */
     for (int f = 0; f < NPRED_FIELD_COUNT; f++) {
         snprintf(rel, sizeof rel, "data/%s", field_names[f]);
@@ -505,6 +506,7 @@ void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info *o)
     o->path = d->path;
     o->data_key = d->data_key;
     o->is_zip = d->is_zip;
+    o->is_hdf5 = d->is_hdf5;
     o->n_trials = d->n;
     o->n_neurons = d->n_neurons;
     for (int f = 0; f < NPRED_FIELD_COUNT; f++) {

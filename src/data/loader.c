@@ -334,7 +334,6 @@ static int strlist_has(const npred_strlist *l, const char *s)
 static npred_status check_config(const npred_loader_config *c, size_t n_paths)
 {
     if (c->batch_size <= 0) return npred_errorf(NPRED_ERR_CONFIG, "loader config: 'batch_size' must be set (> 0)");
-    if (!c->file_tree) return npred_errorf(NPRED_ERR_UNSUPPORTED, "loader config: 'file_tree': false (HDF5 datasets) is not supported");
     if (c->n_neuron_ids > n_paths || c->n_image_ids > n_paths)
         return npred_errorf(NPRED_ERR_CONFIG, "loader config: more per-path %s lists than paths (%zu)",
                             c->n_neuron_ids > n_paths ? "'neuron_ids'" : "'image_ids'", n_paths);
@@ -761,6 +760,10 @@ npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, s
         L->n = p + 1;
         if ((s = npred_dataset_open(&S->ds, paths[p], NULL))) break;
         npred_dataset_get_info(S->ds, &S->di);
+        /* file_tree picks FileTreeDataset or StaticImageSet (HDF5) in the reference */
+        if (!c->file_tree != !!S->di.is_hdf5)
+            s = npred_errorf(NPRED_ERR_CONFIG, "%s: %s, but 'file_tree' is %s (true: a folder or .zip; false: an HDF5 file)",
+                             paths[p], S->di.is_hdf5 ? "an HDF5 file" : "a file tree", c->file_tree ? "true" : "false");
         for (size_t q = 0; q < p && !s; q++)
             if (!strcmp(L->s[q].di.data_key, S->di.data_key))
                 s = npred_errorf(NPRED_ERR_CONFIG, "%s: data_key '%s' is already used by %s", paths[p], S->di.data_key,

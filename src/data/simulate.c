@@ -20,13 +20,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
-#include <zip.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "npred/npy.h"
+#include "data/zipfs.h"
+#include "npred/data.h"
 
 #define N_ORI 4
 #define N_SCALE 2
@@ -1033,137 +1036,6 @@ static npred_status put_json(const char *root, const npred_sim_params *p, const 
     return s;
 }
 
-/* ---------------------------------------------------------------- zip */
-
-typedef struct {
-    char **v;
-    size_t n, cap;
-} strlist;
-
-static int strlist_push(strlist *l, const char *s)
-{
-    if (l->n == l->cap) {
-        size_t c = l->cap ? 2 * l->cap : 256;
-        char **v = realloc(l->v, c * sizeof *v);
-        if (!v) return -1;
-        l->v = v;
-        l->cap = c;
-    }
-    l->v[l->n] = strdup(s);
-    return l->v[l->n++] ? 0 : -1;
-}
-
-static void strlist_free(strlist *l)
-{
-    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
-    free(l->v);
-    memset(l, 0, sizeof *l);
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Depth-first listing of base/rel, entries sorted by name; directories end in '/'. */
-static npred_status list_tree(const char *base, const char *rel, strlist *out)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", base, rel);
-    DIR *d = opendir(path);
-    if (!d) return npred_errorf(NPRED_ERR_IO, "%s: cannot list: %s", path, strerror(errno));
-    strlist names = {0};
-    struct dirent *e;
-    int bad = 0;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strlist_push(&names, e->d_name)) bad = 1;
-    closedir(d);
-    if (bad) {
-        strlist_free(&names);
-        return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
-    }
-    qsort(names.v, names.n, sizeof *names.v, cmp_str);
-    npred_status s = NPRED_OK;
-    for (size_t i = 0; i < names.n && !s; i++) {
-        char sub[4096], full[4096];
-        struct stat st;
-        s = join(sub, sizeof sub, rel, names.v[i]);
-        if (!s) s = join(full, sizeof full, base, sub);
-        if (s) {
-        } else if (lstat(full, &st) != 0) {
-            s = npred_errorf(NPRED_ERR_IO, "%s: %s", full, strerror(errno));
-        } else if (S_ISDIR(st.st_mode)) {
-            char dn[4100];
-            snprintf(dn, sizeof dn, "%s/", sub);
-            if (strlist_push(out, dn)) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-            else s = list_tree(base, sub, out);
-        } else if (strlist_push(out, sub)) {
-            s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-        }
-    }
-    strlist_free(&names);
-    return s;
-}
-
-/* Zip out_dir/name/ into out_dir/name.zip: members "name/...", stored, fixed
- * timestamps, sorted, so the archive is byte-identical for identical trees. */
-static npred_status write_zip(const char *out_dir, const char *name)
-{
-    char zpath[4096];
-    snprintf(zpath, sizeof zpath, "%s/%s.zip", out_dir, name);
-    remove(zpath);
-    strlist members = {0};
-    char top[300];
-    snprintf(top, sizeof top, "%s/", name);
-    if (strlist_push(&members, top)) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-    npred_status s = list_tree(out_dir, name, &members);
-    if (s) {
-        strlist_free(&members);
-        return s;
-    }
-    int err = 0;
-    zip_t *za = zip_open(zpath, ZIP_CREATE | ZIP_TRUNCATE, &err);
-    if (!za) {
-        zip_error_t ze;
-        zip_error_init_with_code(&ze, err);
-        s = npred_errorf(NPRED_ERR_IO, "%s: cannot create zip: %s", zpath, zip_error_strerror(&ze));
-        zip_error_fini(&ze);
-        strlist_free(&members);
-        return s;
-    }
-    const time_t mtime = 1655856000; /* 2022-06-22 00:00 UTC */
-    for (size_t i = 0; i < members.n && !s; i++) {
-        const char *mname = members.v[i];
-        size_t len = strlen(mname);
-        zip_int64_t idx;
-        if (mname[len - 1] == '/') {
-            idx = zip_dir_add(za, mname, ZIP_FL_ENC_UTF_8);
-        } else {
-            char full[4096];
-            snprintf(full, sizeof full, "%s/%s", out_dir, mname);
-            zip_source_t *src = zip_source_file(za, full, 0, -1);
-            if (!src) {
-                s = npred_errorf(NPRED_ERR_IO, "%s: %s", full, zip_strerror(za));
-                break;
-            }
-            idx = zip_file_add(za, mname, src, ZIP_FL_ENC_UTF_8);
-            if (idx < 0) zip_source_free(src);
-        }
-        if (idx < 0 || zip_set_file_compression(za, (zip_uint64_t)idx, ZIP_CM_STORE, 0) != 0 ||
-            zip_file_set_mtime(za, (zip_uint64_t)idx, mtime, 0) != 0)
-            s = npred_errorf(NPRED_ERR_IO, "%s: cannot add %s: %s", zpath, mname, zip_strerror(za));
-    }
-    strlist_free(&members);
-    if (s) {
-        zip_discard(za);
-        remove(zpath);
-        return s;
-    }
-    if (zip_close(za) != 0) {
-        s = npred_errorf(NPRED_ERR_IO, "%s: cannot write zip: %s", zpath, zip_strerror(za));
-        zip_discard(za);
-        remove(zpath);
-    }
-    return s;
-}
-
 /* ---------------------------------------------------------------- one session */
 
 typedef struct {
@@ -1439,7 +1311,7 @@ static npred_status simulate_session(const npred_sim_params *p, const gt_model *
 #undef GT
         if (!s) s = put_json(root, p, m, &nr, session, key);
     }
-    if (!s && p->write_zip) s = write_zip(out_dir, name);
+    if (!s && p->write_zip) s = npred_tree_write_zip(out_dir, name);
     if (!s && !p->write_tree) s = rm_tree(root);
 
 done:
@@ -1491,4 +1363,74 @@ npred_status npred_simulate(const npred_sim_params *p, const char *out_dir, npre
     ws_free(&ws);
     free(m);
     return s;
+}
+
+/* ---------------------------------------------------------------- convert */
+
+/* Copy every file of fs below rel into root/rel (folders created). */
+static npred_status copy_tree(npred_zipfs *fs, const char *rel, const char *root)
+{
+    char **names = NULL;
+    size_t n = 0;
+    npred_status s = npred_zipfs_list(fs, rel, &names, &n);
+    for (size_t i = 0; i < n && !s; i++) {
+        char sub[4096], out[4096];
+        size_t l = strlen(names[i]);
+        int dir = l > 0 && names[i][l - 1] == '/';
+        if (dir) names[i][l - 1] = '\0';
+        int k = snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+        if (k < 0 || (size_t)k >= sizeof sub || (s = join(out, sizeof out, root, sub))) {
+            if (!s) s = npred_errorf(NPRED_ERR_ARG, "%s: path too long", names[i]);
+            break;
+        }
+        if (dir) {
+            if (!(s = mkdir_p(out))) s = copy_tree(fs, sub, root);
+        } else {
+            void *buf = NULL;
+            size_t len = 0;
+            if (!(s = npred_zipfs_read(fs, sub, &buf, &len))) s = write_file(out, buf, len);
+            free(buf);
+        }
+    }
+    npred_zipfs_names_free(names, n);
+    return s;
+}
+
+npred_status npred_dataset_convert(const char *src, const char *dst)
+{
+    if (!src || !dst || !*dst) return npred_errorf(NPRED_ERR_ARG, "convert: source and destination are required");
+    struct stat st;
+    if (lstat(dst, &st) == 0) return npred_errorf(NPRED_ERR_IO, "%s: already exists (convert never overwrites)", dst);
+    /* the source must open as a dataset: a bad file fails before anything is written */
+    npred_dataset *d = NULL;
+    npred_status s = npred_dataset_open(&d, src, NULL);
+    npred_dataset_free(d);
+    if (s) return s;
+    npred_zipfs *fs = NULL;
+    if ((s = npred_zipfs_open(&fs, src))) return s;
+    size_t dl = strlen(dst);
+    while (dl > 1 && dst[dl - 1] == '/') dl--;
+    int to_zip = dl >= 4 && !strcasecmp(dst + dl - 4, ".zip");
+    /* build in a temporary sibling, then one rename: no half-written dataset is ever visible */
+    char tmp[4096], name[1024], built[4096], final_path[4096];
+    snprintf(final_path, sizeof final_path, "%.*s", (int)dl, dst);
+    const char *slash = strrchr(final_path, '/');
+    const char *base = slash ? slash + 1 : final_path;
+    snprintf(name, sizeof name, "%.*s", (int)(strlen(base) - (to_zip ? 4 : 0)), base);
+    int k = snprintf(tmp, sizeof tmp, "%.*s.convert-%ld", (int)(slash ? slash - final_path + 1 : 0), final_path,
+                     (long)getpid());
+    if (k < 0 || (size_t)k + strlen(name) + 8 >= sizeof tmp) s = npred_errorf(NPRED_ERR_ARG, "%s: path too long", dst);
+    if (!s) s = join(built, sizeof built, tmp, name);
+    if (!s) s = mkdir_p(built);
+    if (!s) s = copy_tree(fs, "", built);
+    npred_zipfs_free(fs);
+    if (!s && to_zip) {
+        s = npred_tree_write_zip(tmp, name);
+        if (!s) snprintf(built + strlen(built), sizeof built - strlen(built), ".zip");
+    }
+    if (!s && rename(built, final_path) != 0)
+        s = npred_errorf(NPRED_ERR_IO, "%s: cannot move the converted dataset into place: %s", final_path,
+                         strerror(errno));
+    npred_status r = rm_tree(tmp);
+    return s ? s : r;
 }

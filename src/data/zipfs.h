@@ -1,4 +1,5 @@
-/* zipfs: a small read-only virtual file layer over a folder or a .zip archive.
+/* zipfs: a small read-only virtual file layer over a folder, a .zip archive or
+ * an HDF5 static dataset (data/h5fs.h gives its file-tree mapping).
  *
  * Paths are relative to the root, '/'-separated, without a leading or trailing
  * slash ("meta/trials/tiers.npy"). A .zip is read in place with libzip: members
@@ -15,12 +16,16 @@
 
 typedef struct npred_zipfs npred_zipfs;
 
-/* Open a folder or a .zip file (a regular file whose name ends in .zip, any case). */
+/* Open a folder, a .zip file (a regular file whose name ends in .zip, any case) or an
+ * HDF5 file (recognised by its signature). */
 npred_status npred_zipfs_open(npred_zipfs **out, const char *path);
 void npred_zipfs_free(npred_zipfs *fs);
 
-/* 1 if this is a zip archive, 0 for a folder. */
+/* 1 if this is a zip archive, 0 for a folder or an HDF5 file. */
 int npred_zipfs_is_zip(const npred_zipfs *fs);
+/* 1 if this is an HDF5 static dataset (StaticImageSet layout) read as the file
+ * tree through data/h5fs.h. */
+int npred_zipfs_is_hdf5(const npred_zipfs *fs);
 /* Display name of a relative path for error messages: "<path>/<rel>" for a
  * folder, "<zip>:<root>/<rel>" for an archive member. Written into buf. */
 const char *npred_zipfs_display(const npred_zipfs *fs, const char *rel, char *buf, size_t bufsize);
@@ -39,5 +44,10 @@ void npred_zipfs_names_free(char **names, size_t n);
  * missing file is NPRED_ERR_IO; a member that fails to decompress, has a bad
  * CRC or is shorter than its directory entry says is NPRED_ERR_FORMAT. */
 npred_status npred_zipfs_read(npred_zipfs *fs, const char *rel, void **buf, size_t *len);
+
+/* Zip the folder out_dir/name into out_dir/name.zip (replaced if present):
+ * members "name/...", stored, fixed timestamps, sorted, so the archive is
+ * byte-identical for identical trees (the SENSORIUM zip layout). */
+npred_status npred_tree_write_zip(const char *out_dir, const char *name);
 
 #endif
