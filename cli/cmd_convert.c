@@ -1,8 +1,9 @@
 /* npred convert SRC DST: a scan (HDF5 StaticImageSet file, folder or .zip) as the
  * SENSORIUM file tree, in a folder or a .zip. */
 #include <stdio.h>
-#include <string.h>
+#include <stdlib.h>
 
+#include "args.h"
 #include "cli.h"
 #include "npred/data.h"
 
@@ -20,25 +21,22 @@ static void usage(FILE *f)
 
 int cmd_convert(int argc, char **argv)
 {
-    const char *pos[2] = {NULL, NULL};
-    int n = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            usage(stdout);
-            return 0;
-        }
-        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error("convert", "unknown option '%s'", argv[i]);
-        if (n == 2) return cli_usage_error("convert", "expected SRC and DST, got a third argument '%s'", argv[i]);
-        pos[n++] = argv[i];
-    }
-    if (n < 2) return cli_usage_error("convert", "expected SRC and DST");
-    npred_status s = npred_dataset_convert(pos[0], pos[1]);
+    cli_list words = {0};
+    const cli_opt opts[] = {{NULL, CLI_FLAG, NULL, 0, 0}};
+    const cli_spec spec = {"convert", usage, opts, &words};
+    int rc = cli_parse(&spec, argc, argv);
+    if (rc != CLI_CONTINUE) return rc;
+    const char *src = words.n > 0 ? words.v[0] : NULL, *dst = words.n > 1 ? words.v[1] : NULL;
+    int n = words.n;
+    free(words.v);
+    if (n != 2) return cli_usage_error("convert", "expected SRC and DST, got %d argument%s", n, n == 1 ? "" : "s");
+    npred_status s = npred_dataset_convert(src, dst);
     if (s) return cli_fail(s, "convert");
     npred_dataset *d = NULL;
-    if ((s = npred_dataset_open(&d, pos[1], NULL))) return cli_fail(s, pos[1]);
+    if ((s = npred_dataset_open(&d, dst, NULL))) return cli_fail(s, dst);
     npred_dataset_info di;
     npred_dataset_get_info(d, &di);
-    printf("%s -> %s: %s, %lld trials, %lld neurons\n", pos[0], pos[1], di.data_key, (long long)di.n_trials,
+    printf("%s -> %s: %s, %lld trials, %lld neurons\n", src, dst, di.data_key, (long long)di.n_trials,
            (long long)di.n_neurons);
     npred_dataset_free(d);
     return 0;
