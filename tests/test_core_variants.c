@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cores/stacked2d.h"
 #include "harness.h"
 #include "model/config.h"
+#include "npred/model.h"
 
 /* the fixture's args as a config: structured ("core": args + type) or, for the builder
  * cases, the flat builder_kwargs */
@@ -394,8 +396,47 @@ static void test_rotation_config_errors(void)
     }
 }
 
+/* A whole model from JSON: RotationEquivariant2dCore (Bias2D layers: 5-d tensors) +
+ * PointPyramid2d readouts; saved, loaded back, identical predictions and description. */
+static void test_model_save_load(void)
+{
+    const char *cfg = "{\"core\": {\"type\": \"RotationEquivariant2dCore\", \"hidden_channels\": 2,"
+                      " \"input_kern\": 3, \"hidden_kern\": 3, \"layers\": 2, \"num_rotations\": 4,"
+                      " \"independent_bn_bias\": false, \"batch_norm_scale\": false, \"stack\": -1},"
+                      " \"readout\": {\"type\": \"PointPyramid2d\", \"scale_n\": 2, \"pyramid_type\": \"gauss3x3\","
+                      " \"downsample\": true, \"positive\": true, \"init_range\": 0.3}, \"seed\": 5}";
+    npred_model_session ses[2] = {{"a", 4, NULL, 0, NULL, NULL}, {"b", 3, NULL, 0, NULL, NULL}};
+    npred_model *m = NULL, *back = NULL;
+    char dir[512];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/npred-test-rot-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!CHECK(mkdtemp(dir) != NULL, "temp dir")) return;
+    float img[2 * 1 * 12 * 10], out1[2 * 4], out2[2 * 4];
+    uint64_t st = 3;
+    for (size_t i = 0; i < sizeof img / sizeof *img; i++) img[i] = (float)th_rand(&st);
+    if (CHECK_OK(npred_model_create(&m, cfg, "cfg", 1, 12, 10, ses, 2, 2, 5)) &&
+        CHECK_OK(npred_model_predict(m, "a", img, 2, NULL, NULL, out1)) && CHECK_OK(npred_model_save(m, dir)) &&
+        CHECK_OK(npred_model_load(&back, dir, 2)) &&
+        CHECK_OK(npred_model_predict(back, "a", img, 2, NULL, NULL, out2))) {
+        th_close_f32("loaded model predicts the same", out2, out1, 8, 0, 0);
+        char *d1 = npred_model_describe(m), *d2 = npred_model_describe(back);
+        CHECK(d1 && d2 && !strcmp(d1, d2) && strstr(d1, "RotationEquivariantBias2DLayer") &&
+                  strstr(d1, "PointPyramid2d (8 x 12 x 10 -> 4) with bias  -> Pyramid(scale_n=2, padding=1, "
+                             "downsample=True, type=gauss3x3)"),
+              "description:\n%s", d1 ? d1 : "");
+        free(d1), free(d2);
+    }
+    npred_model_free(m);
+    npred_model_free(back);
+    char path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
+    RUN(test_model_save_load);
     RUN(test_rotation_equivariant_fixture);
     RUN(test_core_bias_sensorium_fixture);
     RUN(test_hermite_constants);

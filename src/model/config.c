@@ -182,7 +182,24 @@ static int readout_type_from(const char *s, npred_readout_type *t)
         *t = NPRED_READOUT_FACTORIZED;
     else if (!strcmp(s, "PointPooled2d")) *t = NPRED_READOUT_POINT_POOLED;
     else if (!strcmp(s, "AttentionReadout")) *t = NPRED_READOUT_ATTENTION;
+    else if (!strcmp(s, "PointPyramid2d")) *t = NPRED_READOUT_POINT_PYRAMID;
     else return 0;
+    return 1;
+}
+
+/* neuralpredictors 0.3.0 readouts that do not work in the reference itself
+ * (docs/readouts.md): a message saying why; 0 for other names */
+static int unsupported_readout(const char *s, const char *where, const char *key)
+{
+    const char *why = NULL;
+    if (s && !strcmp(s, "DeterministicGaussian2d"))
+        why = "its forward clamps the mu Parameter in place, which PyTorch refuses while training "
+              "(0.3.0 cannot train it)";
+    else if (s && !strcmp(s, "RemappedGaussian2d"))
+        why = "its forward has no return statement and outputs None in 0.3.0";
+    if (!why) return 0;
+    npred_errorf(NPRED_ERR_UNSUPPORTED, "%s: key '%s': %s is not supported: %s (docs/readouts.md)", where, key, s,
+                 why);
     return 1;
 }
 
@@ -194,6 +211,7 @@ static const char *readout_type_name(npred_readout_type t)
     case NPRED_READOUT_FACTORIZED: return "FullFactorized2d";
     case NPRED_READOUT_POINT_POOLED: return "PointPooled2d";
     case NPRED_READOUT_ATTENTION: return "AttentionReadout";
+    case NPRED_READOUT_POINT_PYRAMID: return "PointPyramid2d";
     }
     return "?";
 }
@@ -233,6 +251,16 @@ static int readout_key(rd *r, const cJSON *e, npred_readout_config *c, int *gamm
     else if (!strcmp(k, "init_range")) rd_num(r, e, &c->init_range);
     else if (!strcmp(k, "attention_kernel")) rd_int(r, e, &c->attention_kernel);
     else if (!strcmp(k, "attention_layers")) rd_int(r, e, &c->attention_layers);
+    else if (!strcmp(k, "scale_n")) rd_int(r, e, &c->scale_n);
+    else if (!strcmp(k, "downsample")) rd_bool(r, e, &c->downsample);
+    else if (!strcmp(k, "positive")) rd_bool(r, e, &c->positive);
+    else if (!strcmp(k, "pyramid_type")) { /* PointPyramid2d's `type` (readout.type names the class) */
+        const char *v = cJSON_GetStringValue(e);
+        if (v && !strcmp(v, "gauss5x5")) c->pyramid_type = NPRED_PYRAMID_GAUSS5X5;
+        else if (v && !strcmp(v, "gauss3x3")) c->pyramid_type = NPRED_PYRAMID_GAUSS3X3;
+        else if (v && !strcmp(v, "laplace5x5")) c->pyramid_type = NPRED_PYRAMID_LAPLACE5X5;
+        else return fail(r, e, "\"gauss5x5\", \"gauss3x3\" or \"laplace5x5\"") || 1;
+    }
     else return 0;
     return 1;
 }
@@ -391,9 +419,10 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
     if (rt) {
         npred_readout_type t;
         if (!readout_type_from(cJSON_GetStringValue(rt), &t))
-            return npred_errorf(NPRED_ERR_CONFIG,
+            return unsupported_readout(cJSON_GetStringValue(rt), where, "readout_type") ? NPRED_ERR_UNSUPPORTED :
+                   npred_errorf(NPRED_ERR_CONFIG,
                                 "%s: key 'readout_type': expected FullGaussian2d, Gaussian2d, FullFactorized2d, "
-                                "PointPooled2d or AttentionReadout", where);
+                                "PointPooled2d, AttentionReadout or PointPyramid2d", where);
         readout_reset_type(ro, t);
     }
     cJSON_ArrayForEach(e, root)
@@ -511,9 +540,10 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(rdo, "type");
         npred_readout_type rt = NPRED_READOUT_FULL_GAUSSIAN2D;
         if (t && !readout_type_from(cJSON_GetStringValue(t), &rt))
-            return npred_errorf(NPRED_ERR_CONFIG,
+            return unsupported_readout(cJSON_GetStringValue(t), where, "readout.type") ? NPRED_ERR_UNSUPPORTED :
+                   npred_errorf(NPRED_ERR_CONFIG,
                                 "%s: key 'readout.type': expected FullGaussian2d, Gaussian2d, FullFactorized2d, "
-                                "PointPooled2d or AttentionReadout", where);
+                                "PointPooled2d, AttentionReadout or PointPyramid2d", where);
         readout_reset_type(ro, rt);
         ro->bias = 1;
         ro->feature_reg_weight = 1.0;
@@ -712,6 +742,16 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
         cJSON_AddNumberToObject(r, "init_noise", ro->init_noise);
         cJSON_AddNumberToObject(r, "attention_kernel", ro->attention_kernel);
         cJSON_AddNumberToObject(r, "attention_layers", ro->attention_layers);
+        break;
+    case NPRED_READOUT_POINT_PYRAMID:
+        cJSON_AddNumberToObject(r, "scale_n", ro->scale_n);
+        cJSON_AddStringToObject(r, "pyramid_type", ro->pyramid_type == NPRED_PYRAMID_GAUSS3X3     ? "gauss3x3"
+                                                   : ro->pyramid_type == NPRED_PYRAMID_LAPLACE5X5 ? "laplace5x5"
+                                                                                                  : "gauss5x5");
+        cJSON_AddBoolToObject(r, "downsample", ro->downsample);
+        cJSON_AddBoolToObject(r, "positive", ro->positive);
+        cJSON_AddNumberToObject(r, "init_range", ro->init_range);
+        cJSON_AddBoolToObject(r, "align_corners", ro->align_corners);
         break;
     }
     if (m->shifter != NPRED_SHIFTER_NONE) {

@@ -422,16 +422,7 @@ void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy
 
 double npred_attention_regularizer(npred_readout *r, npred_ptable *t, double gscale)
 {
-    const float *f = npred_ptable_ptr(t, r->p_features);
-    float *gf = npred_ptable_gradptr(t, r->p_features);
-    size_t nf = (size_t)r->cfg.n * r->cfg.c;
-    double s = 0, w = r->cfg.feature_reg_weight;
-    float g = (float)(gscale * w);
-    for (size_t i = 0; i < nf; i++) {
-        s += fabs(f[i]);
-        if (gscale != 0) gf[i] += f[i] > 0 ? g : f[i] < 0 ? -g : 0.0f;
-    }
-    return w * s;
+    return npred_readout_feature_l1(r, t, gscale);
 }
 
 void npred_attention_repr(const npred_readout *r, char *buf, size_t n)

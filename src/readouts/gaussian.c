@@ -515,14 +515,7 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
     const npred_readout_config *c = &r->cfg;
     gs_ws v = views(r, r->max_batch);
     int n = c->n, B = r->B, C = c->c, hw = c->h * c->w;
-    if (r->p_bias >= 0) {
-        float *gb = npred_ptable_gradptr(t, r->p_bias);
-        for (int o = 0; o < n; o++) {
-            double s = 0;
-            for (int b = 0; b < B; b++) s += dy[(size_t)b * n + o];
-            gb[o] += (float)s;
-        }
-    }
+    npred_readout_bias_grad(r, t, dy, B);
     size_t pts = (size_t)B * n * 2;
     memset(v.dgrid, 0, pts * sizeof(float));
     memset(v.dF, 0, (size_t)n * C * sizeof(float));

@@ -138,14 +138,6 @@ static void pool_backward(float *din, const float *dout, int B, int h, int w, in
             }
 }
 
-static void make_features(const npred_readout *r, const npred_ptable *t, float *F)
-{
-    int n = r->cfg.n, m = r->cfg.c * (r->cfg.pool_steps + 1);
-    const float *f = npred_ptable_ptr(t, r->p_features);
-    for (int j = 0; j < m; j++)
-        for (int o = 0; o < n; o++) F[(size_t)o * m + j] = f[(size_t)j * n + o];
-}
-
 npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float *y, const float *x,
                                         const float *shift, int B)
 {
@@ -153,13 +145,8 @@ npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float
     pp_ws v;
     layout(r, r->max_batch, &v);
     int n = c->n, C = c->c, m = C * (c->pool_steps + 1);
-    float *g = npred_ptable_ptr(t, r->p_grid);
-    for (int i = 0; i < 2 * n; i++) g[i] = g[i] < -1.0f ? -1.0f : g[i] > 1.0f ? 1.0f : g[i];
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < n; o++)
-            for (int k = 0; k < 2; k++)
-                v.grid[((size_t)b * n + o) * 2 + k] = g[2 * o + k] + (shift ? shift[2 * b + k] : 0.0f);
-    make_features(r, t, v.F);
+    npred_readout_point_grid(r, t, v.grid, shift, B);
+    npred_readout_point_features(r, t, v.F, m);
     npred_rsample_to_nhwc(v.lev[0], x, B, C, c->h * c->w);
     for (int l = 1; l <= c->pool_steps; l++)
         pool_forward(v.lev[l], v.lev[l - 1], B, v.h[l - 1], v.w[l - 1], C, c->pool_kern);
@@ -178,14 +165,7 @@ void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float 
     pp_ws v;
     layout(r, r->max_batch, &v);
     int n = c->n, C = c->c, m = C * (c->pool_steps + 1), B = r->B;
-    if (r->p_bias >= 0) {
-        float *gb = npred_ptable_gradptr(t, r->p_bias);
-        for (int o = 0; o < n; o++) {
-            double s = 0;
-            for (int b = 0; b < B; b++) s += dy[(size_t)b * n + o];
-            gb[o] += (float)s;
-        }
-    }
+    npred_readout_bias_grad(r, t, dy, B);
     memset(v.dgrid, 0, (size_t)B * n * 2 * sizeof(float));
     memset(v.dF, 0, (size_t)n * m * sizeof(float));
     for (int l = c->pool_steps; l >= 0; l--) {
@@ -195,37 +175,13 @@ void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float 
                                v.F + (size_t)l * C, m, B, v.h[l], v.w[l], C, n, c->align_corners);
     }
     if (dx) npred_rsample_add_nchw(dx, v.dlev[0], B, C, c->h * c->w);
-    float *gg = npred_ptable_gradptr(t, r->p_grid);
-    for (int o = 0; o < n; o++)
-        for (int k = 0; k < 2; k++) {
-            double s = 0;
-            for (int b = 0; b < B; b++) s += v.dgrid[((size_t)b * n + o) * 2 + k];
-            gg[2 * o + k] += (float)s;
-        }
-    if (dshift)
-        for (int b = 0; b < B; b++)
-            for (int k = 0; k < 2; k++) {
-                double s = 0;
-                for (int o = 0; o < n; o++) s += v.dgrid[((size_t)b * n + o) * 2 + k];
-                dshift[2 * b + k] += (float)s;
-            }
-    float *gf = npred_ptable_gradptr(t, r->p_features);
-    for (int j = 0; j < m; j++)
-        for (int o = 0; o < n; o++) gf[(size_t)j * n + o] += v.dF[(size_t)o * m + j];
+    npred_readout_point_grid_grad(r, t, v.dgrid, dshift, B);
+    npred_readout_point_features_grad(r, t, v.dF, m);
 }
 
 double npred_point_pooled_regularizer(npred_readout *r, npred_ptable *t, double gscale)
 {
-    const float *f = npred_ptable_ptr(t, r->p_features);
-    float *gf = npred_ptable_gradptr(t, r->p_features);
-    size_t nf = t->items[r->p_features].count;
-    double s = 0, w = r->cfg.feature_reg_weight;
-    float g = (float)(gscale * w);
-    for (size_t i = 0; i < nf; i++) {
-        s += fabs(f[i]);
-        if (gscale != 0) gf[i] += f[i] > 0 ? g : f[i] < 0 ? -g : 0.0f;
-    }
-    return w * s;
+    return npred_readout_feature_l1(r, t, gscale);
 }
 
 void npred_point_pooled_repr(const npred_readout *r, char *buf, size_t n)

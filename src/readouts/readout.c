@@ -1,6 +1,7 @@
 /* Readout dispatch: config defaults, declaration, match ids, workspaces, common bias init. */
 #include "readouts/readout.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,9 @@ void npred_readout_config_default(npred_readout_config *c, npred_readout_type ty
     c->init_range = 0.1;
     c->attention_kernel = 1;
     c->attention_layers = 1;
+    c->scale_n = 4; /* Pyramid's defaults (PointPyramid2d itself has none) */
+    c->pyramid_type = NPRED_PYRAMID_GAUSS5X5;
+    c->downsample = 1;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -98,6 +102,7 @@ npred_status npred_readout_declare(npred_readout *r, const npred_readout_config 
     snprintf(r->prefix, sizeof r->prefix, "%s", prefix);
     r->p_features = r->p_scales = r->p_spatial = r->p_bias = r->p_mu = r->p_sigma = r->p_grid = -1;
     r->p_source_grid = r->p_fsi = r->p_gsi = r->p_mt_w = r->p_mt_b = r->p_att_w = r->p_att_b = -1;
+    r->p_filter = -1;
     for (int i = 0; i < 4; i++) r->p_mlp_w[i] = r->p_mlp_b[i] = -1;
     r->owns_features = !cfg->features_from;
     r->owns_grid = !cfg->grid_from;
@@ -109,6 +114,7 @@ npred_status npred_readout_declare(npred_readout *r, const npred_readout_config 
     case NPRED_READOUT_GAUSSIAN2D: s = npred_gaussian_declare(r, t); break;
     case NPRED_READOUT_POINT_POOLED: s = npred_point_pooled_declare(r, t); break;
     case NPRED_READOUT_ATTENTION: s = npred_attention_declare(r, t); break;
+    case NPRED_READOUT_POINT_PYRAMID: s = npred_pyramid_declare(r, t); break;
     default: return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout type %d is not available", (int)cfg->type);
     }
     return s ? npred_error_prefix(s, "readout %s", prefix) : NPRED_OK;
@@ -125,6 +131,7 @@ npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int ma
     case NPRED_READOUT_GAUSSIAN2D: n = npred_gaussian_workspace(r, max_batch); break;
     case NPRED_READOUT_POINT_POOLED: n = npred_point_pooled_workspace(r, max_batch); break;
     case NPRED_READOUT_ATTENTION: n = npred_attention_workspace(r, max_batch); break;
+    case NPRED_READOUT_POINT_PYRAMID: n = npred_pyramid_workspace(r, max_batch); break;
     default: return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout type %d is not available", (int)r->cfg.type);
     }
     free(r->ws);
@@ -144,6 +151,7 @@ void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng
     case NPRED_READOUT_GAUSSIAN2D: npred_gaussian_init(r, t, rng); break;
     case NPRED_READOUT_POINT_POOLED: npred_point_pooled_init(r, t, rng); break;
     case NPRED_READOUT_ATTENTION: npred_attention_init(r, t, rng); break;
+    case NPRED_READOUT_POINT_PYRAMID: npred_pyramid_init(r, t, rng); break;
     default: break;
     }
     if (r->p_bias >= 0) {
@@ -171,6 +179,7 @@ npred_status npred_readout_forward(npred_readout *r, npred_ptable *t, float *y, 
     case NPRED_READOUT_POINT_POOLED: return npred_point_pooled_forward(r, t, y, x, shift, B);
     case NPRED_READOUT_ATTENTION: /* 0.3.0 AttentionReadout ignores the shift */
         return npred_attention_forward(r, t, y, x, B);
+    case NPRED_READOUT_POINT_PYRAMID: return npred_pyramid_forward(r, t, y, x, shift, B);
     default: return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout type %d is not available", (int)r->cfg.type);
     }
 }
@@ -183,6 +192,7 @@ void npred_readout_backward(npred_readout *r, npred_ptable *t, const float *dy, 
     case NPRED_READOUT_GAUSSIAN2D: npred_gaussian_backward(r, t, dy, dx, dshift); break;
     case NPRED_READOUT_POINT_POOLED: npred_point_pooled_backward(r, t, dy, dx, dshift); break;
     case NPRED_READOUT_ATTENTION: npred_attention_backward(r, t, dy, dx); break;
+    case NPRED_READOUT_POINT_PYRAMID: npred_pyramid_backward(r, t, dy, dx, dshift); break;
     default: break;
     }
 }
@@ -195,6 +205,7 @@ double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscal
     case NPRED_READOUT_GAUSSIAN2D: return npred_gaussian_regularizer(r, t, gscale);
     case NPRED_READOUT_POINT_POOLED: return npred_point_pooled_regularizer(r, t, gscale);
     case NPRED_READOUT_ATTENTION: return npred_attention_regularizer(r, t, gscale);
+    case NPRED_READOUT_POINT_PYRAMID: return npred_pyramid_regularizer(r, t, gscale);
     default: return 0;
     }
 }
@@ -207,8 +218,81 @@ void npred_readout_repr(const npred_readout *r, char *buf, size_t n)
     case NPRED_READOUT_GAUSSIAN2D: npred_gaussian_repr(r, buf, n); break;
     case NPRED_READOUT_POINT_POOLED: npred_point_pooled_repr(r, buf, n); break;
     case NPRED_READOUT_ATTENTION: npred_attention_repr(r, buf, n); break;
+    case NPRED_READOUT_POINT_PYRAMID: npred_pyramid_repr(r, buf, n); break;
     default: snprintf(buf, n, "readout type %d", (int)r->cfg.type); break;
     }
+}
+
+double npred_readout_feature_l1(npred_readout *r, npred_ptable *t, double gscale)
+{
+    const float *f = npred_ptable_ptr(t, r->p_features);
+    float *gf = npred_ptable_gradptr(t, r->p_features);
+    size_t nf = t->items[r->p_features].count;
+    double s = 0, w = r->cfg.feature_reg_weight;
+    float g = (float)(gscale * w);
+    for (size_t i = 0; i < nf; i++) {
+        s += fabs(f[i]);
+        if (gscale != 0) gf[i] += f[i] > 0 ? g : f[i] < 0 ? -g : 0.0f;
+    }
+    return w * s;
+}
+
+void npred_readout_bias_grad(npred_readout *r, npred_ptable *t, const float *dy, int B)
+{
+    if (r->p_bias < 0) return;
+    int n = r->cfg.n;
+    float *gb = npred_ptable_gradptr(t, r->p_bias);
+    for (int o = 0; o < n; o++) {
+        double s = 0;
+        for (int b = 0; b < B; b++) s += dy[(size_t)b * n + o];
+        gb[o] += (float)s;
+    }
+}
+
+void npred_readout_point_grid(npred_readout *r, npred_ptable *t, float *grid, const float *shift, int B)
+{
+    int n = r->cfg.n;
+    float *g = npred_ptable_ptr(t, r->p_grid);
+    for (int i = 0; i < 2 * n; i++) g[i] = g[i] < -1.0f ? -1.0f : g[i] > 1.0f ? 1.0f : g[i];
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < n; o++)
+            for (int k = 0; k < 2; k++)
+                grid[((size_t)b * n + o) * 2 + k] = g[2 * o + k] + (shift ? shift[2 * b + k] : 0.0f);
+}
+
+void npred_readout_point_grid_grad(npred_readout *r, npred_ptable *t, const float *dgrid, float *dshift, int B)
+{
+    int n = r->cfg.n;
+    float *gg = npred_ptable_gradptr(t, r->p_grid);
+    for (int o = 0; o < n; o++)
+        for (int k = 0; k < 2; k++) {
+            double s = 0;
+            for (int b = 0; b < B; b++) s += dgrid[((size_t)b * n + o) * 2 + k];
+            gg[2 * o + k] += (float)s;
+        }
+    if (dshift)
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < 2; k++) {
+                double s = 0;
+                for (int o = 0; o < n; o++) s += dgrid[((size_t)b * n + o) * 2 + k];
+                dshift[2 * b + k] += (float)s;
+            }
+}
+
+void npred_readout_point_features(const npred_readout *r, const npred_ptable *t, float *F, int m)
+{
+    int n = r->cfg.n;
+    const float *f = npred_ptable_ptr(t, r->p_features);
+    for (int j = 0; j < m; j++)
+        for (int o = 0; o < n; o++) F[(size_t)o * m + j] = f[(size_t)j * n + o];
+}
+
+void npred_readout_point_features_grad(npred_readout *r, npred_ptable *t, const float *dF, int m)
+{
+    int n = r->cfg.n;
+    float *gf = npred_ptable_gradptr(t, r->p_features);
+    for (int j = 0; j < m; j++)
+        for (int o = 0; o < n; o++) gf[(size_t)j * n + o] += dF[(size_t)o * m + j];
 }
 
 void npred_readout_free(npred_readout *r)

@@ -29,8 +29,12 @@ typedef enum {
     NPRED_READOUT_GAUSSIAN2D,        /* legacy Gaussian2d */
     NPRED_READOUT_FACTORIZED,        /* FullFactorized2d / SpatialXFeatureLinear */
     NPRED_READOUT_POINT_POOLED,      /* PointPooled2d */
-    NPRED_READOUT_ATTENTION          /* AttentionReadout */
+    NPRED_READOUT_ATTENTION,         /* AttentionReadout */
+    NPRED_READOUT_POINT_PYRAMID      /* PointPyramid2d */
 } npred_readout_type;
+
+/* PointPyramid2d's `type`: the Pyramid filter */
+typedef enum { NPRED_PYRAMID_GAUSS5X5 = 0, NPRED_PYRAMID_GAUSS3X3, NPRED_PYRAMID_LAPLACE5X5 } npred_pyramid_type;
 
 typedef enum { NPRED_GAUSS_FULL = 0, NPRED_GAUSS_UNCORRELATED, NPRED_GAUSS_ISOTROPIC } npred_gauss_type;
 
@@ -79,6 +83,11 @@ typedef struct {
     /* AttentionReadout */
     int attention_kernel;
     int attention_layers;
+    /* PointPyramid2d (init_range, align_corners above) */
+    int scale_n;
+    npred_pyramid_type pyramid_type;
+    int downsample;
+    int positive;
 } npred_readout_config;
 
 typedef struct npred_readout npred_readout;
@@ -95,6 +104,7 @@ struct npred_readout {
     int p_fsi, p_gsi;            /* buffers feature_sharing_index, grid_sharing_index (n) */
     int p_mt_w, p_mt_b;          /* borrowed grid: mu_transform = Linear(2, 2) */
     int p_att_w, p_att_b;        /* AttentionReadout: last conv weight (n, c, k, k), bias (n) */
+    int p_filter;                /* PointPyramid2d: buffer gauss_pyramid.filter (k, k) */
     int owns_features, owns_grid; /* 0 when borrowed from another session's readout */
     int64_t *match_idx;          /* (n) sharing index, or NULL */
     int max_batch;
@@ -125,6 +135,22 @@ double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscal
  * with bias, with predicted grid  -> Sequential(\n  (0): Linear(...)...)\n"); truncated to n. */
 void npred_readout_repr(const npred_readout *r, char *buf, size_t n);
 void npred_readout_free(npred_readout *r);
+
+/* Helpers shared by the readouts (readout.c).
+ * feature_l1: feature_reg_weight * sum |features| (the whole `features`/`_features`
+ * entry), gradient times gscale accumulated when gscale != 0.
+ * bias_grad: bias.grad += sum over the batch of dy (B, n); no-op without a bias.
+ * point_grid: the point readouts' in-place clamp of `grid` (1, n, 1, 2) to [-1, 1], then
+ * grid_b (B, n, 2) = grid + shift[b] (shift (B, 2) or NULL).
+ * point_grid_grad: grid.grad += sum over b of dgrid (B, n, 2); dshift[b] += sum over n.
+ * point_features: F (n, m) = features (1, m, 1, n) transposed; point_features_grad the
+ * reverse, accumulated into features.grad. */
+double npred_readout_feature_l1(npred_readout *r, npred_ptable *t, double gscale);
+void npred_readout_bias_grad(npred_readout *r, npred_ptable *t, const float *dy, int B);
+void npred_readout_point_grid(npred_readout *r, npred_ptable *t, float *grid, const float *shift, int B);
+void npred_readout_point_grid_grad(npred_readout *r, npred_ptable *t, const float *dgrid, float *dshift, int B);
+void npred_readout_point_features(const npred_readout *r, const npred_ptable *t, float *F, int m);
+void npred_readout_point_features_grad(npred_readout *r, npred_ptable *t, const float *dF, int m);
 
 /* type-specific implementations (readouts/<type>.c) */
 npred_status npred_factorized_declare(npred_readout *r, npred_ptable *t);
@@ -167,5 +193,16 @@ npred_status npred_attention_forward(npred_readout *r, npred_ptable *t, float *y
 void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx);
 double npred_attention_regularizer(npred_readout *r, npred_ptable *t, double gscale);
 void npred_attention_repr(const npred_readout *r, char *buf, size_t n);
+
+/* PointPyramid2d (pyramid.c). init also fills the filter buffer; init_buffers fills only it. */
+npred_status npred_pyramid_declare(npred_readout *r, npred_ptable *t);
+size_t npred_pyramid_workspace(const npred_readout *r, int max_batch);
+void npred_pyramid_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
+void npred_pyramid_init_buffers(npred_readout *r, npred_ptable *t);
+npred_status npred_pyramid_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
+                                   int B);
+void npred_pyramid_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+double npred_pyramid_regularizer(npred_readout *r, npred_ptable *t, double gscale);
+void npred_pyramid_repr(const npred_readout *r, char *buf, size_t n);
 
 #endif
