@@ -279,6 +279,124 @@ out:
     npred_loaders_free(L);
 }
 
+/* loss_function Corr / AvgCorr: the batch loss is k * (-(sum or mean) of the batch
+ * correlations, double reference here) + regularizers; AvgCorr with avg_loss is refused */
+static double ref_corr_sum(const float *yh, const float *y, int64_t B, int64_t n)
+{
+    double tot = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double mo = 0, mt = 0, vo = 0, vt = 0, cv = 0;
+        for (int64_t b = 0; b < B; b++) {
+            mo += yh[b * n + j] / (double)B;
+            mt += y[b * n + j] / (double)B;
+        }
+        for (int64_t b = 0; b < B; b++) {
+            double p = yh[b * n + j] - mo, q = y[b * n + j] - mt;
+            vo += p * p / (double)B;
+            vt += q * q / (double)B;
+            cv += p * q / (double)B;
+        }
+        tot += cv / sqrt((vo + 1e-12) * (vt + 1e-12));
+    }
+    return tot;
+}
+
+static void test_corr_losses(void)
+{
+    npred_loaders *L = open_loaders(1, 32);
+    if (!L) return;
+    npred_session_info si;
+    npred_loaders_session(L, 0, &si);
+    npred_batch b;
+    CHECK_OK(npred_batch_init(&b, L, 0));
+    int64_t trials[16], n = si.n_neurons;
+    for (int i = 0; i < 16; i++) trials[i] = si.tier_idx[NPRED_TIER_TRAIN][i];
+    CHECK_OK(npred_loaders_get(L, 0, trials, 16, &b));
+    float *yhat = malloc((size_t)(16 * n) * sizeof(float));
+    const char *cfgs[3] = {"{\"loss_function\": \"Corr\"}", "{\"loss_function\": \"Corr\", \"avg_loss\": true}",
+                           "{\"loss_function\": \"AvgCorr\"}"};
+    for (int v = 0; v < 3; v++) {
+        npred_model *m = NULL;
+        npred_trainer *t = NULL;
+        npred_trainer_config c = small_config(1);
+        if (!CHECK_OK(npred_trainer_config_parse(&c, cfgs[v], "test")) ||
+            !CHECK_OK(npred_trainer_model_create(&m, L, model_cfg, "model", 1)) ||
+            !CHECK_OK(npred_trainer_create(&t, m, L, &c, 5))) {
+            npred_trainer_free(t);
+            npred_model_free(m);
+            continue;
+        }
+        npred_ptable *tab = npred_model_table(m);
+        npred_rng r0 = *npred_trainer_rng(t);
+        float *buf0 = malloc(tab->n_buffers * sizeof(float));
+        memcpy(buf0, tab->bufdata, tab->n_buffers * sizeof(float));
+        double loss = 0;
+        npred_ptable_zero_grad(tab);
+        CHECK_OK(npred_trainer_batch(t, &b, &loss));
+        /* replay the forward with the same noise and buffers */
+        memcpy(tab->bufdata, buf0, tab->n_buffers * sizeof(float));
+        npred_rng r = r0;
+        CHECK_OK(npred_model_forward(m, 0, b.images, NULL, NULL, 16, 1, &r, NULL, yhat));
+        double k = npred_trainer_loss_scale(t, 0, 16), cs = ref_corr_sum(yhat, b.responses, 16, n);
+        double want = k * (v == 0 ? -cs : -cs / (double)n) + npred_core_regularizer(&m->core, tab, 0.0) +
+                      npred_readout_regularizer(&m->s[0].ro, tab, 0.0);
+        CHECK(fabs(loss - want) <= 1e-6 * (1 + fabs(want)), "%s: loss %.9g vs reference %.9g", cfgs[v], loss, want);
+        double g = 0;
+        for (size_t i = 0; i < tab->n_params; i++) g = fmax(g, fabs((double)tab->grad[i]));
+        CHECK(g > 0 && isfinite(g), "%s: a gradient", cfgs[v]);
+        free(buf0);
+        npred_trainer_free(t);
+        npred_model_free(m);
+    }
+    npred_trainer_config c;
+    npred_trainer_config_init(&c);
+    CHECK(npred_trainer_config_parse(&c, "{\"loss_function\": \"AvgCorr\", \"avg_loss\": true}", "t") ==
+              NPRED_ERR_CONFIG && strstr(npred_last_error(), "AvgCorr"),
+          "AvgCorr with avg_loss: %s", npred_last_error());
+    free(yhat);
+    npred_batch_free(&b);
+    npred_loaders_free(L);
+}
+
+/* track_training: log.csv gains the tracked validation correlation (= the objective under
+ * get_correlations) and the summed Poisson loss of each evaluation */
+static void test_track_training(void)
+{
+    npred_loaders *L = open_loaders(2, 32);
+    if (!L || !dataset()) return;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/run_tracked", base);
+    npred_model *m = NULL;
+    npred_trainer *t = NULL;
+    npred_trainer_config c = small_config(2);
+    CHECK_OK(npred_trainer_config_parse(&c, "{\"track_training\": true}", "test"));
+    if (CHECK_OK(npred_trainer_model_create(&m, L, model_cfg, "model", 1)) &&
+        CHECK_OK(npred_trainer_create(&t, m, L, &c, 5)) && CHECK_OK(npred_trainer_set_run_dir(t, dir, NULL))) {
+        npred_trainer_result res;
+        CHECK_OK(npred_trainer_run(t, &res));
+        char p[700];
+        snprintf(p, sizeof p, "%s/log.csv", dir);
+        char *txt = read_text(p);
+        CHECK(txt && !strncmp(txt, "epoch,lr,train_loss,validation_correlation,seconds,correlation,poisson_loss\n",
+                              76), "header: %.90s", txt ? txt : "(none)");
+        int rows = 0;
+        for (char *line = txt ? strchr(txt, '\n') : NULL; line && line[1]; line = strchr(line + 1, '\n')) {
+            double e, lr, tl, obj, sec, corr, pois;
+            int k = sscanf(line + 1, "%lf,%lf,%lf,%lf,%lf,%lf,%lf", &e, &lr, &tl, &obj, &sec, &corr, &pois);
+            CHECK(k == 7, "row %d has 7 columns", rows);
+            CHECK(fabs(corr - obj) <= 1e-8 * (1 + fabs(obj)), "row %d: tracked correlation %g = objective %g", rows,
+                  corr, obj);
+            CHECK(pois > 0 && isfinite(pois), "row %d: Poisson loss %g", rows, pois);
+            rows++;
+        }
+        CHECK(rows >= 3, "%d rows", rows);
+        free(txt);
+    }
+    npred_trainer_free(t);
+    npred_model_free(m);
+    npred_loaders_free(L);
+}
+
 static void test_accumulation(void)
 {
     npred_loaders *L = open_loaders(2, 32);
@@ -574,6 +692,8 @@ int main(void)
     RUN(test_configs_dir);
     RUN(test_batch_semantics);
     RUN(test_accumulation);
+    RUN(test_corr_losses);
+    RUN(test_track_training);
     RUN(test_learns_and_determinism);
     RUN(test_interrupt_resume);
     RUN(test_bad_setup);

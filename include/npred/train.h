@@ -49,7 +49,9 @@ extern "C" {
 typedef enum {
     NPRED_TRAIN_LOSS_POISSON,      /* "PoissonLoss" (eps 1e-12) */
     NPRED_TRAIN_LOSS_EXPONENTIAL,  /* "ExponentialLoss" */
-    NPRED_TRAIN_LOSS_ANSCOMBE_MSE  /* "AnscombeMSE" */
+    NPRED_TRAIN_LOSS_ANSCOMBE_MSE, /* "AnscombeMSE" */
+    NPRED_TRAIN_LOSS_CORR,         /* "Corr": -(sum over neurons of the batch correlation), -(mean) with avg_loss */
+    NPRED_TRAIN_LOSS_AVG_CORR      /* "AvgCorr": -(mean over neurons); avg_loss must be false (it already averages) */
 } npred_train_loss;
 
 typedef enum {
@@ -78,10 +80,10 @@ typedef struct {
     int detach_core;              /* false */
     int seed_set;                 /* "seed" given (else the caller's seed is used) */
     int64_t seed;
-    /* accepted, without effect on a CPU run: */
-    int verbose;                  /* true */
-    int track_training;           /* false */
-    char device[32];              /* "cuda" */
+    int verbose;                  /* true; accepted, without effect (progress goes to the callbacks) */
+    int track_training;           /* false; true: log.csv gets the validation correlation and
+                                     Poisson loss of every evaluation (sensorium's tracker) */
+    char device[32];              /* "cuda"; accepted, without effect (CPU) */
 } npred_trainer_config;
 
 NPRED_API void npred_trainer_config_init(npred_trainer_config *c);

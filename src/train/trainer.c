@@ -50,10 +50,10 @@ void npred_trainer_config_init(npred_trainer_config *c)
     snprintf(c->device, sizeof c->device, "cuda");
 }
 
-static const char *const loss_names[] = {"PoissonLoss", "ExponentialLoss", "AnscombeMSE"};
+static const char *const loss_names[] = {"PoissonLoss", "ExponentialLoss", "AnscombeMSE", "Corr", "AvgCorr"};
 static const char *const stop_names[] = {"get_correlations", "get_poisson_loss"};
 
-const char *npred_train_loss_name(npred_train_loss l) { return (unsigned)l < 3 ? loss_names[l] : "?"; }
+const char *npred_train_loss_name(npred_train_loss l) { return (unsigned)l < 5 ? loss_names[l] : "?"; }
 const char *npred_train_stop_name(npred_train_stop s) { return (unsigned)s < 2 ? stop_names[s] : "?"; }
 
 static npred_status want_bool(const cJSON *v, const char *where, int *out)
@@ -106,7 +106,7 @@ npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON 
         if (!strcmp(k, "avg_loss")) s = want_bool(v, where, &c->avg_loss);
         else if (!strcmp(k, "scale_loss")) s = want_bool(v, where, &c->scale_loss);
         else if (!strcmp(k, "loss_function")) {
-            if (!(s = want_name(v, where, loss_names, 3, &e))) c->loss_function = (npred_train_loss)e;
+            if (!(s = want_name(v, where, loss_names, 5, &e))) c->loss_function = (npred_train_loss)e;
         } else if (!strcmp(k, "stop_function")) {
             if (!(s = want_name(v, where, stop_names, 2, &e))) c->stop_function = (npred_train_stop)e;
         } else if (!strcmp(k, "loss_accum_batch_n")) {
@@ -147,6 +147,9 @@ npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON 
         }
         if (s) return s;
     }
+    if (c->loss_function == NPRED_TRAIN_LOSS_AVG_CORR && c->avg_loss)
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: 'avg_loss' true with 'AvgCorr' (AvgCorr already averages over the "
+                            "neurons; use \"Corr\" with avg_loss true for the same loss)", where);
     return NPRED_OK;
 }
 
@@ -233,7 +236,9 @@ struct npred_trainer {
     int resumed;             /* es has a pending TRAIN_EPOCH from the state file */
     int done;
     log_row *log;
+    double *trk;             /* (n_log, 2): tracked validation correlation and Poisson loss (track_training) */
     size_t n_log, cap_log;
+    double last_trk[2];      /* the tracked values of the last evaluation */
     /* epoch in progress */
     double epoch_loss, epoch_t0, epoch_lr;
     int64_t epoch_batches;
@@ -283,6 +288,7 @@ void npred_trainer_free(npred_trainer *t)
     free(t->dbuf);
     if (t->owns_bn_sync) npred_batchnorm_set_sync(NULL, NULL);
     free(t->log);
+    free(t->trk);
     free(t);
 }
 
@@ -432,6 +438,11 @@ npred_status npred_trainer_set_dist(npred_trainer *t, int sync_bn)
 {
     const int K = npred_dist_size(), r = npred_dist_rank();
     if (K <= 1) return NPRED_OK; /* one rank: exactly the single-process trainer */
+    if (t->c.loss_function == NPRED_TRAIN_LOSS_CORR || t->c.loss_function == NPRED_TRAIN_LOSS_AVG_CORR)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "trainer: loss_function %s over %d ranks (a correlation over a "
+                            "batch does not split into parts)", npred_train_loss_name(t->c.loss_function), K);
+    if (t->c.track_training)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "trainer: track_training over %d ranks is not supported", K);
     if (sync_bn) {
         /* every rank needs a non-empty part of every global batch */
         for (size_t s = 0; s < t->n_sessions; s++) {
@@ -495,6 +506,15 @@ static npred_status loss_forward(const npred_trainer *t, double *v, const float 
         return npred_loss_exponential_forward(v, yhat, y, B, n, red, NPRED_EXPONENTIAL_BIAS,
                                               NPRED_EXPONENTIAL_TARGET_BIAS);
     case NPRED_TRAIN_LOSS_ANSCOMBE_MSE: return npred_loss_anscombe_mse_forward(v, yhat, y, B, n, red);
+    case NPRED_TRAIN_LOSS_CORR: {
+        npred_status st = npred_loss_corr_forward(t->rbuf, yhat, y, B, n, 0, NPRED_CORR_EPS);
+        if (st) return st;
+        double a = 0;
+        for (int64_t j = 0; j < n; j++) a -= t->rbuf[j];
+        *v = t->c.avg_loss ? a / (double)n : a;
+        return NPRED_OK;
+    }
+    case NPRED_TRAIN_LOSS_AVG_CORR: return npred_loss_corr_forward(v, yhat, y, B, n, 1, NPRED_CORR_EPS);
     }
     return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
 }
@@ -510,6 +530,12 @@ static npred_status loss_backward(const npred_trainer *t, float *dyhat, double k
         return npred_loss_exponential_backward(dyhat, &k, yhat, y, B, n, red, NPRED_EXPONENTIAL_BIAS,
                                                NPRED_EXPONENTIAL_TARGET_BIAS);
     case NPRED_TRAIN_LOSS_ANSCOMBE_MSE: return npred_loss_anscombe_mse_backward(dyhat, &k, yhat, y, B, n, red);
+    case NPRED_TRAIN_LOSS_CORR: {
+        double g = t->c.avg_loss ? -k / (double)n : -k;
+        for (int64_t j = 0; j < n; j++) t->rbuf[j] = g;
+        return npred_loss_corr_backward(dyhat, t->rbuf, yhat, y, B, n, 0, NPRED_CORR_EPS);
+    }
+    case NPRED_TRAIN_LOSS_AVG_CORR: return npred_loss_corr_backward(dyhat, &k, yhat, y, B, n, 1, NPRED_CORR_EPS);
     }
     return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
 }
@@ -719,8 +745,9 @@ static npred_status evaluate_dist(npred_trainer *t, double *objective)
 
 npred_status npred_trainer_evaluate(npred_trainer *t, double *objective)
 {
+    t->last_trk[0] = t->last_trk[1] = NAN;
     if (t->nranks > 1) return evaluate_dist(t, objective);
-    double acc = 0;
+    double acc = 0, trk_corr = 0, trk_poisson = 0;
     int64_t total_neurons = 0;
     npred_status st = NPRED_OK;
     for (size_t s = 0; s < t->n_sessions && !st; s++) {
@@ -744,6 +771,17 @@ npred_status npred_trainer_evaluate(npred_trainer *t, double *objective)
         }
         npred_loader_iter_free(&it);
         if (st) break;
+        if (t->c.track_training) {
+            /* sensorium's tracker: get_correlations(per_neuron=False), get_poisson_loss(avg=False,
+             * per_neuron=False): the mean correlation and the summed loss over every neuron */
+            if (T > 0) {
+                if ((st = npred_metrics_corr(t->rbuf, t->val_resp, t->val_pred, T, n, NPRED_METRICS_CORR_EPS, 1)))
+                    break;
+                for (int64_t j = 0; j < n; j++) trk_corr += t->rbuf[j];
+            }
+            for (int64_t i = 0; i < T * n; i++)
+                trk_poisson += t->val_pred[i] - t->val_resp[i] * log((double)t->val_pred[i] + 1e-12);
+        }
         if (t->c.stop_function == NPRED_TRAIN_STOP_CORRELATIONS) {
             if (T > 0) {
                 if ((st = npred_metrics_corr(t->rbuf, t->val_resp, t->val_pred, T, n, NPRED_METRICS_CORR_EPS, 1)))
@@ -767,6 +805,10 @@ npred_status npred_trainer_evaluate(npred_trainer *t, double *objective)
     }
     if (st) return st;
     *objective = total_neurons ? acc / (double)total_neurons : NAN;
+    if (t->c.track_training) {
+        t->last_trk[0] = total_neurons ? trk_corr / (double)total_neurons : NAN;
+        t->last_trk[1] = trk_poisson;
+    }
     return NPRED_OK;
 }
 
@@ -795,15 +837,20 @@ npred_status npred_trainer_set_run_dir(npred_trainer *t, const char *dir, const 
     return NPRED_OK;
 }
 
-static npred_status log_add(npred_trainer *t, const log_row *r)
+static npred_status log_add(npred_trainer *t, const log_row *r, const double *trk)
 {
     if (t->n_log == t->cap_log) {
         size_t cap = t->cap_log ? 2 * t->cap_log : 64;
         log_row *nl = realloc(t->log, cap * sizeof *nl);
         if (!nl) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
         t->log = nl;
+        double *nt = realloc(t->trk, cap * 2 * sizeof *nt);
+        if (!nt) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        t->trk = nt;
         t->cap_log = cap;
     }
+    t->trk[2 * t->n_log] = trk ? trk[0] : NAN;
+    t->trk[2 * t->n_log + 1] = trk ? trk[1] : NAN;
     t->log[t->n_log++] = *r;
     return NPRED_OK;
 }
@@ -811,16 +858,20 @@ static npred_status log_add(npred_trainer *t, const log_row *r)
 static npred_status write_log(const npred_trainer *t)
 {
     if (!t->run_dir || t->rank) return NPRED_OK; /* rank 0 alone writes */
-    size_t cap = 128 + t->n_log * 128;
+    size_t cap = 160 + t->n_log * 192;
     char *buf = malloc(cap);
     if (!buf) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
     const char *obj = t->c.stop_function == NPRED_TRAIN_STOP_CORRELATIONS ? "validation_correlation"
                                                                           : "validation_poisson_loss";
-    size_t k = (size_t)snprintf(buf, cap, "epoch,lr,train_loss,%s,seconds\n", obj);
+    const int trk = t->c.track_training;
+    size_t k = (size_t)snprintf(buf, cap, "epoch,lr,train_loss,%s,seconds%s\n", obj,
+                                trk ? ",correlation,poisson_loss" : "");
     for (size_t i = 0; i < t->n_log; i++) {
         const log_row *r = &t->log[i];
-        k += (size_t)snprintf(buf + k, cap - k, "%lld,%.9g,%.9g,%.9g,%.3f\n", (long long)r->epoch, r->lr,
+        k += (size_t)snprintf(buf + k, cap - k, "%lld,%.9g,%.9g,%.9g,%.3f", (long long)r->epoch, r->lr,
                               r->train_loss, r->objective, r->seconds);
+        if (trk) k += (size_t)snprintf(buf + k, cap - k, ",%.9g,%.9g", t->trk[2 * i], t->trk[2 * i + 1]);
+        k += (size_t)snprintf(buf + k, cap - k, "\n");
     }
     char p[4096];
     run_path(t, "log.csv", p, sizeof p);
@@ -885,6 +936,7 @@ static npred_status save_state(const npred_trainer *t)
     if (!st) st = add_i64(&l, "rng.i", rng_i, 6);
     if (!st) st = add_f64(&l, "rng.f", rng_f, 2);
     if (!st) st = add_f64(&l, "log", (const double *)t->log, t->n_log * 5);
+    if (!st) st = add_f64(&l, "log_tracked", t->trk, t->n_log * 2);
     if (!st)
         st = npred_tensor_list_set_meta(&l, "npred_state",
                                         "sizes = [n_params, n_buffers, adam step]; early_stopping.i = [epoch, "
@@ -950,10 +1002,16 @@ npred_status npred_trainer_resume(npred_trainer *t, const char *path)
     if (!st) {
         size_t rows = lg->nbytes / (5 * sizeof(double));
         t->n_log = 0;
+        /* log_tracked (rows of 2) is absent in states written before track_training acted */
+        const npred_tensor *tk = npred_tensor_list_find(&l, "log_tracked");
+        if (tk && (tk->dtype != NPRED_TENSOR_F64 || tk->nbytes != rows * 2 * sizeof(double)))
+            st = npred_errorf(NPRED_ERR_FORMAT, "%s: tensor 'log_tracked' malformed", path);
         for (size_t i = 0; i < rows && !st; i++) {
             log_row r;
+            double tr[2];
             memcpy(&r, (const char *)lg->data + i * sizeof r, sizeof r);
-            st = log_add(t, &r);
+            if (tk) memcpy(tr, (const char *)tk->data + i * sizeof tr, sizeof tr);
+            st = log_add(t, &r, tk ? tr : NULL);
         }
     }
     if (!st) {
@@ -1000,7 +1058,7 @@ static npred_status finish_row(npred_trainer *t, double objective)
         r.train_loss = NAN;
     }
     t->pending_row = 0;
-    npred_status st = log_add(t, &r);
+    npred_status st = log_add(t, &r, t->c.track_training ? t->last_trk : NULL);
     if (!st) st = write_log(t);
     return st;
 }
