@@ -10,7 +10,9 @@
 
 #include "cores/stacked2d.h"
 #include "harness.h"
+#include "io/safetensors.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "npred/model.h"
 
 /* the fixture's args as a config: structured ("core": args + type) or, for the builder
@@ -357,6 +359,14 @@ static const char *CFG_ROT_SCALE = "{\"core\": {\"type\": \"RotationEquivariant2
                                    " \"final_nonlinearity\": false, \"gamma_hidden\": 1.0, \"gamma_input\": 0.5,"
                                    " \"use_avg_reg\": false, \"pad_input\": false, \"stack\": -1}}";
 
+/* HEAD structure: no affine BN + Scale2D, hidden conv biases in front of BN, padding per
+ * hidden layer ([5, 3] keeps the map size; 0.3.0 would reuse padding 2) */
+static const char *CFG_HEAD = "{\"core\": {\"neuralpredictors\": \"head\", \"hidden_channels\": 3,"
+                              " \"input_kern\": 3, \"hidden_kern\": [5, 3], \"layers\": 3, \"bias\": false,"
+                              " \"gamma_input\": 0.3, \"gamma_hidden\": 0.2}}";
+
+static void test_fd_head_train(void) { fd_case(CFG_HEAD, 2, 1); }
+
 static void test_fd_rotation_bias_train(void) { fd_case(CFG_ROT_BIAS, 2, 1); }
 static void test_fd_rotation_bias_eval(void) { fd_case(CFG_ROT_BIAS, 2, 0); }
 static void test_fd_rotation_scale_train(void) { fd_case(CFG_ROT_SCALE, 1, 1); }
@@ -434,13 +444,100 @@ static void test_model_save_load(void)
     rmdir(dir);
 }
 
+/* `npred import` without a config infers the core from the keys present: a model of each
+ * BatchNorm/bias convention (0.3.0's independent_bn_bias True/False, sensorium's
+ * core_bias=True, neuralpredictors HEAD's without independent_bn_bias) and a
+ * RotationEquivariant2dCore is written, its tensors imported back with no config, and
+ * must load strictly (same names and shapes), predict the same and say which it is. */
+static void import_case(const char *cfg, const char *want_convention, const char *want_type)
+{
+    npred_model_session ses[1] = {{"s1", 5, NULL, 0, NULL, NULL}};
+    npred_model *m = NULL, *back = NULL;
+    char dir[512], path[600];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/npred-test-imp-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!CHECK(mkdtemp(dir) != NULL, "temp dir")) return;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    float img[2 * 20 * 36], o1[10], o2[10];
+    uint64_t st = 17;
+    for (size_t i = 0; i < sizeof img / sizeof *img; i++) img[i] = (float)th_rand(&st);
+    npred_tensor_list l;
+    npred_tensor_list_init(&l);
+    if (CHECK_OK(npred_model_create(&m, cfg, "cfg", 1, 20, 36, ses, 1, 2, 9)) && CHECK_OK(npred_model_save(m, dir)) &&
+        CHECK_OK(npred_safetensors_read(path, &l)) &&
+        CHECK_OK(npred_model_import_tensors(&back, &l, "state_dict", NULL, 20, 36, 2)) &&
+        CHECK_OK(npred_model_predict(m, "s1", img, 2, NULL, NULL, o1)) &&
+        CHECK_OK(npred_model_predict(back, "s1", img, 2, NULL, NULL, o2))) {
+        th_close_f32("imported model predicts the same", o2, o1, 10, 0, 0);
+        char *d = npred_model_describe(back);
+        CHECK(d && strstr(d, want_convention) && strstr(d, want_type), "want '%s' and '%s' in:\n%s", want_convention,
+              want_type, d ? d : "");
+        free(d);
+    }
+    npred_tensor_list_free(&l);
+    npred_model_free(m);
+    npred_model_free(back);
+    remove(path);
+    rmdir(dir);
+}
+
+static void test_import_recognises_conventions(void)
+{
+    /* the published 2022 models: 0.3.0, core_bias False */
+    import_case("{\"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3, \"layers\": 2, \"stack\": -1,"
+                " \"depth_separable\": true, \"core_bias\": false}",
+                "independent_bn_bias=True, bias=False", "Stacked2dCore(");
+    /* sensorium's newer default core_bias True (the same model in 0.3.0 and HEAD) */
+    import_case("{\"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3, \"layers\": 4, \"stack\": -1,"
+                " \"depth_separable\": true, \"core_bias\": true}",
+                "built alike by neuralpredictors 0.3.0 and HEAD", "(in_depth_conv): Conv2d(4, 4, kernel_size=(1, 1), stride=(1, 1))");
+    /* HEAD, core_bias False: BN without affine + Scale2DLayer, hidden conv biases */
+    import_case("{\"neuralpredictors\": \"head\", \"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3,"
+                " \"layers\": 2, \"stack\": -1, \"core_bias\": false}",
+                "neuralpredictors HEAD (no independent_bn_bias): BatchNorm affine=False + Scale2DLayer",
+                "(conv): Conv2d(4, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))");
+    /* HEAD with batch_norm_scale False and bias True: Bias2DLayer */
+    import_case("{\"neuralpredictors\": \"head\", \"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3,"
+                " \"layers\": 2, \"stack\": -1, \"core_bias\": true, \"batch_norm_scale\": false}",
+                "affine=False + Bias2DLayer", "(bias): Bias2DLayer()");
+    /* 0.3.0 with independent_bn_bias False, bias False: Scale2DLayer and no conv bias */
+    import_case("{\"independent_bn_bias\": false, \"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3,"
+                " \"layers\": 2, \"stack\": -1, \"core_bias\": false}",
+                "independent_bn_bias=False, bias=False, batch_norm_scale=True", "(scale): Scale2DLayer()");
+    import_case("{\"core_type\": \"RotationEquivariant2dCore\", \"num_rotations\": 4, \"upsampling\": 3,"
+                " \"hidden_channels\": 2, \"input_kern\": 5, \"hidden_kern\": 3, \"layers\": 2, \"stack\": -1}",
+                "core convention:", "RotationEquivariant2dCore(");
+}
+
+/* the mapping between the two spellings (docs/cores.md): HEAD's structure equals 0.3.0's
+ * with independent_bn_bias=false except the hidden conv biases HEAD always adds */
+static void test_head_spelling(void)
+{
+    npred_model_config m;
+    CHECK(npred_model_config_parse(&m, "{\"neuralpredictors\": \"head\", \"independent_bn_bias\": false}", "h.json") ==
+              NPRED_ERR_CONFIG && strstr(npred_last_error(), "independent_bn_bias"),
+          "HEAD has no independent_bn_bias: %s", npred_last_error());
+    CHECK(npred_model_config_parse(&m, "{\"neuralpredictors\": \"1.0\"}", "h.json") == NPRED_ERR_CONFIG, "value checked");
+    if (CHECK_OK(npred_model_config_parse(&m, "{\"core\": {\"neuralpredictors\": \"head\", \"hidden_channels\": 2,"
+                                              " \"input_kern\": 3, \"hidden_kern\": 3, \"bias\": false}}", "s.json"))) {
+        CHECK(m.core.head && !m.core.independent_bn_bias, "structured spelling");
+        cJSON *j = npred_model_config_to_json(&m);
+        npred_model_config back;
+        if (CHECK_OK(npred_model_config_from_cjson(&back, j, "saved"))) CHECK(back.core.head, "round trip");
+        cJSON_Delete(j);
+    }
+}
+
 int main(void)
 {
+    RUN(test_import_recognises_conventions);
+    RUN(test_head_spelling);
     RUN(test_model_save_load);
     RUN(test_rotation_equivariant_fixture);
     RUN(test_core_bias_sensorium_fixture);
     RUN(test_hermite_constants);
     RUN(test_hermite_weights_reference);
+    RUN(test_fd_head_train);
     RUN(test_fd_rotation_bias_train);
     RUN(test_fd_rotation_bias_eval);
     RUN(test_fd_rotation_scale_train);

@@ -217,6 +217,12 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
                                 c->num_rotations);
         if (c->se_core) return npred_errorf(NPRED_ERR_CONFIG, "core: SE blocks in a RotationEquivariant2dCore");
     }
+    if (c->head && (c->rot_eq || c->se_core))
+        return npred_errorf(NPRED_ERR_CONFIG, "core: neuralpredictors \"head\" semantics are supported for "
+                                              "Stacked2dCore only");
+    if (c->head && c->independent_bn_bias)
+        return npred_errorf(NPRED_ERR_CONFIG, "core: neuralpredictors HEAD has no independent_bn_bias (it behaves as "
+                                              "independent_bn_bias=false)");
     if (c->n_stack < 0) {
         c->n_stack = c->layers;
         for (int i = 0; i < c->layers; i++) c->stack[i] = i;
@@ -264,7 +270,8 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
             L->dil = 1;
             L->stride = 1;
             L->ds = 0;
-            conv_bias = c->bias && !c->batch_norm;
+            /* HEAD: `bias and not batch_norm` on per-layer lists is always False */
+            conv_bias = c->head ? 0 : c->bias && !c->batch_norm;
         } else {
             if (uses_skip(c)) {
                 int nsrc = c->skip < l ? c->skip : l;
@@ -280,11 +287,11 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
             L->k = c->hidden_kern[l - 1];
             if (hidden_padding < 0) /* 0.3.0: computed once, from the first hidden kernel */
                 hidden_padding = ((c->hidden_kern[0] - 1) * c->hidden_dilation + 1) / 2;
-            L->pad = hidden_padding;
+            L->pad = c->head && c->hidden_padding < 0 ? ((L->k - 1) * c->hidden_dilation + 1) / 2 : hidden_padding;
             L->dil = c->hidden_dilation;
             L->stride = c->stride;
             L->ds = c->depth_separable;
-            conv_bias = c->bias;
+            conv_bias = c->head ? 1 : c->bias; /* HEAD passes the per-layer bias list: always truthy */
         }
         if (L->ds) {
             L->nconv = 3;
@@ -948,6 +955,32 @@ double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale)
     }
     if (c->se_core) return c->gamma_input * lap;
     return gs * c->gamma_hidden + c->gamma_input * lap;
+}
+
+void npred_core_bn_convention(const npred_core *core, char *buf, size_t n)
+{
+    const npred_core_config *c = &core->cfg;
+    if (!c->batch_norm)
+        snprintf(buf, n, "no BatchNorm; conv biases %s", c->bias ? "on" : "off");
+    else if (c->head)
+        snprintf(buf, n,
+                 "neuralpredictors HEAD (no independent_bn_bias): BatchNorm affine=%s%s, hidden conv biases always; "
+                 "0.3.0 cannot build this model",
+                 c->bias && c->batch_norm_scale ? "True" : "False",
+                 c->bias && !c->batch_norm_scale ? " + Bias2DLayer" : !c->bias && c->batch_norm_scale ? " + Scale2DLayer" : "");
+    else if (c->independent_bn_bias && !c->bias)
+        snprintf(buf, n,
+                 "neuralpredictors 0.3.0, independent_bn_bias=True, bias=False (sensorium core_bias=False, the published "
+                 "2022 models): affine BatchNorm, no conv biases; HEAD would build BatchNorm(affine=False) + "
+                 "Scale2DLayer instead");
+    else if (c->bias && c->batch_norm_scale && !c->rot_eq)
+        snprintf(buf, n,
+                 "bias=True (sensorium core_bias=True): affine BatchNorm and hidden conv biases, built alike by "
+                 "neuralpredictors 0.3.0 and HEAD");
+    else
+        snprintf(buf, n, "neuralpredictors 0.3.0, independent_bn_bias=%s, bias=%s, batch_norm_scale=%s",
+                 c->independent_bn_bias ? "True" : "False", c->bias ? "True" : "False",
+                 c->batch_norm_scale ? "True" : "False");
 }
 
 int npred_core_outchannels_property(const npred_core *core)

@@ -63,6 +63,9 @@ typedef struct {
     int linear;
     int n_se_blocks;        /* SE2dCore */
     int se_reduction;
+    int head;               /* 1: neuralpredictors HEAD's Stacked2dCore structure (no independent_bn_bias:
+                               BN affine = bias and batch_norm_scale; hidden convs always have a bias,
+                               layer 0 never; hidden padding per layer); docs/cores.md */
     int rot_eq;             /* 1: RotationEquivariant2dCore (HermiteConv2D layers) */
     int num_rotations;      /* RotationEquivariant2dCore: 8 */
     int upsampling;         /* 2 */
@@ -156,6 +159,9 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
 double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale);
 /* The reference's repr (torch module tree + the regularizers line). */
 void npred_core_repr(const npred_core *core, char *buf, size_t n);
+/* One line naming the BatchNorm/bias structure and which neuralpredictors builds it
+ * (0.3.0's independent_bn_bias or HEAD's), e.g. for `npred info`. */
+void npred_core_bn_convention(const npred_core *core, char *buf, size_t n);
 /* the `outchannels` property of 0.3.0 (ignores stack; times num_rotations for
  * RotationEquivariant2dCore) */
 int npred_core_outchannels_property(const npred_core *core);

@@ -227,20 +227,94 @@ static const npred_tensor *find_fmt(const npred_tensor_list *l, const char *fmt,
 /* Infer a sensorium-style configuration (flat builder spelling) from the keys
  * and shapes; returns a cJSON object or NULL with an error set. Sessions are
  * returned in *keys (order of first appearance). */
+/* RotationEquivariant2dCore keys: hermite_conv.coeffs (ncoef, in, hidden), H (ncoef, k*up, k*up), Rs.<r> */
+static void infer_rotation_core(const npred_tensor_list *l, cJSON *c)
+{
+    const npred_tensor *c0 = find_fmt(l, "core.features.layer0.hermite_conv.coeffs");
+    const npred_tensor *h0 = find_fmt(l, "core.features.layer0.hermite_conv.rotate_hermite.H");
+    int layers = 0, rot = 0;
+    while (find_fmt(l, "core.features.layer%d.hermite_conv.coeffs", layers)) layers++;
+    while (find_fmt(l, "core.features.layer0.hermite_conv.rotate_hermite.Rs.%d", rot)) rot++;
+    int k = 1;
+    while (k * (k + 1) / 2 < c0->shape[0]) k++;
+    cJSON_AddStringToObject(c, "core_type", "RotationEquivariant2dCore");
+    cJSON_AddNumberToObject(c, "num_rotations", rot);
+    cJSON_AddNumberToObject(c, "upsampling", h0 && h0->ndim == 3 ? (double)(h0->shape[1] / k) : 2);
+    cJSON_AddNumberToObject(c, "hidden_channels", (double)c0->shape[2]);
+    cJSON_AddNumberToObject(c, "input_kern", k);
+    cJSON_AddNumberToObject(c, "layers", layers);
+    cJSON *hk = layers > 1 ? cJSON_AddArrayToObject(c, "hidden_kern") : NULL;
+    for (int i = 1; i < layers; i++) {
+        const npred_tensor *ci = find_fmt(l, "core.features.layer%d.hermite_conv.coeffs", i);
+        int ki = 1;
+        while (ci && ki * (ki + 1) / 2 < ci->shape[0]) ki++;
+        cJSON_AddItemToArray(hk, cJSON_CreateNumber(ki));
+    }
+    int bn = find_fmt(l, "core.features.layer0.norm.batch_norm.running_mean") != NULL;
+    int affine = find_fmt(l, "core.features.layer0.norm.batch_norm.weight") != NULL;
+    cJSON_AddBoolToObject(c, "batch_norm", bn);
+    if (bn && !affine) {
+        cJSON_AddBoolToObject(c, "independent_bn_bias", 0);
+        cJSON_AddBoolToObject(c, "core_bias", find_fmt(l, "core.features.layer0.bias.bias") != NULL);
+        cJSON_AddBoolToObject(c, "batch_norm_scale", find_fmt(l, "core.features.layer0.scale.scale") != NULL);
+    } else {
+        cJSON_AddBoolToObject(c, "core_bias", 1);
+    }
+}
+
+/* The BatchNorm/bias structure of a Stacked2dCore, from the keys present:
+ *   norm.weight present, no hidden conv bias  -> 0.3.0, independent_bn_bias True, bias False
+ *                                               (the published SENSORIUM 2022 models)
+ *   norm.weight present and hidden conv biases -> bias True: 0.3.0 and HEAD build this alike
+ *                                               (sensorium's newer core_bias=True default)
+ *   norm without weight, hidden conv biases    -> HEAD (no independent_bn_bias; its hidden convs
+ *                                               always have a bias); Bias2D/Scale2D say bias/scale
+ *   norm without weight, no hidden conv bias   -> 0.3.0 with independent_bn_bias False */
+static void infer_bn_convention(const npred_tensor_list *l, int ds, int layers, cJSON *c)
+{
+    int bn = find_fmt(l, "core.features.layer0.norm.running_mean") != NULL;
+    int affine = find_fmt(l, "core.features.layer0.norm.weight") != NULL;
+    int hidden_bias = layers > 1 && (ds ? find_fmt(l, "core.features.layer1.ds_conv.in_depth_conv.bias") != NULL
+                                        : find_fmt(l, "core.features.layer1.conv.bias") != NULL);
+    int bias2d = find_fmt(l, "core.features.layer0.bias.bias") != NULL;
+    int scale2d = find_fmt(l, "core.features.layer0.scale.scale") != NULL;
+    cJSON_AddBoolToObject(c, "batch_norm", bn);
+    if (!bn) {
+        cJSON_AddBoolToObject(c, "core_bias", find_fmt(l, "core.features.layer0.conv.bias") != NULL || hidden_bias);
+    } else if (affine) {
+        cJSON_AddBoolToObject(c, "core_bias", hidden_bias);
+    } else if (hidden_bias) {
+        cJSON_AddStringToObject(c, "neuralpredictors", "head");
+        cJSON_AddBoolToObject(c, "core_bias", bias2d);
+        cJSON_AddBoolToObject(c, "batch_norm_scale", scale2d);
+    } else {
+        cJSON_AddBoolToObject(c, "independent_bn_bias", 0);
+        cJSON_AddBoolToObject(c, "core_bias", bias2d);
+        cJSON_AddBoolToObject(c, "batch_norm_scale", scale2d);
+    }
+}
+
 static cJSON *infer_config(const npred_tensor_list *l, const char *where, char (*keys)[64], int *n_keys, int max_keys)
 {
     const npred_tensor *w0 = npred_tensor_list_find(l, "core.features.layer0.conv.weight");
-    if (!w0 || w0->ndim != 4) {
-        npred_errorf(NPRED_ERR_FORMAT, "%s: no core.features.layer0.conv.weight: not a Stacked2dCore encoder checkpoint",
-                     where);
+    const npred_tensor *c0 = npred_tensor_list_find(l, "core.features.layer0.hermite_conv.coeffs");
+    if ((!w0 || w0->ndim != 4) && (!c0 || c0->ndim != 3)) {
+        npred_errorf(NPRED_ERR_FORMAT,
+                     "%s: no core.features.layer0.conv.weight (Stacked2dCore) or .hermite_conv.coeffs "
+                     "(RotationEquivariant2dCore): not an encoder checkpoint npred knows", where);
         return NULL;
     }
-    int layers = 0;
-    while (find_fmt(l, "core.features.layer%d.norm.weight", layers) || find_fmt(l, "core.features.layer%d.conv.weight", layers) ||
+    cJSON *c = cJSON_CreateObject();
+    int layers = 0, ds = 0;
+    if (c0 && c0->ndim == 3) {
+        infer_rotation_core(l, c);
+        goto core_done;
+    }
+    while (find_fmt(l, "core.features.layer%d.norm.running_mean", layers) ||
+           find_fmt(l, "core.features.layer%d.conv.weight", layers) ||
            find_fmt(l, "core.features.layer%d.ds_conv.spatial_conv.weight", layers))
         layers++;
-    int ds = find_fmt(l, "core.features.layer1.ds_conv.spatial_conv.weight") != NULL;
-    cJSON *c = cJSON_CreateObject();
+    ds = find_fmt(l, "core.features.layer1.ds_conv.spatial_conv.weight") != NULL;
     cJSON_AddNumberToObject(c, "hidden_channels", (double)w0->shape[0]);
     cJSON_AddNumberToObject(c, "input_kern", (double)w0->shape[2]);
     cJSON_AddNumberToObject(c, "layers", layers);
@@ -251,10 +325,8 @@ static cJSON *infer_config(const npred_tensor_list *l, const char *where, char (
         cJSON_AddItemToArray(hk, cJSON_CreateNumber(w && w->ndim == 4 ? (double)w->shape[2] : 0));
     }
     cJSON_AddBoolToObject(c, "depth_separable", ds);
-    int bias = find_fmt(l, "core.features.layer1.ds_conv.in_depth_conv.bias") ||
-               find_fmt(l, "core.features.layer1.conv.bias") || find_fmt(l, "core.features.layer0.conv.bias");
-    cJSON_AddBoolToObject(c, "core_bias", bias);
-    cJSON_AddBoolToObject(c, "batch_norm", find_fmt(l, "core.features.layer0.norm.running_mean") != NULL);
+    infer_bn_convention(l, ds, layers, c);
+core_done:
     /* the published SENSORIUM baselines: 4-layer CNN, 3-layer LN (linear) model,
      * both with the notebook's training settings (not visible in the weights) */
     cJSON_AddBoolToObject(c, "linear", ds && layers == 3);
@@ -344,6 +416,17 @@ npred_status npred_model_import_pth(npred_model **out, const char *pth_path, con
     npred_tensor_list l;
     npred_status st = npred_pth_read(pth_path, &l);
     if (st) return st;
+    st = npred_model_import_tensors(out, &l, pth_path, config_json, in_h, in_w, max_batch);
+    npred_tensor_list_free(&l);
+    return st;
+}
+
+npred_status npred_model_import_tensors(npred_model **out, const npred_tensor_list *list, const char *pth_path,
+                                        const char *config_json, int in_h, int in_w, int max_batch)
+{
+    *out = NULL;
+    const npred_tensor_list l = *list; /* read only: the caller owns and frees it */
+    npred_status st = NPRED_OK;
     if (in_h <= 0 || in_w <= 0) {
         in_h = 36;
         in_w = 64;
@@ -371,17 +454,19 @@ npred_status npred_model_import_pth(npred_model **out, const char *pth_path, con
         }
     }
     const npred_tensor *w0 = npred_tensor_list_find(&l, "core.features.layer0.conv.weight");
-    if (!st && (!w0 || w0->ndim != 4))
-        st = npred_errorf(NPRED_ERR_FORMAT, "%s: no core.features.layer0.conv.weight (4-d)", pth_path);
+    const npred_tensor *c0 = npred_tensor_list_find(&l, "core.features.layer0.hermite_conv.coeffs");
+    int in_c = w0 && w0->ndim == 4 ? (int)w0->shape[1] : c0 && c0->ndim == 3 ? (int)c0->shape[1] : 0;
+    if (!st && !in_c)
+        st = npred_errorf(NPRED_ERR_FORMAT,
+                          "%s: no core.features.layer0.conv.weight (4-d) or .hermite_conv.coeffs (3-d)", pth_path);
     npred_model_session ses[64];
     for (int i = 0; !st && i < n_keys; i++) {
         ses[i] = (npred_model_session){keys[i], session_neurons(&l, keys[i], mc.multi_readout), NULL, 0, NULL, NULL};
         if (ses[i].n_neurons < 1) st = npred_errorf(NPRED_ERR_FORMAT, "%s: cannot tell the neurons of readout %s", pth_path, keys[i]);
     }
     npred_model *m = NULL;
-    if (!st) st = npred_model_build(&m, &mc, (int)w0->shape[1], in_h, in_w, ses, n_keys, max_batch);
+    if (!st) st = npred_model_build(&m, &mc, in_c, in_h, in_w, ses, n_keys, max_batch);
     if (!st) st = list_to_table(m, &l, pth_path, 1);
-    npred_tensor_list_free(&l);
     if (st) {
         npred_model_free(m);
         return st;
@@ -436,6 +521,9 @@ char *npred_model_describe(const npred_model *m)
     count_str(a, sizeof a, core_n);
     put(&s, "core: %zu parameters (%s); input (%d, %d, %d) -> output (%d, %d, %d)\n", core_n, a, m->in_c, m->in_h,
         m->in_w, m->core.out_c, m->core.out_h, m->core.out_w);
+    char conv[256];
+    npred_core_bn_convention(&m->core, conv, sizeof conv);
+    put(&s, "core convention: %s\n", conv);
     for (int i = 0; i < m->n_sessions; i++) {
         const npred_session *se = &m->s[i];
         char repr[4096], pre[128];

@@ -290,7 +290,15 @@ static int core_key(rd *r, const cJSON *e, npred_model_config *m)
     else if (!strcmp(k, "hidden_padding")) rd_int_or_null(r, e, &c->hidden_padding);
     else if (!strcmp(k, "batch_norm")) rd_bool(r, e, &c->batch_norm);
     else if (!strcmp(k, "batch_norm_scale")) rd_bool(r, e, &c->batch_norm_scale);
-    else if (!strcmp(k, "independent_bn_bias")) rd_bool(r, e, &c->independent_bn_bias);
+    else if (!strcmp(k, "independent_bn_bias")) {
+        rd_bool(r, e, &c->independent_bn_bias);
+        m->core_ibb_given = 1;
+    } else if (!strcmp(k, "neuralpredictors")) { /* whose Stacked2dCore structure: docs/cores.md */
+        const char *v = cJSON_GetStringValue(e);
+        if (v && !strcmp(v, "0.3.0")) c->head = 0;
+        else if (v && !strcmp(v, "head")) c->head = 1;
+        else return fail(r, e, "\"0.3.0\" or \"head\"") || 1;
+    }
     else if (!strcmp(k, "hidden_dilation")) rd_int(r, e, &c->hidden_dilation);
     else if (!strcmp(k, "laplace_padding")) rd_int_or_null(r, e, &c->laplace_padding);
     else if (!strcmp(k, "input_regularizer")) rd_input_reg(r, e, c);
@@ -349,6 +357,13 @@ static npred_status finish(npred_model_config *m, const char *where, int gamma_s
 {
     if (gamma_set) m->readout.feature_reg_weight = gamma; /* 0.3.0: gamma_readout wins */
     npred_core_config *c = &m->core;
+    if (c->head) {
+        if (m->core_ibb_given)
+            return npred_errorf(NPRED_ERR_CONFIG,
+                                "%s: key 'independent_bn_bias': neuralpredictors HEAD removed it (\"neuralpredictors\": "
+                                "\"head\" means independent_bn_bias=false; see docs/cores.md)", where);
+        c->independent_bn_bias = 0;
+    }
     if (c->layers < 1 || c->layers > NPRED_CORE_MAXLAYERS)
         return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'layers': %d is out of range 1..%d", where, c->layers,
                             NPRED_CORE_MAXLAYERS);
@@ -671,7 +686,8 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
     add_int_or_null(core, "hidden_padding", c->hidden_padding);
     cJSON_AddBoolToObject(core, "batch_norm", c->batch_norm);
     cJSON_AddBoolToObject(core, "batch_norm_scale", c->batch_norm_scale);
-    cJSON_AddBoolToObject(core, "independent_bn_bias", c->independent_bn_bias);
+    if (c->head) cJSON_AddStringToObject(core, "neuralpredictors", "head");
+    else cJSON_AddBoolToObject(core, "independent_bn_bias", c->independent_bn_bias);
     cJSON_AddNumberToObject(core, "hidden_dilation", c->hidden_dilation);
     add_int_or_null(core, "laplace_padding", c->laplace_padding);
     cJSON_AddStringToObject(core, "input_regularizer", reg_name(c->input_regularizer));

@@ -23,6 +23,7 @@ typedef enum { NPRED_SHIFTER_NONE = 0, NPRED_SHIFTER_MLP, NPRED_SHIFTER_STATIC_A
 typedef struct {
     npred_core_config core;
     int core_stack_is_none, core_stack_is_int, core_stack_int; /* as given, for the saved config */
+    int core_ibb_given;      /* independent_bn_bias appeared in the config */
     npred_readout_config readout; /* c/h/w/n are filled per session */
     int multi_readout;            /* 1: "readout.<key>.*" per session; 0: one "readout.*" */
     int share_features, share_grid; /* MultiReadoutSharedParametersBase: borrow from the first session */
