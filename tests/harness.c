@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int n_pass, n_fail, n_skip;
 static int cur_fail, cur_skip;
@@ -301,4 +302,31 @@ int th_compare_table(const th_case *c, void *table, const char *group, const cha
         ok &= th_compare(c, kind, it->valuestring, v, t->items[idx].count);
     }
     return ok;
+}
+
+int th_shell(char **out, const char *cmd)
+{
+    size_t cl = strlen(cmd) + 16;
+    char *full = malloc(cl);
+    if (!full) return -1;
+    snprintf(full, cl, "( %s ) 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    if (!p) return -1;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
+        n += r;
+        if (n + 1 == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) break;
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (buf) buf[n] = 0;
+    int status = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

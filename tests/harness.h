@@ -72,4 +72,8 @@ int th_compare_table(const th_case *c, void *table, const char *group, const cha
 /* uniform in [-1, 1) from a tiny deterministic generator */
 double th_rand(uint64_t *state);
 
+/* Run a shell command line (stderr folded into stdout). Returns its exit code, or
+ * -1 when it died from a signal; *out (may be NULL) gets the output (malloc'ed). */
+int th_shell(char **out, const char *cmd);
+
 #endif
