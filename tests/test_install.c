@@ -4,6 +4,8 @@
  *     lib/pkgconfig/npred.pc (and the Python package when python/npred exists);
  *   - the exported symbols of libnpred.so (nm -D) are exactly the functions the
  *     installed headers declare with NPRED_API, all named npred_*;
+ *   - every header compiles on its own (C, and C++ when installed) and npred.h
+ *     includes them all (but mpi.h, which belongs to libnpred_mpi);
  *   - examples/predict_npy.c built with `pkg-config --cflags --libs npred` against
  *     the installed library predicts the same rates as the library in-process, and
  *     neither it nor libnpred.so needs libmpi at run time (readelf NEEDED, ldd);
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "npred/base.h"
 #include "npred/model.h"
 #include "npred/npy.h"
 
@@ -186,6 +189,51 @@ static void test_exported_symbols(void)
     free(out);
 }
 
+/* Every installed header compiles on its own, in C and (when a C++ compiler is
+ * installed) in C++, and npred/npred.h includes every one of them. */
+static void test_public_headers(void)
+{
+    if (!installed) {
+        CHECK(0, "not installed");
+        return;
+    }
+    char dir[600], *out = NULL;
+    snprintf(dir, sizeof dir, "%s/include/npred", prefix);
+    DIR *d = opendir(dir);
+    if (!CHECK(d != NULL, "%s: cannot list", dir)) return;
+    char umbrella[1000];
+    snprintf(umbrella, sizeof umbrella, "%s/npred.h", dir);
+    size_t len = 0;
+    char *um = NULL;
+    CHECK_OK(npred_file_read_all(umbrella, (void **)&um, &len));
+    int cxx = sh(NULL, "command -v c++") == 0, n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (l < 3 || strcmp(e->d_name + l - 2, ".h")) continue;
+        n++;
+        int rc = sh(&out, "printf '#include <npred/%s>\\n' | cc -std=c11 -Wall -Wextra -Werror -fsyntax-only -x c -I'%s/include' -",
+                    e->d_name, prefix);
+        CHECK(rc == 0, "npred/%s does not compile on its own in C:\n%s", e->d_name, out ? out : "");
+        free(out);
+        out = NULL;
+        if (cxx) {
+            rc = sh(&out, "printf '#include <npred/%s>\\n' | c++ -Wall -Wextra -Werror -fsyntax-only -x c++ -I'%s/include' -",
+                    e->d_name, prefix);
+            CHECK(rc == 0, "npred/%s does not compile in C++:\n%s", e->d_name, out ? out : "");
+            free(out);
+            out = NULL;
+        }
+        char inc[300];
+        snprintf(inc, sizeof inc, "#include \"npred/%s\"", e->d_name);
+        /* mpi.h belongs to libnpred_mpi (installed only by an MPI build) */
+        if (strcmp(e->d_name, "npred.h") && strcmp(e->d_name, "mpi.h") && (!um || !strstr(um, inc)))
+            CHECK(0, "npred/npred.h does not include npred/%s", e->d_name);
+    }
+    closedir(d);
+    free(um);
+    CHECK(n >= 10, "only %d headers installed", n);
+}
+
 /* Save a small model with the library, predict in-process, then run the example
  * built against the installed library and compare. */
 static void test_pkg_config_program(void)
@@ -283,6 +331,7 @@ int main(void)
     if (!CHECK(mkdtemp(tmp) != NULL, "mkdtemp")) return th_summary();
     RUN(test_install_layout);
     RUN(test_exported_symbols);
+    RUN(test_public_headers);
     RUN(test_pkg_config_program);
     RUN(test_destdir);
     char cmd[400];

@@ -4,7 +4,8 @@
  *
  * Every function returns an npred_status (or a value documented next to it), never
  * prints and never exits; npred_last_error() explains a failure. docs/c-api.md lists
- * every function with its ownership, threading and error rules. */
+ * every function with its ownership, threading and error rules. npred/mpi.h (the
+ * Open MPI backend) is separate: it belongs to libnpred_mpi. */
 #ifndef NPRED_NPRED_H
 #define NPRED_NPRED_H
 
@@ -18,5 +19,6 @@
 #include "npred/metrics.h"
 #include "npred/simulate.h"
 #include "npred/report.h"
+#include "npred/dist.h"
 
 #endif
