@@ -3,7 +3,8 @@
  *   - the layout: bin/npred, lib/libnpred.{a,so}, soname libnpred.so.0, headers,
  *     lib/pkgconfig/npred.pc (and the Python package when python/npred exists);
  *   - the exported symbols of libnpred.so (nm -D) are exactly the functions the
- *     installed headers declare with NPRED_API, all named npred_*;
+ *     installed headers declare with NPRED_API, all named npred_*, and docs/c-api.md
+ *     names every one of them;
  *   - every header compiles on its own (C, and C++ when installed) and npred.h
  *     includes them all (but mpi.h, which belongs to libnpred_mpi);
  *   - examples/predict_npy.c built with `pkg-config --cflags --libs npred` against
@@ -180,6 +181,26 @@ static void test_exported_symbols(void)
         int r = sh(&mo, "nm -D --defined-only '%s/lib/libnpred_mpi.so.0' | awk '{print $3}'", prefix);
         CHECK(r == 0 && mo && !strcmp(mo, "npred_mpi_enable\n"), "libnpred_mpi.so exports:\n%s", mo ? mo : "");
         free(mo);
+    }
+    /* docs/c-api.md documents every one of them */
+    char *doc = NULL;
+    size_t doc_len = 0, undocumented = 0;
+    if (CHECK_OK(npred_file_read_all("docs/c-api.md", (void **)&doc, &doc_len))) {
+        char *d = realloc(doc, doc_len + 1);
+        if (d) {
+            doc = d;
+            doc[doc_len] = 0;
+            for (size_t i = 0; i < n_api; i++) {
+                int found = 0;
+                for (const char *q = doc; !found && (q = strstr(q, api[i])); q++) {
+                    char after = q[strlen(api[i])];
+                    found = !(after == '_' || (after >= 'a' && after <= 'z') || (after >= '0' && after <= '9'));
+                }
+                if (!found && undocumented++ < 10)
+                    CHECK(0, "%s is public (NPRED_API) but docs/c-api.md does not mention it", api[i]);
+            }
+        }
+        free(doc);
     }
     printf("  libnpred.so exports %zu symbols; the headers declare %zu API functions\n", n_sym, n_api);
     CHECK(bad == 0 && undeclared == 0 && missing == 0, "%zu foreign, %zu undeclared, %zu missing symbols", bad,
