@@ -173,7 +173,10 @@ PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
-PYTHONDIR  ?= $(PREFIX)/lib/python3/dist-packages
+# Debian's python3 looks in /usr/lib/python3/dist-packages for PREFIX=/usr and in
+# <prefix>/lib/python3.X/dist-packages elsewhere (/usr/local/lib/python3.11/...)
+PYVER      := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+PYTHONDIR  ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(or $(PYVER),3)/dist-packages)
 PC_PRIVATE := -L$(BLASLIB) -lopenblas -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
 pcsubst = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
               -e 's|@VERSION@|$(VERSION)|g' -e 's|@PRIVATE_LIBS@|$(1)|'

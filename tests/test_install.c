@@ -83,8 +83,30 @@ static void test_install_layout(void)
                            "lib/pkgconfig/npred.pc"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         CHECK(exists("%s/%s", prefix, files[i]), "not installed: %s", files[i]);
-    if (exists("python/npred/__init__.py"))
-        CHECK(exists("%s/lib/python3/dist-packages/npred/__init__.py", prefix), "the Python package is not installed");
+    if (exists("python/npred/__init__.py")) {
+        /* where Debian's python3 looks for a non-/usr prefix; imported from there it
+         * loads the installed libnpred.so.0 */
+        char *ver = NULL;
+        sh(&ver, "/usr/bin/python3 -c 'import sys; print(\"%%d.%%d\" %% sys.version_info[:2])'");
+        if (ver) ver[strcspn(ver, "\n")] = 0;
+        char pydir[800];
+        snprintf(pydir, sizeof pydir, "%s/lib/python%s/dist-packages", prefix, ver ? ver : "3");
+        free(ver);
+        if (CHECK(exists("%s/npred/__init__.py", pydir), "the Python package is not in %s", pydir)) {
+            rc = sh(&out,
+                    "cd '%s' && env -u NPRED_LIBRARY PYTHONPATH='%s' LD_PRELOAD='%s' ASAN_OPTIONS=detect_leaks=0 "
+                    "/usr/bin/python3 -c 'import npred; print(npred.__file__); print(npred.lib_path)'",
+                    tmp, pydir, env_or("NPRED_PY_PRELOAD", ""));
+            char want_py[900], want_lib[900];
+            snprintf(want_py, sizeof want_py, "%s/npred/__init__.py", pydir);
+            snprintf(want_lib, sizeof want_lib, "%s/lib/", prefix);
+            CHECK(rc == 0 && out && strstr(out, want_py) && strstr(out, want_lib),
+                  "import npred from the prefix (want %s and a library under %s): rc %d\n%s", want_py, want_lib, rc,
+                  out ? out : "");
+            free(out);
+            out = NULL;
+        }
+    }
     /* the soname, and the link chain libnpred.so -> libnpred.so.0 -> the real file */
     rc = sh(&out, "readelf -d '%s/lib/libnpred.so.0' | grep SONAME", prefix);
     CHECK(rc == 0 && out && strstr(out, "[libnpred.so.0]"), "soname of libnpred.so.0: %s", out ? out : "");

@@ -11,6 +11,7 @@
 
 #include "npred/base.h"
 #include "npred/version.h"
+#include "npred/version.h"
 #include "npred/npy.h"
 #include "npred/data.h"
 #include "npred/model.h"
