@@ -154,7 +154,7 @@ PY_PRELOAD = $(if $(SAN),$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC
 # test_install runs `make install` with these settings into a temporary prefix
 test: $(TESTS) all $(BUILD)/tests/pyref
 	@NPRED_BIN=./$(BUILD)/npred NPRED_PY_PRELOAD="$(strip $(PY_PRELOAD))" \
-	    NPRED_BUILD='$(BUILD)' NPRED_OPT='$(OPT)' NPRED_SAN='$(SAN)' \
+	    NPRED_BUILD='$(BUILD)' NPRED_OPT='$(OPT)' NPRED_SAN='$(SAN)' NPRED_MPI='$(MPI)' \
 	    sh scripts/run-tests.sh $(BUILD) $(TESTS) $(PY_TESTS)
 
 # Same tests under AddressSanitizer + UndefinedBehaviorSanitizer.

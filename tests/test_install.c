@@ -11,7 +11,7 @@
  *     the installed library predicts the same rates as the library in-process, and
  *     neither it nor libnpred.so needs libmpi at run time (readelf NEEDED, ldd);
  *   - DESTDIR stages the same tree under another root with the final PREFIX in npred.pc.
- * The build folder and flags come from the Makefile (NPRED_BUILD, NPRED_OPT, NPRED_SAN),
+ * The build folder and flags come from the Makefile (NPRED_BUILD, NPRED_OPT, NPRED_SAN, NPRED_MPI),
  * so the nested `make install` finds everything built and only copies. */
 #include <dirent.h>
 #include <stdarg.h>
@@ -52,9 +52,9 @@ static int make_install(const char *destdir, const char *pfx, char **out)
 {
     return sh(out,
               "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory install BUILD='%s' "
-              "OPT='%s' SAN='%s' PREFIX='%s' DESTDIR='%s'",
-              env_or("NPRED_BUILD", "build"), env_or("NPRED_OPT", "-O3 -march=native"), env_or("NPRED_SAN", ""), pfx,
-              destdir);
+              "OPT='%s' SAN='%s' MPI='%s' PREFIX='%s' DESTDIR='%s'",
+              env_or("NPRED_BUILD", "build"), env_or("NPRED_OPT", "-O3 -march=native"), env_or("NPRED_SAN", ""),
+              env_or("NPRED_MPI", "1"), pfx, destdir);
 }
 
 static int exists(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
