@@ -451,6 +451,50 @@ static void test_normalize(void)
     npred_loaders_free(L);
 }
 
+/* NeuroNormalizer.inv: every normalized field back to the raw values; identity where
+ * excluded; shape errors */
+static void test_normalizer_inv(void)
+{
+    npred_loaders *L = open1(g_tiny, "{\"batch_size\": 4, \"include_behavior\": true, \"include_eye_position\": true, "
+                                     "\"add_behavior_as_channels\": false}");
+    if (!L) return;
+    npred_batch b;
+    CHECK_OK(npred_batch_init(&b, L, 0));
+    int64_t tr[2] = {3, 7};
+    CHECK_OK(npred_loaders_get(L, 0, tr, 2, &b));
+    float r[2 * NN], be[2 * 3], e[2 * 2], im[2 * H * W];
+    CHECK_OK(npred_loaders_inv(L, 0, NPRED_FIELD_RESPONSES, b.responses, r, 2, NN));
+    CHECK_OK(npred_loaders_inv(L, 0, NPRED_FIELD_BEHAVIOR, b.behavior, be, 2, 3));
+    CHECK_OK(npred_loaders_inv(L, 0, NPRED_FIELD_PUPIL_CENTER, b.pupil_center, e, 2, 2));
+    CHECK_OK(npred_loaders_inv(L, 0, NPRED_FIELD_IMAGES, b.images, im, 2, H * W));
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < NN; j++) {
+            float want = resp_val((int)tr[i], j);
+            CHECK(fabsf(r[i * NN + j] - want) <= 1e-6f * (1 + fabsf(want)), "response %d %d: %g vs %g", i, j,
+                  r[i * NN + j], want);
+        }
+        for (int k = 0; k < 3; k++)
+            CHECK(fabsf(be[i * 3 + k] - beh_val((int)tr[i], k)) <= 1e-5f, "behavior %d: %g", k, be[i * 3 + k]);
+        for (int k = 0; k < 2; k++)
+            CHECK(fabsf(e[i * 2 + k] - eye_val((int)tr[i], k)) <= 1e-5f, "pupil %d: %g", k, e[i * 2 + k]);
+        for (int p = 0; p < H * W; p++)
+            CHECK(fabsf(im[i * H * W + p] - img_val((int)tr[i], p)) <= 1e-6f * img_val((int)tr[i], p) + 1e-3f,
+                  "image %d: %g", p, im[i * H * W + p]);
+    }
+    CHECK(npred_loaders_inv(L, 0, NPRED_FIELD_RESPONSES, b.responses, r, 2, NN - 1) == NPRED_ERR_SHAPE &&
+              strstr(npred_last_error(), "responses"),
+          "wrong width: %s", npred_last_error());
+    npred_batch_free(&b);
+    npred_loaders_free(L);
+    /* excluded responses: the identity */
+    L = open1(g_tiny, "{\"batch_size\": 2, \"exclude\": [\"responses\"]}");
+    if (!L) return;
+    const float x[NN] = {1.5f, -2, 3, 4, 5};
+    CHECK_OK(npred_loaders_inv(L, 0, NPRED_FIELD_RESPONSES, x, r, 1, NN));
+    CHECK(!memcmp(r, x, sizeof x), "excluded: identity");
+    npred_loaders_free(L);
+}
+
 static void test_exclude_and_inputs_stats(void)
 {
     npred_loaders *L = open1(g_tiny, "{\"batch_size\": 2, \"exclude\": [\"responses\"], \"inputs_mean\": 10, \"inputs_std\": 4}");
@@ -1059,6 +1103,7 @@ int main(void)
     RUN(test_dataset_open);
     RUN(test_data_key_names);
     RUN(test_normalize);
+    RUN(test_normalizer_inv);
     RUN(test_exclude_and_inputs_stats);
     RUN(test_channels);
     RUN(test_scale);

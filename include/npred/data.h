@@ -216,6 +216,16 @@ typedef struct {
     const float *eye_mean, *eye_std;  /* (pupil_dim,) */
 } npred_normalizer_info;
 NPRED_API void npred_loaders_normalizer(const npred_loaders *L, size_t s, npred_normalizer_info *out);
+/* NeuroNormalizer.inv for one field of session s: B trials of `per` values each, back
+ * from the loader's units to the dataset's (out may alias x):
+ *   images x * std + mean (any per: the image elements of the raw channels);
+ *   responses x / precision of each selected neuron (per = the session's n; so model
+ *   predictions come back in response units); behavior x / precision (per =
+ *   behavior_dim); pupil_center x * std + mean (per = pupil_dim).
+ * The identity where the field is not normalized (normalize false, `exclude`).
+ * NPRED_ERR_SHAPE when per does not match the field. */
+NPRED_API npred_status npred_loaders_inv(const npred_loaders *L, size_t s, npred_field f, const float *x, float *out,
+                                         int64_t B, int64_t per);
 
 /* A batch; buffers are sized once for the largest session (capacity = batch_size
  * or an explicit capacity), so any session fits. */

@@ -840,6 +840,34 @@ void npred_loaders_normalizer(const npred_loaders *L, size_t i, npred_normalizer
     o->eye_std = S->eye_std;
 }
 
+npred_status npred_loaders_inv(const npred_loaders *L, size_t si, npred_field f, const float *x, float *out, int64_t B,
+                               int64_t per)
+{
+    if (!L || si >= L->n || !x || !out || B < 0 || per < 0)
+        return npred_errorf(NPRED_ERR_ARG, "normalizer inverse: bad session or arguments");
+    const session *S = &L->s[si];
+    const int active = S->resp_prec != NULL; /* normalize was on */
+    int64_t want = f == NPRED_FIELD_RESPONSES ? S->n_sel : f == NPRED_FIELD_BEHAVIOR ? S->beh_dim
+                 : f == NPRED_FIELD_PUPIL_CENTER ? S->eye_dim : per;
+    if (f < 0 || f >= NPRED_FIELD_COUNT) return npred_errorf(NPRED_ERR_ARG, "normalizer inverse: unknown field %d", (int)f);
+    if (per != want)
+        return npred_errorf(NPRED_ERR_SHAPE, "normalizer inverse of %s for session %s: expected %lld values per trial, got %lld",
+                            npred_field_name(f), S->di.data_key, (long long)want, (long long)per);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t k = 0; k < per; k++) {
+            size_t i = (size_t)(b * per + k);
+            float v = x[i];
+            switch (f) {
+            case NPRED_FIELD_IMAGES: if (active && S->norm_img) v = v * S->in_std + S->in_mean; break;
+            case NPRED_FIELD_RESPONSES: if (active && S->norm_resp) v = v / S->resp_prec[S->sel[k]]; break;
+            case NPRED_FIELD_BEHAVIOR: if (S->beh_prec && S->norm_beh) v = v / S->beh_prec[k]; break;
+            default: if (S->eye_mean && S->norm_eye) v = v * S->eye_std[k] + S->eye_mean[k]; break;
+            }
+            out[i] = v;
+        }
+    return NPRED_OK;
+}
+
 /* ------------------------------------------------------------------ batches */
 
 npred_status npred_batch_init(npred_batch *b, const npred_loaders *L, int64_t capacity)
