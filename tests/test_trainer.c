@@ -397,6 +397,64 @@ static void test_track_training(void)
     npred_loaders_free(L);
 }
 
+/* share_features / share_grid from the datasets' meta/neurons/multi_match_id: the second
+ * session's readout borrows the first's storage (an alias entry in the parameter table) */
+static int aliases_for(npred_loaders *L, const char *extra, const char *part, npred_status *st)
+{
+    char cfg[2048];
+    /* the model config without its grid predictor (share_grid excludes one) */
+    const char *cut = strstr(model_cfg, ", \"grid_mean_predictor\"");
+    snprintf(cfg, sizeof cfg, "%.*s, %s}", (int)(cut - model_cfg), model_cfg, extra);
+    npred_model *m = NULL;
+    *st = npred_trainer_model_create(&m, L, cfg, "model", 1);
+    int k = 0;
+    if (!*st) {
+        npred_ptable *tab = npred_model_table(m);
+        for (int i = 0; i < tab->n; i++)
+            if (tab->items[i].alias_of >= 0 && strstr(tab->items[i].name, part)) k++;
+    }
+    npred_model_free(m);
+    return k;
+}
+
+static void test_shared_match_ids(void)
+{
+    npred_loaders *L = open_loaders(2, 32);
+    if (!L) return;
+    npred_status st;
+    CHECK(aliases_for(L, "\"share_features\": false", "", &st) == 0, "no sharing, no aliases");
+    CHECK_OK(st);
+    aliases_for(L, "\"share_features\": true", "", &st);
+    CHECK(st != NPRED_OK && strstr(npred_last_error(), "multi_match_id"), "no match ids: %s", npred_last_error());
+    npred_loaders_free(L);
+    /* the same 14 neurons in both sessions, in another order */
+    for (int s = 0; s < 2; s++) {
+        char p[900];
+        snprintf(p, sizeof p, "%s/meta/neurons/multi_match_id.npy", paths[s]);
+        npred_array a;
+        int64_t n = 14;
+        if (!CHECK_OK(npred_array_alloc(&a, NPRED_DT_I64, 8, 1, &n))) return;
+        for (int j = 0; j < 14; j++) ((int64_t *)a.data)[j] = 100 + (s ? 13 - j : j);
+        CHECK_OK(npred_npy_write(p, &a));
+        npred_array_free(&a);
+    }
+    L = open_loaders(2, 32);
+    if (L) {
+        int kf = aliases_for(L, "\"share_features\": true", "features", &st);
+        CHECK_OK(st);
+        CHECK(kf >= 1, "shared features: %d alias entries", kf);
+        int kg = aliases_for(L, "\"share_grid\": true", "", &st);
+        CHECK_OK(st);
+        CHECK(kg >= 1, "shared grid: %d alias entries", kg);
+        npred_loaders_free(L);
+    }
+    for (int s = 0; s < 2; s++) { /* the other tests use the datasets without ids */
+        char p[900];
+        snprintf(p, sizeof p, "%s/meta/neurons/multi_match_id.npy", paths[s]);
+        remove(p);
+    }
+}
+
 static void test_accumulation(void)
 {
     npred_loaders *L = open_loaders(2, 32);
@@ -693,6 +751,7 @@ int main(void)
     RUN(test_batch_semantics);
     RUN(test_accumulation);
     RUN(test_corr_losses);
+    RUN(test_shared_match_ids);
     RUN(test_track_training);
     RUN(test_learns_and_determinism);
     RUN(test_interrupt_resume);

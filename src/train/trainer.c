@@ -1181,6 +1181,22 @@ npred_status npred_trainer_model_create(npred_model **out, const npred_loaders *
         ses[i].coords = si.cell_motor_coordinates;
         ses[i].coord_dims = si.cell_motor_coordinates ? 3 : 0;
         ses[i].mean_activity = NULL;
+        /* meta/neurons/multi_match_id of the selected neurons: the match ids of share_features /
+         * share_grid (sensorium passes dat.neurons.multi_match_id as shared_match_ids) */
+        const npred_array *mm = npred_dataset_neuron_info(si.dataset, "multi_match_id");
+        if (mm) {
+            int64_t *all = NULL, *sel = malloc((size_t)si.n_neurons * sizeof *sel);
+            if (!sel) st = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+            if (!st && (st = npred_array_to_i64(mm, &all))) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", npred_last_error());
+                npred_errorf(st, "%s: meta/neurons/multi_match_id: %s", si.data_key, why);
+            }
+            for (int64_t j = 0; !st && j < si.n_neurons; j++) sel[j] = all[si.neuron_idx[j]];
+            free(all);
+            ses[i].match_ids = sel;
+            if (st) break;
+        }
     }
     npred_batch b;
     if (!st) st = npred_batch_init(&b, L, 0);
@@ -1188,7 +1204,14 @@ npred_status npred_trainer_model_create(npred_model **out, const npred_loaders *
         int cap = (int)b.capacity;
         npred_batch_free(&b);
         st = npred_model_create(out, config_json, config_name, s0.img_c, s0.img_h, s0.img_w, ses, (int)n, cap, seed);
+        if (st && strstr(npred_last_error(), "need match ids")) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", npred_last_error());
+            npred_errorf(st, "%s (the datasets need meta/neurons/multi_match_id.npy for share_features / share_grid)",
+                         why);
+        }
     }
+    for (size_t i = 0; i < n; i++) free((void *)ses[i].match_ids);
     free(ses);
     return st;
 }
