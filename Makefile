@@ -63,7 +63,7 @@ BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK   := $(BUILD)/.deps-ok
 
 .SECONDARY:
-.PHONY: all lib test sanitize debug bench demo deps install clean FORCE
+.PHONY: all lib test sanitize debug bench demo deps install clean fuzz fuzz-build FORCE
 ifeq ($(MPI_MODE),mpi)
 # programs that may run under mpirun link the MPI backend and enable it
 MPI_LIBS   := $(BUILD)/libnpred_mpi.a
@@ -129,7 +129,10 @@ $(BUILD)/npred: $(CLI_OBJ) $(BUILD)/libnpred.a $(MPI_LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -o $@ $< $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(LDLIBS)
+	$(CC) $(SAN) -o $@ $(filter %.o,$^) $(BUILD)/libnpred.a $(LDLIBS)
+
+# the fuzz-regression replay runs the fuzzers' own target functions
+$(BUILD)/tests/test_fuzz_regressions: $(BUILD)/obj/fuzz/targets.o
 
 $(BUILD)/tests/test_dist: $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(MPI_LIBS)
 	@mkdir -p $(dir $@)
@@ -164,6 +167,25 @@ sanitize debug:
 
 bench: $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
+
+# libFuzzer targets (fuzz/targets.c; docs/reliability.md), built with clang +
+# ASan/UBSan into build-fuzz/, each run for FUZZ_SECONDS. Needs clang and
+# libfuzzer-14-dev (scripts/deps.sh fuzz installs them); `make test` does not.
+FUZZ_SECONDS ?= 10
+FUZZ_TARGETS ?= npy pickle pth safetensors dataset_zip model_config trainer_config dataset_config
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+fuzz:
+	@sh scripts/deps.sh fuzz
+	@$(MAKE) --no-print-directory fuzz-build BUILD=build-fuzz CC=clang MPI=0 \
+	    OPT="-O1 -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)"
+	@sh scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_one.c $(BUILD)/obj/fuzz/targets.o $(BUILD)/libnpred.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(subst fuzzer-no-link,fuzzer,$(SAN)) -DNPRED_FUZZ_TARGET='"$*"' -o $@ $< \
+	    $(BUILD)/obj/fuzz/targets.o $(BUILD)/libnpred.a $(LDLIBS)
 
 demo: $(BUILD)/npred
 	./$(BUILD)/npred demo
@@ -206,6 +228,6 @@ endif
 	fi
 
 clean:
-	rm -rf $(BUILD) build build-san
+	rm -rf $(BUILD) build build-san build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -3,8 +3,14 @@
 # missing; otherwise print the exact apt-get line. Required packages stop the
 # build when missing; the optional ones (Open MPI, for multi-process training:
 # the build uses MPI when mpicc is found) only get a note.
+# `sh scripts/deps.sh fuzz` checks the fuzzing toolchain instead (`make fuzz`
+# only: clang, libFuzzer and LLVM's OpenMP runtime; `make test` never needs them).
 REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libhdf5-dev python3 python3-numpy"
 OPT="libopenmpi-dev openmpi-bin"
+if [ "$1" = fuzz ]; then
+    REQ="clang libfuzzer-14-dev libomp-dev"
+    OPT=""
+fi
 missing_in() {
     out=""
     for p in $1; do

@@ -76,13 +76,15 @@ static int rd_hidden_kern(rd *r, const cJSON *it, npred_core_config *c)
         for (int i = 0; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = k;
         return 1;
     }
-    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) < 1 || cJSON_GetArraySize(it) > NPRED_CORE_MAXLAYERS)
+    /* an empty list is what a saved one-layer core holds (no hidden layers) */
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) > NPRED_CORE_MAXLAYERS)
         return fail(r, it, "an integer or a list of integers");
     int i = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, it)
     {
-        if (!cJSON_IsNumber(e)) return fail(r, it, "an integer or a list of integers");
+        if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || fabs(e->valuedouble) > 1e9)
+            return fail(r, it, "an integer or a list of integers");
         c->hidden_kern[i++] = (int)e->valuedouble;
     }
     for (; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = -1; /* must not be used */
@@ -367,6 +369,9 @@ static npred_status finish(npred_model_config *m, const char *where, int gamma_s
     if (c->layers < 1 || c->layers > NPRED_CORE_MAXLAYERS)
         return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'layers': %d is out of range 1..%d", where, c->layers,
                             NPRED_CORE_MAXLAYERS);
+    if (c->hidden_channels < 1 || c->input_kern < 1)
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: keys 'hidden_channels' and 'input_kern' must be at least 1 (got %d, %d)",
+                            where, c->hidden_channels, c->input_kern);
     for (int l = 1; l < c->layers; l++)
         if (c->hidden_kern[l - 1] < 1)
             return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'hidden_kern': needs %d kernel sizes for %d layers", where,

@@ -1,0 +1,219 @@
+#!/usr/bin/python3
+"""Write the fuzzers' seed corpora: python3 fuzz/make_seeds.py OUTDIR
+
+One folder per target (OUTDIR/<target>/), from tests/fixtures/, configs/, the
+real checkpoints' pickles (../shared/checkpoints, when present) and small files
+made here in every variant the parsers accept (npy versions and dtypes, pickled
+state_dicts, .pth archives, safetensors with metadata). Needs only numpy.
+Run from the repository root."""
+import collections
+import glob
+import io
+import json
+import os
+import pickle
+import struct
+import sys
+import types
+import zipfile
+
+import numpy as np
+
+OUT = sys.argv[1]
+N = collections.Counter()
+
+
+def put(target, data, name=None):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    N[target] += 1
+    with open(os.path.join(d, name or "seed%03d" % N[target]), "wb") as f:
+        f.write(data)
+
+
+def npy_bytes(a, version=None):
+    b = io.BytesIO()
+    np.lib.format.write_array(b, a, version=version, allow_pickle=False)
+    return b.getvalue()
+
+
+# ---- npy: fixtures (small ones) and every version / dtype / order
+for p in sorted(glob.glob("tests/fixtures/*/*.npy") + glob.glob("tests/fixtures/*/*/*.npy"))[:400]:
+    if os.path.getsize(p) <= 4096:
+        put("npy", open(p, "rb").read())
+rng = np.random.default_rng(0)
+base = rng.standard_normal((2, 3))
+for dt in ["<f4", ">f4", "<f8", ">f8", "<f2", "<i8", ">i4", "<i2", "|i1", "|u1", "<u2", "<u4", "<u8", "|b1"]:
+    put("npy", npy_bytes(base.astype(dt)))
+put("npy", npy_bytes(np.array(["ab", "cde"], dtype="<U3")))
+put("npy", npy_bytes(np.array([b"ab", b"c"], dtype="|S2")))
+put("npy", npy_bytes(np.asfortranarray(base.astype("<f4"))))
+put("npy", npy_bytes(np.float32(1.5).reshape(())))
+put("npy", npy_bytes(np.zeros((0, 4), "<f4")))
+for v in [(1, 0), (2, 0), (3, 0)]:
+    put("npy", npy_bytes(base.astype("<f4"), version=v))
+
+# ---- pickle and .pth: a torch.save-style state_dict made without torch
+torch = types.ModuleType("torch")
+utils = types.ModuleType("torch._utils")
+sys.modules["torch"], sys.modules["torch._utils"] = torch, utils
+torch._utils = utils
+
+
+def _storage_type(name):
+    t = type(name, (), {})
+    t.__module__ = "torch"
+    setattr(torch, name, t)
+    return t
+
+
+def _rebuild_tensor_v2(*a):
+    return a
+
+
+def _rebuild_parameter(*a):
+    return a
+
+
+for f in (_rebuild_tensor_v2, _rebuild_parameter):
+    f.__module__ = "torch._utils"
+    setattr(utils, f.__name__, f)
+
+
+class Storage:
+    def __init__(self, stype, key, numel, data):
+        self.stype, self.key, self.numel, self.data = stype, key, numel, data
+
+
+class Tensor:
+    def __init__(self, st, off, shape, stride, param=False):
+        self.st, self.off, self.shape, self.stride, self.param = st, off, shape, stride, param
+
+    def __reduce__(self):
+        t = (_rebuild_tensor_v2, (self.st, self.off, self.shape, self.stride, False, collections.OrderedDict()))
+        if self.param:
+            return (_rebuild_parameter, (t_obj(t), True, collections.OrderedDict()))
+        return t
+
+
+class t_obj:
+    def __init__(self, r):
+        self.r = r
+
+    def __reduce__(self):
+        return self.r
+
+
+class P(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            return ("storage", obj.stype, obj.key, "cpu", obj.numel)
+        return None
+
+
+def state_dict_pickle(obj, protocol=2):
+    b = io.BytesIO()
+    P(b, protocol=protocol).dump(obj)
+    return b.getvalue()
+
+
+F = _storage_type("FloatStorage")
+D = _storage_type("DoubleStorage")
+L = _storage_type("LongStorage")
+H = _storage_type("HalfStorage")
+_storage_type("BFloat16Storage")
+B = _storage_type("BoolStorage")
+s0 = Storage(F, "0", 6, np.arange(6, dtype="<f4").tobytes())
+s1 = Storage(L, "1", 1, np.array([5], "<i8").tobytes())
+s2 = Storage(D, "2", 4, np.arange(4, dtype="<f8").tobytes())
+s3 = Storage(H, "3", 2, np.array([1, 2], "<f2").tobytes())
+s4 = Storage(B, "4", 3, np.array([1, 0, 1], "|b1").tobytes())
+sd = collections.OrderedDict()
+sd["core.features.layer0.conv.weight"] = Tensor(s0, 0, (2, 3), (3, 1))
+sd["core.features.layer0.norm.num_batches_tracked"] = Tensor(s1, 0, (), ())
+sd["readout.mu"] = Tensor(s2, 1, (3,), (1,), param=True)
+sd["transposed"] = Tensor(s0, 0, (3, 2), (1, 3))
+sd["half"] = Tensor(s3, 0, (2,), (1,))
+sd["mask"] = Tensor(s4, 0, (3,), (1,))
+storages = [s0, s1, s2, s3, s4]
+
+
+def pth_bytes(obj, byteorder="little", protocol=2):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", state_dict_pickle(obj, protocol))
+        z.writestr("archive/byteorder", byteorder)
+        z.writestr("archive/version", "3\n")
+        for s in storages:
+            z.writestr("archive/data/" + s.key, s.data)
+    return b.getvalue()
+
+
+for proto in (2, 4):
+    put("pickle", state_dict_pickle(sd, proto))
+    put("pickle", state_dict_pickle({"model": sd, "epoch": 3, "lr": 0.5, "name": "x", "flag": None}, proto))
+put("pth", pth_bytes(sd))
+put("pth", pth_bytes({"state_dict": sd, "epoch": 7}))
+put("pth", pth_bytes(sd, protocol=4))
+for p in sorted(glob.glob("../shared/checkpoints/*.pth")):
+    with zipfile.ZipFile(p) as z:
+        for n in z.namelist():
+            if n.endswith("data.pkl"):
+                put("pickle", z.read(n))
+
+# ---- safetensors
+
+
+def safetensors_bytes(tensors, meta=None):
+    header, blob = {}, b""
+    if meta is not None:
+        header["__metadata__"] = meta
+    for name, (dt, a) in tensors.items():
+        raw = a.tobytes()
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [len(blob), len(blob) + len(raw)]}
+        blob += raw
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + blob
+
+
+t = {
+    "core.features.layer0.conv.weight": ("F32", base.astype("<f4")),
+    "readout.bias": ("F64", np.arange(3, dtype="<f8")),
+    "n": ("I64", np.array(4, "<i8")),
+    "h": ("F16", np.ones(2, "<f2")),
+    "b": ("BOOL", np.array([1, 0], "|b1")),
+    "u": ("U8", np.arange(3, dtype="|u1")),
+    "e": ("F32", np.zeros((0, 2), "<f4")),
+}
+put("safetensors", safetensors_bytes(t))
+put("safetensors", safetensors_bytes(t, {"npred_config": open("configs/sensorium_sota.json").read()}))
+put("safetensors", safetensors_bytes({}, {}))
+
+# ---- dataset zip: the mini SENSORIUM tree, and the same with its members deflated
+for p in sorted(glob.glob("tests/fixtures/mini_tree/*.zip")):
+    raw = open(p, "rb").read()
+    put("dataset_zip", raw)
+    src = zipfile.ZipFile(io.BytesIO(raw))
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in src.infolist():
+            z.writestr(i.filename, src.read(i.filename))
+    put("dataset_zip", b.getvalue())
+
+# ---- JSON configs
+for p in sorted(glob.glob("configs/*.json")):
+    name = os.path.basename(p)
+    target = ("dataset_config" if name.startswith("dataset") else "trainer_config" if name.startswith("trainer")
+              else "model_config")
+    put(target, open(p, "rb").read())
+put("dataset_config", json.dumps({"paths": ["a.zip", "b"], "batch_size": 8, "seed": None, "neuron_ids": [[1, 2], None],
+                                  "image_condition": ["imagenet"], "scale": 0.5, "normalize": True}).encode())
+put("trainer_config", json.dumps({"max_iter": 2, "lr_init": 0.005, "loss_function": "PoissonLoss",
+                                  "stop_function": "get_correlations", "device": "cpu", "patience": 1}).encode())
+put("model_config", json.dumps({"core": {"type": "Stacked2dCore", "hidden_channels": 4, "layers": 2, "stack": [0, 1]},
+                                "readout": {"type": "FullGaussian2d", "gauss_type": "full"},
+                                "shifter": {"type": "MLPShifter"}, "modulator": None}).encode())
+
+for k in sorted(N):
+    print("%s: %d seeds" % (k, N[k]))

@@ -1,0 +1,304 @@
+/* Fuzz targets (see targets.h). */
+#include "targets.h"
+
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/config.h"
+#include "model/pickle.h"
+#include "model/pth.h"
+#include "model/safetensors.h"
+#include "npred/data.h"
+#include "npred/npy.h"
+#include "train/trainer.h"
+
+/* A failed check returns its line number. */
+#define ENSURE(cond)                                                                                                   \
+    do {                                                                                                               \
+        if (!(cond)) return __LINE__;                                                                                  \
+    } while (0)
+
+/* A rejected input must say why. */
+static int rejected_with_message(npred_status s)
+{
+    return s != NPRED_OK && npred_last_error()[0] != 0;
+}
+
+/* The bytes as a NUL-terminated string (JSON parsers take text). */
+static char *as_text(const uint8_t *d, size_t n)
+{
+    char *s = malloc(n + 1);
+    if (!s) return NULL;
+    if (n) memcpy(s, d, n);
+    s[n] = 0;
+    return s;
+}
+
+/* ---------------------------------------------------------------- npy */
+static int same_array(const npred_array *a, const npred_array *b)
+{
+    if (a->dtype != b->dtype || a->ndim != b->ndim || a->itemsize != b->itemsize || a->count != b->count) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    size_t nb = a->count * a->itemsize;
+    return nb == 0 || memcmp(a->data, b->data, nb) == 0;
+}
+
+static int fuzz_npy(const uint8_t *d, size_t n)
+{
+    npred_array a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    npred_clear_error();
+    npred_status s = npred_npy_parse(d, n, "fuzz.npy", &a);
+    if (s != NPRED_OK) {
+        npred_array_free(&a);
+        ENSURE(rejected_with_message(s));
+        return 0;
+    }
+    int bad = 0;
+    void *buf = NULL;
+    size_t len = 0;
+    if (npred_npy_serialize(&a, &buf, &len) != NPRED_OK) bad = __LINE__;
+    else if (npred_npy_parse(buf, len, "fuzz-roundtrip.npy", &b) != NPRED_OK) bad = __LINE__;
+    else if (!same_array(&a, &b)) bad = __LINE__;
+    free(buf);
+    npred_array_free(&a);
+    npred_array_free(&b);
+    return bad;
+}
+
+/* ---------------------------------------------------------------- pickle */
+static int fuzz_pickle(const uint8_t *d, size_t n)
+{
+    npred_pickle *p = NULL;
+    npred_clear_error();
+    npred_status s = npred_pickle_load(d, n, "fuzz.pkl", &p);
+    int bad = 0;
+    if (s != NPRED_OK) {
+        if (!rejected_with_message(s)) bad = __LINE__;
+    } else if (!npred_pickle_root(p)) {
+        bad = __LINE__;
+    }
+    npred_pickle_free(p);
+    return bad;
+}
+
+/* ---------------------------------------------------------------- tensor lists */
+static int valid_list(const npred_tensor_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        const npred_tensor *t = &l->items[i];
+        int64_t numel = npred_tensor_numel(t->ndim, t->shape);
+        if (!t->name || numel < 0) return 0;
+        if ((size_t)numel * npred_tensor_dtype_size(t->dtype) != t->nbytes) return 0;
+        if (t->nbytes && !t->data) return 0;
+    }
+    return 1;
+}
+
+static int same_list(const npred_tensor_list *a, const npred_tensor_list *b)
+{
+    if (a->n != b->n || a->n_meta != b->n_meta) return 0;
+    for (size_t i = 0; i < a->n; i++) {
+        const npred_tensor *x = &a->items[i], *y = &b->items[i];
+        if (strcmp(x->name, y->name) || x->dtype != y->dtype || x->ndim != y->ndim || x->nbytes != y->nbytes) return 0;
+        for (int k = 0; k < x->ndim; k++)
+            if (x->shape[k] != y->shape[k]) return 0;
+        if (x->nbytes && memcmp(x->data, y->data, x->nbytes)) return 0;
+    }
+    for (size_t i = 0; i < a->n_meta; i++)
+        if (strcmp(a->meta_keys[i], b->meta_keys[i]) || strcmp(a->meta_vals[i], b->meta_vals[i])) return 0;
+    return 1;
+}
+
+static int fuzz_pth(const uint8_t *d, size_t n)
+{
+    npred_tensor_list l;
+    npred_clear_error();
+    npred_status s = npred_pth_parse(d, n, "fuzz.pth", &l);
+    int bad = 0;
+    if (s != NPRED_OK) {
+        if (!rejected_with_message(s)) bad = __LINE__;
+    } else if (!valid_list(&l)) {
+        bad = __LINE__;
+    }
+    npred_tensor_list_free(&l);
+    return bad;
+}
+
+static int fuzz_safetensors(const uint8_t *d, size_t n)
+{
+    npred_tensor_list a, b;
+    npred_clear_error();
+    npred_status s = npred_safetensors_parse(d, n, "fuzz.safetensors", &a);
+    if (s != NPRED_OK) {
+        npred_tensor_list_free(&a);
+        ENSURE(rejected_with_message(s));
+        return 0;
+    }
+    int bad = 0;
+    void *buf = NULL;
+    size_t len = 0;
+    npred_tensor_list_init(&b);
+    if (!valid_list(&a)) bad = __LINE__;
+    else if (npred_safetensors_serialize(&a, &buf, &len) != NPRED_OK) bad = __LINE__;
+    else if (npred_safetensors_parse(buf, len, "fuzz-roundtrip.safetensors", &b) != NPRED_OK) bad = __LINE__;
+    else if (!same_list(&a, &b)) bad = __LINE__;
+    free(buf);
+    npred_tensor_list_free(&a);
+    npred_tensor_list_free(&b);
+    return bad;
+}
+
+/* ---------------------------------------------------------------- dataset (.zip file tree) */
+static char zip_dir[4096];
+
+static void remove_zip_dir(void)
+{
+    char p[4200];
+    snprintf(p, sizeof p, "%s/static11111-2-3-GrayImageNet-fuzz.zip", zip_dir);
+    unlink(p);
+    rmdir(zip_dir);
+}
+
+/* The bytes as a SENSORIUM .zip, opened the way `npred dataset` does. */
+static int fuzz_dataset_zip(const uint8_t *d, size_t n)
+{
+    if (!zip_dir[0]) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(zip_dir, sizeof zip_dir, "%s/npred-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        ENSURE(mkdtemp(zip_dir) != NULL);
+        atexit(remove_zip_dir);
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/static11111-2-3-GrayImageNet-fuzz.zip", zip_dir);
+    FILE *f = fopen(path, "wb");
+    ENSURE(f != NULL);
+    size_t w = n ? fwrite(d, 1, n, f) : 0;
+    ENSURE(fclose(f) == 0 && w == n);
+    npred_dataset *ds = NULL;
+    npred_clear_error();
+    npred_status s = npred_dataset_open(&ds, path, NULL);
+    int bad = 0;
+    if (s != NPRED_OK) {
+        if (!rejected_with_message(s) || ds) bad = __LINE__;
+    } else {
+        npred_dataset_info info;
+        npred_dataset_get_info(ds, &info);
+        if (info.n_trials <= 0 || info.n_neurons <= 0 || !npred_dataset_field(ds, NPRED_FIELD_IMAGES) ||
+            !npred_dataset_field(ds, NPRED_FIELD_RESPONSES))
+            bad = __LINE__;
+    }
+    npred_dataset_free(ds);
+    return bad;
+}
+
+/* ---------------------------------------------------------------- JSON configs */
+static int fuzz_model_config(const uint8_t *d, size_t n)
+{
+    char *text = as_text(d, n);
+    ENSURE(text != NULL);
+    npred_model_config a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    npred_clear_error();
+    npred_status s = npred_model_config_parse(&a, text, "fuzz.json");
+    free(text);
+    if (s != NPRED_OK) {
+        ENSURE(rejected_with_message(s));
+        return 0;
+    }
+    /* what a saved model stores must load back to the same resolved config */
+    cJSON *j1 = npred_model_config_to_json(&a);
+    char *t1 = j1 ? cJSON_PrintUnformatted(j1) : NULL;
+    cJSON_Delete(j1);
+    int bad = 0;
+    if (!t1) bad = __LINE__;
+    else if (npred_model_config_parse(&b, t1, "fuzz-roundtrip.json") != NPRED_OK) bad = __LINE__;
+    else {
+        cJSON *j2 = npred_model_config_to_json(&b);
+        char *t2 = j2 ? cJSON_PrintUnformatted(j2) : NULL;
+        cJSON_Delete(j2);
+        if (!t2 || strcmp(t1, t2)) bad = __LINE__;
+        free(t2);
+    }
+    free(t1);
+    return bad;
+}
+
+static int fuzz_trainer_config(const uint8_t *d, size_t n)
+{
+    char *text = as_text(d, n);
+    ENSURE(text != NULL);
+    npred_trainer_config a, b;
+    npred_trainer_config_init(&a);
+    npred_trainer_config_init(&b);
+    npred_clear_error();
+    npred_status s = npred_trainer_config_parse(&a, text, "fuzz.json");
+    free(text);
+    if (s != NPRED_OK) {
+        ENSURE(rejected_with_message(s));
+        return 0;
+    }
+    cJSON *j1 = npred_trainer_config_to_json(&a);
+    char *t1 = j1 ? cJSON_PrintUnformatted(j1) : NULL;
+    cJSON_Delete(j1);
+    int bad = 0;
+    if (!t1) bad = __LINE__;
+    else if (npred_trainer_config_parse(&b, t1, "fuzz-roundtrip.json") != NPRED_OK) bad = __LINE__;
+    else {
+        cJSON *j2 = npred_trainer_config_to_json(&b);
+        char *t2 = j2 ? cJSON_PrintUnformatted(j2) : NULL;
+        cJSON_Delete(j2);
+        if (!t2 || strcmp(t1, t2)) bad = __LINE__;
+        free(t2);
+    }
+    free(t1);
+    return bad;
+}
+
+static int fuzz_dataset_config(const uint8_t *d, size_t n)
+{
+    char *text = as_text(d, n);
+    ENSURE(text != NULL);
+    npred_loader_config c;
+    npred_loader_config_init(&c);
+    char **paths = NULL;
+    size_t n_paths = 0;
+    npred_clear_error();
+    npred_status s = npred_loader_config_parse(&c, text, &paths, &n_paths);
+    free(text);
+    int bad = 0;
+    if (s != NPRED_OK) {
+        if (!rejected_with_message(s)) bad = __LINE__;
+    } else {
+        for (size_t i = 0; i < n_paths; i++)
+            if (!paths[i]) bad = __LINE__;
+    }
+    npred_loader_paths_free(paths, n_paths);
+    npred_loader_config_free(&c);
+    return bad;
+}
+
+const npred_fuzz_target npred_fuzz_targets[] = {
+    {"npy", fuzz_npy},
+    {"pickle", fuzz_pickle},
+    {"pth", fuzz_pth},
+    {"safetensors", fuzz_safetensors},
+    {"dataset_zip", fuzz_dataset_zip},
+    {"model_config", fuzz_model_config},
+    {"trainer_config", fuzz_trainer_config},
+    {"dataset_config", fuzz_dataset_config},
+    {NULL, NULL},
+};
+
+const npred_fuzz_target *npred_fuzz_find(const char *name)
+{
+    for (const npred_fuzz_target *t = npred_fuzz_targets; t->name; t++)
+        if (!strcmp(t->name, name)) return t;
+    return NULL;
+}
