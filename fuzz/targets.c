@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include "model/config.h"
-#include "model/pickle.h"
-#include "model/pth.h"
-#include "model/safetensors.h"
+#include "io/pickle.h"
+#include "io/pth.h"
+#include "io/safetensors.h"
 #include "npred/data.h"
 #include "npred/npy.h"
 #include "train/trainer.h"
