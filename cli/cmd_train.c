@@ -296,6 +296,11 @@ int cmd_train(int argc, char **argv)
     cJSON *saved = NULL, *jmodel = NULL, *jtrainer = NULL, *jdataset = NULL;
     char cfg_path[4096];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", out);
+    if (resume && access(cfg_path, R_OK) != 0 && model_path && trainer_path && n_data) {
+        /* the run stopped before it saved anything: with every setting given, start it over */
+        fprintf(stderr, "npred train: --resume: %s holds no saved run yet: starting from the beginning\n", out);
+        resume = 0;
+    }
     if (resume) {
         if (access(cfg_path, R_OK) != 0) {
             fprintf(stderr, "npred train: --resume: %s not found (no run to resume in %s)\n", cfg_path, out);
@@ -486,11 +491,15 @@ int cmd_train(int argc, char **argv)
     if (resume) {
         char sp[4096];
         snprintf(sp, sizeof sp, "%s/state.safetensors", out);
-        if ((st = npred_trainer_resume(t, sp))) {
+        if (access(sp, F_OK) != 0 && errno == ENOENT) {
+            /* stopped after writing config.json, before the first epoch's state: nothing to resume */
+            if (rank == 0) printf("no state saved in %s yet: starting from the beginning\n", out);
+        } else if ((st = npred_trainer_resume(t, sp))) {
             rc = cli_fail(st, "resume");
             goto done;
+        } else {
+            printf("resuming from %s\n", sp);
         }
-        printf("resuming from %s\n", sp);
     }
     progress pg = {rank == 0 && isatty(STDERR_FILENO), tc.stop_function == NPRED_TRAIN_STOP_CORRELATIONS};
     npred_trainer_callbacks cb = {on_batch, on_epoch, on_message, &pg, &stop_flag};
@@ -520,6 +529,15 @@ int cmd_train(int argc, char **argv)
            (unsigned)res.stop < 4 ? why[res.stop] : "?", pg.objective_is_corr ? "validation correlation" : "objective",
            res.best, res.score);
     printf("model: %s/model.safetensors\n", out);
+    if (res.stop == NPRED_ES_STOP_NONFINITE) {
+        /* the run failed, though the best model so far is kept */
+        if (rank == 0)
+            fprintf(stderr, "npred train: training diverged: the validation objective became NaN or infinite; "
+                            "stopped, the best model so far (objective %.6f) is in %s/model.safetensors\n",
+                    res.best, out);
+        rc = 1;
+        goto done;
+    }
     if (rank == 0) {
         /* pictures (rank 0 alone); the test-correlation histogram when every session has a test tier */
         int have_test = 1;

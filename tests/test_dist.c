@@ -16,7 +16,11 @@
  *     within 2e-3 (absolute) of the single-process run; per-rank BatchNorm runs
  *     and learns;
  *   - a rank killed after epoch 2 stops the job with a clear message, and
- *     --resume finishes with a model byte-identical to an uninterrupted run.
+ *     --resume finishes with a model byte-identical to an uninterrupted run;
+ *   - a rank whose dataset differs (one response changed) stops the job before
+ *     the first epoch with a message saying so.
+ * A build lacking MPI fails these tests with a message; `make MPI=0` leaves
+ * them out on purpose (and says so).
  * A build without MPI instead checks that `npred train` under a launcher's
  * environment refuses with a clear message. */
 #include <math.h>
@@ -359,6 +363,17 @@ static int rank_main(const char *out_path, const char *p0, const char *p1, int s
 
 static int have_mpirun(void) { return system("mpirun --version > /dev/null 2>&1") == 0; }
 
+/* The MPI tests must run: a build that lacks MPI (without asking for that with
+ * make MPI=0, which leaves these tests out) or a missing mpirun fails them. */
+static int mpi_ready(void)
+{
+    if (!CHECK(npred_dist_compiled(), "this build lacks MPI (mpicc was not found when it was built): install "
+                                      "libopenmpi-dev openmpi-bin and rebuild, or build with make MPI=0 to leave "
+                                      "the MPI tests out on purpose"))
+        return 0;
+    return CHECK(have_mpirun(), "this build has MPI but mpirun is not on PATH (apt-get install openmpi-bin)");
+}
+
 /* Whole file, NUL-terminated; *n = its size in bytes. */
 static char *read_bytes(const char *path, size_t *n)
 {
@@ -403,8 +418,7 @@ static void test_one_rank_is_plain(void)
 
 static void test_mpi_gradient(void)
 {
-    if (!npred_dist_compiled()) return; /* the no-MPI build is checked by test_no_mpi_message */
-    if (!CHECK(have_mpirun(), "this build has MPI but mpirun is not on PATH (apt-get install openmpi-bin)")) return;
+    if (!mpi_ready()) return;
     npred_loaders *L = open_loaders(32);
     if (!L) return;
     size_t n1 = 0;
@@ -528,7 +542,7 @@ static int file_has(const char *path, const char *needle)
 
 static void test_mpi_train(void)
 {
-    if (!npred_dist_compiled() || !have_mpirun()) return; /* reported by test_mpi_gradient */
+    if (!mpi_ready()) return;
     if (!setup_configs()) return;
     char a[600], b[600];
     int rc = train_cmd("OMP_NUM_THREADS=1", "single", "", "single.log");
@@ -565,7 +579,7 @@ static void test_mpi_train(void)
 
 static void test_mpi_rank_failure(void)
 {
-    if (!npred_dist_compiled() || !have_mpirun()) return;
+    if (!mpi_ready()) return;
     if (!setup_configs()) return;
     /* rank 1 dies (SIGKILL) when epoch 2 ends */
     int rc = train_cmd("NPRED_TEST_KILL_RANK=1:2 timeout 90 " MPIRUN " -np 2", "crash", "--sync-bn", "crash.log");
@@ -588,6 +602,47 @@ static void test_mpi_rank_failure(void)
     snprintf(a, sizeof a, "%s/crash/model.safetensors", base);
     snprintf(b, sizeof b, "%s/two/model.safetensors", base);
     CHECK(same_file(a, b), "resumed 2-rank run differs from the uninterrupted 2-rank run");
+}
+
+/* A rank whose copy of a dataset differs (one response changed) stops the job
+ * before the first epoch, every rank saying why. */
+static void test_mpi_rank_dataset(void)
+{
+    if (!mpi_ready()) return;
+    if (!setup_configs()) return;
+    char other[700], cmd[16384], p[800];
+    const char *name = strrchr(paths[0], '/') + 1;
+    snprintf(other, sizeof other, "%s/other/%s", base, name);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/other' && cp -r '%s' '%s/other/'", base, paths[0], base);
+    if (!CHECK(system(cmd) == 0, "copying %s", paths[0])) return;
+    snprintf(p, sizeof p, "%s/data/responses/3.npy", other);
+    npred_array a;
+    if (!CHECK_OK(npred_npy_read(p, &a))) return;
+    if (a.dtype == NPRED_DT_F32) ((float *)a.data)[0] += 1.0f;
+    else if (a.dtype == NPRED_DT_F64) ((double *)a.data)[0] += 1.0;
+    int changed = a.dtype == NPRED_DT_F32 || a.dtype == NPRED_DT_F64;
+    CHECK(changed, "responses of dtype %d", (int)a.dtype);
+    if (changed) CHECK_OK(npred_npy_write(p, &a));
+    npred_array_free(&a);
+    if (!changed) return;
+    const char *common = "--model %s/model.json --trainer %s/trainer.json --dataset %s/dataset.json --out %s/mismatch "
+                         "--threads 1";
+    char tail[2000];
+    snprintf(tail, sizeof tail, common, base, base, base, base);
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=1 timeout 60 " MPIRUN " -np 1 %s train --data %s %s %s : -np 1 %s train --data %s %s %s "
+             "> %s/mismatch.log 2>&1",
+             npred_bin, paths[0], paths[1], tail, npred_bin, other, paths[1], tail, base);
+    int rc = system(cmd);
+    rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+    snprintf(p, sizeof p, "%s/mismatch.log", base);
+    CHECK(rc != 0 && rc != 124, "a rank with other data must stop the job: rc %d", rc);
+    CHECK(file_has(p, "the datasets differ between ranks") && file_has(p, "nothing was trained"),
+          "no clear message about the differing dataset in %s", p);
+    double o[16];
+    snprintf(p, sizeof p, "%s/mismatch", base);
+    int rows = read_log(p, o, 16);
+    CHECK(rows == 0, "%d epochs were logged before the dataset check", rows);
 }
 
 static void test_no_mpi_message(void)
@@ -641,9 +696,14 @@ int main(int argc, char **argv)
     RUN(test_cycler_parts);
     RUN(test_sync_batchnorm);
     RUN(test_one_rank_is_plain);
+#ifdef NPRED_MPI_OFF
+    printf("MPI tests left out on purpose: this build was made with make MPI=0\n");
+#else
     RUN(test_mpi_gradient);
     RUN(test_mpi_train);
     RUN(test_mpi_rank_failure);
+    RUN(test_mpi_rank_dataset);
+#endif
     RUN(test_no_mpi_message);
     cleanup();
     return th_summary();

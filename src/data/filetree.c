@@ -262,6 +262,18 @@ static npred_status load_field(npred_dataset *d, npred_zipfs *fs, npred_field f)
             }
         }
         npred_array_free(&a);
+        /* images and responses must be finite (a NaN would poison the loss and every statistic) */
+        if (!s && (f == NPRED_FIELD_IMAGES || f == NPRED_FIELD_RESPONSES)) {
+            const float *row = dst + (size_t)i * fsz;
+            for (size_t k = 0; k < fsz; k++)
+                if (!isfinite(row[k])) {
+                    snprintf(rel, sizeof rel, "data/%s/%lld.npy", fname, (long long)i);
+                    s = npred_errorf(NPRED_ERR_VALUE, "%s: trial %lld: element %zu is %s; %s must be finite",
+                                     npred_zipfs_display(fs, rel, disp, sizeof disp), (long long)i, k,
+                                     isnan(row[k]) ? "NaN" : "infinite", fname);
+                    break;
+                }
+        }
     }
     return s;
 }

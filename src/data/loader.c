@@ -796,6 +796,38 @@ npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, s
 
 size_t npred_loaders_count(const npred_loaders *L) { return L->n; }
 
+/* FNV-1a over 64-bit words (bytes for the tail), enough to tell datasets apart */
+static uint64_t fp_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+    }
+    for (; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+uint64_t npred_loaders_fingerprint(const npred_loaders *L)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = fp_bytes(h, &L->n, sizeof L->n);
+    for (size_t i = 0; i < L->n; i++) {
+        const session *S = &L->s[i];
+        h = fp_bytes(h, S->di.data_key, strlen(S->di.data_key) + 1);
+        h = fp_bytes(h, &S->di.n_trials, sizeof S->di.n_trials);
+        for (int f = 0; f < NPRED_FIELD_COUNT; f++) {
+            const float *x = npred_dataset_field(S->ds, (npred_field)f);
+            if (x) h = fp_bytes(h, x, sizeof(float) * (size_t)(S->di.n_trials * S->di.field_size[f]));
+        }
+        h = fp_bytes(h, npred_dataset_tiers(S->ds), sizeof(npred_tier) * (size_t)S->di.n_trials);
+        h = fp_bytes(h, S->sel, sizeof(int64_t) * (size_t)S->n_sel);
+    }
+    return h;
+}
+
 void npred_loaders_session(const npred_loaders *L, size_t i, npred_session_info *o)
 {
     const session *S = &L->s[i];

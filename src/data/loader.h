@@ -20,6 +20,11 @@ typedef struct cJSON cJSON;
 npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj,
                                           char ***paths, size_t *n_paths);
 
+/* A 64-bit fingerprint of what the loaders feed a trainer: per session its
+ * data_key, trial count, the raw data of every field, the tiers and the
+ * selected neuron rows. Data-parallel ranks compare theirs before training. */
+uint64_t npred_loaders_fingerprint(const npred_loaders *L);
+
 /* ---------------------------------------------------------------- numpy RNG */
 /* numpy.random.RandomState (legacy MT19937), for the seeded neuron/image draws
  * of static_loader: seed(s), permutation(n), choice(n, k, replace=False). */

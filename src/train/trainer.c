@@ -20,6 +20,7 @@
 #include "npred/metrics.h"
 #include "train/scheduler.h"
 #include "npred/dist.h"
+#include "data/loader.h"
 #include "kernels/batchnorm_sync.h"
 #include "readouts/readout.h"
 
@@ -457,6 +458,18 @@ npred_status npred_trainer_set_dist(npred_trainer *t, int sync_bn)
                                     (long long)(last ? last : t->batch_size));
         }
     }
+    /* every rank must train on the same data: compare with rank 0 before anything else */
+    uint64_t fp = npred_loaders_fingerprint(t->L), fp0 = fp;
+    npred_status fst = npred_dist_bcast(&fp0, sizeof fp0, 0);
+    double differs = fp != fp0;
+    if (!fst) fst = npred_dist_allreduce_f64(&differs, 1);
+    if (fst) return npred_error_prefix(fst, "trainer: comparing the ranks' datasets");
+    if (differs > 0)
+        return npred_errorf(NPRED_ERR_ARG,
+                            "trainer: rank %d of %d: the datasets differ between ranks (%g rank(s) read data other "
+                            "than rank 0's; fingerprint here %016llx, rank 0 %016llx): every rank must read the same "
+                            "files (images, responses, tiers, neuron selection); nothing was trained",
+                            r, K, differs, (unsigned long long)fp, (unsigned long long)fp0);
     size_t nz = (size_t)t->batch_size * (size_t)t->max_neurons * 2;
     float *noise = malloc(nz * sizeof(float));
     double *dbuf = malloc((size_t)(5 * t->max_neurons + 1) * sizeof(double));
@@ -650,6 +663,17 @@ static npred_status train_epoch(npred_trainer *t, int64_t epoch)
         if (!has) break;
         double loss = 0;
         if ((st = batch_part(t, &t->batch, Bg, offset, &loss))) break;
+        if (!isfinite(loss)) {
+            /* diverged: stop before the update spreads it; model.safetensors keeps the best so far */
+            st = npred_errorf(NPRED_ERR_VALUE,
+                              "training diverged: the loss is %s in epoch %lld, batch %lld of %lld (session %s) at "
+                              "learning rate %g (lr_init too large?); stopped%s%s%s",
+                              isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)(i + 1),
+                              (long long)n_batches, t->batch.data_key, t->sched.lr,
+                              t->run_dir ? "; the best model so far (objective before this epoch) is in " : "",
+                              t->run_dir ? t->run_dir : "", t->run_dir ? "/model.safetensors" : "");
+            break;
+        }
         if ((i + 1) % t->accum == 0 && (st = optimizer_step(t))) break;
         t->epoch_loss += loss;
         t->epoch_batches++;
