@@ -8,7 +8,7 @@
 REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libhdf5-dev python3 python3-numpy"
 OPT="libopenmpi-dev openmpi-bin"
 if [ "$1" = fuzz ]; then
-    REQ="clang libfuzzer-14-dev libomp-dev"
+    REQ="clang libfuzzer-14-dev libomp-dev python3-numpy"
     OPT=""
 fi
 missing_in() {
