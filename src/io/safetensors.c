@@ -278,6 +278,10 @@ static npred_status parse_header(const unsigned char *data, uint64_t bufsize, co
             }
             continue;
         }
+        if (!e->string[0]) { /* also what a name starting with \u0000 becomes */
+            s = npred_errorf(NPRED_ERR_FORMAT, "%s: a tensor has an empty name", name);
+            break;
+        }
         npred_tensor_dtype dt;
         int nd = 0;
         int64_t shape[NPRED_TENSOR_MAXDIM];
