@@ -27,7 +27,7 @@ static const char *tmp_path(const char *name)
     if (!tmpdir[0]) {
         const char *t = getenv("TMPDIR");
         snprintf(tmpdir, sizeof tmpdir, "%s/npred-test-ckpt-XXXXXX", t && *t ? t : "/tmp");
-        if (!mkdtemp(tmpdir)) tmpdir[0] = 0;
+        if (!CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp %s failed", tmpdir)) tmpdir[0] = 0;
     }
     k = (k + 1) % 4;
     snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);

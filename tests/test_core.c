@@ -12,7 +12,11 @@
 static int core_config(th_case *c, npred_core_config *cc)
 {
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddItemToObject(root, "core", cJSON_Duplicate(th_get(c->json, "args", NULL), 1));
+    cJSON *args = cJSON_Duplicate(th_get(c->json, "args", NULL), 1);
+    cJSON *ref = th_get(c->json, "reference", NULL);
+    if (args && cJSON_IsString(ref) && strstr(ref->valuestring, "SE2dCore") && !cJSON_GetObjectItem(args, "type"))
+        cJSON_AddStringToObject(args, "type", "SE2dCore"); /* the case names its class in "reference" */
+    cJSON_AddItemToObject(root, "core", args);
     npred_model_config m;
     int ok = CHECK_OK(npred_model_config_from_cjson(&m, root, c->name));
     cJSON_Delete(root);
@@ -55,7 +59,12 @@ static void run_case(const char *name)
     {
         int l = atoi(it->string + strlen("features.layer"));
         npred_core_layer *L = &core.L[l];
-        th_compare(&c, "forward", it->valuestring, L->out, (size_t)B * L->cout * L->hout * L->wout);
+        if (strstr(it->string, ".seg_ex_block.se")) { /* the squeeze-excitation scales (B, C) */
+            if (CHECK(L->has_se, "%s: layer %d has no SE block", it->string, l))
+                th_compare(&c, "forward", it->valuestring, L->se_s, (size_t)B * L->cout);
+        } else {
+            th_compare(&c, "forward", it->valuestring, L->out, (size_t)B * L->cout * L->hout * L->wout);
+        }
     }
     th_compare_table(&c, &t, "buffers_after", "forward", "", NULL);
     npred_ptable_zero_grad(&t);
@@ -91,6 +100,10 @@ static void test_tutorial(void) { run_case("stacked2d_tutorial"); }
 static void test_plain_skip(void) { run_case("stacked2d_plain_skip"); }
 static void test_kernlist_padquirk(void) { run_case("stacked2d_kernlist_padquirk"); }
 static void test_linear(void) { run_case("stacked2d_linear"); }
+static void test_se2d_core(void) { run_case("se2d_core"); }
+static void test_independent_bn_bias_false(void) { run_case("stacked2d_independent_bn_bias_false"); }
+static void test_independent_bn_bias_false_nobias(void) { run_case("stacked2d_independent_bn_bias_false_nobias"); }
+static void test_independent_bn_bias_false_noscale(void) { run_case("stacked2d_independent_bn_bias_false_noscale"); }
 
 /* ---- finite differences through a whole core in eval mode and train mode ----
  * Every kernel is checked against a double-precision reference in its own test;
@@ -238,6 +251,10 @@ int main(void)
     RUN(test_plain_skip);
     RUN(test_kernlist_padquirk);
     RUN(test_linear);
+    RUN(test_se2d_core);
+    RUN(test_independent_bn_bias_false);
+    RUN(test_independent_bn_bias_false_nobias);
+    RUN(test_independent_bn_bias_false_noscale);
     RUN(test_fd_depth_separable_eval);
     RUN(test_fd_depth_separable_train);
     RUN(test_fd_skip_dilation_train);

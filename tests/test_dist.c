@@ -90,7 +90,7 @@ static int dataset(void)
 {
     if (paths[0][0]) return 1;
     snprintf(base, sizeof base, "/tmp/npred-test-dist-XXXXXX");
-    if (!mkdtemp(base)) return 0;
+    if (!CHECK(mkdtemp(base) != NULL, "mkdtemp %s failed", base)) return 0;
     return dataset_in(base);
 }
 

@@ -361,7 +361,12 @@ static double model_loss(fd_ctx *k)
     npred_ptable *t = npred_model_table(k->m);
     for (size_t i = 0; i < t->n_buffers; i++) t->bufdata[i] = (float)k->bufs[i];
     float *out = malloc(k->nout * sizeof *out);
-    npred_model_forward(k->m, k->si, k->img, k->pc, k->beh, k->B, k->train, NULL, k->noise, out);
+    /* a failed forward makes the loss NaN, which fails the comparison */
+    if (!CHECK(out != NULL, "out of memory") ||
+        !CHECK_OK(npred_model_forward(k->m, k->si, k->img, k->pc, k->beh, k->B, k->train, NULL, k->noise, out))) {
+        free(out);
+        return NAN;
+    }
     double l = 0;
     for (size_t i = 0; i < k->nout; i++) l += (double)out[i] * k->up[i];
     free(out);
@@ -415,7 +420,7 @@ static void fd_model(const char *cfg, int train, int share)
         float *out = malloc(k.nout * sizeof *out), *dout = malloc(k.nout * sizeof *dout);
         float *dimg = calloc(k.nimg, sizeof *dimg), *dpc = calloc(2 * (size_t)B, sizeof *dpc);
         for (size_t i = 0; i < t->n_buffers; i++) t->bufdata[i] = (float)k.bufs[i];
-        npred_model_forward(m, si, k.img, k.pc, k.beh, B, train, NULL, k.noise, out);
+        CHECK_OK(npred_model_forward(m, si, k.img, k.pc, k.beh, B, train, NULL, k.noise, out));
         memcpy(dout, k.up, k.nout * sizeof *dout);
         CHECK_OK(npred_model_backward(m, dout, 0, dimg, dpc));
         npred_model_regularizer(m, si, 1.0, 0);
@@ -461,7 +466,7 @@ static void fd_model(const char *cfg, int train, int share)
                     double lo = fw < bw ? fw : bw, hi = fw < bw ? bw : fw, slack = 1e-2 * fabs(num) + 2e-3;
                     err = (ga[i] < lo - slack || ga[i] > hi + slack) ? 2 : 0;
                 }
-                if (err > 1) bad++;
+                if (!(err <= 1)) bad++; /* NaN counts as off */
                 if (err > worst) {
                     worst = err;
                     snprintf(worst_name, sizeof worst_name, "%s[%zu]: numeric %.6g analytic %.6g", nm, i, num, ga[i]);

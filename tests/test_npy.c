@@ -15,7 +15,7 @@ static void make_tmpdir(void)
 {
     if (tmpdir[0]) return;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/npred-test-npy-XXXXXX");
-    if (!mkdtemp(tmpdir)) tmpdir[0] = 0;
+    if (!CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp %s failed", tmpdir)) tmpdir[0] = 0;
 }
 
 static void fill_pattern(npred_array *a)

@@ -20,7 +20,7 @@ static void make_base(void)
 {
     if (base[0]) return;
     snprintf(base, sizeof base, "/tmp/npred-test-sim-XXXXXX");
-    if (!mkdtemp(base)) base[0] = 0;
+    if (!CHECK(mkdtemp(base) != NULL, "mkdtemp %s failed", base)) base[0] = 0;
 }
 
 static npred_sim_params small_params(void)

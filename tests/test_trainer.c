@@ -65,7 +65,7 @@ static int dataset(void)
 {
     if (paths[0][0]) return 1;
     snprintf(base, sizeof base, "/tmp/npred-test-trainer-XXXXXX");
-    if (!mkdtemp(base)) return 0;
+    if (!CHECK(mkdtemp(base) != NULL, "mkdtemp %s failed", base)) return 0;
     npred_sim_params p = sim_params();
     char dir[300];
     snprintf(dir, sizeof dir, "%s/data", base);
