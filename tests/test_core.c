@@ -53,7 +53,8 @@ static void run_case(const char *name)
     float *o = th_load_f32(&c, "output.npy", &os);
     CHECK(o && os.count == nout, "output has %zu elements, fixture %zu", nout, os.count);
     free(o);
-    if (os.count == nout) th_compare(&c, "forward", "output.npy", core.output, nout);
+    if (os.count == nout)
+        th_compare_dims(&c, "forward", "output.npy", core.output, TH_DIMS(B, core.out_c, core.out_h, core.out_w));
     cJSON *inter = th_get(c.json, "files", "intermediates", NULL), *it;
     cJSON_ArrayForEach(it, inter)
     {
@@ -61,9 +62,9 @@ static void run_case(const char *name)
         npred_core_layer *L = &core.L[l];
         if (strstr(it->string, ".seg_ex_block.se")) { /* the squeeze-excitation scales (B, C) */
             if (CHECK(L->has_se, "%s: layer %d has no SE block", it->string, l))
-                th_compare(&c, "forward", it->valuestring, L->se_s, (size_t)B * L->cout);
+                th_compare_dims(&c, "forward", it->valuestring, L->se_s, TH_DIMS(B, L->cout));
         } else {
-            th_compare(&c, "forward", it->valuestring, L->out, (size_t)B * L->cout * L->hout * L->wout);
+            th_compare_dims(&c, "forward", it->valuestring, L->out, TH_DIMS(B, L->cout, L->hout, L->wout));
         }
     }
     th_compare_table(&c, &t, "buffers_after", "forward", "", NULL);
@@ -81,11 +82,12 @@ static void run_case(const char *name)
         CHECK_OK(npred_core_backward(&core, &t, up, dx));
         const char *skip[] = {"input", NULL};
         th_compare_table(&c, &t, "grads", "grads", "", skip);
-        if (th_get(c.json, "files", "grads", "input", NULL)) th_compare(&c, "grads", "grads/input.npy", dx, xs.count);
+        if (th_get(c.json, "files", "grads", "input", NULL))
+            th_compare_dims(&c, "grads", "grads/input.npy", dx, xs.ndim, xs.shape);
     }
     /* eval after the train step: running stats as updated */
     CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
-    th_compare(&c, "forward", "output_eval.npy", core.output, nout);
+    th_compare_dims(&c, "forward", "output_eval.npy", core.output, TH_DIMS(B, core.out_c, core.out_h, core.out_w));
     free(up);
     free(dx);
 out:
