@@ -101,7 +101,7 @@ $(DEPS_OK): FORCE
 
 # The library, tests and benchmarks see the internal headers (src/); the CLI and
 # the examples are compiled with the public ones (include/npred/) only.
-$(BUILD)/obj/src/%.o $(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o: CFLAGS += -Isrc
+$(BUILD)/obj/src/%.o $(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o $(BUILD)/obj/fuzz/%.o: CFLAGS += -Isrc
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(dir $@)

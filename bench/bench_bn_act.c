@@ -10,6 +10,7 @@
 #include "kernels/batchnorm.h"
 #include "kernels/linear.h"
 #include "kernels/pool.h"
+#include "bench_check.h"
 
 enum { B = 32, C = 64, H = 36, W = 64, N = B * C * H * W, REPS = 7 };
 
@@ -30,16 +31,16 @@ static float *x, *y, *dy, *dx, g[C], bt[C], rm[C], rv[C], dg[C], db[C];
 static double sm[C], si[C];
 static float *lw, *ly, *ldx, *ldw;
 
-static void bn_fwd(void) { npred_batchnorm2d_forward(y, sm, si, rm, rv, NULL, x, g, bt, B, C, H, W, 1, 0.1, 1e-5); }
-static void bn_bwd(void) { npred_batchnorm2d_backward(dx, dg, db, dy, x, g, sm, si, B, C, H, W, 1); }
+static void bn_fwd(void) { BENCH_OK(npred_batchnorm2d_forward(y, sm, si, rm, rv, NULL, x, g, bt, B, C, H, W, 1, 0.1, 1e-5)); }
+static void bn_bwd(void) { BENCH_OK(npred_batchnorm2d_backward(dx, dg, db, dy, x, g, sm, si, B, C, H, W, 1)); }
 static void elu_fwd(void) { npred_elu_forward(y, x, N); }
 static void elu_bwd(void) { npred_elu_backward(dx, dy, x, N); }
-static void pool_fwd(void) { npred_avgpool2d_forward(y, x, B, C, H, W, 2); }
-static void pool_bwd(void) { npred_avgpool2d_backward(dx, dy, B, C, H, W, 2); }
+static void pool_fwd(void) { BENCH_OK(npred_avgpool2d_forward(y, x, B, C, H, W, 2)); }
+static void pool_bwd(void) { BENCH_OK(npred_avgpool2d_backward(dx, dy, B, C, H, W, 2)); }
 /* a shifter/grid-predictor sized linear: (B*H*W/16, 64) -> 128 */
 enum { LB = B * H * W / 16, LI = 64, LO = 128 };
-static void lin_fwd(void) { npred_linear_forward(ly, x, lw, bt, LB, LI, LO); }
-static void lin_bwd(void) { npred_linear_backward(ldx, ldw, NULL, dy, x, lw, LB, LI, LO); }
+static void lin_fwd(void) { BENCH_OK(npred_linear_forward(ly, x, lw, bt, LB, LI, LO)); }
+static void lin_bwd(void) { BENCH_OK(npred_linear_backward(ldx, ldw, NULL, dy, x, lw, LB, LI, LO)); }
 
 static void bench(const char *name, void (*fn)(void), double bytes, double flops)
 {

@@ -16,6 +16,7 @@
 #include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
+#include "bench_check.h"
 #endif
 
 #define REPS 3
@@ -69,7 +70,7 @@ static double time_op(bench_case *k, int op)
     }
     for (int r = 0; r < REPS; r++) {
         double t0 = now();
-        run_op(k, op);
+        BENCH_OK(run_op(k, op));
         t[r] = now() - t0;
     }
     qsort(t, REPS, sizeof t[0], cmp_double);
@@ -100,7 +101,7 @@ static void bench(int B, int h, int w)
         k.grid[i] = (float)((s >> 40) * (2.0 / (1 << 24))) - 1.0f; /* readout grid in [-1, 1] */
     }
     for (size_t i = 0; i < no; i++) k.dout[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
-    run_op(&k, TO_NHWC);
+    BENCH_OK(run_op(&k, TO_NHWC));
 
     const double pts = (double)B * k.n;
     const double mac_f = pts * 4 * k.C, mac_b = pts * 10 * k.C;

@@ -13,6 +13,7 @@
 #include <zip.h>
 
 #include "npred/data.h"
+#include "bench_check.h"
 
 enum { NT = 6000, C = 1, H = 144, W = 256, NN = 8000, BS = 128 };
 
@@ -78,7 +79,7 @@ static int write_session(const char *path, const char *top)
     /* meta */
     const char *tn[4] = {"train", "validation", "test", "final_test"};
     npred_array tiers;
-    npred_array_alloc(&tiers, NPRED_DT_STR_U, 40, 1, nsh);
+    BENCH_OK(npred_array_alloc(&tiers, NPRED_DT_STR_U, 40, 1, nsh));
     int64_t *ids = malloc(sizeof(int64_t) * NT);
     for (int t = 0; t < NT; t++) {
         const char *s = tn[t % 10 < 7 ? 0 : t % 10 == 7 ? 1 : 2];

@@ -21,6 +21,7 @@
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
 #include "model/model.h"
+#include "bench_check.h"
 
 static double now(void)
 {
@@ -131,14 +132,14 @@ static void core_kernels(npred_model *m, int B, int reps, stages *st)
         if (L->fused) continue;
         for (int r = 0; r < reps; r++) {
             double t0 = now();
-            npred_act_forward(L->a, L->u, n, &core->act);
+            BENCH_OK(npred_act_forward(L->a, L->u, n, &core->act));
             tt[r] = now() - t0;
         }
         st->act_f[l] = 1e3 * median(tt, reps);
         for (int r = 0; r < reps; r++) {
             memset(core->g[1], 0, n * sizeof(float));
             double t0 = now();
-            npred_act_backward(core->g[1], core->g[0], L->u, L->a, n, &core->act);
+            BENCH_OK(npred_act_backward(core->g[1], core->g[0], L->u, L->a, n, &core->act));
             tt[r] = now() - t0;
         }
         st->act_b[l] = 1e3 * median(tt, reps);
@@ -188,14 +189,14 @@ static void run(const char *name, const char *config, int H, int W, int n, int B
     size_t nc = (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w;
     for (int r = 0; r < reps; r++) {
         double a = now();
-        npred_core_forward(&m->core, t, x, B, 1);
+        BENCH_OK(npred_core_forward(&m->core, t, x, B, 1));
         double b = now();
-        npred_readout_forward(&se->ro, t, se->y, m->core.output, NULL, B, 1, &rng, NULL);
+        BENCH_OK(npred_readout_forward(&se->ro, t, se->y, m->core.output, NULL, B, 1, &rng, NULL));
         double c = now();
         memset(m->dcore, 0, nc * sizeof(float));
         npred_readout_backward(&se->ro, t, dout, m->dcore, NULL);
         double d = now();
-        npred_core_backward(&m->core, t, m->dcore, NULL);
+        BENCH_OK(npred_core_backward(&m->core, t, m->dcore, NULL));
         double e = now();
         cf[r] = b - a, rf[r] = c - b, rb[r] = d - c, cb[r] = e - d;
     }

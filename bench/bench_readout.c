@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "readouts/readout.h"
+#include "bench_check.h"
 
 static double now(void)
 {
@@ -41,7 +42,7 @@ static void bench(const char *name, npred_readout_type type, int C, int H, int W
         int iters = 0;
         double t0 = now(), t1 = t0;
         while (iters < 2 || (t1 - t0 < budget && iters < 200)) {
-            npred_readout_forward(&r, &t, y, x, NULL, B, mode, &rng, NULL);
+            BENCH_OK(npred_readout_forward(&r, &t, y, x, NULL, B, mode, &rng, NULL));
             if (mode) {
                 memset(dx, 0, nx * sizeof *dx);
                 npred_readout_backward(&r, &t, dy, dx, NULL);

@@ -9,6 +9,7 @@
 #include "train/adam.h"
 #include "train/loss.h"
 #include "npred/metrics.h"
+#include "bench_check.h"
 
 static double now(void)
 {
@@ -29,7 +30,7 @@ static int cmp(const void *a, const void *b)
         double t_[REPS];                                                               \
         for (int r_ = 0; r_ < REPS; r_++) {                                            \
             double t0_ = now();                                                        \
-            stmt;                                                                      \
+            BENCH_OK(stmt);                                                            \
             t_[r_] = now() - t0_;                                                      \
         }                                                                              \
         qsort(t_, REPS, sizeof(double), cmp);                                          \
@@ -55,7 +56,7 @@ int main(void)
     float *p = calloc((size_t)P, sizeof(float)), *g = malloc(sizeof(float) * P);
     for (int64_t i = 0; i < P; i++) g[i] = (float)((i % 17) - 8) * 1e-3f;
     npred_adam opt;
-    npred_adam_init(&opt, (size_t)P, NULL);
+    BENCH_OK(npred_adam_init(&opt, (size_t)P, NULL));
     TIME("adam step (1.5 M parameters)", npred_adam_step(&opt, p, g));
     npred_adam_free(&opt);
 
@@ -69,7 +70,7 @@ int main(void)
     for (int64_t t = 0; t < T; t++) ids[t] = t % 100;
     double *c = malloc(sizeof(double) * n), *fev = malloc(sizeof(double) * n), *feve = malloc(sizeof(double) * n);
     npred_metrics_repeats rep;
-    npred_metrics_repeats_init(&rep, ids, T);
+    BENCH_OK(npred_metrics_repeats_init(&rep, ids, T));
     TIME("single-trial corr (1000 x 8000)", npred_metrics_corr(c, r, q, T, n, 1e-8, 1));
     TIME("fev + feve (1000 x 8000, 100 images x 10)", npred_metrics_fev(fev, feve, r, q, &rep, n));
     npred_metrics_repeats_free(&rep);

@@ -18,6 +18,7 @@
 #include "readouts/readout.h"
 #include "train/adam.h"
 #include "train/loss.h"
+#include "bench_check.h"
 
 static double now(void)
 {
@@ -53,7 +54,7 @@ int main(void)
     npred_adam adam;
     npred_adam_params ap = npred_adam_default_params();
     ap.lr = 0.009;
-    npred_adam_init(&adam, t->n_params, &ap);
+    BENCH_OK(npred_adam_init(&adam, t->n_params, &ap));
     double k = sqrt((double)TOTAL / B);
 
     printf("SENSORIUM baseline (sota config), 36x64, batch %d, %d neurons, %zu parameters, %d threads\n", B, N,
@@ -63,15 +64,15 @@ int main(void)
     for (int r = 0; r <= reps; r++) {
         double t0 = now();
         npred_ptable_zero_grad(t);
-        npred_model_forward(m, 0, x, NULL, NULL, B, 1, &rng, NULL, yhat);
+        BENCH_OK(npred_model_forward(m, 0, x, NULL, NULL, B, 1, &rng, NULL, yhat));
         double loss;
-        npred_loss_poisson_forward(&loss, yhat, y, B, N, NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+        BENCH_OK(npred_loss_poisson_forward(&loss, yhat, y, B, N, NPRED_LOSS_SUM, NPRED_POISSON_EPS));
         memset(dy, 0, sizeof(float) * B * N);
-        npred_loss_poisson_backward(dy, &k, yhat, y, B, N, NPRED_LOSS_SUM, NPRED_POISSON_EPS);
-        npred_model_backward(m, dy, 0, NULL, NULL);
+        BENCH_OK(npred_loss_poisson_backward(dy, &k, yhat, y, B, N, NPRED_LOSS_SUM, NPRED_POISSON_EPS));
+        BENCH_OK(npred_model_backward(m, dy, 0, NULL, NULL));
         npred_core_regularizer(&m->core, t, 1.0);
         npred_readout_regularizer(&m->s[0].ro, t, 1.0);
-        npred_adam_step(&adam, t->data, t->grad);
+        BENCH_OK(npred_adam_step(&adam, t->data, t->grad));
         double dt = now() - t0;
         if (r == 0) continue; /* warm-up */
         sum += dt;
@@ -82,7 +83,7 @@ int main(void)
     double ev = 1e30;
     for (int r = 0; r < 3; r++) {
         double t0 = now();
-        npred_model_forward(m, 0, x, NULL, NULL, B, 0, NULL, NULL, yhat);
+        BENCH_OK(npred_model_forward(m, 0, x, NULL, NULL, B, 0, NULL, NULL, yhat));
         double dt = now() - t0;
         if (r > 0 && dt < ev) ev = dt;
     }
