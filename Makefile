@@ -79,7 +79,7 @@ BENCHES   := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 DEPS_OK   := $(BUILD)/.deps-ok
 
 .SECONDARY:
-.PHONY: all lib test sanitize debug bench demo deps install clean fuzz fuzz-build FORCE
+.PHONY: all lib test sanitize tsan debug bench demo deps install clean fuzz fuzz-build FORCE
 ifeq ($(MPI_MODE),mpi)
 # programs that may run under mpirun link the MPI backend and enable it
 MPI_LIBS   := $(BUILD)/libnpred_mpi.a
@@ -184,6 +184,17 @@ sanitize debug:
 	@$(MAKE) --no-print-directory test BUILD=build-san OPT="-O1 -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
+# The suite under ThreadSanitizer (docs/reliability.md): clang with LLVM's
+# OpenMP runtime, whose Archer tool tells TSan about OpenMP's synchronisation;
+# OpenBLAS single-threaded (its own threads are not instrumented); without MPI
+# and the Python tests (an uninstrumented interpreter cannot load a TSan library).
+ARCHER ?= $(firstword $(wildcard /usr/lib/llvm-*/lib/libarcher.so))
+tsan:
+	@sh scripts/deps.sh fuzz
+	@OMP_TOOL_LIBRARIES=$(ARCHER) OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1" \
+	    $(MAKE) --no-print-directory test BUILD=build-tsan CC=clang MPI=0 PY_TESTS= \
+	    OPT="-O1 -g -fno-omit-frame-pointer -Wno-psabi" SAN="-fsanitize=thread"
+
 bench: $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
 
@@ -196,7 +207,7 @@ FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recove
 fuzz:
 	@sh scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory fuzz-build BUILD=build-fuzz CC=clang MPI=0 \
-	    OPT="-O1 -fno-omit-frame-pointer" SAN="$(FUZZ_SAN)"
+	    OPT="-O1 -fno-omit-frame-pointer -Wno-psabi" SAN="$(FUZZ_SAN)"
 	@sh scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
@@ -247,6 +258,6 @@ endif
 	fi
 
 clean:
-	rm -rf $(BUILD) build build-san build-fuzz
+	rm -rf $(BUILD) build build-san build-fuzz build-tsan
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
