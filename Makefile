@@ -188,11 +188,12 @@ sanitize debug:
 # OpenMP runtime, whose Archer tool tells TSan about OpenMP's synchronisation;
 # OpenBLAS single-threaded (its own threads are not instrumented); without MPI
 # and the Python tests (an uninstrumented interpreter cannot load a TSan library);
-# tests/tsan.supp names the one report inside libomp itself.
+# libomp itself is not instrumented (ignore_noninstrumented_modules, as Archer
+# asks), and tests/tsan.supp names the one report inside its thread start-up.
 ARCHER ?= $(firstword $(wildcard /usr/lib/llvm-*/lib/libarcher.so))
 tsan:
 	@sh scripts/deps.sh fuzz
-	@OMP_TOOL_LIBRARIES=$(ARCHER) OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	@OMP_TOOL_LIBRARIES=$(ARCHER) OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 ignore_noninstrumented_modules=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	    $(MAKE) --no-print-directory test BUILD=build-tsan CC=clang MPI=0 PY_TESTS= \
 	    OPT="-O1 -g -fno-omit-frame-pointer -Wno-psabi" SAN="-fsanitize=thread"
 
