@@ -170,7 +170,8 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libnpred.a
 	$(CC) $(SAN) -o $@ $< $(BUILD)/libnpred.a $(LDLIBS)
 
 # Under the sanitizers Python loads the instrumented libnpred.so with the sanitizer
-# runtimes preloaded (leak checking off: the interpreter itself keeps memory at exit).
+# runtimes preloaded (leak checking off: the interpreter itself keeps memory at exit;
+# no quarantine, so that the tests of flat memory over open/free cycles measure npred).
 PY_PRELOAD = $(if $(SAN),$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so))
 
 # test_install runs `make install` with these settings into a temporary prefix

@@ -8,7 +8,7 @@ run_one() {
     case $1 in
     *.py)
         if [ -n "$NPRED_PY_PRELOAD" ]; then
-            LD_PRELOAD="$NPRED_PY_PRELOAD" ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=python \
+            LD_PRELOAD="$NPRED_PY_PRELOAD" ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=0 PYTHONPATH=python \
                 NPRED_LIBRARY="$build/libnpred.so" NPRED_BUILD="$build" /usr/bin/python3 "$1"
         else
             PYTHONPATH=python NPRED_LIBRARY="$build/libnpred.so" NPRED_BUILD="$build" /usr/bin/python3 "$1"

@@ -10,13 +10,15 @@ See docs/python.md. The library is found in the repository's build/ folder, next
 to an installed package, or at the path in the NPRED_LIBRARY environment variable."""
 from ._lib import (ArgumentError, ConfigError, Error, FileError, FormatError, Interrupted, InvalidValueError,
                    ShapeError, UnsupportedError, lib_path, set_thread_count as set_threads,
-                   thread_count as threads)
+                   thread_count as threads, version as __version__)
 from .data import Batch, Dataset, Loaders
 from .model import Model
+from .insilico import mei, rf, tuning
 from .train import Evaluation, TrainResult, evaluate, simulate, train
 
 TIERS = ("train", "validation", "test", "final_test")
 
-__all__ = ["Dataset", "Loaders", "Batch", "Model", "train", "evaluate", "simulate", "Evaluation", "TrainResult",
+__all__ = ["Dataset", "Loaders", "Batch", "Model", "train", "evaluate", "simulate", "mei", "rf", "tuning", "Evaluation", "TrainResult",
            "Error", "FileError", "FormatError", "ShapeError", "ConfigError", "InvalidValueError", "ArgumentError",
-           "UnsupportedError", "Interrupted", "set_threads", "threads", "lib_path", "TIERS"]
+           "UnsupportedError", "Interrupted", "set_threads", "threads", "lib_path", "TIERS",
+           "__version__"]

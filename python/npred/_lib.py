@@ -115,6 +115,8 @@ def _fn(name, restype, *argtypes):
 _fn("npred_last_error", c_char_p)
 _fn("npred_status_str", c_char_p, c_int)
 _fn("npred_clear_error", None)
+_fn("npred_version", c_char_p)
+version = lib.npred_version().decode()
 
 
 def last_error():

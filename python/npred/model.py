@@ -277,6 +277,14 @@ class Model:
             L.check(lib.npred_model_predict(self._h, key, L.fptr(x), B, L.fptr(pc), L.fptr(bh), L.fptr(out)))
         return out
 
+    def input_gradient(self, images, session=None, weights=None, pupil_center=None, behavior=None):
+        """Input gradient (eval mode): returns (gradient (B, C, H, W), rates (B, n)) with
+        gradient[b] = d(sum_j weights[b, j] * rate[b, j]) / d images[b]; weights
+        (B, n) default to ones (the population). A one-hot row gives one neuron's
+        gradient. See npred.mei / npred.rf for the experiments built on it."""
+        from .insilico import input_gradient
+        return input_gradient(self, images, session, weights, pupil_center, behavior)
+
     # ---- saving
     def save(self, path):
         """Write path/model.safetensors (a folder), or the file itself when path ends

@@ -187,6 +187,13 @@ def test_checkpoint_pth():
     check("FullGaussian2d" in m.describe(), "describe")
 
 
+def test_version():
+    """npred.__version__ is the library's npred_version(), the one `npred --version` prints."""
+    rc, out = sh(NPRED_BIN, "--version")
+    check(npred.__version__ in out and npred.__version__.count(".") == 2, "version %r vs %r"
+          % (npred.__version__, out.strip()))
+
+
 def test_threads():
     """set_threads acts (per calling thread) and is checked; predictions do not depend on it."""
     rng = np.random.default_rng(6)
@@ -237,6 +244,6 @@ def test_no_leak_on_repeated_open():
 
 if __name__ == "__main__":
     for t in (test_every_model_equals_c_predict, test_zero_copy_predict, test_errors_are_exceptions,
-              test_checkpoint_pth, test_plan_and_counts, test_threads, test_no_leak_on_repeated_open):
+              test_checkpoint_pth, test_plan_and_counts, test_version, test_threads, test_no_leak_on_repeated_open):
         run(t)
     sys.exit(summary())
