@@ -49,6 +49,7 @@ static int sizes(void)
     printf("npred_dataset_info %zu\n", sizeof(npred_dataset_info));
     printf("npred_dataset_stats %zu\n", sizeof(npred_dataset_stats));
     printf("npred_session_info %zu\n", sizeof(npred_session_info));
+    printf("npred_normalizer_info %zu\n", sizeof(npred_normalizer_info));
     printf("npred_batch %zu\n", sizeof(npred_batch));
     printf("npred_loader_config %zu\n", sizeof(npred_loader_config));
     printf("npred_loader_iter %zu\n", sizeof(npred_loader_iter));

@@ -240,6 +240,12 @@ class Batch(ctypes.Structure):
                 ("info", P(P(c_float))), ("trials", P(c_int64))]
 
 
+class NormalizerInfo(ctypes.Structure):
+    _fields_ = [("active", c_int), ("inputs_mean", c_float), ("inputs_std", c_float),
+                ("response_precision", P(c_float)), ("behavior_precision", P(c_float)), ("eye_mean", P(c_float)),
+                ("eye_std", P(c_float))]
+
+
 # Structs the package only passes by pointer: opaque, generously sized buffers
 # (tests/python check that the C sizes fit).
 LOADER_CONFIG_BYTES = 4096
@@ -269,6 +275,7 @@ _fn("npred_loaders_free", None, c_void_p)
 _fn("npred_loaders_count", c_size_t, c_void_p)
 _fn("npred_loaders_session", None, c_void_p, c_size_t, P(SessionInfo))
 _fn("npred_loaders_find", c_int, c_void_p, c_char_p)
+_fn("npred_loaders_normalizer", None, c_void_p, c_size_t, P(NormalizerInfo))
 _fn("npred_batch_init", c_int, P(Batch), c_void_p, c_int64)
 _fn("npred_batch_free", None, P(Batch))
 _fn("npred_loaders_get", c_int, c_void_p, c_size_t, P(c_int64), c_int64, P(Batch))

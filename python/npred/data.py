@@ -313,6 +313,27 @@ class Loaders:
                           "batches": si.tier_batches[i]} for i, t in enumerate(L.TIERS)},
         }
 
+    def normalizer(self, session=None):
+        """The NeuroNormalizer constants of a session: None without normalize, else a
+        dict with inputs_mean, inputs_std and the arrays response_precision (every
+        neuron of the scan, before the selection), behavior_precision, eye_mean,
+        eye_std (None where that field is not normalized)."""
+        s = self._index(session)
+        ni = L.NormalizerInfo()
+        lib.npred_loaders_normalizer(self._h, s, ctypes.byref(ni))
+        if not ni.active:
+            return None
+        si = self._info(s)
+        info = L.DatasetInfo()
+        lib.npred_dataset_get_info(si.dataset, ctypes.byref(info))
+        beh = info.field_size[L.FIELDS.index("behavior")]
+        eye = info.field_size[L.FIELDS.index("pupil_center")]
+        arr = lambda p, n: L.copy_out(p, (n,), L.c_float, np.float32) if p else None  # noqa: E731
+        return {"inputs_mean": float(ni.inputs_mean), "inputs_std": float(ni.inputs_std),
+                "response_precision": arr(ni.response_precision, info.n_neurons),
+                "behavior_precision": arr(ni.behavior_precision, beh),
+                "eye_mean": arr(ni.eye_mean, eye), "eye_std": arr(ni.eye_std, eye)}
+
     def _new_batch(self):
         b = L.Batch()
         L.check(lib.npred_batch_init(ctypes.byref(b), self._h, 0))

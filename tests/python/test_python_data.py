@@ -30,6 +30,7 @@ def test_struct_sizes():
     sizes = dict((l.split()[0], int(l.split()[1])) for l in out.splitlines() if l.strip())
     mirrors = {"npred_rng": _lib.Rng, "npred_array": _lib.Array, "npred_dataset_info": _lib.DatasetInfo,
                "npred_dataset_stats": _lib.DatasetStats, "npred_session_info": _lib.SessionInfo,
+               "npred_normalizer_info": _lib.NormalizerInfo,
                "npred_batch": _lib.Batch, "npred_model_session": _lib.ModelSession,
                "npred_trainer_batch_info": _lib.TrainerBatchInfo, "npred_trainer_epoch_info": _lib.TrainerEpochInfo,
                "npred_trainer_callbacks": _lib.TrainerCallbacks, "npred_trainer_result": _lib.TrainerResult,
@@ -164,6 +165,13 @@ def test_loaders_session_get_repeats():
     b = L.get([0, 3])
     ref = next(L.batches("validation"))
     check_equal(b.images, ref.images[:2], "get == the validation batch's first rows")
+    nz = L.normalizer()
+    for k in ("response_precision", "behavior_precision", "eye_mean", "eye_std"):
+        check_close(nz[k], np.load(os.path.join(MINI, "expected_a", "normalizer", k + ".npy")), 1e-6, 0,
+                    "normalizer %s vs the PyTorch NeuroNormalizer" % k)
+    check(abs(nz["inputs_mean"] - 132.7342987060547) < 1e-4 and abs(nz["inputs_std"] - 64.11860656738281) < 1e-4,
+          "inputs mean/std %s %s" % (nz["inputs_mean"], nz["inputs_std"]))
+    check(npred.Loaders([ZIP], batch_size=2, normalize=False).normalizer() is None, "no normalizer")
     groups = L.repeats("test")
     ids = npred.Dataset(ZIP).image_ids
     check(len(groups) == 5 and all(len(g) == 2 for g in groups), "5 images x 2 repeats")
