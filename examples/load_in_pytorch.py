@@ -265,6 +265,54 @@ class PointPooled2d(nn.Module):
         return y + self.bias if self.bias is not None else y
 
 
+class Pyramid(nn.Module):
+    """The fixed-filter Laplacian pyramid of PointPyramid2d (its buffer `filter`)."""
+
+    def __init__(self, k, scale_n, downsample):
+        super().__init__()
+        self.register_buffer("filter", torch.zeros(k, k))
+        self.k, self.scale_n, self.downsample = k, scale_n, downsample
+
+    def forward(self, img):
+        c, k, p = img.shape[1], self.k, self.k // 2
+        f = self.filter.expand(c, 1, k, k)
+        levels = []
+        for _ in range(self.scale_n):
+            smooth = F.conv2d(img, f, padding=p, groups=c)
+            if self.downsample:
+                lo = smooth[:, :, ::2, ::2]
+                op = tuple(img.shape[d] - ((lo.shape[d] - 1) * 2 - 2 * p + k) for d in (2, 3))
+                lo2 = 4 * F.conv_transpose2d(lo, f, stride=2, padding=p, output_padding=op, groups=c)
+            else:
+                lo = lo2 = smooth
+            levels.append(img - lo2)
+            img = lo
+        return levels + [img]
+
+
+class PointPyramid2d(nn.Module):
+    def __init__(self, r, c, n, prefix, state):
+        super().__init__()
+        S = r.get("scale_n", 4)
+        self.positive, self.align_corners = r.get("positive", False), r.get("align_corners", True)
+        self.gauss_pyramid = Pyramid(state[prefix + "gauss_pyramid.filter"].shape[0], S, r.get("downsample", True))
+        self.grid = nn.Parameter(torch.zeros(1, n, 1, 2))
+        self.features = nn.Parameter(torch.zeros(1, c * (S + 1), 1, n))
+        self.bias = nn.Parameter(torch.zeros(n)) if prefix + "bias" in state else None
+        self.n = n
+
+    def forward(self, x, shift=None):
+        B = x.shape[0]
+        grid = self.grid.clamp(-1, 1).expand(B, self.n, 1, 2)
+        if shift is not None:
+            grid = grid + shift[:, None, None, :]
+        y = torch.cat([F.grid_sample(lv, grid, align_corners=self.align_corners) for lv in self.gauss_pyramid(x)],
+                      dim=1).squeeze(-1)
+        f = self.features.clamp(min=0) if self.positive else self.features
+        y = (y * f.view(1, -1, self.n)).sum(1)
+        return y + self.bias if self.bias is not None else y
+
+
 class AttentionReadout(nn.Module):
     def __init__(self, r, c, n, prefix, state):
         super().__init__()
@@ -289,7 +337,7 @@ class AttentionReadout(nn.Module):
 
 
 READOUTS = {"FullGaussian2d": FullGaussian2d, "Gaussian2d": Gaussian2d, "FullFactorized2d": FullFactorized2d,
-            "PointPooled2d": PointPooled2d, "AttentionReadout": AttentionReadout}
+            "PointPooled2d": PointPooled2d, "PointPyramid2d": PointPyramid2d, "AttentionReadout": AttentionReadout}
 
 
 # ------------------------------------------------------------------ shifter, modulator, encoder
@@ -424,6 +472,10 @@ def selftest():
                                                             constrain_pos=True),
         "FullFactorized2d shared features": dict(base, readout_type="FullFactorized2d", share_features=True),
         "PointPooled2d + MLP shifter": dict(base, readout_type="PointPooled2d", shifter=True),
+        "PointPyramid2d + MLP shifter": dict(base, readout_type="PointPyramid2d", shifter=True, scale_n=2),
+        "PointPyramid2d gauss3x3, no downsample, positive": dict(base, readout_type="PointPyramid2d", scale_n=3,
+                                                                pyramid_type="gauss3x3", downsample=False,
+                                                                positive=True),
         "AttentionReadout": dict(base, readout_type="AttentionReadout"),
         "AttentionReadout, 2 layers, kernel 3": dict(base, readout_type="AttentionReadout", attention_layers=2,
                                                      attention_kernel=3),
