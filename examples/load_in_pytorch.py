@@ -83,6 +83,9 @@ class Stacked2dCore(nn.Module):
 
     def __init__(self, c, state):
         super().__init__()
+        if c.get("neuralpredictors", "0.3.0") != "0.3.0":
+            raise SystemExit("load_in_pytorch: the core has neuralpredictors %r's structure; only 0.3.0's is "
+                             "built here" % c["neuralpredictors"])
         if c.get("stride", 1) != 1 or not c.get("batch_norm_scale", True) or not c.get("independent_bn_bias", True):
             raise SystemExit("load_in_pytorch: stride, batch_norm_scale=false or independent_bn_bias=false "
                              "cores are not handled here")
