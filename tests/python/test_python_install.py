@@ -14,7 +14,7 @@ def test_installed_package():
     stage = tmpdir()
     try:
         args = ["make", "--no-print-directory", "install", "PREFIX=/opt/npred", "DESTDIR=" + stage, "BUILD=" + BUILD]
-        for var, env in (("OPT", "NPRED_OPT"), ("SAN", "NPRED_SAN")):
+        for var, env in (("OPT", "NPRED_OPT"), ("SAN", "NPRED_SAN"), ("MPI", "NPRED_MPI")):
             if os.environ.get(env) is not None:
                 args.append("%s=%s" % (var, os.environ[env]))
         p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
