@@ -1,6 +1,7 @@
 """`make install DESTDIR=...` installs the Python package beside the library, and
 the installed package finds the installed libnpred.so.0 by itself (no
 NPRED_LIBRARY, no repository on the path) and works."""
+import glob
 import os
 import shutil
 import subprocess
@@ -20,8 +21,12 @@ def test_installed_package():
         p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if not check(p.returncode == 0, "make install: %s" % p.stdout.decode()[-1500:]):
             return
-        site = os.path.join(stage, "opt", "npred", "lib", "python3", "dist-packages")
-        check(os.path.exists(os.path.join(site, "npred", "__init__.py")), "package installed under %s" % site)
+        # <prefix>/lib/python3[.X]/dist-packages (the Makefile's PYTHONDIR)
+        sites = glob.glob(os.path.join(stage, "opt", "npred", "lib", "python3*", "dist-packages"))
+        if not check(len(sites) == 1 and os.path.exists(os.path.join(sites[0], "npred", "__init__.py")),
+                     "package installed: %s" % sites):
+            return
+        site = sites[0]
         env = {k: v for k, v in os.environ.items() if k not in ("NPRED_LIBRARY", "PYTHONPATH")}
         env["PYTHONPATH"] = site
         code = ("import npred, os, numpy as np\n"
