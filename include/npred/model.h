@@ -84,6 +84,22 @@ NPRED_API npred_status npred_model_open(npred_model **out, const char *path, int
 NPRED_API npred_status npred_model_predict(npred_model *m, const char *key, const float *images, int B,
                                  const float *pupil_center, const float *behavior, float *out);
 
+/* Input gradient (in-silico experiments: MEIs, gradient receptive fields).
+ * For images (B, C, H, W), eval-mode rates r (B, n) of session `key` and
+ *     grad_out[b] = d( sum_j weights[b, j] * r[b, j] ) / d images[b]      (B, C, H, W)
+ * i.e. one objective per image: a one-hot row gives one neuron's gradient, a dense
+ * row a population or a difference of neurons. rates_out (B, n) may be NULL.
+ * pupil_center (B, 2) / behavior (B, k) as in npred_model_predict. Any B works
+ * (chunks of max_batch). No parameter gradient is computed and the model's
+ * gradient buffer is left untouched: only the input gradient is propagated
+ * (BatchNorm in eval mode, Gaussian readouts at their means).
+ * Threads: the kernels use OpenMP inside one call. A model keeps its activations,
+ * so calls on the SAME model must not overlap; concurrent callers open one model
+ * each (npred_model_open), which is safe. */
+npred_status npred_model_input_gradient(npred_model *m, const char *key, const float *images, int B,
+                                        const float *pupil_center, const float *behavior, const float *weights,
+                                        float *grad_out, float *rates_out);
+
 /* Introspection */
 NPRED_API int npred_model_n_sessions(const npred_model *m);
 NPRED_API const char *npred_model_session_key(const npred_model *m, int i);

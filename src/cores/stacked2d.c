@@ -558,6 +558,8 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
 {
     npred_conv2d_params p = L->cp[i];
     p.n = B;
+    if (L->weff && t->grads_off) /* input gradient only */
+        return npred_conv2d_backward(dx, NULL, NULL, dy, x, L->weff, &p, core->ws, core->ws_bytes);
     if (L->weff) { /* Hermite layer: weight gradient into dweff, then back to the coefficients */
         memset(L->dweff, 0, sizeof(float) * (size_t)L->cout * L->cin * L->k * L->k);
         npred_status s = npred_conv2d_backward(dx, L->dweff, NULL, dy, x, L->weff, &p, core->ws, core->ws_bytes);
@@ -630,15 +632,17 @@ static void se_backward(npred_core_layer *L, npred_ptable *t, const float *dout,
                 o[i] = d[i] * s[c];
             }
             dq[c] = ds * s[c] * (1.0 - s[c]);
-            gb2[c] += (float)dq[c];
-            for (int j = 0; j < hid; j++) gw2[(size_t)c * hid + j] += (float)(dq[c] * h[j]);
+            if (gb2) gb2[c] += (float)dq[c];
+            if (gw2)
+                for (int j = 0; j < hid; j++) gw2[(size_t)c * hid + j] += (float)(dq[c] * h[j]);
         }
         for (int j = 0; j < hid; j++) {
             double acc = 0;
             for (int c = 0; c < C; c++) acc += dq[c] * w2[(size_t)c * hid + j];
             dh[j] = h[j] > 0 ? acc : 0;
-            gb1[j] += (float)dh[j];
-            for (int c = 0; c < C; c++) gw1[(size_t)j * C + c] += (float)(dh[j] * pool[c]);
+            if (gb1) gb1[j] += (float)dh[j];
+            if (gw1)
+                for (int c = 0; c < C; c++) gw1[(size_t)j * C + c] += (float)(dh[j] * pool[c]);
         }
         for (int c = 0; c < C; c++) {
             double dp = 0;
@@ -773,7 +777,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         }
         if (L->p_bias2d >= 0) {
             float *gb = pg(t, L->p_bias2d);
-            for (int b = 0; b < B; b++)
+            for (int b = 0; gb && b < B; b++)
                 for (int ch = 0; ch < L->cout; ch++) {
                     double acc = 0;
                     const float *d = cur + ((size_t)b * L->cout + ch) * hw;
@@ -792,7 +796,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                         acc += (double)cur[o + i] * L->v[o + i];
                         dv[o + i] = cur[o + i] * sc[ch % bnC];
                     }
-                    gs[ch % bnC] += (float)acc;
+                    if (gs) gs[ch % bnC] += (float)acc;
                 }
             cur = dv;
         }

@@ -411,17 +411,51 @@ void npred_model_core_output_shape(const npred_model *m, int *c, int *h, int *w)
 int npred_model_has_shifter(const npred_model *m) { return m->cfg.shifter != NPRED_SHIFTER_NONE; }
 int npred_model_behavior_channels(const npred_model *m) { return m->cfg.modulator ? m->cfg.modulator_input_channels : 0; }
 
+static npred_status find_session(const npred_model *m, const char *key, int *si)
+{
+    *si = npred_model_session_index(m, key ? key : "");
+    if (*si >= 0) return NPRED_OK;
+    char known[512] = "";
+    size_t k = 0;
+    for (int i = 0; i < m->n_sessions && k + 70 < sizeof known; i++)
+        k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", i ? ", " : "", m->s[i].key);
+    return npred_errorf(NPRED_ERR_ARG, "unknown session '%s' (this model has: %s)", key ? key : "", known);
+}
+
+npred_status npred_model_input_gradient(npred_model *m, const char *key, const float *images, int B,
+                                        const float *pupil_center, const float *behavior, const float *weights,
+                                        float *grad_out, float *rates_out)
+{
+    int si;
+    npred_status st = find_session(m, key, &si);
+    if (st) return st;
+    if (B < 0) return npred_errorf(NPRED_ERR_ARG, "negative batch");
+    if (B > 0 && (!images || !weights || !grad_out))
+        return npred_errorf(NPRED_ERR_ARG, "input gradient: images, weights and grad_out are required");
+    size_t img = (size_t)m->in_c * m->in_h * m->in_w;
+    int n = m->s[si].n, bc = m->cfg.modulator ? m->cfg.modulator_input_channels : 0;
+    for (int b0 = 0; b0 < B; b0 += m->max_batch) {
+        int nb = B - b0 < m->max_batch ? B - b0 : m->max_batch;
+        st = npred_model_forward(m, si, images + (size_t)b0 * img, pupil_center ? pupil_center + (size_t)b0 * 2 : NULL,
+                                 behavior ? behavior + (size_t)b0 * bc : NULL, nb, 0, NULL, NULL,
+                                 rates_out ? rates_out + (size_t)b0 * n : NULL);
+        if (st) return st;
+        float *g = grad_out + (size_t)b0 * img;
+        memset(g, 0, (size_t)nb * img * sizeof *g);
+        m->t.grads_off = 1;
+        st = npred_model_backward(m, weights + (size_t)b0 * n, 0, g, NULL);
+        m->t.grads_off = 0;
+        if (st) return st;
+    }
+    return NPRED_OK;
+}
+
 npred_status npred_model_predict(npred_model *m, const char *key, const float *images, int B,
                                  const float *pupil_center, const float *behavior, float *out)
 {
-    int si = npred_model_session_index(m, key ? key : "");
-    if (si < 0) {
-        char known[512] = "";
-        size_t k = 0;
-        for (int i = 0; i < m->n_sessions && k + 70 < sizeof known; i++)
-            k += (size_t)snprintf(known + k, sizeof known - k, "%s%s", i ? ", " : "", m->s[i].key);
-        return npred_errorf(NPRED_ERR_ARG, "unknown session '%s' (this model has: %s)", key ? key : "", known);
-    }
+    int si;
+    npred_status st = find_session(m, key, &si);
+    if (st) return st;
     if (B < 0) return npred_errorf(NPRED_ERR_ARG, "negative batch");
     npred_status cs = npred_model_check_allocated(m, "predict");
     if (cs) return cs;

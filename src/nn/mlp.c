@@ -99,7 +99,7 @@ void npred_mlp_backward(npred_mlp *m, npred_ptable *t, const float *dy, float *d
         npred_act_backward(dz, cur, m->z[i], m->h[i + 1], (size_t)B * out, &a);
         const float *w = npred_ptable_ptr(t, m->p_w[i]);
         float *gw = npred_ptable_gradptr(t, m->p_w[i]), *gb = m->p_b[i] >= 0 ? npred_ptable_gradptr(t, m->p_b[i]) : NULL;
-        for (int o = 0; o < out; o++) {
+        for (int o = 0; gw && o < out; o++) {
             double sb = 0;
             for (int s = 0; s < B; s++) sb += dz[(size_t)s * out + o];
             if (gb) gb[o] += (float)sb;

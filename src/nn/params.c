@@ -110,7 +110,7 @@ float *npred_ptable_ptr(const npred_ptable *t, int idx)
 
 float *npred_ptable_gradptr(const npred_ptable *t, int idx)
 {
-    if (idx < 0 || idx >= t->n || t->items[idx].is_buffer) return NULL;
+    if (t->grads_off || idx < 0 || idx >= t->n || t->items[idx].is_buffer) return NULL;
     return t->grad + t->items[idx].offset;
 }
 

@@ -43,6 +43,8 @@ typedef struct {
     float *data;      /* (n_params) */
     float *grad;      /* (n_params) */
     float *bufdata;   /* (n_buffers) */
+    int grads_off;    /* 1: npred_ptable_gradptr returns NULL, so every backward skips its
+                         parameter-gradient work (input gradients only, e.g. for MEIs) */
 } npred_ptable;
 
 void npred_ptable_init(npred_ptable *t);
@@ -56,7 +58,7 @@ int npred_ptable_alias(npred_ptable *t, const char *name, int target);
 npred_status npred_ptable_alloc(npred_ptable *t);
 int npred_ptable_find(const npred_ptable *t, const char *name);
 float *npred_ptable_ptr(const npred_ptable *t, int idx);     /* data or bufdata */
-float *npred_ptable_gradptr(const npred_ptable *t, int idx); /* NULL for buffers */
+float *npred_ptable_gradptr(const npred_ptable *t, int idx); /* NULL for buffers and with grads_off */
 void npred_ptable_zero_grad(npred_ptable *t);
 /* Number of trainable floats whose name starts with prefix (all if NULL). */
 size_t npred_ptable_count(const npred_ptable *t, const char *prefix);

@@ -370,7 +370,7 @@ void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy
     const float *W = npred_ptable_ptr(t, r->p_att_w), *F = npred_ptable_ptr(t, r->p_features);
     float *gW = npred_ptable_gradptr(t, r->p_att_w), *gcb = npred_ptable_gradptr(t, r->p_att_b);
     float *gF = npred_ptable_gradptr(t, r->p_features);
-    if (r->p_bias >= 0) {
+    if (r->p_bias >= 0 && !t->grads_off) {
         float *gb = npred_ptable_gradptr(t, r->p_bias);
         for (int b = 0; b < B; b++)
             for (int o = 0; o < n; o++) gb[o] += dy[(size_t)b * n + o];
@@ -383,7 +383,7 @@ void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy
         for (int o = 0; o < n; o++) {
             float g = dy[(size_t)b * n + o];
             for (int ch = 0; ch < C; ch++) {
-                gF[(size_t)o * C + ch] += g * T[(size_t)o * C + ch];
+                if (gF) gF[(size_t)o * C + ch] += g * T[(size_t)o * C + ch];
                 v.dT[(size_t)o * C + ch] = g * F[(size_t)o * C + ch];
             }
         }
@@ -401,14 +401,14 @@ void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy
                 d[i] = a[i] * (d[i] - (float)s);
                 sb += d[i];
             }
-            gcb[o] += (float)sb;
+            if (gcb) gcb[o] += (float)sb;
         }
         const float *cols = zb;
         if (k == 3) {
             im2col3(v.cols, zb, C, c->h, c->w);
             cols = v.cols;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ck, hw, 1.0f, v.dA, hw, cols, hw, 1.0f, gW, ck);
+        if (gW) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ck, hw, 1.0f, v.dA, hw, cols, hw, 1.0f, gW, ck);
         if (!dzb) continue;
         if (k == 1) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, hw, n, 1.0f, W, ck, v.dA, hw, 1.0f, dzb, hw);

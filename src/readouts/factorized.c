@@ -168,6 +168,7 @@ static void mask_backward(npred_readout *r, npred_ptable *t, fz_ws *v, const flo
     size_t hw = (size_t)c->h * c->w;
     const float *sp = npred_ptable_ptr(t, r->p_spatial);
     float *gs = npred_ptable_gradptr(t, r->p_spatial);
+    if (!gs) return;
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < c->n; o++) {
         const float *s = sp + (size_t)o * hw, *g = dm + (size_t)o * hw;
@@ -188,6 +189,7 @@ static void features_backward(npred_readout *r, npred_ptable *t, const float *dF
 {
     const npred_readout_config *c = &r->cfg;
     float *gf = npred_ptable_gradptr(t, r->p_features);
+    if (!gf) return;
     if (!c->shared_features) {
         for (size_t i = 0; i < (size_t)c->n * c->c; i++) gf[i] += dF[i];
         return;
@@ -211,14 +213,14 @@ void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *d
     const npred_readout_config *c = &r->cfg;
     fz_ws v = views(r);
     int hw = c->h * c->w, n = c->n, C = c->c, B = r->B;
-    if (r->p_bias >= 0) {
+    if (r->p_bias >= 0 && !t->grads_off) {
         float *gb = npred_ptable_gradptr(t, r->p_bias);
         for (int b = 0; b < B; b++)
             for (int o = 0; o < n; o++) gb[o] += dy[(size_t)b * n + o];
     }
     /* dF[o,k] = sum_b dy[b,o] T[b,k,o]; then T <- dT[b,k,o] = dy[b,o] F[o,k] */
-#pragma omp parallel for schedule(static)
-    for (int k = 0; k < C; k++) {
+#pragma omp parallel for schedule(static) if (!t->grads_off)
+    for (int k = 0; k < (t->grads_off ? 0 : C); k++) {
         for (int o = 0; o < n; o++) {
             double acc = 0;
             for (int b = 0; b < B; b++) acc += (double)dy[(size_t)b * n + o] * v.T[((size_t)b * C + k) * n + o];
@@ -232,10 +234,12 @@ void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *d
             const float *dyb = dy + (size_t)b * n;
             for (int o = 0; o < n; o++) Tk[o] = dyb[o] * v.F[(size_t)o * C + k];
         }
-    features_backward(r, t, v.dF);
-    /* dm (n, hw) = dT^T (n, B*C) . X (B*C, hw) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hw, B * C, 1.0f, v.T, n, r->x, hw, 0.0f, v.dm, hw);
-    mask_backward(r, t, &v, v.dm);
+    if (!t->grads_off) {
+        features_backward(r, t, v.dF);
+        /* dm (n, hw) = dT^T (n, B*C) . X (B*C, hw) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hw, B * C, 1.0f, v.T, n, r->x, hw, 0.0f, v.dm, hw);
+        mask_backward(r, t, &v, v.dm);
+    }
     /* dx (B*C, hw) += dT (B*C, n) . m (n, hw) */
     if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B * C, hw, n, 1.0f, v.T, n, v.m, hw, 1.0f, dx, hw);
 }

@@ -530,6 +530,7 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
                 for (int o = 0; o < n; o++) s += v.dgrid[((size_t)b * n + o) * 2 + k];
                 dshift[2 * b + k] += (float)s;
             }
+    if (t->grads_off) return; /* input gradients only */
     /* through the clamp: entries outside [-1, 1] pass nothing */
     for (size_t i = 0; i < pts; i++)
         if (!(v.gpre[i] >= -1.0f && v.gpre[i] <= 1.0f)) v.dgrid[i] = 0.0f;

@@ -242,7 +242,7 @@ void npred_readout_bias_grad(npred_readout *r, npred_ptable *t, const float *dy,
     if (r->p_bias < 0) return;
     int n = r->cfg.n;
     float *gb = npred_ptable_gradptr(t, r->p_bias);
-    for (int o = 0; o < n; o++) {
+    for (int o = 0; gb && o < n; o++) {
         double s = 0;
         for (int b = 0; b < B; b++) s += dy[(size_t)b * n + o];
         gb[o] += (float)s;
@@ -264,7 +264,7 @@ void npred_readout_point_grid_grad(npred_readout *r, npred_ptable *t, const floa
 {
     int n = r->cfg.n;
     float *gg = npred_ptable_gradptr(t, r->p_grid);
-    for (int o = 0; o < n; o++)
+    for (int o = 0; gg && o < n; o++)
         for (int k = 0; k < 2; k++) {
             double s = 0;
             for (int b = 0; b < B; b++) s += dgrid[((size_t)b * n + o) * 2 + k];
@@ -291,7 +291,7 @@ void npred_readout_point_features_grad(npred_readout *r, npred_ptable *t, const 
 {
     int n = r->cfg.n;
     float *gf = npred_ptable_gradptr(t, r->p_features);
-    for (int j = 0; j < m; j++)
+    for (int j = 0; gf && j < m; j++)
         for (int o = 0; o < n; o++) gf[(size_t)j * n + o] += dF[(size_t)o * m + j];
 }
 

@@ -1,0 +1,526 @@
+/* In-silico experiments: the input-gradient API on every readout type (finite
+ * differences, equality with the full backward, no parameter-gradient side effect),
+ * sinzlab/mei's GaussianBlur / ChangeNorm (mei_ops) and a whole gradient ascent on
+ * the real SENSORIUM baseline (mei_blur_norm), optimizer steps, jitter, config
+ * parsing, neuron selections, RF statistics and the tuning analysis. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "insilico/insilico_internal.h"
+#include "model/model.h"
+#include "npred/insilico.h"
+
+#define CKPT "../shared/checkpoints/sensorium_sota_model.pth"
+
+/* ------------------------------------------------------ input gradient --- */
+
+static const char *const CONFIGS[][2] = {
+    {"FullGaussian2d + cortex grid + shifter + modulator",
+     "{\"layers\": 2, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 4, \"depth_separable\": true,"
+     " \"init_sigma\": 0.2, \"init_mu_range\": 0.5, \"grid_mean_predictor\": {\"type\": \"cortex\","
+     " \"input_dimensions\": 2, \"hidden_layers\": 1, \"hidden_features\": 6, \"final_tanh\": true},"
+     " \"shifter\": true, \"shift_layers\": 2, \"modulator\": true, \"elu_offset\": -0.3}"},
+    {"Gaussian2d, SE2dCore",
+     "{\"core_type\": \"SE2dCore\", \"layers\": 3, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 4,"
+     " \"pad_input\": true, \"n_se_blocks\": 2, \"se_reduction\": 2, \"readout_type\": \"Gaussian2d\"}"},
+    {"FullFactorized2d",
+     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+     " \"readout_type\": \"FullFactorized2d\"}"},
+    {"PointPooled2d",
+     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+     " \"readout_type\": \"PointPooled2d\", \"pool_steps\": 1, \"pool_kern\": 2}"},
+    {"AttentionReadout (2 attention layers)",
+     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+     " \"readout_type\": \"AttentionReadout\", \"attention_layers\": 2, \"attention_kernel\": 3}"},
+    {"FullGaussian2d shared features and grid, static affine shifter",
+     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+     " \"gauss_type\": \"uncorrelated\", \"share_features\": true, \"share_grid\": true,"
+     " \"shifter\": true, \"shifter_type\": \"StaticAffine\"}"},
+};
+
+enum { GB = 3, GC = 2, GH = 13, GW = 15, GN0 = 7, GN1 = 6 };
+
+/* a model with perturbed parameters and running statistics */
+static npred_model *make_model(const char *cfg, npred_rng *rng)
+{
+    double ca[GN0 * 2], cb[GN1 * 2];
+    for (int i = 0; i < GN0 * 2; i++) ca[i] = 50 * (2 * npred_rng_uniform(rng) - 1);
+    for (int i = 0; i < GN1 * 2; i++) cb[i] = 50 * (2 * npred_rng_uniform(rng) - 1);
+    int64_t ma[GN0] = {3, 1, 2, 3, 0, 1, 4}, mb[GN1] = {0, 1, 2, 3, 4, 4};
+    npred_model_session ses[2] = {{"a-1-1", GN0, ca, 2, NULL, ma}, {"b-2-2", GN1, cb, 2, NULL, mb}};
+    npred_model *m = NULL;
+    if (!CHECK_OK(npred_model_create(&m, cfg, "config", GC, GH, GW, ses, 2, GB, 7))) return NULL;
+    npred_ptable *t = npred_model_table(m);
+    for (size_t i = 0; i < t->n_params; i++) t->data[i] += (float)(0.1 * npred_rng_normal(rng));
+    for (int e = 0; e < t->n; e++) {
+        const char *nm = t->items[e].name;
+        float *v = npred_ptable_ptr(t, e);
+        if (t->items[e].is_buffer && strstr(nm, "running_var"))
+            for (size_t i = 0; i < t->items[e].count; i++) v[i] = (float)(0.5 + npred_rng_uniform(rng));
+        if (t->items[e].is_buffer && strstr(nm, "running_mean"))
+            for (size_t i = 0; i < t->items[e].count; i++) v[i] = (float)(0.2 * npred_rng_normal(rng));
+        if (!strncmp(nm, "modulator.", 10) && strstr(nm, ".bias")) /* ReLUs away from their kink */
+            for (size_t i = 0; i < t->items[e].count; i++) v[i] += 1.0f;
+    }
+    return m;
+}
+
+/* sum_b sum_j w[b, j] rate[b, j] in double */
+static double objective(npred_model *m, const char *key, const float *img, const float *pc, const float *beh,
+                        const float *w, int n)
+{
+    float r[GB * GN0];
+    if (npred_model_predict(m, key, img, GB, pc, beh, r)) return NAN;
+    double s = 0;
+    for (int i = 0; i < GB * n; i++) s += (double)w[i] * r[i];
+    return s;
+}
+
+static void test_input_gradient_all_readouts(void)
+{
+    for (size_t c = 0; c < sizeof CONFIGS / sizeof CONFIGS[0]; c++) {
+        npred_rng rng;
+        npred_rng_seed(&rng, 11 + c);
+        npred_model *m = make_model(CONFIGS[c][1], &rng);
+        if (!m) continue;
+        npred_ptable *t = npred_model_table(m);
+        const size_t per = (size_t)GC * GH * GW, nimg = GB * per;
+        float img[GB * GC * GH * GW], g[GB * GC * GH * GW], g2[GB * GC * GH * GW], pc[GB * 2], beh[GB * 3];
+        for (size_t i = 0; i < nimg; i++) img[i] = (float)npred_rng_normal(&rng);
+        for (int i = 0; i < GB * 2; i++) pc[i] = (float)(0.4 * npred_rng_normal(&rng));
+        for (int i = 0; i < GB * 3; i++) beh[i] = (float)npred_rng_normal(&rng);
+        const float *P = npred_model_has_shifter(m) ? pc : NULL, *Bh = npred_model_behavior_channels(m) ? beh : NULL;
+        for (int si = 0; si < 2; si++) {
+            const char *key = npred_model_session_key(m, si);
+            int n = npred_model_session_neurons(m, si);
+            float w[GB * GN0], rates[GB * GN0], r2[GB * GN0];
+            for (int i = 0; i < GB * n; i++) w[i] = (float)npred_rng_normal(&rng);
+            /* the parameter gradient buffer must not be touched */
+            for (size_t i = 0; i < t->n_params; i++) t->grad[i] = 0.25f;
+            if (!CHECK_OK(npred_model_input_gradient(m, key, img, GB, P, Bh, w, g, rates))) continue;
+            size_t touched = 0;
+            for (size_t i = 0; i < t->n_params; i++) touched += t->grad[i] != 0.25f;
+            CHECK(touched == 0, "%s: %zu parameter gradients changed", CONFIGS[c][0], touched);
+            CHECK_OK(npred_model_predict(m, key, img, GB, P, Bh, r2));
+            CHECK(!memcmp(rates, r2, sizeof(float) * GB * n), "%s: rates_out equal predict", CONFIGS[c][0]);
+            /* the same as the full (training) backward in eval mode */
+            npred_ptable_zero_grad(t);
+            memset(g2, 0, sizeof g2);
+            CHECK_OK(npred_model_forward(m, si, img, P, Bh, GB, 0, NULL, NULL, r2));
+            CHECK_OK(npred_model_backward(m, w, 0, g2, NULL));
+            double md = 0, mg = 0;
+            for (size_t i = 0; i < nimg; i++) {
+                md = fmax(md, fabs(g[i] - g2[i]));
+                mg = fmax(mg, fabs(g2[i]));
+            }
+            CHECK(md <= 1e-6 * mg && mg > 0, "%s session %d: input gradient vs full backward: max diff %g (max %g)",
+                  CONFIGS[c][0], si, md, mg);
+            /* central differences, every 4th pixel; the objective is a double sum of float32 rates */
+            const double h = 1e-2;
+            int bad = 0, total = 0;
+            double worst = 0;
+            char wn[200] = "";
+            for (size_t i = 0; i < nimg; i += 4) {
+                float keep = img[i];
+                img[i] = keep + (float)h;
+                double fp = objective(m, key, img, P, Bh, w, n);
+                img[i] = keep - (float)h;
+                double fm = objective(m, key, img, P, Bh, w, n);
+                img[i] = keep;
+                double num = (fp - fm) / (2 * h), err = fabs(num - g[i]) / (2e-2 * fabs(g[i]) + 2e-3 * (mg + 1e-3));
+                total++;
+                if (!(err <= 1)) bad++;
+                if (!(err <= worst)) {
+                    worst = err;
+                    snprintf(wn, sizeof wn, "pixel %zu: numeric %.6g analytic %.6g", i, num, g[i]);
+                }
+            }
+            CHECK(bad == 0, "%s session %d: %d of %d pixels off; worst %s", CONFIGS[c][0], si, bad, total, wn);
+        }
+        npred_model_free(m);
+    }
+}
+
+static void test_input_gradient_errors(void)
+{
+    npred_rng rng;
+    npred_rng_seed(&rng, 1);
+    npred_model *m = make_model(CONFIGS[2][1], &rng);
+    if (!m) return;
+    float img[GB * GC * GH * GW] = {0}, g[GB * GC * GH * GW], w[GB * GN0] = {0};
+    CHECK(npred_model_input_gradient(m, "nope", img, 1, NULL, NULL, w, g, NULL) == NPRED_ERR_ARG &&
+              strstr(npred_last_error(), "nope") && strstr(npred_last_error(), "a-1-1"),
+          "unknown session named with the known ones: %s", npred_last_error());
+    CHECK(npred_model_input_gradient(m, "a-1-1", img, 1, NULL, NULL, NULL, g, NULL) == NPRED_ERR_ARG,
+          "missing weights rejected");
+    /* B larger than max_batch works in chunks */
+    float big[7 * GC * GH * GW], gb[7 * GC * GH * GW], wb[7 * GN0], ref[GC * GH * GW];
+    for (size_t i = 0; i < sizeof big / sizeof *big; i++) big[i] = (float)npred_rng_normal(&rng);
+    for (int i = 0; i < 7 * GN0; i++) wb[i] = (float)npred_rng_normal(&rng);
+    if (CHECK_OK(npred_model_input_gradient(m, "a-1-1", big, 7, NULL, NULL, wb, gb, NULL)) &&
+        CHECK_OK(npred_model_input_gradient(m, "a-1-1", big + 6 * GC * GH * GW, 1, NULL, NULL, wb + 6 * GN0, ref, NULL)))
+        CHECK(!memcmp(ref, gb + 6 * GC * GH * GW, sizeof ref), "chunked batch equals a single call");
+    npred_model_free(m);
+}
+
+/* ------------------------------------------------------------ mei_ops --- */
+
+static void test_mei_ops_fixture(void)
+{
+    th_case c;
+    if (!th_case_open(&c, "mei_ops")) return;
+    cJSON *args = th_get(c.json, "args", NULL);
+    for (cJSON *a = args ? args->child : NULL; a; a = a->next) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "%s/input.npy", a->string);
+        npred_array sh;
+        float *x = th_load_f32(&c, rel, &sh);
+        if (!x) continue;
+        int N = (int)sh.shape[0], C = (int)sh.shape[1], H = (int)sh.shape[2], W = (int)sh.shape[3];
+        const char *op = cJSON_GetStringValue(th_get(a, "op", NULL));
+        cJSON *kw = th_get(a, "kwargs", NULL);
+        if (op && !strcmp(op, "GaussianBlur")) {
+            npred_mei_config cfg;
+            npred_mei_config_default(&cfg);
+            cJSON *s = th_get(kw, "sigma", NULL);
+            cfg.sigma_y = cJSON_IsArray(s) ? cJSON_GetArrayItem(s, 0)->valuedouble : s->valuedouble;
+            cfg.sigma_x = cJSON_IsArray(s) ? cJSON_GetArrayItem(s, 1)->valuedouble : s->valuedouble;
+            cfg.blur_decay = th_get(kw, "decay_factor", NULL) != NULL;
+            cfg.decay_factor = th_num(kw, 0, "decay_factor", NULL);
+            cfg.truncate = th_num(kw, 4, "truncate", NULL);
+            const char *pm = cJSON_GetStringValue(th_get(kw, "pad_mode", NULL));
+            cfg.pad_mode = !pm || !strcmp(pm, "reflect") ? NPRED_PAD_REFLECT
+                           : !strcmp(pm, "replicate")    ? NPRED_PAD_REPLICATE
+                                                         : NPRED_PAD_CONSTANT;
+            int it = (int)th_num(a, 0, "iteration", NULL);
+            CHECK_OK(npred_mei_gaussian_blur(x, N, C, H, W, &cfg, it));
+        } else if (op && !strcmp(op, "ChangeNorm")) {
+            cJSON *nv = th_get(kw, "norm", NULL);
+            if (cJSON_IsNumber(nv)) {
+                CHECK_OK(npred_mei_change_norm(x, N, (size_t)C * H * W, nv->valuedouble, NULL));
+            } else { /* "tensor([1.0, 5.0, 20.0])" */
+                float norms[3] = {1, 5, 20};
+                CHECK(N == 3 && nv && strstr(cJSON_GetStringValue(nv), "1.0, 5.0, 20.0"), "changenorm_tensor norms");
+                CHECK_OK(npred_mei_change_norm(x, N, (size_t)C * H * W, 0, norms));
+            }
+        } else {
+            CHECK(0, "unknown op in %s", a->string);
+        }
+        snprintf(rel, sizeof rel, "%s/output.npy", a->string);
+        CHECK(th_compare(&c, "forward", rel, x, sh.count), "%s", a->string);
+        free(x);
+    }
+    th_case_close(&c);
+}
+
+/* ------------------------------------------------- mei_blur_norm (sota) --- */
+
+static void test_mei_blur_norm_sota(void)
+{
+    th_case c;
+    if (!th_case_open(&c, "mei_blur_norm")) return;
+    if (access(CKPT, R_OK) != 0) {
+        th_skip(CKPT " is absent (real checkpoints are not part of the repository)");
+        th_case_close(&c);
+        return;
+    }
+    npred_model *m = NULL;
+    float *x0 = th_load_f32(&c, "initial.npy", NULL), *grads = th_load_f32(&c, "grads.npy", NULL);
+    float *pg = th_load_f32(&c, "preconditioned_grads.npy", NULL);
+    const char *key = cJSON_GetStringValue(th_get(c.json, "args", "data_key", NULL));
+    int unit = (int)th_num(c.json, -1, "args", "unit", NULL);
+    char *cfgtxt = cJSON_PrintUnformatted(th_get(c.json, "args", "config", NULL));
+    if (!x0 || !grads || !pg || !key || !cfgtxt || !CHECK_OK(npred_model_open(&m, CKPT, 36, 64, 1))) goto out;
+    int si = npred_model_session_index(m, key), n = npred_model_session_neurons(m, si);
+    if (!CHECK(si >= 0 && unit >= 0 && unit < n, "session %s unit %d", key, unit)) goto out;
+    float *w = calloc((size_t)n, sizeof *w), g[36 * 64], mei[36 * 64], act, trace[21];
+    w[unit] = 1;
+    /* the input gradient at the initial image: grads[0] = d(-f)/dx */
+    if (CHECK_OK(npred_model_input_gradient(m, key, x0, 1, NULL, NULL, w, g, NULL))) {
+        for (int i = 0; i < 36 * 64; i++) g[i] = -g[i];
+        double rt, at;
+        th_tol(&c, "grads", "grads.npy", &rt, &at);
+        CHECK(th_close_f32("grads[0]", g, grads, 36 * 64, rt, at), "input gradient of the real baseline");
+    }
+    npred_mei_config cfg;
+    if (CHECK_OK(npred_mei_config_parse(&cfg, cfgtxt, "mei_blur_norm config"))) {
+        memcpy(g, grads, sizeof g);
+        CHECK_OK(npred_mei_gaussian_blur(g, 1, 1, 36, 64, &cfg, 0));
+        double rt, at;
+        th_tol(&c, "grads", "preconditioned_grads.npy", &rt, &at);
+        CHECK(th_close_f32("preconditioned_grads[0]", g, pg, 36 * 64, rt, at), "blurred gradient");
+        int steps = 0;
+        if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 1, x0, NULL, NULL, mei, &act, trace, &steps, NULL, NULL))) {
+            CHECK(steps == 21 && npred_mei_max_steps(&cfg) == 21, "NumIterations(20) makes 21 steps (%d)", steps);
+            CHECK(th_compare(&c, "forward", "trace.npy", trace, 21), "objective trace");
+            CHECK(th_compare(&c, "forward", "mei.npy", mei, 36 * 64), "returned MEI");
+            double want = th_num(c.json, NAN, "scalars", "activation_of_returned_mei", NULL);
+            CHECK(fabs(act - want) <= 1e-5 + 1e-4 * fabs(want), "activation of the MEI %.7g vs %.7g", act, want);
+        }
+    }
+    free(w);
+out:
+    free(cfgtxt);
+    free(x0);
+    free(grads);
+    free(pg);
+    npred_model_free(m);
+    th_case_close(&c);
+}
+
+/* ------------------------------------------------- optimizer and loop --- */
+
+static void test_mei_steps_and_batching(void)
+{
+    npred_rng rng;
+    npred_rng_seed(&rng, 3);
+    npred_model *m = make_model(CONFIGS[2][1], &rng);
+    if (!m) return;
+    const char *key = "a-1-1";
+    enum { P = GC * GH * GW };
+    float x0[2 * P], g[2 * P], mei[2 * P], w[2 * GN0] = {0}, act[2], trace[16];
+    for (int i = 0; i < 2 * P; i++) x0[i] = (float)npred_rng_normal(&rng);
+    w[1] = 1;
+    w[GN0 + 4] = 0.5f, w[GN0 + 2] = -0.5f; /* image 1: a discriminative objective */
+    CHECK_OK(npred_model_input_gradient(m, key, x0, 2, NULL, NULL, w, g, NULL));
+    npred_mei_config cfg;
+    npred_mei_config_default(&cfg);
+    cfg.blur = 0, cfg.change_norm = 0, cfg.num_iterations = 0, cfg.lr = 0.3;
+    /* one SGD step: x + lr * g */
+    if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 2, x0, NULL, NULL, mei, act, trace, NULL, NULL, NULL))) {
+        double md = 0;
+        for (int i = 0; i < 2 * P; i++) md = fmax(md, fabs(mei[i] - (x0[i] + 0.3f * g[i])));
+        CHECK(md <= 1e-6, "SGD step: max diff %g", md);
+    }
+    /* one Adam step: x + lr * g / (|g| + eps) (bias-corrected moments of one gradient) */
+    cfg.optimizer = NPRED_MEI_ADAM, cfg.lr = 0.01;
+    if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 2, x0, NULL, NULL, mei, act, trace, NULL, NULL, NULL))) {
+        double md = 0;
+        for (int i = 0; i < 2 * P; i++) md = fmax(md, fabs(mei[i] - (x0[i] + 0.01 * g[i] / (fabs(g[i]) + 1e-8))));
+        CHECK(md <= 1e-6, "Adam step: max diff %g", md);
+    }
+    /* a run: the objective rises; batched images equal separate runs */
+    npred_mei_config_default(&cfg);
+    cfg.num_iterations = 7, cfg.lr = 0.2, cfg.norm = 20, cfg.seed = 5;
+    float one[P], tr1[8];
+    int steps = 0;
+    if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 2, x0, NULL, NULL, mei, act, trace, &steps, NULL, NULL))) {
+        CHECK(steps == 8, "8 steps (%d)", steps);
+        CHECK(trace[7 * 2] > trace[2] && trace[7 * 2 + 1] > trace[3], "objectives rise: %g -> %g, %g -> %g", trace[2],
+              trace[14], trace[3], trace[15]);
+        if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w + GN0, 1, x0 + P, NULL, NULL, one, act, tr1, NULL, NULL, NULL))) {
+            double md = 0;
+            for (int i = 0; i < P; i++) md = fmax(md, fabs(one[i] - mei[P + i]));
+            CHECK(md <= 1e-6, "image 1 of a batch equals its own run (max diff %g)", md);
+        }
+    }
+    /* jitter, ChangeNorm then ClipRange */
+    cfg.jitter_x = 2, cfg.jitter_y = 1, cfg.clip = 1, cfg.x_min = -1, cfg.x_max = 1.5;
+    if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 2, x0, NULL, NULL, mei, act, trace, &steps, NULL, NULL))) {
+        double nrm = 0, lo = 0, hi = 0;
+        for (int i = 0; i < P; i++) nrm += (double)mei[i] * mei[i], lo = fmin(lo, mei[i]), hi = fmax(hi, mei[i]);
+        CHECK(lo >= -1 && hi <= 1.5 && sqrt(nrm) <= 20 + 1e-4 && hi == 1.5f, "norm %g, range [%g, %g]", sqrt(nrm), lo, hi);
+        for (int i = 0; i < 16; i++) CHECK(isfinite(trace[i]), "trace finite");
+    }
+    /* plateau stopper */
+    cfg.plateau_patience = 2, cfg.plateau_min_delta = 1e9, cfg.num_iterations = 50;
+    if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 1, x0, NULL, NULL, mei, act, NULL, &steps, NULL, NULL)))
+        CHECK(steps == 3, "an impossible min_delta stops after patience + 1 steps (%d)", steps);
+    /* bad input */
+    cfg.plateau_patience = 0, cfg.jitter_x = GW;
+    CHECK(npred_mei_optimize(m, key, &cfg, w, 1, x0, NULL, NULL, mei, act, NULL, NULL, NULL, NULL) == NPRED_ERR_CONFIG,
+          "jitter larger than the image rejected");
+    npred_mei_config_default(&cfg);
+    cfg.blur_decay = 1, cfg.decay_factor = -0.1, cfg.num_iterations = 20;
+    CHECK(npred_mei_optimize(m, key, &cfg, w, 1, x0, NULL, NULL, mei, act, NULL, NULL, NULL, NULL) == NPRED_ERR_CONFIG &&
+              strstr(npred_last_error(), "sigma"),
+          "a sigma decaying below 0 rejected: %s", npred_last_error());
+    npred_model_free(m);
+}
+
+static void test_jitter_adjoint(void)
+{
+    enum { C = 2, H = 5, W = 7, N = C * H * W };
+    uint64_t s = 9;
+    float x[N], y[N], jx[N], jty[N];
+    for (int i = 0; i < N; i++) x[i] = (float)th_rand(&s), y[i] = (float)th_rand(&s);
+    int shifts[][2] = {{0, 0}, {2, -3}, {-4, 6}, {1, 1}, {-1, 0}};
+    for (size_t k = 0; k < 5; k++) {
+        npred_mei_jitter_forward(jx, x, C, H, W, shifts[k][0], shifts[k][1]);
+        npred_mei_jitter_backward(jty, y, C, H, W, shifts[k][0], shifts[k][1]);
+        double a = 0, b = 0;
+        for (int i = 0; i < N; i++) a += (double)jx[i] * y[i], b += (double)x[i] * jty[i];
+        CHECK(fabs(a - b) <= 1e-5 * (fabs(a) + 1), "<Jx, y> = <x, J'y> for shift (%d, %d): %g vs %g", shifts[k][0],
+              shifts[k][1], a, b);
+    }
+    /* reflect padding, as torch F.pad(mode="reflect") then the crop: shift (1, 0) of rows 0..4
+     * reads rows 1, 0, 1, 2, 3 */
+    npred_mei_jitter_forward(jx, x, 1, H, W, 1, 0);
+    CHECK(jx[0] == x[W] && jx[W] == x[0] && jx[4 * W] == x[3 * W], "jitter down by one reflects row 1 into row 0");
+    npred_mei_jitter_forward(jx, x, 1, H, W, 0, -2);
+    CHECK(jx[W - 1] == x[W - 3] && jx[W - 2] == x[W - 2] && jx[0] == x[2], "jitter left by two reflects the right edge");
+}
+
+/* --------------------------------------------------------- config ---- */
+
+static void test_mei_config_parse(void)
+{
+    npred_mei_config c;
+    const char *ok =
+        "{\"device\": \"cpu\", \"seed\": 3, \"initial\": {\"path\": \"mei.initial.RandomNormal\"},"
+        " \"optimizer\": {\"path\": \"torch.optim.Adam\", \"kwargs\": {\"lr\": 0.05, \"betas\": [0.8, 0.99]}},"
+        " \"precondition\": {\"path\": \"mei.legacy.ops.GaussianBlur\", \"kwargs\": {\"sigma\": [1.5, 0.6],"
+        " \"decay_factor\": -0.001, \"truncate\": 3, \"pad_mode\": \"replicate\"}},"
+        " \"transform\": {\"path\": \"mei.legacy.ops.Jitter\", \"kwargs\": {\"max_jitter\": [2, 3]}},"
+        " \"postprocessing\": [{\"path\": \"mei.legacy.ops.ChangeNorm\", \"kwargs\": {\"norm\": 12}},"
+        " {\"path\": \"mei.legacy.ops.ClipRange\", \"kwargs\": {\"x_min\": -1.5, \"x_max\": 2}}],"
+        " \"stopper\": {\"path\": \"npred.stoppers.Plateau\", \"kwargs\": {\"patience\": 20, \"min_delta\": 0.001,"
+        " \"max_iterations\": 400}}}";
+    if (CHECK_OK(npred_mei_config_parse(&c, ok, "ok.json")))
+        CHECK(c.seed == 3 && c.optimizer == NPRED_MEI_ADAM && c.lr == 0.05 && c.beta1 == 0.8 && c.beta2 == 0.99 &&
+                  c.blur && c.sigma_y == 1.5 && c.sigma_x == 0.6 && c.blur_decay && c.decay_factor == -0.001 &&
+                  c.truncate == 3 && c.pad_mode == NPRED_PAD_REPLICATE && c.jitter_y == 2 && c.jitter_x == 3 &&
+                  c.change_norm && c.norm == 12 && c.clip && c.x_min == -1.5 && c.x_max == 2 &&
+                  c.plateau_patience == 20 && c.plateau_min_delta == 0.001 && c.num_iterations == 400,
+              "every value read");
+    CHECK_OK(npred_mei_config_parse(&c, "{}", "empty.json"));
+    CHECK(!c.blur && !c.change_norm && !c.clip && c.num_iterations == 1000 && c.optimizer == NPRED_MEI_SGD,
+          "absent components are off, required ones default");
+    const char *bad[][2] = {
+        {"{\"n_meis\": 2}", "n_meis"},
+        {"{\"optimizer\": {\"path\": \"torch.optim.SGD\", \"kwargs\": {\"lr\": 1, \"nesterov\": true}}}", "nesterov"},
+        {"{\"optimizer\": {\"path\": \"torch.optim.LBFGS\", \"kwargs\": {\"lr\": 1}}}", "LBFGS"},
+        {"{\"optimizer\": {\"path\": \"torch.optim.SGD\"}}", "lr"},
+        {"{\"precondition\": {\"path\": \"mei.legacy.ops.GaussianBlur\", \"kwargs\": {\"sigma\": 1, \"pad_mode\": "
+         "\"circular\"}}}",
+         "pad_mode"},
+        {"{\"stopper\": {\"path\": \"mei.stoppers.NumIterations\", \"kwargs\": {\"num_iterations\": 2.5}}}",
+         "num_iterations"},
+        {"{\"device\": \"cuda\"}", "device"},
+        {"{\"postprocessing\": {\"path\": \"mei.legacy.ops.ClipRange\", \"kwargs\": {\"x_min\": 1, \"x_max\": 0}}}",
+         "x_min"},
+        {"{\"objectives\": [{\"path\": \"mei.objectives.EvaluationObjective\", \"kwargs\": {\"interval\": 5}}]}",
+         "interval"},
+        {"{\"optimizer\": {\"path\": \"torch.optim.SGD\", \"kwargs\": {\"lr\": -1}}}", "lr"},
+        {"[1, 2]", "object"},
+        {"{\"seed\": 1", "JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        npred_status st = npred_mei_config_parse(&c, bad[i][0], "bad.json");
+        CHECK(st != NPRED_OK && strstr(npred_last_error(), bad[i][1]) && strstr(npred_last_error(), "bad.json"),
+              "%s rejected naming '%s': %s", bad[i][0], bad[i][1], npred_last_error());
+    }
+}
+
+/* --------------------------------------------------------- neurons ---- */
+
+static void test_parse_neurons(void)
+{
+    int *idx = NULL, n = 0;
+    if (CHECK_OK(npred_parse_neurons("0-3,7,10-11", 20, &idx, &n)))
+        CHECK(n == 7 && idx[0] == 0 && idx[3] == 3 && idx[4] == 7 && idx[5] == 10 && idx[6] == 11, "ranges and lists");
+    free(idx);
+    if (CHECK_OK(npred_parse_neurons("all", 5, &idx, &n))) CHECK(n == 5 && idx[4] == 4, "all");
+    free(idx);
+    const char *bad[] = {"", "20", "3-1", "1,,2", "a", "1-", "-1", "2,2", "0-5,3", "1;2", "99999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        idx = NULL;
+        CHECK(npred_parse_neurons(bad[i], 20, &idx, &n) == NPRED_ERR_ARG && !idx, "'%s' rejected: %s", bad[i],
+              npred_last_error());
+    }
+    CHECK(npred_parse_neurons("25", 20, &idx, &n) == NPRED_ERR_ARG && strstr(npred_last_error(), "20 neurons"),
+          "out of range names the session size: %s", npred_last_error());
+}
+
+/* ------------------------------------------------ RF statistics ------- */
+
+static void test_rf_stats(void)
+{
+    enum { H = 30, W = 40 };
+    static float maps[3 * 2 * H * W];
+    double cx[3] = {12.3, 27.8, 20.5}, cy[3] = {9.6, 20.1, 14.5}, sg[3] = {1.5, 2.5, 2.5};
+    for (int i = 0; i < 3; i++)
+        for (int c = 0; c < 2; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    double r2 = (x - cx[i]) * (x - cx[i]) + (y - cy[i]) * (y - cy[i]);
+                    /* an odd (sine-phase) Gabor in channel 1 of image 1: the envelope still centres it */
+                    double v = exp(-r2 / (2 * sg[i] * sg[i])) * (i == 1 && c == 1 ? sin(0.9 * (x - cx[i])) : 1);
+                    maps[((size_t)(i * 2 + c) * H + y) * W + x] = (float)((c == 1) == (i == 1) ? v : 0.1 * v);
+                }
+    float ctr[6], size[3];
+    npred_rf_stats(maps, 3, 2, H, W, ctr, size);
+    for (int i = 0; i < 3; i++)
+        CHECK(fabs(ctr[2 * i] - cx[i]) < 0.35 && fabs(ctr[2 * i + 1] - cy[i]) < 0.35, "centre %d: (%.2f, %.2f) vs (%.2f, %.2f)",
+              i, ctr[2 * i], ctr[2 * i + 1], cx[i], cy[i]);
+    CHECK(size[0] > 0.3 && size[2] > size[0] * 1.4, "size grows with sigma: %g, %g", size[0], size[2]);
+    memset(maps, 0, sizeof(float) * 2 * H * W);
+    npred_rf_stats(maps, 1, 2, H, W, ctr, size);
+    CHECK(isnan(ctr[0]) && isnan(size[0]), "an all-zero map has no centre");
+}
+
+/* --------------------------------------------------------- tuning ----- */
+
+static void test_tuning_analyze(void)
+{
+    npred_tuning_config cfg;
+    npred_tuning_config_default(&cfg);
+    int no = cfg.n_ori, ns = cfg.n_sf, np = cfg.n_phase, G = no * ns * np;
+    float *R = malloc(sizeof(float) * G * 2);
+    /* neuron 0: complex, orientation 50 deg, SF index 5; neuron 1: simple (half-wave rectified), 100 deg, index 2 */
+    double th0[2] = {50 * M_PI / 180, 100 * M_PI / 180};
+    int f0i[2] = {5, 2};
+    for (int t = 0; t < no; t++)
+        for (int f = 0; f < ns; f++)
+            for (int p = 0; p < np; p++)
+                for (int i = 0; i < 2; i++) {
+                    double th = M_PI * t / no, ph = 2 * M_PI * p / np;
+                    double ori = exp(2 * (cos(2 * (th - th0[i])) - 1)), sf = exp(-0.5 * (f - f0i[i]) * (f - f0i[i]));
+                    double mod = i == 0 ? 1 : fmax(0, cos(ph - 1.0)) * M_PI; /* same mean (1) over phase */
+                    R[(size_t)((t * ns + f) * np + p) * 2 + i] = (float)(0.2 + ori * sf * mod);
+                }
+    npred_tuning_result r[2];
+    if (CHECK_OK(npred_tuning_analyze(&cfg, R, 2, r))) {
+        for (int i = 0; i < 2; i++) {
+            double d = fabs(r[i].orientation - th0[i]);
+            CHECK(d < 1e-6, "neuron %d orientation %.4f vs %.4f", i, r[i].orientation, th0[i]);
+            CHECK(fabs(r[i].spatial_frequency - npred_tuning_sf(&cfg, f0i[i])) < 1e-12, "neuron %d SF %g", i,
+                  r[i].spatial_frequency);
+        }
+        /* expected OSI and F1/F0 from the construction, in double */
+        int bt0 = (int)lround(th0[0] / (M_PI / no)) % no, bt1 = (int)lround(th0[1] / (M_PI / no)) % no;
+        double rp = 0.2 + exp(2 * (cos(2 * (M_PI * bt0 / no - th0[0])) - 1));
+        double ro = 0.2 + exp(2 * (cos(2 * (M_PI * ((bt0 + no / 2) % no) / no - th0[0])) - 1));
+        CHECK(fabs(r[0].osi - (rp - ro) / (rp + ro)) < 1e-5, "OSI %g vs %g", r[0].osi, (rp - ro) / (rp + ro));
+        CHECK(r[0].f1_f0 < 1e-5, "complex cell: F1/F0 %g", r[0].f1_f0);
+        double c1 = 0, s1 = 0, m0 = 0, a = exp(2 * (cos(2 * (M_PI * bt1 / no - th0[1])) - 1));
+        for (int p = 0; p < np; p++) {
+            double ph = 2 * M_PI * p / np, v = 0.2 + a * fmax(0, cos(ph - 1.0)) * M_PI;
+            c1 += v * cos(ph), s1 += v * sin(ph), m0 += v / np;
+        }
+        double want = 2 * sqrt(c1 * c1 + s1 * s1) / np / m0;
+        CHECK(fabs(r[1].f1_f0 - want) < 1e-5 && r[1].f1_f0 > 1, "simple cell: F1/F0 %g vs %g", r[1].f1_f0, want);
+    }
+    cfg.n_phase = 2;
+    CHECK(npred_tuning_analyze(&cfg, R, 2, r) == NPRED_ERR_ARG, "2 phases rejected");
+    free(R);
+}
+
+int main(void)
+{
+    RUN(test_input_gradient_all_readouts);
+    RUN(test_input_gradient_errors);
+    RUN(test_mei_ops_fixture);
+    RUN(test_mei_blur_norm_sota);
+    RUN(test_mei_steps_and_batching);
+    RUN(test_jitter_adjoint);
+    RUN(test_mei_config_parse);
+    RUN(test_parse_neurons);
+    RUN(test_rf_stats);
+    RUN(test_tuning_analyze);
+    return th_summary();
+}
