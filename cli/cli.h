@@ -19,6 +19,9 @@ int cmd_import(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_mei(int argc, char **argv);
+int cmd_rf(int argc, char **argv);
+int cmd_tuning(int argc, char **argv);
 
 
 #endif

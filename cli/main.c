@@ -22,6 +22,9 @@ static const command commands[] = {
     {"info", cmd_info, "describe a model: reprs, parameter counts, shapes"},
     {"predict", cmd_predict, "firing rates of a model for images in an .npy"},
     {"eval", cmd_eval, "SENSORIUM metrics of a model on a tier of scans"},
+    {"mei", cmd_mei, "most exciting inputs (and most discriminative stimuli) by gradient ascent"},
+    {"rf", cmd_rf, "gradient receptive fields of neurons, with centre and size"},
+    {"tuning", cmd_tuning, "grating tuning: preferred orientation and spatial frequency, OSI, F1/F0"},
 
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -33,7 +33,7 @@ typedef int (*npred_insilico_progress_fn)(void *user, int done, int total);
 /* Neuron selection "0-19", "3,7,12", "0-4,10,20-22" or "all" (indices in the
  * session's neuron order, each < n_neurons, no duplicates) -> *idx (malloc'ed,
  * caller frees) and *count. NPRED_ERR_ARG naming the bad part otherwise. */
-npred_status npred_parse_neurons(const char *spec, int n_neurons, int **idx, int *count);
+NPRED_API npred_status npred_parse_neurons(const char *spec, int n_neurons, int **idx, int *count);
 
 /* ------------------------------------------------------------------ MEIs ---
  * Gradient ascent on the image as sinzlab/mei's gradient_ascent does (config names
@@ -73,7 +73,7 @@ typedef struct {
 
 /* npred's defaults: RandomNormal (seed 0), SGD lr 1, GaussianBlur(sigma 1, truncate 4,
  * reflect), ChangeNorm(10), NumIterations(1000), no jitter, no clipping. */
-void npred_mei_config_default(npred_mei_config *c);
+NPRED_API void npred_mei_config_default(npred_mei_config *c);
 /* Parse a sinzlab/mei-style JSON config (see docs/insilico.md): components
  * {"path": ..., "kwargs": {...}} under "initial", "optimizer", "precondition",
  * "transform", "postprocessing" (one or a list), "stopper", plus "seed", "device"
@@ -81,11 +81,11 @@ void npred_mei_config_default(npred_mei_config *c);
  * interval 1: the trace is always recorded). Components absent from the file are off
  * (precondition, transform, postprocessing) or take the defaults above (initial,
  * optimizer, stopper). An unknown key, path or kwarg is an error naming it. */
-npred_status npred_mei_config_parse(npred_mei_config *c, const char *json, const char *name);
+NPRED_API npred_status npred_mei_config_parse(npred_mei_config *c, const char *json, const char *name);
 /* Check ranges (positive lr, sigma > 0 at every step, x_min < x_max, ...). */
-npred_status npred_mei_config_validate(const npred_mei_config *c);
+NPRED_API npred_status npred_mei_config_validate(const npred_mei_config *c);
 /* Rows of the trace: num_iterations + 1. */
-int npred_mei_max_steps(const npred_mei_config *c);
+NPRED_API int npred_mei_max_steps(const npred_mei_config *c);
 
 /* Optimise N images at once, image i for the objective sum_j objective[i, j] * rate_j
  * (objective (N, n) for the session's n neurons: one-hot rows for single neurons, a
@@ -96,7 +96,7 @@ int npred_mei_max_steps(const npred_mei_config *c);
  * activations (N) = objective of the returned image (no jitter) or NULL; trace
  * (npred_mei_max_steps(cfg), N) or NULL, rows after *n_steps untouched; *n_steps
  * (may be NULL) = steps made. progress counts steps. */
-npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei_config *cfg,
+NPRED_API npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei_config *cfg,
                                 const float *objective, int N, const float *initial, const float *pupil_center,
                                 const float *behavior, float *meis, float *activations, float *trace, int *n_steps,
                                 npred_insilico_progress_fn progress, void *user);
@@ -105,9 +105,9 @@ npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei
  * x (N, C, H, W)): GaussianBlur of mei.legacy.ops at step `iteration` (uses the
  * decay when cfg->blur_decay), ChangeNorm with one norm per image (norms (N)) or
  * `norm` for all when norms is NULL. */
-npred_status npred_mei_gaussian_blur(float *x, int N, int C, int H, int W, const npred_mei_config *cfg,
+NPRED_API npred_status npred_mei_gaussian_blur(float *x, int N, int C, int H, int W, const npred_mei_config *cfg,
                                      int iteration);
-npred_status npred_mei_change_norm(float *x, int N, size_t per_image, double norm, const float *norms);
+NPRED_API npred_status npred_mei_change_norm(float *x, int N, size_t per_image, double norm, const float *norms);
 
 /* ------------------------------------------------ receptive fields ---
  * Gradient RF of each listed neuron: d rate / d image at a uniform image of value
@@ -115,12 +115,12 @@ npred_status npred_mei_change_norm(float *x, int N, size_t per_image, double nor
  * (x = column, y = row, pixels of the model input) and size: the centroid and
  * sqrt(sqrt(det(covariance))) of the squared gradient summed over channels
  * (npred_rf_stats, which also works on MEIs). */
-npred_status npred_rf_gradient(npred_model *m, const char *key, const int *neurons, int count, float gray,
+NPRED_API npred_status npred_rf_gradient(npred_model *m, const char *key, const int *neurons, int count, float gray,
                                const float *pupil_center, const float *behavior, float *rf,
                                npred_insilico_progress_fn progress, void *user);
 /* centre_xy (count, 2), size (count) or NULL; weights |img|^p summed over channels
  * (p = 2 for gradients; MEIs: use the deviation from gray, p = 2). */
-void npred_rf_stats(const float *maps, int count, int C, int H, int W, float *centre_xy, float *size);
+NPRED_API void npred_rf_stats(const float *maps, int count, int C, int H, int W, float *centre_xy, float *size);
 
 /* ----------------------------------------------------------- tuning ---
  * Full-field sinusoidal gratings gray + contrast * cos(2 pi f (x cos t + y sin t) + phase)
@@ -147,28 +147,28 @@ typedef struct {
     double peak_rate;              /* max over the gratings */
 } npred_tuning_result;
 
-void npred_tuning_config_default(npred_tuning_config *c);
+NPRED_API void npred_tuning_config_default(npred_tuning_config *c);
 /* responses (n_ori * n_sf * n_phase, count) may be NULL; if given it receives the
  * responses of the listed neurons, grating index (t * n_sf + f) * n_phase + p. */
-npred_status npred_tuning_run(npred_model *m, const char *key, const npred_tuning_config *cfg, const int *neurons,
+NPRED_API npred_status npred_tuning_run(npred_model *m, const char *key, const npred_tuning_config *cfg, const int *neurons,
                               int count, const float *pupil_center, const float *behavior,
                               npred_tuning_result *out, float *responses, npred_insilico_progress_fn progress,
                               void *user);
 /* The analysis alone, on responses (n_ori * n_sf * n_phase, count) laid out as above. */
-npred_status npred_tuning_analyze(const npred_tuning_config *cfg, const float *responses, int count,
+NPRED_API npred_status npred_tuning_analyze(const npred_tuning_config *cfg, const float *responses, int count,
                                   npred_tuning_result *out);
 /* Spatial frequency of grid index f. */
-double npred_tuning_sf(const npred_tuning_config *cfg, int f);
+NPRED_API double npred_tuning_sf(const npred_tuning_config *cfg, int f);
 
 /* ---------------------------------------------------------- pictures ---
  * A grid of images (count, C, H, W) (first channel shown), each scaled to its own
  * max |v| around `center` with a diverging colour map, labelled with labels[i]
  * (may be NULL); marks (count, 2) x, y in image pixels or NULL. Written atomically. */
-npred_status npred_insilico_png_grid(const char *path, const char *title, const float *images, int count, int C,
+NPRED_API npred_status npred_insilico_png_grid(const char *path, const char *title, const float *images, int count, int C,
                                      int H, int W, float center, const char *const *labels, const float *marks);
 /* Tuning curves: per neuron F0 over orientation at its preferred SF (and the
  * phase modulation), a small panel each. */
-npred_status npred_tuning_png(const char *path, const npred_tuning_config *cfg, const float *responses, int count,
+NPRED_API npred_status npred_tuning_png(const char *path, const npred_tuning_config *cfg, const float *responses, int count,
                               const npred_tuning_result *res, const char *const *labels);
 
 #ifdef __cplusplus

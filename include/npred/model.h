@@ -96,7 +96,7 @@ NPRED_API npred_status npred_model_predict(npred_model *m, const char *key, cons
  * Threads: the kernels use OpenMP inside one call. A model keeps its activations,
  * so calls on the SAME model must not overlap; concurrent callers open one model
  * each (npred_model_open), which is safe. */
-npred_status npred_model_input_gradient(npred_model *m, const char *key, const float *images, int B,
+NPRED_API npred_status npred_model_input_gradient(npred_model *m, const char *key, const float *images, int B,
                                         const float *pupil_center, const float *behavior, const float *weights,
                                         float *grad_out, float *rates_out);
 

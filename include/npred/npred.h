@@ -21,5 +21,6 @@
 #include "npred/simulate.h"
 #include "npred/report.h"
 #include "npred/dist.h"
+#include "npred/insilico.h"
 
 #endif
