@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,7 +376,7 @@ static int run(which w, int argc, char **argv)
     const char *cmd = NAMES[w];
     int r = parse_args(&o, argc, argv);
     if (r) return r < 0 ? 0 : r;
-    if (o.threads > 0) omp_set_num_threads(o.threads);
+    if (o.threads > 0) npred_set_threads(o.threads);
     npred_model *m = NULL;
     int rc = 1, *idx = NULL, *idx2 = NULL, count = 0, count2 = 0;
     float *objective = NULL, *initial = NULL, *meis = NULL, *act = NULL, *trace = NULL, *maps = NULL, *ctr = NULL,
