@@ -1,7 +1,6 @@
 /* npred mei / rf / tuning: in-silico experiments on a trained or imported model
  * (docs/insilico.md). A client of include/npred/insilico.h only. */
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 
 #include <cJSON.h>
 
+#include "args.h"
 #include "cli.h"
 #include "cli_model.h"
 #include "npred/data.h"
@@ -110,122 +110,74 @@ static int parse_floats(const char *cmd, const char *opt, const char *s, float *
     return cli_usage_error(cmd, "--%s: '%s' is not %d comma-separated numbers", opt, s, want);
 }
 
-static int parse_num(const char *cmd, const char *opt, const char *s, double *v)
-{
-    char *end;
-    errno = 0;
-    *v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(*v)) return cli_usage_error(cmd, "--%s: '%s' is not a number", opt, s);
-    return 0;
-}
+static void help_mei(FILE *f) { help(CMD_MEI, f); }
+static void help_rf(FILE *f) { help(CMD_RF, f); }
+static void help_tuning(FILE *f) { help(CMD_TUNING, f); }
 
+/* Each command takes the common options and its own; any other is an unknown option. */
 static int parse_args(opts *o, int argc, char **argv)
 {
-    enum { O_MODEL = 256, O_SESSION, O_NEURONS, O_OUT, O_CONFIG, O_INITIAL, O_MINUS, O_WEIGHTS, O_POP, O_JSON,
-           O_QUIET, O_THREADS, O_BATCH, O_ITER, O_SEED, O_GRAY, O_CONTRAST, O_ORI, O_SFS, O_PHASES, O_SFMIN,
-           O_SFMAX, O_PUPIL, O_BEHAV, O_DATA };
-    static const struct option all[] = {
-        {"model", required_argument, 0, O_MODEL},     {"session", required_argument, 0, O_SESSION},
-        {"neurons", required_argument, 0, O_NEURONS}, {"out", required_argument, 0, O_OUT},
-        {"config", required_argument, 0, O_CONFIG},   {"initial", required_argument, 0, O_INITIAL},
-        {"minus", required_argument, 0, O_MINUS},     {"weights", required_argument, 0, O_WEIGHTS},
-        {"population", no_argument, 0, O_POP},        {"json", no_argument, 0, O_JSON},
-        {"quiet", no_argument, 0, O_QUIET},           {"threads", required_argument, 0, O_THREADS},
-        {"batch", required_argument, 0, O_BATCH},     {"iterations", required_argument, 0, O_ITER},
-        {"seed", required_argument, 0, O_SEED},       {"gray", required_argument, 0, O_GRAY},
-        {"contrast", required_argument, 0, O_CONTRAST}, {"orientations", required_argument, 0, O_ORI},
-        {"sfs", required_argument, 0, O_SFS},         {"phases", required_argument, 0, O_PHASES},
-        {"sf-min", required_argument, 0, O_SFMIN},    {"sf-max", required_argument, 0, O_SFMAX},
-        {"pupil-center", required_argument, 0, O_PUPIL}, {"behavior", required_argument, 0, O_BEHAV},
-        {"data", required_argument, 0, O_DATA},       {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    /* options each command accepts (anything else is an error, not silently ignored) */
-    static const int mei_only[] = {O_CONFIG, O_INITIAL, O_MINUS, O_WEIGHTS, O_POP, O_ITER, O_SEED, 0};
-    static const int rf_only[] = {O_GRAY, 0};
-    static const int tuning_only[] = {O_GRAY, O_CONTRAST, O_ORI, O_SFS, O_PHASES, O_SFMIN, O_SFMAX, 0};
     const char *cmd = NAMES[o->cmd];
-    optind = 1;
-    opterr = 0;
-    int r;
-    for (int c; (c = getopt_long(argc, argv, ":h", all, NULL)) != -1;) {
-        if (c >= O_CONFIG && c != O_JSON && c != O_QUIET && c != O_THREADS && c != O_BATCH && c != O_PUPIL &&
-            c != O_BEHAV && c != O_DATA) {
-            const int *ok = o->cmd == CMD_MEI ? mei_only : o->cmd == CMD_RF ? rf_only : tuning_only;
-            int found = 0;
-            for (int i = 0; ok[i]; i++) found |= ok[i] == c;
-            if (!found) return cli_usage_error(cmd, "option '%s' does not apply to npred %s", argv[optind - 1], cmd);
-        }
-        double d;
-        switch (c) {
-        case O_MODEL: o->model = optarg; break;
-        case O_SESSION: o->key = optarg; break;
-        case O_NEURONS: o->neurons = optarg; break;
-        case O_OUT: o->out = optarg; break;
-        case O_CONFIG: o->config = optarg; break;
-        case O_INITIAL: o->initial = optarg; break;
-        case O_MINUS: o->minus = optarg; break;
-        case O_WEIGHTS: o->weights = optarg; break;
-        case O_POP: o->population = 1; break;
-        case O_JSON: o->json = 1; break;
-        case O_QUIET: o->quiet = 1; break;
-        case O_PUPIL: o->pupil = optarg; break;
-        case O_BEHAV: o->behavior = optarg; break;
-        case O_DATA: o->data = optarg; break;
-        case O_THREADS:
-            if ((r = cli_parse_pos_int(cmd, "threads", optarg, &o->threads))) return r;
-            break;
-        case O_BATCH:
-            if ((r = cli_parse_pos_int(cmd, "batch", optarg, &o->batch))) return r;
-            break;
-        case O_ITER:
-            if ((r = parse_num(cmd, "iterations", optarg, &d))) return r;
-            if (d < 0 || d != floor(d) || d > 1e8) return cli_usage_error(cmd, "--iterations: '%s' is not a count", optarg);
-            o->iterations = (int)d;
-            break;
-        case O_SEED:
-            if ((r = parse_num(cmd, "seed", optarg, &d))) return r;
-            if (d < 0 || d != floor(d) || d > 9e15) return cli_usage_error(cmd, "--seed: '%s' is not a non-negative integer", optarg);
-            o->seed = (long long)d;
-            o->has_seed = 1;
-            break;
-        case O_GRAY:
-            if ((r = parse_num(cmd, "gray", optarg, &o->gray))) return r;
-            o->has_gray = 1;
-            break;
-        case O_CONTRAST:
-            if ((r = parse_num(cmd, "contrast", optarg, &o->contrast))) return r;
-            o->has_contrast = 1;
-            break;
-        case O_ORI:
-            if ((r = cli_parse_pos_int(cmd, "orientations", optarg, &o->n_ori))) return r;
-            break;
-        case O_SFS:
-            if ((r = cli_parse_pos_int(cmd, "sfs", optarg, &o->n_sf))) return r;
-            break;
-        case O_PHASES:
-            if ((r = cli_parse_pos_int(cmd, "phases", optarg, &o->n_phase))) return r;
-            break;
-        case O_SFMIN:
-            if ((r = parse_num(cmd, "sf-min", optarg, &o->sf_min))) return r;
-            o->has_sf_min = 1;
-            break;
-        case O_SFMAX:
-            if ((r = parse_num(cmd, "sf-max", optarg, &o->sf_max))) return r;
-            o->has_sf_max = 1;
-            break;
-        case 'h': help(o->cmd, stdout); return -1;
-        case ':': return cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
-        default: return cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
-        }
+    double seed = -1, iterations = -1, gray = NAN, contrast = NAN, sf_min = NAN, sf_max = NAN;
+    cli_opt all[32];
+    int k = 0;
+#define OPT(name, kind, dst, lo, hi) all[k++] = (cli_opt){name, kind, dst, lo, hi}
+    OPT("model", CLI_STR, &o->model, 0, 0);
+    OPT("session", CLI_STR, &o->key, 0, 0);
+    OPT("neurons", CLI_STR, &o->neurons, 0, 0);
+    OPT("out", CLI_STR, &o->out, 0, 0);
+    OPT("data", CLI_STR, &o->data, 0, 0);
+    OPT("pupil-center", CLI_STR, &o->pupil, 0, 0);
+    OPT("behavior", CLI_STR, &o->behavior, 0, 0);
+    OPT("batch", CLI_INT, &o->batch, 1, 1 << 20);
+    OPT("threads", CLI_INT, &o->threads, 1, 4096);
+    OPT("json", CLI_FLAG, &o->json, 0, 0);
+    OPT("quiet", CLI_FLAG, &o->quiet, 0, 0);
+    if (o->cmd == CMD_MEI) {
+        OPT("config", CLI_STR, &o->config, 0, 0);
+        OPT("initial", CLI_STR, &o->initial, 0, 0);
+        OPT("minus", CLI_STR, &o->minus, 0, 0);
+        OPT("weights", CLI_STR, &o->weights, 0, 0);
+        OPT("population", CLI_FLAG, &o->population, 0, 0);
+        OPT("iterations", CLI_NUM, &iterations, 0, 1e8);
+        OPT("seed", CLI_NUM, &seed, 0, 9e15);
+    } else {
+        OPT("gray", CLI_NUM, &gray, -1e30, 1e30);
     }
-    if (optind < argc) return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (o->cmd == CMD_TUNING) {
+        OPT("contrast", CLI_NUM, &contrast, 0, 1e30);
+        OPT("orientations", CLI_INT, &o->n_ori, 1, 360);
+        OPT("sfs", CLI_INT, &o->n_sf, 1, 100);
+        OPT("phases", CLI_INT, &o->n_phase, 1, 360);
+        OPT("sf-min", CLI_NUM, &sf_min, 0, 0.5);
+        OPT("sf-max", CLI_NUM, &sf_max, 0, 0.5);
+    }
+    OPT(NULL, 0, NULL, 0, 0);
+#undef OPT
+    void (*const helps[])(FILE *) = {help_mei, help_rf, help_tuning};
+    const cli_spec spec = {cmd, helps[o->cmd], all, NULL};
+    int r = cli_parse(&spec, argc, argv);
+    if (r != CLI_CONTINUE) return r;
+    if (iterations >= 0) {
+        if (iterations != floor(iterations)) return cli_usage_error(cmd, "--iterations: %g is not a count", iterations);
+        o->iterations = (int)iterations;
+    }
+    if (seed >= 0) {
+        if (seed != floor(seed)) return cli_usage_error(cmd, "--seed: %g is not an integer", seed);
+        o->seed = (long long)seed;
+        o->has_seed = 1;
+    }
+    if ((o->has_gray = !isnan(gray))) o->gray = gray;
+    if ((o->has_contrast = !isnan(contrast))) o->contrast = contrast;
+    if ((o->has_sf_min = !isnan(sf_min))) o->sf_min = sf_min;
+    if ((o->has_sf_max = !isnan(sf_max))) o->sf_max = sf_max;
     if (!o->model) return cli_usage_error(cmd, "missing --model");
     if (!o->out) return cli_usage_error(cmd, "missing --out DIR");
     if (o->cmd == CMD_MEI && !o->neurons && !o->weights) return cli_usage_error(cmd, "missing --neurons");
     if (o->weights && !o->population) return cli_usage_error(cmd, "--weights needs --population");
     if (o->weights && (o->neurons || o->minus)) return cli_usage_error(cmd, "--weights replaces --neurons and --minus");
     if (o->population && o->minus) return cli_usage_error(cmd, "--population and --minus exclude each other");
-    return 0;
+    return CLI_CONTINUE;
 }
 
 /* ---- progress ---- */
@@ -375,7 +327,7 @@ static int run(which w, int argc, char **argv)
     o.iterations = -1;
     const char *cmd = NAMES[w];
     int r = parse_args(&o, argc, argv);
-    if (r) return r < 0 ? 0 : r;
+    if (r != CLI_CONTINUE) return r;
     if (o.threads > 0) npred_set_threads(o.threads);
     npred_model *m = NULL;
     int rc = 1, *idx = NULL, *idx2 = NULL, count = 0, count2 = 0;

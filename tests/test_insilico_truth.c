@@ -268,7 +268,7 @@ static void test_truth(void)
         {"rf --model %s --session %s --neurons 1,1 --out %s/bad", "twice"},
         {"tuning --model %s --session %s --orientations 2 --phases 2 --out %s/bad", "phases"},
         {"mei --model %s --session %s --neurons 0 --config /nonexistent.json --out %s/bad", "nonexistent"},
-        {"rf --model %s --session %s --iterations 5 --out %s/bad", "does not apply"},
+        {"rf --model %s --session %s --iterations 5 --out %s/bad", "iterations"},
         {"mei --model %s --session %s --neurons 0 --pupil-center 1,2 --out %s/bad", "no shifter"},
     };
     char cfgp[700];
