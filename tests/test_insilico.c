@@ -36,6 +36,9 @@ static const char *const CONFIGS[][2] = {
     {"AttentionReadout (2 attention layers)",
      "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
      " \"readout_type\": \"AttentionReadout\", \"attention_layers\": 2, \"attention_kernel\": 3}"},
+    {"PointPyramid2d",
+     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+     " \"readout_type\": \"PointPyramid2d\", \"scale_n\": 2, \"pyramid_type\": \"gauss5x5\", \"downsample\": true}"},
     {"RotationEquivariant2dCore (Hermite layers), FullFactorized2d",
      "{\"core_type\": \"RotationEquivariant2dCore\", \"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3,"
      " \"hidden_channels\": 2, \"num_rotations\": 4, \"pad_input\": true, \"readout_type\": \"FullFactorized2d\"}"},
