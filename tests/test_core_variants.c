@@ -528,8 +528,108 @@ static void test_head_spelling(void)
     }
 }
 
+/* attention_conv: the layer's output against a double-precision AttentionConv written
+ * here from 0.3.0's definition (1x1 key/query/value convs on the zero-padded input, per
+ * channel softmax over the window of q * (k + rel), weighted sum of v); then finite
+ * differences through whole cores (train and eval, with conv biases and skip). */
+static const char *CFG_ATT = "{\"core\": {\"attention_conv\": true, \"hidden_channels\": 4, \"input_kern\": 3,"
+                             " \"hidden_kern\": 3, \"layers\": 3, \"bias\": true, \"gamma_input\": 0.2,"
+                             " \"gamma_hidden\": 0.7, \"skip\": 2, \"stack\": [1, 2]}}";
+static const char *CFG_ATT5 = "{\"core\": {\"attention_conv\": true, \"hidden_channels\": 2, \"input_kern\": 3,"
+                              " \"hidden_kern\": 5, \"layers\": 2, \"bias\": false}}";
+
+static void test_attention_conv_reference(void)
+{
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, CFG_ATT5, "att"))) return;
+    m.core.input_channels = 1;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    memset(&core, 0, sizeof core);
+    int B = 2, H = 7, W = 6;
+    if (CHECK_OK(npred_core_declare(&core, &m.core, "", H, W, &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_core_setup(&core, &t, B))) {
+        npred_rng rng;
+        npred_rng_seed(&rng, 4);
+        npred_core_init_params(&core, &t, &rng);
+        float x[2 * 7 * 6];
+        for (int i = 0; i < B * H * W; i++) x[i] = (float)npred_rng_normal(&rng);
+        CHECK_OK(npred_core_forward(&core, &t, x, B, 1));
+        const npred_core_layer *L = &core.L[1];
+        const float *in = core.L[0].out, *rh = npred_ptable_ptr(&t, L->p_rel_h), *rw = npred_ptable_ptr(&t, L->p_rel_w);
+        const float *wk = npred_ptable_ptr(&t, L->p_w[0]), *wq = npred_ptable_ptr(&t, L->p_w[1]),
+                    *wv = npred_ptable_ptr(&t, L->p_w[2]);
+        int C = 2, K = 5, P = 2;
+        float ref[2 * 2 * 7 * 6];
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                for (int y = 0; y < H; y++)
+                    for (int xx = 0; xx < W; xx++) {
+                        double q = 0, lg[25], vs[25], mx = -1e300, sum = 0, acc = 0;
+                        for (int ci = 0; ci < C; ci++) q += wq[c * C + ci] * in[((b * C + ci) * H + y) * W + xx];
+                        for (int i = 0; i < K; i++)
+                            for (int j = 0; j < K; j++) {
+                                int yy = y + i - P, xj = xx + j - P;
+                                double kv = 0, vv = 0; /* padded input is 0, no conv bias */
+                                if (yy >= 0 && yy < H && xj >= 0 && xj < W)
+                                    for (int ci = 0; ci < C; ci++) {
+                                        double xi = in[((b * C + ci) * H + yy) * W + xj];
+                                        kv += wk[c * C + ci] * xi;
+                                        vv += wv[c * C + ci] * xi;
+                                    }
+                                double rel = c < C / 2 ? rh[c * K + i] : rw[(c - C / 2) * K + j];
+                                lg[i * K + j] = q * (kv + rel);
+                                vs[i * K + j] = vv;
+                                if (lg[i * K + j] > mx) mx = lg[i * K + j];
+                            }
+                        for (int u = 0; u < K * K; u++) {
+                            double e = exp(lg[u] - mx);
+                            sum += e;
+                            acc += e * vs[u];
+                        }
+                        ref[((b * C + c) * H + y) * W + xx] = (float)(acc / sum);
+                    }
+        th_close_f32("attention_conv layer output", L->z, ref, (size_t)B * C * H * W, 1e-5, 1e-6);
+        char repr[4096];
+        npred_core_repr(&core, repr, sizeof repr);
+        CHECK(strstr(repr, "(attention_conv): AttentionConvWrapper(\n        (key_conv): Conv2d(2, 2, kernel_size=(1, "
+                           "1), stride=(1, 1), bias=False)\n        (query_conv)") != NULL, "repr:\n%s", repr);
+        CHECK(npred_ptable_find(&t, "features.layer1.attention_conv.rel_h") >= 0 &&
+                  t.items[npred_ptable_find(&t, "features.layer1.attention_conv.rel_w")].ndim == 5,
+              "state_dict names");
+    }
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+    /* shapes 0.3.0 cannot run are errors */
+    if (CHECK_OK(npred_model_config_parse(&m, "{\"core\": {\"attention_conv\": true, \"hidden_channels\": 3,"
+                                              " \"input_kern\": 3, \"hidden_kern\": 3, \"layers\": 2}}", "a"))) {
+        m.core.input_channels = 1;
+        npred_ptable_init(&t);
+        CHECK(npred_core_declare(&core, &m.core, "", 8, 8, &t) == NPRED_ERR_CONFIG &&
+                  strstr(npred_last_error(), "even hidden_channels"), "%s", npred_last_error());
+        npred_ptable_free(&t);
+    }
+    CHECK(npred_model_config_parse(&m, "{\"core\": {\"attention_conv\": true, \"depth_separable\": true,"
+                                       " \"hidden_channels\": 2, \"input_kern\": 3, \"hidden_kern\": 3}}", "a") ==
+                  NPRED_OK,
+          "parsed");
+    m.core.input_channels = 1;
+    npred_ptable_init(&t);
+    CHECK(npred_core_declare(&core, &m.core, "", 8, 8, &t) == NPRED_ERR_CONFIG, "depth_separable + attention_conv");
+    npred_ptable_free(&t);
+}
+
+static void test_fd_attention_conv_train(void) { fd_case(CFG_ATT, 2, 1); }
+static void test_fd_attention_conv_eval(void) { fd_case(CFG_ATT, 2, 0); }
+static void test_fd_attention_conv_k5(void) { fd_case(CFG_ATT5, 1, 1); }
+
 int main(void)
 {
+    RUN(test_attention_conv_reference);
+    RUN(test_fd_attention_conv_train);
+    RUN(test_fd_attention_conv_eval);
+    RUN(test_fd_attention_conv_k5);
     RUN(test_import_recognises_conventions);
     RUN(test_head_spelling);
     RUN(test_model_save_load);

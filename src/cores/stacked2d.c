@@ -133,6 +133,51 @@ static int declare_norm(npred_core *core, int l, npred_ptable *t)
     return 0;
 }
 
+/* Hidden layer l as 0.3.0's AttentionConv (Stacked2dCore.AttentionConvWrapper, groups 1):
+ * 1x1 key/query/value convs (bias = `bias`), relative position terms rel_h (first C/2
+ * channels, by window row) and rel_w (the others, by column). Its unfold/view only works
+ * when the window keeps the map size: stride 1 and 2 * padding = kernel - 1; an odd channel
+ * count fails in its split. Those cases are errors here too. */
+static npred_status declare_attention_layer(npred_core *core, int l, int conv_bias, int h, int w, npred_ptable *t)
+{
+    const npred_core_config *c = &core->cfg;
+    npred_core_layer *L = &core->L[l];
+    const char *prefix = core->prefix;
+    int H = c->hidden_channels;
+    if (L->stride != 1 || 2 * L->pad != L->k - 1)
+        return npred_errorf(NPRED_ERR_CONFIG,
+                            "core: attention_conv layer %d with kernel %d, padding %d, stride %d: neuralpredictors 0.3.0 "
+                            "fails there (its window view needs stride 1 and padding (kernel-1)/2)",
+                            l, L->k, L->pad, L->stride);
+    if (L->k > 7)
+        return npred_errorf(NPRED_ERR_CONFIG, "core: attention_conv windows up to 7x7 are supported (kernel %d)", L->k);
+    if (H % 2)
+        return npred_errorf(NPRED_ERR_CONFIG,
+                            "core: attention_conv needs an even hidden_channels (%d): 0.3.0 splits the keys in halves", H);
+    L->att = 1;
+    L->nconv = 3;
+    L->hout = h;
+    L->wout = w;
+    const char *sub[3] = {"key_conv", "query_conv", "value_conv"};
+    char rest[96];
+    int64_t sh[5] = {H / 2, 1, 1, L->k, 1}, sw[5] = {H / 2, 1, 1, 1, L->k};
+    char name[NPRED_PARAM_NAMELEN];
+    snprintf(name, sizeof name, "%sfeatures.layer%d.attention_conv.rel_h", prefix, l);
+    if ((L->p_rel_h = npred_ptable_add(t, name, 0, NPRED_PT_F32, 5, sh)) < 0) return NPRED_ERR_ARG;
+    snprintf(name, sizeof name, "%sfeatures.layer%d.attention_conv.rel_w", prefix, l);
+    if ((L->p_rel_w = npred_ptable_add(t, name, 0, NPRED_PT_F32, 5, sw)) < 0) return NPRED_ERR_ARG;
+    for (int i = 0; i < 3; i++) {
+        L->cp[i] = npred_conv2d_params_square(1, L->cin, h, w, H, 1, 1, 0, 1, 1);
+        snprintf(rest, sizeof rest, "attention_conv.%s.weight", sub[i]);
+        if ((L->p_w[i] = add_param(t, prefix, l, rest, 0, NPRED_PT_F32, 4, H, L->cin, 1, 1)) < 0) return NPRED_ERR_ARG;
+        if (conv_bias) {
+            snprintf(rest, sizeof rest, "attention_conv.%s.bias", sub[i]);
+            if ((L->p_b[i] = add_param(t, prefix, l, rest, 0, NPRED_PT_F32, 1, H, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+        }
+    }
+    return NPRED_OK;
+}
+
 /* Layer l of a RotationEquivariant2dCore: HermiteConv2D (no bias; stride in every layer,
  * layer 0 included; hidden padding hidden_kern[0] // 2 computed once, no dilation),
  * then the norm and the nonlinearity. */
@@ -217,6 +262,9 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
                                 c->num_rotations);
         if (c->se_core) return npred_errorf(NPRED_ERR_CONFIG, "core: SE blocks in a RotationEquivariant2dCore");
     }
+    if (c->attention_conv && c->depth_separable)
+        return npred_errorf(NPRED_ERR_CONFIG, "core: depth_separable and attention_conv can not both be true (as in "
+                                              "neuralpredictors)");
     if (c->head && (c->rot_eq || c->se_core))
         return npred_errorf(NPRED_ERR_CONFIG, "core: neuralpredictors \"head\" semantics are supported for "
                                               "Stacked2dCore only");
@@ -293,7 +341,11 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
             L->ds = c->depth_separable;
             conv_bias = c->head ? 1 : c->bias; /* HEAD passes the per-layer bias list: always truthy */
         }
-        if (L->ds) {
+        L->p_rel_h = L->p_rel_w = -1;
+        if (l > 0 && c->attention_conv && !c->rot_eq) {
+            npred_status s = declare_attention_layer(core, l, conv_bias, h, w, t);
+            if (s) return s;
+        } else if (L->ds) {
             L->nconv = 3;
             L->cp[0] = npred_conv2d_params_square(1, L->cin, h, w, H, 1, 1, 0, 1, 1);
             L->cp[1] = npred_conv2d_params_square(1, H, h, w, H, L->k, L->stride, L->pad, L->dil, H);
@@ -410,6 +462,10 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
             L->out = L->a;
         }
         L->dout = falloc(nout, &s);
+        if (L->att) {
+            L->att_kqv = falloc(3 * nout, &s);
+            L->att_d = falloc(3 * nout, &s);
+        }
         if (L->p_coeffs >= 0) {
             size_t nw = (size_t)L->cout * L->cin * L->k * L->k;
             L->weff = falloc(nw, &s);
@@ -483,6 +539,14 @@ void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng)
     npred_core_init_buffers(core, t);
     for (int l = 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
+        if (L->att) { /* AttentionConv.reset_parameters: rel N(0, 1); its kaiming init is overwritten by
+                         Core.init_conv's xavier_normal below */
+            int rp[2] = {L->p_rel_h, L->p_rel_w};
+            for (int q = 0; q < 2; q++) {
+                float *p = npred_ptable_ptr(t, rp[q]);
+                for (size_t j = 0; j < t->items[rp[q]].count; j++) p[j] = (float)npred_rng_normal(rng);
+            }
+        }
         if (L->p_coeffs >= 0) { /* init_conv_hermite: N(0, 0.1) */
             float *cf = npred_ptable_ptr(t, L->p_coeffs);
             for (size_t j = 0; j < t->items[L->p_coeffs].count; j++) cf[j] = (float)(0.1 * npred_rng_normal(rng));
@@ -525,6 +589,119 @@ void npred_core_init_params(npred_core *core, npred_ptable *t, npred_rng *rng)
 
 static float *pw(npred_ptable *t, int idx) { return idx >= 0 ? npred_ptable_ptr(t, idx) : NULL; }
 static float *pg(npred_ptable *t, int idx) { return idx >= 0 ? npred_ptable_gradptr(t, idx) : NULL; }
+
+/* AttentionConv: z[b,c,y,x] = sum_w softmax_w(q * (key_w + rel_w)) value_w over the k x k
+ * window w around (y, x); outside the map the key/value are their conv biases (the 1x1
+ * convs of the zero padding). */
+static float att_rel(const npred_core_layer *L, const float *rh, const float *rw, int ch, int i, int j)
+{
+    int half = L->cout / 2;
+    return ch < half ? rh[ch * L->k + i] : rw[(ch - half) * L->k + j];
+}
+
+static void attention_forward(npred_core_layer *L, npred_ptable *t, int B)
+{
+    int C = L->cout, h = L->hout, w = L->wout, K = L->k, p = L->pad;
+    size_t plane = (size_t)h * w, nn = (size_t)B * C * plane;
+    const float *kk = L->att_kqv, *qq = kk + nn, *vv = qq + nn;
+    const float *kb = pw(t, L->p_b[0]), *vb = pw(t, L->p_b[2]);
+    const float *rh = pw(t, L->p_rel_h), *rw = pw(t, L->p_rel_w);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int ch = 0; ch < C; ch++) {
+            double lg[64];
+            size_t o = ((size_t)b * C + ch) * plane;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    double q = qq[o + (size_t)y * w + x], mx = -INFINITY, sum = 0, acc = 0;
+                    for (int i = 0; i < K; i++)
+                        for (int j = 0; j < K; j++) {
+                            int yy = y + i - p, xx = x + j - p;
+                            int in = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                            double kv = in ? kk[o + (size_t)yy * w + xx] : (kb ? kb[ch] : 0);
+                            double v = q * (kv + att_rel(L, rh, rw, ch, i, j));
+                            lg[i * K + j] = v;
+                            if (v > mx) mx = v;
+                        }
+                    for (int i = 0; i < K; i++)
+                        for (int j = 0; j < K; j++) {
+                            int yy = y + i - p, xx = x + j - p;
+                            int in = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                            double e = exp(lg[i * K + j] - mx);
+                            sum += e;
+                            acc += e * (in ? vv[o + (size_t)yy * w + xx] : (vb ? vb[ch] : 0));
+                        }
+                    L->z[o + (size_t)y * w + x] = (float)(acc / sum);
+                }
+        }
+}
+
+/* dz (B, C, h, w) -> att_d = d(key), d(query), d(value) maps; the rel terms' and the
+ * outside-window bias gradients accumulate into the table. Serial over channels for the
+ * shared gradients (deterministic). */
+static void attention_backward(npred_core_layer *L, npred_ptable *t, const float *dz, int B)
+{
+    int C = L->cout, h = L->hout, w = L->wout, K = L->k, p = L->pad, half = C / 2;
+    size_t plane = (size_t)h * w, nn = (size_t)B * C * plane;
+    const float *kk = L->att_kqv, *qq = kk + nn, *vv = qq + nn;
+    float *dk = L->att_d, *dq = dk + nn, *dv = dq + nn;
+    memset(L->att_d, 0, 3 * nn * sizeof(float));
+    const float *kb = pw(t, L->p_b[0]), *vb = pw(t, L->p_b[2]);
+    const float *rh = pw(t, L->p_rel_h), *rw = pw(t, L->p_rel_w);
+    float *gkb = pg(t, L->p_b[0]), *gvb = pg(t, L->p_b[2]), *grh = pg(t, L->p_rel_h), *grw = pg(t, L->p_rel_w);
+#pragma omp parallel for schedule(static)
+    for (int ch = 0; ch < C; ch++) {
+        double lg[64], a[64], grel[8] = {0}, gk = 0, gv = 0;
+        for (int b = 0; b < B; b++) {
+            size_t o = ((size_t)b * C + ch) * plane;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    double q = qq[o + (size_t)y * w + x], mx = -INFINITY, sum = 0, g = dz[o + (size_t)y * w + x];
+                    for (int i = 0; i < K; i++)
+                        for (int j = 0; j < K; j++) {
+                            int yy = y + i - p, xx = x + j - p;
+                            int in = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                            double kv = in ? kk[o + (size_t)yy * w + xx] : (kb ? kb[ch] : 0);
+                            lg[i * K + j] = kv + att_rel(L, rh, rw, ch, i, j); /* the key term, times q below */
+                            double v = q * lg[i * K + j];
+                            if (v > mx) mx = v;
+                        }
+                    for (int u = 0; u < K * K; u++) sum += (a[u] = exp(q * lg[u] - mx));
+                    double da_dot = 0, dav[64];
+                    for (int i = 0; i < K; i++)
+                        for (int j = 0; j < K; j++) {
+                            int u = i * K + j, yy = y + i - p, xx = x + j - p;
+                            int in = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                            a[u] /= sum;
+                            double vval = in ? vv[o + (size_t)yy * w + xx] : (vb ? vb[ch] : 0);
+                            dav[u] = g * vval;
+                            da_dot += a[u] * dav[u];
+                            if (in) dv[o + (size_t)yy * w + xx] += (float)(g * a[u]);
+                            else gv += g * a[u];
+                        }
+                    double dqv = 0;
+                    for (int i = 0; i < K; i++)
+                        for (int j = 0; j < K; j++) {
+                            int u = i * K + j, yy = y + i - p, xx = x + j - p;
+                            int in = yy >= 0 && yy < h && xx >= 0 && xx < w;
+                            double dl = a[u] * (dav[u] - da_dot); /* d(logit) */
+                            dqv += dl * lg[u];
+                            double dkey = dl * q;
+                            if (in) dk[o + (size_t)yy * w + xx] += (float)dkey;
+                            else gk += dkey;
+                            grel[ch < half ? i : j] += dkey;
+                        }
+                    dq[o + (size_t)y * w + x] += (float)dqv;
+                }
+        }
+        if (gkb) gkb[ch] += (float)gk;
+        if (gvb) gvb[ch] += (float)gv;
+        for (int u = 0; u < K; u++) {
+            if (ch < half) grh[ch * K + u] += (float)grel[u];
+            else grw[(ch - half) * K + u] += (float)grel[u];
+        }
+    }
+}
 
 /* weff of a Hermite layer from the current coefficients and constant buffers */
 static void hermite_build(npred_core *core, npred_core_layer *L, npred_ptable *t)
@@ -673,7 +850,12 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             gather_skip(core, l, B);
             in = L->in;
         } else in = core->L[l - 1].out;
-        if (L->ds) {
+        if (L->att) {
+            size_t nn = (size_t)B * L->cout * L->hout * L->wout;
+            for (int i = 0; i < 3; i++)
+                if ((s = conv_fwd(core, L, t, i, L->att_kqv + i * nn, in, B))) return npred_error_prefix(s, "core layer %d", l);
+            attention_forward(L, t, B);
+        } else if (L->ds) {
             if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) || (s = conv_fwd(core, L, t, 1, L->t[1], L->t[0], B)) ||
                 (s = conv_fwd(core, L, t, 2, L->z, L->t[1], B)))
                 return npred_error_prefix(s, "core layer %d", l);
@@ -824,7 +1006,17 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             din = core->L[l - 1].dout;
             in = core->L[l - 1].out;
         }
-        if (L->ds) {
+        if (L->att) {
+            if (split && din == cur) {
+                memcpy(core->g[2], cur, n * sizeof(float));
+                cur = core->g[2];
+                memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
+            }
+            attention_backward(L, t, cur, B);
+            for (int i = 0; i < 3; i++)
+                if ((s = conv_bwd(core, L, t, i, din, L->att_d + i * n, in, B)))
+                    return npred_error_prefix(s, "core layer %d", l);
+        } else if (L->ds) {
             size_t n1 = (size_t)B * L->cout * L->hout * L->wout, n0 = (size_t)B * L->cout * L->hin * L->win;
             float *dt1 = core->g[0], *dt0 = split ? core->g[2] : core->g[1];
             /* g[2] holds cur (dz) when BN is on; use the buffers so none is overwritten while read */
@@ -946,7 +1138,7 @@ double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale)
                                       c->use_avg_reg);
         break;
     }
-    if (!c->depth_separable && !c->se_core && c->layers > 1) {
+    if (!c->depth_separable && !c->se_core && !c->attention_conv && c->layers > 1) {
         double denom = c->layers - 1;
         for (int l = 1; l < c->layers; l++) {
             const npred_core_layer *L = &core->L[l];
@@ -1077,7 +1269,16 @@ void npred_core_repr(const npred_core *core, char *buf, size_t n)
     for (int l = 0; l < c->layers && !c->rot_eq; l++) {
         const npred_core_layer *L = &core->L[l];
         put(&s, "    (layer%d): Sequential(\n", l);
-        if (L->ds) {
+        if (L->att) {
+            put(&s, "      (attention_conv): AttentionConvWrapper(\n");
+            const char *sub[3] = {"key_conv", "query_conv", "value_conv"};
+            for (int i = 0; i < 3; i++) {
+                put(&s, "        (%s): ", sub[i]);
+                conv_repr(&s, &L->cp[i], L->p_b[i] >= 0);
+                put(&s, "\n");
+            }
+            put(&s, "      )\n");
+        } else if (L->ds) {
             put(&s, "      (ds_conv): DepthSeparableConv2d(\n");
             const char *sub[3] = {"in_depth_conv", "spatial_conv", "out_depth_conv"};
             for (int i = 0; i < 3; i++) {
@@ -1127,6 +1328,8 @@ void npred_core_free(npred_core *core)
         free(L->dout);
         free(L->weff);
         free(L->dweff);
+        free(L->att_kqv);
+        free(L->att_d);
         free(L->basis);
         free(L->mean);
         free(L->invstd);

@@ -61,6 +61,7 @@ typedef struct {
     int use_avg_reg;
     int depth_separable;
     int linear;
+    int attention_conv;     /* hidden layers are 0.3.0 AttentionConv (self-attention over a k x k window) */
     int n_se_blocks;        /* SE2dCore */
     int se_reduction;
     int head;               /* 1: neuralpredictors HEAD's Stacked2dCore structure (no independent_bn_bias:
@@ -107,6 +108,11 @@ typedef struct {
     float *se_pool, *se_h, *se_s; /* (B, C), (B, hid), (B, C) */
     double *mean, *invstd;
     float *dout;      /* (B, C, hout, wout) gradient w.r.t. out */
+    /* AttentionConv (attention_conv): cp/p_w/p_b [0] key, [1] query, [2] value 1x1 convs */
+    int att;
+    int p_rel_h, p_rel_w;     /* (C/2, 1, 1, k, 1), (C/2, 1, 1, 1, k) */
+    float *att_kqv;           /* (3, B, C, h, w) key, query, value maps */
+    float *att_d;             /* (3, B, C, h, w) their gradients */
 } npred_core_layer;
 
 typedef struct {

@@ -318,12 +318,8 @@ static int core_key(rd *r, const cJSON *e, npred_model_config *m)
         else rd_bool(r, e, &c->rot_eq_batch_norm);
     }
     else if (!strcmp(k, "se_reduction")) rd_int(r, e, &c->se_reduction);
-    else if (!strcmp(k, "attention_conv")) {
-        int v = 0;
-        if (rd_bool(r, e, &v) && v)
-            r->st = npred_errorf(NPRED_ERR_UNSUPPORTED, "%s: key '%s%s': attention_conv cores are not supported",
-                                 r->where, r->section, k);
-    } else return 0;
+    else if (!strcmp(k, "attention_conv")) rd_bool(r, e, &c->attention_conv);
+    else return 0;
     return 1;
 }
 
@@ -705,6 +701,7 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
     cJSON_AddBoolToObject(core, "use_avg_reg", c->use_avg_reg);
     cJSON_AddBoolToObject(core, "depth_separable", c->depth_separable);
     cJSON_AddBoolToObject(core, "linear", c->linear);
+    if (c->attention_conv) cJSON_AddBoolToObject(core, "attention_conv", 1);
     if (c->rot_eq) {
         cJSON_AddNumberToObject(core, "num_rotations", c->num_rotations);
         cJSON_AddNumberToObject(core, "upsampling", c->upsampling);
