@@ -624,8 +624,81 @@ static void test_fd_attention_conv_train(void) { fd_case(CFG_ATT, 2, 1); }
 static void test_fd_attention_conv_eval(void) { fd_case(CFG_ATT, 2, 0); }
 static void test_fd_attention_conv_k5(void) { fd_case(CFG_ATT5, 1, 1); }
 
+/* batch_norm false and an explicit hidden_padding (docs/config.md rows without a fixture):
+ * a 2-layer plain core against a double-precision conv + ELU written here. */
+static const char *CFG_NOBN = "{\"core\": {\"hidden_channels\": 3, \"input_kern\": 3, \"hidden_kern\": 3,"
+                              " \"layers\": 2, \"batch_norm\": false, \"bias\": true, \"hidden_padding\": 2,"
+                              " \"stack\": -1, \"elu_shift\": [0.2, -0.1]}}";
+
+static double ref_elu(double v, double xs, double ys) { v -= xs; return (v > 0 ? v : exp(v) - 1) + ys; }
+
+/* y (co, ho, wo) = conv(x (ci, h, w), weight (co, ci, k, k), bias, zero padding p) */
+static void ref_conv(double *y, const double *x, const float *wt, const float *bs, int ci, int h, int w, int co, int k,
+                     int p, int ho, int wo)
+{
+    for (int o = 0; o < co; o++)
+        for (int i = 0; i < ho; i++)
+            for (int j = 0; j < wo; j++) {
+                double acc = bs ? bs[o] : 0;
+                for (int c = 0; c < ci; c++)
+                    for (int a = 0; a < k; a++)
+                        for (int b = 0; b < k; b++) {
+                            int yy = i + a - p, xx = j + b - p;
+                            if (yy >= 0 && yy < h && xx >= 0 && xx < w)
+                                acc += wt[((o * ci + c) * k + a) * k + b] * x[(c * h + yy) * w + xx];
+                        }
+                y[(o * ho + i) * wo + j] = acc;
+            }
+}
+
+static void test_no_batchnorm_reference(void)
+{
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, CFG_NOBN, "nobn"))) return;
+    m.core.input_channels = 2;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    memset(&core, 0, sizeof core);
+    int B = 2, H = 6, W = 5;
+    if (CHECK_OK(npred_core_declare(&core, &m.core, "", H, W, &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_core_setup(&core, &t, B))) {
+        CHECK(npred_ptable_find(&t, "features.layer0.conv.bias") >= 0 && npred_ptable_find(&t, "features.layer0.norm.running_mean") < 0,
+              "layer 0 conv bias without BatchNorm, no norm");
+        CHECK(core.out_h == H + 2 && core.out_w == W + 2, "hidden_padding 2 on a 3x3 kernel grows the map (%dx%d)",
+              core.out_h, core.out_w);
+        npred_rng rng;
+        npred_rng_seed(&rng, 21);
+        npred_core_init_params(&core, &t, &rng);
+        for (size_t i = 0; i < t.n_params; i++) t.data[i] += (float)(0.3 * npred_rng_normal(&rng));
+        float x[2 * 2 * 6 * 5];
+        for (int i = 0; i < B * 2 * H * W; i++) x[i] = (float)npred_rng_normal(&rng);
+        CHECK_OK(npred_core_forward(&core, &t, x, B, 1));
+        int H2 = H + 2, W2 = W + 2;
+        double xin[2 * 6 * 5], a0[3 * 6 * 5], a1[3 * 8 * 7];
+        float *ref = malloc(sizeof(float) * (size_t)B * 3 * H2 * W2);
+        for (int b = 0; b < B; b++) {
+            for (int i = 0; i < 2 * H * W; i++) xin[i] = x[b * 2 * H * W + i];
+            ref_conv(a0, xin, npred_ptable_ptr(&t, npred_ptable_find(&t, "features.layer0.conv.weight")),
+                     npred_ptable_ptr(&t, npred_ptable_find(&t, "features.layer0.conv.bias")), 2, H, W, 3, 3, 1, H, W);
+            for (int i = 0; i < 3 * H * W; i++) a0[i] = ref_elu(a0[i], 0.2, -0.1);
+            ref_conv(a1, a0, npred_ptable_ptr(&t, npred_ptable_find(&t, "features.layer1.conv.weight")),
+                     npred_ptable_ptr(&t, npred_ptable_find(&t, "features.layer1.conv.bias")), 3, H, W, 3, 3, 2, H2, W2);
+            for (int i = 0; i < 3 * H2 * W2; i++) ref[b * 3 * H2 * W2 + i] = (float)ref_elu(a1[i], 0.2, -0.1);
+        }
+        th_close_f32("no-BatchNorm core output", core.output, ref, (size_t)B * 3 * H2 * W2, 1e-5, 1e-6);
+        free(ref);
+    }
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+}
+
+static void test_fd_no_batchnorm(void) { fd_case(CFG_NOBN, 2, 1); }
+
 int main(void)
 {
+    RUN(test_no_batchnorm_reference);
+    RUN(test_fd_no_batchnorm);
     RUN(test_attention_conv_reference);
     RUN(test_fd_attention_conv_train);
     RUN(test_fd_attention_conv_eval);
