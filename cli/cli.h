@@ -22,6 +22,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_mei(int argc, char **argv);
 int cmd_rf(int argc, char **argv);
 int cmd_tuning(int argc, char **argv);
+int cmd_score(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 
 #endif

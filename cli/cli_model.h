@@ -2,6 +2,7 @@
 #ifndef NPRED_CLI_MODEL_H
 #define NPRED_CLI_MODEL_H
 
+#include "npred/data.h"
 #include "npred/model.h"
 
 /* Open a model given as a run directory, a .safetensors file or a PyTorch .pth
@@ -10,6 +11,19 @@
 int cli_ends_with(const char *path, const char *suffix);
 /* Read a whole text file (malloc'ed, NUL-terminated); NULL with an error set. */
 char *cli_read_text(const char *path);
+/* Open the loaders for evaluating / predicting with model m, as sensorium's
+ * static_loaders does (normalize true), cfg initialised here (free it with
+ * npred_loader_config_free, also after a failure): the static_loaders arguments of
+ * the JSON file `dataset` (may be NULL; its "paths" serve when n_data is 0), then
+ * what the model implies where the file leaves it unset (include_eye_position for a
+ * shifter, include_behavior for 4 input channels or a modulator, and a scale that
+ * maps the scans' images to the model's input size). batch is the batch size when
+ * the file sets none. Prints what it did unless quiet; on failure prints the error
+ * and returns the exit code (non-zero). */
+int cli_open_loaders(const char *cmd, npred_model *m, const char *dataset, const char *const *data, size_t n_data,
+                     int batch, int quiet, npred_loader_config *cfg, npred_loaders **L);
+/* Write text to path atomically, or to standard output when path is "-". */
+npred_status cli_write_output(const char *path, const char *text, size_t len);
 /* mkdir -p */
 npred_status cli_mkdirs(const char *dir);
 

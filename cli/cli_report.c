@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "npred/npy.h"
@@ -59,7 +60,11 @@ int cli_write_pictures(const char *dir, npred_model *m, const npred_loaders *L, 
 {
     int fails = 0;
     if (gt) memset(gt, 0, sizeof *gt);
-    report(&fails, npred_report_curves(dir), dir, "training_loss.png, validation_objective.png, learning_rate.png");
+    char log[4096];
+    struct stat sb;
+    snprintf(log, sizeof log, "%s/log.csv", dir);
+    if (stat(log, &sb) == 0) /* a run's training log (npred report of a bare model has none) */
+        report(&fails, npred_report_curves(dir), dir, "training_loss.png, validation_objective.png, learning_rate.png");
     report(&fails, npred_report_filters(dir, m), dir, "filters.png");
     if (r) report(&fails, npred_report_correlations(dir, r), dir, "test_correlations.png");
     int in_c, in_h, in_w, oc, oh, ow;
@@ -147,5 +152,24 @@ int cli_write_pictures(const char *dir, npred_model *m, const npred_loaders *L, 
         gt->oracle_jackknife = ojack / n;
     }
     free(lx), free(ly), free(tx), free(ty), free(dist);
+    return fails;
+}
+
+int cli_write_result_pictures(const char *dir, npred_model *m, const npred_loaders *L, const npred_eval_results *r)
+{
+    int fails = 0;
+    report(&fails, npred_report_correlation_vs_oracle(dir, r), dir, "correlation_vs_oracle.png");
+    report(&fails, npred_report_session_correlations(dir, r), dir, "correlations_<session>.png");
+    for (size_t s = 0; s < npred_loaders_count(L); s++) {
+        npred_session_info si;
+        npred_loaders_session(L, s, &si);
+        int mi = npred_model_session_index(m, si.data_key);
+        if (mi < 0 || !si.cell_motor_coordinates) continue;
+        char what[160];
+        snprintf(what, sizeof what, "retinotopy_%s_x.png, retinotopy_%s_y.png", si.data_key, si.data_key);
+        npred_status st = npred_report_retinotopy(dir, m, mi, si.cell_motor_coordinates, 3);
+        if (st != NPRED_ERR_UNSUPPORTED) report(&fails, st, dir, what);
+        else npred_clear_error(); /* a readout without positions */
+    }
     return fails;
 }

@@ -23,4 +23,9 @@ typedef struct {
 int cli_write_pictures(const char *dir, npred_model *m, const npred_loaders *L, const char *const *paths,
                        const npred_eval_results *r, cli_gt_summary *gt);
 
+/* The pictures of an evaluation beyond the run's: correlation vs oracle, the
+ * correlation histogram per session, readout positions coloured by cortical
+ * coordinates. Prints one line per written picture; returns the failures. */
+int cli_write_result_pictures(const char *dir, npred_model *m, const npred_loaders *L, const npred_eval_results *r);
+
 #endif

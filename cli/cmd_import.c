@@ -9,6 +9,7 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_model.h"
+#include "npred/preprocess.h"
 
 static void help(FILE *f)
 {
@@ -26,6 +27,10 @@ static void help(FILE *f)
             "                     structured form) instead of the inferred one\n"
             "  --height H         input image height [36]\n"
             "  --width W          input image width [64]\n"
+            "  --stats SCAN...    record the preprocessing (image mean/std, scale, response\n"
+            "                     normalisation, unit_ids, behaviour/pupil statistics) of these\n"
+            "                     SENSORIUM scans, loaded as npred eval loads them, in the model so\n"
+            "                     that 'npred predict --raw' works (a .pth carries none)\n"
             "  --force            overwrite an existing DIR/model.safetensors\n"
             "  --quiet            print nothing on success\n"
             "  -h, --help         this help\n\n"
@@ -59,12 +64,16 @@ static void print_summary(npred_model *m, const char *src, const char *dir, int 
                "configs. Pass --config to set them explicitly.\n");
 }
 
+static int import_one(const char *src, const char *out, const char *config, int height, int width, int force, int quiet,
+                      const char **stats, size_t n_stats);
+
 int cmd_import(int argc, char **argv)
 {
     const char *out = NULL, *config = NULL;
     int height = 0, width = 0, force = 0, quiet = 0;
-    cli_list pths = {0};
+    cli_list pths = {0}, stats = {0};
     const cli_opt opts[] = {{"out", CLI_STR, &out, 0, 0},          {"config", CLI_STR, &config, 0, 0},
+                            {"stats", CLI_LIST, &stats, 0, 0},
                             {"height", CLI_INT, &height, 1, INT_MAX}, {"width", CLI_INT, &width, 1, INT_MAX},
                             {"force", CLI_FLAG, &force, 0, 0},     {"quiet", CLI_FLAG, &quiet, 0, 0},
                             {NULL, 0, NULL, 0, 0}};
@@ -72,7 +81,15 @@ int cmd_import(int argc, char **argv)
     int r = cli_parse(&spec, argc, argv);
     if (r != CLI_CONTINUE) return r;
     const char *src = NULL;
-    if ((r = cli_one_word("import", &pths, "MODEL.pth", &src))) return r;
+    if ((r = cli_one_word("import", &pths, "MODEL.pth", &src))) return free(stats.v), r;
+    r = import_one(src, out, config, height, width, force, quiet, stats.v, (size_t)stats.n);
+    free(stats.v);
+    return r;
+}
+
+static int import_one(const char *src, const char *out, const char *config, int height, int width, int force, int quiet,
+                      const char **stats, size_t n_stats)
+{
     if (!out) return cli_usage_error("import", "missing --out DIR");
     if ((height > 0) != (width > 0)) return cli_usage_error("import", "give both --height and --width");
     char target[4096];
@@ -88,6 +105,18 @@ int cmd_import(int argc, char **argv)
     npred_status st = npred_model_import_pth(&m, src, cfg, height, width, 1);
     free(cfg);
     if (st) return cli_fail(st, "import");
+    if (n_stats) {
+        npred_loader_config lc;
+        npred_loaders *L = NULL;
+        int rc = cli_open_loaders("import", m, NULL, stats, n_stats, 64, quiet, &lc, &L);
+        if (!rc && (st = npred_model_record_preprocessing(m, L))) rc = cli_fail(st, "import --stats");
+        npred_loaders_free(L);
+        npred_loader_config_free(&lc);
+        if (rc) {
+            npred_model_free(m);
+            return rc;
+        }
+    }
     st = cli_mkdirs(out);
     if (!st) st = npred_model_save(m, out);
     if (st) {
@@ -95,6 +124,7 @@ int cmd_import(int argc, char **argv)
         return cli_fail(st, "import");
     }
     if (!quiet) print_summary(m, src, out, config == NULL);
+    if (!quiet && n_stats) printf("preprocessing: recorded from %zu scan(s) (npred predict --raw works)\n", n_stats);
     npred_model_free(m);
     return 0;
 }

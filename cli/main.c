@@ -20,11 +20,13 @@ static const command commands[] = {
     {"train", cmd_train, "train a model (SENSORIUM standard_trainer) into a run folder"},
     {"import", cmd_import, "convert a PyTorch checkpoint (.pth) into an npred model"},
     {"info", cmd_info, "describe a model: reprs, parameter counts, shapes"},
-    {"predict", cmd_predict, "firing rates of a model for images in an .npy"},
+    {"predict", cmd_predict, "firing rates of a model for images, raw stimuli, or a SENSORIUM submission"},
     {"eval", cmd_eval, "SENSORIUM metrics of a model on a tier of scans"},
     {"mei", cmd_mei, "most exciting inputs (and most discriminative stimuli) by gradient ascent"},
     {"rf", cmd_rf, "gradient receptive fields of neurons, with centre and size"},
     {"tuning", cmd_tuning, "grating tuning: preferred orientation and spatial frequency, OSI, F1/F0"},
+    {"report", cmd_report, "every picture of a run or model, and an index.html with the headline numbers"},
+    {"score", cmd_score, "SENSORIUM leaderboard metrics of a submission file against a ground-truth file"},
 
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

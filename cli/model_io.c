@@ -8,6 +8,9 @@
 
 #include "cli.h"
 #include "cli_model.h"
+#include "npred/data.h"
+
+#include <cJSON.h>
 
 int cli_ends_with(const char *path, const char *suffix)
 {
@@ -31,6 +34,14 @@ char *cli_read_text(const char *path)
     return txt;
 }
 
+npred_status cli_write_output(const char *path, const char *text, size_t len)
+{
+    if (strcmp(path, "-")) return npred_write_atomic(path, text, len);
+    if (fwrite(text, 1, len, stdout) != len || fflush(stdout))
+        return npred_errorf(NPRED_ERR_IO, "standard output: write failed: %s", strerror(errno));
+    return NPRED_OK;
+}
+
 npred_status cli_mkdirs(const char *dir)
 {
     char p[4096];
@@ -50,4 +61,87 @@ npred_status cli_mkdirs(const char *dir)
         if (!c) break;
     }
     return NPRED_OK;
+}
+
+/* the options the model implies, where the dataset config left them unset */
+static void model_defaults(npred_loader_config *cfg, const cJSON *given, const npred_model *m)
+{
+    int c, h, w;
+    npred_model_input_shape(m, &c, &h, &w);
+    int bc = npred_model_behavior_channels(m);
+    if (!cJSON_HasObjectItem(given, "include_eye_position") && npred_model_has_shifter(m)) cfg->include_eye_position = 1;
+    if (!cJSON_HasObjectItem(given, "include_behavior") && (c == 4 || bc > 0)) cfg->include_behavior = 1;
+    if (!cJSON_HasObjectItem(given, "add_behavior_as_channels") && bc > 0 && c != 4) cfg->add_behavior_as_channels = 0;
+}
+
+int cli_open_loaders(const char *cmd, npred_model *m, const char *dataset, const char *const *data, size_t n_data,
+                     int batch, int quiet, npred_loader_config *cfg, npred_loaders **L)
+{
+    *L = NULL;
+    npred_loader_config_init(cfg);
+    cfg->batch_size = batch;
+    char **jpaths = NULL, *text = NULL;
+    size_t n_jpaths = 0;
+    cJSON *given = NULL;
+    int rc = 1;
+    npred_status st;
+    if (dataset) {
+        if (!(text = cli_read_text(dataset))) {
+            cli_fail(NPRED_ERR_IO, cmd);
+            goto done;
+        }
+        given = cJSON_Parse(text);
+        if ((st = npred_loader_config_parse(cfg, text, &jpaths, &n_jpaths))) {
+            cli_fail(npred_error_prefix(st, "%s", dataset), cmd);
+            goto done;
+        }
+    }
+    const char *const *paths = n_data ? data : (const char *const *)jpaths;
+    size_t n_paths = n_data ? n_data : n_jpaths;
+    if (!n_paths) {
+        rc = cli_usage_error(cmd, "no scans: give --data SCAN or \"paths\" in --dataset");
+        goto done;
+    }
+    model_defaults(cfg, given, m);
+    if ((st = npred_loaders_open(L, paths, n_paths, cfg))) {
+        cli_fail(st, cmd);
+        goto done;
+    }
+    /* scale the images to the model's input size unless the config chose a scale */
+    int c, h, w;
+    npred_model_input_shape(m, &c, &h, &w);
+    npred_session_info si;
+    npred_loaders_session(*L, 0, &si);
+    if (!cfg->scale.set && (si.img_h != h || si.img_w != w)) {
+        double scale = (double)h / si.img_h;
+        for (size_t s = 0; s < npred_loaders_count(*L); s++) {
+            npred_loaders_session(*L, s, &si);
+            if (npred_rescale_size(si.img_h, scale) != h || npred_rescale_size(si.img_w, scale) != w) {
+                fprintf(stderr,
+                        "npred %s: %s: images are %d x %d; no scale maps them to the model's %d x %d "
+                        "(set \"scale\" in --dataset)\n",
+                        cmd, paths[s], si.img_h, si.img_w, h, w);
+                goto done;
+            }
+        }
+        cfg->scale.set = 1;
+        cfg->scale.v = scale;
+        npred_loaders_free(*L);
+        *L = NULL;
+        if ((st = npred_loaders_open(L, paths, n_paths, cfg))) {
+            cli_fail(st, cmd);
+            goto done;
+        }
+        if (!quiet) fprintf(stderr, "npred %s: images scaled by %g to the model's %d x %d\n", cmd, scale, h, w);
+    }
+    rc = 0;
+done:
+    if (rc) {
+        npred_loaders_free(*L);
+        *L = NULL;
+    }
+    npred_loader_paths_free(jpaths, n_jpaths);
+    cJSON_Delete(given);
+    free(text);
+    return rc;
 }

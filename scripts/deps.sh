@@ -6,6 +6,8 @@
 # `sh scripts/deps.sh fuzz` checks the fuzzing toolchain instead (`make fuzz`
 # only: clang, libFuzzer and LLVM's OpenMP runtime; `make test` never needs them).
 REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libhdf5-dev python3 python3-numpy"
+# the test of `npred report` opens its index.html in headless Chromium
+REQ="$REQ chromium"
 OPT="libopenmpi-dev openmpi-bin"
 if [ "$1" = fuzz ]; then
     REQ="clang libfuzzer-14-dev libomp-dev python3-numpy"

@@ -328,6 +328,26 @@ int th_compare_table(const th_case *c, void *table, const char *group, const cha
     return ok;
 }
 
+char *th_read_stream(FILE *f)
+{
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += r;
+        if (n + 1 == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (buf) buf[n] = 0;
+    return buf;
+}
+
 int th_shell(char **out, const char *cmd)
 {
     size_t cl = strlen(cmd) + 16;
@@ -337,18 +357,7 @@ int th_shell(char **out, const char *cmd)
     FILE *p = popen(full, "r");
     free(full);
     if (!p) return -1;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
-        n += r;
-        if (n + 1 == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) break;
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (buf) buf[n] = 0;
+    char *buf = th_read_stream(p);
     int status = pclose(p);
     if (out) *out = buf;
     else free(buf);

@@ -11,6 +11,7 @@
 #define NPRED_TEST_HARNESS_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <cJSON.h>
 #include "npred/npy.h"
@@ -27,6 +28,9 @@ void th_run(const char *name, void (*fn)(void));
 /* Mark the running test skipped (only for absent ../shared/checkpoints). */
 void th_skip(const char *reason);
 int th_summary(void);
+/* Everything readable from f (a file or a popen pipe) as a NUL-terminated string
+ * (malloc'ed), or NULL when out of memory. */
+char *th_read_stream(FILE *f);
 
 /* Elementwise |got - ref| <= atol + rtol*|ref|; reports the worst mismatches. */
 int th_close_f32(const char *what, const float *got, const float *ref, size_t n,

@@ -214,6 +214,7 @@ typedef struct {
     const float *response_precision;  /* (n_neurons of the scan,) */
     const float *behavior_precision;  /* (behavior_dim,) */
     const float *eye_mean, *eye_std;  /* (pupil_dim,) */
+    int images, responses, behavior, pupil_center; /* 1 where the normalizer transforms the field */
 } npred_normalizer_info;
 NPRED_API void npred_loaders_normalizer(const npred_loaders *L, size_t s, npred_normalizer_info *out);
 /* NeuroNormalizer.inv for one field of session s: B trials of `per` values each, back
@@ -226,6 +227,19 @@ NPRED_API void npred_loaders_normalizer(const npred_loaders *L, size_t s, npred_
  * NPRED_ERR_SHAPE when per does not match the field. */
 NPRED_API npred_status npred_loaders_inv(const npred_loaders *L, size_t s, npred_field f, const float *x, float *out,
                                          int64_t B, int64_t per);
+
+/* The image pipeline of a session after the normalizer: constant planes appended
+ * (behaviour, then pupil centre; the normalized values), channel selection, and the
+ * rescale from the raw (raw_h, raw_w) to the batch's size (ScaleInputs). */
+typedef struct {
+    int raw_c, raw_h, raw_w;     /* data/images of the scan */
+    int behavior_planes, pupil_planes;
+    int n_select;                /* select_input_channel entries, 0 for none */
+    const int64_t *select;       /* (n_select,) as given (negative counts from the end) */
+    int scaled;                  /* ScaleInputs present */
+    double scale;                /* its scale (when scaled) */
+} npred_pipeline_info;
+NPRED_API void npred_loaders_pipeline(const npred_loaders *L, size_t s, npred_pipeline_info *out);
 
 /* A batch; buffers are sized once for the largest session (capacity = batch_size
  * or an explicit capacity), so any session fits. */

@@ -5,9 +5,13 @@
  *   correlation to average     corr of the per-image means over repeats, mean over neurons
  *   FEVE                       mean over the neurons with FEV >= 0.15 (sensorium)
  *   oracle                     jackknife oracle correlation, mean over neurons
- *   fraction of oracle         mean single-trial correlation / mean oracle (what the
- *                              model reaches of the correlation a repeat of the same
- *                              image reaches: 1 = as good as the noise allows)
+ *   fraction of oracle         what the model reaches of the correlation a repeat of
+ *                              the same image reaches (1 = as good as the noise allows),
+ *                              in two conventions (docs/results.md):
+ *     fraction_oracle          mean single-trial correlation / mean oracle
+ *     fraction_oracle_slope    slope of the per-neuron single-trial correlation on the
+ *                              per-neuron oracle, a line through the origin
+ *                              (sum corr*oracle / sum oracle^2; Lurz et al. 2021)
  *
  * Metrics come from npred/metrics.h (double precision, numpy semantics); the
  * ground truth is the loader's (normalized) response, as in sensorium. Trials are
@@ -37,7 +41,8 @@ typedef struct {
     double corr_to_average;
     double feve;
     double oracle;
-    double fraction_oracle;
+    double fraction_oracle;       /* mean correlation / mean oracle */
+    double fraction_oracle_slope; /* regression slope through the origin of correlation on oracle */
 } npred_eval_metrics;
 
 typedef struct {
@@ -45,6 +50,9 @@ typedef struct {
     npred_eval_metrics m;
     /* per-neuron values (n_neurons,) in the loader's neuron order */
     double *corr, *corr_avg, *fev, *feve, *oracle;
+    int64_t *unit_ids;            /* meta/neurons/unit_ids of the neurons */
+    double *resp_mean, *resp_var; /* mean and variance (ddof 0) of the tier's responses (normalized units) */
+    float *readout_xy;            /* (n_neurons, 2) readout positions x, y in [-1, 1]; NULL for readouts without */
 } npred_eval_session;
 
 typedef struct {
@@ -62,6 +70,11 @@ typedef struct {
  * overwritten; free it with npred_eval_results_free (also after an error). */
 NPRED_API npred_status npred_evaluate(npred_model *m, const npred_loaders *L, npred_tier tier, npred_eval_results *res);
 NPRED_API void npred_eval_results_free(npred_eval_results *res);
+
+/* The per-neuron table as CSV text (malloc'ed, caller frees; NULL with an error
+ * set): a header, then one row per neuron of every session in order, keyed by
+ * session and unit_id (columns in docs/results.md). */
+NPRED_API char *npred_eval_per_neuron_csv(const npred_eval_results *res);
 
 #ifdef __cplusplus
 }

@@ -128,6 +128,11 @@ NPRED_API int npred_model_pupil_channels(const npred_model *m);
 NPRED_API char *npred_model_readout_repr(const npred_model *m, int i);
 /* Resolved configuration as JSON text (caller frees with free()). */
 NPRED_API char *npred_model_config_json(const npred_model *m);
+/* The preprocessing the model was trained with (JSON, see npred/preprocess.h and
+ * docs/results.md), or NULL when the model file records none. */
+NPRED_API const char *npred_model_preprocessing_json(const npred_model *m);
+/* Replace the record (must be a JSON object; NULL removes it); saved with the model. */
+NPRED_API npred_status npred_model_set_preprocessing_json(npred_model *m, const char *json);
 /* Human-readable description in the reference's words (reprs, parameter counts
  * per part and per neuron, shapes); caller frees with free(). */
 NPRED_API char *npred_model_describe(const npred_model *m);

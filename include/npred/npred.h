@@ -22,5 +22,7 @@
 #include "npred/report.h"
 #include "npred/dist.h"
 #include "npred/insilico.h"
+#include "npred/results.h"
+#include "npred/preprocess.h"
 
 #endif

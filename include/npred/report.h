@@ -21,6 +21,15 @@ NPRED_API npred_status npred_report_correlations(const char *dir, const npred_ev
 NPRED_API npred_status npred_report_positions(const char *dir, npred_model *m, int i, const double *gt_xy);
 /* filters.png: the first conv layer's weights */
 NPRED_API npred_status npred_report_filters(const char *dir, const npred_model *m);
+/* correlation_vs_oracle.png: per-neuron single-trial correlation against the jackknife
+ * oracle, all sessions, with the y = x line */
+NPRED_API npred_status npred_report_correlation_vs_oracle(const char *dir, const npred_eval_results *r);
+/* correlations_<key>.png: the single-trial correlation histogram of each session */
+NPRED_API npred_status npred_report_session_correlations(const char *dir, const npred_eval_results *r);
+/* retinotopy_<key>_x.png and _y.png: the readout positions of session i coloured by the
+ * neurons' cortical x / y (coords (n, coord_dims), cell_motor_coordinates) */
+NPRED_API npred_status npred_report_retinotopy(const char *dir, npred_model *m, int i, const double *coords,
+                                               int coord_dims);
 
 #ifdef __cplusplus
 }

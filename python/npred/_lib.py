@@ -243,7 +243,8 @@ class Batch(ctypes.Structure):
 class NormalizerInfo(ctypes.Structure):
     _fields_ = [("active", c_int), ("inputs_mean", c_float), ("inputs_std", c_float),
                 ("response_precision", P(c_float)), ("behavior_precision", P(c_float)), ("eye_mean", P(c_float)),
-                ("eye_std", P(c_float))]
+                ("eye_std", P(c_float)), ("images", c_int), ("responses", c_int), ("behavior", c_int),
+                ("pupil_center", c_int)]
 
 
 # Structs the package only passes by pointer: opaque, generously sized buffers
@@ -368,12 +369,14 @@ _fn("npred_trainer_model_create", c_int, P(c_void_p), c_void_p, c_char_p, c_char
 class EvalMetrics(ctypes.Structure):
     _fields_ = [("n_neurons", c_int64), ("n_trials", c_int64), ("n_images", c_int64), ("n_fev_kept", c_int64),
                 ("single_trial_corr", c_double), ("corr_to_average", c_double), ("feve", c_double),
-                ("oracle", c_double), ("fraction_oracle", c_double)]
+                ("oracle", c_double), ("fraction_oracle", c_double), ("fraction_oracle_slope", c_double)]
 
 
 class EvalSession(ctypes.Structure):
     _fields_ = [("data_key", ctypes.c_char * 64), ("m", EvalMetrics), ("corr", P(c_double)),
-                ("corr_avg", P(c_double)), ("fev", P(c_double)), ("feve", P(c_double)), ("oracle", P(c_double))]
+                ("corr_avg", P(c_double)), ("fev", P(c_double)), ("feve", P(c_double)), ("oracle", P(c_double)),
+                ("unit_ids", P(c_int64)), ("resp_mean", P(c_double)), ("resp_var", P(c_double)),
+                ("readout_xy", P(ctypes.c_float))]
 
 
 class EvalResults(ctypes.Structure):

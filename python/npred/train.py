@@ -199,7 +199,7 @@ def train(data=None, model=None, trainer=None, dataset=None, out=None, seed=None
 
 
 # ---------------------------------------------------------------- evaluation
-METRICS = ("single_trial_corr", "corr_to_average", "feve", "oracle", "fraction_oracle")
+METRICS = ("single_trial_corr", "corr_to_average", "feve", "oracle", "fraction_oracle", "fraction_oracle_slope")
 PER_NEURON = ("corr", "corr_avg", "fev", "feve", "oracle")
 
 

@@ -17,10 +17,16 @@ void npred_pyfloat(char *buf, size_t n, double v)
     }
     char tmp[64];
     int p;
-    for (p = 1; p <= 17; p++) {
-        snprintf(tmp, sizeof tmp, "%.*e", p - 1, v);
-        if (strtod(tmp, NULL) == v) break;
+    /* the fewest significant digits that read back to v: round-tripping is monotone in
+     * the digit count (more correctly rounded digits are never farther), so bisect 1..17 */
+    int lo = 1, hi = 17;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(tmp, sizeof tmp, "%.*e", mid - 1, v);
+        if (strtod(tmp, NULL) == v) hi = mid;
+        else lo = mid + 1;
     }
+    p = lo;
     int exp10 = v == 0 ? 0 : (int)floor(log10(fabs(v)));
     /* Python switches to exponent notation outside 1e-4 <= |v| < 1e16 */
     if (v != 0 && (exp10 < -4 || exp10 >= 16)) {

@@ -292,6 +292,7 @@ typedef struct {
     int C2;                   /* after channel selection */
     int Ho, Wo;
     int scale;                /* ScaleInputs present */
+    double scale_v;           /* its scale */
     npred_resample_plan ph, pw;
     int beh_dim, eye_dim;     /* in the batch (0 if not) */
     float **info;             /* per trial-info key: (N,) values, normalized where the rule says */
@@ -667,6 +668,7 @@ static npred_status setup_pipeline(npred_loaders *L, session *S, const npred_loa
     S->Wo = S->W;
     if (c->scale.set) {
         S->scale = 1;
+        S->scale_v = c->scale.v;
         S->Ho = npred_rescale_size(S->H, c->scale.v);
         S->Wo = npred_rescale_size(S->W, c->scale.v);
     }
@@ -870,6 +872,25 @@ void npred_loaders_normalizer(const npred_loaders *L, size_t i, npred_normalizer
     o->behavior_precision = S->beh_prec;
     o->eye_mean = S->eye_mean;
     o->eye_std = S->eye_std;
+    o->images = S->norm_img;
+    o->responses = S->norm_resp;
+    o->behavior = S->norm_beh;
+    o->pupil_center = S->norm_eye;
+}
+
+void npred_loaders_pipeline(const npred_loaders *L, size_t i, npred_pipeline_info *o)
+{
+    const session *S = &L->s[i];
+    memset(o, 0, sizeof *o);
+    o->raw_c = S->C0;
+    o->raw_h = S->H;
+    o->raw_w = S->W;
+    o->behavior_planes = S->add_beh;
+    o->pupil_planes = S->add_eye;
+    o->n_select = L->sel_channels ? L->n_sel_channels : 0;
+    o->select = L->sel_channels;
+    o->scaled = S->scale;
+    o->scale = S->scale_v;
 }
 
 npred_status npred_loaders_inv(const npred_loaders *L, size_t si, npred_field f, const float *x, float *out, int64_t B,

@@ -117,6 +117,7 @@ npred_status npred_model_save_file(const npred_model *m, const char *path)
     if (!st) st = npred_tensor_list_set_meta(&l, "npred_config", cfg);
     if (!st) st = npred_tensor_list_set_meta(&l, "npred_sessions", ses);
     if (!st) st = npred_tensor_list_set_meta(&l, "npred_input_shape", shape);
+    if (!st && m->preprocessing) st = npred_tensor_list_set_meta(&l, "npred_preprocessing", m->preprocessing);
     if (!st) st = npred_safetensors_write(path, &l);
     free(cfg);
     free(ses);
@@ -201,6 +202,8 @@ npred_status npred_model_load(npred_model **out, const char *path, int max_batch
     npred_model *m = NULL;
     if (!st) st = build_from_meta(&m, &l, file, max_batch);
     if (!st) st = list_to_table(m, &l, file, 1);
+    const char *pre = st ? NULL : npred_tensor_list_get_meta(&l, "npred_preprocessing"); /* absent in older files */
+    if (pre && (st = npred_model_set_preprocessing_json(m, pre))) st = npred_error_prefix(st, "%s", file);
     npred_tensor_list_free(&l);
     if (st) {
         npred_model_free(m);

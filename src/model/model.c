@@ -1,6 +1,8 @@
 /* FiringRateEncoder: core + per-session readout (+ shifter, modulator), ELU(x + offset) + 1. */
 #include "model/model.h"
 
+#include <cJSON.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,29 @@ void npred_model_free(npred_model *m)
     npred_core_free(&m->core);
     npred_ptable_free(&m->t);
     free(m->dcore);
+    free(m->preprocessing);
+    if (m->pre_free) m->pre_free(m->pre);
     free(m);
+}
+
+const char *npred_model_preprocessing_json(const npred_model *m) { return m->preprocessing; }
+
+npred_status npred_model_set_preprocessing_json(npred_model *m, const char *json)
+{
+    char *copy = NULL;
+    if (json) {
+        cJSON *o = cJSON_Parse(json);
+        int ok = cJSON_IsObject(o);
+        cJSON_Delete(o);
+        if (!ok) return npred_errorf(NPRED_ERR_FORMAT, "preprocessing record: not a JSON object");
+        if (!(copy = strdup(json))) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    }
+    free(m->preprocessing);
+    m->preprocessing = copy;
+    if (m->pre_free) m->pre_free(m->pre);
+    m->pre = NULL;
+    m->pre_free = NULL;
+    return NPRED_OK;
 }
 
 static npred_status declare_session(npred_model *m, int i, const npred_model_session *info)

@@ -36,6 +36,11 @@ struct npred_model {
     float *dcore;         /* (B, out_c, out_h, out_w) */
     /* state of the last forward */
     int last, B, train;
+    /* the preprocessing record (JSON text, NULL if none) and its parsed form,
+     * owned by src/results/preprocess.c (freed with pre_free) */
+    char *preprocessing;
+    void *pre;
+    void (*pre_free)(void *);
 };
 
 /* Structure only (parameters declared, allocated and zero, buffers such as the

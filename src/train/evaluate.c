@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/text.h"
 #include "npred/metrics.h"
 
 void npred_eval_results_free(npred_eval_results *res)
@@ -18,6 +19,10 @@ void npred_eval_results_free(npred_eval_results *res)
         free(s->fev);
         free(s->feve);
         free(s->oracle);
+        free(s->unit_ids);
+        free(s->resp_mean);
+        free(s->resp_var);
+        free(s->readout_xy);
     }
     free(res->sessions);
     memset(res, 0, sizeof *res);
@@ -33,6 +38,12 @@ static void summarize(npred_eval_metrics *m, const double *corr, const double *c
     m->feve = npred_metrics_feve_thresholded(fev, feve, N, NPRED_METRICS_FEV_THRESHOLD, &m->n_fev_kept, NULL);
     m->oracle = npred_metrics_mean(oracle, N);
     m->fraction_oracle = m->single_trial_corr / m->oracle;
+    double so = 0, sco = 0; /* least squares through the origin: corr ~ slope * oracle */
+    for (int64_t j = 0; j < N; j++) {
+        sco += corr[j] * oracle[j];
+        so += oracle[j] * oracle[j];
+    }
+    m->fraction_oracle_slope = sco / so;
 }
 
 /* Predict every trial of one session's tier; responses / predictions (T, n), image ids (T,). */
@@ -101,6 +112,21 @@ static npred_status collect(npred_model *m, const npred_loaders *L, size_t s, np
     return st;
 }
 
+/* Per-neuron mean and variance (ddof 0, two passes) of x (T, n). */
+static void moments(double *mean, double *var, const float *x, int64_t T, int64_t n)
+{
+    for (int64_t j = 0; j < n; j++) mean[j] = var[j] = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < n; j++) mean[j] += x[t * n + j];
+    for (int64_t j = 0; j < n; j++) mean[j] /= (double)T;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < n; j++) {
+            double d = x[t * n + j] - mean[j];
+            var[j] += d * d;
+        }
+    for (int64_t j = 0; j < n; j++) var[j] /= (double)T;
+}
+
 static npred_status evaluate_session(npred_model *m, const npred_loaders *L, size_t s, npred_tier tier,
                                      npred_eval_session *out)
 {
@@ -127,9 +153,13 @@ static npred_status evaluate_session(npred_model *m, const npred_loaders *L, siz
     out->fev = malloc(sizeof(double) * (size_t)n);
     out->feve = malloc(sizeof(double) * (size_t)n);
     out->oracle = malloc(sizeof(double) * (size_t)n);
+    out->unit_ids = malloc(sizeof(int64_t) * (size_t)n);
+    out->resp_mean = malloc(sizeof(double) * (size_t)n);
+    out->resp_var = malloc(sizeof(double) * (size_t)n);
     npred_metrics_repeats g;
     memset(&g, 0, sizeof g);
-    npred_status st = resp && pred && ids && out->corr && out->corr_avg && out->fev && out->feve && out->oracle
+    npred_status st = resp && pred && ids && out->corr && out->corr_avg && out->fev && out->feve && out->oracle &&
+                                  out->unit_ids && out->resp_mean && out->resp_var
                           ? NPRED_OK
                           : npred_errorf(NPRED_ERR_NOMEM, "session %s: out of memory", si.data_key);
     if (!st) st = collect(m, L, s, tier, resp, pred, ids, T);
@@ -138,6 +168,17 @@ static npred_status evaluate_session(npred_model *m, const npred_loaders *L, siz
     if (!st) st = npred_metrics_corr_to_average(out->corr_avg, resp, pred, &g, n, NPRED_METRICS_CORR_EPS);
     if (!st) st = npred_metrics_fev(out->fev, out->feve, resp, pred, &g, n);
     if (!st) st = npred_metrics_oracle_jackknife(out->oracle, resp, &g, n);
+    if (!st) {
+        memcpy(out->unit_ids, si.unit_ids, sizeof(int64_t) * (size_t)n);
+        moments(out->resp_mean, out->resp_var, resp, T, n);
+        out->readout_xy = malloc(sizeof(float) * 2 * (size_t)n);
+        if (!out->readout_xy) st = npred_errorf(NPRED_ERR_NOMEM, "session %s: out of memory", si.data_key);
+        else if (npred_model_readout_positions(m, mi, out->readout_xy)) { /* a readout without positions */
+            free(out->readout_xy);
+            out->readout_xy = NULL;
+            npred_clear_error();
+        }
+    }
     if (!st) {
         summarize(&out->m, out->corr, out->corr_avg, out->fev, out->feve, out->oracle, n);
         out->m.n_trials = T;
@@ -186,4 +227,26 @@ npred_status npred_evaluate(npred_model *m, const npred_loaders *L, npred_tier t
     summarize(&res->overall, v[0], v[1], v[2], v[3], v[4], total);
     free(all);
     return NPRED_OK;
+}
+
+char *npred_eval_per_neuron_csv(const npred_eval_results *res)
+{
+    npred_text t;
+    npred_text_init(&t);
+    npred_text_printf(&t, "session,unit_id,neuron,readout_x,readout_y,single_trial_correlation,correlation_to_average,"
+                          "fev,feve,oracle,fraction_oracle,response_mean,response_variance\n");
+    for (int s = 0; s < res->n_sessions; s++) {
+        const npred_eval_session *e = &res->sessions[s];
+        for (int64_t j = 0; j < e->m.n_neurons; j++) {
+            npred_text_printf(&t, "%s,%lld,%lld,", e->data_key, (long long)e->unit_ids[j], (long long)j);
+            const double v[] = {e->readout_xy ? e->readout_xy[2 * j] : NAN, e->readout_xy ? e->readout_xy[2 * j + 1] : NAN,
+                                e->corr[j], e->corr_avg[j], e->fev[j], e->feve[j], e->oracle[j],
+                                e->corr[j] / e->oracle[j], e->resp_mean[j], e->resp_var[j]};
+            for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
+                npred_text_pyfloat(&t, v[k]);
+                npred_text_put(&t, k + 1 < sizeof v / sizeof v[0] ? "," : "\n", 1);
+            }
+        }
+    }
+    return npred_text_take(&t, "per-neuron table");
 }

@@ -1,5 +1,6 @@
 /* standard_trainer: see trainer.h. */
 #include "train/trainer.h"
+#include "npred/preprocess.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -1237,5 +1238,10 @@ npred_status npred_trainer_model_create(npred_model **out, const npred_loaders *
     }
     for (size_t i = 0; i < n; i++) free((void *)ses[i].match_ids);
     free(ses);
+    /* the loaders' preprocessing goes into the model file (predictions from raw stimuli) */
+    if (!st && (st = npred_model_record_preprocessing(*out, L))) {
+        npred_model_free(*out);
+        *out = NULL;
+    }
     return st;
 }

@@ -162,6 +162,18 @@ uint32_t npred_plot_palette(int i)
     return P[((i % 8) + 8) % 8];
 }
 
+uint32_t npred_plot_ramp(double t)
+{
+    static const double k[5][3] = {{68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+    t = !(t >= 0) ? 0 : t > 1 ? 1 : t;
+    double f = t * 4;
+    int i = f >= 4 ? 3 : (int)f;
+    f -= i;
+    uint32_t c = 0;
+    for (int ch = 0; ch < 3; ch++) c = (c << 8) | (uint32_t)lround(k[i][ch] + (k[i + 1][ch] - k[i][ch]) * f);
+    return c;
+}
+
 uint32_t npred_plot_diverging(double v)
 {
     if (isnan(v)) return 0x808080;
@@ -515,11 +527,16 @@ npred_status npred_plot_scatter(const char *path, const char *title, const char 
         if (ok_point(x[i], y[i], 0) && ok_point(o.x2[i], o.y2[i], 0))
             npred_canvas_line(&ch.c, npred_plot_px(a, x[i]), npred_plot_py(a, y[i]), npred_plot_px(a, o.x2[i]),
                               npred_plot_py(a, o.y2[i]), 1, 0x999999);
+    double v0 = INFINITY, v1 = -INFINITY;
+    for (int i = 0; o.values && i < n; i++)
+        if (isfinite(o.values[i])) v0 = fmin(v0, o.values[i]), v1 = fmax(v1, o.values[i]);
     for (int s = 0; s <= two; s++)
         for (int i = 0; i < n; i++) {
             double u = s ? o.x2[i] : x[i], v = s ? o.y2[i] : y[i];
-            if (ok_point(u, v, 0))
-                npred_canvas_circle(&ch.c, npred_plot_px(a, u), npred_plot_py(a, v), r, npred_plot_palette(s), 1, 0.85);
+            uint32_t col = npred_plot_palette(s);
+            if (!s && o.values)
+                col = !isfinite(o.values[i]) ? 0x999999 : npred_plot_ramp(v1 > v0 ? (o.values[i] - v0) / (v1 - v0) : 0.5);
+            if (ok_point(u, v, 0)) npred_canvas_circle(&ch.c, npred_plot_px(a, u), npred_plot_py(a, v), r, col, 1, 0.85);
         }
     legend_add(&ch, o.name ? o.name : two ? "set 1" : NULL, npred_plot_palette(0), LEG_DOT);
     if (two) legend_add(&ch, o.name2 ? o.name2 : "set 2", npred_plot_palette(1), LEG_DOT);

@@ -108,7 +108,12 @@ typedef struct {
     double range[4];           // xmin, xmax, ymin, ymax
     int ydown;                 // y grows downwards (image coordinates)
     int diagonal;              // draw the y = x reference line
+    const double *values;      // (n) colour set-1 points by value (blue low .. yellow high, over the finite
+                               // range; non-finite: grey), or NULL for the palette colour
 } npred_scatter_opts;
+
+/* Colour of t in [0, 1] on a blue - green - yellow ramp (viridis-like). */
+uint32_t npred_plot_ramp(double t);
 
 /* Scatter plot with a square plot area. opts NULL: defaults (one set, data range).
  * Points with a non-finite coordinate are skipped (and their segment).

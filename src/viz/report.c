@@ -137,3 +137,77 @@ npred_status npred_report_filters(const char *dir, const npred_model *m)
     return npred_plot_filters(path, "First-layer filters", npred_ptable_ptr(t, idx),
                               (int)(p->shape[0] * p->shape[1]), (int)p->shape[2], (int)p->shape[3], 0, NULL);
 }
+
+npred_status npred_report_correlation_vs_oracle(const char *dir, const npred_eval_results *r)
+{
+    int64_t n = 0;
+    for (int s = 0; s < r->n_sessions; s++) n += r->sessions[s].m.n_neurons;
+    double *x = malloc(sizeof(double) * (size_t)(n ? n : 1)), *y = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!x || !y) {
+        free(x), free(y);
+        return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    }
+    int64_t k = 0;
+    for (int s = 0; s < r->n_sessions; s++)
+        for (int64_t j = 0; j < r->sessions[s].m.n_neurons; j++, k++) x[k] = r->sessions[s].oracle[j], y[k] = r->sessions[s].corr[j];
+    char path[4096], title[160], name[96];
+    path_join(path, sizeof path, dir, "correlation_vs_oracle.png");
+    snprintf(title, sizeof title, "Correlation vs oracle (%lld neurons)", (long long)n);
+    snprintf(name, sizeof name, "neurons; slope %.3f, ratio of means %.3f", r->overall.fraction_oracle_slope,
+             r->overall.fraction_oracle);
+    npred_scatter_opts o;
+    memset(&o, 0, sizeof o);
+    o.diagonal = 1;
+    o.name = name;
+    npred_status st = npred_plot_scatter(path, title, "jackknife oracle correlation", "single-trial correlation", x, y,
+                                         (int)n, &o, NULL);
+    free(x), free(y);
+    return st;
+}
+
+npred_status npred_report_session_correlations(const char *dir, const npred_eval_results *r)
+{
+    for (int s = 0; s < r->n_sessions; s++) {
+        const npred_eval_session *e = &r->sessions[s];
+        char file[128], path[4096], title[160];
+        snprintf(file, sizeof file, "correlations_%s.png", e->data_key);
+        path_join(path, sizeof path, dir, file);
+        snprintf(title, sizeof title, "Session %s: %s correlation (%lld neurons)", e->data_key, npred_tier_name(r->tier),
+                 (long long)e->m.n_neurons);
+        npred_status st = npred_plot_histogram(path, title, "single-trial correlation", e->corr, (int)e->m.n_neurons, 0,
+                                               e->m.single_trial_corr, "mean", NULL);
+        if (st) return st;
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_report_retinotopy(const char *dir, npred_model *m, int i, const double *coords, int coord_dims)
+{
+    if (!coords || coord_dims < 2)
+        return npred_errorf(NPRED_ERR_ARG, "retinotopy: the session has no cortical coordinates (cell_motor_coordinates)");
+    int n = npred_model_session_neurons(m, i);
+    float *xy = malloc(sizeof(float) * 2 * (size_t)n);
+    double *x = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n);
+    double *v = malloc(sizeof(double) * (size_t)n);
+    npred_status st = !xy || !x || !y || !v ? npred_errorf(NPRED_ERR_NOMEM, "out of memory")
+                                            : npred_model_readout_positions(m, i, xy);
+    for (int d = 0; !st && d < 2; d++) {
+        for (int j = 0; j < n; j++) x[j] = xy[2 * j], y[j] = xy[2 * j + 1], v[j] = coords[(size_t)j * coord_dims + d];
+        char file[160], path[4096], title[160], name[96];
+        const char *key = npred_model_session_key(m, i);
+        snprintf(file, sizeof file, "retinotopy_%s_%c.png", key, "xy"[d]);
+        path_join(path, sizeof path, dir, file);
+        snprintf(title, sizeof title, "Session %s: readout positions by cortical %c", key, "xy"[d]);
+        snprintf(name, sizeof name, "colour: cortical %c (blue low, yellow high)", "xy"[d]);
+        npred_scatter_opts o;
+        memset(&o, 0, sizeof o);
+        o.fixed_range = 1;
+        o.range[0] = -1, o.range[1] = 1, o.range[2] = -1, o.range[3] = 1;
+        o.ydown = 1;
+        o.values = v;
+        o.name = name;
+        st = npred_plot_scatter(path, title, "x (readout grid)", "y (readout grid)", x, y, n, &o, NULL);
+    }
+    free(xy), free(x), free(y), free(v);
+    return st;
+}

@@ -1,0 +1,59 @@
+/* SENSORIUM submission and ground-truth files, and the kit's leaderboard metrics
+ * computed from the files alone (sensorium.utility.submission / eval / metrics).
+ *
+ * A file is CSV with a header and one row per trial of a tier, in ascending trial
+ * order (file index i of data/<field>/<i>.npy):
+ *
+ *   trial_indices,image_ids,prediction,neuron_ids          (submission)
+ *   trial_indices,image_ids,responses,neuron_ids           (ground truth)
+ *
+ * trial_indices is meta/trials/trial_idx (an integer, or the 32-hex hash of the
+ * competition scans), image_ids is frame_image_id, the third column is the list
+ * of the trial's predictions (model output) or normalized responses, one per
+ * neuron, and neuron_ids the list of unit_ids, written as pandas writes Python
+ * lists: "[0.22635304927825928, 0.4477862715721130, ...]" (repr of each float32 as
+ * a Python float, quoted because it holds commas). */
+#ifndef NPRED_RESULTS_H
+#define NPRED_RESULTS_H
+
+#include <stdint.h>
+
+#include "npred/base.h"
+#include "npred/data.h"
+#include "npred/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The submission file of loader session s for `tier` (the CSV text, malloc'ed,
+ * caller frees), exactly as generate_submission_file writes it: predictions of
+ * model m (eval mode) for every trial of the tier. With m NULL, the ground-truth
+ * file of generate_ground_truth_file instead (the loader's responses, normalized
+ * when the loader normalizes, as in the kit). The tier must be loaded and hold
+ * at least one trial; meta/trials/trial_idx must exist. */
+NPRED_API npred_status npred_submission_csv(char **csv, npred_model *m, const npred_loaders *L, size_t s, npred_tier tier);
+
+/* The kit's evaluate(submission, ground_truth): both files are read, trials are
+ * matched by trial_indices and neurons by neuron_ids (any order in either file,
+ * as the kit sorts both), then, in ascending trial / neuron id order: */
+typedef struct {
+    int64_t n_trials, n_neurons, n_images;
+    int64_t n_fev_kept;             /* neurons with FEV >= 0.15 */
+    double single_trial_corr;       /* "Single Trial Correlation" (mean over neurons) */
+    double corr_to_average;         /* "Correlation to Average" */
+    double feve;                    /* "FEVE" (mean over the kept neurons) */
+} npred_score;
+
+/* Errors name the file and the row (1-based line number) and what was expected:
+ * a wrong header, a row with the wrong number of fields or values, a value that
+ * is not a finite number (NaN, inf), rows whose neuron_ids differ, a duplicated
+ * trial, missing or extra trials or neurons, or a trial whose image id differs
+ * between the files. Values are held as float32 (the precision the kit's files
+ * carry). */
+NPRED_API npred_status npred_submission_score(const char *submission_path, const char *truth_path, npred_score *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
