@@ -10,6 +10,7 @@
 #include <omp.h>
 #endif
 
+#include "base/json.h"
 #include "data/transforms.h"
 
 /* ------------------------------------------------------------------ config */
@@ -68,196 +69,169 @@ static char *dupstr(const char *s)
     return d;
 }
 
-static npred_status json_int(const cJSON *v, const char *key, int64_t *out)
+#define ANY NPRED_JSON_ANY
+
+static int nomem(npred_json_reader *r)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 9.0e15)
-        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be an integer", key);
-    *out = (int64_t)v->valuedouble;
-    return NPRED_OK;
+    if (!r->st) r->st = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    return 0;
 }
 
-static npred_status json_opt_int(const cJSON *v, const char *key, npred_opt_i64 *out)
+/* integer or null (unset) */
+static int read_opt_i64(npred_json_reader *r, const cJSON *v, npred_opt_i64 *out)
 {
-    if (cJSON_IsNull(v)) {
-        out->set = 0;
-        return NPRED_OK;
-    }
-    out->set = 1;
-    return json_int(v, key, &out->v);
+    int got = npred_json_i64_or_null(r, v, -ANY, ANY, &out->v);
+    if (got) out->set = got == 1;
+    return got;
 }
 
-static npred_status json_opt_num(const cJSON *v, const char *key, npred_opt_f64 *out)
+/* number or null (unset) */
+static int read_opt_num(npred_json_reader *r, const cJSON *v, double lo, npred_opt_f64 *out)
 {
-    if (cJSON_IsNull(v)) {
-        out->set = 0;
-        return NPRED_OK;
-    }
-    if (!cJSON_IsNumber(v)) return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be a number or null", key);
-    out->set = 1;
-    out->v = v->valuedouble;
-    return NPRED_OK;
+    int got = npred_json_num_or_null(r, v, lo, ANY, &out->v);
+    if (got) out->set = got == 1;
+    return got;
 }
 
 /* true/false, or null as Python's falsy None */
-static npred_status json_bool(const cJSON *v, const char *key, int *out)
+static int read_flag(npred_json_reader *r, const cJSON *v, int *out)
 {
-    if (cJSON_IsNull(v)) *out = 0;
-    else if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
-    else return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be true, false or null", key);
-    return NPRED_OK;
+    int got = npred_json_bool_or_null(r, v, out);
+    if (got == 2) *out = 0;
+    return got;
 }
 
 /* null, a string (one element) or a list of strings */
-static npred_status json_strlist(const cJSON *v, const char *key, npred_strlist *out, int *was_string)
+static int read_strlist(npred_json_reader *r, const cJSON *v, npred_strlist *out, int *was_string)
 {
     strlist_free(out);
     if (was_string) *was_string = 0;
-    if (cJSON_IsNull(v)) return NPRED_OK;
+    if (cJSON_IsNull(v)) return 1;
     if (cJSON_IsString(v)) {
         out->v = malloc(sizeof *out->v);
-        if (!out->v || !(out->v[0] = dupstr(v->valuestring))) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        if (!out->v || !(out->v[0] = dupstr(v->valuestring))) return nomem(r);
         out->n = 1;
         out->set = 1;
         if (was_string) *was_string = 1;
-        return NPRED_OK;
+        return 1;
     }
-    if (!cJSON_IsArray(v))
-        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be a string, a list of strings or null", key);
+    if (!cJSON_IsArray(v)) return npred_json_fail(r, v, "a string, a list of strings or null");
     int n = cJSON_GetArraySize(v);
     out->set = 1;
     out->v = npred_calloc(n ? (size_t)n : 1, sizeof *out->v);
-    if (!out->v) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    if (!out->v) return nomem(r);
     for (int i = 0; i < n; i++) {
         const cJSON *e = cJSON_GetArrayItem(v, i);
-        if (!cJSON_IsString(e))
-            return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s'[%d] must be a string", key, i);
-        if (!(out->v[out->n] = dupstr(e->valuestring))) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+        if (!cJSON_IsString(e)) return npred_json_fail(r, v, "a list of strings (item %d is not a string)", i);
+        if (!(out->v[out->n] = dupstr(e->valuestring))) return nomem(r);
         out->n++;
     }
-    return NPRED_OK;
+    return 1;
 }
 
 /* null, an integer (one element) or a list of integers */
-static npred_status json_i64list(const cJSON *v, const char *key, npred_i64list *out)
+static int read_i64list(npred_json_reader *r, const cJSON *v, npred_i64list *out)
 {
     i64list_free(out);
-    if (cJSON_IsNull(v)) return NPRED_OK;
-    if (cJSON_IsNumber(v)) {
-        out->v = malloc(sizeof *out->v);
-        if (!out->v) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-        out->set = 1;
-        out->n = 1;
-        return json_int(v, key, &out->v[0]);
-    }
-    if (!cJSON_IsArray(v))
-        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be an integer, a list of integers or null", key);
-    int n = cJSON_GetArraySize(v);
+    if (cJSON_IsNull(v)) return 1;
+    int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 1;
+    if (!cJSON_IsArray(v) && !npred_json_is_integer(v))
+        return npred_json_fail(r, v, "an integer, a list of integers or null");
     out->set = 1;
     out->v = npred_calloc(n ? (size_t)n : 1, sizeof *out->v);
-    if (!out->v) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    if (!out->v) return nomem(r);
     for (int i = 0; i < n; i++) {
-        npred_status s = json_int(cJSON_GetArrayItem(v, i), key, &out->v[i]);
-        if (s) return s;
-        out->n++;
+        const cJSON *e = cJSON_IsArray(v) ? cJSON_GetArrayItem(v, i) : v;
+        if (!npred_json_is_integer(e)) return npred_json_fail(r, v, "a list of integers (item %d is not an integer)", i);
+        out->v[out->n++] = (int64_t)e->valuedouble;
     }
-    return NPRED_OK;
+    return 1;
 }
 
 /* per-path lists: [[ids of path 0], null, ...] */
-static npred_status json_perpath(const cJSON *v, const char *key, npred_i64list **out, size_t *n_out)
+static int read_perpath(npred_json_reader *r, const cJSON *v, npred_i64list **out, size_t *n_out)
 {
     for (size_t i = 0; i < *n_out; i++) i64list_free(&(*out)[i]);
     free(*out);
     *out = NULL;
     *n_out = 0;
-    if (cJSON_IsNull(v)) return NPRED_OK;
-    if (!cJSON_IsArray(v))
-        return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s' must be a list with one list (or null) per path", key);
+    if (cJSON_IsNull(v)) return 1;
+    if (!cJSON_IsArray(v)) return npred_json_fail(r, v, "a list with one list of ids (or null) per path, or null");
     int n = cJSON_GetArraySize(v);
     *out = npred_calloc(n ? (size_t)n : 1, sizeof **out);
-    if (!*out) return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    if (!*out) return nomem(r);
     *n_out = (size_t)n;
     for (int i = 0; i < n; i++) {
         const cJSON *e = cJSON_GetArrayItem(v, i);
         if (!cJSON_IsNull(e) && !cJSON_IsArray(e))
-            return npred_errorf(NPRED_ERR_CONFIG, "loader config: '%s'[%d] must be a list of ids or null (one per path)",
-                                key, i);
-        npred_status s = json_i64list(e, key, &(*out)[i]);
-        if (s) return s;
+            return npred_json_fail(r, v, "a list with one list of ids (or null) per path (item %d is neither)", i);
+        if (!read_i64list(r, e, &(*out)[i])) return 0;
     }
-    return NPRED_OK;
+    return 1;
 }
 
-npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj, char ***paths, size_t *n_paths)
+npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj, const char *where, char ***paths,
+                                          size_t *n_paths)
 {
-    if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "loader config: expected a JSON object");
+    npred_json_reader r = {where ? where : "loader config", "", NPRED_OK};
+    if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r.where);
     for (const cJSON *v = obj->child; v; v = v->next) {
         const char *k = v->string;
-        npred_status s = NPRED_OK;
-        if (!strcmp(k, "batch_size")) {
-            s = json_int(v, k, &c->batch_size);
-            if (!s && c->batch_size <= 0) s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'batch_size' must be > 0");
-        } else if (!strcmp(k, "seed")) s = json_opt_int(v, k, &c->seed);
-        else if (!strcmp(k, "areas")) s = json_strlist(v, k, &c->areas, NULL);
-        else if (!strcmp(k, "layers")) s = json_strlist(v, k, &c->layers, NULL);
+        if (!strcmp(k, "batch_size")) npred_json_i64(&r, v, 1, ANY, &c->batch_size);
+        else if (!strcmp(k, "seed")) read_opt_i64(&r, v, &c->seed);
+        else if (!strcmp(k, "areas")) read_strlist(&r, v, &c->areas, NULL);
+        else if (!strcmp(k, "layers")) read_strlist(&r, v, &c->layers, NULL);
         else if (!strcmp(k, "tier")) {
+            const char *name = NULL;
             free(c->tier);
             c->tier = NULL;
-            if (cJSON_IsString(v)) {
-                npred_tier t;
-                s = npred_tier_parse(v->valuestring, &t);
-                if (s) s = npred_error_prefix(s, "loader config: 'tier'");
-                else if (!(c->tier = dupstr(v->valuestring))) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
-            } else if (!cJSON_IsNull(v)) s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'tier' must be a string or null");
-        } else if (!strcmp(k, "neuron_ids")) s = json_perpath(v, k, &c->neuron_ids, &c->n_neuron_ids);
-        else if (!strcmp(k, "neuron_n")) s = json_opt_int(v, k, &c->neuron_n);
-        else if (!strcmp(k, "exclude_neuron_n")) s = json_int(v, k, &c->exclude_neuron_n);
-        else if (!strcmp(k, "neuron_base_seed")) s = json_opt_int(v, k, &c->neuron_base_seed);
-        else if (!strcmp(k, "image_ids")) s = json_perpath(v, k, &c->image_ids, &c->n_image_ids);
-        else if (!strcmp(k, "image_n")) s = json_opt_int(v, k, &c->image_n);
-        else if (!strcmp(k, "image_base_seed")) s = json_opt_int(v, k, &c->image_base_seed);
-        else if (!strcmp(k, "cuda")) s = json_bool(v, k, &c->cuda);
-        else if (!strcmp(k, "normalize")) s = json_bool(v, k, &c->normalize);
-        else if (!strcmp(k, "exclude")) s = json_strlist(v, k, &c->exclude, &c->exclude_is_string);
-        else if (!strcmp(k, "include_behavior")) s = json_bool(v, k, &c->include_behavior);
-        else if (!strcmp(k, "add_behavior_as_channels")) s = json_bool(v, k, &c->add_behavior_as_channels);
+            npred_tier t;
+            npred_status s;
+            if (npred_json_str_or_null(&r, v, &name) == 1) {
+                if ((s = npred_tier_parse(name, &t))) r.st = npred_error_prefix(s, "%s: key 'tier'", r.where);
+                else if (!(c->tier = dupstr(name))) nomem(&r);
+            }
+        } else if (!strcmp(k, "neuron_ids")) read_perpath(&r, v, &c->neuron_ids, &c->n_neuron_ids);
+        else if (!strcmp(k, "neuron_n")) read_opt_i64(&r, v, &c->neuron_n);
+        else if (!strcmp(k, "exclude_neuron_n")) npred_json_i64(&r, v, -ANY, ANY, &c->exclude_neuron_n);
+        else if (!strcmp(k, "neuron_base_seed")) read_opt_i64(&r, v, &c->neuron_base_seed);
+        else if (!strcmp(k, "image_ids")) read_perpath(&r, v, &c->image_ids, &c->n_image_ids);
+        else if (!strcmp(k, "image_n")) read_opt_i64(&r, v, &c->image_n);
+        else if (!strcmp(k, "image_base_seed")) read_opt_i64(&r, v, &c->image_base_seed);
+        else if (!strcmp(k, "cuda")) read_flag(&r, v, &c->cuda);
+        else if (!strcmp(k, "normalize")) read_flag(&r, v, &c->normalize);
+        else if (!strcmp(k, "exclude")) read_strlist(&r, v, &c->exclude, &c->exclude_is_string);
+        else if (!strcmp(k, "include_behavior")) read_flag(&r, v, &c->include_behavior);
+        else if (!strcmp(k, "add_behavior_as_channels")) read_flag(&r, v, &c->add_behavior_as_channels);
         else if (!strcmp(k, "select_input_channel")) {
-            if (cJSON_IsBool(v))
-                s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'select_input_channel' must be a channel index, not a boolean");
-            else s = json_i64list(v, k, &c->select_input_channel);
-        } else if (!strcmp(k, "file_tree")) s = json_bool(v, k, &c->file_tree);
-        else if (!strcmp(k, "image_condition")) s = json_strlist(v, k, &c->image_condition, NULL);
-        else if (!strcmp(k, "inputs_mean")) s = json_opt_num(v, k, &c->inputs_mean);
-        else if (!strcmp(k, "inputs_std")) s = json_opt_num(v, k, &c->inputs_std);
+            if (cJSON_IsBool(v)) npred_json_fail(&r, v, "a channel index (not a boolean), a list of them or null");
+            else read_i64list(&r, v, &c->select_input_channel);
+        } else if (!strcmp(k, "file_tree")) read_flag(&r, v, &c->file_tree);
+        else if (!strcmp(k, "image_condition")) read_strlist(&r, v, &c->image_condition, NULL);
+        else if (!strcmp(k, "inputs_mean")) read_opt_num(&r, v, -ANY, &c->inputs_mean);
+        else if (!strcmp(k, "inputs_std")) read_opt_num(&r, v, -ANY, &c->inputs_std);
         else if (!strcmp(k, "scale")) {
-            s = json_opt_num(v, k, &c->scale);
-            if (!s && c->scale.set && !(c->scale.v > 0))
-                s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'scale' must be > 0");
-        } else if (!strcmp(k, "include_eye_position")) s = json_bool(v, k, &c->include_eye_position);
-        else if (!strcmp(k, "add_eye_pos_as_channels")) s = json_bool(v, k, &c->add_eye_pos_as_channels);
-        else if (!strcmp(k, "include_trial_info_keys")) s = json_strlist(v, k, &c->include_trial_info_keys, NULL);
-        else if (!strcmp(k, "overwrite_data_path")) s = json_bool(v, k, &c->overwrite_data_path);
+            if (read_opt_num(&r, v, 0, &c->scale) == 1 && !(c->scale.v > 0)) npred_json_fail(&r, v, "a number > 0 or null");
+        } else if (!strcmp(k, "include_eye_position")) read_flag(&r, v, &c->include_eye_position);
+        else if (!strcmp(k, "add_eye_pos_as_channels")) read_flag(&r, v, &c->add_eye_pos_as_channels);
+        else if (!strcmp(k, "include_trial_info_keys")) read_strlist(&r, v, &c->include_trial_info_keys, NULL);
+        else if (!strcmp(k, "overwrite_data_path")) read_flag(&r, v, &c->overwrite_data_path);
         else if (!strcmp(k, "trial_idx_selection")) { /* accepted and unused, as in sensorium */ }
         else if (!strcmp(k, "include_px_position") || !strcmp(k, "image_reshape_list")) {
             if (!cJSON_IsNull(v) && !(cJSON_IsBool(v) && !cJSON_IsTrue(v) && !strcmp(k, "include_px_position")))
-                s = npred_errorf(NPRED_ERR_CONFIG,
-                                 "loader config: '%s' is not supported (sensorium never imports the transform it needs)", k);
+                npred_json_fail(&r, v, "null: the transform is not supported (sensorium never imports it)");
         } else if (!strcmp(k, "paths") && paths) {
-            if (!cJSON_IsArray(v)) {
-                s = npred_errorf(NPRED_ERR_CONFIG, "loader config: 'paths' must be a list of strings");
-            } else {
-                npred_strlist l = {0};
-                s = json_strlist(v, k, &l, NULL);
-                if (!s) {
-                    npred_loader_paths_free(*paths, *n_paths);
-                    *paths = l.v;
-                    *n_paths = l.n;
-                } else strlist_free(&l);
-            }
+            npred_strlist l = {0};
+            if (!cJSON_IsArray(v)) npred_json_fail(&r, v, "a list of strings");
+            else if (read_strlist(&r, v, &l, NULL)) {
+                npred_loader_paths_free(*paths, *n_paths);
+                *paths = l.v;
+                *n_paths = l.n;
+            } else strlist_free(&l);
         } else {
-            s = npred_errorf(NPRED_ERR_CONFIG, "loader config: unknown key '%s' (not a static_loaders argument)", k);
+            npred_json_unknown(&r, v, "not a static_loaders argument");
         }
-        if (s) return s;
+        if (r.st) return r.st;
     }
     return NPRED_OK;
 }
@@ -267,7 +241,7 @@ npred_status npred_loader_config_parse(npred_loader_config *c, const char *json,
     const char *at = NULL;
     cJSON *obj = cJSON_ParseWithOpts(json, &at, 1);
     if (!obj) return npred_errorf(NPRED_ERR_CONFIG, "loader config: invalid JSON near '%.20s'", at ? at : "");
-    npred_status s = npred_loader_config_set_json(c, obj, paths, n_paths);
+    npred_status s = npred_loader_config_set_json(c, obj, NULL, paths, n_paths);
     cJSON_Delete(obj);
     return s;
 }

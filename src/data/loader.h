@@ -16,8 +16,9 @@ typedef struct cJSON cJSON;
  * (null = None). "paths" is returned through paths/n_paths when non-NULL
  * (malloc'ed strings; free with npred_loader_paths_free), else rejected.
  * Unknown keys, wrong types and the arguments the reference cannot run
- * (include_px_position, image_reshape_list) give NPRED_ERR_CONFIG naming the key. */
-npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj,
+ * (include_px_position, image_reshape_list) give NPRED_ERR_CONFIG naming the key; `where`
+ * (the file; NULL: "loader config") starts every message. */
+npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj, const char *where,
                                           char ***paths, size_t *n_paths);
 
 /* A 64-bit fingerprint of what the loaders feed a trainer: per session its

@@ -1,97 +1,39 @@
 /* Model configuration: JSON <-> npred_model_config (see config.h). */
 #include "model/config.h"
 
+#include "base/json.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const char *where;   /* file name */
-    const char *section; /* "" or "core." etc. */
-    npred_status st;
-} rd;
+#define ANY NPRED_JSON_ANY
 
-static int fail(rd *r, const cJSON *it, const char *expected)
-{
-    if (!r->st)
-        r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s%s': expected %s", r->where, r->section, it->string,
-                             expected);
-    return 0;
-}
-
-static int rd_num(rd *r, const cJSON *it, double *out)
-{
-    if (!cJSON_IsNumber(it)) return fail(r, it, "a number");
-    if (!isfinite(it->valuedouble)) return fail(r, it, "a finite number");
-    *out = it->valuedouble;
-    return 1;
-}
-
-static int rd_int(rd *r, const cJSON *it, int *out)
-{
-    if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || fabs(it->valuedouble) > 1e9)
-        return fail(r, it, "an integer");
-    *out = (int)it->valuedouble;
-    return 1;
-}
-
-static int rd_bool(rd *r, const cJSON *it, int *out)
-{
-    if (cJSON_IsBool(it)) {
-        *out = cJSON_IsTrue(it);
-        return 1;
-    }
-    if (cJSON_IsNumber(it) && (it->valuedouble == 0 || it->valuedouble == 1)) {
-        *out = (int)it->valuedouble;
-        return 1;
-    }
-    return fail(r, it, "true or false");
-}
-
-/* int or null (null -> -1) */
-static int rd_int_or_null(rd *r, const cJSON *it, int *out)
-{
-    if (cJSON_IsNull(it)) {
-        *out = -1;
-        return 1;
-    }
-    if (!rd_int(r, it, out)) return 0;
-    if (*out < 0) return fail(r, it, "a non-negative integer or null");
-    return 1;
-}
-
-static int unknown(rd *r, const cJSON *it)
-{
-    if (!r->st)
-        r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: unknown key '%s%s'", r->where, r->section, it->string);
-    return 0;
-}
-
-static int rd_hidden_kern(rd *r, const cJSON *it, npred_core_config *c)
+static int read_hidden_kern(npred_json_reader *r, const cJSON *it, npred_core_config *c)
 {
     if (cJSON_IsNumber(it)) {
         int k;
-        if (!rd_int(r, it, &k)) return 0;
+        if (!npred_json_int(r, it, -ANY, ANY, &k)) return 0;
         for (int i = 0; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = k;
         return 1;
     }
     /* an empty list is what a saved one-layer core holds (no hidden layers) */
     if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) > NPRED_CORE_MAXLAYERS)
-        return fail(r, it, "an integer or a list of integers");
+        return npred_json_fail(r, it, "an integer or a list of integers");
     int i = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, it)
     {
-        if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || fabs(e->valuedouble) > 1e9)
-            return fail(r, it, "an integer or a list of integers");
+        if (!npred_json_is_integer(e) || fabs(e->valuedouble) > 1e9)
+            return npred_json_fail(r, it, "an integer or a list of integers");
         c->hidden_kern[i++] = (int)e->valuedouble;
     }
     for (; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = -1; /* must not be used */
     return 1;
 }
 
-static int rd_stack(rd *r, const cJSON *it, npred_model_config *m)
+static int read_stack(npred_json_reader *r, const cJSON *it, npred_model_config *m)
 {
     m->core_stack_is_none = m->core_stack_is_int = 0;
     if (cJSON_IsNull(it)) {
@@ -99,69 +41,52 @@ static int rd_stack(rd *r, const cJSON *it, npred_model_config *m)
         return 1;
     }
     if (cJSON_IsNumber(it)) {
-        if (!rd_int(r, it, &m->core_stack_int)) return 0;
+        if (!npred_json_int(r, it, -ANY, ANY, &m->core_stack_int)) return 0;
         m->core_stack_is_int = 1;
         return 1;
     }
     if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) < 1 || cJSON_GetArraySize(it) > NPRED_CORE_MAXLAYERS)
-        return fail(r, it, "null, an integer or a list of layer indices");
+        return npred_json_fail(r, it, "null, an integer or a list of layer indices");
     int i = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, it)
     {
-        if (!cJSON_IsNumber(e)) return fail(r, it, "null, an integer or a list of layer indices");
+        if (!npred_json_is_integer(e)) return npred_json_fail(r, it, "null, an integer or a list of layer indices");
         m->core.stack[i++] = (int)e->valuedouble;
     }
     m->core.n_stack = i;
     return 1;
 }
 
-static int rd_input_reg(rd *r, const cJSON *it, npred_core_config *c)
-{
-    const char *s = cJSON_GetStringValue(it);
-    if (s && !strcmp(s, "LaplaceL2")) c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2;
-    else if (s && !strcmp(s, "LaplaceL2norm")) c->input_regularizer = NPRED_INPUT_REG_LAPLACE_L2NORM;
-    else if (s && !strcmp(s, "GaussianLaplaceL2")) c->input_regularizer = NPRED_INPUT_REG_GAUSSIAN_LAPLACE_L2;
-    else return fail(r, it, "\"LaplaceL2\", \"LaplaceL2norm\" or \"GaussianLaplaceL2\"");
-    return 1;
-}
+static const char *const input_reg_names[] = {"LaplaceL2", "LaplaceL2norm", "GaussianLaplaceL2"};
+static const char *const gauss_type_names[] = {"full", "uncorrelated", "isotropic"};
 
-static int rd_gauss_type(rd *r, const cJSON *it, npred_readout_config *c)
-{
-    const char *s = cJSON_GetStringValue(it);
-    if (s && !strcmp(s, "full")) c->gauss_type = NPRED_GAUSS_FULL;
-    else if (s && !strcmp(s, "uncorrelated")) c->gauss_type = NPRED_GAUSS_UNCORRELATED;
-    else if (s && !strcmp(s, "isotropic")) c->gauss_type = NPRED_GAUSS_ISOTROPIC;
-    else return fail(r, it, "\"full\", \"uncorrelated\" or \"isotropic\"");
-    return 1;
-}
-
-static int rd_gmp(rd *r, const cJSON *it, npred_readout_config *c)
+static int read_gmp(npred_json_reader *r, const cJSON *it, npred_readout_config *c)
 {
     if (cJSON_IsNull(it)) {
         c->predicted_grid = 0;
         return 1;
     }
-    if (!cJSON_IsObject(it)) return fail(r, it, "null or an object {type, input_dimensions, hidden_layers, ...}");
+    if (!cJSON_IsObject(it)) return npred_json_fail(r, it, "null or an object {type, input_dimensions, hidden_layers, ...}");
     c->predicted_grid = 1;
     c->gmp_input_dimensions = 2;
     c->gmp_hidden_layers = 0;
     c->gmp_hidden_features = 20;
     c->gmp_final_tanh = 0;
-    rd sub = {r->where, "grid_mean_predictor.", NPRED_OK};
+    npred_json_reader sub = {r->where, "grid_mean_predictor.", NPRED_OK};
     const cJSON *e;
     int have_type = 0;
     cJSON_ArrayForEach(e, it)
     {
         if (!strcmp(e->string, "type")) {
             const char *s = cJSON_GetStringValue(e);
-            if (!s || strcmp(s, "cortex")) fail(&sub, e, "\"cortex\" (the only grid mean predictor of 0.3.0)");
+            if (!s || strcmp(s, "cortex")) npred_json_fail(&sub, e, "\"cortex\" (the only grid mean predictor of 0.3.0)");
             have_type = 1;
-        } else if (!strcmp(e->string, "input_dimensions")) rd_int(&sub, e, &c->gmp_input_dimensions);
-        else if (!strcmp(e->string, "hidden_layers")) rd_int(&sub, e, &c->gmp_hidden_layers);
-        else if (!strcmp(e->string, "hidden_features")) rd_int(&sub, e, &c->gmp_hidden_features);
-        else if (!strcmp(e->string, "final_tanh")) rd_bool(&sub, e, &c->gmp_final_tanh);
-        else unknown(&sub, e);
+        } else if (!strcmp(e->string, "input_dimensions")) npred_json_int(&sub, e, -ANY, ANY, &c->gmp_input_dimensions);
+        else if (!strcmp(e->string, "hidden_layers")) npred_json_int(&sub, e, -ANY, ANY, &c->gmp_hidden_layers);
+        else if (!strcmp(e->string, "hidden_features")) npred_json_int(&sub, e, -ANY, ANY, &c->gmp_hidden_features);
+        else if (!strcmp(e->string, "final_tanh")) npred_json_bool(&sub, e, &c->gmp_final_tanh);
+        else npred_json_unknown(&sub, e, NULL);
         if (sub.st) break;
     }
     if (!sub.st && !have_type)
@@ -228,107 +153,117 @@ static void readout_reset_type(npred_readout_config *c, npred_readout_type t)
 }
 
 /* readout keys shared by both spellings; returns 1 if the key was a readout key */
-static int readout_key(rd *r, const cJSON *e, npred_readout_config *c, int *gamma_set, double *gamma)
+static int readout_key(npred_json_reader *r, const cJSON *e, npred_readout_config *c, int *gamma_set, double *gamma)
 {
     const char *k = e->string;
-    if (!strcmp(k, "init_mu_range")) rd_num(r, e, &c->init_mu_range);
-    else if (!strcmp(k, "init_sigma")) rd_num(r, e, &c->init_sigma);
+    if (!strcmp(k, "init_mu_range")) npred_json_num(r, e, -ANY, ANY, &c->init_mu_range);
+    else if (!strcmp(k, "init_sigma")) npred_json_num(r, e, -ANY, ANY, &c->init_sigma);
     else if (!strcmp(k, "gamma_readout")) {
         if (cJSON_IsNull(e)) return 1;
-        *gamma_set = rd_num(r, e, gamma);
+        *gamma_set = npred_json_num(r, e, -ANY, ANY, gamma);
     } else if (!strcmp(k, "feature_reg_weight") || !strcmp(k, "spatial_and_feature_reg_weight")) {
-        if (!cJSON_IsNull(e)) rd_num(r, e, &c->feature_reg_weight);
-    } else if (!strcmp(k, "gauss_type")) rd_gauss_type(r, e, c);
-    else if (!strcmp(k, "grid_mean_predictor")) rd_gmp(r, e, c);
-    else if (!strcmp(k, "normalize")) rd_bool(r, e, &c->normalize);
-    else if (!strcmp(k, "init_noise")) rd_num(r, e, &c->init_noise);
-    else if (!strcmp(k, "constrain_pos")) rd_bool(r, e, &c->constrain_pos);
-    else if (!strcmp(k, "positive_weights")) rd_bool(r, e, &c->positive_weights);
-    else if (!strcmp(k, "init_sigma_range")) rd_num(r, e, &c->init_sigma_range);
-    else if (!strcmp(k, "fixed_sigma")) rd_bool(r, e, &c->fixed_sigma);
-    else if (!strcmp(k, "batch_sample")) rd_bool(r, e, &c->batch_sample);
-    else if (!strcmp(k, "align_corners")) rd_bool(r, e, &c->align_corners);
-    else if (!strcmp(k, "pool_steps")) rd_int(r, e, &c->pool_steps);
-    else if (!strcmp(k, "pool_kern")) rd_int(r, e, &c->pool_kern);
-    else if (!strcmp(k, "init_range")) rd_num(r, e, &c->init_range);
-    else if (!strcmp(k, "attention_kernel")) rd_int(r, e, &c->attention_kernel);
-    else if (!strcmp(k, "attention_layers")) rd_int(r, e, &c->attention_layers);
-    else if (!strcmp(k, "scale_n")) rd_int(r, e, &c->scale_n);
-    else if (!strcmp(k, "downsample")) rd_bool(r, e, &c->downsample);
-    else if (!strcmp(k, "positive")) rd_bool(r, e, &c->positive);
+        if (!cJSON_IsNull(e)) npred_json_num(r, e, -ANY, ANY, &c->feature_reg_weight);
+    } else if (!strcmp(k, "gauss_type")) {
+        int t;
+        if (npred_json_choice(r, e, gauss_type_names, 3, &t)) c->gauss_type = (npred_gauss_type)t;
+    }
+    else if (!strcmp(k, "grid_mean_predictor")) read_gmp(r, e, c);
+    else if (!strcmp(k, "normalize")) npred_json_bool(r, e, &c->normalize);
+    else if (!strcmp(k, "init_noise")) npred_json_num(r, e, -ANY, ANY, &c->init_noise);
+    else if (!strcmp(k, "constrain_pos")) npred_json_bool(r, e, &c->constrain_pos);
+    else if (!strcmp(k, "positive_weights")) npred_json_bool(r, e, &c->positive_weights);
+    else if (!strcmp(k, "init_sigma_range")) npred_json_num(r, e, -ANY, ANY, &c->init_sigma_range);
+    else if (!strcmp(k, "fixed_sigma")) npred_json_bool(r, e, &c->fixed_sigma);
+    else if (!strcmp(k, "batch_sample")) npred_json_bool(r, e, &c->batch_sample);
+    else if (!strcmp(k, "align_corners")) npred_json_bool(r, e, &c->align_corners);
+    else if (!strcmp(k, "pool_steps")) npred_json_int(r, e, -ANY, ANY, &c->pool_steps);
+    else if (!strcmp(k, "pool_kern")) npred_json_int(r, e, -ANY, ANY, &c->pool_kern);
+    else if (!strcmp(k, "init_range")) npred_json_num(r, e, -ANY, ANY, &c->init_range);
+    else if (!strcmp(k, "attention_kernel")) npred_json_int(r, e, -ANY, ANY, &c->attention_kernel);
+    else if (!strcmp(k, "attention_layers")) npred_json_int(r, e, -ANY, ANY, &c->attention_layers);
+    else if (!strcmp(k, "scale_n")) npred_json_int(r, e, -ANY, ANY, &c->scale_n);
+    else if (!strcmp(k, "downsample")) npred_json_bool(r, e, &c->downsample);
+    else if (!strcmp(k, "positive")) npred_json_bool(r, e, &c->positive);
     else if (!strcmp(k, "pyramid_type")) { /* PointPyramid2d's `type` (readout.type names the class) */
         const char *v = cJSON_GetStringValue(e);
         if (v && !strcmp(v, "gauss5x5")) c->pyramid_type = NPRED_PYRAMID_GAUSS5X5;
         else if (v && !strcmp(v, "gauss3x3")) c->pyramid_type = NPRED_PYRAMID_GAUSS3X3;
         else if (v && !strcmp(v, "laplace5x5")) c->pyramid_type = NPRED_PYRAMID_LAPLACE5X5;
-        else return fail(r, e, "\"gauss5x5\", \"gauss3x3\" or \"laplace5x5\"") || 1;
+        else return npred_json_fail(r, e, "\"gauss5x5\", \"gauss3x3\" or \"laplace5x5\"") || 1;
     }
     else return 0;
     return 1;
 }
 
 /* core keys shared by both spellings (the builder's core_bias is handled by the caller) */
-static int core_key(rd *r, const cJSON *e, npred_model_config *m)
+static int core_key(npred_json_reader *r, const cJSON *e, npred_model_config *m)
 {
     npred_core_config *c = &m->core;
     const char *k = e->string;
-    if (!strcmp(k, "hidden_channels")) rd_int(r, e, &c->hidden_channels);
-    else if (!strcmp(k, "input_kern")) rd_int(r, e, &c->input_kern);
-    else if (!strcmp(k, "hidden_kern")) rd_hidden_kern(r, e, c);
-    else if (!strcmp(k, "layers")) rd_int(r, e, &c->layers);
-    else if (!strcmp(k, "gamma_input")) rd_num(r, e, &c->gamma_input);
-    else if (!strcmp(k, "gamma_hidden")) rd_num(r, e, &c->gamma_hidden);
-    else if (!strcmp(k, "skip")) rd_int(r, e, &c->skip);
-    else if (!strcmp(k, "stride")) rd_int(r, e, &c->stride);
-    else if (!strcmp(k, "final_nonlinearity")) rd_bool(r, e, &c->final_nonlinearity);
+    if (!strcmp(k, "hidden_channels")) npred_json_int(r, e, -ANY, ANY, &c->hidden_channels);
+    else if (!strcmp(k, "input_kern")) npred_json_int(r, e, -ANY, ANY, &c->input_kern);
+    else if (!strcmp(k, "hidden_kern")) read_hidden_kern(r, e, c);
+    else if (!strcmp(k, "layers")) npred_json_int(r, e, -ANY, ANY, &c->layers);
+    else if (!strcmp(k, "gamma_input")) npred_json_num(r, e, -ANY, ANY, &c->gamma_input);
+    else if (!strcmp(k, "gamma_hidden")) npred_json_num(r, e, -ANY, ANY, &c->gamma_hidden);
+    else if (!strcmp(k, "skip")) npred_json_int(r, e, -ANY, ANY, &c->skip);
+    else if (!strcmp(k, "stride")) npred_json_int(r, e, -ANY, ANY, &c->stride);
+    else if (!strcmp(k, "final_nonlinearity")) npred_json_bool(r, e, &c->final_nonlinearity);
     else if (!strcmp(k, "elu_shift")) {
         if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != 2 || !cJSON_IsNumber(cJSON_GetArrayItem(e, 0)) ||
             !cJSON_IsNumber(cJSON_GetArrayItem(e, 1)))
-            return fail(r, e, "a pair [xshift, yshift]") || 1;
+            return npred_json_fail(r, e, "a pair [xshift, yshift]") || 1;
         c->elu_xshift = cJSON_GetArrayItem(e, 0)->valuedouble;
         c->elu_yshift = cJSON_GetArrayItem(e, 1)->valuedouble;
-    } else if (!strcmp(k, "momentum")) rd_num(r, e, &c->momentum);
-    else if (!strcmp(k, "pad_input")) rd_bool(r, e, &c->pad_input);
-    else if (!strcmp(k, "hidden_padding")) rd_int_or_null(r, e, &c->hidden_padding);
-    else if (!strcmp(k, "batch_norm")) rd_bool(r, e, &c->batch_norm);
-    else if (!strcmp(k, "batch_norm_scale")) rd_bool(r, e, &c->batch_norm_scale);
+    } else if (!strcmp(k, "momentum")) npred_json_num(r, e, -ANY, ANY, &c->momentum);
+    else if (!strcmp(k, "pad_input")) npred_json_bool(r, e, &c->pad_input);
+    else if (!strcmp(k, "hidden_padding")) {
+        if (npred_json_int_or_null(r, e, 0, ANY, &c->hidden_padding) == 2) c->hidden_padding = -1;
+    }
+    else if (!strcmp(k, "batch_norm")) npred_json_bool(r, e, &c->batch_norm);
+    else if (!strcmp(k, "batch_norm_scale")) npred_json_bool(r, e, &c->batch_norm_scale);
     else if (!strcmp(k, "independent_bn_bias")) {
-        rd_bool(r, e, &c->independent_bn_bias);
+        npred_json_bool(r, e, &c->independent_bn_bias);
         m->core_ibb_given = 1;
     } else if (!strcmp(k, "neuralpredictors")) { /* whose Stacked2dCore structure: docs/cores.md */
         const char *v = cJSON_GetStringValue(e);
         if (v && !strcmp(v, "0.3.0")) c->head = 0;
         else if (v && !strcmp(v, "head")) c->head = 1;
-        else return fail(r, e, "\"0.3.0\" or \"head\"") || 1;
+        else return npred_json_fail(r, e, "\"0.3.0\" or \"head\"") || 1;
     }
-    else if (!strcmp(k, "hidden_dilation")) rd_int(r, e, &c->hidden_dilation);
-    else if (!strcmp(k, "laplace_padding")) rd_int_or_null(r, e, &c->laplace_padding);
-    else if (!strcmp(k, "input_regularizer")) rd_input_reg(r, e, c);
-    else if (!strcmp(k, "stack")) rd_stack(r, e, m);
-    else if (!strcmp(k, "use_avg_reg")) rd_bool(r, e, &c->use_avg_reg);
-    else if (!strcmp(k, "depth_separable")) rd_bool(r, e, &c->depth_separable);
-    else if (!strcmp(k, "linear")) rd_bool(r, e, &c->linear);
-    else if (!strcmp(k, "n_se_blocks")) rd_int(r, e, &c->n_se_blocks);
+    else if (!strcmp(k, "hidden_dilation")) npred_json_int(r, e, -ANY, ANY, &c->hidden_dilation);
+    else if (!strcmp(k, "laplace_padding")) {
+        if (npred_json_int_or_null(r, e, 0, ANY, &c->laplace_padding) == 2) c->laplace_padding = -1;
+    }
+    else if (!strcmp(k, "input_regularizer")) {
+        int t;
+        if (npred_json_choice(r, e, input_reg_names, 3, &t)) c->input_regularizer = (npred_input_reg)t;
+    }
+    else if (!strcmp(k, "stack")) read_stack(r, e, m);
+    else if (!strcmp(k, "use_avg_reg")) npred_json_bool(r, e, &c->use_avg_reg);
+    else if (!strcmp(k, "depth_separable")) npred_json_bool(r, e, &c->depth_separable);
+    else if (!strcmp(k, "linear")) npred_json_bool(r, e, &c->linear);
+    else if (!strcmp(k, "n_se_blocks")) npred_json_int(r, e, -ANY, ANY, &c->n_se_blocks);
     else if (!strcmp(k, "num_rotations") || !strcmp(k, "upsampling") || !strcmp(k, "rot_eq_batch_norm")) {
         /* RotationEquivariant2dCore arguments; the core type is known before the keys are read */
         if (!c->rot_eq)
-            return fail(r, e, "absent: it is an argument of RotationEquivariant2dCore only") || 1;
-        if (!strcmp(k, "num_rotations")) rd_int(r, e, &c->num_rotations);
-        else if (!strcmp(k, "upsampling")) rd_int(r, e, &c->upsampling);
-        else rd_bool(r, e, &c->rot_eq_batch_norm);
+            return npred_json_fail(r, e, "absent: it is an argument of RotationEquivariant2dCore only") || 1;
+        if (!strcmp(k, "num_rotations")) npred_json_int(r, e, -ANY, ANY, &c->num_rotations);
+        else if (!strcmp(k, "upsampling")) npred_json_int(r, e, -ANY, ANY, &c->upsampling);
+        else npred_json_bool(r, e, &c->rot_eq_batch_norm);
     }
-    else if (!strcmp(k, "se_reduction")) rd_int(r, e, &c->se_reduction);
-    else if (!strcmp(k, "attention_conv")) rd_bool(r, e, &c->attention_conv);
+    else if (!strcmp(k, "se_reduction")) npred_json_int(r, e, -ANY, ANY, &c->se_reduction);
+    else if (!strcmp(k, "attention_conv")) npred_json_bool(r, e, &c->attention_conv);
     else return 0;
     return 1;
 }
 
-static int shifter_type_from(rd *r, const cJSON *e, npred_shifter_type *t)
+static int shifter_type_from(npred_json_reader *r, const cJSON *e, npred_shifter_type *t)
 {
-    const char *s = cJSON_GetStringValue(e);
-    if (s && !strcmp(s, "MLP")) *t = NPRED_SHIFTER_MLP;
-    else if (s && (!strcmp(s, "StaticAffine") || !strcmp(s, "StaticAffine2d"))) *t = NPRED_SHIFTER_STATIC_AFFINE;
-    else return fail(r, e, "\"MLP\" or \"StaticAffine\"");
+    static const char *const names[] = {"MLP", "StaticAffine", "StaticAffine2d"};
+    int i = 0;
+    if (!npred_json_choice(r, e, names, 3, &i)) return 0;
+    *t = i == 0 ? NPRED_SHIFTER_MLP : NPRED_SHIFTER_STATIC_AFFINE;
     return 1;
 }
 
@@ -421,7 +356,7 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
     int gamma_set = 1;
     double gamma = 4;
     int shifter_on = 0;
-    rd r = {where, "", NPRED_OK};
+    npred_json_reader r = {where, "", NPRED_OK};
     const cJSON *e;
     /* readout_type first: it sets the readout defaults the other keys refine */
     const cJSON *ctype = cJSON_GetObjectItemCaseSensitive(root, "core_type");
@@ -451,32 +386,32 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
             const char *s = cJSON_GetStringValue(e);
             if (s && !strcmp(s, "SE2dCore")) c->se_core = 1;
             else if (!s || (strcmp(s, "Stacked2dCore") && strcmp(s, "RotationEquivariant2dCore")))
-                fail(&r, e, "\"Stacked2dCore\", \"SE2dCore\" or \"RotationEquivariant2dCore\"");
-        } else if (!strcmp(k, "share_features")) rd_bool(&r, e, &m->share_features);
-        else if (!strcmp(k, "share_grid")) rd_bool(&r, e, &m->share_grid);
-        else if (!strcmp(k, "core_bias")) rd_bool(&r, e, &c->bias);
-        else if (!strcmp(k, "readout_bias")) rd_bool(&r, e, &ro->bias);
-        else if (!strcmp(k, "elu_offset")) rd_num(&r, e, &m->elu_offset);
+                npred_json_fail(&r, e, "\"Stacked2dCore\", \"SE2dCore\" or \"RotationEquivariant2dCore\"");
+        } else if (!strcmp(k, "share_features")) npred_json_bool(&r, e, &m->share_features);
+        else if (!strcmp(k, "share_grid")) npred_json_bool(&r, e, &m->share_grid);
+        else if (!strcmp(k, "core_bias")) npred_json_bool(&r, e, &c->bias);
+        else if (!strcmp(k, "readout_bias")) npred_json_bool(&r, e, &ro->bias);
+        else if (!strcmp(k, "elu_offset")) npred_json_num(&r, e, -ANY, ANY, &m->elu_offset);
         else if (!strcmp(k, "shifter")) {
-            if (!cJSON_IsNull(e)) rd_bool(&r, e, &shifter_on);
+            if (!cJSON_IsNull(e)) npred_json_bool(&r, e, &shifter_on);
         } else if (!strcmp(k, "shifter_type")) {
-            npred_shifter_type t;
+            npred_shifter_type t = NPRED_SHIFTER_NONE;
             if (shifter_type_from(&r, e, &t)) m->shifter = t; /* applied below if shifter is on */
-        } else if (!strcmp(k, "input_channels_shifter")) rd_int(&r, e, &m->shifter_input_channels);
-        else if (!strcmp(k, "hidden_channels_shifter")) rd_int(&r, e, &m->shifter_hidden_channels);
-        else if (!strcmp(k, "shift_layers")) rd_int(&r, e, &m->shift_layers);
-        else if (!strcmp(k, "gamma_shifter")) rd_num(&r, e, &m->gamma_shifter);
-        else if (!strcmp(k, "shifter_bias")) rd_bool(&r, e, &m->shifter_bias);
+        } else if (!strcmp(k, "input_channels_shifter")) npred_json_int(&r, e, -ANY, ANY, &m->shifter_input_channels);
+        else if (!strcmp(k, "hidden_channels_shifter")) npred_json_int(&r, e, -ANY, ANY, &m->shifter_hidden_channels);
+        else if (!strcmp(k, "shift_layers")) npred_json_int(&r, e, -ANY, ANY, &m->shift_layers);
+        else if (!strcmp(k, "gamma_shifter")) npred_json_num(&r, e, -ANY, ANY, &m->gamma_shifter);
+        else if (!strcmp(k, "shifter_bias")) npred_json_bool(&r, e, &m->shifter_bias);
         else if (!strcmp(k, "modulator")) {
-            if (!cJSON_IsNull(e)) rd_bool(&r, e, &m->modulator);
-        } else if (!strcmp(k, "input_channels_modulator")) rd_int(&r, e, &m->modulator_input_channels);
-        else if (!strcmp(k, "hidden_channels_modulator")) rd_int(&r, e, &m->modulator_hidden_channels);
-        else if (!strcmp(k, "modulator_layers")) rd_int(&r, e, &m->modulator_layers);
-        else if (!strcmp(k, "gamma_modulator")) rd_num(&r, e, &m->gamma_modulator);
+            if (!cJSON_IsNull(e)) npred_json_bool(&r, e, &m->modulator);
+        } else if (!strcmp(k, "input_channels_modulator")) npred_json_int(&r, e, -ANY, ANY, &m->modulator_input_channels);
+        else if (!strcmp(k, "hidden_channels_modulator")) npred_json_int(&r, e, -ANY, ANY, &m->modulator_hidden_channels);
+        else if (!strcmp(k, "modulator_layers")) npred_json_int(&r, e, -ANY, ANY, &m->modulator_layers);
+        else if (!strcmp(k, "gamma_modulator")) npred_json_num(&r, e, -ANY, ANY, &m->gamma_modulator);
         else if (!strcmp(k, "seed")) {
-            double v;
-            if (rd_num(&r, e, &v)) m->seed = (long long)v;
-        } else unknown(&r, e);
+            int64_t v;
+            if (npred_json_i64(&r, e, -ANY, ANY, &v)) m->seed = v;
+        } else npred_json_unknown(&r, e, NULL);
         if (r.st) return r.st;
     }
     if (shifter_on) {
@@ -487,7 +422,7 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
     return finish(m, where, gamma_set, gamma);
 }
 
-static npred_status parse_section(const cJSON *obj, const char *name, const char *where, rd *r)
+static npred_status parse_section(const cJSON *obj, const char *name, const char *where, npred_json_reader *r)
 {
     if (obj && !cJSON_IsObject(obj) && !cJSON_IsNull(obj))
         return r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s': expected an object", where, name);
@@ -500,20 +435,21 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
     defaults_common(m);
     npred_core_config *c = &m->core;
     npred_readout_config *ro = &m->readout;
-    rd r = {where, "", NPRED_OK};
+    npred_json_reader r = {where, "", NPRED_OK};
     const cJSON *e;
     cJSON_ArrayForEach(e, root)
     {
         if (strcmp(e->string, "core") && strcmp(e->string, "readout") && strcmp(e->string, "shifter") &&
             strcmp(e->string, "modulator") && strcmp(e->string, "encoder") && strcmp(e->string, "seed") &&
             strcmp(e->string, "model"))
-            return unknown(&r, e), r.st;
+            return npred_json_unknown(&r, e, NULL), r.st;
         if (!strcmp(e->string, "seed")) {
-            double v;
-            if (!rd_num(&r, e, &v)) return r.st;
-            m->seed = (long long)v;
+            int64_t v;
+            if (!npred_json_i64(&r, e, -ANY, ANY, &v)) return r.st;
+            m->seed = v;
         }
-        if (!strcmp(e->string, "model") && !cJSON_IsString(e)) return fail(&r, e, "a string"), r.st;
+        const char *name;
+        if (!strcmp(e->string, "model") && !npred_json_str(&r, e, &name)) return r.st;
     }
     const cJSON *core = cJSON_GetObjectItemCaseSensitive(root, "core");
     const cJSON *rdo = cJSON_GetObjectItemCaseSensitive(root, "readout");
@@ -543,9 +479,9 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
     {
         if (core_key(&r, e, m)) {
         } else if (!strcmp(e->string, "type")) {
-        } else if (!strcmp(e->string, "bias")) rd_bool(&r, e, &c->bias);
-        else if (!strcmp(e->string, "input_channels")) rd_int(&r, e, &c->input_channels);
-        else unknown(&r, e);
+        } else if (!strcmp(e->string, "bias")) npred_json_bool(&r, e, &c->bias);
+        else if (!strcmp(e->string, "input_channels")) npred_json_int(&r, e, -ANY, ANY, &c->input_channels);
+        else npred_json_unknown(&r, e, NULL);
         if (r.st) return r.st;
     }
     if (c->hidden_channels < 1 || c->input_kern < 1 || (c->layers > 1 && c->hidden_kern[0] < 1))
@@ -570,11 +506,11 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
             if (readout_key(&r, e, ro, &gamma_set, &gamma)) {
             } else if (!strcmp(k, "type") || !strcmp(k, "in_shape") || !strcmp(k, "outdims")) {
                 /* in_shape and outdims follow from the core and the data */
-            } else if (!strcmp(k, "bias")) rd_bool(&r, e, &ro->bias);
-            else if (!strcmp(k, "multi")) rd_bool(&r, e, &m->multi_readout);
-            else if (!strcmp(k, "share_features")) rd_bool(&r, e, &m->share_features);
-            else if (!strcmp(k, "share_grid")) rd_bool(&r, e, &m->share_grid);
-            else unknown(&r, e);
+            } else if (!strcmp(k, "bias")) npred_json_bool(&r, e, &ro->bias);
+            else if (!strcmp(k, "multi")) npred_json_bool(&r, e, &m->multi_readout);
+            else if (!strcmp(k, "share_features")) npred_json_bool(&r, e, &m->share_features);
+            else if (!strcmp(k, "share_grid")) npred_json_bool(&r, e, &m->share_grid);
+            else npred_json_unknown(&r, e, NULL);
             if (r.st) return r.st;
         }
     }
@@ -587,14 +523,14 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
         {
             const char *k = e->string;
             if (!strcmp(k, "type")) {
-                npred_shifter_type tt;
+                npred_shifter_type tt = NPRED_SHIFTER_NONE;
                 if (shifter_type_from(&r, e, &tt)) m->shifter = tt;
-            } else if (!strcmp(k, "input_channels")) rd_int(&r, e, &m->shifter_input_channels);
-            else if (!strcmp(k, "hidden_channels_shifter")) rd_int(&r, e, &m->shifter_hidden_channels);
-            else if (!strcmp(k, "shift_layers")) rd_int(&r, e, &m->shift_layers);
-            else if (!strcmp(k, "gamma_shifter")) rd_num(&r, e, &m->gamma_shifter);
-            else if (!strcmp(k, "bias")) rd_bool(&r, e, &m->shifter_bias);
-            else unknown(&r, e);
+            } else if (!strcmp(k, "input_channels")) npred_json_int(&r, e, -ANY, ANY, &m->shifter_input_channels);
+            else if (!strcmp(k, "hidden_channels_shifter")) npred_json_int(&r, e, -ANY, ANY, &m->shifter_hidden_channels);
+            else if (!strcmp(k, "shift_layers")) npred_json_int(&r, e, -ANY, ANY, &m->shift_layers);
+            else if (!strcmp(k, "gamma_shifter")) npred_json_num(&r, e, -ANY, ANY, &m->gamma_shifter);
+            else if (!strcmp(k, "bias")) npred_json_bool(&r, e, &m->shifter_bias);
+            else npred_json_unknown(&r, e, NULL);
             if (r.st) return r.st;
         }
     }
@@ -606,13 +542,13 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
             const char *k = e->string;
             if (!strcmp(k, "type")) {
                 const char *s = cJSON_GetStringValue(e);
-                if (!s || strcmp(s, "MLP")) fail(&r, e, "\"MLP\"");
-            } else if (!strcmp(k, "input_channels")) rd_int(&r, e, &m->modulator_input_channels);
-            else if (!strcmp(k, "hidden_channels")) rd_int(&r, e, &m->modulator_hidden_channels);
-            else if (!strcmp(k, "layers")) rd_int(&r, e, &m->modulator_layers);
-            else if (!strcmp(k, "gamma_modulator")) rd_num(&r, e, &m->gamma_modulator);
-            else if (!strcmp(k, "bias")) rd_bool(&r, e, &m->modulator_bias);
-            else unknown(&r, e);
+                if (!s || strcmp(s, "MLP")) npred_json_fail(&r, e, "\"MLP\"");
+            } else if (!strcmp(k, "input_channels")) npred_json_int(&r, e, -ANY, ANY, &m->modulator_input_channels);
+            else if (!strcmp(k, "hidden_channels")) npred_json_int(&r, e, -ANY, ANY, &m->modulator_hidden_channels);
+            else if (!strcmp(k, "layers")) npred_json_int(&r, e, -ANY, ANY, &m->modulator_layers);
+            else if (!strcmp(k, "gamma_modulator")) npred_json_num(&r, e, -ANY, ANY, &m->gamma_modulator);
+            else if (!strcmp(k, "bias")) npred_json_bool(&r, e, &m->modulator_bias);
+            else npred_json_unknown(&r, e, NULL);
             if (r.st) return r.st;
         }
     }
@@ -620,8 +556,8 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
         r.section = "encoder.";
         cJSON_ArrayForEach(e, en)
         {
-            if (!strcmp(e->string, "elu_offset")) rd_num(&r, e, &m->elu_offset);
-            else unknown(&r, e);
+            if (!strcmp(e->string, "elu_offset")) npred_json_num(&r, e, -ANY, ANY, &m->elu_offset);
+            else npred_json_unknown(&r, e, NULL);
             if (r.st) return r.st;
         }
     }

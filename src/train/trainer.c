@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/json.h"
 #include "model/model.h"
 #include "io/safetensors.h"
 #include "train/adam.h"
@@ -58,100 +59,54 @@ static const char *const stop_names[] = {"get_correlations", "get_poisson_loss"}
 const char *npred_train_loss_name(npred_train_loss l) { return (unsigned)l < 5 ? loss_names[l] : "?"; }
 const char *npred_train_stop_name(npred_train_stop s) { return (unsigned)s < 2 ? stop_names[s] : "?"; }
 
-static npred_status want_bool(const cJSON *v, const char *where, int *out)
-{
-    if (!cJSON_IsBool(v)) return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be true or false", where, v->string);
-    *out = cJSON_IsTrue(v);
-    return NPRED_OK;
-}
-
-static npred_status want_int(const cJSON *v, const char *where, int64_t lo, int64_t *out)
-{
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 9e15)
-        return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be an integer", where, v->string);
-    if (v->valuedouble < (double)lo)
-        return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be >= %lld", where, v->string, (long long)lo);
-    *out = (int64_t)v->valuedouble;
-    return NPRED_OK;
-}
-
-static npred_status want_num(const cJSON *v, const char *where, double *out)
-{
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be a finite number", where, v->string);
-    *out = v->valuedouble;
-    return NPRED_OK;
-}
-
-static npred_status want_name(const cJSON *v, const char *where, const char *const *names, int n, int *out)
-{
-    if (cJSON_IsString(v))
-        for (int i = 0; i < n; i++)
-            if (!strcmp(v->valuestring, names[i])) {
-                *out = i;
-                return NPRED_OK;
-            }
-    char list[256] = "";
-    size_t k = 0;
-    for (int i = 0; i < n; i++) k += (size_t)snprintf(list + k, sizeof list - k, "%s\"%s\"", i ? ", " : "", names[i]);
-    return npred_errorf(NPRED_ERR_CONFIG, "%s: '%s' must be one of %s", where, v->string, list);
-}
+#define ANY NPRED_JSON_ANY
 
 npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON *obj, const char *where)
 {
-    if (!where) where = "trainer config";
-    if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", where);
+    npred_json_reader r = {where ? where : "trainer config", "", NPRED_OK};
+    if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r.where);
     for (const cJSON *v = obj->child; v; v = v->next) {
-        const char *k = v->string;
-        npred_status s = NPRED_OK;
+        const char *k = v->string, *device;
         int e;
-        if (!strcmp(k, "avg_loss")) s = want_bool(v, where, &c->avg_loss);
-        else if (!strcmp(k, "scale_loss")) s = want_bool(v, where, &c->scale_loss);
+        if (!strcmp(k, "avg_loss")) npred_json_bool(&r, v, &c->avg_loss);
+        else if (!strcmp(k, "scale_loss")) npred_json_bool(&r, v, &c->scale_loss);
         else if (!strcmp(k, "loss_function")) {
-            if (!(s = want_name(v, where, loss_names, 5, &e))) c->loss_function = (npred_train_loss)e;
+            if (npred_json_choice(&r, v, loss_names, 5, &e)) c->loss_function = (npred_train_loss)e;
         } else if (!strcmp(k, "stop_function")) {
-            if (!(s = want_name(v, where, stop_names, 2, &e))) c->stop_function = (npred_train_stop)e;
+            if (npred_json_choice(&r, v, stop_names, 2, &e)) c->stop_function = (npred_train_stop)e;
         } else if (!strcmp(k, "loss_accum_batch_n")) {
-            if (cJSON_IsNull(v)) c->loss_accum_batch_n = 0;
-            else s = want_int(v, where, 1, &c->loss_accum_batch_n);
-        } else if (!strcmp(k, "interval")) s = want_int(v, where, 1, &c->interval);
-        else if (!strcmp(k, "patience")) s = want_int(v, where, 0, &c->patience);
-        else if (!strcmp(k, "epoch")) s = want_int(v, where, 0, &c->epoch);
-        else if (!strcmp(k, "lr_init")) {
-            if (!(s = want_num(v, where, &c->lr_init)) && c->lr_init < 0)
-                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'lr_init' must be >= 0", where);
-        } else if (!strcmp(k, "max_iter")) s = want_int(v, where, 0, &c->max_iter);
-        else if (!strcmp(k, "maximize")) s = want_bool(v, where, &c->maximize);
-        else if (!strcmp(k, "tolerance")) s = want_num(v, where, &c->tolerance);
-        else if (!strcmp(k, "restore_best")) s = want_bool(v, where, &c->restore_best);
-        else if (!strcmp(k, "lr_decay_steps")) s = want_int(v, where, 0, &c->lr_decay_steps);
+            if (npred_json_i64_or_null(&r, v, 1, ANY, &c->loss_accum_batch_n) == 2) c->loss_accum_batch_n = 0;
+        } else if (!strcmp(k, "interval")) npred_json_i64(&r, v, 1, ANY, &c->interval);
+        else if (!strcmp(k, "patience")) npred_json_i64(&r, v, 0, ANY, &c->patience);
+        else if (!strcmp(k, "epoch")) npred_json_i64(&r, v, 0, ANY, &c->epoch);
+        else if (!strcmp(k, "lr_init")) npred_json_num(&r, v, 0, ANY, &c->lr_init);
+        else if (!strcmp(k, "max_iter")) npred_json_i64(&r, v, 0, ANY, &c->max_iter);
+        else if (!strcmp(k, "maximize")) npred_json_bool(&r, v, &c->maximize);
+        else if (!strcmp(k, "tolerance")) npred_json_num(&r, v, -ANY, ANY, &c->tolerance);
+        else if (!strcmp(k, "restore_best")) npred_json_bool(&r, v, &c->restore_best);
+        else if (!strcmp(k, "lr_decay_steps")) npred_json_i64(&r, v, 0, ANY, &c->lr_decay_steps);
         else if (!strcmp(k, "lr_decay_factor")) {
-            if (!(s = want_num(v, where, &c->lr_decay_factor)) && !(c->lr_decay_factor < 1.0))
-                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'lr_decay_factor' must be < 1", where);
-        } else if (!strcmp(k, "min_lr")) {
-            if (!(s = want_num(v, where, &c->min_lr)) && c->min_lr < 0)
-                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'min_lr' must be >= 0", where);
-        } else if (!strcmp(k, "detach_core")) s = want_bool(v, where, &c->detach_core);
+            if (npred_json_num(&r, v, -ANY, ANY, &c->lr_decay_factor) && !(c->lr_decay_factor < 1.0))
+                npred_json_fail(&r, v, "a number < 1");
+        } else if (!strcmp(k, "min_lr")) npred_json_num(&r, v, 0, ANY, &c->min_lr);
+        else if (!strcmp(k, "detach_core")) npred_json_bool(&r, v, &c->detach_core);
         else if (!strcmp(k, "seed")) {
-            if (cJSON_IsNull(v)) c->seed_set = 0;
-            else if (!(s = want_int(v, where, 0, &c->seed))) c->seed_set = 1;
-        } else if (!strcmp(k, "verbose")) s = want_bool(v, where, &c->verbose);
-        else if (!strcmp(k, "track_training")) s = want_bool(v, where, &c->track_training);
+            int got = npred_json_i64_or_null(&r, v, 0, ANY, &c->seed);
+            if (got) c->seed_set = got == 1;
+        } else if (!strcmp(k, "verbose")) npred_json_bool(&r, v, &c->verbose);
+        else if (!strcmp(k, "track_training")) npred_json_bool(&r, v, &c->track_training);
         else if (!strcmp(k, "device")) {
-            if (!cJSON_IsString(v)) s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'device' must be a string", where);
-            else snprintf(c->device, sizeof c->device, "%s", v->valuestring);
+            if (npred_json_str(&r, v, &device)) snprintf(c->device, sizeof c->device, "%s", device);
         } else if (!strcmp(k, "cb")) {
-            if (!cJSON_IsNull(v))
-                s = npred_errorf(NPRED_ERR_CONFIG, "%s: 'cb' must be null (progress goes to the trainer callbacks)",
-                                 where);
+            if (!cJSON_IsNull(v)) npred_json_fail(&r, v, "null (progress goes to the trainer callbacks)");
         } else {
-            s = npred_errorf(NPRED_ERR_CONFIG, "%s: unknown key '%s' (not a standard_trainer argument)", where, k);
+            npred_json_unknown(&r, v, "not a standard_trainer argument");
         }
-        if (s) return s;
+        if (r.st) return r.st;
     }
     if (c->loss_function == NPRED_TRAIN_LOSS_AVG_CORR && c->avg_loss)
         return npred_errorf(NPRED_ERR_CONFIG, "%s: 'avg_loss' true with 'AvgCorr' (AvgCorr already averages over the "
-                            "neurons; use \"Corr\" with avg_loss true for the same loss)", where);
+                            "neurons; use \"Corr\" with avg_loss true for the same loss)", r.where);
     return NPRED_OK;
 }
 

@@ -1,0 +1,150 @@
+/* One way to read JSON configuration values (rules in json.h). */
+#include "base/json.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define INT53 9007199254740992.0
+
+int npred_json_fail(npred_json_reader *r, const cJSON *it, const char *fmt, ...)
+{
+    if (r->st) return 0;
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s%s': expected %s", r->where, r->section,
+                         it && it->string ? it->string : "", what);
+    return 0;
+}
+
+int npred_json_unknown(npred_json_reader *r, const cJSON *it, const char *hint)
+{
+    if (!r->st)
+        r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: unknown key '%s%s'%s%s%s", r->where, r->section, it->string,
+                             hint ? " (" : "", hint ? hint : "", hint ? ")" : "");
+    return 0;
+}
+
+int npred_json_is_integer(const cJSON *it)
+{
+    return cJSON_IsNumber(it) && isfinite(it->valuedouble) && it->valuedouble == floor(it->valuedouble) &&
+           fabs(it->valuedouble) <= INT53;
+}
+
+/* "an integer >= 0", "a number in [0, 1]", "... or null" */
+static int fail_range(npred_json_reader *r, const cJSON *it, const char *kind, double lo, double hi, int null_ok)
+{
+    char range[96] = "";
+    if (lo > -NPRED_JSON_ANY && hi < NPRED_JSON_ANY) snprintf(range, sizeof range, " in [%.16g, %.16g]", lo, hi);
+    else if (lo > -NPRED_JSON_ANY) snprintf(range, sizeof range, " >= %.16g", lo);
+    else if (hi < NPRED_JSON_ANY) snprintf(range, sizeof range, " <= %.16g", hi);
+    return npred_json_fail(r, it, "%s%s%s", kind, range, null_ok ? " or null" : "");
+}
+
+/* the value of a number key, as a double; integral when integer is set */
+static int read_number(npred_json_reader *r, const cJSON *it, int integer, double lo, double hi, int null_ok,
+                       double *out)
+{
+    if (null_ok && cJSON_IsNull(it)) return 2;
+    const char *kind = integer ? "an integer" : "a number";
+    if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || (integer && !npred_json_is_integer(it)))
+        return fail_range(r, it, kind, lo, hi, null_ok);
+    double v = it->valuedouble;
+    if (!(v >= lo && v <= hi)) return fail_range(r, it, kind, lo, hi, null_ok);
+    *out = v;
+    return 1;
+}
+
+int npred_json_num(npred_json_reader *r, const cJSON *it, double lo, double hi, double *out)
+{
+    return read_number(r, it, 0, lo, hi, 0, out);
+}
+
+int npred_json_num_or_null(npred_json_reader *r, const cJSON *it, double lo, double hi, double *out)
+{
+    return read_number(r, it, 0, lo, hi, 1, out);
+}
+
+static int read_int(npred_json_reader *r, const cJSON *it, double lo, double hi, int null_ok, int *out)
+{
+    double v = 0;
+    int got = read_number(r, it, 1, lo, hi, null_ok, &v);
+    if (got != 1) return got;
+    if (v < INT_MIN || v > INT_MAX) /* an int key: never beyond int */
+        return fail_range(r, it, "an integer", lo > INT_MIN ? lo : INT_MIN, hi < INT_MAX ? hi : INT_MAX, null_ok);
+    *out = (int)v;
+    return 1;
+}
+
+int npred_json_int(npred_json_reader *r, const cJSON *it, double lo, double hi, int *out)
+{
+    return read_int(r, it, lo, hi, 0, out);
+}
+
+int npred_json_int_or_null(npred_json_reader *r, const cJSON *it, double lo, double hi, int *out)
+{
+    return read_int(r, it, lo, hi, 1, out);
+}
+
+static int read_i64(npred_json_reader *r, const cJSON *it, double lo, double hi, int null_ok, int64_t *out)
+{
+    double v = 0;
+    int got = read_number(r, it, 1, lo, hi, null_ok, &v);
+    if (got == 1) *out = (int64_t)v;
+    return got;
+}
+
+int npred_json_i64(npred_json_reader *r, const cJSON *it, double lo, double hi, int64_t *out)
+{
+    return read_i64(r, it, lo, hi, 0, out);
+}
+
+int npred_json_i64_or_null(npred_json_reader *r, const cJSON *it, double lo, double hi, int64_t *out)
+{
+    return read_i64(r, it, lo, hi, 1, out);
+}
+
+static int read_bool(npred_json_reader *r, const cJSON *it, int null_ok, int *out)
+{
+    if (null_ok && cJSON_IsNull(it)) return 2;
+    if (!cJSON_IsBool(it)) return npred_json_fail(r, it, "true or false%s", null_ok ? " or null" : "");
+    *out = cJSON_IsTrue(it);
+    return 1;
+}
+
+int npred_json_bool(npred_json_reader *r, const cJSON *it, int *out) { return read_bool(r, it, 0, out); }
+int npred_json_bool_or_null(npred_json_reader *r, const cJSON *it, int *out) { return read_bool(r, it, 1, out); }
+
+static int read_str(npred_json_reader *r, const cJSON *it, int null_ok, const char **out)
+{
+    if (null_ok && cJSON_IsNull(it)) return 2;
+    if (!cJSON_IsString(it)) return npred_json_fail(r, it, "a string%s", null_ok ? " or null" : "");
+    *out = it->valuestring;
+    return 1;
+}
+
+int npred_json_str(npred_json_reader *r, const cJSON *it, const char **out) { return read_str(r, it, 0, out); }
+int npred_json_str_or_null(npred_json_reader *r, const cJSON *it, const char **out)
+{
+    return read_str(r, it, 1, out);
+}
+
+int npred_json_choice(npred_json_reader *r, const cJSON *it, const char *const *names, int n, int *out)
+{
+    if (cJSON_IsString(it))
+        for (int i = 0; i < n; i++)
+            if (!strcmp(it->valuestring, names[i])) {
+                *out = i;
+                return 1;
+            }
+    char list[512] = "";
+    size_t k = 0;
+    for (int i = 0; i < n && k < sizeof list; i++)
+        k += (size_t)snprintf(list + k, sizeof list - k, "%s\"%s\"", i == 0 ? "" : i + 1 < n ? ", " : " or ",
+                              names[i]);
+    return npred_json_fail(r, it, "%s", list);
+}
