@@ -69,7 +69,7 @@ EXAMPLES  := $(EX_SRC:examples/%.c=$(BUILD)/examples/%)
 TEST_SRC  := $(sort $(wildcard tests/test_*.c))
 # Python package tests (Debian's /usr/bin/python3 + python3-numpy), run on the
 # shared library, with tests/pyref (the C side of their bit-for-bit comparisons)
-PY_TESTS  := $(sort $(wildcard tests/python/test_*.py))
+PY_TESTS  := $(sort $(wildcard tests/python/test_*.py)) tests/test_floors.py
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 MPI_OBJ   := $(MPI_SRC:%.c=$(BUILD)/obj/%.o)

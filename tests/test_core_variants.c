@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "io/checkpoint.h"
 #include "model/model.h"
 #include "npred/model.h"
 

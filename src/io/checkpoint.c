@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/checkpoint.h"
 #include "model/model.h"
 #include "io/pth.h"
 #include "base/pyfmt.h"

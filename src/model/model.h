@@ -4,7 +4,6 @@
 #define NPRED_MODEL_MODEL_H
 
 #include "cores/stacked2d.h"
-#include "io/tensorfile.h"
 #include "model/config.h"
 #include "nn/mlp.h"
 #include "nn/params.h"
@@ -66,9 +65,5 @@ void npred_model_regularizer_parts(npred_model *m, int si, double *core, double 
 npred_ptable *npred_model_table(npred_model *m);
 /* NPRED_ERR_ARG naming `what` when m is a plan (no parameter memory). */
 npred_status npred_model_check_allocated(const npred_model *m, const char *what);
-/* npred_model_import_pth on a state_dict already read into a tensor list (io/checkpoint.c);
- * `where` names the source in messages. The list stays the caller's. */
-npred_status npred_model_import_tensors(npred_model **out, const npred_tensor_list *list, const char *where,
-                                        const char *config_json, int in_h, int in_w, int max_batch);
 
 #endif
