@@ -1,5 +1,7 @@
 /* NumPy .npy reader and writer (format versions 1.0, 2.0, 3.0). */
 #include "npred/npy.h"
+#include "base/bytes.h"
+#include "base/fileio.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -287,17 +289,6 @@ static npred_status parse_header(const char *h, size_t len, const char *name, np
     return NPRED_OK;
 }
 
-static void byteswap(void *data, size_t n, size_t unit)
-{
-    unsigned char *p = data;
-    for (size_t i = 0; i < n; i++, p += unit)
-        for (size_t a = 0, b = unit - 1; a < b; a++, b--) {
-            unsigned char t = p[a];
-            p[a] = p[b];
-            p[b] = t;
-        }
-}
-
 npred_status npred_npy_parse(const void *buf, size_t len, const char *name, npred_array *out)
 {
     const unsigned char *b = buf;
@@ -330,8 +321,8 @@ npred_status npred_npy_parse(const void *buf, size_t len, const char *name, npre
     if (!a.data) return npred_errorf(NPRED_ERR_NOMEM, "%s: cannot allocate %zu bytes", name, nbytes);
     memcpy(a.data, b + off, nbytes);
     if (swap) {
-        if (a.dtype == NPRED_DT_STR_U) byteswap(a.data, a.count * (a.itemsize / 4), 4);
-        else if (a.itemsize > 1) byteswap(a.data, a.count, a.itemsize);
+        if (a.dtype == NPRED_DT_STR_U) npred_bswap_elems(a.data, a.count * (a.itemsize / 4), 4);
+        else if (a.itemsize > 1) npred_bswap_elems(a.data, a.count, a.itemsize);
     }
     if (a.dtype == NPRED_DT_BOOL) /* normalise to 0/1 */
         for (size_t i = 0; i < a.count; i++) ((unsigned char *)a.data)[i] = ((unsigned char *)a.data)[i] != 0;
@@ -401,8 +392,8 @@ npred_status npred_npy_serialize(const npred_array *a, void **buf, size_t *len)
     b[total_hdr - 1] = '\n';
     if (nbytes) memcpy(b + total_hdr, a->data, nbytes);
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    if (a->dtype == NPRED_DT_STR_U) byteswap(b + total_hdr, a->count * (a->itemsize / 4), 4);
-    else if (a->dtype != NPRED_DT_STR_S && a->itemsize > 1) byteswap(b + total_hdr, a->count, a->itemsize);
+    if (a->dtype == NPRED_DT_STR_U) npred_bswap_elems(b + total_hdr, a->count * (a->itemsize / 4), 4);
+    else if (a->dtype != NPRED_DT_STR_S && a->itemsize > 1) npred_bswap_elems(b + total_hdr, a->count, a->itemsize);
 #endif
     *buf = b;
     *len = total_hdr + nbytes;
@@ -412,13 +403,10 @@ npred_status npred_npy_serialize(const npred_array *a, void **buf, size_t *len)
 
 npred_status npred_npy_write(const char *path, const npred_array *a)
 {
-    void *buf;
-    size_t len;
-    npred_status s = npred_npy_serialize(a, &buf, &len);
-    if (s) return npred_error_prefix(s, "%s", path);
-    s = npred_write_atomic(path, buf, len);
-    free(buf);
-    return s;
+    void *buf = NULL;
+    size_t len = 0;
+    npred_status s = npred_npy_serialize(a, &buf, &len); /* before buf and len are read */
+    return npred_write_serialized(path, s, buf, len);
 }
 
 /* ---- conversions ---- */

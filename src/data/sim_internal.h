@@ -135,7 +135,6 @@ void sim_eye_shift(const float eye[2], double *sx, double *sy);
 void sim_ws_free(workspace *ws);
 size_t sim_ws_row_len(const gt_model *m);
 npred_status sim_ws_init(workspace *ws, const gt_model *m, int n);
-int sim_thread_id(void);
 /* Image `img` -> feature map in the calling thread's buffers; returns F. */
 float *sim_image_features(workspace *ws, const gt_model *m, const float *img);
 npred_status sim_calibrate(gt_model *m, workspace *ws, uint64_t seed);

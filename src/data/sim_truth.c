@@ -3,6 +3,7 @@
  * fields (with eye-position shifts and behavioural modulation), and the per-thread
  * workspace. */
 #include "data/sim_internal.h"
+#include "base/threads.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -256,19 +257,10 @@ npred_status sim_ws_init(workspace *ws, const gt_model *m, int n)
     return NPRED_OK;
 }
 
-int sim_thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 /* Image `img` -> feature map in the calling thread's buffers; returns F. */
 float *sim_image_features(workspace *ws, const gt_model *m, const float *img)
 {
-    int t = sim_thread_id();
+    int t = npred_thread_id();
     float *xp = ws->xp + (size_t)t * (m->h + 2 * KPAD) * (m->w + 2 * KPAD);
     float *F = ws->F + (size_t)t * m->h * m->w * N_FEAT;
     downsample_pad(xp, img, m);

@@ -1,6 +1,7 @@
 /* Simulator, writer: the SENSORIUM file tree (npy files, meta data, statistics),
  * params.json with the ground truth, and the stored .zip of a tree. */
 #include "data/sim_internal.h"
+#include "base/threads.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -248,10 +249,7 @@ npred_status sim_matrix_stats(const char *root, const char *field, const float *
     }
 #pragma omp parallel for schedule(dynamic, 16)
     for (size_t c = 0; c < cols; c++) {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#endif
+        int t = npred_thread_id();
         double o[5];
         column_stats(o, a, rows, cols, c, scratch + (size_t)t * rows);
         for (int q = 0; q < 5; q++) st[(size_t)q * cols + c] = o[q];

@@ -25,6 +25,7 @@
 #include <omp.h>
 #endif
 
+#include "base/threads.h"
 #include "data/sim_internal.h"
 
 npred_sim_params npred_sim_default_params(void)
@@ -163,7 +164,7 @@ static npred_status simulate_session(const npred_sim_params *p, const gt_model *
         int cn = (int)(n_img - c0 < CHUNK ? n_img - c0 : CHUNK);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int q = 0; q < cn; q++) {
-            int t = sim_thread_id();
+            int t = npred_thread_id();
             float *img = ws->img + (size_t)q * m->H * m->W;
             sim_gen_image(img, m->H, m->W, hash_mix(hash_mix(p->seed, TAG_IMAGE), (uint64_t)test_ids[c0 + q]),
                       ws->row + (size_t)t * sim_ws_row_len(m));
@@ -180,7 +181,7 @@ static npred_status simulate_session(const npred_sim_params *p, const gt_model *
 #pragma omp parallel for schedule(dynamic, 1)
         for (int q = 0; q < cn; q++) {
             int64_t tr = c0 + q;
-            int t = sim_thread_id();
+            int t = npred_thread_id();
             float *img = ws->img + (size_t)q * m->H * m->W;
             sim_gen_image(img, m->H, m->W, hash_mix(hash_mix(p->seed, TAG_IMAGE), (uint64_t)L.image_id[tr]),
                       ws->row + (size_t)t * sim_ws_row_len(m));

@@ -419,12 +419,5 @@ npred_status npred_pth_parse(const void *buf, size_t len, const char *name, npre
 
 npred_status npred_pth_read(const char *path, npred_tensor_list *out)
 {
-    npred_tensor_list_init(out);
-    void *buf;
-    size_t len;
-    npred_status s = npred_file_read_all(path, &buf, &len);
-    if (s) return s;
-    s = npred_pth_parse(buf, len, path, out);
-    free(buf);
-    return s;
+    return npred_tensor_list_read(path, npred_pth_parse, out);
 }

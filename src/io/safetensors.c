@@ -1,5 +1,6 @@
 /* safetensors reader/writer: see safetensors.h. */
 #include "io/safetensors.h"
+#include "base/fileio.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -157,13 +158,10 @@ npred_status npred_safetensors_serialize(const npred_tensor_list *l, void **buf,
 
 npred_status npred_safetensors_write(const char *path, const npred_tensor_list *l)
 {
-    void *buf;
-    size_t len;
-    npred_status s = npred_safetensors_serialize(l, &buf, &len);
-    if (s) return npred_error_prefix(s, "%s", path);
-    s = npred_write_atomic(path, buf, len);
-    free(buf);
-    return s;
+    void *buf = NULL;
+    size_t len = 0;
+    npred_status s = npred_safetensors_serialize(l, &buf, &len); /* before buf and len are read */
+    return npred_write_serialized(path, s, buf, len);
 }
 
 /* ---- reader ---- */
@@ -376,12 +374,5 @@ npred_status npred_safetensors_parse(const void *buf, size_t len, const char *na
 
 npred_status npred_safetensors_read(const char *path, npred_tensor_list *out)
 {
-    npred_tensor_list_init(out);
-    void *buf;
-    size_t len;
-    npred_status s = npred_file_read_all(path, &buf, &len);
-    if (s) return s;
-    s = npred_safetensors_parse(buf, len, path, out);
-    free(buf);
-    return s;
+    return npred_tensor_list_read(path, npred_safetensors_parse, out);
 }

@@ -183,23 +183,14 @@ const char *npred_tensor_list_get_meta(const npred_tensor_list *l, const char *k
     return NULL;
 }
 
-void npred_bswap_elems(void *data, size_t n, size_t size)
+npred_status npred_tensor_list_read(const char *path, npred_tensor_parse_fn parse, npred_tensor_list *out)
 {
-    if (size < 2) return;
-    unsigned char *p = data;
-    for (size_t i = 0; i < n; i++, p += size)
-        for (size_t a = 0, b = size - 1; a < b; a++, b--) {
-            unsigned char t = p[a];
-            p[a] = p[b];
-            p[b] = t;
-        }
+    npred_tensor_list_init(out);
+    void *buf;
+    size_t len;
+    npred_status s = npred_file_read_all(path, &buf, &len);
+    if (s) return s;
+    s = parse(buf, len, path, out);
+    free(buf);
+    return s;
 }
-
-int npred_host_is_le(void)
-{
-    const uint16_t one = 1;
-    unsigned char c;
-    memcpy(&c, &one, 1);
-    return c == 1;
-}
-

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/bytes.h"
 #include "npred/base.h"
 
 #define NPRED_TENSOR_MAXDIM 8
@@ -71,13 +72,14 @@ npred_tensor *npred_tensor_list_find(const npred_tensor_list *l, const char *nam
 npred_status npred_tensor_list_check_unique(const npred_tensor_list *l);
 /* Set (add or replace) a metadata string. */
 npred_status npred_tensor_list_set_meta(npred_tensor_list *l, const char *key, const char *value);
+/* A parser of a whole file in memory (npred_pth_parse, npred_safetensors_parse). */
+typedef npred_status (*npred_tensor_parse_fn)(const void *buf, size_t len, const char *name, npred_tensor_list *out);
+/* Read the file at path and parse it into out (initialised here; freed on error). */
+npred_status npred_tensor_list_read(const char *path, npred_tensor_parse_fn parse, npred_tensor_list *out);
+
 /* Metadata value or NULL. */
 const char *npred_tensor_list_get_meta(const npred_tensor_list *l, const char *key);
 
 
-/* Reverse the bytes of each of n elements of size `size` in place (1 = no-op). */
-void npred_bswap_elems(void *data, size_t n, size_t size);
-/* 1 on a little-endian host. */
-int npred_host_is_le(void);
 
 #endif

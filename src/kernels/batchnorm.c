@@ -64,24 +64,28 @@ static double channel_sqdev(const float *x, double mean, int B, size_t HW, size_
     return lanes_total(acc);
 }
 
+/* l0[lane] += e, l1[lane] += e * (x - mean) over m values (lane = index mod NL,
+ * the tail into lanes 0, 1, ...) */
+static void lanes_dsums(double *l0, double *l1, const float *e, const float *x, double mean, size_t m)
+{
+    size_t i = 0;
+    for (; i + NL <= m; i += NL)
+        for (int l = 0; l < NL; l++) {
+            l0[l] += e[i + l];
+            l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
+        }
+    for (int l = 0; i + l < m; l++) {
+        l0[l] += e[i + l];
+        l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
+    }
+}
+
 /* sum(dy) and sum(dy * (x - mean)) of one channel, in double */
 static void channel_dsums(double *sdy, double *sdyx, const float *dy, const float *x, double mean, int B, size_t HW,
                           size_t bstride)
 {
     double a[NL] = {0}, c[NL] = {0};
-    for (int b = 0; b < B; b++) {
-        const float *pd = dy + (size_t)b * bstride, *px = x + (size_t)b * bstride;
-        size_t i = 0;
-        for (; i + NL <= HW; i += NL)
-            for (int l = 0; l < NL; l++) {
-                a[l] += pd[i + l];
-                c[l] += (double)pd[i + l] * ((double)px[i + l] - mean);
-            }
-        for (int l = 0; i + l < HW; l++) {
-            a[l] += pd[i + l];
-            c[l] += (double)pd[i + l] * ((double)px[i + l] - mean);
-        }
-    }
+    for (int b = 0; b < B; b++) lanes_dsums(a, c, dy + (size_t)b * bstride, x + (size_t)b * bstride, mean, HW);
     *sdy = lanes_total(a);
     *sdyx = lanes_total(c);
 }
@@ -225,21 +229,6 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
     return NPRED_OK;
 }
 
-/* l0[lane] += e, l1[lane] += e * (x - mean) over m values (lane = index mod NL,
- * the tail into lanes 0, 1, ...) */
-static void lanes_dsums(double *l0, double *l1, const float *e, const float *x, double mean, size_t m)
-{
-    size_t i = 0;
-    for (; i + NL <= m; i += NL)
-        for (int l = 0; l < NL; l++) {
-            l0[l] += e[i + l];
-            l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
-        }
-    for (int l = 0; i + l < m; l++) {
-        l0[l] += e[i + l];
-        l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
-    }
-}
 
 /* elementwise gradients are formed in chunks of ECHUNK (a multiple of NL) */
 #define ECHUNK 512

@@ -1,6 +1,7 @@
 /* 2-D convolution: parameter checks, naive reference, im2col + sgemm, dispatcher.
  * Depthwise kernels are in depthwise.c. Semantics and layouts: conv2d.h. */
 #include "kernels/conv2d.h"
+#include "base/threads.h"
 #include "kernels/conv2d_internal.h"
 
 #include <cblas.h>
@@ -17,15 +18,6 @@ static int max_threads(void)
     return omp_get_max_threads();
 #else
     return 1;
-#endif
-}
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
 #endif
 }
 
@@ -365,7 +357,7 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
 
 #pragma omp parallel num_threads(T) if (in_region)
     {
-        float *col = (float *)((char *)base + (size_t)thread_id() * per);
+        float *col = (float *)((char *)base + (size_t)npred_thread_id() * per);
 #pragma omp for schedule(static)
         for (int n = 0; n < p->n; n++) {
             const float *xn = x + (size_t)n * p->c * ipix;
@@ -415,7 +407,7 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
 
 #pragma omp parallel num_threads(T) if (in_region)
     {
-        const int t = thread_id();
+        const int t = npred_thread_id();
         float *col = (float *)((char *)base + (size_t)t * per);
         float *dwt = (float *)((char *)col + colb); /* this thread's dW partial */
         if (dw) memset(dwt, 0, nwf * sizeof *dwt);

@@ -18,6 +18,7 @@
  * Vectors are GCC vector extensions (16 floats); FMA intrinsics where the target
  * has them, a plain multiply-add otherwise. */
 #include "kernels/conv2d.h"
+#include "base/threads.h"
 #include "kernels/conv2d_internal.h"
 
 #include <stdint.h>
@@ -72,15 +73,6 @@ static inline vf vfma(vf a, vf b, vf c)
 }
 
 static inline size_t ceil_vl(int n) { return ((size_t)n + VL - 1) / VL * VL; }
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* Scratch geometry of one thread. */
 typedef struct {
@@ -317,7 +309,7 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
 
 #pragma omp parallel num_threads(T)
     {
-        float *xp = (float *)(base + (size_t)thread_id() * g.bytes + g.off_xp);
+        float *xp = (float *)(base + (size_t)npred_thread_id() * g.bytes + g.off_xp);
 #pragma omp for collapse(2) schedule(static)
         for (int n = 0; n < p->n; n++)
             for (int c = 0; c < C; c++) {
@@ -369,7 +361,7 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
 
 #pragma omp parallel num_threads(T)
     {
-        char *mine = base + (size_t)thread_id() * g.bytes;
+        char *mine = base + (size_t)npred_thread_id() * g.bytes;
         float *xp = (float *)(mine + g.off_xp), *dp = (float *)(mine + g.off_dp);
         float *dc = (float *)(mine + g.off_dc), *wf = (float *)(mine + g.off_wf);
         double *acc0 = (double *)(mine + g.off_acc);

@@ -272,35 +272,35 @@ static npred_status laplace_run(double *value, float *dw, const float *w, double
     return NPRED_OK;
 }
 
+/* A Laplace penalty of one kind over (out_ch * in_ch) kh x kw slices (no Gaussian mask). */
+static npred_status laplace_plain(const char *name, lap_kind kind, double *value, float *dw, const float *w,
+                                  double scale, int out_ch, int in_ch, int kh, int kw, int padding, int filter_size,
+                                  bool avg)
+{
+    lap_plan pl;
+    npred_status st = plan_init(&pl, name, w, out_ch, in_ch, kh, kw, padding, filter_size);
+    if (st != NPRED_OK)
+        return st;
+    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, kind, avg, 0.0);
+}
+
 npred_status npred_reg_laplace_l2(double *value, float *dw, const float *w, double scale,
                                   int out_ch, int in_ch, int kh, int kw, int padding,
                                   int filter_size, bool avg)
 {
-    lap_plan pl;
-    npred_status st = plan_init(&pl, "LaplaceL2", w, out_ch, in_ch, kh, kw, padding, filter_size);
-    if (st != NPRED_OK)
-        return st;
-    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_L2, avg, 0.0);
+    return laplace_plain("LaplaceL2", K_L2, value, dw, w, scale, out_ch, in_ch, kh, kw, padding, filter_size, avg);
 }
 
 npred_status npred_reg_laplace_l1(double *value, float *dw, const float *w, double scale,
                                   int out_ch, int in_ch, int kh, int kw, int padding, bool avg)
 {
-    lap_plan pl;
-    npred_status st = plan_init(&pl, "LaplaceL1", w, out_ch, in_ch, kh, kw, padding, 3);
-    if (st != NPRED_OK)
-        return st;
-    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_L1, avg, 0.0);
+    return laplace_plain("LaplaceL1", K_L1, value, dw, w, scale, out_ch, in_ch, kh, kw, padding, 3, avg);
 }
 
 npred_status npred_reg_laplace_l2norm(double *value, float *dw, const float *w, double scale,
                                       int out_ch, int in_ch, int kh, int kw, int padding, bool avg)
 {
-    lap_plan pl;
-    npred_status st = plan_init(&pl, "LaplaceL2norm", w, out_ch, in_ch, kh, kw, padding, 3);
-    if (st != NPRED_OK)
-        return st;
-    return laplace_run(value, dw, w, scale, &pl, (size_t)out_ch * in_ch, K_L2NORM, avg, 0.0);
+    return laplace_plain("LaplaceL2norm", K_L2NORM, value, dw, w, scale, out_ch, in_ch, kh, kw, padding, 3, avg);
 }
 
 npred_status npred_reg_gaussian_laplace_l2(double *value, float *dw, const float *w, double scale,

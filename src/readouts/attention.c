@@ -141,14 +141,6 @@ size_t npred_attention_workspace(const npred_readout *r, int max_batch)
     return s;
 }
 
-static int add(npred_ptable *t, const npred_readout *r, const char *rest, int is_buffer, npred_ptype dt, int ndim,
-               int64_t d0, int64_t d1, int64_t d2, int64_t d3)
-{
-    char name[NPRED_PARAM_NAMELEN];
-    int64_t shape[4] = {d0, d1, d2, d3};
-    snprintf(name, sizeof name, "%s%s", r->prefix, rest);
-    return npred_ptable_add(t, name, is_buffer, dt, ndim, shape);
-}
 
 npred_status npred_attention_declare(npred_readout *r, npred_ptable *t)
 {
@@ -167,13 +159,14 @@ npred_status npred_attention_declare(npred_readout *r, npred_ptable *t)
     r->impl = im;
     im->nh = L - 1;
     char rest[64];
-    if ((r->p_features = add(t, r, "features", 0, NPRED_PT_F32, 2, n, C, 0, 0)) < 0) return NPRED_ERR_ARG;
+    if ((r->p_features = npred_readout_param(t, r, "features", 0, NPRED_PT_F32, 2, n, C, 0, 0)) < 0)
+        return NPRED_ERR_ARG;
     for (int l = 0; l < im->nh; l++) {
         at_hidden *h = &im->h[l];
-#define ADD(field, fmt, buf, dt, nd, d0, d1, d2, d3)                                                                \
-    do {                                                                                                            \
-        snprintf(rest, sizeof rest, fmt, l);                                                                        \
-        if ((h->field = add(t, r, rest, buf, dt, nd, d0, d1, d2, d3)) < 0) return NPRED_ERR_ARG;                    \
+#define ADD(field, fmt, buf, dt, nd, d0, d1, d2, d3)                                                                   \
+    do {                                                                                                               \
+        snprintf(rest, sizeof rest, fmt, l);                                                                           \
+        if ((h->field = npred_readout_param(t, r, rest, buf, dt, nd, d0, d1, d2, d3)) < 0) return NPRED_ERR_ARG;       \
     } while (0)
         ADD(w, "attention.conv%d.weight", 0, NPRED_PT_F32, 4, C, C, k, k);
         ADD(b, "attention.conv%d.bias", 0, NPRED_PT_F32, 1, C, 0, 0, 0);
@@ -185,10 +178,11 @@ npred_status npred_attention_declare(npred_readout *r, npred_ptable *t)
 #undef ADD
     }
     snprintf(rest, sizeof rest, "attention.conv%d.weight", L);
-    if ((r->p_att_w = add(t, r, rest, 0, NPRED_PT_F32, 4, n, C, k, k)) < 0) return NPRED_ERR_ARG;
+    if ((r->p_att_w = npred_readout_param(t, r, rest, 0, NPRED_PT_F32, 4, n, C, k, k)) < 0) return NPRED_ERR_ARG;
     snprintf(rest, sizeof rest, "attention.conv%d.bias", L);
-    if ((r->p_att_b = add(t, r, rest, 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
-    if (c->bias && (r->p_bias = add(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+    if ((r->p_att_b = npred_readout_param(t, r, rest, 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+    if (c->bias && (r->p_bias = npred_readout_param(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0)
+        return NPRED_ERR_ARG;
     return NPRED_OK;
 }
 

@@ -92,14 +92,6 @@ size_t npred_gaussian_workspace(const npred_readout *r, int max_batch)
 
 /* ------------------------------------------------------------ declare --- */
 
-static int add(npred_ptable *t, const npred_readout *r, const char *key, int is_buffer, npred_ptype dt, int ndim,
-               int64_t d0, int64_t d1, int64_t d2, int64_t d3)
-{
-    char name[NPRED_PARAM_NAMELEN];
-    int64_t sh[4] = {d0, d1, d2, d3};
-    snprintf(name, sizeof name, "%s%s", r->prefix, key);
-    return npred_ptable_add(t, name, is_buffer, dt, ndim, sh);
-}
 
 static int alias(npred_ptable *t, const npred_readout *r, const char *key, int target)
 {
@@ -151,13 +143,15 @@ static npred_status declare_full(npred_readout *r, npred_ptable *t)
         for (int i = 0; i < r->n_mlp; i++) {
             char key[64];
             snprintf(key, sizeof key, "mu_transform.%d.weight", 2 * i);
-            if ((r->p_mlp_w[i] = add(t, r, key, 0, NPRED_PT_F32, 2, r->mlp_dim[i + 1], r->mlp_dim[i], 0, 0)) < 0)
+            if ((r->p_mlp_w[i] =
+                     npred_readout_param(t, r, key, 0, NPRED_PT_F32, 2, r->mlp_dim[i + 1], r->mlp_dim[i], 0, 0)) < 0)
                 return NPRED_ERR_ARG;
             snprintf(key, sizeof key, "mu_transform.%d.bias", 2 * i);
-            if ((r->p_mlp_b[i] = add(t, r, key, 0, NPRED_PT_F32, 1, r->mlp_dim[i + 1], 0, 0, 0)) < 0)
+            if ((r->p_mlp_b[i] = npred_readout_param(t, r, key, 0, NPRED_PT_F32, 1, r->mlp_dim[i + 1], 0, 0, 0)) < 0)
                 return NPRED_ERR_ARG;
         }
-        if ((r->p_source_grid = add(t, r, "source_grid", 1, NPRED_PT_F32, 2, n, c->gmp_input_dimensions, 0, 0)) < 0)
+        if ((r->p_source_grid =
+                 npred_readout_param(t, r, "source_grid", 1, NPRED_PT_F32, 2, n, c->gmp_input_dimensions, 0, 0)) < 0)
             return NPRED_ERR_ARG;
     } else if (c->shared_grid) {
         if (c->grid_from) {
@@ -166,18 +160,19 @@ static npred_status declare_full(npred_readout *r, npred_ptable *t)
                 t->items[f->p_mu].shape[1] != nu)
                 return npred_errorf(NPRED_ERR_CONFIG, "shared grid needs to have shape (1, %d, 1, 2)", nu);
             if ((r->p_mu = alias(t, r, "_mu", f->p_mu)) < 0) return NPRED_ERR_ARG;
-            if ((r->p_mt_w = add(t, r, "mu_transform.weight", 0, NPRED_PT_F32, 2, 2, 2, 0, 0)) < 0 ||
-                (r->p_mt_b = add(t, r, "mu_transform.bias", 0, NPRED_PT_F32, 1, 2, 0, 0, 0)) < 0)
+            if ((r->p_mt_w = npred_readout_param(t, r, "mu_transform.weight", 0, NPRED_PT_F32, 2, 2, 2, 0, 0)) < 0 ||
+                (r->p_mt_b = npred_readout_param(t, r, "mu_transform.bias", 0, NPRED_PT_F32, 1, 2, 0, 0, 0)) < 0)
                 return NPRED_ERR_ARG;
-        } else if ((r->p_mu = add(t, r, "_mu", 0, NPRED_PT_F32, 4, 1, nu, 1, 2)) < 0) {
+        } else if ((r->p_mu = npred_readout_param(t, r, "_mu", 0, NPRED_PT_F32, 4, 1, nu, 1, 2)) < 0) {
             return NPRED_ERR_ARG;
         }
-        if ((r->p_gsi = add(t, r, "grid_sharing_index", 1, NPRED_PT_I64, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
-    } else if ((r->p_mu = add(t, r, "_mu", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0) {
+        if ((r->p_gsi = npred_readout_param(t, r, "grid_sharing_index", 1, NPRED_PT_I64, 1, n, 0, 0, 0)) < 0)
+            return NPRED_ERR_ARG;
+    } else if ((r->p_mu = npred_readout_param(t, r, "_mu", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0) {
         return NPRED_ERR_ARG;
     }
     int s2 = c->gauss_type == NPRED_GAUSS_FULL ? 2 : 1, s3 = c->gauss_type == NPRED_GAUSS_ISOTROPIC ? 1 : 2;
-    if ((r->p_sigma = add(t, r, "sigma", 0, NPRED_PT_F32, 4, 1, n, s2, s3)) < 0) return NPRED_ERR_ARG;
+    if ((r->p_sigma = npred_readout_param(t, r, "sigma", 0, NPRED_PT_F32, 4, 1, n, s2, s3)) < 0) return NPRED_ERR_ARG;
     if (c->shared_features) {
         if (c->features_from) {
             const npred_readout *f = c->features_from;
@@ -185,16 +180,18 @@ static npred_status declare_full(npred_readout *r, npred_ptable *t)
                 t->items[f->p_features].shape[1] != c->c || t->items[f->p_features].shape[3] != nu)
                 return npred_errorf(NPRED_ERR_CONFIG, "shared features need to have shape (1, %d, 1, %d)", c->c, nu);
             if ((r->p_features = alias(t, r, "_features", f->p_features)) < 0) return NPRED_ERR_ARG;
-        } else if ((r->p_features = add(t, r, "_features", 0, NPRED_PT_F32, 4, 1, c->c, 1, nu)) < 0) {
+        } else if ((r->p_features = npred_readout_param(t, r, "_features", 0, NPRED_PT_F32, 4, 1, c->c, 1, nu)) < 0) {
             return NPRED_ERR_ARG;
         }
-        if ((r->p_scales = add(t, r, "scales", 0, NPRED_PT_F32, 4, 1, 1, 1, n)) < 0) return NPRED_ERR_ARG;
-        if ((r->p_fsi = add(t, r, "feature_sharing_index", 1, NPRED_PT_I64, 1, n, 0, 0, 0)) < 0)
+        if ((r->p_scales = npred_readout_param(t, r, "scales", 0, NPRED_PT_F32, 4, 1, 1, 1, n)) < 0)
             return NPRED_ERR_ARG;
-    } else if ((r->p_features = add(t, r, "_features", 0, NPRED_PT_F32, 4, 1, c->c, 1, n)) < 0) {
+        if ((r->p_fsi = npred_readout_param(t, r, "feature_sharing_index", 1, NPRED_PT_I64, 1, n, 0, 0, 0)) < 0)
+            return NPRED_ERR_ARG;
+    } else if ((r->p_features = npred_readout_param(t, r, "_features", 0, NPRED_PT_F32, 4, 1, c->c, 1, n)) < 0) {
         return NPRED_ERR_ARG;
     }
-    if (c->bias && (r->p_bias = add(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+    if (c->bias && (r->p_bias = npred_readout_param(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0)
+        return NPRED_ERR_ARG;
     return NPRED_OK;
 }
 
@@ -205,11 +202,12 @@ npred_status npred_gaussian_declare(npred_readout *r, npred_ptable *t)
     if (s) return s;
     if (!is_legacy(r)) return declare_full(r, t);
     int n = c->n;
-    if ((r->p_mu = add(t, r, "mu", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0 ||
-        (r->p_sigma = add(t, r, "sigma", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0 ||
-        (r->p_features = add(t, r, "features", 0, NPRED_PT_F32, 4, 1, c->c, 1, n)) < 0)
+    if ((r->p_mu = npred_readout_param(t, r, "mu", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0 ||
+        (r->p_sigma = npred_readout_param(t, r, "sigma", 0, NPRED_PT_F32, 4, 1, n, 1, 2)) < 0 ||
+        (r->p_features = npred_readout_param(t, r, "features", 0, NPRED_PT_F32, 4, 1, c->c, 1, n)) < 0)
         return NPRED_ERR_ARG;
-    if (c->bias && (r->p_bias = add(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0) return NPRED_ERR_ARG;
+    if (c->bias && (r->p_bias = npred_readout_param(t, r, "bias", 0, NPRED_PT_F32, 1, n, 0, 0, 0)) < 0)
+        return NPRED_ERR_ARG;
     return NPRED_OK;
 }
 
@@ -219,7 +217,8 @@ npred_status npred_readout_set_source_grid(npred_readout *r, npred_ptable *t, co
         return npred_errorf(NPRED_ERR_ARG, "readout %s: no grid_mean_predictor (source_grid)", r->prefix);
     int n = r->cfg.n, d = r->cfg.gmp_input_dimensions;
     double mean[16] = {0}, mx = 0;
-    if (d > 16) return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout %s: source_grid with %d > 16 columns", r->prefix, d);
+    if (d > 16)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout %s: source_grid with %d > 16 columns", r->prefix, d);
     for (int i = 0; i < n; i++)
         for (int k = 0; k < d; k++) mean[k] += g[(size_t)i * d + k];
     for (int k = 0; k < d; k++) mean[k] /= n;

@@ -304,3 +304,13 @@ void npred_readout_free(npred_readout *r)
     r->match_idx = NULL;
     r->impl = NULL;
 }
+
+int npred_readout_param(npred_ptable *t, const npred_readout *r, const char *key, int is_buffer, npred_ptype dt,
+                            int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    char name[NPRED_PARAM_NAMELEN];
+    int64_t shape[4] = {d0, d1, d2, d3};
+    snprintf(name, sizeof name, "%s%s", r->prefix, key);
+    return npred_ptable_add(t, name, is_buffer, dt, ndim, shape);
+}
+

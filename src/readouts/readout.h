@@ -152,6 +152,11 @@ void npred_readout_point_grid_grad(npred_readout *r, npred_ptable *t, const floa
 void npred_readout_point_features(const npred_readout *r, const npred_ptable *t, float *F, int m);
 void npred_readout_point_features_grad(npred_readout *r, npred_ptable *t, const float *dF, int m);
 
+/* helpers shared by the readouts (readout.c), continued */
+/* Declare "<prefix><key>" of r (ndim of d0..d3); the entry index, or -1 with an error set. */
+int npred_readout_param(npred_ptable *t, const npred_readout *r, const char *key, int is_buffer, npred_ptype dt,
+                            int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+
 /* type-specific implementations (readouts/<type>.c) */
 npred_status npred_factorized_declare(npred_readout *r, npred_ptable *t);
 size_t npred_factorized_workspace(const npred_readout *r, int max_batch);

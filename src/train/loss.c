@@ -56,6 +56,11 @@ static npred_status check_args(const char *who, const void *out, const void *a, 
 {
     if (!out || !a || !b)
         return npred_errorf(NPRED_ERR_ARG, "%s: NULL array argument", who);
+    return npred_loss_check_batch(who, B, n, red);
+}
+
+npred_status npred_loss_check_batch(const char *who, int64_t B, int64_t n, npred_loss_reduction red)
+{
     if (B <= 0 || n <= 0)
         return npred_errorf(NPRED_ERR_SHAPE, "%s: expected a (B, n) batch with B, n > 0, got (%lld, %lld)",
                             who, (long long)B, (long long)n);

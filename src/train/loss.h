@@ -98,4 +98,8 @@ npred_status npred_loss_corr_backward(float *dyhat, const double *dloss, const f
 /* Digamma function psi(x) for x > 0 (used by the Gamma loss gradient). */
 double npred_digamma(double x);
 
+/* The shared argument check of the losses: (B, n) with B, n > 0 and a known
+ * reduction; messages start with who. */
+npred_status npred_loss_check_batch(const char *who, int64_t B, int64_t n, npred_loss_reduction red);
+
 #endif

@@ -13,12 +13,7 @@ static npred_status zi_check(const char *who, const void *out, const float *p1, 
 {
     if (!out || !p1 || !p2 || !loc_mask || !loc || !q || !y)
         return npred_errorf(NPRED_ERR_ARG, "%s: NULL array argument", who);
-    if (B <= 0 || n <= 0)
-        return npred_errorf(NPRED_ERR_SHAPE, "%s: expected a (B, n) batch with B, n > 0, got (%lld, %lld)",
-                            who, (long long)B, (long long)n);
-    if (red < NPRED_LOSS_SUM || red > NPRED_LOSS_PER_NEURON_MEAN)
-        return npred_errorf(NPRED_ERR_ARG, "%s: unknown reduction %d", who, (int)red);
-    return NPRED_OK;
+    return npred_loss_check_batch(who, B, n, red);
 }
 
 npred_status npred_loss_zi_clamp_loc(float *loc_mask, float *loc, const float *loc_in, const float *y,
