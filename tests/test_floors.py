@@ -15,18 +15,19 @@ FLOORS = {
     "model": 4,
     "io": 5,
     "train": 6,
-    "viz": 7,
-    "api": 8,  # include/npred/npred.h, the whole public API in one include
-    "cli": 9,
+    "viz": 7, "results": 7,
+    "insilico": 8,
+    "api": 9,  # include/npred/npred.h, the whole public API in one include
+    "cli": 10,
 }
 # public headers belong to the room that implements them
 PUBLIC = {
     "base.h": "base", "version.h": "base",
     "npy.h": "data", "data.h": "data", "simulate.h": "data",
     "dist.h": "dist", "mpi.h": "mpi",
-    "model.h": "model",
+    "model.h": "model", "preprocess.h": "model",
     "train.h": "train", "eval.h": "train", "metrics.h": "train",
-    "report.h": "viz",
+    "report.h": "viz", "results.h": "results", "insilico.h": "insilico",
     "npred.h": "api",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
