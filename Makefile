@@ -103,9 +103,17 @@ $(DEPS_OK): FORCE
 # the examples are compiled with the public ones (include/npred/) only.
 $(BUILD)/obj/src/%.o $(BUILD)/obj/tests/%.o $(BUILD)/obj/bench/%.o $(BUILD)/obj/fuzz/%.o: CFLAGS += -Isrc
 
-$(BUILD)/obj/%.o: %.c | $(DEPS_OK)
+$(BUILD)/obj/%.o: %.c $(BUILD)/cflags.stamp | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+
+# Rebuild every object when the compiler or its flags change (a stale object
+# built with other flags, e.g. before -fvisibility=hidden, must not survive).
+# (expanded here, once: target-specific additions below must not change it)
+STAMP_FLAGS := $(CC) $(CFLAGS) $(SAN)
+$(BUILD)/cflags.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(STAMP_FLAGS)' | cmp -s - $@ || echo '$(STAMP_FLAGS)' > $@
 
 # Rebuild the MPI layer when MPI support is switched on or off.
 $(BUILD)/mpi.mode: FORCE
