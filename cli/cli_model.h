@@ -4,6 +4,7 @@
 
 #include "npred/data.h"
 #include "npred/model.h"
+#include "npred/npy.h"
 
 /* Open a model given as a run directory, a .safetensors file or a PyTorch .pth
  * (imported on the fly, architecture inferred; in_h/in_w 0 = 36x64). */
@@ -24,6 +25,14 @@ int cli_open_loaders(const char *cmd, npred_model *m, const char *dataset, const
                      int batch, int quiet, npred_loader_config *cfg, npred_loaders **L);
 /* Write text to path atomically, or to standard output when path is "-". */
 npred_status cli_write_output(const char *path, const char *text, size_t len);
+/* Read an .npy as float32 (a receives the array and its shape; free a with npred_array_free and the
+ * result with free), every value finite; NULL with an error set (naming path and
+ * what) and *st the status. */
+float *cli_read_npy_f32(const char *path, npred_array *a, const char *what, npred_status *st);
+/* The session a command works on: *key when given (else the model's only session,
+ * stored in *key); its index, or -1 after printing why to stderr (*key stays NULL
+ * when the model has several sessions and none was chosen). */
+int cli_pick_session(const char *cmd, const npred_model *m, const char **key);
 /* mkdir -p */
 npred_status cli_mkdirs(const char *dir);
 

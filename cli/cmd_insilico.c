@@ -294,23 +294,6 @@ static npred_status write_json(const char *dir, const char *name, cJSON *j)
     return st;
 }
 
-/* --initial / --weights as float32 with a shape check */
-static float *read_npy_f32(const char *path, npred_array *a, const char *what, npred_status *st)
-{
-    if ((*st = npred_npy_read(path, a))) return NULL;
-    float *v = NULL;
-    if ((*st = npred_array_to_f32(a, &v))) {
-        npred_error_prefix(*st, "%s (%s)", path, what);
-        return NULL;
-    }
-    for (size_t i = 0; i < a->count; i++)
-        if (!isfinite(v[i])) {
-            *st = npred_errorf(NPRED_ERR_VALUE, "%s: %s hold a non-finite value at element %zu", path, what, i);
-            free(v);
-            return NULL;
-        }
-    return v;
-}
 
 static void add_common(cJSON *e, int neuron, const int64_t *ids)
 {
@@ -345,24 +328,8 @@ static int run(which w, int argc, char **argv)
         goto done;
     }
     const char *key = o.key;
-    if (!key) {
-        if (npred_model_n_sessions(m) != 1) {
-            fprintf(stderr, "npred %s: the model has %d sessions; choose one with --session (", cmd,
-                    npred_model_n_sessions(m));
-            for (int i = 0; i < npred_model_n_sessions(m); i++)
-                fprintf(stderr, "%s%s", i ? ", " : "", npred_model_session_key(m, i));
-            fprintf(stderr, ")\n");
-            rc = 2;
-            goto done;
-        }
-        key = npred_model_session_key(m, 0);
-    }
-    int si = npred_model_session_index(m, key);
+    int si = cli_pick_session(cmd, m, &key);
     if (si < 0) {
-        fprintf(stderr, "npred %s: unknown session '%s'; the model has: ", cmd, key);
-        for (int i = 0; i < npred_model_n_sessions(m); i++)
-            fprintf(stderr, "%s%s", i ? ", " : "", npred_model_session_key(m, i));
-        fprintf(stderr, "\n");
         rc = 2;
         goto done;
     }
@@ -401,7 +368,7 @@ static int run(which w, int argc, char **argv)
     }
     /* neurons */
     if (o.weights) {
-        if (!(wts = read_npy_f32(o.weights, &wa, "weights", &st))) {
+        if (!(wts = cli_read_npy_f32(o.weights, &wa, "weights", &st))) {
             cli_fail(st, cmd);
             goto done;
         }
@@ -478,7 +445,7 @@ static int run(which w, int argc, char **argv)
             for (int i = 0; i < count; i++) objective[(size_t)i * n + idx[i]] = 1.0f;
         }
         if (o.initial) {
-            if (!(initial = read_npy_f32(o.initial, &ia, "initial images", &st))) {
+            if (!(initial = cli_read_npy_f32(o.initial, &ia, "initial images", &st))) {
                 cli_fail(st, cmd);
                 goto done;
             }

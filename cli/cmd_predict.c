@@ -52,24 +52,6 @@ static void help(FILE *f)
             "  -h, --help            this help\n");
 }
 
-/* Read an .npy as float32, check finiteness; NULL with an error set and *st the status. */
-static float *read_f32(const char *path, npred_array *a, const char *what, npred_status *st)
-{
-    if ((*st = npred_npy_read(path, a))) return NULL;
-    float *v = NULL;
-    if ((*st = npred_array_to_f32(a, &v))) {
-        npred_error_prefix(*st, "%s (%s)", path, what);
-        return NULL;
-    }
-    for (size_t i = 0; i < a->count; i++)
-        if (!isfinite(v[i])) {
-            *st = npred_errorf(NPRED_ERR_VALUE, "%s: %s hold a non-finite value (NaN or Inf) at element %zu", path,
-                               what, i);
-            free(v);
-            return NULL;
-        }
-    return v;
-}
 
 static void shape_str(const npred_array *a, char *buf, size_t n)
 {
@@ -116,7 +98,7 @@ static npred_status write_rates(const char *out, const raw_images *r, const floa
 static float *read_side(const char *path, int B, int k, const char *what, npred_status *st)
 {
     npred_array a;
-    float *v = read_f32(path, &a, what, st);
+    float *v = cli_read_npy_f32(path, &a, what, st);
     if (!v) return NULL;
     if (a.ndim != 2 || a.shape[0] != B || a.shape[1] != k) {
         char got[128];
@@ -359,27 +341,15 @@ static int predict_main(const char *model, const char *images, const char *key, 
         cli_fail(st, "predict");
         goto done;
     }
-    if (!key) {
-        if (npred_model_n_sessions(m) != 1) {
-            fprintf(stderr, "npred predict: the model has %d sessions; choose one with --session (", npred_model_n_sessions(m));
-            for (int i = 0; i < npred_model_n_sessions(m); i++) fprintf(stderr, "%s%s", i ? ", " : "", npred_model_session_key(m, i));
-            fprintf(stderr, ")\n");
-            rc = 2;
-            goto done;
-        }
-        key = npred_model_session_key(m, 0);
-    }
-    int si = npred_model_session_index(m, key);
+    int si = cli_pick_session("predict", m, &key);
     if (si < 0) {
-        fprintf(stderr, "npred predict: unknown session '%s'; the model has: ", key);
-        for (int i = 0; i < npred_model_n_sessions(m); i++) fprintf(stderr, "%s%s", i ? ", " : "", npred_model_session_key(m, i));
-        fprintf(stderr, "\n");
+        if (!key) rc = 2; /* several sessions and none chosen: a usage error */
         goto done;
     }
     int c, h, w;
     npred_model_input_shape(m, &c, &h, &w);
     npred_status rst = NPRED_OK;
-    if (!(img = read_f32(images, &ia, "images", &rst))) {
+    if (!(img = cli_read_npy_f32(images, &ia, "images", &rst))) {
         cli_fail(rst, "predict");
         goto done;
     }
@@ -399,7 +369,7 @@ static int predict_main(const char *model, const char *images, const char *key, 
             rc = 2;
             goto done;
         }
-        if (!(pc = read_f32(pupil, &pa, "pupil centers", &rst))) {
+        if (!(pc = cli_read_npy_f32(pupil, &pa, "pupil centers", &rst))) {
             cli_fail(rst, "predict");
             goto done;
         }
@@ -418,7 +388,7 @@ static int predict_main(const char *model, const char *images, const char *key, 
             rc = 2;
             goto done;
         }
-        if (!(beh = read_f32(behav, &ba, "behavior", &rst))) {
+        if (!(beh = cli_read_npy_f32(behav, &ba, "behavior", &rst))) {
             cli_fail(rst, "predict");
             goto done;
         }

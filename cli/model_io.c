@@ -1,5 +1,6 @@
 /* Helpers shared by the model commands. */
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "cli.h"
 #include "cli_model.h"
 #include "npred/data.h"
+#include "npred/npy.h"
 
 #include <cJSON.h>
 
@@ -144,4 +146,43 @@ done:
     cJSON_Delete(given);
     free(text);
     return rc;
+}
+
+float *cli_read_npy_f32(const char *path, npred_array *a, const char *what, npred_status *st)
+{
+    if ((*st = npred_npy_read(path, a))) return NULL;
+    float *v = NULL;
+    if ((*st = npred_array_to_f32(a, &v))) {
+        npred_error_prefix(*st, "%s (%s)", path, what);
+        return NULL;
+    }
+    for (size_t i = 0; i < a->count; i++)
+        if (!isfinite(v[i])) {
+            *st = npred_errorf(NPRED_ERR_VALUE, "%s: %s hold a non-finite value (NaN or Inf) at element %zu", path,
+                               what, i);
+            free(v);
+            return NULL;
+        }
+    return v;
+}
+
+int cli_pick_session(const char *cmd, const npred_model *m, const char **key)
+{
+    int n = npred_model_n_sessions(m);
+    if (!*key) {
+        if (n != 1) {
+            fprintf(stderr, "npred %s: the model has %d sessions; choose one with --session (", cmd, n);
+            for (int i = 0; i < n; i++) fprintf(stderr, "%s%s", i ? ", " : "", npred_model_session_key(m, i));
+            fprintf(stderr, ")\n");
+            return -1;
+        }
+        *key = npred_model_session_key(m, 0);
+    }
+    int si = npred_model_session_index(m, *key);
+    if (si < 0) {
+        fprintf(stderr, "npred %s: unknown session '%s'; the model has: ", cmd, *key);
+        for (int i = 0; i < n; i++) fprintf(stderr, "%s%s", i ? ", " : "", npred_model_session_key(m, i));
+        fprintf(stderr, "\n");
+    }
+    return si;
 }

@@ -1214,6 +1214,19 @@ static void conv_repr(sbuf *s, const npred_conv2d_params *p, int has_bias)
     put(s, ")");
 }
 
+/* a layer of three convolutions (attention or depth-separable): the wrapper's
+ * name, then each convolution under its submodule name */
+static void three_conv_repr(sbuf *s, const npred_core_layer *L, const char *wrapper, const char *const sub[3])
+{
+    put(s, "      %s(\n", wrapper);
+    for (int i = 0; i < 3; i++) {
+        put(s, "        (%s): ", sub[i]);
+        conv_repr(s, &L->cp[i], L->p_b[i] >= 0);
+        put(s, "\n");
+    }
+    put(s, "      )\n");
+}
+
 /* the norm / bias / scale / nonlinearity lines of one layer */
 static void norm_act_repr(sbuf *s, const npred_core *core, const npred_core_layer *L)
 {
@@ -1270,23 +1283,11 @@ void npred_core_repr(const npred_core *core, char *buf, size_t n)
         const npred_core_layer *L = &core->L[l];
         put(&s, "    (layer%d): Sequential(\n", l);
         if (L->att) {
-            put(&s, "      (attention_conv): AttentionConvWrapper(\n");
-            const char *sub[3] = {"key_conv", "query_conv", "value_conv"};
-            for (int i = 0; i < 3; i++) {
-                put(&s, "        (%s): ", sub[i]);
-                conv_repr(&s, &L->cp[i], L->p_b[i] >= 0);
-                put(&s, "\n");
-            }
-            put(&s, "      )\n");
+            static const char *const sub[3] = {"key_conv", "query_conv", "value_conv"};
+            three_conv_repr(&s, L, "(attention_conv): AttentionConvWrapper", sub);
         } else if (L->ds) {
-            put(&s, "      (ds_conv): DepthSeparableConv2d(\n");
-            const char *sub[3] = {"in_depth_conv", "spatial_conv", "out_depth_conv"};
-            for (int i = 0; i < 3; i++) {
-                put(&s, "        (%s): ", sub[i]);
-                conv_repr(&s, &L->cp[i], L->p_b[i] >= 0);
-                put(&s, "\n");
-            }
-            put(&s, "      )\n");
+            static const char *const sub[3] = {"in_depth_conv", "spatial_conv", "out_depth_conv"};
+            three_conv_repr(&s, L, "(ds_conv): DepthSeparableConv2d", sub);
         } else {
             put(&s, "      (%s): ", l == 0 ? "conv" : conv_name(c));
             conv_repr(&s, &L->cp[0], L->p_b[0] >= 0);
