@@ -8,6 +8,8 @@
 REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libhdf5-dev python3 python3-numpy"
 # the test of `npred report` opens its index.html in headless Chromium
 REQ="$REQ chromium"
+# the test of `make install` builds a program with `pkg-config --cflags --libs npred`
+REQ="$REQ pkgconf"
 OPT="libopenmpi-dev openmpi-bin"
 if [ "$1" = fuzz ]; then
     REQ="clang libfuzzer-14-dev libomp-dev python3-numpy"
