@@ -198,67 +198,66 @@ static int fuzz_dataset_zip(const uint8_t *d, size_t n)
 }
 
 /* ---------------------------------------------------------------- JSON configs */
-static int fuzz_model_config(const uint8_t *d, size_t n)
+/* Parse text as one kind of config and print the resolved config back as JSON
+ * (NULL with *s the status when it does not parse or print). */
+typedef char *(*reprint_fn)(const char *text, const char *name, npred_status *s);
+
+static char *reprint_model(const char *text, const char *name, npred_status *s)
+{
+    npred_model_config c;
+    memset(&c, 0, sizeof c);
+    if ((*s = npred_model_config_parse(&c, text, name))) return NULL;
+    cJSON *j = npred_model_config_to_json(&c);
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    return t;
+}
+
+static char *reprint_trainer(const char *text, const char *name, npred_status *s)
+{
+    npred_trainer_config c;
+    npred_trainer_config_init(&c);
+    if ((*s = npred_trainer_config_parse(&c, text, name))) return NULL;
+    cJSON *j = npred_trainer_config_to_json(&c);
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    return t;
+}
+
+/* A rejected input must leave a message; what a saved model or run stores must load
+ * back to the same resolved config. */
+static int config_round_trip(reprint_fn reprint, const uint8_t *d, size_t n)
 {
     char *text = as_text(d, n);
     ENSURE(text != NULL);
-    npred_model_config a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
     npred_clear_error();
-    npred_status s = npred_model_config_parse(&a, text, "fuzz.json");
+    npred_status s = NPRED_OK;
+    char *t1 = reprint(text, "fuzz.json", &s);
     free(text);
     if (s != NPRED_OK) {
         ENSURE(rejected_with_message(s));
         return 0;
     }
-    /* what a saved model stores must load back to the same resolved config */
-    cJSON *j1 = npred_model_config_to_json(&a);
-    char *t1 = j1 ? cJSON_PrintUnformatted(j1) : NULL;
-    cJSON_Delete(j1);
     int bad = 0;
     if (!t1) bad = __LINE__;
-    else if (npred_model_config_parse(&b, t1, "fuzz-roundtrip.json") != NPRED_OK) bad = __LINE__;
     else {
-        cJSON *j2 = npred_model_config_to_json(&b);
-        char *t2 = j2 ? cJSON_PrintUnformatted(j2) : NULL;
-        cJSON_Delete(j2);
-        if (!t2 || strcmp(t1, t2)) bad = __LINE__;
+        char *t2 = reprint(t1, "fuzz-roundtrip.json", &s);
+        if (s != NPRED_OK) bad = __LINE__;
+        else if (!t2 || strcmp(t1, t2)) bad = __LINE__;
         free(t2);
     }
     free(t1);
     return bad;
 }
 
+static int fuzz_model_config(const uint8_t *d, size_t n)
+{
+    return config_round_trip(reprint_model, d, n);
+}
+
 static int fuzz_trainer_config(const uint8_t *d, size_t n)
 {
-    char *text = as_text(d, n);
-    ENSURE(text != NULL);
-    npred_trainer_config a, b;
-    npred_trainer_config_init(&a);
-    npred_trainer_config_init(&b);
-    npred_clear_error();
-    npred_status s = npred_trainer_config_parse(&a, text, "fuzz.json");
-    free(text);
-    if (s != NPRED_OK) {
-        ENSURE(rejected_with_message(s));
-        return 0;
-    }
-    cJSON *j1 = npred_trainer_config_to_json(&a);
-    char *t1 = j1 ? cJSON_PrintUnformatted(j1) : NULL;
-    cJSON_Delete(j1);
-    int bad = 0;
-    if (!t1) bad = __LINE__;
-    else if (npred_trainer_config_parse(&b, t1, "fuzz-roundtrip.json") != NPRED_OK) bad = __LINE__;
-    else {
-        cJSON *j2 = npred_trainer_config_to_json(&b);
-        char *t2 = j2 ? cJSON_PrintUnformatted(j2) : NULL;
-        cJSON_Delete(j2);
-        if (!t2 || strcmp(t1, t2)) bad = __LINE__;
-        free(t2);
-    }
-    free(t1);
-    return bad;
+    return config_round_trip(reprint_trainer, d, n);
 }
 
 static int fuzz_dataset_config(const uint8_t *d, size_t n)
