@@ -365,20 +365,8 @@ class Loaders:
         rng = L.Rng()
         lib.npred_rng_seed(ctypes.byref(rng), self._seed(seed))
         it = ctypes.create_string_buffer(L.ITER_BYTES)
-        b = self._new_batch()
-        try:
-            L.check(lib.npred_loader_iter_begin(it, self._h, s, ti, ctypes.byref(rng)))
-            try:
-                has = c_int()
-                while True:
-                    L.check(lib.npred_loader_iter_next(it, ctypes.byref(b), ctypes.byref(has)))
-                    if not has.value:
-                        break
-                    yield _batch_to_python(b)
-            finally:
-                lib.npred_loader_iter_free(it)
-        finally:
-            lib.npred_batch_free(ctypes.byref(b))
+        yield from self._drain(lambda: lib.npred_loader_iter_begin(it, self._h, s, ti, ctypes.byref(rng)),
+                               lib.npred_loader_iter_next, lib.npred_loader_iter_free, it)
 
     def cycle(self, tier="train", seed=None):
         """neuralpredictors LongCycler over all sessions of a tier (round robin, the
@@ -387,18 +375,23 @@ class Loaders:
         rng = L.Rng()
         lib.npred_rng_seed(ctypes.byref(rng), self._seed(seed))
         cy = ctypes.create_string_buffer(L.CYCLER_BYTES)
+        yield from self._drain(lambda: lib.npred_cycler_begin(cy, self._h, ti, ctypes.byref(rng)),
+                               lib.npred_cycler_next, lib.npred_cycler_free, cy)
+
+    def _drain(self, begin, next_fn, free_fn, state):
+        """The batches of an iterator or cycler `state` started by begin(), freed at the end."""
         b = self._new_batch()
         try:
-            L.check(lib.npred_cycler_begin(cy, self._h, ti, ctypes.byref(rng)))
+            L.check(begin())
             try:
                 has = c_int()
                 while True:
-                    L.check(lib.npred_cycler_next(cy, ctypes.byref(b), ctypes.byref(has)))
+                    L.check(next_fn(state, ctypes.byref(b), ctypes.byref(has)))
                     if not has.value:
                         break
                     yield _batch_to_python(b)
             finally:
-                lib.npred_cycler_free(cy)
+                free_fn(state)
         finally:
             lib.npred_batch_free(ctypes.byref(b))
 
