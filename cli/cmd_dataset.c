@@ -1,4 +1,5 @@
-/* npred dataset PATH... [--json]: summary of SENSORIUM scans (folder or .zip). */
+/* npred dataset PATH... [--json]: summary of SENSORIUM scans (folder or .zip), static
+ * (2022) or movie (2023) layout. */
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include "args.h"
 #include "cli.h"
 #include "npred/data.h"
+#include "npred/video.h"
 
 static void usage(FILE *f)
 {
@@ -14,7 +16,10 @@ static void usage(FILE *f)
                "Open SENSORIUM static scans (a dataset folder, its .zip or an HDF5 StaticImageSet\n"
                "file, read in place) and print,\n"
                "per scan: data_key, trials per tier, neurons, image shape and value range, the data\n"
-               "fields present and the statistics (meta/statistics/<field>/all).\n\n"
+               "fields present and the statistics (meta/statistics/<field>/all).\n"
+               "A SENSORIUM 2023 movie scan (a folder or .zip with data/videos) is recognised and\n"
+               "summarised as such: trials per tier, neurons, frame size and frames per file, the\n"
+               "fields with their values per frame, the statistics present, the neuron info.\n\n"
                "options:\n"
                "  --json      one JSON array with an object per scan\n"
                "  --key KEY   data_key to use instead of the one derived from the name (one PATH only)\n"
@@ -125,6 +130,60 @@ static void describe_text(const npred_dataset *d)
     printf("\n");
 }
 
+static cJSON *describe_video_json(const npred_video_dataset *d)
+{
+    npred_video_dataset_info di;
+    npred_video_dataset_get_info(d, &di);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "path", di.path);
+    cJSON_AddStringToObject(o, "layout", "video");
+    cJSON_AddStringToObject(o, "data_key", di.data_key);
+    cJSON_AddBoolToObject(o, "zip", di.is_zip);
+    cJSON_AddNumberToObject(o, "trials", (double)di.n_trials);
+    cJSON *tiers = cJSON_AddObjectToObject(o, "tiers");
+    for (size_t t = 0; t < di.n_tiers; t++) cJSON_AddNumberToObject(tiers, di.tier_names[t], (double)di.tier_count[t]);
+    cJSON_AddNumberToObject(o, "neurons", (double)di.n_neurons);
+    cJSON *shape = cJSON_AddArrayToObject(o, "video_shape");
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber(di.height));
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber(di.width));
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber(di.t_max));
+    cJSON *fields = cJSON_AddObjectToObject(o, "fields");
+    cJSON *stats = cJSON_AddArrayToObject(o, "statistics");
+    for (int f = 0; f < NPRED_VFIELD_COUNT; f++) {
+        if (!di.has_field[f]) continue;
+        cJSON_AddNumberToObject(fields, npred_video_field_name((npred_video_field)f), di.rows[f]);
+        if (di.has_stats[f]) cJSON_AddItemToArray(stats, cJSON_CreateString(npred_video_field_name((npred_video_field)f)));
+    }
+    const char *const *names;
+    size_t n = npred_video_dataset_neuron_info_names(d, &names);
+    cJSON *ni = cJSON_AddArrayToObject(o, "neuron_info");
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(ni, cJSON_CreateString(names[i]));
+    return o;
+}
+
+static void describe_video_text(const npred_video_dataset *d)
+{
+    npred_video_dataset_info di;
+    npred_video_dataset_get_info(d, &di);
+    printf("%s\n", di.path);
+    printf("  data_key     %s (movie scan, %s)\n", di.data_key, di.is_zip ? "zip, read in place" : "folder");
+    printf("  trials       %lld:", (long long)di.n_trials);
+    for (size_t t = 0; t < di.n_tiers; t++) printf(" %s %lld", di.tier_names[t], (long long)di.tier_count[t]);
+    printf("\n  neurons      %lld\n", (long long)di.n_neurons);
+    printf("  videos       %d x %d, %d frames per file (NaN-padded)\n", di.height, di.width, di.t_max);
+    printf("  fields      ");
+    for (int f = 0; f < NPRED_VFIELD_COUNT; f++)
+        if (di.has_field[f]) printf(" %s(%d per frame)", npred_video_field_name((npred_video_field)f), di.rows[f]);
+    printf("\n  statistics  ");
+    for (int f = 0; f < NPRED_VFIELD_COUNT; f++)
+        if (di.has_stats[f]) printf(" %s", npred_video_field_name((npred_video_field)f));
+    const char *const *names;
+    size_t n = npred_video_dataset_neuron_info_names(d, &names);
+    printf("  (per element and frame)\n  neuron info ");
+    for (size_t i = 0; i < n; i++) printf(" %s", names[i]);
+    printf("\n");
+}
+
 int cmd_dataset(int argc, char **argv)
 {
     int json = 0;
@@ -147,6 +206,18 @@ int cmd_dataset(int argc, char **argv)
     cJSON *all = json ? cJSON_CreateArray() : NULL;
     int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
+        if (npred_video_is_scan(paths[i])) {
+            npred_video_dataset *v;
+            npred_status s = npred_video_dataset_open(&v, paths[i], key);
+            if (s) {
+                rc = cli_fail(s, paths[i]);
+                break;
+            }
+            if (json) cJSON_AddItemToArray(all, describe_video_json(v));
+            else describe_video_text(v);
+            npred_video_dataset_free(v);
+            continue;
+        }
         npred_dataset *d;
         npred_status s = npred_dataset_open(&d, paths[i], key);
         if (s) {

@@ -410,6 +410,24 @@ static void test_convert(void)
     expect_failure("convert of a missing file", "no such file", "convert %s/none.h5 %s/x", tmpdir, tmpdir);
 }
 
+/* npred dataset on a SENSORIUM 2023 movie scan (folder and zip) */
+static void test_dataset_video(void)
+{
+    const char *tree = "tests/fixtures/mini_movie_tree/dynamic00000-1-1-Video-0123456789abcdef0123456789abcdef";
+    char *out = NULL;
+    int rc = run_npred(&out, "dataset %s/ %s.zip", tree, tree);
+    CHECK(rc == 0 && out && strstr(out, "movie scan, folder") && strstr(out, "movie scan, zip") &&
+              strstr(out, "oracle 3 train 5") && strstr(out, "12 x 16, 60 frames"),
+          "dataset on a movie scan: exit %d\n%s", rc, out ? out : "");
+    free(out);
+    out = NULL;
+    rc = run_npred(&out, "dataset --json --key mouse1 %s", tree);
+    CHECK(rc == 0 && out && strstr(out, "\"layout\":\t\"video\"") && strstr(out, "\"data_key\":\t\"mouse1\"") &&
+              strstr(out, "\"neurons\":\t10"),
+          "dataset --json on a movie scan: exit %d\n%s", rc, out ? out : "");
+    free(out);
+}
+
 static void test_eval_mini_tree(void)
 {
     const char *cfg = "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 4,"
@@ -561,6 +579,7 @@ int main(void)
     RUN(test_argument_rules);
     RUN(test_eval_mini_tree);
     RUN(test_convert);
+    RUN(test_dataset_video);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", tmpdir);

@@ -23,7 +23,7 @@ FLOORS = {
 # public headers belong to the room that implements them
 PUBLIC = {
     "base.h": "base", "version.h": "base",
-    "npy.h": "data", "data.h": "data", "simulate.h": "data",
+    "npy.h": "data", "data.h": "data", "video.h": "data", "simulate.h": "data",
     "dist.h": "dist", "mpi.h": "mpi",
     "model.h": "model", "preprocess.h": "model",
     "train.h": "train", "eval.h": "train", "metrics.h": "train",

@@ -14,6 +14,7 @@
 #include "npred/version.h"
 #include "npred/npy.h"
 #include "npred/data.h"
+#include "npred/video.h"
 #include "npred/model.h"
 #include "npred/train.h"
 #include "npred/eval.h"

@@ -576,3 +576,9 @@ size_t npred_dataset_neuron_info_names(const npred_dataset *d, const char *const
 
 const npred_tier *npred_dataset_tiers(const npred_dataset *d) { return d->tiers; }
 const int64_t *npred_dataset_image_ids(const npred_dataset *d) { return d->image_ids; }
+
+/* ---- helpers shared with the movie scans (data/filetree.h) ---- */
+
+npred_status npred_filetree_read_npy(npred_zipfs *fs, const char *rel, npred_array *a) { return read_npy(fs, rel, a); }
+void npred_filetree_shape_str(const npred_array *a, char *buf, size_t n) { shape_str(a, buf, n); }
+int npred_filetree_has_suffix(const char *s, const char *suf) { return has_suffix(s, suf); }

@@ -71,6 +71,8 @@ static char *dupstr(const char *s)
 
 #define ANY NPRED_JSON_ANY
 
+void npred_loader_strlist_free(npred_strlist *l) { strlist_free(l); }
+
 static int nomem(npred_json_reader *r)
 {
     if (!r->st) r->st = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
@@ -78,7 +80,7 @@ static int nomem(npred_json_reader *r)
 }
 
 /* integer or null (unset) */
-static int read_opt_i64(npred_json_reader *r, const cJSON *v, npred_opt_i64 *out)
+int npred_loader_read_opt_i64(npred_json_reader *r, const cJSON *v, npred_opt_i64 *out)
 {
     int got = npred_json_i64_or_null(r, v, -ANY, ANY, &out->v);
     if (got) out->set = got == 1;
@@ -86,7 +88,7 @@ static int read_opt_i64(npred_json_reader *r, const cJSON *v, npred_opt_i64 *out
 }
 
 /* number or null (unset) */
-static int read_opt_num(npred_json_reader *r, const cJSON *v, double lo, npred_opt_f64 *out)
+int npred_loader_read_opt_num(npred_json_reader *r, const cJSON *v, double lo, npred_opt_f64 *out)
 {
     int got = npred_json_num_or_null(r, v, lo, ANY, &out->v);
     if (got) out->set = got == 1;
@@ -94,7 +96,7 @@ static int read_opt_num(npred_json_reader *r, const cJSON *v, double lo, npred_o
 }
 
 /* true/false, or null as Python's falsy None */
-static int read_flag(npred_json_reader *r, const cJSON *v, int *out)
+int npred_loader_read_flag(npred_json_reader *r, const cJSON *v, int *out)
 {
     int got = npred_json_bool_or_null(r, v, out);
     if (got == 2) *out = 0;
@@ -102,7 +104,7 @@ static int read_flag(npred_json_reader *r, const cJSON *v, int *out)
 }
 
 /* null, a string (one element) or a list of strings */
-static int read_strlist(npred_json_reader *r, const cJSON *v, npred_strlist *out, int *was_string)
+int npred_loader_read_strlist(npred_json_reader *r, const cJSON *v, npred_strlist *out, int *was_string)
 {
     strlist_free(out);
     if (was_string) *was_string = 0;
@@ -178,9 +180,9 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
     for (const cJSON *v = obj->child; v; v = v->next) {
         const char *k = v->string;
         if (!strcmp(k, "batch_size")) npred_json_i64(&r, v, 1, ANY, &c->batch_size);
-        else if (!strcmp(k, "seed")) read_opt_i64(&r, v, &c->seed);
-        else if (!strcmp(k, "areas")) read_strlist(&r, v, &c->areas, NULL);
-        else if (!strcmp(k, "layers")) read_strlist(&r, v, &c->layers, NULL);
+        else if (!strcmp(k, "seed")) npred_loader_read_opt_i64(&r, v, &c->seed);
+        else if (!strcmp(k, "areas")) npred_loader_read_strlist(&r, v, &c->areas, NULL);
+        else if (!strcmp(k, "layers")) npred_loader_read_strlist(&r, v, &c->layers, NULL);
         else if (!strcmp(k, "tier")) {
             const char *name = NULL;
             free(c->tier);
@@ -192,30 +194,30 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
                 else if (!(c->tier = dupstr(name))) nomem(&r);
             }
         } else if (!strcmp(k, "neuron_ids")) read_perpath(&r, v, &c->neuron_ids, &c->n_neuron_ids);
-        else if (!strcmp(k, "neuron_n")) read_opt_i64(&r, v, &c->neuron_n);
+        else if (!strcmp(k, "neuron_n")) npred_loader_read_opt_i64(&r, v, &c->neuron_n);
         else if (!strcmp(k, "exclude_neuron_n")) npred_json_i64(&r, v, -ANY, ANY, &c->exclude_neuron_n);
-        else if (!strcmp(k, "neuron_base_seed")) read_opt_i64(&r, v, &c->neuron_base_seed);
+        else if (!strcmp(k, "neuron_base_seed")) npred_loader_read_opt_i64(&r, v, &c->neuron_base_seed);
         else if (!strcmp(k, "image_ids")) read_perpath(&r, v, &c->image_ids, &c->n_image_ids);
-        else if (!strcmp(k, "image_n")) read_opt_i64(&r, v, &c->image_n);
-        else if (!strcmp(k, "image_base_seed")) read_opt_i64(&r, v, &c->image_base_seed);
-        else if (!strcmp(k, "cuda")) read_flag(&r, v, &c->cuda);
-        else if (!strcmp(k, "normalize")) read_flag(&r, v, &c->normalize);
-        else if (!strcmp(k, "exclude")) read_strlist(&r, v, &c->exclude, &c->exclude_is_string);
-        else if (!strcmp(k, "include_behavior")) read_flag(&r, v, &c->include_behavior);
-        else if (!strcmp(k, "add_behavior_as_channels")) read_flag(&r, v, &c->add_behavior_as_channels);
+        else if (!strcmp(k, "image_n")) npred_loader_read_opt_i64(&r, v, &c->image_n);
+        else if (!strcmp(k, "image_base_seed")) npred_loader_read_opt_i64(&r, v, &c->image_base_seed);
+        else if (!strcmp(k, "cuda")) npred_loader_read_flag(&r, v, &c->cuda);
+        else if (!strcmp(k, "normalize")) npred_loader_read_flag(&r, v, &c->normalize);
+        else if (!strcmp(k, "exclude")) npred_loader_read_strlist(&r, v, &c->exclude, &c->exclude_is_string);
+        else if (!strcmp(k, "include_behavior")) npred_loader_read_flag(&r, v, &c->include_behavior);
+        else if (!strcmp(k, "add_behavior_as_channels")) npred_loader_read_flag(&r, v, &c->add_behavior_as_channels);
         else if (!strcmp(k, "select_input_channel")) {
             if (cJSON_IsBool(v)) npred_json_fail(&r, v, "a channel index (not a boolean), a list of them or null");
             else read_i64list(&r, v, &c->select_input_channel);
-        } else if (!strcmp(k, "file_tree")) read_flag(&r, v, &c->file_tree);
-        else if (!strcmp(k, "image_condition")) read_strlist(&r, v, &c->image_condition, NULL);
-        else if (!strcmp(k, "inputs_mean")) read_opt_num(&r, v, -ANY, &c->inputs_mean);
-        else if (!strcmp(k, "inputs_std")) read_opt_num(&r, v, -ANY, &c->inputs_std);
+        } else if (!strcmp(k, "file_tree")) npred_loader_read_flag(&r, v, &c->file_tree);
+        else if (!strcmp(k, "image_condition")) npred_loader_read_strlist(&r, v, &c->image_condition, NULL);
+        else if (!strcmp(k, "inputs_mean")) npred_loader_read_opt_num(&r, v, -ANY, &c->inputs_mean);
+        else if (!strcmp(k, "inputs_std")) npred_loader_read_opt_num(&r, v, -ANY, &c->inputs_std);
         else if (!strcmp(k, "scale")) {
-            if (read_opt_num(&r, v, 0, &c->scale) == 1 && !(c->scale.v > 0)) npred_json_fail(&r, v, "a number > 0 or null");
-        } else if (!strcmp(k, "include_eye_position")) read_flag(&r, v, &c->include_eye_position);
-        else if (!strcmp(k, "add_eye_pos_as_channels")) read_flag(&r, v, &c->add_eye_pos_as_channels);
-        else if (!strcmp(k, "include_trial_info_keys")) read_strlist(&r, v, &c->include_trial_info_keys, NULL);
-        else if (!strcmp(k, "overwrite_data_path")) read_flag(&r, v, &c->overwrite_data_path);
+            if (npred_loader_read_opt_num(&r, v, 0, &c->scale) == 1 && !(c->scale.v > 0)) npred_json_fail(&r, v, "a number > 0 or null");
+        } else if (!strcmp(k, "include_eye_position")) npred_loader_read_flag(&r, v, &c->include_eye_position);
+        else if (!strcmp(k, "add_eye_pos_as_channels")) npred_loader_read_flag(&r, v, &c->add_eye_pos_as_channels);
+        else if (!strcmp(k, "include_trial_info_keys")) npred_loader_read_strlist(&r, v, &c->include_trial_info_keys, NULL);
+        else if (!strcmp(k, "overwrite_data_path")) npred_loader_read_flag(&r, v, &c->overwrite_data_path);
         else if (!strcmp(k, "trial_idx_selection")) { /* accepted and unused, as in sensorium */ }
         else if (!strcmp(k, "include_px_position") || !strcmp(k, "image_reshape_list")) {
             if (!cJSON_IsNull(v) && !(cJSON_IsBool(v) && !cJSON_IsTrue(v) && !strcmp(k, "include_px_position")))
@@ -223,7 +225,7 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
         } else if (!strcmp(k, "paths") && paths) {
             npred_strlist l = {0};
             if (!cJSON_IsArray(v)) npred_json_fail(&r, v, "a list of strings");
-            else if (read_strlist(&r, v, &l, NULL)) {
+            else if (npred_loader_read_strlist(&r, v, &l, NULL)) {
                 npred_loader_paths_free(*paths, *n_paths);
                 *paths = l.v;
                 *n_paths = l.n;
@@ -290,13 +292,18 @@ struct npred_loaders {
     float *scratch;
 };
 
+int npred_loader_excluded(const npred_strlist *exclude, int exclude_is_string, const char *field)
+{
+    if (!exclude->set) return 0;
+    if (exclude_is_string) return strstr(exclude->v[0], field) != NULL; /* Python `k in "str"` */
+    for (size_t i = 0; i < exclude->n; i++)
+        if (!strcmp(exclude->v[i], field)) return 1;
+    return 0;
+}
+
 static int excluded(const npred_loader_config *c, const char *field)
 {
-    if (!c->exclude.set) return 0;
-    if (c->exclude_is_string) return strstr(c->exclude.v[0], field) != NULL; /* Python `k in "str"` */
-    for (size_t i = 0; i < c->exclude.n; i++)
-        if (!strcmp(c->exclude.v[i], field)) return 1;
-    return 0;
+    return npred_loader_excluded(&c->exclude, c->exclude_is_string, field);
 }
 
 static int strlist_has(const npred_strlist *l, const char *s)

@@ -9,6 +9,7 @@
 #define NPRED_DATA_LOADER_H
 
 #include "npred/data.h"
+#include "base/json.h"
 
 typedef struct cJSON cJSON;
 
@@ -43,5 +44,16 @@ void npred_np_random_permutation(npred_np_random *r, int64_t *out, int64_t n);
 npred_status npred_sampled_subset(int64_t *out, const int64_t *indices, int64_t n, int64_t num_samples,
                                   int sorted, npred_np_random *r);
 
+/* ---------------------------------------------------------------- option readers */
+/* The loader configurations' readers of sensorium-style options (shared by the static
+ * and the video loader): a list of strings (or one string, *was_string set; null =
+ * None); an optional integer / number >= lo (null = None); a flag (null = False). */
+void npred_loader_strlist_free(npred_strlist *l);
+int npred_loader_read_strlist(npred_json_reader *r, const cJSON *v, npred_strlist *out, int *was_string);
+int npred_loader_read_opt_i64(npred_json_reader *r, const cJSON *v, npred_opt_i64 *out);
+int npred_loader_read_opt_num(npred_json_reader *r, const cJSON *v, double lo, npred_opt_f64 *out);
+int npred_loader_read_flag(npred_json_reader *r, const cJSON *v, int *out);
+/* NeuroNormalizer's `k not in exclude` (exclude_is_string: Python's substring test). */
+int npred_loader_excluded(const npred_strlist *exclude, int exclude_is_string, const char *field);
 
 #endif
