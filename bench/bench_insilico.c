@@ -26,32 +26,85 @@ static double now(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* the best CPU time per image of the last time_full / time_plan (all threads together: on a
+ * loaded machine closer to what an idle one would take than the wall time) */
+static double last_cpu;
+
+/* CPU seconds of the whole process (all threads) */
+static double cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
 static void die(const char *what)
 {
     fprintf(stderr, "bench_insilico: %s: %s\n", what, npred_last_error());
     exit(1);
 }
 
-/* seconds per step of npred_mei_optimize with N images, best of `reps` runs of `steps` steps */
-static double time_mei(npred_model *m, int N, int n, int steps, int reps)
+/* seconds per image-iteration of the full input gradient (one-hot weights), best of reps */
+static double time_full(npred_model *m, int N, int n, const float *img, float *g, int reps)
 {
-    npred_mei_config cfg;
-    npred_mei_config_default(&cfg);
-    cfg.num_iterations = steps - 1;
-    float *w = calloc((size_t)N * n, sizeof *w), *meis = malloc(sizeof(float) * 36 * 64 * N);
-    if (!w || !meis) die("out of memory");
+    float *w = calloc((size_t)N * n, sizeof *w), *rates = malloc(sizeof(float) * (size_t)N * n);
+    if (!w || !rates) die("out of memory");
     for (int i = 0; i < N; i++) w[(size_t)i * n + (i * 7) % n] = 1;
     double best = 1e30;
+    last_cpu = 1e30;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        if (npred_mei_optimize(m, "bench", &cfg, w, N, NULL, NULL, NULL, meis, NULL, NULL, NULL, NULL, NULL))
-            die("mei");
-        double dt = (now() - t0) / steps;
+        double t0 = now(), c0 = cpu();
+        if (npred_model_input_gradient(m, "bench", img, N, NULL, NULL, w, g, rates)) die("input gradient");
+        double dt = (now() - t0) / N, dc = (cpu() - c0) / N;
+        if (dc < last_cpu) last_cpu = dc;
         if (dt < best) best = dt;
     }
     free(w);
-    free(meis);
+    free(rates);
     return best;
+}
+
+/* seconds per image-iteration of a single-neuron plan run (the windowed path), best of reps */
+static double time_plan(npred_model *m, int N, int n, const float *img, float *g, int reps, int *wh, int *ww)
+{
+    int *neuron = malloc(sizeof(int) * (size_t)N);
+    float *rates = malloc(sizeof(float) * (size_t)N);
+    if (!neuron || !rates) die("out of memory");
+    for (int i = 0; i < N; i++) neuron[i] = (i * 7) % n;
+    npred_neuron_grad *plan = NULL;
+    if (npred_neuron_grad_create(&plan, m, "bench", neuron, N, NULL, NULL)) die("plan");
+    if (!npred_neuron_grad_is_local(plan, wh, ww)) die("the baseline should take the windowed path");
+    double best = 1e30;
+    last_cpu = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now(), c0 = cpu();
+        if (npred_neuron_grad_run(plan, img, g, rates)) die("plan run");
+        double dt = (now() - t0) / N, dc = (cpu() - c0) / N;
+        if (dc < last_cpu) last_cpu = dc;
+        if (dt < best) best = dt;
+    }
+    npred_neuron_grad_free(plan);
+    free(neuron);
+    free(rates);
+    return best;
+}
+
+/* seconds of a whole npred_mei_optimize run: N neurons, `iters` iterations */
+static double time_mei(npred_model *m, int N, int n, int iters)
+{
+    npred_mei_config cfg;
+    npred_mei_config_default(&cfg);
+    cfg.num_iterations = iters - 1;
+    float *w = calloc((size_t)N * n, sizeof *w), *meis = malloc(sizeof(float) * 36 * 64 * N);
+    if (!w || !meis) die("out of memory");
+    for (int i = 0; i < N; i++) w[(size_t)i * n + (i * 7) % n] = 1;
+    double t0 = now(), c0 = cpu();
+    if (npred_mei_optimize(m, "bench", &cfg, w, N, NULL, NULL, NULL, meis, NULL, NULL, NULL, NULL, NULL)) die("mei");
+    double dt = now() - t0;
+    last_cpu = cpu() - c0;
+    free(w);
+    free(meis);
+    return dt;
 }
 
 int main(void)
@@ -78,23 +131,37 @@ int main(void)
     }
     printf("MEIs on the SENSORIUM baseline, 1x36x64, %d neurons, %d threads (load average %.1f %.1f %.1f)\n", n,
            omp_get_max_threads(), load[0], load[1], load[2]);
-    double one = time_mei(m, 1, n, 5, 3);
-    printf("  one MEI at a time:   %7.2f ms per iteration  -> 1,000 neurons x 1,000 iterations: %6.1f min "
-           "(extrapolated)\n",
-           1e3 * one, one * 1e6 / 60);
-    int sizes[] = {16, 32, 64};
-    double best = 1e30;
-    int bestB = 0;
+    printf("  per image-iteration (forward + input backward); 1,000 neurons x 1,000 iterations extrapolated\n");
+    float *img = malloc(sizeof(float) * 36 * 64 * 64), *g = malloc(sizeof(float) * 36 * 64 * 64);
+    if (!img || !g) die("out of memory");
+    npred_rng_seed(&rng, 2);
+    for (int i = 0; i < 36 * 64 * 64; i++) img[i] = (float)npred_rng_normal(&rng);
+    double full1 = time_full(m, 1, n, img, g, 5);
+    double full64 = time_full(m, 64, n, img, g, 2);
+    printf("  whole image (npred_model_input_gradient), 1 image:   %7.2f ms -> %7.1f min\n", 1e3 * full1,
+           full1 * 1e6 / 60);
+    printf("  whole image (npred_model_input_gradient), 64 images: %7.2f ms -> %7.1f min (CPU %.2f ms)\n",
+           1e3 * full64, full64 * 1e6 / 60, 1e3 * last_cpu);
+    int sizes[] = {1, 8, 64}, wh = 0, ww = 0;
+    double last64 = 0, cpu64 = 0;
     for (int k = 0; k < 3; k++) {
-        int B = sizes[k];
-        double t = time_mei(m, B, n, 4, 2) / B;
-        printf("  batched, %2d images: %7.2f ms per image-iteration -> 1,000 x 1,000: %6.1f min (extrapolated)\n", B,
-               1e3 * t, t * 1e6 / 60);
-        if (t < best) best = t, bestB = B;
+        double t = time_plan(m, sizes[k], n, img, g, sizes[k] == 1 ? 20 : 5, &wh, &ww);
+        printf("  neuron window %dx%d (npred_neuron_grad_run), %2d images: %7.2f ms -> %7.1f min (CPU %.2f ms)\n", wh,
+               ww, sizes[k], 1e3 * t, t * 1e6 / 60, 1e3 * last_cpu);
+        if (sizes[k] == 64) last64 = t, cpu64 = last_cpu;
     }
+    const int mei_n = 64, mei_it = 50;
+    double t = time_mei(m, mei_n, n, mei_it);
+    printf("  whole MEI runs (npred_mei_optimize, %d neurons x %d iterations, defaults): %.2f s = %.2f ms per "
+           "image-iteration -> %.1f min (CPU %.2f ms)\n",
+           mei_n, mei_it, t, 1e3 * t / (mei_n * mei_it), t / (mei_n * mei_it) * 1e6 / 60,
+           1e3 * last_cpu / (mei_n * mei_it));
     printf("  PyTorch 1.13 (sinzlab/mei, one neuron at a time, 2 threads): 10.7 ms per iteration -> about 3 hours\n");
-    printf("  best npred: batch %d, %.1f min for 1,000 x 1,000 (%.1fx PyTorch; goal <= 10 min)\n", bestB,
-           best * 1e6 / 60, 10.7e-3 / best);
+    printf("  goal (<= 10 min for 1,000 x 1,000 on 2 cores): window path with 64 images %.1f min by the wall clock, "
+           "%.1f min of CPU over %d threads\n",
+           last64 * 1e6 / 60, cpu64 * 1e6 / 60 / omp_get_max_threads(), omp_get_max_threads());
+    free(img);
+    free(g);
     npred_model_free(m);
     free(coords);
     free(cfg);

@@ -173,6 +173,128 @@ static void test_input_gradient_errors(void)
     npred_model_free(m);
 }
 
+/* ------------------------------------------------ single-neuron plans --- */
+
+/* cropped: 1 when the plan must take the windowed path */
+static const struct {
+    const char *name, *cfg;
+    int cropped;
+} LOCAL[] = {
+    {"baseline-like: depth-separable, pad_input false, cortex grid, shifter, modulator", 
+     "{\"layers\": 3, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 5, \"depth_separable\": true,"
+     " \"pad_input\": false, \"init_sigma\": 0.2, \"grid_mean_predictor\": {\"type\": \"cortex\","
+     " \"input_dimensions\": 2, \"hidden_layers\": 1, \"hidden_features\": 6, \"final_tanh\": true},"
+     " \"shifter\": true, \"shift_layers\": 2, \"modulator\": true, \"elu_offset\": -0.3}", 1},
+    {"Gaussian2d, plain convs, pad_input, dilation 2, skip 2, align_corners",
+     "{\"layers\": 3, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 4, \"pad_input\": true,"
+     " \"hidden_dilation\": 2, \"skip\": 2, \"readout_type\": \"Gaussian2d\", \"align_corners\": true}", 1},
+    {"FullGaussian2d, stack of layers 0 and 2, core bias without BatchNorm",
+     "{\"layers\": 3, \"input_kern\": 3, \"hidden_kern\": 5, \"hidden_channels\": 3, \"pad_input\": true,"
+     " \"stack\": [0, 2], \"batch_norm\": false, \"core_bias\": true, \"gauss_type\": \"isotropic\"}", 1},
+    {"SE2dCore (global pooling): full path",
+     "{\"core_type\": \"SE2dCore\", \"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 4,"
+     " \"pad_input\": true, \"n_se_blocks\": 1, \"se_reduction\": 2}", 0},
+    {"FullFactorized2d: full path",
+     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"pad_input\": true,"
+     " \"readout_type\": \"FullFactorized2d\"}", 0},
+};
+
+enum { LC = 2, LH = 26, LW = 31, LN = 9 };
+
+/* npred_neuron_grad on one neuron per image equals npred_model_input_gradient with
+ * one-hot weights: windowed where the model allows it (the gradient zero outside the
+ * window), the full path elsewhere; grid positions spread over the map and beyond
+ * its clamp at +-1 */
+static void test_neuron_grad(void)
+{
+    for (size_t c = 0; c < sizeof LOCAL / sizeof LOCAL[0]; c++) {
+        npred_rng rng;
+        npred_rng_seed(&rng, 40 + c);
+        double co[LN * 2];
+        for (int i = 0; i < LN * 2; i++) co[i] = 90 * (2 * npred_rng_uniform(&rng) - 1);
+        npred_model_session ses = {"s-1-1", LN, co, 2, NULL, NULL};
+        npred_model *m = NULL;
+        if (!CHECK_OK(npred_model_create(&m, LOCAL[c].cfg, "config", LC, LH, LW, &ses, 1, 4, 9))) continue;
+        npred_ptable *t = npred_model_table(m);
+        for (size_t i = 0; i < t->n_params; i++) t->data[i] += (float)(0.1 * npred_rng_normal(&rng));
+        for (int e = 0; e < t->n; e++) {
+            const char *nm = t->items[e].name;
+            size_t len = strlen(nm);
+            float *v = npred_ptable_ptr(t, e);
+            if (t->items[e].is_buffer && strstr(nm, "running_var"))
+                for (size_t i = 0; i < t->items[e].count; i++) v[i] = (float)(0.5 + npred_rng_uniform(&rng));
+            if (t->items[e].is_buffer && strstr(nm, "running_mean"))
+                for (size_t i = 0; i < t->items[e].count; i++) v[i] = (float)(0.2 * npred_rng_normal(&rng));
+            if ((len > 4 && !strcmp(nm + len - 4, "_mu")) || (len > 3 && !strcmp(nm + len - 3, ".mu")))
+                for (size_t i = 0; i < t->items[e].count; i++) v[i] = (float)(2.6 * npred_rng_uniform(&rng) - 1.3);
+            if (!strncmp(nm, "modulator.", 10) && strstr(nm, ".bias"))
+                for (size_t i = 0; i < t->items[e].count; i++) v[i] += 1.0f;
+        }
+        enum { NB = 11, P = LC * LH * LW };
+        static float img[NB * P], g[NB * P], g2[NB * P];
+        float pc[NB * 2], beh[NB * 3], w[NB * LN] = {0}, r[NB], r2[NB * LN];
+        int neuron[NB];
+        for (int i = 0; i < NB * P; i++) img[i] = (float)npred_rng_normal(&rng);
+        for (int i = 0; i < NB * 2; i++) pc[i] = (float)(0.5 * npred_rng_normal(&rng));
+        for (int i = 0; i < NB * 3; i++) beh[i] = (float)npred_rng_normal(&rng);
+        for (int b = 0; b < NB; b++) {
+            neuron[b] = b % LN;
+            w[b * LN + neuron[b]] = 1;
+        }
+        const float *Pc = npred_model_has_shifter(m) ? pc : NULL, *Bh = npred_model_behavior_channels(m) ? beh : NULL;
+        npred_neuron_grad *plan = NULL;
+        if (!CHECK_OK(npred_neuron_grad_create(&plan, m, "s-1-1", neuron, NB, Pc, Bh))) {
+            npred_model_free(m);
+            continue;
+        }
+        int wh = 0, ww = 0, local = npred_neuron_grad_is_local(plan, &wh, &ww);
+        CHECK(local == LOCAL[c].cropped && (!local || (wh < LH && ww < LW)), "%s: local %d, window %dx%d",
+              LOCAL[c].name, local, wh, ww);
+        for (int i = 0; i < NB * P; i++) g[i] = NAN;
+        if (CHECK_OK(npred_neuron_grad_run(plan, img, g, r)) &&
+            CHECK_OK(npred_model_input_gradient(m, "s-1-1", img, NB, Pc, Bh, w, g2, r2))) {
+            double md = 0, mg = 0, mr = 0;
+            for (int i = 0; i < NB * P; i++) {
+                md = fmax(md, fabs(g[i] - g2[i]));
+                mg = fmax(mg, fabs(g2[i]));
+            }
+            for (int b = 0; b < NB; b++) mr = fmax(mr, fabs(r[b] - r2[b * LN + neuron[b]]) / r2[b * LN + neuron[b]]);
+            CHECK(md <= 2e-6 * mg && mg > 0, "%s: gradient vs the full input gradient: max diff %g (max %g)",
+                  LOCAL[c].name, md, mg);
+            CHECK(mr <= 1e-6, "%s: rates vs the full model: max relative diff %g", LOCAL[c].name, mr);
+            /* windowed: every image's gradient is zero outside a wh x ww window */
+            for (int b = 0; local && b < NB; b++) {
+                int y0 = LH, y1 = -1, x0 = LW, x1 = -1;
+                for (int ch = 0; ch < LC; ch++)
+                    for (int y = 0; y < LH; y++)
+                        for (int x = 0; x < LW; x++)
+                            if (g[(size_t)b * P + ((size_t)ch * LH + y) * LW + x] != 0) {
+                                y0 = y < y0 ? y : y0, y1 = y > y1 ? y : y1;
+                                x0 = x < x0 ? x : x0, x1 = x > x1 ? x : x1;
+                            }
+                CHECK(y1 - y0 < wh && x1 - x0 < ww, "%s image %d: support rows %d-%d, columns %d-%d (window %dx%d)",
+                      LOCAL[c].name, b, y0, y1, x0, x1, wh, ww);
+            }
+        }
+        npred_neuron_grad_free(plan);
+        /* one worker (the kernels' own threads) gives the same bits as one image per thread */
+        int threads = npred_threads();
+        npred_set_threads(1);
+        if (CHECK_OK(npred_neuron_grad_create(&plan, m, "s-1-1", neuron, NB, Pc, Bh)) &&
+            CHECK_OK(npred_neuron_grad_run(plan, img, g2, r2)))
+            CHECK(!memcmp(g, g2, sizeof(float) * NB * P) && !memcmp(r, r2, sizeof r), "%s: 1 thread equals %d",
+                  LOCAL[c].name, threads);
+        npred_neuron_grad_free(plan);
+        npred_set_threads(threads);
+        int bad[1] = {LN};
+        CHECK(npred_neuron_grad_create(&plan, m, "s-1-1", bad, 1, Pc, Bh) == NPRED_ERR_ARG &&
+                  strstr(npred_last_error(), "out of range"),
+              "%s: a neuron out of range rejected: %s", LOCAL[c].name, npred_last_error());
+        CHECK(npred_neuron_grad_create(&plan, m, "nope", neuron, 1, Pc, Bh) == NPRED_ERR_ARG, "unknown session");
+        npred_model_free(m);
+    }
+}
+
 /* ------------------------------------------------------------ mei_ops --- */
 
 static void test_mei_ops_fixture(void)
@@ -520,6 +642,7 @@ int main(void)
 {
     RUN(test_input_gradient_all_readouts);
     RUN(test_input_gradient_errors);
+    RUN(test_neuron_grad);
     RUN(test_mei_ops_fixture);
     RUN(test_mei_blur_norm_sota);
     RUN(test_mei_steps_and_batching);

@@ -100,6 +100,32 @@ NPRED_API npred_status npred_model_input_gradient(npred_model *m, const char *ke
                                         const float *pupil_center, const float *behavior, const float *weights,
                                         float *grad_out, float *rates_out);
 
+/* Input gradients of single neurons, the fast path of MEIs and gradient RFs. A plan for
+ * B images, image b's objective being the rate of neuron neurons[b] of session `key`;
+ * pupil_center (B, 2) / behavior (B, k) as in npred_model_predict, fixed for the plan.
+ * npred_neuron_grad_run then gives
+ *     grad_out[b]  = d r[b, neurons[b]] / d images[b]      (B, C, H, W)
+ *     rates_out[b] = r[b, neurons[b]]                       (B), may be NULL
+ * the values of npred_model_input_gradient with one-hot weights, within float rounding.
+ * With a FullGaussian2d / Gaussian2d readout and a core whose layers are local maps
+ * (stride-1 convs, BatchNorm, ELU: no squeeze-excitation, attention or Hermite layers),
+ * a neuron reads the core at one point, which sees only a window of the image (its
+ * receptive field, e.g. 28x28 of 36x64 for the SENSORIUM baseline): only that window is
+ * computed, and the gradient is zero outside it (npred_neuron_grad_is_local: 1, and the
+ * window size). Otherwise the plan runs npred_model_input_gradient.
+ * The plan records the readout positions, feature rows, biases, shifts and modulator gains
+ * when it is made (one forward): make a new plan after the parameters change. A plan uses
+ * its model: its runs must not overlap with each other or with other calls on that model;
+ * free plans before the model. */
+typedef struct npred_neuron_grad npred_neuron_grad;
+NPRED_API npred_status npred_neuron_grad_create(npred_neuron_grad **out, npred_model *m, const char *key,
+                                                const int *neurons, int B, const float *pupil_center,
+                                                const float *behavior);
+NPRED_API npred_status npred_neuron_grad_run(npred_neuron_grad *g, const float *images, float *grad_out,
+                                             float *rates_out);
+NPRED_API int npred_neuron_grad_is_local(const npred_neuron_grad *g, int *window_h, int *window_w);
+NPRED_API void npred_neuron_grad_free(npred_neuron_grad *g);
+
 /* Introspection */
 NPRED_API int npred_model_n_sessions(const npred_model *m);
 NPRED_API const char *npred_model_session_key(const npred_model *m, int i);

@@ -871,7 +871,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
                                               L->z, pw(t, L->p_gamma), pw(t, L->p_beta), bnB, bnC, L->hout,
                                               L->wout, train, c->momentum, 1e-5, core->act.xshift, core->act.yshift);
             if (s) return npred_error_prefix(s, "core layer %d", l);
-            nbt[0] = (float)count;
+            if (train) nbt[0] = (float)count; /* eval: read only (concurrent windowed cores) */
             if (L->has_se) se_forward(L, t, B);
             continue;
         }
@@ -882,7 +882,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
                                           pw(t, L->p_gamma), pw(t, L->p_beta), bnB, bnC, L->hout, L->wout, train,
                                           c->momentum, 1e-5);
             if (s) return npred_error_prefix(s, "core layer %d", l);
-            nbt[0] = (float)count;
+            if (train) nbt[0] = (float)count; /* eval: read only (concurrent windowed cores) */
         }
         if (L->p_bias2d >= 0 || L->p_scale2d >= 0) {
             const float *bb = pw(t, L->p_bias2d), *sc = pw(t, L->p_scale2d);

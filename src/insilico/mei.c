@@ -234,6 +234,36 @@ npred_status npred_insilico_repeat(const npred_model *m, const float *pupil_cent
     return NPRED_OK;
 }
 
+/* When every objective row has exactly one nonzero weight: the single-neuron gradient
+ * plan (npred_neuron_grad_*) and the weights (N); *plan stays NULL otherwise. */
+static npred_status single_neurons(npred_model *m, const char *key, const float *w, int N, int n, const float *pc,
+                                   const float *beh, npred_neuron_grad **plan, float **one_w)
+{
+    int *neuron = malloc(sizeof(int) * (size_t)N);
+    float *wt = malloc(sizeof(float) * (size_t)N);
+    if (!neuron || !wt) {
+        free(neuron);
+        free(wt);
+        return npred_errorf(NPRED_ERR_NOMEM, "out of memory");
+    }
+    int single = 1;
+    for (int i = 0; i < N && single; i++) {
+        int nz = 0;
+        for (int j = 0; j < n; j++)
+            if (w[(size_t)i * n + j] != 0.0f) {
+                neuron[i] = j;
+                wt[i] = w[(size_t)i * n + j];
+                nz++;
+            }
+        single = nz == 1;
+    }
+    npred_status st = single ? npred_neuron_grad_create(plan, m, key, neuron, N, pc, beh) : NPRED_OK;
+    free(neuron);
+    if (single && !st) *one_w = wt;
+    else free(wt);
+    return st;
+}
+
 npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei_config *cfg,
                                 const float *objective, int N, const float *initial, const float *pupil_center,
                                 const float *behavior, float *meis, float *activations, float *trace, int *n_steps,
@@ -257,7 +287,8 @@ npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei
                             cfg->jitter_y, cfg->jitter_x, H, W);
     int n = npred_model_session_neurons(m, si);
     size_t per = (size_t)C * H * W, tot = per * N;
-    float *pc = NULL, *beh = NULL;
+    float *pc = NULL, *beh = NULL, *one_w = NULL;
+    npred_neuron_grad *plan = NULL;
     if ((st = npred_insilico_repeat(m, pupil_center, behavior, N, &pc, &beh))) return st;
     float *g = malloc(sizeof(float) * tot), *xt = cfg->jitter_y || cfg->jitter_x ? malloc(sizeof(float) * tot) : NULL;
     float *mom = cfg->optimizer == NPRED_MEI_ADAM || cfg->momentum > 0 ? calloc(tot, sizeof(float)) : NULL;
@@ -271,6 +302,7 @@ npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei
         st = npred_errorf(NPRED_ERR_NOMEM, "MEI: out of memory for %d images", N);
         goto done;
     }
+    if ((st = single_neurons(m, key, objective, N, n, pc, beh, &plan, &one_w))) goto done;
     npred_rng rng;
     npred_rng_seed(&rng, cfg->seed);
     if (initial) memcpy(meis, initial, tot * sizeof(float));
@@ -300,8 +332,17 @@ npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei
             }
             in = xt;
         }
-        if ((st = npred_model_input_gradient(m, key, in, N, pc, beh, objective, g, rates))) goto done;
-        objective_values(f, objective, rates, N, n);
+        if (plan) { /* one neuron per image: only the part of the model that it sees */
+            if ((st = npred_neuron_grad_run(plan, in, g, rates))) goto done;
+            for (int i = 0; i < N; i++) {
+                f[i] = (double)one_w[i] * rates[i];
+                if (one_w[i] != 1.0f)
+                    for (size_t k = 0; k < per; k++) g[per * i + k] *= one_w[i];
+            }
+        } else {
+            if ((st = npred_model_input_gradient(m, key, in, N, pc, beh, objective, g, rates))) goto done;
+            objective_values(f, objective, rates, N, n);
+        }
         if (trace)
             for (int i = 0; i < N; i++) trace[(size_t)step * N + i] = (float)f[i];
         if (xt) {
@@ -369,6 +410,8 @@ npred_status npred_mei_optimize(npred_model *m, const char *key, const npred_mei
         for (int i = 0; i < N; i++) activations[i] = (float)f[i];
     }
 done:
+    npred_neuron_grad_free(plan);
+    free(one_w);
     free(jit);
     free(pc);
     free(beh);

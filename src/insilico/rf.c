@@ -29,17 +29,19 @@ npred_status npred_rf_gradient(npred_model *m, const char *key, const int *neuro
     float *pc = NULL, *beh = NULL;
     npred_status st = npred_insilico_repeat(m, pupil_center, behavior, B, &pc, &beh);
     if (st) return st;
-    float *img = malloc(sizeof(float) * per * B), *w = calloc((size_t)B * n, sizeof(float));
-    if (!img || !w) {
+    float *img = malloc(sizeof(float) * per * B);
+    if (!img) {
         st = npred_errorf(NPRED_ERR_NOMEM, "rf: out of memory");
         goto done;
     }
     for (size_t k = 0; k < per * B; k++) img[k] = gray;
     for (int i0 = 0; i0 < count; i0 += B) {
         int nb = count - i0 < B ? count - i0 : B;
-        memset(w, 0, sizeof(float) * (size_t)B * n);
-        for (int b = 0; b < nb; b++) w[(size_t)b * n + neurons[i0 + b]] = 1.0f;
-        if ((st = npred_model_input_gradient(m, key, img, nb, pc, beh, w, rf + per * i0, NULL))) goto done;
+        npred_neuron_grad *plan = NULL; /* one neuron per image: only the window it sees */
+        if ((st = npred_neuron_grad_create(&plan, m, key, neurons + i0, nb, pc, beh))) goto done;
+        st = npred_neuron_grad_run(plan, img, rf + per * i0, NULL);
+        npred_neuron_grad_free(plan);
+        if (st) goto done;
         if (progress && progress(user, i0 + nb, count)) {
             st = npred_errorf(NPRED_ERR_INTERRUPTED, "rf: stopped after %d neurons", i0 + nb);
             goto done;
@@ -49,7 +51,6 @@ done:
     free(pc);
     free(beh);
     free(img);
-    free(w);
     return st;
 }
 

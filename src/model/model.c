@@ -296,8 +296,6 @@ npred_status npred_model_create(npred_model **out, const char *config_json, cons
 
 npred_ptable *npred_model_table(npred_model *m) { return &m->t; }
 
-static inline float elu1(float z) { return z > 0 ? z + 1.0f : expf(z); }
-
 npred_status npred_model_forward(npred_model *m, int si, const float *images, const float *pupil_center,
                                  const float *behavior, int B, int train, npred_rng *rng, const float *noise,
                                  float *out)
@@ -323,11 +321,11 @@ npred_status npred_model_forward(npred_model *m, int si, const float *images, co
             return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a modulator: behavior is required", s->key);
         if ((st = npred_mlp_forward(&s->modulator, &m->t, behavior, B, NULL))) return st;
         const float *g = s->modulator.h[s->modulator.n_layers];
-        for (size_t i = 0; i < n; i++) s->z[i] = s->y[i] * (elu1(g[i])) + (float)m->cfg.elu_offset;
+        for (size_t i = 0; i < n; i++) s->z[i] = s->y[i] * (npred_elu1(g[i])) + (float)m->cfg.elu_offset;
     } else {
         for (size_t i = 0; i < n; i++) s->z[i] = s->y[i] + (float)m->cfg.elu_offset;
     }
-    for (size_t i = 0; i < n; i++) s->out[i] = elu1(s->z[i]);
+    for (size_t i = 0; i < n; i++) s->out[i] = npred_elu1(s->z[i]);
     if (out) memcpy(out, s->out, n * sizeof *out);
     m->last = si;
     m->B = B;
@@ -347,7 +345,7 @@ npred_status npred_model_backward(npred_model *m, const float *dout, int detach_
         const float *g = s->modulator.h[s->modulator.n_layers];
         float *dg = s->z; /* reuse: z is no longer needed */
         for (size_t i = 0; i < n; i++) {
-            float gain = elu1(g[i]);
+            float gain = npred_elu1(g[i]);
             dg[i] = s->dy[i] * s->y[i] * (g[i] > 0 ? 1.0f : gain);
             s->dy[i] *= gain;
         }

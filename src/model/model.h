@@ -3,6 +3,8 @@
 #ifndef NPRED_MODEL_MODEL_H
 #define NPRED_MODEL_MODEL_H
 
+#include <math.h>
+
 #include "cores/stacked2d.h"
 #include "model/config.h"
 #include "nn/mlp.h"
@@ -46,6 +48,9 @@ struct npred_model {
  * Laplace filter set, workspaces ready); used by create, load and import. */
 npred_status npred_model_build(npred_model **out, const npred_model_config *cfg, int in_c, int in_h, int in_w,
                                const npred_model_session *sessions, int n_sessions, int max_batch);
+
+/* The output nonlinearity ELU(z) + 1 */
+static inline float npred_elu1(float z) { return z > 0 ? z + 1.0f : expf(z); }
 
 /* Training interface. forward: rates out (B, n) of session si; train selects
  * BatchNorm batch statistics and Gaussian sampling (z from rng, or `noise`

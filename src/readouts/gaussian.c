@@ -631,3 +631,9 @@ void npred_gaussian_sampled_grid(const npred_readout *r, float *out)
     gs_ws v = views(r, r->max_batch);
     for (size_t i = 0; i < (size_t)r->B * r->cfg.n * 2; i++) out[i] = clampf(v.gpre[i]);
 }
+
+void npred_gaussian_feature_row(const npred_readout *r, int o, float *out)
+{
+    gs_ws v = views(r, r->max_batch);
+    memcpy(out, v.F + (size_t)o * r->cfg.c, sizeof(float) * (size_t)r->cfg.c);
+}
