@@ -513,6 +513,66 @@ static void test_bad_config(void)
     expect_config_error(&cfg, "init_sigma_range");
 }
 
+/* The grid-mean predictor's output is kept between eval forwards while its inputs
+ * (source_grid, weights, biases) are unchanged: a change of any of them must give
+ * the bits a fresh readout computes. */
+static void fresh_forward(const npred_readout_config *cfg, const npred_ptable *src, const float *x, int B, float *y)
+{
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    if (CHECK_OK(npred_readout_declare(&r, cfg, "readout.a.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, B)) && CHECK(t.n_params == src->n_params, "same table")) {
+        memcpy(t.data, src->data, t.n_params * sizeof(float));
+        memcpy(t.bufdata, src->bufdata, t.n_buffers * sizeof(float));
+        CHECK_OK(npred_readout_forward(&r, &t, y, x, NULL, B, 0, NULL, NULL));
+    }
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+}
+
+static void test_predictor_cache(void)
+{
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 5, 6, 9, 40);
+    cfg.predicted_grid = 1;
+    cfg.gmp_input_dimensions = 2;
+    cfg.gmp_hidden_layers = 1;
+    cfg.gmp_hidden_features = 7;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    uint64_t seed = 77;
+    enum { B = 2 };
+    float x[B * 5 * 6 * 9], y[3][B * 40], ref[B * 40];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)th_rand(&seed);
+    if (CHECK_OK(npred_readout_declare(&r, &cfg, "readout.a.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, B))) {
+        randomize(&t, &r, 1, &seed);
+        double g[40 * 2];
+        for (int i = 0; i < 80; i++) g[i] = 10 * th_rand(&seed);
+        CHECK_OK(npred_readout_set_source_grid(&r, &t, g));
+        CHECK_OK(npred_readout_forward(&r, &t, y[0], x, NULL, B, 0, NULL, NULL));
+        CHECK_OK(npred_readout_forward(&r, &t, y[1], x, NULL, B, 0, NULL, NULL));
+        CHECK(!memcmp(y[0], y[1], sizeof y[0]), "a repeated eval forward gives the same bits");
+        fresh_forward(&cfg, &t, x, B, ref);
+        CHECK(!memcmp(y[0], ref, sizeof ref), "first forward: a fresh readout's bits");
+        /* one weight, one bias, one source_grid entry: each changes the output */
+        int idx[3] = {r.p_mlp_w[1], r.p_mlp_b[0], r.p_source_grid};
+        const char *what[3] = {"weight", "bias", "source_grid"};
+        for (int k = 0; k < 3; k++) {
+            npred_ptable_ptr(&t, idx[k])[1] += 0.25f;
+            CHECK_OK(npred_readout_forward(&r, &t, y[2], x, NULL, B, 0, NULL, NULL));
+            fresh_forward(&cfg, &t, x, B, ref);
+            CHECK(!memcmp(y[2], ref, sizeof ref), "after a change of a %s: a fresh readout's bits", what[k]);
+            CHECK(memcmp(y[2], y[1], sizeof ref), "a change of a %s changes the output", what[k]);
+            memcpy(y[1], y[2], sizeof ref);
+        }
+    }
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+}
+
 int main(void)
 {
     RUN(test_fixture_full_eval);
@@ -531,6 +591,7 @@ int main(void)
     RUN(test_fd_legacy);
     RUN(test_fd_one_draw_per_batch);
     RUN(test_fd_shared);
+    RUN(test_predictor_cache);
     RUN(test_rng_sampling);
     RUN(test_bad_config);
     return th_summary();

@@ -154,7 +154,7 @@ npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float
     for (int b = 0; b < B; b++)
         for (int o = 0; o < n; o++) y[(size_t)b * n + o] = bias ? bias[o] : 0.0f;
     for (int l = 0; l <= c->pool_steps; l++)
-        npred_rsample_forward(y, v.lev[l], v.grid, v.F + (size_t)l * C, m, B, v.h[l], v.w[l], C, n,
+        npred_rsample_forward(y, v.lev[l], v.grid, v.F + (size_t)l * C, (size_t)m, 1, B, v.h[l], v.w[l], C, n,
                               c->align_corners);
     return NPRED_OK;
 }

@@ -140,6 +140,7 @@ npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int ma
     if (!r->ws) return npred_errorf(NPRED_ERR_NOMEM, "readout %s: cannot allocate %zu floats", r->prefix, n);
     r->ws_size = n;
     r->max_batch = max_batch;
+    r->mu_cached = 0;
     return NPRED_OK;
 }
 

@@ -114,6 +114,7 @@ struct npred_readout {
     const float *x; /* cached input of the last forward (B, c, h, w) */
     int B;
     int train;
+    int mu_cached;  /* Gaussian: the workspace holds the grid predictor's output for its saved inputs */
     void *impl;     /* type-specific state */
 };
 

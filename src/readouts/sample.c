@@ -58,34 +58,145 @@ static inline float rs_sum(const float *acc)
     return r;
 }
 
-/* F . sample at one point */
-static inline float rs_point(const rs_cell *c, const float *f, int C)
+/* ---- forward: blocks of LANES neurons ----
+ *
+ * A block keeps one accumulator vector per neuron: lane l sums the channels
+ * l, l+LANES, ... of that neuron (each term f * (sum over the inside taps of
+ * wt * tap), all in the order of the scalar definition). At the end the
+ * LANES x LANES accumulators are transposed, so that lane l of every neuron is
+ * one vector, and the lanes are added in the order 0..LANES-1 for all the
+ * block's neurons at once. Padding (C or the neuron count not a multiple of
+ * LANES) is +0 in both factors and adds nothing. Each output's arithmetic is
+ * the same whatever the block, the image order or the thread count. */
+typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
+/* channel-major F is prefetched this many blocks ahead */
+#define RS_PREFETCH 2
+
+/* the first L floats at p, zeros after */
+static inline vf rs_load(const float *p, int L)
 {
-    float acc[LANES] = {0}, s[LANES];
-    int c0 = 0;
-    for (; c0 + LANES <= C; c0 += LANES) {
-        rs_mix(s, c, c0, LANES);
-        for (int l = 0; l < LANES; l++) acc[l] += f[c0 + l] * s[l];
-    }
-    if (c0 < C) {
-        rs_mix(s, c, c0, C - c0);
-        for (int l = 0; l < C - c0; l++) acc[l] += f[c0 + l] * s[l];
-    }
-    return rs_sum(acc);
+    vf v = {0};
+    if (L == LANES) memcpy(&v, p, sizeof v);
+    else
+        for (int l = 0; l < L; l++) v[l] = p[l];
+    return v;
 }
 
-void npred_rsample_forward(float *y, const float *feat, const float *grid, const float *F, int ldf, int B, int H,
-                           int W, int C, int n, int align_corners)
+static inline vf rs_vld(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* m[i][j] <-> m[j][i] in four rounds: round S swaps the elements whose row and
+ * column differ in bit S (each round is an involution; together they exchange
+ * every differing bit, i.e. transpose) */
+#define RS_ROUND(m, S)                                                                                                 \
+    do {                                                                                                               \
+        vi lo_, hi_;                                                                                                   \
+        for (int j_ = 0; j_ < LANES; j_++) {                                                                           \
+            lo_[j_] = (j_ & (S)) ? LANES + j_ - (S) : j_;                                                              \
+            hi_[j_] = (j_ & (S)) ? LANES + j_ : j_ + (S);                                                              \
+        }                                                                                                              \
+        for (int i_ = 0; i_ < LANES; i_++)                                                                             \
+            if (!(i_ & (S))) {                                                                                         \
+                vf a_ = m[i_], b_ = m[i_ + (S)];                                                                       \
+                m[i_] = __builtin_shuffle(a_, b_, lo_);                                                                \
+                m[i_ + (S)] = __builtin_shuffle(a_, b_, hi_);                                                          \
+            }                                                                                                          \
+    } while (0)
+
+static inline void rs_transpose(vf m[LANES])
+{
+    typedef int vi __attribute__((vector_size(LANES * sizeof(int))));
+    RS_ROUND(m, 1);
+    RS_ROUND(m, 2);
+    RS_ROUND(m, 4);
+    RS_ROUND(m, 8);
+}
+
+/* y[j] += F[o0 + j] . sample(cell[j]) for the nb <= LANES neurons of one block;
+ * F element (o, c) at F[o * so + c * sc] relative to neuron o0 (sc = 1: rows of
+ * channels; otherwise so = 1, the channel-major parameter layout, read as
+ * LANES x LANES blocks and transposed) */
+static void rs_block_forward(float *y, const rs_cell *cell, const float *F, size_t so, size_t sc, int nb, int C)
+{
+    vf acc[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = (vf){0};
+    if (sc != 1) /* C rows a whole parameter row apart: more streams than the prefetcher follows */
+        for (int c = 0; c < C; c++) __builtin_prefetch(F + (size_t)c * sc + RS_PREFETCH * LANES);
+    for (int c0 = 0; c0 < C; c0 += LANES) {
+        const int L = C - c0 < LANES ? C - c0 : LANES;
+        vf f[LANES];
+        if (sc == 1) {
+            for (int j = 0; j < LANES; j++) f[j] = j < nb ? rs_load(F + j * so + c0, L) : (vf){0};
+        } else {
+            for (int l = 0; l < LANES; l++) f[l] = l < L ? rs_load(F + (size_t)(c0 + l) * sc, nb) : (vf){0};
+            rs_transpose(f);
+        }
+        if (L == LANES)
+            for (int j = 0; j < nb; j++) {
+                const rs_cell *c = &cell[j];
+                vf s = {0};
+                for (int k = 0; k < 4; k++)
+                    if (c->tap[k]) s += c->wt[k] * rs_vld(c->tap[k] + c0);
+                acc[j] += f[j] * s;
+            }
+        else
+            for (int j = 0; j < nb; j++) {
+                const rs_cell *c = &cell[j];
+                vf s = {0};
+                for (int k = 0; k < 4; k++)
+                    if (c->tap[k]) s += c->wt[k] * rs_load(c->tap[k] + c0, L);
+                acc[j] += f[j] * s;
+            }
+    }
+    rs_transpose(acc);
+    vf r = {0};
+    for (int l = 0; l < LANES; l++) r += acc[l];
+    for (int j = 0; j < nb; j++) y[j] += r[j];
+}
+
+/* the cells of block q (image b = q / nblk) and a prefetch of their tap rows */
+static int rs_block_cells(rs_cell *cell, long q, int nblk, const float *feat, const float *grid, int n, int H,
+                          int W, int C, float sx, float sy, int align_corners)
+{
+    long b = q / nblk;
+    int o0 = (int)(q % nblk) * LANES, nb = n - o0 < LANES ? n - o0 : LANES;
+    const float *g = grid + 2 * ((size_t)b * n + o0), *img = feat + (size_t)b * H * W * C;
+    for (int j = 0; j < nb; j++) {
+        rs_cell_at(&cell[j], img, g[2 * j], g[2 * j + 1], sx, sy, H, W, C, align_corners);
+        for (int k = 0; k < 4; k++)
+            if (cell[j].tap[k])
+                for (int c = 0; c < C; c += 64 / (int)sizeof(float)) __builtin_prefetch(cell[j].tap[k] + c);
+    }
+    return nb;
+}
+
+void npred_rsample_forward(float *y, const float *feat, const float *grid, const float *F, size_t so, size_t sc,
+                           int B, int H, int W, int C, int n, int align_corners)
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
-    const size_t img = (size_t)H * W * C;
-    const long total = (long)B * n;
-#pragma omp parallel for schedule(static)
-    for (long p = 0; p < total; p++) {
-        long b = p / n, o = p % n;
-        rs_cell c;
-        rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
-        y[p] += rs_point(&c, F + (size_t)o * ldf, C);
+    const int nblk = (n + LANES - 1) / LANES;
+    const long total = (long)B * nblk;
+    /* each thread takes a contiguous range of blocks (image-major) and forms the
+     * next block's cells, prefetching their taps, before it computes the current one */
+#pragma omp parallel if ((double)B * n * C >= NPRED_RS_PAR_MIN)
+    {
+        const int T = omp_get_num_threads(), id = omp_get_thread_num();
+        const long q0 = total * id / T, q1 = total * (id + 1) / T;
+        rs_cell cell[2][LANES];
+        int nb = q0 < q1 ? rs_block_cells(cell[0], q0, nblk, feat, grid, n, H, W, C, sx, sy, align_corners) : 0;
+        for (long q = q0; q < q1; q++) {
+            int cur = (int)((q - q0) & 1), nbn = 0;
+            if (q + 1 < q1)
+                nbn = rs_block_cells(cell[!cur], q + 1, nblk, feat, grid, n, H, W, C, sx, sy, align_corners);
+            long b = q / nblk;
+            int o0 = (int)(q % nblk) * LANES;
+            rs_block_forward(y + (size_t)b * n + o0, cell[cur], F + (size_t)o0 * so, so, sc, nb, C);
+            nb = nbn;
+        }
     }
 }
 

@@ -19,12 +19,19 @@
 
 #include <stddef.h>
 
-/* y (B, n) += contraction; grid (B, n, 2) in [-1, 1] units (x = width, y = height). */
+/* Below this many multiply-adds (B * n * C) a sampling kernel runs on the
+ * calling thread: an OpenMP fork and join costs more than it saves (one image of
+ * the SENSORIUM model, 7,776 neurons x 64 channels, is about 0.5 M). */
+#define NPRED_RS_PAR_MIN 1e6
+
+/* y (B, n) += contraction; grid (B, n, 2) in [-1, 1] units (x = width, y = height).
+ * F element (o, c) at F[o * so + c * sc]: rows (so = ldf, sc = 1) or the
+ * channel-major (c, n) parameter layout (so = 1, sc = n) read in place. */
 void npred_rsample_forward(float *y,          // (B, n)
                            const float *feat, // (B, H, W, C)
                            const float *grid, // (B, n, 2)
-                           const float *F,    // (n, ldf), first C used
-                           int ldf, int B, int H, int W, int C, int n, int align_corners);
+                           const float *F,    // see so, sc
+                           size_t so, size_t sc, int B, int H, int W, int C, int n, int align_corners);
 
 void npred_rsample_backward(float *dfeat,       // (B, H, W, C) or NULL
                             float *dgrid,       // (B, n, 2) or NULL

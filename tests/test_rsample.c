@@ -1,0 +1,142 @@
+/* The fused sampling kernel of the point readouts (readouts/sample.h), forward:
+ *  - bit for bit equal to its scalar definition (lane l of 16 sums the channels
+ *    l, l+16, ... of one neuron; each term is f * (sum over the inside taps of
+ *    wt * tap, in tap order); the lanes are added in order), for both feature
+ *    layouts, channel and neuron counts that are not multiples of 16, points
+ *    outside or on the border of the map, with and without align_corners;
+ *  - the same bits with 1 and 2 threads and whatever the batch around an image;
+ *  - within float rounding of an independent double-precision bilinear
+ *    reference. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "kernels/grid_sample_cell.h"
+#include "readouts/sample.h"
+
+/* the definition, scalar float, in the documented order */
+static float lane_order(const float *img, float gx, float gy, const float *f, size_t sc, int H, int W, int C, int ac)
+{
+    float sx = npred_gs_scale(W, ac), sy = npred_gs_scale(H, ac);
+    npred_gs_cell g;
+    npred_gs_cell_at(&g, npred_gs_unnormalize(gx, sx, ac), npred_gs_unnormalize(gy, sy, ac), H, W);
+    float acc[16] = {0};
+    for (int c = 0; c < C; c++) {
+        float s = 0.0f;
+        for (int k = 0; k < 4; k++)
+            if (g.in[k]) {
+                float prod = g.wt[k] * img[g.off[k] * C + c];
+                s = s + prod;
+            }
+        float prod = f[(size_t)c * sc] * s;
+        acc[c % 16] = acc[c % 16] + prod;
+    }
+    float r = 0.0f;
+    for (int l = 0; l < 16; l++) r = r + acc[l];
+    return r;
+}
+
+/* the same in double, from PyTorch's bilinear definition (zero padding) */
+static double bilinear_ref(const float *img, double gx, double gy, const float *f, size_t sc, int H, int W, int C,
+                           int ac)
+{
+    double px = ac ? (gx + 1) * (W - 1) / 2 : ((gx + 1) * W - 1) / 2;
+    double py = ac ? (gy + 1) * (H - 1) / 2 : ((gy + 1) * H - 1) / 2;
+    double x0 = floor(px), y0 = floor(py), r = 0;
+    for (int dy = 0; dy < 2; dy++)
+        for (int dx = 0; dx < 2; dx++) {
+            double xx = x0 + dx, yy = y0 + dy;
+            double wgt = (dx ? px - x0 : 1 - (px - x0)) * (dy ? py - y0 : 1 - (py - y0));
+            if (xx < 0 || yy < 0 || xx > W - 1 || yy > H - 1) continue;
+            const float *t = img + ((size_t)yy * W + (size_t)xx) * C;
+            for (int c = 0; c < C; c++) r += wgt * t[c] * f[(size_t)c * sc];
+        }
+    return r;
+}
+
+typedef struct {
+    int B, H, W, C, n, ac, rows;
+} shape;
+
+static void check_shape(shape s)
+{
+    uint64_t seed = 99 + (uint64_t)s.C * 31 + (uint64_t)s.n;
+    size_t img = (size_t)s.H * s.W * s.C, nf = (size_t)s.n * s.C, np = (size_t)s.B * s.n;
+    float *feat = malloc(sizeof(float) * s.B * img), *F = malloc(sizeof(float) * nf);
+    float *grid = malloc(sizeof(float) * 2 * np), *y = malloc(sizeof(float) * np), *y2 = malloc(sizeof(float) * np);
+    float *y1 = malloc(sizeof(float) * s.n);
+    for (size_t i = 0; i < s.B * img; i++) feat[i] = (float)th_rand(&seed);
+    for (size_t i = 0; i < nf; i++) F[i] = (float)th_rand(&seed);
+    for (size_t i = 0; i < 2 * np; i++) {
+        double u = th_rand(&seed);
+        /* every 7th coordinate outside [-1, 1] (taps out of the map), every 11th on a border */
+        grid[i] = (float)(i % 7 == 3 ? 1.3 * u + (u > 0 ? 0.2 : -0.2) : i % 11 == 5 ? (u > 0 ? 1.0 : -1.0) : u);
+    }
+    /* F element (o, c): rows (o * C + c) or channel-major (c * n + o) */
+    size_t so = s.rows ? (size_t)s.C : 1, sc = s.rows ? 1 : (size_t)s.n;
+    for (size_t i = 0; i < np; i++) y[i] = y2[i] = 0.25f * (float)(i % 5);
+    omp_set_num_threads(1);
+    npred_rsample_forward(y, feat, grid, F, so, sc, s.B, s.H, s.W, s.C, s.n, s.ac);
+    omp_set_num_threads(2);
+    npred_rsample_forward(y2, feat, grid, F, so, sc, s.B, s.H, s.W, s.C, s.n, s.ac);
+    int bad_bits = 0, bad_ref = 0, bad_threads = 0, bad_batch = 0;
+    double worst = 0;
+    for (int b = 0; b < s.B; b++) {
+        /* the last image alone: same bits as inside the batch */
+        for (int o = 0; o < s.n; o++) y1[o] = 0.25f * (float)(((size_t)b * s.n + o) % 5);
+        npred_rsample_forward(y1, feat + b * img, grid + 2 * (size_t)b * s.n, F, so, sc, 1, s.H, s.W, s.C, s.n, s.ac);
+        for (int o = 0; o < s.n; o++) {
+            size_t p = (size_t)b * s.n + o;
+            float want = 0.25f * (float)(p % 5) +
+                         lane_order(feat + b * img, grid[2 * p], grid[2 * p + 1], F + o * so, sc, s.H, s.W, s.C, s.ac);
+            double ref = 0.25 * (double)(p % 5) + bilinear_ref(feat + b * img, grid[2 * p], grid[2 * p + 1], F + o * so,
+                                                               sc, s.H, s.W, s.C, s.ac);
+            double err = fabs(y[p] - ref);
+            if (!(err <= 1e-5 * (1 + fabs(ref)) * s.C)) bad_ref++;
+            if (err > worst) worst = err;
+            if (memcmp(&y[p], &want, sizeof want)) bad_bits++;
+            if (memcmp(&y[p], &y2[p], sizeof want)) bad_threads++;
+            if (memcmp(&y[p], &y1[o], sizeof want)) bad_batch++;
+        }
+    }
+    const char *lay = s.rows ? "rows" : "channel-major";
+    CHECK(bad_bits == 0, "B %d C %d n %d %s ac %d: %d outputs differ from the lane-order definition", s.B, s.C, s.n,
+          lay, s.ac, bad_bits);
+    CHECK(bad_threads == 0, "C %d n %d %s: %d outputs differ between 1 and 2 threads", s.C, s.n, lay, bad_threads);
+    CHECK(bad_batch == 0, "C %d n %d %s: %d outputs differ between batch and single image", s.C, s.n, lay, bad_batch);
+    CHECK(bad_ref == 0, "C %d n %d %s: %d outputs off the double reference (worst %g)", s.C, s.n, lay, bad_ref, worst);
+    free(feat), free(F), free(grid), free(y), free(y2), free(y1);
+}
+
+static void test_forward_shapes(void)
+{
+    const shape cases[] = {
+        {3, 5, 7, 64, 40, 0, 0},  {3, 5, 7, 64, 40, 0, 1},  {2, 6, 9, 20, 37, 1, 0}, {2, 6, 9, 20, 37, 1, 1},
+        {2, 4, 4, 3, 5, 0, 0},    {2, 4, 4, 3, 5, 0, 1},    {1, 28, 56, 64, 700, 0, 0},
+        {4, 28, 56, 64, 300, 1, 1}, {2, 3, 3, 16, 16, 0, 0}, {2, 3, 3, 33, 17, 1, 1},
+    };
+    int threads = omp_get_max_threads();
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_shape(cases[i]);
+    omp_set_num_threads(threads);
+}
+
+/* a batch big enough to run threaded (NPRED_RS_PAR_MIN) */
+static void test_forward_threaded(void)
+{
+    int threads = omp_get_max_threads();
+    shape s = {3, 28, 56, 64, 6000, 0, 1};
+    CHECK((double)s.B * s.n * s.C >= NPRED_RS_PAR_MIN, "the case must be large enough to run threaded");
+    check_shape(s);
+    s.rows = 0;
+    check_shape(s);
+    omp_set_num_threads(threads);
+}
+
+int main(void)
+{
+    RUN(test_forward_shapes);
+    RUN(test_forward_threaded);
+    return th_summary();
+}
