@@ -294,6 +294,40 @@ static void test_adam_trajectory(void)
     th_case_close(&c);
 }
 
+/* One image gives the same bits alone (run on the calling thread: a small batch)
+ * as inside a batch (threaded), with 1 and 2 threads, and the caller's thread
+ * count is left as it was. */
+static void test_sota_single_image_threads(void)
+{
+    if (!have_checkpoints()) {
+        th_skip("../shared/checkpoints absent");
+        return;
+    }
+    npred_model *m = NULL;
+    if (!CHECK_OK(npred_model_import_pth(&m, "../shared/checkpoints/sensorium_sota_model.pth", NULL, 36, 64, 3)))
+        return;
+    const char *key = npred_model_session_key(m, 0);
+    enum { B = 3, N = 7776, PX = 36 * 64 };
+    float *img = malloc(sizeof(float) * B * PX), *batch = malloc(sizeof(float) * B * N);
+    float *one = malloc(sizeof(float) * N);
+    for (int k = 0; k < B * PX; k++) img[k] = (float)sin(0.37 * k) * (float)cos(0.011 * k);
+    int threads = npred_threads();
+    CHECK_OK(npred_set_threads(2));
+    if (CHECK_OK(npred_model_predict(m, key, img, B, NULL, NULL, batch)))
+        for (int t = 1; t <= 2; t++) {
+            CHECK_OK(npred_set_threads(t));
+            for (int b = 0; b < B; b++) {
+                if (!CHECK_OK(npred_model_predict(m, key, img + b * PX, 1, NULL, NULL, one))) break;
+                CHECK(!memcmp(one, batch + (size_t)b * N, sizeof(float) * N),
+                      "image %d alone with %d thread(s): other bits than in the batch", b, t);
+                CHECK(npred_threads() == t, "threads %d after predict, want %d", npred_threads(), t);
+            }
+        }
+    CHECK_OK(npred_set_threads(threads));
+    free(img), free(batch), free(one);
+    npred_model_free(m);
+}
+
 static void test_save_load_roundtrip(void)
 {
     const char *cfg = "{\"layers\": 3, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 6,"
@@ -603,6 +637,7 @@ int main(void)
     RUN(test_checkpoint_sota_formula);
     RUN(test_all_checkpoints_import);
     RUN(test_adam_trajectory);
+    RUN(test_sota_single_image_threads);
     RUN(test_save_load_roundtrip);
     RUN(test_fd_encoder_shifter_modulator_eval);
     RUN(test_fd_encoder_shifter_modulator_train);

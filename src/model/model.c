@@ -4,6 +4,7 @@
 #include <cJSON.h>
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,9 +297,69 @@ npred_status npred_model_create(npred_model **out, const char *config_json, cons
 
 npred_ptable *npred_model_table(npred_model *m) { return &m->t; }
 
+/* Multiply-adds of one image: the core's convolutions and a point readout's
+ * four taps per neuron and channel (the largest readout of the model). */
+static double work_per_image(const npred_model *m)
+{
+    double w = 0;
+    for (int l = 0; l < m->core.cfg.layers && l < NPRED_CORE_MAXLAYERS; l++)
+        for (int i = 0; i < m->core.L[l].nconv && i < 3; i++) {
+            const npred_conv2d_params *p = &m->core.L[l].cp[i];
+            int oh = 0, ow = 0;
+            if (npred_conv2d_output_size(p, &oh, &ow) != NPRED_OK) {
+                npred_clear_error();
+                continue;
+            }
+            w += (double)p->o * oh * ow * (p->c / (p->groups > 0 ? p->groups : 1)) * p->kh * p->kw;
+        }
+    int n = 0;
+    for (int i = 0; i < m->n_sessions; i++)
+        if (m->s[i].n > n) n = m->s[i].n;
+    return w + 4.0 * n * m->core.out_c;
+}
+
+/* A forward or backward of fewer multiply-adds than this runs on the calling
+ * thread. One 36x64 image of the SENSORIUM model is ~63 M: split over two
+ * threads it needs ~20 fork/joins of ~50-150 us of work each, and on this
+ * shared 2-core machine the second thread was always slower than none (best
+ * 1.9 ms against 1.6 ms with passive waits; a median of 30-300 ms with
+ * spinning waits while other processes ran). */
+#define NPRED_MODEL_SERIAL_WORK 100e6
+
+/* Enter / leave the serial mode of small batches: the OpenMP thread count of
+ * the calling thread (which OpenBLAS follows too) is 1 in between. */
+static int serial_begin(const npred_model *m, int B)
+{
+    int T = omp_get_max_threads();
+    if (T > 1 && (double)B * work_per_image(m) < NPRED_MODEL_SERIAL_WORK) {
+        omp_set_num_threads(1);
+        return T;
+    }
+    return 0;
+}
+
+static void serial_end(int T)
+{
+    if (T) omp_set_num_threads(T);
+}
+
+static npred_status model_forward(npred_model *m, int si, const float *images, const float *pupil_center,
+                                  const float *behavior, int B, int train, npred_rng *rng, const float *noise,
+                                  float *out);
+
 npred_status npred_model_forward(npred_model *m, int si, const float *images, const float *pupil_center,
                                  const float *behavior, int B, int train, npred_rng *rng, const float *noise,
                                  float *out)
+{
+    int T = serial_begin(m, B);
+    npred_status st = model_forward(m, si, images, pupil_center, behavior, B, train, rng, noise, out);
+    serial_end(T);
+    return st;
+}
+
+static npred_status model_forward(npred_model *m, int si, const float *images, const float *pupil_center,
+                                  const float *behavior, int B, int train, npred_rng *rng, const float *noise,
+                                  float *out)
 {
     if (si < 0 || si >= m->n_sessions) return npred_errorf(NPRED_ERR_ARG, "model: session index %d", si);
     if (B < 1 || B > m->max_batch)
@@ -333,9 +394,21 @@ npred_status npred_model_forward(npred_model *m, int si, const float *images, co
     return NPRED_OK;
 }
 
+static npred_status model_backward(npred_model *m, const float *dout, int detach_core, float *dimages,
+                                   float *dpupil);
+
 npred_status npred_model_backward(npred_model *m, const float *dout, int detach_core, float *dimages, float *dpupil)
 {
     if (m->last < 0) return npred_errorf(NPRED_ERR_ARG, "model: backward without a forward");
+    int T = serial_begin(m, m->B);
+    npred_status st = model_backward(m, dout, detach_core, dimages, dpupil);
+    serial_end(T);
+    return st;
+}
+
+static npred_status model_backward(npred_model *m, const float *dout, int detach_core, float *dimages,
+                                   float *dpupil)
+{
     npred_session *s = &m->s[m->last];
     int B = m->B;
     size_t n = (size_t)B * s->n;

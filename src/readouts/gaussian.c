@@ -326,7 +326,7 @@ static void features_backward(const npred_readout *r, npred_ptable *t, const flo
     float *gf = npred_ptable_gradptr(t, r->p_features);
     int n = c->n, C = c->c;
     if (!c->shared_features) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)n * C >= NPRED_RS_PAR_MIN)
         for (int k = 0; k < C; k++)
             for (int o = 0; o < n; o++) gf[(size_t)k * n + o] += dF[(size_t)o * C + k];
         return;
@@ -356,7 +356,7 @@ static void mlp_forward(const npred_readout *r, const npred_ptable *t, gs_ws *v)
         int di = r->mlp_dim[i], dout = r->mlp_dim[i + 1];
         const float *W = npred_ptable_ptr(t, r->p_mlp_w[i]), *b = npred_ptable_ptr(t, r->p_mlp_b[i]);
         int last = i == L - 1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)n * dout * di >= NPRED_RS_PAR_MIN)
         for (int o = 0; o < n; o++)
             for (int j = 0; j < dout; j++) {
                 float s = b[j];
@@ -384,7 +384,7 @@ static void mlp_backward(const npred_readout *r, npred_ptable *t, gs_ws *v, cons
         const float *in = i ? v->act[i - 1] : npred_ptable_ptr(t, r->p_source_grid);
         const float *W = npred_ptable_ptr(t, r->p_mlp_w[i]);
         float *gW = npred_ptable_gradptr(t, r->p_mlp_w[i]), *gb = npred_ptable_gradptr(t, r->p_mlp_b[i]);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)n * dout * di >= NPRED_RS_PAR_MIN)
         for (int j = 0; j < dout; j++) {
             double sb = 0;
             for (int o = 0; o < n; o++) sb += d[(size_t)o * dout + j];
@@ -396,7 +396,7 @@ static void mlp_backward(const npred_readout *r, npred_ptable *t, gs_ws *v, cons
             }
         }
         if (i == 0) break;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)n * dout * di >= NPRED_RS_PAR_MIN)
         for (int o = 0; o < n; o++)
             for (int k = 0; k < di; k++) {
                 float s = 0;
@@ -529,7 +529,7 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
     for (size_t i = 0; i < (size_t)Bs * n * 2; i++)
         v.z[i] = !train ? 0.0f : noise ? noise[i] : (float)npred_rng_normal(rng);
     for (int b = Bs; b < B; b++) memcpy(v.z + (size_t)b * n * 2, v.z, (size_t)n * 2 * sizeof(float));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int o = 0; o < n; o++) {
             size_t p = ((size_t)b * n + o) * 2;
@@ -588,7 +588,7 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
         if (!(v.gpre[i] >= -1.0f && v.gpre[i] <= 1.0f)) v.dgrid[i] = 0.0f;
     npred_gauss_type gt = is_legacy(r) ? NPRED_GAUSS_UNCORRELATED : c->gauss_type;
     float *gsig = npred_ptable_gradptr(t, r->p_sigma);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
     for (int o = 0; o < n; o++) {
         double dm[2] = {0, 0}, ds[4] = {0, 0, 0, 0};
         for (int b = 0; b < B; b++) {

@@ -72,20 +72,19 @@ typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 /* channel-major F is prefetched this many blocks ahead */
 #define RS_PREFETCH 2
 
-/* the first L floats at p, zeros after */
-static inline vf rs_load(const float *p, int L)
-{
-    vf v = {0};
-    if (L == LANES) memcpy(&v, p, sizeof v);
-    else
-        for (int l = 0; l < L; l++) v[l] = p[l];
-    return v;
-}
-
 static inline vf rs_vld(const float *p)
 {
     vf v;
     memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* the first L floats at p, zeros after */
+static inline vf rs_load(const float *p, int L)
+{
+    if (L == LANES) return rs_vld(p);
+    vf v = {0};
+    for (int l = 0; l < L; l++) v[l] = p[l];
     return v;
 }
 
@@ -124,14 +123,14 @@ static void rs_block_forward(float *y, const rs_cell *cell, const float *F, size
 {
     vf acc[LANES];
     for (int j = 0; j < LANES; j++) acc[j] = (vf){0};
-    if (sc != 1) /* C rows a whole parameter row apart: more streams than the prefetcher follows */
-        for (int c = 0; c < C; c++) __builtin_prefetch(F + (size_t)c * sc + RS_PREFETCH * LANES);
     for (int c0 = 0; c0 < C; c0 += LANES) {
         const int L = C - c0 < LANES ? C - c0 : LANES;
         vf f[LANES];
         if (sc == 1) {
             for (int j = 0; j < LANES; j++) f[j] = j < nb ? rs_load(F + j * so + c0, L) : (vf){0};
         } else {
+            /* L rows a whole parameter row apart: more streams than the hardware follows */
+            for (int l = 0; l < L; l++) __builtin_prefetch(F + (size_t)(c0 + l) * sc + RS_PREFETCH * LANES);
             for (int l = 0; l < LANES; l++) f[l] = l < L ? rs_load(F + (size_t)(c0 + l) * sc, nb) : (vf){0};
             rs_transpose(f);
         }
@@ -252,7 +251,7 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
     if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
         for (int b = 0; b < B; b++) {
             for (int o = 0; o < n; o++) {
                 size_t p = (size_t)b * n + o;
@@ -284,7 +283,7 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
     if (T > 1) ntiles = (ntiles + T - 1) / T * T; /* balanced */
     if (ntiles > n) ntiles = n;
     const int per = (n + ntiles - 1) / ntiles;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
     for (int tile = 0; tile < ntiles; tile++) {
         int o0 = tile * per, o1 = o0 + per < n ? o0 + per : n;
         for (int b = 0; b < B; b++)
@@ -301,7 +300,7 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
 
 void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
 {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((double)N * C * HW >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < N; b++)
         for (int i0 = 0; i0 < HW; i0 += TB) {
             const float *src = in + (size_t)b * C * HW;
@@ -317,7 +316,7 @@ void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
 
 void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW)
 {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((double)N * C * HW >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < N; b++)
         for (int c0 = 0; c0 < C; c0 += TB) {
             const float *src = in + (size_t)b * C * HW;
