@@ -136,7 +136,7 @@ static npred_status plan_local(npred_neuron_grad *g, int lo)
                 gy += s->shift[2 * r + 1];
             }
             if ((st = place(g, b, gx, gy, lo))) break;
-            npred_gaussian_feature_row(&s->ro, j, g->F + (size_t)b * C);
+            npred_gaussian_feature_row(&s->ro, &m->t, j, g->F + (size_t)b * C);
             g->bias[b] = bias ? bias[j] : 0.0f;
             g->gain[b] = gm ? npred_elu1(gm[(size_t)r * n + j]) : 1.0f;
         }

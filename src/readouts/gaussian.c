@@ -685,8 +685,14 @@ void npred_gaussian_sampled_grid(const npred_readout *r, float *out)
     for (size_t i = 0; i < (size_t)r->B * r->cfg.n * 2; i++) out[i] = clampf(v.gpre[i]);
 }
 
-void npred_gaussian_feature_row(const npred_readout *r, int o, float *out)
+void npred_gaussian_feature_row(const npred_readout *r, const npred_ptable *t, int o, float *out)
 {
-    gs_ws v = views(r, r->max_batch);
-    memcpy(out, v.F + (size_t)o * r->cfg.c, sizeof(float) * (size_t)r->cfg.c);
+    const npred_readout_config *c = &r->cfg;
+    const float *f = npred_ptable_ptr(t, r->p_features);
+    if (!c->shared_features) {
+        for (int k = 0; k < c->c; k++) out[k] = f[(size_t)k * c->n + o];
+        return;
+    }
+    const float *sc = npred_ptable_ptr(t, r->p_scales); /* as make_features */
+    for (int k = 0; k < c->c; k++) out[k] = sc[o] * f[(size_t)k * c->n_unique + r->match_idx[o]];
 }

@@ -182,8 +182,9 @@ double npred_gaussian_regularizer(npred_readout *r, npred_ptable *t, double gsca
 void npred_gaussian_repr(const npred_readout *r, char *buf, size_t n);
 /* The grid of the last forward after the clamp, before the shift (0.3.0 sample_grid()), (B, n, 2). */
 void npred_gaussian_sampled_grid(const npred_readout *r, float *out);
-/* The feature row F[o, :] (c floats) that the last forward contracted neuron o's sample with. */
-void npred_gaussian_feature_row(const npred_readout *r, int o, float *out);
+/* The feature row F[o, :] (c floats) that a forward contracts neuron o's sample with
+ * (from the parameters: the forward may read them in place). */
+void npred_gaussian_feature_row(const npred_readout *r, const npred_ptable *t, int o, float *out);
 
 npred_status npred_point_pooled_declare(npred_readout *r, npred_ptable *t);
 size_t npred_point_pooled_workspace(const npred_readout *r, int max_batch);
