@@ -503,6 +503,9 @@ static int run_loader_path(npred_model *m, const npred_loaders *L, loader_path *
     p->prec = malloc(sizeof(float) * n);
     if (!CHECK(p->pred && p->raw && p->beh && p->eye && p->prec, "alloc")) return 0;
     for (int j = 0; j < n; j++) p->prec[j] = ni.responses ? ni.response_precision[si.neuron_idx[j]] : 1.0f;
+    /* the loaders keep the images transformed only: the raw ones from the dataset itself */
+    npred_dataset *rawd = NULL;
+    if (!CHECK_OK(npred_dataset_open(&rawd, di.path, NULL))) return 0;
     npred_batch b;
     npred_loader_iter it;
     int has = 1;
@@ -513,7 +516,7 @@ static int run_loader_path(npred_model *m, const npred_loaders *L, loader_path *
         CHECK_OK(npred_model_predict(m, MINI_KEY, b.images, (int)b.n, hs ? b.pupil_center : NULL, NULL, p->pred + k * n));
         for (int64_t i = 0; i < b.n; i++) {
             int64_t t = b.trials[i];
-            memcpy(p->raw + (k + i) * img, npred_dataset_field(si.dataset, NPRED_FIELD_IMAGES) + t * img, sizeof(float) * img);
+            memcpy(p->raw + (k + i) * img, npred_dataset_field(rawd, NPRED_FIELD_IMAGES) + t * img, sizeof(float) * img);
             memcpy(p->beh + (k + i) * 3, npred_dataset_field(si.dataset, NPRED_FIELD_BEHAVIOR) + t * 3, sizeof(float) * 3);
             memcpy(p->eye + (k + i) * 2, npred_dataset_field(si.dataset, NPRED_FIELD_PUPIL_CENTER) + t * 2, sizeof(float) * 2);
         }
@@ -521,6 +524,7 @@ static int run_loader_path(npred_model *m, const npred_loaders *L, loader_path *
     }
     npred_loader_iter_free(&it);
     npred_batch_free(&b);
+    npred_dataset_free(rawd);
     return CHECK(k == T, "loader path: %lld of %lld trials", (long long)k, (long long)T);
 }
 
@@ -911,13 +915,16 @@ static void test_import_stats_checkpoint(void)
     npred_loader_iter it;
     int has = 1;
     int64_t k = 0;
-    if (!CHECK(pred && raw && want && n == 7776 && T == 6, "7776 neurons, 6 test trials")) goto out2;
+    npred_dataset *rawd = NULL; /* the raw images (the loaders keep them transformed only) */
+    if (!CHECK(pred && raw && want && n == 7776 && T == 6, "7776 neurons, 6 test trials") ||
+        !CHECK_OK(npred_dataset_open(&rawd, tree, NULL)))
+        goto out2;
     CHECK_OK(npred_batch_init(&b, L, 0));
     CHECK_OK(npred_loader_iter_begin(&it, L, 0, NPRED_TIER_TEST, NULL));
     while (npred_loader_iter_next(&it, &b, &has) == NPRED_OK && has && k + b.n <= T) {
         CHECK_OK(npred_model_predict(m, "26872-17-20", b.images, (int)b.n, NULL, NULL, pred + k * n));
         for (int64_t i = 0; i < b.n; i++)
-            memcpy(raw + (k + i) * img, npred_dataset_field(si.dataset, NPRED_FIELD_IMAGES) + b.trials[i] * img,
+            memcpy(raw + (k + i) * img, npred_dataset_field(rawd, NPRED_FIELD_IMAGES) + b.trials[i] * img,
                    sizeof(float) * img);
         k += b.n;
     }
@@ -937,6 +944,7 @@ static void test_import_stats_checkpoint(void)
     }
     free(err);
 out2:
+    npred_dataset_free(rawd);
     free(pred), free(raw), free(want);
 out:
     npred_loaders_free(L);

@@ -106,7 +106,11 @@ NPRED_API void npred_dataset_free(npred_dataset *d);
 NPRED_API npred_status npred_dataset_convert(const char *src, const char *dst);
 
 NPRED_API void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info *out);
-/* Raw cached data of a field: (N, field_size) float32, or NULL if absent. */
+/* Raw cached data of a field: (N, field_size) float32, or NULL if absent. The
+ * images of a dataset the loaders opened (npred_session_info.dataset) are NULL too:
+ * the loaders read them once and keep them as the batches carry them (at the
+ * trained scale), not at full resolution; open the path with npred_dataset_open
+ * for the raw images. */
 NPRED_API const float *npred_dataset_field(const npred_dataset *d, npred_field f);
 NPRED_API void npred_dataset_get_stats(const npred_dataset *d, npred_field f, npred_dataset_stats *out);
 /* meta/trials/<name>.npy and meta/neurons/<name>.npy as read (NULL if absent). */
@@ -184,7 +188,7 @@ typedef struct npred_loaders npred_loaders;
 
 typedef struct {
     const char *data_key;
-    const npred_dataset *dataset;
+    const npred_dataset *dataset;    /* its raw images are not kept (npred_dataset_field) */
     int64_t n_neurons;               /* n after the neuron selection */
     const int64_t *neuron_idx;       /* (n,) rows of meta/neurons selected, in output order */
     const int64_t *unit_ids;         /* (n,) unit ids of the selected neurons */

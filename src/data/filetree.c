@@ -34,8 +34,12 @@ struct npred_dataset {
     int is_zip, is_hdf5;
     int64_t n;                                /* trials */
     int64_t n_neurons;
-    float *field[NPRED_FIELD_COUNT];          /* (N, field_size) */
+    float *field[NPRED_FIELD_COUNT];          /* (N, field_size); images NULL when deferred */
+    int has[NPRED_FIELD_COUNT];               /* the data/<field> folder exists */
     int64_t field_size[NPRED_FIELD_COUNT];
+    int defer_images;                         /* images are streamed, not cached */
+    int img_ndim;                             /* of data/images/0.npy */
+    char img_shape0[128];                     /* its shape, for the messages */
     int img_c, img_h, img_w;
     float img_min, img_max;
     named_array *trials, *neurons;
@@ -193,9 +197,50 @@ static npred_status count_trials(npred_zipfs *fs, const char *dir, int64_t *n_ou
     return NPRED_OK;
 }
 
+/* Trial i of data/<field> into dst (fsz floats): its shape must be ref's (the
+ * trial 0 array, shape text sh0), numbers converted to float32; images and
+ * responses must be finite. */
+static npred_status read_trial(npred_zipfs *fs, npred_field f, int64_t i, int ref_ndim, const int64_t *ref_shape,
+                               size_t fsz, const char *sh0, float *dst)
+{
+    char rel[512], disp[4096], sh[128];
+    const char *fname = field_names[f];
+    npred_array a;
+    snprintf(rel, sizeof rel, "data/%s/%lld.npy", fname, (long long)i);
+    npred_status s = read_npy(fs, rel, &a);
+    if (s) return s;
+    int same = a.ndim == ref_ndim && a.count == fsz && is_numeric(a.dtype);
+    for (int k = 0; same && k < a.ndim; k++) same = a.shape[k] == ref_shape[k];
+    if (!same) {
+        shape_str(&a, sh, sizeof sh);
+        s = npred_errorf(NPRED_ERR_SHAPE, "%s: shape %s%s, expected %s like data/%s/0.npy",
+                         npred_zipfs_display(fs, rel, disp, sizeof disp), sh, is_numeric(a.dtype) ? "" : " (string)",
+                         sh0, fname);
+    } else if (a.dtype == NPRED_DT_F32) {
+        memcpy(dst, a.data, fsz * sizeof(float));
+    } else {
+        float *tmp;
+        s = npred_array_to_f32(&a, &tmp);
+        if (!s) {
+            memcpy(dst, tmp, fsz * sizeof(float));
+            free(tmp);
+        }
+    }
+    npred_array_free(&a);
+    /* images and responses must be finite (a NaN would poison the loss and every statistic) */
+    if (!s && (f == NPRED_FIELD_IMAGES || f == NPRED_FIELD_RESPONSES)) {
+        for (size_t k = 0; k < fsz; k++)
+            if (!isfinite(dst[k]))
+                return npred_errorf(NPRED_ERR_VALUE, "%s: trial %lld: element %zu is %s; %s must be finite",
+                                    npred_zipfs_display(fs, rel, disp, sizeof disp), (long long)i, k,
+                                    isnan(dst[k]) ? "NaN" : "infinite", fname);
+    }
+    return s;
+}
+
 static npred_status load_field(npred_dataset *d, npred_zipfs *fs, npred_field f)
 {
-    char rel[512], disp[4096], sh[128], sh0[128];
+    char rel[512], disp[4096], sh[128];
     const char *fname = field_names[f];
     int64_t n = d->n;
     npred_array first;
@@ -214,67 +259,31 @@ static npred_status load_field(npred_dataset *d, npred_zipfs *fs, npred_field f)
         return npred_errorf(NPRED_ERR_SHAPE, "%s: shape %s, expected %s", disp, sh,
                             f == NPRED_FIELD_IMAGES ? "(C, H, W) or (H, W)" : "a non-empty 1-D array");
     }
+    d->has[f] = 1;
     if (f == NPRED_FIELD_IMAGES) {
         d->img_c = first.ndim == 3 ? (int)first.shape[0] : 1;
         d->img_h = (int)first.shape[first.ndim - 2];
         d->img_w = (int)first.shape[first.ndim - 1];
+        d->img_ndim = first.ndim;
+        shape_str(&first, d->img_shape0, sizeof d->img_shape0);
     }
     size_t fsz = first.count;
     d->field_size[f] = (int64_t)fsz;
-    if ((size_t)n > SIZE_MAX / sizeof(float) / fsz) {
-        npred_array_free(&first);
+    int64_t shape0[8];
+    int ndim0 = first.ndim;
+    for (int k = 0; k < ndim0; k++) shape0[k] = first.shape[k];
+    shape_str(&first, sh, sizeof sh);
+    npred_array_free(&first);
+    if (f == NPRED_FIELD_IMAGES && d->defer_images) return NPRED_OK; /* npred_dataset_stream_images reads them */
+    if ((size_t)n > SIZE_MAX / sizeof(float) / fsz)
         return npred_errorf(NPRED_ERR_NOMEM, "data/%s: %lld trials of %zu values do not fit in memory", fname,
                             (long long)n, fsz);
-    }
     float *dst = malloc((size_t)n * fsz * sizeof(float));
-    if (!dst) {
-        npred_array_free(&first);
+    if (!dst)
         return npred_errorf(NPRED_ERR_NOMEM, "data/%s: out of memory for %lld trials of %zu values", fname,
                             (long long)n, fsz);
-    }
     d->field[f] = dst;
-    shape_str(&first, sh0, sizeof sh0);
-    npred_array ref = first; /* shape reference; data freed below */
-    for (int64_t i = 0; i < n && !s; i++) {
-        npred_array a;
-        if (i == 0) {
-            a = first;
-        } else {
-            snprintf(rel, sizeof rel, "data/%s/%lld.npy", fname, (long long)i);
-            s = read_npy(fs, rel, &a);
-            if (s) break;
-        }
-        int same = a.ndim == ref.ndim && a.count == ref.count && is_numeric(a.dtype);
-        for (int k = 0; same && k < a.ndim; k++) same = a.shape[k] == ref.shape[k];
-        if (!same) {
-            shape_str(&a, sh, sizeof sh);
-            s = npred_errorf(NPRED_ERR_SHAPE, "%s: shape %s%s, expected %s like data/%s/0.npy",
-                             npred_zipfs_display(fs, rel, disp, sizeof disp), sh,
-                             is_numeric(a.dtype) ? "" : " (string)", sh0, fname);
-        } else if (a.dtype == NPRED_DT_F32) {
-            memcpy(dst + (size_t)i * fsz, a.data, fsz * sizeof(float));
-        } else {
-            float *tmp;
-            s = npred_array_to_f32(&a, &tmp);
-            if (!s) {
-                memcpy(dst + (size_t)i * fsz, tmp, fsz * sizeof(float));
-                free(tmp);
-            }
-        }
-        npred_array_free(&a);
-        /* images and responses must be finite (a NaN would poison the loss and every statistic) */
-        if (!s && (f == NPRED_FIELD_IMAGES || f == NPRED_FIELD_RESPONSES)) {
-            const float *row = dst + (size_t)i * fsz;
-            for (size_t k = 0; k < fsz; k++)
-                if (!isfinite(row[k])) {
-                    snprintf(rel, sizeof rel, "data/%s/%lld.npy", fname, (long long)i);
-                    s = npred_errorf(NPRED_ERR_VALUE, "%s: trial %lld: element %zu is %s; %s must be finite",
-                                     npred_zipfs_display(fs, rel, disp, sizeof disp), (long long)i, k,
-                                     isnan(row[k]) ? "NaN" : "infinite", fname);
-                    break;
-                }
-        }
-    }
+    for (int64_t i = 0; i < n && !s; i++) s = read_trial(fs, f, i, ndim0, shape0, fsz, sh, dst + (size_t)i * fsz);
     return s;
 }
 
@@ -299,7 +308,7 @@ static npred_status load_stats(npred_dataset *d, npred_zipfs *fs)
                 npred_array_free(&a);
                 return npred_errorf(NPRED_ERR_SHAPE, "%s: expected numbers, got a string array", disp);
             }
-            if (d->field[f] && a.count != want) {
+            if (d->has[f] && a.count != want) {
                 shape_str(&a, sh, sizeof sh);
                 npred_array_free(&a);
                 if (f == NPRED_FIELD_IMAGES)
@@ -307,7 +316,7 @@ static npred_status load_stats(npred_dataset *d, npred_zipfs *fs)
                 return npred_errorf(NPRED_ERR_SHAPE, "%s: shape %s, expected (%zu,) (one per %s value)", disp, sh,
                                     want, field_names[f]);
             }
-            if (!d->field[f]) st->count = a.count;
+            if (!d->has[f]) st->count = a.count;
             s = npred_array_to_f32(&a, &st->v[k]);
             npred_array_free(&a);
             if (s) return npred_error_prefix(s, "%s", disp);
@@ -386,6 +395,18 @@ static npred_status check_meta(npred_dataset *d, npred_zipfs *fs)
     return s ? npred_error_prefix(s, "%s", disp) : NPRED_OK;
 }
 
+static void image_range(const float *img, size_t total, float *lo_out, float *hi_out)
+{
+    float lo = INFINITY, hi = -INFINITY;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) schedule(static)
+    for (size_t i = 0; i < total; i++) {
+        if (img[i] < lo) lo = img[i];
+        if (img[i] > hi) hi = img[i];
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
 static npred_status open_impl(npred_dataset *d, npred_zipfs *fs, const char *data_key)
 {
     char disp[4096], rel[512];
@@ -421,16 +442,9 @@ static npred_status open_impl(npred_dataset *d, npred_zipfs *fs, const char *dat
         if (s) return s;
     }
     d->n_neurons = d->field_size[NPRED_FIELD_RESPONSES];
-    size_t total = (size_t)d->n * (size_t)d->field_size[NPRED_FIELD_IMAGES];
-    float lo = INFINITY, hi = -INFINITY;
-    const float *img = d->field[NPRED_FIELD_IMAGES];
-#pragma omp parallel for reduction(min : lo) reduction(max : hi) schedule(static)
-    for (size_t i = 0; i < total; i++) {
-        if (img[i] < lo) lo = img[i];
-        if (img[i] > hi) hi = img[i];
-    }
-    d->img_min = lo;
-    d->img_max = hi;
+    if (d->field[NPRED_FIELD_IMAGES])
+        image_range(d->field[NPRED_FIELD_IMAGES], (size_t)d->n * (size_t)d->field_size[NPRED_FIELD_IMAGES],
+                    &d->img_min, &d->img_max);
     npred_status s;
     if ((s = read_dir_arrays(fs, "meta/trials", &d->trials, &d->n_trials_info, &d->trial_names))) return s;
     if ((s = read_dir_arrays(fs, "meta/neurons", &d->neurons, &d->n_neurons_info, &d->neuron_names))) return s;
@@ -459,7 +473,7 @@ static npred_status open_impl(npred_dataset *d, npred_zipfs *fs, const char *dat
     return NPRED_OK;
 }
 
-npred_status npred_dataset_open(npred_dataset **out, const char *path, const char *data_key)
+static npred_status open_mode(npred_dataset **out, const char *path, const char *data_key, int defer_images)
 {
     *out = NULL;
     npred_zipfs *fs;
@@ -475,6 +489,7 @@ npred_status npred_dataset_open(npred_dataset **out, const char *path, const cha
     if (!d->path) s = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
     else {
         memcpy(d->path, path, pl);
+        d->defer_images = defer_images;
         s = open_impl(d, fs, data_key);
     }
     npred_zipfs_free(fs);
@@ -484,6 +499,47 @@ npred_status npred_dataset_open(npred_dataset **out, const char *path, const cha
     }
     *out = d;
     return NPRED_OK;
+}
+
+npred_status npred_dataset_open(npred_dataset **out, const char *path, const char *data_key)
+{
+    return open_mode(out, path, data_key, 0);
+}
+
+npred_status npred_dataset_open_deferred(npred_dataset **out, const char *path, const char *data_key)
+{
+    return open_mode(out, path, data_key, 1);
+}
+
+npred_status npred_dataset_stream_images(npred_dataset *d, npred_image_sink sink, void *user)
+{
+    if (!d->defer_images)
+        return npred_errorf(NPRED_ERR_ARG, "%s: the images were read at open (not a deferred dataset)", d->path);
+    npred_zipfs *fs;
+    npred_status s = npred_zipfs_open(&fs, d->path);
+    if (s) return s;
+    size_t fsz = (size_t)d->field_size[NPRED_FIELD_IMAGES];
+    float *img = malloc(fsz * sizeof(float));
+    if (!img) s = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory for one image", d->path);
+    int64_t shape[3] = {d->img_c, d->img_h, d->img_w};
+    const int64_t *ref = d->img_ndim == 3 ? shape : shape + 1;
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < d->n && !s; i++) {
+        s = read_trial(fs, NPRED_FIELD_IMAGES, i, d->img_ndim, ref, fsz, d->img_shape0, img);
+        if (s) break;
+        for (size_t k = 0; k < fsz; k++) {
+            if (img[k] < lo) lo = img[k];
+            if (img[k] > hi) hi = img[k];
+        }
+        s = sink(user, i, img);
+    }
+    if (!s) {
+        d->img_min = lo;
+        d->img_max = hi;
+    }
+    free(img);
+    npred_zipfs_free(fs);
+    return s;
 }
 
 static void free_named(named_array *a, size_t n, const char **names)
@@ -522,7 +578,7 @@ void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info *o)
     o->n_trials = d->n;
     o->n_neurons = d->n_neurons;
     for (int f = 0; f < NPRED_FIELD_COUNT; f++) {
-        o->has_field[f] = d->field[f] != NULL;
+        o->has_field[f] = d->has[f];
         o->field_size[f] = d->field_size[f];
     }
     o->img_c = d->img_c;

@@ -11,6 +11,7 @@
 #endif
 
 #include "base/json.h"
+#include "data/filetree.h"
 #include "data/transforms.h"
 
 /* ------------------------------------------------------------------ config */
@@ -272,6 +273,12 @@ typedef struct {
     npred_resample_plan ph, pw;
     int beh_dim, eye_dim;     /* in the batch (0 if not) */
     float **info;             /* per trial-info key: (N,) values, normalized where the rule says */
+    /* the images, read once at open: (N, C2, Ho, Wo) as the batches carry them when
+     * img_ready, else (N, C0, H, W) raw (when the transformed image would be larger,
+     * or on request) and transformed per batch */
+    float *img;
+    size_t img_per;
+    int img_ready;
     /* tiers */
     int enabled[NPRED_TIER_COUNT];
     int64_t *tier_idx[NPRED_TIER_COUNT];
@@ -300,6 +307,8 @@ int npred_loader_excluded(const npred_strlist *exclude, int exclude_is_string, c
         if (!strcmp(exclude->v[i], field)) return 1;
     return 0;
 }
+
+static npred_status read_images(const npred_loaders *L, session *S, int keep_raw);
 
 static int excluded(const npred_loader_config *c, const char *field)
 {
@@ -689,6 +698,7 @@ static npred_status setup_pipeline(npred_loaders *L, session *S, const npred_loa
 static void session_free(session *S, size_t n_info)
 {
     npred_dataset_free(S->ds);
+    free(S->img);
     free(S->sel);
     free(S->unit_ids);
     free(S->coords);
@@ -719,6 +729,12 @@ void npred_loaders_free(npred_loaders *L)
 npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, size_t n_paths,
                                 const npred_loader_config *c)
 {
+    return npred_loaders_open_mode(out, paths, n_paths, c, 0);
+}
+
+npred_status npred_loaders_open_mode(npred_loaders **out, const char *const *paths, size_t n_paths,
+                                     const npred_loader_config *c, int keep_raw)
+{
     *out = NULL;
     if (n_paths == 0) return npred_errorf(NPRED_ERR_ARG, "loaders: no dataset paths given");
     npred_status s = check_config(c, n_paths);
@@ -741,7 +757,7 @@ npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, s
     for (size_t p = 0; p < n_paths && !s; p++) {
         session *S = &L->s[p];
         L->n = p + 1;
-        if ((s = npred_dataset_open(&S->ds, paths[p], NULL))) break;
+        if ((s = npred_dataset_open_deferred(&S->ds, paths[p], NULL))) break;
         npred_dataset_get_info(S->ds, &S->di);
         /* file_tree picks FileTreeDataset or StaticImageSet (HDF5) in the reference */
         if (!c->file_tree != !!S->di.is_hdf5)
@@ -758,6 +774,8 @@ npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, s
         if (!s && L->sel_channels)
             for (int j = 0; j < L->n_sel_channels; j++)
                 if (L->sel_channels[j] < 0) L->sel_channels[j] += S->C1; /* Python negative index */
+        if (!s) s = read_images(L, S, keep_raw);
+        if (!s) npred_dataset_get_info(S->ds, &S->di); /* the image range is known now */
     }
     if (!s) {
 #ifdef _OPENMP
@@ -778,6 +796,8 @@ npred_status npred_loaders_open(npred_loaders **out, const char *const *paths, s
 }
 
 size_t npred_loaders_count(const npred_loaders *L) { return L->n; }
+
+int npred_loaders_images_ready(const npred_loaders *L, size_t s) { return s < L->n && L->s[s].img_ready; }
 
 /* FNV-1a over 64-bit words (bytes for the tail), enough to tell datasets apart */
 static uint64_t fp_bytes(uint64_t h, const void *p, size_t n)
@@ -801,6 +821,7 @@ uint64_t npred_loaders_fingerprint(const npred_loaders *L)
         const session *S = &L->s[i];
         h = fp_bytes(h, S->di.data_key, strlen(S->di.data_key) + 1);
         h = fp_bytes(h, &S->di.n_trials, sizeof S->di.n_trials);
+        h = fp_bytes(h, S->img, sizeof(float) * (size_t)S->di.n_trials * S->img_per);
         for (int f = 0; f < NPRED_FIELD_COUNT; f++) {
             const float *x = npred_dataset_field(S->ds, (npred_field)f);
             if (x) h = fp_bytes(h, x, sizeof(float) * (size_t)(S->di.n_trials * S->di.field_size[f]));
@@ -951,43 +972,59 @@ void npred_batch_free(npred_batch *b)
     memset(b, 0, sizeof *b);
 }
 
-/* One sample through the pipeline; a and bb are scratch of L->scratch_len floats. */
-static void transform_one(const npred_loaders *L, const session *S, int64_t t, int64_t j, npred_batch *b, float *a, float *bb)
+/* The normalized behavior / pupil centre of trial t (beh_dim / eye_dim values). */
+static void trial_behavior(const session *S, int64_t t, float *dst)
 {
-    const npred_dataset *d = S->ds;
+    const float *src = npred_dataset_field(S->ds, NPRED_FIELD_BEHAVIOR) + (size_t)t * S->beh_dim;
+    memcpy(dst, src, (size_t)S->beh_dim * sizeof(float));
+    if (S->norm_beh) npred_tf_scale_vec(dst, S->beh_prec, (size_t)S->beh_dim);
+}
+
+static void trial_eye(const session *S, int64_t t, float *dst)
+{
+    const float *src = npred_dataset_field(S->ds, NPRED_FIELD_PUPIL_CENTER) + (size_t)t * S->eye_dim;
+    memcpy(dst, src, (size_t)S->eye_dim * sizeof(float));
+    if (S->norm_eye) npred_tf_zscore_vec(dst, S->eye_mean, S->eye_std, (size_t)S->eye_dim);
+}
+
+/* The image pipeline of one trial: raw (C0, H, W) -> out (C2, Ho, Wo), with the
+ * trial's normalized behavior / pupil centre for the appended planes; a and bb are
+ * scratch of L->scratch_len floats. */
+static void transform_image(const npred_loaders *L, const session *S, const float *raw, const float *beh,
+                            const float *eye, float *out, float *a, float *bb)
+{
     size_t hw = (size_t)S->H * S->W;
-    const float *img = npred_dataset_field(d, NPRED_FIELD_IMAGES) + (size_t)t * S->C0 * hw;
-    memcpy(a, img, (size_t)S->C0 * hw * sizeof(float));
+    memcpy(a, raw, (size_t)S->C0 * hw * sizeof(float));
     if (S->norm_img) npred_tf_zscore(a, (size_t)S->C0 * hw, S->in_mean, S->in_std);
-    if (S->beh_dim) {
-        const float *src = npred_dataset_field(d, NPRED_FIELD_BEHAVIOR) + (size_t)t * S->beh_dim;
-        float *dst = b->behavior + (size_t)j * S->beh_dim;
-        memcpy(dst, src, (size_t)S->beh_dim * sizeof(float));
-        if (S->norm_beh) npred_tf_scale_vec(dst, S->beh_prec, (size_t)S->beh_dim);
-    }
-    if (S->eye_dim) {
-        const float *src = npred_dataset_field(d, NPRED_FIELD_PUPIL_CENTER) + (size_t)t * S->eye_dim;
-        float *dst = b->pupil_center + (size_t)j * S->eye_dim;
-        memcpy(dst, src, (size_t)S->eye_dim * sizeof(float));
-        if (S->norm_eye) npred_tf_zscore_vec(dst, S->eye_mean, S->eye_std, (size_t)S->eye_dim);
-    }
     int C = S->C0;
     if (S->add_beh) {
-        npred_tf_add_planes(a, a, C, S->H, S->W, b->behavior + (size_t)j * S->beh_dim, S->add_beh);
+        npred_tf_add_planes(a, a, C, S->H, S->W, beh, S->add_beh);
         C += S->add_beh;
     }
     if (S->add_eye) {
-        npred_tf_add_planes(a, a, C, S->H, S->W, b->pupil_center + (size_t)j * S->eye_dim, S->add_eye);
+        npred_tf_add_planes(a, a, C, S->H, S->W, eye, S->add_eye);
         C += S->add_eye;
     }
     const float *pre = a;
     if (L->sel_channels) {
         npred_tf_select_channels(bb, a, (int)hw, L->sel_channels, L->n_sel_channels);
         pre = bb;
-        C = L->n_sel_channels;
     }
+    npred_rescale_bilinear(out, pre, L->sel_channels ? L->n_sel_channels : C, &S->ph, &S->pw);
+}
+
+/* One sample through the pipeline; a and bb are scratch of L->scratch_len floats. */
+static void transform_one(const npred_loaders *L, const session *S, int64_t t, int64_t j, npred_batch *b, float *a, float *bb)
+{
+    const npred_dataset *d = S->ds;
+    float *beh = S->beh_dim ? b->behavior + (size_t)j * S->beh_dim : NULL;
+    float *eye = S->eye_dim ? b->pupil_center + (size_t)j * S->eye_dim : NULL;
+    if (beh) trial_behavior(S, t, beh);
+    if (eye) trial_eye(S, t, eye);
     float *out = b->images + (size_t)j * S->C2 * S->Ho * S->Wo;
-    npred_rescale_bilinear(out, pre, C, &S->ph, &S->pw);
+    const float *img = S->img + (size_t)t * S->img_per;
+    if (S->img_ready) memcpy(out, img, S->img_per * sizeof(float));
+    else transform_image(L, S, img, beh, eye, out, a, bb);
     /* responses: normalize all neurons, then Subsample (the order of the reference) */
     const float *resp = npred_dataset_field(d, NPRED_FIELD_RESPONSES) + (size_t)t * S->di.n_neurons;
     float *r = b->responses + (size_t)j * S->n_sel;
@@ -996,6 +1033,62 @@ static void transform_one(const npred_loaders *L, const session *S, int64_t t, i
         for (int64_t k = 0; k < S->n_sel; k++) r[k] *= S->resp_prec[S->sel[k]];
     for (size_t k = 0; k < L->n_info; k++) b->info[k][j] = S->info[k][t];
     b->trials[j] = t;
+}
+
+/* ------------------------------------------------------------------ images at open */
+
+typedef struct {
+    const npred_loaders *L;
+    session *S;
+    float *a, *bb;     /* transform scratch */
+    float beh[64], eye[64];
+    float *beh_big, *eye_big;
+} image_sink_ctx;
+
+static npred_status keep_image(void *user, int64_t t, const float *raw)
+{
+    image_sink_ctx *c = user;
+    session *S = c->S;
+    float *dst = S->img + (size_t)t * S->img_per;
+    if (!S->img_ready) {
+        memcpy(dst, raw, S->img_per * sizeof(float));
+        return NPRED_OK;
+    }
+    float *beh = c->beh_big ? c->beh_big : c->beh, *eye = c->eye_big ? c->eye_big : c->eye;
+    if (S->beh_dim) trial_behavior(S, t, beh);
+    if (S->eye_dim) trial_eye(S, t, eye);
+    transform_image(c->L, S, raw, beh, eye, dst, c->a, c->bb);
+    return NPRED_OK;
+}
+
+/* Read a session's images once: kept as the batches carry them (the transform is
+ * a function of the trial alone), or raw when that would take more memory than the
+ * raw images or keep_raw asks for it. */
+static npred_status read_images(const npred_loaders *L, session *S, int keep_raw)
+{
+    size_t raw = (size_t)S->C0 * S->H * S->W, ready = (size_t)S->C2 * S->Ho * S->Wo;
+    S->img_ready = !keep_raw && ready <= raw;
+    S->img_per = S->img_ready ? ready : raw;
+    if ((size_t)S->di.n_trials > SIZE_MAX / sizeof(float) / S->img_per)
+        return npred_errorf(NPRED_ERR_NOMEM, "%s: %lld images do not fit in memory", S->di.path, (long long)S->di.n_trials);
+    S->img = malloc((size_t)S->di.n_trials * S->img_per * sizeof(float));
+    image_sink_ctx c = {L, S, NULL, NULL, {0}, {0}, NULL, NULL};
+    size_t scratch = (size_t)S->C1 * S->H * S->W;
+    if (S->img_ready) c.a = malloc(2 * scratch * sizeof(float));
+    if (S->beh_dim > 64) c.beh_big = malloc((size_t)S->beh_dim * sizeof(float));
+    if (S->eye_dim > 64) c.eye_big = malloc((size_t)S->eye_dim * sizeof(float));
+    npred_status s = NPRED_OK;
+    if (!S->img || (S->img_ready && !c.a) || (S->beh_dim > 64 && !c.beh_big) || (S->eye_dim > 64 && !c.eye_big))
+        s = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory for %lld images of %zu values", S->di.path,
+                         (long long)S->di.n_trials, S->img_per);
+    if (!s) {
+        c.bb = c.a ? c.a + scratch : NULL;
+        s = npred_dataset_stream_images(S->ds, keep_image, &c);
+    }
+    free(c.a);
+    free(c.beh_big);
+    free(c.eye_big);
+    return s;
 }
 
 npred_status npred_loaders_get(const npred_loaders *L, size_t si, const int64_t *trials, int64_t n, npred_batch *b)

@@ -22,9 +22,19 @@ typedef struct cJSON cJSON;
 npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *obj, const char *where,
                                           char ***paths, size_t *n_paths);
 
+/* npred_loaders_open; keep_raw = 1 keeps the raw images and transforms them per
+ * batch (what it does anyway when the transformed images would take more memory)
+ * instead of keeping them transformed: the batches are bit-identical either way. */
+npred_status npred_loaders_open_mode(npred_loaders **out, const char *const *paths, size_t n_paths,
+                                     const npred_loader_config *c, int keep_raw);
+
+/* 1 when session s keeps its images transformed (as the batches carry them), 0 raw. */
+int npred_loaders_images_ready(const npred_loaders *L, size_t s);
+
 /* A 64-bit fingerprint of what the loaders feed a trainer: per session its
- * data_key, trial count, the raw data of every field, the tiers and the
- * selected neuron rows. Data-parallel ranks compare theirs before training. */
+ * data_key, trial count, the images as kept, the raw data of every other field,
+ * the tiers and the selected neuron rows. Data-parallel ranks compare theirs
+ * before training. */
 uint64_t npred_loaders_fingerprint(const npred_loaders *L);
 
 /* ---------------------------------------------------------------- numpy RNG */
