@@ -1,4 +1,4 @@
-/* The fused sampling kernel of the point readouts (readouts/sample.h), forward:
+/* The fused sampling kernel of the point readouts (readouts/sample.h). Forward:
  *  - bit for bit equal to its scalar definition (lane l of 16 sums the channels
  *    l, l+16, ... of one neuron; each term is f * (sum over the inside taps of
  *    wt * tap, in tap order); the lanes are added in order), for both feature
@@ -6,7 +6,10 @@
  *    outside or on the border of the map, with and without align_corners;
  *  - the same bits with 1 and 2 threads and whatever the batch around an image;
  *  - within float rounding of an independent double-precision bilinear
- *    reference. */
+ *    reference.
+ * Backward (accumulating into nonzero dfeat, dgrid, dF): bit for bit equal to
+ * its scalar definition with 1 and 2 threads (its values are checked by finite
+ * differences in the readout tests). */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -134,9 +137,120 @@ static void test_forward_threaded(void)
     omp_set_num_threads(threads);
 }
 
+/* Backward, the scalar definition in its documented order: pass 1 walks each
+ * image's neurons in order (dfeat rows sum them in that order; the grid gradient
+ * takes the lane-ordered dot products of F with each tap), pass 2 sums each dF
+ * row over the images in order. */
+static void backward_definition(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
+                                const float *grid, const float *F, int B, int H, int W, int C, int n, int ac)
+{
+    float sx = npred_gs_scale(W, ac), sy = npred_gs_scale(H, ac);
+    size_t img = (size_t)H * W * C;
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < n; o++) {
+            size_t p = (size_t)b * n + o;
+            npred_gs_cell g;
+            npred_gs_cell_at(&g, npred_gs_unnormalize(grid[2 * p], sx, ac),
+                             npred_gs_unnormalize(grid[2 * p + 1], sy, ac), H, W);
+            const float *f = F + (size_t)o * C, *im = feat + b * img;
+            float v[4];
+            for (int k = 0; k < 4; k++) {
+                float acc[16] = {0}, gw = dy[p] * g.wt[k];
+                if (!g.in[k]) {
+                    v[k] = 0.0f;
+                    continue;
+                }
+                for (int c = 0; c < C; c++) {
+                    float prod = f[c] * im[g.off[k] * C + c];
+                    acc[c % 16] = acc[c % 16] + prod;
+                    prod = gw * f[c];
+                    dfeat[b * img + g.off[k] * C + c] = dfeat[b * img + g.off[k] * C + c] + prod;
+                }
+                float r = 0.0f;
+                for (int l = 0; l < 16; l++) r = r + acc[l];
+                v[k] = r;
+            }
+            float gx = (v[1] - v[0]) * g.s + (v[3] - v[2]) * g.n;
+            float gy = (v[2] - v[0]) * g.e + (v[3] - v[1]) * g.w;
+            float tx = dy[p] * gx, ty = dy[p] * gy;
+            dgrid[2 * p] = dgrid[2 * p] + tx * sx;
+            dgrid[2 * p + 1] = dgrid[2 * p + 1] + ty * sy;
+        }
+    for (int o = 0; o < n; o++)
+        for (int b = 0; b < B; b++) {
+            size_t p = (size_t)b * n + o;
+            npred_gs_cell g;
+            npred_gs_cell_at(&g, npred_gs_unnormalize(grid[2 * p], sx, ac),
+                             npred_gs_unnormalize(grid[2 * p + 1], sy, ac), H, W);
+            for (int c = 0; c < C; c++) {
+                float sm = 0.0f;
+                for (int k = 0; k < 4; k++)
+                    if (g.in[k]) {
+                        float prod = g.wt[k] * feat[b * img + g.off[k] * C + c];
+                        sm = sm + prod;
+                    }
+                float prod = dy[p] * sm;
+                dF[(size_t)o * C + c] = dF[(size_t)o * C + c] + prod;
+            }
+        }
+}
+
+static int count_diff(const float *a, const float *b, size_t n)
+{
+    int d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], sizeof *a) != 0;
+    return d;
+}
+
+static void test_backward_bits(void)
+{
+    const shape cases[] = {{3, 5, 7, 64, 40, 0, 1}, {2, 6, 9, 20, 37, 1, 1}, {2, 4, 4, 3, 5, 0, 1},
+                           {3, 28, 56, 64, 6000, 0, 1}, {2, 3, 3, 33, 17, 1, 1}};
+    int threads = omp_get_max_threads();
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        shape s = cases[ci];
+        uint64_t seed = 5 + ci;
+        size_t img = (size_t)s.H * s.W * s.C, nx = s.B * img, nf = (size_t)s.n * s.C, np = (size_t)s.B * s.n;
+        float *feat = malloc(sizeof(float) * nx), *F = malloc(sizeof(float) * nf), *dy = malloc(sizeof(float) * np);
+        float *grid = malloc(sizeof(float) * 2 * np), *want[3], *got[2][3];
+        size_t len[3] = {nx, 2 * np, nf};
+        for (int k = 0; k < 3; k++) {
+            want[k] = malloc(sizeof(float) * len[k]);
+            for (int t = 0; t < 2; t++) got[t][k] = malloc(sizeof(float) * len[k]);
+        }
+        for (size_t i = 0; i < nx; i++) feat[i] = (float)th_rand(&seed);
+        for (size_t i = 0; i < nf; i++) F[i] = (float)th_rand(&seed);
+        for (size_t i = 0; i < np; i++) dy[i] = (float)th_rand(&seed);
+        for (size_t i = 0; i < 2 * np; i++) {
+            double u = th_rand(&seed);
+            grid[i] = (float)(i % 7 == 3 ? 1.3 * u + (u > 0 ? 0.2 : -0.2) : i % 11 == 5 ? (u > 0 ? 1.0 : -1.0) : u);
+        }
+        for (int k = 0; k < 3; k++) { /* accumulation onto nonzero contents */
+            for (size_t i = 0; i < len[k]; i++) want[k][i] = 0.125f * (float)(i % 3);
+            for (int t = 0; t < 2; t++) memcpy(got[t][k], want[k], sizeof(float) * len[k]);
+        }
+        backward_definition(want[0], want[1], want[2], dy, feat, grid, F, s.B, s.H, s.W, s.C, s.n, s.ac);
+        for (int t = 0; t < 2; t++) {
+            omp_set_num_threads(t + 1);
+            npred_rsample_backward(got[t][0], got[t][1], got[t][2], dy, feat, grid, F, s.C, s.B, s.H, s.W, s.C, s.n,
+                                   s.ac);
+        }
+        const char *name[3] = {"dfeat", "dgrid", "dF"};
+        for (int k = 0; k < 3; k++)
+            for (int t = 0; t < 2; t++)
+                CHECK(count_diff(got[t][k], want[k], len[k]) == 0,
+                      "C %d n %d B %d, %d thread(s): %d %s values differ from the definition", s.C, s.n, s.B, t + 1,
+                      count_diff(got[t][k], want[k], len[k]), name[k]);
+        free(feat), free(F), free(dy), free(grid);
+        for (int k = 0; k < 3; k++) free(want[k]), free(got[0][k]), free(got[1][k]);
+    }
+    omp_set_num_threads(threads);
+}
+
 int main(void)
 {
     RUN(test_forward_shapes);
     RUN(test_forward_threaded);
+    RUN(test_backward_bits);
     return th_summary();
 }

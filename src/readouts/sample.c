@@ -157,20 +157,31 @@ static void rs_block_forward(float *y, const rs_cell *cell, const float *F, size
     for (int j = 0; j < nb; j++) y[j] += r[j];
 }
 
-/* the cells of block q (image b = q / nblk) and a prefetch of their tap rows */
+/* the cells of nb consecutive neurons of one image (grid g: theirs) and a
+ * prefetch of their tap rows in img, and in dimg (to be written) when given */
+static int rs_cells(rs_cell *cell, const float *img, const float *g, int nb, const float *dimg, int H, int W, int C,
+                    float sx, float sy, int align_corners)
+{
+    for (int j = 0; j < nb; j++) {
+        rs_cell_at(&cell[j], img, g[2 * j], g[2 * j + 1], sx, sy, H, W, C, align_corners);
+        for (int k = 0; k < 4; k++)
+            if (cell[j].tap[k])
+                for (int c = 0; c < C; c += 64 / (int)sizeof(float)) {
+                    __builtin_prefetch(cell[j].tap[k] + c);
+                    if (dimg) __builtin_prefetch(dimg + cell[j].off[k] + c, 1);
+                }
+    }
+    return nb;
+}
+
+/* the cells of forward block q (image q / nblk) */
 static int rs_block_cells(rs_cell *cell, long q, int nblk, const float *feat, const float *grid, int n, int H,
                           int W, int C, float sx, float sy, int align_corners)
 {
     long b = q / nblk;
     int o0 = (int)(q % nblk) * LANES, nb = n - o0 < LANES ? n - o0 : LANES;
-    const float *g = grid + 2 * ((size_t)b * n + o0), *img = feat + (size_t)b * H * W * C;
-    for (int j = 0; j < nb; j++) {
-        rs_cell_at(&cell[j], img, g[2 * j], g[2 * j + 1], sx, sy, H, W, C, align_corners);
-        for (int k = 0; k < 4; k++)
-            if (cell[j].tap[k])
-                for (int c = 0; c < C; c += 64 / (int)sizeof(float)) __builtin_prefetch(cell[j].tap[k] + c);
-    }
-    return nb;
+    return rs_cells(cell, feat + (size_t)b * H * W * C, grid + 2 * ((size_t)b * n + o0), nb, NULL, H, W, C, sx, sy,
+                    align_corners);
 }
 
 void npred_rsample_forward(float *y, const float *feat, const float *grid, const float *F, size_t so, size_t sc,
@@ -200,45 +211,54 @@ void npred_rsample_forward(float *y, const float *feat, const float *grid, const
 }
 
 /* v[k] = F . tap[k] (the grid gradient needs each tap) and, when dtap is given,
- * dtap[k] += (g * wt[k]) * F for the inside taps */
+ * dtap[k] += (g * wt[k]) * F for the inside taps; lane l of v[k] sums the
+ * channels l, l+LANES, ... and the lanes are added in order */
 static inline void rs_taps_backward(float v[4], float *const dtap[4], const rs_cell *c, const float *f, float g,
                                     int C)
 {
-    float acc[4][LANES] = {{0}};
+    vf acc[4] = {{0}, {0}, {0}, {0}};
+    float gw[4];
+    for (int k = 0; k < 4; k++) gw[k] = g * c->wt[k];
     int c0 = 0;
-    for (; c0 + LANES <= C; c0 += LANES)
+    for (; c0 + LANES <= C; c0 += LANES) {
+        vf fc = rs_vld(f + c0);
         for (int k = 0; k < 4; k++) {
             if (!c->tap[k]) continue;
-            const float *restrict t = c->tap[k] + c0, *restrict fc = f + c0;
-            for (int l = 0; l < LANES; l++) acc[k][l] += fc[l] * t[l];
+            acc[k] += fc * rs_vld(c->tap[k] + c0);
             if (dtap[k]) {
-                float gw = g * c->wt[k], *restrict d = dtap[k] + c0;
-                for (int l = 0; l < LANES; l++) d[l] += gw * fc[l];
+                vf d = rs_vld(dtap[k] + c0);
+                d += gw[k] * fc;
+                memcpy(dtap[k] + c0, &d, sizeof d);
             }
         }
-    for (int k = 0; k < 4; k++) {
-        if (!c->tap[k]) continue;
-        float gw = g * c->wt[k];
-        for (int l = 0; c0 + l < C; l++) {
-            acc[k][l] += f[c0 + l] * c->tap[k][c0 + l];
-            if (dtap[k]) dtap[k][c0 + l] += gw * f[c0 + l];
-        }
-        v[k] = rs_sum(acc[k]);
     }
-    for (int k = 0; k < 4; k++)
-        if (!c->tap[k]) v[k] = 0.0f;
+    for (int k = 0; k < 4; k++) {
+        v[k] = 0.0f;
+        if (!c->tap[k]) continue;
+        float a[LANES];
+        memcpy(a, &acc[k], sizeof a);
+        for (int l = 0; c0 + l < C; l++) {
+            a[l] += f[c0 + l] * c->tap[k][c0 + l];
+            if (dtap[k]) dtap[k][c0 + l] += gw[k] * f[c0 + l];
+        }
+        v[k] = rs_sum(a);
+    }
 }
 
 /* df += g * sample */
 static inline void rs_sample_accumulate(float *df, const rs_cell *c, float g, int C)
 {
-    float s[LANES];
     int c0 = 0;
     for (; c0 + LANES <= C; c0 += LANES) {
-        rs_mix(s, c, c0, LANES);
-        for (int l = 0; l < LANES; l++) df[c0 + l] += g * s[l];
+        vf s = {0};
+        for (int k = 0; k < 4; k++)
+            if (c->tap[k]) s += c->wt[k] * rs_vld(c->tap[k] + c0);
+        vf d = rs_vld(df + c0);
+        d += g * s;
+        memcpy(df + c0, &d, sizeof d);
     }
     if (c0 < C) {
+        float s[LANES];
         rs_mix(s, c, c0, C - c0);
         for (int l = 0; l < C - c0; l++) df[c0 + l] += g * s[l];
     }
@@ -250,26 +270,38 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
+    const int nblk = (n + LANES - 1) / LANES;
     if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
 #pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
         for (int b = 0; b < B; b++) {
-            for (int o = 0; o < n; o++) {
-                size_t p = (size_t)b * n + o;
-                float g = dy[p];
-                rs_cell c;
-                rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
-                float *dtap[4] = {NULL, NULL, NULL, NULL};
-                if (dfeat)
-                    for (int k = 0; k < 4; k++)
-                        if (c.tap[k]) dtap[k] = dfeat + (size_t)b * img + c.off[k];
-                float v[4];
-                rs_taps_backward(v, dtap, &c, F + (size_t)o * ldf, g, C);
-                if (dgrid) {
-                    float gx = (v[1] - v[0]) * c.s + (v[3] - v[2]) * c.n;
-                    float gy = (v[2] - v[0]) * c.e + (v[3] - v[1]) * c.w;
-                    dgrid[2 * p] += g * gx * sx;
-                    dgrid[2 * p + 1] += g * gy * sy;
+            const float *im = feat + (size_t)b * img, *gb = grid + 2 * (size_t)b * n;
+            float *dim = dfeat ? dfeat + (size_t)b * img : NULL;
+            rs_cell cell[2][LANES];
+            int nb = rs_cells(cell[0], im, gb, n < LANES ? n : LANES, dim, H, W, C, sx, sy, align_corners);
+            for (int q = 0; q < nblk; q++) { /* the next block's cells (and taps) while this one runs */
+                const int o0 = q * LANES, cur = q & 1;
+                int nbn = q + 1 < nblk ? rs_cells(cell[!cur], im, gb + 2 * (o0 + LANES),
+                                                  n - o0 - LANES < LANES ? n - o0 - LANES : LANES, dim, H, W, C, sx,
+                                                  sy, align_corners)
+                                       : 0;
+                for (int j = 0; j < nb; j++) {
+                    const rs_cell *c = &cell[cur][j];
+                    size_t p = (size_t)b * n + o0 + j;
+                    float g = dy[p];
+                    float *dtap[4] = {NULL, NULL, NULL, NULL};
+                    if (dim)
+                        for (int k = 0; k < 4; k++)
+                            if (c->tap[k]) dtap[k] = dim + c->off[k];
+                    float v[4];
+                    rs_taps_backward(v, dtap, c, F + (size_t)(o0 + j) * ldf, g, C);
+                    if (dgrid) {
+                        float gx = (v[1] - v[0]) * c->s + (v[3] - v[2]) * c->n;
+                        float gy = (v[2] - v[0]) * c->e + (v[3] - v[1]) * c->w;
+                        dgrid[2 * p] += g * gx * sx;
+                        dgrid[2 * p + 1] += g * gy * sy;
+                    }
                 }
+                nb = nbn;
             }
         }
     }
@@ -285,14 +317,37 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
     const int per = (n + ntiles - 1) / ntiles;
 #pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
     for (int tile = 0; tile < ntiles; tile++) {
-        int o0 = tile * per, o1 = o0 + per < n ? o0 + per : n;
-        for (int b = 0; b < B; b++)
-            for (int o = o0; o < o1; o++) {
-                size_t p = (size_t)b * n + o;
-                rs_cell c;
-                rs_cell_at(&c, feat + (size_t)b * img, grid[2 * p], grid[2 * p + 1], sx, sy, H, W, C, align_corners);
-                rs_sample_accumulate(dF + (size_t)o * ldf, &c, dy[p], C);
+        const int o0 = tile * per, o1 = o0 + per < n ? o0 + per : n;
+        if (o0 >= o1) continue;
+        /* blocks of LANES neurons of the tile, image after image; the next block's
+         * cells (and taps) are formed while this one runs */
+        const int tb = (o1 - o0 + LANES - 1) / LANES;
+        const long nq = (long)B * tb;
+        rs_cell cell[2][LANES];
+#define RS_TILE_BLOCK(q, b_, os_, nb_)                                                                                 \
+    const int b_ = (int)((q) / tb), os_ = o0 + (int)((q) % tb) * LANES;                                                \
+    const int nb_ = o1 - os_ < LANES ? o1 - os_ : LANES
+        int nb;
+        {
+            RS_TILE_BLOCK(0, b, os, nbq);
+            nb = rs_cells(cell[0], feat + (size_t)b * img, grid + 2 * ((size_t)b * n + os), nbq, NULL, H, W, C, sx,
+                          sy, align_corners);
+        }
+        for (long q = 0; q < nq; q++) {
+            const int cur = (int)(q & 1);
+            int nbn = 0;
+            if (q + 1 < nq) {
+                RS_TILE_BLOCK(q + 1, b, os, nbq);
+                nbn = rs_cells(cell[!cur], feat + (size_t)b * img, grid + 2 * ((size_t)b * n + os), nbq, NULL, H, W,
+                               C, sx, sy, align_corners);
             }
+            RS_TILE_BLOCK(q, b, os, nbq);
+            (void)nbq;
+            for (int j = 0; j < nb; j++)
+                rs_sample_accumulate(dF + (size_t)(os + j) * ldf, &cell[cur][j], dy[(size_t)b * n + os + j], C);
+            nb = nbn;
+        }
+#undef RS_TILE_BLOCK
     }
 }
 
