@@ -247,10 +247,47 @@ static void test_backward_bits(void)
     omp_set_num_threads(threads);
 }
 
+/* the layout changes against plain loops (exact: copies and one add per element) */
+static void test_transposes(void)
+{
+    const int shapes[][2] = {{64, 1568}, {20, 37}, {3, 5}, {16, 16}, {33, 50}};
+    int threads = omp_get_max_threads();
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+        for (int t = 1; t <= 2; t++) {
+            omp_set_num_threads(t);
+            int N = 3, C = shapes[si][0], HW = shapes[si][1];
+            size_t len = (size_t)N * C * HW;
+            uint64_t seed = 3 + si;
+            float *in = malloc(sizeof(float) * len), *a = malloc(sizeof(float) * len), *b = malloc(sizeof(float) * len);
+            float *acc = malloc(sizeof(float) * len);
+            for (size_t i = 0; i < len; i++) in[i] = (float)th_rand(&seed), acc[i] = (float)th_rand(&seed);
+            npred_rsample_to_nhwc(a, in, N, C, HW);
+            for (int n = 0; n < N; n++)
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < HW; i++)
+                        b[((size_t)n * HW + i) * C + c] = in[((size_t)n * C + c) * HW + i];
+            CHECK(count_diff(a, b, len) == 0, "to_nhwc C %d HW %d, %d thread(s): %d values wrong", C, HW, t,
+                  count_diff(a, b, len));
+            memcpy(a, acc, sizeof(float) * len);
+            npred_rsample_add_nchw(a, in, N, C, HW); /* in read as (N, HW, C) */
+            for (int n = 0; n < N; n++)
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < HW; i++) {
+                        size_t o = ((size_t)n * C + c) * HW + i;
+                        b[o] = acc[o] + in[((size_t)n * HW + i) * C + c];
+                    }
+            CHECK(count_diff(a, b, len) == 0, "add_nchw C %d HW %d, %d thread(s): %d values wrong", C, HW, t,
+                  count_diff(a, b, len));
+            free(in), free(a), free(b), free(acc);
+        }
+    omp_set_num_threads(threads);
+}
+
 int main(void)
 {
     RUN(test_forward_shapes);
     RUN(test_forward_threaded);
     RUN(test_backward_bits);
+    RUN(test_transposes);
     return th_summary();
 }

@@ -351,18 +351,26 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
     }
 }
 
-#define TB 32
-
+/* Layout changes in LANES x LANES tiles transposed in registers (partial tiles
+ * at the edges element by element). */
 void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
 {
+    const int nt = (HW + LANES - 1) / LANES;
 #pragma omp parallel for collapse(2) schedule(static) if ((double)N * C * HW >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < N; b++)
-        for (int i0 = 0; i0 < HW; i0 += TB) {
+        for (int t = 0; t < nt; t++) {
             const float *src = in + (size_t)b * C * HW;
             float *dst = out + (size_t)b * C * HW;
-            int i1 = i0 + TB < HW ? i0 + TB : HW;
-            for (int c0 = 0; c0 < C; c0 += TB) {
-                int c1 = c0 + TB < C ? c0 + TB : C;
+            const int i0 = t * LANES, i1 = i0 + LANES < HW ? i0 + LANES : HW;
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                if (i1 - i0 == LANES && c0 + LANES <= C) {
+                    vf m[LANES];
+                    for (int l = 0; l < LANES; l++) m[l] = rs_vld(src + (size_t)(c0 + l) * HW + i0);
+                    rs_transpose(m);
+                    for (int j = 0; j < LANES; j++) memcpy(dst + (size_t)(i0 + j) * C + c0, &m[j], sizeof m[j]);
+                    continue;
+                }
+                const int c1 = c0 + LANES < C ? c0 + LANES : C;
                 for (int i = i0; i < i1; i++)
                     for (int c = c0; c < c1; c++) dst[(size_t)i * C + c] = src[(size_t)c * HW + i];
             }
@@ -371,14 +379,26 @@ void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
 
 void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW)
 {
+    const int nt = (HW + LANES - 1) / LANES;
 #pragma omp parallel for collapse(2) schedule(static) if ((double)N * C * HW >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < N; b++)
-        for (int c0 = 0; c0 < C; c0 += TB) {
+        for (int t = 0; t < nt; t++) {
             const float *src = in + (size_t)b * C * HW;
             float *dst = out + (size_t)b * C * HW;
-            int c1 = c0 + TB < C ? c0 + TB : C;
-            for (int i0 = 0; i0 < HW; i0 += TB) {
-                int i1 = i0 + TB < HW ? i0 + TB : HW;
+            const int i0 = t * LANES, i1 = i0 + LANES < HW ? i0 + LANES : HW;
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                if (i1 - i0 == LANES && c0 + LANES <= C) {
+                    vf m[LANES];
+                    for (int j = 0; j < LANES; j++) m[j] = rs_vld(src + (size_t)(i0 + j) * C + c0);
+                    rs_transpose(m);
+                    for (int l = 0; l < LANES; l++) {
+                        float *d = dst + (size_t)(c0 + l) * HW + i0;
+                        vf v = rs_vld(d) + m[l];
+                        memcpy(d, &v, sizeof v);
+                    }
+                    continue;
+                }
+                const int c1 = c0 + LANES < C ? c0 + LANES : C;
                 for (int c = c0; c < c1; c++)
                     for (int i = i0; i < i1; i++) dst[(size_t)c * HW + i] += src[(size_t)i * C + c];
             }
