@@ -173,6 +173,163 @@ static void test_input_gradient_errors(void)
     npred_model_free(m);
 }
 
+/* ------------------------------------------- double-precision reference --- */
+
+/* A small baseline-shaped model (an unpadded conv layer, a depth-separable layer, eval
+ * BatchNorm, AdaptiveELU, FullGaussian2d at its means, ELU(y + offset) + 1) written out
+ * in double from the parameter table, the core output stacking both layers (stack None):
+ * its central differences are the reference for
+ * the float32 input gradient (whole image and window path). */
+static const char *DREF_CFG =
+    "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"depth_separable\": true,"
+    " \"pad_input\": false, \"core_bias\": false, \"final_nonlinearity\": true, \"elu_shift\": [0.2, -0.1],"
+    " \"align_corners\": true, \"gauss_type\": \"full\", \"elu_offset\": -0.4}";
+enum { DC = 2, DH = 12, DW = 14, DK = 3, DN = 4 };
+
+static const float *dref_p(npred_model *m, const char *name)
+{
+    int e = npred_ptable_find(npred_model_table(m), name);
+    if (!CHECK(e >= 0, "parameter %s", name)) return NULL;
+    return npred_ptable_ptr(npred_model_table(m), e);
+}
+
+/* y (co, h - k + 1 + 2 pad, ...) = conv of x (ci, h, w), groups 1 or depthwise (groups == ci == co) */
+static void dref_conv(double *y, const double *x, const float *wt, int ci, int co, int h, int w, int k, int pad,
+                      int depthwise, int *oh, int *ow)
+{
+    int H = h + 2 * pad - k + 1, W = w + 2 * pad - k + 1;
+    for (int o = 0; o < co; o++)
+        for (int i = 0; i < H; i++)
+            for (int j = 0; j < W; j++) {
+                double acc = 0;
+                for (int c = depthwise ? o : 0; c < (depthwise ? o + 1 : ci); c++)
+                    for (int a = 0; a < k; a++)
+                        for (int b = 0; b < k; b++) {
+                            int y0 = i - pad + a, x0 = j - pad + b;
+                            if (y0 < 0 || y0 >= h || x0 < 0 || x0 >= w) continue;
+                            acc += (double)wt[((size_t)o * (depthwise ? 1 : ci) + (depthwise ? 0 : c)) * k * k + a * k + b] *
+                                   x[((size_t)c * h + y0) * w + x0];
+                        }
+                y[((size_t)o * H + i) * W + j] = acc;
+            }
+    *oh = H;
+    *ow = W;
+}
+
+/* eval BatchNorm + AdaptiveELU in place */
+static void dref_bn_act(double *x, int C, int hw, const float *g, const float *b, const float *rm, const float *rv)
+{
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < hw; i++) {
+            double v = (x[(size_t)c * hw + i] - rm[c]) / sqrt((double)rv[c] + 1e-5) * g[c] + b[c] - 0.2;
+            x[(size_t)c * hw + i] = (v > 0 ? v : exp(v) - 1) - 0.1;
+        }
+}
+
+/* the rate of neuron j for one image x (DC, DH, DW) */
+static double dref_rate(npred_model *m, const double *x, int j)
+{
+    static double a[16 * DH * DW], t0[16 * DH * DW], t1[16 * DH * DW], z[16 * DH * DW];
+    const char *L0 = "core.features.layer0.", *L1 = "core.features.layer1.";
+    char nm[128];
+#define P(pre, rest) (snprintf(nm, sizeof nm, "%s%s", pre, rest), dref_p(m, nm))
+    int h, w;
+    dref_conv(a, x, P(L0, "conv.weight"), DC, 3, DH, DW, DK, 0, 0, &h, &w);
+    dref_bn_act(a, 3, h * w, P(L0, "norm.weight"), P(L0, "norm.bias"), P(L0, "norm.running_mean"),
+                P(L0, "norm.running_var"));
+    int h1, w1;
+    dref_conv(t0, a, P(L1, "ds_conv.in_depth_conv.weight"), 3, 3, h, w, 1, 0, 0, &h1, &w1);
+    dref_conv(t1, t0, P(L1, "ds_conv.spatial_conv.weight"), 3, 3, h, w, DK, DK / 2, 1, &h1, &w1);
+    dref_conv(z, t1, P(L1, "ds_conv.out_depth_conv.weight"), 3, 3, h1, w1, 1, 0, 0, &h1, &w1);
+    dref_bn_act(z, 3, h1 * w1, P(L1, "norm.weight"), P(L1, "norm.bias"), P(L1, "norm.running_mean"),
+                P(L1, "norm.running_var"));
+    const float *F = dref_p(m, "readout.d-1-1._features"), *mu = dref_p(m, "readout.d-1-1._mu"), *bias = dref_p(m, "readout.d-1-1.bias");
+#undef P
+    /* grid_sample, align_corners: px = (gx + 1) / 2 (w - 1); corners outside read 0 */
+    double gx = fmin(fmax(mu[2 * j], -1), 1), gy = fmin(fmax(mu[2 * j + 1], -1), 1);
+    double px = (gx + 1) / 2 * (w1 - 1), py = (gy + 1) / 2 * (h1 - 1), fx = floor(px), fy = floor(py);
+    double y = bias[j];
+    for (int c = 0; c < 6; c++) { /* the core output stacks both layers (stack None): a, then z */
+        const double *map = c < 3 ? a + (size_t)c * h * w : z + (size_t)(c - 3) * h1 * w1;
+        double s = 0;
+        for (int k = 0; k < 4; k++) {
+            int xx = (int)fx + (k & 1), yy = (int)fy + (k >> 1);
+            double wk = ((k & 1) ? px - fx : 1 - (px - fx)) * ((k >> 1) ? py - fy : 1 - (py - fy));
+            if (xx >= 0 && xx < w1 && yy >= 0 && yy < h1) s += wk * map[(size_t)yy * w1 + xx];
+        }
+        y += (double)F[(size_t)c * DN + j] * s; /* _features (1, c, 1, n) */
+    }
+    double u = y - 0.4;
+    return (u > 0 ? u : exp(u) - 1) + 1;
+}
+
+static void test_input_gradient_double_reference(void)
+{
+    npred_rng rng;
+    npred_rng_seed(&rng, 77);
+    double co[DN * 2];
+    for (int i = 0; i < DN * 2; i++) co[i] = npred_rng_uniform(&rng);
+    npred_model_session ses = {"d-1-1", DN, co, 2, NULL, NULL};
+    npred_model *m = NULL;
+    if (!CHECK_OK(npred_model_create(&m, DREF_CFG, "config", DC, DH, DW, &ses, 1, 4, 5))) return;
+    npred_ptable *t = npred_model_table(m);
+    for (size_t i = 0; i < t->n_params; i++) t->data[i] += (float)(0.3 * npred_rng_normal(&rng));
+    for (int e = 0; e < t->n; e++) {
+        float *v = npred_ptable_ptr(t, e);
+        if (t->items[e].is_buffer && strstr(t->items[e].name, "running_var"))
+            for (size_t i = 0; i < t->items[e].count; i++) v[i] = (float)(0.5 + npred_rng_uniform(&rng));
+        if (t->items[e].is_buffer && strstr(t->items[e].name, "running_mean"))
+            for (size_t i = 0; i < t->items[e].count; i++) v[i] = (float)(0.2 * npred_rng_normal(&rng));
+    }
+    float *mu = (float *)dref_p(m, "readout.d-1-1._mu");
+    if (!mu) {
+        npred_model_free(m);
+        return;
+    }
+    const float pos[DN][2] = {{-0.9f, -0.7f}, {0.13f, 0.41f}, {0.8f, -0.2f}, {1.2f, 0.55f}}; /* the last clamped */
+    for (int j = 0; j < DN; j++) mu[2 * j] = pos[j][0], mu[2 * j + 1] = pos[j][1];
+    enum { P = DC * DH * DW };
+    float img[DN * P], g[DN * P], g2[DN * P], w[DN * DN] = {0}, r[DN * DN], r1[DN];
+    int neuron[DN];
+    for (int i = 0; i < DN * P; i++) img[i] = (float)npred_rng_normal(&rng);
+    for (int b = 0; b < DN; b++) neuron[b] = b, w[b * DN + b] = 1;
+    npred_neuron_grad *plan = NULL;
+    if (CHECK_OK(npred_model_input_gradient(m, "d-1-1", img, DN, NULL, NULL, w, g, r)) &&
+        CHECK_OK(npred_neuron_grad_create(&plan, m, "d-1-1", neuron, DN, NULL, NULL)) &&
+        CHECK_OK(npred_neuron_grad_run(plan, img, g2, r1))) {
+        CHECK(npred_neuron_grad_is_local(plan, NULL, NULL), "the window path applies");
+        static double x[P];
+        for (int b = 0; b < DN; b++) {
+            for (int i = 0; i < P; i++) x[i] = img[b * P + i];
+            double f0 = dref_rate(m, x, b);
+            CHECK(fabs(r[b * DN + b] - f0) <= 1e-5 * f0 && fabs(r1[b] - f0) <= 1e-5 * f0,
+                  "neuron %d: rate %.8g / %.8g, double reference %.8g", b, r[b * DN + b], r1[b], f0);
+            double ref[P], mg = 0, e1 = 0, e2 = 0;
+            for (int i = 0; i < P; i++) {
+                const double h = 1e-5;
+                double keep = x[i];
+                x[i] = keep + h;
+                double fp = dref_rate(m, x, b);
+                x[i] = keep - h;
+                double fm = dref_rate(m, x, b);
+                x[i] = keep;
+                ref[i] = (fp - fm) / (2 * h);
+                mg = fmax(mg, fabs(ref[i]));
+            }
+            for (int i = 0; i < P; i++) {
+                e1 = fmax(e1, fabs(g[b * P + i] - ref[i]));
+                e2 = fmax(e2, fabs(g2[b * P + i] - ref[i]));
+            }
+            CHECK(mg > 0 && e1 <= 1e-5 * mg && e2 <= 1e-5 * mg,
+                  "neuron %d: input gradient vs double central differences: max error %g (whole image), %g (window), "
+                  "max |gradient| %g",
+                  b, e1, e2, mg);
+        }
+    }
+    npred_neuron_grad_free(plan);
+    npred_model_free(m);
+}
+
 /* ------------------------------------------------ single-neuron plans --- */
 
 /* cropped: 1 when the plan must take the windowed path */
@@ -643,6 +800,7 @@ int main(void)
     RUN(test_input_gradient_all_readouts);
     RUN(test_input_gradient_errors);
     RUN(test_neuron_grad);
+    RUN(test_input_gradient_double_reference);
     RUN(test_mei_ops_fixture);
     RUN(test_mei_blur_norm_sota);
     RUN(test_mei_steps_and_batching);
