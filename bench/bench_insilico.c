@@ -1,15 +1,17 @@
 /* MEI speed on the SENSORIUM baseline (configs/sensorium_sota.json: 4 layers,
  * 64 channels, depth-separable 7x7, FullGaussian2d with the cortex grid
  * predictor) at 1x36x64 with 7,776 neurons, random parameters (the speed does not
- * depend on the values):
- *   - one MEI at a time (as sinzlab/mei does): ms per iteration;
- *   - batched MEIs (one image per neuron, one forward + input backward per step)
- *     at several batch sizes: ms per image-iteration;
- * and the extrapolation to 1,000 neurons x 1,000 iterations, next to PyTorch's
- * figure on this machine kind (one neuron at a time, 10.7 ms per iteration,
- * forward + input backward, 2 threads => about 3 hours). The runs are short (a
- * few steps each), so the totals are extrapolated, and the machine is shared:
- * the load average is printed with the figures. Public API only. */
+ * depend on the values), per image-iteration (one forward + input backward of one
+ * neuron's objective):
+ *   - the whole-image input gradient (npred_model_input_gradient), 1 and 64 images;
+ *   - the single-neuron path (npred_neuron_grad_run: the cone of the neuron's
+ *     taps), 1, 8 and 64 images;
+ *   - whole npred_mei_optimize runs (64 neurons x 50 iterations);
+ * each extrapolated to 1,000 neurons x 1,000 iterations, next to PyTorch's figure
+ * on this machine kind (one neuron at a time, 10.7 ms per iteration, forward +
+ * input backward, 2 threads => about 3 hours). The machine is shared: the load
+ * average is printed, and the process CPU time next to the wall time. Public API
+ * only. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +67,8 @@ static double time_full(npred_model *m, int N, int n, const float *img, float *g
 }
 
 /* seconds per image-iteration of a single-neuron plan run (the windowed path), best of reps */
-static double time_plan(npred_model *m, int N, int n, const float *img, float *g, int reps, int *wh, int *ww)
+static double time_plan(npred_model *m, int N, int n, const float *img, float *g, int reps, int *wh, int *ww,
+                        int *local)
 {
     int *neuron = malloc(sizeof(int) * (size_t)N);
     float *rates = malloc(sizeof(float) * (size_t)N);
@@ -73,7 +76,7 @@ static double time_plan(npred_model *m, int N, int n, const float *img, float *g
     for (int i = 0; i < N; i++) neuron[i] = (i * 7) % n;
     npred_neuron_grad *plan = NULL;
     if (npred_neuron_grad_create(&plan, m, "bench", neuron, N, NULL, NULL)) die("plan");
-    if (!npred_neuron_grad_is_local(plan, wh, ww)) die("the baseline should take the windowed path");
+    if (!(*local = npred_neuron_grad_is_local(plan, wh, ww))) die("the baseline should take the window path");
     double best = 1e30;
     last_cpu = 1e30;
     for (int r = 0; r < reps; r++) {
@@ -142,12 +145,12 @@ int main(void)
            full1 * 1e6 / 60);
     printf("  whole image (npred_model_input_gradient), 64 images: %7.2f ms -> %7.1f min (CPU %.2f ms)\n",
            1e3 * full64, full64 * 1e6 / 60, 1e3 * last_cpu);
-    int sizes[] = {1, 8, 64}, wh = 0, ww = 0;
+    int sizes[] = {1, 8, 64}, wh = 0, ww = 0, local = 0;
     double last64 = 0, cpu64 = 0;
     for (int k = 0; k < 3; k++) {
-        double t = time_plan(m, sizes[k], n, img, g, sizes[k] == 1 ? 20 : 5, &wh, &ww);
-        printf("  neuron window %dx%d (npred_neuron_grad_run), %2d images: %7.2f ms -> %7.1f min (CPU %.2f ms)\n", wh,
-               ww, sizes[k], 1e3 * t, t * 1e6 / 60, 1e3 * last_cpu);
+        double t = time_plan(m, sizes[k], n, img, g, sizes[k] == 1 ? 20 : 5, &wh, &ww, &local);
+        printf("  neuron %s, window %dx%d (npred_neuron_grad_run), %2d images: %7.2f ms -> %7.1f min (CPU %.2f ms)\n",
+               local == 2 ? "cone" : "window core", wh, ww, sizes[k], 1e3 * t, t * 1e6 / 60, 1e3 * last_cpu);
         if (sizes[k] == 64) last64 = t, cpu64 = last_cpu;
     }
     const int mei_n = 64, mei_it = 50;

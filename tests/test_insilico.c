@@ -177,13 +177,17 @@ static void test_input_gradient_errors(void)
 
 /* A small baseline-shaped model (an unpadded conv layer, a depth-separable layer, eval
  * BatchNorm, AdaptiveELU, FullGaussian2d at its means, ELU(y + offset) + 1) written out
- * in double from the parameter table, the core output stacking both layers (stack None):
- * its central differences are the reference for
- * the float32 input gradient (whole image and window path). */
-static const char *DREF_CFG =
+ * in double from the parameter table, the core output stacking both layers (stack None) or
+ * the last (stack -1): its central differences are the reference for
+ * the float32 input gradient (whole image, window core, cone). */
+static const char *DREF_CFG[2] = {
     "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"depth_separable\": true,"
     " \"pad_input\": false, \"core_bias\": false, \"final_nonlinearity\": true, \"elu_shift\": [0.2, -0.1],"
-    " \"align_corners\": true, \"gauss_type\": \"full\", \"elu_offset\": -0.4}";
+    " \"align_corners\": true, \"gauss_type\": \"full\", \"elu_offset\": -0.4}",
+    "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 3, \"depth_separable\": true,"
+    " \"pad_input\": false, \"core_bias\": false, \"final_nonlinearity\": true, \"elu_shift\": [0.2, -0.1],"
+    " \"align_corners\": true, \"gauss_type\": \"full\", \"elu_offset\": -0.4, \"stack\": -1}"};
+static int dref_stack_all; /* 1: the core output stacks both layers (DREF_CFG[0]), 0: the last only */
 enum { DC = 2, DH = 12, DW = 14, DK = 3, DN = 4 };
 
 static const float *dref_p(npred_model *m, const char *name)
@@ -249,8 +253,10 @@ static double dref_rate(npred_model *m, const double *x, int j)
     double gx = fmin(fmax(mu[2 * j], -1), 1), gy = fmin(fmax(mu[2 * j + 1], -1), 1);
     double px = (gx + 1) / 2 * (w1 - 1), py = (gy + 1) / 2 * (h1 - 1), fx = floor(px), fy = floor(py);
     double y = bias[j];
-    for (int c = 0; c < 6; c++) { /* the core output stacks both layers (stack None): a, then z */
-        const double *map = c < 3 ? a + (size_t)c * h * w : z + (size_t)(c - 3) * h1 * w1;
+    for (int c = 0; c < (dref_stack_all ? 6 : 3); c++) { /* stack None: a, then z; stack -1: z */
+        const double *map = !dref_stack_all ? z + (size_t)c * h1 * w1
+                            : c < 3         ? a + (size_t)c * h * w
+                                            : z + (size_t)(c - 3) * h1 * w1;
         double s = 0;
         for (int k = 0; k < 4; k++) {
             int xx = (int)fx + (k & 1), yy = (int)fy + (k >> 1);
@@ -263,15 +269,16 @@ static double dref_rate(npred_model *m, const double *x, int j)
     return (u > 0 ? u : exp(u) - 1) + 1;
 }
 
-static void test_input_gradient_double_reference(void)
+static void dref_case(int stack_all)
 {
+    dref_stack_all = stack_all;
     npred_rng rng;
     npred_rng_seed(&rng, 77);
     double co[DN * 2];
     for (int i = 0; i < DN * 2; i++) co[i] = npred_rng_uniform(&rng);
     npred_model_session ses = {"d-1-1", DN, co, 2, NULL, NULL};
     npred_model *m = NULL;
-    if (!CHECK_OK(npred_model_create(&m, DREF_CFG, "config", DC, DH, DW, &ses, 1, 4, 5))) return;
+    if (!CHECK_OK(npred_model_create(&m, DREF_CFG[stack_all ? 0 : 1], "config", DC, DH, DW, &ses, 1, 4, 5))) return;
     npred_ptable *t = npred_model_table(m);
     for (size_t i = 0; i < t->n_params; i++) t->data[i] += (float)(0.3 * npred_rng_normal(&rng));
     for (int e = 0; e < t->n; e++) {
@@ -297,7 +304,8 @@ static void test_input_gradient_double_reference(void)
     if (CHECK_OK(npred_model_input_gradient(m, "d-1-1", img, DN, NULL, NULL, w, g, r)) &&
         CHECK_OK(npred_neuron_grad_create(&plan, m, "d-1-1", neuron, DN, NULL, NULL)) &&
         CHECK_OK(npred_neuron_grad_run(plan, img, g2, r1))) {
-        CHECK(npred_neuron_grad_is_local(plan, NULL, NULL), "the window path applies");
+        CHECK(npred_neuron_grad_is_local(plan, NULL, NULL) == (stack_all ? 1 : 2), "the window core (stack None) or "
+              "the cone (stack -1): %d", npred_neuron_grad_is_local(plan, NULL, NULL));
         static double x[P];
         for (int b = 0; b < DN; b++) {
             for (int i = 0; i < P; i++) x[i] = img[b * P + i];
@@ -321,18 +329,25 @@ static void test_input_gradient_double_reference(void)
                 e2 = fmax(e2, fabs(g2[b * P + i] - ref[i]));
             }
             CHECK(mg > 0 && e1 <= 1e-5 * mg && e2 <= 1e-5 * mg,
-                  "neuron %d: input gradient vs double central differences: max error %g (whole image), %g (window), "
+                  "stack %s, neuron %d: input gradient vs double central differences: max error %g (whole image), %g "
+                  "(window), "
                   "max |gradient| %g",
-                  b, e1, e2, mg);
+                  stack_all ? "None" : "-1", b, e1, e2, mg);
         }
     }
     npred_neuron_grad_free(plan);
     npred_model_free(m);
 }
 
+static void test_input_gradient_double_reference(void)
+{
+    dref_case(1);
+    dref_case(0);
+}
+
 /* ------------------------------------------------ single-neuron plans --- */
 
-/* cropped: 1 when the plan must take the windowed path */
+/* cropped: what npred_neuron_grad_is_local must say (0 full path, 1 window core, 2 cone) */
 static const struct {
     const char *name, *cfg;
     int cropped;
@@ -342,6 +357,15 @@ static const struct {
      " \"pad_input\": false, \"init_sigma\": 0.2, \"grid_mean_predictor\": {\"type\": \"cortex\","
      " \"input_dimensions\": 2, \"hidden_layers\": 1, \"hidden_features\": 6, \"final_tanh\": true},"
      " \"shifter\": true, \"shift_layers\": 2, \"modulator\": true, \"elu_offset\": -0.3}", 1},
+    {"the same with stack -1 (the cone: every layer on its own region)",
+     "{\"layers\": 3, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 5, \"depth_separable\": true,"
+     " \"pad_input\": false, \"stack\": -1, \"init_sigma\": 0.2, \"grid_mean_predictor\": {\"type\": \"cortex\","
+     " \"input_dimensions\": 2, \"hidden_layers\": 1, \"hidden_features\": 6, \"final_tanh\": true},"
+     " \"shifter\": true, \"shift_layers\": 2, \"modulator\": true, \"elu_offset\": -0.3}", 2},
+    {"cone: Gaussian2d, plain biased convs without BatchNorm, pad_input, dilation 2, kernels 5 and 3, stack -1",
+     "{\"layers\": 3, \"input_kern\": 3, \"hidden_kern\": [5, 3], \"hidden_channels\": 4, \"pad_input\": true,"
+     " \"hidden_dilation\": 2, \"stack\": -1, \"elu_shift\": [0.3, -0.2], \"batch_norm\": false, \"core_bias\": true,"
+     " \"readout_type\": \"Gaussian2d\"}", 2},
     {"Gaussian2d, plain convs, pad_input, dilation 2, skip 2, align_corners",
      "{\"layers\": 3, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 4, \"pad_input\": true,"
      " \"hidden_dilation\": 2, \"skip\": 2, \"readout_type\": \"Gaussian2d\", \"align_corners\": true}", 1},

@@ -29,4 +29,36 @@ npred_status npred_core_receptive_field(const npred_core *core, int *lo, int *hi
 npred_status npred_core_resized(npred_core *dst, const npred_core *src, const npred_ptable *t, int in_h, int in_w,
                                 int max_batch);
 
+
+
+/* ---- the cone: each layer computed only where the last layer's taps need it ----
+ * Around a 2x2 tap region of the core output, layer l is computed on the region the
+ * layers above read (2 + the sum of the later layers' reach per axis, clamped into
+ * the map), each conv run without padding on its input region zero-filled where the
+ * region leaves the map. For the SENSORIUM baseline that is 20, 14, 8, 2 rows and
+ * columns for the four layers instead of a 20x20 window at every layer. Eval mode only
+ * (BatchNorm with running statistics). Supported: layer 0 and hidden layers plain or
+ * depth-separable, no skip connections, the last layer alone in `stack`, no Bias2D /
+ * Scale2D layer (independent_bn_bias or plain BatchNorm), besides what
+ * npred_core_receptive_field needs. One cone serves one image at a time. */
+typedef struct npred_core_cone npred_core_cone;
+
+/* NPRED_ERR_UNSUPPORTED for a core outside the cases above. */
+npred_status npred_core_cone_create(npred_core_cone **out, const npred_core *core);
+void npred_core_cone_free(npred_core_cone *c);
+/* Number of region starts per axis that npred_core_cone_place writes (layers + 1). */
+int npred_core_cone_levels(const npred_core_cone *c);
+/* The regions of every layer for taps whose first row / column on the core output is
+ * ty / tx (ty + 1, tx + 1 the second; either may lie outside the map): starts oy, ox
+ * (levels each). The last level's region holds the taps: out_h x out_w of
+ * npred_core_cone_output_size, starting at oy[levels - 1], ox[levels - 1]. */
+void npred_core_cone_place(const npred_core_cone *c, int ty, int tx, int *oy, int *ox);
+void npred_core_cone_output_size(const npred_core_cone *c, int *h, int *w);
+/* Forward of one image (in_c, H, W) for the regions oy, ox: returns the last layer's
+ * region (out_c, out_h, out_w), valid until the next call. */
+npred_status npred_core_cone_forward(npred_core_cone *c, const npred_ptable *t, const float *image, const int *oy,
+                                     const int *ox, const float **out);
+/* Backward of the last forward: dout (out_c, out_h, out_w) -> dimage (in_c, H, W) +=
+ * (only the first layer's input region is touched). */
+npred_status npred_core_cone_backward(npred_core_cone *c, const npred_ptable *t, const float *dout, float *dimage);
 #endif

@@ -24,7 +24,8 @@
 /* one thread's window core and buffers: the window (in_c, wh, ww), its gradient, the
  * gradient of the window's core output (out_c, oh, ow) */
 typedef struct {
-    npred_core core;
+    npred_core core;      /* window core (when there is no cone) */
+    npred_core_cone *cone;
     float *win, *dwin, *dout;
 } nw_worker;
 
@@ -39,6 +40,9 @@ struct npred_neuron_grad {
     int wh, ww;           /* window (input pixels) */
     int nw;               /* workers: images run in parallel, one per thread, each on its own core */
     nw_worker *w;
+    int lv;               /* cone: region starts per image and axis (0 without a cone) */
+    int *coy, *cox;       /* (B, lv) */
+    int oh, ow;           /* the core output that the taps index: the cone's last region or the window core's */
     int *ay, *ax;         /* (B) window origin in the image */
     float *wt;            /* (B, 4) tap weights nw, ne, sw, se (0 for a tap outside the core output) */
     int *tap;             /* (B, 4) tap offset row * ow + col in the window's core output */
@@ -53,6 +57,7 @@ void npred_neuron_grad_free(npred_neuron_grad *g)
     if (!g) return;
     for (int i = 0; g->w && i < g->nw; i++) {
         npred_core_free(&g->w[i].core);
+        npred_core_cone_free(g->w[i].cone);
         free(g->w[i].win);
         free(g->w[i].dwin);
         free(g->w[i].dout);
@@ -63,6 +68,8 @@ void npred_neuron_grad_free(npred_neuron_grad *g)
     free(g->beh);
     free(g->ay);
     free(g->ax);
+    free(g->coy);
+    free(g->cox);
     free(g->wt);
     free(g->tap);
     free(g->F);
@@ -86,21 +93,28 @@ static npred_status place(npred_neuron_grad *g, int b, float gx, float gy, int l
     float px = npred_gs_unnormalize(gx, npred_gs_scale(W0, ac), ac);
     float py = npred_gs_unnormalize(gy, npred_gs_scale(H0, ac), ac);
     npred_gs_cell_at(&cell, px, py, H0, W0);
-    /* taps x0, x0 + 1 (y0, y0 + 1) read input columns x0 - lo .. x0 + 1 + hi */
+    /* taps x0, x0 + 1 (y0, y0 + 1) read input columns x0 - lo .. x0 + 1 + hi; ax, ay: where the
+     * window core's output starts, or the cone's last region */
     double x0 = floor((double)px), y0 = floor((double)py);
     int ax = clampi(x0 - lo, 0, m->in_w - g->ww), ay = clampi(y0 - lo, 0, m->in_h - g->wh);
+    if (g->lv) { /* the cone's last region starts where the taps do */
+        int *oy = g->coy + (size_t)g->lv * b, *ox = g->cox + (size_t)g->lv * b;
+        npred_core_cone_place(g->w[0].cone, clampi(y0, -(1 << 20), 1 << 20), clampi(x0, -(1 << 20), 1 << 20), oy, ox);
+        ay = oy[g->lv - 1];
+        ax = ox[g->lv - 1];
+    }
     g->ax[b] = ax;
     g->ay[b] = ay;
-    int ow = g->w[0].core.out_w;
+    int ow = g->ow;
     for (int k = 0; k < 4; k++) {
         g->wt[4 * b + k] = cell.in[k] ? cell.wt[k] : 0.0f;
         g->tap[4 * b + k] = 0;
         if (!cell.in[k]) continue;
         /* a tap inside the core output: its row and column in the window's output */
         int row = (int)(cell.off[k] / (size_t)W0) - ay, col = (int)(cell.off[k] % (size_t)W0) - ax;
-        if (row < 0 || row >= g->w[0].core.out_h || col < 0 || col >= ow)
-            return npred_errorf(NPRED_ERR_VALUE, "neuron gradient: image %d: tap (%d, %d) outside the %dx%d window",
-                                b, row, col, g->w[0].core.out_h, ow);
+        if (row < 0 || row >= g->oh || col < 0 || col >= ow)
+            return npred_errorf(NPRED_ERR_VALUE, "neuron gradient: image %d: tap (%d, %d) outside the %dx%d region",
+                                b, row, col, g->oh, ow);
         g->tap[4 * b + k] = row * ow + col;
     }
     return NPRED_OK;
@@ -195,17 +209,29 @@ npred_status npred_neuron_grad_create(npred_neuron_grad **out, npred_model *m, c
         g->w = calloc((size_t)g->nw, sizeof *g->w);
         if (!g->w) st = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
         int C = m->core.out_c;
+        npred_core_cone *probe = NULL;
+        int use_cone = !npred_core_cone_create(&probe, &m->core);
+        npred_core_cone_free(probe);
+        npred_clear_error();
         for (int i = 0; i < g->nw && !st; i++) {
             nw_worker *w = &g->w[i];
-            if ((st = npred_core_resized(&w->core, &m->core, &m->t, g->wh, g->ww, 1))) break;
-            size_t wi = (size_t)m->in_c * g->wh * g->ww, wo = (size_t)C * w->core.out_h * w->core.out_w;
+            if (use_cone) {
+                if ((st = npred_core_cone_create(&w->cone, &m->core))) break;
+                npred_core_cone_output_size(w->cone, &g->oh, &g->ow);
+                g->lv = npred_core_cone_levels(w->cone);
+            } else {
+                if ((st = npred_core_resized(&w->core, &m->core, &m->t, g->wh, g->ww, 1))) break;
+                g->oh = w->core.out_h;
+                g->ow = w->core.out_w;
+            }
+            size_t wi = (size_t)m->in_c * g->wh * g->ww, wo = (size_t)C * g->oh * g->ow;
             w->win = malloc(sizeof(float) * wi);
             w->dwin = malloc(sizeof(float) * wi);
             w->dout = calloc(wo, sizeof(float));
             if (!w->win || !w->dwin || !w->dout) st = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
         }
         if (!st) {
-            g->local = 1;
+            g->local = g->lv ? 2 : 1;
             g->ay = malloc(sizeof(int) * (size_t)B);
             g->ax = malloc(sizeof(int) * (size_t)B);
             g->wt = malloc(sizeof(float) * 4 * (size_t)B);
@@ -213,7 +239,11 @@ npred_status npred_neuron_grad_create(npred_neuron_grad **out, npred_model *m, c
             g->F = malloc(sizeof(float) * (size_t)C * B);
             g->bias = malloc(sizeof(float) * (size_t)B);
             g->gain = malloc(sizeof(float) * (size_t)B);
-            if (!g->ay || !g->ax || !g->wt || !g->tap || !g->F || !g->bias || !g->gain)
+            if (g->lv) {
+                g->coy = malloc(sizeof(int) * (size_t)g->lv * B);
+                g->cox = malloc(sizeof(int) * (size_t)g->lv * B);
+            }
+            if (!g->ay || !g->ax || !g->wt || !g->tap || !g->F || !g->bias || !g->gain || (g->lv && (!g->coy || !g->cox)))
                 st = npred_errorf(NPRED_ERR_NOMEM, "out of memory");
             if (!st) st = plan_local(g, lo);
         }
@@ -263,20 +293,27 @@ static npred_status run_one(npred_neuron_grad *g, nw_worker *w, int i, const flo
                             float *rates_out)
 {
     npred_model *m = g->m;
-    npred_core *core = &w->core;
-    int ci = m->in_c, H = m->in_h, W = m->in_w, C = core->out_c;
-    size_t img = (size_t)ci * H * W, wimg = (size_t)ci * g->wh * g->ww, oplane = (size_t)core->out_h * core->out_w;
-    for (int c = 0; c < ci; c++)
-        for (int y = 0; y < g->wh; y++)
-            memcpy(w->win + ((size_t)c * g->wh + y) * g->ww, images + img * i + ((size_t)c * H + g->ay[i] + y) * W + g->ax[i],
-                   sizeof(float) * (size_t)g->ww);
-    npred_status st = npred_core_forward(core, &m->t, w->win, 1, 0);
+    int ci = m->in_c, H = m->in_h, W = m->in_w, C = m->core.out_c;
+    size_t img = (size_t)ci * H * W, wimg = (size_t)ci * g->wh * g->ww, oplane = (size_t)g->oh * g->ow;
+    const float *out;
+    npred_status st;
+    if (g->lv) {
+        st = npred_core_cone_forward(w->cone, &m->t, images + img * i, g->coy + (size_t)g->lv * i,
+                                     g->cox + (size_t)g->lv * i, &out);
+    } else {
+        for (int c = 0; c < ci; c++)
+            for (int y = 0; y < g->wh; y++)
+                memcpy(w->win + ((size_t)c * g->wh + y) * g->ww,
+                       images + img * i + ((size_t)c * H + g->ay[i] + y) * W + g->ax[i], sizeof(float) * (size_t)g->ww);
+        st = npred_core_forward(&w->core, &m->t, w->win, 1, 0);
+        out = w->core.output;
+    }
     if (st) return st;
     const float *wt = g->wt + 4 * (size_t)i, *F = g->F + (size_t)C * i;
     const int *tap = g->tap + 4 * (size_t)i;
     double acc = 0;
     for (int c = 0; c < C; c++) {
-        const float *oc = core->output + (size_t)c * oplane;
+        const float *oc = out + (size_t)c * oplane;
         float mix = wt[0] * oc[tap[0]] + wt[1] * oc[tap[1]] + wt[2] * oc[tap[2]] + wt[3] * oc[tap[3]];
         acc += (double)F[c] * mix;
     }
@@ -285,18 +322,21 @@ static npred_status run_one(npred_neuron_grad *g, nw_worker *w, int i, const flo
     float dy = (z > 0 ? 1.0f : r) * g->gain[i];
     for (int c = 0; c < C; c++)
         for (int k = 0; k < 4; k++) w->dout[(size_t)c * oplane + tap[k]] += dy * wt[k] * F[c];
-    memset(w->dwin, 0, sizeof(float) * wimg);
-    st = npred_core_backward(core, &m->t, w->dout, w->dwin);
-    for (int c = 0; c < C; c++) /* the taps were the only nonzero entries */
-        for (int k = 0; k < 4; k++) w->dout[(size_t)c * oplane + tap[k]] = 0.0f;
-    if (st) return st;
     float *gi = grad_out + img * i;
     memset(gi, 0, sizeof(float) * img);
-    for (int c = 0; c < ci; c++)
-        for (int y = 0; y < g->wh; y++)
-            memcpy(gi + ((size_t)c * H + g->ay[i] + y) * W + g->ax[i], w->dwin + ((size_t)c * g->wh + y) * g->ww,
-                   sizeof(float) * (size_t)g->ww);
-    return NPRED_OK;
+    if (g->lv) {
+        st = npred_core_cone_backward(w->cone, &m->t, w->dout, gi);
+    } else {
+        memset(w->dwin, 0, sizeof(float) * wimg);
+        st = npred_core_backward(&w->core, &m->t, w->dout, w->dwin);
+        for (int c = 0; !st && c < ci; c++)
+            for (int y = 0; y < g->wh; y++)
+                memcpy(gi + ((size_t)c * H + g->ay[i] + y) * W + g->ax[i], w->dwin + ((size_t)c * g->wh + y) * g->ww,
+                       sizeof(float) * (size_t)g->ww);
+    }
+    for (int c = 0; c < C; c++) /* the taps were the only nonzero entries */
+        for (int k = 0; k < 4; k++) w->dout[(size_t)c * oplane + tap[k]] = 0.0f;
+    return st;
 }
 
 npred_status npred_neuron_grad_run(npred_neuron_grad *g, const float *images, float *grad_out, float *rates_out)
