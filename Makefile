@@ -190,7 +190,7 @@ test: $(TESTS) all $(BUILD)/tests/pyref
 
 # Same tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 sanitize debug:
-	@$(MAKE) --no-print-directory test BUILD=build-san OPT="-O1 -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory test BUILD=build-san OPT="-O1 -fno-omit-frame-pointer -Wno-psabi" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 # The suite under ThreadSanitizer (docs/reliability.md): clang with LLVM's
