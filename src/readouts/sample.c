@@ -72,20 +72,20 @@ typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 /* channel-major F is prefetched this many blocks ahead */
 #define RS_PREFETCH 2
 
-static inline vf rs_vld(const float *p)
-{
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+/* loads are macros, not functions returning vf: a 64-byte vector return value
+ * would have another ABI where the target lacks AVX-512 (PORTABLE=1) */
+typedef float vf_unaligned __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float)), may_alias));
+#define rs_vld(p) ((vf)(*(const vf_unaligned *)(const void *)(p)))
 
-/* the first L floats at p, zeros after */
-static inline vf rs_load(const float *p, int L)
+/* *v = the first L floats at p, zeros after */
+static inline void rs_load_to(vf *v, const float *p, int L)
 {
-    if (L == LANES) return rs_vld(p);
-    vf v = {0};
-    for (int l = 0; l < L; l++) v[l] = p[l];
-    return v;
+    if (L == LANES) {
+        *v = rs_vld(p);
+        return;
+    }
+    *v = (vf){0};
+    for (int l = 0; l < L; l++) (*v)[l] = p[l];
 }
 
 /* m[i][j] <-> m[j][i] in four rounds: round S swaps the elements whose row and
@@ -127,11 +127,17 @@ static void rs_block_forward(float *y, const rs_cell *cell, const float *F, size
         const int L = C - c0 < LANES ? C - c0 : LANES;
         vf f[LANES];
         if (sc == 1) {
-            for (int j = 0; j < LANES; j++) f[j] = j < nb ? rs_load(F + j * so + c0, L) : (vf){0};
+            for (int j = 0; j < LANES; j++) {
+                f[j] = (vf){0};
+                if (j < nb) rs_load_to(&f[j], F + j * so + c0, L);
+            }
         } else {
             /* L rows a whole parameter row apart: more streams than the hardware follows */
             for (int l = 0; l < L; l++) __builtin_prefetch(F + (size_t)(c0 + l) * sc + RS_PREFETCH * LANES);
-            for (int l = 0; l < LANES; l++) f[l] = l < L ? rs_load(F + (size_t)(c0 + l) * sc, nb) : (vf){0};
+            for (int l = 0; l < LANES; l++) {
+                f[l] = (vf){0};
+                if (l < L) rs_load_to(&f[l], F + (size_t)(c0 + l) * sc, nb);
+            }
             rs_transpose(f);
         }
         if (L == LANES)
@@ -147,7 +153,11 @@ static void rs_block_forward(float *y, const rs_cell *cell, const float *F, size
                 const rs_cell *c = &cell[j];
                 vf s = {0};
                 for (int k = 0; k < 4; k++)
-                    if (c->tap[k]) s += c->wt[k] * rs_load(c->tap[k] + c0, L);
+                    if (c->tap[k]) {
+                        vf t;
+                        rs_load_to(&t, c->tap[k] + c0, L);
+                        s += c->wt[k] * t;
+                    }
                 acc[j] += f[j] * s;
             }
     }
