@@ -111,8 +111,12 @@ NPRED_API npred_status npred_model_input_gradient(npred_model *m, const char *ke
  * (stride-1 convs, BatchNorm, ELU: no squeeze-excitation, attention or Hermite layers),
  * a neuron reads the core at one point, which sees only a window of the image (its
  * receptive field, e.g. 28x28 of 36x64 for the SENSORIUM baseline): only that window is
- * computed, and the gradient is zero outside it (npred_neuron_grad_is_local: 1, and the
- * window size). Otherwise the plan runs npred_model_input_gradient.
+ * computed, and the gradient is zero outside it. npred_neuron_grad_is_local gives the
+ * window size and returns 2 when each layer is computed only on the region the taps need
+ * (the cone: plain or depth-separable layers, no skip connections, the last layer alone
+ * in `stack`), 1 when a core sized for the window runs on it, 0 when the plan runs
+ * npred_model_input_gradient (other readouts; squeeze-excitation, attention or Hermite
+ * layers). Images run in parallel, one per thread.
  * The plan records the readout positions, feature rows, biases, shifts and modulator gains
  * when it is made (one forward): make a new plan after the parameters change. A plan uses
  * its model: its runs must not overlap with each other or with other calls on that model;
