@@ -218,14 +218,20 @@ void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *d
         for (int b = 0; b < B; b++)
             for (int o = 0; o < n; o++) gb[o] += dy[(size_t)b * n + o];
     }
-    /* dF[o,k] = sum_b dy[b,o] T[b,k,o]; then T <- dT[b,k,o] = dy[b,o] F[o,k] */
+    /* dF[o,k] = sum_b dy[b,o] T[b,k,o] (b in order, in double), in blocks of 512 neurons
+     * so that the rows of T and dy are read contiguously; then T <- dT[b,k,o] = dy[b,o] F[o,k] */
+    enum { OB = 512 };
+    int nob = (n + OB - 1) / OB;
 #pragma omp parallel for schedule(static) if (!t->grads_off)
-    for (int k = 0; k < (t->grads_off ? 0 : C); k++) {
-        for (int o = 0; o < n; o++) {
-            double acc = 0;
-            for (int b = 0; b < B; b++) acc += (double)dy[(size_t)b * n + o] * v.T[((size_t)b * C + k) * n + o];
-            v.dF[(size_t)o * C + k] = (float)acc;
+    for (int q = 0; q < (t->grads_off ? 0 : C * nob); q++) {
+        int k = q / nob, o0 = (q % nob) * OB, on = n - o0 < OB ? n - o0 : OB;
+        double acc[OB];
+        for (int o = 0; o < on; o++) acc[o] = 0;
+        for (int b = 0; b < B; b++) {
+            const float *d = dy + (size_t)b * n + o0, *Tk = v.T + ((size_t)b * C + k) * n + o0;
+            for (int o = 0; o < on; o++) acc[o] += (double)d[o] * Tk[o];
         }
+        for (int o = 0; o < on; o++) v.dF[(size_t)(o0 + o) * C + k] = (float)acc[o];
     }
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++)
