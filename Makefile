@@ -206,8 +206,14 @@ tsan:
 	    $(MAKE) --no-print-directory test BUILD=build-tsan CC=clang MPI=0 PY_TESTS= \
 	    OPT="-O1 -g -fno-omit-frame-pointer -Wno-psabi" SAN="-fsanitize=thread"
 
-bench: $(BENCHES)
-	@for b in $(BENCHES); do echo "== $$b"; ./$$b || exit 1; done
+# Every bench records its figures in $(BUILD)/bench/part_<bench>.json (bench/bench_report.h);
+# the summary (bench/summary.c) merges them into one table and $(BUILD)/bench/summary.json
+# (docs/performance.md). A failing bench is reported and the others still run.
+bench: $(BENCHES) $(BUILD)/bench/summary $(BUILD)/npred
+	@rm -f $(BUILD)/bench/part_*.json $(BUILD)/bench/summary.json
+	@fail=0; for b in $(BENCHES); do echo "== $$b"; \
+	    NPRED_BENCH_DIR=$(BUILD)/bench NPRED_BIN=./$(BUILD)/npred ./$$b || { echo "== $$b FAILED"; fail=1; }; done; \
+	    ./$(BUILD)/bench/summary $(BUILD)/bench || fail=1; exit $$fail
 
 # libFuzzer targets (fuzz/targets.c; docs/reliability.md), built with clang +
 # ASan/UBSan into build-fuzz/, each run for FUZZ_SECONDS. Needs clang and

@@ -6,7 +6,8 @@
  *
  *   ./build/bench/bench_latency [checkpoint.pth] [calls]
  *
- * The last line is machine-readable: "latency_ms_1thread=... latency_ms_default_threads=...". */
+ * The last line is machine-readable: "latency_ms_1thread=... latency_ms_default_threads=...";
+ * the two medians are recorded for the `make bench` summary (bench_report.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -14,6 +15,7 @@
 
 #include "npred/model.h"
 #include "bench_check.h"
+#include "bench_report.h"
 
 static double now(void)
 {
@@ -49,8 +51,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_latency: calls %s: expected 10..100000\n", argv[2]);
         return 1;
     }
+    bench_report_init("latency");
     if (access(path, R_OK) != 0) {
         printf("bench_latency: skipped: checkpoint %s not found\n", path);
+        bench_note("latency_ms_1thread", "bench_latency: the sota checkpoint (../shared/checkpoints) is absent");
+        bench_note("latency_ms_default_threads", "bench_latency: the sota checkpoint (../shared/checkpoints) is absent");
         return 0;
     }
     int dflt = npred_threads();
@@ -80,6 +85,8 @@ int main(int argc, char **argv)
                ms[(int)(0.99 * (calls - 1))], ms[0]);
     }
     printf("latency_ms_1thread=%.3f latency_ms_default_threads=%.3f\n", med[0], med[1]);
+    bench_record("latency_ms_1thread", med[0], 1);
+    bench_record("latency_ms_default_threads", med[1], dflt);
     BENCH_OK(npred_set_threads(dflt));
     free(img), free(out), free(ms);
     npred_model_free(m);

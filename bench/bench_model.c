@@ -4,9 +4,14 @@
  *   (a) the SENSORIUM baseline (4 layers, 9x9 input conv, depth-separable 7x7,
  *       64 channels, FullGaussian2d with the cortex grid-mean predictor) on
  *       1x36x64 images, 7,776 neurons, batch 128 and 32;
- *   (b) the readouts tutorial model (same core, padded input) on 1x144x256,
- *       8,372 neurons, legacy Gaussian2d at batch 32, and FullFactorized2d when
- *       the machine has the memory.
+ *   (b) the readouts tutorial model (same core, padded input) with
+ *       FullFactorized2d, 8,000 neurons, on 1x36x64 at batch 32;
+ *   (c) the same model on 1x144x256, 8,372 neurons, legacy Gaussian2d at batch
+ *       32, and FullFactorized2d when asked (NPRED_BENCH_FACTORIZED) and the
+ *       machine has the memory.
+ *
+ * Records (bench_report.h) the summary's train_img_s_36x64_b32/_b128,
+ * forward_img_s_36x64_b32, train_img_s_144x256_b32 and factorized_train_step_s.
  *
  * Reported times are medians over a few repetitions; the stage breakdown times
  * the same kernels the core calls, one by one, on the model's own buffers. The
@@ -22,6 +27,7 @@
 #include "kernels/batchnorm.h"
 #include "model/model.h"
 #include "bench_check.h"
+#include "bench_report.h"
 
 static double now(void)
 {
@@ -148,9 +154,15 @@ static void core_kernels(npred_model *m, int B, int reps, stages *st)
 
 static const char *only;
 
-static void run(const char *name, const char *config, int H, int W, int n, int B, int reps, int breakdown)
+/* medians of a case: images/s forward and train step, seconds per train step */
+typedef struct {
+    double fwd_img_s, train_img_s, train_s;
+} result;
+
+static result run(const char *name, const char *config, int H, int W, int n, int B, int reps, int breakdown)
 {
-    if (only && !strstr(name, only)) return;
+    result res = {0, 0, 0};
+    if (only && !strstr(name, only)) return res;
     npred_model_session s = {"bench", n, NULL, 2, NULL, NULL};
     double *coords = malloc(sizeof(double) * 2 * (size_t)n);
     npred_rng rng;
@@ -207,6 +219,9 @@ static void run(const char *name, const char *config, int H, int W, int n, int B
     st.ro_b = 1e3 * median(rb, reps);
     st.core_b = 1e3 * median(cb, reps);
     double mf = median(tf, reps), mt = median(tt, reps);
+    res.fwd_img_s = B / mf;
+    res.train_img_s = B / mt;
+    res.train_s = mt;
     printf("%s, batch %d (%d neurons; create %.2f s)\n", name, B, n, t_create);
     printf("  forward (eval)     %8.1f images/s  %8.1f ms/batch\n", B / mf, 1e3 * mf);
     printf("  train step         %8.1f images/s  %8.1f ms/batch  (forward + backward, no optimizer)\n", B / mt,
@@ -232,6 +247,7 @@ static void run(const char *name, const char *config, int H, int W, int n, int B
     fflush(stdout);
     npred_model_free(m);
     free(coords), free(x), free(out), free(dout);
+    return res;
 }
 
 static double avail_gib(void)
@@ -241,6 +257,7 @@ static double avail_gib(void)
 
 int main(int argc, char **argv)
 {
+    bench_report_init("model");
     /* optional argument: only the cases whose name contains it (e.g. "baseline") */
     only = argc > 1 ? argv[1] : NULL;
     printf("threads: %d (medians; shared machine, expect noise)\n", omp_get_max_threads());
@@ -249,14 +266,29 @@ int main(int argc, char **argv)
         "\"stack\":-1,\"pad_input\":false,\"gamma_input\":6.3831,\"gamma_readout\":0.0076,\"init_sigma\":0.1,"
         "\"init_mu_range\":0.3,\"gauss_type\":\"full\",\"grid_mean_predictor\":{\"type\":\"cortex\","
         "\"input_dimensions\":2,\"hidden_layers\":1,\"hidden_features\":30,\"final_tanh\":true}}";
-    run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 128, 5, 1);
-    run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 32, 7, 0);
+    int thr = omp_get_max_threads();
+    result r = run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 128, 5, 1);
+    if (r.train_s > 0) {
+        bench_record("train_img_s_36x64_b128", r.train_img_s, thr);
+        bench_record("forward_img_s_36x64_b128", r.fwd_img_s, thr);
+    }
+    r = run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 32, 7, 0);
+    if (r.train_s > 0) {
+        bench_record("train_img_s_36x64_b32", r.train_img_s, thr);
+        bench_record("forward_img_s_36x64_b32", r.fwd_img_s, thr);
+    }
     const char *tut =
         "{\"core\":{\"input_channels\":1,\"hidden_channels\":64,\"input_kern\":9,\"hidden_kern\":7,\"layers\":4,"
         "\"depth_separable\":true,\"stack\":-1,\"gamma_input\":6.3831},\"readout\":{\"type\":\"%s\"}}";
     char cfg[512];
+    /* FullFactorized2d, 8,000 neurons on the padded core at 36x64 (bench-torch.md's row: 1.18 s per
+     * train step in PyTorch): the readout is three GEMMs of 2*B*c*h*w*n = 7.5e10 FLOPs each */
+    snprintf(cfg, sizeof cfg, tut, "FullFactorized2d");
+    r = run("tutorial FullFactorized2d 36x64", cfg, 36, 64, 8000, 32, 3, 0);
+    if (r.train_s > 0) bench_record("factorized_train_step_s", r.train_s, thr);
     snprintf(cfg, sizeof cfg, tut, "Gaussian2d");
-    run("tutorial Gaussian2d 144x256", cfg, 144, 256, 8372, 32, 2, 0);
+    r = run("tutorial Gaussian2d 144x256", cfg, 144, 256, 8372, 32, 2, 0);
+    if (r.train_s > 0) bench_record("train_img_s_144x256_b32", r.train_img_s, thr);
     /* FullFactorized2d at 144x256: ~10 GB of activations plus 2 x 1.2 GB of spatial
      * weights and gradients, and minutes per run: only on request */
     if (getenv("NPRED_BENCH_FACTORIZED")) {
