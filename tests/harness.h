@@ -56,11 +56,10 @@ int64_t *th_load_i64(const th_case *c, const char *rel, npred_array *shape);
 /* Tolerance for a file: tolerance.per_file[rel] if present, else tolerance[kind]
  * (kind "forward" or "grads"), else the README defaults. */
 void th_tol(const th_case *c, const char *kind, const char *rel, double *rtol, double *atol);
-/* Compare a float32 result against fixture file rel with the case tolerance
- * (element count only: prefer th_compare_dims, which also checks the shape). */
-int th_compare(const th_case *c, const char *kind, const char *rel, const float *got, size_t n);
-/* The same, checking first that the fixture's shape is exactly dims[0..ndim)
- * (a 0-d fixture matches ndim 0); TH_DIMS(B, C, H, W) spells ndim and dims. */
+/* Compare a float32 result against fixture file rel with the case tolerance,
+ * checking first that the fixture's shape is exactly dims[0..ndim) (a 0-d
+ * fixture matches ndim 0), so that a wrongly shaped result of the right size
+ * fails; TH_DIMS(B, C, H, W) spells ndim and dims. */
 int th_compare_dims(const th_case *c, const char *kind, const char *rel, const float *got, int ndim,
                     const int64_t *dims);
 #define TH_DIMS(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (const int64_t[]){__VA_ARGS__}
@@ -71,7 +70,8 @@ double th_num(cJSON *root, double dflt, ...);
 /* ---- fixtures <-> parameter table (src/nn/params.h) ---- */
 struct npred_ptable_s;
 /* Copy every file of files.<group> (an object key -> path) into the table entry
- * named prefix+key (keys listed in `skip`, NULL-terminated, are ignored).
+ * named prefix+key, whose shape it must have (keys listed in `skip`,
+ * NULL-terminated, are ignored).
  * Returns the number of entries loaded; failed CHECKs for missing entries. */
 int th_load_table(const th_case *c, void *table, const char *group, const char *prefix, const char *const *skip);
 /* Compare every file of files.<group> with the table: values (kind "forward")

@@ -196,12 +196,12 @@ static void run_fixture(const char *name, npred_act_kind kind)
     if (x && u) {
         float *y = malloc(sh.count * sizeof *y), *dx = calloc(sh.count, sizeof *dx);
         CHECK_OK(npred_act_forward(y, x, sh.count, &a));
-        th_compare(&c, "forward", "output.npy", y, sh.count);
+        th_compare_dims(&c, "forward", "output.npy", y, sh.ndim, sh.shape);
         double loss = 0, ref = th_num(c.json, NAN, "scalars", "loss", NULL);
         for (size_t i = 0; i < sh.count; i++) loss += (double)y[i] * u[i];
         CHECK(fabs(loss - ref) <= 1e-5 + 1e-4 * fabs(ref), "loss %.9g, want %.9g", loss, ref);
         CHECK_OK(npred_act_backward(dx, u, x, y, sh.count, &a));
-        th_compare(&c, "grads", "grads/input.npy", dx, sh.count);
+        th_compare_dims(&c, "grads", "grads/input.npy", dx, sh.ndim, sh.shape);
         free(y), free(dx);
     }
     free(x), free(u);

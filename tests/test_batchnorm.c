@@ -118,14 +118,14 @@ static void run_fixture(const char *name)
 
     CHECK_OK(npred_batchnorm2d_forward(y, sm, si, rm, rv, nbt, x, w, bias, B, C, H, W, training,
                                        momentum, eps));
-    th_compare(&c, "forward", fixture_file(&c, NULL, "output"), y, N);
+    th_compare_dims(&c, "forward", fixture_file(&c, NULL, "output"), y, TH_DIMS(B, C, H, W));
     double loss = 0;
     for (size_t i = 0; i < N; i++) loss += (double)y[i] * u[i];
     double ref_loss = th_num(c.json, NAN, "scalars", "loss", NULL);
     CHECK(fabs(loss - ref_loss) <= 1e-5 + 1e-4 * fabs(ref_loss), "loss %.9g, want %.9g", loss, ref_loss);
     if (training) {
-        th_compare(&c, "forward", fixture_file(&c, "buffers_after", "running_mean"), rm, C);
-        th_compare(&c, "forward", fixture_file(&c, "buffers_after", "running_var"), rv, C);
+        th_compare_dims(&c, "forward", fixture_file(&c, "buffers_after", "running_mean"), rm, TH_DIMS(C));
+        th_compare_dims(&c, "forward", fixture_file(&c, "buffers_after", "running_var"), rv, TH_DIMS(C));
         int64_t *nbt_after = th_load_i64(&c, fixture_file(&c, "buffers_after", "num_batches_tracked"), NULL);
         if (nbt_after)
             CHECK(*nbt == *nbt_after && *nbt == nbt0 + 1, "num_batches_tracked %lld, want %lld (was %lld)",
@@ -133,14 +133,14 @@ static void run_fixture(const char *name)
         free(nbt_after);
     } else {
         CHECK(*nbt == nbt0, "eval changed num_batches_tracked to %lld", (long long)*nbt);
-        th_compare(&c, "forward", fixture_file(&c, "params", "running_mean"), rm, C);
-        th_compare(&c, "forward", fixture_file(&c, "params", "running_var"), rv, C);
+        th_compare_dims(&c, "forward", fixture_file(&c, "params", "running_mean"), rm, TH_DIMS(C));
+        th_compare_dims(&c, "forward", fixture_file(&c, "params", "running_var"), rv, TH_DIMS(C));
     }
 
     CHECK_OK(npred_batchnorm2d_backward(dx, dg, db, u, x, w, sm, si, B, C, H, W, training));
-    th_compare(&c, "grads", fixture_file(&c, "grads", "input"), dx, N);
-    th_compare(&c, "grads", fixture_file(&c, "grads", "weight"), dg, C);
-    th_compare(&c, "grads", fixture_file(&c, "grads", "bias"), db, C);
+    th_compare_dims(&c, "grads", fixture_file(&c, "grads", "input"), dx, TH_DIMS(B, C, H, W));
+    th_compare_dims(&c, "grads", fixture_file(&c, "grads", "weight"), dg, TH_DIMS(C));
+    th_compare_dims(&c, "grads", fixture_file(&c, "grads", "bias"), db, TH_DIMS(C));
     free(y), free(dx), free(dg), free(db), free(sm), free(si);
 out:
     free(x), free(u), free(w), free(bias), free(rm), free(rv), free(nbt);

@@ -281,7 +281,7 @@ static void test_fixture_readout_mu(void)
                     mu[2 * i + o] = (float)tanh(z);
                 }
             }
-            th_compare(&c, "forward", "readout_mu.npy", mu, (size_t)n * 2);
+            th_compare_dims(&c, "forward", "readout_mu.npy", mu, TH_DIMS(n, 2));
             free(mu);
         }
         npred_tensor_list_free(&l);

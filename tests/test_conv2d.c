@@ -444,6 +444,8 @@ static void fixture(const char *name)
                                      (int)th_num(args, 1, "groups", NULL));
     CHECK(p.c == (int)th_num(args, 0, "in_channels", NULL), "%s: in_channels", name);
     size_t nx = nx_of(&p), nw = nw_of(&p), ny = ny_of(&p);
+    int oh = 0, ow = 0;
+    npred_conv2d_output_size(&p, &oh, &ow);
     float *y = malloc(ny * 4), *dx = malloc(nx * 4), *dw = malloc(nw * 4), *db = malloc((size_t)p.o * 4);
     int tested = 0;
     for (size_t a = 0; a < sizeof ALGOS / sizeof *ALGOS; a++) {
@@ -452,15 +454,15 @@ static void fixture(const char *name)
         size_t wsb = npred_conv2d_workspace_size(&p, ALGOS[a]);
         void *ws = malloc(wsb ? wsb : 1);
         if (CHECK_OK(npred_conv2d_forward_algo(ALGOS[a], y, x, w, b, &p, ws, wsb)))
-            CHECK(th_compare(&c, "forward", "output.npy", y, ny), "%s forward", ALGO_NAMES[ALGOS[a]]);
+            CHECK(th_compare_dims(&c, "forward", "output.npy", y, TH_DIMS(p.n, p.o, oh, ow)), "%s forward", ALGO_NAMES[ALGOS[a]]);
         memset(dx, 0, nx * 4);
         memset(dw, 0, nw * 4);
         memset(db, 0, (size_t)p.o * 4);
         if (CHECK_OK(npred_conv2d_backward_algo(ALGOS[a], dx, dw, has_bias ? db : NULL, u, x, w, &p, ws, wsb))) {
-            CHECK(th_compare(&c, "grads", "grads/input.npy", dx, nx), "%s dx", ALGO_NAMES[ALGOS[a]]);
-            CHECK(th_compare(&c, "grads", "grads/weight.npy", dw, nw), "%s dw", ALGO_NAMES[ALGOS[a]]);
+            CHECK(th_compare_dims(&c, "grads", "grads/input.npy", dx, xs.ndim, xs.shape), "%s dx", ALGO_NAMES[ALGOS[a]]);
+            CHECK(th_compare_dims(&c, "grads", "grads/weight.npy", dw, TH_DIMS(p.o, p.c / p.groups, p.kh, p.kw)), "%s dw", ALGO_NAMES[ALGOS[a]]);
             if (has_bias)
-                CHECK(th_compare(&c, "grads", "grads/bias.npy", db, (size_t)p.o), "%s db",
+                CHECK(th_compare_dims(&c, "grads", "grads/bias.npy", db, TH_DIMS(p.o)), "%s db",
                       ALGO_NAMES[ALGOS[a]]);
         }
         free(ws);

@@ -71,13 +71,14 @@ static void run_case(const char *name, const char *core_type)
     float *o = th_load_f32(&c, "output.npy", &os);
     free(o);
     if (!CHECK(o && os.count == nout, "output has %zu elements, fixture %zu", nout, os.count)) goto out;
-    th_compare(&c, "forward", "output.npy", core.output, nout);
+    th_compare_dims(&c, "forward", "output.npy", core.output, TH_DIMS(B, core.out_c, core.out_h, core.out_w));
     cJSON *inter = th_get(c.json, "files", "intermediates", NULL), *it;
     cJSON_ArrayForEach(it, inter)
     {
         int l = atoi(it->string + strlen("features.layer"));
+        if (!CHECK(l >= 0 && l < cc.layers, "%s: intermediate %s names no layer", name, it->string)) continue;
         npred_core_layer *L = &core.L[l];
-        th_compare(&c, "forward", it->valuestring, L->out, (size_t)B * L->cout * L->hout * L->wout);
+        th_compare_dims(&c, "forward", it->valuestring, L->out, TH_DIMS(B, L->cout, L->hout, L->wout));
     }
     for (int l = 0; l < cc.layers; l++) { /* the effective weights of the Hermite layers */
         char key[64];
@@ -85,7 +86,7 @@ static void run_case(const char *name, const char *core_type)
         cJSON *f = th_get(c.json, "files", key, NULL);
         const npred_core_layer *L = &core.L[l];
         if (f && CHECK(L->weff != NULL, "layer %d has effective weights", l))
-            th_compare(&c, "forward", f->valuestring, L->weff, (size_t)L->cout * L->cin * L->k * L->k);
+            th_compare_dims(&c, "forward", f->valuestring, L->weff, TH_DIMS(L->cout, L->cin, L->k, L->k));
     }
     th_compare_table(&c, &t, "buffers_after", "forward", "", NULL);
     npred_ptable_zero_grad(&t);
@@ -107,10 +108,10 @@ static void run_case(const char *name, const char *core_type)
         cJSON_ArrayForEach(e, pw) if (ns < 63) skip[ns++] = e->valuestring;
         skip[ns] = NULL;
         th_compare_table(&c, &t, "grads", "grads", "", skip);
-        th_compare(&c, "grads", "grads/input.npy", dx, xs.count);
+        th_compare_dims(&c, "grads", "grads/input.npy", dx, xs.ndim, xs.shape);
     }
     CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
-    th_compare(&c, "forward", "output_eval.npy", core.output, nout);
+    th_compare_dims(&c, "forward", "output_eval.npy", core.output, TH_DIMS(B, core.out_c, core.out_h, core.out_w));
 out:
     free(up);
     free(dx);

@@ -237,6 +237,18 @@ static void expect_open_error(const char *path, const char *json, const char *ne
 
 /* ------------------------------------------------------------------ mini_tree fixture */
 
+/* Compare batch field f (images, responses, behavior, pupil_center) of the first
+ * n rows of b with fixture file rel, shape included. */
+static void compare_field(th_case *cs, const char *rel, const npred_batch *b, int f, int64_t n)
+{
+    const float *got = f == 0 ? b->images : f == 1 ? b->responses : f == 2 ? b->behavior : b->pupil_center;
+    if (!CHECK(got != NULL, "%s: the batch has no %s", rel, f == 2 ? "behavior" : "pupil_center")) return;
+    if (f == 0)
+        th_compare_dims(cs, "forward", rel, got, TH_DIMS(n, b->c, b->h, b->w));
+    else
+        th_compare_dims(cs, "forward", rel, got, TH_DIMS(n, f == 1 ? b->n_neurons : f == 2 ? b->behavior_dim : b->pupil_dim));
+}
+
 static void check_variant(th_case *cs, const char *variant, const char *path)
 {
     cJSON *v = th_get(cs->json, "variants", variant, NULL);
@@ -271,10 +283,10 @@ static void check_variant(th_case *cs, const char *variant, const char *path)
         const float *got = !strcmp(f->string, "response_precision") ? ni.response_precision
                            : !strcmp(f->string, "behavior_precision") ? ni.behavior_precision
                            : !strcmp(f->string, "eye_mean") ? ni.eye_mean : ni.eye_std;
-        size_t n = !strcmp(f->string, "response_precision") ? (size_t)si.n_neurons
-                   : !strcmp(f->string, "behavior_precision") ? 3 : 2;
+        int64_t n = !strcmp(f->string, "response_precision") ? si.n_neurons
+                    : !strcmp(f->string, "behavior_precision") ? si.behavior_dim : si.pupil_dim;
         CHECK(got != NULL, "%s missing", f->string);
-        if (got) th_compare(cs, "forward", f->valuestring, got, n);
+        if (got) th_compare_dims(cs, "forward", f->valuestring, got, TH_DIMS(n));
     }
     npred_batch b;
     if (!CHECK_OK(npred_batch_init(&b, L, 0))) {
@@ -283,7 +295,9 @@ static void check_variant(th_case *cs, const char *variant, const char *path)
     }
     const char *fields[4] = {"images", "responses", "behavior", "pupil_center"};
     cJSON *tiers = th_get(v, "tiers", NULL);
-    for (cJSON *tj = tiers->child; tj; tj = tj->next) {
+    CHECK(cJSON_GetArraySize(tiers) == 4, "%s: the reference lists %d tiers, expected 4", variant,
+          cJSON_GetArraySize(tiers));
+    for (cJSON *tj = tiers ? tiers->child : NULL; tj; tj = tj->next) {
         npred_tier t;
         CHECK_OK(npred_tier_parse(tj->string, &t));
         CHECK(si.tier_n[t] == (int64_t)th_num(tj, -1, "n_trials", NULL), "%s: %s has %lld trials", variant, tj->string,
@@ -294,15 +308,14 @@ static void check_variant(th_case *cs, const char *variant, const char *path)
             cJSON *ti = th_get(tj, "trial_indices", NULL);
             int64_t idx[64];
             int n = cJSON_GetArraySize(ti);
+            if (!CHECK(n > 0 && n <= 64, "%s: %d train trial indices (1 to 64 expected)", variant, n)) continue;
             for (int i = 0; i < n; i++) idx[i] = (int64_t)cJSON_GetArrayItem(ti, i)->valuedouble;
             for (int i = 0; i < n; i++) CHECK(si.tier_idx[t][i] == idx[i], "train trial %d", i);
             if (!CHECK_OK(npred_loaders_get(L, 0, idx, n, &b))) continue;
             for (int f = 0; f < 4; f++) {
                 cJSON *rel = th_get(tj, "files", fields[f], NULL);
                 if (!rel) continue;
-                const float *got = f == 0 ? b.images : f == 1 ? b.responses : f == 2 ? b.behavior : b.pupil_center;
-                size_t per = f == 0 ? (size_t)b.c * b.h * b.w : f == 1 ? (size_t)b.n_neurons : f == 2 ? 3 : 2;
-                th_compare(cs, "forward", rel->valuestring, got, per * (size_t)n);
+                compare_field(cs, rel->valuestring, &b, f, n);
             }
             continue;
         }
@@ -325,9 +338,7 @@ static void check_variant(th_case *cs, const char *variant, const char *path)
                     CHECK(f < 2 || (f == 2 ? si.behavior_dim == 0 : si.pupil_dim == 0), "%s present but not expected", fields[f]);
                     continue;
                 }
-                const float *got = f == 0 ? b.images : f == 1 ? b.responses : f == 2 ? b.behavior : b.pupil_center;
-                size_t per = f == 0 ? (size_t)b.c * b.h * b.w : f == 1 ? (size_t)b.n_neurons : f == 2 ? 3 : 2;
-                th_compare(cs, "forward", rel->valuestring, got, per * (size_t)b.n);
+                compare_field(cs, rel->valuestring, &b, f, b.n);
             }
             k++;
         }

@@ -325,10 +325,10 @@ static void check_fixture(const char *name, int align)
                      nout = (size_t)N * C * Ho * Wo;
         float *out = malloc(nout * 4), *din = calloc(nin, 4), *dgrid = calloc(ngrid, 4);
         CHECK_OK(npred_grid_sample_forward(out, in, grid, N, C, H, W, Ho, Wo, align));
-        th_compare(&c, "forward", "output.npy", out, nout);
+        th_compare_dims(&c, "forward", "output.npy", out, TH_DIMS(N, C, Ho, Wo));
         CHECK_OK(npred_grid_sample_backward(din, dgrid, up, in, grid, N, C, H, W, Ho, Wo, align));
-        th_compare(&c, "grads", "grads/input.npy", din, nin);
-        th_compare(&c, "grads", "grads/grid.npy", dgrid, ngrid);
+        th_compare_dims(&c, "grads", "grads/input.npy", din, TH_DIMS(N, C, H, W));
+        th_compare_dims(&c, "grads", "grads/grid.npy", dgrid, TH_DIMS(N, Ho, Wo, 2));
         /* stronger than the tolerance: the float operations are PyTorch's, so
          * all three results are bitwise the reference's */
         float *r_out = th_load_f32(&c, "output.npy", NULL);
@@ -352,15 +352,15 @@ static void check_fixture(const char *name, int align)
         CHECK_OK(npred_grid_sample_nchw_to_nhwc(feat, in, N, C, H, W));
         CHECK_OK(npred_grid_sample_nhwc_forward(o2, feat, grid, N, H, W, C, n, align));
         CHECK_OK(npred_grid_sample_nhwc_to_nchw(o2t, o2, N, C, n, 1));
-        th_compare(&c, "forward", "output.npy", o2t, nout);
+        th_compare_dims(&c, "forward", "output.npy", o2t, TH_DIMS(N, C, Ho, Wo));
         if (r_out)
             CHECK(same_bits(o2t, r_out, nout, &at), "%s: channels-last output not bitwise "
                   "PyTorch's at %zu", name, at);
         CHECK_OK(npred_grid_sample_nchw_to_nhwc(up2, up, N, C, n, 1));
         CHECK_OK(npred_grid_sample_nhwc_backward(df, dg2, up2, feat, grid, N, H, W, C, n, align));
         CHECK_OK(npred_grid_sample_nhwc_to_nchw(df_t, df, N, C, H, W));
-        th_compare(&c, "grads", "grads/input.npy", df_t, nin);
-        th_compare(&c, "grads", "grads/grid.npy", dg2, ngrid);
+        th_compare_dims(&c, "grads", "grads/input.npy", df_t, TH_DIMS(N, C, H, W));
+        th_compare_dims(&c, "grads", "grads/grid.npy", dg2, TH_DIMS(N, Ho, Wo, 2));
         free(feat); free(o2); free(o2t); free(up2); free(df); free(df_t); free(dg2);
         free(r_out); free(r_din); free(r_dgrid);
         free(out); free(din); free(dgrid);

@@ -483,12 +483,16 @@ static void test_mei_ops_fixture(void)
     th_case c;
     if (!th_case_open(&c, "mei_ops")) return;
     cJSON *args = th_get(c.json, "args", NULL);
+    CHECK(cJSON_GetArraySize(args) > 0, "mei_ops lists no cases");
     for (cJSON *a = args ? args->child : NULL; a; a = a->next) {
         char rel[256];
         snprintf(rel, sizeof rel, "%s/input.npy", a->string);
         npred_array sh;
         float *x = th_load_f32(&c, rel, &sh);
-        if (!x) continue;
+        if (!CHECK(!x || sh.ndim == 4, "%s: ndim %d, expected 4", rel, sh.ndim) || !x) {
+            free(x);
+            continue;
+        }
         int N = (int)sh.shape[0], C = (int)sh.shape[1], H = (int)sh.shape[2], W = (int)sh.shape[3];
         const char *op = cJSON_GetStringValue(th_get(a, "op", NULL));
         cJSON *kw = th_get(a, "kwargs", NULL);
@@ -520,7 +524,7 @@ static void test_mei_ops_fixture(void)
             CHECK(0, "unknown op in %s", a->string);
         }
         snprintf(rel, sizeof rel, "%s/output.npy", a->string);
-        CHECK(th_compare(&c, "forward", rel, x, sh.count), "%s", a->string);
+        CHECK(th_compare_dims(&c, "forward", rel, x, TH_DIMS(N, C, H, W)), "%s", a->string);
         free(x);
     }
     th_case_close(&c);
@@ -538,12 +542,20 @@ static void test_mei_blur_norm_sota(void)
         return;
     }
     npred_model *m = NULL;
-    float *x0 = th_load_f32(&c, "initial.npy", NULL), *grads = th_load_f32(&c, "grads.npy", NULL);
-    float *pg = th_load_f32(&c, "preconditioned_grads.npy", NULL);
+    npred_array s0, sg, sp;
+    float *x0 = th_load_f32(&c, "initial.npy", &s0), *grads = th_load_f32(&c, "grads.npy", &sg);
+    float *pg = th_load_f32(&c, "preconditioned_grads.npy", &sp);
     const char *key = cJSON_GetStringValue(th_get(c.json, "args", "data_key", NULL));
     int unit = (int)th_num(c.json, -1, "args", "unit", NULL);
     char *cfgtxt = cJSON_PrintUnformatted(th_get(c.json, "args", "config", NULL));
-    if (!x0 || !grads || !pg || !key || !cfgtxt || !CHECK_OK(npred_model_open(&m, CKPT, 36, 64, 1))) goto out;
+    /* one (1, 36, 64) image; the gradients of 21 steps, of which the first is compared */
+    if (!x0 || !grads || !pg || !key || !cfgtxt ||
+        !CHECK(s0.count == 36 * 64 && s0.ndim == 4 && s0.shape[2] == 36 && s0.shape[3] == 64, "initial.npy shape") ||
+        !CHECK(sg.ndim == 4 && sg.shape[0] == 21 && sg.shape[1] == 1 && sg.shape[2] == 36 && sg.shape[3] == 64,
+               "grads.npy shape") ||
+        !CHECK(sp.ndim == 4 && sp.shape[0] == 21 && sp.shape[1] == 1 && sp.shape[2] == 36 && sp.shape[3] == 64,
+               "preconditioned_grads.npy shape") ||
+        !CHECK_OK(npred_model_open(&m, CKPT, 36, 64, 1))) goto out;
     int si = npred_model_session_index(m, key), n = npred_model_session_neurons(m, si);
     if (!CHECK(si >= 0 && unit >= 0 && unit < n, "session %s unit %d", key, unit)) goto out;
     float *w = calloc((size_t)n, sizeof *w), g[36 * 64], mei[36 * 64], act, trace[21];
@@ -565,8 +577,8 @@ static void test_mei_blur_norm_sota(void)
         int steps = 0;
         if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 1, x0, NULL, NULL, mei, &act, trace, &steps, NULL, NULL))) {
             CHECK(steps == 21 && npred_mei_max_steps(&cfg) == 21, "NumIterations(20) makes 21 steps (%d)", steps);
-            CHECK(th_compare(&c, "forward", "trace.npy", trace, 21), "objective trace");
-            CHECK(th_compare(&c, "forward", "mei.npy", mei, 36 * 64), "returned MEI");
+            CHECK(th_compare_dims(&c, "forward", "trace.npy", trace, TH_DIMS(21)), "objective trace");
+            CHECK(th_compare_dims(&c, "forward", "mei.npy", mei, TH_DIMS(1, 1, 36, 64)), "returned MEI");
             double want = th_num(c.json, NAN, "scalars", "activation_of_returned_mei", NULL);
             CHECK(fabs(act - want) <= 1e-5 + 1e-4 * fabs(want), "activation of the MEI %.7g vs %.7g", act, want);
         }

@@ -18,16 +18,18 @@ static const char *const NO_SKIP[] = {NULL};
 static void compare_session_table(th_case *c, npred_ptable *t, const char *key, const char *group, int grads)
 {
     cJSON *g = th_get(c->json, "files", "sessions", key, group, NULL), *it;
-    CHECK(g != NULL, "%s: no files.sessions.%s.%s", c->name, key, group);
+    int compared = 0;
     cJSON_ArrayForEach(it, g)
     {
         if (!strcmp(it->string, "images") || !strcmp(it->string, "pupil_center")) continue;
+        compared++;
         int idx = npred_ptable_find(t, it->string);
         if (!CHECK(idx >= 0, "no table entry %s", it->string)) continue;
         const float *v = grads ? npred_ptable_gradptr(t, idx) : npred_ptable_ptr(t, idx);
         if (!CHECK(v != NULL, "%s has no gradient", it->string)) continue;
-        th_compare(c, grads ? "grads" : "forward", it->valuestring, v, t->items[idx].count);
+        th_compare_dims(c, grads ? "grads" : "forward", it->valuestring, v, t->items[idx].ndim, t->items[idx].shape);
     }
+    CHECK(compared > 0, "%s: files.sessions.%s.%s lists no table entry", c->name, key, group);
 }
 
 static void run_encoder_case(const char *name)
@@ -40,7 +42,8 @@ static void run_encoder_case(const char *name)
     cJSON *keys = th_get(args, "data_keys", NULL);
     int ns = cJSON_GetArraySize(keys), maxb = 0, in_c = 0, in_h = 0, in_w = 0;
     npred_model_session ses[8];
-    for (int i = 0; i < ns && i < 8; i++) {
+    if (!CHECK(ns >= 1 && ns <= 8, "%s: %d data keys (1 to 8 expected)", name, ns)) ns = 0;
+    for (int i = 0; i < ns; i++) {
         const char *k = cJSON_GetArrayItem(keys, i)->valuestring;
         ses[i] = (npred_model_session){k, (int)th_num(args, 0, "n_neurons", k, NULL), NULL, 0, NULL, NULL};
         cJSON *shape = th_get(args, "input_shape", k, NULL);
@@ -63,7 +66,8 @@ static void run_encoder_case(const char *name)
     npred_model *m = NULL;
     if (!CHECK_OK(npred_model_create(&m, cfg, name, in_c, in_h, in_w, ses, ns, maxb, 1))) goto out;
     npred_ptable *t = npred_model_table(m);
-    th_load_table(&c, t, "params", "", NO_SKIP);
+    CHECK(th_load_table(&c, t, "params", "", NO_SKIP) == t->n, "%s: every table entry comes from the fixture (%d)",
+          name, t->n);
     /* eval outputs on the initial state, every session */
     for (int i = 0; i < ns; i++) {
         const char *k = ses[i].key;
@@ -77,7 +81,7 @@ static void run_encoder_case(const char *name)
         float *out = calloc((size_t)B * ses[i].n_neurons + 1, sizeof *out);
         if (img && CHECK_OK(npred_model_predict(m, k, img, B, pc, NULL, out))) {
             snprintf(rel, sizeof rel, "%s/output_eval.npy", k);
-            th_compare(&c, "forward", rel, out, (size_t)B * ses[i].n_neurons);
+            th_compare_dims(&c, "forward", rel, out, TH_DIMS(B, ses[i].n_neurons));
         }
         free(img), free(pc), free(out);
     }
@@ -104,19 +108,19 @@ static void run_encoder_case(const char *name)
         npred_ptable_zero_grad(t);
         if (!CHECK_OK(npred_model_forward(m, i, img, pc, NULL, B, 1, NULL, noise, out))) goto next;
         snprintf(rel, sizeof rel, "%s/output_train.npy", k);
-        th_compare(&c, "forward", rel, out, (size_t)B * n);
+        th_compare_dims(&c, "forward", rel, out, TH_DIMS(B, n));
         snprintf(rel, sizeof rel, "%s/intermediates/core_output.npy", k);
-        th_compare(&c, "forward", rel, m->core.output, (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w);
+        th_compare_dims(&c, "forward", rel, m->core.output, TH_DIMS(B, m->core.out_c, m->core.out_h, m->core.out_w));
         snprintf(rel, sizeof rel, "%s/intermediates/readout_output.npy", k);
-        th_compare(&c, "forward", rel, m->s[i].y, (size_t)B * n);
+        th_compare_dims(&c, "forward", rel, m->s[i].y, TH_DIMS(B, n));
         if (has_pc) {
             snprintf(rel, sizeof rel, "%s/intermediates/shift.npy", k);
-            th_compare(&c, "forward", rel, m->s[i].shift, (size_t)B * 2);
+            th_compare_dims(&c, "forward", rel, m->s[i].shift, TH_DIMS(B, 2));
         }
         snprintf(sk, sizeof sk, "%s/loss_scale", k);
         double scale = th_num(c.json, NAN, "scalars", sk, NULL);
-        double pois;
-        npred_loss_poisson_forward(&pois, out, resp, B, n, NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+        double pois = NAN;
+        CHECK_OK(npred_loss_poisson_forward(&pois, out, resp, B, n, NPRED_LOSS_SUM, NPRED_POISSON_EPS));
         double creg, rreg;
         npred_model_regularizer_parts(m, i, &creg, &rreg);
         snprintf(sk, sizeof sk, "%s/poisson", k);
@@ -129,15 +133,15 @@ static void run_encoder_case(const char *name)
         want = th_num(c.json, NAN, "scalars", sk, NULL);
         CHECK(fabs(rreg - want) <= 1e-4 * fabs(want), "%s readout_reg %.8g want %.8g", k, rreg, want);
         double dl = scale;
-        npred_loss_poisson_backward(dout, &dl, out, resp, B, n, NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+        CHECK_OK(npred_loss_poisson_backward(dout, &dl, out, resp, B, n, NPRED_LOSS_SUM, NPRED_POISSON_EPS));
         CHECK_OK(npred_model_backward(m, dout, 0, dimg, has_pc ? dpc : NULL));
         npred_model_regularizer(m, i, 1.0, 0);
         compare_session_table(&c, t, k, "grads", 1);
         snprintf(rel, sizeof rel, "%s/grads/images.npy", k);
-        th_compare(&c, "grads", rel, dimg, is.count);
+        th_compare_dims(&c, "grads", rel, dimg, is.ndim, is.shape);
         if (has_pc) {
             snprintf(rel, sizeof rel, "%s/grads/pupil_center.npy", k);
-            th_compare(&c, "grads", rel, dpc, (size_t)B * 2);
+            th_compare_dims(&c, "grads", rel, dpc, TH_DIMS(B, 2));
         }
         compare_session_table(&c, t, k, "buffers_after", 0);
     next:
@@ -179,12 +183,12 @@ static void test_checkpoint_sota_formula(void)
         CHECK(si == 0 && m->s[0].n == 7776, "session %s with 7776 neurons", key);
         float *out = calloc((size_t)B * 7776, sizeof *out);
         CHECK_OK(npred_model_predict(m, key, x, B, NULL, NULL, out));
-        th_compare(&c, "forward", "output.npy", out, (size_t)B * 7776);
-        th_compare(&c, "forward", "core_output.npy", m->core.output,
-                   (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w);
+        th_compare_dims(&c, "forward", "output.npy", out, TH_DIMS(B, 7776));
+        th_compare_dims(&c, "forward", "core_output.npy", m->core.output,
+                        TH_DIMS(B, m->core.out_c, m->core.out_h, m->core.out_w));
         float *mu = calloc(7776 * 2, sizeof *mu);
         CHECK_OK(npred_model_readout_positions(m, 0, mu));
-        th_compare(&c, "forward", "readout_mu.npy", mu, 7776 * 2);
+        th_compare_dims(&c, "forward", "readout_mu.npy", mu, TH_DIMS(7776, 2));
         double creg, rreg;
         npred_model_regularizer_parts(m, 0, &creg, &rreg);
         double wc = th_num(c.json, NAN, "scalars", "core.regularizer()", NULL);
@@ -257,7 +261,8 @@ static void test_adam_trajectory(void)
         CHECK_OK(npred_model_create(&m, cfg, "adam_trajectory", (int)xs.shape[1], (int)xs.shape[2],
                                     (int)xs.shape[3], &ses, 1, B, 1))) {
         npred_ptable *t = npred_model_table(m);
-        th_load_table(&c, t, "params", "", NO_SKIP);
+        CHECK(th_load_table(&c, t, "params", "", NO_SKIP) == t->n, "every table entry comes from the fixture (%d)",
+              t->n);
         npred_adam_params ap = npred_adam_default_params();
         ap.lr = th_num(args, 0.01, "adam", "lr", NULL);
         CHECK_OK(npred_adam_init(&opt, t->n_params, &ap));
@@ -266,25 +271,26 @@ static void test_adam_trajectory(void)
         for (int step = 0; step < 5; step++) {
             npred_ptable_zero_grad(t);
             CHECK_OK(npred_model_forward(m, 0, x, NULL, NULL, B, 1, NULL, NULL, out));
-            double pois, one = 1;
-            npred_loss_poisson_forward(&pois, out, y, B, (int)ys.shape[1], NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+            double pois = NAN, one = 1;
+            CHECK_OK(npred_loss_poisson_forward(&pois, out, y, B, (int)ys.shape[1], NPRED_LOSS_SUM, NPRED_POISSON_EPS));
             memset(dout, 0, ys.count * sizeof *dout);
-            npred_loss_poisson_backward(dout, &one, out, y, B, (int)ys.shape[1], NPRED_LOSS_SUM, NPRED_POISSON_EPS);
+            CHECK_OK(npred_loss_poisson_backward(dout, &one, out, y, B, (int)ys.shape[1], NPRED_LOSS_SUM, NPRED_POISSON_EPS));
             CHECK_OK(npred_model_backward(m, dout, 0, NULL, NULL));
             double loss = pois + npred_model_regularizer(m, 0, 1.0, 0);
             double want = cJSON_GetArrayItem(losses, step)->valuedouble;
             CHECK(fabs(loss - want) <= 1e-4 * fabs(want), "step %d loss %.8g want %.8g", step + 1, loss, want);
             if (step == 0) th_compare_table(&c, t, "grads_step1", "grads", "", NO_SKIP);
-            npred_adam_step(&opt, t->data, t->grad);
+            CHECK_OK(npred_adam_step(&opt, t->data, t->grad));
         }
         /* params_final: trainable parameters with the grads tolerance, buffers as forward */
         cJSON *pf = th_get(c.json, "files", "params_final", NULL), *it;
+        CHECK(cJSON_GetArraySize(pf) == t->n, "params_final has %d entries, the table %d", cJSON_GetArraySize(pf), t->n);
         cJSON_ArrayForEach(it, pf)
         {
             int idx = npred_ptable_find(t, it->string);
             if (!CHECK(idx >= 0, "no entry %s", it->string)) continue;
-            th_compare(&c, t->items[idx].is_buffer ? "forward" : "grads", it->valuestring, npred_ptable_ptr(t, idx),
-                       t->items[idx].count);
+            th_compare_dims(&c, t->items[idx].is_buffer ? "forward" : "grads", it->valuestring,
+                            npred_ptable_ptr(t, idx), t->items[idx].ndim, t->items[idx].shape);
         }
         free(out), free(dout);
     }

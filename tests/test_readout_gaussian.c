@@ -16,14 +16,18 @@ static void compare_group(th_case *c, npred_ptable *t, const char *group, const 
     cJSON *ps = th_get(c->json, "files", group, NULL);
     if (!CHECK(ps != NULL, "%s: no files.%s", c->name, group)) return;
     cJSON *it;
+    int compared = 0;
     cJSON_ArrayForEach(it, ps)
     {
         if (!strcmp(it->string, "input") || !strcmp(it->string, "shift")) continue;
+        compared++;
         int idx = npred_ptable_find(t, it->string);
         if (!CHECK(idx >= 0, "%s: no entry %s", c->name, it->string)) continue;
         const float *p = grads ? npred_ptable_gradptr(t, idx) : npred_ptable_ptr(t, idx);
-        th_compare(c, kind, it->valuestring, p, t->items[idx].count);
+        if (!CHECK(p != NULL, "%s: %s has no gradient", c->name, it->string)) continue;
+        th_compare_dims(c, kind, it->valuestring, p, t->items[idx].ndim, t->items[idx].shape);
     }
+    CHECK(compared > 0, "%s: files.%s lists no table entry", c->name, group);
 }
 
 static void run_case(const char *name, npred_readout_type type)
@@ -71,17 +75,19 @@ static void run_case(const char *name, npred_readout_type type)
             npred_array gs;
             double *raw = th_load_f64(&c, "source_grid_raw.npy", &gs);
             int is = npred_ptable_find(&t, "source_grid");
-            if (raw && CHECK_OK(npred_readout_set_source_grid(&r, &t, raw)))
-                th_compare(&c, "forward", "params/source_grid.npy", npred_ptable_ptr(&t, is), t.items[is].count);
+            if (raw && CHECK(is >= 0, "no source_grid entry") && CHECK(gs.count == (size_t)cfg.n * 2, "source_grid_raw has %zu values", gs.count) &&
+                CHECK_OK(npred_readout_set_source_grid(&r, &t, raw)))
+                th_compare_dims(&c, "forward", "params/source_grid.npy", npred_ptable_ptr(&t, is), t.items[is].ndim,
+                                t.items[is].shape);
             free(raw);
         }
         float *y = calloc((size_t)B * cfg.n, sizeof *y);
         CHECK_OK(npred_readout_forward(&r, &t, y, x, shift, B, train, NULL, noise));
-        th_compare(&c, "forward", "output.npy", y, (size_t)B * cfg.n);
+        th_compare_dims(&c, "forward", "output.npy", y, TH_DIMS(B, cfg.n));
         if (th_get(c.json, "files", "grid_sampled", NULL)) {
             float *g = calloc((size_t)B * cfg.n * 2, sizeof *g);
             npred_gaussian_sampled_grid(&r, g);
-            th_compare(&c, "forward", "grid_sampled.npy", g, (size_t)B * cfg.n * 2);
+            th_compare_dims(&c, "forward", "grid_sampled.npy", g, TH_DIMS(B, cfg.n, 1, 2));
             free(g);
         }
         if (th_get(c.json, "files", "params_after", NULL)) compare_group(&c, &t, "params_after", "forward", 0);
@@ -98,8 +104,8 @@ static void run_case(const char *name, npred_readout_type type)
             for (size_t i = 0; i < (size_t)B * cfg.n; i++) loss += (double)y[i] * up[i];
             double want_loss = th_num(c.json, NAN, "scalars", "loss", NULL);
             CHECK(fabs(loss - want_loss) <= 1e-4 * fabs(want_loss) + 1e-5, "loss %.8g want %.8g", loss, want_loss);
-            th_compare(&c, "grads", "grads/input.npy", dx, xs.count);
-            if (shift) th_compare(&c, "grads", "grads/shift.npy", dshift, (size_t)B * 2);
+            th_compare_dims(&c, "grads", "grads/input.npy", dx, xs.ndim, xs.shape);
+            if (shift) th_compare_dims(&c, "grads", "grads/shift.npy", dshift, TH_DIMS(B, 2));
             compare_group(&c, &t, "grads", "grads", 1);
         }
         free(y), free(up), free(dx), free(dshift);

@@ -44,9 +44,12 @@ static void run_fixture(const char *name)
         CHECK_OK(npred_readout_setup(&r, &t, B))) {
         /* the filter npred builds equals the reference's buffer */
         npred_pyramid_init_buffers(&r, &t);
-        float *fref = th_load_f32(&c, "params/gauss_pyramid.filter.npy", NULL);
+        npred_array fs;
+        float *fref = th_load_f32(&c, "params/gauss_pyramid.filter.npy", &fs);
         int fi = npred_ptable_find(&t, "gauss_pyramid.filter");
-        if (fref && CHECK(fi >= 0, "filter buffer declared"))
+        if (fref && CHECK(fi >= 0, "filter buffer declared") &&
+            th_compare_dims(&c, "forward", "params/gauss_pyramid.filter.npy", npred_ptable_ptr(&t, fi), t.items[fi].ndim,
+                            t.items[fi].shape)) /* and bit for bit: */
             th_close_f32("filter", npred_ptable_ptr(&t, fi), fref, t.items[fi].count, 0, 0);
         free(fref);
         CHECK(th_load_table(&c, &t, "params", "", NULL) == t.n, "all entries loaded");
@@ -58,7 +61,7 @@ static void run_fixture(const char *name)
               *ds = calloc((size_t)2 * B, sizeof *ds);
         CHECK_OK(npred_readout_forward(&r, &t, y, x, shift, B, !strcmp(cJSON_GetStringValue(th_get(c.json, "mode", NULL)), "train"),
                                        NULL, NULL));
-        th_compare(&c, "forward", "output.npy", y, (size_t)B * cfg.n);
+        th_compare_dims(&c, "forward", "output.npy", y, TH_DIMS(B, cfg.n));
         th_compare_table(&c, &t, "params_after", "forward", "", NULL);
         if (th_get(c.json, "files", "buffers_after", NULL))
             th_compare_table(&c, &t, "buffers_after", "forward", "", NULL);
@@ -70,8 +73,8 @@ static void run_fixture(const char *name)
         for (size_t i = 0; i < (size_t)B * cfg.n; i++) loss += (double)y[i] * up[i];
         double want_loss = th_num(c.json, NAN, "scalars", "loss", NULL);
         CHECK(fabs(loss - want_loss) <= 1e-4 * fabs(want_loss) + 1e-5, "loss %.8g want %.8g", loss, want_loss);
-        th_compare(&c, "grads", "grads/input.npy", dx, xs.count);
-        if (shift) th_compare(&c, "grads", "grads/shift.npy", ds, (size_t)2 * B);
+        th_compare_dims(&c, "grads", "grads/input.npy", dx, xs.ndim, xs.shape);
+        if (shift) th_compare_dims(&c, "grads", "grads/shift.npy", ds, TH_DIMS(B, 2));
         const char *skip[] = {"input", "shift", NULL};
         th_compare_table(&c, &t, "grads", "grads", "", skip);
         free(y), free(dx), free(ds);

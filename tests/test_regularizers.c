@@ -428,13 +428,13 @@ static void fixture_case(const char *name)
     int eff = (int)th_num(c.json, pad, "args", "effective_padding", NULL);
     CHECK(pad != NPRED_REG_PAD_DEFAULT || eff == 1, "%s: effective padding %d", name, eff);
     float vf = (float)v;
-    th_compare(&c, "forward", "output.npy", &vf, 1);
+    th_compare_dims(&c, "forward", "output.npy", &vf, TH_DIMS(1)); /* the scalar, exported as (1,) */
     double rtol, atol, sref = th_num(c.json, NAN, "scalars", "output", NULL);
     th_tol(&c, "forward", NULL, &rtol, &atol);
     CHECK(fabs(v - sref) <= atol + rtol * fabs(sref), "%s: value %.9g vs scalars.output %.9g", name,
           v, sref);
-    th_compare(&c, "grads", "grads/input.npy", dw, n);
-    th_compare(&c, "forward", "params/laplace.filter.npy", npred_reg_laplace_filter(3), 9);
+    th_compare_dims(&c, "grads", "grads/input.npy", dw, TH_DIMS(o, i, kh, kw));
+    th_compare_dims(&c, "forward", "params/laplace.filter.npy", npred_reg_laplace_filter(3), TH_DIMS(1, 1, 3, 3));
     free(w);
     free(dw);
     th_case_close(&c);
@@ -455,9 +455,9 @@ static void test_fixture_gaussian_laplace_l2_mask(void)
     if (CHECK(size == 9, "size %d", size)) {
         float mask[81];
         CHECK_OK(npred_reg_gaussian2d(mask, size, size, sigma));
-        th_compare(&c, "forward", "output.npy", mask, 81);
+        th_compare_dims(&c, "forward", "output.npy", mask, TH_DIMS(9, 9));
     }
-    th_compare(&c, "forward", "laplace_filter.npy", npred_reg_laplace_filter(3), 9);
+    th_compare_dims(&c, "forward", "laplace_filter.npy", npred_reg_laplace_filter(3), TH_DIMS(1, 1, 3, 3));
     th_case_close(&c);
 }
 

@@ -40,7 +40,7 @@ static void zi_case(const char *name, npred_zi_slab slab)
         float *loc_mask = malloc((size_t)N * sizeof(float)), *loc2 = malloc((size_t)N * sizeof(float));
         if (loc_trainable) {
             CHECK_OK(npred_loss_zi_clamp_loc(loc_mask, loc2, loc, y, B, n));
-            th_compare(&c, "forward", "loc_after_clamps.npy", loc2, (size_t)N);
+            th_compare_dims(&c, "forward", "loc_after_clamps.npy", loc2, TH_DIMS(B, n));
             /* the fixture's clamped entries really moved */
             CHECK(loc2[2 * n + 2] < loc[2 * n + 2] && loc2[4 * n + 3] < loc[4 * n + 3], "%s: clamps acted", name);
         } else {
@@ -55,16 +55,16 @@ static void zi_case(const char *name, npred_zi_slab slab)
             dl[j] = up[j];
             total += loss[j] * up[j];
         }
-        th_compare(&c, "forward", "output.npy", out, (size_t)m);
+        th_compare_dims(&c, "forward", "output.npy", out, TH_DIMS(m));
         double want = th_num(c.json, NAN, "scalars", "loss", NULL);
         CHECK(fabs(total - want) <= 1e-5 + 1e-4 * fabs(want), "%s: loss %.9g, want %.9g", name, total, want);
         float *d1 = calloc((size_t)N, sizeof(float)), *d2 = calloc((size_t)N, sizeof(float));
         float *dq = calloc((size_t)N, sizeof(float)), *dloc = calloc((size_t)N, sizeof(float));
         CHECK_OK(npred_loss_zi_backward(d1, d2, dloc, dq, dl, slab, p1, p2, loc_mask, loc2, q, y, B, n, red));
-        th_compare(&c, "grads", g1, d1, (size_t)N);
-        th_compare(&c, "grads", g2, d2, (size_t)N);
-        th_compare(&c, "grads", "grads/q.npy", dq, (size_t)N);
-        if (loc_trainable) th_compare(&c, "grads", "grads/loc.npy", dloc, (size_t)N);
+        th_compare_dims(&c, "grads", g1, d1, TH_DIMS(B, n));
+        th_compare_dims(&c, "grads", g2, d2, TH_DIMS(B, n));
+        th_compare_dims(&c, "grads", "grads/q.npy", dq, TH_DIMS(B, n));
+        if (loc_trainable) th_compare_dims(&c, "grads", "grads/loc.npy", dloc, TH_DIMS(B, n));
         free(d1);
         free(d2);
         free(dq);
