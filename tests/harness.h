@@ -10,6 +10,7 @@
 #ifndef NPRED_TEST_HARNESS_H
 #define NPRED_TEST_HARNESS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -31,6 +32,11 @@ int th_summary(void);
 /* Everything readable from f (a file or a popen pipe) as a NUL-terminated string
  * (malloc'ed), or NULL when out of memory. */
 char *th_read_stream(FILE *f);
+
+/* A running maximum of errors that keeps NaN: fmax(worst, NaN) is worst, so a
+ * NaN error would vanish; th_worst returns NaN once either is NaN, and the
+ * final `worst <= tol` check then fails. */
+static inline double th_worst(double worst, double e) { return isnan(worst) || isnan(e) ? NAN : e > worst ? e : worst; }
 
 /* Elementwise |got - ref| <= atol + rtol*|ref|; reports the worst mismatches. */
 int th_close_f32(const char *what, const float *got, const float *ref, size_t n,

@@ -213,7 +213,7 @@ static void hermite_map_case(int k, int up, int cin, int hid, int rot, int first
                 double d = 0;
                 for (int m = 0; m < ncoef; m++) d += Rd[r][a * ncoef + m] * Rd[r][b * ncoef + m];
                 d -= a == b;
-                if (fabs(d) > worst) worst = fabs(d);
+                worst = th_worst(worst, fabs(d));
             }
         CHECK(worst <= 1e-6, "R_%d orthogonal (%.3g)", r, worst);
     }

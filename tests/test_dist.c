@@ -436,8 +436,8 @@ static void test_mpi_gradient(void)
               n2, n1, base)) {
         double gmax = 0, dmax = 0;
         for (size_t i = 0; i < n1; i++) {
-            gmax = fmax(gmax, fabs(g1[i]));
-            dmax = fmax(dmax, fabs((double)g2[i] - g1[i]));
+            gmax = th_worst(gmax, fabs(g1[i]));
+            dmax = th_worst(dmax, fabs((double)g2[i] - g1[i]));
         }
         CHECK(gmax > 0, "zero gradient");
         CHECK(dmax <= 1e-5 * gmax, "2 ranks (sync BN) vs 1 process: max |dg| %.3g, max |g| %.3g (tolerance 1e-5 rel)",
@@ -458,8 +458,8 @@ static void test_mpi_gradient(void)
         int finite = 1;
         for (size_t i = 0; i < n1; i++) {
             finite &= isfinite(g3[i]);
-            gmax = fmax(gmax, fabs(g1[i]));
-            dmax = fmax(dmax, fabs((double)g3[i] - g1[i]));
+            gmax = th_worst(gmax, fabs(g1[i]));
+            dmax = th_worst(dmax, fabs((double)g3[i] - g1[i]));
         }
         CHECK(finite && dmax > 1e-5 * gmax, "per-rank BN should differ from global statistics (%.3g)", dmax / gmax);
     }
@@ -561,7 +561,7 @@ static void test_mpi_train(void)
     int n1 = read_log(a, o1, 16), n2 = read_log(b, o2, 16);
     if (CHECK(n1 == 5 && n2 == n1, "log rows: %d vs %d", n1, n2)) {
         double dmax = 0;
-        for (int i = 0; i < n1; i++) dmax = fmax(dmax, fabs(o1[i] - o2[i]));
+        for (int i = 0; i < n1; i++) dmax = th_worst(dmax, fabs(o1[i] - o2[i]));
         CHECK(dmax <= 2e-3, "validation correlation, 2 ranks (sync BN) vs 1 process: max diff %.3g > 2e-3", dmax);
         CHECK(o1[n1 - 1] > o1[0] + 0.02, "training did not learn (%.4f -> %.4f)", o1[0], o1[n1 - 1]);
         printf("  validation correlation after %d epochs: 1 process %.6f, 2 ranks %.6f (max diff %.2e)\n", n1 - 1,

@@ -120,8 +120,8 @@ static void test_input_gradient_all_readouts(void)
             CHECK_OK(npred_model_backward(m, w, 0, g2, NULL));
             double md = 0, mg = 0;
             for (size_t i = 0; i < nimg; i++) {
-                md = fmax(md, fabs(g[i] - g2[i]));
-                mg = fmax(mg, fabs(g2[i]));
+                md = th_worst(md, fabs(g[i] - g2[i]));
+                mg = th_worst(mg, fabs(g2[i]));
             }
             CHECK(md <= 1e-6 * mg && mg > 0, "%s session %d: input gradient vs full backward: max diff %g (max %g)",
                   CONFIGS[c][0], si, md, mg);
@@ -614,14 +614,14 @@ static void test_mei_steps_and_batching(void)
     /* one SGD step: x + lr * g */
     if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 2, x0, NULL, NULL, mei, act, trace, NULL, NULL, NULL))) {
         double md = 0;
-        for (int i = 0; i < 2 * P; i++) md = fmax(md, fabs(mei[i] - (x0[i] + 0.3f * g[i])));
+        for (int i = 0; i < 2 * P; i++) md = th_worst(md, fabs(mei[i] - (x0[i] + 0.3f * g[i])));
         CHECK(md <= 1e-6, "SGD step: max diff %g", md);
     }
     /* one Adam step: x + lr * g / (|g| + eps) (bias-corrected moments of one gradient) */
     cfg.optimizer = NPRED_MEI_ADAM, cfg.lr = 0.01;
     if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w, 2, x0, NULL, NULL, mei, act, trace, NULL, NULL, NULL))) {
         double md = 0;
-        for (int i = 0; i < 2 * P; i++) md = fmax(md, fabs(mei[i] - (x0[i] + 0.01 * g[i] / (fabs(g[i]) + 1e-8))));
+        for (int i = 0; i < 2 * P; i++) md = th_worst(md, fabs(mei[i] - (x0[i] + 0.01 * g[i] / (fabs(g[i]) + 1e-8))));
         CHECK(md <= 1e-6, "Adam step: max diff %g", md);
     }
     /* a run: the objective rises; batched images equal separate runs */
@@ -635,7 +635,7 @@ static void test_mei_steps_and_batching(void)
               trace[14], trace[3], trace[15]);
         if (CHECK_OK(npred_mei_optimize(m, key, &cfg, w + GN0, 1, x0 + P, NULL, NULL, one, act, tr1, NULL, NULL, NULL))) {
             double md = 0;
-            for (int i = 0; i < P; i++) md = fmax(md, fabs(one[i] - mei[P + i]));
+            for (int i = 0; i < P; i++) md = th_worst(md, fabs(one[i] - mei[P + i]));
             CHECK(md <= 1e-6, "image 1 of a batch equals its own run (max diff %g)", md);
         }
     }

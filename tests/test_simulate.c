@@ -535,7 +535,7 @@ static void check_ground_truth(const char *dir, const npred_sim_params *p, int s
     for (int j = 0; j < n; j++) {
         double px = f * (grid[2 * j] + 1) / 2 * (w - 1) + (f - 1) / 2.0;
         double py = f * (grid[2 * j + 1] + 1) / 2 * (h - 1) + (f - 1) / 2.0;
-        worst = fmax(worst, fmax(fabs(px - pix[2 * j]), fabs(py - pix[2 * j + 1])));
+        worst = th_worst(th_worst(worst, fabs(px - pix[2 * j])), fabs(py - pix[2 * j + 1]));
         CHECK(fabs(grid[2 * j]) <= 0.95 && fabs(grid[2 * j + 1]) <= 0.95, "rf %d outside +-0.95", j);
     }
     CHECK(worst < 1e-9, "rf_pixel differs from the documented mapping by %g", worst);
@@ -616,14 +616,14 @@ static void check_ground_truth(const char *dir, const npred_sim_params *p, int s
             o[t] = (tot - x[t]) / (r - 1);
             lam[t] = trates[(size_t)t * n + j];
         }
-        worst_j = fmax(worst_j, fabs(corr_np(x, o, T) - orj[j]));
+        worst_j = th_worst(worst_j, fabs(corr_np(x, o, T) - orj[j]));
         double ml = 0, vl = 0, nv = 0;
         for (int t = 0; t < T; t++) ml += lam[t] / T;
         for (int t = 0; t < T; t++) {
             vl += (lam[t] - ml) * (lam[t] - ml) / T;
             nv += (p->noise == NPRED_SIM_NOISE_POISSON ? lam[t] : 0) / T;
         }
-        worst_r = fmax(worst_r, fabs(sqrt(vl / (vl + nv)) - orr[j]));
+        worst_r = th_worst(worst_r, fabs(sqrt(vl / (vl + nv)) - orr[j]));
         mean_c += corr_np(x, lam, T) / n;
         mean_or += orr[j] / n;
         mean_oj += orj[j] / n;
@@ -651,7 +651,7 @@ static void check_ground_truth(const char *dir, const npred_sim_params *p, int s
         ref_rate_all(ref, im.data, p->height, p->width, f, fa.data, grid, wa.data, bias, gain, kappa, n, shx, shy,
                      mod);
         for (int j = 0; j < n; j++)
-            worst_rate = fmax(worst_rate, fabs(ref[j] - trates[(size_t)t * n + j]) / (1e-3 + fabs(ref[j])));
+            worst_rate = th_worst(worst_rate, fabs(ref[j] - trates[(size_t)t * n + j]) / (1e-3 + fabs(ref[j])));
         /* image rates are the neutral-behaviour rates of the same image */
         int img = -1;
         for (int i = 0; i < p->n_test_images; i++)

@@ -257,7 +257,7 @@ static void test_batch_semantics(void)
     CHECK(reg > 0, "regularizers included (%g)", reg);
     /* the regularizer really contributes to the gradient */
     double gmax = 0;
-    for (size_t i = 0; i < P; i++) gmax = fmax(gmax, fabs((double)g1[i]));
+    for (size_t i = 0; i < P; i++) gmax = th_worst(gmax, fabs((double)g1[i]));
     CHECK(gmax > 0 && isfinite(gmax), "gradient nonzero");
 
     /* accumulation: one session -> one step per batch; 3 -> every third */
@@ -342,7 +342,7 @@ static void test_corr_losses(void)
                       npred_readout_regularizer(&m->s[0].ro, tab, 0.0);
         CHECK(fabs(loss - want) <= 1e-6 * (1 + fabs(want)), "%s: loss %.9g vs reference %.9g", cfgs[v], loss, want);
         double g = 0;
-        for (size_t i = 0; i < tab->n_params; i++) g = fmax(g, fabs((double)tab->grad[i]));
+        for (size_t i = 0; i < tab->n_params; i++) g = th_worst(g, fabs((double)tab->grad[i]));
         CHECK(g > 0 && isfinite(g), "%s: a gradient", cfgs[v]);
         free(buf0);
         npred_trainer_free(t);
