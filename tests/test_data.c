@@ -170,7 +170,7 @@ static void make_tree(const char *dir, int n_trials)
 static void add_dir_to_zip(zip_t *z, const char *dir, const char *prefix)
 {
     DIR *d = opendir(dir);
-    if (!d) return;
+    if (!CHECK(d != NULL, "cannot list %s", dir)) return;
     struct dirent *e;
     while ((e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
