@@ -570,6 +570,45 @@ static void test_channels(void)
     expect_open_error(g_tiny, "{\"batch_size\": 2, \"add_eye_pos_as_channels\": true}", "include_eye_position");
 }
 
+/* A negative select_input_channel counts from the end of each session's own
+ * channels (Python indexing): -1 is channel 0 of the 1-channel tree and
+ * channel 1 of the 2-channel one, whichever session comes first; an index
+ * beyond a session's channels is an error naming that session's path. */
+static void test_select_channel_per_session(void)
+{
+    const char *two = tree_path("two_channels");
+    const char *orders[2][2] = {{g_tiny, two}, {two, g_tiny}};
+    for (int o = 0; o < 2; o++) {
+        npred_loader_config c;
+        npred_loader_config_init(&c);
+        npred_loaders *L = NULL;
+        if (!CHECK_OK(npred_loader_config_parse(&c, "{\"batch_size\": 2, \"normalize\": false, \"select_input_channel\": -1}",
+                                                NULL, NULL)) ||
+            !CHECK_OK(npred_loaders_open(&L, orders[o], 2, &c))) {
+            npred_loader_config_free(&c);
+            continue;
+        }
+        npred_loader_config_free(&c);
+        for (size_t si = 0; si < 2; si++) {
+            npred_session_info info;
+            npred_loaders_session(L, si, &info);
+            int is_two = !strcmp(info.data_key, "7-2-9");
+            npred_batch b;
+            int64_t tr[1] = {4};
+            if (!CHECK_OK(npred_batch_init(&b, L, si))) continue;
+            if (CHECK_OK(npred_loaders_get(L, si, tr, 1, &b)) && CHECK(b.c == 1, "one channel selected (%d)", b.c)) {
+                int bad = 0;
+                for (int p = 0; p < H * W; p++) bad += b.images[p] != (is_two ? -img_val(4, p) : img_val(4, p));
+                CHECK(bad == 0, "order %d, session %s: %d pixels are not channel %d", o, info.data_key, bad, is_two ? 1 : 0);
+            }
+            npred_batch_free(&b);
+        }
+        npred_loaders_free(L);
+    }
+    expect_open_error(two, "{\"batch_size\": 2, \"select_input_channel\": -3}", "two_channels: select_input_channel -3");
+    expect_open_error(two, "{\"batch_size\": 2, \"select_input_channel\": [0, 2]}", "two_channels: select_input_channel 2");
+}
+
 /* independent double reference of skimage rescale (order 1, reflect) */
 static double ref_sample(const float *img, int h, int w, double y, double x)
 {
@@ -1110,6 +1149,21 @@ int main(void)
         const char *tag = "small";
         (void)tag;
     }
+    /* third session: the tiny design with 2-channel images (the second negated) */
+    {
+        char two[1024];
+        snprintf(two, sizeof two, "%s", tree_path("two_channels"));
+        make_tree(two, N);
+        for (int t = 0; t < N; t++) {
+            float img[2 * H * W];
+            for (int p = 0; p < H * W; p++) img[p] = img_val(t, p), img[H * W + p] = -img_val(t, p);
+            char rel[64];
+            snprintf(rel, sizeof rel, "data/images/%d.npy", t);
+            write_f32(two, rel, img, 3, (int64_t[3]){2, H, W});
+        }
+        int64_t se[NN] = {2, 2, 2, 2, 2};
+        write_i64(two, "meta/neurons/sessions.npy", se, NN);
+    }
     RUN(test_mini_tree);
     RUN(test_dataset_open);
     RUN(test_data_key_names);
@@ -1117,6 +1171,7 @@ int main(void)
     RUN(test_normalizer_inv);
     RUN(test_exclude_and_inputs_stats);
     RUN(test_channels);
+    RUN(test_select_channel_per_session);
     RUN(test_scale);
     RUN(test_np_random);
     RUN(test_neuron_selection);

@@ -771,9 +771,6 @@ npred_status npred_loaders_open_mode(npred_loaders **out, const char *const *pat
         if (!s) s = setup_normalizer(S, c);
         if (!s) s = setup_pipeline(L, S, c);
         if (!s) s = setup_tiers(S, c, p);
-        if (!s && L->sel_channels)
-            for (int j = 0; j < L->n_sel_channels; j++)
-                if (L->sel_channels[j] < 0) L->sel_channels[j] += S->C1; /* Python negative index */
         if (!s) s = read_images(L, S, keep_raw);
         if (!s) npred_dataset_get_info(S->ds, &S->di); /* the image range is known now */
     }
@@ -1007,7 +1004,7 @@ static void transform_image(const npred_loaders *L, const session *S, const floa
     }
     const float *pre = a;
     if (L->sel_channels) {
-        npred_tf_select_channels(bb, a, (int)hw, L->sel_channels, L->n_sel_channels);
+        npred_tf_select_channels(bb, a, C, (int)hw, L->sel_channels, L->n_sel_channels);
         pre = bb;
     }
     npred_rescale_bilinear(out, pre, L->sel_channels ? L->n_sel_channels : C, &S->ph, &S->pw);

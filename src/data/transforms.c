@@ -109,9 +109,12 @@ void npred_tf_add_planes(float *out, const float *img, int C, int H, int W, cons
     }
 }
 
-void npred_tf_select_channels(float *out, const float *img, int HW, const int64_t *sel, int n_sel)
+void npred_tf_select_channels(float *out, const float *img, int C, int HW, const int64_t *sel, int n_sel)
 {
-    for (int j = 0; j < n_sel; j++) memcpy(out + (size_t)j * HW, img + (size_t)sel[j] * HW, (size_t)HW * sizeof *out);
+    for (int j = 0; j < n_sel; j++) {
+        int64_t ch = sel[j] < 0 ? sel[j] + C : sel[j]; /* Python negative index, of this image's C */
+        memcpy(out + (size_t)j * HW, img + (size_t)ch * HW, (size_t)HW * sizeof *out);
+    }
 }
 
 void npred_tf_take(float *out, const float *x, const int64_t *idx, int64_t n_sel)

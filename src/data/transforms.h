@@ -46,8 +46,10 @@ void npred_tf_add_planes(float *out,        // (C + k, H, W)
                          const float *img,  // (C, H, W)
                          int C, int H, int W, const float *v /* (k,) */, int k);
 
-/* out (n_sel, H, W) = img[sel] */
-void npred_tf_select_channels(float *out, const float *img /* (C, H, W) */, int HW, const int64_t *sel, int n_sel);
+/* out (n_sel, H, W) = img[sel], a negative index counting from the end of img's
+ * C channels as in Python; the caller has checked -C <= sel[j] < C. */
+void npred_tf_select_channels(float *out, const float *img /* (C, H, W) */, int C, int HW, const int64_t *sel,
+                              int n_sel);
 
 /* out (n_sel,) = x[idx] (np.take along the last axis) */
 void npred_tf_take(float *out, const float *x, const int64_t *idx, int64_t n_sel);

@@ -363,12 +363,10 @@ npred_status npred_model_predict_raw(npred_model *m, const char *key, const floa
     float *beh = s->beh_dim ? malloc(sizeof(float) * (size_t)B * s->beh_dim) : NULL;
     float *eye = s->eye_dim ? malloc(sizeof(float) * (size_t)B * s->eye_dim) : NULL;
     float *out = normalized_out ? normalized_out : malloc(sizeof(float) * (size_t)B * n);
-    int64_t *sel = x->sel ? malloc(sizeof(int64_t) * (size_t)x->n_sel) : NULL;
-    if (!a || !bb || !imgs || (s->beh_dim && !beh) || (s->eye_dim && !eye) || !out || (x->sel && !sel)) {
+    if (!a || !bb || !imgs || (s->beh_dim && !beh) || (s->eye_dim && !eye) || !out) {
         st = npred_errorf(NPRED_ERR_NOMEM, "predict_raw: out of memory for %d images", B);
         goto done;
     }
-    for (int i = 0; x->sel && i < x->n_sel; i++) sel[i] = x->sel[i] < 0 ? x->sel[i] + c1 : x->sel[i];
     /* the loader's per-sample pipeline (src/data/loader.c transform_one) */
     for (int b = 0; b < B; b++) {
         memcpy(a, images + (size_t)b * s->c0 * hw, sizeof(float) * (size_t)s->c0 * hw);
@@ -393,8 +391,8 @@ npred_status npred_model_predict_raw(npred_model *m, const char *key, const floa
             C += s->add_eye;
         }
         const float *pre = a;
-        if (sel) {
-            npred_tf_select_channels(bb, a, (int)hw, sel, x->n_sel);
+        if (x->sel) {
+            npred_tf_select_channels(bb, a, C, (int)hw, x->sel, x->n_sel);
             pre = bb;
             C = x->n_sel;
         }
@@ -405,7 +403,7 @@ npred_status npred_model_predict_raw(npred_model *m, const char *key, const floa
     if (!st)
         for (size_t k = 0; k < (size_t)B * n; k++) rates[k] = out[k] / s->prec[k % (size_t)n];
 done:
-    free(a), free(bb), free(imgs), free(beh), free(eye), free(sel);
+    free(a), free(bb), free(imgs), free(beh), free(eye);
     if (out != normalized_out) free(out);
     return st;
 }
