@@ -378,8 +378,11 @@ static int predict_main(const char *model, const char *images, const char *key, 
             fprintf(stderr, "npred predict: %s: pupil centers have shape %s; expected (%d, 2)\n", pupil, got, B);
             goto done;
         }
-    } else if (pupil) {
-        fprintf(stderr, "npred predict: note: the model has no shifter; --pupil-center is ignored\n");
+    } else if (pupil) { /* an option that would not act is an error, not a note */
+        fprintf(stderr, "npred predict: --pupil-center %s: the model has no shifter, so it takes no pupil centers "
+                        "(leave the option out)\n", pupil);
+        rc = 2;
+        goto done;
     }
     int bc = npred_model_behavior_channels(m);
     if (bc > 0) {
@@ -398,7 +401,10 @@ static int predict_main(const char *model, const char *images, const char *key, 
             goto done;
         }
     } else if (behav) {
-        fprintf(stderr, "npred predict: note: the model has no modulator; --behavior is ignored\n");
+        fprintf(stderr, "npred predict: --behavior %s: the model has no modulator, so it takes no behavior "
+                        "(leave the option out)\n", behav);
+        rc = 2;
+        goto done;
     }
     int n = npred_model_session_neurons(m, si);
     int64_t os[2] = {B, n};

@@ -292,6 +292,26 @@ static void test_bad_inputs(void)
                    "--out %s", dir, img, img, pred);
     expect_failure("session needed", "--session", "predict --model %s --images %s --pupil-center %s --out %s", dir,
                    img, pc, pred);
+    /* an input the model does not take is an error naming the option, not a note */
+    expect_failure("--behavior without a modulator", "--behavior", "predict --model %s --images %s --session 1-2-3 "
+                   "--pupil-center %s --behavior %s --out %s", dir, img, pc, pc, pred);
+    {
+        const char *cfg = "{\"layers\": 1, \"input_kern\": 5, \"hidden_channels\": 4, \"grid_mean_predictor\": null}";
+        npred_model_session ses = {"1-2-3", 5, NULL, 0, NULL, NULL};
+        npred_model *plain = NULL;
+        char pdir[512];
+        snprintf(pdir, sizeof pdir, "%s/plain", tmpdir);
+        if (CHECK_OK(npred_model_create(&plain, cfg, "plain", 1, 18, 22, &ses, 1, 2, 7)) &&
+            CHECK_OK(npred_model_save(plain, pdir))) {
+            expect_failure("--pupil-center without a shifter", "--pupil-center", "predict --model %s --images %s "
+                           "--pupil-center %s --out %s", pdir, img, pc, pred);
+            char *o = NULL;
+            int rc = run_npred(&o, "predict --model %s --images %s --out %s/plain_pred.npy", pdir, img, tmpdir);
+            CHECK(rc == 0, "the same model without --pupil-center predicts: exit %d\n%s", rc, o ? o : "");
+            free(o);
+        }
+        npred_model_free(plain);
+    }
     expect_failure("missing --out", "--out", "predict --model %s --images %s --session 1-2-3", dir, img);
     expect_failure("bad --batch", "--batch", "predict --model %s --images %s --out %s --batch 0", dir, img, pred);
     expect_failure("non-checkpoint .pth", "notes.pth", "import %s --out %s/imp", fake, tmpdir);
