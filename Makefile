@@ -153,6 +153,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/l
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $(filter %.o,$^) $(BUILD)/libnpred.a $(LDLIBS)
 
+# test_alloc_faults fails chosen allocations of the library (every malloc of
+# libnpred.a goes through its __wrap_malloc)
+$(BUILD)/tests/test_alloc_faults: LDLIBS += -Wl,--wrap=malloc
 # the fuzz-regression replay runs the fuzzers' own target functions
 $(BUILD)/tests/test_fuzz_regressions: $(BUILD)/obj/fuzz/targets.o
 # test_faults preloads a shim that makes write/fsync/rename fail (built without sanitizers)

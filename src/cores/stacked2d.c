@@ -790,13 +790,15 @@ static void se_forward(npred_core_layer *L, npred_ptable *t, int B)
 }
 
 /* da = d(out)/d(a) applied to dout; parameter gradients accumulated */
-static void se_backward(npred_core_layer *L, npred_ptable *t, const float *dout, float *da, int B)
+static npred_status se_backward(npred_core_layer *L, npred_ptable *t, const float *dout, float *da, int B)
 {
     int C = L->cout, hid = L->se_hidden;
     size_t hw = (size_t)L->hout * L->wout;
     const float *w1 = pw(t, L->p_se_w1), *w2 = pw(t, L->p_se_w2);
     float *gw1 = pg(t, L->p_se_w1), *gb1 = pg(t, L->p_se_b1), *gw2 = pg(t, L->p_se_w2), *gb2 = pg(t, L->p_se_b2);
-    double *dq = malloc(sizeof(double) * (size_t)(C + hid)), *dh = dq + C;
+    double *dq = malloc(sizeof(double) * (size_t)(C + hid));
+    if (!dq) return npred_errorf(NPRED_ERR_NOMEM, "squeeze-excitation backward: out of memory");
+    double *dh = dq + C;
     for (int b = 0; b < B; b++) {
         const float *pool = L->se_pool + (size_t)b * C, *h = L->se_h + (size_t)b * hid,
                     *s = L->se_s + (size_t)b * C;
@@ -830,6 +832,7 @@ static void se_backward(npred_core_layer *L, npred_ptable *t, const float *dout,
         }
     }
     free(dq);
+    return NPRED_OK;
 }
 
 npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *x, int B, int train)
@@ -940,7 +943,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         int bnB = B * L->rot, bnC = L->cout / L->rot;
         const float *cur = L->dout;
         if (L->has_se) {
-            se_backward(L, t, cur, core->g[0], B);
+            if ((s = se_backward(L, t, cur, core->g[0], B))) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[0];
         }
         if (L->fused) {
