@@ -16,11 +16,12 @@ OPT     ?= -O3 -march=native
 endif
 BLASINC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 BLASLIB ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS    ?= openblas
 H5INC   ?= /usr/include/hdf5/serial
 H5LIB   ?= /usr/lib/x86_64-linux-gnu/hdf5/serial
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -fopenmp -g $(OPT) \
            -Iinclude -I$(BLASINC) -I/usr/include/cjson -I$(H5INC)
-LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -lopenblas -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
+LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -l$(BLAS) -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
 SAN     ?=
 
 # Debian packages are checked (as root: installed) while this file is read,
@@ -115,6 +116,13 @@ $(BUILD)/cflags.stamp: FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(STAMP_FLAGS)' | cmp -s - $@ || echo '$(STAMP_FLAGS)' > $@
 
+# Relink every program when the link flags change (e.g. make tsan links the
+# reference BLAS where make test links OpenBLAS).
+LINK_FLAGS := $(LDLIBS)
+$(BUILD)/ldflags.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(LINK_FLAGS)' | cmp -s - $@ || echo '$(LINK_FLAGS)' > $@
+
 # Rebuild the MPI layer when MPI support is switched on or off.
 $(BUILD)/mpi.mode: FORCE
 	@mkdir -p $(dir $@)
@@ -128,8 +136,8 @@ $(BUILD)/libnpred.a: $(LIB_OBJ)
 
 # The shared library: libnpred.so.X.Y.Z with soname libnpred.so.X, and the two
 # links a build and a link step use. Only NPRED_API functions are exported.
-$(BUILD)/libnpred.so.$(VERSION): $(LIB_OBJ)
-	$(CC) -shared $(SAN) -Wl,-soname,$(SONAME) -o $@ $^ $(LDLIBS)
+$(BUILD)/libnpred.so.$(VERSION): $(LIB_OBJ) $(BUILD)/ldflags.stamp
+	$(CC) -shared $(SAN) -Wl,-soname,$(SONAME) -o $@ $(LIB_OBJ) $(LDLIBS)
 
 $(BUILD)/libnpred.so: $(BUILD)/libnpred.so.$(VERSION)
 	ln -sf libnpred.so.$(VERSION) $(BUILD)/$(SONAME)
@@ -146,10 +154,10 @@ $(BUILD)/libnpred_mpi.so: $(BUILD)/libnpred_mpi.so.$(VERSION)
 	ln -sf libnpred_mpi.so.$(VERSION) $(BUILD)/$(SO_MPI)
 	ln -sf libnpred_mpi.so.$(VERSION) $@
 
-$(BUILD)/npred: $(CLI_OBJ) $(BUILD)/libnpred.a $(MPI_LIBS)
+$(BUILD)/npred: $(CLI_OBJ) $(BUILD)/libnpred.a $(MPI_LIBS) $(BUILD)/ldflags.stamp
 	$(CC) $(SAN) -o $@ $(CLI_OBJ) $(MPI_LIBS) $(BUILD)/libnpred.a $(LDLIBS) $(MPI_LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(BUILD)/ldflags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $(filter %.o,$^) $(BUILD)/libnpred.a $(LDLIBS)
 
@@ -164,7 +172,7 @@ $(BUILD)/tests/fault_shim.so: tests/fault_shim.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -O2 -fPIC -shared -o $@ $< -ldl
 
-$(BUILD)/tests/test_dist: $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(MPI_LIBS)
+$(BUILD)/tests/test_dist: $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(MPI_LIBS) $(BUILD)/ldflags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/obj/tests/harness.o $(MPI_LIBS) $(BUILD)/libnpred.a $(LDLIBS) $(MPI_LDLIBS)
 
@@ -172,11 +180,11 @@ $(BUILD)/bench/bench_dist: $(BUILD)/obj/bench/bench_dist.o $(BUILD)/libnpred.a $
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(MPI_LIBS) $(BUILD)/libnpred.a $(LDLIBS) $(MPI_LDLIBS)
 
-$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(BUILD)/libnpred.a
+$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(BUILD)/libnpred.a $(BUILD)/ldflags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/libnpred.a $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libnpred.a
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libnpred.a $(BUILD)/ldflags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/libnpred.a $(LDLIBS)
 
@@ -198,15 +206,19 @@ sanitize debug:
 
 # The suite under ThreadSanitizer (docs/reliability.md): clang with LLVM's
 # OpenMP runtime, whose Archer tool tells TSan about OpenMP's synchronisation;
-# OpenBLAS single-threaded (its own threads are not instrumented); without MPI
-# and the Python tests (an uninstrumented interpreter cannot load a TSan library);
-# libomp itself is not instrumented (ignore_noninstrumented_modules, as Archer
-# asks), and tests/tsan.supp names the one report inside its thread start-up.
+# the single-threaded reference BLAS (libblas-dev, only cblas_sgemm is used)
+# instead of OpenBLAS, whose OpenMP build threads every call, brings libgomp
+# in beside libomp and spin-waits in uninstrumented code (hours under TSan on
+# a loaded machine); without MPI and the Python tests (an uninstrumented
+# interpreter cannot load a TSan library); libomp itself is not instrumented
+# (ignore_noninstrumented_modules, as Archer asks), and tests/tsan.supp names
+# the one report inside its thread start-up.
 ARCHER ?= $(firstword $(wildcard /usr/lib/llvm-*/lib/libarcher.so))
 tsan:
 	@sh scripts/deps.sh fuzz
-	@OMP_TOOL_LIBRARIES=$(ARCHER) OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 ignore_noninstrumented_modules=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	@OMP_TOOL_LIBRARIES=$(ARCHER) TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 ignore_noninstrumented_modules=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 	    $(MAKE) --no-print-directory test BUILD=build-tsan CC=clang MPI=0 PY_TESTS= \
+	    BLASLIB=/usr/lib/x86_64-linux-gnu/blas BLAS=blas \
 	    OPT="-O1 -g -fno-omit-frame-pointer -Wno-psabi" SAN="-fsanitize=thread"
 
 # Every bench records its figures in $(BUILD)/bench/part_<bench>.json (bench/bench_report.h);
@@ -249,7 +261,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 # <prefix>/lib/python3.X/dist-packages elsewhere (/usr/local/lib/python3.11/...)
 PYVER      := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 PYTHONDIR  ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(or $(PYVER),3)/dist-packages)
-PC_PRIVATE := -L$(BLASLIB) -lopenblas -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
+PC_PRIVATE := -L$(BLASLIB) -l$(BLAS) -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
 pcsubst = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
               -e 's|@VERSION@|$(VERSION)|g' -e 's|@PRIVATE_LIBS@|$(1)|'
 

@@ -12,7 +12,7 @@ REQ="$REQ chromium"
 REQ="$REQ pkgconf"
 OPT="libopenmpi-dev openmpi-bin"
 if [ "$1" = fuzz ]; then
-    REQ="clang libfuzzer-14-dev libomp-dev python3-numpy"
+    REQ="clang libfuzzer-14-dev libomp-dev libblas-dev python3-numpy"
     OPT=""
 fi
 missing_in() {
