@@ -197,6 +197,7 @@ PY_PRELOAD = $(if $(SAN),$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC
 test: $(TESTS) all $(BUILD)/tests/pyref
 	@NPRED_BIN=./$(BUILD)/npred NPRED_PY_PRELOAD="$(strip $(PY_PRELOAD))" \
 	    NPRED_BUILD='$(BUILD)' NPRED_OPT='$(OPT)' NPRED_SAN='$(SAN)' NPRED_MPI='$(MPI)' \
+	    NPRED_CC='$(CC)' NPRED_BLAS='$(BLAS)' NPRED_BLASLIB='$(BLASLIB)' \
 	    sh scripts/run-tests.sh $(BUILD) $(TESTS) $(PY_TESTS)
 
 # Same tests under AddressSanitizer + UndefinedBehaviorSanitizer.

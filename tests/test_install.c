@@ -47,14 +47,24 @@ static int sh(char **out, const char *fmt, ...)
     return th_shell(out, cmd);
 }
 
-/* `make install` with this build's folder and flags, into root (DESTDIR) / pfx. */
+/* `make install` with this build's folder, compiler, BLAS and flags, into root
+ * (DESTDIR) / pfx. The compiler and BLAS are passed only when the Makefile
+ * named them (NPRED_CC, NPRED_BLAS, NPRED_BLASLIB): a nested make with another
+ * compiler or link line would rebuild or relink the build folder under test
+ * (make tsan builds with clang against the reference BLAS). */
 static int make_install(const char *destdir, const char *pfx, char **out)
 {
+    char extra[1024] = "";
+    const char *vars[3][2] = {{"CC", "NPRED_CC"}, {"BLAS", "NPRED_BLAS"}, {"BLASLIB", "NPRED_BLASLIB"}};
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(vars[i][1]);
+        if (v && *v) snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " %s='%s'", vars[i][0], v);
+    }
     return sh(out,
               "env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory install BUILD='%s' "
-              "OPT='%s' SAN='%s' MPI='%s' PREFIX='%s' DESTDIR='%s'",
+              "OPT='%s' SAN='%s' MPI='%s' PREFIX='%s' DESTDIR='%s'%s",
               env_or("NPRED_BUILD", "build"), env_or("NPRED_OPT", "-O3 -march=native"), env_or("NPRED_SAN", ""),
-              env_or("NPRED_MPI", "1"), pfx, destdir);
+              env_or("NPRED_MPI", "1"), pfx, destdir, extra);
 }
 
 static int exists(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
