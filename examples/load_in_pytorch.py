@@ -459,17 +459,17 @@ def selftest():
     predictions vs this file's PyTorch modules."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
     import npred
-    base = dict(layers=3, input_kern=5, hidden_kern=3, hidden_channels=8, gamma_input=1.0, gamma_readout=0.01,
-                init_mu_range=0.3, init_sigma=0.1)
+    base = dict(layers=3, input_kern=5, hidden_kern=3, hidden_channels=8, gamma_input=1.0, gamma_readout=0.01)
+    gauss = dict(base, init_mu_range=0.3, init_sigma=0.1)  # FullGaussian2d's own arguments
     cortex = {"type": "cortex", "input_dimensions": 2, "hidden_layers": 1, "hidden_features": 6, "final_tanh": True}
     kinds = {
-        "FullGaussian2d": dict(base),
-        "FullGaussian2d cortex grid + MLP shifter": dict(base, grid_mean_predictor=cortex, shifter=True),
-        "FullGaussian2d shared features + grid": dict(base, share_features=True, share_grid=True),
-        "FullGaussian2d isotropic, StaticAffine2d shifter": dict(base, gauss_type="isotropic", shifter=True,
+        "FullGaussian2d": dict(gauss),
+        "FullGaussian2d cortex grid + MLP shifter": dict(gauss, grid_mean_predictor=cortex, shifter=True),
+        "FullGaussian2d shared features + grid": dict(gauss, share_features=True, share_grid=True),
+        "FullGaussian2d isotropic, StaticAffine2d shifter": dict(gauss, gauss_type="isotropic", shifter=True,
                                                                  shifter_type="StaticAffine2d"),
-        "FullGaussian2d + modulator": dict(base, modulator=True, input_channels_modulator=3),
-        "Gaussian2d": dict(base, readout_type="Gaussian2d"),
+        "FullGaussian2d + modulator": dict(gauss, modulator=True, input_channels_modulator=3),
+        "Gaussian2d": dict(base, readout_type="Gaussian2d", init_mu_range=0.3),
         "FullFactorized2d": dict(base, readout_type="FullFactorized2d"),
         "FullFactorized2d unnormalized, constrain_pos": dict(base, readout_type="FullFactorized2d", normalize=False,
                                                             constrain_pos=True),
@@ -482,7 +482,7 @@ def selftest():
         "AttentionReadout": dict(base, readout_type="AttentionReadout"),
         "AttentionReadout, 2 layers, kernel 3": dict(base, readout_type="AttentionReadout", attention_layers=2,
                                                      attention_kernel=3),
-        "depth-separable core, skip, stack": dict(base, depth_separable=True, skip=2, stack=-2, pad_input=True),
+        "depth-separable core, skip, stack": dict(gauss, depth_separable=True, skip=2, stack=-2, pad_input=True),
     }
     rng = np.random.default_rng(0)
     shape = (1, 18, 32)

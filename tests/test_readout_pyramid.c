@@ -324,8 +324,57 @@ static void test_bad_config(void)
           "%s", npred_last_error());
 }
 
+/* A readout argument of another readout class does not act: an error naming
+ * the key and the readout, in both spellings; null stays "not given"; the
+ * keys of the class itself and the saved form of every readout are read. */
+static void test_keys_of_other_readouts(void)
+{
+    static const struct {
+        const char *json, *key, *type;
+    } bad[] = {
+        {"{\"pool_steps\": 2}", "pool_steps", "FullGaussian2d"},
+        {"{\"readout_type\": \"Gaussian2d\", \"init_sigma\": 0.1}", "init_sigma", "Gaussian2d"},
+        {"{\"readout_type\": \"FullFactorized2d\", \"init_mu_range\": 0.3}", "init_mu_range", "FullFactorized2d"},
+        {"{\"readout_type\": \"PointPooled2d\", \"scale_n\": 2}", "scale_n", "PointPooled2d"},
+        {"{\"readout_type\": \"AttentionReadout\", \"align_corners\": true}", "align_corners", "AttentionReadout"},
+        {"{\"readout_type\": \"PointPyramid2d\", \"gauss_type\": \"full\"}", "gauss_type", "PointPyramid2d"},
+        {"{\"core\": {\"hidden_channels\": 2, \"input_kern\": 3, \"hidden_kern\": 3},"
+         " \"readout\": {\"type\": \"FullGaussian2d\", \"normalize\": true}}",
+         "readout.normalize", "FullGaussian2d"},
+        {"{\"core\": {\"hidden_channels\": 2, \"input_kern\": 3, \"hidden_kern\": 3},"
+         " \"readout\": {\"type\": \"PointPyramid2d\", \"pool_kern\": 2}}",
+         "readout.pool_kern", "PointPyramid2d"},
+    };
+    npred_model_config m;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        npred_status s = npred_model_config_parse(&m, bad[i].json, "r.json");
+        const char *msg = npred_last_error();
+        char want[96];
+        snprintf(want, sizeof want, "'%s'", bad[i].key);
+        CHECK(s == NPRED_ERR_CONFIG && strstr(msg, "r.json") && strstr(msg, want) && strstr(msg, bad[i].type),
+              "%s: status %d, '%s'", bad[i].json, (int)s, msg);
+    }
+    CHECK_OK(npred_model_config_parse(&m, "{\"readout_type\": \"PointPooled2d\", \"grid_mean_predictor\": null,"
+                                          " \"pool_steps\": 1, \"pool_kern\": 2, \"init_range\": 0.2,"
+                                          " \"align_corners\": false}", "ok.json"));
+    /* every readout's saved form (its own keys only) is read back */
+    const char *types[] = {"FullGaussian2d", "Gaussian2d", "FullFactorized2d", "PointPooled2d", "AttentionReadout",
+                           "PointPyramid2d"};
+    for (int i = 0; i < 6; i++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"readout_type\": \"%s\"}", types[i]);
+        if (!CHECK_OK(npred_model_config_parse(&m, json, "t.json"))) continue;
+        cJSON *j = npred_model_config_to_json(&m);
+        npred_model_config back;
+        CHECK(npred_model_config_from_cjson(&back, j, "saved") == NPRED_OK, "%s: saved form not read back: %s",
+              types[i], npred_last_error());
+        cJSON_Delete(j);
+    }
+}
+
 int main(void)
 {
+    RUN(test_keys_of_other_readouts);
     RUN(test_fixture_point_pyramid);
     RUN(test_fixture_point_pyramid_train);
     RUN(test_fd_gauss5_downsample);

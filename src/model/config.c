@@ -152,10 +152,64 @@ static void readout_reset_type(npred_readout_config *c, npred_readout_type t)
     c->bias = bias;
 }
 
-/* readout keys shared by both spellings; returns 1 if the key was a readout key */
+/* The readout classes that take key k as an argument (a bit per
+ * npred_readout_type); 0 for the keys every readout takes. The saved form
+ * (npred_model_config_to_json) writes exactly these keys per readout. */
+static unsigned readout_key_types(const char *k)
+{
+#define T(x) (1u << NPRED_READOUT_##x)
+    static const struct {
+        const char *key;
+        unsigned types;
+    } own[] = {
+        {"init_mu_range", T(FULL_GAUSSIAN2D) | T(GAUSSIAN2D)},
+        {"init_sigma", T(FULL_GAUSSIAN2D)},
+        {"gauss_type", T(FULL_GAUSSIAN2D)},
+        {"grid_mean_predictor", T(FULL_GAUSSIAN2D)},
+        {"init_sigma_range", T(GAUSSIAN2D)},
+        {"fixed_sigma", T(GAUSSIAN2D)},
+        {"batch_sample", T(FULL_GAUSSIAN2D) | T(GAUSSIAN2D)},
+        {"align_corners", T(FULL_GAUSSIAN2D) | T(GAUSSIAN2D) | T(POINT_POOLED) | T(POINT_PYRAMID)},
+        {"normalize", T(FACTORIZED)},
+        {"constrain_pos", T(FACTORIZED)},
+        {"positive_weights", T(FACTORIZED)},
+        {"init_noise", T(FACTORIZED) | T(ATTENTION)},
+        {"pool_steps", T(POINT_POOLED)},
+        {"pool_kern", T(POINT_POOLED)},
+        {"init_range", T(POINT_POOLED) | T(POINT_PYRAMID)},
+        {"attention_kernel", T(ATTENTION)},
+        {"attention_layers", T(ATTENTION)},
+        {"scale_n", T(POINT_PYRAMID)},
+        {"pyramid_type", T(POINT_PYRAMID)},
+        {"downsample", T(POINT_PYRAMID)},
+        {"positive", T(POINT_PYRAMID)},
+    };
+#undef T
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++)
+        if (!strcmp(k, own[i].key)) return own[i].types;
+    return 0;
+}
+
+
+/* readout keys shared by both spellings; returns 1 if the key was a readout key.
+ * An argument of another readout class would not act: an error naming the key,
+ * this readout and the classes that take it (null stays "not given"). */
 static int readout_key(npred_json_reader *r, const cJSON *e, npred_readout_config *c, int *gamma_set, double *gamma)
 {
     const char *k = e->string;
+    unsigned types = readout_key_types(k);
+    if (types && !(types & (1u << c->type))) {
+        if (!cJSON_IsNull(e) && !r->st) {
+            char owners[128] = "";
+            for (int t = 0; t <= NPRED_READOUT_POINT_PYRAMID; t++)
+                if (types & (1u << t))
+                    snprintf(owners + strlen(owners), sizeof owners - strlen(owners), "%s%s", owners[0] ? ", " : "",
+                             readout_type_name((npred_readout_type)t));
+            r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s%s' does not apply to a %s readout (an argument of %s)",
+                                 r->where, r->section, k, readout_type_name(c->type), owners);
+        }
+        return 1;
+    }
     if (!strcmp(k, "init_mu_range")) npred_json_num(r, e, -ANY, ANY, &c->init_mu_range);
     else if (!strcmp(k, "init_sigma")) npred_json_num(r, e, -ANY, ANY, &c->init_sigma);
     else if (!strcmp(k, "gamma_readout")) {

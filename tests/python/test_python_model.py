@@ -13,16 +13,17 @@ from harness import (CHECKPOINTS, NPRED_BIN, check, check_equal, check_raises, r
 
 import npred
 
-BASE = dict(layers=2, input_kern=5, hidden_kern=3, hidden_channels=4, gamma_input=1.0, gamma_readout=0.01,
-            init_mu_range=0.3, init_sigma=0.1)
+# the Gaussian readouts' arguments go only with them (another readout rejects them)
+BASE = dict(layers=2, input_kern=5, hidden_kern=3, hidden_channels=4, gamma_input=1.0, gamma_readout=0.01)
+GAUSS = dict(BASE, init_mu_range=0.3, init_sigma=0.1)
 CORTEX = {"type": "cortex", "input_dimensions": 2, "hidden_layers": 1, "hidden_features": 6, "final_tanh": True}
 CONFIGS = {
-    "FullGaussian2d+shifter": dict(BASE, gauss_type="full", shifter=True, grid_mean_predictor=CORTEX),
+    "FullGaussian2d+shifter": dict(GAUSS, gauss_type="full", shifter=True, grid_mean_predictor=CORTEX),
     "FullFactorized2d": dict(BASE, readout_type="FullFactorized2d"),
-    "Gaussian2d": dict(BASE, readout_type="Gaussian2d"),
+    "Gaussian2d": dict(BASE, readout_type="Gaussian2d", init_mu_range=0.3),
     "PointPooled2d": dict(BASE, readout_type="PointPooled2d"),
     "AttentionReadout": dict(BASE, readout_type="AttentionReadout"),
-    "FullGaussian2d+modulator": dict(BASE, modulator=True, input_channels_modulator=3),
+    "FullGaussian2d+modulator": dict(GAUSS, modulator=True, input_channels_modulator=3),
 }
 SHAPE = (1, 16, 32)
 
