@@ -322,11 +322,11 @@ static void dref_case(int stack_all)
                 double fm = dref_rate(m, x, b);
                 x[i] = keep;
                 ref[i] = (fp - fm) / (2 * h);
-                mg = fmax(mg, fabs(ref[i]));
+                mg = th_worst(mg, fabs(ref[i]));
             }
             for (int i = 0; i < P; i++) {
-                e1 = fmax(e1, fabs(g[b * P + i] - ref[i]));
-                e2 = fmax(e2, fabs(g2[b * P + i] - ref[i]));
+                e1 = th_worst(e1, fabs(g[b * P + i] - ref[i]));
+                e2 = th_worst(e2, fabs(g2[b * P + i] - ref[i]));
             }
             CHECK(mg > 0 && e1 <= 1e-5 * mg && e2 <= 1e-5 * mg,
                   "stack %s, neuron %d: input gradient vs double central differences: max error %g (whole image), %g "
@@ -436,10 +436,10 @@ static void test_neuron_grad(void)
             CHECK_OK(npred_model_input_gradient(m, "s-1-1", img, NB, Pc, Bh, w, g2, r2))) {
             double md = 0, mg = 0, mr = 0;
             for (int i = 0; i < NB * P; i++) {
-                md = fmax(md, fabs(g[i] - g2[i]));
-                mg = fmax(mg, fabs(g2[i]));
+                md = th_worst(md, fabs(g[i] - g2[i]));
+                mg = th_worst(mg, fabs(g2[i]));
             }
-            for (int b = 0; b < NB; b++) mr = fmax(mr, fabs(r[b] - r2[b * LN + neuron[b]]) / r2[b * LN + neuron[b]]);
+            for (int b = 0; b < NB; b++) mr = th_worst(mr, fabs(r[b] - r2[b * LN + neuron[b]]) / r2[b * LN + neuron[b]]);
             CHECK(md <= 2e-6 * mg && mg > 0, "%s: gradient vs the full input gradient: max diff %g (max %g)",
                   LOCAL[c].name, md, mg);
             CHECK(mr <= 1e-6, "%s: rates vs the full model: max relative diff %g", LOCAL[c].name, mr);
