@@ -88,6 +88,20 @@ static inline void rs_load_to(vf *v, const float *p, int L)
     for (int l = 0; l < L; l++) (*v)[l] = p[l];
 }
 
+/* two-vector shuffle with a mask vector: GCC's __builtin_shuffle; clang (make
+ * tsan and make fuzz build with it) has no such builtin for a variable mask, so
+ * there lane by lane (the same values) */
+#if defined(__clang__)
+#define RS_SHUFFLE(a, b, mask)                                                                                         \
+    ({                                                                                                                 \
+        vf r_;                                                                                                         \
+        for (int l_ = 0; l_ < LANES; l_++) r_[l_] = (mask)[l_] < LANES ? (a)[(mask)[l_]] : (b)[(mask)[l_] - LANES];   \
+        r_;                                                                                                            \
+    })
+#else
+#define RS_SHUFFLE(a, b, mask) __builtin_shuffle(a, b, mask)
+#endif
+
 /* m[i][j] <-> m[j][i] in four rounds: round S swaps the elements whose row and
  * column differ in bit S (each round is an involution; together they exchange
  * every differing bit, i.e. transpose) */
@@ -101,8 +115,8 @@ static inline void rs_load_to(vf *v, const float *p, int L)
         for (int i_ = 0; i_ < LANES; i_++)                                                                             \
             if (!(i_ & (S))) {                                                                                         \
                 vf a_ = m[i_], b_ = m[i_ + (S)];                                                                       \
-                m[i_] = __builtin_shuffle(a_, b_, lo_);                                                                \
-                m[i_ + (S)] = __builtin_shuffle(a_, b_, hi_);                                                          \
+                m[i_] = RS_SHUFFLE(a_, b_, lo_);                                                                      \
+                m[i_ + (S)] = RS_SHUFFLE(a_, b_, hi_);                                                                \
             }                                                                                                          \
     } while (0)
 
