@@ -136,8 +136,8 @@ $(BUILD)/libnpred.a: $(LIB_OBJ)
 
 # The shared library: libnpred.so.X.Y.Z with soname libnpred.so.X, and the two
 # links a build and a link step use. Only NPRED_API functions are exported.
-$(BUILD)/libnpred.so.$(VERSION): $(LIB_OBJ) $(BUILD)/ldflags.stamp
-	$(CC) -shared $(SAN) -Wl,-soname,$(SONAME) -o $@ $(LIB_OBJ) $(LDLIBS)
+$(BUILD)/libnpred.so.$(VERSION): $(LIB_OBJ) $(BUILD)/ldflags.stamp src/libnpred.map
+	$(CC) -shared $(SAN) -Wl,-soname,$(SONAME) -Wl,--version-script=src/libnpred.map -o $@ $(LIB_OBJ) $(LDLIBS)
 
 $(BUILD)/libnpred.so: $(BUILD)/libnpred.so.$(VERSION)
 	ln -sf libnpred.so.$(VERSION) $(BUILD)/$(SONAME)
