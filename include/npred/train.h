@@ -51,7 +51,12 @@ typedef enum {
     NPRED_TRAIN_LOSS_EXPONENTIAL,  /* "ExponentialLoss" */
     NPRED_TRAIN_LOSS_ANSCOMBE_MSE, /* "AnscombeMSE" */
     NPRED_TRAIN_LOSS_CORR,         /* "Corr": -(sum over neurons of the batch correlation), -(mean) with avg_loss */
-    NPRED_TRAIN_LOSS_AVG_CORR      /* "AvgCorr": -(mean over neurons); avg_loss must be false (it already averages) */
+    NPRED_TRAIN_LOSS_AVG_CORR,     /* "AvgCorr": -(mean over neurons); avg_loss must be false (it already averages) */
+    /* negative log-likelihoods of the distribution encoders (HEAD; the model's encoder must match) */
+    NPRED_TRAIN_LOSS_ZIG,          /* "ZIGLoss" (ZIGEncoder) */
+    NPRED_TRAIN_LOSS_ZIL,          /* "ZILLoss" (ZILEncoder) */
+    NPRED_TRAIN_LOSS_GAMMA,        /* "GammaLoss" (GammaEncoder; eps_shift_targets 1e-10) */
+    NPRED_TRAIN_LOSS_GAUSSIAN      /* "GaussianLoss" (GaussianEncoder) */
 } npred_train_loss;
 
 typedef enum {

@@ -323,6 +323,7 @@ static int shifter_type_from(npred_json_reader *r, const cJSON *e, npred_shifter
 
 static void defaults_common(npred_model_config *m)
 {
+    npred_encoder_config_default(&m->encoder, NPRED_ENC_FIRING_RATE);
     memset(m, 0, sizeof *m);
     npred_core_config_default(&m->core);
     m->core_stack_is_none = 1;
@@ -383,7 +384,46 @@ static npred_status finish(npred_model_config *m, const char *where, int gamma_s
         return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'init_sigma': %g must be > 0", where, rc->init_sigma);
     if (m->shifter != NPRED_SHIFTER_NONE && (m->shifter_input_channels < 1 || m->shift_layers < 1))
         return npred_errorf(NPRED_ERR_CONFIG, "%s: shifter sizes must be positive", where);
+    if (m->encoder.type != NPRED_ENC_FIRING_RATE) {
+        const char *en = npred_encoder_name(m->encoder.type);
+        if (rc->type != NPRED_READOUT_FULL_GAUSSIAN2D)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: %s needs a FullGaussian2d readout (it becomes the reference's "
+                                "GeneralizedFullGaussianReadout2d)", where, en);
+        if (m->share_features)
+            return npred_errorf(NPRED_ERR_UNSUPPORTED, "%s: share_features with %s is not supported", where, en);
+        if (m->modulator)
+            return npred_errorf(NPRED_ERR_UNSUPPORTED, "%s: a modulator with %s is not supported (npred's modulator "
+                                "scales a firing rate)", where, en);
+        if (m->elu_offset != 0)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'encoder.elu_offset' belongs to FiringRateEncoder, not %s",
+                                where, en);
+        npred_status es = npred_encoder_check(&m->encoder, where);
+        if (es) return es;
+    }
     return NPRED_OK;
+}
+
+/* the "encoder" object: type (FiringRateEncoder default), elu_offset, the encoder's keys */
+static void parse_encoder(npred_json_reader *r, const cJSON *en, npred_model_config *m)
+{
+    static const char *const types[] = {"FiringRateEncoder", "ZIGEncoder", "ZILEncoder", "GammaEncoder",
+                                        "GaussianEncoder"};
+    const char *saved = r->section;
+    r->section = "encoder.";
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(en, "type");
+    int e = 0;
+    if (ty && npred_json_choice(r, ty, types, 5, &e)) npred_encoder_config_default(&m->encoder, (npred_encoder_type)e);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, en)
+    {
+        if (r->st) break;
+        if (!strcmp(it->string, "type")) continue;
+        if (!strcmp(it->string, "elu_offset")) npred_json_num(r, it, -ANY, ANY, &m->elu_offset);
+        else if (!npred_encoder_key(r, it, &m->encoder))
+            npred_json_unknown(r, it, m->encoder.type == NPRED_ENC_FIRING_RATE ? "FiringRateEncoder takes elu_offset"
+                                                                               : "not an argument of this encoder");
+    }
+    r->section = saved;
 }
 
 /* flat sensorium builder arguments */
@@ -446,7 +486,10 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
         else if (!strcmp(k, "core_bias")) npred_json_bool(&r, e, &c->bias);
         else if (!strcmp(k, "readout_bias")) npred_json_bool(&r, e, &ro->bias);
         else if (!strcmp(k, "elu_offset")) npred_json_num(&r, e, -ANY, ANY, &m->elu_offset);
-        else if (!strcmp(k, "shifter")) {
+        else if (!strcmp(k, "encoder")) {
+            if (!cJSON_IsObject(e)) npred_json_fail(&r, e, "an object");
+            else parse_encoder(&r, e, m);
+        } else if (!strcmp(k, "shifter")) {
             if (!cJSON_IsNull(e)) npred_json_bool(&r, e, &shifter_on);
         } else if (!strcmp(k, "shifter_type")) {
             npred_shifter_type t = NPRED_SHIFTER_NONE;
@@ -607,13 +650,8 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
         }
     }
     if (cJSON_IsObject(en)) {
-        r.section = "encoder.";
-        cJSON_ArrayForEach(e, en)
-        {
-            if (!strcmp(e->string, "elu_offset")) npred_json_num(&r, e, -ANY, ANY, &m->elu_offset);
-            else npred_json_unknown(&r, e, NULL);
-            if (r.st) return r.st;
-        }
+        parse_encoder(&r, en, m);
+        if (r.st) return r.st;
     }
     return finish(m, where, gamma_set, gamma);
 }
@@ -787,7 +825,8 @@ cJSON *npred_model_config_to_json(const npred_model_config *m)
         cJSON_AddNullToObject(root, "modulator");
     }
     cJSON *en = cJSON_AddObjectToObject(root, "encoder");
-    cJSON_AddNumberToObject(en, "elu_offset", m->elu_offset);
+    if (m->encoder.type == NPRED_ENC_FIRING_RATE) cJSON_AddNumberToObject(en, "elu_offset", m->elu_offset);
+    npred_encoder_to_json(en, &m->encoder);
     cJSON_AddNumberToObject(root, "seed", (double)m->seed);
     return root;
 }

@@ -16,6 +16,7 @@
 #include <cJSON.h>
 
 #include "cores/stacked2d.h"
+#include "model/encoder.h"
 #include "readouts/readout.h"
 
 typedef enum { NPRED_SHIFTER_NONE = 0, NPRED_SHIFTER_MLP, NPRED_SHIFTER_STATIC_AFFINE } npred_shifter_type;
@@ -34,6 +35,7 @@ typedef struct {
     int modulator_input_channels, modulator_hidden_channels, modulator_layers, modulator_bias;
     double gamma_modulator;
     double elu_offset;
+    npred_encoder_config encoder; /* FiringRateEncoder or a distribution encoder (encoder.h) */
     long long seed;
 } npred_model_config;
 

@@ -20,6 +20,9 @@ static void session_free(npred_session *s)
     free(s->shift);
     free(s->dshift);
     free(s->dy);
+    free(s->raw);
+    free(s->dist);
+    free(s->ddist);
 }
 
 void npred_model_free(npred_model *m)
@@ -71,6 +74,7 @@ static npred_status declare_session(npred_model *m, int i, const npred_model_ses
     rc.h = m->core.out_h;
     rc.w = m->core.out_w;
     rc.n = s->n;
+    rc.params_n = npred_encoder_readout_params(&c->encoder);
     if (c->share_features || c->share_grid) {
         if (!info->match_ids)
             return npred_errorf(NPRED_ERR_ARG, "session %s: share_features/share_grid need match ids", info->key);
@@ -115,7 +119,7 @@ static npred_status declare_session(npred_model *m, int i, const npred_model_ses
         st = npred_mlp_declare(&s->modulator, &m->t, prefix, L, dims, acts, c->modulator_bias, 1);
         if (st) return st;
     }
-    return NPRED_OK;
+    return npred_encoder_declare(&c->encoder, &m->t, c->multi_readout ? s->key : "", s->n, s->p_enc);
 }
 
 static npred_status setup(npred_model *m)
@@ -130,10 +134,18 @@ static npred_status setup(npred_model *m)
         if ((st = npred_readout_setup(&s->ro, &m->t, m->max_batch))) return st;
         if (s->has_shifter && (st = npred_mlp_setup(&s->shifter, m->max_batch))) return st;
         if (s->has_modulator && (st = npred_mlp_setup(&s->modulator, m->max_batch))) return st;
-        s->y = calloc(B * s->n, sizeof(float));
+        size_t P = m->cfg.encoder.type == NPRED_ENC_FIRING_RATE ? 1 : (size_t)npred_encoder_readout_params(&m->cfg.encoder);
+        size_t K = (size_t)npred_encoder_outputs(&m->cfg.encoder);
+        s->y = calloc(P * B * s->n, sizeof(float));
         s->z = calloc(B * s->n, sizeof(float));
         s->out = calloc(B * s->n, sizeof(float));
-        s->dy = calloc(B * s->n, sizeof(float));
+        s->dy = calloc(P * B * s->n, sizeof(float));
+        if (m->cfg.encoder.type != NPRED_ENC_FIRING_RATE) {
+            s->raw = calloc(K * B * s->n, sizeof(float));
+            s->dist = calloc(K * B * s->n, sizeof(float));
+            s->ddist = calloc(K * B * s->n, sizeof(float));
+            if (!s->raw || !s->dist || !s->ddist) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+        }
         s->shift = calloc(B * 2, sizeof(float));
         s->dshift = calloc(B * 2, sizeof(float));
         if (!s->y || !s->z || !s->out || !s->dy || !s->shift || !s->dshift)
@@ -286,6 +298,7 @@ npred_status npred_model_create(npred_model **out, const char *config_json, cons
         }
         if (s->has_shifter) npred_mlp_init_default(&s->shifter, &m->t, &rng);
         if (s->has_modulator) npred_mlp_init_default(&s->modulator, &m->t, &rng);
+        npred_encoder_init(&m->cfg.encoder, &m->t, s->p_enc, s->n, &rng);
     }
     if (st) {
         npred_model_free(m);
@@ -377,6 +390,14 @@ static npred_status model_forward(npred_model *m, int si, const float *images, c
     }
     if ((st = npred_readout_forward(&s->ro, &m->t, s->y, m->core.output, shift, B, train, rng, noise))) return st;
     size_t n = (size_t)B * s->n;
+    if (m->cfg.encoder.type != NPRED_ENC_FIRING_RATE) {
+        npred_encoder_forward(&m->cfg.encoder, &m->t, s->p_enc, s->y, B, s->n, s->raw, s->dist, s->out);
+        if (out) memcpy(out, s->out, n * sizeof *out);
+        m->last = si;
+        m->B = B;
+        m->train = train;
+        return NPRED_OK;
+    }
     if (s->has_modulator) {
         if (!behavior)
             return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a modulator: behavior is required", s->key);
@@ -397,6 +418,46 @@ static npred_status model_forward(npred_model *m, int si, const float *images, c
 static npred_status model_backward(npred_model *m, const float *dout, int detach_core, float *dimages,
                                    float *dpupil);
 
+float *npred_model_dist(npred_model *m, int *K)
+{
+    *K = npred_encoder_outputs(&m->cfg.encoder);
+    if (m->last < 0 || m->cfg.encoder.type == NPRED_ENC_FIRING_RATE) return NULL;
+    return m->s[m->last].dist;
+}
+
+/* readout (dy already set), shifter and core backward */
+static npred_status backward_readout(npred_model *m, npred_session *s, int detach_core, float *dimages, float *dpupil)
+{
+    int B = m->B;
+    size_t nc = (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w;
+    if (!detach_core) memset(m->dcore, 0, nc * sizeof(float));
+    if (s->has_shifter) memset(s->dshift, 0, sizeof(float) * 2 * (size_t)B);
+    npred_readout_backward(&s->ro, &m->t, s->dy, detach_core ? NULL : m->dcore, s->has_shifter ? s->dshift : NULL);
+    if (s->has_shifter) npred_mlp_backward(&s->shifter, &m->t, s->dshift, dpupil);
+    if (!detach_core) return npred_core_backward(&m->core, &m->t, m->dcore, dimages);
+    return NPRED_OK;
+}
+
+/* the distribution encoder's head, then the readout, shifter and core */
+static npred_status backward_dist(npred_model *m, const float *ddist, int detach_core, float *dimages, float *dpupil)
+{
+    npred_session *s = &m->s[m->last];
+    npred_encoder_backward(&m->cfg.encoder, &m->t, s->p_enc, ddist, m->B, s->n, s->raw, s->dist, s->dy);
+    return backward_readout(m, s, detach_core, dimages, dpupil);
+}
+
+npred_status npred_model_backward_dist(npred_model *m, const float *ddist, int detach_core, float *dimages,
+                                       float *dpupil)
+{
+    if (m->last < 0) return npred_errorf(NPRED_ERR_ARG, "model: backward without a forward");
+    if (m->cfg.encoder.type == NPRED_ENC_FIRING_RATE)
+        return npred_errorf(NPRED_ERR_ARG, "model: a FiringRateEncoder has no distribution outputs");
+    int T = serial_begin(m, m->B);
+    npred_status st = backward_dist(m, ddist, detach_core, dimages, dpupil);
+    serial_end(T);
+    return st;
+}
+
 npred_status npred_model_backward(npred_model *m, const float *dout, int detach_core, float *dimages, float *dpupil)
 {
     if (m->last < 0) return npred_errorf(NPRED_ERR_ARG, "model: backward without a forward");
@@ -412,6 +473,10 @@ static npred_status model_backward(npred_model *m, const float *dout, int detach
     npred_session *s = &m->s[m->last];
     int B = m->B;
     size_t n = (size_t)B * s->n;
+    if (m->cfg.encoder.type != NPRED_ENC_FIRING_RATE) { /* through the fitted mean */
+        npred_encoder_mean_backward(&m->cfg.encoder, s->dist, dout, (int64_t)n, s->ddist);
+        return backward_dist(m, s->ddist, detach_core, dimages, dpupil);
+    }
     /* d/dz [ELU(z) + 1] = 1 for z > 0, exp(z) = out otherwise */
     for (size_t i = 0; i < n; i++) s->dy[i] = dout[i] * (s->z[i] > 0 ? 1.0f : s->out[i]);
     if (s->has_modulator) {
@@ -424,13 +489,7 @@ static npred_status model_backward(npred_model *m, const float *dout, int detach
         }
         npred_mlp_backward(&s->modulator, &m->t, dg, NULL);
     }
-    size_t nc = (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w;
-    if (!detach_core) memset(m->dcore, 0, nc * sizeof(float));
-    if (s->has_shifter) memset(s->dshift, 0, sizeof(float) * 2 * (size_t)B);
-    npred_readout_backward(&s->ro, &m->t, s->dy, detach_core ? NULL : m->dcore, s->has_shifter ? s->dshift : NULL);
-    if (s->has_shifter) npred_mlp_backward(&s->shifter, &m->t, s->dshift, dpupil);
-    if (!detach_core) return npred_core_backward(&m->core, &m->t, m->dcore, dimages);
-    return NPRED_OK;
+    return backward_readout(m, s, detach_core, dimages, dpupil);
 }
 
 static double mlp_last_l1_mean(npred_mlp *mlp, npred_ptable *t, double gscale)

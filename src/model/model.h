@@ -23,7 +23,10 @@ typedef struct {
     float *z;             /* (B, n) input of the output ELU (after modulation, + elu_offset) */
     float *out;           /* (B, n) last rates (for the backward) */
     float *shift, *dshift;/* (B, 2) */
-    float *dy;            /* (B, n) scratch */
+    float *dy;            /* (B, n) scratch ((P, B, n) with a distribution encoder) */
+    /* distribution encoders (model/encoder.h): y and dy hold P readout outputs */
+    int p_enc[NPRED_ENC_MAXK];    /* per-neuron parameter of each output slot, or -1 */
+    float *raw, *dist, *ddist;    /* (K, B, n): before / after the output nonlinearities, scratch */
 } npred_session;
 
 struct npred_model {
@@ -65,6 +68,14 @@ npred_status npred_model_backward(npred_model *m, const float *dout, int detach_
  * gscale != 0 their gradients (times gscale) are accumulated (the core's only
  * without detach_core). */
 double npred_model_regularizer(npred_model *m, int si, double gscale, int detach_core);
+/* Distribution encoders: after npred_model_forward (whose `out` is the fitted mean),
+ * the K outputs (K, B, n) of the last forward (*K set; NULL for FiringRateEncoder);
+ * npred_model_backward_dist takes their gradient ddist (K, B, n) instead of dout. A
+ * loss may change the dist values in place before the backward (the ZI losses clamp
+ * loc): the derivative of loc = exp(logloc) uses the value found there. */
+float *npred_model_dist(npred_model *m, int *K);
+npred_status npred_model_backward_dist(npred_model *m, const float *ddist, int detach_core, float *dimages,
+                                       float *dpupil);
 /* core.regularizer() and readout[si].regularizer() separately (no gradients) */
 void npred_model_regularizer_parts(npred_model *m, int si, double *core, double *readout);
 npred_ptable *npred_model_table(npred_model *m);

@@ -12,6 +12,9 @@
  *   grid[b,o]  = clamp(g, -1, 1) + shift[b]     (clamped entries pass no gradient)
  *   y[b,o]     = sum_c F[o,c] bilinear(x[b], grid[b,o])[c] + bias[o]
  * with F[o,c] = _features[0,c,0,o] (or scales[o] * _features[0,c,0,match id]).
+ * GeneralizedFullGaussianReadout2d (HEAD; cfg.params_n = P >= 1): the same grid, P
+ * feature sets _features[p,0,c,0,o] and biases bias[p,o]; y (P, B, n), one contraction
+ * per p (P calls of the fused sampler).
  * Gaussian2d (legacy) also clamps sigma >= 0 in place and has parameters mu,
  * sigma (1,n,1,2), features (1,c,1,n).
  *
@@ -46,6 +49,8 @@ typedef struct {
 } gs_ws;
 
 static int is_legacy(const npred_readout *r) { return r->cfg.type == NPRED_READOUT_GAUSSIAN2D; }
+/* number of outputs per neuron (1, or P of the generalized readout) */
+static int nparams(const npred_readout *r) { return r->cfg.params_n > 0 ? r->cfg.params_n : 1; }
 
 static int mlp_maxw(const npred_readout *r)
 {
@@ -79,8 +84,8 @@ static gs_ws views(const npred_readout *r, int max_batch)
     v.dgrid = p, p += A16(pts);
     v.mu = p, p += A16(2 * n);
     v.dmu = p, p += A16(2 * n);
-    v.F = p, p += A16(n * c->c);
-    v.dF = p, p += A16(n * c->c);
+    v.F = p, p += A16((size_t)nparams(r) * n * c->c);
+    v.dF = p, p += A16((size_t)nparams(r) * n * c->c);
     for (int i = 0; i < r->n_mlp; i++) {
         v.pre[i] = p, p += A16(n * r->mlp_dim[i + 1]);
         v.act[i] = p, p += A16(n * r->mlp_dim[i + 1]);
@@ -98,7 +103,7 @@ size_t npred_gaussian_workspace(const npred_readout *r, int max_batch)
 {
     const npred_readout_config *c = &r->cfg;
     size_t img = (size_t)c->c * c->h * c->w, pts = (size_t)max_batch * c->n * 2, n = (size_t)c->n;
-    size_t s = 2 * A16(max_batch * img) + 4 * A16(pts) + 2 * A16(2 * n) + 2 * A16(n * c->c);
+    size_t s = 2 * A16(max_batch * img) + 4 * A16(pts) + 2 * A16(2 * n) + 2 * A16((size_t)nparams(r) * n * c->c);
     for (int i = 0; i < r->n_mlp; i++) s += 2 * A16(n * r->mlp_dim[i + 1]);
     if (r->n_mlp) s += 2 * A16(n * mlp_maxw(r)) + A16(mlp_key_floats(r));
     return s;
@@ -201,6 +206,14 @@ static npred_status declare_full(npred_readout *r, npred_ptable *t)
             return NPRED_ERR_ARG;
         if ((r->p_fsi = npred_readout_param(t, r, "feature_sharing_index", 1, NPRED_PT_I64, 1, n, 0, 0, 0)) < 0)
             return NPRED_ERR_ARG;
+    } else if (c->params_n) { /* GeneralizedFullGaussianReadout2d: (P, 1, c, 1, n), bias (P, n) */
+        char name[NPRED_PARAM_NAMELEN];
+        int64_t fs[5] = {c->params_n, 1, c->c, 1, n}, bs[2] = {c->params_n, n};
+        snprintf(name, sizeof name, "%s_features", r->prefix);
+        if ((r->p_features = npred_ptable_add(t, name, 0, NPRED_PT_F32, 5, fs)) < 0) return NPRED_ERR_ARG;
+        snprintf(name, sizeof name, "%sbias", r->prefix);
+        if (c->bias && (r->p_bias = npred_ptable_add(t, name, 0, NPRED_PT_F32, 2, bs)) < 0) return NPRED_ERR_ARG;
+        return NPRED_OK;
     } else if ((r->p_features = npred_readout_param(t, r, "_features", 0, NPRED_PT_F32, 4, 1, c->c, 1, n)) < 0) {
         return NPRED_ERR_ARG;
     }
@@ -306,11 +319,15 @@ static void make_features(const npred_readout *r, const npred_ptable *t, float *
     const npred_readout_config *c = &r->cfg;
     const float *f = npred_ptable_ptr(t, r->p_features);
     int n = c->n, C = c->c;
-    if (!c->shared_features) { /* a transpose, in 32 x 32 tiles */
-        for (int o0 = 0; o0 < n; o0 += 32)
-            for (int k0 = 0; k0 < C; k0 += 32)
-                for (int o = o0; o < n && o < o0 + 32; o++)
-                    for (int k = k0; k < C && k < k0 + 32; k++) F[(size_t)o * C + k] = f[(size_t)k * n + o];
+    if (!c->shared_features) { /* a transpose per output p, in 32 x 32 tiles */
+        for (int p = 0; p < nparams(r); p++) {
+            const float *fp = f + (size_t)p * C * n;
+            float *Fp = F + (size_t)p * n * C;
+            for (int o0 = 0; o0 < n; o0 += 32)
+                for (int k0 = 0; k0 < C; k0 += 32)
+                    for (int o = o0; o < n && o < o0 + 32; o++)
+                        for (int k = k0; k < C && k < k0 + 32; k++) Fp[(size_t)o * C + k] = fp[(size_t)k * n + o];
+        }
         return;
     }
     const float *sc = npred_ptable_ptr(t, r->p_scales);
@@ -324,11 +341,12 @@ static void features_backward(const npred_readout *r, npred_ptable *t, const flo
 {
     const npred_readout_config *c = &r->cfg;
     float *gf = npred_ptable_gradptr(t, r->p_features);
-    int n = c->n, C = c->c;
+    int n = c->n, C = c->c, P = nparams(r);
     if (!c->shared_features) {
-#pragma omp parallel for schedule(static) if ((double)n * C >= NPRED_RS_PAR_MIN)
-        for (int k = 0; k < C; k++)
-            for (int o = 0; o < n; o++) gf[(size_t)k * n + o] += dF[(size_t)o * C + k];
+#pragma omp parallel for schedule(static) if ((double)n * C * P >= NPRED_RS_PAR_MIN)
+        for (int pk = 0; pk < P * C; pk++)
+            for (int o = 0; o < n; o++)
+                gf[(size_t)pk * n + o] += dF[((size_t)(pk / C) * n + o) * C + pk % C];
         return;
     }
     const float *f = npred_ptable_ptr(t, r->p_features), *sc = npred_ptable_ptr(t, r->p_scales);
@@ -553,9 +571,13 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
         }
     npred_rsample_to_nhwc(v.xt, x, B, c->c, hw);
     const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < n; o++) y[(size_t)b * n + o] = bias ? bias[o] : 0.0f;
-    npred_rsample_forward(y, v.xt, v.grid, F, so, sc, B, c->h, c->w, c->c, n, c->align_corners);
+    for (int p = 0; p < nparams(r); p++) { /* y[p] (B, n); bias[p] (n); feature set p */
+        float *yp = y + (size_t)p * B * n;
+        for (int b = 0; b < B; b++)
+            for (int o = 0; o < n; o++) yp[(size_t)b * n + o] = bias ? bias[(size_t)p * n + o] : 0.0f;
+        npred_rsample_forward(yp, v.xt, v.grid, F + (size_t)p * n * c->c, so, sc, B, c->h, c->w, c->c, n,
+                              c->align_corners);
+    }
     return NPRED_OK;
 }
 
@@ -565,15 +587,25 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
 {
     const npred_readout_config *c = &r->cfg;
     gs_ws v = views(r, r->max_batch);
-    int n = c->n, B = r->B, C = c->c, hw = c->h * c->w;
-    npred_readout_bias_grad(r, t, dy, B);
+    int n = c->n, B = r->B, C = c->c, hw = c->h * c->w, P = nparams(r);
     make_features(r, t, v.F); /* rows (n, c): the forward reads the parameter in place */
     size_t pts = (size_t)B * n * 2;
     memset(v.dgrid, 0, pts * sizeof(float));
-    memset(v.dF, 0, (size_t)n * C * sizeof(float));
+    memset(v.dF, 0, (size_t)P * n * C * sizeof(float));
     if (dx) memset(v.dxt, 0, (size_t)B * hw * C * sizeof(float));
-    npred_rsample_backward(dx ? v.dxt : NULL, v.dgrid, v.dF, dy, v.xt, v.grid, v.F, C, B, c->h, c->w, C, n,
-                           c->align_corners);
+    for (int p = 0; p < P; p++) { /* dy (P, B, n): one pass per output, accumulating */
+        const float *dyp = dy + (size_t)p * B * n;
+        if (r->p_bias >= 0 && !t->grads_off) {
+            float *gb = npred_ptable_gradptr(t, r->p_bias) + (size_t)p * n;
+            for (int o = 0; o < n; o++) {
+                double sum = 0;
+                for (int b = 0; b < B; b++) sum += dyp[(size_t)b * n + o];
+                gb[o] += (float)sum;
+            }
+        }
+        npred_rsample_backward(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.grid,
+                               v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
+    }
     if (dx) npred_rsample_add_nchw(dx, v.dxt, B, C, hw);
     if (dshift)
         for (int b = 0; b < B; b++)
@@ -624,7 +656,7 @@ double npred_gaussian_regularizer(npred_readout *r, npred_ptable *t, double gsca
     const npred_readout_config *c = &r->cfg;
     if (!r->owns_features) return 0;
     gs_ws v = views(r, r->max_batch);
-    size_t nc = (size_t)c->n * c->c;
+    size_t nc = (size_t)nparams(r) * c->n * c->c;
     make_features(r, t, v.F);
     double s = 0;
     for (size_t i = 0; i < nc; i++) s += fabs(v.F[i]);
@@ -659,7 +691,8 @@ void npred_gaussian_repr(const npred_readout *r, char *buf, size_t n)
         cat(buf, n, "Gaussian2d (%d x %d x %d -> %d)%s", c->c, c->h, c->w, c->n, c->bias ? " with bias" : "");
         return;
     }
-    cat(buf, n, "%s FullGaussian2d (%d x %d x %d -> %d)%s", gname[c->gauss_type], c->c, c->h, c->w, c->n,
+    cat(buf, n, "%s %s (%d x %d x %d -> %d)%s", gname[c->gauss_type],
+        c->params_n ? "GeneralizedFullGaussianReadout2d" : "FullGaussian2d", c->c, c->h, c->w, c->n,
         c->bias ? " with bias" : "");
     if (c->shared_features) cat(buf, n, ", with %s features", r->owns_features ? "original" : "shared");
     if (c->predicted_grid) cat(buf, n, ", with predicted grid");

@@ -89,6 +89,14 @@ static npred_status check_config(npred_readout *r)
     }
     if (c->shared_features && (c->n_unique <= 0 || c->n_unique > c->n))
         return npred_errorf(NPRED_ERR_CONFIG, "readout: %d unique match ids for %d neurons", c->n_unique, c->n);
+    if (c->params_n < 0 || c->params_n > 8)
+        return npred_errorf(NPRED_ERR_CONFIG, "readout: %d inferred parameters (1..8)", c->params_n);
+    if (c->params_n && c->type != NPRED_READOUT_FULL_GAUSSIAN2D)
+        return npred_errorf(NPRED_ERR_CONFIG, "readout: a distribution encoder needs FullGaussian2d "
+                            "(GeneralizedFullGaussianReadout2d)");
+    if (c->params_n && c->shared_features)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "readout: shared features with a distribution encoder "
+                            "(GeneralizedFullGaussianReadout2d) are not supported");
     if ((c->features_from && !c->shared_features) || (c->grid_from && !c->shared_grid))
         return npred_errorf(NPRED_ERR_CONFIG, "readout: features_from/grid_from need shared_features/shared_grid");
     return NPRED_OK;
@@ -156,8 +164,9 @@ void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng
     default: break;
     }
     if (r->p_bias >= 0) {
-        float *b = npred_ptable_ptr(t, r->p_bias);
-        for (int i = 0; i < r->cfg.n; i++) b[i] = mean_activity ? mean_activity[i] : 0.0f;
+        float *b = npred_ptable_ptr(t, r->p_bias); /* (n) or (P, n): HEAD repeats the mean activity */
+        size_t nb = t->items[r->p_bias].count;
+        for (size_t i = 0; i < nb; i++) b[i] = mean_activity ? mean_activity[i % (size_t)r->cfg.n] : 0.0f;
     }
 }
 

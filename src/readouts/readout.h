@@ -65,6 +65,10 @@ typedef struct {
     int gmp_hidden_layers;
     int gmp_hidden_features;
     int gmp_final_tanh;
+    /* GeneralizedFullGaussianReadout2d (HEAD; FullGaussian2d only): params_n >= 1 outputs
+     * per neuron from one shared grid, _features (P, 1, c, 1, n), bias (P, n), y (P, B, n).
+     * 0 = plain FullGaussian2d. Set by the model from the encoder (docs/encoders.md). */
+    int params_n;
     /* feature / grid sharing (spec §3): shared_features / shared_grid = 1 index the
      * features / grid by match id; match_ids (n) are required then (declare copies
      * them and computes np.unique's inverse index into r->match_idx and n_unique).

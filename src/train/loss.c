@@ -233,14 +233,24 @@ double npred_digamma(double x)
     return r + log(x) - 0.5 / x + t;
 }
 
-static npred_status gamma_check(const char *who, const float *conc, const float *rate,
-                                const float *y, int64_t B, int64_t n, double eps_shift)
+/* The two-parameter likelihood losses (HEAD GammaLoss, GaussianLoss): per element
+ * l(a, b, y) and its derivatives; the support checks name the element. */
+typedef enum { NLL_GAMMA, NLL_GAUSSIAN } nll_kind;
+
+static npred_status nll_check(nll_kind k, const char *who, const float *a, const float *b, const float *y,
+                              int64_t B, int64_t n, double eps_shift)
 {
     for (int64_t i = 0; i < B * n; i++) {
-        if (!(conc[i] > 0.0f) || !(rate[i] > 0.0f) || !isfinite(conc[i]) || !isfinite(rate[i]))
+        if (k == NLL_GAUSSIAN) {
+            if (!(b[i] > 0.0f) || !isfinite(b[i]) || !isfinite(a[i]))
+                return npred_errorf(NPRED_ERR_VALUE, "%s: element %lld: mean %g must be finite and variance %g "
+                                    "finite and > 0", who, (long long)i, a[i], b[i]);
+            continue;
+        }
+        if (!(a[i] > 0.0f) || !(b[i] > 0.0f) || !isfinite(a[i]) || !isfinite(b[i]))
             return npred_errorf(NPRED_ERR_VALUE,
                                 "%s: element %lld: concentration %g and rate %g must be finite and > 0",
-                                who, (long long)i, conc[i], rate[i]);
+                                who, (long long)i, a[i], b[i]);
         if (!((double)y[i] + eps_shift > 0.0))
             return npred_errorf(NPRED_ERR_VALUE,
                                 "%s: element %lld: target + eps_shift = %g is outside the support (> 0)",
@@ -249,24 +259,36 @@ static npred_status gamma_check(const char *who, const float *conc, const float 
     return NPRED_OK;
 }
 
-npred_status npred_loss_gamma_forward(double *loss, const float *conc, const float *rate,
-                                      const float *y, int64_t B, int64_t n,
-                                      npred_loss_reduction red, double eps_shift)
+#define LOG_SQRT_2PI_D 0.91893853320467274178
+
+static double nll_elem(nll_kind k, double a, double b, double y, double eps_shift, double *da, double *db)
 {
-    const char *who = "gamma loss";
-    npred_status st = check_args(who, loss, conc, rate, B, n, red);
+    if (k == NLL_GAUSSIAN) { /* -log N(y; a, sqrt(b)) */
+        double r = y - a;
+        if (da) *da = -r / b;
+        if (db) *db = 0.5 / b - r * r / (2.0 * b * b);
+        return r * r / (2.0 * b) + 0.5 * log(b) + LOG_SQRT_2PI_D;
+    }
+    double x = y + eps_shift; /* -log Gamma(x; concentration a, rate b) */
+    if (da) *da = -(log(b) + log(x) - npred_digamma(a));
+    if (db) *db = -(a / b - x);
+    return -(a * log(b) + (a - 1.0) * log(x) - b * x - lgamma(a));
+}
+
+static npred_status nll_forward(nll_kind k, const char *who, double *loss, const float *pa, const float *pb,
+                                const float *y, int64_t B, int64_t n, npred_loss_reduction red, double eps_shift)
+{
+    npred_status st = check_args(who, loss, pa, pb, B, n, red);
     if (st) return st;
     if (!y) return npred_errorf(NPRED_ERR_ARG, "%s: NULL target", who);
-    if ((st = gamma_check(who, conc, rate, y, B, n, eps_shift))) return st;
+    if ((st = nll_check(k, who, pa, pb, y, B, n, eps_shift))) return st;
     const int per_neuron = red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN;
     const int64_t m = per_neuron ? n : 1;
     for (int64_t j = 0; j < m; j++) loss[j] = 0.0;
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < n; j++) {
             int64_t i = b * n + j;
-            double a = conc[i], r = rate[i], x = (double)y[i] + eps_shift;
-            double l = -(a * log(r) + (a - 1.0) * log(x) - r * x - lgamma(a));
-            loss[per_neuron ? j : 0] += l;
+            loss[per_neuron ? j : 0] += nll_elem(k, pa[i], pb[i], y[i], eps_shift, NULL, NULL);
         }
     const double s = reduction_scale(red, B, n);
     for (int64_t j = 0; j < m; j++) {
@@ -277,28 +299,54 @@ npred_status npred_loss_gamma_forward(double *loss, const float *conc, const flo
     return NPRED_OK;
 }
 
-npred_status npred_loss_gamma_backward(float *dconc, float *drate, const double *dloss,
-                                       const float *conc, const float *rate, const float *y,
-                                       int64_t B, int64_t n, npred_loss_reduction red,
-                                       double eps_shift)
+static npred_status nll_backward(nll_kind k, const char *who, float *da, float *db, const double *dloss,
+                                 const float *pa, const float *pb, const float *y, int64_t B, int64_t n,
+                                 npred_loss_reduction red, double eps_shift)
 {
-    const char *who = "gamma loss";
-    npred_status st = check_args(who, conc, rate, y, B, n, red);
+    npred_status st = check_args(who, pa, pb, y, B, n, red);
     if (st) return st;
-    if ((st = gamma_check(who, conc, rate, y, B, n, eps_shift))) return st;
-    if (!dconc && !drate) return NPRED_OK;
+    if ((st = nll_check(k, who, pa, pb, y, B, n, eps_shift))) return st;
+    if (!da && !db) return NPRED_OK;
     const int per_neuron = red == NPRED_LOSS_PER_NEURON_SUM || red == NPRED_LOSS_PER_NEURON_MEAN;
     const double s = reduction_scale(red, B, n);
 #pragma omp parallel for schedule(static) if (B * n > 65536)
     for (int64_t b = 0; b < B; b++)
         for (int64_t j = 0; j < n; j++) {
             int64_t i = b * n + j;
-            double a = conc[i], r = rate[i], x = (double)y[i] + eps_shift;
-            double g = (dloss ? dloss[per_neuron ? j : 0] : 1.0) * s;
-            if (dconc) dconc[i] += (float)(-(log(r) + log(x) - npred_digamma(a)) * g);
-            if (drate) drate[i] += (float)(-(a / r - x) * g);
+            double ga, gb, g = (dloss ? dloss[per_neuron ? j : 0] : 1.0) * s;
+            nll_elem(k, pa[i], pb[i], y[i], eps_shift, &ga, &gb);
+            if (da) da[i] += (float)(ga * g);
+            if (db) db[i] += (float)(gb * g);
         }
     return NPRED_OK;
+}
+
+npred_status npred_loss_gamma_forward(double *loss, const float *conc, const float *rate,
+                                      const float *y, int64_t B, int64_t n,
+                                      npred_loss_reduction red, double eps_shift)
+{
+    return nll_forward(NLL_GAMMA, "gamma loss", loss, conc, rate, y, B, n, red, eps_shift);
+}
+
+npred_status npred_loss_gamma_backward(float *dconc, float *drate, const double *dloss,
+                                       const float *conc, const float *rate, const float *y,
+                                       int64_t B, int64_t n, npred_loss_reduction red,
+                                       double eps_shift)
+{
+    return nll_backward(NLL_GAMMA, "gamma loss", dconc, drate, dloss, conc, rate, y, B, n, red, eps_shift);
+}
+
+npred_status npred_loss_gaussian_forward(double *loss, const float *mean, const float *variance, const float *y,
+                                         int64_t B, int64_t n, npred_loss_reduction red)
+{
+    return nll_forward(NLL_GAUSSIAN, "gaussian loss", loss, mean, variance, y, B, n, red, 0.0);
+}
+
+npred_status npred_loss_gaussian_backward(float *dmean, float *dvariance, const double *dloss, const float *mean,
+                                          const float *variance, const float *y, int64_t B, int64_t n,
+                                          npred_loss_reduction red)
+{
+    return nll_backward(NLL_GAUSSIAN, "gaussian loss", dmean, dvariance, dloss, mean, variance, y, B, n, red, 0.0);
 }
 
 /* ---- correlation ---- */

@@ -86,6 +86,15 @@ npred_status npred_loss_gamma_backward(float *dconc, float *drate, const double 
                                        int64_t B, int64_t n, npred_loss_reduction red,
                                        double eps_shift);
 
+/* GaussianLoss (HEAD): the model outputs (mean m, variance v > 0), both (B, n);
+ * l = -log N(y; m, sqrt(v)) = (y - m)^2 / (2 v) + log(v) / 2 + log(sqrt(2 pi)).
+ * NPRED_ERR_VALUE if v <= 0 or a value is not finite, or the loss is not finite. */
+npred_status npred_loss_gaussian_forward(double *loss, const float *mean, const float *variance, const float *y,
+                                         int64_t B, int64_t n, npred_loss_reduction red);
+npred_status npred_loss_gaussian_backward(float *dmean, float *dvariance, const double *dloss, const float *mean,
+                                          const float *variance, const float *y, int64_t B, int64_t n,
+                                          npred_loss_reduction red);
+
 /* Correlation over the batch axis per neuron, population moments:
  *   c_j = cov(yhat_j, y_j) / sqrt((var(yhat_j) + eps) (var(y_j) + eps)).
  * avg = 0: Corr module, loss (n,) = c (no sign flip);

@@ -44,6 +44,8 @@ void npred_trainer_free(npred_trainer *t)
     npred_batch_free(&t->batch);
     free(t->pred);
     free(t->dpred);
+    free(t->ddist);
+    free(t->loc_mask);
     free(t->val_pred);
     free(t->val_resp);
     free(t->rbuf);
@@ -90,6 +92,7 @@ npred_status npred_trainer_create(npred_trainer **out, npred_model *m, const npr
     t->model_index = calloc(t->n_sessions ? t->n_sessions : 1, sizeof *t->model_index);
     t->n_trials = calloc(t->n_sessions ? t->n_sessions : 1, sizeof *t->n_trials);
     if (!st && (!t->model_index || !t->n_trials)) st = npred_errorf(NPRED_ERR_NOMEM, "trainer: out of memory");
+    if (!st) st = npred_trainer_dist_check(m, c->loss_function);
     for (size_t s = 0; !st && s < t->n_sessions; s++) {
         npred_session_info si;
         npred_loaders_session(L, s, &si);
@@ -151,6 +154,12 @@ npred_status npred_trainer_create(npred_trainer **out, npred_model *m, const npr
         t->dbuf = malloc((size_t)(6 * t->max_neurons + 1) * sizeof(double));
         t->best_data = malloc((t->t->n_params ? t->t->n_params : 1) * sizeof(float));
         t->best_buf = malloc((t->t->n_buffers ? t->t->n_buffers : 1) * sizeof(float));
+        int K = npred_encoder_outputs(&m->cfg.encoder);
+        if (m->cfg.encoder.type != NPRED_ENC_FIRING_RATE) {
+            t->ddist = malloc((size_t)K * bn * sizeof(float));
+            t->loc_mask = malloc(bn * sizeof(float));
+            if (!t->ddist || !t->loc_mask) st = npred_errorf(NPRED_ERR_NOMEM, "trainer: out of memory");
+        }
         if (!t->pred || !t->dpred || !t->val_pred || !t->val_resp || !t->rbuf || !t->dbuf || !t->best_data || !t->best_buf)
             st = npred_errorf(NPRED_ERR_NOMEM, "trainer: out of memory");
     }
@@ -209,6 +218,9 @@ npred_status npred_trainer_set_dist(npred_trainer *t, int sync_bn)
     if (t->c.loss_function == NPRED_TRAIN_LOSS_CORR || t->c.loss_function == NPRED_TRAIN_LOSS_AVG_CORR)
         return npred_errorf(NPRED_ERR_UNSUPPORTED, "trainer: loss_function %s over %d ranks (a correlation over a "
                             "batch does not split into parts)", npred_train_loss_name(t->c.loss_function), K);
+    if (t->c.loss_function == NPRED_TRAIN_LOSS_ZIG || t->c.loss_function == NPRED_TRAIN_LOSS_ZIL)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "trainer: loss_function %s over %d ranks (its loc clamp uses the "
+                            "whole batch's responses)", npred_train_loss_name(t->c.loss_function), K);
     if (t->c.track_training)
         return npred_errorf(NPRED_ERR_UNSUPPORTED, "trainer: track_training over %d ranks is not supported", K);
     if (sync_bn) {
@@ -286,6 +298,7 @@ static npred_status loss_forward(const npred_trainer *t, double *v, const float 
         return NPRED_OK;
     }
     case NPRED_TRAIN_LOSS_AVG_CORR: return npred_loss_corr_forward(v, yhat, y, B, n, 1, NPRED_CORR_EPS);
+    default: break; /* the distribution losses: trainer_dist.c */
     }
     return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
 }
@@ -307,6 +320,7 @@ static npred_status loss_backward(const npred_trainer *t, float *dyhat, double k
         return npred_loss_corr_backward(dyhat, t->rbuf, yhat, y, B, n, 0, NPRED_CORR_EPS);
     }
     case NPRED_TRAIN_LOSS_AVG_CORR: return npred_loss_corr_backward(dyhat, &k, yhat, y, B, n, 1, NPRED_CORR_EPS);
+    default: break;
     }
     return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
 }
@@ -338,13 +352,18 @@ static npred_status batch_part(npred_trainer *t, const npred_batch *b, int64_t B
         if ((st = npred_model_forward(m, mi, b->images, b->pupil_center, b->behavior, (int)B, 1, &t->rng, noise,
                                       t->pred)))
             return st;
-        if ((st = loss_forward(t, &v, t->pred, b->responses, B, n))) return st;
+        double kb = t->c.avg_loss && Bg != B ? k * (double)B / (double)Bg : k;
+        if (t->ddist) { /* a distribution encoder: its likelihood loss (trainer_dist.c) */
+            if ((st = npred_trainer_dist_loss(t, &v, kb, b->responses, B, n))) return st;
+            if ((st = npred_model_backward_dist(m, t->ddist, t->c.detach_core, NULL, NULL))) return st;
+        } else {
+            if ((st = loss_forward(t, &v, t->pred, b->responses, B, n))) return st;
+            memset(t->dpred, 0, sizeof(float) * (size_t)(B * n));
+            if ((st = loss_backward(t, t->dpred, kb, t->pred, b->responses, B, n))) return st;
+            if ((st = npred_model_backward(m, t->dpred, t->c.detach_core, NULL, NULL))) return st;
+        }
         /* a mean over this part becomes its share of the mean over the global batch */
         if (t->c.avg_loss && Bg != B) v *= (double)B / (double)Bg;
-        double kb = t->c.avg_loss && Bg != B ? k * (double)B / (double)Bg : k;
-        memset(t->dpred, 0, sizeof(float) * (size_t)(B * n));
-        if ((st = loss_backward(t, t->dpred, kb, t->pred, b->responses, B, n))) return st;
-        if ((st = npred_model_backward(m, t->dpred, t->c.detach_core, NULL, NULL))) return st;
     }
     /* regularizers: core (unless detached) + this session's readout, unscaled */
     if (t->rank == 0) {

@@ -33,10 +33,12 @@ void npred_trainer_config_init(npred_trainer_config *c)
     snprintf(c->device, sizeof c->device, "cuda");
 }
 
-static const char *const loss_names[] = {"PoissonLoss", "ExponentialLoss", "AnscombeMSE", "Corr", "AvgCorr"};
+static const char *const loss_names[] = {"PoissonLoss", "ExponentialLoss", "AnscombeMSE", "Corr",     "AvgCorr",
+                                         "ZIGLoss",     "ZILLoss",         "GammaLoss",   "GaussianLoss"};
+#define N_LOSSES 9
 static const char *const stop_names[] = {"get_correlations", "get_poisson_loss"};
 
-const char *npred_train_loss_name(npred_train_loss l) { return (unsigned)l < 5 ? loss_names[l] : "?"; }
+const char *npred_train_loss_name(npred_train_loss l) { return (unsigned)l < N_LOSSES ? loss_names[l] : "?"; }
 const char *npred_train_stop_name(npred_train_stop s) { return (unsigned)s < 2 ? stop_names[s] : "?"; }
 
 #define ANY NPRED_JSON_ANY
@@ -51,7 +53,7 @@ npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON 
         if (!strcmp(k, "avg_loss")) npred_json_bool(&r, v, &c->avg_loss);
         else if (!strcmp(k, "scale_loss")) npred_json_bool(&r, v, &c->scale_loss);
         else if (!strcmp(k, "loss_function")) {
-            if (npred_json_choice(&r, v, loss_names, 5, &e)) c->loss_function = (npred_train_loss)e;
+            if (npred_json_choice(&r, v, loss_names, N_LOSSES, &e)) c->loss_function = (npred_train_loss)e;
         } else if (!strcmp(k, "stop_function")) {
             if (npred_json_choice(&r, v, stop_names, 2, &e)) c->stop_function = (npred_train_stop)e;
         } else if (!strcmp(k, "loss_accum_batch_n")) {

@@ -28,6 +28,7 @@ struct npred_trainer {
     int64_t accum;           /* batches per optimizer step */
     npred_batch batch;
     float *pred, *dpred;     /* (batch_size, max_neurons) */
+    float *ddist, *loc_mask; /* distribution encoders: (K, batch_size, max_neurons), (batch_size, max_neurons) */
     float *val_pred, *val_resp; /* (max validation trials, max_neurons) */
     int64_t max_val;
     double *rbuf;            /* (max_neurons,) per-neuron results */
@@ -59,6 +60,10 @@ struct npred_trainer {
 
 /* ---- trainer_run.c ---- */
 
+/* trainer_dist.c: the encoder / loss_function pairing, and one batch's likelihood loss
+ * v of the last forward with its gradient (times kb) in t->ddist */
+npred_status npred_trainer_dist_check(const npred_model *m, npred_train_loss l);
+npred_status npred_trainer_dist_loss(npred_trainer *t, double *v, double kb, const float *y, int64_t B, int64_t n);
 npred_status trainer_log_add(npred_trainer *t, const log_row *r, const double *trk);
 npred_status trainer_write_log(const npred_trainer *t);
 npred_status trainer_save_model(const npred_trainer *t);

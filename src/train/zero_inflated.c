@@ -172,21 +172,3 @@ npred_status npred_loss_zi_backward(float *dp1, float *dp2, float *dloc, float *
     }
     return NPRED_OK;
 }
-
-void npred_zi_fitted(float *mean, float *variance, npred_zi_slab slab, const float *p1, const float *p2,
-                     const float *loc, const float *q, int64_t count)
-{
-    for (int64_t i = 0; i < count; i++) {
-        double l = loc[i], qq = q[i], spike_var = (1.0 - qq) * l * l / 12.0;
-        double smean, svar; /* the slab's mean (above 0) and variance */
-        if (slab == NPRED_ZI_GAMMA) {
-            smean = (double)p2[i] * p1[i] + l;
-            svar = (double)p2[i] * p1[i] * p1[i];
-        } else {
-            smean = exp((double)p1[i] + 0.5 * p2[i]) + l;
-            svar = (exp((double)p2[i]) - 1.0) * exp(2.0 * p1[i] + p2[i]);
-        }
-        if (mean) mean[i] = (float)((1.0 - qq) * 0.5 * l + qq * smean);
-        if (variance) variance[i] = (float)(qq * svar + spike_var + qq * (1.0 - qq) * (smean - 0.5 * l) * (smean - 0.5 * l));
-    }
-}

@@ -28,12 +28,9 @@
 
 #include <stdint.h>
 #include "npred/base.h"
+#include "model/encoder.h" /* npred_zi_slab, npred_zi_fitted (the encoders' fitted mean) */
 #include "train/loss.h"
 
-typedef enum {
-    NPRED_ZI_GAMMA,     /* ZIGLoss: slab parameters (theta, k) */
-    NPRED_ZI_LOGNORMAL  /* ZILLoss: slab parameters (mean, variance) of log(y - loc) */
-} npred_zi_slab;
 
 /* The two in-place clamps of a trainable loc: loc_mask = clamp(loc_in, 0, max_b y[:, j]);
  * loc = clamp(loc_mask, 0, 0.999 * m_j) with m_j the smallest y[b, j] > loc_mask[b, j]
@@ -54,15 +51,5 @@ npred_status npred_loss_zi_backward(float *dp1, float *dp2, float *dloc, float *
                                     npred_zi_slab slab, const float *p1, const float *p2,
                                     const float *loc_mask, const float *loc, const float *q, const float *y,
                                     int64_t B, int64_t n, npred_loss_reduction red);
-
-/* The fitted mean and variance of the zero-inflated distributions (HEAD
- * mean_variance_functions.py; the spike is uniform on [0, loc]):
- *   ZIG mean (1-q) loc/2 + q (k theta + loc);
- *       variance q k theta^2 + (1-q) loc^2/12 + q (1-q) (k theta + loc/2)^2
- *   ZIL with m = exp(mean + var/2) + loc: mean (1-q) loc/2 + q m;
- *       variance q (exp(var) - 1) exp(2 mean + var) + (1-q) loc^2/12 + q (1-q) (m - loc/2)^2
- * Any output may be NULL; count = number of elements. */
-void npred_zi_fitted(float *mean, float *variance, npred_zi_slab slab, const float *p1, const float *p2,
-                     const float *loc, const float *q, int64_t count);
 
 #endif
