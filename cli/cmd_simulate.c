@@ -38,6 +38,8 @@ static void help(FILE *f)
             "  --noise KIND           poisson | gamma | none [poisson]\n"
             "  --gamma-shape F        shape k of the gamma noise (variance rate^2/k) [%g]\n"
             "  --modulate             behaviour scales the rates and eye position shifts the RFs\n"
+            "  --shared-neurons F     fraction of every session's neurons recorded in all sessions (the\n"
+            "                         same ground truth; meta/neurons/multi_match_id.npy) [0]\n"
             "  --zip                  also write <tree>.zip (members stored)\n"
             "  --zip-only             write only the .zip files\n"
             "  --force                replace existing sessions in a non-empty --out\n"
@@ -93,6 +95,7 @@ int cmd_simulate(int argc, char **argv)
                             {"noise", CLI_STR, &noise, 0, 0},
                             {"gamma-shape", CLI_NUM, &p.gamma_shape, 0, 0},
                             {"modulate", CLI_FLAG, &p.modulate, 0, 0},
+                            {"shared-neurons", CLI_NUM, &p.shared_neurons, 0, 0},
                             {"zip", CLI_FLAG, &zip, 0, 0},
                             {"zip-only", CLI_FLAG, &zip_only, 0, 0},
                             {"force", CLI_FLAG, &p.force, 0, 0},
@@ -117,11 +120,11 @@ int cmd_simulate(int argc, char **argv)
         fprintf(stderr,
                 "npred simulate: out=%s sessions=%d neurons=%d trials=%d val-fraction=%g test-images=%d "
                 "test-repeats=%d final-test-images=%d height=%d width=%d downsample=%d seed=%" PRIu64
-                " animal-id=%d rate-scale=%g noise=%s gamma-shape=%g modulate=%d folder=%d zip=%d force=%d\n",
+                " animal-id=%d rate-scale=%g noise=%s gamma-shape=%g modulate=%d shared-neurons=%g folder=%d zip=%d force=%d\n",
                 out, p.n_sessions, p.n_neurons, p.n_trials, p.val_fraction, p.n_test_images, p.n_test_repeats,
                 p.n_final_test_images, p.height, p.width, p.downsample, p.seed, p.animal_id, p.rate_scale,
                 p.noise == NPRED_SIM_NOISE_POISSON ? "poisson" : p.noise == NPRED_SIM_NOISE_GAMMA ? "gamma" : "none",
-                p.gamma_shape, p.modulate, p.write_tree, p.write_zip, p.force);
+                p.gamma_shape, p.modulate, p.shared_neurons, p.write_tree, p.write_zip, p.force);
     }
     progress_state ps = {quiet, -10, p.n_sessions, &p};
     s = npred_simulate(&p, out, on_progress, &ps);

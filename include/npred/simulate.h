@@ -56,6 +56,8 @@ typedef struct {
     int write_tree;          /* 1: write the folder */
     int write_zip;           /* 0: also write <name>.zip (members stored) */
     int force;               /* 0: refuse a non-empty out_dir */
+    double shared_neurons;   /* 0: fraction F of every session's neurons recorded in all sessions
+                              * (the same ground-truth neurons; meta/neurons/multi_match_id.npy) */
 } npred_sim_params;
 
 /* Progress: called after every chunk of trials; a nonzero return stops the run

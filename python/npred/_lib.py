@@ -394,7 +394,8 @@ class SimParams(ctypes.Structure):
                 ("n_test_images", c_int), ("n_test_repeats", c_int), ("n_final_test_images", c_int),
                 ("height", c_int), ("width", c_int), ("downsample", c_int), ("seed", c_uint64),
                 ("animal_id", c_int), ("rate_scale", c_double), ("noise", c_int), ("gamma_shape", c_double),
-                ("modulate", c_int), ("write_tree", c_int), ("write_zip", c_int), ("force", c_int)]
+                ("modulate", c_int), ("write_tree", c_int), ("write_zip", c_int), ("force", c_int),
+                ("shared_neurons", c_double)]
 
 
 SIM_PROGRESS = ctypes.CFUNCTYPE(c_int, c_void_p, c_int, c_int64, c_int64)

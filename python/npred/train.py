@@ -305,7 +305,8 @@ _NOISE = {"poisson": 0, "gamma": 1, "none": 2}
 
 def simulate(out, sessions=1, neurons=1000, trials=5000, val_fraction=0.1, test_images=100, test_repeats=10,
              final_test_images=0, height=144, width=256, downsample=4, seed=1, animal_id=90000, rate_scale=2.0,
-             noise="poisson", gamma_shape=2.0, modulate=False, tree=True, zip=False, force=False, progress=None):
+             noise="poisson", gamma_shape=2.0, modulate=False, tree=True, zip=False, force=False, progress=None,
+             shared_neurons=0.0):
     """Write a simulated SENSORIUM dataset with a known ground truth (as `npred
     simulate`; docs/simulate.md). Returns the paths of the scans written (the
     .zip files when zip=True and tree=False, else the folders)."""
@@ -321,7 +322,8 @@ def simulate(out, sessions=1, neurons=1000, trials=5000, val_fraction=0.1, test_
         if not -2**31 <= v < 2**31:
             raise L.ArgumentError("%s=%r: out of range" % (name, v), "invalid argument", 6)
         setattr(p, name, int(v))
-    for name, v in (("val_fraction", val_fraction), ("rate_scale", rate_scale), ("gamma_shape", gamma_shape)):
+    for name, v in (("val_fraction", val_fraction), ("rate_scale", rate_scale), ("gamma_shape", gamma_shape),
+                    ("shared_neurons", shared_neurons)):
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise L.ArgumentError("%s=%r: expected a finite number" % (name, v), "invalid argument", 6)
         setattr(p, name, float(v))

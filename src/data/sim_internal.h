@@ -43,7 +43,7 @@
 #define RF_NONLIN 0.1
 #define CORTEX_HALF 300.0 /* µm: half width of the imaged patch */
 
-enum { TAG_IMAGE = 1, TAG_TRIAL, TAG_NEURONS, TAG_LAYOUT, TAG_CALIB };
+enum { TAG_IMAGE = 1, TAG_TRIAL, TAG_NEURONS, TAG_LAYOUT, TAG_CALIB, TAG_SHARED };
 
 static inline uint64_t hash_mix(uint64_t h, uint64_t v)
 {
@@ -85,6 +85,7 @@ typedef struct {
     double *gain;         /* (n) */
     double *kappa;        /* (n) modulation strength (0 unless modulate) */
     double retino[8];     /* rotation, scale x, scale y, flip, offset x, offset y, centre x, centre y */
+    int64_t *match_id;    /* (n) multi_match_id with shared_neurons: 1..S shared, 1000000 (s+1) + j + 1 own */
 } gt_neurons;
 
 typedef struct {

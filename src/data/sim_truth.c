@@ -112,10 +112,11 @@ void sim_neurons_free(gt_neurons *nr)
     free(nr->bias);
     free(nr->gain);
     free(nr->kappa);
+    free(nr->match_id);
     memset(nr, 0, sizeof *nr);
 }
 
-npred_status sim_neurons_make(gt_neurons *nr, const npred_sim_params *p, const gt_model *m, int session)
+static npred_status make_own(gt_neurons *nr, const npred_sim_params *p, const gt_model *m, int session)
 {
     int n = p->n_neurons;
     memset(nr, 0, sizeof *nr);
@@ -182,6 +183,69 @@ npred_status sim_neurons_make(gt_neurons *nr, const npred_sim_params *p, const g
         nr->kappa[j] = p->modulate ? kap : 0.0;
     }
     return NPRED_OK;
+}
+
+/* The S = round(F n) shared neurons sit at S random places of every session (a
+ * permutation per session); the k-th is session 0's neuron at its k-th place, copied
+ * whole (cortical position, RF, weights, bias, gain, modulation) into the other
+ * sessions. multi_match_id: k + 1 for shared neuron k, 1000000 (s + 1) + j + 1 for the
+ * others, so the shared neurons come first in np.unique order (rank k in every session). */
+static int n_shared(const npred_sim_params *p) { return (int)floor(p->shared_neurons * p->n_neurons + 0.5); }
+
+static npred_status shared_places(int *pos, const npred_sim_params *p, int session)
+{
+    int n = p->n_neurons;
+    int *perm = npred_calloc((size_t)n, sizeof *perm);
+    if (!perm) return npred_errorf(NPRED_ERR_NOMEM, "simulate: out of memory");
+    npred_rng r;
+    rng_for(&r, p->seed, TAG_SHARED, (uint64_t)session, 0);
+    for (int j = 0; j < n; j++) perm[j] = j;
+    for (int j = n - 1; j > 0; j--) { /* Fisher-Yates */
+        int k = (int)npred_rng_below(&r, (uint64_t)j + 1), t = perm[j];
+        perm[j] = perm[k];
+        perm[k] = t;
+    }
+    memcpy(pos, perm, (size_t)n_shared(p) * sizeof *pos);
+    free(perm);
+    return NPRED_OK;
+}
+
+npred_status sim_neurons_make(gt_neurons *nr, const npred_sim_params *p, const gt_model *m, int session)
+{
+    npred_status s = make_own(nr, p, m, session);
+    if (s || !(p->shared_neurons > 0)) return s;
+    int n = p->n_neurons, S = n_shared(p);
+    nr->match_id = npred_calloc((size_t)n, sizeof(int64_t));
+    int *pos = npred_calloc((size_t)n, sizeof *pos), *pos0 = npred_calloc((size_t)n, sizeof *pos0);
+    gt_neurons first;
+    memset(&first, 0, sizeof first);
+    if (!nr->match_id || !pos || !pos0) s = npred_errorf(NPRED_ERR_NOMEM, "simulate: out of memory");
+    if (!s) s = shared_places(pos, p, session);
+    if (!s && session > 0) {
+        s = shared_places(pos0, p, 0);
+        if (!s) s = make_own(&first, p, m, 0);
+    }
+    if (!s) {
+        for (int j = 0; j < n; j++) nr->match_id[j] = 1000000LL * (session + 1) + j + 1;
+        for (int k = 0; k < S; k++) {
+            int j = pos[k];
+            nr->match_id[j] = k + 1;
+            if (session == 0) continue;
+            int i = pos0[k];
+            memcpy(nr->coords + 3 * j, first.coords + 3 * i, 3 * sizeof(double));
+            memcpy(nr->rf_grid + 2 * j, first.rf_grid + 2 * i, 2 * sizeof(double));
+            memcpy(nr->rf_pix + 2 * j, first.rf_pix + 2 * i, 2 * sizeof(double));
+            memcpy(nr->weight + (size_t)j * N_FEAT, first.weight + (size_t)i * N_FEAT, N_FEAT * sizeof(float));
+            nr->bias[j] = first.bias[i];
+            nr->gain[j] = first.gain[i];
+            nr->kappa[j] = first.kappa[i];
+        }
+    }
+    if (session > 0) sim_neurons_free(&first);
+    free(pos);
+    free(pos0);
+    if (s) sim_neurons_free(nr);
+    return s;
 }
 
 /* Noise-free rates of all neurons for one feature map. shift: grid units added to

@@ -315,6 +315,7 @@ npred_status sim_put_json(const char *root, const npred_sim_params *p, const gt_
                                         : p->noise == NPRED_SIM_NOISE_GAMMA ? "gamma" : "none");
     cJSON_AddNumberToObject(o, "gamma_shape", p->gamma_shape);
     cJSON_AddBoolToObject(o, "modulate", p->modulate);
+    cJSON_AddNumberToObject(o, "shared_neurons", p->shared_neurons);
 
     cJSON *fm = cJSON_AddObjectToObject(j, "feature_map");
     cJSON_AddNumberToObject(fm, "height", m->h);
@@ -403,6 +404,7 @@ npred_status sim_write_meta(const char *root, const npred_sim_params *p, const g
     /* neurons */
     s = sim_put_1d(root, "meta/neurons/unit_ids.npy", NPRED_DT_I64, n, nr->unit_ids);
     if (!s) s = sim_put_2d(root, "meta/neurons/cell_motor_coordinates.npy", NPRED_DT_F64, n, 3, nr->coords);
+    if (!s && nr->match_id) s = sim_put_1d(root, "meta/neurons/multi_match_id.npy", NPRED_DT_I64, n, nr->match_id);
     for (int64_t j = 0; j < n; j++) tmp[j] = p->animal_id;
     if (!s) s = sim_put_1d(root, "meta/neurons/animal_ids.npy", NPRED_DT_I64, n, tmp);
     for (int64_t j = 0; j < n; j++) tmp[j] = 1;

@@ -93,6 +93,8 @@ npred_status npred_sim_validate(const npred_sim_params *p)
         return npred_errorf(NPRED_ERR_ARG, "noise: unknown kind %d", (int)p->noise);
     if (!(p->gamma_shape > 0 && isfinite(p->gamma_shape)))
         return npred_errorf(NPRED_ERR_ARG, "gamma-shape: %g must be positive", p->gamma_shape);
+    if (!(p->shared_neurons >= 0 && p->shared_neurons <= 1))
+        return npred_errorf(NPRED_ERR_ARG, "shared-neurons: %g is not a fraction in [0, 1]", p->shared_neurons);
     if (!p->write_tree && !p->write_zip)
         return npred_errorf(NPRED_ERR_ARG, "simulate: nothing to write (neither folder nor zip)");
     return NPRED_OK;
