@@ -1106,6 +1106,9 @@ static double rot_regularizer(npred_core *core, npred_ptable *t, double gscale)
                 npred_reg_gaussian_laplace_l2(&lap, g, L->weff, sc, L->cout, L->cin, L->k, L->k, pad, -1,
                                               c->use_avg_reg);
                 break;
+            case NPRED_INPUT_REG_LAPLACE_L1:
+                npred_reg_laplace_l1(&lap, g, L->weff, sc, L->cout, L->cin, L->k, L->k, pad, c->use_avg_reg);
+                break;
             }
         } else {
             double v = 0, denom = c->layers - 1;
@@ -1139,6 +1142,10 @@ double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale)
         npred_reg_gaussian_laplace_l2(&lap, g0, w0, sc, L0->cout, L0->cin, L0->k, L0->k,
                                       c->laplace_padding < 0 ? NPRED_REG_PAD_DEFAULT : c->laplace_padding, -1,
                                       c->use_avg_reg);
+        break;
+    case NPRED_INPUT_REG_LAPLACE_L1:
+        npred_reg_laplace_l1(&lap, g0, w0, sc, L0->cout, L0->cin, L0->k, L0->k,
+                             c->laplace_padding < 0 ? NPRED_REG_PAD_DEFAULT : c->laplace_padding, c->use_avg_reg);
         break;
     }
     if (!c->depth_separable && !c->se_core && !c->attention_conv && c->layers > 1) {
@@ -1277,6 +1284,7 @@ void npred_core_repr(const npred_core *core, char *buf, size_t n)
     const char *cls = c->rot_eq ? "RotationEquivariant2dCore" : c->se_core ? "SE2dCore" : "Stacked2dCore";
     const char *reg = c->input_regularizer == NPRED_INPUT_REG_LAPLACE_L2       ? "LaplaceL2"
                       : c->input_regularizer == NPRED_INPUT_REG_LAPLACE_L2NORM ? "LaplaceL2norm"
+                      : c->input_regularizer == NPRED_INPUT_REG_LAPLACE_L1     ? "LaplaceL1"
                                                                                : "GaussianLaplaceL2";
     char mom[32], gh[32], gi[32];
     npred_pyfloat(mom, sizeof mom, c->momentum);

@@ -30,7 +30,8 @@
 typedef enum {
     NPRED_INPUT_REG_LAPLACE_L2 = 0,
     NPRED_INPUT_REG_LAPLACE_L2NORM,
-    NPRED_INPUT_REG_GAUSSIAN_LAPLACE_L2
+    NPRED_INPUT_REG_GAUSSIAN_LAPLACE_L2,
+    NPRED_INPUT_REG_LAPLACE_L1       /* LaplaceL1(padding)(W, avg): agg |laplace(W)| */
 } npred_input_reg;
 
 typedef struct {

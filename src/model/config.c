@@ -58,7 +58,7 @@ static int read_stack(npred_json_reader *r, const cJSON *it, npred_model_config 
     return 1;
 }
 
-static const char *const input_reg_names[] = {"LaplaceL2", "LaplaceL2norm", "GaussianLaplaceL2"};
+static const char *const input_reg_names[] = {"LaplaceL2", "LaplaceL2norm", "GaussianLaplaceL2", "LaplaceL1"};
 static const char *const gauss_type_names[] = {"full", "uncorrelated", "isotropic"};
 
 static int read_gmp(npred_json_reader *r, const cJSON *it, npred_readout_config *c)
@@ -225,7 +225,13 @@ static int readout_key(npred_json_reader *r, const cJSON *e, npred_readout_confi
     else if (!strcmp(k, "normalize")) npred_json_bool(r, e, &c->normalize);
     else if (!strcmp(k, "init_noise")) npred_json_num(r, e, -ANY, ANY, &c->init_noise);
     else if (!strcmp(k, "constrain_pos")) npred_json_bool(r, e, &c->constrain_pos);
-    else if (!strcmp(k, "positive_weights")) npred_json_bool(r, e, &c->positive_weights);
+    else if (!strcmp(k, "positive_weights")) {
+        /* 0.3.0 clamps the features only in FullFactorized2d's `weight` property, which its
+         * forward, regularizer and trainer never read: true would change nothing there */
+        if (npred_json_bool(r, e, &c->positive_weights) && c->positive_weights)
+            npred_json_fail(r, e, "false (true has no effect in neuralpredictors 0.3.0: only the unused `weight` "
+                            "property clamps the features; use constrain_pos for non-negative weights)");
+    }
     else if (!strcmp(k, "init_sigma_range")) npred_json_num(r, e, -ANY, ANY, &c->init_sigma_range);
     else if (!strcmp(k, "fixed_sigma")) npred_json_bool(r, e, &c->fixed_sigma);
     else if (!strcmp(k, "batch_sample")) npred_json_bool(r, e, &c->batch_sample);
@@ -291,7 +297,7 @@ static int core_key(npred_json_reader *r, const cJSON *e, npred_model_config *m)
     }
     else if (!strcmp(k, "input_regularizer")) {
         int t;
-        if (npred_json_choice(r, e, input_reg_names, 3, &t)) c->input_regularizer = (npred_input_reg)t;
+        if (npred_json_choice(r, e, input_reg_names, 4, &t)) c->input_regularizer = (npred_input_reg)t;
     }
     else if (!strcmp(k, "stack")) read_stack(r, e, m);
     else if (!strcmp(k, "use_avg_reg")) npred_json_bool(r, e, &c->use_avg_reg);
@@ -678,8 +684,7 @@ npred_status npred_model_config_parse(npred_model_config *cfg, const char *json,
 
 static const char *reg_name(npred_input_reg r)
 {
-    return r == NPRED_INPUT_REG_LAPLACE_L2 ? "LaplaceL2" : r == NPRED_INPUT_REG_LAPLACE_L2NORM ? "LaplaceL2norm"
-                                                                                            : "GaussianLaplaceL2";
+    return (unsigned)r < 4 ? input_reg_names[r] : "?";
 }
 
 static void add_int_or_null(cJSON *o, const char *k, int v)
