@@ -322,9 +322,10 @@ static void test_head_reference(void)
 
 /* ------------------------------- generalized readout = P plain readouts --- */
 
-static void test_generalized_readout(void)
+/* B 2 reads the feature parameter in place, B 5 makes feature rows first */
+static void generalized_readout(int B)
 {
-    const int C = 3, H = 7, Wd = 9, n = 5, B = 2, P = 3;
+    const int C = 3, H = 7, Wd = 9, n = 5, P = 3;
     npred_readout_config gc, pc;
     npred_readout_config_default(&gc, NPRED_READOUT_FULL_GAUSSIAN2D, C, H, Wd, n);
     gc.init_sigma = 0.4;
@@ -352,11 +353,13 @@ static void test_generalized_readout(void)
     if (ib < 0 || ifg < 0) goto out;
     CHECK(npred_ptable_ptr(&tg, ib)[2 * n + 3] == mact[3], "bias initialised with the mean activity per output");
     for (int i = 0; i < tg.n; i++) gc_fill(npred_ptable_ptr(&tg, i), tg.items[i].count, -0.6, 0.6, &rs);
-    float x[2 * 3 * 7 * 9], noise[2 * 5 * 2], dyg[3 * 2 * 5], yg[3 * 2 * 5], yp[2 * 5], dxg[2 * 3 * 7 * 9],
-        dxp[2 * 3 * 7 * 9];
-    gc_fill(x, sizeof x / sizeof *x, -1, 1, &rs);
-    gc_fill(noise, sizeof noise / sizeof *noise, -1, 1, &rs);
-    gc_fill(dyg, sizeof dyg / sizeof *dyg, -1, 1, &rs);
+    enum { MB = 5 };
+    float x[MB * 3 * 7 * 9], noise[MB * 5 * 2], dyg[3 * MB * 5], yg[3 * MB * 5], yp[MB * 5], dxg[MB * 3 * 7 * 9],
+        dxp[MB * 3 * 7 * 9];
+    size_t nx = (size_t)B * C * H * Wd;
+    gc_fill(x, nx, -1, 1, &rs);
+    gc_fill(noise, (size_t)B * n * 2, -1, 1, &rs);
+    gc_fill(dyg, (size_t)P * B * n, -1, 1, &rs);
     memset(dxg, 0, sizeof dxg);
     npred_ptable_zero_grad(&tg);
     CHECK_OK(npred_readout_forward(&rg, &tg, yg, x, NULL, B, 1, NULL, noise));
@@ -391,7 +394,7 @@ static void test_generalized_readout(void)
         for (int i = 0; i < 20; i++) gsig[i] += npred_ptable_gradptr(&tp, npred_ptable_find(&tp, "r.sigma"))[i];
         regp += npred_readout_regularizer(&rp, &tp, 0);
     }
-    th_close_f32("d input (sum over outputs)", dxg, dxp, sizeof dxg / sizeof *dxg, 1e-4, 1e-6);
+    th_close_f32("d input (sum over outputs)", dxg, dxp, nx, 1e-4, 1e-6);
     th_close_f32("d mu (sum over outputs)", npred_ptable_gradptr(&tg, npred_ptable_find(&tg, "r._mu")), gmu, 10, 1e-4,
                  1e-6);
     th_close_f32("d sigma (sum over outputs)", npred_ptable_gradptr(&tg, npred_ptable_find(&tg, "r.sigma")), gsig, 20,
@@ -403,6 +406,12 @@ out:
 out0:
     npred_ptable_free(&tg);
     npred_ptable_free(&tp);
+}
+
+static void test_generalized_readout(void)
+{
+    generalized_readout(2);
+    generalized_readout(5);
 }
 
 /* ------------------------------------------------------- GaussianLoss --- */
