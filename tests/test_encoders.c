@@ -120,6 +120,52 @@ out:
     th_case_close(&c);
 }
 
+/* the input gradient of the fitted mean: npred_neuron_grad (MEIs, RFs) equals
+ * npred_model_input_gradient with one-hot weights, and that equals finite differences
+ * of the mean (double sums over float32 forwards, a loose check of the direction) */
+static void test_mean_input_gradient(void)
+{
+    const char *cfg = "{\"layers\": 2, \"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3,"
+                      " \"init_sigma\": 0.2, \"grid_mean_predictor\": null, \"encoder\": {\"type\": \"ZILEncoder\"}}";
+    npred_model_session ses = {"a-1-1", 4, NULL, 0, NULL, NULL};
+    npred_model *m = NULL;
+    enum { B = 2, HW = 12 * 14 };
+    if (!CHECK_OK(npred_model_create(&m, cfg, "zil", 1, 12, 14, &ses, 1, B, 5))) return;
+    uint64_t rs = 3;
+    float img[B * HW], w[B * 4] = {0}, g1[B * HW], g2[B * HW], r1[B * 4], r2[B];
+    gc_fill(img, B * HW, -1, 1, &rs);
+    int neurons[B] = {1, 3};
+    for (int b = 0; b < B; b++) w[b * 4 + neurons[b]] = 1.0f;
+    npred_neuron_grad *g = NULL;
+    if (CHECK_OK(npred_model_input_gradient(m, "a-1-1", img, B, NULL, NULL, w, g1, r1)) &&
+        CHECK_OK(npred_neuron_grad_create(&g, m, "a-1-1", neurons, B, NULL, NULL)) &&
+        CHECK_OK(npred_neuron_grad_run(g, img, g2, r2))) {
+        CHECK(!npred_neuron_grad_is_local(g, NULL, NULL), "a distribution encoder takes the full path");
+        th_close_f32("neuron_grad = input_gradient", g2, g1, B * HW, 1e-5, 1e-7);
+        for (int b = 0; b < B; b++)
+            CHECK(r2[b] == r1[b * 4 + neurons[b]], "rate %d: %g vs %g", b, r2[b], r1[b * 4 + neurons[b]]);
+        /* finite differences of the predicted mean at a few pixels */
+        float out[B * 4];
+        int bad = 0;
+        for (int i = 0; i < HW; i += 17) {
+            float keep = img[i];
+            double h = 1e-2;
+            img[i] = keep + (float)h;
+            npred_model_predict(m, "a-1-1", img, B, NULL, NULL, out);
+            double up = out[neurons[0]];
+            img[i] = keep - (float)h;
+            npred_model_predict(m, "a-1-1", img, B, NULL, NULL, out);
+            double dn = out[neurons[0]];
+            img[i] = keep;
+            double fd = (up - dn) / (2 * h);
+            if (!(fabs(fd - g1[i]) <= 2e-3 + 0.05 * fabs(fd))) bad++;
+        }
+        CHECK(bad == 0, "%d pixels: d mean / d image differs from finite differences", bad);
+    }
+    npred_neuron_grad_free(g);
+    npred_model_free(m);
+}
+
 /* ------------------------------------------------- head vs a reference --- */
 
 typedef struct {
@@ -596,6 +642,7 @@ int main(void)
 {
     RUN(test_zig_encoder_fixture);
     RUN(test_head_reference);
+    RUN(test_mean_input_gradient);
     RUN(test_generalized_readout);
     RUN(test_gaussian_loss);
     RUN(test_config);

@@ -116,7 +116,8 @@ NPRED_API npred_status npred_model_input_gradient(npred_model *m, const char *ke
  * (the cone: plain or depth-separable layers, no skip connections, the last layer alone
  * in `stack`), 1 when a core sized for the window runs on it, 0 when the plan runs
  * npred_model_input_gradient (other readouts; squeeze-excitation, attention or Hermite
- * layers). Images run in parallel, one per thread.
+ * layers; a distribution encoder, whose rate is its fitted mean, docs/encoders.md).
+ * Images run in parallel, one per thread.
  * The plan records the readout positions, feature rows, biases, shifts and modulator gains
  * when it is made (one forward): make a new plan after the parameters change. A plan uses
  * its model: its runs must not overlap with each other or with other calls on that model;

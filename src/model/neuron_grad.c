@@ -198,7 +198,9 @@ npred_status npred_neuron_grad_create(npred_neuron_grad **out, npred_model *m, c
     if (g->pc) memcpy(g->pc, pupil_center, sizeof(float) * 2 * (size_t)B);
     if (g->beh) memcpy(g->beh, behavior, sizeof(float) * (size_t)bc * B);
     int lo, hi;
-    int point = s->ro.cfg.type == NPRED_READOUT_FULL_GAUSSIAN2D || s->ro.cfg.type == NPRED_READOUT_GAUSSIAN2D;
+    /* (the local formula is the FiringRateEncoder's; a distribution encoder's mean takes the fallback) */
+    int point = (s->ro.cfg.type == NPRED_READOUT_FULL_GAUSSIAN2D || s->ro.cfg.type == NPRED_READOUT_GAUSSIAN2D) &&
+                m->cfg.encoder.type == NPRED_ENC_FIRING_RATE;
     if (point && !npred_core_receptive_field(&m->core, &lo, &hi)) {
         /* the window holds the 2 taps and the receptive field around them */
         int side = 2 + lo + hi;
