@@ -3,6 +3,7 @@
  * NULL grads, determinism, workspace) and bad arguments. */
 #include "harness.h"
 #include "kernels/conv2d.h"
+#include "kernels/gemm.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -217,28 +218,50 @@ static void test_gradcheck_depthwise_channel_blocks(void)
     gradcheck("dw k3 p1 m3 21 ch", npred_conv2d_params_square(2, 7, 5, 6, 21, 3, 1, 1, 1, 7), 1, 23);
 }
 
-/* The depthwise dw (channel blocks) and forward/dx (planes) give bit-identical
- * results for any thread count. */
-static void test_depthwise_thread_independent(void)
+/* forward, dx and dw of one algorithm with 1 and with 2 (or more) threads: bit-identical */
+static void threads_case(const char *name, npred_conv2d_algo algo, P p, uint64_t seed)
 {
-    P p = npred_conv2d_params_square(3, 7, 13, 21, 21, 7, 1, 3, 1, 7);
-    uint64_t st = 61;
+    uint64_t st = seed;
     size_t nx = nx_of(&p), nw = nw_of(&p), ny = ny_of(&p);
-    float *x = rand_f32(nx, &st), *w = rand_f32(nw, &st), *u = rand_f32(ny, &st);
+    float *x = rand_f32(nx, &st), *w = rand_f32(nw, &st), *u = rand_f32(ny, &st), *b = rand_f32((size_t)p.o, &st);
     float *y1 = malloc(ny * 4), *yn = malloc(ny * 4);
     float *dx1 = calloc(nx, 4), *dxn = calloc(nx, 4), *dw1 = calloc(nw, 4), *dwn = calloc(nw, 4);
     int nt = omp_get_max_threads();
     omp_set_num_threads(1);
-    CHECK_OK(npred_conv2d_forward_depthwise(y1, x, w, NULL, &p, NULL, 0));
-    CHECK_OK(npred_conv2d_backward_depthwise(dx1, dw1, NULL, u, x, w, &p, NULL, 0));
+    CHECK_OK(npred_conv2d_forward_algo(algo, y1, x, w, b, &p, NULL, 0));
+    CHECK_OK(npred_conv2d_backward_algo(algo, dx1, dw1, NULL, u, x, w, &p, NULL, 0));
     omp_set_num_threads(nt > 1 ? nt : 2);
-    CHECK_OK(npred_conv2d_forward_depthwise(yn, x, w, NULL, &p, NULL, 0));
-    CHECK_OK(npred_conv2d_backward_depthwise(dxn, dwn, NULL, u, x, w, &p, NULL, 0));
+    CHECK_OK(npred_conv2d_forward_algo(algo, yn, x, w, b, &p, NULL, 0));
+    CHECK_OK(npred_conv2d_backward_algo(algo, dxn, dwn, NULL, u, x, w, &p, NULL, 0));
     omp_set_num_threads(nt);
-    CHECK(memcmp(y1, yn, ny * 4) == 0, "depthwise forward depends on the thread count");
-    CHECK(memcmp(dx1, dxn, nx * 4) == 0, "depthwise dx depends on the thread count");
-    CHECK(memcmp(dw1, dwn, nw * 4) == 0, "depthwise dw depends on the thread count");
-    free(x); free(w); free(u); free(y1); free(yn); free(dx1); free(dxn); free(dw1); free(dwn);
+    int v = npred_gemm_avx512_active();
+    CHECK(memcmp(y1, yn, ny * 4) == 0, "%s (avx512 %d): forward depends on the thread count", name, v);
+    CHECK(memcmp(dx1, dxn, nx * 4) == 0, "%s (avx512 %d): dx depends on the thread count", name, v);
+    CHECK(memcmp(dw1, dwn, nw * 4) == 0, "%s (avx512 %d): dw depends on the thread count", name, v);
+    free(x); free(w); free(u); free(b); free(y1); free(yn); free(dx1); free(dxn); free(dw1); free(dwn);
+}
+
+/* The depthwise dw (channel blocks) and forward/dx (planes) */
+static void test_depthwise_thread_independent(void)
+{
+    threads_case("depthwise", NPRED_CONV2D_ALGO_DEPTHWISE, npred_conv2d_params_square(3, 7, 13, 21, 21, 7, 1, 3, 1, 7),
+                 61);
+}
+
+/* The gemm algorithm (AVX-512 kernels and the OpenBLAS fallback): dw is summed
+ * per fixed chunk of images, the chunks in order. */
+static void test_gemm_thread_independent(void)
+{
+    for (int mode = 1; mode >= 0; mode--) {
+        npred_gemm_use_avx512(mode); /* 1 is ignored without AVX-512: the fallback then runs twice */
+        threads_case("gemm 1x1", NPRED_CONV2D_ALGO_GEMM, npred_conv2d_params_square(37, 16, 9, 11, 24, 1, 1, 0, 1, 1),
+                     71);
+        threads_case("gemm 9x9", NPRED_CONV2D_ALGO_GEMM, npred_conv2d_params_square(5, 2, 17, 20, 8, 9, 1, 0, 1, 1),
+                     72);
+        threads_case("gemm 3x3 g2", NPRED_CONV2D_ALGO_GEMM,
+                     npred_conv2d_params_square(6, 4, 10, 7, 6, 3, 2, 1, 1, 2), 73);
+    }
+    npred_gemm_use_avx512(-1);
 }
 
 /* ---------------------------------------------------------------- fast vs naive */
@@ -330,6 +353,15 @@ static void test_accumulate_and_null_grads(void)
         free(x); free(w); free(u); free(dx0); free(dw0); free(db0);
         free(fx); free(fw); free(fb); free(ax); free(aw); free(ab); free(ow);
     }
+}
+
+/* the gemm algorithm with the OpenBLAS fallback kernels against the naive one */
+static void test_gemm_fallback_vs_naive(void)
+{
+    npred_gemm_use_avx512(0);
+    compare_all("gemm fallback 1x1", npred_conv2d_params_square(3, 5, 6, 7, 4, 1, 1, 0, 1, 1), 81);
+    compare_all("gemm fallback 5x5 p2 g1", npred_conv2d_params_square(2, 3, 9, 8, 5, 5, 1, 2, 1, 1), 82);
+    npred_gemm_use_avx512(-1);
 }
 
 static void test_deterministic(void)
@@ -498,6 +530,8 @@ int main(void)
     RUN(test_gradcheck_depthwise_channel_blocks);
     RUN(test_depthwise_thread_independent);
     RUN(test_fast_vs_naive);
+    RUN(test_gemm_thread_independent);
+    RUN(test_gemm_fallback_vs_naive);
     RUN(test_accumulate_and_null_grads);
     RUN(test_deterministic);
     RUN(test_bad_arguments);

@@ -3,8 +3,8 @@
 #include "kernels/conv2d.h"
 #include "base/threads.h"
 #include "kernels/conv2d_internal.h"
+#include "kernels/gemm.h"
 
-#include <cblas.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +288,19 @@ static size_t gemm_dw_floats(const npred_conv2d_params *p)
     return (size_t)p->o * (p->c / p->groups) * p->kh * p->kw;
 }
 
+/* dW is summed per chunk of images into its own partial, the partials then in
+ * chunk order: the chunks depend on the batch size only, so the result does not
+ * depend on the thread count (the partials live in the workspace, before the
+ * per-thread im2col buffers). */
+#define GEMM_DW_CHUNKS 32
+
+static int gemm_chunks(const npred_conv2d_params *p) { return p->n < GEMM_DW_CHUNKS ? p->n : GEMM_DW_CHUNKS; }
+
+static size_t gemm_partial_bytes(const npred_conv2d_params *p)
+{
+    return (size_t)gemm_chunks(p) * npred_conv2d_round_bytes(gemm_dw_floats(p));
+}
+
 static float *align_ws(void *ws, size_t *bytes)
 {
     uintptr_t a = (uintptr_t)ws, b = (a + NPRED_CONV2D_ALIGN - 1) & ~(uintptr_t)(NPRED_CONV2D_ALIGN - 1);
@@ -308,10 +321,9 @@ size_t npred_conv2d_workspace_size(const npred_conv2d_params *p, npred_conv2d_al
     int t = max_threads();
     switch (algo) {
     case NPRED_CONV2D_ALGO_GEMM:
-        per = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow)) +
-              npred_conv2d_round_bytes(gemm_dw_floats(p));
+        per = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow));
         if (t > p->n) t = p->n;
-        break;
+        return per * (size_t)t + gemm_partial_bytes(p) + NPRED_CONV2D_ALIGN;
     case NPRED_CONV2D_ALGO_DEPTHWISE:
         if (!npred_conv2d_is_depthwise(p)) return 0;
         per = npred_conv2d_depthwise_thread_bytes(p);
@@ -373,9 +385,8 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
                     for (size_t i = 0; i < opix; i++) r[i] = b[o];
                 }
             for (int g = 0; g < G; g++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, og, (int)opix, K, 1.0f,
-                            w + (size_t)g * og * K, K, src + (size_t)g * K * opix, (int)opix, b ? 1.0f : 0.0f,
-                            yn + (size_t)g * og * opix, (int)opix);
+                npred_gemm_nn(og, (int)opix, K, w + (size_t)g * og * K, K, 1, src + (size_t)g * K * opix,
+                              (ptrdiff_t)opix, yn + (size_t)g * og * opix, (ptrdiff_t)opix, b != NULL);
         }
     }
     return NPRED_OK;
@@ -397,51 +408,53 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
     const int G = p->groups, cg = p->c / G, og = p->o / G, K = cg * p->kh * p->kw;
     const size_t colb = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow));
     const size_t nwf = gemm_dw_floats(p), dwb = npred_conv2d_round_bytes(nwf);
-    const size_t per = colb + dwb;
+    const size_t partb = gemm_partial_bytes(p);
+    const int nch = gemm_chunks(p);
     float *base = align_ws(ws, &ws_bytes);
-    int T = npred_conv2d_threads(per, ws_bytes, p->n);
+    int T = ws_bytes < partb ? 0 : npred_conv2d_threads(colb, ws_bytes - partb, p->n);
     if (T < 1)
         return npred_errorf(NPRED_ERR_ARG, "conv2d backward: workspace of %zu bytes too small (need %zu)",
                             ws_bytes, npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_GEMM));
     const int in_region = T > 1;
+    char *cols = (char *)base + partb;
 
 #pragma omp parallel num_threads(T) if (in_region)
     {
-        const int t = npred_thread_id();
-        float *col = (float *)((char *)base + (size_t)t * per);
-        float *dwt = (float *)((char *)col + colb); /* this thread's dW partial */
-        if (dw) memset(dwt, 0, nwf * sizeof *dwt);
+        float *col = (float *)(cols + (size_t)npred_thread_id() * colb);
 #pragma omp for schedule(static)
-        for (int n = 0; n < p->n; n++) {
-            const float *dyn = dy + (size_t)n * p->o * opix;
-            if (dw) {
-                const float *src = x + (size_t)n * p->c * ipix;
-                if (!pw) {
-                    im2col(col, src, p, oh, ow);
-                    src = col;
+        for (int ch = 0; ch < nch; ch++) {
+            float *part = (float *)((char *)base + (size_t)ch * dwb); /* this chunk's dW sum */
+            if (dw) memset(part, 0, nwf * sizeof *part);
+            const int n0 = (int)((int64_t)ch * p->n / nch), n1 = (int)((int64_t)(ch + 1) * p->n / nch);
+            for (int n = n0; n < n1; n++) {
+                const float *dyn = dy + (size_t)n * p->o * opix;
+                if (dw) {
+                    const float *src = x + (size_t)n * p->c * ipix;
+                    if (!pw) {
+                        im2col(col, src, p, oh, ow);
+                        src = col;
+                    }
+                    for (int g = 0; g < G; g++)
+                        npred_gemm_nt(og, K, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix,
+                                      src + (size_t)g * K * opix, (ptrdiff_t)opix, part + (size_t)g * og * K, K);
                 }
-                for (int g = 0; g < G; g++)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, og, K, (int)opix, 1.0f,
-                                dyn + (size_t)g * og * opix, (int)opix, src + (size_t)g * K * opix,
-                                (int)opix, 1.0f, dwt + (size_t)g * og * K, K);
-            }
-            if (dx) {
-                float *dxn = dx + (size_t)n * p->c * ipix;
-                for (int g = 0; g < G; g++)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)opix, og, 1.0f,
-                                w + (size_t)g * og * K, K, dyn + (size_t)g * og * opix, (int)opix,
-                                pw ? 1.0f : 0.0f, pw ? dxn + (size_t)g * K * ipix : col + (size_t)g * K * opix,
-                                (int)opix);
-                if (!pw) col2im_add(dxn, col, p, oh, ow);
+                if (dx) {
+                    float *dxn = dx + (size_t)n * p->c * ipix;
+                    /* dx_g (+)= W_g^T . dy_g: A(i, o) = w[o * K + i] */
+                    for (int g = 0; g < G; g++)
+                        npred_gemm_nn(K, (int)opix, og, w + (size_t)g * og * K, 1, K, dyn + (size_t)g * og * opix,
+                                      (ptrdiff_t)opix, pw ? dxn + (size_t)g * K * ipix : col + (size_t)g * K * opix,
+                                      (ptrdiff_t)opix, pw);
+                    if (!pw) col2im_add(dxn, col, p, oh, ow);
+                }
             }
         }
-        /* implicit barrier: all partials done; reduce them in thread order */
+        /* implicit barrier: all partials done; add them in chunk order */
         if (dw) {
 #pragma omp for schedule(static)
             for (size_t i = 0; i < nwf; i++) {
                 float acc = dw[i];
-                for (int k = 0; k < T; k++)
-                    acc += ((const float *)((const char *)base + (size_t)k * per + colb))[i];
+                for (int k = 0; k < nch; k++) acc += ((const float *)((const char *)base + (size_t)k * dwb))[i];
                 dw[i] = acc;
             }
         }

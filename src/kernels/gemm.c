@@ -1,0 +1,282 @@
+/* Convolution GEMMs (see gemm.h): AVX-512 micro-kernels with an OpenBLAS fallback.
+ *
+ * nn: blocks of up to 8 rows of C x 3 vectors (48 columns) held in 24 zmm
+ *     accumulators; per k one row of B is loaded (3 vectors) and 8 values of A
+ *     are broadcast. The columns run outermost, so a 48-column panel of B (k rows)
+ *     stays in L1 while every row block of C passes over it; the next panel is
+ *     prefetched during the first row blocks.
+ * nt: blocks of 4 rows of A x 6 rows of B, 24 accumulators of 16 lanes along n;
+ *     each lane vector is reduced once, at the end of the row pair's sweep.
+ * Tails (columns past a multiple of 16) use masked loads and stores, so nothing
+ * outside the operands is read or written. */
+#include "kernels/gemm.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+
+#define AVX512 __attribute__((target("avx512f")))
+#define INL static inline __attribute__((always_inline))
+
+static int g_mode = -1; /* -1: not decided yet */
+
+static int cpu_has_avx512(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+int npred_gemm_use_avx512(int want)
+{
+    int have = cpu_has_avx512();
+    g_mode = want < 0 ? have : (want && have);
+    return g_mode;
+}
+
+int npred_gemm_avx512_active(void)
+{
+    int m = __atomic_load_n(&g_mode, __ATOMIC_RELAXED);
+    if (m < 0) {
+        m = cpu_has_avx512();
+        __atomic_store_n(&g_mode, m, __ATOMIC_RELAXED);
+    }
+    return m;
+}
+
+/* ---------------------------------------------------------------- nn */
+
+#define NN_MR 8 /* at most; 8 rows x 3 vectors or 6 rows x 4 vectors */
+#define NN_NV 4
+
+INL AVX512 void nn_block(const int MR, const int NV, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+                         const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, const __mmask16 *mk,
+                         const float *pf, int npf)
+{
+    __m512 s[NN_MR][NN_NV];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++)
+            s[r][v] = acc ? _mm512_maskz_loadu_ps(mk[v], c + r * ldc + 16 * v) : _mm512_setzero_ps();
+    for (int p = 0; p < k; p++) {
+        const float *br = b + p * ldb;
+        __m512 bv[NN_NV];
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(mk[v], br + 16 * v);
+        if (p < npf) _mm_prefetch((const char *)(pf + p * ldb), _MM_HINT_T0);
+        const float *ar = a + p * acs;
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) {
+            __m512 av = _mm512_set1_ps(ar[r * ars]);
+            _Pragma("GCC unroll 8")
+            for (int v = 0; v < NV; v++) s[r][v] = _mm512_fmadd_ps(av, bv[v], s[r][v]);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mk[v], s[r][v]);
+}
+
+#define NN_CASE(MR, NV) \
+    case (MR) * 8 + (NV): nn_block(MR, NV, k, a, ars, acs, b, ldb, c, ldc, acc, mk, pf, npf); break;
+
+static AVX512 void nn_block_any(int mr, int nv, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs,
+                                const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc,
+                                const __mmask16 *mk, const float *pf, int npf)
+{
+    switch (mr * 8 + nv) {
+        NN_CASE(1, 1) NN_CASE(2, 1) NN_CASE(3, 1) NN_CASE(4, 1) NN_CASE(5, 1) NN_CASE(6, 1) NN_CASE(7, 1) NN_CASE(8, 1)
+        NN_CASE(1, 2) NN_CASE(2, 2) NN_CASE(3, 2) NN_CASE(4, 2) NN_CASE(5, 2) NN_CASE(6, 2) NN_CASE(7, 2) NN_CASE(8, 2)
+        NN_CASE(1, 3) NN_CASE(2, 3) NN_CASE(3, 3) NN_CASE(4, 3) NN_CASE(5, 3) NN_CASE(6, 3) NN_CASE(7, 3) NN_CASE(8, 3)
+        NN_CASE(1, 4) NN_CASE(2, 4) NN_CASE(3, 4) NN_CASE(4, 4) NN_CASE(5, 4) NN_CASE(6, 4)
+    default: break;
+    }
+}
+
+/* panels of 64 columns (6-row blocks) when n is a multiple of 64, else of 48
+ * (8-row blocks): 24 accumulators either way */
+static AVX512 void nn_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                             ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc)
+{
+    const int NVP = n % 64 == 0 ? 4 : 3, NR = 16 * NVP, MRP = NVP == 4 ? 6 : 8;
+    for (int j = 0; j < n; j += NR) {
+        int w = n - j < NR ? n - j : NR;
+        int nv = (w + 15) / 16;
+        __mmask16 mk[NN_NV];
+        for (int v = 0; v < NN_NV; v++) {
+            int left = w - 16 * v;
+            mk[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+        }
+        /* the next panel's cache lines (one per row and 16 columns), spread over
+         * the first row blocks: row block i fetches column group i of every row */
+        int next = n - (j + NR);
+        int groups = next <= 0 ? 0 : next >= NR ? NVP : (next + 15) / 16;
+        for (int i = 0, blk = 0; i < m; i += MRP, blk++) {
+            int mr = m - i < MRP ? m - i : MRP;
+            const float *pf = b + j + NR + 16 * blk;
+            nn_block_any(mr, nv, k, a + i * ars, ars, acs, b + j, ldb, c + i * ldc + j, ldc, acc, mk, pf,
+                         blk < groups ? k : 0);
+        }
+    }
+}
+
+void npred_gemm_nn(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                   ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate)
+{
+    if (m <= 0 || n <= 0) return;
+    if (npred_gemm_avx512_active()) {
+        nn_avx512(m, n, k, a, ars, acs, b, ldb, c, ldc, accumulate);
+        return;
+    }
+    /* A stored transposed (A(i, p) = a[p * acs + i]) or row-major; a stride that
+     * is never used (one row, one column) still has to satisfy sgemm's checks */
+    int trans = acs != 1;
+    ptrdiff_t lda = trans ? acs : ars;
+    if (trans && k == 1 && lda < m) lda = m;
+    if (!trans && m == 1 && lda < k) lda = k;
+    cblas_sgemm(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, (int)lda, b,
+                (int)ldb, accumulate ? 1.0f : 0.0f, c, (int)ldc);
+}
+
+/* ---------------------------------------------------------------- nt */
+
+#define NT_MR 4
+#define NT_LR 6
+
+INL AVX512 void nt_block(const int MR, const int LR, int n, const float *a, ptrdiff_t lda, const float *b,
+                         ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+{
+    __m512 s[NT_MR][NT_LR];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int q = 0; q < LR; q++) s[r][q] = _mm512_setzero_ps();
+    int p = 0;
+    for (; p + 16 <= n; p += 16) {
+        __m512 bv[NT_LR];
+        _Pragma("GCC unroll 8")
+        for (int q = 0; q < LR; q++) bv[q] = _mm512_loadu_ps(b + q * ldb + p);
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) {
+            __m512 av = _mm512_loadu_ps(a + r * lda + p);
+            _Pragma("GCC unroll 8")
+            for (int q = 0; q < LR; q++) s[r][q] = _mm512_fmadd_ps(av, bv[q], s[r][q]);
+        }
+    }
+    if (p < n) {
+        __mmask16 mk = (__mmask16)((1u << (n - p)) - 1);
+        __m512 bv[NT_LR];
+        _Pragma("GCC unroll 8")
+        for (int q = 0; q < LR; q++) bv[q] = _mm512_maskz_loadu_ps(mk, b + q * ldb + p);
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) {
+            __m512 av = _mm512_maskz_loadu_ps(mk, a + r * lda + p);
+            _Pragma("GCC unroll 8")
+            for (int q = 0; q < LR; q++) s[r][q] = _mm512_fmadd_ps(av, bv[q], s[r][q]);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int q = 0; q < LR; q++) c[r * ldc + q] += _mm512_reduce_add_ps(s[r][q]);
+}
+
+#define NT_CASE(MR, LR) \
+    case (MR) * 8 + (LR): nt_block(MR, LR, n, a, lda, b, ldb, c, ldc); break;
+
+static AVX512 void nt_block_any(int mr, int lr, int n, const float *a, ptrdiff_t lda, const float *b,
+                                ptrdiff_t ldb, float *c, ptrdiff_t ldc)
+{
+    switch (mr * 8 + lr) {
+        NT_CASE(1, 1) NT_CASE(1, 2) NT_CASE(1, 3) NT_CASE(1, 4) NT_CASE(1, 5) NT_CASE(1, 6)
+        NT_CASE(2, 1) NT_CASE(2, 2) NT_CASE(2, 3) NT_CASE(2, 4) NT_CASE(2, 5) NT_CASE(2, 6)
+        NT_CASE(3, 1) NT_CASE(3, 2) NT_CASE(3, 3) NT_CASE(3, 4) NT_CASE(3, 5) NT_CASE(3, 6)
+        NT_CASE(4, 1) NT_CASE(4, 2) NT_CASE(4, 3) NT_CASE(4, 4) NT_CASE(4, 5) NT_CASE(4, 6)
+    default: break;
+    }
+}
+
+/* dst (16 x 16, row stride ds) = src (16 x 16, row stride ss)^T */
+INL AVX512 void tr16(float *dst, ptrdiff_t ds, const float *src, ptrdiff_t ss)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * ss);
+    for (int i = 0; i < 8; i++) { /* pairs of rows interleaved within 128-bit lanes */
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* r[4g + j], lane block L: column 4L + j of rows 4g..4g+3 */
+        __m512d a0 = _mm512_castps_pd(t[4 * g]), a1 = _mm512_castps_pd(t[4 * g + 1]);
+        __m512d b0 = _mm512_castps_pd(t[4 * g + 2]), b1 = _mm512_castps_pd(t[4 * g + 3]);
+        r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, b0));
+        r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, b0));
+        r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, b1));
+        r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, b1));
+    }
+    for (int j = 0; j < 4; j++) { /* 4 x 4 transpose of the 128-bit blocks */
+        __m512 v0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x44), v1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xEE);
+        __m512 v2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x44);
+        __m512 v3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xEE);
+        _mm512_storeu_ps(dst + (0 + j) * ds, _mm512_shuffle_f32x4(v0, v2, 0x88));
+        _mm512_storeu_ps(dst + (4 + j) * ds, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+        _mm512_storeu_ps(dst + (8 + j) * ds, _mm512_shuffle_f32x4(v1, v3, 0x88));
+        _mm512_storeu_ps(dst + (12 + j) * ds, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+    }
+}
+
+/* bt (np x l, row stride l) = columns p0 .. p0+np-1 of b (l x ., row stride ldb), transposed */
+static AVX512 void transpose_cols(float *bt, const float *b, ptrdiff_t ldb, int l, int p0, int np)
+{
+    int q = 0;
+    for (; q + 16 <= l; q += 16) {
+        int p = 0;
+        for (; p + 16 <= np; p += 16) tr16(bt + (ptrdiff_t)p * l + q, l, b + q * ldb + p0 + p, ldb);
+        for (; p < np; p++)
+            for (int i = 0; i < 16; i++) bt[(ptrdiff_t)p * l + q + i] = b[(q + i) * ldb + p0 + p];
+    }
+    for (; q < l; q++)
+        for (int p = 0; p < np; p++) bt[(ptrdiff_t)p * l + q] = b[q * ldb + p0 + p];
+}
+
+/* Columns of B per transposed chunk (the chunk, np x l floats, stays in L1/L2). */
+#define NT_CHUNK_FLOATS 8192
+#define NT_MAX_L 512
+
+/* nt as an nn product over chunks of n: C += A[:, chunk] . (B[:, chunk])^T with
+ * the chunk of B transposed first, so the 24 accumulators run along l and each
+ * element of C is the sequential sum over n (the chunking does not change it:
+ * C is stored and reloaded exactly between chunks). */
+static AVX512 void nt_avx512(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
+                             float *c, ptrdiff_t ldc)
+{
+    if (l > NT_MAX_L) { /* a large chunk would not fit on the stack: inner products */
+        for (int i = 0; i < m; i += NT_MR) {
+            int mr = m - i < NT_MR ? m - i : NT_MR;
+            for (int q = 0; q < l; q += NT_LR) {
+                int lr = l - q < NT_LR ? l - q : NT_LR;
+                nt_block_any(mr, lr, n, a + i * lda, lda, b + q * ldb, ldb, c + i * ldc + q, ldc);
+            }
+        }
+        return;
+    }
+    float bt[NT_CHUNK_FLOATS] __attribute__((aligned(64)));
+    int chunk = NT_CHUNK_FLOATS / l / 16 * 16;
+    if (chunk < 16) chunk = 16;
+    for (int p0 = 0; p0 < n; p0 += chunk) {
+        int np = n - p0 < chunk ? n - p0 : chunk;
+        transpose_cols(bt, b, ldb, l, p0, np);
+        nn_avx512(m, l, np, a + p0, lda, 1, bt, l, c, ldc, 1);
+    }
+}
+
+void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
+                   float *c, ptrdiff_t ldc)
+{
+    if (m <= 0 || l <= 0 || n <= 0) return;
+    if (npred_gemm_avx512_active()) {
+        nt_avx512(m, l, n, a, lda, b, ldb, c, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l, n, 1.0f, a, (int)lda, b, (int)ldb, 1.0f, c,
+                (int)ldc);
+}

@@ -1,0 +1,35 @@
+/* Single-threaded float GEMMs for the convolutions (row-major): the shapes of a
+ * convolution per image, a small inner dimension against a long pixel dimension.
+ *
+ *   npred_gemm_nn: C (m x n) = [C +] A (m x k) . B (k x n)
+ *   npred_gemm_nt: C (m x l) += A (m x n) . B (l x n)^T
+ *
+ * AVX-512 micro-kernels where the CPU has AVX-512F (chosen at run time, so a
+ * build for any x86-64-v3 CPU still uses them), OpenBLAS sgemm otherwise. Each
+ * element of C is summed in an order fixed by the shapes alone (nn: k = 0..k-1
+ * into the running value; nt: 16 lanes over n, then a fixed reduction tree), so
+ * the result does not depend on how callers split the work across threads.
+ * Call them one per thread (inside a parallel region, or where a single thread
+ * runs; outside a region the OpenBLAS fallback threads itself). */
+#ifndef NPRED_KERNELS_GEMM_H
+#define NPRED_KERNELS_GEMM_H
+
+#include <stddef.h>
+
+/* C (m x n, row stride ldc) = [C +] A . B with A(i, p) = a[i * ars + p * acs]
+ * (one of ars, acs must be 1: A row-major or transposed) and B (k x n, row
+ * stride ldb). accumulate = 0 overwrites C. */
+void npred_gemm_nn(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                   ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate);
+
+/* C (m x l, row stride ldc) += A (m x n, row stride lda) . B (l x n, row stride ldb)^T */
+void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
+                   float *c, ptrdiff_t ldc);
+
+/* Which kernels run: 1 = AVX-512, 0 = OpenBLAS. npred_gemm_use_avx512(-1)
+ * restores the CPU's choice; 0 forces OpenBLAS (tests compare both); 1 asks for
+ * AVX-512 and is ignored on a CPU without it. Returns the setting now in force. */
+int npred_gemm_use_avx512(int want);
+int npred_gemm_avx512_active(void);
+
+#endif

@@ -1,0 +1,156 @@
+/* The convolution GEMMs (kernels/gemm.h), AVX-512 micro-kernels and the OpenBLAS
+ * fallback, against a double-precision reference written here: every tail of the
+ * register blocks (rows, 16-column vectors, panels of 48 and 64, transposed
+ * chunks), both layouts of A, overwrite and accumulate; and the fixed order of
+ * the sums (nt through transposed chunks equals nn on the transposed matrix,
+ * bit for bit). */
+#include "harness.h"
+#include "kernels/gemm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *rnd(size_t n, uint64_t *st)
+{
+    float *a = malloc((n ? n : 1) * sizeof *a);
+    for (size_t i = 0; i < n; i++) a[i] = (float)th_rand(st);
+    return a;
+}
+
+/* max over C of |got - ref| / (sum of |terms| + 1e-30): float rounding of a sum
+ * of k terms stays below k * 2^-24 of that scale */
+static double rel_err(const float *got, const double *ref, const double *scale, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]) / (scale[i] + 1e-30);
+        if (!(e <= worst)) worst = e; /* NaN sticks */
+    }
+    return worst;
+}
+
+static void check_nn(int m, int n, int k, int trans, int acc, uint64_t seed)
+{
+    uint64_t st = seed;
+    float *a = rnd((size_t)m * k, &st), *b = rnd((size_t)k * n + 7, &st), *c0 = rnd((size_t)m * (n + 5), &st);
+    float *c = malloc(sizeof *c * (size_t)m * (n + 5));
+    double *ref = malloc(sizeof *ref * (size_t)m * (n + 5)), *sc = malloc(sizeof *sc * (size_t)m * (n + 5));
+    const ptrdiff_t ldc = n + 5, ars = trans ? 1 : k, acs = trans ? m : 1;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n + 5; j++) {
+            double s = acc ? c0[i * ldc + j] : 0, g = fabs(s);
+            for (int p = 0; p < k; p++) {
+                double t = (double)a[i * ars + p * acs] * b[(size_t)p * n + j];
+                s += t;
+                g += fabs(t);
+            }
+            /* columns past n must be left alone */
+            ref[i * ldc + j] = j < n ? s : c0[i * ldc + j];
+            sc[i * ldc + j] = j < n ? g : 1;
+        }
+    memcpy(c, c0, sizeof *c * (size_t)m * ldc);
+    npred_gemm_nn(m, n, k, a, ars, acs, b, n, c, ldc, acc);
+    double e = rel_err(c, ref, sc, (size_t)m * ldc);
+    CHECK(e <= 4e-7 * (k + 1), "nn m=%d n=%d k=%d trans=%d acc=%d avx512=%d: relative error %g", m, n, k, trans, acc,
+          npred_gemm_avx512_active(), e);
+    free(a), free(b), free(c0), free(c), free(ref), free(sc);
+}
+
+static void check_nt(int m, int l, int n, uint64_t seed)
+{
+    uint64_t st = seed;
+    const ptrdiff_t lda = n + 3, ldb = n + 1, ldc = l + 2;
+    float *a = rnd((size_t)m * lda, &st), *b = rnd((size_t)l * ldb, &st), *c0 = rnd((size_t)m * ldc, &st);
+    float *c = malloc(sizeof *c * (size_t)m * ldc);
+    double *ref = malloc(sizeof *ref * (size_t)m * ldc), *sc = malloc(sizeof *sc * (size_t)m * ldc);
+    for (int i = 0; i < m; i++)
+        for (int q = 0; q < ldc; q++) {
+            double s = c0[i * ldc + q], g = fabs(s);
+            for (int p = 0; q < l && p < n; p++) {
+                double t = (double)a[i * lda + p] * b[q * ldb + p];
+                s += t;
+                g += fabs(t);
+            }
+            ref[i * ldc + q] = s;
+            sc[i * ldc + q] = q < l ? g : 1;
+        }
+    memcpy(c, c0, sizeof *c * (size_t)m * ldc);
+    npred_gemm_nt(m, l, n, a, lda, b, ldb, c, ldc);
+    double e = rel_err(c, ref, sc, (size_t)m * ldc);
+    CHECK(e <= 4e-7 * (n + 1), "nt m=%d l=%d n=%d avx512=%d: relative error %g", m, l, n, npred_gemm_avx512_active(),
+          e);
+    free(a), free(b), free(c0), free(c), free(ref), free(sc);
+}
+
+static void shapes(void)
+{
+    /* rows: 1, a partial and whole blocks of 6 and 8; columns: partial vectors,
+     * 48- and 64-column panels (n % 64 == 0 picks 64), long rows */
+    static const int M[] = {1, 3, 6, 8, 13, 64};
+    static const int N[] = {1, 15, 17, 48, 64, 100, 128, 257};
+    static const int K[] = {1, 7, 64, 81};
+    uint64_t seed = 1;
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 8; j++)
+            for (int q = 0; q < 4; q++) {
+                check_nn(M[i], N[j], K[q], 0, (i + j + q) % 2, seed++);
+                check_nn(M[i], N[j], K[q], 1, (i + j + q + 1) % 2, seed++);
+            }
+    /* nt: l over the 16-row transposes and their tails, n over the chunks
+     * (8192 / l columns) and the 16-column transposes; l > 512: inner products */
+    static const int L[] = {1, 5, 16, 17, 64, 81, 600};
+    static const int NN[] = {1, 16, 33, 200, 1568};
+    for (int i = 0; i < 7; i++)
+        for (int j = 0; j < 5; j++) check_nt(1 + (i + j) % 9, L[i], NN[j], seed++);
+    check_nt(64, 64, 1568, seed++);
+}
+
+static void test_avx512_kernels(void)
+{
+    if (!npred_gemm_use_avx512(1)) {
+        /* no AVX-512 on this CPU: the fallback test covers what runs here */
+        npred_gemm_use_avx512(-1);
+        CHECK(npred_gemm_avx512_active() == 0, "AVX-512 reported active on a CPU without it");
+        return;
+    }
+    shapes();
+    npred_gemm_use_avx512(-1);
+}
+
+static void test_openblas_fallback(void)
+{
+    CHECK(npred_gemm_use_avx512(0) == 0, "forcing the OpenBLAS kernels did not take");
+    shapes();
+    npred_gemm_use_avx512(-1);
+}
+
+/* nt sums each element over n in order (its chunks store and reload C exactly):
+ * the same bits as nn on an explicitly transposed B, whatever the chunk size */
+static void test_nt_order(void)
+{
+    if (!npred_gemm_use_avx512(1)) {
+        npred_gemm_use_avx512(-1);
+        return;
+    }
+    const int m = 9, l = 70, n = 1000; /* chunks of 112 columns: 8 full and a partial */
+    uint64_t st = 99;
+    float *a = rnd((size_t)m * n, &st), *b = rnd((size_t)l * n, &st), *bt = malloc(sizeof *bt * (size_t)n * l);
+    float *c1 = rnd((size_t)m * l, &st), *c2 = malloc(sizeof *c2 * (size_t)m * l);
+    memcpy(c2, c1, sizeof *c2 * (size_t)m * l);
+    for (int q = 0; q < l; q++)
+        for (int p = 0; p < n; p++) bt[(size_t)p * l + q] = b[(size_t)q * n + p];
+    npred_gemm_nt(m, l, n, a, n, b, n, c1, l);
+    npred_gemm_nn(m, l, n, a, n, 1, bt, l, c2, l, 1);
+    CHECK(memcmp(c1, c2, sizeof *c1 * (size_t)m * l) == 0, "nt differs from nn on the transposed operand");
+    npred_gemm_use_avx512(-1);
+    free(a), free(b), free(bt), free(c1), free(c2);
+}
+
+int main(void)
+{
+    RUN(test_avx512_kernels);
+    RUN(test_openblas_fallback);
+    RUN(test_nt_order);
+    return th_summary();
+}
