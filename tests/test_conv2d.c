@@ -248,6 +248,45 @@ static void test_depthwise_thread_independent(void)
                  61);
 }
 
+/* The AVX-512 row blocks of the depthwise forward and dx (height stride and
+ * dilation 1) sum in the order of the generic blocks: bit-identical results where
+ * the generic blocks use FMA too */
+static void rows_case(const char *name, P p, uint64_t seed)
+{
+    uint64_t st = seed;
+    size_t nx = nx_of(&p), nw = nw_of(&p), ny = ny_of(&p);
+    float *x = rand_f32(nx, &st), *w = rand_f32(nw, &st), *u = rand_f32(ny, &st), *b = rand_f32((size_t)p.o, &st);
+    float *y[2], *dx[2];
+    for (int v = 0; v < 2; v++) {
+        y[v] = malloc(ny * 4);
+        dx[v] = rand_f32(nx, &(uint64_t){5}); /* dx accumulates onto the same start */
+        npred_gemm_use_avx512(v);
+        CHECK_OK(npred_conv2d_forward_depthwise(y[v], x, w, b, &p, NULL, 0));
+        CHECK_OK(npred_conv2d_backward_depthwise(dx[v], NULL, NULL, u, x, w, &p, NULL, 0));
+    }
+    npred_gemm_use_avx512(-1);
+#if defined(__FMA__) || defined(__AVX512F__)
+    CHECK(memcmp(y[0], y[1], ny * 4) == 0, "%s: depthwise forward differs between the kernels", name);
+    CHECK(memcmp(dx[0], dx[1], nx * 4) == 0, "%s: depthwise dx differs between the kernels", name);
+#else
+    /* a build without FMA (baseline x86-64, e.g. the sanitizer build) rounds the
+     * generic blocks' multiply and add separately: close, not identical */
+    th_close_f32(name, y[1], y[0], ny, 1e-5, 1e-5);
+    th_close_f32(name, dx[1], dx[0], nx, 1e-5, 1e-5);
+#endif
+    free(x); free(w); free(u); free(b); free(y[0]); free(y[1]); free(dx[0]); free(dx[1]);
+}
+
+static void test_depthwise_rows_bit_identical(void)
+{
+    /* 28 rows: 4 blocks of 6 and one of 4; 56 columns: 3 vectors and a masked one */
+    rows_case("7x7 p3", npred_conv2d_params_square(2, 3, 28, 56, 3, 7, 1, 3, 1, 3), 91);
+    /* 13 rows (a block of 1), 70 columns (a 4-vector block and a 6-column one), multiplier 2 */
+    rows_case("5x5 p2 m2", npred_conv2d_params_square(2, 3, 13, 70, 6, 5, 1, 2, 1, 3), 92);
+    /* width dilation: P.dil_w = 2 (height 1), kernel 3x5 */
+    rows_case("3x5 d(1,2)", mk(1, 2, 9, 23, 2, 3, 5, 1, 1, 1, 4, 1, 2, 2), 93);
+}
+
 /* The gemm algorithm (AVX-512 kernels and the OpenBLAS fallback): dw is summed
  * per fixed chunk of images, the chunks in order. */
 static void test_gemm_thread_independent(void)
@@ -531,6 +570,7 @@ int main(void)
     RUN(test_depthwise_thread_independent);
     RUN(test_fast_vs_naive);
     RUN(test_gemm_thread_independent);
+    RUN(test_depthwise_rows_bit_identical);
     RUN(test_gemm_fallback_vs_naive);
     RUN(test_accumulate_and_null_grads);
     RUN(test_deterministic);

@@ -3,9 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 
 #include "cores/stacked2d.h"
 #include "harness.h"
+#include "kernels/conv2d.h"
 #include "model/config.h"
 
 /* build the core config from the fixture's Stacked2dCore args */
@@ -220,6 +222,65 @@ static void test_fd_skip_dilation_train(void) { fd_case(CFG_SKIP, 1); }
 static void test_fd_se_core_train(void) { fd_case(CFG_SE, 1); }
 static void test_fd_bias2d_train(void) { fd_case(CFG_BIAS2D, 1); }
 
+/* The depth-separable block runs image by image in one parallel region: its
+ * intermediates and output are bit-identical to the three batched convolutions,
+ * and the whole core output is the same for 1 and 2 threads. */
+static void test_ds_block_image_by_image(void)
+{
+    static const char *cfg = "{\"core\": {\"hidden_channels\": 24, \"input_kern\": 5, \"hidden_kern\": 7,"
+                             " \"layers\": 3, \"depth_separable\": true, \"bias\": true, \"pad_input\": false}}";
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, cfg, "ds config"))) return;
+    m.core.input_channels = 1;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    int B = 5, H = 17, W = 44;
+    if (!CHECK_OK(npred_core_declare(&core, &m.core, "core.", H, W, &t)) || !CHECK_OK(npred_ptable_alloc(&t)) ||
+        !CHECK_OK(npred_core_setup(&core, &t, B)))
+        return;
+    npred_rng rng;
+    npred_rng_seed(&rng, 11);
+    npred_core_init_params(&core, &t, &rng);
+    for (size_t i = 0; i < t.n_params; i++) t.data[i] += (float)(0.2 * npred_rng_normal(&rng));
+    size_t nx = (size_t)B * H * W, nout = (size_t)B * core.out_c * core.out_h * core.out_w;
+    float *x = malloc(nx * sizeof *x), *o2 = malloc(nout * sizeof *o2);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)npred_rng_normal(&rng);
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(nt > 1 ? nt : 2);
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    memcpy(o2, core.output, nout * sizeof *o2);
+    int checked = 0;
+    for (int l = 0; l < m.core.layers; l++) {
+        npred_core_layer *L = &core.L[l];
+        if (!L->ds) continue;
+        const float *src[3] = {core.L[l - 1].out, L->t[0], L->t[1]};
+        const float *got[3] = {L->t[0], L->t[1], L->z};
+        for (int i = 0; i < 3; i++) {
+            npred_conv2d_params p = L->cp[i];
+            p.n = B;
+            int oh, ow;
+            npred_conv2d_output_size(&p, &oh, &ow);
+            size_t ny = (size_t)B * p.o * oh * ow;
+            float *y = malloc(ny * sizeof *y);
+            CHECK_OK(npred_conv2d_forward(y, src[i], npred_ptable_ptr(&t, L->p_w[i]),
+                                          L->p_b[i] >= 0 ? npred_ptable_ptr(&t, L->p_b[i]) : NULL, &p, NULL, 0));
+            CHECK(memcmp(y, got[i], ny * sizeof *y) == 0, "layer %d conv %d: image by image differs from batched", l,
+                  i);
+            free(y);
+            checked++;
+        }
+    }
+    CHECK(checked == 6, "%d depth-separable convolutions checked, want 6", checked);
+    omp_set_num_threads(1);
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    omp_set_num_threads(nt);
+    CHECK(memcmp(o2, core.output, nout * sizeof *o2) == 0, "core output differs between 1 and 2 threads");
+    free(x), free(o2);
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+}
+
 static void test_bad_config(void)
 {
     npred_model_config m;
@@ -262,6 +323,7 @@ int main(void)
     RUN(test_fd_skip_dilation_train);
     RUN(test_fd_se_core_train);
     RUN(test_fd_bias2d_train);
+    RUN(test_ds_block_image_by_image);
     RUN(test_bad_config);
     return th_summary();
 }

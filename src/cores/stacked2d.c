@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/batchnorm.h"
+#include "base/threads.h"
 #include "kernels/regularizers.h"
 #include "base/pyfmt.h"
 
@@ -418,6 +419,20 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
     return NPRED_OK;
 }
 
+/* Bytes of one thread's workspace slice for the depth-separable block run image
+ * by image (the largest one-image workspace of its three convolutions). */
+static size_t ds_slice_bytes(const npred_core_layer *L)
+{
+    size_t m = 0;
+    for (int i = 0; i < 3; i++) {
+        npred_conv2d_params p = L->cp[i];
+        p.n = 1;
+        size_t b = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_AUTO);
+        if (b > m) m = b;
+    }
+    return (m + 63) / 64 * 64;
+}
+
 static float *falloc(size_t n, npred_status *s)
 {
     if (*s) return NULL;
@@ -485,6 +500,10 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
             npred_conv2d_params p = L->cp[i];
             p.n = max_batch;
             size_t wsz = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_AUTO);
+            if (wsz > ws) ws = wsz;
+        }
+        if (L->ds && !L->att) { /* one slice per thread for the block run image by image */
+            size_t wsz = ds_slice_bytes(L) * (size_t)npred_threads();
             if (wsz > ws) ws = wsz;
         }
     }
@@ -747,6 +766,45 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
                                  core->ws_bytes);
 }
 
+/* The depth-separable block (1x1 -> depthwise -> 1x1) image by image in one
+ * parallel region: an image's two intermediates are still in L2 when the next
+ * convolution reads them, where three batched calls stream each of them through
+ * memory twice. Each convolution computes every image exactly as its batched
+ * call does (the same kernels, one image per call on one thread), so the result
+ * is bit-identical to the three batched calls. */
+static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *in, int B)
+{
+    npred_conv2d_params p[3];
+    const float *w[3], *b[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = L->cp[i];
+        p[i].n = 1;
+        w[i] = pw(t, L->p_w[i]);
+        b[i] = pw(t, L->p_b[i]);
+    }
+    const size_t slice = ds_slice_bytes(L);
+    const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
+                 n_out = (size_t)L->cout * L->hout * L->wout;
+    int T = npred_threads();
+    if (T > B) T = B;
+    if (slice && (size_t)T > core->ws_bytes / slice) T = (int)(core->ws_bytes / slice);
+    if (T < 1) return npred_errorf(NPRED_ERR_ARG, "core: workspace of %zu bytes too small", core->ws_bytes);
+    int failed = 0;
+#pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
+    {
+        void *ws = (char *)core->ws + (size_t)npred_thread_id() * slice;
+#pragma omp for schedule(static)
+        for (int n = 0; n < B; n++) {
+            float *t0 = L->t[0] + n * n_mid, *t1 = L->t[1] + n * n_out;
+            failed |= npred_conv2d_forward(t0, in + n * n_in, w[0], b[0], &p[0], ws, slice) != NPRED_OK ||
+                      npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], ws, slice) != NPRED_OK ||
+                      npred_conv2d_forward(L->z + n * n_out, t1, w[2], b[2], &p[2], ws, slice) != NPRED_OK;
+        }
+    }
+    if (failed) return npred_errorf(NPRED_ERR_ARG, "core: a convolution of the depth-separable block failed");
+    return NPRED_OK;
+}
+
 /* copy the last nsrc layer outputs before layer l into L->in (channel concatenation) */
 static void gather_skip(npred_core *core, int l, int B)
 {
@@ -859,9 +917,15 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
                 if ((s = conv_fwd(core, L, t, i, L->att_kqv + i * nn, in, B))) return npred_error_prefix(s, "core layer %d", l);
             attention_forward(L, t, B);
         } else if (L->ds) {
-            if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) || (s = conv_fwd(core, L, t, 1, L->t[1], L->t[0], B)) ||
-                (s = conv_fwd(core, L, t, 2, L->z, L->t[1], B)))
+            /* image by image when every thread gets an image (fewer images than
+             * threads: the batched calls, which split each image's work) */
+            if (B >= npred_threads() && !L->weff) {
+                if ((s = ds_forward(core, L, t, in, B))) return npred_error_prefix(s, "core layer %d", l);
+            } else if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) ||
+                       (s = conv_fwd(core, L, t, 1, L->t[1], L->t[0], B)) ||
+                       (s = conv_fwd(core, L, t, 2, L->z, L->t[1], B))) {
                 return npred_error_prefix(s, "core layer %d", l);
+            }
         } else if ((s = conv_fwd(core, L, t, 0, L->z, in, B))) {
             return npred_error_prefix(s, "core layer %d", l);
         }

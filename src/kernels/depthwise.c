@@ -20,6 +20,7 @@
 #include "kernels/conv2d.h"
 #include "base/threads.h"
 #include "kernels/conv2d_internal.h"
+#include "kernels/gemm.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,9 +28,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512F__) || defined(__FMA__)
 #include <immintrin.h>
-#endif
 
 #define VL 16
 /* dw: output channels per block (one block = one task; the images run inside) */
@@ -184,6 +183,79 @@ static void fwd_block_any(float *y, int ys, int nr, int nv, int width, const flo
     }
 }
 
+/* ---------------------------------------------------------------- AVX-512 row blocks */
+
+/* Height stride and dilation 1 (the 7x7 convs of the models, and every dx):
+ * blocks of up to DW_R output rows x 4 vectors (24 zmm accumulators). Each input
+ * row segment is loaded once per kx and feeds every output row of the block that
+ * reads it (fwd_block loads it once per output row), so a block needs about a
+ * third of the loads per FMA. The sum of each output runs over ky, then kx, in
+ * order, as in fwd_block: the results are bit-identical. */
+#define AVX512 __attribute__((target("avx512f")))
+#define DW_R 6
+
+static inline __attribute__((always_inline)) AVX512 void
+rows_block(float *y, int ys, const int R, const int NV, int width, const float *xp, int xs, const float *w,
+           int kh, int kw, int dw, float bias, int accum)
+{
+    __m512 a[DW_R][4];
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) a[r][v] = _mm512_set1_ps(bias);
+    for (int iy = 0; iy < R + kh - 1; iy++) {
+        const float *xr = xp + (size_t)iy * xs;
+        for (int kx = 0; kx < kw; kx++) {
+            __m512 xv[4];
+            for (int v = 0; v < NV; v++) xv[v] = _mm512_loadu_ps(xr + kx * dw + v * VL);
+            for (int r = 0; r < R; r++) {
+                const int ky = iy - r;
+                if (ky < 0 || ky >= kh) continue;
+                __m512 wv = _mm512_set1_ps(w[ky * kw + kx]);
+                for (int v = 0; v < NV; v++) a[r][v] = _mm512_fmadd_ps(wv, xv[v], a[r][v]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float *yr = y + (size_t)r * ys;
+        for (int v = 0; v < NV; v++) {
+            int n = width - v * VL;
+            __mmask16 m = n >= VL ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+            __m512 out = a[r][v];
+            if (accum) out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(m, yr + v * VL));
+            _mm512_mask_storeu_ps(yr + v * VL, m, out);
+        }
+    }
+}
+
+#define ROWS_CASE(R, NV) \
+    case (R) * 8 + (NV): rows_block(y, ys, R, NV, width, xp, xs, w, kh, kw, dw, bias, accum); break;
+
+static AVX512 void rows_block_any(float *y, int ys, int r, int nv, int width, const float *xp, int xs,
+                                  const float *w, int kh, int kw, int dw, float bias, int accum)
+{
+    switch (r * 8 + nv) {
+        ROWS_CASE(1, 1) ROWS_CASE(2, 1) ROWS_CASE(3, 1) ROWS_CASE(4, 1) ROWS_CASE(5, 1) ROWS_CASE(6, 1)
+        ROWS_CASE(1, 2) ROWS_CASE(2, 2) ROWS_CASE(3, 2) ROWS_CASE(4, 2) ROWS_CASE(5, 2) ROWS_CASE(6, 2)
+        ROWS_CASE(1, 3) ROWS_CASE(2, 3) ROWS_CASE(3, 3) ROWS_CASE(4, 3) ROWS_CASE(5, 3) ROWS_CASE(6, 3)
+        ROWS_CASE(1, 4) ROWS_CASE(2, 4) ROWS_CASE(3, 4) ROWS_CASE(4, 4) ROWS_CASE(5, 4) ROWS_CASE(6, 4)
+    default: break;
+    }
+}
+
+/* plane_fwd_s1 for sh = dh = 1 on AVX-512 */
+static AVX512 void plane_fwd_rows(float *y, int ys, int oh, int ow, const float *xp, int xs, const float *w,
+                                  int kh, int kw, int dw, float bias, int accum)
+{
+    for (int oy = 0; oy < oh; oy += DW_R) {
+        int r = oh - oy < DW_R ? oh - oy : DW_R;
+        for (int ox = 0; ox < ow; ox += 4 * VL) {
+            int width = ow - ox;
+            int nv = width >= 4 * VL ? 4 : (width + VL - 1) / VL;
+            rows_block_any(y + (size_t)oy * ys + ox, ys, r, nv, width, xp + (size_t)oy * xs + ox, xs, w, kh, kw,
+                           dw, bias, accum);
+        }
+    }
+}
+
 /* y (oh, ow; row stride ys) (+)= bias + correlation of the padded plane xp (row
  * stride xs, >= ceil_vl(ow) + (kw-1)*dw readable columns) with w (kh, kw);
  * output column ox reads xp column ox + kx*dw (width stride 1), output row oy
@@ -191,6 +263,10 @@ static void fwd_block_any(float *y, int ys, int nr, int nv, int width, const flo
 static void plane_fwd_s1(float *y, int ys, int oh, int ow, const float *xp, int xs, int sh,
                          const float *w, int kh, int kw, int dh, int dw, float bias, int accum)
 {
+    if (sh == 1 && dh == 1 && npred_gemm_avx512_active()) {
+        plane_fwd_rows(y, ys, oh, ow, xp, xs, w, kh, kw, dw, bias, accum);
+        return;
+    }
     for (int oy = 0; oy < oh; oy += 2) {
         int nr = oh - oy >= 2 ? 2 : 1;
         for (int ox = 0; ox < ow; ox += 4 * VL) {
