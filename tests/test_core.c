@@ -276,6 +276,27 @@ static void test_ds_block_image_by_image(void)
     CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
     omp_set_num_threads(nt);
     CHECK(memcmp(o2, core.output, nout * sizeof *o2) == 0, "core output differs between 1 and 2 threads");
+    /* backward image by image: bit-identical for 1 and 2 threads, and close to the
+     * batched calls (which run when there are more threads than images) */
+    float *up = malloc(nout * sizeof *up), *g[3], *dx[3];
+    for (size_t i = 0; i < nout; i++) up[i] = (float)npred_rng_normal(&rng);
+    static const int threads[3] = {2, 1, 8};
+    for (int r = 0; r < 3; r++) {
+        omp_set_num_threads(threads[r]);
+        CHECK_OK(npred_core_forward(&core, &t, x, B, 1));
+        npred_ptable_zero_grad(&t);
+        dx[r] = calloc(nx, sizeof *dx[r]);
+        CHECK_OK(npred_core_backward(&core, &t, up, dx[r]));
+        g[r] = malloc(t.n_params * sizeof *g[r]);
+        memcpy(g[r], t.grad, t.n_params * sizeof *g[r]);
+    }
+    omp_set_num_threads(nt);
+    CHECK(memcmp(g[0], g[1], t.n_params * sizeof *g[0]) == 0, "parameter gradients differ between 1 and 2 threads");
+    CHECK(memcmp(dx[0], dx[1], nx * sizeof *dx[0]) == 0, "input gradient differs between 1 and 2 threads");
+    th_close_f32("gradients, image by image vs batched", g[0], g[2], t.n_params, 1e-4, 1e-5);
+    th_close_f32("input gradient, image by image vs batched", dx[0], dx[2], nx, 1e-4, 1e-6);
+    for (int r = 0; r < 3; r++) free(g[r]), free(dx[r]);
+    free(up);
     free(x), free(o2);
     npred_core_free(&core);
     npred_ptable_free(&t);

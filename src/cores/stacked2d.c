@@ -433,6 +433,33 @@ static size_t ds_slice_bytes(const npred_core_layer *L)
     return (m + 63) / 64 * 64;
 }
 
+/* Floats of one chunk's gradient partials of the depth-separable block: per conv
+ * i, the weight gradient then the bias gradient (aligned to 16 floats each). */
+static size_t ds_part_floats(const npred_core_layer *L, size_t off[3][2])
+{
+    size_t o = 0;
+    for (int i = 0; i < 3; i++) {
+        const npred_conv2d_params *p = &L->cp[i];
+        off[i][0] = o;
+        o += ((size_t)p->o * (p->c / p->groups) * p->kh * p->kw + 15) / 16 * 16;
+        off[i][1] = o;
+        o += ((size_t)p->o + 15) / 16 * 16;
+    }
+    return o;
+}
+
+#define DS_CHUNKS 32
+
+/* Workspace bytes of the image-by-image backward: the chunks' partials, then per
+ * thread a conv slice and the two intermediate gradients of one image. */
+static size_t ds_backward_bytes(const npred_core_layer *L, int threads)
+{
+    size_t off[3][2];
+    size_t per = ds_slice_bytes(L) +
+                 sizeof(float) * ((size_t)L->cout * L->hin * L->win + (size_t)L->cout * L->hout * L->wout + 32);
+    return (DS_CHUNKS * ds_part_floats(L, off) * sizeof(float) + 63) / 64 * 64 + (size_t)threads * ((per + 63) / 64 * 64);
+}
+
 static float *falloc(size_t n, npred_status *s)
 {
     if (*s) return NULL;
@@ -502,8 +529,8 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
             size_t wsz = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_AUTO);
             if (wsz > ws) ws = wsz;
         }
-        if (L->ds && !L->att) { /* one slice per thread for the block run image by image */
-            size_t wsz = ds_slice_bytes(L) * (size_t)npred_threads();
+        if (L->ds && !L->att) { /* the block run image by image: forward and backward */
+            size_t wsz = ds_backward_bytes(L, npred_threads());
             if (wsz > ws) ws = wsz;
         }
     }
@@ -805,6 +832,83 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     return NPRED_OK;
 }
 
+/* Backward of the depth-separable block image by image: per image dt1 = W2^T dz,
+ * dt0 = the depthwise dx of dt1 and din += W0^T dt0, the two intermediates in
+ * per-thread scratch that stays in L2 (three batched calls wrote and re-read two
+ * batch-sized tensors and zeroed them first). The weight and bias gradients are
+ * summed per fixed chunk of images (min(B, 32) chunks, boundaries set by B), the
+ * chunks then added in order: the result does not depend on the thread count. */
+static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *dz, float *din,
+                                const float *in, int B)
+{
+    npred_conv2d_params p[3];
+    const float *w[3];
+    float *gw[3], *gb[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = L->cp[i];
+        p[i].n = 1;
+        w[i] = pw(t, L->p_w[i]);
+        gw[i] = pg(t, L->p_w[i]);
+        gb[i] = pg(t, L->p_b[i]);
+    }
+    size_t off[3][2];
+    const size_t pf = ds_part_floats(L, off), slice = ds_slice_bytes(L);
+    const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
+                 n_out = (size_t)L->cout * L->hout * L->wout;
+    const size_t per = (slice + sizeof(float) * (n_mid + n_out + 32) + 63) / 64 * 64;
+    const int nch = B < DS_CHUNKS ? B : DS_CHUNKS;
+    float *parts = core->ws;
+    char *thr = (char *)core->ws + (DS_CHUNKS * pf * sizeof(float) + 63) / 64 * 64;
+    size_t room = core->ws_bytes > (size_t)(thr - (char *)core->ws) ? core->ws_bytes - (size_t)(thr - (char *)core->ws) : 0;
+    int T = npred_threads();
+    if (T > nch) T = nch;
+    if ((size_t)T > room / per) T = (int)(room / per);
+    if (T < 1) return npred_errorf(NPRED_ERR_ARG, "core: workspace of %zu bytes too small", core->ws_bytes);
+    int failed = 0;
+#pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
+    {
+        char *mine = thr + (size_t)npred_thread_id() * per;
+        void *ws = mine;
+        float *dt1 = (float *)(mine + (slice + 63) / 64 * 64), *dt0 = dt1 + (n_out + 15) / 16 * 16;
+#pragma omp for schedule(static)
+        for (int ch = 0; ch < nch; ch++) {
+            float *part = parts + (size_t)ch * pf;
+            memset(part, 0, pf * sizeof *part);
+            float *pw_[3], *pb_[3];
+            for (int i = 0; i < 3; i++) {
+                pw_[i] = gw[i] ? part + off[i][0] : NULL;
+                pb_[i] = gb[i] ? part + off[i][1] : NULL;
+            }
+            const int n0 = (int)((int64_t)ch * B / nch), n1 = (int)((int64_t)(ch + 1) * B / nch);
+            for (int n = n0; n < n1; n++) {
+                memset(dt1, 0, n_out * sizeof *dt1);
+                memset(dt0, 0, n_mid * sizeof *dt0);
+                failed |= npred_conv2d_backward(dt1, pw_[2], pb_[2], dz + n * n_out, L->t[1] + n * n_out, w[2], &p[2],
+                                                ws, slice) != NPRED_OK ||
+                          npred_conv2d_backward(dt0, pw_[1], pb_[1], dt1, L->t[0] + n * n_mid, w[1], &p[1], ws,
+                                                slice) != NPRED_OK ||
+                          npred_conv2d_backward(din + n * n_in, pw_[0], pb_[0], dt0, in + n * n_in, w[0], &p[0], ws,
+                                                slice) != NPRED_OK;
+            }
+        }
+        /* implicit barrier: every chunk's partials are done; add them in chunk order */
+        for (int i = 0; i < 3; i++)
+            for (int k = 0; k < 2; k++) {
+                float *g = k ? gb[i] : gw[i];
+                if (!g) continue;
+                size_t len = k ? (size_t)p[i].o : (size_t)p[i].o * (p[i].c / p[i].groups) * p[i].kh * p[i].kw;
+#pragma omp for schedule(static)
+                for (size_t j = 0; j < len; j++) {
+                    float a = g[j];
+                    for (int c = 0; c < nch; c++) a += parts[(size_t)c * pf + off[i][k] + j];
+                    g[j] = a;
+                }
+            }
+    }
+    if (failed) return npred_errorf(NPRED_ERR_ARG, "core: a convolution of the depth-separable block failed");
+    return NPRED_OK;
+}
+
 /* copy the last nsrc layer outputs before layer l into L->in (channel concatenation) */
 static void gather_skip(npred_core *core, int l, int B)
 {
@@ -1083,6 +1187,9 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             for (int i = 0; i < 3; i++)
                 if ((s = conv_bwd(core, L, t, i, din, L->att_d + i * n, in, B)))
                     return npred_error_prefix(s, "core layer %d", l);
+        } else if (L->ds && L->has_bn && B >= npred_threads()) {
+            /* image by image (cur is the BN gradient in g[2]; din is never g[2]) */
+            if ((s = ds_backward(core, L, t, cur, din, in, B))) return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds) {
             size_t n1 = (size_t)B * L->cout * L->hout * L->wout, n0 = (size_t)B * L->cout * L->hin * L->win;
             float *dt1 = core->g[0], *dt0 = split ? core->g[2] : core->g[1];
