@@ -41,7 +41,7 @@ static void test_helpers(void)
     struct {
         int got;
         const char *want;
-    } bad[10];
+    } bad[16];
     int nb = 0;
 #define BAD(call, msg)                                                                                                 \
     do {                                                                                                               \
@@ -60,7 +60,16 @@ static void test_helpers(void)
     BAD(npred_json_str(&r, item(j, "l"), &s), "key 'sec.l': expected a string");
     BAD(npred_json_choice(&r, item(j, "i"), names, 3, &i), "key 'sec.i': expected \"poisson\", \"gamma\" or \"none\"");
     BAD(npred_json_unknown(&r, item(j, "i"), "not an argument"), "f.json: unknown key 'sec.i' (not an argument)");
+    double p[2] = {-7, -7};
+    BAD(npred_json_pair(&r, item(j, "i"), 0, 0, -ANY, ANY, p), "f.json: key 'sec.i': expected a pair of numbers");
+    BAD(npred_json_pair(&r, item(j, "l"), 1, 1, 2, ANY, p), "key 'sec.l': expected an integer or a pair of integers >= 2");
+    BAD(npred_json_pair(&r, item(j, "f"), 1, 1, 0, ANY, p), "key 'sec.f': expected an integer or a pair of integers >= 0");
+    BAD(npred_json_missing(&r, "lr", "optimizers need it"), "f.json: key 'sec.lr' is missing (optimizers need it)");
 #undef BAD
+    r.st = NPRED_OK;
+    CHECK(npred_json_pair(&r, item(j, "l"), 1, 0, 0, 2, p) == 1 && p[0] == 1 && p[1] == 2 && !r.st, "pair");
+    CHECK(npred_json_pair(&r, item(j, "f"), 0, 1, 0, 3, p) == 1 && p[0] == 2.5 && p[1] == 2.5 && !r.st,
+          "one number for both");
     for (int k = 0; k < nb; k++) CHECK(bad[k].got, "expected the error '%s'", bad[k].want);
     /* the first error is kept */
     r.st = NPRED_OK;

@@ -29,6 +29,14 @@ int npred_json_unknown(npred_json_reader *r, const cJSON *it, const char *hint)
     return 0;
 }
 
+int npred_json_missing(npred_json_reader *r, const char *key, const char *hint)
+{
+    if (!r->st)
+        r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s%s' is missing%s%s%s", r->where, r->section, key,
+                             hint ? " (" : "", hint ? hint : "", hint ? ")" : "");
+    return 0;
+}
+
 int npred_json_is_integer(const cJSON *it)
 {
     return cJSON_IsNumber(it) && isfinite(it->valuedouble) && it->valuedouble == floor(it->valuedouble) &&
@@ -147,4 +155,24 @@ int npred_json_choice(npred_json_reader *r, const cJSON *it, const char *const *
         k += (size_t)snprintf(list + k, sizeof list - k, "%s\"%s\"", i == 0 ? "" : i + 1 < n ? ", " : " or ",
                               names[i]);
     return npred_json_fail(r, it, "%s", list);
+}
+
+int npred_json_pair(npred_json_reader *r, const cJSON *it, int integer, int scalar_ok, double lo, double hi,
+                    double out[2])
+{
+    const char *kind = integer ? (scalar_ok ? "an integer or a pair of integers" : "a pair of integers")
+                               : (scalar_ok ? "a number or a pair of numbers" : "a pair of numbers");
+    int pair = cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2;
+    if (!pair && !(scalar_ok && cJSON_IsNumber(it))) return fail_range(r, it, kind, lo, hi, 0);
+    double v[2];
+    for (int i = 0; i < 2; i++) {
+        const cJSON *e = pair ? cJSON_GetArrayItem(it, i) : it;
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || (integer && !npred_json_is_integer(e)) ||
+            !(e->valuedouble >= lo && e->valuedouble <= hi))
+            return fail_range(r, it, kind, lo, hi, 0);
+        v[i] = e->valuedouble;
+    }
+    out[0] = v[0];
+    out[1] = v[1];
+    return 1;
 }

@@ -36,6 +36,8 @@ typedef struct {
 int npred_json_fail(npred_json_reader *r, const cJSON *it, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Records "<where>: unknown key '<section><key>'" plus " (<hint>)" when hint is given; returns 0. */
 int npred_json_unknown(npred_json_reader *r, const cJSON *it, const char *hint);
+/* Records "<where>: key '<section><key>' is missing" plus " (<hint>)" when hint is given; returns 0. */
+int npred_json_missing(npred_json_reader *r, const char *key, const char *hint);
 
 int npred_json_num(npred_json_reader *r, const cJSON *it, double lo, double hi, double *out);
 int npred_json_num_or_null(npred_json_reader *r, const cJSON *it, double lo, double hi, double *out);
@@ -47,6 +49,10 @@ int npred_json_bool(npred_json_reader *r, const cJSON *it, int *out);
 int npred_json_bool_or_null(npred_json_reader *r, const cJSON *it, int *out);
 int npred_json_str(npred_json_reader *r, const cJSON *it, const char **out);
 int npred_json_str_or_null(npred_json_reader *r, const cJSON *it, const char **out);
+/* A pair [a, b] of numbers (of integers when integer is set), each in [lo, hi]; with
+ * scalar_ok one number also stands for both (a Python "int or tuple" argument). */
+int npred_json_pair(npred_json_reader *r, const cJSON *it, int integer, int scalar_ok, double lo, double hi,
+                    double out[2]);
 /* 1 if the value is an integer by the rule above (for the items of lists). */
 int npred_json_is_integer(const cJSON *it);
 /* One of n names (a string); *out is its index. */

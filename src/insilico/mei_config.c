@@ -1,267 +1,236 @@
 /* The MEI configuration file: sinzlab/mei's gradient_ascent config dictionary
- * (components {"path": ..., "kwargs": {...}}) as JSON, checked strictly. */
+ * (components {"path": ..., "kwargs": {...}}) as JSON, read with the shared JSON
+ * helpers (base/json.h): messages "<file>: key 'optimizer.kwargs.lr': expected ...". */
 #include <cJSON.h>
-#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "npred/insilico.h"
 
+#define ANY NPRED_JSON_ANY
+
+/* The reader and the text of its section ("optimizer.", "postprocessing[1].kwargs."). */
 typedef struct {
-    const char *file;
-    const char *comp; /* component being parsed, for messages */
-} ctx;
+    npred_json_reader r;
+    char section[64];
+} reader;
 
-static npred_status bad(const ctx *c, const char *what, const char *detail)
+static void set_section(reader *m, const char *component, const char *sub)
 {
-    return npred_errorf(NPRED_ERR_CONFIG, "%s: %s: %s %s", c->file, c->comp, what, detail);
+    snprintf(m->section, sizeof m->section, "%s.%s", component, sub);
+    m->r.section = m->section;
 }
 
-static npred_status get_num(const ctx *c, const cJSON *v, const char *name, double *out)
+/* A component {"path": one of paths, "kwargs": {...}} named component in messages:
+ * *which is the path's index, *kwargs the kwargs object (NULL when absent); on return
+ * the section is "<component>.kwargs.". 0 with the error recorded otherwise. */
+static int component(reader *m, const char *component, const cJSON *v, const char *const *paths, int n_paths,
+                     int *which, const cJSON **kwargs)
 {
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad(c, name, "must be a number");
-    *out = v->valuedouble;
-    return NPRED_OK;
-}
-
-static npred_status get_int(const ctx *c, const cJSON *v, const char *name, int *out)
-{
-    double d = 0;
-    npred_status st = get_num(c, v, name, &d);
-    if (st) return st;
-    if (d != floor(d) || fabs(d) > 1e9) return bad(c, name, "must be an integer");
-    *out = (int)d;
-    return NPRED_OK;
-}
-
-/* a number for both axes, or a [y, x] pair (a Python tuple) */
-static npred_status get_pair(const ctx *c, const cJSON *v, const char *name, double *y, double *x)
-{
-    if (cJSON_IsArray(v)) {
-        if (cJSON_GetArraySize(v) != 2) return bad(c, name, "must be a number or a pair [y, x]");
-        npred_status st = get_num(c, cJSON_GetArrayItem(v, 0), name, y);
-        return st ? st : get_num(c, cJSON_GetArrayItem(v, 1), name, x);
-    }
-    npred_status st = get_num(c, v, name, y);
-    *x = *y;
-    return st;
-}
-
-/* The component's path and its kwargs object (NULL when absent). */
-static npred_status component(const ctx *c, const cJSON *comp, const char **path, const cJSON **kwargs)
-{
-    if (!cJSON_IsObject(comp)) return bad(c, "", "must be an object {\"path\": ..., \"kwargs\": {...}}");
-    *path = NULL;
     *kwargs = NULL;
-    for (const cJSON *k = comp->child; k; k = k->next) {
-        if (!strcmp(k->string, "path")) {
-            if (!cJSON_IsString(k)) return bad(c, "path", "must be a string");
-            *path = k->valuestring;
-        } else if (!strcmp(k->string, "kwargs")) {
-            if (!cJSON_IsObject(k)) return bad(c, "kwargs", "must be an object");
-            *kwargs = k;
-        } else {
-            return npred_errorf(NPRED_ERR_CONFIG, "%s: %s: unknown key '%s' (expected path, kwargs)", c->file, c->comp,
-                                k->string);
-        }
+    if (!cJSON_IsObject(v)) { /* named by the section alone: list items have no key */
+        snprintf(m->section, sizeof m->section, "%s", component);
+        m->r.section = m->section;
+        return npred_json_fail(&m->r, NULL, "an object {\"path\": ..., \"kwargs\": {...}}");
     }
-    if (!*path) return bad(c, "path", "is missing");
-    return NPRED_OK;
+    set_section(m, component, "");
+    const cJSON *path = NULL;
+    for (const cJSON *k = v->child; k; k = k->next) {
+        if (!strcmp(k->string, "path")) path = k;
+        else if (!strcmp(k->string, "kwargs")) {
+            if (!cJSON_IsObject(k)) return npred_json_fail(&m->r, k, "an object");
+            *kwargs = k;
+        } else return npred_json_unknown(&m->r, k, "a component has path and kwargs");
+    }
+    if (!path) return npred_json_missing(&m->r, "path", NULL);
+    if (!npred_json_choice(&m->r, path, paths, n_paths, which)) return 0;
+    set_section(m, component, "kwargs.");
+    return 1;
 }
 
-static npred_status unknown_kwarg(const ctx *c, const char *path, const char *key, const char *known)
+/* a number > 0 */
+static int positive(npred_json_reader *r, const cJSON *k, double *out)
 {
-    return npred_errorf(NPRED_ERR_CONFIG, "%s: %s: %s has no kwarg '%s' here (known: %s)", c->file, c->comp, path, key,
-                        known);
+    if (npred_json_num(r, k, -ANY, ANY, out) && !(*out > 0)) return npred_json_fail(r, k, "a number > 0");
+    return !r->st;
 }
 
-static npred_status unknown_path(const ctx *c, const char *path, const char *known)
+static int parse_initial(reader *m, const cJSON *v)
 {
-    return npred_errorf(NPRED_ERR_CONFIG, "%s: %s: unsupported path '%s' (supported: %s)", c->file, c->comp, path,
-                        known);
-}
-
-static npred_status parse_initial(const ctx *c, const cJSON *v)
-{
-    const char *path;
+    static const char *const paths[] = {"mei.initial.RandomNormal"};
+    int which;
     const cJSON *kw;
-    npred_status st = component(c, v, &path, &kw);
-    if (st) return st;
-    if (strcmp(path, "mei.initial.RandomNormal"))
-        return unknown_path(c, path, "mei.initial.RandomNormal (a start image is given with npred mei --initial)");
-    if (kw && kw->child) return unknown_kwarg(c, path, kw->child->string, "none");
-    return NPRED_OK;
+    if (!component(m, "initial", v, paths, 1, &which, &kw)) return 0;
+    if (kw && kw->child)
+        return npred_json_unknown(&m->r, kw->child, "RandomNormal takes none; a start image is given with npred mei "
+                                                    "--initial");
+    return 1;
 }
 
-static npred_status parse_optimizer(npred_mei_config *o, const ctx *c, const cJSON *v)
+static int parse_optimizer(npred_mei_config *o, reader *m, const cJSON *v)
 {
-    const char *path;
+    static const char *const paths[] = {"torch.optim.SGD", "torch.optim.Adam"};
+    int adam;
     const cJSON *kw;
-    npred_status st = component(c, v, &path, &kw);
-    if (st) return st;
-    int adam = !strcmp(path, "torch.optim.Adam");
-    if (!adam && strcmp(path, "torch.optim.SGD")) return unknown_path(c, path, "torch.optim.SGD, torch.optim.Adam");
+    if (!component(m, "optimizer", v, paths, 2, &adam, &kw)) return 0;
     o->optimizer = adam ? NPRED_MEI_ADAM : NPRED_MEI_SGD;
     o->momentum = 0;
     int has_lr = 0;
-    for (const cJSON *k = kw ? kw->child : NULL; k; k = k->next) {
-        if (!strcmp(k->string, "lr")) {
-            st = get_num(c, k, "lr", &o->lr);
-            has_lr = 1;
-        } else if (!adam && !strcmp(k->string, "momentum")) {
-            st = get_num(c, k, "momentum", &o->momentum);
+    npred_json_reader *r = &m->r;
+    for (const cJSON *k = kw ? kw->child : NULL; k && !r->st; k = k->next) {
+        if (!strcmp(k->string, "lr")) has_lr = positive(r, k, &o->lr);
+        else if (!adam && !strcmp(k->string, "momentum")) {
+            if (npred_json_num(r, k, -ANY, ANY, &o->momentum) && !(o->momentum >= 0 && o->momentum < 1))
+                npred_json_fail(r, k, "a number in [0, 1)");
         } else if (adam && !strcmp(k->string, "betas")) {
-            st = cJSON_GetArraySize(k) == 2 && cJSON_IsArray(k)
-                     ? get_num(c, cJSON_GetArrayItem(k, 0), "betas", &o->beta1)
-                     : bad(c, "betas", "must be a pair [beta1, beta2]");
-            if (!st) st = get_num(c, cJSON_GetArrayItem(k, 1), "betas", &o->beta2);
-        } else if (adam && !strcmp(k->string, "eps")) {
-            st = get_num(c, k, "eps", &o->eps);
-        } else {
-            return unknown_kwarg(c, path, k->string, adam ? "lr, betas, eps" : "lr, momentum");
-        }
-        if (st) return st;
+            double b[2];
+            if (!npred_json_pair(r, k, 0, 0, -ANY, ANY, b)) break;
+            if (!(b[0] >= 0 && b[0] < 1 && b[1] >= 0 && b[1] < 1)) npred_json_fail(r, k, "a pair of numbers in [0, 1)");
+            o->beta1 = b[0];
+            o->beta2 = b[1];
+        } else if (adam && !strcmp(k->string, "eps")) positive(r, k, &o->eps);
+        else npred_json_unknown(r, k, adam ? "torch.optim.Adam takes lr, betas, eps" : "torch.optim.SGD takes lr, momentum");
     }
-    if (!has_lr) return bad(c, "lr", "is required (torch optimizers need it)");
-    return NPRED_OK;
+    if (!r->st && !has_lr) npred_json_missing(r, "lr", "torch optimizers need it");
+    return !r->st;
 }
 
-static npred_status parse_precondition(npred_mei_config *o, const ctx *c, const cJSON *v)
+static int parse_precondition(npred_mei_config *o, reader *m, const cJSON *v)
 {
-    const char *path;
+    static const char *const paths[] = {"mei.legacy.ops.GaussianBlur"};
+    static const char *const pads[] = {"reflect", "replicate", "constant"};
+    static const npred_pad_mode pad_of[] = {NPRED_PAD_REFLECT, NPRED_PAD_REPLICATE, NPRED_PAD_CONSTANT};
+    int which;
     const cJSON *kw;
-    npred_status st = component(c, v, &path, &kw);
-    if (st) return st;
-    if (strcmp(path, "mei.legacy.ops.GaussianBlur")) return unknown_path(c, path, "mei.legacy.ops.GaussianBlur");
+    if (!component(m, "precondition", v, paths, 1, &which, &kw)) return 0;
     o->blur = 1;
     o->blur_decay = 0;
     o->truncate = 4;
     o->pad_mode = NPRED_PAD_REFLECT;
     int has_sigma = 0;
-    for (const cJSON *k = kw ? kw->child : NULL; k; k = k->next) {
+    npred_json_reader *r = &m->r;
+    for (const cJSON *k = kw ? kw->child : NULL; k && !r->st; k = k->next) {
         if (!strcmp(k->string, "sigma")) {
-            st = get_pair(c, k, "sigma", &o->sigma_y, &o->sigma_x);
-            has_sigma = 1;
+            double s[2];
+            if (!(has_sigma = npred_json_pair(r, k, 0, 1, -ANY, ANY, s))) break;
+            o->sigma_y = s[0];
+            o->sigma_x = s[1];
         } else if (!strcmp(k->string, "decay_factor")) {
-            o->blur_decay = !cJSON_IsNull(k);
-            if (o->blur_decay) st = get_num(c, k, "decay_factor", &o->decay_factor);
-        } else if (!strcmp(k->string, "truncate")) {
-            st = get_num(c, k, "truncate", &o->truncate);
-        } else if (!strcmp(k->string, "pad_mode")) {
-            const char *m = cJSON_IsString(k) ? k->valuestring : "";
-            if (!strcmp(m, "reflect")) o->pad_mode = NPRED_PAD_REFLECT;
-            else if (!strcmp(m, "replicate")) o->pad_mode = NPRED_PAD_REPLICATE;
-            else if (!strcmp(m, "constant")) o->pad_mode = NPRED_PAD_CONSTANT;
-            else st = bad(c, "pad_mode", "must be \"reflect\", \"replicate\" or \"constant\"");
-        } else {
-            return unknown_kwarg(c, path, k->string, "sigma, decay_factor, truncate, pad_mode");
-        }
-        if (st) return st;
+            o->blur_decay = npred_json_num_or_null(r, k, -ANY, ANY, &o->decay_factor) == 1;
+        } else if (!strcmp(k->string, "truncate")) positive(r, k, &o->truncate);
+        else if (!strcmp(k->string, "pad_mode")) {
+            int p;
+            if (npred_json_choice(r, k, pads, 3, &p)) o->pad_mode = pad_of[p];
+        } else npred_json_unknown(r, k, "GaussianBlur takes sigma, decay_factor, truncate, pad_mode");
     }
-    if (!has_sigma) return bad(c, "sigma", "is required");
-    return NPRED_OK;
+    if (!r->st && !has_sigma) npred_json_missing(r, "sigma", NULL);
+    return !r->st;
 }
 
-static npred_status parse_transform(npred_mei_config *o, const ctx *c, const cJSON *v)
+static int parse_transform(npred_mei_config *o, reader *m, const cJSON *v)
 {
-    const char *path;
+    static const char *const paths[] = {"mei.legacy.ops.Jitter"};
+    int which;
     const cJSON *kw;
-    npred_status st = component(c, v, &path, &kw);
-    if (st) return st;
-    if (strcmp(path, "mei.legacy.ops.Jitter")) return unknown_path(c, path, "mei.legacy.ops.Jitter");
+    if (!component(m, "transform", v, paths, 1, &which, &kw)) return 0;
     int has = 0;
-    for (const cJSON *k = kw ? kw->child : NULL; k; k = k->next) {
-        if (strcmp(k->string, "max_jitter")) return unknown_kwarg(c, path, k->string, "max_jitter");
-        double y, x;
-        if ((st = get_pair(c, k, "max_jitter", &y, &x))) return st;
-        if (y != floor(y) || x != floor(x) || y < 0 || x < 0 || y > 1e6 || x > 1e6)
-            return bad(c, "max_jitter", "must be a non-negative integer or a pair of them");
-        o->jitter_y = (int)y;
-        o->jitter_x = (int)x;
-        has = 1;
+    npred_json_reader *r = &m->r;
+    for (const cJSON *k = kw ? kw->child : NULL; k && !r->st; k = k->next) {
+        double j[2];
+        if (strcmp(k->string, "max_jitter")) npred_json_unknown(r, k, "Jitter takes max_jitter");
+        else if ((has = npred_json_pair(r, k, 1, 1, 0, 1e6, j))) {
+            o->jitter_y = (int)j[0];
+            o->jitter_x = (int)j[1];
+        }
     }
-    if (!has) return bad(c, "max_jitter", "is required");
-    return NPRED_OK;
+    if (!r->st && !has) npred_json_missing(r, "max_jitter", NULL);
+    return !r->st;
 }
 
-static npred_status parse_post_one(npred_mei_config *o, const ctx *c, const cJSON *v)
+/* One postprocessing component (named component in messages). */
+static int parse_post_one(npred_mei_config *o, reader *m, const char *component_name, const cJSON *v)
 {
-    const char *path;
+    static const char *const paths[] = {"mei.legacy.ops.ChangeNorm", "mei.legacy.ops.ClipRange"};
+    int clip;
     const cJSON *kw;
-    npred_status st = component(c, v, &path, &kw);
-    if (st) return st;
-    if (!strcmp(path, "mei.legacy.ops.ChangeNorm")) {
-        if (o->change_norm) return bad(c, path, "is given twice");
-        int has = 0;
-        for (const cJSON *k = kw ? kw->child : NULL; k; k = k->next) {
-            if (strcmp(k->string, "norm")) return unknown_kwarg(c, path, k->string, "norm");
-            if ((st = get_num(c, k, "norm", &o->norm))) return st;
-            has = 1;
-        }
-        if (!has) return bad(c, "norm", "is required");
-        o->change_norm = 1;
-        return NPRED_OK;
+    if (!component(m, component_name, v, paths, 2, &clip, &kw)) return 0;
+    npred_json_reader *r = &m->r;
+    if (clip ? o->clip : o->change_norm) {
+        set_section(m, component_name, "");
+        return npred_json_fail(r, cJSON_GetObjectItemCaseSensitive(v, "path"), "another operation (ChangeNorm and ClipRange each at most once)");
     }
-    if (!strcmp(path, "mei.legacy.ops.ClipRange")) {
-        if (o->clip) return bad(c, path, "is given twice");
-        int has = 0;
-        for (const cJSON *k = kw ? kw->child : NULL; k; k = k->next) {
-            if (!strcmp(k->string, "x_min")) st = get_num(c, k, "x_min", &o->x_min), has |= 1;
-            else if (!strcmp(k->string, "x_max")) st = get_num(c, k, "x_max", &o->x_max), has |= 2;
-            else return unknown_kwarg(c, path, k->string, "x_min, x_max");
-            if (st) return st;
-        }
-        if (has != 3) return bad(c, "x_min and x_max", "are required");
-        o->clip = 1;
-        return NPRED_OK;
+    const cJSON *lo = NULL, *hi = NULL, *norm = NULL;
+    for (const cJSON *k = kw ? kw->child : NULL; k && !r->st; k = k->next) {
+        if (!clip && !strcmp(k->string, "norm")) positive(r, (norm = k), &o->norm);
+        else if (clip && !strcmp(k->string, "x_min")) npred_json_num(r, (lo = k), -ANY, ANY, &o->x_min);
+        else if (clip && !strcmp(k->string, "x_max")) npred_json_num(r, (hi = k), -ANY, ANY, &o->x_max);
+        else npred_json_unknown(r, k, clip ? "ClipRange takes x_min, x_max" : "ChangeNorm takes norm");
     }
-    return unknown_path(c, path, "mei.legacy.ops.ChangeNorm, mei.legacy.ops.ClipRange");
+    if (r->st) return 0;
+    if (!clip && !norm) return npred_json_missing(r, "norm", NULL);
+    if (clip && (!lo || !hi)) return npred_json_missing(r, lo ? "x_max" : "x_min", NULL);
+    if (clip && !(o->x_min < o->x_max)) return npred_json_fail(r, lo, "a number below x_max (%g)", o->x_max);
+    if (clip) o->clip = 1;
+    else o->change_norm = 1;
+    return 1;
 }
 
-static npred_status parse_stopper(npred_mei_config *o, const ctx *c, const cJSON *v)
+static int parse_postprocessing(npred_mei_config *o, reader *m, const cJSON *v)
 {
-    const char *path;
+    if (!cJSON_IsArray(v)) return parse_post_one(o, m, "postprocessing", v);
+    int i = 0;
+    for (const cJSON *p = v->child; p; p = p->next, i++) {
+        char name[32];
+        snprintf(name, sizeof name, "postprocessing[%d]", i);
+        if (!parse_post_one(o, m, name, p)) return 0;
+    }
+    return 1;
+}
+
+static int parse_stopper(npred_mei_config *o, reader *m, const cJSON *v)
+{
+    static const char *const paths[] = {"mei.stoppers.NumIterations", "npred.stoppers.Plateau"};
+    int plateau;
     const cJSON *kw;
-    npred_status st = component(c, v, &path, &kw);
-    if (st) return st;
-    int plateau = !strcmp(path, "npred.stoppers.Plateau");
-    if (!plateau && strcmp(path, "mei.stoppers.NumIterations"))
-        return unknown_path(c, path, "mei.stoppers.NumIterations, npred.stoppers.Plateau");
+    if (!component(m, "stopper", v, paths, 2, &plateau, &kw)) return 0;
     o->plateau_patience = 0;
-    int has = 0;
-    for (const cJSON *k = kw ? kw->child : NULL; k; k = k->next) {
-        if (!plateau && !strcmp(k->string, "num_iterations")) st = get_int(c, k, "num_iterations", &o->num_iterations), has |= 1;
-        else if (plateau && !strcmp(k->string, "max_iterations")) st = get_int(c, k, "max_iterations", &o->num_iterations), has |= 1;
-        else if (plateau && !strcmp(k->string, "patience")) st = get_int(c, k, "patience", &o->plateau_patience), has |= 2;
-        else if (plateau && !strcmp(k->string, "min_delta")) st = get_num(c, k, "min_delta", &o->plateau_min_delta);
-        else return unknown_kwarg(c, path, k->string, plateau ? "patience, min_delta, max_iterations" : "num_iterations");
-        if (st) return st;
+    int has_iter = 0, has_patience = 0;
+    npred_json_reader *r = &m->r;
+    for (const cJSON *k = kw ? kw->child : NULL; k && !r->st; k = k->next) {
+        if (!strcmp(k->string, plateau ? "max_iterations" : "num_iterations"))
+            has_iter = npred_json_int(r, k, 0, 1e8, &o->num_iterations);
+        else if (plateau && !strcmp(k->string, "patience"))
+            has_patience = npred_json_int(r, k, 1, ANY, &o->plateau_patience);
+        else if (plateau && !strcmp(k->string, "min_delta")) npred_json_num(r, k, 0, ANY, &o->plateau_min_delta);
+        else npred_json_unknown(r, k, plateau ? "Plateau takes patience, min_delta, max_iterations"
+                                              : "NumIterations takes num_iterations");
     }
-    if (!plateau && !has) return bad(c, "num_iterations", "is required");
-    if (plateau && !(has & 2)) return bad(c, "patience", "is required");
-    if (plateau && o->plateau_patience < 1) return bad(c, "patience", "must be >= 1");
-    return NPRED_OK;
+    if (!r->st && !plateau && !has_iter) npred_json_missing(r, "num_iterations", NULL);
+    if (!r->st && plateau && !has_patience) npred_json_missing(r, "patience", NULL);
+    return !r->st;
 }
 
-static npred_status parse_objectives(const ctx *c, const cJSON *v)
+static int parse_objectives(reader *m, const cJSON *v)
 {
-    if (!cJSON_IsArray(v)) return bad(c, "", "must be a list");
-    for (const cJSON *o = v->child; o; o = o->next) {
-        const char *path;
+    static const char *const paths[] = {"mei.objectives.EvaluationObjective",
+                                        "mei.objectives.PostProcessedInputObjective"};
+    if (!cJSON_IsArray(v)) return npred_json_fail(&m->r, v, "a list of objectives");
+    int i = 0;
+    for (const cJSON *it = v->child; it; it = it->next, i++) {
+        char name[32];
+        snprintf(name, sizeof name, "objectives[%d]", i);
+        int which, iv;
         const cJSON *kw;
-        npred_status st = component(c, o, &path, &kw);
-        if (st) return st;
-        if (strcmp(path, "mei.objectives.EvaluationObjective") && strcmp(path, "mei.objectives.PostProcessedInputObjective"))
-            return unknown_path(c, path,
-                                "mei.objectives.EvaluationObjective (the trace), "
-                                "mei.objectives.PostProcessedInputObjective (the returned MEI)");
+        if (!component(m, name, it, paths, 2, &which, &kw)) return 0;
         for (const cJSON *k = kw ? kw->child : NULL; k; k = k->next) {
-            int iv;
-            if (strcmp(k->string, "interval")) return unknown_kwarg(c, path, k->string, "interval");
-            if ((st = get_int(c, k, "interval", &iv))) return st;
-            if (iv != 1) return bad(c, "interval", "must be 1 (npred records every step)");
+            if (strcmp(k->string, "interval")) return npred_json_unknown(&m->r, k, "an objective takes interval");
+            if (npred_json_int(&m->r, k, -ANY, ANY, &iv) && iv != 1)
+                return npred_json_fail(&m->r, k, "1 (npred records every step)");
+            if (m->r.st) return 0;
         }
     }
-    return NPRED_OK;
+    return 1;
 }
 
 npred_status npred_mei_config_parse(npred_mei_config *o, const char *json, const char *name)
@@ -270,47 +239,36 @@ npred_status npred_mei_config_parse(npred_mei_config *o, const char *json, const
     /* components a file leaves out are off, as in gradient_ascent */
     o->blur = 0;
     o->change_norm = 0;
-    const char *file = name ? name : "MEI config";
-    cJSON *root = cJSON_Parse(json ? json : "");
-    if (!root) return npred_errorf(NPRED_ERR_FORMAT, "%s: not valid JSON (near '%.20s')", file, cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
-    npred_status st = NPRED_OK;
-    if (!cJSON_IsObject(root)) st = npred_errorf(NPRED_ERR_CONFIG, "%s: must hold a JSON object", file);
-    for (const cJSON *k = cJSON_IsObject(root) ? root->child : NULL; k && !st; k = k->next) {
-        ctx c = {file, k->string};
-        if (!strcmp(k->string, "device")) {
-            if (!cJSON_IsString(k) || strcmp(k->valuestring, "cpu"))
-                st = bad(&c, "", "must be \"cpu\" (npred runs on the CPU)");
-        } else if (!strcmp(k->string, "seed")) {
-            double d = 0;
-            if (!(st = get_num(&c, k, "seed", &d))) {
-                if (d < 0 || d != floor(d) || d > 9007199254740992.0) st = bad(&c, "", "must be a non-negative integer");
-                else o->seed = (uint64_t)d;
-            }
-        } else if (!strcmp(k->string, "initial")) {
-            st = parse_initial(&c, k);
-        } else if (!strcmp(k->string, "optimizer")) {
-            st = parse_optimizer(o, &c, k);
-        } else if (!strcmp(k->string, "precondition")) {
-            st = parse_precondition(o, &c, k);
-        } else if (!strcmp(k->string, "transform")) {
-            st = parse_transform(o, &c, k);
-        } else if (!strcmp(k->string, "postprocessing")) {
-            if (cJSON_IsArray(k))
-                for (const cJSON *p = k->child; p && !st; p = p->next) st = parse_post_one(o, &c, p);
-            else st = parse_post_one(o, &c, k);
-        } else if (!strcmp(k->string, "stopper")) {
-            st = parse_stopper(o, &c, k);
-        } else if (!strcmp(k->string, "objectives")) {
-            st = parse_objectives(&c, k);
-        } else {
-            st = npred_errorf(NPRED_ERR_CONFIG,
-                              "%s: unknown key '%s' (known: device, seed, initial, optimizer, precondition, transform, "
-                              "postprocessing, stopper, objectives)",
-                              file, k->string);
-        }
+    reader m = {{name ? name : "MEI config", "", NPRED_OK}, ""};
+    npred_json_reader *r = &m.r;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(json ? json : "", &end, 1);
+    if (!root) return npred_errorf(NPRED_ERR_CONFIG, "%s: invalid JSON near '%.20s'", r->where, end ? end : "");
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r->where);
+    }
+    static const char *const devices[] = {"cpu"};
+    for (const cJSON *k = root->child; k && !r->st; k = k->next) {
+        m.r.section = "";
+        int dev;
+        int64_t seed;
+        if (!strcmp(k->string, "device")) npred_json_choice(r, k, devices, 1, &dev);
+        else if (!strcmp(k->string, "seed")) {
+            if (npred_json_i64(r, k, 0, 9007199254740992.0, &seed)) o->seed = (uint64_t)seed;
+        } else if (!strcmp(k->string, "initial")) parse_initial(&m, k);
+        else if (!strcmp(k->string, "optimizer")) parse_optimizer(o, &m, k);
+        else if (!strcmp(k->string, "precondition")) parse_precondition(o, &m, k);
+        else if (!strcmp(k->string, "transform")) parse_transform(o, &m, k);
+        else if (!strcmp(k->string, "postprocessing")) parse_postprocessing(o, &m, k);
+        else if (!strcmp(k->string, "stopper")) parse_stopper(o, &m, k);
+        else if (!strcmp(k->string, "objectives")) parse_objectives(&m, k);
+        else
+            npred_json_unknown(r, k, "known: device, seed, initial, optimizer, precondition, transform, "
+                                     "postprocessing, stopper, objectives");
     }
     cJSON_Delete(root);
-    if (!st && (st = npred_mei_config_validate(o))) npred_error_prefix(st, "%s", file);
-    if (st) return npred_error_prefix(st, "%s", "MEI config");
-    return NPRED_OK;
+    npred_status st = r->st;
+    if (!st && (st = npred_mei_config_validate(o))) npred_error_prefix(st, "%s", r->where);
+    return st;
 }

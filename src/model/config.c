@@ -270,11 +270,11 @@ static int core_key(npred_json_reader *r, const cJSON *e, npred_model_config *m)
     else if (!strcmp(k, "stride")) npred_json_int(r, e, -ANY, ANY, &c->stride);
     else if (!strcmp(k, "final_nonlinearity")) npred_json_bool(r, e, &c->final_nonlinearity);
     else if (!strcmp(k, "elu_shift")) {
-        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != 2 || !cJSON_IsNumber(cJSON_GetArrayItem(e, 0)) ||
-            !cJSON_IsNumber(cJSON_GetArrayItem(e, 1)))
-            return npred_json_fail(r, e, "a pair [xshift, yshift]") || 1;
-        c->elu_xshift = cJSON_GetArrayItem(e, 0)->valuedouble;
-        c->elu_yshift = cJSON_GetArrayItem(e, 1)->valuedouble;
+        double xy[2]; /* [xshift, yshift] */
+        if (npred_json_pair(r, e, 0, 0, -ANY, ANY, xy)) {
+            c->elu_xshift = xy[0];
+            c->elu_yshift = xy[1];
+        }
     } else if (!strcmp(k, "momentum")) npred_json_num(r, e, -ANY, ANY, &c->momentum);
     else if (!strcmp(k, "pad_input")) npred_json_bool(r, e, &c->pad_input);
     else if (!strcmp(k, "hidden_padding")) {
