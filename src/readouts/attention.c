@@ -414,11 +414,6 @@ void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy
     if (im->nh) hidden_backward(r, t, dx, B);
 }
 
-double npred_attention_regularizer(npred_readout *r, npred_ptable *t, double gscale)
-{
-    return npred_readout_feature_l1(r, t, gscale);
-}
-
 void npred_attention_repr(const npred_readout *r, char *buf, size_t n)
 {
     const npred_readout_config *c = &r->cfg;

@@ -179,11 +179,6 @@ void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float 
     npred_readout_point_features_grad(r, t, v.dF, m);
 }
 
-double npred_point_pooled_regularizer(npred_readout *r, npred_ptable *t, double gscale)
-{
-    return npred_readout_feature_l1(r, t, gscale);
-}
-
 void npred_point_pooled_repr(const npred_readout *r, char *buf, size_t n)
 {
     const npred_readout_config *c = &r->cfg;

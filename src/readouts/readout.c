@@ -213,9 +213,9 @@ double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscal
     case NPRED_READOUT_FACTORIZED: return npred_factorized_regularizer(r, t, gscale);
     case NPRED_READOUT_FULL_GAUSSIAN2D:
     case NPRED_READOUT_GAUSSIAN2D: return npred_gaussian_regularizer(r, t, gscale);
-    case NPRED_READOUT_POINT_POOLED: return npred_point_pooled_regularizer(r, t, gscale);
-    case NPRED_READOUT_ATTENTION: return npred_attention_regularizer(r, t, gscale);
-    case NPRED_READOUT_POINT_PYRAMID: return npred_pyramid_regularizer(r, t, gscale);
+    case NPRED_READOUT_POINT_POOLED:
+    case NPRED_READOUT_ATTENTION:
+    case NPRED_READOUT_POINT_PYRAMID: return npred_readout_feature_l1(r, t, gscale); /* features' L1 only */
     default: return 0;
     }
 }

@@ -196,7 +196,6 @@ void npred_point_pooled_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
 npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float *y, const float *x,
                                         const float *shift, int B);
 void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
-double npred_point_pooled_regularizer(npred_readout *r, npred_ptable *t, double gscale);
 void npred_point_pooled_repr(const npred_readout *r, char *buf, size_t n);
 
 npred_status npred_attention_declare(npred_readout *r, npred_ptable *t);
@@ -204,7 +203,6 @@ size_t npred_attention_workspace(const npred_readout *r, int max_batch);
 void npred_attention_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
 npred_status npred_attention_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, int B);
 void npred_attention_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx);
-double npred_attention_regularizer(npred_readout *r, npred_ptable *t, double gscale);
 void npred_attention_repr(const npred_readout *r, char *buf, size_t n);
 
 /* PointPyramid2d (pyramid.c). init also fills the filter buffer; init_buffers fills only it. */
@@ -215,7 +213,6 @@ void npred_pyramid_init_buffers(npred_readout *r, npred_ptable *t);
 npred_status npred_pyramid_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
                                    int B);
 void npred_pyramid_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
-double npred_pyramid_regularizer(npred_readout *r, npred_ptable *t, double gscale);
 void npred_pyramid_repr(const npred_readout *r, char *buf, size_t n);
 
 #endif

@@ -31,25 +31,20 @@ static void put_field(npred_text *t, const char *s)
 static npred_status trial_token(const npred_array *a, int64_t i, char *buf, size_t n)
 {
     if (a->dtype == NPRED_DT_STR_U || a->dtype == NPRED_DT_STR_S) return npred_array_get_str(a, (size_t)i, buf, n);
-    double *v = NULL;
-    int64_t *iv = NULL;
+    npred_array one = *a; /* convert just the one element */
+    one.count = 1;
+    one.data = (char *)a->data + (size_t)i * a->itemsize;
+    one.ndim = 1;
+    one.shape[0] = 1;
     if (a->dtype == NPRED_DT_F16 || a->dtype == NPRED_DT_F32 || a->dtype == NPRED_DT_F64) {
-        npred_array one = *a; /* convert just the one element */
-        one.count = 1;
-        one.data = (char *)a->data + (size_t)i * a->itemsize;
-        one.ndim = 1;
-        one.shape[0] = 1;
+        double *v = NULL;
         npred_status st = npred_array_to_f64(&one, &v);
         if (st) return st;
         npred_pyfloat(buf, n, v[0]);
         free(v);
         return NPRED_OK;
     }
-    npred_array one = *a;
-    one.count = 1;
-    one.data = (char *)a->data + (size_t)i * a->itemsize;
-    one.ndim = 1;
-    one.shape[0] = 1;
+    int64_t *iv = NULL;
     npred_status st = npred_array_to_i64(&one, &iv);
     if (st) return st;
     snprintf(buf, n, "%lld", (long long)iv[0]);
