@@ -155,6 +155,21 @@ static int read_json_file(const char *path, cJSON **out)
     return 0;
 }
 
+/* A configuration from its file when one is given, else the one under key in the saved
+ * run (saved, read from saved_path) when resuming. *where names where it came from.
+ * Returns 0 (read), -1 (neither given) or the exit code of a reported error. */
+static int config_from(const char *path, const cJSON *saved, const char *key, const char *saved_path, cJSON **out,
+                       const char **where)
+{
+    *where = path;
+    if (path) return read_json_file(path, out);
+    const cJSON *s = saved ? cJSON_GetObjectItem(saved, key) : NULL;
+    if (!s) return -1;
+    *where = saved_path;
+    if (!(*out = cJSON_Duplicate(s, 1))) return cli_fail(NPRED_ERR_NOMEM, saved_path);
+    return 0;
+}
+
 /* ---- the resolved loader config, by static_loaders names ---- */
 static cJSON *strlist_json(const npred_strlist *l)
 {
@@ -309,32 +324,18 @@ int cmd_train(int argc, char **argv)
         }
         if ((rc = read_json_file(cfg_path, &saved))) goto out;
     }
-    const char *cfg_where_model = model_path, *cfg_where_trainer = trainer_path;
-    if (model_path) {
-        if ((rc = read_json_file(model_path, &jmodel))) goto out;
-    } else if (saved && cJSON_GetObjectItem(saved, "model")) {
-        jmodel = cJSON_Duplicate(cJSON_GetObjectItem(saved, "model"), 1);
-        cfg_where_model = cfg_path;
-    } else {
+    const char *cfg_where_model, *cfg_where_trainer, *cfg_where_dataset;
+    if ((rc = config_from(model_path, saved, "model", cfg_path, &jmodel, &cfg_where_model)) < 0)
         rc = cli_usage_error("train", "--model MODEL.json is required");
-        goto out;
-    }
-    if (trainer_path) {
-        if ((rc = read_json_file(trainer_path, &jtrainer))) goto out;
-    } else if (saved && cJSON_GetObjectItem(saved, "trainer")) {
-        jtrainer = cJSON_Duplicate(cJSON_GetObjectItem(saved, "trainer"), 1);
-        cfg_where_trainer = cfg_path;
-    } else {
+    if (rc) goto out;
+    if ((rc = config_from(trainer_path, saved, "trainer", cfg_path, &jtrainer, &cfg_where_trainer)) < 0)
         rc = cli_usage_error("train", "--trainer TRAINER.json is required");
-        goto out;
-    }
-    if (dataset_path) {
-        if ((rc = read_json_file(dataset_path, &jdataset))) goto out;
-    } else if (saved && cJSON_GetObjectItem(saved, "dataset")) {
-        jdataset = cJSON_Duplicate(cJSON_GetObjectItem(saved, "dataset"), 1);
-    } else {
+    if (rc) goto out;
+    if ((rc = config_from(dataset_path, saved, "dataset", cfg_path, &jdataset, &cfg_where_dataset)) < 0) {
+        rc = 0;
         jdataset = cJSON_Parse("{\"batch_size\": 128, \"scale\": 0.25, \"normalize\": true}");
     }
+    if (rc) goto out;
     if (!n_data && saved) {
         cJSON *d = cJSON_GetObjectItem(saved, "data");
         cJSON *e;
@@ -384,7 +385,7 @@ int cmd_train(int argc, char **argv)
     if (st) {
         free(model_txt);
         npred_loader_config_free(&lc);
-        rc = cli_fail(st, dataset_path ? dataset_path : "dataset config");
+        rc = cli_fail(st, cfg_where_dataset ? cfg_where_dataset : "dataset config");
         goto out;
     }
     if (!n_data && grow_paths(&data, &data_cap, n_cfg_paths))
