@@ -111,6 +111,24 @@ static float *read_side(const char *path, int B, int k, const char *what, npred_
     return v;
 }
 
+/* The per-image side input of option opt (--behavior, --pupil-center): k values per image,
+ * required when the session has k > 0 of them (holds: what they are, e.g. "raw behaviour"),
+ * an error when given for a session with none. Returns 0 (*out read, or NULL when k is 0)
+ * or the exit code of the error it reported. */
+static int side_input(const char *path, const char *opt, const char *what, const char *holds, const char *key, int B,
+                      int k, float **out)
+{
+    npred_status st;
+    *out = NULL;
+    if (!k) return path ? cli_usage_error("predict", "%s: session %s uses no %s", opt, key, holds) : 0;
+    if (!path) {
+        fprintf(stderr, "npred predict: session %s needs %s FILE (%d, %d): %s per image\n", key, opt, B, k, holds);
+        return 2;
+    }
+    if (!(*out = read_side(path, B, k, what, &st))) return cli_fail(st, "predict");
+    return 0;
+}
+
 static int predict_raw(const char *model, const char *key, const char *const *paths, int n_paths, const char *behav,
                        const char *pupil, const char *stats, const char *out, int batch)
 {
@@ -135,13 +153,9 @@ static int predict_raw(const char *model, const char *key, const char *const *pa
         if (rc) goto done;
         rc = 1;
     }
-    if (!key) {
-        if (npred_model_n_sessions(m) != 1) {
-            fprintf(stderr, "npred predict: the model has %d sessions; choose one with --session\n", npred_model_n_sessions(m));
-            rc = 2;
-            goto done;
-        }
-        key = npred_model_session_key(m, 0);
+    if (cli_pick_session("predict", m, &key) < 0) {
+        if (!key) rc = 2; /* several sessions and none chosen: a usage error */
+        goto done;
     }
     if ((st = npred_model_raw_inputs(m, key, &c, &h, &w, &bd, &pd))) {
         cli_fail(st, "predict --raw");
@@ -162,35 +176,9 @@ static int predict_raw(const char *model, const char *key, const char *const *pa
             fprintf(stderr, "npred predict: %s: image %s holds a non-finite value\n", paths[0], r.names[i / ((size_t)c * h * w)]);
             goto done;
         }
-    if (bd) {
-        if (!behav) {
-            fprintf(stderr, "npred predict: session %s needs --behavior FILE (%d, %d): raw behaviour per image\n", key, r.B, bd);
-            rc = 2;
-            goto done;
-        }
-        if (!(beh = read_side(behav, r.B, bd, "behavior", &st))) {
-            cli_fail(st, "predict");
-            goto done;
-        }
-    } else if (behav) {
-        rc = cli_usage_error("predict", "--behavior: session %s uses no behaviour", key);
-        goto done;
-    }
-    if (pd) {
-        if (!pupil) {
-            fprintf(stderr, "npred predict: session %s needs --pupil-center FILE (%d, %d): raw eye positions per image\n",
-                    key, r.B, pd);
-            rc = 2;
-            goto done;
-        }
-        if (!(pc = read_side(pupil, r.B, pd, "pupil centers", &st))) {
-            cli_fail(st, "predict");
-            goto done;
-        }
-    } else if (pupil) {
-        rc = cli_usage_error("predict", "--pupil-center: session %s uses no eye position", key);
-        goto done;
-    }
+    if ((rc = side_input(behav, "--behavior", "behavior", "raw behaviour", key, r.B, bd, &beh)) ||
+        (rc = side_input(pupil, "--pupil-center", "pupil centers", "raw eye position", key, r.B, pd, &pc))) goto done;
+    rc = 1;
     const int64_t *ids;
     int n;
     if ((st = npred_model_unit_ids(m, key, &ids, &n))) {
