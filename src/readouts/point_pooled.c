@@ -144,18 +144,13 @@ npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float
     const npred_readout_config *c = &r->cfg;
     pp_ws v;
     layout(r, r->max_batch, &v);
-    int n = c->n, C = c->c, m = C * (c->pool_steps + 1);
+    int C = c->c, m = C * (c->pool_steps + 1);
     npred_readout_point_grid(r, t, v.grid, shift, B);
     npred_readout_point_features(r, t, v.F, m);
     npred_rsample_to_nhwc(v.lev[0], x, B, C, c->h * c->w);
     for (int l = 1; l <= c->pool_steps; l++)
         pool_forward(v.lev[l], v.lev[l - 1], B, v.h[l - 1], v.w[l - 1], C, c->pool_kern);
-    const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < n; o++) y[(size_t)b * n + o] = bias ? bias[o] : 0.0f;
-    for (int l = 0; l <= c->pool_steps; l++)
-        npred_rsample_forward(y, v.lev[l], v.grid, v.F + (size_t)l * C, (size_t)m, 1, B, v.h[l], v.w[l], C, n,
-                              c->align_corners);
+    npred_readout_point_sample(r, t, y, v.lev, v.h, v.w, c->pool_steps + 1, v.grid, v.F, B);
     return NPRED_OK;
 }
 

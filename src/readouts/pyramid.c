@@ -256,7 +256,7 @@ npred_status npred_pyramid_forward(npred_readout *r, npred_ptable *t, float *y, 
     const npred_readout_config *c = &r->cfg;
     pyr_ws v;
     layout(r, r->max_batch, &v);
-    int n = c->n, C = c->c, S = c->scale_n, m = C * (S + 1), k = kern_size(r);
+    int C = c->c, S = c->scale_n, m = C * (S + 1), k = kern_size(r);
     size_t P = (size_t)B * C;
     if (c->positive) {
         float *f = npred_ptable_ptr(t, r->p_features);
@@ -287,12 +287,7 @@ npred_status npred_pyramid_forward(npred_readout *r, npred_ptable *t, float *y, 
         img = v.img[l + 1];
     }
     npred_rsample_to_nhwc(v.lev[S], img, B, C, v.h[S] * v.w[S]);
-    const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
-    for (int b = 0; b < B; b++)
-        for (int o = 0; o < n; o++) y[(size_t)b * n + o] = bias ? bias[o] : 0.0f;
-    for (int l = 0; l <= S; l++)
-        npred_rsample_forward(y, v.lev[l], v.grid, v.F + (size_t)l * C, (size_t)m, 1, B, v.h[l], v.w[l], C, n,
-                              c->align_corners);
+    npred_readout_point_sample(r, t, y, v.lev, v.h, v.w, S + 1, v.grid, v.F, B);
     return NPRED_OK;
 }
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "readouts/sample.h"
+
 void npred_readout_config_default(npred_readout_config *c, npred_readout_type type, int ch, int h, int w, int n)
 {
     memset(c, 0, sizeof *c);
@@ -324,3 +326,15 @@ int npred_readout_param(npred_ptable *t, const npred_readout *r, const char *key
     return npred_ptable_add(t, name, is_buffer, dt, ndim, shape);
 }
 
+
+void npred_readout_point_sample(const npred_readout *r, const npred_ptable *t, float *y, float *const *lev,
+                                const int *h, const int *w, int L, const float *grid, const float *F, int B)
+{
+    int n = r->cfg.n, C = r->cfg.c, m = C * L;
+    const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < n; o++) y[(size_t)b * n + o] = bias ? bias[o] : 0.0f;
+    for (int l = 0; l < L; l++)
+        npred_rsample_forward(y, lev[l], grid, F + (size_t)l * C, (size_t)m, 1, B, h[l], w[l], C, n,
+                              r->cfg.align_corners);
+}

@@ -156,6 +156,11 @@ void npred_readout_point_grid(npred_readout *r, npred_ptable *t, float *grid, co
 void npred_readout_point_grid_grad(npred_readout *r, npred_ptable *t, const float *dgrid, float *dshift, int B);
 void npred_readout_point_features(const npred_readout *r, const npred_ptable *t, float *F, int m);
 void npred_readout_point_features_grad(npred_readout *r, npred_ptable *t, const float *dF, int m);
+/* The point readouts' output from L sampled levels lev[l] (B, h[l], w[l], C), channels last:
+ * y (B, n) = bias + sum over l of the level sampled at grid (B, n, 2) times F[:, l C : (l + 1) C]
+ * (F (n, L C) from point_features). */
+void npred_readout_point_sample(const npred_readout *r, const npred_ptable *t, float *y, float *const *lev,
+                                const int *h, const int *w, int L, const float *grid, const float *F, int B);
 
 /* helpers shared by the readouts (readout.c), continued */
 /* Declare "<prefix><key>" of r (ndim of d0..d3); the entry index, or -1 with an error set. */
