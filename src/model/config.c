@@ -245,11 +245,11 @@ static int readout_key(npred_json_reader *r, const cJSON *e, npred_readout_confi
     else if (!strcmp(k, "downsample")) npred_json_bool(r, e, &c->downsample);
     else if (!strcmp(k, "positive")) npred_json_bool(r, e, &c->positive);
     else if (!strcmp(k, "pyramid_type")) { /* PointPyramid2d's `type` (readout.type names the class) */
-        const char *v = cJSON_GetStringValue(e);
-        if (v && !strcmp(v, "gauss5x5")) c->pyramid_type = NPRED_PYRAMID_GAUSS5X5;
-        else if (v && !strcmp(v, "gauss3x3")) c->pyramid_type = NPRED_PYRAMID_GAUSS3X3;
-        else if (v && !strcmp(v, "laplace5x5")) c->pyramid_type = NPRED_PYRAMID_LAPLACE5X5;
-        else return npred_json_fail(r, e, "\"gauss5x5\", \"gauss3x3\" or \"laplace5x5\"") || 1;
+        static const char *const names[] = {"gauss5x5", "gauss3x3", "laplace5x5"};
+        static const npred_pyramid_type types[] = {NPRED_PYRAMID_GAUSS5X5, NPRED_PYRAMID_GAUSS3X3,
+                                                   NPRED_PYRAMID_LAPLACE5X5};
+        int i;
+        if (npred_json_choice(r, e, names, 3, &i)) c->pyramid_type = types[i];
     }
     else return 0;
     return 1;
@@ -286,10 +286,8 @@ static int core_key(npred_json_reader *r, const cJSON *e, npred_model_config *m)
         npred_json_bool(r, e, &c->independent_bn_bias);
         m->core_ibb_given = 1;
     } else if (!strcmp(k, "neuralpredictors")) { /* whose Stacked2dCore structure: docs/cores.md */
-        const char *v = cJSON_GetStringValue(e);
-        if (v && !strcmp(v, "0.3.0")) c->head = 0;
-        else if (v && !strcmp(v, "head")) c->head = 1;
-        else return npred_json_fail(r, e, "\"0.3.0\" or \"head\"") || 1;
+        static const char *const versions[] = {"0.3.0", "head"};
+        npred_json_choice(r, e, versions, 2, &c->head);
     }
     else if (!strcmp(k, "hidden_dilation")) npred_json_int(r, e, -ANY, ANY, &c->hidden_dilation);
     else if (!strcmp(k, "laplace_padding")) {
