@@ -433,6 +433,26 @@ static void test_score_bad_inputs(void)
         tot += s / ((sqrt(vr) + 1e-8) * (sqrt(vp) + 1e-8)) / 2;
     }
     CHECK(fabs(c.single_trial_corr - tot) < 1e-12, "hand-computed correlation %.15g vs %.15g", tot, c.single_trial_corr);
+    /* the same from the texts in memory; a NUL byte is an error naming its line, not the end of the file */
+    npred_score m;
+    if (CHECK_OK(npred_submission_score_text(ordered, strlen(ordered), "sub.csv", truth, strlen(truth), "gt.csv", &m)))
+        CHECK(m.single_trial_corr == c.single_trial_corr && m.corr_to_average == c.corr_to_average &&
+                  m.feve == c.feve && m.n_trials == c.n_trials,
+              "texts score as the files");
+    size_t cut = strlen(truth) - 5; /* inside the last row, line 5 */
+    CHECK(npred_submission_score_text(ordered, strlen(ordered), "sub.csv", truth, strlen(truth) + 1, "gt.csv", &m) ==
+                  NPRED_ERR_FORMAT &&
+              strstr(npred_last_error(), "gt.csv: line 6: a NUL byte"),
+          "a NUL byte after the last line: %s", npred_last_error());
+    char *nul = strdup(truth);
+    if (CHECK(nul != NULL, "copy")) {
+        nul[cut] = 0;
+        CHECK(npred_submission_score_text(ordered, strlen(ordered), "sub.csv", nul, strlen(truth), "gt.csv", &m) ==
+                      NPRED_ERR_FORMAT &&
+                  strstr(npred_last_error(), "gt.csv: line 5: a NUL byte"),
+              "a NUL byte in the last row: %s", npred_last_error());
+    }
+    free(nul);
     /* the modes of predict do not mix; the tier must be a test tier */
     expect_failure("submission without tier", "--tier", "predict --model x --data " MINI_ZIP " --submission %s", bad);
     expect_failure("submission of the train tier", "test or final_test",

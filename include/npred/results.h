@@ -52,6 +52,11 @@ typedef struct {
  * between the files. Values are held as float32 (the precision the kit's files
  * carry). */
 NPRED_API npred_status npred_submission_score(const char *submission_path, const char *truth_path, npred_score *out);
+/* The same from the two files' texts in memory (lengths in bytes; a NUL byte in a text
+ * is an error); the names stand for the files in messages. */
+NPRED_API npred_status npred_submission_score_text(const char *submission, size_t submission_len,
+                                                   const char *submission_name, const char *truth, size_t truth_len,
+                                                   const char *truth_name, npred_score *out);
 
 #ifdef __cplusplus
 }

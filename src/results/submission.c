@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -280,22 +281,23 @@ static npred_status parse_list(const char *s, double *vals, int64_t cap, int64_t
     return NPRED_OK;
 }
 
-static npred_status read_table(table *t, const char *path, const char *value_col)
+/* The table in text (len bytes, named path in messages). */
+static npred_status read_table(table *t, const char *text, size_t len, const char *path, const char *value_col)
 {
     memset(t, 0, sizeof *t);
     t->path = path;
-    void *raw;
-    size_t len;
-    npred_status st = npred_file_read_all(path, &raw, &len);
-    if (st) return st;
-    char *buf = realloc(raw, len + 1);
-    if (!buf) {
-        free(raw);
-        return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
+    int64_t lines = 1; /* records at most: a record ends at \n, \r\n or a lone \r (next_record) */
+    for (size_t i = 0; i < len; i++) {
+        if (!text[i]) /* C strings end there: the rest would be dropped unseen */
+            return npred_errorf(NPRED_ERR_FORMAT, "%s: line %lld: a NUL byte (not a CSV text file)", path,
+                                (long long)lines);
+        lines += text[i] == '\n' || (text[i] == '\r' && (i + 1 == len || text[i + 1] != '\n'));
     }
+    char *buf = malloc(len + 1);
+    if (!buf) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
+    if (len) memcpy(buf, text, len);
     buf[len] = 0;
-    int64_t lines = 1;
-    for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
+    npred_status st = NPRED_OK;
     char *p = buf, *f[8];
     int64_t line = 1;
     int nf = next_record(&p, f, 8, &line, path);
@@ -385,7 +387,7 @@ static npred_status read_table(table *t, const char *path, const char *value_col
         for (int64_t k = 0; k < cnt && !st; k++) {
             if (row[k] != floor(row[k]) || fabs(row[k]) > 9e15)
                 st = npred_errorf(NPRED_ERR_FORMAT, "%s: neuron_ids: value %lld is not an integer", where, (long long)k);
-            ids[k] = (int64_t)row[k];
+            else ids[k] = (int64_t)row[k];
         }
         if (st) break;
         if (r == 0) memcpy(t->neuron, ids, sizeof(int64_t) * (size_t)cnt);
@@ -400,7 +402,12 @@ static npred_status read_table(table *t, const char *path, const char *value_col
                               (long long)cnt, (long long)t->n);
             break;
         }
-        for (int64_t k = 0; k < cnt; k++) t->vals[r * t->n + k] = (float)row[k];
+        for (int64_t k = 0; k < cnt && !st; k++) {
+            if (fabs(row[k]) > FLT_MAX) /* values are held as float32 */
+                st = npred_errorf(NPRED_ERR_VALUE, "%s: %s: value %lld (%g) is beyond the float32 range", where,
+                                  value_col, (long long)k, row[k]);
+            else t->vals[r * t->n + k] = (float)row[k];
+        }
     }
     if (!st && t->rows == 0) st = npred_errorf(NPRED_ERR_FORMAT, "%s: no rows after the header", path);
     free(row);
@@ -461,10 +468,24 @@ static npred_status order_rows(const table *t, int numeric, int64_t **out)
 npred_status npred_submission_score(const char *submission_path, const char *truth_path, npred_score *out)
 {
     memset(out, 0, sizeof *out);
+    void *sub = NULL, *truth = NULL;
+    size_t sub_len = 0, truth_len = 0;
+    npred_status st = npred_file_read_all(truth_path, &truth, &truth_len);
+    if (!st && !(st = npred_file_read_all(submission_path, &sub, &sub_len)))
+        st = npred_submission_score_text(sub, sub_len, submission_path, truth, truth_len, truth_path, out);
+    free(sub);
+    free(truth);
+    return st;
+}
+
+npred_status npred_submission_score_text(const char *submission, size_t submission_len, const char *submission_path,
+                                         const char *truth, size_t truth_len, const char *truth_path, npred_score *out)
+{
+    memset(out, 0, sizeof *out);
     table S, G;
-    npred_status st = read_table(&G, truth_path, "responses");
+    npred_status st = read_table(&G, truth, truth_len, truth_path, "responses");
     if (st) return st;
-    if ((st = read_table(&S, submission_path, "prediction"))) {
+    if ((st = read_table(&S, submission, submission_len, submission_path, "prediction"))) {
         table_free(&G);
         return st;
     }
