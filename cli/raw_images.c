@@ -3,13 +3,13 @@
 #include "raw_images.h"
 
 #include <dirent.h>
-#include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli_model.h"
+#include "png_read.h"
 #include "npred/npy.h"
 
 void raw_images_free(raw_images *r)
@@ -22,39 +22,15 @@ void raw_images_free(raw_images *r)
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* one PNG as (C, H, W) floats 0..255: gray -> 1 channel, colour -> 3 (alpha is composited on black) */
+/* one PNG file as (C, H, W) floats 0..255 (png_read.h) */
 static npred_status read_png(const char *path, float **out, int *c, int *h, int *w)
 {
-    png_image img;
-    memset(&img, 0, sizeof img);
-    img.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_file(&img, path))
-        return npred_errorf(NPRED_ERR_FORMAT, "%s: not a readable PNG (%s)", path, img.message);
-    int color = (img.format & PNG_FORMAT_FLAG_COLOR) != 0;
-    if (img.format & PNG_FORMAT_FLAG_LINEAR) {
-        png_image_free(&img);
-        return npred_errorf(NPRED_ERR_UNSUPPORTED, "%s: 16-bit PNGs are not supported (8-bit gray or RGB expected)", path);
-    }
-    img.format = color ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
-    int C = color ? 3 : 1, H = (int)img.height, W = (int)img.width;
-    size_t n = (size_t)C * H * W;
-    unsigned char *buf = malloc(n ? n : 1);
-    float *f = malloc(sizeof(float) * (n ? n : 1));
-    png_color black = {0, 0, 0};
-    if (!buf || !f || !png_image_finish_read(&img, &black, buf, 0, NULL)) {
-        npred_status st = npred_errorf(buf && f ? NPRED_ERR_FORMAT : NPRED_ERR_NOMEM, "%s: cannot decode the PNG (%s)",
-                                       path, img.message);
-        png_image_free(&img);
-        free(buf);
-        free(f);
-        return st;
-    }
-    for (int y = 0; y < H; y++) /* interleaved (H, W, C) -> planes (C, H, W) */
-        for (int x = 0; x < W; x++)
-            for (int k = 0; k < C; k++) f[((size_t)k * H + y) * W + x] = buf[((size_t)y * W + x) * C + k];
-    free(buf);
-    *out = f, *c = C, *h = H, *w = W;
-    return NPRED_OK;
+    void *data = NULL;
+    size_t len = 0;
+    npred_status st = npred_file_read_all(path, &data, &len);
+    if (!st) st = cli_png_decode(data, len, path, out, c, h, w);
+    free(data);
+    return st;
 }
 
 static int is_png(const char *p) { return cli_ends_with(p, ".png") || cli_ends_with(p, ".PNG"); }
