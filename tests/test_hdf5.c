@@ -381,6 +381,29 @@ static void test_bad_files(void)
     }
     CHECK(npred_dataset_open(&ds, p, NULL) == NPRED_ERR_ARG && strstr(npred_last_error(), "HDF5"),
           "not HDF5: %s", npred_last_error());
+    /* sizes a few bytes can claim (datasets never written read as fill values) */
+    snprintf(p, sizeof p, "%s", tmp_path("huge.h5"));
+    f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t many[2] = {(hsize_t)1 << 21, 3}, big[3] = {2, 16384, 8192};
+    hid_t sp = H5Screate_simple(2, many, NULL);
+    H5Dclose(H5Dcreate2(f, "responses", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Sclose(sp);
+    H5Fclose(f);
+    CHECK(npred_dataset_open(&ds, p, NULL) == NPRED_ERR_FORMAT &&
+              strstr(npred_last_error(), "/responses claims 2097152 trials; npred reads at most 1048576"),
+          "2^21 trials refused: %s", npred_last_error());
+    f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    float resp[2 * 3] = {0};
+    hsize_t dr[2] = {2, 3};
+    h5_write(f, "responses", H5T_NATIVE_FLOAT, 2, dr, resp);
+    sp = H5Screate_simple(3, big, NULL);
+    H5Dclose(H5Dcreate2(f, "images", H5T_NATIVE_FLOAT, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Sclose(sp);
+    H5Fclose(f);
+    CHECK(npred_dataset_open(&ds, p, NULL) != NPRED_OK &&
+              strstr(npred_last_error(), "dataset /images: more than the 256 MiB npred reads as one file"),
+          "a 512 MiB image refused: %s", npred_last_error());
+    npred_dataset_free(ds);
 }
 
 int main(void)

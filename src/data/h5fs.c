@@ -24,6 +24,13 @@ struct npred_h5fs {
 
 static const char *const DATA_FIELDS[4] = {"images", "responses", "behavior", "pupil_center"};
 
+/* An HDF5 dataspace may claim any size without storing it (unallocated datasets read
+ * as fill values), so a few bytes can declare 10^12 trials or a 1 TB array. npred
+ * refuses more trials than this (each is a virtual file) ... */
+#define MAX_TRIALS (1 << 20)
+/* ... and a virtual file (one trial's row, or a whole meta array) above this size. */
+#define MAX_FILE_BYTES ((size_t)1 << 28)
+
 static void quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 int npred_h5fs_is_hdf5(const char *path)
@@ -111,7 +118,8 @@ static npred_status add_group(npred_h5fs *h, const char *group, const char *pref
     return NPRED_OK;
 }
 
-npred_status npred_h5fs_open(npred_h5fs **out, const char *path)
+/* Open path with the file access properties fapl (a file on disk, or an image in memory). */
+static npred_status open_with(npred_h5fs **out, const char *path, hid_t fapl)
 {
     *out = NULL;
     quiet();
@@ -120,7 +128,7 @@ npred_status npred_h5fs_open(npred_h5fs **out, const char *path)
         free(h);
         return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
     }
-    h->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    h->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     if (h->file < 0) {
         free(h->path);
         free(h);
@@ -140,6 +148,11 @@ npred_status npred_h5fs_open(npred_h5fs **out, const char *path)
                              DATA_FIELDS[f], nd);
             break;
         }
+        if (dims[0] > MAX_TRIALS) {
+            s = npred_errorf(NPRED_ERR_FORMAT, "%s: /%s claims %llu trials; npred reads at most %d", path,
+                             DATA_FIELDS[f], (unsigned long long)dims[0], MAX_TRIALS);
+            break;
+        }
         char name[128], object[64];
         snprintf(object, sizeof object, "/%s", DATA_FIELDS[f]);
         for (hsize_t i = 0; i < dims[0] && !s; i++) {
@@ -157,6 +170,24 @@ npred_status npred_h5fs_open(npred_h5fs **out, const char *path)
     }
     *out = h;
     return NPRED_OK;
+}
+
+npred_status npred_h5fs_open(npred_h5fs **out, const char *path) { return open_with(out, path, H5P_DEFAULT); }
+
+npred_status npred_h5fs_open_image(npred_h5fs **out, const void *data, size_t len, const char *name)
+{
+    *out = NULL;
+    quiet();
+    if (!len) return npred_errorf(NPRED_ERR_FORMAT, "%s: empty, not an HDF5 file", name);
+    /* the core (memory) driver over a copy of the bytes; nothing is read from or written to disk */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fapl_core(fapl, 1 << 16, 0) < 0 || H5Pset_file_image(fapl, (void *)data, len) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return npred_errorf(NPRED_ERR_NOMEM, "%s: cannot set up an HDF5 file image", name);
+    }
+    npred_status s = open_with(out, name, fapl);
+    H5Pclose(fapl);
+    return s;
 }
 
 void npred_h5fs_free(npred_h5fs *h)
@@ -236,7 +267,7 @@ npred_status npred_h5fs_read(npred_h5fs *h, size_t i, void **buf, size_t *len)
     H5Sget_simple_extent_dims(fsp, dims, NULL);
     int64_t shape[NPRED_NPY_MAXDIM];
     int ond = 0;
-    size_t n = 1;
+    size_t n = 1, esize = H5Tget_size(ft); /* elements, and the bytes of one in the file */
     for (int k = 0; k < nd; k++) {
         count[k] = dims[k];
         if (e->row >= 0 && k == 0) {
@@ -245,7 +276,16 @@ npred_status npred_h5fs_read(npred_h5fs *h, size_t i, void **buf, size_t *len)
             continue;
         }
         shape[ond++] = (int64_t)dims[k];
-        n *= (size_t)dims[k];
+        if (dims[k] && n > MAX_FILE_BYTES / dims[k]) n = MAX_FILE_BYTES + 1; /* (no overflow) */
+        else n *= (size_t)dims[k];
+    }
+    /* a string becomes 4 bytes per character (NumPy '<U'), other elements keep their size */
+    size_t per = H5Tget_class(ft) == H5T_STRING ? (H5Tis_variable_str(ft) > 0 ? 4 : 4 * esize) : esize;
+    if (esize == 0 || n > MAX_FILE_BYTES || (n && per > MAX_FILE_BYTES / n)) {
+        s = npred_errorf(NPRED_ERR_FORMAT, esize ? "%s: dataset %s: more than the 256 MiB npred reads as one file"
+                                                 : "%s: dataset %s: elements of no size",
+                         h->path, e->object);
+        goto done;
     }
     if (e->row >= 0) {
         H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL);

@@ -26,6 +26,8 @@ typedef struct npred_h5fs npred_h5fs;
 /* 1 if path is an HDF5 file (signature check), else 0. */
 int npred_h5fs_is_hdf5(const char *path);
 npred_status npred_h5fs_open(npred_h5fs **out, const char *path);
+/* The same for a file image in memory (len bytes, copied; name for messages). */
+npred_status npred_h5fs_open_image(npred_h5fs **out, const void *data, size_t len, const char *name);
 void npred_h5fs_free(npred_h5fs *h);
 /* The virtual files, in no particular order: count and relative names. */
 size_t npred_h5fs_count(const npred_h5fs *h);
