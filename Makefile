@@ -165,7 +165,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/l
 # libnpred.a goes through its __wrap_malloc)
 $(BUILD)/tests/test_alloc_faults: LDLIBS += -Wl,--wrap=malloc
 # the fuzz-regression replay runs the fuzzers' own target functions
-$(BUILD)/tests/test_fuzz_regressions: $(BUILD)/obj/fuzz/targets.o
+# (and the CLI's PNG decoder, which the png target fuzzes)
+$(BUILD)/tests/test_fuzz_regressions: $(BUILD)/obj/fuzz/targets.o $(BUILD)/obj/cli/png_read.o
 # test_faults preloads a shim that makes write/fsync/rename fail (built without sanitizers)
 $(BUILD)/tests/test_faults: $(BUILD)/tests/fault_shim.so
 $(BUILD)/tests/fault_shim.so: tests/fault_shim.c
@@ -235,7 +236,8 @@ bench: $(BENCHES) $(BUILD)/bench/summary $(BUILD)/npred
 # ASan/UBSan into build-fuzz/, each run for FUZZ_SECONDS. Needs clang and
 # libfuzzer-14-dev (scripts/deps.sh fuzz installs them); `make test` does not.
 FUZZ_SECONDS ?= 10
-FUZZ_TARGETS ?= npy pickle pth safetensors dataset_zip model_config trainer_config dataset_config
+FUZZ_TARGETS ?= npy pickle pth safetensors dataset_zip model_config trainer_config dataset_config mei_config \
+                submission_csv png hdf5
 FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 fuzz:
 	@sh scripts/deps.sh fuzz
@@ -243,12 +245,17 @@ fuzz:
 	    OPT="-O1 -fno-omit-frame-pointer -Wno-psabi" SAN="$(FUZZ_SAN)"
 	@sh scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%) $(BUILD)/fuzz/h5_seed
 
-$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_one.c $(BUILD)/obj/fuzz/targets.o $(BUILD)/libnpred.a
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_one.c $(BUILD)/obj/fuzz/targets.o $(BUILD)/obj/cli/png_read.o $(BUILD)/libnpred.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(subst fuzzer-no-link,fuzzer,$(SAN)) -DNPRED_FUZZ_TARGET='"$*"' -o $@ $< \
-	    $(BUILD)/obj/fuzz/targets.o $(BUILD)/libnpred.a $(LDLIBS)
+	    $(BUILD)/obj/fuzz/targets.o $(BUILD)/obj/cli/png_read.o $(BUILD)/libnpred.a $(LDLIBS)
+
+# the hdf5 target's seed files (Python has no HDF5 writer here); plain, no sanitizers
+$(BUILD)/fuzz/h5_seed: fuzz/h5_seed.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 demo: $(BUILD)/npred
 	./$(BUILD)/npred demo

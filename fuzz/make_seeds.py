@@ -16,6 +16,7 @@ import struct
 import sys
 import types
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -214,6 +215,77 @@ put("trainer_config", json.dumps({"max_iter": 2, "lr_init": 0.005, "loss_functio
 put("model_config", json.dumps({"core": {"type": "Stacked2dCore", "hidden_channels": 4, "layers": 2, "stack": [0, 1]},
                                 "readout": {"type": "FullGaussian2d", "gauss_type": "full"},
                                 "shifter": {"type": "MLPShifter"}, "modulator": None}).encode())
+
+# ---- MEI configs: every component and kwarg the parser knows
+mei = {"device": "cpu", "seed": 3, "initial": {"path": "mei.initial.RandomNormal"},
+       "optimizer": {"path": "torch.optim.Adam", "kwargs": {"lr": 0.05, "betas": [0.8, 0.99], "eps": 1e-8}},
+       "precondition": {"path": "mei.legacy.ops.GaussianBlur",
+                        "kwargs": {"sigma": [1.5, 0.6], "decay_factor": -0.001, "truncate": 3, "pad_mode": "replicate"}},
+       "transform": {"path": "mei.legacy.ops.Jitter", "kwargs": {"max_jitter": [2, 3]}},
+       "postprocessing": [{"path": "mei.legacy.ops.ChangeNorm", "kwargs": {"norm": 12}},
+                          {"path": "mei.legacy.ops.ClipRange", "kwargs": {"x_min": -1.5, "x_max": 2}}],
+       "stopper": {"path": "npred.stoppers.Plateau", "kwargs": {"patience": 20, "min_delta": 0.001, "max_iterations": 400}},
+       "objectives": [{"path": "mei.objectives.EvaluationObjective", "kwargs": {"interval": 1}},
+                      {"path": "mei.objectives.PostProcessedInputObjective"}]}
+put("mei_config", json.dumps(mei).encode())
+put("mei_config", json.dumps({"optimizer": {"path": "torch.optim.SGD", "kwargs": {"lr": 1, "momentum": 0.5}},
+                              "precondition": {"path": "mei.legacy.ops.GaussianBlur", "kwargs": {"sigma": 1}},
+                              "postprocessing": {"path": "mei.legacy.ops.ChangeNorm", "kwargs": {"norm": 10}},
+                              "stopper": {"path": "mei.stoppers.NumIterations", "kwargs": {"num_iterations": 5}}}).encode())
+put("mei_config", b"{}")
+for p in sorted(glob.glob("configs/*mei*.json")):
+    put("mei_config", open(p, "rb").read())
+
+# ---- submission CSVs: the submission, a NUL byte, then the ground truth (as the target splits them)
+
+
+def csv_rows(col, rows, quote=True):
+    q = '"' if quote else ""
+    out = "trial_indices,image_ids,%s,neuron_ids\n" % col
+    for trial, image, vals, ids in rows:
+        out += "%s,%d,%s[%s]%s,%s[%s]%s\n" % (trial, image, q, ", ".join(repr(float(v)) for v in vals), q,
+                                             q, ", ".join(str(i) for i in ids), q)
+    return out.encode()
+
+
+ids = [4, 9, 12]
+truth = [(7, 100, [1.0, 2.0, 0.5], ids), (3, 100, [2.0, 1.5, 0.25], ids), (5, 200, [0.5, 0.25, 1.0], ids),
+         (9, 200, [1.0, 0.75, 2.0], ids)]
+pred = [(t, i, [v * 0.9 + 0.1 for v in vals], n) for t, i, vals, n in truth]
+put("submission_csv", csv_rows("prediction", pred) + b"\0" + csv_rows("responses", truth))
+put("submission_csv", csv_rows("prediction", pred[::-1]) + b"\0" + csv_rows("responses", truth))
+put("submission_csv", csv_rows("prediction", [(t, i, v[::-1], n[::-1]) for t, i, v, n in pred]) + b"\0" +
+    csv_rows("responses", truth))
+put("submission_csv", csv_rows("prediction", [("a%d" % t, i, v, n) for t, i, v, n in pred]).replace(b"\n", b"\r\n") +
+    b"\0" + csv_rows("responses", [("a%d" % t, i, v, n) for t, i, v, n in truth]))
+one = [(t, i, v[:1], n[:1]) for t, i, v, n in truth]
+put("submission_csv", csv_rows("prediction", one, quote=False) + b"\0" + csv_rows("responses", one, quote=False))
+
+# ---- PNG: 8-bit gray, gray + alpha, RGB, RGBA, palette, 16-bit (rejected), written here with zlib
+
+
+def png_bytes(w, h, color_type, depth, rows, plte=None, trns=None):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\0" + r for r in rows)  # filter type 0 on every row
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))
+    if plte:
+        out += chunk(b"PLTE", plte)
+    if trns:
+        out += chunk(b"tRNS", trns)
+    return out + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+W_, H_ = 5, 3
+put("png", png_bytes(W_, H_, 0, 8, [bytes((x * 40 + y) % 256 for x in range(W_)) for y in range(H_)]))
+put("png", png_bytes(W_, H_, 4, 8, [bytes(v for x in range(W_) for v in (x * 50, 255 - x)) for y in range(H_)]))
+put("png", png_bytes(W_, H_, 2, 8, [bytes(v for x in range(W_) for v in (x * 50, y * 80, 7)) for y in range(H_)]))
+put("png", png_bytes(W_, H_, 6, 8, [bytes(v for x in range(W_) for v in (x, y, 9, 128)) for y in range(H_)]))
+put("png", png_bytes(W_, H_, 3, 8, [bytes((x + y) % 3 for x in range(W_)) for y in range(H_)],
+                     plte=bytes([0, 0, 0, 255, 0, 0, 0, 255, 0]), trns=bytes([255, 128])))
+put("png", png_bytes(4, 2, 0, 1, [bytes([0b10100000]), bytes([0b01010000])]))
+put("png", png_bytes(2, 2, 0, 16, [b"\x01\x00\xff\xff", b"\x00\x10\x80\x00"]))
 
 for k in sorted(N):
     print("%s: %d seeds" % (k, N[k]))

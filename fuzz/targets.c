@@ -2,17 +2,22 @@
 #include "targets.h"
 
 #include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "model/config.h"
+#include "../cli/png_read.h"
+#include "data/h5fs.h"
 #include "io/pickle.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
+#include "model/config.h"
 #include "npred/data.h"
+#include "npred/insilico.h"
 #include "npred/npy.h"
+#include "npred/results.h"
 #include "train/trainer.h"
 
 /* A failed check returns its line number. */
@@ -283,6 +288,111 @@ static int fuzz_dataset_config(const uint8_t *d, size_t n)
     return bad;
 }
 
+/* ---------------------------------------------------------------- MEI config */
+static int fuzz_mei_config(const uint8_t *d, size_t n)
+{
+    char *text = as_text(d, n);
+    ENSURE(text != NULL);
+    npred_mei_config c;
+    npred_clear_error();
+    npred_status s = npred_mei_config_parse(&c, text, "fuzz.json");
+    free(text);
+    if (s != NPRED_OK) {
+        ENSURE(rejected_with_message(s) && strstr(npred_last_error(), "fuzz.json"));
+        return 0;
+    }
+    /* what is accepted is a config the optimiser takes */
+    ENSURE(npred_mei_config_validate(&c) == NPRED_OK);
+    ENSURE(npred_mei_max_steps(&c) == c.num_iterations + 1 && c.num_iterations >= 0);
+    ENSURE(c.jitter_y >= 0 && c.jitter_x >= 0 && (!c.blur || (isfinite(c.sigma_y) && isfinite(c.sigma_x))));
+    return 0;
+}
+
+/* ---------------------------------------------------------------- submission CSV */
+/* The bytes up to the first NUL are the submission, the rest the ground truth. */
+static int fuzz_submission_csv(const uint8_t *d, size_t n)
+{
+    const uint8_t *nul = memchr(d, 0, n);
+    size_t ns = nul ? (size_t)(nul - d) : n;
+    const char *truth = nul ? (const char *)nul + 1 : "";
+    size_t nt = nul ? n - ns - 1 : 0;
+    npred_score sc;
+    npred_clear_error();
+    npred_status s = npred_submission_score_text((const char *)d, ns, "fuzz-sub.csv", truth, nt, "fuzz-gt.csv", &sc);
+    if (s != NPRED_OK) {
+        ENSURE(rejected_with_message(s) &&
+               (strstr(npred_last_error(), "fuzz-sub.csv") || strstr(npred_last_error(), "fuzz-gt.csv")));
+        return 0;
+    }
+    ENSURE(sc.n_trials >= 2 && sc.n_neurons >= 1 && sc.n_images >= 1 && sc.n_images <= sc.n_trials);
+    ENSURE(sc.n_fev_kept >= 0 && sc.n_fev_kept <= sc.n_neurons);
+    /* correlations are in [-1, 1] (NaN where a neuron's values are constant) */
+    ENSURE(isnan(sc.single_trial_corr) || fabs(sc.single_trial_corr) <= 1 + 1e-6);
+    ENSURE(isnan(sc.corr_to_average) || fabs(sc.corr_to_average) <= 1 + 1e-6);
+    ENSURE(!isinf(sc.feve)); /* above 1 where predictions beat the noise ceiling's estimate */
+    return 0;
+}
+
+/* ---------------------------------------------------------------- PNG (npred predict --raw) */
+static int fuzz_png(const uint8_t *d, size_t n)
+{
+    float *img = NULL;
+    int c = 0, h = 0, w = 0;
+    npred_clear_error();
+    npred_status s = cli_png_decode(d, n, "fuzz.png", &img, &c, &h, &w);
+    if (s != NPRED_OK) {
+        free(img);
+        ENSURE(rejected_with_message(s) && strstr(npred_last_error(), "fuzz.png"));
+        return 0;
+    }
+    int bad = 0;
+    if (!img || (c != 1 && c != 3) || h < 1 || w < 1 || (long)h * w > CLI_PNG_MAX_PIXELS) bad = __LINE__;
+    for (size_t i = 0; !bad && i < (size_t)c * h * w; i++)
+        if (!(img[i] >= 0 && img[i] <= 255 && img[i] == floorf(img[i]))) bad = __LINE__;
+    free(img);
+    return bad;
+}
+
+/* ---------------------------------------------------------------- HDF5 dataset */
+/* The bytes as an HDF5 file image seen as the SENSORIUM file tree (the .h5 path of
+ * `npred dataset` / `npred convert`); every virtual file must read as a valid .npy
+ * or be rejected with a message. Reads at most 64 files per input (a file with many
+ * trials has as many per-row files, all read alike). */
+static int fuzz_hdf5(const uint8_t *d, size_t n)
+{
+    npred_h5fs *h = NULL;
+    npred_clear_error();
+    npred_status s = npred_h5fs_open_image(&h, d, n, "fuzz.h5");
+    if (s != NPRED_OK) {
+        ENSURE(!h && rejected_with_message(s) && strstr(npred_last_error(), "fuzz.h5"));
+        return 0;
+    }
+    int bad = 0;
+    size_t count = npred_h5fs_count(h);
+    for (size_t i = 0; i < count && i < 64 && !bad; i++) {
+        const char *name = npred_h5fs_name(h, i);
+        if (!name || !*name) {
+            bad = __LINE__;
+            break;
+        }
+        void *buf = NULL;
+        size_t len = 0;
+        npred_clear_error();
+        s = npred_h5fs_read(h, i, &buf, &len);
+        if (s != NPRED_OK) {
+            if (!rejected_with_message(s) || !strstr(npred_last_error(), "fuzz.h5")) bad = __LINE__;
+        } else {
+            npred_array a;
+            memset(&a, 0, sizeof a);
+            if (npred_npy_parse(buf, len, name, &a) != NPRED_OK) bad = __LINE__;
+            npred_array_free(&a);
+        }
+        free(buf);
+    }
+    npred_h5fs_free(h);
+    return bad;
+}
+
 const npred_fuzz_target npred_fuzz_targets[] = {
     {"npy", fuzz_npy},
     {"pickle", fuzz_pickle},
@@ -292,6 +402,10 @@ const npred_fuzz_target npred_fuzz_targets[] = {
     {"model_config", fuzz_model_config},
     {"trainer_config", fuzz_trainer_config},
     {"dataset_config", fuzz_dataset_config},
+    {"mei_config", fuzz_mei_config},
+    {"submission_csv", fuzz_submission_csv},
+    {"png", fuzz_png},
+    {"hdf5", fuzz_hdf5},
     {NULL, NULL},
 };
 

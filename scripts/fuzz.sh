@@ -8,6 +8,7 @@ build=$1; secs=$2; shift 2
 py=/usr/bin/python3
 rm -rf "$build/seeds"
 $py fuzz/make_seeds.py "$build/seeds" > /dev/null || { echo "fuzz: seed generation failed" >&2; exit 1; }
+mkdir -p "$build/seeds/hdf5" && "./$build/fuzz/h5_seed" "$build/seeds/hdf5" || { echo "fuzz: HDF5 seeds failed" >&2; exit 1; }
 fail=0
 for t in "$@"; do
     case $t in
@@ -15,6 +16,9 @@ for t in "$@"; do
         pickle|pth) dict=pickle; max=16384 ;;
         safetensors) dict=safetensors; max=8192 ;;
         dataset_zip) dict=zip; max=131072 ;;
+        submission_csv) dict=csv; max=8192 ;;
+        png) dict=png; max=16384 ;;
+        hdf5) dict=hdf5; max=32768 ;;
         *) dict=json; max=8192 ;;
     esac
     mkdir -p "$build/corpus/$t" "$build/artifacts/$t"

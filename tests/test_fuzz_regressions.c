@@ -76,6 +76,14 @@ static void test_targets_discriminate(void)
     free(buf);
     for (const npred_fuzz_target *t = npred_fuzz_targets; t->name; t++)
         CHECK(t->fn((const uint8_t *)"", 0) == 0, "target %s on empty input", t->name);
+    /* a PNG header claiming 10^10 pixels is refused before anything is allocated */
+    const npred_fuzz_target *png = npred_fuzz_find("png");
+    if (CHECK(png != NULL, "png target") &&
+        CHECK_OK(npred_file_read_all(REG_DIR "/png/header-claims-10-gigapixels.png", &buf, &len))) {
+        CHECK(png->fn(buf, len) == 0 && strstr(npred_last_error(), "fuzz.png: 100000 x 100000 pixels: more than"),
+              "huge PNG refused: %s", npred_last_error());
+        free(buf);
+    }
 }
 
 int main(void)
