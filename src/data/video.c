@@ -281,7 +281,11 @@ static void key_from_path(npred_video_dataset *d)
     while (n > 1 && tmp[n - 1] == '/') tmp[--n] = '\0';
     if (d->is_zip && n > 4 && !strcmp(tmp + n - 4, ".zip")) tmp[n -= 4] = '\0';
     const char *base = strrchr(tmp, '/');
-    snprintf(d->data_key, sizeof d->data_key, "%s", base ? base + 1 : tmp);
+    base = base ? base + 1 : tmp;
+    size_t len = strlen(base);
+    if (len >= sizeof d->data_key) len = sizeof d->data_key - 1;
+    memcpy(d->data_key, base, len);
+    d->data_key[len] = '\0';
 }
 
 npred_status npred_video_dataset_open(npred_video_dataset **out, const char *path, const char *data_key)
