@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "cores/core3d.h"
-#include "gradcheck.h"
+#include "gradcheck_table.h"
 #include "harness.h"
 
 static int arg_int(th_case *c, const char *key, int idx)
@@ -184,25 +184,7 @@ static void check_fd(const npred_core3d *core, const npred_ptable *t, double **p
             if (b > big) big = b;
         }
     for (int i = 0; i < 3; i++) r.buf[i] = malloc(big * sizeof(double));
-    double gmax = 0;
-    for (size_t i = 0; i < t->n_params; i++) gmax = fmax(gmax, fabs(t->grad[i]));
-    for (int e = -1; e < t->n; e++) {
-        const npred_param *pa = e >= 0 ? &t->items[e] : NULL;
-        if (pa && pa->is_buffer) continue;
-        size_t n = pa ? pa->count : nx;
-        double *p = pa ? r.p[e] : r.x;
-        const float *g = pa ? npred_ptable_gradptr(t, e) : dx;
-        size_t step = n > 24 ? n / 24 : 1;
-        int bad = 0;
-        for (size_t i = 0; i < n; i += step) {
-            double fd;
-            gc_fd(&fd, p + i, 1, 1e-5, ref_loss, &r);
-            if (!(fabs(g[i] - fd) <= 2e-3 * fabs(fd) + 2e-5 * gmax)) bad++;
-            if (bad == 1 && !(fabs(g[i] - fd) <= 2e-3 * fabs(fd) + 2e-5 * gmax))
-                CHECK(0, "%s[%zu]: analytic %.8g, finite differences %.8g", pa ? pa->name : "input", i, g[i], fd);
-        }
-        CHECK(bad == 0, "%s: %d of the checked elements differ from finite differences", pa ? pa->name : "input", bad);
-    }
+    gc_check_table(t, p0, r.x, nx, dx, 24, ref_loss, &r);
     for (int i = 0; i < 3; i++) free(r.buf[i]);
     free(r.x);
 }

@@ -1,0 +1,255 @@
+/* ConvGRU (see convgru.h). */
+#include "cores/convgru.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const gate_names[3] = {"update", "reset", "out"};
+
+static int add_entry(npred_ptable *t, const char *prefix, const char *gate, const char *kind, const char *what, int ndim,
+                     const int64_t *shape)
+{
+    char name[NPRED_PARAM_NAMELEN];
+    int n = snprintf(name, sizeof name, "%sgru.%s_gate_%s.%s", prefix, gate, kind, what);
+    if (n < 0 || (size_t)n >= sizeof name) {
+        npred_errorf(NPRED_ERR_ARG, "parameter name too long (prefix '%s')", prefix);
+        return -1;
+    }
+    return npred_ptable_add(t, name, 0, NPRED_PT_F32, ndim, shape);
+}
+
+npred_status npred_convgru_declare(npred_convgru *g, const npred_convgru_config *cfg, const char *prefix, int h, int w,
+                                   npred_ptable *t)
+{
+    memset(g, 0, sizeof *g);
+    g->cfg = *cfg;
+    snprintf(g->prefix, sizeof g->prefix, "%s", prefix ? prefix : "");
+    int C = cfg->input_channels, R = cfg->rec_channels, ki = cfg->input_kern, kr = cfg->rec_kern;
+    if (C < 1 || R < 1 || ki < 1 || kr < 1)
+        return npred_errorf(NPRED_ERR_CONFIG, "ConvGRU: channels and kernel sizes must be >= 1");
+    if (kr % 2 == 0)
+        return npred_errorf(NPRED_ERR_CONFIG, "ConvGRU: rec_kern %d must be odd (padding rec_kern // 2 keeps the state "
+                            "size)", kr);
+    if (cfg->pad_input && ki % 2 == 0)
+        return npred_errorf(NPRED_ERR_CONFIG, "ConvGRU: input_kern %d must be odd with pad_input", ki);
+    g->h = h, g->w = w;
+    g->cpi = npred_conv2d_params_square(1, C, h, w, R, ki, 1, cfg->pad_input ? ki / 2 : 0, 1, 1);
+    npred_status s = npred_conv2d_output_size(&g->cpi, &g->ho, &g->wo);
+    if (s) return npred_error_prefix(s, "ConvGRU input convs");
+    if (g->ho < 1 || g->wo < 1)
+        return npred_errorf(NPRED_ERR_SHAPE, "ConvGRU: frames %dx%d smaller than input_kern %d", h, w, ki);
+    g->cph = npred_conv2d_params_square(1, R, g->ho, g->wo, R, kr, 1, kr / 2, 1, 1);
+    /* state_dict order: reset, update, out; each input then hidden */
+    const int order[3] = {NPRED_GRU_RESET, NPRED_GRU_UPDATE, NPRED_GRU_OUT};
+    for (int k = 0; k < 3; k++) {
+        int q = order[k];
+        g->p_wi[q] = add_entry(t, g->prefix, gate_names[q], "input", "weight", 4, (const int64_t[]){R, C, ki, ki});
+        g->p_bi[q] = add_entry(t, g->prefix, gate_names[q], "input", "bias", 1, (const int64_t[]){R});
+        g->p_wh[q] = add_entry(t, g->prefix, gate_names[q], "hidden", "weight", 4, (const int64_t[]){R, R, kr, kr});
+        g->p_bh[q] = add_entry(t, g->prefix, gate_names[q], "hidden", "bias", 1, (const int64_t[]){R});
+        if (g->p_wi[q] < 0 || g->p_bi[q] < 0 || g->p_wh[q] < 0 || g->p_bh[q] < 0)
+            return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: cannot declare its parameters");
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_convgru_setup(npred_convgru *g, int max_batch, int max_frames)
+{
+    if (max_batch < 1 || max_frames < 1) return npred_errorf(NPRED_ERR_ARG, "ConvGRU: capacity %dx%d", max_batch, max_frames);
+    g->max_batch = max_batch, g->max_frames = max_frames;
+    size_t BT = (size_t)max_batch * max_frames;
+    size_t xin = (size_t)g->cfg.input_channels * g->h * g->w, st = (size_t)g->cfg.rec_channels * g->ho * g->wo;
+    g->xs = malloc(BT * xin * sizeof(float));
+    g->dxs = malloc(BT * xin * sizeof(float));
+    for (int k = 0; k < 3; k++) g->a[k] = malloc(BT * st * sizeof(float));
+    g->hs = malloc((BT + (size_t)max_batch) * st * sizeof(float));
+    g->u = malloc(BT * st * sizeof(float));
+    g->r = malloc(BT * st * sizeof(float));
+    g->c = malloc(BT * st * sizeof(float));
+    g->hr = malloc(BT * st * sizeof(float));
+    g->out = malloc(BT * st * sizeof(float));
+    g->tmp = malloc((size_t)max_batch * st * sizeof(float));
+    g->dh = malloc((size_t)max_batch * st * sizeof(float));
+    g->dh2 = malloc((size_t)max_batch * st * sizeof(float));
+    g->dhr = malloc((size_t)max_batch * st * sizeof(float));
+    if (!g->xs || !g->dxs || !g->a[0] || !g->a[1] || !g->a[2] || !g->hs || !g->u || !g->r || !g->c || !g->hr ||
+        !g->out || !g->tmp || !g->dh || !g->dh2 || !g->dhr)
+        return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory for %d x %d frames", max_batch, max_frames);
+    npred_conv2d_params pi = g->cpi, ph = g->cph;
+    pi.n = (int)BT;
+    ph.n = max_batch;
+    size_t a = npred_conv2d_workspace_size(&pi, NPRED_CONV2D_ALGO_AUTO), b = npred_conv2d_workspace_size(&ph, NPRED_CONV2D_ALGO_AUTO);
+    g->ws_bytes = a > b ? a : b;
+    if (g->ws_bytes && !(g->ws = malloc(g->ws_bytes))) return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory");
+    return NPRED_OK;
+}
+
+static float sigmoidf_(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+npred_status npred_convgru_forward(npred_convgru *g, const npred_ptable *t, const float *x, int B, int T,
+                                   const float **out)
+{
+    if (B < 1 || B > g->max_batch || T < 1 || T > g->max_frames)
+        return npred_errorf(NPRED_ERR_ARG, "ConvGRU: %d x %d frames for a capacity of %d x %d", B, T, g->max_batch,
+                            g->max_frames);
+    int C = g->cfg.input_channels, R = g->cfg.rec_channels;
+    size_t HW = (size_t)g->h * g->w, st = (size_t)R * g->ho * g->wo, sHW = (size_t)g->ho * g->wo;
+    /* frames: xs[t, b, c] = x[b, c, t] */
+    for (int tt = 0; tt < T; tt++)
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                memcpy(g->xs + (((size_t)tt * B + b) * C + c) * HW, x + (((size_t)b * C + c) * T + tt) * HW,
+                       HW * sizeof(float));
+    npred_conv2d_params pi = g->cpi, ph = g->cph;
+    pi.n = B * T;
+    ph.n = B;
+    npred_status s;
+    for (int q = 0; q < 3; q++)
+        if ((s = npred_conv2d_forward(g->a[q], g->xs, npred_ptable_ptr(t, g->p_wi[q]), npred_ptable_ptr(t, g->p_bi[q]),
+                                      &pi, g->ws, g->ws_bytes)))
+            return s;
+    size_t n = (size_t)B * st;
+    memset(g->hs, 0, n * sizeof(float));
+    for (int tt = 0; tt < T; tt++) {
+        const float *h = g->hs + (size_t)tt * n;
+        float *hn = g->hs + (size_t)(tt + 1) * n;
+        float *u = g->u + (size_t)tt * n, *r = g->r + (size_t)tt * n, *c = g->c + (size_t)tt * n,
+              *hr = g->hr + (size_t)tt * n;
+        const float *au = g->a[NPRED_GRU_UPDATE] + (size_t)tt * n, *ar = g->a[NPRED_GRU_RESET] + (size_t)tt * n,
+                    *ao = g->a[NPRED_GRU_OUT] + (size_t)tt * n;
+        if ((s = npred_conv2d_forward(g->tmp, h, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_UPDATE]),
+                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_UPDATE]), &ph, g->ws, g->ws_bytes)))
+            return s;
+        for (size_t i = 0; i < n; i++) u[i] = sigmoidf_(au[i] + g->tmp[i]);
+        if ((s = npred_conv2d_forward(g->tmp, h, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_RESET]),
+                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_RESET]), &ph, g->ws, g->ws_bytes)))
+            return s;
+        for (size_t i = 0; i < n; i++) {
+            r[i] = sigmoidf_(ar[i] + g->tmp[i]);
+            hr[i] = h[i] * r[i];
+        }
+        if ((s = npred_conv2d_forward(g->tmp, hr, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT]),
+                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_OUT]), &ph, g->ws, g->ws_bytes)))
+            return s;
+        for (size_t i = 0; i < n; i++) {
+            c[i] = tanhf(ao[i] + g->tmp[i]);
+            float keep = h[i] * (1.0f - u[i]), add = c[i] * u[i];
+            hn[i] = keep + add;
+        }
+        /* out[b, :, t] = h_{t+1}[b] */
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < R; k++)
+                memcpy(g->out + (((size_t)b * R + k) * T + tt) * sHW, hn + ((size_t)b * R + k) * sHW, sHW * sizeof(float));
+    }
+    g->B = B, g->T = T;
+    *out = g->out;
+    return NPRED_OK;
+}
+
+npred_status npred_convgru_backward(npred_convgru *g, const npred_ptable *t, const float *dy, float *dx)
+{
+    int B = g->B, T = g->T, C = g->cfg.input_channels, R = g->cfg.rec_channels;
+    size_t sHW = (size_t)g->ho * g->wo, n = (size_t)B * R * sHW, HW = (size_t)g->h * g->w;
+    npred_conv2d_params pi = g->cpi, ph = g->cph;
+    pi.n = B * T;
+    ph.n = B;
+    npred_status s;
+    float *dh = g->dh; /* gradient reaching h_{t+1} */
+    memset(dh, 0, n * sizeof(float));
+    for (int tt = T - 1; tt >= 0; tt--) {
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < R; k++) {
+                float *d = dh + ((size_t)b * R + k) * sHW;
+                const float *e = dy + (((size_t)b * R + k) * T + tt) * sHW;
+                for (size_t i = 0; i < sHW; i++) d[i] += e[i];
+            }
+        const float *h = g->hs + (size_t)tt * n, *u = g->u + (size_t)tt * n, *r = g->r + (size_t)tt * n,
+                    *c = g->c + (size_t)tt * n, *hr = g->hr + (size_t)tt * n;
+        float *gu = g->a[NPRED_GRU_UPDATE] + (size_t)tt * n, *gr = g->a[NPRED_GRU_RESET] + (size_t)tt * n,
+              *go = g->a[NPRED_GRU_OUT] + (size_t)tt * n;
+        float *dprev = g->dh2;
+        for (size_t i = 0; i < n; i++) {
+            float d = dh[i];
+            go[i] = d * u[i] * (1.0f - c[i] * c[i]);
+            gu[i] = d * (c[i] - h[i]) * u[i] * (1.0f - u[i]);
+            dprev[i] = d * (1.0f - u[i]);
+        }
+        /* out gate hidden conv on h*r */
+        memset(g->dhr, 0, n * sizeof(float));
+        if ((s = npred_conv2d_backward(g->dhr, npred_ptable_gradptr(t, g->p_wh[NPRED_GRU_OUT]),
+                                       npred_ptable_gradptr(t, g->p_bh[NPRED_GRU_OUT]), go, hr,
+                                       npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT]), &ph, g->ws, g->ws_bytes)))
+            return s;
+        for (size_t i = 0; i < n; i++) {
+            gr[i] = g->dhr[i] * h[i] * r[i] * (1.0f - r[i]);
+            dprev[i] += g->dhr[i] * r[i];
+        }
+        for (int q = 0; q < 2; q++) {
+            const float *gq = q == NPRED_GRU_UPDATE ? gu : gr;
+            if ((s = npred_conv2d_backward(dprev, npred_ptable_gradptr(t, g->p_wh[q]), npred_ptable_gradptr(t, g->p_bh[q]),
+                                           gq, h, npred_ptable_ptr(t, g->p_wh[q]), &ph, g->ws, g->ws_bytes)))
+                return s;
+        }
+        g->dh2 = dh;
+        dh = dprev;
+    }
+    g->dh = dh;
+    /* the input convs over all frames at once; a[] now holds the gate gradients */
+    if (dx) memset(g->dxs, 0, (size_t)B * T * C * HW * sizeof(float));
+    for (int q = 0; q < 3; q++)
+        if ((s = npred_conv2d_backward(dx ? g->dxs : NULL, npred_ptable_gradptr(t, g->p_wi[q]),
+                                       npred_ptable_gradptr(t, g->p_bi[q]), g->a[q], g->xs,
+                                       npred_ptable_ptr(t, g->p_wi[q]), &pi, g->ws, g->ws_bytes)))
+            return s;
+    if (dx)
+        for (int tt = 0; tt < T; tt++)
+            for (int b = 0; b < B; b++)
+                for (int c = 0; c < C; c++) {
+                    float *d = dx + (((size_t)b * C + c) * T + tt) * HW;
+                    const float *e = g->dxs + (((size_t)tt * B + b) * C + c) * HW;
+                    for (size_t i = 0; i < HW; i++) d[i] += e[i];
+                }
+    return NPRED_OK;
+}
+
+/* gamma/3 * mean|v| and its gradient gamma/3 * sign(v)/n * gscale */
+static double mean_abs(const float *v, float *dv, size_t n, double scale)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += fabs((double)v[i]);
+    if (dv && scale != 0)
+        for (size_t i = 0; i < n; i++) dv[i] += (float)(scale * (double)((v[i] > 0) - (v[i] < 0)) / (double)n);
+    return s / (double)n;
+}
+
+double npred_convgru_regularizer(const npred_convgru *g, const npred_ptable *t, double gscale)
+{
+    double k = g->cfg.gamma_rec / 3.0, sc = k * gscale;
+    int e[3] = {g->p_bh[NPRED_GRU_RESET], g->p_wh[NPRED_GRU_UPDATE], g->p_bh[NPRED_GRU_OUT]};
+    double v = 0;
+    for (int i = 0; i < 3; i++)
+        v += mean_abs(npred_ptable_ptr(t, e[i]), gscale != 0 ? npred_ptable_gradptr(t, e[i]) : NULL, t->items[e[i]].count,
+                      sc);
+    return k * v;
+}
+
+void npred_convgru_free(npred_convgru *g)
+{
+    free(g->xs);
+    free(g->dxs);
+    for (int k = 0; k < 3; k++) free(g->a[k]);
+    free(g->hs);
+    free(g->u);
+    free(g->r);
+    free(g->c);
+    free(g->hr);
+    free(g->out);
+    free(g->tmp);
+    free(g->dh);
+    free(g->dh2);
+    free(g->dhr);
+    free(g->ws);
+    memset(g, 0, sizeof *g);
+}

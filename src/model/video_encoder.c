@@ -1,0 +1,222 @@
+/* The kit's VideoFiringRateEncoder with a 3D core (see video_encoder.h). */
+#include "model/video_encoder.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int npred_video_encoder_find(const npred_video_encoder *e, const char *key)
+{
+    for (int i = 0; i < e->n_sessions; i++)
+        if (!strcmp(e->s[i].key, key)) return i;
+    return -1;
+}
+
+static npred_status declare_sessions(npred_video_encoder *e, const char *const *keys, const int *n_neurons)
+{
+    const npred_video_encoder_config *c = &e->cfg;
+    npred_status st;
+    for (int i = 0; i < e->n_sessions; i++) {
+        npred_video_session *s = &e->s[i];
+        if (snprintf(s->key, sizeof s->key, "%s", keys[i]) >= (int)sizeof s->key)
+            return npred_errorf(NPRED_ERR_ARG, "video encoder: data key '%s' too long", keys[i]);
+        s->n = n_neurons[i];
+        npred_readout_config rc;
+        npred_readout_config_default(&rc, NPRED_READOUT_FULL_GAUSSIAN2D, e->feat_c, e->feat_h, e->feat_w, s->n);
+        rc.bias = 1;
+        rc.init_mu_range = c->init_mu_range;
+        rc.init_sigma = c->init_sigma;
+        rc.feature_reg_weight = c->gamma_readout;
+        rc.gauss_type = NPRED_GAUSS_FULL;
+        rc.predicted_grid = 1;
+        rc.gmp_input_dimensions = 2;
+        rc.gmp_hidden_layers = c->gmp_hidden_layers;
+        rc.gmp_hidden_features = c->gmp_hidden_features;
+        rc.gmp_final_tanh = c->gmp_final_tanh;
+        char prefix[160];
+        snprintf(prefix, sizeof prefix, "readout.%s.", s->key);
+        if ((st = npred_readout_declare(&s->ro, &rc, prefix, &e->t))) return st;
+    }
+    if (!c->use_shifter) return NPRED_OK;
+    for (int i = 0; i < e->n_sessions; i++) {
+        npred_video_session *s = &e->s[i];
+        int dims[NPRED_MLP_MAXLAYERS + 1];
+        npred_act_kind acts[NPRED_MLP_MAXLAYERS];
+        if (c->shift_layers < 1 || c->shift_layers > NPRED_MLP_MAXLAYERS)
+            return npred_errorf(NPRED_ERR_CONFIG, "video encoder: shift_layers %d (1..%d)", c->shift_layers,
+                                NPRED_MLP_MAXLAYERS);
+        for (int l = 0; l <= c->shift_layers; l++)
+            dims[l] = l == 0 || l == c->shift_layers ? 2 : c->hidden_channels_shifter;
+        for (int l = 0; l < c->shift_layers; l++) acts[l] = NPRED_ACT_TANH;
+        char prefix[160];
+        snprintf(prefix, sizeof prefix, "shifter.%s.mlp.", s->key);
+        if ((st = npred_mlp_declare(&s->shifter, &e->t, prefix, c->shift_layers, dims, acts, 1, 1))) return st;
+        s->has_shifter = 1;
+    }
+    return NPRED_OK;
+}
+
+npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_video_encoder_config *cfg, int in_c,
+                                        int in_t, int in_h, int in_w, int n_sessions, const char *const *keys,
+                                        const int *n_neurons, int max_batch)
+{
+    memset(e, 0, sizeof *e);
+    e->cfg = *cfg;
+    e->last = -1;
+    npred_ptable_init(&e->t);
+    if (n_sessions < 1 || n_sessions > NPRED_VIDEO_MAX_SESSIONS)
+        return npred_errorf(NPRED_ERR_ARG, "video encoder: %d sessions (1..%d)", n_sessions, NPRED_VIDEO_MAX_SESSIONS);
+    e->n_sessions = n_sessions;
+    e->in_c = in_c, e->in_t = in_t, e->in_h = in_h, e->in_w = in_w;
+    e->max_batch = max_batch;
+    npred_core3d_config cc = cfg->core;
+    cc.input_channels = in_c;
+    npred_status st = npred_core3d_declare(&e->core, &cc, "core.", in_t, in_h, in_w, &e->t);
+    if (st) return st;
+    e->feat_c = e->core.out_c, e->out_t = e->core.out_t, e->feat_h = e->core.out_h, e->feat_w = e->core.out_w;
+    if (cfg->use_gru) {
+        npred_convgru_config gc = cfg->gru;
+        if (gc.input_channels != e->feat_c)
+            return npred_errorf(NPRED_ERR_CONFIG, "video encoder: the GRU takes %d channels, the core gives %d",
+                                gc.input_channels, e->feat_c);
+        if ((st = npred_convgru_declare(&e->gru, &gc, "gru_module.", e->feat_h, e->feat_w, &e->t))) return st;
+        e->feat_c = gc.rec_channels, e->feat_h = e->gru.ho, e->feat_w = e->gru.wo;
+    }
+    if ((st = declare_sessions(e, keys, n_neurons))) return st;
+    if ((st = npred_ptable_alloc(&e->t))) return st;
+    if ((st = npred_core3d_setup(&e->core, &e->t, max_batch))) return st;
+    npred_core3d_init_buffers(&e->core, &e->t);
+    if (cfg->use_gru && (st = npred_convgru_setup(&e->gru, max_batch, e->out_t))) return st;
+    size_t BT = (size_t)max_batch * e->out_t, nmax = 1;
+    for (int i = 0; i < n_sessions; i++) {
+        npred_video_session *s = &e->s[i];
+        if ((st = npred_readout_setup(&s->ro, &e->t, (int)BT))) return st;
+        if (s->has_shifter && (st = npred_mlp_setup(&s->shifter, (int)BT))) return st;
+        if ((size_t)s->n > nmax) nmax = (size_t)s->n;
+    }
+    size_t nf = BT * e->feat_c * e->feat_h * e->feat_w;
+    size_t ncore = BT * e->core.out_c * e->core.out_h * e->core.out_w; /* the GRU's input gradient reuses dframes */
+    e->frames = malloc(nf * sizeof(float));
+    e->dframes = malloc((nf > ncore ? nf : ncore) * sizeof(float));
+    e->dfeat = malloc(nf * sizeof(float));
+    e->pupil = malloc(BT * 2 * sizeof(float));
+    e->dpupil = malloc(BT * 2 * sizeof(float));
+    e->shift = malloc(BT * 2 * sizeof(float));
+    e->dshift = malloc(BT * 2 * sizeof(float));
+    e->y = malloc(BT * nmax * sizeof(float));
+    e->z = malloc(BT * nmax * sizeof(float));
+    e->out = malloc(BT * nmax * sizeof(float));
+    e->dy = malloc(BT * nmax * sizeof(float));
+    if (!e->frames || !e->dframes || !e->dfeat || !e->pupil || !e->dpupil || !e->shift || !e->dshift || !e->y ||
+        !e->z || !e->out || !e->dy)
+        return npred_errorf(NPRED_ERR_NOMEM, "video encoder: out of memory");
+    return NPRED_OK;
+}
+
+void npred_video_encoder_free(npred_video_encoder *e)
+{
+    npred_core3d_free(&e->core);
+    if (e->cfg.use_gru) npred_convgru_free(&e->gru);
+    for (int i = 0; i < e->n_sessions; i++) {
+        npred_readout_free(&e->s[i].ro);
+        if (e->s[i].has_shifter) npred_mlp_free(&e->s[i].shifter);
+    }
+    free(e->frames), free(e->dframes), free(e->dfeat);
+    free(e->pupil), free(e->dpupil), free(e->shift), free(e->dshift);
+    free(e->y), free(e->z), free(e->out), free(e->dy);
+    npred_ptable_free(&e->t);
+    memset(e, 0, sizeof *e);
+}
+
+static inline float elu1(float z) { return z > 0 ? z + 1.0f : expf(z); }
+
+npred_status npred_video_encoder_forward(npred_video_encoder *e, int si, const float *videos, const float *pupil_center,
+                                         int B, int train, npred_rng *rng, const float *noise, float *out)
+{
+    if (si < 0 || si >= e->n_sessions) return npred_errorf(NPRED_ERR_ARG, "video encoder: session index %d", si);
+    if (B < 1 || B > e->max_batch)
+        return npred_errorf(NPRED_ERR_ARG, "video encoder: batch of %d (capacity %d)", B, e->max_batch);
+    npred_video_session *s = &e->s[si];
+    const float *feat;
+    npred_status st = npred_core3d_forward(&e->core, &e->t, videos, B, train, &feat);
+    if (st) return st;
+    int T1 = e->out_t, K = e->feat_c;
+    if (e->cfg.use_gru && (st = npred_convgru_forward(&e->gru, &e->t, feat, B, T1, &feat))) return st;
+    e->feat = feat;
+    size_t hw = (size_t)e->feat_h * e->feat_w;
+    /* (B, K, T', h, w) -> (B*T', K, h, w) */
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < K; k++)
+            for (int t = 0; t < T1; t++)
+                memcpy(e->frames + (((size_t)b * T1 + t) * K + k) * hw, feat + (((size_t)b * K + k) * T1 + t) * hw,
+                       hw * sizeof(float));
+    int BT = B * T1;
+    const float *shift = NULL;
+    if (s->has_shifter) {
+        if (!pupil_center)
+            return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a shifter: pupil_center is required", s->key);
+        /* the last T' frames of pupil_center (B, 2, T), as (B*T', 2) */
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T1; t++)
+                for (int j = 0; j < 2; j++)
+                    e->pupil[((size_t)b * T1 + t) * 2 + j] = pupil_center[((size_t)b * 2 + j) * e->in_t + e->in_t - T1 + t];
+        if ((st = npred_mlp_forward(&s->shifter, &e->t, e->pupil, BT, e->shift))) return st;
+        shift = e->shift;
+    }
+    if ((st = npred_readout_forward(&s->ro, &e->t, e->y, e->frames, shift, BT, train, rng, noise))) return st;
+    size_t n = (size_t)BT * s->n;
+    for (size_t i = 0; i < n; i++) {
+        e->z[i] = e->y[i] + (float)e->cfg.elu_offset;
+        e->out[i] = elu1(e->z[i]);
+    }
+    if (out) memcpy(out, e->out, n * sizeof *out);
+    e->last = si, e->B = B, e->train = train;
+    return NPRED_OK;
+}
+
+npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *dout, float *dvideos, float *dpupil)
+{
+    if (e->last < 0) return npred_errorf(NPRED_ERR_ARG, "video encoder: backward without a forward");
+    npred_video_session *s = &e->s[e->last];
+    int B = e->B, T1 = e->out_t, K = e->feat_c, BT = B * T1;
+    size_t n = (size_t)BT * s->n, hw = (size_t)e->feat_h * e->feat_w;
+    for (size_t i = 0; i < n; i++) e->dy[i] = dout[i] * (e->z[i] > 0 ? 1.0f : e->out[i]);
+    memset(e->dframes, 0, (size_t)BT * K * hw * sizeof(float));
+    if (s->has_shifter) memset(e->dshift, 0, (size_t)BT * 2 * sizeof(float));
+    npred_readout_backward(&s->ro, &e->t, e->dy, e->dframes, s->has_shifter ? e->dshift : NULL);
+    if (s->has_shifter) {
+        memset(e->dpupil, 0, (size_t)BT * 2 * sizeof(float));
+        npred_mlp_backward(&s->shifter, &e->t, e->dshift, dpupil ? e->dpupil : NULL);
+        if (dpupil)
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T1; t++)
+                    for (int j = 0; j < 2; j++)
+                        dpupil[((size_t)b * 2 + j) * e->in_t + e->in_t - T1 + t] += e->dpupil[((size_t)b * T1 + t) * 2 + j];
+    }
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < K; k++)
+            for (int t = 0; t < T1; t++)
+                memcpy(e->dfeat + (((size_t)b * K + k) * T1 + t) * hw, e->dframes + (((size_t)b * T1 + t) * K + k) * hw,
+                       hw * sizeof(float));
+    const float *dcore = e->dfeat;
+    npred_status st;
+    if (e->cfg.use_gru) {
+        /* the GRU's input gradient is the core's output gradient */
+        size_t nc = (size_t)B * e->core.out_c * T1 * e->core.out_h * e->core.out_w;
+        memset(e->dframes, 0, nc * sizeof(float));
+        if ((st = npred_convgru_backward(&e->gru, &e->t, e->dfeat, e->dframes))) return st;
+        dcore = e->dframes;
+    }
+    return npred_core3d_backward(&e->core, &e->t, dcore, dvideos);
+}
+
+npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, double gscale, double *core_spatial,
+                                             double *core_temporal, double *readout)
+{
+    if (si < 0 || si >= e->n_sessions) return npred_errorf(NPRED_ERR_ARG, "video encoder: session index %d", si);
+    npred_status st = npred_core3d_regularizer(&e->core, &e->t, gscale, core_spatial, core_temporal);
+    if (st) return st;
+    *readout = npred_readout_regularizer(&e->s[si].ro, &e->t, gscale);
+    return NPRED_OK;
+}

@@ -1,0 +1,82 @@
+/* The SENSORIUM 2023 kit's VideoFiringRateEncoder (sensorium/models/video_encoder.py,
+ * built by make_video_model) with a 3D core (docs/video.md):
+ *
+ *   videos (B, C, T, H, W) -> core3d -> [ConvGRU] -> (B, K, T', h, w)
+ *     -> frames (B*T', K, h, w), row b*T' + t
+ *     -> readout[key] (FullGaussian2d, cortex grid predictor), shift = shifter[key]
+ *        (MLP on pupil_center[:, :, -T':], (B*T', 2))
+ *     -> ELU(. + elu_offset) + 1 -> (B, T', n)
+ *
+ * T' = the frames the core keeps (T - sum of (kt - 1)); the kit's loss compares them
+ * with the LAST T' response frames. Parameters under "core.", "gru_module." (when
+ * present), "readout.<key>.", "shifter.<key>.mlp." as the PyTorch state_dict. */
+#ifndef NPRED_MODEL_VIDEO_ENCODER_H
+#define NPRED_MODEL_VIDEO_ENCODER_H
+
+#include "cores/convgru.h"
+#include "cores/core3d.h"
+#include "nn/mlp.h"
+#include "nn/params.h"
+#include "readouts/readout.h"
+
+#define NPRED_VIDEO_MAX_SESSIONS 32
+
+typedef struct {
+    char key[96];
+    int n;                      /* neurons */
+    npred_readout ro;
+    int has_shifter;
+    npred_mlp shifter;
+} npred_video_session;
+
+typedef struct {
+    npred_core3d_config core;
+    int use_gru;
+    npred_convgru_config gru;   /* input_channels = the core's output channels */
+    int use_shifter;
+    int shift_layers, hidden_channels_shifter;   /* MLPShifter: 3, 5 */
+    double init_mu_range, init_sigma, gamma_readout;
+    int gmp_hidden_layers, gmp_hidden_features, gmp_final_tanh; /* cortex grid predictor */
+    double elu_offset;
+} npred_video_encoder_config;
+
+typedef struct {
+    npred_video_encoder_config cfg;
+    npred_ptable t;
+    npred_core3d core;
+    npred_convgru gru;
+    int n_sessions;
+    npred_video_session s[NPRED_VIDEO_MAX_SESSIONS];
+    int in_c, in_t, in_h, in_w;
+    int feat_c, out_t, feat_h, feat_w;
+    int max_batch;
+    float *frames, *dframes;    /* (B*T', K, h, w) */
+    float *dfeat;               /* (B, K, T', h, w) */
+    float *pupil, *dpupil;      /* (B*T', 2) */
+    float *shift, *dshift;      /* (B*T', 2) */
+    float *y, *z, *out, *dy;    /* (B*T', n_max) */
+    int last, B, train;
+    const float *feat;          /* core (or GRU) output of the last forward */
+} npred_video_encoder;
+
+/* Build for inputs (C, T, H, W) and the given sessions (keys, neuron counts);
+ * parameters are zero until loaded (or set by the caller); constant buffers filled. */
+npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_video_encoder_config *cfg, int in_c,
+                                        int in_t, int in_h, int in_w, int n_sessions, const char *const *keys,
+                                        const int *n_neurons, int max_batch);
+void npred_video_encoder_free(npred_video_encoder *e);
+int npred_video_encoder_find(const npred_video_encoder *e, const char *key);
+/* Forward session si: videos (B, C, T, H, W), pupil_center (B, 2, T) (required with a
+ * shifter); noise (B*T', n, 2) replaces the readout's N(0, 1) draw in train mode (NULL:
+ * drawn from rng). out (B, T', n) may be NULL (then read e->out). */
+npred_status npred_video_encoder_forward(npred_video_encoder *e, int si, const float *videos, const float *pupil_center,
+                                         int B, int train, npred_rng *rng, const float *noise, float *out);
+/* Backward of the last forward from dout (B, T', n); accumulates parameter gradients
+ * and dvideos (B, C, T, H, W) / dpupil (B, 2, T) when not NULL. */
+npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *dout, float *dvideos, float *dpupil);
+/* The kit's training regularizers: core (spatial + temporal) + readout[si]; gradients
+ * times gscale accumulated when gscale != 0. */
+npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, double gscale, double *core_spatial,
+                                             double *core_temporal, double *readout);
+
+#endif
