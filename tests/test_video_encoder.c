@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "model/config.h"
 #include "model/video_encoder.h"
 
 static int ival(cJSON *o, const char *key, int idx)
@@ -18,11 +19,41 @@ static int ival(cJSON *o, const char *key, int idx)
     return v ? (int)v->valuedouble : -1;
 }
 
-static void config_from_case(th_case *c, npred_video_encoder_config *vc)
+/* the kit's '2D' / '2D_equivariant' core_dict through the model config reader (0.3.0
+ * names; 43faede's final_batchnorm_scale True is 0.3.0's behaviour and is dropped) */
+static int core2d_config(th_case *c, cJSON *cd, const char *type, npred_core_config *out)
+{
+    cJSON *root = cJSON_CreateObject(), *args = cJSON_Duplicate(cd, 1);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(args, "final_batchnorm_scale")), "final_batchnorm_scale is True");
+    cJSON_DeleteItemFromObject(args, "final_batchnorm_scale");
+    if (!strcmp(type, "2D_equivariant")) cJSON_AddStringToObject(args, "type", "RotationEquivariant2dCore");
+    cJSON_AddItemToObject(root, "core", args);
+    npred_model_config m;
+    int ok = CHECK_OK(npred_model_config_from_cjson(&m, root, c->name));
+    cJSON_Delete(root);
+    *out = m.core;
+    return ok;
+}
+
+static int config_from_case(th_case *c, npred_video_encoder_config *vc)
 {
     memset(vc, 0, sizeof *vc);
     cJSON *mv = th_get(c->json, "args", "make_video_model", NULL);
     cJSON *cd = th_get(mv, "core_dict", NULL), *rd = th_get(mv, "readout_dict", NULL), *sd = th_get(mv, "shifter_dict", NULL);
+    const char *type = cJSON_GetStringValue(th_get(mv, "core_type", NULL));
+    if (!CHECK(type != NULL, "core_type")) return 0;
+    if (cJSON_IsTrue(th_get(mv, "use_gru", NULL))) {
+        cJSON *gd = th_get(mv, "gru_dict", NULL);
+        vc->use_gru = 1;
+        vc->gru = (npred_convgru_config){.input_channels = ival(gd, "input_channels", 0),
+                                         .rec_channels = ival(gd, "rec_channels", 0),
+                                         .input_kern = ival(gd, "input_kern", 0), .rec_kern = ival(gd, "rec_kern", 0),
+                                         .pad_input = 1, .gamma_rec = th_num(gd, NAN, "gamma_rec", NULL)};
+    }
+    if (strcmp(type, "3D_factorised")) {
+        vc->core2d = 1;
+        if (!core2d_config(c, cd, type, &vc->core2d_cfg)) return 0;
+    }
     npred_core3d_config *cc = &vc->core;
     npred_core3d_config_default(cc, 1);
     cc->input_channels = ival(cd, "input_channels", 0);
@@ -51,6 +82,7 @@ static void config_from_case(th_case *c, npred_video_encoder_config *vc)
     vc->gmp_hidden_features = ival(gmp, "hidden_features", 0);
     vc->gmp_final_tanh = cJSON_IsTrue(th_get(gmp, "final_tanh", NULL));
     vc->elu_offset = th_num(mv, NAN, "elu_offset", NULL);
+    return 1;
 }
 
 static float *load_sess(th_case *c, const char *key, const char *a, const char *b, npred_array *sh)
@@ -69,12 +101,15 @@ static void compare_sess(th_case *c, const char *key, const char *a, const char 
         th_compare_dims(c, kind, f->valuestring, got, ndim, dims);
 }
 
-static void test_factorized3d_encoder(void)
+static void run_case(const char *name)
 {
     th_case c;
-    if (!th_case_open(&c, "video_factorized3d_encoder")) return;
+    if (!th_case_open(&c, name)) return;
     npred_video_encoder_config vc;
-    config_from_case(&c, &vc);
+    if (!config_from_case(&c, &vc)) {
+        th_case_close(&c);
+        return;
+    }
     cJSON *keys_j = th_get(c.json, "data_keys", NULL);
     int ns = cJSON_GetArraySize(keys_j);
     const char *keys[4];
@@ -117,8 +152,15 @@ static void test_factorized3d_encoder(void)
         CHECK_OK(npred_video_encoder_regularizer(&e, k, 1.0, &rs, &rt, &rr));
         if (!CHECK_OK(npred_video_encoder_forward(&e, k, in[k][0], in[k][1], B, 1, NULL, noise, NULL))) goto next;
         compare_sess(&c, keys[k], "output_train", NULL, "forward", e.out, TH_DIMS(B, T1, nn[k]));
-        compare_sess(&c, keys[k], "intermediates", "core_output", "forward", e.feat,
-                     TH_DIMS(B, e.feat_c, T1, e.feat_h, e.feat_w));
+        if (vc.core2d) /* the 2D core's own output, frame-major (B*T, K, h, w) */
+            compare_sess(&c, keys[k], "intermediates", "core_output", "forward", e.core2d.output,
+                         TH_DIMS(B * T1, e.core2d.out_c, e.core2d.out_h, e.core2d.out_w));
+        else
+            compare_sess(&c, keys[k], "intermediates", "core_output", "forward", e.core_out,
+                         TH_DIMS(B, e.core.out_c, T1, e.core.out_h, e.core.out_w));
+        if (vc.use_gru)
+            compare_sess(&c, keys[k], "intermediates", "gru_output", "forward", e.feat,
+                         TH_DIMS(B, e.feat_c, T1, e.feat_h, e.feat_w));
         compare_sess(&c, keys[k], "intermediates", "shift", "forward", e.shift, TH_DIMS(B * T1, 2));
         compare_sess(&c, keys[k], "intermediates", "readout_output", "forward", e.y, TH_DIMS(B * T1, nn[k]));
         /* the kit's full_objective: loss_scale * PoissonNLLLoss(log_input=False, eps 1e-8, sum) + regularizers,
@@ -138,9 +180,9 @@ static void test_factorized3d_encoder(void)
                     pois += o - y * log(o + 1e-8);
                     dout[i] = (float)(scale * (1 - y / (o + 1e-8)));
                 }
-        const char *names[4] = {"poisson", "core_reg_spatial", "core_reg_temporal", "readout_reg"};
-        double vals[4] = {pois, rs, rt, rr};
-        for (int q = 0; q < 4; q++) {
+        const char *names[5] = {"poisson", "core_reg", "readout_reg", "core_reg_spatial", "core_reg_temporal"};
+        double vals[5] = {pois, rs + rt, rr, rs, rt};
+        for (int q = 0; q < (vc.core2d ? 3 : 5); q++) { /* a 2D core's regularizer is one number */
             snprintf(sk, sizeof sk, "%s/%s", keys[k], names[q]);
             double want = th_num(c.json, NAN, "scalars", sk, NULL);
             CHECK(fabs(vals[q] - want) <= 1e-4 * fabs(want) + 1e-5, "%s %.9g want %.9g", sk, vals[q], want);
@@ -161,8 +203,20 @@ static void test_factorized3d_encoder(void)
                 } else {
                     int idx = npred_ptable_find(&e.t, it->string);
                     if (!CHECK(idx >= 0, "no table entry %s", it->string)) continue;
-                    th_compare_dims(&c, "grads", it->valuestring, npred_ptable_gradptr(&e.t, idx), e.t.items[idx].ndim,
-                                    e.t.items[idx].shape);
+                    const float *gp = npred_ptable_gradptr(&e.t, idx);
+                    if (!gp) {
+                        /* requires_grad=False parameters (the Hermite basis H, rotations Rs): buffers here;
+                         * the reference saved zeros */
+                        npred_array zs;
+                        float *z = th_load_f32(&c, it->valuestring, &zs);
+                        int zero = z != NULL;
+                        for (size_t i = 0; z && i < zs.count; i++) zero &= z[i] == 0;
+                        CHECK(zero && e.t.items[idx].is_buffer, "%s: no gradient here, the reference's is not zero",
+                              it->string);
+                        free(z);
+                    } else {
+                        th_compare_dims(&c, "grads", it->valuestring, gp, e.t.items[idx].ndim, e.t.items[idx].shape);
+                    }
                 }
                 checked++;
             }
@@ -186,8 +240,14 @@ out:
     th_case_close(&c);
 }
 
+static void test_factorized3d_encoder(void) { run_case("video_factorized3d_encoder"); }
+static void test_gru_encoder(void) { run_case("video_gru_encoder"); }
+static void test_gru_encoder_stacked2d(void) { run_case("video_gru_encoder_stacked2d"); }
+
 int main(void)
 {
     RUN(test_factorized3d_encoder);
+    RUN(test_gru_encoder);
+    RUN(test_gru_encoder_stacked2d);
     return th_summary();
 }

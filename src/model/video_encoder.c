@@ -70,11 +70,24 @@ npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_vide
     e->n_sessions = n_sessions;
     e->in_c = in_c, e->in_t = in_t, e->in_h = in_h, e->in_w = in_w;
     e->max_batch = max_batch;
-    npred_core3d_config cc = cfg->core;
-    cc.input_channels = in_c;
-    npred_status st = npred_core3d_declare(&e->core, &cc, "core.", in_t, in_h, in_w, &e->t);
-    if (st) return st;
-    e->feat_c = e->core.out_c, e->out_t = e->core.out_t, e->feat_h = e->core.out_h, e->feat_w = e->core.out_w;
+    npred_status st;
+    int core_c, core_h, core_w;
+    if (cfg->core2d) {
+        npred_core_config cc = cfg->core2d_cfg;
+        if (cc.input_channels != in_c)
+            return npred_errorf(NPRED_ERR_CONFIG, "video encoder: the core takes %d channels, the videos have %d",
+                                cc.input_channels, in_c);
+        if ((st = npred_core_declare(&e->core2d, &cc, "core.", in_h, in_w, &e->t))) return st;
+        core_c = e->core2d.out_c, core_h = e->core2d.out_h, core_w = e->core2d.out_w;
+        e->out_t = in_t;
+    } else {
+        npred_core3d_config cc = cfg->core;
+        cc.input_channels = in_c;
+        if ((st = npred_core3d_declare(&e->core, &cc, "core.", in_t, in_h, in_w, &e->t))) return st;
+        core_c = e->core.out_c, core_h = e->core.out_h, core_w = e->core.out_w;
+        e->out_t = e->core.out_t;
+    }
+    e->feat_c = core_c, e->feat_h = core_h, e->feat_w = core_w;
     if (cfg->use_gru) {
         npred_convgru_config gc = cfg->gru;
         if (gc.input_channels != e->feat_c)
@@ -85,8 +98,20 @@ npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_vide
     }
     if ((st = declare_sessions(e, keys, n_neurons))) return st;
     if ((st = npred_ptable_alloc(&e->t))) return st;
-    if ((st = npred_core3d_setup(&e->core, &e->t, max_batch))) return st;
-    npred_core3d_init_buffers(&e->core, &e->t);
+    if (cfg->core2d) {
+        if ((st = npred_core_setup(&e->core2d, &e->t, max_batch * in_t))) return st;
+        npred_core_init_buffers(&e->core2d, &e->t);
+        size_t nv = (size_t)max_batch * in_t * in_c * in_h * in_w, nk = (size_t)max_batch * in_t * core_c * core_h * core_w;
+        e->vframes = malloc(nv * sizeof(float));
+        e->dvframes = malloc(nv * sizeof(float));
+        e->dcore2d = malloc(nk * sizeof(float));
+        e->feat2d = malloc(nk * sizeof(float));
+        if (!e->vframes || !e->dvframes || !e->dcore2d || !e->feat2d)
+            return npred_errorf(NPRED_ERR_NOMEM, "video encoder: out of memory");
+    } else {
+        if ((st = npred_core3d_setup(&e->core, &e->t, max_batch))) return st;
+        npred_core3d_init_buffers(&e->core, &e->t);
+    }
     if (cfg->use_gru && (st = npred_convgru_setup(&e->gru, max_batch, e->out_t))) return st;
     size_t BT = (size_t)max_batch * e->out_t, nmax = 1;
     for (int i = 0; i < n_sessions; i++) {
@@ -96,7 +121,7 @@ npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_vide
         if ((size_t)s->n > nmax) nmax = (size_t)s->n;
     }
     size_t nf = BT * e->feat_c * e->feat_h * e->feat_w;
-    size_t ncore = BT * e->core.out_c * e->core.out_h * e->core.out_w; /* the GRU's input gradient reuses dframes */
+    size_t ncore = BT * core_c * core_h * core_w; /* the GRU's input gradient reuses dframes */
     e->frames = malloc(nf * sizeof(float));
     e->dframes = malloc((nf > ncore ? nf : ncore) * sizeof(float));
     e->dfeat = malloc(nf * sizeof(float));
@@ -116,7 +141,9 @@ npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_vide
 
 void npred_video_encoder_free(npred_video_encoder *e)
 {
-    npred_core3d_free(&e->core);
+    if (e->cfg.core2d) npred_core_free(&e->core2d);
+    else npred_core3d_free(&e->core);
+    free(e->vframes), free(e->dvframes), free(e->dcore2d), free(e->feat2d);
     if (e->cfg.use_gru) npred_convgru_free(&e->gru);
     for (int i = 0; i < e->n_sessions; i++) {
         npred_readout_free(&e->s[i].ro);
@@ -139,9 +166,28 @@ npred_status npred_video_encoder_forward(npred_video_encoder *e, int si, const f
         return npred_errorf(NPRED_ERR_ARG, "video encoder: batch of %d (capacity %d)", B, e->max_batch);
     npred_video_session *s = &e->s[si];
     const float *feat;
-    npred_status st = npred_core3d_forward(&e->core, &e->t, videos, B, train, &feat);
-    if (st) return st;
+    npred_status st;
     int T1 = e->out_t, K = e->feat_c;
+    if (e->cfg.core2d) {
+        /* (B, C, T, H, W) -> frames (B*T, C, H, W) -> 2D core -> (B*T, Kc, h, w) -> (B, Kc, T, h, w) */
+        int C = e->in_c, Kc = e->core2d.out_c;
+        size_t HW = (size_t)e->in_h * e->in_w, hw2 = (size_t)e->core2d.out_h * e->core2d.out_w;
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < T1; t++)
+                    memcpy(e->vframes + (((size_t)b * T1 + t) * C + c) * HW, videos + (((size_t)b * C + c) * T1 + t) * HW,
+                           HW * sizeof(float));
+        if ((st = npred_core_forward(&e->core2d, &e->t, e->vframes, B * T1, train))) return st;
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < Kc; k++)
+                for (int t = 0; t < T1; t++)
+                    memcpy(e->feat2d + (((size_t)b * Kc + k) * T1 + t) * hw2,
+                           e->core2d.output + (((size_t)b * T1 + t) * Kc + k) * hw2, hw2 * sizeof(float));
+        feat = e->feat2d;
+    } else if ((st = npred_core3d_forward(&e->core, &e->t, videos, B, train, &feat))) {
+        return st;
+    }
+    e->core_out = feat;
     if (e->cfg.use_gru && (st = npred_convgru_forward(&e->gru, &e->t, feat, B, T1, &feat))) return st;
     e->feat = feat;
     size_t hw = (size_t)e->feat_h * e->feat_w;
@@ -203,20 +249,44 @@ npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *d
     npred_status st;
     if (e->cfg.use_gru) {
         /* the GRU's input gradient is the core's output gradient */
-        size_t nc = (size_t)B * e->core.out_c * T1 * e->core.out_h * e->core.out_w;
+        size_t nc = (size_t)B * e->gru.cfg.input_channels * T1 * e->gru.h * e->gru.w;
         memset(e->dframes, 0, nc * sizeof(float));
         if ((st = npred_convgru_backward(&e->gru, &e->t, e->dfeat, e->dframes))) return st;
         dcore = e->dframes;
     }
-    return npred_core3d_backward(&e->core, &e->t, dcore, dvideos);
+    if (!e->cfg.core2d) return npred_core3d_backward(&e->core, &e->t, dcore, dvideos);
+    /* (B, Kc, T, h, w) -> frame-major, through the 2D core, back to (B, C, T, H, W) */
+    int C = e->in_c, Kc = e->core2d.out_c;
+    size_t HW = (size_t)e->in_h * e->in_w, hw2 = (size_t)e->core2d.out_h * e->core2d.out_w;
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < Kc; k++)
+            for (int t = 0; t < T1; t++)
+                memcpy(e->dcore2d + (((size_t)b * T1 + t) * Kc + k) * hw2, dcore + (((size_t)b * Kc + k) * T1 + t) * hw2,
+                       hw2 * sizeof(float));
+    if (dvideos) memset(e->dvframes, 0, (size_t)B * T1 * C * HW * sizeof(float));
+    if ((st = npred_core_backward(&e->core2d, &e->t, e->dcore2d, dvideos ? e->dvframes : NULL))) return st;
+    if (dvideos)
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++)
+                for (int t = 0; t < T1; t++) {
+                    float *d = dvideos + (((size_t)b * C + c) * T1 + t) * HW;
+                    const float *g = e->dvframes + (((size_t)b * T1 + t) * C + c) * HW;
+                    for (size_t i = 0; i < HW; i++) d[i] += g[i];
+                }
+    return NPRED_OK;
 }
 
 npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, double gscale, double *core_spatial,
                                              double *core_temporal, double *readout)
 {
     if (si < 0 || si >= e->n_sessions) return npred_errorf(NPRED_ERR_ARG, "video encoder: session index %d", si);
-    npred_status st = npred_core3d_regularizer(&e->core, &e->t, gscale, core_spatial, core_temporal);
-    if (st) return st;
+    if (e->cfg.core2d) {
+        *core_spatial = npred_core_regularizer(&e->core2d, &e->t, gscale);
+        *core_temporal = 0;
+    } else {
+        npred_status st = npred_core3d_regularizer(&e->core, &e->t, gscale, core_spatial, core_temporal);
+        if (st) return st;
+    }
     *readout = npred_readout_regularizer(&e->s[si].ro, &e->t, gscale);
     return NPRED_OK;
 }

@@ -1,7 +1,9 @@
 /* The SENSORIUM 2023 kit's VideoFiringRateEncoder (sensorium/models/video_encoder.py,
  * built by make_video_model) with a 3D core (docs/video.md):
  *
- *   videos (B, C, T, H, W) -> core3d -> [ConvGRU] -> (B, K, T', h, w)
+ *   videos (B, C, T, H, W) -> core3d, or a 2D core on each of the B*T frames
+ *     (row b*T + t; Stacked2dCore / RotationEquivariant2dCore, the kit's twoD_core)
+ *     -> [ConvGRU] -> (B, K, T', h, w)
  *     -> frames (B*T', K, h, w), row b*T' + t
  *     -> readout[key] (FullGaussian2d, cortex grid predictor), shift = shifter[key]
  *        (MLP on pupil_center[:, :, -T':], (B*T', 2))
@@ -15,6 +17,7 @@
 
 #include "cores/convgru.h"
 #include "cores/core3d.h"
+#include "cores/stacked2d.h"
 #include "nn/mlp.h"
 #include "nn/params.h"
 #include "readouts/readout.h"
@@ -30,6 +33,8 @@ typedef struct {
 } npred_video_session;
 
 typedef struct {
+    int core2d;                 /* 1: core2d_cfg per frame (T' = T), 0: the 3D core */
+    npred_core_config core2d_cfg;
     npred_core3d_config core;
     int use_gru;
     npred_convgru_config gru;   /* input_channels = the core's output channels */
@@ -44,6 +49,10 @@ typedef struct {
     npred_video_encoder_config cfg;
     npred_ptable t;
     npred_core3d core;
+    npred_core core2d;
+    float *vframes, *dvframes;  /* 2D core: (B*T, C, H, W) input frames and their gradient */
+    float *dcore2d;             /* 2D core: (B*T, K, h, w) output gradient */
+    float *feat2d;              /* 2D core: its output as (B, K, T, h, w) */
     npred_convgru gru;
     int n_sessions;
     npred_video_session s[NPRED_VIDEO_MAX_SESSIONS];
@@ -56,7 +65,8 @@ typedef struct {
     float *shift, *dshift;      /* (B*T', 2) */
     float *y, *z, *out, *dy;    /* (B*T', n_max) */
     int last, B, train;
-    const float *feat;          /* core (or GRU) output of the last forward */
+    const float *feat;          /* core (or GRU) output of the last forward, (B, K, T', h, w) */
+    const float *core_out;      /* the core's output of the last forward, (B, Kc, T', hc, wc) */
 } npred_video_encoder;
 
 /* Build for inputs (C, T, H, W) and the given sessions (keys, neuron counts);
@@ -74,7 +84,8 @@ npred_status npred_video_encoder_forward(npred_video_encoder *e, int si, const f
 /* Backward of the last forward from dout (B, T', n); accumulates parameter gradients
  * and dvideos (B, C, T, H, W) / dpupil (B, 2, T) when not NULL. */
 npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *dout, float *dvideos, float *dpupil);
-/* The kit's training regularizers: core (spatial + temporal) + readout[si]; gradients
+/* The kit's training regularizers: core (spatial + temporal; a 2D core's whole
+ * regularizer is reported as spatial, temporal 0) + readout[si]; gradients
  * times gscale accumulated when gscale != 0. */
 npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, double gscale, double *core_spatial,
                                              double *core_temporal, double *readout);
