@@ -9,80 +9,11 @@
 #include <string.h>
 
 #include "harness.h"
-#include "model/config.h"
 #include "model/video_encoder.h"
-
-static int ival(cJSON *o, const char *key, int idx)
-{
-    cJSON *v = cJSON_GetObjectItem(o, key);
-    if (cJSON_IsArray(v)) v = cJSON_GetArrayItem(v, idx);
-    return v ? (int)v->valuedouble : -1;
-}
-
-/* the kit's '2D' / '2D_equivariant' core_dict through the model config reader (0.3.0
- * names; 43faede's final_batchnorm_scale True is 0.3.0's behaviour and is dropped) */
-static int core2d_config(th_case *c, cJSON *cd, const char *type, npred_core_config *out)
-{
-    cJSON *root = cJSON_CreateObject(), *args = cJSON_Duplicate(cd, 1);
-    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(args, "final_batchnorm_scale")), "final_batchnorm_scale is True");
-    cJSON_DeleteItemFromObject(args, "final_batchnorm_scale");
-    if (!strcmp(type, "2D_equivariant")) cJSON_AddStringToObject(args, "type", "RotationEquivariant2dCore");
-    cJSON_AddItemToObject(root, "core", args);
-    npred_model_config m;
-    int ok = CHECK_OK(npred_model_config_from_cjson(&m, root, c->name));
-    cJSON_Delete(root);
-    *out = m.core;
-    return ok;
-}
 
 static int config_from_case(th_case *c, npred_video_encoder_config *vc)
 {
-    memset(vc, 0, sizeof *vc);
-    cJSON *mv = th_get(c->json, "args", "make_video_model", NULL);
-    cJSON *cd = th_get(mv, "core_dict", NULL), *rd = th_get(mv, "readout_dict", NULL), *sd = th_get(mv, "shifter_dict", NULL);
-    const char *type = cJSON_GetStringValue(th_get(mv, "core_type", NULL));
-    if (!CHECK(type != NULL, "core_type")) return 0;
-    if (cJSON_IsTrue(th_get(mv, "use_gru", NULL))) {
-        cJSON *gd = th_get(mv, "gru_dict", NULL);
-        vc->use_gru = 1;
-        vc->gru = (npred_convgru_config){.input_channels = ival(gd, "input_channels", 0),
-                                         .rec_channels = ival(gd, "rec_channels", 0),
-                                         .input_kern = ival(gd, "input_kern", 0), .rec_kern = ival(gd, "rec_kern", 0),
-                                         .pad_input = 1, .gamma_rec = th_num(gd, NAN, "gamma_rec", NULL)};
-    }
-    if (strcmp(type, "3D_factorised")) {
-        vc->core2d = 1;
-        if (!core2d_config(c, cd, type, &vc->core2d_cfg)) return 0;
-    }
-    npred_core3d_config *cc = &vc->core;
-    npred_core3d_config_default(cc, 1);
-    cc->input_channels = ival(cd, "input_channels", 0);
-    cc->hidden_channels = ival(cd, "hidden_channels", 0);
-    cc->layers = ival(cd, "layers", 0);
-    cc->stride = ival(cd, "stride", 0);
-    cc->in_kt = ival(cd, "temporal_input_kernel", 0);
-    cc->in_kh = ival(cd, "spatial_input_kernel", 0), cc->in_kw = ival(cd, "spatial_input_kernel", 1);
-    cc->hid_kt = ival(cd, "temporal_hidden_kernel", 0);
-    cc->hid_kh = ival(cd, "spatial_hidden_kernel", 0), cc->hid_kw = ival(cd, "spatial_hidden_kernel", 1);
-    cc->gamma_input_spatial = th_num(cd, NAN, "gamma_input_spatial", NULL);
-    cc->gamma_input_temporal = th_num(cd, NAN, "gamma_input_temporal", NULL);
-    cc->bias = cJSON_IsTrue(th_get(cd, "bias", NULL));
-    cc->batch_norm = cJSON_IsTrue(th_get(cd, "batch_norm", NULL));
-    cc->padding = cJSON_IsTrue(th_get(cd, "padding", NULL));
-    cc->final_nonlin = cJSON_IsTrue(th_get(cd, "final_nonlin", NULL));
-    cc->momentum = th_num(cd, NAN, "momentum", NULL);
-    vc->use_shifter = cJSON_IsTrue(th_get(mv, "use_shifter", NULL));
-    vc->shift_layers = ival(sd, "shift_layers", 0);
-    vc->hidden_channels_shifter = ival(sd, "hidden_channels_shifter", 0);
-    vc->init_mu_range = th_num(rd, NAN, "init_mu_range", NULL);
-    vc->init_sigma = th_num(rd, NAN, "init_sigma", NULL);
-    vc->gamma_readout = th_num(rd, NAN, "gamma_readout", NULL);
-    cJSON *gmp = th_get(rd, "grid_mean_predictor", NULL);
-    vc->gmp_hidden_layers = ival(gmp, "hidden_layers", 0);
-    vc->gmp_hidden_features = ival(gmp, "hidden_features", 0);
-    vc->gmp_final_tanh = cJSON_IsTrue(th_get(gmp, "final_tanh", NULL));
-    vc->elu_offset = th_num(mv, NAN, "elu_offset", NULL);
-    return 1;
+    return CHECK_OK(npred_video_encoder_config_from_cjson(vc, th_get(c->json, "args", "make_video_model", NULL), c->name));
 }
 
 static float *load_sess(th_case *c, const char *key, const char *a, const char *b, npred_array *sh)
@@ -119,8 +50,7 @@ static void run_case(const char *name)
         nn[i] = (int)th_num(c.json, -1, "args", "n_neurons", keys[i], NULL);
     }
     cJSON *shape = th_get(c.json, "args", "input_shape", keys[0], NULL);
-    int B = ival(th_get(c.json, "args", NULL), "batch_size", 0);
-    B = cJSON_GetArrayItem(shape, 0)->valueint;
+    int B = cJSON_GetArrayItem(shape, 0)->valueint;
     int C = cJSON_GetArrayItem(shape, 1)->valueint, T = cJSON_GetArrayItem(shape, 2)->valueint,
         H = cJSON_GetArrayItem(shape, 3)->valueint, W = cJSON_GetArrayItem(shape, 4)->valueint;
     npred_video_encoder e;
@@ -244,8 +174,59 @@ static void test_factorized3d_encoder(void) { run_case("video_factorized3d_encod
 static void test_gru_encoder(void) { run_case("video_gru_encoder"); }
 static void test_gru_encoder_stacked2d(void) { run_case("video_gru_encoder_stacked2d"); }
 
+/* the kit's config forms: hidden_channels as a list of equal ints builds the same model
+ * as the int; mistakes are errors naming the key */
+static void expect_config_error(cJSON *mv, const char *needle)
+{
+    npred_video_encoder_config vc;
+    npred_status s = npred_video_encoder_config_from_cjson(&vc, mv, "model.json");
+    CHECK(s == NPRED_ERR_CONFIG && strstr(npred_last_error(), needle), "want an error naming '%s', got %d '%s'", needle,
+          s, npred_last_error());
+}
+
+static void test_config(void)
+{
+    th_case c;
+    if (!th_case_open(&c, "video_factorized3d_encoder")) return;
+    cJSON *mv = cJSON_Duplicate(th_get(c.json, "args", "make_video_model", NULL), 1);
+    npred_video_encoder_config a, b;
+    CHECK_OK(npred_video_encoder_config_from_cjson(&a, mv, "model.json"));
+    cJSON *cd = cJSON_GetObjectItem(mv, "core_dict");
+    cJSON_ReplaceItemInObject(cd, "hidden_channels", cJSON_CreateIntArray((const int[]){4, 4}, 2));
+    CHECK_OK(npred_video_encoder_config_from_cjson(&b, mv, "model.json"));
+    CHECK(!memcmp(&a, &b, sizeof a) && a.core.hidden_channels == 4, "a list hidden_channels gives the same config");
+    cJSON_ReplaceItemInObject(cd, "hidden_channels", cJSON_CreateIntArray((const int[]){4, 8}, 2));
+    expect_config_error(mv, "core_dict.hidden_channels");
+    cJSON_ReplaceItemInObject(cd, "hidden_channels", cJSON_CreateNumber(4));
+    cJSON_AddNumberToObject(cd, "hidden_kernel", 3);
+    expect_config_error(mv, "core_dict.hidden_kernel");
+    cJSON_DeleteItemFromObject(cd, "hidden_kernel");
+    cJSON_ReplaceItemInObject(mv, "core_type", cJSON_CreateString("3d"));
+    expect_config_error(mv, "core_type");
+    cJSON_ReplaceItemInObject(mv, "core_type", cJSON_CreateString("3D_factorised"));
+    cJSON_AddBoolToObject(mv, "use_grus", 1);
+    expect_config_error(mv, "unknown key 'use_grus'");
+    cJSON_DeleteItemFromObject(mv, "use_grus");
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(mv, "readout_dict"), "gamma_grid_dispersion", cJSON_CreateNumber(1));
+    expect_config_error(mv, "gamma_grid_dispersion");
+    cJSON_Delete(mv);
+    /* the kit's '3D' core type (Basic3dCore with num_frames) */
+    cJSON *m3 = cJSON_Parse("{\"core_type\": \"3D\", \"core_dict\": {\"input_channels\": 3, \"hidden_channels\": [4, 4],"
+                            " \"num_frames\": 3, \"input_kernel\": 5, \"hidden_kernel\": 3, \"spatial_input_kernel\": null,"
+                            " \"layers\": 2}, \"readout_dict\": {}, \"readout_type\": \"gaussian\", \"use_gru\": false,"
+                            " \"gru_dict\": null, \"use_shifter\": false, \"shifter_dict\": null, \"shifter_type\": \"MLP\"}");
+    if (CHECK_OK(npred_video_encoder_config_from_cjson(&a, m3, "model.json")))
+        CHECK(!a.core.factorized && a.core.in_kt == 3 && a.core.in_kh == 5 && a.core.hid_kt == 3 && a.core.hid_kw == 3,
+              "Basic3dCore kernels from num_frames");
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(m3, "core_dict"), "spatial_input_kernel", cJSON_CreateNumber(5));
+    expect_config_error(m3, "spatial_input_kernel");
+    cJSON_Delete(m3);
+    th_case_close(&c);
+}
+
 int main(void)
 {
+    RUN(test_config);
     RUN(test_factorized3d_encoder);
     RUN(test_gru_encoder);
     RUN(test_gru_encoder_stacked2d);

@@ -24,13 +24,13 @@ static npred_status declare_sessions(npred_video_encoder *e, const char *const *
         s->n = n_neurons[i];
         npred_readout_config rc;
         npred_readout_config_default(&rc, NPRED_READOUT_FULL_GAUSSIAN2D, e->feat_c, e->feat_h, e->feat_w, s->n);
-        rc.bias = 1;
+        rc.bias = c->readout_bias;
         rc.init_mu_range = c->init_mu_range;
         rc.init_sigma = c->init_sigma;
         rc.feature_reg_weight = c->gamma_readout;
-        rc.gauss_type = NPRED_GAUSS_FULL;
-        rc.predicted_grid = 1;
-        rc.gmp_input_dimensions = 2;
+        rc.gauss_type = c->gauss_type;
+        rc.predicted_grid = c->predicted_grid;
+        rc.gmp_input_dimensions = c->gmp_input_dimensions;
         rc.gmp_hidden_layers = c->gmp_hidden_layers;
         rc.gmp_hidden_features = c->gmp_hidden_features;
         rc.gmp_final_tanh = c->gmp_final_tanh;
@@ -82,6 +82,9 @@ npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_vide
         e->out_t = in_t;
     } else {
         npred_core3d_config cc = cfg->core;
+        if (cc.input_channels && cc.input_channels != in_c)
+            return npred_errorf(NPRED_ERR_CONFIG, "video encoder: the core takes %d channels, the videos have %d",
+                                cc.input_channels, in_c);
         cc.input_channels = in_c;
         if ((st = npred_core3d_declare(&e->core, &cc, "core.", in_t, in_h, in_w, &e->t))) return st;
         core_c = e->core.out_c, core_h = e->core.out_h, core_w = e->core.out_w;

@@ -41,9 +41,24 @@ typedef struct {
     int use_shifter;
     int shift_layers, hidden_channels_shifter;   /* MLPShifter: 3, 5 */
     double init_mu_range, init_sigma, gamma_readout;
-    int gmp_hidden_layers, gmp_hidden_features, gmp_final_tanh; /* cortex grid predictor */
+    int readout_bias;           /* 1 */
+    npred_gauss_type gauss_type;
+    int predicted_grid;         /* 1: cortex grid predictor (grid_mean_predictor) */
+    int gmp_input_dimensions, gmp_hidden_layers, gmp_hidden_features, gmp_final_tanh;
     double elu_offset;
+    int64_t seed;               /* make_video_model(seed=): stored for the caller */
 } npred_video_encoder_config;
+
+typedef struct cJSON cJSON;
+/* The kit's make_video_model arguments (dataloaders aside) as a JSON object: seed,
+ * core_dict, core_type ("3D_factorised", "3D", "2D", "2D_equivariant"), readout_dict,
+ * readout_type ("gaussian"), use_gru, gru_dict, use_shifter, shifter_dict,
+ * shifter_type ("MLP"), elu_offset, nonlinearity_type ("elu"), nonlinearity_config
+ * (null), deeplake_ds (false). A 3D core's hidden_channels is an int (43faede) or a
+ * list of equal ints (the kit's configs, later neuralpredictors): the same model.
+ * Unknown keys and values this build cannot run are NPRED_ERR_CONFIG naming the key.
+ * input_channels of the core come from the data (the kit's loaders). */
+npred_status npred_video_encoder_config_from_cjson(npred_video_encoder_config *cfg, const cJSON *obj, const char *where);
 
 typedef struct {
     npred_video_encoder_config cfg;
