@@ -32,6 +32,39 @@ static void compare_sess(th_case *c, const char *key, const char *a, const char 
         th_compare_dims(c, kind, f->valuestring, got, ndim, dims);
 }
 
+/* Streaming: the frames pushed one at a time give the whole clip's eval output bit for
+ * bit (2D-core encoders; a 3D core is refused for now). */
+static void check_stream(npred_video_encoder *e, int k, const float *videos, const float *pupil, int B, int C, int T,
+                         int HW, int n)
+{
+    size_t nout = (size_t)B * e->out_t * n;
+    float *full = malloc(nout * sizeof *full), *frame = malloc((size_t)B * C * HW * sizeof *frame),
+          *rates = malloc((size_t)B * n * sizeof *rates), pc[64];
+    if (!full || !frame || !rates || B > 32) goto out;
+    memcpy(full, e->out, nout * sizeof *full);
+    npred_video_encoder_stream_reset(e);
+    int same = 1;
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++) {
+            for (int c = 0; c < C; c++)
+                memcpy(frame + ((size_t)b * C + c) * HW, videos + (((size_t)b * C + c) * T + t) * HW, HW * sizeof *frame);
+            for (int j = 0; j < 2; j++) pc[b * 2 + j] = pupil[((size_t)b * 2 + j) * T + t];
+        }
+        npred_status st = npred_video_encoder_stream_push(e, k, frame, pc, B, rates);
+        if (!e->cfg.core2d) {
+            CHECK(st == NPRED_ERR_UNSUPPORTED, "streaming a 3D core is refused (%d)", st);
+            goto out;
+        }
+        if (!CHECK_OK(st)) goto out;
+        for (int b = 0; b < B; b++) same &= !memcmp(rates + (size_t)b * n, full + ((size_t)b * T + t) * n, n * sizeof(float));
+    }
+    CHECK(same, "session %d: the streamed rates differ from the whole clip's", k);
+    /* a push with another batch size is refused until a reset */
+    CHECK(B < 2 || npred_video_encoder_stream_push(e, k, frame, pc, B - 1, rates) == NPRED_ERR_ARG, "batch change");
+out:
+    free(full), free(frame), free(rates);
+}
+
 static void run_case(const char *name)
 {
     th_case c;
@@ -66,8 +99,10 @@ static void run_case(const char *name)
     /* eval on the initial state, both sessions first */
     for (int k = 0; k < ns; k++) {
         if (!in[k][0] || !in[k][1]) continue;
-        if (CHECK_OK(npred_video_encoder_forward(&e, k, in[k][0], in[k][1], B, 0, NULL, NULL, NULL)))
+        if (CHECK_OK(npred_video_encoder_forward(&e, k, in[k][0], in[k][1], B, 0, NULL, NULL, NULL))) {
             compare_sess(&c, keys[k], "output_eval", NULL, "forward", e.out, TH_DIMS(B, T1, nn[k]));
+            check_stream(&e, k, in[k][0], in[k][1], B, C, T, H * W, nn[k]);
+        }
     }
     for (int k = 0; k < ns; k++) {
         if (!in[k][0] || !in[k][1]) continue;

@@ -91,6 +91,12 @@ static float sigmoidf_(float v) { return 1.0f / (1.0f + expf(-v)); }
 npred_status npred_convgru_forward(npred_convgru *g, const npred_ptable *t, const float *x, int B, int T,
                                    const float **out)
 {
+    return npred_convgru_forward_from(g, t, x, NULL, B, T, out);
+}
+
+npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t, const float *x, const float *h0, int B,
+                                        int T, const float **out)
+{
     if (B < 1 || B > g->max_batch || T < 1 || T > g->max_frames)
         return npred_errorf(NPRED_ERR_ARG, "ConvGRU: %d x %d frames for a capacity of %d x %d", B, T, g->max_batch,
                             g->max_frames);
@@ -111,7 +117,8 @@ npred_status npred_convgru_forward(npred_convgru *g, const npred_ptable *t, cons
                                       &pi, g->ws, g->ws_bytes)))
             return s;
     size_t n = (size_t)B * st;
-    memset(g->hs, 0, n * sizeof(float));
+    if (h0) memcpy(g->hs, h0, n * sizeof(float));
+    else memset(g->hs, 0, n * sizeof(float));
     for (int tt = 0; tt < T; tt++) {
         const float *h = g->hs + (size_t)tt * n;
         float *hn = g->hs + (size_t)(tt + 1) * n;

@@ -58,6 +58,10 @@ npred_status npred_convgru_setup(npred_convgru *g, int max_batch, int max_frames
 /* Forward x (B, Cin, T, H, W) -> *out (B, R, T, H', W'). */
 npred_status npred_convgru_forward(npred_convgru *g, const npred_ptable *t, const float *x, int B, int T,
                                    const float **out);
+/* The same from the state h0 (B, R, H', W') instead of zeros (NULL: zeros): streaming
+ * runs it with T = 1 and the previous output as h0 (identical to one long forward). */
+npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t, const float *x, const float *h0, int B,
+                                        int T, const float **out);
 /* Backward through time of the last forward: dy (B, R, T, H', W'); accumulates the
  * parameter gradients and, when dx is not NULL, the input gradient. */
 npred_status npred_convgru_backward(npred_convgru *g, const npred_ptable *t, const float *dy, float *dx);

@@ -136,6 +136,8 @@ npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_vide
     e->z = malloc(BT * nmax * sizeof(float));
     e->out = malloc(BT * nmax * sizeof(float));
     e->dy = malloc(BT * nmax * sizeof(float));
+    if (cfg->use_gru && !(e->state = malloc((size_t)max_batch * e->feat_c * e->feat_h * e->feat_w * sizeof(float))))
+        return npred_errorf(NPRED_ERR_NOMEM, "video encoder: out of memory");
     if (!e->frames || !e->dframes || !e->dfeat || !e->pupil || !e->dpupil || !e->shift || !e->dshift || !e->y ||
         !e->z || !e->out || !e->dy)
         return npred_errorf(NPRED_ERR_NOMEM, "video encoder: out of memory");
@@ -154,7 +156,7 @@ void npred_video_encoder_free(npred_video_encoder *e)
     }
     free(e->frames), free(e->dframes), free(e->dfeat);
     free(e->pupil), free(e->dpupil), free(e->shift), free(e->dshift);
-    free(e->y), free(e->z), free(e->out), free(e->dy);
+    free(e->y), free(e->z), free(e->out), free(e->dy), free(e->state);
     npred_ptable_free(&e->t);
     memset(e, 0, sizeof *e);
 }
@@ -291,5 +293,41 @@ npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, dou
         if (st) return st;
     }
     *readout = npred_readout_regularizer(&e->s[si].ro, &e->t, gscale);
+    return NPRED_OK;
+}
+
+void npred_video_encoder_stream_reset(npred_video_encoder *e) { e->stream_t = 0; }
+
+npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, const float *frame,
+                                             const float *pupil_center, int B, float *rates)
+{
+    if (!e->cfg.core2d)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "video encoder: streaming a 3D core is not built yet");
+    if (si < 0 || si >= e->n_sessions) return npred_errorf(NPRED_ERR_ARG, "video encoder: session index %d", si);
+    if (B < 1 || B > e->max_batch)
+        return npred_errorf(NPRED_ERR_ARG, "video encoder: batch of %d (capacity %d)", B, e->max_batch);
+    if (e->stream_t && (B != e->stream_B || si != e->stream_s))
+        return npred_errorf(NPRED_ERR_ARG, "video encoder: the stream runs %d clips of session %s; reset it before "
+                            "pushing %d of session %s", e->stream_B, e->s[e->stream_s].key, B, e->s[si].key);
+    npred_video_session *s = &e->s[si];
+    npred_status st = npred_core_forward(&e->core2d, &e->t, frame, B, 0);
+    if (st) return st;
+    const float *feat = e->core2d.output; /* (B, K, h, w) = (B, K, 1, h, w) */
+    if (e->cfg.use_gru) {
+        if ((st = npred_convgru_forward_from(&e->gru, &e->t, feat, e->stream_t ? e->state : NULL, B, 1, &feat))) return st;
+        memcpy(e->state, feat, (size_t)B * e->feat_c * e->feat_h * e->feat_w * sizeof(float));
+    }
+    const float *shift = NULL;
+    if (s->has_shifter) {
+        if (!pupil_center)
+            return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a shifter: pupil_center is required", s->key);
+        if ((st = npred_mlp_forward(&s->shifter, &e->t, pupil_center, B, e->shift))) return st;
+        shift = e->shift;
+    }
+    if ((st = npred_readout_forward(&s->ro, &e->t, e->y, feat, shift, B, 0, NULL, NULL))) return st;
+    size_t n = (size_t)B * s->n;
+    for (size_t i = 0; i < n; i++) rates[i] = elu1(e->y[i] + (float)e->cfg.elu_offset);
+    e->stream_t++, e->stream_B = B, e->stream_s = si;
+    e->last = -1; /* a backward needs a training forward */
     return NPRED_OK;
 }

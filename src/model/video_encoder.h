@@ -80,6 +80,8 @@ typedef struct {
     float *shift, *dshift;      /* (B*T', 2) */
     float *y, *z, *out, *dy;    /* (B*T', n_max) */
     int last, B, train;
+    float *state;               /* streaming: the GRU state (B, R, h, w) */
+    int stream_t, stream_B, stream_s; /* frames pushed since the reset, their batch and session */
     const float *feat;          /* core (or GRU) output of the last forward, (B, K, T', h, w) */
     const float *core_out;      /* the core's output of the last forward, (B, Kc, T', hc, wc) */
 } npred_video_encoder;
@@ -104,5 +106,15 @@ npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *d
  * times gscale accumulated when gscale != 0. */
 npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, double gscale, double *core_spatial,
                                              double *core_temporal, double *readout);
+
+/* Streaming (eval mode, one frame at a time, the recurrent state kept in e): for encoders
+ * with a 2D core per frame (+ ConvGRU), whose outputs do not depend on later frames.
+ * push: frame (B, C, H, W), pupil_center (B, 2) of that frame (with a shifter), rates
+ * (B, n) out; equal to the eval forward of the whole clip, frame by frame. The first push
+ * after a reset fixes B and the session. 3D cores (which need the last frames) are
+ * NPRED_ERR_UNSUPPORTED for now. */
+void npred_video_encoder_stream_reset(npred_video_encoder *e);
+npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, const float *frame,
+                                             const float *pupil_center, int B, float *rates);
 
 #endif
