@@ -1,0 +1,137 @@
+/* Video models at the SENSORIUM 2023 sizes (36 x 64 frames, docs/video.md):
+ *   - streaming: one push (frame in, rates out) of the kit's GRU benchmark encoder
+ *     (RotationEquivariant2dCore hidden 8 x 8 rotations, kernels 9/7, 4 layers, no input
+ *     padding; ConvGRU 64 -> 64, kernels 9/9; FullGaussian2d with the cortex grid
+ *     predictor; MLP shifter) for 8,000 neurons: frames/s and the latency of one push;
+ *   - the Factorized3dCore of the kit's factorised benchmark with hidden_channels 32 in
+ *     every layer (43faede takes one value; the kit writes [32, 64, 128]), kernels 11x11/11
+ *     and 5x5/5, 3 layers, on clips of 2 x 3 x 40 frames: forward (train) and
+ *     forward + backward in clips/s.
+ * Parameters are random (values do not change the work). The machine is shared and
+ * small: quote the load average with any number. */
+#include <cJSON.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench_check.h"
+#include "model/video_encoder.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void fill(npred_ptable *t, npred_rng *rng)
+{
+    for (size_t i = 0; i < t->n_params; i++) t->data[i] = (float)(0.05 * npred_rng_normal(rng));
+}
+
+static const char *gru_model =
+    "{\"seed\": 1, \"core_type\": \"2D_equivariant\", \"core_dict\": {\"input_channels\": 3, \"hidden_channels\": 8,"
+    " \"input_kern\": 9, \"hidden_kern\": 7, \"layers\": 4, \"num_rotations\": 8, \"gamma_input\": 500, \"skip\": 0,"
+    " \"pad_input\": false, \"final_nonlinearity\": false, \"bias\": true, \"momentum\": 0.9, \"batch_norm\": true,"
+    " \"hidden_dilation\": 1, \"laplace_padding\": null, \"input_regularizer\": \"LaplaceL2norm\", \"stack\": -1,"
+    " \"depth_separable\": false, \"linear\": false, \"attention_conv\": false, \"hidden_padding\": null,"
+    " \"use_avg_reg\": false, \"final_batchnorm_scale\": true, \"gamma_hidden\": 500000},"
+    " \"readout_type\": \"gaussian\", \"readout_dict\": {\"bias\": true, \"init_mu_range\": 0.2, \"init_sigma\": 1.0,"
+    " \"gamma_readout\": 0.0, \"gauss_type\": \"full\", \"grid_mean_predictor\": {\"type\": \"cortex\","
+    " \"input_dimensions\": 2, \"hidden_layers\": 1, \"hidden_features\": 30, \"final_tanh\": true}},"
+    " \"use_gru\": true, \"gru_dict\": {\"input_channels\": 64, \"rec_channels\": 64, \"input_kern\": 9, \"rec_kern\": 9,"
+    " \"gamma_rec\": 0}, \"use_shifter\": true, \"shifter_type\": \"MLP\", \"shifter_dict\": {\"gamma_shifter\": 0,"
+    " \"shift_layers\": 3, \"input_channels_shifter\": 2, \"hidden_channels_shifter\": 5}, \"elu_offset\": 0.0}";
+
+static const char *factorized_model =
+    "{\"seed\": 1, \"core_type\": \"3D_factorised\", \"core_dict\": {\"input_channels\": 3, \"hidden_channels\": 32,"
+    " \"spatial_input_kernel\": [11, 11], \"temporal_input_kernel\": 11, \"spatial_hidden_kernel\": [5, 5],"
+    " \"temporal_hidden_kernel\": 5, \"stride\": 1, \"layers\": 3, \"gamma_input_spatial\": 10,"
+    " \"gamma_input_temporal\": 0.01, \"bias\": true, \"hidden_nonlinearities\": \"elu\", \"x_shift\": 0, \"y_shift\": 0,"
+    " \"batch_norm\": true, \"laplace_padding\": null, \"input_regularizer\": \"LaplaceL2norm\", \"padding\": false,"
+    " \"final_nonlin\": true, \"momentum\": 0.7}, \"readout_type\": \"gaussian\", \"readout_dict\": {}, \"use_gru\": false,"
+    " \"use_shifter\": false}";
+
+static void bench_stream(void)
+{
+    cJSON *j = cJSON_Parse(gru_model);
+    npred_video_encoder_config cfg;
+    BENCH_OK(npred_video_encoder_config_from_cjson(&cfg, j, "bench"));
+    cJSON_Delete(j);
+    const char *key = "s";
+    int n = 8000;
+    npred_video_encoder e;
+    BENCH_OK(npred_video_encoder_create(&e, &cfg, 3, 1, 36, 64, 1, &key, &n, 1));
+    npred_rng rng;
+    npred_rng_seed(&rng, 3);
+    fill(&e.t, &rng);
+    float *frame = malloc(3 * 36 * 64 * sizeof *frame), *rates = malloc((size_t)n * sizeof *rates), pc[2] = {0.1f, -0.2f};
+    for (int i = 0; i < 3 * 36 * 64; i++) frame[i] = (float)npred_rng_normal(&rng);
+    npred_video_encoder_stream_reset(&e);
+    BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates)); /* warm-up */
+    double best = 1e30, t0 = now();
+    int pushes = 0;
+    while (pushes < 3 || (now() - t0 < 6.0 && pushes < 100)) {
+        double a = now();
+        BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates));
+        double d = now() - a;
+        if (d < best) best = d;
+        pushes++;
+    }
+    printf("GRU benchmark stream, 8000 neurons @ 36x64: %7.2f frames/s (%d pushes), best push %.1f ms\n",
+           pushes / (now() - t0), pushes, 1e3 * best);
+    free(frame), free(rates);
+    npred_video_encoder_free(&e);
+}
+
+static void bench_factorized(void)
+{
+    cJSON *j = cJSON_Parse(factorized_model);
+    npred_video_encoder_config cfg;
+    BENCH_OK(npred_video_encoder_config_from_cjson(&cfg, j, "bench"));
+    cJSON_Delete(j);
+    npred_core3d_config cc = cfg.core;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core3d core;
+    int B = 2, T = 40;
+    BENCH_OK(npred_core3d_declare(&core, &cc, "core.", T, 36, 64, &t));
+    BENCH_OK(npred_ptable_alloc(&t));
+    BENCH_OK(npred_core3d_setup(&core, &t, B));
+    npred_core3d_init_buffers(&core, &t);
+    npred_rng rng;
+    npred_rng_seed(&rng, 5);
+    fill(&t, &rng);
+    size_t nx = (size_t)B * 3 * T * 36 * 64, ny = (size_t)B * core.out_c * core.out_t * core.out_h * core.out_w;
+    float *x = malloc(nx * sizeof *x), *dx = malloc(nx * sizeof *dx), *dy = malloc(ny * sizeof *dy);
+    for (size_t i = 0; i < nx; i++) x[i] = (float)npred_rng_normal(&rng);
+    for (size_t i = 0; i < ny; i++) dy[i] = (float)npred_rng_normal(&rng);
+    for (int mode = 0; mode < 2; mode++) {
+        int iters = 0;
+        double t0 = now();
+        while (iters < 2 || (now() - t0 < 6.0 && iters < 50)) {
+            const float *y;
+            BENCH_OK(npred_core3d_forward(&core, &t, x, B, 1, &y));
+            if (mode) {
+                memset(dx, 0, nx * sizeof *dx);
+                BENCH_OK(npred_core3d_backward(&core, &t, dy, dx));
+            }
+            iters++;
+        }
+        printf("Factorized3dCore 3x32, 11/5 @ %dx3x%dx36x64 -> %d frames: %-16s %7.2f clips/s (%d iterations)\n", B, T,
+               core.out_t, mode ? "forward+backward" : "forward", iters * (double)B / (now() - t0), iters);
+    }
+    free(x), free(dx), free(dy);
+    npred_core3d_free(&core);
+    npred_ptable_free(&t);
+}
+
+int main(void)
+{
+    printf("threads: %d\n", omp_get_max_threads());
+    bench_stream();
+    bench_factorized();
+    return 0;
+}
