@@ -276,16 +276,18 @@ static npred_status open_meta(npred_video_dataset *d)
 static void key_from_path(npred_video_dataset *d)
 {
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", d->path);
-    size_t n = strlen(tmp);
+    size_t len = strlen(d->path), n = len;
+    if (n >= sizeof tmp) n = sizeof tmp - 1; /* keep the tail: only the last component matters */
+    memcpy(tmp, d->path + (len - n), n);
+    tmp[n] = '\0';
     while (n > 1 && tmp[n - 1] == '/') tmp[--n] = '\0';
     if (d->is_zip && n > 4 && !strcmp(tmp + n - 4, ".zip")) tmp[n -= 4] = '\0';
     const char *base = strrchr(tmp, '/');
     base = base ? base + 1 : tmp;
-    size_t len = strlen(base);
-    if (len >= sizeof d->data_key) len = sizeof d->data_key - 1;
-    memcpy(d->data_key, base, len);
-    d->data_key[len] = '\0';
+    size_t blen = strlen(base);
+    if (blen >= sizeof d->data_key) blen = sizeof d->data_key - 1;
+    memcpy(d->data_key, base, blen);
+    d->data_key[blen] = '\0';
 }
 
 npred_status npred_video_dataset_open(npred_video_dataset **out, const char *path, const char *data_key)
