@@ -172,12 +172,13 @@ static void test_truth(void)
     fstd = malloc(sizeof(double) * 32);
     for (int k = 0; k < 32; k++) fstd[k] = cJSON_GetArrayItem(fs, k)->valuedouble;
     /* 4. the CLI on the saved model */
-    snprintf(cmd, sizeof cmd,
+    int cmd_len = snprintf(cmd, sizeof cmd,
              "%s mei --model %s --session %s --neurons %s --iterations %d --out %s/mei --data %s --quiet "
              "--threads 2 && %s rf --model %s --session %s --neurons %s --out %s/rf --data %s --quiet && "
              "%s tuning --model %s --session %s --neurons %s --out %s/tuning --data %s --quiet",
              bin(), run, key, list, full ? 500 : 100, dir, tree, bin(), run, key, list, dir, tree, bin(), run, key, list,
              dir, tree);
+    if (!CHECK(cmd_len > 0 && (size_t)cmd_len < sizeof cmd, "the mei/rf/tuning command fits")) goto out;
     if (!CHECK(run_cmd(cmd) == 0, "mei / rf / tuning ran: %s", cmd)) goto out;
     const char *files[] = {"mei/meis.npy", "mei/activations.npy", "mei/trace.npy", "mei/meis.png", "rf/rf.npy",
                            "rf/rf.json", "rf/rf.png", "tuning/tuning.json", "tuning/tuning.png",
