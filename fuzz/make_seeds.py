@@ -236,6 +236,24 @@ put("mei_config", b"{}")
 for p in sorted(glob.glob("configs/*mei*.json")):
     put("mei_config", open(p, "rb").read())
 
+# ---- video configs: the kit's make_video_model arguments of the three encoder
+# fixtures (and small variants) and the mouse_video_loader arguments of mini_movie_tree
+for case in ("video_gru_encoder", "video_gru_encoder_stacked2d", "video_factorized3d_encoder"):
+    mv = json.load(open("tests/fixtures/%s/case.json" % case))["args"]["make_video_model"]
+    put("video_config", json.dumps(mv).encode())
+    if mv["core_type"] == "3D_factorised":
+        small = json.loads(json.dumps(mv))
+        small["core_dict"]["hidden_channels"] = [4] * small["core_dict"].get("layers", 3)
+        put("video_config", json.dumps(small).encode())
+        small["core_type"] = "3D"
+        put("video_config", json.dumps(small).encode())
+variants = json.load(open("tests/fixtures/mini_movie_tree/case.json"))["variants"]
+for name in sorted(variants):
+    kw = dict(variants[name]["mouse_video_loader_kwargs"])
+    kw["paths"] = ["scan/"]
+    put("video_config", json.dumps(kw).encode())
+put("video_config", b'{"batch_size": 1}')
+
 # ---- submission CSVs: the submission, a NUL byte, then the ground truth (as the target splits them)
 
 

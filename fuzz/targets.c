@@ -14,10 +14,12 @@
 #include "io/pth.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/video_encoder.h"
 #include "npred/data.h"
 #include "npred/insilico.h"
 #include "npred/npy.h"
 #include "npred/results.h"
+#include "npred/video.h"
 #include "train/trainer.h"
 
 /* A failed check returns its line number. */
@@ -393,6 +395,89 @@ static int fuzz_hdf5(const uint8_t *d, size_t n)
     return bad;
 }
 
+/* ---------------------------------------------------------------- video configs */
+/* The same JSON text as a mouse_video_loader config and as make_video_model
+ * arguments. What the loader parser accepts has the ranges the loader needs; a
+ * model config it accepts and that is small enough builds an encoder for small
+ * clips (1 session, 3 neurons), whose eval forward on zeros is finite. */
+static int small_video_model(const npred_video_encoder_config *v)
+{
+    int hid = v->core2d ? v->core2d_cfg.hidden_channels * (v->core2d_cfg.rot_eq ? v->core2d_cfg.num_rotations : 1)
+                        : v->core.hidden_channels;
+    int layers = v->core2d ? v->core2d_cfg.layers : v->core.layers;
+    return hid > 0 && hid <= 32 && layers > 0 && layers <= 4 &&
+           (!v->use_gru || (v->gru.rec_channels <= 16 && v->gru.input_kern <= 9 && v->gru.rec_kern <= 9)) &&
+           (!v->use_shifter || (v->shift_layers <= 4 && v->hidden_channels_shifter <= 32)) &&
+           (!v->predicted_grid || (v->gmp_hidden_layers <= 3 && v->gmp_hidden_features <= 64));
+}
+
+static int fuzz_video_config(const uint8_t *d, size_t n)
+{
+    char *text = as_text(d, n);
+    ENSURE(text != NULL);
+    int bad = 0;
+
+    npred_video_loader_config lc;
+    npred_video_loader_config_init(&lc);
+    char **paths = NULL;
+    size_t n_paths = 0;
+    npred_clear_error();
+    npred_status s = npred_video_loader_config_parse(&lc, text, &paths, &n_paths);
+    if (s != NPRED_OK) {
+        if (!rejected_with_message(s)) bad = __LINE__;
+    } else {
+        if (!(lc.batch_size > 0 && lc.frames > 0 && lc.offset >= -1 && isfinite(lc.scale) && lc.scale > 0))
+            bad = __LINE__;
+        for (size_t i = 0; i < n_paths; i++)
+            if (!paths[i]) bad = __LINE__;
+    }
+    npred_loader_paths_free(paths, n_paths);
+    npred_video_loader_config_free(&lc);
+
+    cJSON *obj = cJSON_Parse(text);
+    free(text);
+    if (!obj || bad) {
+        cJSON_Delete(obj);
+        return bad;
+    }
+    npred_video_encoder_config vc;
+    npred_clear_error();
+    s = npred_video_encoder_config_from_cjson(&vc, obj, "fuzz.json");
+    cJSON_Delete(obj);
+    if (s != NPRED_OK) {
+        ENSURE(rejected_with_message(s) && strstr(npred_last_error(), "fuzz.json"));
+        return 0;
+    }
+    if (!small_video_model(&vc)) return 0;
+    int C = vc.core2d ? vc.core2d_cfg.input_channels : vc.core.input_channels;
+    if (C <= 0 || C > 4) return 0;
+    const char *key = "fuzz-session";
+    int nn = 3, T = 12, H = 24, W = 24;
+    npred_video_encoder e;
+    npred_clear_error();
+    s = npred_video_encoder_create(&e, &vc, C, T, H, W, 1, &key, &nn, 1);
+    if (s != NPRED_OK) {
+        ENSURE(rejected_with_message(s));
+        return 0;
+    }
+    size_t nv = (size_t)C * T * H * W;
+    float *videos = calloc(nv, sizeof(float)), *pupil = calloc((size_t)2 * T, sizeof(float));
+    float *out = malloc((size_t)T * nn * sizeof(float));
+    if (!videos || !pupil || !out) bad = __LINE__;
+    else {
+        s = npred_video_encoder_forward(&e, 0, videos, pupil, 1, 0, NULL, NULL, out);
+        if (s != NPRED_OK) {
+            if (!rejected_with_message(s)) bad = __LINE__;
+        } else if (e.out_t < 1 || e.out_t > T) bad = __LINE__;
+        else
+            for (int i = 0; i < e.out_t * nn; i++)
+                if (!isfinite(out[i]) || out[i] < 0) bad = __LINE__;
+    }
+    free(videos), free(pupil), free(out);
+    npred_video_encoder_free(&e);
+    return bad;
+}
+
 const npred_fuzz_target npred_fuzz_targets[] = {
     {"npy", fuzz_npy},
     {"pickle", fuzz_pickle},
@@ -406,6 +491,7 @@ const npred_fuzz_target npred_fuzz_targets[] = {
     {"submission_csv", fuzz_submission_csv},
     {"png", fuzz_png},
     {"hdf5", fuzz_hdf5},
+    {"video_config", fuzz_video_config},
     {NULL, NULL},
 };
 

@@ -57,11 +57,10 @@ static npred_status declare_sessions(npred_video_encoder *e, const char *const *
     return NPRED_OK;
 }
 
-npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_video_encoder_config *cfg, int in_c,
-                                        int in_t, int in_h, int in_w, int n_sessions, const char *const *keys,
-                                        const int *n_neurons, int max_batch)
+static npred_status encoder_build(npred_video_encoder *e, const npred_video_encoder_config *cfg, int in_c, int in_t,
+                                  int in_h, int in_w, int n_sessions, const char *const *keys, const int *n_neurons,
+                                  int max_batch)
 {
-    memset(e, 0, sizeof *e);
     e->cfg = *cfg;
     e->last = -1;
     npred_ptable_init(&e->t);
@@ -142,6 +141,16 @@ npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_vide
         !e->z || !e->out || !e->dy)
         return npred_errorf(NPRED_ERR_NOMEM, "video encoder: out of memory");
     return NPRED_OK;
+}
+
+npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_video_encoder_config *cfg, int in_c,
+                                        int in_t, int in_h, int in_w, int n_sessions, const char *const *keys,
+                                        const int *n_neurons, int max_batch)
+{
+    memset(e, 0, sizeof *e);
+    npred_status st = encoder_build(e, cfg, in_c, in_t, in_h, in_w, n_sessions, keys, n_neurons, max_batch);
+    if (st != NPRED_OK) npred_video_encoder_free(e); /* what was built so far; e is zeroed again */
+    return st;
 }
 
 void npred_video_encoder_free(npred_video_encoder *e)

@@ -87,7 +87,8 @@ typedef struct {
 } npred_video_encoder;
 
 /* Build for inputs (C, T, H, W) and the given sessions (keys, neuron counts);
- * parameters are zero until loaded (or set by the caller); constant buffers filled. */
+ * parameters are zero until loaded (or set by the caller); constant buffers filled.
+ * On failure nothing stays allocated (no npred_video_encoder_free needed). */
 npred_status npred_video_encoder_create(npred_video_encoder *e, const npred_video_encoder_config *cfg, int in_c,
                                         int in_t, int in_h, int in_w, int n_sessions, const char *const *keys,
                                         const int *n_neurons, int max_batch);
