@@ -21,7 +21,7 @@ H5INC   ?= /usr/include/hdf5/serial
 H5LIB   ?= /usr/lib/x86_64-linux-gnu/hdf5/serial
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fvisibility=hidden -fopenmp -g $(OPT) \
            -Iinclude -I$(BLASINC) -I/usr/include/cjson -I$(H5INC)
-LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -l$(BLAS) -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
+LDLIBS  += -L$(BLASLIB) -Wl,-rpath,$(BLASLIB) -l$(BLAS) -L$(H5LIB) -lhdf5 -lzip -lcjson -lbrotlienc -lpng16 -lz -lm -fopenmp
 SAN     ?=
 
 # Debian packages are checked (as root: installed) while this file is read,
@@ -269,7 +269,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 # <prefix>/lib/python3.X/dist-packages elsewhere (/usr/local/lib/python3.11/...)
 PYVER      := $(shell /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 PYTHONDIR  ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/python3/dist-packages,$(PREFIX)/lib/python$(or $(PYVER),3)/dist-packages)
-PC_PRIVATE := -L$(BLASLIB) -l$(BLAS) -L$(H5LIB) -lhdf5 -lzip -lcjson -lpng16 -lz -lm -fopenmp
+PC_PRIVATE := -L$(BLASLIB) -l$(BLAS) -L$(H5LIB) -lhdf5 -lzip -lcjson -lbrotlienc -lpng16 -lz -lm -fopenmp
 pcsubst = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
               -e 's|@VERSION@|$(VERSION)|g' -e 's|@PRIVATE_LIBS@|$(1)|'
 

@@ -6,6 +6,8 @@
 # `sh scripts/deps.sh fuzz` checks the fuzzing toolchain instead (`make fuzz`
 # only: clang, libFuzzer and LLVM's OpenMP runtime; `make test` never needs them).
 REQ="build-essential libopenblas-openmp-dev libzip-dev libcjson-dev libpng-dev zlib1g-dev libhdf5-dev python3 python3-numpy"
+# the SENSORIUM 2023 submission file (Parquet) compresses its pages with brotli
+REQ="$REQ libbrotli-dev"
 # the test of `npred report` opens its index.html in headless Chromium
 REQ="$REQ chromium"
 # the test of `make install` builds a program with `pkg-config --cflags --libs npred`

@@ -58,6 +58,42 @@ NPRED_API npred_status npred_submission_score_text(const char *submission, size_
                                                    const char *submission_name, const char *truth, size_t truth_len,
                                                    const char *truth_name, npred_score *out);
 
+/* ---- SENSORIUM 2023 (movies): the submission file of the kit's generate_submission
+ * (sensorium/utility/submission.py of ecker-lab/sensorium_2023), what pandas'
+ * to_parquet(compression='brotli', engine='pyarrow', index=False) writes: Parquet, one
+ * row per trial of a tier, columns
+ *
+ *   mouse          string               the session (data key)
+ *   trial_indices  int64                the trial's file index (data/<field>/<i>.npy)
+ *   prediction     list<list<double>>   (neurons, frames): the model's outputs for the
+ *                                       trial's frames from 50 on, each float32 exact
+ *   neuron_ids     list<uint32>         the unit_ids, in the order of prediction's rows
+ *
+ * written with BROTLI pages, to a temporary file beside path that close puts in place
+ * (docs/results.md says where the file differs from pyarrow's, and why readers accept it). */
+typedef struct npred_video_submission npred_video_submission;
+
+typedef struct {
+    int brotli_quality;     /* 0..11; default 8 (Arrow's default brotli level) */
+    size_t page_bytes;      /* a data page is closed at the first row boundary past it; default 1 MiB */
+    size_t row_group_bytes; /* a row group likewise (memory held while writing); default 256 MiB */
+} npred_video_submission_options;
+
+NPRED_API void npred_video_submission_options_default(npred_video_submission_options *o);
+/* opt NULL: the defaults. The temporary file is created now (an error naming path). */
+NPRED_API npred_status npred_video_submission_open(npred_video_submission **s, const char *path,
+                                                   const npred_video_submission_options *opt);
+/* One row: prediction is (n_neurons, n_frames) row-major (neuron i's frames at
+ * i * n_frames); neuron_ids (n_neurons,). mouse is a non-empty UTF-8 string. */
+NPRED_API npred_status npred_video_submission_add(npred_video_submission *s, const char *mouse, int64_t trial_index,
+                                                  const float *prediction, int64_t n_neurons, int64_t n_frames,
+                                                  const uint32_t *neuron_ids);
+/* Write the footer and put the file in place; frees s in every case (after an error
+ * nothing is written). */
+NPRED_API npred_status npred_video_submission_close(npred_video_submission *s);
+/* Give up: no file is written; frees s (NULL is fine). */
+NPRED_API void npred_video_submission_abort(npred_video_submission *s);
+
 #ifdef __cplusplus
 }
 #endif

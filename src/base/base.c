@@ -1,5 +1,6 @@
 /* Status messages and the explicit-state RNG. */
 #include "npred/base.h"
+#include "base/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -150,49 +151,82 @@ void *npred_calloc(size_t n, size_t size)
     return calloc(n, size);
 }
 
-npred_status npred_write_atomic(const char *path, const void *buf, size_t len)
+npred_status npred_atomic_file_open(npred_atomic_file *f, const char *path)
 {
+    f->fd = -1;
+    f->path = path;
     size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
+    f->tmp = malloc(pl + 16);
+    if (!f->tmp) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", path);
+    snprintf(f->tmp, pl + 16, "%s.tmp.XXXXXX", path);
+    f->fd = mkstemp(f->tmp);
+    if (f->fd < 0) {
         npred_status s = npred_errorf(NPRED_ERR_IO, "%s: cannot create a temporary file beside it: %s", path,
                                       strerror(errno));
-        free(tmp);
+        free(f->tmp);
+        f->tmp = NULL;
         return s;
     }
-    npred_status s = NPRED_OK;
+    return NPRED_OK;
+}
+
+npred_status npred_atomic_file_write(npred_atomic_file *f, const void *buf, size_t len)
+{
     const char *p = buf;
-    size_t left = len;
-    while (left && !s) {
-        ssize_t w = write(fd, p, left);
+    while (len) {
+        ssize_t w = write(f->fd, p, len);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) s = npred_errorf(NPRED_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        else {
-            p += w;
-            left -= (size_t)w;
-        }
+        if (w <= 0) return npred_errorf(NPRED_ERR_IO, "%s: write failed: %s", f->path, strerror(errno));
+        p += w;
+        len -= (size_t)w;
     }
-    if (!s && fchmod(fd, 0644) != 0) s = npred_errorf(NPRED_ERR_IO, "%s: chmod failed: %s", path, strerror(errno));
-    if (!s && fsync(fd) != 0) s = npred_errorf(NPRED_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
-    if (close(fd) != 0 && !s) s = npred_errorf(NPRED_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-    if (!s && rename(tmp, path) != 0)
+    return NPRED_OK;
+}
+
+void npred_atomic_file_abort(npred_atomic_file *f)
+{
+    if (f->fd >= 0) close(f->fd);
+    if (f->tmp) unlink(f->tmp);
+    free(f->tmp);
+    f->tmp = NULL;
+    f->fd = -1;
+}
+
+npred_status npred_atomic_file_commit(npred_atomic_file *f)
+{
+    const char *path = f->path;
+    npred_status s = NPRED_OK;
+    if (fchmod(f->fd, 0644) != 0) s = npred_errorf(NPRED_ERR_IO, "%s: chmod failed: %s", path, strerror(errno));
+    if (!s && fsync(f->fd) != 0) s = npred_errorf(NPRED_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    if (close(f->fd) != 0 && !s) s = npred_errorf(NPRED_ERR_IO, "%s: close failed: %s", path, strerror(errno));
+    f->fd = -1;
+    if (!s && rename(f->tmp, path) != 0)
         s = npred_errorf(NPRED_ERR_IO, "%s: cannot rename the temporary file into place: %s", path, strerror(errno));
     if (s) {
-        unlink(tmp);
-    } else { /* make the rename durable (some file systems cannot sync folders: ignored) */
-        char *slash = strrchr(tmp, '/');
-        if (slash) slash[slash == tmp] = 0;
-        int dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) {
-            if (fsync(dfd) != 0) { /* best effort */
-            }
-            close(dfd);
-        }
+        npred_atomic_file_abort(f);
+        return s;
     }
-    free(tmp);
+    /* make the rename durable (some file systems cannot sync folders: ignored) */
+    char *slash = strrchr(f->tmp, '/');
+    if (slash) slash[slash == f->tmp] = 0;
+    int dfd = open(slash ? f->tmp : ".", O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        if (fsync(dfd) != 0) { /* best effort */
+        }
+        close(dfd);
+    }
+    free(f->tmp);
+    f->tmp = NULL;
+    return NPRED_OK;
+}
+
+npred_status npred_write_atomic(const char *path, const void *buf, size_t len)
+{
+    npred_atomic_file f;
+    npred_status s = npred_atomic_file_open(&f, path);
+    if (!s) s = npred_atomic_file_write(&f, buf, len);
+    if (!s) return npred_atomic_file_commit(&f);
+    npred_atomic_file_abort(&f);
     return s;
 }
 
