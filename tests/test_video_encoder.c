@@ -10,6 +10,7 @@
 
 #include "harness.h"
 #include "model/video_encoder.h"
+#include "train/video_trainer.h"
 
 static int config_from_case(th_case *c, npred_video_encoder_config *vc)
 {
@@ -129,7 +130,7 @@ static void run_case(const char *name)
         compare_sess(&c, keys[k], "intermediates", "shift", "forward", e.shift, TH_DIMS(B * T1, 2));
         compare_sess(&c, keys[k], "intermediates", "readout_output", "forward", e.y, TH_DIMS(B * T1, nn[k]));
         /* the kit's full_objective: loss_scale * PoissonNLLLoss(log_input=False, eps 1e-8, sum) + regularizers,
-         * target = the last T' response frames (B, T', n) */
+         * target = the last T' response frames (B, T', n): the library's npred_video_poisson_loss */
         char sk[160];
         snprintf(sk, sizeof sk, "%s/loss_scale", keys[k]);
         double scale = sqrt(th_num(c.json, NAN, "N_all_trials", keys[k], NULL) / B);
@@ -137,14 +138,10 @@ static void run_case(const char *name)
         size_t n = (size_t)B * T1 * nn[k];
         float *dout = malloc(n * sizeof *dout);
         double pois = 0;
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < T1; t++)
-                for (int j = 0; j < nn[k]; j++) {
-                    size_t i = ((size_t)b * T1 + t) * nn[k] + j;
-                    double y = resp[((size_t)b * nn[k] + j) * T + (T - T1 + t)], o = e.out[i];
-                    pois += o - y * log(o + 1e-8);
-                    dout[i] = (float)(scale * (1 - y / (o + 1e-8)));
-                }
+        if (!dout || !CHECK_OK(npred_video_poisson_loss(&pois, dout, e.out, resp, B, T1, nn[k], T, scale))) {
+            free(dout);
+            goto next;
+        }
         const char *names[5] = {"poisson", "core_reg", "readout_reg", "core_reg_spatial", "core_reg_temporal"};
         double vals[5] = {pois, rs + rt, rr, rs, rt};
         for (int q = 0; q < (vc.core2d ? 3 : 5); q++) { /* a 2D core's regularizer is one number */

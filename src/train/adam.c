@@ -7,7 +7,7 @@
 
 npred_adam_params npred_adam_default_params(void)
 {
-    npred_adam_params p = {1e-3, 0.9, 0.999, 1e-8, 0.0};
+    npred_adam_params p = {1e-3, 0.9, 0.999, 1e-8, 0.0, 0};
     return p;
 }
 
@@ -79,12 +79,15 @@ npred_status npred_adam_step(npred_adam *opt, float *param, const float *grad)
     const float neg_step = (float)(-(opt->p.lr / bc1));
     const float bc2_sqrt = (float)sqrt(bc2);
     const float eps = (float)opt->p.eps, wd = (float)opt->p.weight_decay;
-    const int use_wd = opt->p.weight_decay != 0.0;
+    const int use_wd = opt->p.weight_decay != 0.0 && !opt->p.decoupled;
+    const int use_dwd = opt->p.weight_decay != 0.0 && opt->p.decoupled;
+    const float shrink = (float)(1.0 - opt->p.lr * opt->p.weight_decay);
     float *m = opt->m, *v = opt->v;
     const int64_t n = (int64_t)opt->n;
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; i++) {
         float g = grad[i];
+        if (use_dwd) param[i] = param[i] * shrink;
         if (use_wd) g = g + wd * param[i];
         float mi = m[i] * b1;
         mi = mi + c1 * g;

@@ -12,6 +12,9 @@
  *     step_size = lr / bias_correction1                                 (double)
  *     denom = sqrt(v) / sqrt(bias_correction2) + eps
  *     param = param + (-step_size * m) / denom
+ * With `decoupled` (torch.optim.AdamW 1.13) the weight decay is not added to the
+ * gradient; instead, before the moments, param = param * (1 - lr * weight_decay)
+ * (the factor rounded to float32).
  * Scalars are rounded to float32 where torch passes them to a float32 kernel. The
  * loop is OpenMP-parallel over elements (element-wise: the result does not depend on
  * the thread count). The gradient is read, never modified (the caller zeroes it). */
@@ -27,7 +30,9 @@ typedef struct {
     double beta1;        /* 0.9 */
     double beta2;        /* 0.999 */
     double eps;          /* 1e-8 */
-    double weight_decay; /* 0 (L2 added to the gradient, not AdamW) */
+    double weight_decay; /* 0 (L2 added to the gradient unless decoupled) */
+    int decoupled;       /* 0: Adam; 1: AdamW (decoupled weight decay; torch's AdamW default
+                            weight_decay is 0.01, set it explicitly) */
 } npred_adam_params;
 
 typedef struct {

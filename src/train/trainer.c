@@ -17,24 +17,7 @@
 #include "readouts/readout.h"
 #include "train/loss.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void message(npred_trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void message(npred_trainer *t, const char *fmt, ...)
-{
-    if (!t->cb.on_message) return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    t->cb.on_message(t->cb.user, buf);
-}
+#define message(t, ...) npred_trainer_say(&(t)->cb, __VA_ARGS__)
 
 void npred_trainer_free(npred_trainer *t)
 {
@@ -402,17 +385,6 @@ static npred_status optimizer_step(npred_trainer *t)
 
 static int interrupted(const npred_trainer *t) { return t->cb.interrupt && *t->cb.interrupt; }
 
-/* Every rank stops together: the flag of any rank stops all (one tiny allreduce). */
-static npred_status interrupted_all(const npred_trainer *t, int *stop)
-{
-    *stop = interrupted(t);
-    if (t->nranks == 1) return NPRED_OK;
-    double f = *stop;
-    npred_status st = npred_dist_allreduce_f64(&f, 1);
-    *stop = f > 0;
-    return st;
-}
-
 static npred_status train_epoch(npred_trainer *t, int64_t epoch)
 {
     npred_cycler cy;
@@ -441,14 +413,7 @@ static npred_status train_epoch(npred_trainer *t, int64_t epoch)
         double loss = 0;
         if ((st = batch_part(t, &t->batch, Bg, offset, &loss))) break;
         if (!isfinite(loss)) {
-            /* diverged: stop before the update spreads it; model.safetensors keeps the best so far */
-            st = npred_errorf(NPRED_ERR_VALUE,
-                              "training diverged: the loss is %s in epoch %lld, batch %lld of %lld (session %s) at "
-                              "learning rate %g (lr_init too large?); stopped%s%s%s",
-                              isnan(loss) ? "NaN" : "infinite", (long long)epoch, (long long)(i + 1),
-                              (long long)n_batches, t->batch.data_key, t->sched.lr,
-                              t->run_dir ? "; the best model so far (objective before this epoch) is in " : "",
-                              t->run_dir ? t->run_dir : "", t->run_dir ? "/model.safetensors" : "");
+            st = npred_es_loop_diverged(loss, epoch, i + 1, n_batches, t->batch.data_key, t->sched.lr, t->run_dir);
             break;
         }
         if ((i + 1) % t->accum == 0 && (st = optimizer_step(t))) break;
@@ -465,110 +430,36 @@ static npred_status train_epoch(npred_trainer *t, int64_t epoch)
     return st;
 }
 
-static npred_status finish_row(npred_trainer *t, double objective)
+/* ---- the hooks of the shared loop (es_loop.h) ---- */
+static npred_status hook_evaluate(void *u, double *v) { return npred_trainer_evaluate(u, v); }
+static npred_status hook_log_add(void *u, const npred_log_row *r)
 {
-    log_row r = {(double)t->es.epoch, t->epoch_lr, t->epoch_loss / (double)(t->epoch_batches ? t->epoch_batches : 1),
-                 objective, now_s() - t->epoch_t0};
-    if (!t->pending_row) {
-        r.epoch = (double)t->es.epoch;
-        r.lr = t->sched.lr;
-        r.train_loss = NAN;
-    }
-    t->pending_row = 0;
-    npred_status st = trainer_log_add(t, &r, t->c.track_training ? t->last_trk : NULL);
-    if (!st) st = trainer_write_log(t);
-    return st;
+    npred_trainer *t = u;
+    npred_status st = trainer_log_add(t, r, t->c.track_training ? t->last_trk : NULL);
+    return st ? st : trainer_write_log(t);
 }
-
-static void emit_epoch(npred_trainer *t, int improved)
+static npred_status hook_save_model(void *u) { return trainer_save_model(u); }
+static npred_status hook_save_state(void *u) { return trainer_save_state(u); }
+static npred_status hook_interrupted(void *u, int *stop)
 {
-    if (!t->cb.on_epoch || !t->n_log) return;
-    const log_row *r = &t->log[t->n_log - 1];
-    npred_trainer_epoch_info ei = {(int64_t)r->epoch, r->lr, r->train_loss, r->objective, r->seconds, improved,
-                                   t->adam.step};
-    t->cb.on_epoch(t->cb.user, &ei);
+    const npred_trainer *t = u;
+    return npred_es_loop_interrupted(&t->cb, t->nranks, stop);
+}
+static npred_status hook_train_epoch(void *u, int64_t epoch) { return train_epoch(u, epoch); }
+
+npred_es_loop trainer_loop(npred_trainer *t)
+{
+    npred_es_loop l = {&t->es,           &t->sched,       &t->adam,         t->t,           t->best_data,
+                       t->best_buf,      &t->resumed,     &t->pending_row,  &t->cb,         &t->epoch_t0,
+                       &t->epoch_loss,   &t->epoch_lr,    &t->epoch_batches, t,             hook_evaluate,
+                       hook_log_add,     hook_save_model, hook_save_state,  hook_interrupted, hook_train_epoch};
+    return l;
 }
 
 npred_status npred_trainer_run(npred_trainer *t, npred_trainer_result *res)
 {
-    npred_status st = NPRED_OK;
-    int row_open = 0; /* a log row waits for the improvement flag (SAVE_BEST follows the evaluation) */
-    if (t->done) goto finished;
-    t->epoch_t0 = now_s();
-    while (!st) {
-        npred_es_action a;
-        if (t->resumed) {
-            a = NPRED_ES_TRAIN_EPOCH; /* the epoch the saved state was about to train */
-            t->resumed = 0;
-        } else if ((st = npred_es_next(&t->es, &a))) {
-            break;
-        }
-        if (row_open && a != NPRED_ES_SAVE_BEST && a != NPRED_ES_STEP_SCHEDULER) {
-            emit_epoch(t, 0);
-            row_open = 0;
-        }
-        switch (a) {
-        case NPRED_ES_EVALUATE: {
-            double v = 0;
-            if ((st = npred_trainer_evaluate(t, &v))) break;
-            if ((st = npred_es_set_objective(&t->es, v))) break;
-            if (t->es.phase == NPRED_ES_PHASE_START || (t->es.phase == NPRED_ES_PHASE_TRAIN && t->pending_row)) {
-                if ((st = finish_row(t, v))) break;
-                row_open = 1;
-            }
-            break;
-        }
-        case NPRED_ES_SAVE_BEST:
-            memcpy(t->best_data, t->t->data, t->t->n_params * sizeof(float));
-            memcpy(t->best_buf, t->t->bufdata, t->t->n_buffers * sizeof(float));
-            st = trainer_save_model(t);
-            if (row_open) {
-                emit_epoch(t, 1);
-                row_open = 0;
-            }
-            break;
-        case NPRED_ES_RESTORE_BEST:
-            memcpy(t->t->data, t->best_data, t->t->n_params * sizeof(float));
-            memcpy(t->t->bufdata, t->best_buf, t->t->n_buffers * sizeof(float));
-            message(t, "restoring best model (objective %.6f)", t->es.best);
-            break;
-        case NPRED_ES_STEP_SCHEDULER:
-            if (npred_scheduler_step(&t->sched, t->es.current)) {
-                st = npred_adam_set_lr(&t->adam, t->sched.lr);
-                message(t, "learning rate reduced to %.6g", t->sched.lr);
-            }
-            break;
-        case NPRED_ES_TRAIN_EPOCH:
-            /* the resume point: everything up to this epoch is on disk */
-            if ((st = trainer_save_state(t))) break;
-            int stop = 0;
-            if ((st = interrupted_all(t, &stop))) break;
-            if (stop) {
-                st = npred_errorf(NPRED_ERR_INTERRUPTED, "training interrupted before epoch %lld",
-                                  (long long)t->es.epoch);
-                break;
-            }
-            t->epoch_t0 = now_s();
-            st = train_epoch(t, t->es.epoch);
-            t->pending_row = 1;
-            break;
-        case NPRED_ES_DONE: goto done;
-        }
-    }
-    return st;
-done:
-    t->done = 1;
-    if (t->es.stop == NPRED_ES_STOP_NONFINITE) message(t, "stopped: the objective is not finite");
-    if ((st = trainer_save_model(t))) return st;
-    if ((st = trainer_save_state(t))) return st;
-finished:
-    if (res) {
-        res->score = t->es.value;
-        res->epochs = t->es.epoch;
-        res->best = t->es.best;
-        res->stop = t->es.stop;
-    }
-    return NPRED_OK;
+    npred_es_loop l = trainer_loop(t);
+    return npred_es_loop_train(&l, &t->done, NULL, res);
 }
 
 npred_rng *npred_trainer_rng(npred_trainer *t) { return &t->rng; }

@@ -11,10 +11,9 @@
 #include "model/model.h"
 #include "train/adam.h"
 #include "train/scheduler.h"
+#include "train/es_loop.h"
 
-typedef struct {
-    double epoch, lr, train_loss, objective, seconds;
-} log_row;
+typedef npred_log_row log_row;
 
 struct npred_trainer {
     npred_model *m;
@@ -57,6 +56,9 @@ struct npred_trainer {
     float *noise;            /* (batch_size, max_neurons, 2) Gaussian readout draws of the global batch */
     double *dbuf;            /* (6 * max_neurons + 1,) validation sums */
 };
+
+/* trainer.c: the shared loop's view of the trainer (its hooks) */
+npred_es_loop trainer_loop(npred_trainer *t);
 
 /* ---- trainer_run.c ---- */
 

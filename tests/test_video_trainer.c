@@ -1,0 +1,448 @@
+/* The kit's video training loop (src/train/video_trainer.c) on tests/fixtures/mini_movie_tree
+ * (two sessions: the scan and a renamed copy) with a small factorised 3D model:
+ *   - one batch's loss terms against a double-precision recomputation, and one optimizer
+ *     step against an independent double-precision AdamW step (torch 1.13 semantics);
+ *   - the training loss decreases; the same seed gives identical bits, another seed not;
+ *   - an interrupted run resumed from its state gives the uninterrupted run's bits;
+ *   - early stopping stops (patience, max_iter); checkpoints; configuration errors.
+ * The loss terms against the fixtures are checked in test_video_encoder.c. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "harness.h"
+#include "model/video_encoder.h"
+#include "train/video_trainer.h"
+
+#define SCAN "tests/fixtures/mini_movie_tree/dynamic00000-1-1-Video-0123456789abcdef0123456789abcdef"
+
+static char g_dir[512], g_copy[600];
+
+static const char *MODEL_JSON =
+    "{\"seed\": 7, \"core_type\": \"3D_factorised\", \"core_dict\": {\"input_channels\": 3, \"hidden_channels\": 4,"
+    " \"spatial_input_kernel\": [5, 5], \"temporal_input_kernel\": 3, \"spatial_hidden_kernel\": [3, 3],"
+    " \"temporal_hidden_kernel\": 3, \"stride\": 1, \"layers\": 2, \"gamma_input_spatial\": 1.0,"
+    " \"gamma_input_temporal\": 0.5, \"bias\": true, \"hidden_nonlinearities\": \"elu\", \"x_shift\": 0,"
+    " \"y_shift\": 0, \"batch_norm\": true, \"laplace_padding\": null, \"input_regularizer\": \"LaplaceL2norm\","
+    " \"padding\": false, \"final_nonlin\": true, \"momentum\": 0.7},"
+    " \"readout_dict\": {\"bias\": true, \"init_mu_range\": 0.2, \"init_sigma\": 1.0, \"gamma_readout\": 0.1,"
+    " \"gauss_type\": \"full\", \"grid_mean_predictor\": {\"type\": \"cortex\", \"input_dimensions\": 2,"
+    " \"hidden_layers\": 1, \"hidden_features\": 30, \"final_tanh\": true}, \"share_features\": false,"
+    " \"share_grid\": false, \"shared_match_ids\": null, \"gamma_grid_dispersion\": 0.0},"
+    " \"readout_type\": \"gaussian\", \"use_gru\": false, \"gru_dict\": null, \"use_shifter\": true,"
+    " \"shifter_dict\": {\"gamma_shifter\": 0, \"shift_layers\": 3, \"input_channels_shifter\": 2,"
+    " \"hidden_channels_shifter\": 5}, \"shifter_type\": \"MLP\", \"elu_offset\": 0.0}";
+
+typedef struct {
+    npred_video_loaders *L;
+    npred_video_encoder e;
+    int ok;
+} setup;
+
+/* A test-local initialisation (the model's own init is the public model's job): readouts
+ * as neuralpredictors (npred_readout_init_params), source grids from the neurons'
+ * cell_motor_coordinates, BatchNorm weight 1 / bias 0, every other tensor uniform in
+ * +-1/sqrt(fan_in), all from one seeded rng. */
+static void init_model(npred_video_encoder *e, const npred_video_loaders *L, uint64_t seed)
+{
+    npred_rng rng;
+    npred_rng_seed(&rng, seed);
+    npred_ptable *t = &e->t;
+    for (int i = 0; i < t->n; i++) {
+        const npred_param *p = &t->items[i];
+        if (p->is_buffer || !strncmp(p->name, "readout.", 8)) continue;
+        float *x = npred_ptable_ptr(t, i);
+        size_t len = strlen(p->name);
+        int norm = strstr(p->name, ".norm.") != NULL;
+        double fan = p->ndim > 1 ? (double)p->count / (double)p->shape[0] : 4.0, a = 1.0 / sqrt(fan);
+        for (size_t k = 0; k < p->count; k++)
+            x[k] = norm ? (strcmp(p->name + len - 6, "weight") ? 0.0f : 1.0f)
+                        : (float)(a * (2.0 * npred_rng_uniform(&rng) - 1.0));
+    }
+    for (int s = 0; s < e->n_sessions; s++) {
+        npred_readout_init_params(&e->s[s].ro, t, &rng, NULL);
+        npred_video_session_info si;
+        npred_video_loaders_session(L, (size_t)s, &si);
+        const npred_array *cm = npred_video_dataset_neuron_info(si.dataset, "cell_motor_coordinates");
+        double g[64];
+        for (int j = 0; j < e->s[s].n && j < 32; j++)
+            for (int d = 0; d < 2; d++) g[2 * j + d] = ((const double *)cm->data)[3 * j + d] / 100.0;
+        npred_readout_set_source_grid(&e->s[s].ro, t, g);
+    }
+}
+
+static int make_setup(setup *S, const char *loader_json, int two, uint64_t seed)
+{
+    memset(S, 0, sizeof *S);
+    npred_video_loader_config lc;
+    npred_video_loader_config_init(&lc);
+    const char *paths[2] = {SCAN, g_copy};
+    int ok = CHECK_OK(npred_video_loader_config_parse(&lc, loader_json, NULL, NULL));
+    if (ok) ok = CHECK_OK(npred_video_loaders_open(&S->L, paths, two ? 2 : 1, &lc));
+    npred_video_loader_config_free(&lc);
+    if (!ok) return 0;
+    cJSON *mj = cJSON_Parse(MODEL_JSON);
+    npred_video_encoder_config vc;
+    ok = CHECK(mj != NULL, "model json") && CHECK_OK(npred_video_encoder_config_from_cjson(&vc, mj, "model"));
+    cJSON_Delete(mj);
+    if (!ok) return 0;
+    const char *keys[2];
+    int nn[2];
+    npred_video_session_info si;
+    for (int s = 0; s < (two ? 2 : 1); s++) {
+        npred_video_loaders_session(S->L, (size_t)s, &si);
+        keys[s] = si.data_key;
+        nn[s] = (int)si.n_neurons;
+    }
+    if (!CHECK_OK(npred_video_encoder_create(&S->e, &vc, si.channels, si.frames, si.height, si.width, two ? 2 : 1,
+                                             keys, nn, 2)))
+        return 0;
+    init_model(&S->e, S->L, seed);
+    S->ok = 1;
+    return 1;
+}
+
+static void free_setup(setup *S)
+{
+    if (S->ok) npred_video_encoder_free(&S->e);
+    npred_video_loaders_free(S->L);
+}
+
+static const char *LOADER = "{\"batch_size\": 2, \"frames\": 51}";
+
+static int make_trainer(npred_video_trainer **t, setup *S, const char *json)
+{
+    npred_video_trainer_config c;
+    npred_video_trainer_config_init(&c);
+    if (!CHECK_OK(npred_video_trainer_config_parse(&c, json, "trainer.json"))) return 0;
+    return CHECK_OK(npred_video_trainer_create(t, &S->e, S->L, &c, 5));
+}
+
+/* ---------------------------------------------------------------- one step */
+static void test_one_step(void)
+{
+    setup S;
+    npred_video_trainer *t = NULL;
+    if (!make_setup(&S, LOADER, 0, 11) || !make_trainer(&t, &S, "{\"lr_init\": 0.01}")) goto out;
+    npred_video_batch b;
+    if (!CHECK_OK(npred_video_batch_init(&b, S.L, 0))) goto out;
+    static const int64_t trials[2] = {0, 2}, offs[2] = {1, 3};
+    npred_video_session_info si;
+    npred_video_loaders_session(S.L, 0, &si);
+    int tr = npred_video_loaders_tier(S.L, 0, "train");
+    int64_t tri[2] = {si.tier_idx[tr][trials[0]], si.tier_idx[tr][trials[1]]};
+    if (!CHECK_OK(npred_video_loaders_get(S.L, 0, tri, offs, 2, NULL, &b))) goto outb;
+    npred_video_encoder *e = &S.e;
+    int T1 = e->out_t, n = e->s[0].n, F = b.resp_f;
+    size_t P = e->t.n_params, nz = (size_t)2 * T1 * n * 2;
+    float *noise = malloc(nz * sizeof *noise), *p0 = malloc(P * sizeof *p0), *g = malloc(P * sizeof *g);
+    if (!noise || !p0 || !g) goto outm;
+    uint64_t rs = 3;
+    for (size_t i = 0; i < nz; i++) noise[i] = (float)(2 * th_rand(&rs) - 1);
+    memcpy(p0, e->t.data, P * sizeof *p0);
+    npred_ptable_zero_grad(&e->t);
+    npred_video_loss_terms lt;
+    if (!CHECK_OK(npred_video_trainer_batch(t, &b, noise, &lt))) goto outm;
+    /* the terms, recomputed in double from the model's output and the responses */
+    double pois = 0;
+    for (int bb = 0; bb < 2; bb++)
+        for (int tt = 0; tt < T1; tt++)
+            for (int j = 0; j < n; j++) {
+                double o = e->out[((size_t)bb * T1 + tt) * n + j], y = b.responses[((size_t)bb * n + j) * F + F - T1 + tt];
+                pois += o - y * log(o + 1e-8);
+            }
+    npred_video_dataset_info di;
+    npred_video_dataset_get_info(si.dataset, &di);
+    double k = sqrt((double)di.n_trials / 2.0);
+    CHECK(fabs(lt.scale - k) < 1e-15 && di.n_trials == 11, "loss scale %g (11 trials, batch 2)", lt.scale);
+    CHECK(fabs(lt.poisson - pois) <= 1e-9 * fabs(pois), "poisson %.12g vs %.12g", lt.poisson, pois);
+    double cs, ct, cr;
+    CHECK_OK(npred_video_encoder_regularizer(e, 0, 0.0, &cs, &ct, &cr));
+    double tot = k * pois + cs + ct + cr;
+    CHECK(cs > 0 && ct > 0 && cr > 0 && fabs(lt.total - tot) <= 1e-9 * fabs(tot), "total %.12g vs %.12g", lt.total, tot);
+    /* one AdamW step (lr 0.01, betas 0.9/0.999, eps 1e-8, weight decay 0.01), in double */
+    memcpy(g, e->t.grad, P * sizeof *g);
+    int nonzero = 0;
+    for (size_t i = 0; i < P; i++) nonzero += g[i] != 0;
+    CHECK(nonzero > (int)P / 2, "%d of %zu gradients non-zero", nonzero, P);
+    if (!CHECK_OK(npred_video_trainer_step(t))) goto outm;
+    double worst = 0;
+    for (size_t i = 0; i < P; i++) {
+        double p = (double)p0[i] * (1 - 0.01 * 0.01), gg = g[i];
+        double m = 0.1 * gg, v = 0.001 * gg * gg;
+        double mh = m / (1 - 0.9), vh = v / (1 - 0.999);
+        p -= 0.01 * mh / (sqrt(vh) + 1e-8);
+        double err = fabs(e->t.data[i] - p) / (fabs(p) + 1e-3);
+        worst = th_worst(worst, err);
+    }
+    CHECK(worst <= 2e-6, "AdamW step: worst relative error %g", worst);
+    int zero = 1;
+    for (size_t i = 0; i < P; i++) zero &= e->t.grad[i] == 0;
+    CHECK(zero && npred_video_trainer_adam_steps(t) == 1, "gradient zeroed after the step");
+outm:
+    free(noise), free(p0), free(g);
+outb:
+    npred_video_batch_free(&b);
+out:
+    npred_video_trainer_free(t);
+    free_setup(&S);
+}
+
+/* ---------------------------------------------------------------- runs */
+typedef struct {
+    double first, last;
+    int epochs;
+    int64_t batches;
+    volatile sig_atomic_t *stop;
+    int64_t stop_at;           /* set stop after this many batches (0: never) */
+} run_log;
+
+static void on_epoch(void *user, const npred_trainer_epoch_info *ei)
+{
+    run_log *r = user;
+    if (ei->epoch < 1) return;
+    if (!r->epochs) r->first = ei->train_loss;
+    r->last = ei->train_loss;
+    r->epochs++;
+}
+
+static void on_batch(void *user, const npred_trainer_batch_info *bi)
+{
+    run_log *r = user;
+    (void)bi;
+    if (++r->batches == r->stop_at && r->stop) *r->stop = 1;
+}
+
+/* train from a fresh model; params (n_params floats) receive the final parameters */
+static npred_status train_run(const char *json, uint64_t seed, const char *dir, int resume, run_log *rl,
+                              float **params, size_t *np, npred_trainer_result *res)
+{
+    setup S;
+    npred_video_trainer *t = NULL;
+    npred_status st = NPRED_ERR_ARG;
+    if (!make_setup(&S, LOADER, 1, seed) || !make_trainer(&t, &S, json)) goto out;
+    npred_trainer_callbacks cb = {on_batch, on_epoch, NULL, rl, rl->stop};
+    npred_video_trainer_set_callbacks(t, &cb);
+    if (dir && (st = npred_video_trainer_set_run_dir(t, dir, "{}"))) goto out;
+    char p[700];
+    snprintf(p, sizeof p, "%s/state.safetensors", dir ? dir : "");
+    if (resume && (st = npred_video_trainer_resume(t, p))) goto out;
+    st = npred_video_trainer_run(t, res);
+    *np = S.e.t.n_params;
+    *params = malloc(*np * sizeof(float));
+    if (*params) memcpy(*params, S.e.t.data, *np * sizeof(float));
+out:
+    npred_video_trainer_free(t);
+    free_setup(&S);
+    return st;
+}
+
+static const char *TRAIN = "{\"max_iter\": 6, \"lr_init\": 0.05, \"patience\": 10, \"seed\": 3, \"save_checkpoints\": false}";
+
+static void test_loss_decreases_and_bits(void)
+{
+    run_log a = {0}, b = {0}, c = {0};
+    float *pa = NULL, *pb = NULL, *pc = NULL;
+    size_t na = 0, nb = 0, nc = 0;
+    npred_trainer_result ra, rb, rc;
+    CHECK_OK(train_run(TRAIN, 1, NULL, 0, &a, &pa, &na, &ra));
+    CHECK(a.epochs == 6 && ra.stop == NPRED_ES_STOP_MAX_ITER && ra.epochs == 6, "6 epochs (%d), stop %d", a.epochs,
+          ra.stop);
+    CHECK(a.last < 0.95 * a.first, "training loss %g -> %g decreases", a.first, a.last);
+    CHECK(isfinite(ra.score) && ra.score > -1 && ra.score <= 1, "validation correlation %g", ra.score);
+    CHECK_OK(train_run(TRAIN, 1, NULL, 0, &b, &pb, &nb, &rb));
+    CHECK(pa && pb && na == nb && !memcmp(pa, pb, na * sizeof *pa) && a.last == b.last && ra.score == rb.score,
+          "the same seed gives the same bits");
+    CHECK_OK(train_run("{\"max_iter\": 6, \"lr_init\": 0.01, \"patience\": 10, \"seed\": 4, \"save_checkpoints\": false}",
+                       1, NULL, 0, &c, &pc, &nc, &rc));
+    CHECK(pc && na == nc && memcmp(pa, pc, na * sizeof *pa), "another seed gives other parameters");
+    free(pa), free(pb), free(pc);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *s = th_read_stream(f);
+    fclose(f);
+    return s;
+}
+
+/* log.csv without its seconds column */
+static void strip_seconds(char *s)
+{
+    char *w = s;
+    for (char *line = s; *line;) {
+        char *nl = strchr(line, '\n'), *end = nl ? nl : line + strlen(line);
+        char *comma = end;
+        while (comma > line && *comma != ',') comma--;
+        size_t keep = (size_t)(comma > line ? comma - line : end - line);
+        memmove(w, line, keep);
+        w += keep;
+        *w++ = '\n';
+        if (!nl) break;
+        line = nl + 1;
+    }
+    *w = 0;
+}
+
+static void test_resume(void)
+{
+    char d1[700], d2[700], p[800];
+    snprintf(d1, sizeof d1, "%s/full", g_dir);
+    snprintf(d2, sizeof d2, "%s/cut", g_dir);
+    const char *json = "{\"max_iter\": 5, \"lr_init\": 0.01, \"patience\": 10, \"seed\": 9, \"chpt_save_step\": 2,"
+                       " \"checkpoint_save_path\": \"ckpt/\"}";
+    run_log a = {0};
+    float *pa = NULL, *pb = NULL;
+    size_t na = 0, nb = 0;
+    npred_trainer_result ra, rb;
+    CHECK_OK(train_run(json, 1, d1, 0, &a, &pa, &na, &ra));
+    /* stopped after 7 batches (in epoch 3: 3 batches per session and epoch, 2 sessions), then resumed twice
+     * (the second resume starts from the finished state and changes nothing) */
+    volatile sig_atomic_t stop = 0;
+    run_log b = {0};
+    b.stop = &stop;
+    b.stop_at = 7;
+    npred_status st = train_run(json, 1, d2, 0, &b, &pb, &nb, &rb);
+    CHECK(st == NPRED_ERR_INTERRUPTED, "interrupted (%d: %s)", st, npred_last_error());
+    free(pb);
+    pb = NULL;
+    run_log c = {0};
+    /* a different initialisation: the resume must replace every parameter */
+    CHECK_OK(train_run(json, 99, d2, 1, &c, &pb, &nb, &rb));
+    CHECK(pa && pb && na == nb && !memcmp(pa, pb, na * sizeof *pa) && ra.score == rb.score && ra.epochs == rb.epochs,
+          "resumed run = uninterrupted run, bit for bit");
+    snprintf(p, sizeof p, "%s/log.csv", d1);
+    char *la = slurp(p);
+    snprintf(p, sizeof p, "%s/log.csv", d2);
+    char *lb = slurp(p);
+    if (CHECK(la && lb, "log.csv written")) {
+        strip_seconds(la), strip_seconds(lb);
+        CHECK(!strcmp(la, lb), "log.csv equal but for the seconds:\n%s---\n%s", la, lb);
+        CHECK(!strncmp(la, "epoch,lr,train_loss,validation_correlation\n0,", 45), "log header: %.60s", la);
+    }
+    free(la), free(lb);
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/model.safetensors", d1);
+    CHECK(stat(p, &sb) == 0 && sb.st_size > 1000, "model.safetensors");
+    snprintf(p, sizeof p, "%s/ckpt/final.safetensors", d1);
+    CHECK(stat(p, &sb) == 0, "final checkpoint");
+    snprintf(p, sizeof p, "%s/ckpt/epoch_2.safetensors", d1);
+    CHECK(stat(p, &sb) != 0, "epoch checkpoints removed at the end (as the kit)");
+    /* the state of another data set is refused */
+    setup S;
+    npred_video_trainer *t = NULL;
+    if (make_setup(&S, LOADER, 0, 1) && make_trainer(&t, &S, json)) {
+        snprintf(p, sizeof p, "%s/state.safetensors", d1);
+        st = npred_video_trainer_resume(t, p);
+        CHECK(st == NPRED_ERR_FORMAT, "resume on other data refused (%d: %s)", st, npred_last_error());
+    }
+    npred_video_trainer_free(t);
+    free_setup(&S);
+    free(pa), free(pb);
+}
+
+static void test_early_stopping(void)
+{
+    /* a tolerance no change can beat: patience 2, two lr-decay rounds -> 4 epochs */
+    run_log a = {0};
+    float *pa = NULL;
+    size_t na = 0;
+    npred_trainer_result r;
+    CHECK_OK(train_run("{\"max_iter\": 50, \"patience\": 2, \"lr_decay_steps\": 2, \"tolerance\": 10,"
+                       " \"save_checkpoints\": false}", 1, NULL, 0, &a, &pa, &na, &r));
+    CHECK(r.stop == NPRED_ES_STOP_PATIENCE && r.epochs == 4 && a.epochs == 4, "stopped by patience after %lld epochs "
+          "(stop %d)", (long long)r.epochs, r.stop);
+    free(pa);
+    pa = NULL;
+    CHECK_OK(train_run("{\"max_iter\": 2, \"save_checkpoints\": false}", 1, NULL, 0, &a, &pa, &na, &r));
+    CHECK(r.stop == NPRED_ES_STOP_MAX_ITER && r.epochs == 2, "stopped by max_iter (%lld)", (long long)r.epochs);
+    free(pa);
+}
+
+static void expect_error(const char *json, const char *needle)
+{
+    npred_video_trainer_config c;
+    npred_video_trainer_config_init(&c);
+    npred_status st = npred_video_trainer_config_parse(&c, json, "trainer.json");
+    CHECK(st == NPRED_ERR_CONFIG && strstr(npred_last_error(), needle), "%s: want an error naming '%s', got %d '%s'",
+          json, needle, st, npred_last_error());
+}
+
+static void test_config(void)
+{
+    npred_video_trainer_config c;
+    npred_video_trainer_config_init(&c);
+    /* the benchmark notebook's trainer_config (dataloaders aside) */
+    CHECK_OK(npred_video_trainer_config_parse(&c, "{\"seed\": 111, \"use_wandb\": false, \"verbose\": true,"
+                                              " \"lr_decay_steps\": 4, \"lr_init\": 0.005, \"device\": \"cuda\","
+                                              " \"detach_core\": false, \"deeplake_ds\": false,"
+                                              " \"checkpoint_save_path\": \"benchmarks/\"}", "trainer.json"));
+    CHECK(c.base.seed_set && c.base.seed == 111 && c.base.lr_decay_steps == 4 && !strcmp(c.checkpoint_save_path, "benchmarks/") &&
+          c.chpt_save_step == 15 && c.save_checkpoints && c.weight_decay == 0.01, "benchmark config read");
+    char *js = npred_video_trainer_config_json(&c);
+    npred_video_trainer_config d;
+    npred_video_trainer_config_init(&d);
+    CHECK(js && !npred_video_trainer_config_parse(&d, js, "resolved") && !memcmp(&c, &d, sizeof c),
+          "the resolved config reads back to the same settings");
+    free(js);
+    expect_error("{\"lr_inti\": 0.1}", "lr_inti");
+    expect_error("{\"use_wandb\": true}", "use_wandb");
+    expect_error("{\"detach_core\": true}", "detach_core");
+    expect_error("{\"loss_function\": \"ExponentialLoss\"}", "loss_function");
+    expect_error("{\"stop_function\": \"get_poisson_loss\"}", "stop_function");
+    expect_error("{\"checkpoint_save_path\": \"../x\"}", "checkpoint_save_path");
+    expect_error("{\"lr_decay_factor\": 1.5}", "lr_decay_factor");
+    expect_error("{\"max_iter\": \"ten\"}", "max_iter");
+    /* whole trials (to_cut false) cannot be trained on */
+    setup S;
+    npred_video_trainer *t = NULL;
+    if (make_setup(&S, LOADER, 0, 1)) {
+        npred_video_loaders *L2 = NULL;
+        npred_video_loader_config lc;
+        npred_video_loader_config_init(&lc);
+        const char *path = SCAN;
+        if (CHECK_OK(npred_video_loader_config_parse(&lc, "{\"batch_size\": 1, \"frames\": 51, \"to_cut\": false}",
+                                                     NULL, NULL)) &&
+            CHECK_OK(npred_video_loaders_open(&L2, &path, 1, &lc))) {
+            npred_video_trainer_config_init(&c);
+            npred_status st = npred_video_trainer_create(&t, &S.e, L2, &c, 1);
+            CHECK(st == NPRED_ERR_ARG && strstr(npred_last_error(), "to_cut"), "whole trials refused: %s",
+                  npred_last_error());
+        }
+        npred_video_loader_config_free(&lc);
+        npred_video_loaders_free(L2);
+    }
+    npred_video_trainer_free(t);
+    free_setup(&S);
+}
+
+int main(void)
+{
+    snprintf(g_dir, sizeof g_dir, "%s/npred_vtrain_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(g_dir)) {
+        fprintf(stderr, "cannot make a temporary folder\n");
+        return 1;
+    }
+    /* a second session: the scan copied under another name */
+    snprintf(g_copy, sizeof g_copy, "%s/dynamic00001-2-2-Video-copy", g_dir);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", SCAN, g_copy);
+    int cp_ok = system(cmd) == 0;
+    RUN(test_config);
+    RUN(test_one_step);
+    if (CHECK(cp_ok, "copying the scan")) {
+        RUN(test_loss_decreases_and_bits);
+        RUN(test_resume);
+        RUN(test_early_stopping);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    return th_summary();
+}
