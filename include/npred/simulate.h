@@ -80,6 +80,75 @@ NPRED_API void npred_sim_tree_name(const npred_sim_params *p, int session, char 
 NPRED_API npred_status npred_simulate(const npred_sim_params *p, const char *out_dir,
                             npred_sim_progress_fn progress, void *user);
 
+
+/* ---------------------------------------------------------------- movie scans
+ * npred_simulate_video() writes one SENSORIUM 2023 movie scan per session (the layout
+ * of npred/video.h, readable by npred_video_dataset_open and the kit's
+ * mouse_video_loader), named like the real scans:
+ *     dynamic<animal_id>-1-<session+1>-Video-<NPRED_VSIM_NAME_HASH>[/|.zip]
+ *
+ * Ground truth (everything it needs is stored in meta/ground_truth/), per neuron j
+ * and frame t of a trial (docs/simulate-video.md has every formula):
+ *   frame v_t (H, W) 0..255 -> x_t = (v_t - 128) / 64, shifted by the eye position
+ *   -> s_j(t) = Gabor kernel_j . x_t (a window around the RF centre, zero outside)
+ *   -> u_j(t) = sum_k h_j[k] s_j(t - k) (biphasic temporal kernel sampled at fps)
+ *   -> q_j(t) = softplus(slope_j u_j(t) + bias_j)
+ *   -> adaptation a_j(t) = rho a_j(t-1) + (1 - rho) q_j(t-1), rho = exp(-1/(tau fps))
+ *   -> rate = gain_j q_j(t) / (1 + alpha_j a_j(t)) [* exp(kappa_j m_t) with modulate]
+ *   -> Poisson (or gamma) noise per frame. */
+
+/* The hash part of the simulated movie scan names (32 hex digits). */
+#define NPRED_VSIM_NAME_HASH "5eed0f0a11ce0ddba11c0ffee0000001"
+
+/* Stimulus kinds (a bit set): each clip is one kind, drawn from those enabled. */
+enum {
+    NPRED_VSIM_NATURAL = 1,  /* drifting 1/f-noise scenes with occluders, a new scene every 1-3 s */
+    NPRED_VSIM_GRATINGS = 2, /* drifting sinusoidal gratings, a new one every 0.5-2 s */
+    NPRED_VSIM_NOISE = 4     /* white noise: every pixel of every frame uniform in 0..255 */
+};
+
+typedef struct {
+    int n_sessions;        /* 1 */
+    int n_neurons;         /* per session: 1000 */
+    int n_trials;          /* train trials per session (each a new clip): 200 */
+    int n_oracle_clips;    /* 6: tier "oracle" (clips shared by all sessions) */
+    int n_test_clips;      /* 6: tiers live_test_main and final_test_main, each */
+    int n_repeats;         /* 10: repeats of every oracle / test clip */
+    int height, width;     /* 36 x 64 (the 2023 frame size) */
+    int frames;            /* 300: frames per file (T_max) */
+    int min_frames;        /* 240: clip lengths are uniform in [min_frames, frames]; > 50 */
+    double fps;            /* 30 */
+    unsigned stimuli;      /* NPRED_VSIM_NATURAL | NPRED_VSIM_GRATINGS */
+    uint64_t seed;         /* 1 */
+    int animal_id;         /* 90000 */
+    double rate_scale;     /* 2.0: median neuron gain (expected counts per frame at q = 1) */
+    npred_sim_noise noise; /* POISSON */
+    double gamma_shape;    /* 2.0 (NOISE_GAMMA only) */
+    int modulate;          /* 0: behaviour gain + eye-position shift off */
+    double adaptation;     /* 1.0: scale of the adaptation strengths alpha_j (0: none) */
+    double adaptation_tau; /* 1.0 s: time constant of the adaptation state */
+    int write_tree;        /* 1: write the folder */
+    int write_zip;         /* 0: also write <name>.zip (members stored) */
+    int force;             /* 0: refuse a non-empty out_dir */
+} npred_vsim_params;
+
+NPRED_API npred_vsim_params npred_vsim_default_params(void);
+/* Check every field; NPRED_ERR_ARG with a message naming the bad option. */
+NPRED_API npred_status npred_vsim_validate(const npred_vsim_params *p);
+/* "dynamic90000-1-3-Video-<hash>" for session 2 (0-based; no ".zip"); also the data key. */
+NPRED_API void npred_vsim_tree_name(const npred_vsim_params *p, int session, char *buf, size_t bufsize);
+/* Parse a comma-separated list of "natural", "gratings", "noise" into a bit set. */
+NPRED_API npred_status npred_vsim_parse_stimuli(const char *list, unsigned *out);
+
+/* Write every session under out_dir (created if missing; must be empty unless
+ * p->force, which replaces only the scans this run writes). Each session is built
+ * in a hidden folder of out_dir and renamed into place when complete, so a failed
+ * or stopped run leaves no partial scan. Deterministic: the same params give
+ * byte-identical files for any thread count. progress counts the trials of a
+ * session (all tiers). */
+NPRED_API npred_status npred_simulate_video(const npred_vsim_params *p, const char *out_dir,
+                                            npred_sim_progress_fn progress, void *user);
+
 #ifdef __cplusplus
 }
 #endif

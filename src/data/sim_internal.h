@@ -3,6 +3,7 @@
 #ifndef NPRED_DATA_SIM_INTERNAL_H
 #define NPRED_DATA_SIM_INTERNAL_H
 
+#include <cJSON.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -140,6 +141,13 @@ npred_status sim_ws_init(workspace *ws, const gt_model *m, int n);
 float *sim_image_features(workspace *ws, const gt_model *m, const float *img);
 npred_status sim_calibrate(gt_model *m, workspace *ws, uint64_t seed);
 
+/* Retinotopy of a session (rt: rotation, scale x, scale y, flip, offset x, offset y,
+ * centre x, centre y) and one neuron placed through it: unit id after *id (with
+ * gaps), cortical position (µm), RF centre (grid units). */
+void sim_retinotopy_draw(npred_rng *r, double rt[8]);
+void sim_place_neuron(npred_rng *r, const double rt[8], int64_t *id, int64_t *unit_id, double coords[3],
+                      double grid[2]);
+
 /* ---- noise (sim_noise.c) ---- */
 
 /* Poisson(lam): Knuth's product method on pieces of at most 20 (sum of Poissons). */
@@ -155,7 +163,20 @@ void sim_oracle_jackknife(double *out /* (n) */, const float *resp /* (N, n) */,
 void sim_oracle_rate(double *out /* (n) */, const float *lam /* (T, n) */, size_t T, int n,
                      const npred_sim_params *p);
 
+/* Checks shared by npred_sim_validate and npred_vsim_validate (simulate.c). */
+/* out_dir: created if missing; a non-empty one only with force (`what` names what
+ * --force replaces). */
+npred_status sim_prepare_out(const char *out_dir, int force, const char *what);
+npred_status sim_validate_common(int sessions, int neurons, int animal_id, double rate_scale, npred_sim_noise noise,
+                                 double gamma_shape, int write_tree, int write_zip);
+
 /* ---- writer (sim_writer.c) ---- */
+const char *sim_noise_name(npred_sim_noise n);
+/* params.json: an object with generator, data_key, session and seed (a string); NULL
+ * when out of memory. sim_json_write prints it to root/meta/ground_truth/params.json
+ * and deletes it. */
+cJSON *sim_json_head(const char *generator, const char *key, int session, uint64_t seed);
+npred_status sim_json_write(const char *root, cJSON *j);
 
 npred_status sim_mkdir_p(const char *path);
 int sim_dir_is_empty(const char *path);
@@ -168,12 +189,20 @@ npred_status sim_put_npy(const char *root, const char *rel, npred_dtype dt, size
 npred_status sim_put_1d(const char *root, const char *rel, npred_dtype dt, int64_t n, const void *data);
 npred_status sim_put_2d(const char *root, const char *rel, npred_dtype dt, int64_t a, int64_t b,
                         const void *data);
+/* 1-D '<U<width>' array; strs[i] ASCII, at most `width` characters. */
+npred_status sim_put_str(const char *root, const char *rel, const char *const *strs, int64_t n, size_t width);
+/* NumPy median of v[0..n), n >= 1 (mean of the two middle values for even n); v is reordered. */
+double sim_median_of(double *v, size_t n);
 npred_status sim_matrix_stats(const char *root, const char *field, const float *a, size_t rows, size_t cols);
 /* Image statistics from the histogram of the integer pixel values. */
 npred_status sim_image_stats(const char *root, const uint64_t hist[256]);
 npred_status sim_put_json(const char *root, const npred_sim_params *p, const gt_model *m,
                           const gt_neurons *nr, int session, const char *key);
 npred_status sim_make_dirs(const char *root);
+/* meta/neurons: unit_ids, cell_motor_coordinates, animal_ids, sessions (1), scan_idx
+ * (session + 1), area (V1), layer (L2/3); tmp (n) and strs (n) are scratch. */
+npred_status sim_write_neurons(const char *root, int animal_id, int session, int64_t n, const int64_t *unit_ids,
+                               const double *coords, int64_t *tmp, const char **strs);
 npred_status sim_write_meta(const char *root, const npred_sim_params *p, const gt_neurons *nr,
                             const layout *L, int session);
 

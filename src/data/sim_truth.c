@@ -116,6 +116,36 @@ void sim_neurons_free(gt_neurons *nr)
     memset(nr, 0, sizeof *nr);
 }
 
+/* Retinotopy of a session: rotation, anisotropic scale, optional mirror, offset,
+ * and the centre of the imaged patch. */
+void sim_retinotopy_draw(npred_rng *r, double rt[8])
+{
+    double th = unif(r, 0, 2 * M_PI), sx = unif(r, 0.45, 0.65), sy = unif(r, 0.45, 0.65);
+    double flip = npred_rng_below(r, 2) ? -1.0 : 1.0, ox = unif(r, -0.1, 0.1), oy = unif(r, -0.1, 0.1);
+    double x0 = unif(r, -500, 500), y0 = unif(r, -500, 500);
+    double v[8] = {th, sx, sy, flip, ox, oy, x0, y0};
+    memcpy(rt, v, sizeof v);
+}
+
+/* One neuron: its unit id (after *id, with gaps), cortical position (µm) and RF
+ * centre in grid units through the session's map (docs/simulate.md, Retinotopy). */
+void sim_place_neuron(npred_rng *r, const double rt[8], int64_t *id, int64_t *unit_id, double coords[3],
+                      double grid[2])
+{
+    double ct = cos(rt[0]), st = sin(rt[0]);
+    *id += 1 + (npred_rng_uniform(r) < 0.08 ? 1 + (int64_t)npred_rng_below(r, 3) : 0);
+    *unit_id = *id;
+    double cx = unif(r, -1, 1), cy = unif(r, -1, 1);
+    coords[0] = rt[6] + CORTEX_HALF * cx;
+    coords[1] = rt[7] + CORTEX_HALF * cy;
+    coords[2] = 190.0 + 25.0 * (double)npred_rng_below(r, 6) + unif(r, 0, 4);
+    double a = rt[1] * cx, b = rt[3] * rt[2] * cy;
+    double gx = ct * a - st * b + rt[4] + RF_NONLIN * cx * cy + RF_SCATTER * npred_rng_normal(r);
+    double gy = st * a + ct * b + rt[5] + RF_NONLIN * (cx * cx - 1.0 / 3.0) + RF_SCATTER * npred_rng_normal(r);
+    grid[0] = clampd(gx, -RF_LIMIT, RF_LIMIT);
+    grid[1] = clampd(gy, -RF_LIMIT, RF_LIMIT);
+}
+
 static npred_status make_own(gt_neurons *nr, const npred_sim_params *p, const gt_model *m, int session)
 {
     int n = p->n_neurons;
@@ -136,28 +166,11 @@ static npred_status make_own(gt_neurons *nr, const npred_sim_params *p, const gt
     }
     npred_rng r;
     rng_for(&r, p->seed, TAG_NEURONS, (uint64_t)session, 0);
-    /* retinotopy of this session: rotation, anisotropic scale, optional mirror, offset */
-    double th = unif(&r, 0, 2 * M_PI), sx = unif(&r, 0.45, 0.65), sy = unif(&r, 0.45, 0.65);
-    double flip = npred_rng_below(&r, 2) ? -1.0 : 1.0, ox = unif(&r, -0.1, 0.1), oy = unif(&r, -0.1, 0.1);
-    double x0 = unif(&r, -500, 500), y0 = unif(&r, -500, 500);
-    double rt[8] = {th, sx, sy, flip, ox, oy, x0, y0};
-    memcpy(nr->retino, rt, sizeof rt);
-    double ct = cos(th), st = sin(th);
+    sim_retinotopy_draw(&r, nr->retino);
     int64_t id = 0;
     for (int j = 0; j < n; j++) {
-        id += 1 + (npred_rng_uniform(&r) < 0.08 ? 1 + (int64_t)npred_rng_below(&r, 3) : 0);
-        nr->unit_ids[j] = id;
-        double cx = unif(&r, -1, 1), cy = unif(&r, -1, 1);
-        nr->coords[3 * j + 0] = x0 + CORTEX_HALF * cx;
-        nr->coords[3 * j + 1] = y0 + CORTEX_HALF * cy;
-        nr->coords[3 * j + 2] = 190.0 + 25.0 * (double)npred_rng_below(&r, 6) + unif(&r, 0, 4);
-        double a = sx * cx, b = flip * sy * cy;
-        double gx = ct * a - st * b + ox + RF_NONLIN * cx * cy + RF_SCATTER * npred_rng_normal(&r);
-        double gy = st * a + ct * b + oy + RF_NONLIN * (cx * cx - 1.0 / 3.0) + RF_SCATTER * npred_rng_normal(&r);
-        gx = clampd(gx, -RF_LIMIT, RF_LIMIT);
-        gy = clampd(gy, -RF_LIMIT, RF_LIMIT);
-        nr->rf_grid[2 * j] = gx;
-        nr->rf_grid[2 * j + 1] = gy;
+        sim_place_neuron(&r, nr->retino, &id, nr->unit_ids + j, nr->coords + 3 * j, nr->rf_grid + 2 * j);
+        double gx = nr->rf_grid[2 * j], gy = nr->rf_grid[2 * j + 1];
         nr->rf_pix[2 * j] = m->f * (gx + 1) / 2 * (m->w - 1) + (m->f - 1) / 2.0;
         nr->rf_pix[2 * j + 1] = m->f * (gy + 1) / 2 * (m->h - 1) + (m->f - 1) / 2.0;
         /* feature weights: a preferred scale/orientation/phase, partial phase

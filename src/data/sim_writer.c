@@ -133,7 +133,7 @@ npred_status sim_put_2d(const char *root, const char *rel, npred_dtype dt, int64
 }
 
 /* 1-D '<U<width>' array; strs[i] ASCII, at most `width` characters. */
-static npred_status put_str(const char *root, const char *rel, const char *const *strs, int64_t n,
+npred_status sim_put_str(const char *root, const char *rel, const char *const *strs, int64_t n,
                             size_t width)
 {
     uint32_t *u = npred_calloc((size_t)(n > 0 ? n : 1) * width, sizeof *u);
@@ -181,7 +181,7 @@ static double select_kth(double *v, size_t n, size_t k)
 }
 
 /* NumPy median (mean of the two middle values for even n); v is reordered. */
-static double median_of(double *v, size_t n)
+double sim_median_of(double *v, size_t n)
 {
     size_t k = n / 2;
     double hi = select_kth(v, n, k);
@@ -209,7 +209,7 @@ static void column_stats(double out[5], const float *a, size_t rows, size_t stri
     out[1] = sqrt(ss / (double)rows);
     out[2] = mn;
     out[3] = mx;
-    out[4] = median_of(scratch, rows);
+    out[4] = sim_median_of(scratch, rows);
 }
 
 static const char *const STAT_NAMES[5] = {"mean", "std", "min", "max", "median"};
@@ -287,17 +287,41 @@ npred_status sim_image_stats(const char *root, const uint64_t hist[256])
     return put_stats(root, "images", st, 0);
 }
 
+const char *sim_noise_name(npred_sim_noise n)
+{
+    return n == NPRED_SIM_NOISE_POISSON ? "poisson" : n == NPRED_SIM_NOISE_GAMMA ? "gamma" : "none";
+}
+
+cJSON *sim_json_head(const char *generator, const char *key, int session, uint64_t seed)
+{
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return NULL;
+    cJSON_AddStringToObject(j, "generator", generator);
+    cJSON_AddStringToObject(j, "data_key", key);
+    cJSON_AddNumberToObject(j, "session", session);
+    char txt[32];
+    snprintf(txt, sizeof txt, "%llu", (unsigned long long)seed);
+    cJSON_AddStringToObject(j, "seed", txt);
+    return j;
+}
+
+npred_status sim_json_write(const char *root, cJSON *j)
+{
+    char *txt = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!txt) return npred_errorf(NPRED_ERR_NOMEM, "params.json: out of memory");
+    char path[4096];
+    npred_status s = join(path, sizeof path, root, "meta/ground_truth/params.json");
+    if (!s) s = write_file(path, txt, strlen(txt));
+    free(txt);
+    return s;
+}
+
 npred_status sim_put_json(const char *root, const npred_sim_params *p, const gt_model *m,
                           const gt_neurons *nr, int session, const char *key)
 {
-    cJSON *j = cJSON_CreateObject();
+    cJSON *j = sim_json_head("npred simulate 1", key, session, p->seed);
     if (!j) return npred_errorf(NPRED_ERR_NOMEM, "params.json: out of memory");
-    cJSON_AddStringToObject(j, "generator", "npred simulate 1");
-    cJSON_AddStringToObject(j, "data_key", key);
-    cJSON_AddNumberToObject(j, "session", session);
-    char seed[32];
-    snprintf(seed, sizeof seed, "%llu", (unsigned long long)p->seed);
-    cJSON_AddStringToObject(j, "seed", seed);
     cJSON *o = cJSON_AddObjectToObject(j, "options");
     cJSON_AddNumberToObject(o, "sessions", p->n_sessions);
     cJSON_AddNumberToObject(o, "neurons", p->n_neurons);
@@ -311,8 +335,7 @@ npred_status sim_put_json(const char *root, const npred_sim_params *p, const gt_
     cJSON_AddNumberToObject(o, "downsample", p->downsample);
     cJSON_AddNumberToObject(o, "animal_id", p->animal_id);
     cJSON_AddNumberToObject(o, "rate_scale", p->rate_scale);
-    cJSON_AddStringToObject(o, "noise", p->noise == NPRED_SIM_NOISE_POISSON ? "poisson"
-                                        : p->noise == NPRED_SIM_NOISE_GAMMA ? "gamma" : "none");
+    cJSON_AddStringToObject(o, "noise", sim_noise_name(p->noise));
     cJSON_AddNumberToObject(o, "gamma_shape", p->gamma_shape);
     cJSON_AddBoolToObject(o, "modulate", p->modulate);
     cJSON_AddNumberToObject(o, "shared_neurons", p->shared_neurons);
@@ -362,14 +385,7 @@ npred_status sim_put_json(const char *root, const npred_sim_params *p, const gt_
         cJSON_AddItemToArray(fs, cJSON_CreateNumber(m->feat_mean[k]));
         cJSON_AddItemToArray(fd, cJSON_CreateNumber(m->feat_std[k]));
     }
-    char *txt = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!txt) return npred_errorf(NPRED_ERR_NOMEM, "params.json: out of memory");
-    char path[4096];
-    npred_status s = join(path, sizeof path, root, "meta/ground_truth/params.json");
-    if (!s) s = write_file(path, txt, strlen(txt));
-    free(txt);
-    return s;
+    return sim_json_write(root, j);
 }
 
 static const char *const TIERS[4] = {"train", "validation", "test", "final_test"};
@@ -389,6 +405,24 @@ npred_status sim_make_dirs(const char *root)
     return NPRED_OK;
 }
 
+npred_status sim_write_neurons(const char *root, int animal_id, int session, int64_t n, const int64_t *unit_ids,
+                               const double *coords, int64_t *tmp, const char **strs)
+{
+    npred_status s = sim_put_1d(root, "meta/neurons/unit_ids.npy", NPRED_DT_I64, n, unit_ids);
+    if (!s) s = sim_put_2d(root, "meta/neurons/cell_motor_coordinates.npy", NPRED_DT_F64, n, 3, coords);
+    for (int64_t j = 0; j < n; j++) tmp[j] = animal_id;
+    if (!s) s = sim_put_1d(root, "meta/neurons/animal_ids.npy", NPRED_DT_I64, n, tmp);
+    for (int64_t j = 0; j < n; j++) tmp[j] = 1;
+    if (!s) s = sim_put_1d(root, "meta/neurons/sessions.npy", NPRED_DT_I64, n, tmp);
+    for (int64_t j = 0; j < n; j++) tmp[j] = session + 1;
+    if (!s) s = sim_put_1d(root, "meta/neurons/scan_idx.npy", NPRED_DT_I64, n, tmp);
+    for (int64_t j = 0; j < n; j++) strs[j] = "V1";
+    if (!s) s = sim_put_str(root, "meta/neurons/area.npy", strs, n, 2);
+    for (int64_t j = 0; j < n; j++) strs[j] = "L2/3";
+    if (!s) s = sim_put_str(root, "meta/neurons/layer.npy", strs, n, 4);
+    return s;
+}
+
 npred_status sim_write_meta(const char *root, const npred_sim_params *p, const gt_neurons *nr,
                             const layout *L, int session)
 {
@@ -402,24 +436,13 @@ npred_status sim_write_meta(const char *root, const npred_sim_params *p, const g
         return npred_errorf(NPRED_ERR_NOMEM, "simulate: out of memory");
     }
     /* neurons */
-    s = sim_put_1d(root, "meta/neurons/unit_ids.npy", NPRED_DT_I64, n, nr->unit_ids);
-    if (!s) s = sim_put_2d(root, "meta/neurons/cell_motor_coordinates.npy", NPRED_DT_F64, n, 3, nr->coords);
+    s = sim_write_neurons(root, p->animal_id, session, n, nr->unit_ids, nr->coords, tmp, strs);
     if (!s && nr->match_id) s = sim_put_1d(root, "meta/neurons/multi_match_id.npy", NPRED_DT_I64, n, nr->match_id);
-    for (int64_t j = 0; j < n; j++) tmp[j] = p->animal_id;
-    if (!s) s = sim_put_1d(root, "meta/neurons/animal_ids.npy", NPRED_DT_I64, n, tmp);
-    for (int64_t j = 0; j < n; j++) tmp[j] = 1;
-    if (!s) s = sim_put_1d(root, "meta/neurons/sessions.npy", NPRED_DT_I64, n, tmp);
-    for (int64_t j = 0; j < n; j++) tmp[j] = session + 1;
-    if (!s) s = sim_put_1d(root, "meta/neurons/scan_idx.npy", NPRED_DT_I64, n, tmp);
-    for (int64_t j = 0; j < n; j++) strs[j] = "V1";
-    if (!s) s = put_str(root, "meta/neurons/area.npy", strs, n, 2);
-    for (int64_t j = 0; j < n; j++) strs[j] = "L2/3";
-    if (!s) s = put_str(root, "meta/neurons/layer.npy", strs, n, 4);
     /* trials */
     for (int64_t t = 0; t < N; t++) strs[t] = TIERS[L->tier[t]];
-    if (!s) s = put_str(root, "meta/trials/tiers.npy", strs, N, 10);
+    if (!s) s = sim_put_str(root, "meta/trials/tiers.npy", strs, N, 10);
     for (int64_t t = 0; t < N; t++) strs[t] = "imagenet";
-    if (!s) s = put_str(root, "meta/trials/frame_image_class.npy", strs, N, 8);
+    if (!s) s = sim_put_str(root, "meta/trials/frame_image_class.npy", strs, N, 8);
     if (!s) s = sim_put_1d(root, "meta/trials/frame_image_id.npy", NPRED_DT_I64, N, L->image_id);
     if (!s) s = sim_put_1d(root, "meta/trials/trial_idx.npy", NPRED_DT_I64, N, L->trial_idx);
     free(tmp);

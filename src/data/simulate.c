@@ -54,13 +54,43 @@ npred_sim_params npred_sim_default_params(void)
     return p;
 }
 
+npred_status sim_validate_common(int sessions, int neurons, int animal_id, double rate_scale, npred_sim_noise noise,
+                                 double gamma_shape, int write_tree, int write_zip)
+{
+    if (sessions < 1 || sessions > 999) return npred_errorf(NPRED_ERR_ARG, "sessions: %d is not in 1..999", sessions);
+    if (neurons < 1) return npred_errorf(NPRED_ERR_ARG, "neurons: %d; a session needs at least 1 neuron", neurons);
+    if (animal_id < 0) return npred_errorf(NPRED_ERR_ARG, "animal-id: %d is negative", animal_id);
+    if (!(rate_scale > 0 && isfinite(rate_scale)))
+        return npred_errorf(NPRED_ERR_ARG, "rate-scale: %g must be positive", rate_scale);
+    if (noise != NPRED_SIM_NOISE_POISSON && noise != NPRED_SIM_NOISE_GAMMA && noise != NPRED_SIM_NOISE_NONE)
+        return npred_errorf(NPRED_ERR_ARG, "noise: unknown kind %d", (int)noise);
+    if (!(gamma_shape > 0 && isfinite(gamma_shape)))
+        return npred_errorf(NPRED_ERR_ARG, "gamma-shape: %g must be positive", gamma_shape);
+    if (!write_tree && !write_zip)
+        return npred_errorf(NPRED_ERR_ARG, "simulate: nothing to write (neither folder nor zip)");
+    return NPRED_OK;
+}
+
+npred_status sim_prepare_out(const char *out_dir, int force, const char *what)
+{
+    if (!out_dir || !*out_dir) return npred_errorf(NPRED_ERR_ARG, "simulate: no output directory given");
+    if (strlen(out_dir) > 3000) return npred_errorf(NPRED_ERR_ARG, "simulate: output directory name too long");
+    struct stat st;
+    if (stat(out_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return npred_errorf(NPRED_ERR_IO, "%s: exists and is not a directory", out_dir);
+        if (!force && !sim_dir_is_empty(out_dir))
+            return npred_errorf(NPRED_ERR_ARG, "%s: directory is not empty (use --force to replace the %s in it)",
+                                out_dir, what);
+    }
+    return sim_mkdir_p(out_dir);
+}
+
 npred_status npred_sim_validate(const npred_sim_params *p)
 {
     if (!p) return npred_errorf(NPRED_ERR_ARG, "simulate: params is NULL");
-    if (p->n_sessions < 1 || p->n_sessions > 999)
-        return npred_errorf(NPRED_ERR_ARG, "sessions: %d is not in 1..999", p->n_sessions);
-    if (p->n_neurons < 1)
-        return npred_errorf(NPRED_ERR_ARG, "neurons: %d; a session needs at least 1 neuron", p->n_neurons);
+    npred_status s = sim_validate_common(p->n_sessions, p->n_neurons, p->animal_id, p->rate_scale, p->noise,
+                                         p->gamma_shape, p->write_tree, p->write_zip);
+    if (s) return s;
     if (p->n_trials < 0 || p->n_trials >= 1000000)
         return npred_errorf(NPRED_ERR_ARG, "trials: %d is not in 0..999999", p->n_trials);
     if (!(p->val_fraction >= 0 && p->val_fraction <= 1))
@@ -86,17 +116,8 @@ npred_status npred_sim_validate(const npred_sim_params *p)
     if (p->height / p->downsample < 2 || p->width / p->downsample < 2)
         return npred_errorf(NPRED_ERR_ARG, "image size %dx%d / downsample %d leaves a feature map under 2x2",
                             p->height, p->width, p->downsample);
-    if (p->animal_id < 0) return npred_errorf(NPRED_ERR_ARG, "animal-id: %d is negative", p->animal_id);
-    if (!(p->rate_scale > 0 && isfinite(p->rate_scale)))
-        return npred_errorf(NPRED_ERR_ARG, "rate-scale: %g must be positive", p->rate_scale);
-    if (p->noise != NPRED_SIM_NOISE_POISSON && p->noise != NPRED_SIM_NOISE_GAMMA && p->noise != NPRED_SIM_NOISE_NONE)
-        return npred_errorf(NPRED_ERR_ARG, "noise: unknown kind %d", (int)p->noise);
-    if (!(p->gamma_shape > 0 && isfinite(p->gamma_shape)))
-        return npred_errorf(NPRED_ERR_ARG, "gamma-shape: %g must be positive", p->gamma_shape);
     if (!(p->shared_neurons >= 0 && p->shared_neurons <= 1))
         return npred_errorf(NPRED_ERR_ARG, "shared-neurons: %g is not a fraction in [0, 1]", p->shared_neurons);
-    if (!p->write_tree && !p->write_zip)
-        return npred_errorf(NPRED_ERR_ARG, "simulate: nothing to write (neither folder nor zip)");
     return NPRED_OK;
 }
 
@@ -292,18 +313,7 @@ npred_status npred_simulate(const npred_sim_params *p, const char *out_dir, npre
                             void *user)
 {
     npred_status s = npred_sim_validate(p);
-    if (s) return s;
-    if (!out_dir || !*out_dir) return npred_errorf(NPRED_ERR_ARG, "simulate: no output directory given");
-    if (strlen(out_dir) > 3000) return npred_errorf(NPRED_ERR_ARG, "simulate: output directory name too long");
-    struct stat st;
-    if (stat(out_dir, &st) == 0) {
-        if (!S_ISDIR(st.st_mode)) return npred_errorf(NPRED_ERR_IO, "%s: exists and is not a directory", out_dir);
-        if (!p->force && !sim_dir_is_empty(out_dir))
-            return npred_errorf(NPRED_ERR_ARG, "%s: directory is not empty (use --force to replace the sessions in it)",
-                                out_dir);
-    }
-    s = sim_mkdir_p(out_dir);
-    if (s) return s;
+    if (s || (s = sim_prepare_out(out_dir, p->force, "sessions"))) return s;
 
     gt_model *m = calloc(1, sizeof *m);
     if (!m) return npred_errorf(NPRED_ERR_NOMEM, "simulate: out of memory");
