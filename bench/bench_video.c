@@ -70,12 +70,12 @@ static void bench_stream(void)
     float *frame = malloc(3 * 36 * 64 * sizeof *frame), *rates = malloc((size_t)n * sizeof *rates), pc[2] = {0.1f, -0.2f};
     for (int i = 0; i < 3 * 36 * 64; i++) frame[i] = (float)npred_rng_normal(&rng);
     npred_video_encoder_stream_reset(&e);
-    BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates)); /* warm-up */
+    BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates, NULL)); /* warm-up */
     double best = 1e30, t0 = now();
     int pushes = 0;
     while (pushes < 3 || (now() - t0 < 6.0 && pushes < 100)) {
         double a = now();
-        BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates));
+        BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates, NULL));
         double d = now() - a;
         if (d < best) best = d;
         pushes++;

@@ -33,37 +33,72 @@ static void compare_sess(th_case *c, const char *key, const char *a, const char 
         th_compare_dims(c, kind, f->valuestring, got, ndim, dims);
 }
 
-/* Streaming: the frames pushed one at a time give the whole clip's eval output bit for
- * bit (2D-core encoders; a 3D core is refused for now). */
-static void check_stream(npred_video_encoder *e, int k, const float *videos, const float *pupil, int B, int C, int T,
-                         int HW, int n)
+/* Streaming: the frames of a clip pushed one at a time give the whole clip's eval output
+ * `full` (B, T', n) bit for bit: no output (ready 0, rates untouched) for the first
+ * warm-up frames (3D cores: the sum of (kt - 1) * dilation), then output frame
+ * t - warm-up for frame t. Returns 1 when every frame matched. */
+static int stream_clip(npred_video_encoder *e, int k, const float *videos, const float *pupil, int B, int C, int T,
+                       int HW, int n, const float *full)
 {
-    size_t nout = (size_t)B * e->out_t * n;
-    float *full = malloc(nout * sizeof *full), *frame = malloc((size_t)B * C * HW * sizeof *frame),
-          *rates = malloc((size_t)B * n * sizeof *rates), pc[64];
-    if (!full || !frame || !rates || B > 32) goto out;
-    memcpy(full, e->out, nout * sizeof *full);
+    int W = npred_video_encoder_stream_warmup(e), same = 1;
+    float *frame = malloc((size_t)B * C * HW * sizeof *frame), *rates = malloc((size_t)B * n * sizeof *rates), pc[64];
+    if (!CHECK(frame && rates && B <= 32 && W == T - e->out_t, "stream setup (warm-up %d, T %d, T' %d)", W, T, e->out_t))
+        same = 0;
     npred_video_encoder_stream_reset(e);
-    int same = 1;
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; same && t < T; t++) {
         for (int b = 0; b < B; b++) {
             for (int c = 0; c < C; c++)
                 memcpy(frame + ((size_t)b * C + c) * HW, videos + (((size_t)b * C + c) * T + t) * HW, HW * sizeof *frame);
-            for (int j = 0; j < 2; j++) pc[b * 2 + j] = pupil[((size_t)b * 2 + j) * T + t];
+            for (int j = 0; j < 2; j++) pc[b * 2 + j] = pupil ? pupil[((size_t)b * 2 + j) * T + t] : 0;
         }
-        npred_status st = npred_video_encoder_stream_push(e, k, frame, pc, B, rates);
-        if (!e->cfg.core2d) {
-            CHECK(st == NPRED_ERR_UNSUPPORTED, "streaming a 3D core is refused (%d)", st);
-            goto out;
+        for (size_t i = 0; i < (size_t)B * n; i++) rates[i] = -1.0f;
+        int ready = -1;
+        if (!CHECK_OK(npred_video_encoder_stream_push(e, k, frame, pupil ? pc : NULL, B, rates, &ready))) {
+            same = 0;
+            break;
         }
-        if (!CHECK_OK(st)) goto out;
-        for (int b = 0; b < B; b++) same &= !memcmp(rates + (size_t)b * n, full + ((size_t)b * T + t) * n, n * sizeof(float));
+        if (t < W) { /* warm-up: nothing written */
+            int untouched = ready == 0;
+            for (size_t i = 0; i < (size_t)B * n; i++) untouched &= rates[i] == -1.0f;
+            same &= CHECK(untouched, "frame %d of the warm-up (%d): ready %d, rates written", t, W, ready);
+            continue;
+        }
+        same &= ready == 1;
+        for (int b = 0; b < B; b++)
+            same &= !memcmp(rates + (size_t)b * n, full + ((size_t)b * e->out_t + t - W) * n, n * sizeof(float));
     }
-    CHECK(same, "session %d: the streamed rates differ from the whole clip's", k);
-    /* a push with another batch size is refused until a reset */
-    CHECK(B < 2 || npred_video_encoder_stream_push(e, k, frame, pc, B - 1, rates) == NPRED_ERR_ARG, "batch change");
-out:
-    free(full), free(frame), free(rates);
+    free(frame), free(rates);
+    return same;
+}
+
+/* Several clips with resets in between (sessions in turn, then in reverse order, one
+ * clip broken off half way), each equal to its whole clip; a change of batch size or
+ * session without a reset is refused. fulls[k] (B, T', n) per session. */
+static void check_stream(npred_video_encoder *e, int ns, float *const (*in)[2], float *const *fulls, int B, int C,
+                         int T, int HW, const int *nn)
+{
+    for (int k = 0; k < ns; k++)
+        CHECK(stream_clip(e, k, in[k][0], in[k][1], B, C, T, HW, nn[k], fulls[k]), "session %d: the streamed rates "
+              "differ from the whole clip's", k);
+    /* half a clip of session 0, then (after a reset) every session in reverse order */
+    int W = npred_video_encoder_stream_warmup(e);
+    float *frame = calloc((size_t)B * C * HW, sizeof *frame), *rates = malloc((size_t)B * nn[0] * sizeof *rates),
+          pc[64] = {0};
+    npred_video_encoder_stream_reset(e);
+    for (int t = 0; frame && rates && t < W + 1; t++)
+        CHECK_OK(npred_video_encoder_stream_push(e, 0, frame, pc, B, rates, NULL));
+    for (int k = ns - 1; k >= 0; k--)
+        CHECK(stream_clip(e, k, in[k][0], in[k][1], B, C, T, HW, nn[k], fulls[k]), "session %d after a reset", k);
+    /* without a reset, another batch size or session is refused */
+    if (frame && rates) {
+        CHECK(B < 2 || npred_video_encoder_stream_push(e, 0, frame, pc, B - 1, rates, NULL) == NPRED_ERR_ARG,
+              "batch change without a reset");
+        CHECK(ns < 2 || npred_video_encoder_stream_push(e, 1, frame, pc, B, rates, NULL) == NPRED_ERR_ARG,
+              "session change without a reset");
+        CHECK(!e->s[0].has_shifter || npred_video_encoder_stream_push(e, 0, frame, NULL, B, rates, NULL) == NPRED_ERR_ARG,
+              "no pupil_center with a shifter");
+    }
+    free(frame), free(rates);
 }
 
 static void run_case(const char *name)
@@ -97,14 +132,21 @@ static void run_case(const char *name)
         in[k][0] = load_sess(&c, keys[k], "inputs", "videos", NULL);
         in[k][1] = load_sess(&c, keys[k], "inputs", "pupil_center", NULL);
     }
-    /* eval on the initial state, both sessions first */
+    /* eval on the initial state, both sessions first; then the same clips streamed */
+    float *fulls[4] = {0};
+    int have = 1;
     for (int k = 0; k < ns; k++) {
+        have &= in[k][0] && in[k][1];
         if (!in[k][0] || !in[k][1]) continue;
         if (CHECK_OK(npred_video_encoder_forward(&e, k, in[k][0], in[k][1], B, 0, NULL, NULL, NULL))) {
             compare_sess(&c, keys[k], "output_eval", NULL, "forward", e.out, TH_DIMS(B, T1, nn[k]));
-            check_stream(&e, k, in[k][0], in[k][1], B, C, T, H * W, nn[k]);
+            size_t no = (size_t)B * T1 * nn[k];
+            if ((fulls[k] = malloc(no * sizeof(float)))) memcpy(fulls[k], e.out, no * sizeof(float));
         }
+        have &= fulls[k] != NULL;
     }
+    if (CHECK(have, "%s: the eval outputs to stream against", name)) check_stream(&e, ns, in, fulls, B, C, T, H * W, nn);
+    for (int k = 0; k < ns; k++) free(fulls[k]);
     for (int k = 0; k < ns; k++) {
         if (!in[k][0] || !in[k][1]) continue;
         npred_array ysh;
@@ -256,11 +298,73 @@ static void test_config(void)
     th_case_close(&c);
 }
 
+/* The kit's '3D' core type (Basic3dCore) with a temporal dilation in its hidden convs
+ * (43faede: spatial_dilation on all three axes), a shifter and a cortex grid: random
+ * parameters, two sessions, streamed clips equal to the whole clips' eval output. */
+static void test_stream_basic3d(void)
+{
+    cJSON *j = cJSON_Parse(
+        "{\"core_type\": \"3D\", \"core_dict\": {\"input_channels\": 2, \"hidden_channels\": 3, \"num_frames\": 3,"
+        " \"input_kernel\": 5, \"hidden_kernel\": 3, \"spatial_input_kernel\": null, \"layers\": 3,"
+        " \"spatial_dilation\": 2, \"padding\": true}, \"readout_type\": \"gaussian\", \"readout_dict\": {\"bias\": true,"
+        " \"init_mu_range\": 0.2, \"init_sigma\": 1.0, \"gamma_readout\": 0.1, \"gauss_type\": \"full\","
+        " \"grid_mean_predictor\": {\"type\": \"cortex\", \"input_dimensions\": 2, \"hidden_layers\": 1,"
+        " \"hidden_features\": 6, \"final_tanh\": true}}, \"use_gru\": false, \"use_shifter\": true,"
+        " \"shifter_type\": \"MLP\", \"shifter_dict\": {\"shift_layers\": 2, \"hidden_channels_shifter\": 4}}");
+    npred_video_encoder_config vc;
+    npred_video_encoder e;
+    int B = 2, C = 2, T = 13, H = 10, W = 12, nn[2] = {7, 5};
+    const char *keys[2] = {"a", "b"};
+    if (!CHECK(j, "config JSON") || !CHECK_OK(npred_video_encoder_config_from_cjson(&vc, j, "basic3d.json"))) {
+        cJSON_Delete(j);
+        return;
+    }
+    cJSON_Delete(j);
+    if (!CHECK_OK(npred_video_encoder_create(&e, &vc, C, T, H, W, 2, keys, nn, B))) {
+        npred_video_encoder_free(&e);
+        return;
+    }
+    /* warm-up: layer 0 (3 - 1) * 1, layers 1 and 2 (3 - 1) * 2 each */
+    CHECK(npred_video_encoder_stream_warmup(&e) == 10 && e.out_t == T - 10, "warm-up %d, T' %d",
+          npred_video_encoder_stream_warmup(&e), e.out_t);
+    uint64_t rs = 11;
+    for (size_t i = 0; i < e.t.n_params; i++) e.t.data[i] = (float)(0.2 * th_rand(&rs)); /* th_rand: [-1, 1) */
+    for (int i = 0; i < e.t.n; i++) { /* BatchNorm running stats: a variance > 0 */
+        const char *nm = e.t.items[i].name;
+        float *v = npred_ptable_ptr(&e.t, i);
+        if (strstr(nm, "running_var"))
+            for (size_t q = 0; q < e.t.items[i].count; q++) v[q] = (float)(1.0 + 0.5 * th_rand(&rs));
+        else if (strstr(nm, "running_mean"))
+            for (size_t q = 0; q < e.t.items[i].count; q++) v[q] = (float)(0.1 * th_rand(&rs));
+    }
+    float *in[2][2], *fulls[2] = {0};
+    size_t nv = (size_t)B * C * T * H * W, np = (size_t)B * 2 * T;
+    int ok = 1;
+    for (int k = 0; k < 2; k++) {
+        in[k][0] = malloc(nv * sizeof(float)), in[k][1] = malloc(np * sizeof(float));
+        fulls[k] = malloc((size_t)B * e.out_t * nn[k] * sizeof(float));
+        ok &= in[k][0] && in[k][1] && fulls[k];
+        for (size_t i = 0; ok && i < nv; i++) in[k][0][i] = (float)th_rand(&rs);
+        for (size_t i = 0; ok && i < np; i++) in[k][1][i] = (float)(0.5 * th_rand(&rs));
+        ok = ok && CHECK_OK(npred_video_encoder_forward(&e, k, in[k][0], in[k][1], B, 0, NULL, NULL, fulls[k]));
+        int fine = ok, varies = 0;
+        for (size_t i = 0; ok && i < (size_t)B * e.out_t * nn[k]; i++) {
+            fine &= isfinite(fulls[k][i]) && fulls[k][i] > 0;
+            varies |= fulls[k][i] != fulls[k][0];
+        }
+        ok = ok && CHECK(fine && varies, "session %d: rates finite, > 0 and not all equal", k);
+    }
+    if (CHECK(ok, "inputs and eval outputs")) check_stream(&e, 2, in, fulls, B, C, T, H * W, nn);
+    for (int k = 0; k < 2; k++) free(in[k][0]), free(in[k][1]), free(fulls[k]);
+    npred_video_encoder_free(&e);
+}
+
 int main(void)
 {
     RUN(test_config);
     RUN(test_factorized3d_encoder);
     RUN(test_gru_encoder);
     RUN(test_gru_encoder_stacked2d);
+    RUN(test_stream_basic3d);
     return th_summary();
 }

@@ -48,6 +48,7 @@ static npred_status conv_declare(npred_conv3d *cv, npred_ptable *t, const char *
     cv->dil_t = dt, cv->dil_h = dh, cv->dil_w = dw, cv->stride = stride;
     cv->tin = tin, cv->hin = hin, cv->win = win;
     cv->tout = tin - (kt - 1) * dt;
+    cv->span = (kt - 1) * dt + 1;
     cv->cp = (npred_conv2d_params){.n = 1, .c = kt * cin, .h = hin, .w = win, .o = cout, .kh = kh, .kw = kw,
                                    .stride_h = stride, .stride_w = stride, .pad_h = cv->pad_h, .pad_w = cv->pad_w,
                                    .dil_h = dh, .dil_w = dw, .groups = 1};
@@ -199,18 +200,24 @@ void npred_core3d_init_buffers(npred_core3d *core, npred_ptable *t)
 
 /* ------------------------------------------------------------------ Conv3d */
 
-static npred_status conv3d_forward(npred_conv3d *cv, const npred_ptable *t, const float *x, int B, void *ws,
-                                   size_t ws_bytes)
+/* w2[o, dt*cin + c] = w[o, c, dt] */
+static void conv3d_stack_weight(npred_conv3d *cv, const npred_ptable *t)
 {
     const float *w = npred_ptable_ptr(t, cv->p_w);
-    const float *b = cv->p_b >= 0 ? npred_ptable_ptr(t, cv->p_b) : NULL;
-    size_t khw = (size_t)cv->kh * cv->kw, HW = (size_t)cv->hin * cv->win;
-    /* w2[o, dt*cin + c] = w[o, c, dt] */
+    size_t khw = (size_t)cv->kh * cv->kw;
     for (int o = 0; o < cv->cout; o++)
         for (int c = 0; c < cv->cin; c++)
             for (int dt = 0; dt < cv->kt; dt++)
                 memcpy(cv->w2 + (((size_t)o * cv->kt + dt) * cv->cin + c) * khw,
                        w + (((size_t)o * cv->cin + c) * cv->kt + dt) * khw, khw * sizeof(float));
+}
+
+static npred_status conv3d_forward(npred_conv3d *cv, const npred_ptable *t, const float *x, int B, void *ws,
+                                   size_t ws_bytes)
+{
+    const float *b = cv->p_b >= 0 ? npred_ptable_ptr(t, cv->p_b) : NULL;
+    size_t HW = (size_t)cv->hin * cv->win;
+    conv3d_stack_weight(cv, t);
     /* xs[b*tout + t, dt*cin + c] = x[b, c, t + dt*dil] */
     for (int bb = 0; bb < B; bb++)
         for (int tt = 0; tt < cv->tout; tt++)
@@ -277,6 +284,35 @@ static npred_status conv3d_backward(npred_conv3d *cv, const npred_ptable *t, con
 
 /* ------------------------------------------------------------------ core */
 
+/* A layer's BatchNorm (train: batch statistics) and ELU on *cur (B, c, frames, h, w);
+ * *cur becomes the layer's output L->out. Element by element in eval mode, so the
+ * frames of a clip and a frame pushed alone give the same values. */
+static npred_status layer_norm_act(npred_core3d *core, npred_core3d_layer *L, npred_ptable *t, const float **cur,
+                                   int B, int frames, int train)
+{
+    size_t n = (size_t)B * L->c * frames * L->h * L->w;
+    if (L->has_bn) {
+        float *nbt = npred_ptable_ptr(t, L->p_nbt);
+        int64_t cnt = (int64_t)*nbt;
+        npred_status s = npred_batchnorm2d_forward(L->bn, L->mean, L->invstd, npred_ptable_ptr(t, L->p_rmean),
+                                                   npred_ptable_ptr(t, L->p_rvar), train ? &cnt : NULL, *cur,
+                                                   npred_ptable_ptr(t, L->p_gamma), npred_ptable_ptr(t, L->p_beta), B,
+                                                   L->c, frames * L->h, L->w, train, core->cfg.momentum,
+                                                   NPRED_BATCHNORM_EPS);
+        if (s) return s;
+        *nbt = (float)cnt;
+        *cur = L->bn;
+    }
+    if (L->has_act) {
+        npred_elu_forward(L->out, *cur, n);
+        *cur = L->out;
+    } else if (*cur != L->out) {
+        memcpy(L->out, *cur, n * sizeof(float));
+        *cur = L->out;
+    }
+    return NPRED_OK;
+}
+
 npred_status npred_core3d_forward(npred_core3d *core, npred_ptable *t, const float *x, int B, int train,
                                   const float **out)
 {
@@ -290,25 +326,7 @@ npred_status npred_core3d_forward(npred_core3d *core, npred_ptable *t, const flo
             if ((s = conv3d_forward(&L->conv[k], t, cur, B, core->ws, core->ws_bytes))) return s;
             cur = L->conv[k].out;
         }
-        size_t n = (size_t)B * L->c * L->t * L->h * L->w;
-        if (L->has_bn) {
-            float *nbt = npred_ptable_ptr(t, L->p_nbt);
-            int64_t cnt = (int64_t)*nbt;
-            s = npred_batchnorm2d_forward(L->bn, L->mean, L->invstd, npred_ptable_ptr(t, L->p_rmean),
-                                          npred_ptable_ptr(t, L->p_rvar), train ? &cnt : NULL, cur,
-                                          npred_ptable_ptr(t, L->p_gamma), npred_ptable_ptr(t, L->p_beta), B, L->c,
-                                          L->t * L->h, L->w, train, core->cfg.momentum, NPRED_BATCHNORM_EPS);
-            if (s) return s;
-            *nbt = (float)cnt;
-            cur = L->bn;
-        }
-        if (L->has_act) {
-            npred_elu_forward(L->out, cur, n);
-            cur = L->out;
-        } else if (cur != L->out) {
-            memcpy(L->out, cur, n * sizeof(float));
-            cur = L->out;
-        }
+        if ((s = layer_norm_act(core, L, t, &cur, B, L->t, train))) return s;
     }
     core->B = B;
     core->train = train;
@@ -446,6 +464,104 @@ npred_status npred_core3d_regularizer(npred_core3d *core, npred_ptable *t, doubl
     return NPRED_OK;
 }
 
+/* ------------------------------------------------------------------ streaming */
+
+int npred_core3d_stream_warmup(const npred_core3d *core)
+{
+    int w = 0;
+    for (int l = 0; l < core->cfg.layers; l++)
+        for (int k = 0; k < core->L[l].nconv; k++) w += core->L[l].conv[k].span - 1;
+    return w;
+}
+
+void npred_core3d_stream_reset(npred_core3d *core)
+{
+    for (int l = 0; l < core->cfg.layers; l++)
+        for (int k = 0; k < core->L[l].nconv; k++) core->L[l].conv[k].seen = 0;
+    core->stream_B = 0;
+}
+
+/* The rings for a batch of B (kept while B fits). */
+static npred_status stream_alloc(npred_core3d *core, int B)
+{
+    if (B <= core->stream_cap) return NPRED_OK;
+    for (int l = 0; l < core->cfg.layers; l++)
+        for (int k = 0; k < core->L[l].nconv; k++) {
+            npred_conv3d *cv = &core->L[l].conv[k];
+            free(cv->ring);
+            cv->ring = NULL;
+            if (cv->span < 2) continue;
+            cv->ring = malloc((size_t)cv->span * B * cv->cin * cv->hin * cv->win * sizeof(float));
+            if (!cv->ring) {
+                core->stream_cap = 0;
+                return npred_errorf(NPRED_ERR_NOMEM, "core3d: out of memory for a stream of %d clips", B);
+            }
+        }
+    core->stream_cap = B;
+    return NPRED_OK;
+}
+
+/* One input frame x (B, cin, hin, win) into conv cv; *ready = 0 while its ring is
+ * filling, else cv->y2 holds the output frame (B, cout, hout, wout). The kt frames
+ * are stacked as the clip's forward stacks them, for the same 2-D convolution. */
+static npred_status conv3d_push(npred_conv3d *cv, const npred_ptable *t, const float *x, int B, void *ws,
+                                size_t ws_bytes, int *ready)
+{
+    size_t HW = (size_t)cv->hin * cv->win, fr = (size_t)cv->cin * HW;
+    const float *src = x;
+    *ready = 1;
+    if (cv->span > 1) {
+        memcpy(cv->ring + (size_t)(cv->seen % cv->span) * B * fr, x, B * fr * sizeof(float));
+        if (++cv->seen < cv->span) {
+            *ready = 0;
+            return NPRED_OK;
+        }
+        /* xs[b, dt*cin + c] = input frame (seen - span + dt*dil)[b, c] */
+        for (int bb = 0; bb < B; bb++)
+            for (int dt = 0; dt < cv->kt; dt++) {
+                int slot = (cv->seen - cv->span + dt * cv->dil_t) % cv->span;
+                memcpy(cv->xs + ((size_t)bb * cv->kt + dt) * fr, cv->ring + ((size_t)slot * B + bb) * fr,
+                       fr * sizeof(float));
+            }
+        src = cv->xs;
+        if (cv->seen >= 2 * cv->span) cv->seen -= cv->span; /* the same slots, no overflow */
+    }
+    conv3d_stack_weight(cv, t);
+    npred_conv2d_params p = cv->cp;
+    p.n = B;
+    return npred_conv2d_forward(cv->y2, src, cv->w2, cv->p_b >= 0 ? npred_ptable_ptr(t, cv->p_b) : NULL, &p, ws,
+                                ws_bytes);
+}
+
+npred_status npred_core3d_stream_push(npred_core3d *core, npred_ptable *t, const float *frame, int B,
+                                      const float **out)
+{
+    *out = NULL;
+    if (B < 1 || B > core->max_batch)
+        return npred_errorf(NPRED_ERR_ARG, "core3d: batch %d outside 1..%d", B, core->max_batch);
+    if (core->stream_B && B != core->stream_B)
+        return npred_errorf(NPRED_ERR_ARG, "core3d: the stream runs %d clips; reset it before pushing %d",
+                            core->stream_B, B);
+    npred_status s;
+    if (!core->stream_B) {
+        if ((s = stream_alloc(core, B))) return s;
+        core->stream_B = B;
+    }
+    const float *cur = frame;
+    for (int l = 0; l < core->cfg.layers; l++) {
+        npred_core3d_layer *L = &core->L[l];
+        for (int k = 0; k < L->nconv; k++) {
+            int ready;
+            if ((s = conv3d_push(&L->conv[k], t, cur, B, core->ws, core->ws_bytes, &ready))) return s;
+            if (!ready) return NPRED_OK;
+            cur = L->conv[k].y2;
+        }
+        if ((s = layer_norm_act(core, L, t, &cur, B, 1, 0))) return s;
+    }
+    *out = cur;
+    return NPRED_OK;
+}
+
 void npred_core3d_free(npred_core3d *core)
 {
     for (int l = 0; l < NPRED_CORE3D_MAXLAYERS; l++) {
@@ -457,6 +573,7 @@ void npred_core3d_free(npred_core3d *core)
             free(cv->xs);
             free(cv->y2);
             free(cv->out);
+            free(cv->ring);
         }
         free(L->mean);
         free(L->invstd);

@@ -54,6 +54,8 @@ typedef struct {
     float *y2;                   /* (B*tout, cout, hout, wout) */
     float *out;                  /* (B, cout, tout, hout, wout) */
     const float *in;             /* (B, cin, tin, hin, win) input of the last forward */
+    float *ring;                 /* streaming: the last span input frames, (span, B, cin, hin, win) */
+    int span, seen;              /* span = (kt - 1) * dil_t + 1; frames received since the reset */
 } npred_conv3d;
 
 typedef struct {
@@ -79,6 +81,7 @@ typedef struct {
     float *dxs;                  /* backward scratch: a stacked input's gradient */
     void *ws;
     size_t ws_bytes;
+    int stream_B, stream_cap;    /* streaming: the batch of this stream, the rings' capacity */
 } npred_core3d;
 
 /* 43faede defaults (stride 1, dilations 1, bias, batch_norm, no padding, momentum
@@ -105,5 +108,20 @@ npred_status npred_core3d_backward(npred_core3d *core, npred_ptable *t, const fl
 npred_status npred_core3d_regularizer(npred_core3d *core, npred_ptable *t, double gscale, double *spatial,
                                       double *temporal);
 void npred_core3d_free(npred_core3d *core);
+
+/* Streaming (eval mode, one frame at a time). Each conv keeps its last
+ * (kt - 1) * dil_t + 1 input frames in a ring, so the output frame for input frame t
+ * (t >= warm-up) is computed from exactly the frames the whole clip's eval forward uses
+ * for its output frame t - warm-up, by the same kernels: bit for bit equal. */
+/* Input frames before the first output: the sum of (kt - 1) * dil_t over the convs. */
+int npred_core3d_stream_warmup(const npred_core3d *core);
+/* Start a new stream (forget every frame); the next push fixes the batch. */
+void npred_core3d_stream_reset(npred_core3d *core);
+/* Push frame (B, Cin, H, W). *out = the core's output for it, (B, out_c, out_h, out_w)
+ * (valid until the next forward or push), or NULL during the warm-up. The rings are
+ * allocated by the first push of a stream (none afterwards); a batch other than the
+ * stream's is NPRED_ERR_ARG until a reset. Overwrites the forward's activations. */
+npred_status npred_core3d_stream_push(npred_core3d *core, npred_ptable *t, const float *frame, int B,
+                                      const float **out);
 
 #endif

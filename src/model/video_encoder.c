@@ -305,38 +305,54 @@ npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, dou
     return NPRED_OK;
 }
 
-void npred_video_encoder_stream_reset(npred_video_encoder *e) { e->stream_t = 0; }
+int npred_video_encoder_stream_warmup(const npred_video_encoder *e)
+{
+    return e->cfg.core2d ? 0 : npred_core3d_stream_warmup(&e->core);
+}
+
+void npred_video_encoder_stream_reset(npred_video_encoder *e)
+{
+    e->stream_t = e->stream_in = 0;
+    if (!e->cfg.core2d) npred_core3d_stream_reset(&e->core);
+}
 
 npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, const float *frame,
-                                             const float *pupil_center, int B, float *rates)
+                                             const float *pupil_center, int B, float *rates, int *ready)
 {
-    if (!e->cfg.core2d)
-        return npred_errorf(NPRED_ERR_UNSUPPORTED, "video encoder: streaming a 3D core is not built yet");
+    if (ready) *ready = 0;
     if (si < 0 || si >= e->n_sessions) return npred_errorf(NPRED_ERR_ARG, "video encoder: session index %d", si);
     if (B < 1 || B > e->max_batch)
         return npred_errorf(NPRED_ERR_ARG, "video encoder: batch of %d (capacity %d)", B, e->max_batch);
-    if (e->stream_t && (B != e->stream_B || si != e->stream_s))
+    if (e->stream_in && (B != e->stream_B || si != e->stream_s))
         return npred_errorf(NPRED_ERR_ARG, "video encoder: the stream runs %d clips of session %s; reset it before "
                             "pushing %d of session %s", e->stream_B, e->s[e->stream_s].key, B, e->s[si].key);
     npred_video_session *s = &e->s[si];
-    npred_status st = npred_core_forward(&e->core2d, &e->t, frame, B, 0);
-    if (st) return st;
-    const float *feat = e->core2d.output; /* (B, K, h, w) = (B, K, 1, h, w) */
+    if (s->has_shifter && !pupil_center)
+        return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a shifter: pupil_center is required", s->key);
+    npred_status st;
+    const float *feat;
+    e->last = -1; /* a backward needs a training forward */
+    if (e->cfg.core2d) {
+        if ((st = npred_core_forward(&e->core2d, &e->t, frame, B, 0))) return st;
+        feat = e->core2d.output; /* (B, K, h, w) = (B, K, 1, h, w) */
+    } else if ((st = npred_core3d_stream_push(&e->core, &e->t, frame, B, &feat))) {
+        return st;
+    }
+    e->stream_in++, e->stream_B = B, e->stream_s = si;
+    if (!feat) return NPRED_OK; /* the 3D core's warm-up: no output frame yet */
     if (e->cfg.use_gru) {
         if ((st = npred_convgru_forward_from(&e->gru, &e->t, feat, e->stream_t ? e->state : NULL, B, 1, &feat))) return st;
         memcpy(e->state, feat, (size_t)B * e->feat_c * e->feat_h * e->feat_w * sizeof(float));
     }
     const float *shift = NULL;
     if (s->has_shifter) {
-        if (!pupil_center)
-            return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a shifter: pupil_center is required", s->key);
         if ((st = npred_mlp_forward(&s->shifter, &e->t, pupil_center, B, e->shift))) return st;
         shift = e->shift;
     }
     if ((st = npred_readout_forward(&s->ro, &e->t, e->y, feat, shift, B, 0, NULL, NULL))) return st;
     size_t n = (size_t)B * s->n;
     for (size_t i = 0; i < n; i++) rates[i] = elu1(e->y[i] + (float)e->cfg.elu_offset);
-    e->stream_t++, e->stream_B = B, e->stream_s = si;
-    e->last = -1; /* a backward needs a training forward */
+    e->stream_t++;
+    if (ready) *ready = 1;
     return NPRED_OK;
 }

@@ -81,7 +81,8 @@ typedef struct {
     float *y, *z, *out, *dy;    /* (B*T', n_max) */
     int last, B, train;
     float *state;               /* streaming: the GRU state (B, R, h, w) */
-    int stream_t, stream_B, stream_s; /* frames pushed since the reset, their batch and session */
+    int stream_in, stream_t;     /* streaming: frames pushed since the reset, output frames given */
+    int stream_B, stream_s;     /* the stream's batch and session */
     const float *feat;          /* core (or GRU) output of the last forward, (B, K, T', h, w) */
     const float *core_out;      /* the core's output of the last forward, (B, Kc, T', hc, wc) */
 } npred_video_encoder;
@@ -108,14 +109,19 @@ npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *d
 npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, double gscale, double *core_spatial,
                                              double *core_temporal, double *readout);
 
-/* Streaming (eval mode, one frame at a time, the recurrent state kept in e): for encoders
- * with a 2D core per frame (+ ConvGRU), whose outputs do not depend on later frames.
- * push: frame (B, C, H, W), pupil_center (B, 2) of that frame (with a shifter), rates
- * (B, n) out; equal to the eval forward of the whole clip, frame by frame. The first push
- * after a reset fixes B and the session. 3D cores (which need the last frames) are
- * NPRED_ERR_UNSUPPORTED for now. */
+/* Streaming (eval mode, one frame at a time, the state kept in e): the ConvGRU state,
+ * and for a 3D core the last frames each of its convs needs (ring buffers).
+ * push: frame (B, C, H, W), pupil_center (B, 2) of that frame (required with a
+ * shifter, also during the warm-up), rates (B, n) out. A 3D core gives no output for
+ * the first warmup() pushes of a stream (the sum of (kt - 1) * dil_t over its convs):
+ * then *ready = 0 and rates is not touched; afterwards every push sets *ready = 1 and
+ * rates to exactly (bit for bit) the whole clip's eval output for output frame
+ * t - warmup (t = pushes since the reset - 1), whose pupil_center is this frame's.
+ * 2D-core encoders have no warm-up. The first push after a reset fixes B and the
+ * session. ready may be NULL. */
+int npred_video_encoder_stream_warmup(const npred_video_encoder *e);
 void npred_video_encoder_stream_reset(npred_video_encoder *e);
 npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, const float *frame,
-                                             const float *pupil_center, int B, float *rates);
+                                             const float *pupil_center, int B, float *rates, int *ready);
 
 #endif
