@@ -15,6 +15,7 @@
 #include "npred/npy.h"
 #include "npred/data.h"
 #include "npred/video.h"
+#include "npred/video_model.h"
 #include "npred/model.h"
 #include "npred/train.h"
 #include "npred/eval.h"

@@ -17,10 +17,9 @@
 
 /* ---- table <-> tensor list ---- */
 
-static npred_status table_to_list(const npred_model *m, npred_tensor_list *l)
+npred_status npred_ptable_to_list(const npred_ptable *t, npred_tensor_list *l)
 {
     npred_tensor_list_init(l);
-    const npred_ptable *t = &m->t;
     for (int i = 0; i < t->n; i++) {
         const npred_param *p = &t->items[i];
         const float *src = npred_ptable_ptr(t, i);
@@ -39,11 +38,8 @@ static npred_status table_to_list(const npred_model *m, npred_tensor_list *l)
     return NPRED_OK;
 }
 
-/* Copy every table entry from the list (same names and shapes). strict: tensors
- * of the list that the model does not have are errors too. */
-static npred_status list_to_table(npred_model *m, const npred_tensor_list *l, const char *where, int strict)
+npred_status npred_list_to_ptable(npred_ptable *t, const npred_tensor_list *l, const char *where, int strict)
 {
-    npred_ptable *t = &m->t;
     for (int i = 0; i < t->n; i++) {
         const npred_param *p = &t->items[i];
         const npred_tensor *x = npred_tensor_list_find(l, p->name);
@@ -111,7 +107,7 @@ npred_status npred_model_save_file(const npred_model *m, const char *path)
     npred_status cs = npred_model_check_allocated(m, path);
     if (cs) return cs;
     npred_tensor_list l;
-    npred_status st = table_to_list(m, &l);
+    npred_status st = npred_ptable_to_list(&m->t, &l);
     char *cfg = npred_model_config_json(m), *ses = sessions_json(m), shape[64];
     snprintf(shape, sizeof shape, "[%d, %d, %d]", m->in_c, m->in_h, m->in_w);
     if (!st) st = npred_tensor_list_set_meta(&l, "format", "pt");
@@ -140,6 +136,9 @@ static npred_status build_from_meta(npred_model **out, const npred_tensor_list *
     const char *cfg = npred_tensor_list_get_meta(l, "npred_config");
     const char *ses = npred_tensor_list_get_meta(l, "npred_sessions");
     const char *shp = npred_tensor_list_get_meta(l, "npred_input_shape");
+    if (npred_tensor_list_get_meta(l, "npred_video_config"))
+        return npred_errorf(NPRED_ERR_FORMAT, "%s: a video model (open it with npred_video_model_load; npred predict "
+                            "--video)", where);
     if (!cfg || !ses || !shp)
         return npred_errorf(NPRED_ERR_FORMAT,
                             "%s: not an npred model (metadata npred_config/npred_sessions/npred_input_shape missing; "
@@ -202,7 +201,7 @@ npred_status npred_model_load(npred_model **out, const char *path, int max_batch
     npred_status st = npred_safetensors_read(file, &l);
     npred_model *m = NULL;
     if (!st) st = build_from_meta(&m, &l, file, max_batch);
-    if (!st) st = list_to_table(m, &l, file, 1);
+    if (!st) st = npred_list_to_ptable(&m->t, &l, file, 1);
     const char *pre = st ? NULL : npred_tensor_list_get_meta(&l, "npred_preprocessing"); /* absent in older files */
     if (pre && (st = npred_model_set_preprocessing_json(m, pre))) st = npred_error_prefix(st, "%s", file);
     npred_tensor_list_free(&l);
@@ -470,7 +469,7 @@ npred_status npred_model_import_tensors(npred_model **out, const npred_tensor_li
     }
     npred_model *m = NULL;
     if (!st) st = npred_model_build(&m, &mc, in_c, in_h, in_w, ses, n_keys, max_batch);
-    if (!st) st = list_to_table(m, &l, pth_path, 1);
+    if (!st) st = npred_list_to_ptable(&m->t, &l, pth_path, 1);
     if (st) {
         npred_model_free(m);
         return st;

@@ -11,4 +11,11 @@
 npred_status npred_model_import_tensors(npred_model **out, const npred_tensor_list *list, const char *where,
                                         const char *config_json, int in_h, int in_w, int max_batch);
 
+/* Every table entry as a tensor (I64 entries as int64), in table order. */
+npred_status npred_ptable_to_list(const npred_ptable *t, npred_tensor_list *l);
+/* Copy every table entry from the list (same names and shapes; F32, F64, I64 or I32
+ * data, finite). strict: tensors of the list that the table does not have are errors
+ * too. `where` names the source in messages. */
+npred_status npred_list_to_ptable(npred_ptable *t, const npred_tensor_list *l, const char *where, int strict);
+
 #endif
