@@ -24,6 +24,12 @@ struct npred_video_model {
     int *n_neurons;
 };
 
+/* Everything but the parameter values (config, sessions, shapes, an encoder for the
+ * shortest clip; parameters zero). parsed (may be NULL) receives the parsed config. */
+npred_status npred_video_model_build(npred_video_model **out, const char *config_json, const char *where, int in_c,
+                                     int in_h, int in_w, const char *const *keys, const int *n_neurons, int n_sessions,
+                                     int max_batch, cJSON **parsed);
+
 /* Make m->e an encoder for clips of T frames and batches up to max_batch (0: the
  * model's own), keeping every parameter and buffer; a no-op when it already is. */
 npred_status npred_video_model_reserve(npred_video_model *m, int T, int max_batch);
