@@ -25,7 +25,7 @@ struct npred_video_submission {
 
 void npred_video_submission_options_default(npred_video_submission_options *o)
 {
-    o->brotli_quality = 8;
+    o->brotli_quality = 5;
     o->page_bytes = (size_t)1 << 20;
     o->row_group_bytes = (size_t)256 << 20;
 }

@@ -181,7 +181,7 @@ def test_many_rows_pages_row_groups():
     rows = kit_rows(rng, mice=(("a", 40), ("b", 1), ("c", 17)), trials=60, frames=9)
     opt = Options()
     lib.npred_video_submission_options_default(ctypes.byref(opt))
-    check(opt.brotli_quality == 8 and opt.page_bytes == 1 << 20 and opt.row_group_bytes == 256 << 20,
+    check(opt.brotli_quality == 5 and opt.page_bytes == 1 << 20 and opt.row_group_bytes == 256 << 20,
           "defaults %d %d %d" % (opt.brotli_quality, opt.page_bytes, opt.row_group_bytes))
     d = tmpdir()
     path = os.path.join(d, "many.parquet")
