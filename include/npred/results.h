@@ -74,9 +74,10 @@ NPRED_API npred_status npred_submission_score_text(const char *submission, size_
 typedef struct npred_video_submission npred_video_submission;
 
 typedef struct {
-    int brotli_quality;     /* 0..11; default 5 (Arrow uses 8: 5x slower, files within 1%; docs/results.md) */
+    int brotli_quality;     /* 0..11; default 5 (Arrow uses 8: 6x slower, files within 1%; docs/results.md) */
     size_t page_bytes;      /* a data page is closed at the first row boundary past it; default 1 MiB */
-    size_t row_group_bytes; /* a row group likewise (memory held while writing); default 256 MiB */
+    size_t row_group_bytes; /* a row group likewise (the memory held while writing: its pages are then
+                               compressed in parallel); default 256 MiB */
 } npred_video_submission_options;
 
 NPRED_API void npred_video_submission_options_default(npred_video_submission_options *o);

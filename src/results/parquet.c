@@ -163,14 +163,24 @@ typedef struct {
     int64_t offset, num_values, uncompressed, compressed;
 } pq_chunk_meta;
 
+/* a finished page of the row group being filled: its body, compressed when the row
+ * group is written (all pages of all columns at once, in parallel) */
+typedef struct {
+    uint8_t *body, *z;
+    size_t n, zn;
+    int64_t values; /* level entries */
+    int ok;         /* compressed */
+} pq_page;
+
 typedef struct {
     npred_pq_column spec;
     int max_rep, max_def;
     pq_buf rep, def, val; /* the page being filled */
     int64_t page_values;  /* level entries in it */
-    pq_buf chunk;         /* finished pages of the row group being filled */
-    int64_t chunk_values, chunk_uncompressed, chunk_compressed;
-    int given; /* values given in the current row */
+    pq_page *pages;       /* finished pages of the row group being filled */
+    int n_pages, cap_pages;
+    size_t pages_bytes; /* their bodies */
+    int given;          /* values given in the current row */
 } pq_col;
 
 struct npred_pq_writer {
@@ -182,7 +192,6 @@ struct npred_pq_writer {
     int ncols;
     pq_col *cols;
     int64_t rows, rg_rows, pos;
-    size_t rg_bytes;
     pq_chunk_meta *meta; /* ncols per written row group */
     int64_t *rg_num_rows;
     int n_rg, cap_rg;
@@ -267,54 +276,70 @@ static void encode_levels(pq_buf *b, const pq_buf *lv)
 static npred_status flush_page(npred_pq_writer *w, pq_col *c)
 {
     if (!c->page_values) return NPRED_OK;
-    pq_buf *body = &w->scratch;
-    body->n = 0;
-    if (c->max_rep) encode_levels(body, &c->rep);
-    encode_levels(body, &c->def);
-    buf_put(body, c->val.p, c->val.n);
-    if (body->oom) return oom(w);
-    if (body->n > INT32_MAX)
+    if (c->n_pages == c->cap_pages) {
+        int cap = c->cap_pages ? 2 * c->cap_pages : 8;
+        pq_page *p = realloc(c->pages, (size_t)cap * sizeof *p);
+        if (!p) return oom(w);
+        c->pages = p;
+        c->cap_pages = cap;
+    }
+    pq_buf body = {0};
+    if (c->max_rep) encode_levels(&body, &c->rep);
+    encode_levels(&body, &c->def);
+    buf_put(&body, c->val.p, c->val.n);
+    if (body.oom) {
+        buf_free(&body);
+        return oom(w);
+    }
+    if (body.n > INT32_MAX) {
+        buf_free(&body);
         return w->failed = npred_errorf(NPRED_ERR_ARG,
-                                        "%s: a page of column '%s' would hold %zu bytes (Parquet's limit is 2^31 - 1)",
-                                        w->path, c->spec.name, body->n);
-    size_t cap = BrotliEncoderMaxCompressedSize(body->n);
-    if (cap < body->n + 64) cap = body->n + 64; /* 0 (overflow) or tiny inputs */
-    uint8_t *z = malloc(cap);
-    if (!z) return oom(w);
-    size_t zn = cap;
-    if (!BrotliEncoderCompress(w->opt.brotli_quality, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, body->n, body->p,
-                               &zn, z) ||
-        zn > INT32_MAX) {
-        free(z);
-        return w->failed = npred_errorf(NPRED_ERR_NOMEM, "%s: brotli could not compress a page of column '%s' (out of memory)",
+                                        "%s: a page of column '%s' would hold more than 2^31 - 1 bytes (Parquet's limit)",
                                         w->path, c->spec.name);
     }
-    pq_buf *ch = &c->chunk;
-    size_t h0 = ch->n;
-    tc_writer t = {.b = ch};
-    tc_struct_begin(&t, 0); /* PageHeader */
-    tc_i32(&t, 1, PAGE_DATA);
-    tc_i32(&t, 2, (int32_t)body->n);
-    tc_i32(&t, 3, (int32_t)zn);
-    tc_struct_begin(&t, 5); /* DataPageHeader */
-    tc_i32(&t, 1, (int32_t)c->page_values);
-    tc_i32(&t, 2, ENC_PLAIN);
-    tc_i32(&t, 3, ENC_RLE);
-    tc_i32(&t, 4, ENC_RLE);
-    tc_struct_end(&t);
-    tc_struct_end(&t);
-    size_t header = ch->n - h0;
-    buf_put(ch, z, zn);
-    free(z);
-    if (ch->oom) return oom(w);
-    c->chunk_values += c->page_values;
-    c->chunk_uncompressed += (int64_t)(header + body->n);
-    c->chunk_compressed += (int64_t)(header + zn);
+    c->pages[c->n_pages++] = (pq_page){body.p, NULL, body.n, 0, c->page_values, 0};
+    c->pages_bytes += body.n;
     c->page_values = 0;
     c->rep.n = c->def.n = c->val.n = 0;
     return NPRED_OK;
 }
 
+static void free_pages(pq_col *c)
+{
+    for (int i = 0; i < c->n_pages; i++) free(c->pages[i].body), free(c->pages[i].z);
+    c->n_pages = 0;
+    c->pages_bytes = 0;
+}
+
+static void compress_page(pq_page *pg, int quality)
+{
+    size_t cap = BrotliEncoderMaxCompressedSize(pg->n);
+    if (cap < pg->n + 64) cap = pg->n + 64; /* 0 (overflow) or tiny inputs */
+    pg->z = malloc(cap);
+    pg->zn = cap;
+    pg->ok = pg->z && BrotliEncoderCompress(quality, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, pg->n, pg->body,
+                                            &pg->zn, pg->z) && pg->zn <= INT32_MAX;
+}
+
+/* the PageHeader of a compressed data page into b */
+static void page_header(pq_buf *b, const pq_page *pg)
+{
+    tc_writer t = {.b = b};
+    tc_struct_begin(&t, 0); /* PageHeader */
+    tc_i32(&t, 1, PAGE_DATA);
+    tc_i32(&t, 2, (int32_t)pg->n);
+    tc_i32(&t, 3, (int32_t)pg->zn);
+    tc_struct_begin(&t, 5); /* DataPageHeader */
+    tc_i32(&t, 1, (int32_t)pg->values);
+    tc_i32(&t, 2, ENC_PLAIN);
+    tc_i32(&t, 3, ENC_RLE);
+    tc_i32(&t, 4, ENC_RLE);
+    tc_struct_end(&t);
+    tc_struct_end(&t);
+}
+
+/* Compress every page of the row group (in parallel: pages are independent, so the
+ * bytes do not depend on the thread count), then write the column chunks in order. */
 static npred_status write_row_group(npred_pq_writer *w)
 {
     if (!w->rg_rows) return NPRED_OK;
@@ -332,19 +357,51 @@ static npred_status write_row_group(npred_pq_writer *w)
         w->rg_num_rows = r;
         w->cap_rg = cap;
     }
-    for (int k = 0; k < w->ncols; k++) {
+    int total = 0;
+    for (int k = 0; k < w->ncols; k++) total += w->cols[k].n_pages;
+    pq_page **all = malloc((size_t)total * sizeof *all);
+    if (!all) return oom(w);
+    for (int k = 0, i = 0; k < w->ncols; k++)
+        for (int p = 0; p < w->cols[k].n_pages; p++) all[i++] = &w->cols[k].pages[p];
+    const int quality = w->opt.brotli_quality;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < total; i++) compress_page(all[i], quality);
+    free(all);
+    npred_status s = NPRED_OK;
+    for (int k = 0; k < w->ncols && !s; k++) {
         pq_col *c = &w->cols[k];
         pq_chunk_meta *m = &w->meta[(size_t)w->n_rg * (size_t)w->ncols + (size_t)k];
-        *m = (pq_chunk_meta){w->pos, c->chunk_values, c->chunk_uncompressed, c->chunk_compressed};
-        npred_status s = npred_atomic_file_write(&w->file, c->chunk.p, c->chunk.n);
-        if (s) return w->failed = s;
-        w->pos += (int64_t)c->chunk.n;
-        c->chunk.n = 0;
-        c->chunk_values = c->chunk_uncompressed = c->chunk_compressed = 0;
+        *m = (pq_chunk_meta){w->pos, 0, 0, 0};
+        for (int p = 0; p < c->n_pages && !s; p++) {
+            const pq_page *pg = &c->pages[p];
+            if (!pg->ok) {
+                s = w->failed = npred_errorf(NPRED_ERR_NOMEM, "%s: brotli could not compress a page of column '%s' "
+                                             "(out of memory)", w->path, c->spec.name);
+                break;
+            }
+            pq_buf *h = &w->scratch;
+            h->n = 0;
+            page_header(h, pg);
+            if (h->oom) {
+                s = oom(w);
+                break;
+            }
+            s = npred_atomic_file_write(&w->file, h->p, h->n);
+            if (!s) s = npred_atomic_file_write(&w->file, pg->z, pg->zn);
+            if (s) {
+                w->failed = s;
+                break;
+            }
+            w->pos += (int64_t)(h->n + pg->zn);
+            m->num_values += pg->values;
+            m->uncompressed += (int64_t)(h->n + pg->n);
+            m->compressed += (int64_t)(h->n + pg->zn);
+        }
     }
+    for (int k = 0; k < w->ncols; k++) free_pages(&w->cols[k]);
+    if (s) return s;
     w->rg_num_rows[w->n_rg++] = w->rg_rows;
     w->rg_rows = 0;
-    w->rg_bytes = 0;
     return NPRED_OK;
 }
 
@@ -449,7 +506,7 @@ npred_status npred_pq_end_row(npred_pq_writer *w)
             npred_status s = flush_page(w, c);
             if (s) return s;
         }
-        pending += c->rep.n + c->def.n + c->val.n + (size_t)c->chunk_uncompressed;
+        pending += c->rep.n + c->def.n + c->val.n + c->pages_bytes;
     }
     w->rows++;
     w->rg_rows++;
@@ -591,7 +648,8 @@ void npred_pq_abort(npred_pq_writer *w)
         buf_free(&w->cols[k].rep);
         buf_free(&w->cols[k].def);
         buf_free(&w->cols[k].val);
-        buf_free(&w->cols[k].chunk);
+        free_pages(&w->cols[k]);
+        free(w->cols[k].pages);
     }
     buf_free(&w->scratch);
     free(w->cols);

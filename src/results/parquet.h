@@ -9,7 +9,9 @@
  *
  * nested once more for a list of lists. A column chunk is split into pages at row
  * boundaries once a page holds page_bytes (uncompressed); a row group is written
- * once the buffered pages hold row_group_bytes (uncompressed), and at close. */
+ * once the buffered pages hold row_group_bytes (uncompressed), and at close: its pages
+ * are then compressed in parallel (OpenMP; the bytes do not depend on the thread
+ * count) and written column chunk by column chunk. */
 #ifndef NPRED_RESULTS_PARQUET_H
 #define NPRED_RESULTS_PARQUET_H
 

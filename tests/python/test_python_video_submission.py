@@ -205,6 +205,16 @@ def test_many_rows_pages_row_groups():
           (len(pf.pages), len(pf.row_groups)))
     check(all(p["type"] == 0 and p["header"][5][2] == 0 and p["header"][5][3] == 3 for p in pf.pages),
           "data pages v1, PLAIN values, RLE levels")
+    # the pages are compressed in parallel: the same bytes with 1 and 3 threads
+    lib.npred_set_threads.argtypes = [ctypes.c_int]
+    files = []
+    for threads in (1, 3):
+        check(lib.npred_set_threads(threads) == 0, "set threads")
+        path3 = os.path.join(d, "many_t%d.parquet" % threads)
+        st, msg = write(path3, rows, opt)
+        check(st == 0, msg)
+        files.append(open(path3, "rb").read())
+    check(files[0] == files[1] == open(path2, "rb").read(), "the file does not depend on the thread count")
 
 
 def test_errors_name_the_file():
