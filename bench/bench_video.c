@@ -2,7 +2,9 @@
  *   - streaming: one push (frame in, rates out) of the kit's GRU benchmark encoder
  *     (RotationEquivariant2dCore hidden 8 x 8 rotations, kernels 9/7, 4 layers, no input
  *     padding; ConvGRU 64 -> 64, kernels 9/9; FullGaussian2d with the cortex grid
- *     predictor; MLP shifter) for 8,000 neurons: frames/s and the latency of one push;
+ *     predictor; MLP shifter) for 8,000 neurons: frames/s and the latency of one push
+ *     (median, 99th percentile) on 1 thread (recorded for the make bench summary:
+ *     stream_frames_s_1thread, stream_push_ms, stream_push_ms_p99) and on all threads;
  *   - the Factorized3dCore of the kit's factorised benchmark with hidden_channels 32 in
  *     every layer (43faede takes one value; the kit writes [32, 64, 128]), kernels 11x11/11
  *     and 5x5/5, 3 layers, on clips of 2 x 3 x 40 frames: forward (train) and
@@ -17,6 +19,7 @@
 #include <time.h>
 
 #include "bench_check.h"
+#include "bench_report.h"
 #include "model/video_encoder.h"
 
 static double now(void)
@@ -54,6 +57,37 @@ static const char *factorized_model =
     " \"final_nonlin\": true, \"momentum\": 0.7}, \"readout_type\": \"gaussian\", \"readout_dict\": {}, \"use_gru\": false,"
     " \"use_shifter\": false}";
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Pushes of one frame on `threads` threads (a new stream, its first push not timed):
+ * frames/s over them all, the median and 99th percentile push. */
+static void stream_run(npred_video_encoder *e, const float *frame, const float *pc, float *rates, int threads,
+                       double *fps, double *med, double *p99)
+{
+    enum { MAXP = 400 };
+    static double ms[MAXP];
+    omp_set_num_threads(threads);
+    npred_video_encoder_stream_reset(e);
+    BENCH_OK(npred_video_encoder_stream_push(e, 0, frame, pc, 1, rates, NULL));
+    int pushes = 0;
+    double t0 = now();
+    while (pushes < MAXP && (pushes < 20 || now() - t0 < 8.0)) {
+        double a = now();
+        BENCH_OK(npred_video_encoder_stream_push(e, 0, frame, pc, 1, rates, NULL));
+        ms[pushes++] = 1e3 * (now() - a);
+    }
+    *fps = pushes / (now() - t0);
+    qsort(ms, (size_t)pushes, sizeof *ms, cmp_double);
+    *med = ms[pushes / 2];
+    *p99 = ms[(int)(0.99 * (pushes - 1))];
+    printf("GRU benchmark stream, 8000 neurons @ 36x64, %d thread%s: %6.2f frames/s (%d pushes), push median %.1f ms, "
+           "p99 %.1f ms, min %.1f ms\n", threads, threads == 1 ? " " : "s", *fps, pushes, *med, *p99, ms[0]);
+}
+
 static void bench_stream(void)
 {
     cJSON *j = cJSON_Parse(gru_model);
@@ -69,19 +103,14 @@ static void bench_stream(void)
     fill(&e.t, &rng);
     float *frame = malloc(3 * 36 * 64 * sizeof *frame), *rates = malloc((size_t)n * sizeof *rates), pc[2] = {0.1f, -0.2f};
     for (int i = 0; i < 3 * 36 * 64; i++) frame[i] = (float)npred_rng_normal(&rng);
-    npred_video_encoder_stream_reset(&e);
-    BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates, NULL)); /* warm-up */
-    double best = 1e30, t0 = now();
-    int pushes = 0;
-    while (pushes < 3 || (now() - t0 < 6.0 && pushes < 100)) {
-        double a = now();
-        BENCH_OK(npred_video_encoder_stream_push(&e, 0, frame, pc, 1, rates, NULL));
-        double d = now() - a;
-        if (d < best) best = d;
-        pushes++;
-    }
-    printf("GRU benchmark stream, 8000 neurons @ 36x64: %7.2f frames/s (%d pushes), best push %.1f ms\n",
-           pushes / (now() - t0), pushes, 1e3 * best);
+    int dflt = omp_get_max_threads();
+    double fps, med, p99;
+    stream_run(&e, frame, pc, rates, 1, &fps, &med, &p99);
+    bench_record("stream_frames_s_1thread", fps, 1);
+    bench_record("stream_push_ms", med, 1);
+    bench_record("stream_push_ms_p99", p99, 1);
+    if (dflt > 1) stream_run(&e, frame, pc, rates, dflt, &fps, &med, &p99);
+    omp_set_num_threads(dflt);
     free(frame), free(rates);
     npred_video_encoder_free(&e);
 }
@@ -130,6 +159,7 @@ static void bench_factorized(void)
 
 int main(void)
 {
+    bench_report_init("video");
     printf("threads: %d\n", omp_get_max_threads());
     bench_stream();
     bench_factorized();

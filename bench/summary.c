@@ -39,6 +39,11 @@ typedef struct {
  * 64 channels), batch 32: three GEMMs of 2*B*c*hw*n each plus the core's step */
 #define FACT_STEP (32 * TRAIN_X * CORE_36x64_PADDED + 6.0 * 32 * 64 * 2304 * 8000)
 
+/* One push of the streaming GRU benchmark encoder (bench_video): the convolutions of
+ * the RotationEquivariant2dCore (64 x 243 x 1568 x 2 + 3 x 64 x 3136 x 1568 x 2) and of
+ * the ConvGRU (6 x 64 x 5184 x 1568 x 2) at 36x64; the readout's ~4 MFLOP not counted */
+#define STREAM_GRU_FRAME (48.77e6 + 3 * 629.15e6 + 6 * 1040.45e6)
+
 static const figure FIGS[] = {
     {"train_img_s_36x64_b32", "train step, baseline 36x64, 7,776 neurons, batch 32", "img/s", RATE, 1, 750, 32.3,
      TRAIN_X * CORE_36x64},
@@ -56,6 +61,11 @@ static const figure FIGS[] = {
     {"train_img_s_36x64_b32_bf16", "bf16 train step, baseline 36x64, batch 32", "img/s", RATE, 1, NAN, NAN,
      TRAIN_X * CORE_36x64},
     {"forward_img_s_36x64_b32_bf16", "bf16 forward, baseline 36x64, batch 32", "img/s", RATE, 1, NAN, NAN, CORE_36x64},
+    {"stream_frames_s_1thread", "stream: GRU benchmark encoder 36x64, 8,000 neurons, pushes/s", "frame/s", RATE, 1, 30,
+     NAN, STREAM_GRU_FRAME},
+    {"stream_push_ms", "stream: one push of that encoder, median", "ms", TIME_MS, 0, NAN, NAN, STREAM_GRU_FRAME},
+    {"stream_push_ms_p99", "stream: one push of that encoder, 99th percentile", "ms", TIME_MS, 0, NAN, NAN,
+     STREAM_GRU_FRAME},
 };
 enum { NFIGS = sizeof FIGS / sizeof FIGS[0] };
 

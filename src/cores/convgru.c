@@ -77,6 +77,17 @@ npred_status npred_convgru_setup(npred_convgru *g, int max_batch, int max_frames
     if (!g->xs || !g->dxs || !g->a[0] || !g->a[1] || !g->a[2] || !g->hs || !g->u || !g->r || !g->c || !g->hr ||
         !g->out || !g->tmp || !g->dh || !g->dh2 || !g->dhr)
         return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory for %d x %d frames", max_batch, max_frames);
+    int R = g->cfg.rec_channels, C = g->cfg.input_channels;
+    size_t ki2 = (size_t)g->cfg.input_kern * g->cfg.input_kern, kr2 = (size_t)g->cfg.rec_kern * g->cfg.rec_kern;
+    g->chunk = BT < 8 ? (int)BT : 8;
+    g->wi3 = malloc(3 * (size_t)R * C * ki2 * sizeof(float));
+    g->bi3 = malloc(3 * (size_t)R * sizeof(float));
+    g->wh2 = malloc(2 * (size_t)R * R * kr2 * sizeof(float));
+    g->bh2 = malloc(2 * (size_t)R * sizeof(float));
+    g->gi = malloc((size_t)g->chunk * 3 * st * sizeof(float));
+    g->gh = malloc((size_t)max_batch * 2 * st * sizeof(float));
+    if (!g->wi3 || !g->bi3 || !g->wh2 || !g->bh2 || !g->gi || !g->gh)
+        return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory for %d x %d frames", max_batch, max_frames);
     npred_conv2d_params pi = g->cpi, ph = g->cph;
     pi.n = (int)BT;
     ph.n = max_batch;
@@ -87,6 +98,23 @@ npred_status npred_convgru_setup(npred_convgru *g, int max_batch, int max_frames
 }
 
 static float sigmoidf_(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+/* wi3/bi3: the update, reset and out input convs stacked along the outputs; wh2/bh2:
+ * the update and reset hidden convs */
+static void fuse_weights(npred_convgru *g, const npred_ptable *t)
+{
+    int R = g->cfg.rec_channels;
+    size_t nwi = (size_t)R * g->cfg.input_channels * g->cfg.input_kern * g->cfg.input_kern,
+           nwh = (size_t)R * R * g->cfg.rec_kern * g->cfg.rec_kern;
+    for (int q = 0; q < 3; q++) {
+        memcpy(g->wi3 + q * nwi, npred_ptable_ptr(t, g->p_wi[q]), nwi * sizeof(float));
+        memcpy(g->bi3 + (size_t)q * R, npred_ptable_ptr(t, g->p_bi[q]), (size_t)R * sizeof(float));
+    }
+    for (int q = 0; q < 2; q++) { /* NPRED_GRU_UPDATE, NPRED_GRU_RESET */
+        memcpy(g->wh2 + q * nwh, npred_ptable_ptr(t, g->p_wh[q]), nwh * sizeof(float));
+        memcpy(g->bh2 + (size_t)q * R, npred_ptable_ptr(t, g->p_bh[q]), (size_t)R * sizeof(float));
+    }
+}
 
 npred_status npred_convgru_forward(npred_convgru *g, const npred_ptable *t, const float *x, int B, int T,
                                    const float **out)
@@ -108,14 +136,24 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
             for (int c = 0; c < C; c++)
                 memcpy(g->xs + (((size_t)tt * B + b) * C + c) * HW, x + (((size_t)b * C + c) * T + tt) * HW,
                        HW * sizeof(float));
-    npred_conv2d_params pi = g->cpi, ph = g->cph;
-    pi.n = B * T;
-    ph.n = B;
     npred_status s;
-    for (int q = 0; q < 3; q++)
-        if ((s = npred_conv2d_forward(g->a[q], g->xs, npred_ptable_ptr(t, g->p_wi[q]), npred_ptable_ptr(t, g->p_bi[q]),
-                                      &pi, g->ws, g->ws_bytes)))
+    if (!g->keep_weights) fuse_weights(g, t);
+    /* the three input convs as one: (chunk, 3R, H', W') per call, split into a[q] */
+    npred_conv2d_params pi = g->cpi, ph = g->cph;
+    pi.o = 3 * R;
+    ph.o = 2 * R;
+    ph.n = B;
+    npred_conv2d_params po = g->cph; /* the out gate's hidden conv */
+    po.n = B;
+    for (int i0 = 0; i0 < B * T; i0 += g->chunk) {
+        int ni = B * T - i0 < g->chunk ? B * T - i0 : g->chunk;
+        pi.n = ni;
+        if ((s = npred_conv2d_forward(g->gi, g->xs + (size_t)i0 * C * HW, g->wi3, g->bi3, &pi, g->ws, g->ws_bytes)))
             return s;
+        for (int i = 0; i < ni; i++)
+            for (int q = 0; q < 3; q++)
+                memcpy(g->a[q] + (size_t)(i0 + i) * st, g->gi + ((size_t)i * 3 + q) * st, st * sizeof(float));
+    }
     size_t n = (size_t)B * st;
     if (h0) memcpy(g->hs, h0, n * sizeof(float));
     else memset(g->hs, 0, n * sizeof(float));
@@ -126,19 +164,19 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
               *hr = g->hr + (size_t)tt * n;
         const float *au = g->a[NPRED_GRU_UPDATE] + (size_t)tt * n, *ar = g->a[NPRED_GRU_RESET] + (size_t)tt * n,
                     *ao = g->a[NPRED_GRU_OUT] + (size_t)tt * n;
-        if ((s = npred_conv2d_forward(g->tmp, h, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_UPDATE]),
-                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_UPDATE]), &ph, g->ws, g->ws_bytes)))
-            return s;
-        for (size_t i = 0; i < n; i++) u[i] = sigmoidf_(au[i] + g->tmp[i]);
-        if ((s = npred_conv2d_forward(g->tmp, h, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_RESET]),
-                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_RESET]), &ph, g->ws, g->ws_bytes)))
-            return s;
-        for (size_t i = 0; i < n; i++) {
-            r[i] = sigmoidf_(ar[i] + g->tmp[i]);
-            hr[i] = h[i] * r[i];
+        /* update and reset hidden convs as one: gh (B, 2R, H', W') */
+        if ((s = npred_conv2d_forward(g->gh, h, g->wh2, g->bh2, &ph, g->ws, g->ws_bytes))) return s;
+        for (int b = 0; b < B; b++) {
+            const float *hu = g->gh + (size_t)b * 2 * st, *hrs = hu + st;
+            size_t o = (size_t)b * st;
+            for (size_t i = 0; i < st; i++) {
+                u[o + i] = sigmoidf_(au[o + i] + hu[i]);
+                r[o + i] = sigmoidf_(ar[o + i] + hrs[i]);
+                hr[o + i] = h[o + i] * r[o + i];
+            }
         }
         if ((s = npred_conv2d_forward(g->tmp, hr, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT]),
-                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_OUT]), &ph, g->ws, g->ws_bytes)))
+                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_OUT]), &po, g->ws, g->ws_bytes)))
             return s;
         for (size_t i = 0; i < n; i++) {
             c[i] = tanhf(ao[i] + g->tmp[i]);
@@ -258,5 +296,6 @@ void npred_convgru_free(npred_convgru *g)
     free(g->dh2);
     free(g->dhr);
     free(g->ws);
+    free(g->wi3), free(g->bi3), free(g->wh2), free(g->bh2), free(g->gi), free(g->gh);
     memset(g, 0, sizeof *g);
 }

@@ -49,6 +49,14 @@ typedef struct {
     float *out;       /* (B, R, T, H', W') */
     void *ws;
     size_t ws_bytes;
+    /* the forward runs the three input convs as one (3R outputs: one im2col of the frames)
+     * and the update and reset hidden convs as one (2R outputs, on h): the same sums */
+    float *wi3, *bi3; /* (3R, Cin, ki, ki), (3R): update, reset, out */
+    float *wh2, *bh2; /* (2R, R, kr, kr), (2R): update, reset */
+    float *gi;        /* (chunk, 3R, H', W') fused input conv output */
+    float *gh;        /* (B, 2R, H', W') fused hidden conv output */
+    int chunk;        /* frames per fused input conv call */
+    int keep_weights; /* 1: reuse wi3/wh2 of the previous forward (streaming, parameters unchanged) */
 } npred_convgru;
 
 /* Declare the parameters for frames of (h, w). */

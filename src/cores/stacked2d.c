@@ -1009,7 +1009,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     for (int l = 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
         const float *in;
-        if (L->weff) hermite_build(core, L, t);
+        if (L->weff && !core->keep_weights) hermite_build(core, L, t);
         if (l == 0) in = x;
         else if (uses_skip(c)) {
             gather_skip(core, l, B);

@@ -132,6 +132,8 @@ typedef struct {
     size_t ws_bytes;
     const float *x;     /* input of the last forward */
     int B, train;
+    int keep_weights;   /* 1: forward reuses the Hermite layers' weff of the previous forward (streaming
+                           with unchanged parameters: the same values, without rebuilding them) */
 } npred_core;
 
 /* 0.3.0 Stacked2dCore defaults (input_channels etc. must still be set). */

@@ -333,7 +333,11 @@ npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, con
     const float *feat;
     e->last = -1; /* a backward needs a training forward */
     if (e->cfg.core2d) {
-        if ((st = npred_core_forward(&e->core2d, &e->t, frame, B, 0))) return st;
+        /* the Hermite weights of a rotation-equivariant core are built by the stream's first push */
+        e->core2d.keep_weights = e->stream_in > 0;
+        st = npred_core_forward(&e->core2d, &e->t, frame, B, 0);
+        e->core2d.keep_weights = 0;
+        if (st) return st;
         feat = e->core2d.output; /* (B, K, h, w) = (B, K, 1, h, w) */
     } else if ((st = npred_core3d_stream_push(&e->core, &e->t, frame, B, &feat))) {
         return st;
@@ -341,7 +345,10 @@ npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, con
     e->stream_in++, e->stream_B = B, e->stream_s = si;
     if (!feat) return NPRED_OK; /* the 3D core's warm-up: no output frame yet */
     if (e->cfg.use_gru) {
-        if ((st = npred_convgru_forward_from(&e->gru, &e->t, feat, e->stream_t ? e->state : NULL, B, 1, &feat))) return st;
+        e->gru.keep_weights = e->stream_t > 0; /* its fused weights are built by the stream's first output */
+        st = npred_convgru_forward_from(&e->gru, &e->t, feat, e->stream_t ? e->state : NULL, B, 1, &feat);
+        e->gru.keep_weights = 0;
+        if (st) return st;
         memcpy(e->state, feat, (size_t)B * e->feat_c * e->feat_h * e->feat_w * sizeof(float));
     }
     const float *shift = NULL;
