@@ -16,6 +16,7 @@
 #include "npred/data.h"
 #include "npred/video.h"
 #include "npred/video_model.h"
+#include "npred/video_stream.h"
 #include "npred/model.h"
 #include "npred/train.h"
 #include "npred/eval.h"
