@@ -149,6 +149,86 @@ static void test_matches_unfused(void)
     unfused_case(1, 4, 3, 3, 0);
 }
 
+/* the pieces the core runs image by image (per-plane statistics, backward
+ * coefficients, one image's dx) give the whole kernels' bits */
+static void pieces_case(int B, int C, int H, int W, int training, double offset)
+{
+    uint64_t st = 31 + (uint64_t)(B * 7 + C + H + W);
+    size_t HW = (size_t)H * W, n = (size_t)B * C * HW;
+    float *x = malloc(n * sizeof *x), *dy = malloc(n * sizeof *dy), *y1 = malloc(n * sizeof *y1);
+    float *y2 = malloc(n * sizeof *y2), *dx1 = calloc(n, sizeof *dx1), *dx2 = malloc(n * sizeof *dx2);
+    double *pst = malloc(2 * (size_t)B * C * sizeof *pst), coef[4 * 16];
+    float gamma[16], beta[16], rm1[16], rv1[16], rm2[16], rv2[16];
+    float dg1[16] = {0}, db1[16] = {0}, dg2[16] = {0}, db2[16] = {0};
+    double m1[16], s1[16], m2[16], s2[16];
+    int64_t c1 = 0, c2 = 0;
+    gc_fill(x, n, -3.0, 4.0, &st);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] + offset);
+    gc_fill(dy, n, -1.0, 1.0, &st);
+    gc_fill(dx2, n, 5.0, 6.0, &st); /* written, not accumulated */
+    gc_fill(gamma, (size_t)C, 0.5, 1.5, &st);
+    gc_fill(beta, (size_t)C, -0.5, 0.5, &st);
+    gc_fill(rm1, (size_t)C, -0.3, 0.3, &st);
+    gc_fill(rv1, (size_t)C, 0.5, 2.0, &st);
+    memcpy(rm2, rm1, sizeof rm1);
+    memcpy(rv2, rv1, sizeof rv1);
+    const float xs = 0.15f, ys = -0.05f;
+    CHECK_OK(npred_batchnorm2d_elu_forward(y1, m1, s1, rm1, rv1, &c1, x, gamma, beta, B, C, H, W, training, 0.1,
+                                           1e-5, xs, ys));
+    if (training) {
+        npred_batchnorm2d_plane_stats(pst, x, (size_t)B * C, HW);
+        CHECK_OK(npred_batchnorm2d_elu_forward_planes(y2, m2, s2, rm2, rv2, &c2, x, pst, gamma, beta, B, C, H, W, 0.1,
+                                                      1e-5, xs, ys));
+        CHECK(!memcmp(y1, y2, n * sizeof *y1) && !memcmp(m1, m2, (size_t)C * sizeof *m1) &&
+                  !memcmp(s1, s2, (size_t)C * sizeof *s1),
+              "forward from the planes' statistics differs from the kernel's");
+        CHECK(!memcmp(rm1, rm2, (size_t)C * sizeof *rm1) && !memcmp(rv1, rv2, (size_t)C * sizeof *rv1) && c1 == c2,
+              "running statistics differ");
+        /* the statistics against a two-pass double reference (a large offset must not cost accuracy) */
+        for (int c = 0; c < C; c++) {
+            double mean = 0, ssd = 0, cnt = (double)B * HW;
+            for (int b = 0; b < B; b++)
+                for (size_t i = 0; i < HW; i++) mean += x[((size_t)b * C + c) * HW + i];
+            mean /= cnt;
+            for (int b = 0; b < B; b++)
+                for (size_t i = 0; i < HW; i++) {
+                    double d = x[((size_t)b * C + c) * HW + i] - mean;
+                    ssd += d * d;
+                }
+            double is = 1.0 / sqrt(ssd / cnt + 1e-5);
+            CHECK(fabs(m1[c] - mean) <= 1e-12 * (fabs(mean) + 1), "channel %d mean %.17g, reference %.17g", c, m1[c],
+                  mean);
+            CHECK(fabs(s1[c] - is) <= 1e-11 * is, "channel %d invstd %.17g, reference %.17g", c, s1[c], is);
+        }
+    }
+    CHECK_OK(npred_batchnorm2d_elu_backward(dx1, dg1, db1, dy, x, y1, gamma, m1, s1, B, C, H, W, training, ys));
+    CHECK_OK(npred_batchnorm2d_elu_backward_coef(coef, dg2, db2, dy, x, y1, gamma, m1, s1, B, C, H, W, training, ys));
+    for (int b = 0; b < B; b++) {
+        size_t o = (size_t)b * C * HW;
+        npred_batchnorm2d_elu_backward_image(dx2 + o, dy + o, x + o, y1 + o, coef, C, HW, training, ys);
+    }
+    CHECK(!memcmp(dx1, dx2, n * sizeof *dx1), "dx image by image differs from the kernel's");
+    CHECK(!memcmp(dg1, dg2, (size_t)C * sizeof *dg1) && !memcmp(db1, db2, (size_t)C * sizeof *db1),
+          "dgamma/dbeta of the coefficients pass differ from the kernel's");
+    free(x), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(pst);
+}
+
+static void test_pieces(void)
+{
+    pieces_case(3, 5, 7, 9, 1, 0.0);
+    pieces_case(4, 16, 8, 8, 1, 0.0);
+    pieces_case(5, 3, 6, 11, 1, 1000.0);
+    pieces_case(3, 5, 7, 9, 0, 0.0);
+    float y[8] = {0}, x[8] = {0};
+    double m[2], s[2];
+    CHECK(npred_batchnorm2d_elu_forward_planes(y, m, s, NULL, NULL, NULL, x, NULL, NULL, NULL, 1, 2, 2, 2, 0.1, 1e-5,
+                                               0, 0) == NPRED_ERR_ARG,
+          "missing plane statistics accepted");
+    CHECK(npred_batchnorm2d_elu_backward_coef(NULL, NULL, NULL, x, x, y, NULL, m, s, 1, 2, 2, 2, 1, 0) ==
+              NPRED_ERR_ARG,
+          "missing coefficients accepted");
+}
+
 static void test_bad_input(void)
 {
     float x[8] = {0}, y[8];
@@ -172,6 +252,7 @@ int main(void)
     RUN(test_fd_train);
     RUN(test_fd_eval);
     RUN(test_matches_unfused);
+    RUN(test_pieces);
     RUN(test_bad_input);
     return th_summary();
 }

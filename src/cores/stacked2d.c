@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/batchnorm.h"
+#include "kernels/batchnorm_sync.h"
 #include "base/threads.h"
 #include "kernels/regularizers.h"
 #include "base/pyfmt.h"
@@ -450,14 +451,22 @@ static size_t ds_part_floats(const npred_core_layer *L, size_t off[3][2])
 
 #define DS_CHUNKS 32
 
+/* Bytes of one thread's part of the image-by-image backward: a conv slice, the
+ * two intermediate gradients of one image and the gradient of its output (when
+ * the block's BatchNorm + ELU backward is applied image by image). */
+static size_t ds_thread_bytes(const npred_core_layer *L)
+{
+    const size_t n_mid = (size_t)L->cout * L->hin * L->win, n_out = (size_t)L->cout * L->hout * L->wout;
+    size_t per = (ds_slice_bytes(L) + 63) / 64 * 64 + sizeof(float) * ((n_out + 15) / 16 * 16 * 2 + n_mid + 16);
+    return (per + 63) / 64 * 64;
+}
+
 /* Workspace bytes of the image-by-image backward: the chunks' partials, then per
- * thread a conv slice and the two intermediate gradients of one image. */
+ * thread ds_thread_bytes. */
 static size_t ds_backward_bytes(const npred_core_layer *L, int threads)
 {
     size_t off[3][2];
-    size_t per = ds_slice_bytes(L) +
-                 sizeof(float) * ((size_t)L->cout * L->hin * L->win + (size_t)L->cout * L->hout * L->wout + 32);
-    return (DS_CHUNKS * ds_part_floats(L, off) * sizeof(float) + 63) / 64 * 64 + (size_t)threads * ((per + 63) / 64 * 64);
+    return (DS_CHUNKS * ds_part_floats(L, off) * sizeof(float) + 63) / 64 * 64 + (size_t)threads * ds_thread_bytes(L);
 }
 
 static float *falloc(size_t n, npred_status *s)
@@ -535,6 +544,16 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
         }
     }
     for (int i = 0; i < 3; i++) core->g[i] = falloc(gmax, &s);
+    size_t planes = 0, cmax = 0;
+    for (int l = 0; l < c->layers; l++) {
+        if (B * core->L[l].cout > planes) planes = B * core->L[l].cout;
+        if ((size_t)core->L[l].cout > cmax) cmax = core->L[l].cout;
+    }
+    if (!s) {
+        core->pstats = malloc(sizeof(double) * 2 * planes);
+        core->bncoef = malloc(sizeof(double) * 4 * cmax);
+        if (!core->pstats || !core->bncoef) s = npred_errorf(NPRED_ERR_NOMEM, "core: out of memory");
+    }
     if (c->n_stack == 1) {
         core->output = core->L[c->stack[0]].out;
     } else {
@@ -798,8 +817,11 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
  * convolution reads them, where three batched calls stream each of them through
  * memory twice. Each convolution computes every image exactly as its batched
  * call does (the same kernels, one image per call on one thread), so the result
- * is bit-identical to the three batched calls. */
-static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *in, int B)
+ * is bit-identical to the three batched calls. With pst, the per-plane BatchNorm
+ * statistics of each image's output are computed while it is in cache
+ * (npred_batchnorm2d_plane_stats, into pst (B, C, 2)). */
+static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *in, int B,
+                               double *pst)
 {
     npred_conv2d_params p[3];
     const float *w[3], *b[3];
@@ -826,6 +848,9 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
             failed |= npred_conv2d_forward(t0, in + n * n_in, w[0], b[0], &p[0], ws, slice) != NPRED_OK ||
                       npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], ws, slice) != NPRED_OK ||
                       npred_conv2d_forward(L->z + n * n_out, t1, w[2], b[2], &p[2], ws, slice) != NPRED_OK;
+            if (pst)
+                npred_batchnorm2d_plane_stats(pst + (size_t)n * L->cout * 2, L->z + n * n_out, (size_t)L->cout,
+                                              (size_t)L->hout * L->wout);
         }
     }
     if (failed) return npred_errorf(NPRED_ERR_ARG, "core: a convolution of the depth-separable block failed");
@@ -837,9 +862,20 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
  * per-thread scratch that stays in L2 (three batched calls wrote and re-read two
  * batch-sized tensors and zeroed them first). The weight and bias gradients are
  * summed per fixed chunk of images (min(B, 32) chunks, boundaries set by B), the
- * chunks then added in order: the result does not depend on the thread count. */
+ * chunks then added in order: the result does not depend on the thread count.
+ * With bn, dz is not read: each image's dz is formed from the block's fused
+ * BatchNorm + ELU backward (bn->dy is the gradient of the ELU output; coefficients
+ * from npred_batchnorm2d_elu_backward_coef) into per-thread scratch, with the bits
+ * the batched kernel writes. */
+typedef struct {
+    const double *coef;
+    const float *dy, *x, *y;
+    int training;
+    float yshift;
+} ds_bn;
+
 static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *dz, float *din,
-                                const float *in, int B)
+                                const float *in, int B, const ds_bn *bn)
 {
     npred_conv2d_params p[3];
     const float *w[3];
@@ -855,7 +891,7 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
     const size_t pf = ds_part_floats(L, off), slice = ds_slice_bytes(L);
     const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
                  n_out = (size_t)L->cout * L->hout * L->wout;
-    const size_t per = (slice + sizeof(float) * (n_mid + n_out + 32) + 63) / 64 * 64;
+    const size_t per = ds_thread_bytes(L);
     const int nch = B < DS_CHUNKS ? B : DS_CHUNKS;
     float *parts = core->ws;
     char *thr = (char *)core->ws + (DS_CHUNKS * pf * sizeof(float) + 63) / 64 * 64;
@@ -869,7 +905,8 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
     {
         char *mine = thr + (size_t)npred_thread_id() * per;
         void *ws = mine;
-        float *dt1 = (float *)(mine + (slice + 63) / 64 * 64), *dt0 = dt1 + (n_out + 15) / 16 * 16;
+        float *dt1 = (float *)(mine + (slice + 63) / 64 * 64), *dzs = dt1 + (n_out + 15) / 16 * 16,
+              *dt0 = dzs + (n_out + 15) / 16 * 16;
 #pragma omp for schedule(static)
         for (int ch = 0; ch < nch; ch++) {
             float *part = parts + (size_t)ch * pf;
@@ -883,8 +920,13 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
             for (int n = n0; n < n1; n++) {
                 memset(dt1, 0, n_out * sizeof *dt1);
                 memset(dt0, 0, n_mid * sizeof *dt0);
-                failed |= npred_conv2d_backward(dt1, pw_[2], pb_[2], dz + n * n_out, L->t[1] + n * n_out, w[2], &p[2],
-                                                ws, slice) != NPRED_OK ||
+                if (bn)
+                    npred_batchnorm2d_elu_backward_image(dzs, bn->dy + n * n_out, bn->x + n * n_out, bn->y + n * n_out,
+                                                         bn->coef, L->cout, (size_t)L->hout * L->wout, bn->training,
+                                                         bn->yshift);
+                const float *dzn = bn ? dzs : dz + n * n_out;
+                failed |= npred_conv2d_backward(dt1, pw_[2], pb_[2], dzn, L->t[1] + n * n_out, w[2], &p[2], ws,
+                                                slice) != NPRED_OK ||
                           npred_conv2d_backward(dt0, pw_[1], pb_[1], dt1, L->t[0] + n * n_mid, w[1], &p[1], ws,
                                                 slice) != NPRED_OK ||
                           npred_conv2d_backward(din + n * n_in, pw_[0], pb_[0], dt0, in + n * n_in, w[0], &p[0], ws,
@@ -1009,6 +1051,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     for (int l = 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
         const float *in;
+        double *pst = NULL; /* the BN statistics of the image-by-image block */
         if (L->weff && !core->keep_weights) hermite_build(core, L, t);
         if (l == 0) in = x;
         else if (uses_skip(c)) {
@@ -1024,7 +1067,8 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             /* image by image when every thread gets an image (fewer images than
              * threads: the batched calls, which split each image's work) */
             if (B >= npred_threads() && !L->weff) {
-                if ((s = ds_forward(core, L, t, in, B))) return npred_error_prefix(s, "core layer %d", l);
+                if (train && L->fused && !npred_batchnorm_sync_active()) pst = core->pstats;
+                if ((s = ds_forward(core, L, t, in, B, pst))) return npred_error_prefix(s, "core layer %d", l);
             } else if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) ||
                        (s = conv_fwd(core, L, t, 1, L->t[1], L->t[0], B)) ||
                        (s = conv_fwd(core, L, t, 2, L->z, L->t[1], B))) {
@@ -1038,9 +1082,16 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
         if (L->fused) {
             float *nbt = npred_ptable_ptr(t, L->p_nbt);
             int64_t count = (int64_t)nbt[0];
-            s = npred_batchnorm2d_elu_forward(L->a, L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), &count,
-                                              L->z, pw(t, L->p_gamma), pw(t, L->p_beta), bnB, bnC, L->hout,
-                                              L->wout, train, c->momentum, 1e-5, core->act.xshift, core->act.yshift);
+            if (pst)
+                s = npred_batchnorm2d_elu_forward_planes(L->a, L->mean, L->invstd, pw(t, L->p_rmean),
+                                                         pw(t, L->p_rvar), &count, L->z, pst, pw(t, L->p_gamma),
+                                                         pw(t, L->p_beta), bnB, bnC, L->hout, L->wout, c->momentum,
+                                                         1e-5, core->act.xshift, core->act.yshift);
+            else
+                s = npred_batchnorm2d_elu_forward(L->a, L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar),
+                                                  &count, L->z, pw(t, L->p_gamma), pw(t, L->p_beta), bnB, bnC,
+                                                  L->hout, L->wout, train, c->momentum, 1e-5, core->act.xshift,
+                                                  core->act.yshift);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             if (train) nbt[0] = (float)count; /* eval: read only (concurrent windowed cores) */
             if (L->has_se) se_forward(L, t, B);
@@ -1084,6 +1135,22 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     return NPRED_OK;
 }
 
+/* add the gradient of layer l's skip concatenation (din) to its sources' output gradients */
+static void skip_scatter(npred_core *core, int l, const float *din, int B)
+{
+    const npred_core_config *c = &core->cfg;
+    const npred_core_layer *L = &core->L[l];
+    int nsrc = c->skip < l ? c->skip : l;
+    size_t pl = (size_t)L->hin * L->win, per = (size_t)c->hidden_channels * pl;
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < nsrc; j++) {
+            npred_core_layer *S = &core->L[l - nsrc + j];
+            const float *src = din + ((size_t)b * nsrc + j) * per;
+            float *dst = S->dout + (size_t)b * per;
+            for (size_t i = 0; i < per; i++) dst[i] += src[i];
+        }
+}
+
 npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float *dy, float *dx)
 {
     const npred_core_config *c = &core->cfg;
@@ -1113,6 +1180,21 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         if (L->has_se) {
             if ((s = se_backward(L, t, cur, core->g[0], B))) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[0];
+        }
+        /* the block image by image with its BN + ELU backward applied per image */
+        ds_bn bn = {core->bncoef, cur, L->z, L->a, core->train, core->act.yshift};
+        const int ds_images = L->ds && !L->att && L->has_bn && B >= npred_threads();
+        if (L->fused && ds_images && L->rot == 1 && !(core->train && npred_batchnorm_sync_active())) {
+            s = npred_batchnorm2d_elu_backward_coef(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
+                                                    L->a, pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout,
+                                                    L->wout, core->train, core->act.yshift);
+            float *din = l == 0 ? dx : uses_skip(c) ? core->g[1] : core->L[l - 1].dout;
+            const float *in = l == 0 ? core->x : uses_skip(c) ? L->in : core->L[l - 1].out;
+            if (!s && l > 0 && uses_skip(c)) memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
+            if (!s) s = ds_backward(core, L, t, NULL, din, in, B, &bn);
+            if (s) return npred_error_prefix(s, "core layer %d", l);
+            if (l > 0 && uses_skip(c)) skip_scatter(core, l, din, B);
+            continue;
         }
         if (L->fused) {
             memset(core->g[2], 0, n * sizeof(float));
@@ -1189,7 +1271,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                     return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds && L->has_bn && B >= npred_threads()) {
             /* image by image (cur is the BN gradient in g[2]; din is never g[2]) */
-            if ((s = ds_backward(core, L, t, cur, din, in, B))) return npred_error_prefix(s, "core layer %d", l);
+            if ((s = ds_backward(core, L, t, cur, din, in, B, NULL))) return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds) {
             size_t n1 = (size_t)B * L->cout * L->hout * L->wout, n0 = (size_t)B * L->cout * L->hin * L->win;
             float *dt1 = core->g[0], *dt0 = split ? core->g[2] : core->g[1];
@@ -1233,17 +1315,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             }
             if ((s = conv_bwd(core, L, t, 0, din, cur, in, B))) return npred_error_prefix(s, "core layer %d", l);
         }
-        if (split) {
-            int nsrc = c->skip < l ? c->skip : l;
-            size_t pl = (size_t)L->hin * L->win, per = (size_t)c->hidden_channels * pl;
-            for (int b = 0; b < B; b++)
-                for (int j = 0; j < nsrc; j++) {
-                    npred_core_layer *S = &core->L[l - nsrc + j];
-                    const float *src = din + ((size_t)b * nsrc + j) * per;
-                    float *dst = S->dout + (size_t)b * per;
-                    for (size_t i = 0; i < per; i++) dst[i] += src[i];
-                }
-        }
+        if (split) skip_scatter(core, l, din, B);
     }
     return NPRED_OK;
 }
@@ -1518,6 +1590,8 @@ void npred_core_free(npred_core *core)
         free(L->invstd);
     }
     for (int i = 0; i < 3; i++) free(core->g[i]);
+    free(core->pstats);
+    free(core->bncoef);
     if (core->owns_output) free(core->output);
     free(core->ws);
     memset(core, 0, sizeof *core);

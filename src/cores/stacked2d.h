@@ -130,6 +130,8 @@ typedef struct {
     float *g[3];        /* backward scratch, each max layer tensor */
     void *ws;           /* conv workspace */
     size_t ws_bytes;
+    double *pstats;     /* (B, C, 2) per-plane BN statistics made by the depth-separable block */
+    double *bncoef;     /* (C, 4) the fused BN + ELU backward's coefficients */
     const float *x;     /* input of the last forward */
     int B, train;
     int keep_weights;   /* 1: forward reuses the Hermite layers' weff of the previous forward (streaming

@@ -30,38 +30,53 @@ static double lanes_total(const double *acc)
     return s;
 }
 
-/* Sum of one channel's values, in double (first pass; channel_sqdev is the second). */
-static double channel_sum(const float *x, int B, size_t HW, size_t bstride)
+/* Sum of the m values of p and their sum of squared deviations from their own mean
+ * (two passes over the run, which is still in L1 for the second), in double. */
+static void run_stats(double *sum, double *m2, const float *p, size_t m)
 {
     double acc[NL] = {0};
-    for (int b = 0; b < B; b++) {
-        const float *p = x + (size_t)b * bstride;
-        size_t i = 0;
-        for (; i + NL <= HW; i += NL)
-            for (int l = 0; l < NL; l++) acc[l] += p[i + l];
-        for (int l = 0; i + l < HW; l++) acc[l] += p[i + l];
+    size_t i = 0;
+    for (; i + NL <= m; i += NL)
+        for (int l = 0; l < NL; l++) acc[l] += p[i + l];
+    for (int l = 0; i + l < m; l++) acc[l] += p[i + l];
+    const double s = lanes_total(acc), mean = s / (double)m;
+    double sq[NL] = {0};
+    for (i = 0; i + NL <= m; i += NL)
+        for (int l = 0; l < NL; l++) {
+            double d = (double)p[i + l] - mean;
+            sq[l] += d * d;
+        }
+    for (int l = 0; i + l < m; l++) {
+        double d = (double)p[i + l] - mean;
+        sq[l] += d * d;
     }
-    return lanes_total(acc);
+    *sum = s;
+    *m2 = lanes_total(sq);
 }
 
-/* Sum of squared deviations from `mean`, in double. */
-static double channel_sqdev(const float *x, double mean, int B, size_t HW, size_t bstride)
+void npred_batchnorm2d_plane_stats(double *stats, const float *x, size_t planes, size_t HW)
 {
-    double acc[NL] = {0};
-    for (int b = 0; b < B; b++) {
-        const float *p = x + (size_t)b * bstride;
-        size_t i = 0;
-        for (; i + NL <= HW; i += NL)
-            for (int l = 0; l < NL; l++) {
-                double d = (double)p[i + l] - mean;
-                acc[l] += d * d;
-            }
-        for (int l = 0; i + l < HW; l++) {
-            double d = (double)p[i + l] - mean;
-            acc[l] += d * d;
-        }
+    for (size_t j = 0; j < planes; j++) run_stats(&stats[2 * j], &stats[2 * j + 1], x + j * HW, HW);
+}
+
+/* A channel's moments, combined plane by plane in plane order (Chan et al.'s
+ * pairwise update: stable whatever the mean, and the same bits wherever the
+ * planes' statistics were computed). */
+typedef struct {
+    double n, mean, m2;
+} moments;
+
+static void moments_add(moments *a, double sum, double m2, double m)
+{
+    const double mb = sum / m;
+    if (a->n == 0) {
+        *a = (moments){m, mb, m2};
+        return;
     }
-    return lanes_total(acc);
+    const double n = a->n + m, d = mb - a->mean;
+    a->mean += d * (m / n);
+    a->m2 += m2 + d * d * (a->n * m / n);
+    a->n = n;
 }
 
 /* l0[lane] += e, l1[lane] += e * (x - mean) over m values (lane = index mod NL,
@@ -95,7 +110,8 @@ static void channel_dsums(double *sdy, double *sdyx, const float *dy, const floa
 static npred_status bn_forward(const char *fn, float *y, double *save_mean, double *save_invstd,
                                float *running_mean, float *running_var, int64_t *num_batches_tracked,
                                const float *x, const float *gamma, const float *beta, int B, int C, int H, int W,
-                               int training, double momentum, double eps, int act, float xshift, float yshift)
+                               int training, double momentum, double eps, int act, float xshift, float yshift,
+                               const double *pstats)
 {
     if (training && npred_batchnorm_sync_active()) { /* data-parallel: global batch statistics */
         npred_status st = npred_batchnorm2d_forward_sync(y, save_mean, save_invstd, running_mean, running_var,
@@ -129,8 +145,19 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
         const float *xc = x + (size_t)c * HW;
         double mean, invstd;
         if (training) {
-            mean = channel_sum(xc, B, HW, bstride) / (double)n;
-            double ssd = channel_sqdev(xc, mean, B, HW, bstride);
+            moments mo = {0, 0, 0};
+            for (int b = 0; b < B; b++) {
+                double ps, pm2;
+                if (pstats) {
+                    const double *q = pstats + 2 * ((size_t)b * C + c);
+                    ps = q[0], pm2 = q[1];
+                } else {
+                    run_stats(&ps, &pm2, xc + (size_t)b * bstride, HW);
+                }
+                moments_add(&mo, ps, pm2, (double)HW);
+            }
+            mean = mo.mean;
+            const double ssd = mo.m2;
             invstd = 1.0 / sqrt(ssd / (double)n + eps);
             if (running_mean) {
                 double unbiased = ssd / (double)(n - 1);
@@ -168,7 +195,7 @@ npred_status npred_batchnorm2d_forward(float *y, double *save_mean, double *save
                                        int training, double momentum, double eps)
 {
     return bn_forward("npred_batchnorm2d_forward", y, save_mean, save_invstd, running_mean, running_var,
-                      num_batches_tracked, x, gamma, beta, B, C, H, W, training, momentum, eps, 0, 0.0f, 0.0f);
+                      num_batches_tracked, x, gamma, beta, B, C, H, W, training, momentum, eps, 0, 0.0f, 0.0f, NULL);
 }
 
 npred_status npred_batchnorm2d_elu_forward(float *y, double *save_mean, double *save_invstd, float *running_mean,
@@ -177,7 +204,19 @@ npred_status npred_batchnorm2d_elu_forward(float *y, double *save_mean, double *
                                            int training, double momentum, double eps, float xshift, float yshift)
 {
     return bn_forward("npred_batchnorm2d_elu_forward", y, save_mean, save_invstd, running_mean, running_var,
-                      num_batches_tracked, x, gamma, beta, B, C, H, W, training, momentum, eps, 1, xshift, yshift);
+                      num_batches_tracked, x, gamma, beta, B, C, H, W, training, momentum, eps, 1, xshift, yshift, NULL);
+}
+
+npred_status npred_batchnorm2d_elu_forward_planes(float *y, double *save_mean, double *save_invstd,
+                                                  float *running_mean, float *running_var,
+                                                  int64_t *num_batches_tracked, const float *x, const double *pstats,
+                                                  const float *gamma, const float *beta, int B, int C, int H, int W,
+                                                  double momentum, double eps, float xshift, float yshift)
+{
+    const char *fn = "npred_batchnorm2d_elu_forward_planes";
+    if (!pstats) return npred_errorf(NPRED_ERR_ARG, "%s: the planes' statistics are required", fn);
+    return bn_forward(fn, y, save_mean, save_invstd, running_mean, running_var, num_batches_tracked, x, gamma, beta,
+                      B, C, H, W, 1, momentum, eps, 1, xshift, yshift, pstats);
 }
 
 npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -242,16 +281,92 @@ static inline float elu_grad(float dy, float y, float yshift)
     return dy * (e > 0 ? 1.0f : e + 1.0f); /* a select, not a branch: the loops vectorise */
 }
 
+/* dx (one plane of m values) += a * (e - mdy - (x - mean) * k) in training, a * e in
+ * eval, e the ELU-backward gradient; with store, dx is written (as if it were zero). */
+static void elu_bwd_run(float *q, const float *pd, const float *px, const float *py, size_t m, const double *cf,
+                        int training, float yshift, int store)
+{
+    const double a = cf[0], mdy = cf[1], k = cf[2], mean = cf[3];
+    if (training) {
+        if (store)
+            for (size_t i = 0; i < m; i++) {
+                float e = elu_grad(pd[i], py[i], yshift);
+                q[i] = 0.0f + (float)(a * ((double)e - mdy - ((double)px[i] - mean) * k)); /* +0 as onto zeros */
+            }
+        else
+            for (size_t i = 0; i < m; i++) {
+                float e = elu_grad(pd[i], py[i], yshift);
+                q[i] += (float)(a * ((double)e - mdy - ((double)px[i] - mean) * k));
+            }
+    } else if (store) {
+        for (size_t i = 0; i < m; i++) q[i] = 0.0f + (float)(a * elu_grad(pd[i], py[i], yshift));
+    } else {
+        for (size_t i = 0; i < m; i++) q[i] += (float)(a * elu_grad(pd[i], py[i], yshift));
+    }
+}
+
+/* the per-channel reductions of the fused backward: dgamma/dbeta and coef[4c..4c+3] */
+static void elu_bwd_channel(double *cf, float *dgamma, float *dbeta, const float *dy, const float *x, const float *y,
+                            const float *gamma, double mean, double invstd, int B, size_t HW, size_t bstride,
+                            size_t n, int c, int training, float yshift)
+{
+    const double a = (gamma ? gamma[c] : 1.0) * invstd;
+    double sdy = 0, sdyx = 0;
+    if (training || dgamma || dbeta) {
+        double l0[NL] = {0}, l1[NL] = {0};
+        float e[ECHUNK];
+        for (int b = 0; b < B; b++) {
+            const float *pd = dy + (size_t)b * bstride, *px = x + (size_t)b * bstride;
+            const float *py = y + (size_t)b * bstride;
+            for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
+                size_t m = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
+                for (size_t i = 0; i < m; i++) e[i] = elu_grad(pd[i0 + i], py[i0 + i], yshift);
+                lanes_dsums(l0, l1, e, px + i0, mean, m);
+            }
+        }
+        sdy = lanes_total(l0);
+        sdyx = lanes_total(l1);
+    }
+    if (dgamma) dgamma[c] += (float)(sdyx * invstd);
+    if (dbeta) dbeta[c] += (float)sdy;
+    cf[0] = a;
+    cf[1] = training ? sdy / (double)n : 0;
+    cf[2] = training ? invstd * invstd * sdyx / (double)n : 0;
+    cf[3] = mean;
+}
+
+static npred_status elu_bwd_check(const char *fn, const float *dy, const float *x, const float *y,
+                                  const double *save_mean, const double *save_invstd, int B, int C, int H, int W)
+{
+    npred_status s = check_dims(fn, B, C, H, W);
+    if (s) return s;
+    if (!dy || !x || !y || !save_mean || !save_invstd)
+        return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, y, save_mean and save_invstd are required", fn);
+    return NPRED_OK;
+}
+
+/* elu_bwd_channel for every channel (OpenMP over channels) */
+static void elu_bwd_coefs(double *coef, float *dgamma, float *dbeta, const float *dy, const float *x, const float *y,
+                          const float *gamma, const double *save_mean, const double *save_invstd, int B, int C, int H,
+                          int W, int training, float yshift)
+{
+    const size_t HW = (size_t)H * W, bstride = (size_t)C * HW, n = (size_t)B * HW;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const size_t off = (size_t)c * HW;
+        elu_bwd_channel(coef + 4 * (size_t)c, dgamma, dbeta, dy + off, x + off, y + off, gamma, save_mean[c],
+                        save_invstd[c], B, HW, bstride, n, c, training, yshift);
+    }
+}
+
 npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                                             const float *x, const float *y, const float *gamma,
                                             const double *save_mean, const double *save_invstd, int B, int C,
                                             int H, int W, int training, float yshift)
 {
     const char *fn = "npred_batchnorm2d_elu_backward";
-    npred_status s = check_dims(fn, B, C, H, W);
+    npred_status s = elu_bwd_check(fn, dy, x, y, save_mean, save_invstd, B, C, H, W);
     if (s) return s;
-    if (!dy || !x || !y || !save_mean || !save_invstd)
-        return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, y, save_mean and save_invstd are required", fn);
     if (training && npred_batchnorm_sync_active()) {
         /* data-parallel: ELU backward here, the global-statistics BN backward there
          * (a scratch buffer only on this path: the sync BN needs dL/dbn(x) as an array) */
@@ -263,46 +378,41 @@ npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbe
         free(e);
         return s;
     }
-    const size_t HW = (size_t)H * W, bstride = (size_t)C * HW;
-    const size_t n = (size_t)B * HW;
-
+    double *coef = malloc(4 * (size_t)C * sizeof *coef);
+    if (!coef) return npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", fn);
+    elu_bwd_coefs(coef, dgamma, dbeta, dy, x, y, gamma, save_mean, save_invstd, B, C, H, W, training, yshift);
+    if (dx) {
+        const size_t HW = (size_t)H * W;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        const size_t off = (size_t)c * HW;
-        const double mean = save_mean[c], invstd = save_invstd[c];
-        const double a = (gamma ? gamma[c] : 1.0) * invstd;
-        double sdy = 0, sdyx = 0;
-        if (training || dgamma || dbeta) {
-            double l0[NL] = {0}, l1[NL] = {0};
-            float e[ECHUNK];
-            for (int b = 0; b < B; b++) {
-                const float *pd = dy + off + (size_t)b * bstride, *px = x + off + (size_t)b * bstride;
-                const float *py = y + off + (size_t)b * bstride;
-                for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
-                    size_t m = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
-                    for (size_t i = 0; i < m; i++) e[i] = elu_grad(pd[i0 + i], py[i0 + i], yshift);
-                    lanes_dsums(l0, l1, e, px + i0, mean, m);
-                }
-            }
-            sdy = lanes_total(l0);
-            sdyx = lanes_total(l1);
-        }
-        if (dgamma) dgamma[c] += (float)(sdyx * invstd);
-        if (dbeta) dbeta[c] += (float)sdy;
-        if (!dx) continue;
-        const double mdy = sdy / (double)n, k = invstd * invstd * sdyx / (double)n;
-        for (int b = 0; b < B; b++) {
-            const float *pd = dy + off + (size_t)b * bstride, *px = x + off + (size_t)b * bstride;
-            const float *py = y + off + (size_t)b * bstride;
-            float *q = dx + off + (size_t)b * bstride;
-            if (training)
-                for (size_t i = 0; i < HW; i++) {
-                    float e = elu_grad(pd[i], py[i], yshift);
-                    q[i] += (float)(a * ((double)e - mdy - ((double)px[i] - mean) * k));
-                }
-            else
-                for (size_t i = 0; i < HW; i++) q[i] += (float)(a * elu_grad(pd[i], py[i], yshift));
-        }
+        for (size_t j = 0; j < (size_t)B * C; j++) /* plane j = (b, c) */
+            elu_bwd_run(dx + j * HW, dy + j * HW, x + j * HW, y + j * HW, HW, coef + 4 * (j % (size_t)C), training,
+                        yshift, 0);
     }
+    free(coef);
     return NPRED_OK;
+}
+
+npred_status npred_batchnorm2d_elu_backward_coef(double *coef, float *dgamma, float *dbeta, const float *dy,
+                                                 const float *x, const float *y, const float *gamma,
+                                                 const double *save_mean, const double *save_invstd, int B, int C,
+                                                 int H, int W, int training, float yshift)
+{
+    const char *fn = "npred_batchnorm2d_elu_backward_coef";
+    npred_status s = elu_bwd_check(fn, dy, x, y, save_mean, save_invstd, B, C, H, W);
+    if (s) return s;
+    if (!coef) return npred_errorf(NPRED_ERR_ARG, "%s: coef is required", fn);
+    if (training && npred_batchnorm_sync_active())
+        return npred_errorf(NPRED_ERR_ARG, "%s: not with synchronised statistics (use npred_batchnorm2d_elu_backward)",
+                            fn);
+    elu_bwd_coefs(coef, dgamma, dbeta, dy, x, y, gamma, save_mean, save_invstd, B, C, H, W, training, yshift);
+    return NPRED_OK;
+}
+
+void npred_batchnorm2d_elu_backward_image(float *dx, const float *dy, const float *x, const float *y,
+                                          const double *coef, int C, size_t HW, int training, float yshift)
+{
+    for (int c = 0; c < C; c++) {
+        const size_t o = (size_t)c * HW;
+        elu_bwd_run(dx + o, dy + o, x + o, y + o, HW, coef + 4 * (size_t)c, training, yshift, 1);
+    }
 }

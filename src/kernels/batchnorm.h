@@ -99,4 +99,35 @@ npred_status npred_batchnorm2d_elu_backward(float *dx,                 // (B, C,
                                             const double *save_invstd, // (C)
                                             int B, int C, int H, int W, int training, float yshift);
 
+/* Pieces of the fused kernels for a caller that runs them where the data are
+ * already in cache (the depth-separable block of the core, image by image). */
+
+/* Per-plane statistics: for each of `planes` consecutive runs of HW values,
+ * stats[2j] = their sum and stats[2j + 1] = the sum of squared deviations from
+ * their own mean, in double. npred_batchnorm2d_forward and _elu_forward compute a
+ * channel's training statistics from exactly these (plane (b, c) is run b*C + c),
+ * combined in plane order b = 0..B-1 (Chan et al.'s pairwise update). */
+void npred_batchnorm2d_plane_stats(double *stats, const float *x, size_t planes, size_t HW);
+
+/* npred_batchnorm2d_elu_forward in training mode with the planes' statistics given
+ * (pstats: (B, C, 2) from npred_batchnorm2d_plane_stats of x): bit-identical to it. */
+npred_status npred_batchnorm2d_elu_forward_planes(float *y, double *save_mean, double *save_invstd,
+                                                  float *running_mean, float *running_var,
+                                                  int64_t *num_batches_tracked, const float *x, const double *pstats,
+                                                  const float *gamma, const float *beta, int B, int C, int H, int W,
+                                                  double momentum, double eps, float xshift, float yshift);
+
+/* The reductions of npred_batchnorm2d_elu_backward: accumulates dgamma and dbeta
+ * (each may be NULL) and writes coef (C, 4), which npred_batchnorm2d_elu_backward_image
+ * turns into dx one image at a time. Not with synchronised statistics (an error). */
+npred_status npred_batchnorm2d_elu_backward_coef(double *coef, float *dgamma, float *dbeta, const float *dy,
+                                                 const float *x, const float *y, const float *gamma,
+                                                 const double *save_mean, const double *save_invstd, int B, int C,
+                                                 int H, int W, int training, float yshift);
+
+/* dx of one image (C planes of HW values; dy, x, y that image's) WRITTEN, with the
+ * bits npred_batchnorm2d_elu_backward accumulates onto a zeroed dx. */
+void npred_batchnorm2d_elu_backward_image(float *dx, const float *dy, const float *x, const float *y,
+                                          const double *coef, int C, size_t HW, int training, float yshift);
+
 #endif
