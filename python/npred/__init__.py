@@ -15,10 +15,11 @@ from .data import Batch, Dataset, Loaders
 from .model import Model
 from .insilico import mei, rf, tuning
 from .train import Evaluation, TrainResult, evaluate, simulate, train
+from .video_stream import Stream, VideoModel
 
 TIERS = ("train", "validation", "test", "final_test")
 
-__all__ = ["Dataset", "Loaders", "Batch", "Model", "train", "evaluate", "simulate", "mei", "rf", "tuning", "Evaluation", "TrainResult",
+__all__ = ["Dataset", "Loaders", "Batch", "Model", "VideoModel", "Stream", "train", "evaluate", "simulate", "mei", "rf", "tuning", "Evaluation", "TrainResult",
            "Error", "FileError", "FormatError", "ShapeError", "ConfigError", "InvalidValueError", "ArgumentError",
            "UnsupportedError", "Interrupted", "set_threads", "threads", "lib_path", "TIERS",
            "__version__"]
