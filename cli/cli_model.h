@@ -33,6 +33,9 @@ float *cli_read_npy_f32(const char *path, npred_array *a, const char *what, npre
  * stored in *key); its index, or -1 after printing why to stderr (*key stays NULL
  * when the model has several sessions and none was chosen). */
 int cli_pick_session(const char *cmd, const npred_model *m, const char **key);
+/* Write a per-neuron CSV (taken: freed here; NULL = out of memory) to path or "-";
+ * says where unless quiet. Returns 0, or 1 after printing the error. */
+int cli_write_per_neuron(const char *cmd, const char *path, char *csv, int quiet);
 /* mkdir -p */
 npred_status cli_mkdirs(const char *dir);
 

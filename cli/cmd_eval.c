@@ -9,9 +9,11 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_model.h"
+#include "cli_video.h"
 #include "npred/data.h"
 #include "npred/eval.h"
 #include "npred/metrics.h"
+#include "npred/video_model.h"
 
 static void help(FILE *f)
 {
@@ -39,7 +41,15 @@ static void help(FILE *f)
             "  --per-neuron FILE one CSV row per neuron (session, unit_id, readout position,\n"
             "                    correlations, FEV, FEVE, oracle, fraction of oracle, response\n"
             "                    mean and variance); '-' for standard output\n"
-            "  -h, --help        this help\n",
+            "  -h, --help        this help\n\n"
+            "A video model (SENSORIUM 2023, npred/video_model.h) is scored as the 2023 kit's\n"
+            "get_correlations: every trial of the tier whole, the responses from frame 50 on\n"
+            "against the model's last frames, concatenated over the trials, correlated per\n"
+            "neuron; the overall number is the mean over all neurons of all sessions. --data\n"
+            "takes movie scans, --dataset the mouse_video_loader arguments (JSON; else those\n"
+            "the model records), --tier a tier of the scans (oracle | live_test_main | ...)\n"
+            "[oracle]; --per-neuron writes session,unit_id,neuron,single_trial_correlation,\n"
+            "response_mean,response_variance,prediction_mean,scored_frames (docs/video.md).\n",
             NPRED_METRICS_FEV_THRESHOLD);
 }
 
@@ -100,8 +110,8 @@ static void metrics_row(const char *name, const npred_eval_metrics *m)
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model = NULL, *dataset = NULL, *tier_name = "test", *per_neuron = NULL;
-    int json = 0, batch = 64;
+    const char *model = NULL, *dataset = NULL, *tier_name = NULL, *per_neuron = NULL;
+    int json = 0, batch = 0;
     cli_list scans = {0};
     const cli_opt opts[] = {{"model", CLI_STR, &model, 0, 0},       {"data", CLI_LIST, &scans, 0, 0},
                             {"dataset", CLI_STR, &dataset, 0, 0},   {"tier", CLI_STR, &tier_name, 0, 0},
@@ -115,6 +125,14 @@ int cmd_eval(int argc, char **argv)
     if (!model) return free(data), cli_usage_error("eval", "missing --model");
     if (per_neuron && !strcmp(per_neuron, "-") && json)
         return free(data), cli_usage_error("eval", "--per-neuron - and --json both write to standard output; choose one");
+    if (npred_video_model_probe(model)) {
+        if (batch) return free(data), cli_usage_error("eval", "--batch: a video model is evaluated one whole trial at a time");
+        r = cli_video_eval(model, dataset, data, n_data, tier_name ? tier_name : "oracle", json, per_neuron);
+        free(data);
+        return r;
+    }
+    if (!batch) batch = 64;
+    if (!tier_name) tier_name = "test";
     int quiet = json || (per_neuron && !strcmp(per_neuron, "-")); /* standard output carries data */
     npred_tier tier;
     if (npred_tier_parse(tier_name, &tier)) return free(data), cli_usage_error("eval", "--tier: %s", npred_last_error());
@@ -166,16 +184,7 @@ int cmd_eval(int argc, char **argv)
                "slope = regression slope of correlation on oracle through the origin (Lurz et al. 2021)\n",
                NPRED_METRICS_FEV_THRESHOLD);
     }
-    if (per_neuron) {
-        char *csv = npred_eval_per_neuron_csv(&res);
-        st = csv ? cli_write_output(per_neuron, csv, strlen(csv)) : NPRED_ERR_NOMEM;
-        free(csv);
-        if (st) {
-            cli_fail(st, "eval --per-neuron");
-            goto done;
-        }
-        if (!quiet) printf("per-neuron table: %s\n", per_neuron);
-    }
+    if (per_neuron && cli_write_per_neuron("eval --per-neuron", per_neuron, npred_eval_per_neuron_csv(&res), quiet)) goto done;
     rc = 0;
 done:
     npred_eval_results_free(&res);

@@ -8,9 +8,11 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_model.h"
+#include "cli_video.h"
 #include "npred/npy.h"
 #include "npred/preprocess.h"
 #include "npred/results.h"
+#include "npred/video_model.h"
 #include "raw_images.h"
 
 static void help(FILE *f)
@@ -49,7 +51,12 @@ static void help(FILE *f)
             "  --submission FILE     columns trial_indices,image_ids,prediction,neuron_ids; '-' for\n"
             "                        standard output\n"
             "  --ground-truth FILE   also the kit's ground-truth file of the tier (normalized responses)\n"
-            "  -h, --help            this help\n");
+            "  -h, --help            this help\n\n"
+            "A video model (SENSORIUM 2023): --data SCAN... (one or more movie scans) --tier TIER\n"
+            "(live_test_main, final_test_main, live_test_bonus, final_test_bonus, ...) --submission\n"
+            "FILE writes the 2023 kit's Parquet file (brotli): one row per trial of the tier, columns\n"
+            "mouse, trial_indices, prediction (neurons x frames from 50 on), neuron_ids; whole\n"
+            "trials, the loader arguments the model records or --dataset's (docs/results.md).\n");
 }
 
 
@@ -267,11 +274,25 @@ static int predict_main(const char *model, const char *images, const char *key, 
                         const char *out, const char *data, const char *dataset, const char *tier, const char *submission,
                         const char *truth, const char **raw, int n_raw, const char *stats, int batch);
 
+/* --submission with a video model: the 2023 Parquet file; the options of the other modes are errors */
+static int video_submit(const char *model, const char *key, const char *pupil, const char *behav, const char *out,
+                        const char *images, cli_list datas, const char *dataset, const char *tier,
+                        const char *submission, const char *truth, const char *stats, int batch)
+{
+    if (truth) return cli_usage_error("predict", "--ground-truth: the 2023 kit has no ground-truth file");
+    if (key || pupil || behav || out || images || stats)
+        return cli_usage_error("predict", "a video model's submission takes --data, --dataset, --tier and --submission only");
+    if (batch) return cli_usage_error("predict", "--batch: a video model predicts one whole trial at a time");
+    if (!submission) return cli_usage_error("predict", "--data/--tier: missing --submission FILE");
+    if (!tier) return cli_usage_error("predict", "--submission: missing --tier (e.g. live_test_main)");
+    return cli_video_submit(model, dataset, datas.v, (size_t)datas.n, tier, submission);
+}
+
 int cmd_predict(int argc, char **argv)
 {
     const char *model = NULL, *images = NULL, *key = NULL, *pupil = NULL, *behav = NULL, *out = NULL;
     const char *dataset = NULL, *tier = NULL, *submission = NULL, *truth = NULL, *stats = NULL;
-    int batch = 64;
+    int batch = 0;
     cli_list raws = {0}, datas = {0};
     const cli_opt opts[] = {{"model", CLI_STR, &model, 0, 0},         {"images", CLI_STR, &images, 0, 0},
                             {"session", CLI_STR, &key, 0, 0},         {"pupil-center", CLI_STR, &pupil, 0, 0},
@@ -284,6 +305,12 @@ int cmd_predict(int argc, char **argv)
     const cli_spec spec = {"predict", help, opts, NULL};
     int r = cli_parse(&spec, argc, argv);
     if (r != CLI_CONTINUE) return r;
+    if (model && (submission || truth || datas.n || dataset || tier) && !raws.n && npred_video_model_probe(model)) {
+        r = video_submit(model, key, pupil, behav, out, images, datas, dataset, tier, submission, truth, stats, batch);
+        free(datas.v), free(raws.v);
+        return r;
+    }
+    if (!batch) batch = 64;
     const char *data = datas.n ? datas.v[0] : NULL;
     int n_datas = datas.n;
     free(datas.v);

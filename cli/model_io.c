@@ -44,6 +44,15 @@ npred_status cli_write_output(const char *path, const char *text, size_t len)
     return NPRED_OK;
 }
 
+int cli_write_per_neuron(const char *cmd, const char *path, char *csv, int quiet)
+{
+    npred_status st = csv ? cli_write_output(path, csv, strlen(csv)) : NPRED_ERR_NOMEM;
+    free(csv);
+    if (st) return cli_fail(st, cmd);
+    if (!quiet) printf("per-neuron table: %s\n", path);
+    return 0;
+}
+
 npred_status cli_mkdirs(const char *dir)
 {
     char p[4096];

@@ -5,6 +5,11 @@
  *   pyref sizes                                    sizes of the structs the package mirrors
  *   pyref batches OUT iter|cycle TIER SEED JSON PATH...   every batch of a loader
  *   pyref eval OUT MODEL TIER JSON PATH...          npred_evaluate per-neuron values
+ *   pyref video OUT TIER PATH...                    the mini video model (tests/video_mini_model.h)
+ *                                                   saved in OUT/model, and per trial of TIER of
+ *                                                   each movie scan its whole-trial outputs for the
+ *                                                   frames from 50 on: OUT/<k>_pred.npy (n, frames),
+ *                                                   OUT/<k>_meta.npy [session, trial], OUT/<s>_ids.npy
  *
  * JSON is the static_loaders config. Not a test program itself (no summary line). */
 #include <stdio.h>
@@ -16,6 +21,8 @@
 #include "npred/npy.h"
 #include "npred/eval.h"
 #include "npred/train.h"
+#include "npred/video_model.h"
+#include "video_mini_model.h"
 
 static int fail(const char *what)
 {
@@ -178,13 +185,74 @@ static int eval(const char *out, const char *model, const char *tier_name, const
     return rc;
 }
 
+static int video(const char *out, const char *tier, char **paths, int n)
+{
+    npred_video_loaders *L = NULL;
+    npred_video_model *m = NULL;
+    npred_video_batch b;
+    memset(&b, 0, sizeof b);
+    npred_video_loader_config c;
+    npred_video_loader_config_init(&c);
+    float *rates = NULL, *pred = NULL;
+    int64_t *ids = NULL;
+    int rc = 0, k = 0;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/model", out);
+    if (npred_video_loader_config_parse(&c, "{\"batch_size\": 1, \"to_cut\": false}", NULL, NULL) ||
+        npred_video_loaders_open(&L, (const char *const *)paths, (size_t)n, &c) || npred_video_batch_init(&b, L, 1))
+        rc = fail("loaders");
+    if (!rc && (video_mini_model(&m, L) || npred_video_model_save(m, dir))) rc = fail("video model");
+    for (size_t s = 0; !rc && s < npred_video_loaders_count(L); s++) {
+        npred_video_session_info si;
+        npred_video_loaders_session(L, s, &si);
+        int ti = npred_video_loaders_tier(L, s, tier);
+        const npred_array *u = npred_video_dataset_neuron_info(si.dataset, "unit_ids");
+        if (ti < 0 || !u || npred_array_to_i64(u, &ids)) {
+            rc = fail("tier / unit_ids");
+            break;
+        }
+        char name[64];
+        int64_t nsh[1] = {si.n_neurons};
+        snprintf(name, sizeof name, "%zu_ids", s);
+        rc = save(out, name, NPRED_DT_I64, 8, ids, 1, nsh);
+        free(ids);
+        ids = NULL;
+        size_t nn = (size_t)si.n_neurons;
+        rates = realloc(rates, sizeof(float) * 64 * nn); /* the scan's T_max is 60 */
+        pred = realloc(pred, sizeof(float) * 64 * nn);
+        for (int64_t i = 0; !rc && i < si.tier_n[ti]; i++, k++) {
+            int64_t trial = si.tier_idx[ti][i];
+            if (!rates || !pred || npred_video_loaders_get(L, s, &trial, NULL, 1, NULL, &b) ||
+                npred_video_model_predict(m, si.data_key, b.videos, 1, b.c, b.f, b.h, b.w, b.pupil_center, rates)) {
+                rc = fail("predict");
+                break;
+            }
+            int T1 = npred_video_model_output_frames(m, b.f), keep = b.resp_f - 50;
+            for (int t = 0; t < keep; t++)
+                for (size_t j = 0; j < nn; j++) pred[j * (size_t)keep + (size_t)t] = rates[(size_t)(T1 - keep + t) * nn + j];
+            int64_t sh[2] = {si.n_neurons, keep}, msh[1] = {2}, meta[2] = {(int64_t)s, trial};
+            snprintf(name, sizeof name, "%d_pred", k);
+            rc = save(out, name, NPRED_DT_F32, 4, pred, 2, sh);
+            snprintf(name, sizeof name, "%d_meta", k);
+            if (!rc) rc = save(out, name, NPRED_DT_I64, 8, meta, 1, msh);
+        }
+    }
+    free(rates), free(pred), free(ids);
+    npred_video_batch_free(&b);
+    npred_video_model_free(m);
+    npred_video_loaders_free(L);
+    npred_video_loader_config_free(&c);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "sizes")) return sizes();
     if (argc >= 8 && !strcmp(argv[1], "batches")) return batches(argv[2], argv[3], argv[4], argv[5], argv[6], argv + 7,
                                                                  argc - 7);
     if (argc >= 7 && !strcmp(argv[1], "eval")) return eval(argv[2], argv[3], argv[4], argv[5], argv + 6, argc - 6);
+    if (argc >= 5 && !strcmp(argv[1], "video")) return video(argv[2], argv[3], argv + 4, argc - 4);
     fprintf(stderr, "usage: pyref sizes | batches OUT iter|cycle TIER SEED JSON PATH... | "
-                    "eval OUT MODEL TIER JSON PATH...\n");
+                    "eval OUT MODEL TIER JSON PATH... | video OUT TIER PATH...\n");
     return 2;
 }

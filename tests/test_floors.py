@@ -27,7 +27,7 @@ PUBLIC = {
     "dist.h": "dist", "mpi.h": "mpi",
     "model.h": "model", "preprocess.h": "model", "video_model.h": "model", "video_stream.h": "model",
     "train.h": "train", "eval.h": "train", "metrics.h": "train",
-    "report.h": "viz", "results.h": "results", "insilico.h": "insilico",
+    "report.h": "viz", "results.h": "results", "video_eval.h": "results", "insilico.h": "insilico",
     "npred.h": "api",
 }
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')

@@ -76,6 +76,19 @@ NPRED_API void npred_eval_results_free(npred_eval_results *res);
  * session and unit_id (columns in docs/results.md). */
 NPRED_API char *npred_eval_per_neuron_csv(const npred_eval_results *res);
 
+/* ---- SENSORIUM 2023 (movies): the kit's single-trial correlation
+ * (sensorium/utility/scores.py get_correlations with model_predictions' skip of 50
+ * frames; models: npred/video_eval.h). For one session: responses[i]
+ * (n_neurons, frames[i]) from frame `skip` on against the LAST frames[i] - skip rows
+ * of predictions[i] (pred_frames[i], n_neurons) (the model's frame-major output),
+ * concatenated over the trials, correlated per neuron (np_functions.corr: ddof 0,
+ * eps 1e-8), NaN set to 0; corr (n_neurons,). NPRED_ERR_SHAPE naming the trial when
+ * a trial has no frame after skip or its prediction is too short (the kit asserts). */
+#define NPRED_VIDEO_SCORE_SKIP 50
+NPRED_API npred_status npred_video_correlations(double *corr, const float *const *responses, const int *frames,
+                                                const float *const *predictions, const int *pred_frames,
+                                                int n_trials, int n_neurons, int skip);
+
 #ifdef __cplusplus
 }
 #endif

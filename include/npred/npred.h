@@ -26,6 +26,7 @@
 #include "npred/dist.h"
 #include "npred/insilico.h"
 #include "npred/results.h"
+#include "npred/video_eval.h"
 #include "npred/preprocess.h"
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "npred/base.h"
+#include "npred/eval.h"
 
 /* Rows of the matrices: sum_i (frames[i] - skip); NPRED_ERR_SHAPE naming the trial when
  * a trial has no frame after skip or its prediction is too short. */
@@ -21,9 +22,7 @@ npred_status npred_video_score_rows(int64_t *rows, const int *frames, const int 
 npred_status npred_video_score_matrices(float *target, float *output, const float *const *responses, const int *frames,
                                         const float *const *predictions, const int *pred_frames, int n_trials, int n,
                                         int skip);
-/* corr (n,): the per-neuron correlation of one session. */
-npred_status npred_video_correlations(double *corr, const float *const *responses, const int *frames,
-                                      const float *const *predictions, const int *pred_frames, int n_trials, int n,
-                                      int skip);
+/* npred_video_correlations (the per-neuron correlation of one session) is public:
+ * npred/eval.h. */
 
 #endif

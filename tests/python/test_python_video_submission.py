@@ -2,15 +2,17 @@
 read back by an independent Parquet reader (parquet_read.py: the format specification,
 numpy and libbrotlidec only): the kit's columns and types, every value bit for bit
 (float32 predictions as exact doubles, NaN and infinities included), empty files and
-lists, many rows over several pages and row groups, and errors that name the file."""
+lists, many rows over several pages and row groups, and errors that name the file;
+and `npred predict --submission` on a video model: the file holds the model's outputs."""
 import ctypes
 import os
+import shutil
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import check, run, summary, tmpdir
+from harness import FIXTURES, NPRED_BIN, PYREF_BIN, check, run, sh, summary, tmpdir
 
 import parquet_read as pq
 from npred import _lib
@@ -269,12 +271,43 @@ def test_reader_is_strict():
             pass
 
 
+def test_cli_submission():
+    """`npred predict --submission` on a video model over two sessions (the mini movie
+    scan and a copy under another name): every trial of the tier, in order, holds the
+    model's whole-trial outputs for the frames from 50 on (pyref: the same model through
+    the C API), bit for bit, with the sessions' unit ids."""
+    d = tmpdir()
+    scan = os.path.join(FIXTURES, "mini_movie_tree", "dynamic00000-1-1-Video-0123456789abcdef0123456789abcdef")
+    scan2 = os.path.join(d, "dynamic00000-2-2-Video-copy")
+    shutil.copytree(scan, scan2)
+    ref = os.path.join(d, "ref")
+    os.mkdir(ref)
+    sh(PYREF_BIN, "video", ref, "oracle", scan, scan2)
+    out = os.path.join(d, "predictions_file_oracle.parquet.brotli")
+    rc, text = sh(NPRED_BIN, "predict", "--model", os.path.join(ref, "model"), "--data", scan, scan2, "--tier", "oracle",
+                  "--submission", out)
+    check("6 trials of 2 sessions" in text, text)
+    keys = [os.path.basename(scan), os.path.basename(scan2)]
+    rows = []
+    k = 0
+    while os.path.exists(os.path.join(ref, "%d_pred.npy" % k)):
+        s, trial = np.load(os.path.join(ref, "%d_meta.npy" % k))
+        ids = np.load(os.path.join(ref, "%d_ids.npy" % s))
+        rows.append((keys[s], int(trial), np.load(os.path.join(ref, "%d_pred.npy" % k)), ids.astype(np.uint32)))
+        k += 1
+    check(len(rows) == 6 and [r[1] for r in rows] == [1, 6, 9, 1, 6, 9], "reference rows %s" % [r[1] for r in rows])
+    check(all(r[2].shape[0] == 10 and 4 <= r[2].shape[1] <= 9 for r in rows), "(neurons, frames from 50 on)")
+    pf = pq.read(out)
+    check_kit_schema(pf)
+    check_rows(pf, rows)
+
+
 def struct_error():
     import struct
     return struct.error
 
 
 for t in (test_round_trip_kit_schema, test_empty_file_and_lists, test_many_rows_pages_row_groups,
-          test_errors_name_the_file, test_reader_is_strict):
+          test_errors_name_the_file, test_reader_is_strict, test_cli_submission):
     run(t)
 sys.exit(summary())
