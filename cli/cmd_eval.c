@@ -9,7 +9,7 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_model.h"
-#include "cli_video.h"
+#include "cli_video_eval.h"
 #include "npred/data.h"
 #include "npred/eval.h"
 #include "npred/metrics.h"

@@ -8,7 +8,7 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_model.h"
-#include "cli_video.h"
+#include "cli_video_eval.h"
 #include "npred/npy.h"
 #include "npred/preprocess.h"
 #include "npred/results.h"

@@ -1,6 +1,6 @@
-/* Video models (SENSORIUM 2023) in npred eval and npred predict (cli/cmd_video.c). */
-#ifndef NPRED_CLI_VIDEO_H
-#define NPRED_CLI_VIDEO_H
+/* Video models (SENSORIUM 2023) in npred eval and npred predict (cli/cmd_video_eval.c). */
+#ifndef NPRED_CLI_VIDEO_EVAL_H
+#define NPRED_CLI_VIDEO_EVAL_H
 
 #include <stddef.h>
 

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 #include "cli_model.h"
-#include "cli_video.h"
+#include "cli_video_eval.h"
 #include "npred/video_eval.h"
 
 /* The loaders of a video model's evaluation or submission: the mouse_video_loader
