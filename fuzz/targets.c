@@ -426,7 +426,9 @@ static int fuzz_video_config(const uint8_t *d, size_t n)
     if (s != NPRED_OK) {
         if (!rejected_with_message(s)) bad = __LINE__;
     } else {
-        if (!(lc.batch_size > 0 && lc.frames > 0 && lc.offset >= -1 && isfinite(lc.scale) && lc.scale > 0))
+        /* any offset is valid: < 0 draws a random one (as the kit's Subsequence); batch_size
+         * 0 is "not set", refused by npred_video_loaders_open */
+        if (!(lc.batch_size >= 0 && lc.frames > 0 && isfinite(lc.scale) && lc.scale > 0))
             bad = __LINE__;
         for (size_t i = 0; i < n_paths; i++)
             if (!paths[i]) bad = __LINE__;

@@ -90,14 +90,14 @@ NPRED_API npred_status npred_video_dataset_read(npred_video_dataset *d, npred_vi
 /* ---------------------------------------------------------------- config */
 /* mouse_video_loader arguments by their kit names and defaults (paths aside). */
 typedef struct {
-    int64_t batch_size;            /* required (> 0) */
+    int64_t batch_size;            /* required (> 0); 0 = not set, refused when the loaders open */
     int normalize;                 /* 1: NeuroNormalizer first */
     npred_strlist exclude;         /* fields the normalizer skips (None) */
     int exclude_is_string;         /* exclude was one string: Python `k in "..."` */
     int cuda;                      /* 0; accepted, no effect (CPU) */
     npred_opt_i64 max_frame;       /* None: cut each trial at its first NaN frame */
     int64_t frames;                /* 50: Subsequence length */
-    int64_t offset;                /* -1: random offset per sample, else fixed */
+    int64_t offset;                /* < 0 (default -1): random offset per sample, else fixed */
     npred_opt_f64 inputs_mean, inputs_std; /* None; inputs_std acts only with inputs_mean (as the kit) */
     int include_behavior;          /* 1: behaviour in the batch and as channels */
     int include_pupil_centers;     /* 1 */
