@@ -405,7 +405,13 @@ static int small_video_model(const npred_video_encoder_config *v)
     int hid = v->core2d ? v->core2d_cfg.hidden_channels * (v->core2d_cfg.rot_eq ? v->core2d_cfg.num_rotations : 1)
                         : v->core.hidden_channels;
     int layers = v->core2d ? v->core2d_cfg.layers : v->core.layers;
-    return hid > 0 && hid <= 32 && layers > 0 && layers <= 4 &&
+    int kern = v->core2d ? v->core2d_cfg.input_kern : (v->core.in_kh > v->core.in_kw ? v->core.in_kh : v->core.in_kw);
+    for (int l = 0; v->core2d && l < layers - 1 && l < NPRED_CORE_MAXLAYERS; l++)
+        if (v->core2d_cfg.hidden_kern[l] > kern) kern = v->core2d_cfg.hidden_kern[l];
+    if (!v->core2d && v->core.hid_kh > kern) kern = v->core.hid_kh;
+    if (!v->core2d && v->core.hid_kw > kern) kern = v->core.hid_kw;
+    /* kernels up to 15 wide: a legal 350 x 350 kernel needs gigabytes of im2col */
+    return kern <= 15 && hid > 0 && hid <= 32 && layers > 0 && layers <= 4 &&
            (!v->use_gru || (v->gru.rec_channels <= 16 && v->gru.input_kern <= 9 && v->gru.rec_kern <= 9)) &&
            (!v->use_shifter || (v->shift_layers <= 4 && v->hidden_channels_shifter <= 32)) &&
            (!v->predicted_grid || (v->gmp_hidden_layers <= 3 && v->gmp_hidden_features <= 64));

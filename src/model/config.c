@@ -51,7 +51,8 @@ static int read_stack(npred_json_reader *r, const cJSON *it, npred_model_config 
     const cJSON *e;
     cJSON_ArrayForEach(e, it)
     {
-        if (!npred_json_is_integer(e)) return npred_json_fail(r, it, "null, an integer or a list of layer indices");
+        if (!npred_json_is_integer(e) || fabs(e->valuedouble) > 1e9)
+            return npred_json_fail(r, it, "null, an integer or a list of layer indices");
         m->core.stack[i++] = (int)e->valuedouble;
     }
     m->core.n_stack = i;

@@ -1,5 +1,6 @@
 /* make_video_model arguments -> npred_video_encoder_config (see video_encoder.h). */
 #include <cJSON.h>
+#include <limits.h>
 #include <string.h>
 
 #include "base/json.h"
@@ -15,7 +16,7 @@ static int read_uniform_int(npred_json_reader *r, const cJSON *v, int lo, int *o
     int n = cJSON_GetArraySize(v);
     for (int i = 0; i < n; i++) {
         const cJSON *e = cJSON_GetArrayItem(v, i);
-        if (!npred_json_is_integer(e) || e->valuedouble < lo)
+        if (!npred_json_is_integer(e) || e->valuedouble < lo || e->valuedouble > INT_MAX)
             return npred_json_fail(r, v, "an integer >= %d or a list of them", lo);
         if (i && (int)e->valuedouble != *out)
             return npred_json_fail(r, v, "equal values (43faede's 3D cores take one hidden_channels for every "
@@ -35,7 +36,7 @@ static int read_kernel2(npred_json_reader *r, const cJSON *v, int *kh, int *kw)
     }
     const cJSON *a = cJSON_GetArrayItem(v, 0), *b = cJSON_GetArrayItem(v, 1);
     if (cJSON_GetArraySize(v) != 2 || !npred_json_is_integer(a) || !npred_json_is_integer(b) || a->valuedouble < 1 ||
-        b->valuedouble < 1)
+        b->valuedouble < 1 || a->valuedouble > INT_MAX || b->valuedouble > INT_MAX)
         return npred_json_fail(r, v, "an integer >= 1 or a list [kh, kw]");
     *kh = (int)a->valuedouble, *kw = (int)b->valuedouble;
     return 1;
