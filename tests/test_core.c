@@ -216,6 +216,31 @@ static const char *CFG_BIAS2D = "{\"core\": {\"hidden_channels\": 3, \"input_ker
                                 " \"bias\": true, \"input_regularizer\": \"GaussianLaplaceL2\","
                                 " \"laplace_padding\": 1, \"use_avg_reg\": false}}";
 
+/* one stacked layer (the last), no skip: the output gradients of layers l and l + 2
+ * share a buffer and layer 0's BatchNorm gradient borrows layer 1's */
+static const char *CFG_SHARED = "{\"core\": {\"hidden_channels\": 4, \"input_kern\": 5, \"hidden_kern\": 3,"
+                                " \"layers\": 4, \"depth_separable\": true, \"gamma_input\": 0.4,"
+                                " \"pad_input\": false, \"stack\": -1, \"elu_shift\": [0.1, -0.2]}}";
+
+static void test_fd_shared_gradient_buffers(void)
+{
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, CFG_SHARED, "shared config"))) return;
+    m.core.input_channels = 2;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    if (CHECK_OK(npred_core_declare(&core, &m.core, "core.", 11, 9, &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_core_setup(&core, &t, 3))) {
+        CHECK(core.L[0].dout == core.L[2].dout && core.L[1].dout == core.L[3].dout && core.L[0].dout != core.L[1].dout,
+              "output gradient buffers are not shared between layers l and l + 2");
+        npred_core_free(&core);
+    }
+    npred_ptable_free(&t);
+    fd_case(CFG_SHARED, 1);
+    fd_case(CFG_SHARED, 0);
+}
+
 static void test_fd_depth_separable_eval(void) { fd_case(CFG_DS, 0); }
 static void test_fd_depth_separable_train(void) { fd_case(CFG_DS, 1); }
 static void test_fd_skip_dilation_train(void) { fd_case(CFG_SKIP, 1); }
@@ -360,6 +385,7 @@ int main(void)
     RUN(test_fd_se_core_train);
     RUN(test_fd_bias2d_train);
     RUN(test_ds_block_image_by_image);
+    RUN(test_fd_shared_gradient_buffers);
     RUN(test_bad_config);
     return th_summary();
 }

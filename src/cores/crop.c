@@ -48,6 +48,7 @@ npred_status npred_core_resized(npred_core *dst, const npred_core *src, const np
         L->se_pool = L->se_h = L->se_s = NULL;
         L->mean = L->invstd = NULL;
         L->dout = NULL;
+        L->owns_dout = 0;
         L->att_kqv = L->att_d = NULL;
         L->weff = L->dweff = NULL;
         L->basis = NULL;

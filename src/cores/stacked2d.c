@@ -469,14 +469,27 @@ static size_t ds_backward_bytes(const npred_core_layer *L, int threads)
     return (DS_CHUNKS * ds_part_floats(L, off) * sizeof(float) + 63) / 64 * 64 + (size_t)threads * ds_thread_bytes(L);
 }
 
+/* Activation and gradient buffers are not cleared: every one is written before
+ * it is read (the backward zeroes what it accumulates into), so the pages of a
+ * buffer that a configuration never touches (the gradient scratch g[] of a core
+ * whose every layer takes the fused paths, the output gradients at inference)
+ * are never committed. */
 static float *falloc(size_t n, npred_status *s)
 {
     if (*s) return NULL;
     size_t bytes = (n + 16) / 16 * 16 * sizeof(float);
     float *p = aligned_alloc(64, bytes);
     if (!p) *s = npred_errorf(NPRED_ERR_NOMEM, "core: cannot allocate %zu bytes of activations", bytes);
-    else memset(p, 0, bytes);
     return p;
+}
+
+/* The output gradients of layers l and l + 2 can share a buffer when the only
+ * gradient entering the core from outside is the last layer's (one stacked
+ * layer, the last, and no skip connections): layer l + 2's gradient is consumed
+ * by its backward before layer l + 1's backward writes layer l's. */
+static int shares_dout(const npred_core_config *c)
+{
+    return !uses_skip(c) && c->n_stack == 1 && c->stack[0] == c->layers - 1;
 }
 
 npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_batch)
@@ -512,7 +525,6 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
         } else {
             L->out = L->a;
         }
-        L->dout = falloc(nout, &s);
         if (L->att) {
             L->att_kqv = falloc(3 * nout, &s);
             L->att_d = falloc(3 * nout, &s);
@@ -541,6 +553,17 @@ npred_status npred_core_setup(npred_core *core, const npred_ptable *t, int max_b
         if (L->ds && !L->att) { /* the block run image by image: forward and backward */
             size_t wsz = ds_backward_bytes(L, npred_threads());
             if (wsz > ws) ws = wsz;
+        }
+    }
+    for (int l = c->layers - 1; l >= 0; l--) {
+        npred_core_layer *L = &core->L[l], *L2 = l + 2 < c->layers ? &core->L[l + 2] : NULL;
+        size_t nout = B * L->cout * L->hout * L->wout;
+        if (L2 && shares_dout(c) && B * L2->cout * L2->hout * L2->wout >= nout && L2->dout) {
+            L->dout = L2->dout;
+            L->owns_dout = 0;
+        } else {
+            L->dout = falloc(nout, &s);
+            L->owns_dout = 1;
         }
     }
     for (int i = 0; i < 3; i++) core->g[i] = falloc(gmax, &s);
@@ -1135,6 +1158,21 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     return NPRED_OK;
 }
 
+/* A free buffer of n floats for the gradient of layer l's BatchNorm input: the
+ * output gradient of a later layer (consumed by now; not one that layer l reads
+ * or writes), else g[2], which a core whose layers all take this path then
+ * never touches. */
+static float *bn_grad_buffer(npred_core *core, int l, size_t n)
+{
+    const npred_core_layer *L = &core->L[l];
+    for (int j = l + 1; j < core->cfg.layers; j++) {
+        const npred_core_layer *J = &core->L[j];
+        if (J->dout == L->dout || (l > 0 && J->dout == core->L[l - 1].dout)) continue;
+        if ((size_t)core->max_batch * J->cout * J->hout * J->wout >= n) return J->dout;
+    }
+    return core->g[2];
+}
+
 /* add the gradient of layer l's skip concatenation (din) to its sources' output gradients */
 static void skip_scatter(npred_core *core, int l, const float *din, int B)
 {
@@ -1157,7 +1195,8 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
     int B = core->B;
     npred_status s;
     size_t plane = (size_t)core->out_h * core->out_w;
-    for (int l = 0; l < c->layers; l++) {
+    const int shared = shares_dout(c); /* then each layer's gradient is zeroed right before it is written */
+    for (int l = shared ? c->layers - 1 : 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
         memset(L->dout, 0, sizeof(float) * (size_t)B * L->cout * L->hout * L->wout);
     }
@@ -1177,6 +1216,10 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
         int bnB = B * L->rot, bnC = L->cout / L->rot;
         const float *cur = L->dout;
+        if (shared && l > 0) {
+            const npred_core_layer *P = &core->L[l - 1];
+            memset(P->dout, 0, sizeof(float) * (size_t)B * P->cout * P->hout * P->wout);
+        }
         if (L->has_se) {
             if ((s = se_backward(L, t, cur, core->g[0], B))) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[0];
@@ -1197,12 +1240,13 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             continue;
         }
         if (L->fused) {
-            memset(core->g[2], 0, n * sizeof(float));
-            s = npred_batchnorm2d_elu_backward(core->g[2], pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
+            float *g = bn_grad_buffer(core, l, n);
+            memset(g, 0, n * sizeof(float));
+            s = npred_batchnorm2d_elu_backward(g, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
                                                pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout, L->wout,
                                                core->train, core->act.yshift);
             if (s) return npred_error_prefix(s, "core layer %d", l);
-            cur = core->g[2];
+            cur = g;
         }
         if (L->has_act && !L->fused) {
             memset(core->g[1], 0, n * sizeof(float));
@@ -1580,7 +1624,7 @@ void npred_core_free(npred_core *core)
         free(L->se_pool);
         free(L->se_h);
         free(L->se_s);
-        free(L->dout);
+        if (L->owns_dout) free(L->dout);
         free(L->weff);
         free(L->dweff);
         free(L->att_kqv);

@@ -108,7 +108,8 @@ typedef struct {
     float *out;       /* layer output (after SE; == a without) */
     float *se_pool, *se_h, *se_s; /* (B, C), (B, hid), (B, C) */
     double *mean, *invstd;
-    float *dout;      /* (B, C, hout, wout) gradient w.r.t. out */
+    float *dout;      /* (B, C, hout, wout) gradient w.r.t. out; may be layer l + 2's buffer */
+    int owns_dout;
     /* AttentionConv (attention_conv): cp/p_w/p_b [0] key, [1] query, [2] value 1x1 convs */
     int att;
     int p_rel_h, p_rel_w;     /* (C/2, 1, 1, k, 1), (C/2, 1, 1, 1, k) */
