@@ -426,6 +426,8 @@ static void fd_model(const char *cfg, int train, int share)
     int B = 3, H = 13, W = 15;
     if (!CHECK_OK(npred_model_create(&m, cfg, "fd config", 2, H, W, ses, 2, B, 3))) return;
     npred_ptable *t = npred_model_table(m);
+    if (npred_readout_nhwc_floats(&m->s[0].ro, B)) /* Gaussian readouts: one input copy for both sessions */
+        CHECK(m->s[0].ro.nhwc && m->s[0].ro.nhwc == m->s[1].ro.nhwc, "the sessions' readouts do not share their input copy");
     if (share) {
         int ib = npred_ptable_find(t, "readout.b-2-2._features");
         CHECK(ib >= 0 && t->items[ib].alias_of == npred_ptable_find(t, "readout.a-1-1._features"),

@@ -33,6 +33,7 @@ void npred_model_free(npred_model *m)
     npred_core_free(&m->core);
     npred_ptable_free(&m->t);
     free(m->dcore);
+    free(m->ro_nhwc);
     free(m->preprocessing);
     if (m->pre_free) m->pre_free(m->pre);
     free(m);
@@ -129,6 +130,24 @@ static npred_status setup(npred_model *m)
     size_t B = (size_t)m->max_batch;
     m->dcore = calloc(B * m->core.out_c * m->core.out_h * m->core.out_w, sizeof(float));
     if (!m->dcore) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+    /* one channels-last copy of the core output (and its gradient) for all Gaussian
+     * readouts: a backward is of the last forward, whichever session that was */
+    size_t nhwc = 0;
+    int users = 0;
+    for (int i = 0; i < m->n_sessions; i++) {
+        size_t f = npred_readout_nhwc_floats(&m->s[i].ro, m->max_batch);
+        if (f > nhwc) nhwc = f;
+        users += f > 0;
+    }
+    if (users > 1) {
+        m->ro_nhwc = calloc(nhwc, sizeof(float)); /* pages committed when first used */
+        if (!m->ro_nhwc) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+        for (int i = 0; i < m->n_sessions; i++)
+            if (npred_readout_nhwc_floats(&m->s[i].ro, m->max_batch)) {
+                m->s[i].ro.nhwc = m->ro_nhwc;
+                m->s[i].ro.nhwc_floats = nhwc;
+            }
+    }
     for (int i = 0; i < m->n_sessions; i++) {
         npred_session *s = &m->s[i];
         if ((st = npred_readout_setup(&s->ro, &m->t, m->max_batch))) return st;

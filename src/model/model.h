@@ -38,6 +38,7 @@ struct npred_model {
     int in_c, in_h, in_w;
     int max_batch;
     float *dcore;         /* (B, out_c, out_h, out_w) */
+    float *ro_nhwc;       /* the Gaussian readouts' shared input copy and gradient, or NULL */
     /* state of the last forward */
     int last, B, train;
     /* the preprocessing record (JSON text, NULL if none) and its parsed form,

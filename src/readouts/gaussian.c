@@ -76,8 +76,12 @@ static gs_ws views(const npred_readout *r, int max_batch)
     gs_ws v;
     memset(&v, 0, sizeof v);
     float *p = r->ws;
-    v.xt = p, p += A16(max_batch * img);
-    v.dxt = p, p += A16(max_batch * img);
+    if (r->nhwc) {
+        v.xt = r->nhwc, v.dxt = r->nhwc + A16(max_batch * img);
+    } else {
+        v.xt = p, p += A16(max_batch * img);
+        v.dxt = p, p += A16(max_batch * img);
+    }
     v.grid = p, p += A16(pts);
     v.gpre = p, p += A16(pts);
     v.z = p, p += A16(pts);
@@ -99,11 +103,17 @@ static gs_ws views(const npred_readout *r, int max_batch)
     return v;
 }
 
+size_t npred_gaussian_nhwc_floats(const npred_readout *r, int max_batch)
+{
+    const npred_readout_config *c = &r->cfg;
+    return 2 * A16((size_t)max_batch * c->c * c->h * c->w);
+}
+
 size_t npred_gaussian_workspace(const npred_readout *r, int max_batch)
 {
     const npred_readout_config *c = &r->cfg;
     size_t img = (size_t)c->c * c->h * c->w, pts = (size_t)max_batch * c->n * 2, n = (size_t)c->n;
-    size_t s = 2 * A16(max_batch * img) + 4 * A16(pts) + 2 * A16(2 * n) + 2 * A16((size_t)nparams(r) * n * c->c);
+    size_t s = (r->nhwc ? 0 : 2 * A16(max_batch * img)) + 4 * A16(pts) + 2 * A16(2 * n) + 2 * A16((size_t)nparams(r) * n * c->c);
     for (int i = 0; i < r->n_mlp; i++) s += 2 * A16(n * r->mlp_dim[i + 1]);
     if (r->n_mlp) s += 2 * A16(n * mlp_maxw(r)) + A16(mlp_key_floats(r));
     return s;

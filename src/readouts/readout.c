@@ -130,10 +130,19 @@ npred_status npred_readout_declare(npred_readout *r, const npred_readout_config 
     return s ? npred_error_prefix(s, "readout %s", prefix) : NPRED_OK;
 }
 
+size_t npred_readout_nhwc_floats(const npred_readout *r, int max_batch)
+{
+    int g = r->cfg.type == NPRED_READOUT_FULL_GAUSSIAN2D || r->cfg.type == NPRED_READOUT_GAUSSIAN2D;
+    return g ? npred_gaussian_nhwc_floats(r, max_batch) : 0;
+}
+
 npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int max_batch)
 {
     (void)t;
     if (max_batch <= 0) return npred_errorf(NPRED_ERR_ARG, "readout %s: max_batch %d", r->prefix, max_batch);
+    if (r->nhwc && r->nhwc_floats < npred_readout_nhwc_floats(r, max_batch))
+        return npred_errorf(NPRED_ERR_ARG, "readout %s: %zu floats of input copy space, needs %zu", r->prefix,
+                            r->nhwc_floats, npred_readout_nhwc_floats(r, max_batch));
     size_t n = 0;
     switch (r->cfg.type) {
     case NPRED_READOUT_FACTORIZED: n = npred_factorized_workspace(r, max_batch); break;

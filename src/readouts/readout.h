@@ -115,6 +115,11 @@ struct npred_readout {
     /* workspace and caches (type-specific use) */
     float *ws;
     size_t ws_size;
+    /* Gaussian readouts: when set before npred_readout_setup, the channels-last copy of
+     * the input and its gradient live here (npred_readout_nhwc_floats floats, not owned)
+     * instead of in ws: a model's sessions share one (a backward is of the last forward) */
+    float *nhwc;
+    size_t nhwc_floats;
     const float *x; /* cached input of the last forward (B, c, h, w) */
     int B;
     int train;
@@ -126,6 +131,8 @@ void npred_readout_config_default(npred_readout_config *cfg, npred_readout_type 
 npred_status npred_readout_declare(npred_readout *r, const npred_readout_config *cfg, const char *prefix,
                                    npred_ptable *t);
 npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int max_batch);
+/* floats of the input copy and its gradient that r->nhwc can hold for it (0: none) */
+size_t npred_readout_nhwc_floats(const npred_readout *r, int max_batch);
 /* Initialise parameters as neuralpredictors does (mean_activity (n) or NULL -> bias 0). */
 void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng, const float *mean_activity);
 /* y (B, n) = readout(x (B, c, h, w)); shift (B, 2) or NULL; train selects sampling
@@ -183,6 +190,7 @@ npred_status npred_readout_set_source_grid(npred_readout *r, npred_ptable *t, co
 
 npred_status npred_gaussian_declare(npred_readout *r, npred_ptable *t);
 size_t npred_gaussian_workspace(const npred_readout *r, int max_batch);
+size_t npred_gaussian_nhwc_floats(const npred_readout *r, int max_batch);
 void npred_gaussian_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
 npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
                                     int B, int train, npred_rng *rng, const float *noise);
