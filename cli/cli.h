@@ -18,6 +18,7 @@ int cmd_train(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_predict_video(int argc, char **argv); /* npred predict --video (cmd_predict_video.c) */
 int cmd_eval(int argc, char **argv);
 int cmd_mei(int argc, char **argv);
 int cmd_rf(int argc, char **argv);

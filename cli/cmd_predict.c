@@ -21,7 +21,9 @@ static void help(FILE *f)
             "usage: npred predict --model MODEL --images IMAGES.npy --session KEY --out PRED.npy [options]\n"
             "       npred predict --model MODEL --raw IMAGES... [--session KEY] --out RATES.csv|.npy|-\n"
             "       npred predict --model MODEL --data SCAN --tier test|final_test --submission OUT.csv\n"
-            "                     [--ground-truth TRUTH.csv] [--dataset FILE] [--batch N]\n\n"
+            "                     [--ground-truth TRUTH.csv] [--dataset FILE] [--batch N]\n"
+            "       npred predict --video --model RUN --data SCAN (--tier T | --trials I...) --out OUT\n"
+            "                     (video models; npred predict --video --help)\n\n"
             "Eval-mode firing rates (B, n) float32 of session KEY's neurons for images (B, C, H, W)\n"
             "(or (B, H, W) for one channel) of any numeric dtype, with the model's input size.\n"
             "Images must be preprocessed as in training (normalized, scaled). PRED.npy is written\n"
@@ -290,6 +292,8 @@ static int video_submit(const char *model, const char *key, const char *pupil, c
 
 int cmd_predict(int argc, char **argv)
 {
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--video")) return cmd_predict_video(argc, argv);
     const char *model = NULL, *images = NULL, *key = NULL, *pupil = NULL, *behav = NULL, *out = NULL;
     const char *dataset = NULL, *tier = NULL, *submission = NULL, *truth = NULL, *stats = NULL;
     int batch = 0;
