@@ -10,6 +10,7 @@
  *                                                   each movie scan its whole-trial outputs for the
  *                                                   frames from 50 on: OUT/<k>_pred.npy (n, frames),
  *                                                   OUT/<k>_meta.npy [session, trial], OUT/<s>_ids.npy
+ *   pyref video-predict OUT MODEL KEY VIDEOS [PUPIL] npred_video_model_predict -> OUT/rates.npy
  *
  * JSON is the static_loaders config. Not a test program itself (no summary line). */
 #include <stdio.h>
@@ -62,6 +63,7 @@ static int sizes(void)
     printf("npred_loader_iter %zu\n", sizeof(npred_loader_iter));
     printf("npred_cycler %zu\n", sizeof(npred_cycler));
     printf("npred_model_session %zu\n", sizeof(npred_model_session));
+    printf("npred_video_model_session %zu\n", sizeof(npred_video_model_session));
     printf("npred_trainer_config %zu\n", sizeof(npred_trainer_config));
     printf("npred_trainer_batch_info %zu\n", sizeof(npred_trainer_batch_info));
     printf("npred_trainer_epoch_info %zu\n", sizeof(npred_trainer_epoch_info));
@@ -245,14 +247,50 @@ static int video(const char *out, const char *tier, char **paths, int n)
     return rc;
 }
 
+/* rates (B, T', n) of a video model for videos (B, C, T, H, W) [and pupil (B, 2, T)] */
+static int video_predict(const char *out, const char *model, const char *key, const char *videos, const char *pupil)
+{
+    npred_video_model *m = NULL;
+    npred_array v = {0}, p = {0};
+    float *x = NULL, *pc = NULL, *r = NULL;
+    int rc = 1;
+    if (npred_video_model_load(&m, model, 2) || npred_npy_read(videos, &v) || npred_array_to_f32(&v, &x) ||
+        (pupil && (npred_npy_read(pupil, &p) || npred_array_to_f32(&p, &pc)))) {
+        rc = fail("video-predict");
+        goto done;
+    }
+    if (v.ndim != 5) {
+        fprintf(stderr, "pyref: %s: expected (B, C, T, H, W)\n", videos);
+        goto done;
+    }
+    int B = (int)v.shape[0], C = (int)v.shape[1], T = (int)v.shape[2], H = (int)v.shape[3], W = (int)v.shape[4];
+    int si = npred_video_model_session_index(m, key), T1 = npred_video_model_output_frames(m, T);
+    int n = npred_video_model_session_neurons(m, si);
+    if (!(r = malloc(sizeof(float) * (size_t)B * (T1 ? T1 : 1) * (n ? n : 1))) ||
+        npred_video_model_predict(m, key, x, B, C, T, H, W, pc, r)) {
+        rc = fail("video-predict");
+        goto done;
+    }
+    rc = save(out, "rates", NPRED_DT_F32, 4, r, 3, (const int64_t[]){B, T1, n});
+done:
+    npred_array_free(&v);
+    npred_array_free(&p);
+    free(x), free(pc), free(r);
+    npred_video_model_free(m);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "sizes")) return sizes();
     if (argc >= 8 && !strcmp(argv[1], "batches")) return batches(argv[2], argv[3], argv[4], argv[5], argv[6], argv + 7,
                                                                  argc - 7);
+    if ((argc == 6 || argc == 7) && !strcmp(argv[1], "video-predict"))
+        return video_predict(argv[2], argv[3], argv[4], argv[5], argc == 7 ? argv[6] : NULL);
     if (argc >= 7 && !strcmp(argv[1], "eval")) return eval(argv[2], argv[3], argv[4], argv[5], argv + 6, argc - 6);
     if (argc >= 5 && !strcmp(argv[1], "video")) return video(argv[2], argv[3], argv + 4, argc - 4);
     fprintf(stderr, "usage: pyref sizes | batches OUT iter|cycle TIER SEED JSON PATH... | "
-                    "eval OUT MODEL TIER JSON PATH... | video OUT TIER PATH...\n");
+                    "eval OUT MODEL TIER JSON PATH... | video OUT TIER PATH... | "
+                    "video-predict OUT MODEL KEY VIDEOS [PUPIL]\n");
     return 2;
 }

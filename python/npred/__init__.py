@@ -13,9 +13,10 @@ from ._lib import (ArgumentError, ConfigError, Error, FileError, FormatError, In
                    thread_count as threads, version as __version__)
 from .data import Batch, Dataset, Loaders
 from .model import Model
+from .video_model import VideoModel
 from .insilico import mei, rf, tuning
 from .train import Evaluation, TrainResult, evaluate, simulate, train
-from .video_stream import Stream, VideoModel
+from .video_stream import Stream
 
 TIERS = ("train", "validation", "test", "final_test")
 
