@@ -85,8 +85,9 @@ ifeq ($(MPI_MODE),mpi)
 # programs that may run under mpirun link the MPI backend and enable it
 MPI_LIBS   := $(BUILD)/libnpred_mpi.a
 MPI_TARGETS := $(BUILD)/libnpred_mpi.a $(BUILD)/libnpred_mpi.so
-MPI_USERS  := $(BUILD)/npred $(BUILD)/tests/test_dist $(BUILD)/bench/bench_dist
-MPI_USER_OBJ := $(BUILD)/obj/cli/cmd_train.o $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/bench/bench_dist.o
+MPI_USERS  := $(BUILD)/npred $(BUILD)/tests/test_dist $(BUILD)/tests/test_video_dist $(BUILD)/bench/bench_dist
+MPI_USER_OBJ := $(BUILD)/obj/cli/cmd_train.o $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/tests/test_video_dist.o \
+                $(BUILD)/obj/bench/bench_dist.o
 $(MPI_USER_OBJ): CFLAGS += -DNPRED_HAVE_MPI
 $(MPI_OBJ): CFLAGS += $(MPI_CFLAGS)
 endif
@@ -127,7 +128,8 @@ $(BUILD)/ldflags.stamp: FORCE
 $(BUILD)/mpi.mode: FORCE
 	@mkdir -p $(dir $@)
 	@echo "$(MPI_MODE)" | cmp -s - $@ || echo "$(MPI_MODE)" > $@
-$(BUILD)/obj/cli/cmd_train.o $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/bench/bench_dist.o: $(BUILD)/mpi.mode
+$(BUILD)/obj/cli/cmd_train.o $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/tests/test_video_dist.o \
+    $(BUILD)/obj/bench/bench_dist.o: $(BUILD)/mpi.mode
 FORCE:
 
 $(BUILD)/libnpred.a: $(LIB_OBJ)
@@ -173,7 +175,7 @@ $(BUILD)/tests/fault_shim.so: tests/fault_shim.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -O2 -fPIC -shared -o $@ $< -ldl
 
-$(BUILD)/tests/test_dist: $(BUILD)/obj/tests/test_dist.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(MPI_LIBS) $(BUILD)/ldflags.stamp
+$(BUILD)/tests/test_dist $(BUILD)/tests/test_video_dist: $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/harness.o $(BUILD)/libnpred.a $(MPI_LIBS) $(BUILD)/ldflags.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(BUILD)/obj/tests/harness.o $(MPI_LIBS) $(BUILD)/libnpred.a $(LDLIBS) $(MPI_LDLIBS)
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/batchnorm_sync.h"
 #include "npred/dist.h"
 #include "train/video_scores.h"
 
@@ -51,6 +52,7 @@ void npred_video_trainer_free(npred_video_trainer *t)
     npred_adam_free(&t->adam);
     free(t->best_data), free(t->best_buf);
     free(t->model_meta), free(t->run_dir), free(t->log);
+    if (t->owns_bn_sync) npred_batchnorm_set_sync(NULL, NULL);
     free(t);
 }
 
@@ -452,10 +454,27 @@ uint64_t npred_video_loaders_fingerprint(const npred_video_loaders *L)
     return h;
 }
 
-npred_status npred_video_trainer_set_dist(npred_video_trainer *t)
+static npred_status bn_sync(void *user, double *x, size_t n)
+{
+    (void)user;
+    return npred_dist_allreduce_f64(x, n);
+}
+
+npred_status npred_video_trainer_set_dist(npred_video_trainer *t, int sync_bn)
 {
     const int K = npred_dist_size(), r = npred_dist_rank();
     if (K <= 1) return NPRED_OK;
+    for (int s = 0; sync_bn && s < t->ns; s++) {
+        /* every rank needs a non-empty part of every global batch */
+        npred_video_session_info si;
+        npred_video_loaders_session(t->L, (size_t)s, &si);
+        int64_t N = si.tier_n[npred_video_loaders_tier(t->L, (size_t)s, "train")], bs = t->batch_size;
+        int64_t last = N % bs, smallest = N < bs ? N : last ? last : bs;
+        if (smallest < K)
+            return npred_errorf(NPRED_ERR_ARG, "video trainer: synchronised BatchNorm over %d ranks needs at least %d "
+                                "clips in every batch; session %s has %lld train clips in batches of %lld (smallest "
+                                "%lld)", K, K, si.data_key, (long long)N, (long long)bs, (long long)smallest);
+    }
     /* the same data and settings everywhere, checked before anything is trained */
     uint64_t mine[3] = {t->fingerprint, (uint64_t)t->t->n_params, (uint64_t)t->batch_size}, r0[3];
     memcpy(r0, mine, sizeof r0);
@@ -474,5 +493,9 @@ npred_status npred_video_trainer_set_dist(npred_video_trainer *t)
     if (st) return npred_error_prefix(st, "video trainer: initial broadcast");
     t->rank = r;
     t->nranks = K;
+    if (sync_bn) {
+        npred_batchnorm_set_sync(bn_sync, NULL);
+        t->owns_bn_sync = 1;
+    }
     return NPRED_OK;
 }

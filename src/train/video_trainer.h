@@ -92,8 +92,10 @@ void npred_video_trainer_set_callbacks(npred_video_trainer *t, const npred_train
 void npred_video_trainer_set_saver(npred_video_trainer *t, npred_video_model_saver fn, void *user,
                                    const char *model_meta_json);
 /* Data parallel over the ranks of src/dist (no effect with one rank). Errors before
- * anything is trained when the ranks' datasets or configurations differ. */
-npred_status npred_video_trainer_set_dist(npred_video_trainer *t);
+ * anything is trained when the ranks' datasets or configurations differ. sync_bn:
+ * synchronised BatchNorm (kernels/batchnorm_sync.h: the global batch's statistics;
+ * every rank's part of every batch must then be non-empty), else per rank as DDP. */
+npred_status npred_video_trainer_set_dist(npred_video_trainer *t, int sync_bn);
 npred_status npred_video_trainer_set_run_dir(npred_video_trainer *t, const char *dir, const char *config_json);
 npred_status npred_video_trainer_resume(npred_video_trainer *t, const char *state_path);
 npred_status npred_video_trainer_run(npred_video_trainer *t, npred_trainer_result *res);

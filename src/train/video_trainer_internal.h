@@ -47,6 +47,7 @@ struct npred_video_trainer {
     int64_t epoch_batches;
     int pending_row;
     int rank, nranks;
+    int owns_bn_sync;             /* this trainer installed the BatchNorm sync hook */
 };
 
 /* video_trainer.c: the shared loop's view of the trainer */
