@@ -8,10 +8,17 @@
  *   - the Factorized3dCore of the kit's factorised benchmark with hidden_channels 32 in
  *     every layer (43faede takes one value; the kit writes [32, 64, 128]), kernels 11x11/11
  *     and 5x5/5, 3 layers, on clips of 2 x 3 x 40 frames: forward (train) and
- *     forward + backward in clips/s.
+ *     forward + backward in clips/s;
+ *   - one training step of the GRU benchmark as the kit trains it (batch 8 clips of 80
+ *     frames, 3 channels, 36 x 64, 8,000 neurons): train forward, the kit's loss
+ *     (npred_video_poisson_loss against the last T' response frames, loss scale), backward,
+ *     the regularizers, one AdamW step; seconds per step (summary key
+ *     video_gru_train_step_s; about 6 GB of memory). NPRED_BENCH_VIDEO_BATCH / _FRAMES
+ *     shrink it (then nothing is recorded); NPRED_BENCH_VIDEO_ONLY=train runs it alone.
  * Parameters are random (values do not change the work). The machine is shared and
  * small: quote the load average with any number. */
 #include <cJSON.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +28,8 @@
 #include "bench_check.h"
 #include "bench_report.h"
 #include "model/video_encoder.h"
+#include "train/adam.h"
+#include "train/video_trainer.h"
 
 static double now(void)
 {
@@ -169,11 +178,72 @@ static void bench_factorized(void)
     npred_ptable_free(&t);
 }
 
+static int env_int(const char *name, int dflt)
+{
+    const char *v = getenv(name);
+    return v && atoi(v) > 0 ? atoi(v) : dflt;
+}
+
+static void bench_train_step(void)
+{
+    cJSON *j = cJSON_Parse(gru_model);
+    npred_video_encoder_config cfg;
+    BENCH_OK(npred_video_encoder_config_from_cjson(&cfg, j, "bench"));
+    cJSON_Delete(j);
+    const char *key = "s";
+    int n = 8000, B = env_int("NPRED_BENCH_VIDEO_BATCH", 8), T = env_int("NPRED_BENCH_VIDEO_FRAMES", 80);
+    npred_video_encoder e;
+    BENCH_OK(npred_video_encoder_create(&e, &cfg, 3, T, 36, 64, 1, &key, &n, B));
+    npred_rng rng;
+    npred_rng_seed(&rng, 7);
+    fill(&e.t, &rng);
+    int T1 = e.out_t;
+    size_t nv = (size_t)B * 3 * T * 36 * 64, nr = (size_t)B * n * T, no = (size_t)B * T1 * n;
+    float *videos = malloc(nv * sizeof *videos), *resp = malloc(nr * sizeof *resp), *dout = malloc(no * sizeof *dout);
+    float *pupil = malloc((size_t)B * 2 * T * sizeof *pupil);
+    if (!videos || !resp || !dout || !pupil) {
+        fprintf(stderr, "bench_video: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < nv; i++) videos[i] = (float)npred_rng_normal(&rng);
+    for (size_t i = 0; i < nr; i++) resp[i] = (float)npred_rng_uniform(&rng) * 2.0f;
+    for (int i = 0; i < B * 2 * T; i++) pupil[i] = (float)(0.1 * npred_rng_normal(&rng));
+    npred_adam adam;
+    npred_adam_params ap = npred_adam_default_params();
+    ap.lr = 0.005, ap.weight_decay = 0.01, ap.decoupled = 1;
+    BENCH_OK(npred_adam_init(&adam, e.t.n_params, &ap));
+    /* the first step (page faults, caches) is measured too when no second one fits in 20 s */
+    double scale = sqrt(700.0 / B), first = 0, best = 1e30, t0 = now();
+    int steps = 0;
+    while (steps < 1 || (now() - t0 < 20.0 && steps < 5)) {
+        double a = now(), v = 0, cs, ct, cr;
+        npred_ptable_zero_grad(&e.t);
+        BENCH_OK(npred_video_encoder_forward(&e, 0, videos, pupil, B, 1, &rng, NULL, NULL));
+        BENCH_OK(npred_video_poisson_loss(&v, dout, e.out, resp, B, T1, n, T, scale));
+        BENCH_OK(npred_video_encoder_backward(&e, dout, NULL, NULL));
+        BENCH_OK(npred_video_encoder_regularizer(&e, 0, 1.0, &cs, &ct, &cr));
+        BENCH_OK(npred_adam_step(&adam, e.t.data, e.t.grad));
+        double d = now() - a;
+        if (!steps) first = d;
+        else if (d < best) best = d;
+        steps++;
+    }
+    if (steps == 1) best = first;
+    printf("GRU benchmark train step, %d x %d frames x 36x64, 8000 neurons: %.2f s (%s; %.2f clips/s)\n", B, T, best,
+           steps > 1 ? "best after a warm-up step" : "one step", B / best);
+    if (B == 8 && T == 80) bench_record("video_gru_train_step_s", best, omp_get_max_threads());
+    npred_adam_free(&adam);
+    free(videos), free(resp), free(dout), free(pupil);
+    npred_video_encoder_free(&e);
+}
+
 int main(void)
 {
     bench_report_init("video");
     printf("threads: %d\n", omp_get_max_threads());
-    bench_stream();
-    bench_factorized();
+    const char *only = getenv("NPRED_BENCH_VIDEO_ONLY"); /* "stream", "factorized" or "train": that part alone */
+    if (!only || !strcmp(only, "stream")) bench_stream();
+    if (!only || !strcmp(only, "factorized")) bench_factorized();
+    if (!only || !strcmp(only, "train")) bench_train_step();
     return 0;
 }

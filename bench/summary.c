@@ -66,6 +66,8 @@ static const figure FIGS[] = {
     {"stream_push_ms", "stream: one push of that encoder, median", "ms", TIME_MS, 0, NAN, NAN, STREAM_GRU_FRAME},
     {"stream_push_ms_p99", "stream: one push of that encoder, 99th percentile", "ms", TIME_MS, 0, NAN, NAN,
      STREAM_GRU_FRAME},
+    {"video_gru_train_step_s", "video train step, GRU benchmark, 8 x 80 frames 36x64, 8,000 neurons", "s", TIME_S, 0,
+     NAN, NAN, 0},
 };
 enum { NFIGS = sizeof FIGS / sizeof FIGS[0] };
 

@@ -38,7 +38,7 @@ static int make_trainer(npred_video_trainer **t, setup *S, const char *json)
     npred_video_trainer_config c;
     npred_video_trainer_config_init(&c);
     return CHECK_OK(npred_video_trainer_config_parse(&c, json, "trainer.json")) &&
-           CHECK_OK(npred_video_trainer_create(t, &S->e, S->L, &c, 5));
+           CHECK_OK(npred_video_trainer_create_encoder(t, &S->e, S->L, &c, 5));
 }
 
 /* the gradient of one fixed batch of session 0 (all 5 train clips, fixed offsets and

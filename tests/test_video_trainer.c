@@ -35,7 +35,7 @@ static int make_trainer(npred_video_trainer **t, setup *S, const char *json)
     npred_video_trainer_config c;
     npred_video_trainer_config_init(&c);
     if (!CHECK_OK(npred_video_trainer_config_parse(&c, json, "trainer.json"))) return 0;
-    return CHECK_OK(npred_video_trainer_create(t, &S->e, S->L, &c, 5));
+    return CHECK_OK(npred_video_trainer_create_encoder(t, &S->e, S->L, &c, 5));
 }
 
 /* ---------------------------------------------------------------- one step */
@@ -327,7 +327,7 @@ static void test_config(void)
                                                      NULL, NULL)) &&
             CHECK_OK(npred_video_loaders_open(&L2, &path, 1, &lc))) {
             npred_video_trainer_config_init(&c);
-            npred_status st = npred_video_trainer_create(&t, &S.e, L2, &c, 1);
+            npred_status st = npred_video_trainer_create_encoder(&t, &S.e, L2, &c, 1);
             CHECK(st == NPRED_ERR_ARG && strstr(npred_last_error(), "to_cut"), "whole trials refused: %s",
                   npred_last_error());
         }

@@ -100,9 +100,9 @@ static npred_status check_session(npred_video_trainer *t, int s, int *val_n)
     return NPRED_OK;
 }
 
-npred_status npred_video_trainer_create(npred_video_trainer **out, npred_video_encoder *e,
-                                        const npred_video_loaders *L, const npred_video_trainer_config *c,
-                                        uint64_t seed)
+npred_status npred_video_trainer_create_encoder(npred_video_trainer **out, npred_video_encoder *e,
+                                                const npred_video_loaders *L, const npred_video_trainer_config *c,
+                                                uint64_t seed)
 {
     *out = NULL;
     npred_video_trainer *t = calloc(1, sizeof *t);
