@@ -19,6 +19,7 @@
 #include "npred/video_stream.h"
 #include "npred/model.h"
 #include "npred/train.h"
+#include "npred/video_train.h"
 #include "npred/eval.h"
 #include "npred/metrics.h"
 #include "npred/simulate.h"
