@@ -26,7 +26,7 @@ PUBLIC = {
     "npy.h": "data", "data.h": "data", "video.h": "data", "simulate.h": "data",
     "dist.h": "dist", "mpi.h": "mpi",
     "model.h": "model", "preprocess.h": "model", "video_model.h": "model", "video_stream.h": "model",
-    "train.h": "train", "eval.h": "train", "metrics.h": "train",
+    "train.h": "train", "video_train.h": "train", "eval.h": "train", "metrics.h": "train",
     "report.h": "viz", "results.h": "results", "video_eval.h": "results", "insilico.h": "insilico",
     "npred.h": "api",
 }

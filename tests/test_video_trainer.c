@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cJSON.h>
@@ -20,7 +22,7 @@
 #include "train/video_trainer.h"
 #include "video_setup.h"
 
-static char g_dir[512], g_copy[600];
+static char g_dir[512], g_copy[600], g_self[1024];
 
 static const char *LOADER = "{\"batch_size\": 2, \"frames\": 51}";
 
@@ -115,6 +117,7 @@ typedef struct {
     int64_t batches;
     volatile sig_atomic_t *stop;
     int64_t stop_at;           /* set stop after this many batches (0: never) */
+    int64_t kill_at;           /* SIGKILL this process after this many batches (0: never) */
 } run_log;
 
 static void on_epoch(void *user, const npred_trainer_epoch_info *ei)
@@ -131,6 +134,7 @@ static void on_batch(void *user, const npred_trainer_batch_info *bi)
     run_log *r = user;
     (void)bi;
     if (++r->batches == r->stop_at && r->stop) *r->stop = 1;
+    if (r->batches == r->kill_at) raise(SIGKILL);
 }
 
 /* train from a fresh model; params (n_params floats) receive the final parameters */
@@ -206,13 +210,14 @@ static void strip_seconds(char *s)
     *w = 0;
 }
 
+static const char *RESUME_JSON;
+
 static void test_resume(void)
 {
     char d1[700], d2[700], p[800];
     snprintf(d1, sizeof d1, "%s/full", g_dir);
     snprintf(d2, sizeof d2, "%s/cut", g_dir);
-    const char *json = "{\"max_iter\": 5, \"lr_init\": 0.01, \"patience\": 10, \"seed\": 9, \"chpt_save_step\": 2,"
-                       " \"checkpoint_save_path\": \"ckpt/\"}";
+    const char *json = RESUME_JSON;
     run_log a = {0};
     float *pa = NULL, *pb = NULL;
     size_t na = 0, nb = 0;
@@ -250,6 +255,27 @@ static void test_resume(void)
     CHECK(stat(p, &sb) == 0, "final checkpoint");
     snprintf(p, sizeof p, "%s/ckpt/epoch_2.safetensors", d1);
     CHECK(stat(p, &sb) != 0, "epoch checkpoints removed at the end (as the kit)");
+    /* killed (SIGKILL: no clean-up) in epoch 2, resumed and killed again in epoch 5, resumed to the end */
+    char d3[700];
+    snprintf(d3, sizeof d3, "%s/killed", g_dir);
+    static const int64_t kills[2] = {9, 23};
+    for (int k = 0; k < 2; k++) {
+        /* a fresh process of this program (NPRED_TEST_VTRAIN_KILL: see main) */
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "NPRED_TEST_VTRAIN_KILL=%lld NPRED_TEST_VTRAIN_DIR='%s' NPRED_TEST_VTRAIN_RESUME=%d "
+                 "NPRED_TEST_VTRAIN_COPY='%s' '%s' > /dev/null 2>&1", (long long)kills[k], d3, k > 0, g_copy, g_self);
+        int ws = system(cmd);
+        CHECK(WIFSIGNALED(ws) || (WIFEXITED(ws) && WEXITSTATUS(ws) == 128 + SIGKILL),
+              "the training process was killed (status %d)", ws);
+    }
+    run_log kr = {0};
+    float *pk = NULL;
+    size_t nk = 0;
+    npred_trainer_result rk;
+    CHECK_OK(train_run(json, 5, d3, 1, &kr, &pk, &nk, &rk));
+    CHECK(pa && pk && na == nk && !memcmp(pa, pk, na * sizeof *pa) && ra.score == rk.score,
+          "killed twice and resumed = uninterrupted run, bit for bit");
+    free(pk);
     /* the state of another data set is refused */
     setup S;
     npred_video_trainer *t = NULL;
@@ -338,8 +364,33 @@ static void test_config(void)
     free_setup(&S);
 }
 
-int main(void)
+static const char *RESUME_JSON = "{\"max_iter\": 5, \"lr_init\": 0.01, \"patience\": 10, \"seed\": 9, "
+                                  "\"chpt_save_step\": 2, \"checkpoint_save_path\": \"ckpt/\"}";
+
+/* NPRED_TEST_VTRAIN_KILL=N: train in NPRED_TEST_VTRAIN_DIR (resuming with _RESUME=1) and
+ * SIGKILL this process after N batches */
+static int kill_role(const char *n)
 {
+    const char *dir = getenv("NPRED_TEST_VTRAIN_DIR"), *res = getenv("NPRED_TEST_VTRAIN_RESUME"),
+               *copy = getenv("NPRED_TEST_VTRAIN_COPY");
+    if (!dir || !copy) return 2;
+    snprintf(g_copy, sizeof g_copy, "%s", copy);
+    run_log kl = {0};
+    kl.kill_at = atoll(n);
+    float *pk = NULL;
+    size_t nk = 0;
+    npred_trainer_result rk;
+    train_run(RESUME_JSON, 1, dir, res && *res == '1', &kl, &pk, &nk, &rk);
+    free(pk);
+    return 3; /* not reached: killed */
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    const char *kill_n = getenv("NPRED_TEST_VTRAIN_KILL");
+    if (kill_n) return kill_role(kill_n);
+    if (!realpath(argv[0], g_self)) snprintf(g_self, sizeof g_self, "%s", argv[0]);
     snprintf(g_dir, sizeof g_dir, "%s/npred_vtrain_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(g_dir)) {
         fprintf(stderr, "cannot make a temporary folder\n");
