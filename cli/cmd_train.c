@@ -22,6 +22,8 @@
 #include "npred/data.h"
 #include "npred/model.h"
 #include "npred/train.h"
+#include "npred/video.h"
+#include "train_video.h"
 
 #define DEFAULT_SEED 42
 
@@ -60,7 +62,12 @@ static void help(FILE *f)
             "           --model configs/sensorium_sota.json --trainer configs/trainer.json \\\n"
             "           --dataset configs/dataset_sensorium.json --out runs/sota\n\n"
             "Data-parallel (a build with MPI): mpirun -np K npred train ... (same flags) splits every batch\n"
-            "across K ranks and sums the gradients; rank 0 writes the run folder. See docs/distributed.md.\n",
+            "across K ranks and sums the gradients; rank 0 writes the run folder. See docs/distributed.md.\n\n"
+            "SENSORIUM 2023 movie scans (--data folders or .zip with data/videos): the 2023 kit's video\n"
+            "training instead (docs/video.md): --model holds make_video_model arguments, --dataset the\n"
+            "mouse_video_loader arguments (required: batch_size, frames), --trainer the kit's video\n"
+            "standard_trainer arguments (AdamW, validation correlation on the 'oracle' tier); the same\n"
+            "run folder, --resume, --seed, --threads, --max-iter and --sync-bn (not --init-core).\n",
             DEFAULT_SEED);
 }
 
@@ -83,7 +90,8 @@ static void on_sigterm(int sig)
     _exit(128 + sig);
 }
 
-/* Test hook: NPRED_TEST_KILL_RANK="R:E" kills rank R (SIGKILL) when epoch E ends. */
+/* Test hook: NPRED_TEST_KILL_RANK="R:E" kills rank R (SIGKILL) when epoch E ends (rank 0
+ * is the only process of a run without MPI). */
 static int kill_rank = -1;
 static long long kill_epoch = -1;
 
@@ -297,8 +305,6 @@ int cmd_train(int argc, char **argv)
             free(data);
             return cli_fail(ds, "MPI");
         }
-        const char *kr = getenv("NPRED_TEST_KILL_RANK");
-        if (kr && sscanf(kr, "%d:%lld", &kill_rank, &kill_epoch) != 2) kill_rank = -1;
         if (npred_dist_size() > 1) signal(SIGTERM, on_sigterm);
         /* rank 0 alone reports progress */
         if (npred_dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) {
@@ -306,6 +312,8 @@ int cmd_train(int argc, char **argv)
         }
     }
     const int nranks = npred_dist_size(), rank = npred_dist_rank();
+    const char *kr = getenv("NPRED_TEST_KILL_RANK"); /* test hook, also for single-process runs (rank 0) */
+    if (kr && sscanf(kr, "%d:%lld", &kill_rank, &kill_epoch) != 2) kill_rank = -1;
 
     /* settings: command line, else (with --resume) the run's config.json */
     cJSON *saved = NULL, *jmodel = NULL, *jtrainer = NULL, *jdataset = NULL;
@@ -346,6 +354,32 @@ int cmd_train(int argc, char **argv)
         cJSON_ArrayForEach(e, d) if (cJSON_IsString(e)) data[n_data++] = e->valuestring;
         if (seed < 0 && cJSON_IsNumber(cJSON_GetObjectItem(saved, "seed")))
             seed = (long long)cJSON_GetObjectItem(saved, "seed")->valuedouble;
+    }
+
+    /* SENSORIUM 2023 movie scans: the kit's video training (cli/train_video.c) */
+    const cJSON *kind = saved ? cJSON_GetObjectItem(saved, "kind") : NULL;
+    int video = n_data ? npred_video_is_scan(data[0]) : cJSON_IsString(kind) && !strcmp(kind->valuestring, "video");
+    for (size_t i = 1; video && i < n_data; i++)
+        if (!npred_video_is_scan(data[i])) {
+            rc = cli_usage_error("train", "%s is not a movie scan but %s is: one run trains on one kind of data",
+                                 data[i], data[0]);
+            goto out;
+        }
+    if (video) {
+        if (init_core) {
+            rc = cli_usage_error("train", "--init-core is for static (image) models, not for movie scans");
+            goto out;
+        }
+        progress vp = {rank == 0 && isatty(STDERR_FILENO), 1};
+        train_video_args va = {data, n_data, jmodel, jtrainer, cfg_where_dataset ? jdataset : NULL, cfg_where_model,
+                               cfg_where_trainer, cfg_where_dataset, out, seed, max_iter, resume, sync_bn,
+                               {on_batch, on_epoch, on_message, &vp, &stop_flag}, print_section};
+        stop_flag = 0;
+        signal(SIGINT, on_sigint);
+        rc = train_video(&va);
+        signal(SIGINT, SIG_DFL);
+        if (vp.tty) fprintf(stderr, "\r%*s\r", 90, "");
+        goto out;
     }
 
     /* parse everything before the slow parts, so bad keys fail at once */

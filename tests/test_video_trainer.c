@@ -19,6 +19,7 @@
 
 #include "harness.h"
 #include "model/video_encoder.h"
+#include "npred/video_model.h"
 #include "train/video_trainer.h"
 #include "video_setup.h"
 
@@ -307,6 +308,83 @@ static void test_early_stopping(void)
     free(pa);
 }
 
+/* npred train on a movie scan: the run folder; killed (SIGKILL) at the end of epoch 2 and
+ * --resume'd, the same model.safetensors byte for byte as the uninterrupted run; the
+ * trained model loads and predicts through the public API */
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return 0;
+    fputs(text, f);
+    return fclose(f) == 0;
+}
+
+static int npred_cmd(const char *env, const char *args, const char *log)
+{
+    const char *bin = getenv("NPRED_BIN") ? getenv("NPRED_BIN") : "./build/npred";
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s OMP_NUM_THREADS=1 %s train %s > %s/%s 2>&1", env, bin, args, g_dir, log);
+    int ws = system(cmd);
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + (WIFSIGNALED(ws) ? WTERMSIG(ws) : 0);
+}
+
+static void test_cli(void)
+{
+    char mp[700], tp[700], lp[700], args[4096], p[800];
+    snprintf(mp, sizeof mp, "%s/model.json", g_dir);
+    snprintf(tp, sizeof tp, "%s/trainer.json", g_dir);
+    snprintf(lp, sizeof lp, "%s/loader.json", g_dir);
+    if (!CHECK(write_file(mp, MODEL_JSON) && write_file(lp, LOADER) &&
+                   write_file(tp, "{\"max_iter\": 4, \"lr_init\": 0.01, \"use_wandb\": false, \"chpt_save_step\": 2}"),
+               "config files"))
+        return;
+    const char *runs[2] = {"cli_a", "cli_b"};
+    for (int r = 0; r < 2; r++) {
+        snprintf(args, sizeof args, "--data %s %s --model %s --trainer %s --dataset %s --out %s/%s", SCAN, g_copy, mp, tp,
+                 lp, g_dir, runs[r]);
+        int rc = npred_cmd(r ? "NPRED_TEST_KILL_RANK=0:2" : "", args, r ? "cli_b.log" : "cli_a.log");
+        CHECK(r ? rc == 128 + SIGKILL || rc == 137 : rc == 0, "npred train %s: rc %d (see %s/%s.log)", runs[r], rc, g_dir,
+              runs[r]);
+    }
+    snprintf(args, sizeof args, "--out %s/cli_b --resume", g_dir);
+    int rc = npred_cmd("", args, "cli_b2.log");
+    CHECK(rc == 0, "npred train --resume: rc %d (see %s/cli_b2.log)", rc, g_dir);
+    char *ma, *mb;
+    snprintf(p, sizeof p, "%s/cli_a/model.safetensors", g_dir);
+    ma = slurp(p);
+    snprintf(p, sizeof p, "%s/cli_b/model.safetensors", g_dir);
+    mb = slurp(p);
+    size_t la = 0, lb = 0;
+    struct stat sa, sb2;
+    snprintf(p, sizeof p, "%s/cli_a/model.safetensors", g_dir);
+    if (!stat(p, &sa)) la = (size_t)sa.st_size;
+    snprintf(p, sizeof p, "%s/cli_b/model.safetensors", g_dir);
+    if (!stat(p, &sb2)) lb = (size_t)sb2.st_size;
+    CHECK(ma && mb && la > 1000 && la == lb && !memcmp(ma, mb, la),
+          "killed at epoch 2 and resumed: model.safetensors equals the uninterrupted run's (%zu, %zu bytes)", la, lb);
+    free(ma), free(mb);
+    snprintf(p, sizeof p, "%s/cli_a/local/final.safetensors", g_dir);
+    CHECK(stat(p, &sa) == 0, "the kit's final checkpoint");
+    /* the model predicts through the public API */
+    snprintf(p, sizeof p, "%s/cli_a", g_dir);
+    npred_video_model *m = NULL;
+    if (CHECK_OK(npred_video_model_load(&m, p, 1))) {
+        int T = 10, T1 = npred_video_model_output_frames(m, T), n = npred_video_model_session_neurons(m, 0);
+        float *v = calloc((size_t)3 * T * 12 * 16, sizeof *v), *pc = calloc((size_t)2 * T, sizeof *pc),
+              *out = malloc((size_t)T1 * n * sizeof *out);
+        int ok = v && pc && out && T1 == 6 && n == 10 &&
+                 CHECK_OK(npred_video_model_predict(m, npred_video_model_session_key(m, 0), v, 1, 3, T, 12, 16, pc, out));
+        for (int i = 0; ok && i < T1 * n; i++) ok &= out[i] > 0 && isfinite(out[i]);
+        CHECK(ok, "positive finite rates from the trained model (T' %d, n %d)", T1, n);
+        free(v), free(pc), free(out);
+    }
+    npred_video_model_free(m);
+    /* a static option on movie scans is an error */
+    snprintf(args, sizeof args, "--data %s --model %s --trainer %s --dataset %s --out %s/cli_c --init-core %s/cli_a", SCAN,
+             mp, tp, lp, g_dir, g_dir);
+    CHECK(npred_cmd("", args, "cli_c.log") == 2, "--init-core on movie scans is a usage error");
+}
+
 static void expect_error(const char *json, const char *needle)
 {
     npred_video_trainer_config c;
@@ -407,6 +485,7 @@ int main(int argc, char **argv)
         RUN(test_loss_decreases_and_bits);
         RUN(test_resume);
         RUN(test_early_stopping);
+        RUN(test_cli);
     }
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);

@@ -1,6 +1,13 @@
 /* npred video training: the SENSORIUM 2023 kit's standard_trainer
  * (sensorium/training/video_training_loop.py, on neuralpredictors 43faede) for an
- * video model on movie loaders (docs/video.md, "Training").
+ * npred_video_model on movie loaders (docs/video.md, "Training").
+ *
+ *   npred_video_loaders *L;  npred_video_model *m;  npred_video_trainer *t;
+ *   npred_video_loaders_open(&L, paths, n, &loader_config);
+ *   npred_video_trainer_model_create(&m, L, model_json, "model.json");
+ *   npred_video_trainer_create(&t, m, L, &trainer_config, seed);
+ *   npred_video_trainer_set_run_dir(t, "run/", config_json);
+ *   npred_video_trainer_run(t, &result);        // m holds the best model after it
  *
  * Per batch: loss_scale * PoissonNLLLoss(log_input=False, eps=1e-8, sum) of the
  * model's output frames against the LAST T' response frames, loss_scale =
@@ -18,6 +25,7 @@
 #include "npred/base.h"
 #include "npred/train.h"
 #include "npred/video.h"
+#include "npred/video_model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,6 +58,19 @@ NPRED_API char *npred_video_trainer_config_json(const npred_video_trainer_config
 
 typedef struct npred_video_trainer npred_video_trainer;
 
+/* make_video_model for the sessions of L (data keys, neuron counts,
+ * cell_motor_coordinates, the clips' channels and frame size; the readout biases
+ * from the mean over clips and frames of each session's first training batch, as the
+ * kit; that batch is drawn from an rng seeded with the config's seed), max_batch =
+ * the loaders' batch_size. */
+NPRED_API npred_status npred_video_trainer_model_create(npred_video_model **out, const npred_video_loaders *L,
+                                                        const char *config_json, const char *where);
+/* A trainer for model m on loaders L (the "train" and "oracle" tiers of every session;
+ * clips of the loaders' `frames`). seed seeds the rng unless c->base.seed_set. m and L
+ * must outlive the trainer; m holds the trained (best) model after a run. */
+NPRED_API npred_status npred_video_trainer_create(npred_video_trainer **out, npred_video_model *m,
+                                                  const npred_video_loaders *L, const npred_video_trainer_config *c,
+                                                  uint64_t seed);
 NPRED_API void npred_video_trainer_free(npred_video_trainer *t);
 NPRED_API void npred_video_trainer_set_callbacks(npred_video_trainer *t, const npred_trainer_callbacks *cb);
 /* Data parallel over the ranks of npred/dist.h (no effect with one rank): every rank
