@@ -845,7 +845,7 @@ static void test_cli(void)
     int rc = run(&out, args);
     CHECK(rc == 0, "npred %s: exit %d\n%s", args, rc, out ? out : "");
     free(out);
-    char zip[800], tree[256], dir[512];
+    char zip[800], tree[256], dir[800];
     npred_vsim_params p = npred_vsim_default_params();
     npred_vsim_tree_name(&p, 0, tree, sizeof tree);
     snprintf(zip, sizeof zip, "%s/cli/%s.zip", base, tree);
