@@ -13,6 +13,8 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
 
 #define AVX512 __attribute__((target("avx512f")))
 #define INL static inline __attribute__((always_inline))
@@ -279,4 +281,211 @@ void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const flo
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, l, n, 1.0f, a, (int)lda, b, (int)ldb, 1.0f, c,
                 (int)ldc);
+}
+
+/* ---------------------------------------------------------------- bf16
+ *
+ * C = [C +] round_bf16(A) . round_bf16(B) with fp32 accumulation (vdpbf16ps: per
+ * fp32 lane, the products of a pair of bf16 values along k are added to the
+ * lane). The operands are packed per block into pairs (element 2t in the low
+ * half of a 32-bit word, 2t + 1 in the high half; an odd last element pairs with
+ * zero), rounded to nearest even by the conversion instructions (masked loads for
+ * every tail, so every value goes through the same instruction):
+ *   A block: BF_MC rows x BF_KP pairs, as 32-bit words, row-major when A is
+ *            (pairs are adjacent floats) or pair-major when A is transposed
+ *            (pairs come from two rows of the stored matrix);
+ *   B panel: BF_KP pairs x up to 64 columns, 16-word vectors along the columns.
+ * The micro-kernel is the fp32 one's: 8 rows x 3 vectors or 6 rows x 4 vectors of
+ * accumulators, one broadcast pair of A per row and pair index. k is cut into
+ * chunks of 2 BF_KP; C is stored in fp32 between chunks. The order of the sums
+ * depends on the shapes alone (not on how callers split rows or images). */
+
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define BF_KP 128 /* pairs of k per chunk */
+#define BF_MC 96  /* rows of A per packed block */
+
+static int g_bf16 = -1;
+
+int npred_gemm_bf16_available(void)
+{
+    int m = __atomic_load_n(&g_bf16, __ATOMIC_RELAXED);
+    if (m < 0) {
+        __builtin_cpu_init();
+        m = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512bf16");
+        __atomic_store_n(&g_bf16, m, __ATOMIC_RELAXED);
+    }
+    return m;
+}
+
+static inline __mmask16 bf_mask(int left) { return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0; }
+
+/* 32 floats (f0: 16 elements 2t, f1: the 16 elements 2t + 1) -> 16 pairs */
+INL BF16 __m512i bf_interleave(__m512 f0, __m512 f1)
+{
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(f1, f0));
+}
+
+/* up to 32 adjacent floats (cnt of them, the rest zero) -> 16 pairs in order */
+INL BF16 __m512i bf_adjacent(const float *x, int cnt)
+{
+    __m512 lo = _mm512_maskz_loadu_ps(bf_mask(cnt), x), hi = _mm512_maskz_loadu_ps(bf_mask(cnt - 16), x + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* pairs (row0[j], row1[j]) for j < cnt (row1 NULL: zeros), zero past cnt, into
+ * dst[0 .. 16 * ceil(cnt / 16)) */
+static BF16 void bf_pack_rows(uint32_t *dst, const float *row0, const float *row1, int cnt)
+{
+    for (int j = 0; j < cnt; j += 16) {
+        __mmask16 mk = bf_mask(cnt - j);
+        __m512 f0 = _mm512_maskz_loadu_ps(mk, row0 + j);
+        __m512 f1 = row1 ? _mm512_maskz_loadu_ps(mk, row1 + j) : _mm512_setzero_ps();
+        _mm512_storeu_si512(dst + j, bf_interleave(f0, f1));
+    }
+}
+
+/* A(i, p) = a[i * ars + p * acs] for i < mc, p < kc -> packed words; returns the
+ * strides (in words) of the packed block along rows and pairs */
+static BF16 void bf_pack_a(uint32_t *ap, ptrdiff_t *prs, ptrdiff_t *pcs, const float *a, ptrdiff_t ars,
+                           ptrdiff_t acs, int mc, int kc)
+{
+    const int kp = (kc + 1) / 2;
+    if (acs == 1) { /* rows of adjacent pairs */
+        *prs = BF_KP, *pcs = 1;
+        for (int i = 0; i < mc; i++)
+            for (int q = 0; q < kp; q += 16) {
+                __m512i v = bf_adjacent(a + i * ars + 2 * q, kc - 2 * q);
+                _mm512_mask_storeu_epi32(ap + (ptrdiff_t)i * BF_KP + q, bf_mask(kp - q), v);
+            }
+    } else { /* A transposed (ars == 1): pairs from rows 2q and 2q + 1 of the stored matrix */
+        const ptrdiff_t ld = (mc + 15) / 16 * 16;
+        *prs = 1, *pcs = ld;
+        for (int q = 0; q < kp; q++)
+            bf_pack_rows(ap + q * ld, a + 2 * q * acs, 2 * q + 1 < kc ? a + (2 * q + 1) * acs : NULL, mc);
+    }
+}
+
+/* B(p, j) = b[p * brs + j * bcs] for p < kc, j < w -> bp[q * ldp + j] (pair q),
+ * columns w .. 16 * ceil(w / 16) zero */
+static BF16 void bf_pack_b(uint32_t *bp, ptrdiff_t ldp, const float *b, ptrdiff_t brs, ptrdiff_t bcs, int kc, int w)
+{
+    const int kp = (kc + 1) / 2;
+    if (bcs == 1) {
+        for (int q = 0; q < kp; q++)
+            bf_pack_rows(bp + q * ldp, b + 2 * q * brs, 2 * q + 1 < kc ? b + (2 * q + 1) * brs : NULL, w);
+        return;
+    }
+    /* B stored transposed (brs == 1): column j's pairs are adjacent; 16 columns x
+     * 16 pairs at a time through a tile, transposed as 32-bit words */
+    uint32_t tile[16 * 16] __attribute__((aligned(64)));
+    for (int j = 0; j < w; j += 16)
+        for (int q = 0; q < kp; q += 16) {
+            for (int r = 0; r < 16; r++)
+                _mm512_store_si512(tile + 16 * r, j + r < w ? bf_adjacent(b + (j + r) * bcs + 2 * q, kc - 2 * q)
+                                                             : _mm512_setzero_si512());
+            if (kp - q >= 16) {
+                tr16((float *)(bp + q * ldp + j), ldp, (const float *)tile, 16);
+            } else {
+                float tt[16 * 16] __attribute__((aligned(64)));
+                tr16(tt, 16, (const float *)tile, 16);
+                for (int r = 0; q + r < kp; r++) memcpy(bp + (q + r) * ldp + j, tt + 16 * r, 64);
+            }
+        }
+}
+
+INL BF16 void bf_block(const int MR, const int NV, int kp, const uint32_t *ap, ptrdiff_t prs, ptrdiff_t pcs,
+                       const uint32_t *bp, ptrdiff_t ldp, float *c, ptrdiff_t ldc, int acc, const __mmask16 *mk)
+{
+    __m512 s[NN_MR][NN_NV];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++)
+            s[r][v] = acc ? _mm512_maskz_loadu_ps(mk[v], c + r * ldc + 16 * v) : _mm512_setzero_ps();
+    for (int q = 0; q < kp; q++) {
+        const uint32_t *br = bp + q * ldp;
+        __m512bh bv[NN_NV];
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) bv[v] = (__m512bh)_mm512_load_si512(br + 16 * v);
+        const uint32_t *ar = ap + q * pcs;
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)ar[r * prs]);
+            _Pragma("GCC unroll 8")
+            for (int v = 0; v < NV; v++) s[r][v] = _mm512_dpbf16_ps(s[r][v], av, bv[v]);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mk[v], s[r][v]);
+}
+
+#define BF_CASE(MR, NV) \
+    case (MR) * 8 + (NV): bf_block(MR, NV, kp, ap, prs, pcs, bp, ldp, c, ldc, acc, mk); break;
+
+static BF16 void bf_block_any(int mr, int nv, int kp, const uint32_t *ap, ptrdiff_t prs, ptrdiff_t pcs,
+                              const uint32_t *bp, ptrdiff_t ldp, float *c, ptrdiff_t ldc, int acc,
+                              const __mmask16 *mk)
+{
+    switch (mr * 8 + nv) {
+        BF_CASE(1, 1) BF_CASE(2, 1) BF_CASE(3, 1) BF_CASE(4, 1) BF_CASE(5, 1) BF_CASE(6, 1) BF_CASE(7, 1) BF_CASE(8, 1)
+        BF_CASE(1, 2) BF_CASE(2, 2) BF_CASE(3, 2) BF_CASE(4, 2) BF_CASE(5, 2) BF_CASE(6, 2) BF_CASE(7, 2) BF_CASE(8, 2)
+        BF_CASE(1, 3) BF_CASE(2, 3) BF_CASE(3, 3) BF_CASE(4, 3) BF_CASE(5, 3) BF_CASE(6, 3) BF_CASE(7, 3) BF_CASE(8, 3)
+        BF_CASE(1, 4) BF_CASE(2, 4) BF_CASE(3, 4) BF_CASE(4, 4) BF_CASE(5, 4) BF_CASE(6, 4)
+    default: break;
+    }
+}
+
+/* C (m x n) = [C +] A . B, A(i, p) = a[i * ars + p * acs], B(p, j) = b[p * brs + j * bcs] */
+static BF16 void bf_gemm(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                         ptrdiff_t brs, ptrdiff_t bcs, float *c, ptrdiff_t ldc, int acc)
+{
+    uint32_t apk[BF_MC * BF_KP] __attribute__((aligned(64)));
+    uint32_t bpk[BF_KP * 64] __attribute__((aligned(64)));
+    const int NVP = n % 64 == 0 ? 4 : 3, NR = 16 * NVP, MRP = NVP == 4 ? 6 : 8;
+    if (k <= 0) { /* an empty sum: C = C or 0 */
+        if (!acc)
+            for (int i = 0; i < m; i++) memset(c + i * ldc, 0, sizeof *c * (size_t)n);
+        return;
+    }
+    for (int p0 = 0; p0 < k; p0 += 2 * BF_KP) {
+        const int kc = k - p0 < 2 * BF_KP ? k - p0 : 2 * BF_KP, kp = (kc + 1) / 2;
+        const int first = p0 == 0 ? acc : 1;
+        for (int i0 = 0; i0 < m; i0 += BF_MC) {
+            const int mc = m - i0 < BF_MC ? m - i0 : BF_MC;
+            ptrdiff_t prs, pcs;
+            bf_pack_a(apk, &prs, &pcs, a + i0 * ars + p0 * acs, ars, acs, mc, kc);
+            for (int j = 0; j < n; j += NR) {
+                const int w = n - j < NR ? n - j : NR, nv = (w + 15) / 16;
+                __mmask16 mk[NN_NV];
+                for (int v = 0; v < NN_NV; v++) mk[v] = bf_mask(w - 16 * v);
+                bf_pack_b(bpk, NR, b + p0 * brs + j * bcs, brs, bcs, kc, w);
+                for (int i = 0; i < mc; i += MRP) {
+                    const int mr = mc - i < MRP ? mc - i : MRP;
+                    bf_block_any(mr, nv, kp, apk + i * prs, prs, pcs, bpk, NR, c + (i0 + i) * ldc + j, ldc, first,
+                                 mk);
+                }
+            }
+        }
+    }
+}
+
+int npred_gemm_nn_bf16(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                       ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate)
+{
+    if (!npred_gemm_bf16_available()) return -1;
+    if (m > 0 && n > 0) bf_gemm(m, n, k, a, ars, acs, b, ldb, 1, c, ldc, accumulate);
+    return 0;
+}
+
+int npred_gemm_nt_bf16(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
+                       ptrdiff_t ldc)
+{
+    if (!npred_gemm_bf16_available()) return -1;
+    if (m > 0 && l > 0 && n > 0) bf_gemm(m, l, n, a, lda, 1, b, 1, ldb, c, ldc, 1);
+    return 0;
 }

@@ -32,4 +32,15 @@ void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const flo
 int npred_gemm_use_avx512(int want);
 int npred_gemm_avx512_active(void);
 
+/* bf16 variants (the model's bf16 precision): the same products with every
+ * element of A and B rounded to bfloat16 (round to nearest even; subnormal
+ * inputs read as zero) and fp32 accumulation, on AVX-512 BF16 (vdpbf16ps) only.
+ * The order of each element's sum depends on the shapes alone. Return 0, or -1
+ * (nothing computed) where the CPU lacks AVX-512 BF16: there is no emulation. */
+int npred_gemm_bf16_available(void);
+int npred_gemm_nn_bf16(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                       ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate);
+int npred_gemm_nt_bf16(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
+                       ptrdiff_t ldc);
+
 #endif
