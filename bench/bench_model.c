@@ -10,8 +10,13 @@
  *       32, and FullFactorized2d when asked (NPRED_BENCH_FACTORIZED) and the
  *       machine has the memory.
  *
+ *   (d) the baseline of (a) at batch 32 in bf16 precision (npred_model_set_precision:
+ *       the GEMM convolutions in bfloat16, fp32 accumulation) where the CPU has
+ *       AVX-512 BF16.
+ *
  * Records (bench_report.h) the summary's train_img_s_36x64_b32/_b128,
- * forward_img_s_36x64_b32, train_img_s_144x256_b32 and factorized_train_step_s.
+ * forward_img_s_36x64_b32, train_img_s_144x256_b32, factorized_train_step_s and
+ * the bf16 figures train_img_s_36x64_b32_bf16 / forward_img_s_36x64_b32_bf16.
  *
  * Reported times are medians over a few repetitions; the stage breakdown times
  * the same kernels the core calls, one by one, on the model's own buffers. The
@@ -25,6 +30,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
+#include "kernels/gemm.h"
 #include "model/model.h"
 #include "bench_check.h"
 #include "bench_report.h"
@@ -159,7 +165,8 @@ typedef struct {
     double fwd_img_s, train_img_s, train_s;
 } result;
 
-static result run(const char *name, const char *config, int H, int W, int n, int B, int reps, int breakdown)
+static result run(const char *name, const char *config, int H, int W, int n, int B, int reps, int breakdown,
+                  npred_precision prec)
 {
     result res = {0, 0, 0};
     if (only && !strstr(name, only)) return res;
@@ -172,6 +179,7 @@ static result run(const char *name, const char *config, int H, int W, int n, int
     npred_model *m;
     double t0 = now();
     if (npred_model_create(&m, config, name, 1, H, W, &s, 1, B, 1)) die(name);
+    if (npred_model_set_precision(m, prec)) die(name);
     double t_create = now() - t0;
     size_t nimg = (size_t)B * H * W;
     float *x = malloc(nimg * sizeof *x), *out = malloc((size_t)B * n * sizeof *out);
@@ -222,7 +230,7 @@ static result run(const char *name, const char *config, int H, int W, int n, int
     res.fwd_img_s = B / mf;
     res.train_img_s = B / mt;
     res.train_s = mt;
-    printf("%s, batch %d (%d neurons; create %.2f s)\n", name, B, n, t_create);
+    printf("%s, batch %d (%d neurons; %s; create %.2f s)\n", name, B, n, npred_precision_name(prec), t_create);
     printf("  forward (eval)     %8.1f images/s  %8.1f ms/batch\n", B / mf, 1e3 * mf);
     printf("  train step         %8.1f images/s  %8.1f ms/batch  (forward + backward, no optimizer)\n", B / mt,
            1e3 * mt);
@@ -267,15 +275,25 @@ int main(int argc, char **argv)
         "\"init_mu_range\":0.3,\"gauss_type\":\"full\",\"grid_mean_predictor\":{\"type\":\"cortex\","
         "\"input_dimensions\":2,\"hidden_layers\":1,\"hidden_features\":30,\"final_tanh\":true}}";
     int thr = omp_get_max_threads();
-    result r = run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 128, 5, 1);
+    result r = run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 128, 5, 1, NPRED_PRECISION_FP32);
     if (r.train_s > 0) {
         bench_record("train_img_s_36x64_b128", r.train_img_s, thr);
         bench_record("forward_img_s_36x64_b128", r.fwd_img_s, thr);
     }
-    r = run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 32, 7, 0);
+    r = run("baseline FullGaussian2d 36x64", baseline, 36, 64, 7776, 32, 7, 0, NPRED_PRECISION_FP32);
     if (r.train_s > 0) {
         bench_record("train_img_s_36x64_b32", r.train_img_s, thr);
         bench_record("forward_img_s_36x64_b32", r.fwd_img_s, thr);
+    }
+    if (!npred_gemm_bf16_available()) {
+        bench_note("train_img_s_36x64_b32_bf16", "this CPU lacks AVX-512 BF16 (bf16 precision is refused)");
+        bench_note("forward_img_s_36x64_b32_bf16", "this CPU lacks AVX-512 BF16 (bf16 precision is refused)");
+    } else {
+        r = run("baseline FullGaussian2d 36x64 bf16", baseline, 36, 64, 7776, 32, 7, 1, NPRED_PRECISION_BF16);
+        if (r.train_s > 0) {
+            bench_record("train_img_s_36x64_b32_bf16", r.train_img_s, thr);
+            bench_record("forward_img_s_36x64_b32_bf16", r.fwd_img_s, thr);
+        }
     }
     const char *tut =
         "{\"core\":{\"input_channels\":1,\"hidden_channels\":64,\"input_kern\":9,\"hidden_kern\":7,\"layers\":4,"
@@ -284,17 +302,17 @@ int main(int argc, char **argv)
     /* FullFactorized2d, 8,000 neurons on the padded core at 36x64 (bench-torch.md's row: 1.18 s per
      * train step in PyTorch): the readout is three GEMMs of 2*B*c*h*w*n = 7.5e10 FLOPs each */
     snprintf(cfg, sizeof cfg, tut, "FullFactorized2d");
-    r = run("tutorial FullFactorized2d 36x64", cfg, 36, 64, 8000, 32, 3, 0);
+    r = run("tutorial FullFactorized2d 36x64", cfg, 36, 64, 8000, 32, 3, 0, NPRED_PRECISION_FP32);
     if (r.train_s > 0) bench_record("factorized_train_step_s", r.train_s, thr);
     snprintf(cfg, sizeof cfg, tut, "Gaussian2d");
-    r = run("tutorial Gaussian2d 144x256", cfg, 144, 256, 8372, 32, 2, 0);
+    r = run("tutorial Gaussian2d 144x256", cfg, 144, 256, 8372, 32, 2, 0, NPRED_PRECISION_FP32);
     if (r.train_s > 0) bench_record("train_img_s_144x256_b32", r.train_img_s, thr);
     /* FullFactorized2d at 144x256: ~10 GB of activations plus 2 x 1.2 GB of spatial
      * weights and gradients, and minutes per run: only on request */
     if (getenv("NPRED_BENCH_FACTORIZED")) {
         if (avail_gib() > 16.0) {
             snprintf(cfg, sizeof cfg, tut, "FullFactorized2d");
-            run("tutorial FullFactorized2d 144x256", cfg, 144, 256, 8372, 32, 2, 0);
+            run("tutorial FullFactorized2d 144x256", cfg, 144, 256, 8372, 32, 2, 0, NPRED_PRECISION_FP32);
         } else {
             printf("tutorial FullFactorized2d 144x256: skipped (%.1f GiB available, needs ~16)\n", avail_gib());
         }

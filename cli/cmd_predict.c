@@ -35,7 +35,9 @@ static void help(FILE *f)
             "  --pupil-center FILE   (B, 2) eye positions, required by models with a shifter\n"
             "  --behavior FILE       (B, k) behavior, required by models with a modulator\n"
             "  --out FILE            output .npy (B, n) float32\n"
-            "  --batch N             images per forward pass [64]\n\n"
+            "  --batch N             images per forward pass [64]\n"
+            "  --precision P         fp32 (default, exact) or bf16: the core's GEMM convolutions in\n"
+            "                        bfloat16 with fp32 accumulation (AVX-512 BF16 CPUs; docs/precision.md)\n\n"
             "Raw stimuli (docs/results.md): images at the dataset's original resolution, through\n"
             "exactly the loader's transforms (normalisation, behaviour/pupil channels, rescale) as\n"
             "recorded in the model file; rates come out in the data's response units.\n"
@@ -61,6 +63,19 @@ static void help(FILE *f)
             "trials, the loader arguments the model records or --dataset's (docs/results.md).\n");
 }
 
+
+/* --precision: every mode opens its model through open_model */
+static npred_precision g_precision = NPRED_PRECISION_FP32;
+
+static npred_status open_model(npred_model **m, const char *model, int batch)
+{
+    npred_status st = npred_model_open(m, model, 0, 0, batch);
+    if (!st && (st = npred_model_set_precision(*m, g_precision))) {
+        npred_model_free(*m);
+        *m = NULL;
+    }
+    return st;
+}
 
 static void shape_str(const npred_array *a, char *buf, size_t n)
 {
@@ -146,7 +161,7 @@ static int predict_raw(const char *model, const char *key, const char *const *pa
     memset(&r, 0, sizeof r);
     float *beh = NULL, *pc = NULL, *rates = NULL;
     int rc = 1, c, h, w, bd, pd;
-    npred_status st = npred_model_open(&m, model, 0, 0, batch);
+    npred_status st = open_model(&m, model, batch);
     if (st) {
         cli_fail(st, "predict");
         goto done;
@@ -226,7 +241,7 @@ static int submit(const char *model, const char *key, const char *data, const ch
     npred_loader_config_init(&cfg);
     char *csv = NULL;
     int rc = 1;
-    npred_status st = npred_model_open(&m, model, 0, 0, batch);
+    npred_status st = open_model(&m, model, batch);
     if (st) {
         cli_fail(st, "predict");
         goto done;
@@ -295,7 +310,7 @@ int cmd_predict(int argc, char **argv)
     for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
         if (!strcmp(argv[i], "--video")) return cmd_predict_video(argc, argv);
     const char *model = NULL, *images = NULL, *key = NULL, *pupil = NULL, *behav = NULL, *out = NULL;
-    const char *dataset = NULL, *tier = NULL, *submission = NULL, *truth = NULL, *stats = NULL;
+    const char *dataset = NULL, *tier = NULL, *submission = NULL, *truth = NULL, *stats = NULL, *precision = NULL;
     int batch = 0;
     cli_list raws = {0}, datas = {0};
     const cli_opt opts[] = {{"model", CLI_STR, &model, 0, 0},         {"images", CLI_STR, &images, 0, 0},
@@ -305,12 +320,18 @@ int cmd_predict(int argc, char **argv)
                             {"dataset", CLI_STR, &dataset, 0, 0},     {"tier", CLI_STR, &tier, 0, 0},
                             {"submission", CLI_STR, &submission, 0, 0}, {"ground-truth", CLI_STR, &truth, 0, 0},
                             {"raw", CLI_LIST, &raws, 0, 0},           {"stats", CLI_STR, &stats, 0, 0},
-                            {NULL, 0, NULL, 0, 0}};
+                            {"precision", CLI_STR, &precision, 0, 0}, {NULL, 0, NULL, 0, 0}};
     const cli_spec spec = {"predict", help, opts, NULL};
     int r = cli_parse(&spec, argc, argv);
     if (r != CLI_CONTINUE) return r;
+    if (precision && npred_precision_parse(precision, &g_precision)) {
+        free(raws.v), free(datas.v);
+        return cli_usage_error("predict", "--precision %s: expected fp32 or bf16", precision);
+    }
     if (model && (submission || truth || datas.n || dataset || tier) && !raws.n && npred_video_model_probe(model)) {
-        r = video_submit(model, key, pupil, behav, out, images, datas, dataset, tier, submission, truth, stats, batch);
+        r = precision ? cli_usage_error("predict", "--precision: a video model runs in fp32 only")
+                      : video_submit(model, key, pupil, behav, out, images, datas, dataset, tier, submission, truth,
+                                     stats, batch);
         free(datas.v), free(raws.v);
         return r;
     }
@@ -355,7 +376,7 @@ static int predict_main(const char *model, const char *images, const char *key, 
     npred_array ia = {0}, pa = {0}, ba = {0}, oa = {0};
     float *img = NULL, *pc = NULL, *beh = NULL;
     int rc = 1;
-    npred_status st = npred_model_open(&m, model, 0, 0, batch);
+    npred_status st = open_model(&m, model, batch);
     if (st) {
         cli_fail(st, "predict");
         goto done;

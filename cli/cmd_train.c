@@ -47,6 +47,9 @@ static void help(FILE *f)
             "                      state.safetensors (for --resume)\n"
             "  --seed N            seed of the model initialisation and of training [%d, or the trainer's \"seed\"]\n"
             "  --threads N         OpenMP threads [all cores]; same seed + threads => identical results\n"
+            "  --precision P       fp32 (default, exact) or bf16: the core's GEMM convolutions (forward and\n"
+            "                      backward) in bfloat16 with fp32 accumulation, weights kept in fp32\n"
+            "                      (AVX-512 BF16 CPUs; docs/precision.md); recorded in config.json\n"
             "  --resume            continue the run in --out from its state.safetensors (settings not given\n"
             "                      on the command line are read from its config.json)\n"
             "  --max-iter N        override the trainer's max_iter\n"
@@ -253,6 +256,8 @@ int cmd_train(int argc, char **argv)
 {
     cli_list paths = {0};
     const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL, *init_core = NULL;
+    const char *precision_name = NULL;
+    npred_precision precision = NPRED_PRECISION_FP32;
     long long seed = -1, threads = 0, max_iter = -1;
     int resume = 0, rc = 0, sync_bn = 0;
     const cli_opt opts[] = {{"data", CLI_LIST, &paths, 0, 0},
@@ -266,10 +271,15 @@ int cmd_train(int argc, char **argv)
                             {"max-iter", CLI_LONG, &max_iter, 0, 9007199254740992.0},
                             {"resume", CLI_FLAG, &resume, 0, 0},
                             {"sync-bn", CLI_FLAG, &sync_bn, 0, 0},
+                            {"precision", CLI_STR, &precision_name, 0, 0},
                             {NULL, 0, NULL, 0, 0}};
     const cli_spec spec = {"train", help, opts, NULL};
     if ((rc = cli_parse(&spec, argc, argv)) != CLI_CONTINUE) return rc;
     rc = 0;
+    if (precision_name && npred_precision_parse(precision_name, &precision)) {
+        free(paths.v);
+        return cli_usage_error("train", "--precision %s: expected fp32 or bf16", precision_name);
+    }
     /* the list of datasets: from --data, else (with --resume) from the run's config.json */
     size_t n_data = (size_t)paths.n, data_cap = (size_t)paths.n + 1;
     const char **data = paths.v ? paths.v : calloc(data_cap, sizeof *data);
@@ -355,6 +365,14 @@ int cmd_train(int argc, char **argv)
         if (seed < 0 && cJSON_IsNumber(cJSON_GetObjectItem(saved, "seed")))
             seed = (long long)cJSON_GetObjectItem(saved, "seed")->valuedouble;
     }
+    if (saved && !precision_name) { /* --resume: the run's precision */
+        const cJSON *jp = cJSON_GetObjectItem(saved, "precision");
+        if (jp && (!cJSON_IsString(jp) || npred_precision_parse(jp->valuestring, &precision))) {
+            fprintf(stderr, "npred train: %s: \"precision\" must be \"fp32\" or \"bf16\"\n", cfg_path);
+            rc = 1;
+            goto out;
+        }
+    }
 
     /* SENSORIUM 2023 movie scans: the kit's video training (cli/train_video.c) */
     const cJSON *kind = saved ? cJSON_GetObjectItem(saved, "kind") : NULL;
@@ -432,8 +450,9 @@ int cmd_train(int argc, char **argv)
         goto out;
     }
 
-    printf("npred train: %zu session(s), %d thread(s)%s, seed %lld -> %s\n", n_data, omp_get_max_threads(),
-           nranks > 1 ? " per rank" : "", (long long)tc.seed, out);
+    printf("npred train: %zu session(s), %d thread(s)%s, seed %lld, precision %s -> %s\n", n_data,
+           omp_get_max_threads(), nranks > 1 ? " per rank" : "", (long long)tc.seed, npred_precision_name(precision),
+           out);
     if (nranks > 1)
         printf("data parallel: %d MPI ranks, batches split across ranks, BatchNorm statistics %s\n", nranks,
                sync_bn ? "synchronised across ranks" : "per rank");
@@ -451,6 +470,10 @@ int cmd_train(int argc, char **argv)
     }
     if ((st = npred_trainer_model_create(&m, L, model_txt, cfg_where_model, (uint64_t)tc.seed))) {
         rc = cli_fail(st, "model");
+        goto done;
+    }
+    if ((st = npred_model_set_precision(m, precision))) {
+        rc = cli_fail(st, "--precision");
         goto done;
     }
     if (init_core && !resume) {
@@ -498,6 +521,7 @@ int cmd_train(int argc, char **argv)
     cJSON_AddItemToObject(rc_json, "data", jdata);
     cJSON_AddNumberToObject(rc_json, "seed", (double)tc.seed);
     cJSON_AddNumberToObject(rc_json, "threads", omp_get_max_threads());
+    cJSON_AddStringToObject(rc_json, "precision", npred_precision_name(precision));
     cJSON_AddItemToObject(rc_json, "model", jm);
     cJSON_AddItemToObject(rc_json, "dataset", jd);
     cJSON_AddItemToObject(rc_json, "trainer", jt);

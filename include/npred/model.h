@@ -131,6 +131,22 @@ NPRED_API npred_status npred_neuron_grad_run(npred_neuron_grad *g, const float *
 NPRED_API int npred_neuron_grad_is_local(const npred_neuron_grad *g, int *window_h, int *window_w);
 NPRED_API void npred_neuron_grad_free(npred_neuron_grad *g);
 
+/* Arithmetic precision of the core's convolutions (docs/precision.md).
+ * FP32 (the default) is exact as documented everywhere. BF16 multiplies in the
+ * GEMM convolutions (1x1 and full k x k ones, forward and backward) with inputs
+ * and weights rounded to bfloat16 and fp32 accumulation (AVX-512 BF16); weights,
+ * gradients, optimizer state, depthwise convolutions, BatchNorm, nonlinearities
+ * and readouts stay fp32. Setting BF16 on a CPU without AVX-512 BF16 is
+ * NPRED_ERR_UNSUPPORTED (nothing is emulated); an unknown value NPRED_ERR_ARG.
+ * Set it before making npred_neuron_grad plans (a plan keeps the precision it
+ * was made with). Not saved with the model. */
+typedef enum { NPRED_PRECISION_FP32 = 0, NPRED_PRECISION_BF16 = 1 } npred_precision;
+NPRED_API npred_status npred_model_set_precision(npred_model *m, npred_precision p);
+NPRED_API npred_precision npred_model_precision(const npred_model *m);
+/* "fp32" / "bf16" -> *out; NPRED_ERR_ARG naming the value otherwise */
+NPRED_API npred_status npred_precision_parse(const char *name, npred_precision *out);
+NPRED_API const char *npred_precision_name(npred_precision p);
+
 /* Introspection */
 NPRED_API int npred_model_n_sessions(const npred_model *m);
 NPRED_API const char *npred_model_session_key(const npred_model *m, int i);

@@ -178,6 +178,7 @@ npred_status npred_core_cone_create(npred_core_cone **out, const npred_core *cor
     size_t gmax = 0, ws = 0;
     for (int l = 0; l < c->L && !st; l++) {
         cone_layer *q = &c->l[l];
+        const npred_core_layer *L = &core->L[l];
         int hi_ = c->s[0][l], wi = c->s[1][l], ho = c->s[0][l + 1], wo = c->s[1][l + 1];
         q->ph = ho + q->e;
         q->pw = wo + q->e;
@@ -187,7 +188,9 @@ npred_status npred_core_cone_create(npred_core_cone **out, const npred_core *cor
         if (q->ds) {
             q->pin = npred_conv2d_params_square(1, q->cin, hi_, wi, q->c, 1, 1, 0, 1, 1);
             q->pout = npred_conv2d_params_square(1, q->c, ho, wo, q->c, 1, 1, 0, 1, 1);
+            q->pin.bf16 = L->cp[0].bf16, q->pout.bf16 = L->cp[2].bf16;
         }
+        q->psp.bf16 = L->cp[L->ds ? 1 : 0].bf16; /* the model's precision */
         size_t nP = (size_t)pc * q->ph * q->pw, nin = (size_t)q->c * hi_ * wi, nout = (size_t)q->c * ho * wo;
         q->P = malloc(sizeof(float) * nP);
         q->z = malloc(sizeof(float) * nout);

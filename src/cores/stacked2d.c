@@ -10,6 +10,7 @@
 
 #include "kernels/batchnorm.h"
 #include "kernels/batchnorm_sync.h"
+#include "kernels/gemm.h"
 #include "base/threads.h"
 #include "kernels/regularizers.h"
 #include "base/pyfmt.h"
@@ -1640,3 +1641,15 @@ void npred_core_free(npred_core *core)
     free(core->ws);
     memset(core, 0, sizeof *core);
 }
+
+npred_status npred_core_set_bf16(npred_core *core, int on)
+{
+    if (on && !npred_gemm_bf16_available())
+        return npred_errorf(NPRED_ERR_UNSUPPORTED,
+                            "bf16 precision needs AVX-512 BF16 (vdpbf16ps), which this CPU lacks (use fp32)");
+    for (int l = 0; l < core->cfg.layers; l++)
+        for (int i = 0; i < 3; i++) core->L[l].cp[i].bf16 = !!on;
+    return NPRED_OK;
+}
+
+int npred_core_bf16(const npred_core *core) { return core->cfg.layers > 0 && core->L[0].cp[0].bf16; }

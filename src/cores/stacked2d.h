@@ -177,6 +177,12 @@ void npred_core_bn_convention(const npred_core *core, char *buf, size_t n);
 /* the `outchannels` property of 0.3.0 (ignores stack; times num_rotations for
  * RotationEquivariant2dCore) */
 int npred_core_outchannels_property(const npred_core *core);
+/* bf16 arithmetic (1) or fp32 (0, the default) in every GEMM convolution of the
+ * core (forward and backward; weights stay fp32 and are rounded per call; the
+ * depthwise convolutions, BatchNorm, nonlinearities stay fp32).
+ * NPRED_ERR_UNSUPPORTED for bf16 on a CPU without AVX-512 BF16. */
+npred_status npred_core_set_bf16(npred_core *core, int on);
+int npred_core_bf16(const npred_core *core);
 void npred_core_free(npred_core *core);
 
 /* RotationEquivariant2dCore helpers (cores/hermite.c).

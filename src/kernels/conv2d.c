@@ -349,6 +349,29 @@ static npred_status own_ws(const npred_conv2d_params *p, npred_conv2d_algo algo,
     return NPRED_OK;
 }
 
+/* the fp32 or the bf16 kernels (gemm.h); bf16 availability is checked before
+ * (bf16_check), so the bf16 calls cannot refuse here */
+static void gemm_nn(int bf16, int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                    ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc)
+{
+    if (!bf16) npred_gemm_nn(m, n, k, a, ars, acs, b, ldb, c, ldc, acc);
+    else (void)npred_gemm_nn_bf16(m, n, k, a, ars, acs, b, ldb, c, ldc, acc);
+}
+
+static void gemm_nt(int bf16, int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
+                    float *c, ptrdiff_t ldc)
+{
+    if (!bf16) npred_gemm_nt(m, l, n, a, lda, b, ldb, c, ldc);
+    else (void)npred_gemm_nt_bf16(m, l, n, a, lda, b, ldb, c, ldc);
+}
+
+static npred_status bf16_check(const npred_conv2d_params *p, const char *what)
+{
+    if (p->bf16 && !npred_gemm_bf16_available())
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "%s: bf16 needs AVX-512 BF16, which this CPU lacks", what);
+    return NPRED_OK;
+}
+
 static npred_status gemm_forward(float *y, const float *x, const float *w, const float *b,
                                  const npred_conv2d_params *p, void *ws, size_t ws_bytes)
 {
@@ -356,6 +379,7 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
     npred_status s = npred_conv2d_output_size(p, &oh, &ow);
     if (s) return s;
     if (!y || !x || !w) return npred_errorf(NPRED_ERR_ARG, "conv2d forward: y, x and w are required");
+    if ((s = bf16_check(p, "conv2d forward"))) return s;
     const int pw = is_pointwise(p);
     const size_t opix = (size_t)oh * ow, ipix = (size_t)p->h * p->w;
     const int G = p->groups, cg = p->c / G, og = p->o / G, K = cg * p->kh * p->kw;
@@ -385,8 +409,8 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
                     for (size_t i = 0; i < opix; i++) r[i] = b[o];
                 }
             for (int g = 0; g < G; g++)
-                npred_gemm_nn(og, (int)opix, K, w + (size_t)g * og * K, K, 1, src + (size_t)g * K * opix,
-                              (ptrdiff_t)opix, yn + (size_t)g * og * opix, (ptrdiff_t)opix, b != NULL);
+                gemm_nn(p->bf16, og, (int)opix, K, w + (size_t)g * og * K, K, 1, src + (size_t)g * K * opix,
+                        (ptrdiff_t)opix, yn + (size_t)g * og * opix, (ptrdiff_t)opix, b != NULL);
         }
     }
     return NPRED_OK;
@@ -401,6 +425,7 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
     if (s) return s;
     if (!dy || (dw && !x) || (dx && !w))
         return npred_errorf(NPRED_ERR_ARG, "conv2d backward: dy, x (for dw) and w (for dx) are required");
+    if ((s = bf16_check(p, "conv2d backward"))) return s;
     if (db) npred_conv2d_bias_grad(db, dy, p->n, p->o, (size_t)oh * ow);
     if (!dx && !dw) return NPRED_OK;
     const int pw = is_pointwise(p);
@@ -435,16 +460,16 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
                         src = col;
                     }
                     for (int g = 0; g < G; g++)
-                        npred_gemm_nt(og, K, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix,
-                                      src + (size_t)g * K * opix, (ptrdiff_t)opix, part + (size_t)g * og * K, K);
+                        gemm_nt(p->bf16, og, K, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix,
+                                src + (size_t)g * K * opix, (ptrdiff_t)opix, part + (size_t)g * og * K, K);
                 }
                 if (dx) {
                     float *dxn = dx + (size_t)n * p->c * ipix;
                     /* dx_g (+)= W_g^T . dy_g: A(i, o) = w[o * K + i] */
                     for (int g = 0; g < G; g++)
-                        npred_gemm_nn(K, (int)opix, og, w + (size_t)g * og * K, 1, K, dyn + (size_t)g * og * opix,
-                                      (ptrdiff_t)opix, pw ? dxn + (size_t)g * K * ipix : col + (size_t)g * K * opix,
-                                      (ptrdiff_t)opix, pw);
+                        gemm_nn(p->bf16, K, (int)opix, og, w + (size_t)g * og * K, 1, K, dyn + (size_t)g * og * opix,
+                                (ptrdiff_t)opix, pw ? dxn + (size_t)g * K * ipix : col + (size_t)g * K * opix,
+                                (ptrdiff_t)opix, pw);
                     if (!pw) col2im_add(dxn, col, p, oh, ow);
                 }
             }

@@ -45,6 +45,10 @@ typedef struct {
     int pad_h, pad_w;       /* zero padding on each side, >= 0 */
     int dil_h, dil_w;       /* dilation, >= 1 */
     int groups;             /* divides both C and O */
+    int bf16;               /* 1: the GEMM algorithm multiplies in bf16 (inputs and weights
+                               rounded to bf16, fp32 accumulation; AVX-512 BF16 only, else
+                               NPRED_ERR_UNSUPPORTED); 0 (default): fp32. The naive and
+                               depthwise algorithms ignore it (they stay fp32). */
 } npred_conv2d_params;
 
 typedef enum {

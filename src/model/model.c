@@ -581,6 +581,29 @@ void npred_model_core_output_shape(const npred_model *m, int *c, int *h, int *w)
     *h = m->core.out_h;
     *w = m->core.out_w;
 }
+npred_status npred_model_set_precision(npred_model *m, npred_precision p)
+{
+    if (!m) return npred_errorf(NPRED_ERR_ARG, "npred_model_set_precision: no model");
+    if (p != NPRED_PRECISION_FP32 && p != NPRED_PRECISION_BF16)
+        return npred_errorf(NPRED_ERR_ARG, "npred_model_set_precision: unknown precision %d (fp32 0, bf16 1)", (int)p);
+    return npred_core_set_bf16(&m->core, p == NPRED_PRECISION_BF16);
+}
+
+npred_precision npred_model_precision(const npred_model *m)
+{
+    return npred_core_bf16(&m->core) ? NPRED_PRECISION_BF16 : NPRED_PRECISION_FP32;
+}
+
+npred_status npred_precision_parse(const char *name, npred_precision *out)
+{
+    if (name && !strcmp(name, "fp32")) *out = NPRED_PRECISION_FP32;
+    else if (name && !strcmp(name, "bf16")) *out = NPRED_PRECISION_BF16;
+    else return npred_errorf(NPRED_ERR_ARG, "precision '%s': expected fp32 or bf16", name ? name : "(null)");
+    return NPRED_OK;
+}
+
+const char *npred_precision_name(npred_precision p) { return p == NPRED_PRECISION_BF16 ? "bf16" : "fp32"; }
+
 int npred_model_has_shifter(const npred_model *m) { return m->cfg.shifter != NPRED_SHIFTER_NONE; }
 int npred_model_behavior_channels(const npred_model *m) { return m->cfg.modulator ? m->cfg.modulator_input_channels : 0; }
 
