@@ -450,9 +450,11 @@ int cmd_train(int argc, char **argv)
         goto out;
     }
 
-    printf("npred train: %zu session(s), %d thread(s)%s, seed %lld, precision %s -> %s\n", n_data,
-           omp_get_max_threads(), nranks > 1 ? " per rank" : "", (long long)tc.seed, npred_precision_name(precision),
-           out);
+    printf("npred train: %zu session(s), %d thread(s)%s, seed %lld -> %s\n", n_data, omp_get_max_threads(),
+           nranks > 1 ? " per rank" : "", (long long)tc.seed, out);
+    if (precision != NPRED_PRECISION_FP32)
+        printf("precision %s: the core's GEMM convolutions in bfloat16, fp32 accumulation\n",
+               npred_precision_name(precision));
     if (nranks > 1)
         printf("data parallel: %d MPI ranks, batches split across ranks, BatchNorm statistics %s\n", nranks,
                sync_bn ? "synchronised across ranks" : "per rank");
