@@ -388,6 +388,10 @@ int cmd_train(int argc, char **argv)
             rc = cli_usage_error("train", "--init-core is for static (image) models, not for movie scans");
             goto out;
         }
+        if (precision != NPRED_PRECISION_FP32) {
+            rc = cli_usage_error("train", "--precision bf16 is for static (image) models; video training runs in fp32");
+            goto out;
+        }
         progress vp = {rank == 0 && isatty(STDERR_FILENO), 1};
         train_video_args va = {data, n_data, jmodel, jtrainer, cfg_where_dataset ? jdataset : NULL, cfg_where_model,
                                cfg_where_trainer, cfg_where_dataset, out, seed, max_iter, resume, sync_bn,
