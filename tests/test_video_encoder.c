@@ -294,6 +294,18 @@ static void test_config(void)
               "Basic3dCore kernels from num_frames");
     cJSON_ReplaceItemInObject(cJSON_GetObjectItem(m3, "core_dict"), "spatial_input_kernel", cJSON_CreateNumber(5));
     expect_config_error(m3, "spatial_input_kernel");
+    cJSON_ReplaceItemInObject(cJSON_GetObjectItem(m3, "core_dict"), "spatial_input_kernel", cJSON_CreateNull());
+    /* a shifter_dict without sizes: 43faede's MLPShifter defaults (1 layer, 2 hidden channels) */
+    cJSON_ReplaceItemInObject(m3, "use_shifter", cJSON_CreateTrue());
+    cJSON_ReplaceItemInObject(m3, "shifter_dict", cJSON_CreateObject());
+    if (CHECK_OK(npred_video_encoder_config_from_cjson(&a, m3, "model.json")))
+        CHECK(a.use_shifter && a.shift_layers == 1 && a.hidden_channels_shifter == 2, "MLPShifter defaults %d, %d",
+              a.shift_layers, a.hidden_channels_shifter);
+    /* make_video_model builds the encoder with elu_offset 0.0 whatever it is given */
+    cJSON_AddNumberToObject(m3, "elu_offset", 0);
+    CHECK_OK(npred_video_encoder_config_from_cjson(&a, m3, "model.json"));
+    cJSON_ReplaceItemInObject(m3, "elu_offset", cJSON_CreateNumber(0.5));
+    expect_config_error(m3, "elu_offset");
     cJSON_Delete(m3);
     th_case_close(&c);
 }

@@ -208,7 +208,7 @@ npred_status npred_video_encoder_config_from_cjson(npred_video_encoder_config *c
     c->gauss_type = NPRED_GAUSS_FULL;
     c->init_mu_range = 0.1, c->init_sigma = 1.0, c->gamma_readout = 0;
     c->gmp_input_dimensions = 2, c->gmp_hidden_features = 20;
-    c->shift_layers = 3, c->hidden_channels_shifter = 5; /* MLPShifter defaults */
+    c->shift_layers = 1, c->hidden_channels_shifter = 2; /* 43faede MLPShifter defaults */
     const cJSON *core_dict = NULL, *readout = NULL, *gru = NULL, *shifter = NULL, *e;
     const char *core_type = NULL;
     int use_gru_set = 0, use_shifter_set = 0;
@@ -225,7 +225,8 @@ npred_status npred_video_encoder_config_from_cjson(npred_video_encoder_config *c
         else if (!strcmp(k, "use_shifter")) use_shifter_set = npred_json_bool(&r, e, &c->use_shifter);
         else if (!strcmp(k, "shifter_dict")) shifter = cJSON_IsObject(e) ? e : NULL;
         else if (!strcmp(k, "shifter_type")) require_str(&r, e, "MLP", "the only video shifter built so far");
-        else if (!strcmp(k, "elu_offset")) npred_json_num(&r, e, -ANY, ANY, &c->elu_offset);
+        else if (!strcmp(k, "elu_offset"))
+            require_zero(&r, e, "make_video_model builds VideoFiringRateEncoder with elu_offset=0.0 whatever it is given");
         else if (!strcmp(k, "nonlinearity_type")) require_str(&r, e, "elu", "the only output nonlinearity built so far");
         else if (!strcmp(k, "nonlinearity_config")) {
             if (!cJSON_IsNull(e)) npred_json_fail(&r, e, "null");
