@@ -429,7 +429,9 @@ static size_t ds_slice_bytes(const npred_core_layer *L)
     for (int i = 0; i < 3; i++) {
         npred_conv2d_params p = L->cp[i];
         p.n = 1;
-        size_t b = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_AUTO);
+        /* one image on one thread: the size must not depend on the thread count of the
+         * setup, which may be lower than the one the block later runs with */
+        size_t b = npred_conv2d_workspace_size_threads(&p, NPRED_CONV2D_ALGO_AUTO, 1);
         if (b > m) m = b;
     }
     return (m + 63) / 64 * 64;

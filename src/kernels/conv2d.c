@@ -311,6 +311,11 @@ static float *align_ws(void *ws, size_t *bytes)
 
 size_t npred_conv2d_workspace_size(const npred_conv2d_params *p, npred_conv2d_algo algo)
 {
+    return npred_conv2d_workspace_size_threads(p, algo, max_threads());
+}
+
+size_t npred_conv2d_workspace_size_threads(const npred_conv2d_params *p, npred_conv2d_algo algo, int t)
+{
     int oh = 0, ow = 0;
     if (npred_conv2d_output_size(p, &oh, &ow) != NPRED_OK) {
         npred_clear_error();
@@ -318,7 +323,7 @@ size_t npred_conv2d_workspace_size(const npred_conv2d_params *p, npred_conv2d_al
     }
     if (algo == NPRED_CONV2D_ALGO_AUTO) algo = npred_conv2d_choose_algo(p);
     size_t per;
-    int t = max_threads();
+    if (t < 1) t = 1;
     switch (algo) {
     case NPRED_CONV2D_ALGO_GEMM:
         per = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow));

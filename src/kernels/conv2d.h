@@ -72,6 +72,8 @@ npred_conv2d_algo npred_conv2d_choose_algo(const npred_conv2d_params *p);
  * dispatcher's choice) on omp_get_max_threads() threads; 0 for naive. Returns 0
  * also for invalid p (the kernels then report the error). */
 size_t npred_conv2d_workspace_size(const npred_conv2d_params *p, npred_conv2d_algo algo);
+/* The same for t threads (at least 1): e.g. t = 1 for a call made inside a parallel region. */
+size_t npred_conv2d_workspace_size_threads(const npred_conv2d_params *p, npred_conv2d_algo algo, int t);
 
 /* ---- dispatcher (fast path) ---- */
 npred_status npred_conv2d_forward(float *y,       // (N, O, OH, OW) overwritten
