@@ -89,21 +89,23 @@ static void shapes(void)
      * 48- and 64-column panels (n % 64 == 0 picks 64), long rows */
     static const int M[] = {1, 3, 6, 8, 13, 64};
     static const int N[] = {1, 15, 17, 48, 64, 100, 128, 257};
-    static const int K[] = {1, 7, 64, 81};
+    static const int K[] = {1, 7, 64, 81, 300}; /* 300: blocks of 128 along k and a partial one */
     uint64_t seed = 1;
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 8; j++)
-            for (int q = 0; q < 4; q++) {
+            for (int q = 0; q < 5; q++) {
                 check_nn(M[i], N[j], K[q], 0, (i + j + q) % 2, seed++);
                 check_nn(M[i], N[j], K[q], 1, (i + j + q + 1) % 2, seed++);
             }
     /* nt: l over the 16-row transposes and their tails, n over the chunks
-     * (8192 / l columns) and the 16-column transposes; l > 512: inner products */
+     * (8192 / l columns) and the 16-column transposes; l > 512: blocks of 96 rows
+     * of B (600 = 6 blocks and a partial one) */
     static const int L[] = {1, 5, 16, 17, 64, 81, 600};
     static const int NN[] = {1, 16, 33, 200, 1568};
     for (int i = 0; i < 7; i++)
         for (int j = 0; j < 5; j++) check_nt(1 + (i + j) % 9, L[i], NN[j], seed++);
     check_nt(64, 64, 1568, seed++);
+    check_nt(64, 5184, 1568, seed++); /* the GRU benchmark's 9 x 9 dW */
 }
 
 static void test_avx512_kernels(void)
@@ -126,14 +128,11 @@ static void test_openblas_fallback(void)
 }
 
 /* nt sums each element over n in order (its chunks store and reload C exactly):
- * the same bits as nn on an explicitly transposed B, whatever the chunk size */
-static void test_nt_order(void)
+ * the same bits as nn on an explicitly transposed B, whatever the chunk size;
+ * l = 70: chunks of 112 columns, 8 full and a partial; l = 600: blocks of 96 rows
+ * of B (chunks of 80 columns) and a partial block of 24 (chunks of 336) */
+static void nt_order(int m, int l, int n)
 {
-    if (!npred_gemm_use_avx512(1)) {
-        npred_gemm_use_avx512(-1);
-        return;
-    }
-    const int m = 9, l = 70, n = 1000; /* chunks of 112 columns: 8 full and a partial */
     uint64_t st = 99;
     float *a = rnd((size_t)m * n, &st), *b = rnd((size_t)l * n, &st), *bt = malloc(sizeof *bt * (size_t)n * l);
     float *c1 = rnd((size_t)m * l, &st), *c2 = malloc(sizeof *c2 * (size_t)m * l);
@@ -142,15 +141,43 @@ static void test_nt_order(void)
         for (int p = 0; p < n; p++) bt[(size_t)p * l + q] = b[(size_t)q * n + p];
     npred_gemm_nt(m, l, n, a, n, b, n, c1, l);
     npred_gemm_nn(m, l, n, a, n, 1, bt, l, c2, l, 1);
-    CHECK(memcmp(c1, c2, sizeof *c1 * (size_t)m * l) == 0, "nt differs from nn on the transposed operand");
-    npred_gemm_use_avx512(-1);
+    CHECK(memcmp(c1, c2, sizeof *c1 * (size_t)m * l) == 0, "nt (l=%d) differs from nn on the transposed operand", l);
     free(a), free(b), free(bt), free(c1), free(c2);
+}
+
+/* nn with k in blocks of 128 sums each element over k in order: the same bits as
+ * accumulating the k-slices one call at a time */
+static void nn_order(int m, int n, int k)
+{
+    uint64_t st = 7;
+    float *a = rnd((size_t)m * k, &st), *b = rnd((size_t)k * n, &st), *c1 = rnd((size_t)m * n, &st);
+    float *c2 = malloc(sizeof *c2 * (size_t)m * n);
+    npred_gemm_nn(m, n, k, a, k, 1, b, n, c1, n, 0);
+    /* slices of 100 (not a multiple of the block): each call starts from the last */
+    for (int p0 = 0; p0 < k; p0 += 100) {
+        int kb = k - p0 < 100 ? k - p0 : 100;
+        npred_gemm_nn(m, n, kb, a + p0, k, 1, b + (size_t)p0 * n, n, c2, n, p0 > 0);
+    }
+    CHECK(memcmp(c1, c2, sizeof *c1 * (size_t)m * n) == 0, "nn (k=%d) differs from its k-slices accumulated", k);
+    free(a), free(b), free(c1), free(c2);
+}
+
+static void test_sum_order(void)
+{
+    if (!npred_gemm_use_avx512(1)) {
+        npred_gemm_use_avx512(-1);
+        return;
+    }
+    nt_order(9, 70, 1000);
+    nt_order(9, 600, 1000);
+    nn_order(13, 100, 1000);
+    npred_gemm_use_avx512(-1);
 }
 
 int main(void)
 {
     RUN(test_avx512_kernels);
     RUN(test_openblas_fallback);
-    RUN(test_nt_order);
+    RUN(test_sum_order);
     return th_summary();
 }

@@ -5,8 +5,8 @@
  *     are broadcast. The columns run outermost, so a 48-column panel of B (k rows)
  *     stays in L1 while every row block of C passes over it; the next panel is
  *     prefetched during the first row blocks.
- * nt: blocks of 4 rows of A x 6 rows of B, 24 accumulators of 16 lanes along n;
- *     each lane vector is reduced once, at the end of the row pair's sweep.
+ * nt: chunks of B transposed (16 x 16 tiles) and multiplied as nn, so every
+ *     element of C is the sequential sum over n, like nn's over k.
  * Tails (columns past a multiple of 16) use masked loads and stores, so nothing
  * outside the operands is read or written. */
 #include "kernels/gemm.h"
@@ -96,28 +96,38 @@ static AVX512 void nn_block_any(int mr, int nv, int k, const float *a, ptrdiff_t
 }
 
 /* panels of 64 columns (6-row blocks) when n is a multiple of 64, else of 48
- * (8-row blocks): 24 accumulators either way */
+ * (8-row blocks): 24 accumulators either way. A long k is cut into blocks of
+ * NN_KB (outermost), so that a block's slice of A and each panel of B stay in
+ * L1/L2 while C (stored and reloaded exactly between blocks) takes the traffic:
+ * every element of C is still the sum over k in order, the same bits as one
+ * sweep. */
+#define NN_KB 128
+
 static AVX512 void nn_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
                              ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc)
 {
     const int NVP = n % 64 == 0 ? 4 : 3, NR = 16 * NVP, MRP = NVP == 4 ? 6 : 8;
-    for (int j = 0; j < n; j += NR) {
-        int w = n - j < NR ? n - j : NR;
-        int nv = (w + 15) / 16;
-        __mmask16 mk[NN_NV];
-        for (int v = 0; v < NN_NV; v++) {
-            int left = w - 16 * v;
-            mk[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        }
-        /* the next panel's cache lines (one per row and 16 columns), spread over
-         * the first row blocks: row block i fetches column group i of every row */
-        int next = n - (j + NR);
-        int groups = next <= 0 ? 0 : next >= NR ? NVP : (next + 15) / 16;
-        for (int i = 0, blk = 0; i < m; i += MRP, blk++) {
-            int mr = m - i < MRP ? m - i : MRP;
-            const float *pf = b + j + NR + 16 * blk;
-            nn_block_any(mr, nv, k, a + i * ars, ars, acs, b + j, ldb, c + i * ldc + j, ldc, acc, mk, pf,
-                         blk < groups ? k : 0);
+    for (int p0 = 0; p0 == 0 || p0 < k; p0 += NN_KB) {
+        const int kb = k - p0 < NN_KB ? k - p0 : NN_KB, first = p0 == 0 ? acc : 1;
+        const float *ak = a + p0 * acs, *bk = b + p0 * ldb;
+        for (int j = 0; j < n; j += NR) {
+            int w = n - j < NR ? n - j : NR;
+            int nv = (w + 15) / 16;
+            __mmask16 mk[NN_NV];
+            for (int v = 0; v < NN_NV; v++) {
+                int left = w - 16 * v;
+                mk[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            }
+            /* the next panel's cache lines (one per row and 16 columns), spread over
+             * the first row blocks: row block i fetches column group i of every row */
+            int next = n - (j + NR);
+            int groups = next <= 0 ? 0 : next >= NR ? NVP : (next + 15) / 16;
+            for (int i = 0, blk = 0; i < m; i += MRP, blk++) {
+                int mr = m - i < MRP ? m - i : MRP;
+                const float *pf = bk + j + NR + 16 * blk;
+                nn_block_any(mr, nv, kb < 0 ? 0 : kb, ak + i * ars, ars, acs, bk + j, ldb, c + i * ldc + j, ldc, first,
+                             mk, pf, blk < groups ? kb : 0);
+            }
         }
     }
 }
@@ -141,62 +151,6 @@ void npred_gemm_nn(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t
 }
 
 /* ---------------------------------------------------------------- nt */
-
-#define NT_MR 4
-#define NT_LR 6
-
-INL AVX512 void nt_block(const int MR, const int LR, int n, const float *a, ptrdiff_t lda, const float *b,
-                         ptrdiff_t ldb, float *c, ptrdiff_t ldc)
-{
-    __m512 s[NT_MR][NT_LR];
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < MR; r++)
-        _Pragma("GCC unroll 8")
-        for (int q = 0; q < LR; q++) s[r][q] = _mm512_setzero_ps();
-    int p = 0;
-    for (; p + 16 <= n; p += 16) {
-        __m512 bv[NT_LR];
-        _Pragma("GCC unroll 8")
-        for (int q = 0; q < LR; q++) bv[q] = _mm512_loadu_ps(b + q * ldb + p);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < MR; r++) {
-            __m512 av = _mm512_loadu_ps(a + r * lda + p);
-            _Pragma("GCC unroll 8")
-            for (int q = 0; q < LR; q++) s[r][q] = _mm512_fmadd_ps(av, bv[q], s[r][q]);
-        }
-    }
-    if (p < n) {
-        __mmask16 mk = (__mmask16)((1u << (n - p)) - 1);
-        __m512 bv[NT_LR];
-        _Pragma("GCC unroll 8")
-        for (int q = 0; q < LR; q++) bv[q] = _mm512_maskz_loadu_ps(mk, b + q * ldb + p);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < MR; r++) {
-            __m512 av = _mm512_maskz_loadu_ps(mk, a + r * lda + p);
-            _Pragma("GCC unroll 8")
-            for (int q = 0; q < LR; q++) s[r][q] = _mm512_fmadd_ps(av, bv[q], s[r][q]);
-        }
-    }
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < MR; r++)
-        _Pragma("GCC unroll 8")
-        for (int q = 0; q < LR; q++) c[r * ldc + q] += _mm512_reduce_add_ps(s[r][q]);
-}
-
-#define NT_CASE(MR, LR) \
-    case (MR) * 8 + (LR): nt_block(MR, LR, n, a, lda, b, ldb, c, ldc); break;
-
-static AVX512 void nt_block_any(int mr, int lr, int n, const float *a, ptrdiff_t lda, const float *b,
-                                ptrdiff_t ldb, float *c, ptrdiff_t ldc)
-{
-    switch (mr * 8 + lr) {
-        NT_CASE(1, 1) NT_CASE(1, 2) NT_CASE(1, 3) NT_CASE(1, 4) NT_CASE(1, 5) NT_CASE(1, 6)
-        NT_CASE(2, 1) NT_CASE(2, 2) NT_CASE(2, 3) NT_CASE(2, 4) NT_CASE(2, 5) NT_CASE(2, 6)
-        NT_CASE(3, 1) NT_CASE(3, 2) NT_CASE(3, 3) NT_CASE(3, 4) NT_CASE(3, 5) NT_CASE(3, 6)
-        NT_CASE(4, 1) NT_CASE(4, 2) NT_CASE(4, 3) NT_CASE(4, 4) NT_CASE(4, 5) NT_CASE(4, 6)
-    default: break;
-    }
-}
 
 /* dst (16 x 16, row stride ds) = src (16 x 16, row stride ss)^T */
 INL AVX512 void tr16(float *dst, ptrdiff_t ds, const float *src, ptrdiff_t ss)
@@ -240,34 +194,32 @@ static AVX512 void transpose_cols(float *bt, const float *b, ptrdiff_t ldb, int 
         for (int p = 0; p < np; p++) bt[(ptrdiff_t)p * l + q] = b[q * ldb + p0 + p];
 }
 
-/* Columns of B per transposed chunk (the chunk, np x l floats, stays in L1/L2). */
+/* Floats of B per transposed chunk (the chunk, np x lb floats, stays in L1/L2). */
 #define NT_CHUNK_FLOATS 8192
+#define NT_LB 96 /* rows of B (columns of C) per block when l is larger than NT_MAX_L */
 #define NT_MAX_L 512
 
 /* nt as an nn product over chunks of n: C += A[:, chunk] . (B[:, chunk])^T with
  * the chunk of B transposed first, so the 24 accumulators run along l and each
  * element of C is the sequential sum over n (the chunking does not change it:
- * C is stored and reloaded exactly between chunks). */
+ * C is stored and reloaded exactly between chunks). A long l (the dW of a
+ * convolution with many input channels x taps) is cut into blocks of NT_LB
+ * columns of C, each swept over n alone: the same sums, chunks of n long enough
+ * for the micro-kernel, and B read once (A, m x n, is reread per block from L2). */
 static AVX512 void nt_avx512(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
                              float *c, ptrdiff_t ldc)
 {
-    if (l > NT_MAX_L) { /* a large chunk would not fit on the stack: inner products */
-        for (int i = 0; i < m; i += NT_MR) {
-            int mr = m - i < NT_MR ? m - i : NT_MR;
-            for (int q = 0; q < l; q += NT_LR) {
-                int lr = l - q < NT_LR ? l - q : NT_LR;
-                nt_block_any(mr, lr, n, a + i * lda, lda, b + q * ldb, ldb, c + i * ldc + q, ldc);
-            }
-        }
-        return;
-    }
     float bt[NT_CHUNK_FLOATS] __attribute__((aligned(64)));
-    int chunk = NT_CHUNK_FLOATS / l / 16 * 16;
-    if (chunk < 16) chunk = 16;
-    for (int p0 = 0; p0 < n; p0 += chunk) {
-        int np = n - p0 < chunk ? n - p0 : chunk;
-        transpose_cols(bt, b, ldb, l, p0, np);
-        nn_avx512(m, l, np, a + p0, lda, 1, bt, l, c, ldc, 1);
+    const int lb = l > NT_MAX_L ? NT_LB : l;
+    for (int q0 = 0; q0 < l; q0 += lb) {
+        const int lq = l - q0 < lb ? l - q0 : lb;
+        int chunk = NT_CHUNK_FLOATS / lq / 16 * 16;
+        if (chunk < 16) chunk = 16;
+        for (int p0 = 0; p0 < n; p0 += chunk) {
+            int np = n - p0 < chunk ? n - p0 : chunk;
+            transpose_cols(bt, b + (ptrdiff_t)q0 * ldb, ldb, lq, p0, np);
+            nn_avx512(m, lq, np, a + p0, lda, 1, bt, lq, c + q0, ldc, 1);
+        }
     }
 }
 

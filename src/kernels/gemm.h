@@ -7,7 +7,7 @@
  * AVX-512 micro-kernels where the CPU has AVX-512F (chosen at run time, so a
  * build for any x86-64-v3 CPU still uses them), OpenBLAS sgemm otherwise. Each
  * element of C is summed in an order fixed by the shapes alone (nn: k = 0..k-1
- * into the running value; nt: 16 lanes over n, then a fixed reduction tree), so
+ * into the running value; nt: n = 0..n-1 into the running value), so
  * the result does not depend on how callers split the work across threads.
  * Call them one per thread (inside a parallel region, or where a single thread
  * runs; outside a region the OpenBLAS fallback threads itself). */
