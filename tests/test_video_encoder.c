@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "kernels/conv2d_fft.h"
 #include "model/video_encoder.h"
 #include "train/video_trainer.h"
 
@@ -145,6 +146,12 @@ static void run_case(const char *name)
         }
         have &= fulls[k] != NULL;
     }
+    if (npred_conv2d_fft_set_mode(-1) == NPRED_CONV2D_FFT_ALWAYS) { /* the eval forward took the FFT path */
+        int any = 0;
+        for (int l = 0; vc.core2d && l < e.core2d.cfg.layers; l++) any |= e.core2d.L[l].wfft_ok;
+        CHECK(!vc.core2d || any, "%s: no core conv ran by FFT", name);
+        CHECK(!vc.use_gru || e.gru.wf_ok == 7, "%s: the GRU's convs by FFT: %d", name, e.gru.wf_ok);
+    }
     if (CHECK(have, "%s: the eval outputs to stream against", name)) check_stream(&e, ns, in, fulls, B, C, T, H * W, nn);
     for (int k = 0; k < ns; k++) free(fulls[k]);
     for (int k = 0; k < ns; k++) {
@@ -159,6 +166,7 @@ static void run_case(const char *name)
         double rs, rt, rr;
         CHECK_OK(npred_video_encoder_regularizer(&e, k, 1.0, &rs, &rt, &rr));
         if (!CHECK_OK(npred_video_encoder_forward(&e, k, in[k][0], in[k][1], B, 1, NULL, noise, NULL))) goto next;
+        CHECK(e.gru.wf_ok == 0 && (!vc.core2d || !e.core2d.L[0].wfft_ok), "the train forward ran a conv by FFT");
         compare_sess(&c, keys[k], "output_train", NULL, "forward", e.out, TH_DIMS(B, T1, nn[k]));
         if (vc.core2d) /* the 2D core's own output, frame-major (B*T, K, h, w) */
             compare_sess(&c, keys[k], "intermediates", "core_output", "forward", e.core2d.output,
@@ -247,6 +255,17 @@ out:
 static void test_factorized3d_encoder(void) { run_case("video_factorized3d_encoder"); }
 static void test_gru_encoder(void) { run_case("video_gru_encoder"); }
 static void test_gru_encoder_stacked2d(void) { run_case("video_gru_encoder_stacked2d"); }
+/* the same with every supported eval convolution by FFT (the fixtures' kernels are too
+ * small for the default policy): the eval outputs within the fixture's tolerance, the
+ * stream bit-identical to them, the training forward and gradients unchanged (direct) */
+static void fft_case(const char *name)
+{
+    npred_conv2d_fft_set_mode(NPRED_CONV2D_FFT_ALWAYS);
+    run_case(name);
+    npred_conv2d_fft_set_mode(NPRED_CONV2D_FFT_AUTO);
+}
+static void test_gru_encoder_fft(void) { fft_case("video_gru_encoder"); }
+static void test_gru_encoder_stacked2d_fft(void) { fft_case("video_gru_encoder_stacked2d"); }
 
 /* the kit's config forms: hidden_channels as a list of equal ints builds the same model
  * as the int; mistakes are errors naming the key */
@@ -377,6 +396,8 @@ int main(void)
     RUN(test_factorized3d_encoder);
     RUN(test_gru_encoder);
     RUN(test_gru_encoder_stacked2d);
+    RUN(test_gru_encoder_fft);
+    RUN(test_gru_encoder_stacked2d_fft);
     RUN(test_stream_basic3d);
     return th_summary();
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "kernels/conv2d_fft.h"
 #include "model/video_model.h"
 #include "npred/video_stream.h"
 
@@ -155,6 +156,16 @@ out:
 static void test_gru(void) { run_fixture("video_gru_encoder"); }
 static void test_gru_stacked2d(void) { run_fixture("video_gru_encoder_stacked2d"); }
 static void test_factorized3d(void) { run_fixture("video_factorized3d_encoder"); }
+/* every supported eval convolution by FFT (the default policy leaves the fixtures'
+ * small kernels direct): the stream still equals predict bit for bit */
+static void fft_fixture(const char *name)
+{
+    npred_conv2d_fft_set_mode(NPRED_CONV2D_FFT_ALWAYS);
+    run_fixture(name);
+    npred_conv2d_fft_set_mode(NPRED_CONV2D_FFT_AUTO);
+}
+static void test_gru_fft(void) { fft_fixture("video_gru_encoder"); }
+static void test_gru_stacked2d_fft(void) { fft_fixture("video_gru_encoder_stacked2d"); }
 
 /* behaviour and pupil planes from the loader record: push writes them */
 static void test_planes(void)
@@ -248,6 +259,8 @@ int main(void)
 {
     RUN(test_gru);
     RUN(test_gru_stacked2d);
+    RUN(test_gru_fft);
+    RUN(test_gru_stacked2d_fft);
     RUN(test_factorized3d);
     RUN(test_planes);
     RUN(test_errors);

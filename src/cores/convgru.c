@@ -1,6 +1,8 @@
 /* ConvGRU (see convgru.h). */
 #include "cores/convgru.h"
 
+#include "kernels/conv2d_fft.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +118,34 @@ static void fuse_weights(npred_convgru *g, const npred_ptable *t)
     }
 }
 
+/* does this conv run by FFT (an eval forward and the policy picks it)? */
+static int by_fft(const npred_convgru *g, const npred_conv2d_params *p) { return g->fft && npred_conv2d_fft_use(p); }
+
+/* the transformed weights of the convs that run by FFT (once per weight set) and a
+ * workspace for them */
+static npred_status fft_prepare(npred_convgru *g, const npred_ptable *t, const npred_conv2d_params *const cps[3])
+{
+    const float *w[3] = {g->wi3, g->wh2, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT])};
+    for (int q = 0; q < 3; q++) {
+        if (!by_fft(g, cps[q])) continue;
+        npred_status s = npred_conv2d_fft_reserve(&g->fws, &g->fws_bytes, cps[q]);
+        if (s) return npred_error_prefix(s, "ConvGRU");
+        if (g->wf_ok >> q & 1) continue;
+        if (!g->wf[q] && !(g->wf[q] = malloc(npred_conv2d_fft_weights_floats(cps[q]) * sizeof(float))))
+            return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory for the FFT weights");
+        if ((s = npred_conv2d_fft_weights(g->wf[q], w[q], cps[q]))) return s;
+        g->wf_ok |= 1 << q;
+    }
+    return NPRED_OK;
+}
+
+static npred_status gate_conv(npred_convgru *g, int q, float *y, const float *x, const float *w, const float *b,
+                              const npred_conv2d_params *p)
+{
+    if (by_fft(g, p)) return npred_conv2d_fft_forward(y, x, g->wf[q], b, p, g->fws, g->fws_bytes);
+    return npred_conv2d_forward(y, x, w, b, p, g->ws, g->ws_bytes);
+}
+
 npred_status npred_convgru_forward(npred_convgru *g, const npred_ptable *t, const float *x, int B, int T,
                                    const float **out)
 {
@@ -137,7 +167,7 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
                 memcpy(g->xs + (((size_t)tt * B + b) * C + c) * HW, x + (((size_t)b * C + c) * T + tt) * HW,
                        HW * sizeof(float));
     npred_status s;
-    if (!g->keep_weights) fuse_weights(g, t);
+    if (!g->keep_weights) fuse_weights(g, t), g->wf_ok = 0;
     /* the three input convs as one: (chunk, 3R, H', W') per call, split into a[q] */
     npred_conv2d_params pi = g->cpi, ph = g->cph;
     pi.o = 3 * R;
@@ -145,10 +175,12 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
     ph.n = B;
     npred_conv2d_params po = g->cph; /* the out gate's hidden conv */
     po.n = B;
+    const npred_conv2d_params *cps[3] = {&pi, &ph, &po};
+    if ((s = fft_prepare(g, t, cps))) return s;
     for (int i0 = 0; i0 < B * T; i0 += g->chunk) {
         int ni = B * T - i0 < g->chunk ? B * T - i0 : g->chunk;
         pi.n = ni;
-        if ((s = npred_conv2d_forward(g->gi, g->xs + (size_t)i0 * C * HW, g->wi3, g->bi3, &pi, g->ws, g->ws_bytes)))
+        if ((s = gate_conv(g, 0, g->gi, g->xs + (size_t)i0 * C * HW, g->wi3, g->bi3, &pi)))
             return s;
         for (int i = 0; i < ni; i++)
             for (int q = 0; q < 3; q++)
@@ -165,7 +197,7 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
         const float *au = g->a[NPRED_GRU_UPDATE] + (size_t)tt * n, *ar = g->a[NPRED_GRU_RESET] + (size_t)tt * n,
                     *ao = g->a[NPRED_GRU_OUT] + (size_t)tt * n;
         /* update and reset hidden convs as one: gh (B, 2R, H', W') */
-        if ((s = npred_conv2d_forward(g->gh, h, g->wh2, g->bh2, &ph, g->ws, g->ws_bytes))) return s;
+        if ((s = gate_conv(g, 1, g->gh, h, g->wh2, g->bh2, &ph))) return s;
         for (int b = 0; b < B; b++) {
             const float *hu = g->gh + (size_t)b * 2 * st, *hrs = hu + st;
             size_t o = (size_t)b * st;
@@ -175,8 +207,8 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
                 hr[o + i] = h[o + i] * r[o + i];
             }
         }
-        if ((s = npred_conv2d_forward(g->tmp, hr, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT]),
-                                      npred_ptable_ptr(t, g->p_bh[NPRED_GRU_OUT]), &po, g->ws, g->ws_bytes)))
+        if ((s = gate_conv(g, 2, g->tmp, hr, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT]),
+                           npred_ptable_ptr(t, g->p_bh[NPRED_GRU_OUT]), &po)))
             return s;
         for (size_t i = 0; i < n; i++) {
             c[i] = tanhf(ao[i] + g->tmp[i]);
@@ -297,5 +329,7 @@ void npred_convgru_free(npred_convgru *g)
     free(g->dhr);
     free(g->ws);
     free(g->wi3), free(g->bi3), free(g->wh2), free(g->bh2), free(g->gi), free(g->gh);
+    for (int q = 0; q < 3; q++) free(g->wf[q]);
+    free(g->fws);
     memset(g, 0, sizeof *g);
 }

@@ -57,6 +57,14 @@ typedef struct {
     float *gh;        /* (B, 2R, H', W') fused hidden conv output */
     int chunk;        /* frames per fused input conv call */
     int keep_weights; /* 1: reuse wi3/wh2 of the previous forward (streaming, parameters unchanged) */
+    /* 1: an eval forward (set by the caller; never for training): the gate convs that
+     * npred_conv2d_fft_use picks run by FFT (kernels/conv2d_fft.h), on these transformed
+     * weights (built by the forward, reused with keep_weights) */
+    int fft;
+    float *wf[3];     /* fused input, fused update/reset hidden, out gate hidden */
+    int wf_ok;        /* bit q: wf[q] holds the transform of the current weights */
+    void *fws;
+    size_t fws_bytes;
 } npred_convgru;
 
 /* Declare the parameters for frames of (h, w). */

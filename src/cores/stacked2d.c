@@ -10,6 +10,7 @@
 
 #include "kernels/batchnorm.h"
 #include "kernels/batchnorm_sync.h"
+#include "kernels/conv2d_fft.h"
 #include "kernels/gemm.h"
 #include "base/threads.h"
 #include "kernels/regularizers.h"
@@ -812,12 +813,29 @@ static void hermite_project(npred_core *core, npred_core_layer *L, npred_ptable 
                                    core->cfg.hidden_channels, L->rot, L->k, L == &core->L[0]);
 }
 
+/* the FFT weights of a plain layer's conv (once per weight set) and the workspace */
+static npred_status fft_prepare(npred_core *core, npred_core_layer *L, const npred_conv2d_params *p, const float *w)
+{
+    if (!L->wfft_ok) {
+        if (!L->wfft && !(L->wfft = malloc(npred_conv2d_fft_weights_floats(p) * sizeof(float))))
+            return npred_errorf(NPRED_ERR_NOMEM, "core: out of memory for the FFT weights");
+        npred_status s = npred_conv2d_fft_weights(L->wfft, w, p);
+        if (s) return s;
+        L->wfft_ok = 1;
+    }
+    return npred_conv2d_fft_reserve(&core->fws, &core->fws_bytes, p);
+}
+
 static npred_status conv_fwd(npred_core *core, npred_core_layer *L, npred_ptable *t, int i, float *y, const float *x,
                              int B)
 {
     npred_conv2d_params p = L->cp[i];
     p.n = B;
     const float *w = L->weff ? L->weff : pw(t, L->p_w[i]);
+    if (core->fft && !core->train && !L->ds && !L->att && npred_conv2d_fft_use(&p)) {
+        npred_status s = fft_prepare(core, L, &p, w);
+        return s ? s : npred_conv2d_fft_forward(y, x, L->wfft, pw(t, L->p_b[i]), &p, core->fws, core->fws_bytes);
+    }
     return npred_conv2d_forward(y, x, w, pw(t, L->p_b[i]), &p, core->ws, core->ws_bytes);
 }
 
@@ -1079,6 +1097,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
         const float *in;
         double *pst = NULL; /* the BN statistics of the image-by-image block */
         if (L->weff && !core->keep_weights) hermite_build(core, L, t);
+        if (!core->keep_weights) L->wfft_ok = 0;
         if (l == 0) in = x;
         else if (uses_skip(c)) {
             gather_skip(core, l, B);
@@ -1630,6 +1649,7 @@ void npred_core_free(npred_core *core)
         if (L->owns_dout) free(L->dout);
         free(L->weff);
         free(L->dweff);
+        free(L->wfft);
         free(L->att_kqv);
         free(L->att_d);
         free(L->basis);
@@ -1641,6 +1661,7 @@ void npred_core_free(npred_core *core)
     free(core->bncoef);
     if (core->owns_output) free(core->output);
     free(core->ws);
+    free(core->fws);
     memset(core, 0, sizeof *core);
 }
 

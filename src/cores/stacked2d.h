@@ -115,6 +115,8 @@ typedef struct {
     int p_rel_h, p_rel_w;     /* (C/2, 1, 1, k, 1), (C/2, 1, 1, 1, k) */
     float *att_kqv;           /* (3, B, C, h, w) key, query, value maps */
     float *att_d;             /* (3, B, C, h, w) their gradients */
+    float *wfft;              /* the conv's FFT weights (kernels/conv2d_fft.h) when it runs by FFT */
+    int wfft_ok;              /* wfft holds the transform of the current weights */
 } npred_core_layer;
 
 typedef struct {
@@ -137,6 +139,10 @@ typedef struct {
     int B, train;
     int keep_weights;   /* 1: forward reuses the Hermite layers' weff of the previous forward (streaming
                            with unchanged parameters: the same values, without rebuilding them) */
+    int fft;            /* 1 (set by the caller): eval forwards run the plain layers' convs that
+                           npred_conv2d_fft_use picks by FFT (the video encoders set it) */
+    void *fws;          /* their workspace */
+    size_t fws_bytes;
 } npred_core;
 
 /* 0.3.0 Stacked2dCore defaults (input_channels etc. must still be set). */

@@ -191,6 +191,7 @@ npred_status npred_video_encoder_forward(npred_video_encoder *e, int si, const f
                 for (int t = 0; t < T1; t++)
                     memcpy(e->vframes + (((size_t)b * T1 + t) * C + c) * HW, videos + (((size_t)b * C + c) * T1 + t) * HW,
                            HW * sizeof(float));
+        e->core2d.fft = !train; /* eval: the large convolutions by FFT (as the stream's) */
         if ((st = npred_core_forward(&e->core2d, &e->t, e->vframes, B * T1, train))) return st;
         for (int b = 0; b < B; b++)
             for (int k = 0; k < Kc; k++)
@@ -202,6 +203,7 @@ npred_status npred_video_encoder_forward(npred_video_encoder *e, int si, const f
         return st;
     }
     e->core_out = feat;
+    e->gru.fft = !train;
     if (e->cfg.use_gru && (st = npred_convgru_forward(&e->gru, &e->t, feat, B, T1, &feat))) return st;
     e->feat = feat;
     size_t hw = (size_t)e->feat_h * e->feat_w;
@@ -335,6 +337,7 @@ npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, con
     if (e->cfg.core2d) {
         /* the Hermite weights of a rotation-equivariant core are built by the stream's first push */
         e->core2d.keep_weights = e->stream_in > 0;
+        e->core2d.fft = 1;
         st = npred_core_forward(&e->core2d, &e->t, frame, B, 0);
         e->core2d.keep_weights = 0;
         if (st) return st;
@@ -346,6 +349,7 @@ npred_status npred_video_encoder_stream_push(npred_video_encoder *e, int si, con
     if (!feat) return NPRED_OK; /* the 3D core's warm-up: no output frame yet */
     if (e->cfg.use_gru) {
         e->gru.keep_weights = e->stream_t > 0; /* its fused weights are built by the stream's first output */
+        e->gru.fft = 1;
         st = npred_convgru_forward_from(&e->gru, &e->t, feat, e->stream_t ? e->state : NULL, B, 1, &feat);
         e->gru.keep_weights = 0;
         if (st) return st;
