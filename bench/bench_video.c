@@ -5,6 +5,9 @@
  *     predictor; MLP shifter) for 8,000 neurons: frames/s and the latency of one push
  *     (median, 99th percentile) on 1 thread (recorded for the make bench summary:
  *     stream_frames_s_1thread, stream_push_ms, stream_push_ms_p99) and on all threads;
+ *     the large convolutions run by FFT as in any eval forward (kernels/conv2d_fft.h);
+ *     NPRED_BENCH_VIDEO_FFT=0 runs them direct instead (for comparison; then nothing is
+ *     recorded);
  *   - the Factorized3dCore of the kit's factorised benchmark with hidden_channels 32 in
  *     every layer (43faede takes one value; the kit writes [32, 64, 128]), kernels 11x11/11
  *     and 5x5/5, 3 layers, on clips of 2 x 3 x 40 frames: forward (train) and
@@ -27,6 +30,7 @@
 
 #include "bench_check.h"
 #include "bench_report.h"
+#include "kernels/conv2d_fft.h"
 #include "model/video_encoder.h"
 #include "train/adam.h"
 #include "train/video_trainer.h"
@@ -125,11 +129,21 @@ static void bench_stream(void)
     float *frame = malloc(3 * 36 * 64 * sizeof *frame), *rates = malloc((size_t)n * sizeof *rates), pc[2] = {0.1f, -0.2f};
     for (int i = 0; i < 3 * 36 * 64; i++) frame[i] = (float)npred_rng_normal(&rng);
     int dflt = omp_get_max_threads();
+    const char *fft = getenv("NPRED_BENCH_VIDEO_FFT");
+    int direct = fft && !strcmp(fft, "0");
+    if (fft && !direct && strcmp(fft, "1")) {
+        fprintf(stderr, "bench_video: NPRED_BENCH_VIDEO_FFT must be 0 or 1, not '%s'\n", fft);
+        exit(1);
+    }
+    if (direct) npred_conv2d_fft_set_mode(NPRED_CONV2D_FFT_NEVER);
+    printf("convolutions: %s\n", direct ? "direct (NPRED_BENCH_VIDEO_FFT=0)" : "the large ones by FFT");
     double fps, med, p99;
     stream_run(&e, frame, pc, rates, 1, &fps, &med, &p99);
-    bench_record("stream_frames_s_1thread", fps, 1);
-    bench_record("stream_push_ms", med, 1);
-    bench_record("stream_push_ms_p99", p99, 1);
+    if (!direct) {
+        bench_record("stream_frames_s_1thread", fps, 1);
+        bench_record("stream_push_ms", med, 1);
+        bench_record("stream_push_ms_p99", p99, 1);
+    }
     if (dflt > 1) stream_run(&e, frame, pc, rates, dflt, &fps, &med, &p99);
     omp_set_num_threads(dflt);
     free(frame), free(rates);
