@@ -374,3 +374,21 @@ int th_shell(char **out, const char *cmd)
     else free(buf);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+const char *th_npred_bin(void)
+{
+    const char *b = getenv("NPRED_BIN");
+    return b && *b ? b : "./build/npred";
+}
+
+int th_npred(char **out, const char *fmt, ...)
+{
+    char args[4096], cmd[4400];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof args) return -1;
+    snprintf(cmd, sizeof cmd, "%s %s", th_npred_bin(), args);
+    return th_shell(out, cmd);
+}

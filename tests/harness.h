@@ -91,5 +91,9 @@ double th_rand(uint64_t *state);
 /* Run a shell command line (stderr folded into stdout). Returns its exit code, or
  * -1 when it died from a signal; *out (may be NULL) gets the output (malloc'ed). */
 int th_shell(char **out, const char *cmd);
+/* The npred binary: $NPRED_BIN, else ./build/npred. */
+const char *th_npred_bin(void);
+/* Run `npred <args>` (printf-style) as th_shell does; -1 when the line is too long. */
+int th_npred(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

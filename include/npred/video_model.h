@@ -57,6 +57,25 @@ NPRED_API npred_status npred_video_model_save(const npred_video_model *m, const 
 NPRED_API npred_status npred_video_model_save_file(const npred_video_model *m, const char *path);
 /* Load a model saved by npred_video_model_save: its directory or the .safetensors. */
 NPRED_API npred_status npred_video_model_load(npred_video_model **out, const char *path, int max_batch);
+/* Import the SENSORIUM 2023 kit's trained model saved as a PyTorch state_dict
+ * (torch.save(model.state_dict(), path), the kit's epoch_<E>.pth / final.pth): the
+ * file is read without executing anything (docs/checkpoints.md), the model built
+ * from config_json (the make_video_model arguments it was trained with; a .pth does
+ * not hold them; config_where names it in errors) and every tensor of the file
+ * copied in. Strict: a tensor the model needs that the file lacks, a tensor of the
+ * file the model does not have, a shape that differs and a non-finite value are
+ * errors naming the tensor; a GRU or shifter the file has and the config has not
+ * (or the reverse) is named as such. The input channels are core_dict's
+ * input_channels (else the layer-0 weight's); in_h x in_w is the frame size the model
+ * will take (both <= 0: 36 x 64, the 2023 frames; nothing in the file says it).
+ * Sessions: n_sessions 0 takes every readout.<data_key> of the file, in file order,
+ * with its neuron count; else keys / n_neurons (e.g. from the scans) must name
+ * exactly the file's sessions with their neuron counts, and give the model's order.
+ * The model records no loader (npred_video_model_set_loader_json). */
+NPRED_API npred_status npred_video_model_import_pth(npred_video_model **out, const char *pth_path,
+                                                    const char *config_json, const char *config_where, int in_h,
+                                                    int in_w, const char *const *keys, const int *n_neurons,
+                                                    int n_sessions, int max_batch);
 /* 1 when path (a directory holding model.safetensors, or a .safetensors file) is an
  * npred video model, else 0 (no error set). */
 NPRED_API int npred_video_model_probe(const char *path);

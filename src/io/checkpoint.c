@@ -399,6 +399,21 @@ core_done:
     return c;
 }
 
+/* A state_dict of the SENSORIUM 2023 kit's video model (a ConvGRU or a 3D core) is an
+ * error that says how to import it. */
+static npred_status not_video(const npred_tensor_list *l, const char *where)
+{
+    const npred_tensor *w0 = npred_tensor_list_find(l, "core.features.layer0.conv.weight");
+    int gru = 0;
+    for (size_t i = 0; i < l->n && !gru; i++) gru = !strncmp(l->items[i].name, "gru_module.", 11);
+    if (gru || (w0 && w0->ndim == 5) || npred_tensor_list_find(l, "core.features.layer0.conv_spatial.weight"))
+        return npred_errorf(NPRED_ERR_FORMAT,
+                            "%s: a SENSORIUM 2023 video model (%s): import it with its make_video_model arguments "
+                            "(npred import --config; npred_video_model_import_pth)", where,
+                            gru ? "gru_module.* tensors" : "a 3D core");
+    return NPRED_OK;
+}
+
 static int session_neurons(const npred_tensor_list *l, const char *key, int multi)
 {
     char pre[96];
@@ -438,6 +453,7 @@ npred_status npred_model_import_tensors(npred_model **out, const npred_tensor_li
     int n_keys = 0;
     npred_model_config mc;
     cJSON *inferred = NULL;
+    if ((st = not_video(&l, pth_path))) return st;
     if (config_json) {
         st = npred_model_config_parse(&mc, config_json, "import config");
     } else {
@@ -452,8 +468,8 @@ npred_status npred_model_import_tensors(npred_model **out, const npred_tensor_li
         } else {
             cJSON *dummy = infer_config(&l, pth_path, keys, &n_keys, 64);
             cJSON_Delete(dummy);
-            if (!n_keys) st = npred_errorf(NPRED_ERR_FORMAT, "%s: no readout.<data_key>.* tensors", pth_path);
             npred_clear_error();
+            if (!n_keys) st = npred_errorf(NPRED_ERR_FORMAT, "%s: no readout.<data_key>.* tensors", pth_path);
         }
     }
     const npred_tensor *w0 = npred_tensor_list_find(&l, "core.features.layer0.conv.weight");
