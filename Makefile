@@ -242,7 +242,7 @@ bench: $(BENCHES) $(BUILD)/bench/summary $(BUILD)/npred
 # libfuzzer-14-dev (scripts/deps.sh fuzz installs them); `make test` does not.
 FUZZ_SECONDS ?= 10
 FUZZ_TARGETS ?= npy pickle pth safetensors dataset_zip model_config trainer_config dataset_config mei_config \
-                submission_csv png hdf5 video_config
+                submission_csv png hdf5 video_config video_pth
 FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 fuzz:
 	@sh scripts/deps.sh fuzz

@@ -254,6 +254,13 @@ for name in sorted(variants):
     put("video_config", json.dumps(kw).encode())
 put("video_config", b'{"batch_size": 1}')
 
+# ---- video .pth imports: the make_video_model arguments, a NUL byte, then the torch.save
+# file of the same encoder fixture (tests/fixtures/video_pth/, written with PyTorch)
+for case in ("video_gru_encoder", "video_gru_encoder_stacked2d", "video_factorized3d_encoder"):
+    mv = json.load(open("tests/fixtures/%s/case.json" % case))["args"]["make_video_model"]
+    with open("tests/fixtures/video_pth/%s.pth" % case, "rb") as f:
+        put("video_pth", json.dumps(mv).encode() + b"\0" + f.read())
+
 # ---- submission CSVs: the submission, a NUL byte, then the ground truth (as the target splits them)
 
 

@@ -11,10 +11,12 @@
 #include "../cli/png_read.h"
 #include "data/h5fs.h"
 #include "io/pickle.h"
+#include "io/checkpoint.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/video_encoder.h"
+#include "model/video_model.h"
 #include "npred/data.h"
 #include "npred/insilico.h"
 #include "npred/npy.h"
@@ -486,6 +488,50 @@ static int fuzz_video_config(const uint8_t *d, size_t n)
     return bad;
 }
 
+/* ---------------------------------------------------------------- video_pth */
+/* The import of the kit's trained video models: a make_video_model config, a NUL byte,
+ * then a .pth (its state_dict). A small model (as video_config) is built and filled from
+ * the file; a rejected file must say why, an accepted one leaves every value finite. */
+static int fuzz_video_pth(const uint8_t *d, size_t n)
+{
+    const uint8_t *nul = memchr(d, 0, n);
+    if (!nul) return 0;
+    char *text = as_text(d, (size_t)(nul - d));
+    ENSURE(text != NULL);
+    cJSON *obj = cJSON_Parse(text);
+    npred_video_encoder_config vc;
+    int small = obj && npred_video_encoder_config_from_cjson(&vc, obj, "fuzz.json") == NPRED_OK && small_video_model(&vc);
+    int C = small ? (vc.core2d ? vc.core2d_cfg.input_channels : vc.core.input_channels) : 0;
+    cJSON_Delete(obj);
+    npred_tensor_list l;
+    npred_clear_error();
+    npred_status s = npred_pth_parse(nul + 1, n - (size_t)(nul + 1 - d), "fuzz.pth", &l);
+    int bad = 0;
+    if (s != NPRED_OK) {
+        if (!rejected_with_message(s)) bad = __LINE__;
+    } else if (small && C >= 1 && C <= 4) {
+        npred_video_model *m = NULL;
+        npred_clear_error();
+        s = npred_video_model_import_tensors(&m, &l, "fuzz.pth", text, "fuzz.json", 12, 16, NULL, NULL, 0, 1);
+        if (s != NPRED_OK) {
+            if (!rejected_with_message(s) || m) bad = __LINE__;
+        } else if (npred_video_model_n_sessions(m) < 1) {
+            bad = __LINE__;
+        } else {
+            const npred_ptable *t = &m->e->t;
+            for (int i = 0; i < t->n && !bad; i++) {
+                const float *v = npred_ptable_ptr(t, i);
+                for (size_t k = 0; k < t->items[i].count; k++)
+                    if (!isfinite(v[k])) bad = __LINE__;
+            }
+        }
+        npred_video_model_free(m);
+    }
+    npred_tensor_list_free(&l);
+    free(text);
+    return bad;
+}
+
 const npred_fuzz_target npred_fuzz_targets[] = {
     {"npy", fuzz_npy},
     {"pickle", fuzz_pickle},
@@ -500,6 +546,7 @@ const npred_fuzz_target npred_fuzz_targets[] = {
     {"png", fuzz_png},
     {"hdf5", fuzz_hdf5},
     {"video_config", fuzz_video_config},
+    {"video_pth", fuzz_video_pth},
     {NULL, NULL},
 };
 

@@ -15,6 +15,7 @@ for t in "$@"; do
     case $t in
         npy) dict=npy; max=8192 ;;
         pickle|pth) dict=pickle; max=16384 ;;
+        video_pth) dict=pickle; max=65536 ;;
         safetensors) dict=safetensors; max=8192 ;;
         dataset_zip) dict=zip; max=131072 ;;
         submission_csv) dict=csv; max=8192 ;;

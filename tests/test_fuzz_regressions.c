@@ -5,6 +5,7 @@
  * replays them under ASan/UBSan. Also checks that the regression folders name
  * real targets, so a misnamed folder cannot silently skip its inputs. */
 #include <dirent.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +87,55 @@ static void test_targets_discriminate(void)
     }
 }
 
+/* video_pth: a fixture's config + NUL + its torch-written .pth is imported (no error
+ * left); the same with the .pth cut short, or another fixture's config, is refused with
+ * a message naming the file */
+static void test_video_pth_target(void)
+{
+    const npred_fuzz_target *t = npred_fuzz_find("video_pth");
+    th_case c;
+    void *pth = NULL;
+    size_t len = 0;
+    if (!CHECK(t != NULL, "video_pth target") || !th_case_open(&c, "video_factorized3d_encoder")) return;
+    char *cfg = cJSON_PrintUnformatted(th_get(c.json, "args", "make_video_model", NULL));
+    size_t k = cfg ? strlen(cfg) : 0;
+    uint8_t *in = NULL;
+    if (CHECK(cfg != NULL, "config") &&
+        CHECK_OK(npred_file_read_all("tests/fixtures/video_pth/video_factorized3d_encoder.pth", &pth, &len)) &&
+        CHECK((in = malloc(k + 1 + len)) != NULL, "alloc")) {
+        memcpy(in, cfg, k + 1), memcpy(in + k + 1, pth, len);
+        npred_clear_error();
+        CHECK(t->fn(in, k + 1 + len) == 0 && npred_last_error()[0] == 0, "the fixture imports: %s", npred_last_error());
+        CHECK(t->fn(in, k + 1 + len / 2) == 0 && strstr(npred_last_error(), "fuzz.pth"), "a cut .pth: %s",
+              npred_last_error());
+    }
+    th_case g;
+    char *gcfg = NULL;
+    uint8_t *gin = NULL;
+    if (in && th_case_open(&g, "video_gru_encoder_stacked2d")) {
+        gcfg = cJSON_PrintUnformatted(th_get(g.json, "args", "make_video_model", NULL));
+        size_t gk = gcfg ? strlen(gcfg) : 0;
+        if (CHECK(gcfg && (gin = malloc(gk + 1 + len)) != NULL, "alloc")) {
+            memcpy(gin, gcfg, gk + 1), memcpy(gin + gk + 1, pth, len);
+            npred_clear_error();
+            CHECK(t->fn(gin, gk + 1 + len) == 0 && strstr(npred_last_error(), "fuzz.pth") &&
+                      strstr(npred_last_error(), "has no gru_module.* tensors"),
+                  "another model's config: %s", npred_last_error());
+        }
+        th_case_close(&g);
+    }
+    free(gin);
+    free(gcfg);
+    free(in);
+    free(pth);
+    free(cfg);
+    th_case_close(&c);
+}
+
 int main(void)
 {
     RUN(test_regression_inputs);
     RUN(test_targets_discriminate);
+    RUN(test_video_pth_target);
     return th_summary();
 }
