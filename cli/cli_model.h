@@ -12,6 +12,14 @@
 int cli_ends_with(const char *path, const char *suffix);
 /* Read a whole text file (malloc'ed, NUL-terminated); NULL with an error set. */
 char *cli_read_text(const char *path);
+/* The scans of a command: --data (n_data paths) and the "paths" of the --dataset JSON
+ * file (n_json; dataset names the file in messages). Either serves alone; given both,
+ * they must name the same scans in the same order (the same files, compared by inode,
+ * else by name), else an argument error naming both; neither is an error too. On
+ * success *paths / *n_paths point at the list to open (not copied) and 0 is returned;
+ * else the exit code after printing why. */
+int cli_dataset_paths(const char *cmd, const char *dataset, const char *const *json_paths, size_t n_json,
+                      const char *const *data, size_t n_data, const char *const **paths, size_t *n_paths);
 /* Open the loaders for evaluating / predicting with model m, as sensorium's
  * static_loaders does (normalize true), cfg initialised here (free it with
  * npred_loader_config_free, also after a failure): the static_loaders arguments of

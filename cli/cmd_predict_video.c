@@ -1,6 +1,5 @@
 /* npred predict --video: eval-mode rates of a video model for whole trials of a
  * SENSORIUM 2023 movie scan (docs/video.md). */
-#include <cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include "args.h"
 #include "cli.h"
 #include "cli_model.h"
+#include "cli_video_eval.h"
 #include "npred/npy.h"
 #include "npred/video.h"
 #include "npred/video_model.h"
@@ -19,24 +19,25 @@ static void help(FILE *f)
 {
     fprintf(f,
             "usage: npred predict --video --model RUN --data SCAN (--tier TIER | --trials I...) --out OUT\n"
-            "                     [--session KEY] [--loader FILE.json]\n\n"
+            "                     [--session KEY] [--dataset FILE.json]\n\n"
             "Eval-mode rates of a video model (npred_video_model_save) for whole trials of a\n"
             "SENSORIUM 2023 movie scan (folder or .zip), each trial through the model's data\n"
-            "pipeline (the mouse_video_loader arguments recorded in the model, or --loader) with\n"
-            "whole trials (to_cut false). A trial of T frames gives T' = T - cutoff output frames\n"
+            "pipeline (the mouse_video_loader arguments recorded in the model, then --dataset's)\n"
+            "with whole trials (to_cut false). A trial of T frames gives T' = T - cutoff output frames\n"
             "(npred info RUN); output frame t belongs to the trial's frame t + cutoff. Rates are\n"
             "in the units the model was trained on (normalised responses). Files are written\n"
             "atomically.\n\n"
             "options:\n"
             "  --model RUN       run directory or .safetensors of a video model\n"
-            "  --data SCAN       the scan (folder or .zip)\n"
+            "  --data SCAN       the scan (folder or .zip) [the one of --dataset's \"paths\"]\n"
             "  --tier TIER       every trial of this tier (as in meta/trials/tiers, e.g. oracle,\n"
             "                    live_test_main, final_test_main), ascending\n"
             "  --trials I...     these trials, in this order\n"
             "  --session KEY     the model's session for the scan [the scan's data key]\n"
-            "  --loader FILE     mouse_video_loader arguments as JSON, instead of the model's record\n"
-            "                    (\"paths\" is ignored: the scan is --data; to_cut is set false and\n"
-            "                    batch_size 1)\n"
+            "  --dataset FILE    mouse_video_loader arguments as JSON, over the model's record (as\n"
+            "                    npred eval); its \"paths\" (one scan) serve when --data is not given\n"
+            "                    and must name --data's scan when it is; to_cut is set false and\n"
+            "                    batch_size 1\n"
             "  --out OUT.npy     one float32 array (N, T', n) (every trial must give the same T')\n"
             "                    and OUT.trials.npy (N,) int64, the trial of each row\n"
             "  --out DIR/        (a directory, created) DIR/<trial>.npy (T', n) float32 per trial\n"
@@ -66,40 +67,6 @@ static npred_status write_i64(const char *path, const int64_t *v, int64_t n)
     st = npred_npy_write(path, &a);
     npred_array_free(&a);
     return st;
-}
-
-/* the loader configuration: the model's record or --loader, whole trials one at a time */
-static int loader_config(npred_video_model *m, const char *loader, npred_video_loader_config *cfg)
-{
-    char *text = NULL;
-    const char *json = npred_video_model_loader_json(m);
-    if (loader) {
-        if (!(text = cli_read_text(loader))) return cli_fail(NPRED_ERR_IO, "predict");
-        json = text;
-    }
-    char **paths = NULL;
-    size_t n_paths = 0;
-    npred_status st;
-    if (json) {
-        /* batch_size is required by the parser; predict sets it to 1 anyway */
-        cJSON *o = cJSON_Parse(json);
-        if (cJSON_IsObject(o) && !cJSON_GetObjectItemCaseSensitive(o, "batch_size"))
-            cJSON_AddNumberToObject(o, "batch_size", 1);
-        char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-        cJSON_Delete(o);
-        st = npred_video_loader_config_parse(cfg, s ? s : json, &paths, &n_paths);
-        free(s);
-        if (st) st = npred_error_prefix(st, "%s", loader ? loader : "the model's loader record");
-    } else {
-        st = npred_video_loader_config_parse(cfg, "{\"batch_size\": 1}", NULL, NULL);
-    }
-    for (size_t i = 0; i < n_paths; i++) free(paths[i]);
-    free(paths);
-    free(text);
-    if (st) return cli_fail(st, "predict");
-    cfg->batch_size = 1;
-    cfg->to_cut = 0;
-    return 0;
 }
 
 /* the trials: --tier's (ascending) or --trials as given */
@@ -141,14 +108,13 @@ static int pick_trials(const npred_video_loaders *L, const char *tier, const cli
 }
 
 static int run(const char *model, const char *data, const char *tier, const cli_list *trials, const char *key,
-               const char *loader, const char *out)
+               const char *dataset, const char *out)
 {
     npred_video_model *m = NULL;
     npred_video_loaders *L = NULL;
-    npred_video_loader_config cfg;
     npred_video_batch b;
     memset(&b, 0, sizeof b);
-    npred_video_loader_config_init(&cfg);
+    char *scan = NULL;
     int64_t *idx = NULL, n_trials = 0;
     float *rates = NULL, *all = NULL;
     int64_t *frames = NULL;
@@ -158,12 +124,10 @@ static int run(const char *model, const char *data, const char *tier, const cli_
         cli_fail(st, "predict");
         goto done;
     }
-    if ((rc = loader_config(m, loader, &cfg))) goto done;
-    rc = 1;
-    if ((st = npred_video_loaders_open(&L, &data, 1, &cfg))) {
-        cli_fail(st, "predict");
+    if ((rc = cli_video_open_loaders("predict", m, dataset, data ? &data : NULL, data ? 1 : 0, 1, &L, &scan)))
         goto done;
-    }
+    rc = 1;
+    data = scan;
     npred_video_session_info si;
     npred_video_loaders_session(L, 0, &si);
     if (!key) key = si.data_key;
@@ -266,7 +230,7 @@ nomem:
 done:
     npred_video_batch_free(&b);
     npred_video_loaders_free(L);
-    npred_video_loader_config_free(&cfg);
+    free(scan);
     npred_video_model_free(m);
     free(idx), free(rates), free(all), free(frames);
     return rc;
@@ -274,22 +238,25 @@ done:
 
 int cmd_predict_video(int argc, char **argv)
 {
-    const char *model = NULL, *data = NULL, *tier = NULL, *key = NULL, *loader = NULL, *out = NULL;
+    const char *model = NULL, *data = NULL, *tier = NULL, *key = NULL, *dataset = NULL, *loader = NULL, *out = NULL;
     int video = 0;
     cli_list trials = {0};
     const cli_opt opts[] = {{"video", CLI_FLAG, &video, 0, 0},   {"model", CLI_STR, &model, 0, 0},
                             {"data", CLI_STR, &data, 0, 0},      {"tier", CLI_STR, &tier, 0, 0},
                             {"trials", CLI_LIST, &trials, 0, 0}, {"session", CLI_STR, &key, 0, 0},
-                            {"loader", CLI_STR, &loader, 0, 0},  {"out", CLI_STR, &out, 0, 0},
+                            {"dataset", CLI_STR, &dataset, 0, 0}, {"out", CLI_STR, &out, 0, 0},
+                            {"loader", CLI_STR, &loader, 0, 0},
                             {NULL, 0, NULL, 0, 0}};
     const cli_spec spec = {"predict", help, opts, NULL};
     int r = cli_parse(&spec, argc, argv);
     if (r != CLI_CONTINUE) return r;
-    if (!model) r = cli_usage_error("predict", "--video: missing --model RUN");
-    else if (!data) r = cli_usage_error("predict", "--video: missing --data SCAN");
+    if (loader) r = cli_usage_error("predict", "--video: --loader is now --dataset FILE.json (as npred eval and "
+                                    "npred predict --submission take the loader arguments)");
+    else if (!model) r = cli_usage_error("predict", "--video: missing --model RUN");
+    else if (!data && !dataset) r = cli_usage_error("predict", "--video: missing --data SCAN");
     else if (!out) r = cli_usage_error("predict", "--video: missing --out FILE.npy or DIR/");
     else if (!tier == !trials.n) r = cli_usage_error("predict", "--video: give --tier TIER or --trials I... (one of them)");
-    else r = run(model, data, tier, &trials, key, loader, out);
+    else r = run(model, data, tier, &trials, key, dataset, out);
     free(trials.v);
     return r;
 }

@@ -11,14 +11,11 @@
 #include "cli_video_eval.h"
 #include "npred/video_eval.h"
 
-/* The loaders of a video model's evaluation or submission: the mouse_video_loader
- * arguments the model records (if any), then those of --dataset (a JSON file whose
- * "paths" serve when --data is not given); whole trials one at a time (to_cut false,
- * batch_size 1: the kit's submission loader) whatever they say. */
-static int open_video_loaders(const char *cmd, npred_video_model *m, const char *dataset, const char *const *data,
-                              size_t n_data, npred_video_loaders **L)
+int cli_video_open_loaders(const char *cmd, npred_video_model *m, const char *dataset, const char *const *data,
+                           size_t n_data, size_t max_scans, npred_video_loaders **L, char **first_scan)
 {
     *L = NULL;
+    if (first_scan) *first_scan = NULL;
     npred_video_loader_config cfg;
     npred_video_loader_config_init(&cfg);
     cfg.batch_size = 1;
@@ -41,16 +38,26 @@ static int open_video_loaders(const char *cmd, npred_video_model *m, const char 
             goto done;
         }
     }
-    const char *const *paths = n_data ? data : (const char *const *)jpaths;
-    size_t n_paths = n_data ? n_data : n_jpaths;
-    if (!n_paths) {
-        rc = cli_usage_error(cmd, "no scans: give --data SCAN... or \"paths\" in --dataset");
+    const char *const *paths = NULL;
+    size_t n_paths = 0;
+    if ((rc = cli_dataset_paths(cmd, dataset, (const char *const *)jpaths, n_jpaths, data, n_data, &paths, &n_paths)))
+        goto done;
+    if (max_scans && n_paths > max_scans) {
+        rc = cli_usage_error(cmd, "this takes %zu scan(s); %s names %zu", max_scans,
+                             n_data ? "--data" : dataset, n_paths);
         goto done;
     }
+    rc = 1;
     cfg.to_cut = 0; /* the help and docs say so: scores and submissions take whole trials */
     cfg.batch_size = 1;
     if ((st = npred_video_loaders_open(L, paths, n_paths, &cfg))) {
         cli_fail(st, cmd);
+        goto done;
+    }
+    if (first_scan && !(*first_scan = strdup(paths[0]))) {
+        npred_video_loaders_free(*L);
+        *L = NULL;
+        cli_fail(npred_errorf(NPRED_ERR_NOMEM, "out of memory"), cmd);
         goto done;
     }
     rc = 0;
@@ -117,7 +124,7 @@ int cli_video_eval(const char *model, const char *dataset, const char *const *da
         cli_fail(st, "eval");
         goto done;
     }
-    if ((rc = open_video_loaders("eval", m, dataset, data, n_data, &L))) goto done;
+    if ((rc = cli_video_open_loaders("eval", m, dataset, data, n_data, 0, &L, NULL))) goto done;
     rc = 1;
     if ((st = npred_video_evaluate(m, L, tier, NULL, &res))) {
         cli_fail(st, "eval");
@@ -160,7 +167,7 @@ int cli_video_submit(const char *model, const char *dataset, const char *const *
         cli_fail(st, "predict");
         goto done;
     }
-    if ((rc = open_video_loaders("predict", m, dataset, data, n_data, &L))) goto done;
+    if ((rc = cli_video_open_loaders("predict", m, dataset, data, n_data, 0, &L, NULL))) goto done;
     rc = 1;
     if ((st = npred_video_submission_open(&sub, out, NULL)) || (st = npred_video_submission_add_tier(sub, m, L, tier, &rows))) {
         cli_fail(st, "predict --submission");

@@ -21,6 +21,37 @@ int cli_ends_with(const char *path, const char *suffix)
 }
 
 
+/* the same file or folder: by device and inode when both exist, else by name */
+static int same_path(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    return strcmp(a, b) == 0;
+}
+
+int cli_dataset_paths(const char *cmd, const char *dataset, const char *const *json_paths, size_t n_json,
+                      const char *const *data, size_t n_data, const char *const **paths, size_t *n_paths)
+{
+    if (n_data && n_json) {
+        int same = n_data == n_json;
+        for (size_t i = 0; same && i < n_data; i++) same = same_path(data[i], json_paths[i]);
+        if (!same) {
+            char a[1024] = "", b[1024] = "";
+            for (size_t i = 0; i < n_data; i++)
+                snprintf(a + strlen(a), sizeof a - strlen(a), "%s%s", i ? ", " : "", data[i]);
+            for (size_t i = 0; i < n_json; i++)
+                snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", i ? ", " : "", json_paths[i]);
+            return cli_usage_error(cmd, "--data (%s) and the \"paths\" of %s (%s) name different scans: give the "
+                                   "scans once (--data, or \"paths\" in --dataset), or the same ones in the same "
+                                   "order", a, dataset, b);
+        }
+    }
+    *paths = n_data ? data : json_paths;
+    *n_paths = n_data ? n_data : n_json;
+    if (!*n_paths) return cli_usage_error(cmd, "no scans: give --data SCAN... or \"paths\" in --dataset");
+    return 0;
+}
+
 char *cli_read_text(const char *path)
 {
     void *buf;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_model.h"
 #include "npred/dist.h"
 #include "npred/video.h"
 #include "npred/video_model.h"
@@ -72,12 +73,11 @@ int train_video(const train_video_args *a)
         rc = cli_fail(st, a->where_dataset ? a->where_dataset : "dataset config");
         goto done;
     }
-    const char *const *data = a->n_data ? a->data : (const char *const *)cfg_paths;
-    size_t n_data = a->n_data ? a->n_data : n_cfg;
-    if (!n_data) {
-        rc = cli_usage_error("train", "--data SCAN... is required");
+    const char *const *data = NULL;
+    size_t n_data = 0;
+    if ((rc = cli_dataset_paths("train", a->where_dataset ? a->where_dataset : "the dataset config",
+                                (const char *const *)cfg_paths, n_cfg, a->data, a->n_data, &data, &n_data)))
         goto done;
-    }
     printf("npred train (video): %zu session(s), %d thread(s)%s, seed %lld -> %s\n", n_data, omp_get_max_threads(),
            nranks > 1 ? " per rank" : "", seed, a->out);
     if (nranks > 1)

@@ -145,20 +145,30 @@ static void test_info(void)
     expect_failure("info --height on a video model", "not a video model", "info %s --height 36 --width 64", run_dir);
 }
 
+/* The library's side of a comparison: the saved model, and the scan's loader with the
+ * recorded arguments (LOADER), then `extra` (a JSON object or NULL) on top, whole trials
+ * one at a time, as the commands build it. */
+static int library_side(npred_video_model **m, npred_video_loaders **L, npred_video_batch *b,
+                        npred_video_loader_config *lc, const char *extra)
+{
+    const char *scan = SCAN;
+    memset(b, 0, sizeof *b);
+    npred_video_loader_config_init(lc);
+    if (!CHECK_OK(npred_video_model_load(m, run_dir, 1)) ||
+        !CHECK_OK(npred_video_loader_config_parse(lc, LOADER, NULL, NULL)) ||
+        (extra && !CHECK_OK(npred_video_loader_config_parse(lc, extra, NULL, NULL))))
+        return 0;
+    lc->batch_size = 1, lc->to_cut = 0;
+    return CHECK_OK(npred_video_loaders_open(L, &scan, 1, lc)) && CHECK_OK(npred_video_batch_init(b, *L, 1));
+}
+
 static void test_predict(void)
 {
     npred_video_model *m = NULL;
     npred_video_loaders *L = NULL;
     npred_video_batch b;
-    memset(&b, 0, sizeof b);
-    const char *scan = SCAN;
     npred_video_loader_config lc;
-    npred_video_loader_config_init(&lc);
-    if (!CHECK_OK(npred_video_model_load(&m, run_dir, 1)) ||
-        !CHECK_OK(npred_video_loader_config_parse(&lc, LOADER, NULL, NULL)))
-        goto out;
-    lc.batch_size = 1, lc.to_cut = 0;
-    if (!CHECK_OK(npred_video_loaders_open(&L, &scan, 1, &lc)) || !CHECK_OK(npred_video_batch_init(&b, L, 1))) goto out;
+    if (!library_side(&m, &L, &b, &lc, NULL)) goto out;
     int n = npred_video_model_session_neurons(m, 0);
     /* a tier into a directory: one file per trial, trials.npy */
     char dir[600], *out = NULL;
@@ -235,14 +245,14 @@ static void test_bad_inputs(void)
         fputs("{\"include_behavior\": false}", fp);
         fclose(fp);
         expect_failure("a loader giving other channels", "channels",
-                       "predict --video --model %s --data %s --tier oracle --loader %s --out %s/", run_dir, SCAN, bad, f);
+                       "predict --video --model %s --data %s --tier oracle --dataset %s --out %s/", run_dir, SCAN, bad, f);
     }
     fp = fopen(bad, "w");
     if (CHECK(fp != NULL, "write %s", bad)) {
         fputs("{\"framez\": 3}", fp);
         fclose(fp);
         expect_failure("an unknown loader key", "framez",
-                       "predict --video --model %s --data %s --tier oracle --loader %s --out %s/", run_dir, SCAN, bad, f);
+                       "predict --video --model %s --data %s --tier oracle --dataset %s --out %s/", run_dir, SCAN, bad, f);
     }
     /* a truncated model file: the error names it */
     char src[700], trunc[700];
@@ -267,6 +277,77 @@ static void test_bad_inputs(void)
     npred_model_free(im);
 }
 
+static int write_text(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    if (!CHECK(fp != NULL, "write %s", path)) return 0;
+    fputs(text, fp);
+    return CHECK(fclose(fp) == 0, "close %s", path);
+}
+
+/* --dataset: the loader arguments over the model's record (they act: scalar input
+ * normalisation gives the library's rates with the same layered arguments); its
+ * "paths" serve without --data, must agree with --data when both are given (in
+ * predict --video, eval and predict --submission alike); --loader is an error
+ * pointing to --dataset. */
+static void test_dataset_option(void)
+{
+    char ds[600], two[600], other[600], text[2048], file[600], *out = NULL;
+    snprintf(ds, sizeof ds, "%s/ds.json", tmpdir);
+    snprintf(two, sizeof two, "%s/two.json", tmpdir);
+    snprintf(other, sizeof other, "%s/other.json", tmpdir);
+    snprintf(file, sizeof file, "%s/ds.npy", tmpdir);
+    const char *over = "\"inputs_mean\": 100.0, \"inputs_std\": 50.0";
+    snprintf(text, sizeof text, "{\"paths\": [\"%s\"], %s}", SCAN, over);
+    if (!write_text(ds, text)) return;
+    snprintf(text, sizeof text, "{\"paths\": [\"%s\", \"%s.zip\"]}", SCAN, SCAN);
+    if (!write_text(two, text)) return;
+    snprintf(text, sizeof text, "{\"paths\": [\"%s.zip\"]}", SCAN);
+    if (!write_text(other, text)) return;
+    npred_video_model *m = NULL;
+    npred_video_loaders *L = NULL;
+    npred_video_batch b;
+    npred_video_loader_config lc;
+    snprintf(text, sizeof text, "{%s}", over);
+    if (!library_side(&m, &L, &b, &lc, text)) goto out;
+    int T1 = 0, n = npred_video_model_session_neurons(m, 0);
+    float *want = library_rates(m, L, &b, 6, &T1);
+    /* the scan from "paths" alone, then the same scan given twice (folder path alike) */
+    for (int with_data = 0; want && with_data < 2; with_data++) {
+        remove(file);
+        int rc = with_data ? run_npred(&out, "predict --video --model %s --data %s --dataset %s --trials 6 --out %s",
+                                       run_dir, SCAN, ds, file)
+                           : run_npred(&out, "predict --video --model %s --dataset %s --trials 6 --out %s", run_dir, ds,
+                                       file);
+        CHECK(rc == 0, "predict --video --dataset (with --data: %d): exit %d\n%s", with_data, rc, out ? out : "");
+        free(out);
+        out = NULL;
+        if (rc == 0) compare_file(file, want, T1, n, 1);
+    }
+    free(want);
+    expect_failure("--data and \"paths\" naming different scans", "name different scans",
+                   "predict --video --model %s --data %s --dataset %s --trials 6 --out %s", run_dir, SCAN, other, file);
+    expect_failure("two scans for predict --video", "takes 1 scan(s)",
+                   "predict --video --model %s --dataset %s --trials 6 --out %s", run_dir, two, file);
+    expect_failure("--loader", "--dataset", "predict --video --model %s --data %s --loader %s --trials 6 --out %s",
+                   run_dir, SCAN, ds, file);
+    expect_failure("eval: --data and \"paths\" naming different scans", "name different scans",
+                   "eval --model %s --data %s --dataset %s", run_dir, SCAN, other);
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/sub.parquet", tmpdir);
+    expect_failure("predict --submission: --data and \"paths\" naming different scans", "name different scans",
+                   "predict --model %s --data %s --dataset %s --tier oracle --submission %s", run_dir, SCAN, other, sub);
+    int rc = run_npred(&out, "eval --model %s --dataset %s", run_dir, other);
+    CHECK(rc == 0 && out && strstr(out, "oracle"), "eval with the scan from --dataset's \"paths\": exit %d\n%s", rc,
+          out ? out : "");
+    free(out);
+out:
+    npred_video_batch_free(&b);
+    npred_video_loaders_free(L);
+    npred_video_loader_config_free(&lc);
+    npred_video_model_free(m);
+}
+
 int main(void)
 {
     const char *t = getenv("TMPDIR");
@@ -283,6 +364,7 @@ int main(void)
         RUN(test_info);
         RUN(test_predict);
         RUN(test_bad_inputs);
+        RUN(test_dataset_option);
     }
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
