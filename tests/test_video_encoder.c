@@ -102,6 +102,50 @@ static void check_stream(npred_video_encoder *e, int ns, float *const (*in)[2], 
     free(frame), free(rates);
 }
 
+/* The kit's forward(detach_core=True) (the trainer's detach_core): the same train forward
+ * and output gradient, backward with e->detach_core: every core gradient zero, every other
+ * (ConvGRU, readout, shifter) bit-identical to the full backward's. */
+static void check_detach_core(npred_video_encoder *e, int k, const float *videos, const float *pupil, int B,
+                              const float *noise, const float *dout)
+{
+    npred_ptable *t = &e->t;
+    float *full = malloc((t->n_params + 1) * sizeof *full), *buf = malloc((t->n_buffers + 1) * sizeof *buf);
+    if (!CHECK(full && buf, "out of memory")) {
+        free(full), free(buf);
+        return;
+    }
+    memcpy(buf, t->bufdata, t->n_buffers * sizeof *buf); /* the forwards below move the running statistics */
+    npred_ptable_zero_grad(t);
+    int ok = CHECK_OK(npred_video_encoder_forward(e, k, videos, pupil, B, 1, NULL, noise, NULL)) &&
+             CHECK_OK(npred_video_encoder_backward(e, dout, NULL, NULL));
+    memcpy(full, t->grad, t->n_params * sizeof *full);
+    npred_ptable_zero_grad(t);
+    ok = ok && CHECK_OK(npred_video_encoder_forward(e, k, videos, pupil, B, 1, NULL, noise, NULL));
+    e->detach_core = 1;
+    ok = ok && CHECK_OK(npred_video_encoder_backward(e, dout, NULL, NULL));
+    e->detach_core = 0;
+    int core = 0, other = 0, gru = 0;
+    for (int i = 0; ok && i < t->n; i++) {
+        const npred_param *p = &t->items[i];
+        if (p->is_buffer) continue;
+        const float *g = t->grad + p->offset, *f = full + p->offset;
+        if (!strncmp(p->name, "core.", 5)) {
+            int zero = 1;
+            for (size_t q = 0; q < p->count; q++) zero &= g[q] == 0;
+            CHECK(zero, "detach_core: %s has a gradient", p->name);
+            core++;
+        } else {
+            CHECK(!memcmp(g, f, p->count * sizeof(float)), "detach_core: the gradient of %s differs", p->name);
+            other++;
+            gru += !strncmp(p->name, "gru_module.", 11);
+        }
+    }
+    CHECK(!ok || (core > 0 && other > 0 && (!e->cfg.use_gru || gru >= 6)), "detach_core: %d core, %d other (%d GRU) tensors",
+          core, other, gru);
+    memcpy(t->bufdata, buf, t->n_buffers * sizeof *buf);
+    free(full), free(buf);
+}
+
 static void run_case(const char *name)
 {
     th_case c;
@@ -241,6 +285,7 @@ static void run_case(const char *name)
                     th_compare_dims(&c, "forward", it->valuestring, npred_ptable_ptr(&e.t, idx), e.t.items[idx].ndim,
                                     e.t.items[idx].shape);
             }
+            check_detach_core(&e, k, in[k][0], in[k][1], B, noise, dout);
         }
         free(dv), free(dp), free(dout);
     next:

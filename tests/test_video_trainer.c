@@ -111,6 +111,127 @@ out:
     free_setup(&S);
 }
 
+/* ---------------------------------------------------------------- detach_core */
+/* The kit's detach_core (sensorium_2023 49547d9 on 43faede): the model detaches the
+ * core's output and the loss adds int(not detach_core) * core.regularizer(), so the
+ * core's layer-0 kernels (what a factorised core's regularizer reads) get a zero
+ * gradient, which AdamW still decays, and the rest of the core no gradient at all
+ * (AdamW skips it). Two trainers on identically initialised models, with and without
+ * detach_core, on the same batch and readout draws. */
+static int is_core_reg(const char *name)
+{
+    return !strcmp(name, "core.features.layer0.conv_spatial.weight") ||
+           !strcmp(name, "core.features.layer0.conv_temporal.weight");
+}
+
+static void test_detach_core(void)
+{
+    setup A, D;
+    memset(&A, 0, sizeof A), memset(&D, 0, sizeof D);
+    npred_video_trainer *ta = NULL, *td = NULL;
+    npred_video_batch b;
+    memset(&b, 0, sizeof b);
+    float *noise = NULL, *p0 = NULL, *b0 = NULL;
+    const char *keep = "\"lr_init\": 0.01, \"max_iter\": 2, \"patience\": 10, \"restore_best\": false, "
+                       "\"save_checkpoints\": false, \"seed\": 4";
+    char ja[512], jd[512];
+    snprintf(ja, sizeof ja, "{%s}", keep);
+    snprintf(jd, sizeof jd, "{%s, \"detach_core\": true}", keep);
+    if (!make_setup(&A, LOADER, 0, 11) || !make_setup(&D, LOADER, 0, 11) || !make_trainer(&ta, &A, ja) ||
+        !make_trainer(&td, &D, jd) || !CHECK_OK(npred_video_batch_init(&b, A.L, 0)))
+        goto out;
+    static const int64_t offs[2] = {1, 3};
+    npred_video_session_info si;
+    npred_video_loaders_session(A.L, 0, &si);
+    int tr = npred_video_loaders_tier(A.L, 0, "train");
+    int64_t tri[2] = {si.tier_idx[tr][0], si.tier_idx[tr][2]};
+    if (!CHECK_OK(npred_video_loaders_get(A.L, 0, tri, offs, 2, NULL, &b))) goto out;
+    npred_ptable *Ta = &A.e.t, *Td = &D.e.t;
+    size_t P = Td->n_params, nz = (size_t)2 * D.e.out_t * D.e.s[0].n * 2;
+    noise = malloc(nz * sizeof *noise), p0 = malloc(P * sizeof *p0), b0 = malloc((Td->n_buffers + 1) * sizeof *b0);
+    if (!CHECK(noise && p0 && b0, "out of memory")) goto out;
+    uint64_t rs = 5;
+    for (size_t i = 0; i < nz; i++) noise[i] = (float)(2 * th_rand(&rs) - 1);
+    CHECK(P == Ta->n_params && !memcmp(Ta->data, Td->data, P * sizeof(float)), "identical initial parameters");
+    memcpy(p0, Td->data, P * sizeof *p0);
+    memcpy(b0, Td->bufdata, Td->n_buffers * sizeof *b0);
+    npred_ptable_zero_grad(Ta), npred_ptable_zero_grad(Td);
+    npred_video_loss_terms la, ld;
+    if (!CHECK_OK(npred_video_trainer_batch(ta, &b, noise, &la)) || !CHECK_OK(npred_video_trainer_batch(td, &b, noise, &ld)))
+        goto out;
+    /* the loss: the same criterion and readout term, no core term */
+    CHECK(la.poisson == ld.poisson && la.scale == ld.scale && la.readout == ld.readout && la.readout > 0,
+          "criterion %.17g / %.17g, readout regularizer %.17g / %.17g", la.poisson, ld.poisson, la.readout, ld.readout);
+    CHECK(la.core_spatial > 0 && la.core_temporal > 0 && ld.core_spatial == 0 && ld.core_temporal == 0 &&
+              ld.total == ld.scale * ld.poisson + ld.readout,
+          "core terms %g %g without, %g %g with detach_core", la.core_spatial, la.core_temporal, ld.core_spatial,
+          ld.core_temporal);
+    /* gradients: the readout's and the shifter's bit for bit as without detach_core, the core's zero;
+       the forward (train mode) updates the running statistics alike */
+    int n_other = 0, n_core = 0;
+    for (int i = 0; i < Td->n; i++) {
+        const npred_param *p = &Td->items[i];
+        if (p->is_buffer) continue;
+        const float *ga = Ta->grad + p->offset, *gd = Td->grad + p->offset;
+        if (!strncmp(p->name, "core.", 5)) {
+            int zero = 1, any_a = 0;
+            for (size_t k = 0; k < p->count; k++) zero &= gd[k] == 0, any_a |= ga[k] != 0;
+            CHECK(zero, "%s: gradient with detach_core is not zero", p->name);
+            if (strstr(p->name, "weight") && !strstr(p->name, ".norm."))
+                CHECK(any_a, "%s: no gradient without detach_core (the comparison would be empty)", p->name);
+            n_core++;
+        } else {
+            int any = 0;
+            for (size_t k = 0; k < p->count; k++) any |= ga[k] != 0;
+            CHECK(!memcmp(ga, gd, p->count * sizeof(float)) && (any || strstr(p->name, "source_grid")),
+                  "%s: gradient differs from the one without detach_core (or is all zero)", p->name);
+            n_other++;
+        }
+    }
+    CHECK(n_core >= 6 && n_other >= 8, "%d core and %d other tensors compared", n_core, n_other);
+    CHECK(!memcmp(Ta->bufdata, Td->bufdata, Td->n_buffers * sizeof(float)) &&
+              memcmp(b0, Td->bufdata, Td->n_buffers * sizeof(float)),
+          "running statistics updated by the train-mode forward, as without detach_core");
+    /* one step, then two epochs: the core stays bit-identical but for AdamW's decay of
+       the regularised kernels; the readout and shifter move */
+    npred_ptable_zero_grad(Ta);
+    if (!CHECK_OK(npred_video_trainer_step(td))) goto out;
+    npred_trainer_result res;
+    if (!CHECK_OK(npred_video_trainer_run(td, &res))) goto out;
+    int64_t steps = npred_video_trainer_adam_steps(td);
+    const float shrink = (float)(1.0 - 0.01 * 0.01);
+    CHECK(steps >= 3 && npred_video_trainer_lr(td) == 0.01, "%lld steps at lr %g", (long long)steps,
+          npred_video_trainer_lr(td));
+    for (int i = 0; i < Td->n; i++) {
+        const npred_param *p = &Td->items[i];
+        if (p->is_buffer) continue;
+        const float *x = Td->data + p->offset, *x0 = p0 + p->offset;
+        if (is_core_reg(p->name)) {
+            int same = 1;
+            for (size_t k = 0; k < p->count; k++) {
+                float want = x0[k];
+                for (int64_t q = 0; q < steps; q++) want = want * shrink;
+                same &= x[k] == want;
+            }
+            CHECK(same, "%s: not the initial values decayed %lld times by (1 - lr * 0.01)", p->name, (long long)steps);
+        } else if (!strncmp(p->name, "core.", 5)) {
+            CHECK(!memcmp(x, x0, p->count * sizeof(float)), "%s changed with detach_core", p->name);
+        } else if (!strstr(p->name, "source_grid")) {
+            CHECK(memcmp(x, x0, p->count * sizeof(float)), "%s did not change", p->name);
+        }
+    }
+    int regs = 0;
+    for (int i = 0; i < Td->n; i++) regs += !Td->items[i].is_buffer && is_core_reg(Td->items[i].name);
+    CHECK(regs == 2, "the factorised core's two regularised kernels found (%d)", regs);
+out:
+    free(noise), free(p0), free(b0);
+    npred_video_batch_free(&b);
+    npred_video_trainer_free(ta);
+    npred_video_trainer_free(td);
+    free_setup(&A);
+    free_setup(&D);
+}
+
 /* ---------------------------------------------------------------- runs */
 typedef struct {
     double first, last;
@@ -413,7 +534,8 @@ static void test_config(void)
     free(js);
     expect_error("{\"lr_inti\": 0.1}", "lr_inti");
     expect_error("{\"use_wandb\": true}", "use_wandb");
-    expect_error("{\"detach_core\": true}", "detach_core");
+    CHECK_OK(npred_video_trainer_config_parse(&c, "{\"detach_core\": true}", "trainer.json"));
+    CHECK(c.base.detach_core, "detach_core true is read");
     expect_error("{\"loss_function\": \"ExponentialLoss\"}", "loss_function");
     expect_error("{\"stop_function\": \"get_poisson_loss\"}", "stop_function");
     expect_error("{\"checkpoint_save_path\": \"../x\"}", "checkpoint_save_path");
@@ -481,6 +603,7 @@ int main(int argc, char **argv)
     int cp_ok = system(cmd) == 0;
     RUN(test_config);
     RUN(test_one_step);
+    RUN(test_detach_core);
     if (CHECK(cp_ok, "copying the scan")) {
         RUN(test_loss_decreases_and_bits);
         RUN(test_resume);

@@ -48,9 +48,11 @@ typedef struct {
 
 NPRED_API void npred_video_trainer_config_init(npred_video_trainer_config *c);
 /* JSON object of the kit's trainer arguments. Accepted only at the value this build
- * runs: loss_function "PoissonLoss", stop_function "get_correlations", detach_core
- * false, use_wandb false (the wandb_* keys then have no effect, as in the kit),
- * deeplake_ds false, cb null. Unknown keys: NPRED_ERR_CONFIG naming the key. */
+ * runs: loss_function "PoissonLoss", stop_function "get_correlations", use_wandb
+ * false (the wandb_* keys then have no effect, as in the kit), deeplake_ds false, cb
+ * null. detach_core true trains the readouts, shifters and ConvGRU on the core's
+ * detached output, as the kit (docs/video.md, "detach_core"). Unknown keys:
+ * NPRED_ERR_CONFIG naming the key. */
 NPRED_API npred_status npred_video_trainer_config_parse(npred_video_trainer_config *c, const char *json,
                                                         const char *where);
 /* Every setting, resolved, as JSON text (malloc'ed; caller frees). */

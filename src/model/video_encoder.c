@@ -266,10 +266,11 @@ npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *d
     if (e->cfg.use_gru) {
         /* the GRU's input gradient is the core's output gradient */
         size_t nc = (size_t)B * e->gru.cfg.input_channels * T1 * e->gru.h * e->gru.w;
-        memset(e->dframes, 0, nc * sizeof(float));
-        if ((st = npred_convgru_backward(&e->gru, &e->t, e->dfeat, e->dframes))) return st;
+        if (!e->detach_core) memset(e->dframes, 0, nc * sizeof(float));
+        if ((st = npred_convgru_backward(&e->gru, &e->t, e->dfeat, e->detach_core ? NULL : e->dframes))) return st;
         dcore = e->dframes;
     }
+    if (e->detach_core) return NPRED_OK;
     if (!e->cfg.core2d) return npred_core3d_backward(&e->core, &e->t, dcore, dvideos);
     /* (B, Kc, T, h, w) -> frame-major, through the 2D core, back to (B, C, T, H, W) */
     int C = e->in_c, Kc = e->core2d.out_c;
@@ -290,6 +291,29 @@ npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *d
                     for (size_t i = 0; i < HW; i++) d[i] += g[i];
                 }
     return NPRED_OK;
+}
+
+int npred_video_encoder_core_reg_params(const npred_video_encoder *e, int *idx, int max)
+{
+    int n = 0;
+#define PUT(i) do { if (n < max) idx[n] = (i); n++; } while (0)
+    if (!e->cfg.core2d) {
+        const npred_core3d_layer *L0 = &e->core.L[0];
+        PUT(L0->conv[0].p_w);
+        if (e->core.cfg.factorized) PUT(L0->conv[1].p_w);
+    } else {
+        const npred_core *c = &e->core2d;
+        const npred_core_config *cc = &c->cfg;
+        if (cc->rot_eq) {
+            for (int l = 0; l < cc->layers; l++) PUT(c->L[l].p_coeffs);
+        } else {
+            PUT(c->L[0].p_w[0]);
+            if (!cc->depth_separable && !cc->se_core && !cc->attention_conv)
+                for (int l = 1; l < cc->layers; l++) PUT(c->L[l].p_w[0]);
+        }
+    }
+#undef PUT
+    return n;
 }
 
 npred_status npred_video_encoder_regularizer(npred_video_encoder *e, int si, double gscale, double *core_spatial,

@@ -80,6 +80,8 @@ typedef struct {
     float *shift, *dshift;      /* (B*T', 2) */
     float *y, *z, *out, *dy;    /* (B*T', n_max) */
     int last, B, train;
+    int detach_core;            /* backward stops at the core's output (the kit's detach_core):
+                                   readout, shifter and ConvGRU get gradients, the core none */
     float *state;               /* streaming: the GRU state (B, R, h, w) */
     int stream_in, stream_t;     /* streaming: frames pushed since the reset, output frames given */
     int stream_B, stream_s;     /* the stream's batch and session */
@@ -101,8 +103,18 @@ int npred_video_encoder_find(const npred_video_encoder *e, const char *key);
 npred_status npred_video_encoder_forward(npred_video_encoder *e, int si, const float *videos, const float *pupil_center,
                                          int B, int train, npred_rng *rng, const float *noise, float *out);
 /* Backward of the last forward from dout (B, T', n); accumulates parameter gradients
- * and dvideos (B, C, T, H, W) / dpupil (B, 2, T) when not NULL. */
+ * and dvideos (B, C, T, H, W) / dpupil (B, 2, T) when not NULL. With e->detach_core
+ * nothing flows into the core (its parameters and dvideos receive nothing), as the
+ * kit's forward(detach_core=True) detaches the core's output before the ConvGRU. */
 npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *dout, float *dvideos, float *dpupil);
+/* The table entries of the core's parameters that its regularizer reads (the
+ * kit's loss multiplies the core's regularizer by int(not detach_core), so with
+ * detach_core exactly these receive a zero gradient and the core's other parameters
+ * none): a 3D core's layer-0 kernels (Factorized3dCore: spatial and temporal conv;
+ * Basic3dCore: its conv); a Stacked2dCore's layer-0 conv and, unless SE, depth
+ * separable or attention, its hidden convs; a RotationEquivariant2dCore's Hermite
+ * coefficients of every layer. Writes up to max indices into idx; returns the count. */
+int npred_video_encoder_core_reg_params(const npred_video_encoder *e, int *idx, int max);
 /* The kit's training regularizers: core (spatial + temporal; a 2D core's whole
  * regularizer is reported as spatial, temporal 0) + readout[si]; gradients
  * times gscale accumulated when gscale != 0. */

@@ -68,6 +68,11 @@ void npred_adam_reset(npred_adam *opt)
 
 npred_status npred_adam_step(npred_adam *opt, float *param, const float *grad)
 {
+    return npred_adam_step_masked(opt, param, grad, NULL);
+}
+
+npred_status npred_adam_step_masked(npred_adam *opt, float *param, const float *grad, const unsigned char *frozen)
+{
     if (!opt || !opt->m || !param || !grad)
         return npred_errorf(NPRED_ERR_ARG, "adam: step needs an initialized optimizer, param and grad");
     opt->step++;
@@ -86,6 +91,7 @@ npred_status npred_adam_step(npred_adam *opt, float *param, const float *grad)
     const int64_t n = (int64_t)opt->n;
 #pragma omp parallel for schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; i++) {
+        if (frozen && frozen[i]) continue;
         float g = grad[i];
         if (use_dwd) param[i] = param[i] * shrink;
         if (use_wd) g = g + wd * param[i];

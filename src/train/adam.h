@@ -54,5 +54,9 @@ npred_status npred_adam_set_lr(npred_adam *opt, double lr);
 void npred_adam_reset(npred_adam *opt);
 /* One update of param (P,) in place from grad (P,). */
 npred_status npred_adam_step(npred_adam *opt, float *param, const float *grad);
+/* The same, leaving every element i with frozen[i] != 0 and its moments untouched (as
+ * torch skips a parameter whose .grad is None: no update, no weight decay, no moment
+ * change); the step counter advances once. frozen (P,) may be NULL (= npred_adam_step). */
+npred_status npred_adam_step_masked(npred_adam *opt, float *param, const float *grad, const unsigned char *frozen);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "kernels/batchnorm_sync.h"
 #include "npred/dist.h"
+#include "readouts/readout.h"
 #include "train/video_scores.h"
 
 #define VT_SKIP 50         /* the kit's model_predictions skip */
@@ -51,7 +52,7 @@ void npred_video_trainer_free(npred_video_trainer *t)
     free((void *)t->rp), free((void *)t->pp), free(t->fr), free(t->pfr), free(t->corr);
     npred_adam_free(&t->adam);
     free(t->best_data), free(t->best_buf);
-    free(t->model_meta), free(t->run_dir), free(t->log);
+    free(t->model_meta), free(t->run_dir), free(t->log), free(t->frozen);
     if (t->owns_bn_sync) npred_batchnorm_set_sync(NULL, NULL);
     free(t);
 }
@@ -97,6 +98,26 @@ static npred_status check_session(npred_video_trainer *t, int s, int *val_n)
                             si.data_key, si.resp_frames, t->F);
     if (si.n_neurons > t->max_n) t->max_n = (int)si.n_neurons;
     *val_n = (int)si.tier_n[va];
+    return NPRED_OK;
+}
+
+/* detach_core: the kit's model(detach_core=True) detaches the core's output, and its
+ * loss adds int(not detach_core) * core.regularizer(): the core's parameters that the
+ * regularizer reads get a zero gradient (so AdamW still decays them), the others
+ * none (AdamW skips them). t->frozen marks the latter. */
+static npred_status freeze_mask(npred_video_trainer *t)
+{
+    if (!t->c.base.detach_core) return NPRED_OK;
+    const npred_ptable *tb = t->t;
+    if (!(t->frozen = calloc(tb->n_params ? tb->n_params : 1, 1)))
+        return npred_errorf(NPRED_ERR_NOMEM, "video trainer: out of memory");
+    for (int i = 0; i < tb->n; i++) {
+        const npred_param *p = &tb->items[i];
+        if (!p->is_buffer && !strncmp(p->name, "core.", 5)) memset(t->frozen + p->offset, 1, p->count);
+    }
+    int idx[64], n = npred_video_encoder_core_reg_params(t->e, idx, 64);
+    if (n > 64) return npred_errorf(NPRED_ERR_ARG, "video trainer: %d regularized core tensors (at most 64)", n);
+    for (int k = 0; k < n; k++) memset(t->frozen + tb->items[idx[k]].offset, 0, tb->items[idx[k]].count);
     return NPRED_OK;
 }
 
@@ -150,6 +171,7 @@ npred_status npred_video_trainer_create_encoder(npred_video_trainer **out, npred
             !t->corr || !t->best_data || !t->best_buf)
             st = npred_errorf(NPRED_ERR_NOMEM, "video trainer: out of memory");
     }
+    if (!st) st = freeze_mask(t);
     t->accum = c->base.loss_accum_batch_n > 0 ? c->base.loss_accum_batch_n : t->ns;
     if (!st) {
         npred_adam_params ap = npred_adam_default_params();
@@ -248,10 +270,16 @@ static npred_status batch_part(npred_video_trainer *t, const npred_video_batch *
                                            lt->scale / count)))
             return st;
         lt->poisson = v / count;
-        if ((st = npred_video_encoder_backward(e, t->dout, NULL, NULL))) return st;
+        e->detach_core = t->c.base.detach_core;
+        st = npred_video_encoder_backward(e, t->dout, NULL, NULL);
+        e->detach_core = 0;
+        if (st) return st;
     }
-    if (t->rank == 0 &&
-        (st = npred_video_encoder_regularizer(e, ei, 1.0, &lt->core_spatial, &lt->core_temporal, &lt->readout)))
+    /* detach_core: the kit adds int(not detach_core) * core.regularizer(), i.e. nothing */
+    if (t->rank == 0 && t->c.base.detach_core)
+        lt->readout = npred_readout_regularizer(&e->s[ei].ro, &e->t, 1.0);
+    else if (t->rank == 0 &&
+             (st = npred_video_encoder_regularizer(e, ei, 1.0, &lt->core_spatial, &lt->core_temporal, &lt->readout)))
         return st;
     lt->total = lt->scale * lt->poisson + lt->core_spatial + lt->core_temporal + lt->readout;
     return NPRED_OK;
@@ -272,7 +300,7 @@ npred_status npred_video_trainer_step(npred_video_trainer *t)
     npred_status st = NPRED_OK;
     if (t->nranks > 1 && (st = npred_dist_allreduce_f32(t->t->grad, t->t->n_params)))
         st = npred_error_prefix(st, "video trainer: gradient allreduce");
-    if (!st) st = npred_adam_step(&t->adam, t->t->data, t->t->grad);
+    if (!st) st = npred_adam_step_masked(&t->adam, t->t->data, t->t->grad, t->frozen);
     npred_ptable_zero_grad(t->t);
     return st;
 }

@@ -48,6 +48,8 @@ struct npred_video_trainer {
     int pending_row;
     int rank, nranks;
     int owns_bn_sync;             /* this trainer installed the BatchNorm sync hook */
+    unsigned char *frozen;        /* (n_params) with detach_core: 1 for the core floats the kit leaves
+                                     without a gradient (AdamW skips them), else NULL */
 };
 
 /* video_trainer.c: the shared loop's view of the trainer */

@@ -86,8 +86,6 @@ static npred_status set_json(npred_video_trainer_config *c, const cJSON *obj, np
                 only(r, v, bc->stop_function == NPRED_TRAIN_STOP_CORRELATIONS,
                      "\"get_correlations\" (the kit's get_poisson_loss does not take the deeplake_ds argument its "
                      "trainer passes)");
-            else if (!strcmp(k, "detach_core"))
-                only(r, v, !bc->detach_core, "false (a detached core is not built for video yet)");
         }
         if (r->st) return r->st;
     }
