@@ -19,6 +19,8 @@ class VideoModelSession(ctypes.Structure):
 L._fn("npred_video_model_create", c_int, P(c_void_p), ctypes.c_char_p, ctypes.c_char_p, c_int, c_int, c_int,
       P(VideoModelSession), c_int, c_int)
 L._fn("npred_video_model_load", c_int, P(c_void_p), ctypes.c_char_p, c_int)
+L._fn("npred_video_model_import_pth", c_int, P(c_void_p), ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, c_int,
+      c_int, P(ctypes.c_char_p), P(c_int), c_int, c_int)
 L._fn("npred_video_model_save", c_int, c_void_p, ctypes.c_char_p)
 L._fn("npred_video_model_free", None, c_void_p)
 L._fn("npred_video_model_predict", c_int, c_void_p, ctypes.c_char_p, P(ctypes.c_float), c_int, c_int, c_int, c_int,
@@ -36,6 +38,20 @@ L._fn("npred_video_model_config_json", c_void_p, c_void_p)
 L._fn("npred_video_model_loader_json", ctypes.c_char_p, c_void_p)
 L._fn("npred_video_model_set_loader_json", c_int, c_void_p, ctypes.c_char_p)
 L._fn("npred_video_model_describe", c_void_p, c_void_p)
+
+
+def _config_text(config):
+    """make_video_model arguments as (JSON text, where): a dict, JSON text or a file."""
+    if isinstance(config, dict):
+        return json.dumps(config), None
+    if isinstance(config, str) and config.lstrip().startswith("{"):
+        return config, None
+    where = os.fspath(config)
+    try:
+        with open(where) as f:
+            return f.read(), where
+    except OSError as e:
+        raise L.FileError("%s: cannot read: %s" % (where, e.strerror), "io error", 1) from None
 
 
 class VideoModel:
@@ -75,17 +91,7 @@ class VideoModel:
         n_neurons, and coords (n, d) cell_motor_coordinates (needed by the cortex grid
         predictor), optionally mean_activity (n,) (the readout bias); or of tuples
         (key, n_neurons[, coords])."""
-        if isinstance(config, dict):
-            text, where = json.dumps(config), None
-        elif isinstance(config, str) and config.lstrip().startswith("{"):
-            text, where = config, None
-        else:
-            where = os.fspath(config)
-            try:
-                with open(where) as f:
-                    text = f.read()
-            except OSError as e:
-                raise L.FileError("%s: cannot read: %s" % (where, e.strerror), "io error", 1) from None
+        text, where = _config_text(config)
         keep = []
         arr = (VideoModelSession * len(sessions))()
         for i, s in enumerate(sessions):
@@ -114,6 +120,28 @@ class VideoModel:
         L.check(lib.npred_video_model_create(ctypes.byref(handle), text.encode(), L.cstr(where), c, h, w, arr,
                                              len(arr), int(max_batch)))
         return cls(handle)
+
+    @classmethod
+    def import_pth(cls, path, config, frame_size=None, sessions=None, max_batch=8):
+        """The kit's trained model saved as a PyTorch state_dict
+        (torch.save(model.state_dict(), path)), built from config (its make_video_model
+        arguments: a dict, JSON text or a JSON file). frame_size (H, W): the frames it
+        takes (None: 36 x 64, the 2023 frames). sessions: None takes the file's
+        readout.<key> sessions; else a list of (key, n_neurons) (or dicts) that must be
+        exactly the file's, in the model's order. Every tensor of the file must be one of
+        the model's and the reverse (docs/video.md)."""
+        text, where = _config_text(config)
+        h, w = (0, 0) if frame_size is None else (int(v) for v in frame_size)
+        sessions = sessions or []
+        keys = (ctypes.c_char_p * max(len(sessions), 1))()
+        nn = (c_int * max(len(sessions), 1))()
+        for i, s in enumerate(sessions):
+            key, n = (s["key"], s["n_neurons"]) if isinstance(s, dict) else (s[0], s[1])
+            keys[i], nn[i] = L.cstr(key), int(n)
+        handle = c_void_p()
+        L.check(lib.npred_video_model_import_pth(ctypes.byref(handle), L.cstr(os.fspath(path)), text.encode(),
+                                                 L.cstr(where), h, w, keys, nn, len(sessions), int(max_batch)))
+        return cls(handle, os.fspath(path))
 
     def close(self):
         if getattr(self, "_h", None):

@@ -1,6 +1,6 @@
 """npred.VideoModel: create on the mini_movie_tree scan's neurons, predict, save,
 open; predictions equal the C API's (tests/pyref.c video-predict) bit for bit;
-getters; errors are exceptions."""
+getters; errors are exceptions; import_pth of a torch-written .pth."""
 import os
 import shutil
 import sys
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FIXTURES, PYREF_BIN, check, check_equal, check_raises, run, sh, summary, tmpdir
+from harness import FIXTURES, PYREF_BIN, check, check_close, check_equal, check_raises, run, sh, summary, tmpdir
 
 import npred
 
@@ -105,7 +105,37 @@ def test_errors():
     m.close()
 
 
+def test_import_pth():
+    """VideoModel.import_pth on the torch-written .pth of the GRU encoder fixture
+    (tests/fixtures/video_pth/): both sessions predict the fixture's eval outputs within
+    its tolerance; sessions that are not the file's and a config without its GRU raise."""
+    import json
+    case = os.path.join(FIXTURES, "video_gru_encoder")
+    with open(os.path.join(case, "case.json")) as f:
+        c = json.load(f)
+    cfg = c["args"]["make_video_model"]
+    tol = c["tolerance"]["forward"]
+    pth = os.path.join(FIXTURES, "video_pth", "video_gru_encoder.pth")
+    m = npred.VideoModel.import_pth(pth, cfg, frame_size=(12, 16))
+    check(m.sessions == dict((k, c["args"]["n_neurons"][k]) for k in c["data_keys"]), "sessions %s" % m.sessions)
+    for k in c["data_keys"]:
+        files = c["files"]["sessions"][k]
+        x = np.load(os.path.join(case, files["inputs"]["videos"]))
+        pc = np.load(os.path.join(case, files["inputs"]["pupil_center"]))
+        want = np.load(os.path.join(case, files["output_eval"]))
+        check_close(m.predict(x, session=k, pupil_center=pc), want, tol["rtol"], tol["atol"], "%s: eval output" % k)
+    m.close()
+    order = list(reversed(c["data_keys"]))
+    m = npred.VideoModel.import_pth(pth, json.dumps(cfg), (12, 16), [(k, 5) for k in order])
+    check(list(m.sessions) == order, "given order %s" % list(m.sessions))
+    m.close()
+    check_raises(npred.ShapeError, lambda: npred.VideoModel.import_pth(pth, cfg, (12, 16), [(order[0], 5)]),
+                 "not among the 1 given")
+    check_raises(npred.ShapeError, lambda: npred.VideoModel.import_pth(pth, dict(cfg, use_gru=False), (12, 16)),
+                 "use_gru false")
+
+
 if __name__ == "__main__":
-    for t in (test_struct_size, test_equals_c_api, test_errors):
+    for t in (test_struct_size, test_equals_c_api, test_errors, test_import_pth):
         run(t)
     sys.exit(summary())
