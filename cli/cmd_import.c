@@ -19,7 +19,7 @@ static void help(FILE *f)
     fprintf(f,
             "usage: npred import MODEL.pth --out DIR [--config model.json] [--height H --width W]\n"
             "       npred import VIDEO.pth --config make_video_model.json --out DIR\n"
-            "                    [--height H --width W | --data SCAN...] [--loader LOADER.json]\n\n"
+            "                    [--height H --width W | --data SCAN...] [--dataset LOADER.json]\n\n"
             "Read a PyTorch checkpoint (a state_dict saved with torch.save; the pickle is parsed,\n"
             "never executed) and write DIR/model.safetensors. Without --config the architecture\n"
             "is inferred from the tensor names and shapes (sensorium's Stacked2dCore +\n"
@@ -39,10 +39,10 @@ static void help(FILE *f)
             "                     normalisation, unit_ids, behaviour/pupil statistics) of these\n"
             "                     SENSORIUM scans, loaded as npred eval loads them, in the model so\n"
             "                     that 'npred predict --raw' works (a .pth carries none)\n"
-            "  --data SCAN...     video: SENSORIUM 2023 scans (folders or .zip): their data keys\n"
-            "                     and neuron counts must be the file's sessions, their frames\n"
-            "                     (through the loader) give the frame size and channel count\n"
-            "  --loader FILE      video: mouse_video_loader arguments (JSON) the model was trained\n"
+            "  --data SCAN...     video: SENSORIUM 2023 scans (folders or .zip; else the \"paths\" of\n"
+            "                     --dataset): their data keys and neuron counts must be the file's\n"
+            "                     sessions, their frames (through the loader) give the frame size\n"
+            "  --dataset FILE     video: mouse_video_loader arguments (JSON) the model was trained\n"
             "                     with, recorded in the model (npred predict --video, eval use them)\n"
             "  --force            overwrite an existing DIR/model.safetensors\n"
             "  --quiet            print nothing on success\n"
@@ -82,12 +82,12 @@ static int import_one(const char *src, const char *out, const char *config, int 
 
 int cmd_import(int argc, char **argv)
 {
-    const char *out = NULL, *config = NULL, *loader = NULL;
+    const char *out = NULL, *config = NULL, *dataset = NULL;
     int height = 0, width = 0, force = 0, quiet = 0;
     cli_list pths = {0}, stats = {0}, data = {0};
     const cli_opt opts[] = {{"out", CLI_STR, &out, 0, 0},          {"config", CLI_STR, &config, 0, 0},
                             {"stats", CLI_LIST, &stats, 0, 0},     {"data", CLI_LIST, &data, 0, 0},
-                            {"loader", CLI_STR, &loader, 0, 0},
+                            {"dataset", CLI_STR, &dataset, 0, 0},
                             {"height", CLI_INT, &height, 1, INT_MAX}, {"width", CLI_INT, &width, 1, INT_MAX},
                             {"force", CLI_FLAG, &force, 0, 0},     {"quiet", CLI_FLAG, &quiet, 0, 0},
                             {NULL, 0, NULL, 0, 0}};
@@ -105,16 +105,16 @@ int cmd_import(int argc, char **argv)
     int video = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "core_dict"));
     cJSON_Delete(j);
     if (video && stats.n)
-        r = cli_usage_error("import", "--stats is for image models; a video model takes --data SCAN... and --loader");
-    else if (!video && (data.n || loader))
-        r = cli_usage_error("import", "--data and --loader are for video models (--config with make_video_model "
+        r = cli_usage_error("import", "--stats is for image models; a video model takes --data SCAN... and --dataset");
+    else if (!video && (data.n || dataset))
+        r = cli_usage_error("import", "--data and --dataset are for video models (--config with make_video_model "
                             "arguments, a \"core_dict\")");
     else if (!out)
         r = cli_usage_error("import", "missing --out DIR");
     else if ((height > 0) != (width > 0))
         r = cli_usage_error("import", "give both --height and --width");
     else if (video) {
-        import_video_args a = {src, out, config, cfg, loader, (const char *const *)data.v, (size_t)data.n,
+        import_video_args a = {src, out, config, cfg, dataset, (const char *const *)data.v, (size_t)data.n,
                                height, width, force, quiet};
         r = import_video(&a);
     } else

@@ -8,8 +8,8 @@
 typedef struct {
     const char *src, *out;         /* the .pth, the model folder */
     const char *config, *config_text; /* --config's path and its text */
-    const char *loader;            /* --loader FILE or NULL */
-    const char *const *data;       /* --data scans (may be empty) */
+    const char *dataset;           /* --dataset FILE (mouse_video_loader arguments) or NULL */
+    const char *const *data;       /* --data scans (may be empty: --dataset's "paths", or none) */
     size_t n_data;
     int height, width;             /* 0: not given */
     int force, quiet;

@@ -411,21 +411,23 @@ static void test_cli(void)
     fx f;
     npred_video_model *a = NULL, *b = NULL;
     if (!fx_open(&f, CASES[0])) return;
-    char cfg[400], bad[400], stat_cfg[400], ldr[400], badldr[400], out[400];
+    char cfg[400], bad[400], stat_cfg[400], ldr[400], badldr[400], paths[400], out[400], ptxt[600];
     snprintf(cfg, sizeof cfg, "%s/make_video_model.json", tmpdir);
     snprintf(bad, sizeof bad, "%s/no_gru.json", tmpdir);
     snprintf(stat_cfg, sizeof stat_cfg, "%s/static.json", tmpdir);
     snprintf(ldr, sizeof ldr, "%s/loader.json", tmpdir);
     snprintf(badldr, sizeof badldr, "%s/badloader.json", tmpdir);
+    snprintf(paths, sizeof paths, "%s/paths.json", tmpdir);
+    snprintf(ptxt, sizeof ptxt, "{\"paths\": [\"%s.zip\"]}", SCAN);
     snprintf(out, sizeof out, "%s/cli", tmpdir);
     char *nogru = config_with(f.config, "use_gru", "false");
     if (!write_text(cfg, f.config) || !nogru || !write_text(bad, nogru) ||
         !write_text(stat_cfg, "{\"hidden_channels\": 4, \"layers\": 2}") ||
         !write_text(ldr, "{\"batch_size\": 8, \"frames\": 80, \"include_behavior\": true}") ||
-        !write_text(badldr, "{\"frame\": 80}"))
+        !write_text(badldr, "{\"frame\": 80}") || !write_text(paths, ptxt))
         goto done;
     char *o = NULL;
-    int rc = th_npred(&o, "import %s --config %s --out %s --height 12 --width 16 --loader %s", f.pth, cfg, out, ldr);
+    int rc = th_npred(&o, "import %s --config %s --out %s --height 12 --width 16 --dataset %s", f.pth, cfg, out, ldr);
     CHECK(rc == 0 && o && strstr(o, "dynamic29623-4-9: 5 neurons") && strstr(o, "12 x 16"), "npred import: exit %d\n%s",
           rc, o ? o : "");
     free(o);
@@ -452,13 +454,19 @@ static void test_cli(void)
     expect_exit(1, "an image-model config", "make_video_model arguments", "import %s --config %s --out %s/x", f.pth, stat_cfg, tmpdir);
     expect_exit(2, "--stats", "--stats is for image models", "import %s --config %s --out %s/x --stats %s", f.pth, cfg,
                 tmpdir, SCAN);
-    expect_exit(2, "--data on an image model", "--data and --loader are for video models",
+    expect_exit(2, "--data on an image model", "--data and --dataset are for video models",
                 "import %s --config %s --out %s/x --data %s", f.pth, stat_cfg, tmpdir, SCAN);
     expect_exit(2, "--data and --height", "not both", "import %s --config %s --out %s/x --data %s --height 12 --width 16",
                 f.pth, cfg, tmpdir, SCAN);
+    expect_exit(2, "--data and other paths", "name different scans",
+                "import %s --config %s --out %s/x --data %s --dataset %s", f.pth, cfg, tmpdir, SCAN, paths);
+    expect_exit(1, "a scan of another session in --dataset's paths", "has no readout.dynamic00000-1-1-Video",
+                "import %s --config %s --out %s/x --dataset %s", f.pth, cfg, tmpdir, paths);
+    expect_exit(2, "--loader (now --dataset)", "--loader", "import %s --config %s --out %s/x --loader %s", f.pth, cfg,
+                tmpdir, ldr);
     expect_exit(1, "a scan of another session", "has no readout.dynamic00000-1-1-Video",
                 "import %s --config %s --out %s/x --data %s", f.pth, cfg, tmpdir, SCAN);
-    expect_exit(1, "a bad loader", "frame", "import %s --config %s --out %s/x --loader %s --height 12 --width 16", f.pth,
+    expect_exit(1, "a bad loader", "frame", "import %s --config %s --out %s/x --dataset %s --height 12 --width 16", f.pth,
                 cfg, tmpdir, badldr);
     struct stat sb;
     char x[512];
