@@ -10,13 +10,15 @@
  *       32, and FullFactorized2d when asked (NPRED_BENCH_FACTORIZED) and the
  *       machine has the memory.
  *
- *   (d) the baseline of (a) at batch 32 in bf16 precision (npred_model_set_precision:
- *       the GEMM convolutions in bfloat16, fp32 accumulation) where the CPU has
+ *   (d) the baseline of (a) at batch 32 and the FullFactorized2d model of (b) in
+ *       bf16 precision (npred_model_set_precision: the GEMM convolutions and
+ *       FullFactorized2d's GEMMs in bfloat16, fp32 accumulation) where the CPU has
  *       AVX-512 BF16.
  *
  * Records (bench_report.h) the summary's train_img_s_36x64_b32/_b128,
  * forward_img_s_36x64_b32, train_img_s_144x256_b32, factorized_train_step_s and
- * the bf16 figures train_img_s_36x64_b32_bf16 / forward_img_s_36x64_b32_bf16.
+ * the bf16 figures train_img_s_36x64_b32_bf16 / forward_img_s_36x64_b32_bf16 /
+ * factorized_train_step_s_bf16.
  *
  * Reported times are medians over a few repetitions; the stage breakdown times
  * the same kernels the core calls, one by one, on the model's own buffers. The
@@ -304,6 +306,12 @@ int main(int argc, char **argv)
     snprintf(cfg, sizeof cfg, tut, "FullFactorized2d");
     r = run("tutorial FullFactorized2d 36x64", cfg, 36, 64, 8000, 32, 3, 0, NPRED_PRECISION_FP32);
     if (r.train_s > 0) bench_record("factorized_train_step_s", r.train_s, thr);
+    if (!npred_gemm_bf16_available()) {
+        bench_note("factorized_train_step_s_bf16", "this CPU lacks AVX-512 BF16 (bf16 precision is refused)");
+    } else {
+        r = run("tutorial FullFactorized2d 36x64 bf16", cfg, 36, 64, 8000, 32, 3, 0, NPRED_PRECISION_BF16);
+        if (r.train_s > 0) bench_record("factorized_train_step_s_bf16", r.train_s, thr);
+    }
     snprintf(cfg, sizeof cfg, tut, "Gaussian2d");
     r = run("tutorial Gaussian2d 144x256", cfg, 144, 256, 8372, 32, 2, 0, NPRED_PRECISION_FP32);
     if (r.train_s > 0) bench_record("train_img_s_144x256_b32", r.train_img_s, thr);

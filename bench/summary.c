@@ -61,6 +61,8 @@ static const figure FIGS[] = {
     {"train_img_s_36x64_b32_bf16", "bf16 train step, baseline 36x64, batch 32", "img/s", RATE, 1, NAN, NAN,
      TRAIN_X * CORE_36x64},
     {"forward_img_s_36x64_b32_bf16", "bf16 forward, baseline 36x64, batch 32", "img/s", RATE, 1, NAN, NAN, CORE_36x64},
+    {"factorized_train_step_s_bf16", "the same FullFactorized2d step in bf16 precision", "s", TIME_S, 0, 0.4, 1.18,
+     FACT_STEP},
     {"stream_frames_s_1thread", "stream: GRU benchmark encoder 36x64, 8,000 neurons, pushes/s", "frame/s", RATE, 1, 30,
      NAN, STREAM_GRU_FRAME},
     {"stream_push_ms", "stream: one push of that encoder, median", "ms", TIME_MS, 0, NAN, NAN, STREAM_GRU_FRAME},
@@ -201,14 +203,17 @@ int main(int argc, char **argv)
         cJSON_AddStringToObject(o, "goal", goal);
         int met = -1;
         if (isfinite(v) && isfinite(f->goal)) met = f->more_is_better ? v >= f->goal : v <= f->goal;
-        if (strstr(f->key, "_bf16")) { /* the goal: 1.7x the fp32 figure of the same run and threads */
+        if (strstr(f->key, "_bf16")) { /* the speed-up over the fp32 figure of the same run and threads; the
+                                          goal: 1.7x, unless the figure has its own (the factorized step's 0.4 s) */
             char k32[64];
             snprintf(k32, sizeof k32, "%.*s", (int)(strstr(f->key, "_bf16") - f->key), f->key);
             const cJSON *e32 = cJSON_GetObjectItemCaseSensitive(parts, k32);
             double v32 = num(e32, "value");
-            double x = isfinite(v) && isfinite(v32) && v32 > 0 && num(e32, "threads") == thr ? v / v32 : NAN;
+            double x = isfinite(v) && isfinite(v32) && v32 > 0 && v > 0 && num(e32, "threads") == thr
+                           ? (f->more_is_better ? v / v32 : v32 / v)
+                           : NAN;
             add_num(o, "times_fp32", x);
-            if (isfinite(x)) met = x >= 1.7;
+            if (isfinite(x) && !isfinite(f->goal)) met = x >= 1.7;
         }
         if (met < 0) cJSON_AddNullToObject(o, "goal_met");
         else cJSON_AddBoolToObject(o, "goal_met", met);

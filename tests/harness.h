@@ -38,6 +38,15 @@ char *th_read_stream(FILE *f);
  * final `worst <= tol` check then fails. */
 static inline double th_worst(double worst, double e) { return isnan(worst) || isnan(e) ? NAN : e > worst ? e : worst; }
 
+/* x rounded to bfloat16 (round to nearest even), as a double: the tests' own
+ * rounding for the bf16 kernels' references (no NaN or subnormal inputs) */
+static inline double th_bf16(float x)
+{
+    union { float f; uint32_t u; } v = {x};
+    v.u = (v.u + 0x7FFFu + ((v.u >> 16) & 1u)) & 0xFFFF0000u;
+    return v.f;
+}
+
 /* Elementwise |got - ref| <= atol + rtol*|ref|; reports the worst mismatches. */
 int th_close_f32(const char *what, const float *got, const float *ref, size_t n,
                  double rtol, double atol);

@@ -1,4 +1,5 @@
-/* The bf16 convolution GEMMs (kernels/gemm.h, npred_gemm_nn_bf16 / _nt_bf16)
+/* The bf16 convolution GEMMs (kernels/gemm.h, npred_gemm_nn_bf16 / _nt_bf16, and
+ * the packed-once npred_gemm_bf16_packed)
  * against double-precision references written here:
  *   - on the inputs rounded to bf16 by this file's own round-to-nearest-even:
  *     equal up to fp32 accumulation (a float computation on the unrounded
@@ -23,17 +24,6 @@ static float *rnd(size_t n, uint64_t *st)
     float *a = malloc((n ? n : 1) * sizeof *a);
     for (size_t i = 0; i < n; i++) a[i] = (float)th_rand(st);
     return a;
-}
-
-/* bf16 round to nearest even, as a float (no NaN or subnormal in these tests) */
-static double rbf(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-    float y;
-    memcpy(&y, &u, 4);
-    return y;
 }
 
 typedef struct {
@@ -68,7 +58,7 @@ static void check_nn(int m, int n, int k, int trans, int acc, uint64_t seed)
             double sr = acc ? c0[i * ldc + j] : 0, sf = sr, g = fabs(sr);
             for (int p = 0; p < k; p++) {
                 float x = a[i * ars + p * acs], y = b[(size_t)p * n + j];
-                sr += rbf(x) * rbf(y);
+                sr += th_bf16(x) * th_bf16(y);
                 sf += (double)x * y;
                 g += fabs((double)x * y);
             }
@@ -99,7 +89,7 @@ static void check_nt(int m, int l, int n, uint64_t seed)
             double sr = c0[i * ldc + q], sf = sr, g = fabs(sr);
             for (int p = 0; p < n; p++) {
                 float x = a[i * lda + p], y = b[q * ldb + p];
-                sr += rbf(x) * rbf(y);
+                sr += th_bf16(x) * th_bf16(y);
                 sf += (double)x * y;
                 g += fabs((double)x * y);
             }
@@ -169,9 +159,73 @@ static void test_order(void)
     free(a), free(b), free(bt), free(at), free(c1), free(c2), free(c3);
 }
 
+/* operands packed once (npred_bf16_pack_a/_b, npred_gemm_bf16_packed): both layouts of
+ * A and of B, packing and computing split into parts; C against the double reference
+ * on bf16-rounded inputs and bit for bit against npred_gemm_nn_bf16 */
+static void check_packed(int m, int n, int k, int at, int bt, int acc, int parts, uint64_t seed)
+{
+    uint64_t st = seed;
+    float *a = rnd((size_t)m * k, &st), *b = rnd((size_t)k * n, &st), *c0 = rnd((size_t)m * n, &st);
+    float *brow = malloc(sizeof *brow * (size_t)k * n), *c = malloc(sizeof *c * (size_t)m * n),
+          *cr = malloc(sizeof *cr * (size_t)m * n);
+    const ptrdiff_t ars = at ? 1 : k, acs = at ? m : 1, brs = bt ? 1 : n, bcs = bt ? k : 1;
+    for (int p = 0; p < k; p++)
+        for (int j = 0; j < n; j++) brow[(size_t)p * n + j] = b[p * brs + j * bcs];
+    size_t aw = npred_bf16_packed_a_words(m, k, at), bw = npred_bf16_packed_b_words(k, n);
+    uint32_t *ap = aligned_alloc(64, (aw * 4 + 63) / 64 * 64), *bp = aligned_alloc(64, (bw * 4 + 63) / 64 * 64);
+    memcpy(c, c0, sizeof *c * (size_t)m * n);
+    memcpy(cr, c0, sizeof *c * (size_t)m * n);
+    int ok = 1;
+    for (int q = 0; q < parts; q++) ok &= npred_bf16_pack_a(ap, m, k, a, at ? m : k, at, q, parts) == 0;
+    for (int q = parts - 1; q >= 0; q--) ok &= npred_bf16_pack_b(bp, k, n, b, brs, bcs, q, parts) == 0;
+    for (int q = 0; q < parts; q++) ok &= npred_gemm_bf16_packed(m, n, k, ap, at, bp, c, n, acc, q, parts) == 0;
+    ok &= npred_gemm_nn_bf16(m, n, k, a, ars, acs, brow, n, cr, n, acc) == 0;
+    errs e = {0, 0};
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double sr = acc ? c0[(size_t)i * n + j] : 0, sf = sr, g = fabs(sr);
+            for (int p = 0; p < k; p++) {
+                float x = a[i * ars + p * acs], y = brow[(size_t)p * n + j];
+                sr += th_bf16(x) * th_bf16(y);
+                sf += (double)x * y;
+                g += fabs((double)x * y);
+            }
+            worst(&e, c[(size_t)i * n + j], sr, sf, g);
+        }
+    CHECK(ok && acc_ok(e.acc, k) && bound_ok(e.bound, k) && memcmp(c, cr, sizeof *c * (size_t)m * n) == 0,
+          "packed bf16 m=%d n=%d k=%d at=%d bt=%d acc=%d parts=%d: error %g vs rounded inputs, %g vs fp32, %s "
+          "npred_gemm_nn_bf16", m, n, k, at, bt, acc, parts, e.acc, e.bound,
+          memcmp(c, cr, sizeof *c * (size_t)m * n) ? "differs from" : "equals");
+    free(a), free(b), free(c0), free(brow), free(c), free(cr), free(ap), free(bp);
+}
+
+static void test_packed(void)
+{
+    if (!npred_gemm_bf16_available()) {
+        float a[4] = {1, 2, 3, 4}, c[4] = {5, 6, 7, 8};
+        uint32_t w[64] = {0};
+        CHECK(npred_bf16_pack_a(w, 2, 2, a, 2, 0, 0, 1) == -1 && npred_bf16_pack_b(w, 2, 2, a, 2, 1, 0, 1) == -1 &&
+                  npred_gemm_bf16_packed(2, 2, 2, w, 0, w, c, 2, 0, 0, 1) == -1 && c[0] == 5 && c[3] == 8,
+              "packed bf16 ran on a CPU without AVX-512 BF16");
+        return;
+    }
+    static const int M[] = {1, 7, 97, 200};
+    static const int N[] = {1, 17, 64, 130};
+    static const int K[] = {1, 8, 81, 515};
+    uint64_t seed = 100;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            for (int q = 0; q < 4; q++) {
+                int v = i + j + q;
+                check_packed(M[i], N[j], K[q], v % 2, (v / 2) % 2, (v / 4) % 2, 1 + v % 3, seed++);
+                check_packed(M[i], N[j], K[q], (v + 1) % 2, (v / 2 + 1) % 2, (v / 4 + 1) % 2, 1 + (v + 1) % 3, seed++);
+            }
+}
+
 int main(void)
 {
     RUN(test_shapes);
     RUN(test_order);
+    RUN(test_packed);
     return th_summary();
 }

@@ -441,3 +441,107 @@ int npred_gemm_nt_bf16(int m, int l, int n, const float *a, ptrdiff_t lda, const
     if (m > 0 && l > 0 && n > 0) bf_gemm(m, l, n, a, lda, 1, b, 1, ldb, c, ldc, 1);
     return 0;
 }
+
+/* ---------------------------------------------------------------- bf16, packed once
+ *
+ * For products too large to repack per block (the FullFactorized2d readout's
+ * three GEMMs: k and n in the thousands), both operands are packed once into
+ * caller memory, in parallel, and the blocks then read them in place:
+ *   A: row-major pairs (word A[i * kp + q]) or pair-major (word A[q * mp + i],
+ *      mp = m rounded up to 16), whichever the stored layout gives cheaply;
+ *   B: panels of NR columns (64 when n is a multiple of 64, else 48), each panel
+ *      kp rows of NR words: word B[(j / NR) * kp * NR + q * NR + j % NR].
+ * The k chunks (2 BF_KP), the micro-kernel and so the order of every sum are
+ * those of bf_gemm: the result equals npred_gemm_nn_bf16's bit for bit. */
+
+static int bfp_nr(int n) { return n % 64 == 0 ? 64 : 48; }
+
+/* one row of k floats -> (k + 1) / 2 pairs */
+static BF16 void bf_pack_a_row(uint32_t *dst, const float *a, int k)
+{
+    const int kp = (k + 1) / 2;
+    for (int q = 0; q < kp; q += 16) _mm512_mask_storeu_epi32(dst + q, bf_mask(kp - q), bf_adjacent(a + 2 * q, k - 2 * q));
+}
+
+size_t npred_bf16_packed_a_words(int m, int k, int a_trans)
+{
+    size_t kp = (size_t)(k + 1) / 2, mp = ((size_t)m + 15) / 16 * 16;
+    return a_trans ? kp * mp : (size_t)m * kp;
+}
+
+size_t npred_bf16_packed_b_words(int k, int n)
+{
+    const int nr = bfp_nr(n);
+    return (size_t)(k + 1) / 2 * (size_t)((n + nr - 1) / nr) * nr;
+}
+
+int npred_bf16_pack_a(uint32_t *ap, int m, int k, const float *a, ptrdiff_t lda, int a_trans, int part, int parts)
+{
+    if (!npred_gemm_bf16_available()) return -1;
+    const int kp = (k + 1) / 2;
+    if (!a_trans) { /* rows part of parts */
+        const int i0 = (int)((long long)m * part / parts), i1 = (int)((long long)m * (part + 1) / parts);
+        for (int i = i0; i < i1; i++) bf_pack_a_row(ap + (size_t)i * kp, a + i * lda, k);
+    } else { /* pairs part of parts */
+        const ptrdiff_t mp = (m + 15) / 16 * 16;
+        const int q0 = (int)((long long)kp * part / parts), q1 = (int)((long long)kp * (part + 1) / parts);
+        for (int q = q0; q < q1; q++)
+            bf_pack_rows(ap + q * mp, a + 2 * q * lda, 2 * q + 1 < k ? a + (2 * q + 1) * lda : NULL, m);
+    }
+    return 0;
+}
+
+int npred_bf16_pack_b(uint32_t *bp, int k, int n, const float *b, ptrdiff_t brs, ptrdiff_t bcs, int part, int parts)
+{
+    if (!npred_gemm_bf16_available()) return -1;
+    const int nr = bfp_nr(n), np = (n + nr - 1) / nr, kp = (k + 1) / 2;
+    const int j0 = (int)((long long)np * part / parts), j1 = (int)((long long)np * (part + 1) / parts);
+    for (int jp = j0; jp < j1; jp++) {
+        const int j = jp * nr, w = n - j < nr ? n - j : nr;
+        bf_pack_b(bp + (size_t)jp * kp * nr, nr, b + j * bcs, brs, bcs, k, w);
+    }
+    return 0;
+}
+
+static BF16 void bfp_gemm(int i0, int i1, int n, int k, const uint32_t *ap, int a_trans, int m, const uint32_t *bp,
+                          float *c, ptrdiff_t ldc, int acc)
+{
+    const int NR = bfp_nr(n), NVP = NR / 16, MRP = NVP == 4 ? 6 : 8, kpt = (k + 1) / 2;
+    const ptrdiff_t prs = a_trans ? 1 : kpt, pcs = a_trans ? (m + 15) / 16 * 16 : 1;
+    for (int ib = i0; ib < i1; ib += BF_MC) {
+        const int mc = i1 - ib < BF_MC ? i1 - ib : BF_MC;
+        for (int q0 = 0; q0 < kpt; q0 += BF_KP) {
+            const int kp = kpt - q0 < BF_KP ? kpt - q0 : BF_KP, first = q0 == 0 ? acc : 1;
+            for (int j = 0; j < n; j += NR) {
+                const int w = n - j < NR ? n - j : NR, nv = (w + 15) / 16;
+                __mmask16 mk[NN_NV];
+                for (int v = 0; v < NN_NV; v++) mk[v] = bf_mask(w - 16 * v);
+                const uint32_t *bpj = bp + (size_t)(j / NR) * kpt * NR + (size_t)q0 * NR;
+                for (int i = 0; i < mc; i += MRP) {
+                    const int mr = mc - i < MRP ? mc - i : MRP;
+                    bf_block_any(mr, nv, kp, ap + (ib + i) * prs + q0 * pcs, prs, pcs, bpj, NR,
+                                 c + (ptrdiff_t)(ib + i) * ldc + j, ldc, first, mk);
+                }
+            }
+        }
+    }
+}
+
+int npred_gemm_bf16_packed(int m, int n, int k, const uint32_t *ap, int a_trans, const uint32_t *bp, float *c,
+                           ptrdiff_t ldc, int accumulate, int part, int parts)
+{
+    if (!npred_gemm_bf16_available()) return -1;
+    if (m <= 0 || n <= 0) return 0;
+    /* blocks of BF_MC rows, part of parts of them */
+    const int nb = (m + BF_MC - 1) / BF_MC;
+    const int b0 = (int)((long long)nb * part / parts), b1 = (int)((long long)nb * (part + 1) / parts);
+    const int i0 = b0 * BF_MC, i1 = b1 * BF_MC < m ? b1 * BF_MC : m;
+    if (i0 >= i1) return 0;
+    if (k <= 0) {
+        if (!accumulate)
+            for (int i = i0; i < i1; i++) memset(c + i * ldc, 0, sizeof *c * (size_t)n);
+        return 0;
+    }
+    bfp_gemm(i0, i1, n, k, ap, a_trans, m, bp, c, ldc, accumulate);
+    return 0;
+}

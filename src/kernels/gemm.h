@@ -15,6 +15,7 @@
 #define NPRED_KERNELS_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* C (m x n, row stride ldc) = [C +] A . B with A(i, p) = a[i * ars + p * acs]
  * (one of ars, acs must be 1: A row-major or transposed) and B (k x n, row
@@ -42,5 +43,20 @@ int npred_gemm_nn_bf16(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdi
                        ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate);
 int npred_gemm_nt_bf16(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
                        ptrdiff_t ldc);
+
+/* bf16 products with both operands packed once (large GEMMs shared by threads):
+ * A (m x k, A(i, p) = a[i * lda + p], or a[p * lda + i] when a_trans) into npred_bf16_packed_a_words(m, k, a_trans) words, B (k x n, B(p, j) =
+ * b[p * brs + j * bcs], brs or bcs 1) into npred_bf16_packed_b_words(k, n) words
+ * (64-byte aligned); each call packs / computes part `part` of `parts` (rows of
+ * A or pairs, column panels of B, blocks of rows of C), so threads share the
+ * work. C (m x n) = [C +] A . B equals npred_gemm_nn_bf16's bit for bit, however
+ * the parts are split. -1 where the CPU lacks AVX-512 BF16. */
+size_t npred_bf16_packed_a_words(int m, int k, int a_trans);
+size_t npred_bf16_packed_b_words(int k, int n);
+int npred_bf16_pack_a(uint32_t *ap, int m, int k, const float *a, ptrdiff_t lda, int a_trans, int part, int parts);
+int npred_bf16_pack_b(uint32_t *bp, int k, int n, const float *b, ptrdiff_t brs, ptrdiff_t bcs, int part,
+                      int parts);
+int npred_gemm_bf16_packed(int m, int n, int k, const uint32_t *ap, int a_trans, const uint32_t *bp, float *c,
+                           ptrdiff_t ldc, int accumulate, int part, int parts);
 
 #endif

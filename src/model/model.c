@@ -586,7 +586,14 @@ npred_status npred_model_set_precision(npred_model *m, npred_precision p)
     if (!m) return npred_errorf(NPRED_ERR_ARG, "npred_model_set_precision: no model");
     if (p != NPRED_PRECISION_FP32 && p != NPRED_PRECISION_BF16)
         return npred_errorf(NPRED_ERR_ARG, "npred_model_set_precision: unknown precision %d (fp32 0, bf16 1)", (int)p);
-    return npred_core_set_bf16(&m->core, p == NPRED_PRECISION_BF16);
+    const int on = p == NPRED_PRECISION_BF16;
+    npred_status st = npred_core_set_bf16(&m->core, on);
+    for (int i = 0; !st && i < m->n_sessions; i++) st = npred_readout_set_bf16(&m->s[i].ro, on);
+    if (st) { /* all fp32 again (never fails) */
+        npred_core_set_bf16(&m->core, 0);
+        for (int i = 0; i < m->n_sessions; i++) npred_readout_set_bf16(&m->s[i].ro, 0);
+    }
+    return st;
 }
 
 npred_precision npred_model_precision(const npred_model *m)

@@ -9,12 +9,19 @@
  *
  * Workspace (floats): m (n*hw), dm (n*hw), F (n*c), dF (n*c), T (max_batch*c*n).
  * Threads: OpenBLAS (OpenMP build) inside the GEMMs; the elementwise loops use
- * OpenMP over neurons. */
+ * OpenMP over neurons.
+ *
+ * bf16 precision (r->bf16): the three GEMMs multiply bf16-rounded operands with
+ * fp32 accumulation (kernels/gemm.h, packed once per product into r->bf_a / bf_b);
+ * every thread packs and computes its own share, and the result does not depend on
+ * the thread count. Everything else stays fp32. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels/gemm.h"
 #include "readouts/readout.h"
 
 #define NORM_EPS 1e-6
@@ -43,6 +50,35 @@ size_t npred_factorized_workspace(const npred_readout *r, int max_batch)
     const npred_readout_config *c = &r->cfg;
     size_t hw = (size_t)c->h * c->w, n = (size_t)c->n;
     return 2 * n * hw + 2 * n * (size_t)c->c + 1 + 2 * n + (size_t)max_batch * c->c * n;
+}
+
+void npred_factorized_bf16_words(const npred_readout *r, int max_batch, size_t words[2])
+{
+    const npred_readout_config *c = &r->cfg;
+    int hw = c->h * c->w, n = c->n, bc = max_batch * c->c;
+    size_t a0 = npred_bf16_packed_a_words(bc, hw, 0), a1 = npred_bf16_packed_a_words(n, bc, 1),
+           a2 = npred_bf16_packed_a_words(bc, n, 0);
+    size_t b0 = npred_bf16_packed_b_words(hw, n), b1 = npred_bf16_packed_b_words(bc, hw),
+           b2 = npred_bf16_packed_b_words(n, hw);
+    words[0] = a0 > a1 ? (a0 > a2 ? a0 : a2) : (a1 > a2 ? a1 : a2);
+    words[1] = b0 > b1 ? (b0 > b2 ? b0 : b2) : (b1 > b2 ? b1 : b2);
+}
+
+/* C (m x n) = [C +] A . B in bf16 (A(i, p) = a[i * lda + p], or a[p * lda + i] when
+ * a_trans; B(p, j) = b[p * brs + j * bcs]): both operands packed by all threads, then
+ * the rows of C shared */
+static void bf16_gemm(npred_readout *r, int m, int n, int k, const float *a, ptrdiff_t lda, int a_trans,
+                      const float *b, ptrdiff_t brs, ptrdiff_t bcs, float *c, ptrdiff_t ldc, int acc)
+{
+    uint32_t *ap = r->bf_a, *bp = r->bf_b;
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        npred_bf16_pack_a(ap, m, k, a, lda, a_trans, t, nt);
+        npred_bf16_pack_b(bp, k, n, b, brs, bcs, t, nt);
+#pragma omp barrier
+        npred_gemm_bf16_packed(m, n, k, ap, a_trans, bp, c, ldc, acc, t, nt);
+    }
 }
 
 npred_status npred_factorized_declare(npred_readout *r, npred_ptable *t)
@@ -147,7 +183,10 @@ npred_status npred_factorized_forward(npred_readout *r, npred_ptable *t, float *
     make_mask(r, t, &v);
     make_features(r, t, &v);
     /* T (B*C, n) = X (B*C, hw) . m^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * C, n, hw, 1.0f, x, hw, v.m, hw, 0.0f, v.T, n);
+    if (r->bf16)
+        bf16_gemm(r, B * C, n, hw, x, hw, 0, v.m, 1, hw, v.T, n, 0);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * C, n, hw, 1.0f, x, hw, v.m, hw, 0.0f, v.T, n);
     const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
@@ -243,11 +282,18 @@ void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *d
     if (!t->grads_off) {
         features_backward(r, t, v.dF);
         /* dm (n, hw) = dT^T (n, B*C) . X (B*C, hw) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hw, B * C, 1.0f, v.T, n, r->x, hw, 0.0f, v.dm, hw);
+        if (r->bf16)
+            bf16_gemm(r, n, hw, B * C, v.T, n, 1, r->x, hw, 1, v.dm, hw, 0);
+        else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hw, B * C, 1.0f, v.T, n, r->x, hw, 0.0f, v.dm,
+                        hw);
         mask_backward(r, t, &v, v.dm);
     }
     /* dx (B*C, hw) += dT (B*C, n) . m (n, hw) */
-    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B * C, hw, n, 1.0f, v.T, n, v.m, hw, 1.0f, dx, hw);
+    if (dx && r->bf16)
+        bf16_gemm(r, B * C, hw, n, v.T, n, 0, v.m, hw, 1, dx, hw, 1);
+    else if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B * C, hw, n, 1.0f, v.T, n, v.m, hw, 1.0f, dx, hw);
 }
 
 static float sgn(float a) { return (float)((a > 0) - (a < 0)); }

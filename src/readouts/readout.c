@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemm.h"
 #include "readouts/sample.h"
 
 void npred_readout_config_default(npred_readout_config *c, npred_readout_type type, int ch, int h, int w, int n)
@@ -160,6 +161,44 @@ npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int ma
     r->ws_size = n;
     r->max_batch = max_batch;
     r->mu_cached = 0;
+    return r->bf16 ? npred_readout_set_bf16(r, 1) : NPRED_OK; /* packing space for the new batch */
+}
+
+static void bf16_release(npred_readout *r)
+{
+    free(r->bf_a);
+    free(r->bf_b);
+    r->bf_a = r->bf_b = NULL;
+    r->bf_words[0] = r->bf_words[1] = 0;
+}
+
+npred_status npred_readout_set_bf16(npred_readout *r, int on)
+{
+    if (on && !npred_gemm_bf16_available())
+        return npred_errorf(NPRED_ERR_UNSUPPORTED,
+                            "bf16 precision needs AVX-512 BF16 (vdpbf16ps), which this CPU lacks (use fp32)");
+    if (!on || r->cfg.type != NPRED_READOUT_FACTORIZED || r->max_batch <= 0) {
+        bf16_release(r);
+        r->bf16 = !!on;
+        return NPRED_OK;
+    }
+    size_t w[2];
+    npred_factorized_bf16_words(r, r->max_batch, w);
+    if (r->bf_a && r->bf_b && w[0] <= r->bf_words[0] && w[1] <= r->bf_words[1]) {
+        r->bf16 = 1;
+        return NPRED_OK;
+    }
+    bf16_release(r);
+    r->bf_a = aligned_alloc(64, (w[0] * 4 + 63) / 64 * 64);
+    r->bf_b = aligned_alloc(64, (w[1] * 4 + 63) / 64 * 64);
+    if (!r->bf_a || !r->bf_b) {
+        bf16_release(r);
+        r->bf16 = 0;
+        return npred_errorf(NPRED_ERR_NOMEM, "readout %s: cannot allocate %zu + %zu words for bf16 operands",
+                            r->prefix, w[0], w[1]);
+    }
+    r->bf_words[0] = w[0], r->bf_words[1] = w[1];
+    r->bf16 = 1;
     return NPRED_OK;
 }
 
@@ -321,6 +360,7 @@ void npred_readout_free(npred_readout *r)
     free(r->ws);
     free(r->match_idx);
     free(r->impl);
+    bf16_release(r);
     r->ws = NULL;
     r->match_idx = NULL;
     r->impl = NULL;

@@ -20,6 +20,7 @@
 #define NPRED_READOUTS_READOUT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "nn/params.h"
 #include "npred/base.h"
@@ -125,6 +126,11 @@ struct npred_readout {
     int train;
     int mu_cached;  /* Gaussian: the workspace holds the grid predictor's output for its saved inputs */
     void *impl;     /* type-specific state */
+    /* bf16 precision (npred_readout_set_bf16): FullFactorized2d's GEMMs in bf16 with fp32
+     * accumulation, their operands packed into bf_a / bf_b (64-byte aligned, bf_words each) */
+    int bf16;
+    uint32_t *bf_a, *bf_b;
+    size_t bf_words[2];
 };
 
 void npred_readout_config_default(npred_readout_config *cfg, npred_readout_type type, int c, int h, int w, int n);
@@ -147,6 +153,11 @@ double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscal
  * with bias, with predicted grid  -> Sequential(\n  (0): Linear(...)...)\n"); truncated to n. */
 void npred_readout_repr(const npred_readout *r, char *buf, size_t n);
 void npred_readout_free(npred_readout *r);
+/* bf16 products (1) or fp32 (0, the default) in the readout's GEMMs: FullFactorized2d's
+ * three (docs/precision.md); the other readouts stay fp32 and ignore it. Allocates the
+ * packing space for the set-up batch (npred_readout_setup keeps it sized); returns
+ * NPRED_ERR_UNSUPPORTED without AVX-512 BF16, NPRED_ERR_NOMEM. */
+npred_status npred_readout_set_bf16(npred_readout *r, int on);
 
 /* Helpers shared by the readouts (readout.c).
  * feature_l1: feature_reg_weight * sum |features| (the whole `features`/`_features`
@@ -181,6 +192,8 @@ void npred_factorized_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
 npred_status npred_factorized_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, int B);
 void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx);
 double npred_factorized_regularizer(npred_readout *r, npred_ptable *t, double gscale);
+/* words of bf16 packing space for each of the two operands at max_batch */
+void npred_factorized_bf16_words(const npred_readout *r, int max_batch, size_t words[2]);
 void npred_factorized_repr(const npred_readout *r, char *buf, size_t n);
 
 /* FullGaussian2d (gaussian.c): source_grid buffer from raw cortical coordinates g (n, d),
