@@ -7,7 +7,8 @@
  * GEMM  T (B*c, n) = X (B*c, hw) . m^T  followed by a contraction with F; the
  * backward is two GEMMs (dm = dT^T X, dx += dT m). T is kept for the backward.
  *
- * Workspace (floats): m (n*hw), dm (n*hw), F (n*c), dF (n*c), T (max_batch*c*n).
+ * Workspace (floats): m (n*hw), dm (n*hw), F (n*c), dF (n*c; F transposed while free),
+ * T (max_batch*c*n).
  * Threads: OpenBLAS (OpenMP build) inside the GEMMs; the elementwise loops use
  * OpenMP over neurons.
  *
@@ -175,6 +176,15 @@ static void make_features(npred_readout *r, npred_ptable *t, fz_ws *v)
         }
 }
 
+/* Ft (c, n) = F (n, c) transposed, in blocks that stay in cache */
+static void transpose_features(float *Ft, const float *F, int n, int C)
+{
+#pragma omp parallel for schedule(static)
+    for (int o0 = 0; o0 < n; o0 += 64)
+        for (int k = 0; k < C; k++)
+            for (int o = o0; o < n && o < o0 + 64; o++) Ft[(size_t)k * n + o] = F[(size_t)o * C + k];
+}
+
 npred_status npred_factorized_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, int B)
 {
     const npred_readout_config *c = &r->cfg;
@@ -188,13 +198,15 @@ npred_status npred_factorized_forward(npred_readout *r, npred_ptable *t, float *
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * C, n, hw, 1.0f, x, hw, v.m, hw, 0.0f, v.T, n);
     const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
+    float *Ft = v.dF; /* F transposed (c, n), in dF's space (free until the backward) */
+    transpose_features(Ft, v.F, n, C);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         float *yb = y + (size_t)b * n;
         for (int o = 0; o < n; o++) yb[o] = bias ? bias[o] : 0.0f;
         for (int k = 0; k < C; k++) {
-            const float *Tk = v.T + ((size_t)b * C + k) * n;
-            for (int o = 0; o < n; o++) yb[o] += v.F[(size_t)o * C + k] * Tk[o];
+            const float *Tk = v.T + ((size_t)b * C + k) * n, *Fk = Ft + (size_t)k * n;
+            for (int o = 0; o < n; o++) yb[o] += Fk[o] * Tk[o];
         }
     }
     return NPRED_OK;
@@ -272,15 +284,17 @@ void npred_factorized_backward(npred_readout *r, npred_ptable *t, const float *d
         }
         for (int o = 0; o < on; o++) v.dF[(size_t)(o0 + o) * C + k] = (float)acc[o];
     }
+    if (!t->grads_off) features_backward(r, t, v.dF);
+    float *Ft = v.dF; /* dF is used: F transposed (c, n) in its space */
+    transpose_features(Ft, v.F, n, C);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++)
         for (int k = 0; k < C; k++) {
             float *Tk = v.T + ((size_t)b * C + k) * n;
-            const float *dyb = dy + (size_t)b * n;
-            for (int o = 0; o < n; o++) Tk[o] = dyb[o] * v.F[(size_t)o * C + k];
+            const float *dyb = dy + (size_t)b * n, *Fk = Ft + (size_t)k * n;
+            for (int o = 0; o < n; o++) Tk[o] = dyb[o] * Fk[o];
         }
     if (!t->grads_off) {
-        features_backward(r, t, v.dF);
         /* dm (n, hw) = dT^T (n, B*C) . X (B*C, hw) */
         if (r->bf16)
             bf16_gemm(r, n, hw, B * C, v.T, n, 1, r->x, hw, 1, v.dm, hw, 0);
