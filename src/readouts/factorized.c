@@ -41,7 +41,7 @@ static fz_ws views(const npred_readout *r)
     v.dm = v.m + n * hw;
     v.F = v.dm + n * hw;
     v.dF = v.F + n * (size_t)c->c;
-    v.norm = (double *)(v.dF + n * (size_t)c->c + (n * (size_t)c->c) % 2); /* 8-byte aligned */
+    v.norm = (double *)(v.dF + n * (size_t)c->c); /* 8-byte aligned: 2 n hw + 2 n c floats from ws */
     v.T = (float *)(v.norm + n);
     return v;
 }
