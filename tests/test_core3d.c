@@ -2,7 +2,8 @@
  * factorized3d_core and basic3d_core: train forward, per-layer outputs, running stats,
  * the regularizer tuple, every gradient and the eval output after the step; the
  * backward also against central finite differences of an independent double-precision
- * forward written here. */
+ * forward written here. The nonlinearities without a fixture (relu, softplus,
+ * adaptive_elu) against that double forward and its finite differences only. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +57,22 @@ typedef struct {
     const float *up;          /* upstream */
     int B;
     double *buf[3];
+    const double *last;       /* the core's output of the last ref_loss */
 } ref_ctx;
+
+/* the config's nonlinearity in double */
+static double act_d(const npred_core3d_config *c, double v)
+{
+    switch (c->act) {
+    case NPRED_ACT_RELU: return v > 0 ? v : 0;
+    case NPRED_ACT_SOFTPLUS: return v > 20 ? v : log1p(exp(v));
+    case NPRED_ACT_ADAPTIVE_ELU: {
+        double u = v - c->x_shift;
+        return (u > 0 ? u : expm1(u)) + c->y_shift;
+    }
+    default: return v > 0 ? v : expm1(v);
+    }
+}
 
 /* y (B, O, To, Ho, Wo) = conv3d(x (B, C, T, H, W), w (O, C, kt, kh, kw)) + b */
 static void conv3d_d(double *y, const double *x, const double *w, const double *b, int B, const npred_conv3d *cv)
@@ -117,12 +133,13 @@ static double ref_loss(void *vctx)
                 for (size_t i = 0; i < per; i++) {
                     size_t e = ((size_t)n * L->c + c) * per + i;
                     double v = L->has_bn ? g * (cur[e] - mean) / sqrt(var + 1e-5) + b : cur[e];
-                    y[e] = L->has_act ? (v > 0 ? v : expm1(v)) : v;
+                    y[e] = L->has_act ? act_d(&core->cfg, v) : v;
                 }
         }
         cur = y;
         which = (which + 1) % 3;
     }
+    r->last = cur;
     size_t nout = (size_t)r->B * core->out_c * core->out_t * core->out_h * core->out_w;
     double loss = 0;
     for (size_t i = 0; i < nout; i++) loss += cur[i] * r->up[i];
@@ -171,9 +188,9 @@ static double ref_loss(void *vctx)
 
 /* central differences on up to 24 evenly spread elements of every parameter and the input */
 static void check_fd(const npred_core3d *core, const npred_ptable *t, double **p0, const float *x, size_t nx,
-                     const float *up, int B, const float *dx)
+                     const float *up, int B, const float *dx, const float *y)
 {
-    ref_ctx r = {core, t, p0, gc_to_f64(x, nx), up, B, {0}};
+    ref_ctx r = {core, t, p0, gc_to_f64(x, nx), up, B, {0}, NULL};
     size_t big = 0;
     for (int l = 0; l < core->cfg.layers; l++)
         for (int k = 0; k < core->L[l].nconv; k++) {
@@ -184,6 +201,13 @@ static void check_fd(const npred_core3d *core, const npred_ptable *t, double **p
             if (b > big) big = b;
         }
     for (int i = 0; i < 3; i++) r.buf[i] = malloc(big * sizeof(double));
+    if (y) { /* the forward itself against the double one, element by element */
+        ref_loss(&r);
+        size_t nout = (size_t)B * core->out_c * core->out_t * core->out_h * core->out_w;
+        double worst = 0;
+        for (size_t i = 0; i < nout; i++) worst = th_worst(worst, fabs(y[i] - r.last[i]) / (1 + fabs(r.last[i])));
+        CHECK(worst <= 1e-5, "forward against the double reference: worst error %g", worst);
+    }
     gc_check_table(t, p0, r.x, nx, dx, 24, ref_loss, &r);
     for (int i = 0; i < 3; i++) free(r.buf[i]);
     free(r.x);
@@ -242,7 +266,7 @@ static void run_case(const char *name, int factorized)
     if (!dx || !CHECK_OK(npred_core3d_backward(&core, &t, up, dx))) goto out;
     th_compare_table(&c, &t, "grads", "grads", "", (const char *const[]){"input", NULL});
     th_compare_dims(&c, "grads", "grads/input.npy", dx, xs.ndim, xs.shape);
-    check_fd(&core, &t, p0, x, xs.count, up, B, dx);
+    check_fd(&core, &t, p0, x, xs.count, up, B, dx, NULL);
     /* a backward without the input gradient gives the same parameter gradients */
     float *g1 = malloc(t.n_params * sizeof *g1);
     if (g1) {
@@ -270,6 +294,83 @@ out:
     th_case_close(&c);
 }
 
+/* A core with the nonlinearity `act` and random parameters, inputs and upstream (no
+ * fixture exists for relu, softplus, adaptive_elu): the train forward against the
+ * double-precision forward above, every gradient (regularizer included) against its
+ * central finite differences. */
+static void nonlin_case(int factorized, npred_act_kind act, int layers, double xs, double ys)
+{
+    npred_core3d_config cc;
+    npred_core3d_config_default(&cc, factorized);
+    cc.input_channels = 2, cc.hidden_channels = 3, cc.layers = layers, cc.padding = 1;
+    cc.in_kt = 3, cc.in_kh = cc.in_kw = 3, cc.hid_kt = 2, cc.hid_kh = cc.hid_kw = 3;
+    cc.gamma_input_spatial = 0.5, cc.gamma_input_temporal = 0.25;
+    cc.act = act, cc.x_shift = xs, cc.y_shift = ys;
+    const int B = 2, T = 6, H = 6, W = 5;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core3d core;
+    memset(&core, 0, sizeof core);
+    double **p0 = NULL;
+    size_t nx = (size_t)B * 2 * T * H * W, nout = 0;
+    float *x = malloc(nx * sizeof *x), *dx = calloc(nx, sizeof *dx), *up = NULL;
+    if (!CHECK(x && dx, "out of memory") || !CHECK_OK(npred_core3d_declare(&core, &cc, "", T, H, W, &t)) ||
+        !CHECK_OK(npred_ptable_alloc(&t)) || !CHECK_OK(npred_core3d_setup(&core, &t, B)))
+        goto out;
+    npred_core3d_init_buffers(&core, &t);
+    uint64_t rs = 17 + (uint64_t)act * 5 + (uint64_t)factorized;
+    for (int e = 0; e < t.n; e++) {
+        const npred_param *p = &t.items[e];
+        if (p->is_buffer) continue;
+        float *v = npred_ptable_ptr(&t, e);
+        int gamma = strstr(p->name, "norm.weight") != NULL;
+        for (size_t i = 0; i < p->count; i++) v[i] = (float)(gamma ? 0.7 + 0.6 * th_rand(&rs) : th_rand(&rs) - 0.5);
+    }
+    for (size_t i = 0; i < nx; i++) x[i] = (float)(3 * th_rand(&rs) - 1.5);
+    nout = (size_t)B * core.out_c * core.out_t * core.out_h * core.out_w;
+    if (!CHECK((up = malloc(nout * sizeof *up)) != NULL, "out of memory")) goto out;
+    for (size_t i = 0; i < nout; i++) up[i] = (float)(2 * th_rand(&rs) - 1);
+    p0 = calloc((size_t)t.n, sizeof *p0);
+    for (int e = 0; p0 && e < t.n; e++) p0[e] = gc_to_f64(npred_ptable_ptr(&t, e), t.items[e].count);
+    const float *y;
+    npred_ptable_zero_grad(&t);
+    double sp, tp;
+    if (!CHECK(p0 != NULL, "out of memory") || !CHECK_OK(npred_core3d_forward(&core, &t, x, B, 1, &y)) ||
+        !CHECK_OK(npred_core3d_regularizer(&core, &t, 1.0, &sp, &tp)) ||
+        !CHECK_OK(npred_core3d_backward(&core, &t, up, dx)))
+        goto out;
+    /* the nonlinearity really acts: outputs in its bent part (relu: 0; softplus: < 0.3, inputs below
+       about -0.4; adaptive_elu: more than 0.3 under y_shift), and not all of them */
+    int below = 0;
+    for (size_t i = 0; i < nout; i++)
+        below += act == NPRED_ACT_RELU ? y[i] == 0 : y[i] < (act == NPRED_ACT_ADAPTIVE_ELU ? ys - 0.3 : 0.3);
+    CHECK(below > 0 && below < (int)nout, "%s: %d of %zu outputs in the nonlinearity's lower part",
+          npred_act_name(act), below, nout);
+    check_fd(&core, &t, p0, x, nx, up, B, dx, y);
+out:
+    if (p0)
+        for (int e = 0; e < t.n; e++) free(p0[e]);
+    free(p0), free(x), free(dx), free(up);
+    npred_core3d_free(&core);
+    npred_ptable_free(&t);
+}
+
+static void test_relu(void)
+{
+    nonlin_case(1, NPRED_ACT_RELU, 2, 0, 0);
+    nonlin_case(0, NPRED_ACT_RELU, 2, 0, 0);
+}
+static void test_softplus(void)
+{
+    nonlin_case(1, NPRED_ACT_SOFTPLUS, 2, 0, 0);
+    nonlin_case(0, NPRED_ACT_SOFTPLUS, 2, 0, 0);
+}
+static void test_adaptive_elu(void)
+{
+    nonlin_case(1, NPRED_ACT_ADAPTIVE_ELU, 1, 0.3, -0.2);
+    nonlin_case(0, NPRED_ACT_ADAPTIVE_ELU, 1, -0.4, 0.5);
+}
+
 static void test_factorized3d(void) { run_case("factorized3d_core", 1); }
 static void test_basic3d(void) { run_case("basic3d_core", 0); }
 
@@ -291,6 +392,24 @@ static void test_errors(void)
     cc.layers = 0;
     CHECK(npred_core3d_declare(&core, &cc, "", 8, 8, 8, &t) == NPRED_ERR_CONFIG, "layers 0");
     npred_ptable_free(&t);
+    /* nonlinearities 43faede's 3D cores do not build */
+    cc.layers = 2;
+    const struct {
+        npred_act_kind act;
+        double xs;
+        npred_status want;
+        const char *needle;
+    } bad[] = {{NPRED_ACT_TANH, 0, NPRED_ERR_UNSUPPORTED, "tanh"},
+               {NPRED_ACT_ADAPTIVE_ELU, 0.1, NPRED_ERR_UNSUPPORTED, "adaptive_elu with 2 layers"},
+               {NPRED_ACT_ELU, 0.1, NPRED_ERR_ARG, "x_shift"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        npred_ptable_init(&t);
+        cc.act = bad[i].act, cc.x_shift = bad[i].xs;
+        s = npred_core3d_declare(&core, &cc, "", 8, 8, 8, &t);
+        CHECK(s == bad[i].want && strstr(npred_last_error(), bad[i].needle), "%s: got %d '%s'", bad[i].needle, s,
+              npred_last_error());
+        npred_ptable_free(&t);
+    }
 }
 
 int main(void)
@@ -298,5 +417,8 @@ int main(void)
     RUN(test_factorized3d);
     RUN(test_basic3d);
     RUN(test_errors);
+    RUN(test_relu);
+    RUN(test_softplus);
+    RUN(test_adaptive_elu);
     return th_summary();
 }

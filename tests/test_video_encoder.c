@@ -336,6 +336,30 @@ static void test_config(void)
     cJSON_ReplaceItemInObject(cd, "hidden_channels", cJSON_CreateIntArray((const int[]){4, 8}, 2));
     expect_config_error(mv, "core_dict.hidden_channels");
     cJSON_ReplaceItemInObject(cd, "hidden_channels", cJSON_CreateNumber(4));
+    /* 43faede's Core3d nonlinearities; adaptive_elu only with one layer, its shifts only with it */
+    cJSON_DeleteItemFromObject(cd, "hidden_nonlinearities");
+    cJSON_AddStringToObject(cd, "hidden_nonlinearities", "softplus");
+    CHECK(!npred_video_encoder_config_from_cjson(&b, mv, "model.json") && b.core.act == NPRED_ACT_SOFTPLUS,
+          "hidden_nonlinearities softplus");
+    cJSON_ReplaceItemInObject(cd, "hidden_nonlinearities", cJSON_CreateString("tanh"));
+    expect_config_error(mv, "core_dict.hidden_nonlinearities");
+    cJSON_ReplaceItemInObject(cd, "hidden_nonlinearities", cJSON_CreateString("elu"));
+    cJSON_DeleteItemFromObject(cd, "x_shift");
+    cJSON_AddNumberToObject(cd, "x_shift", 0.5);
+    expect_config_error(mv, "core_dict.x_shift");
+    cJSON_ReplaceItemInObject(cd, "hidden_nonlinearities", cJSON_CreateString("adaptive_elu"));
+    cJSON_DeleteItemFromObject(cd, "layers");
+    cJSON_AddNumberToObject(cd, "layers", 2);
+    expect_config_error(mv, "core_dict.hidden_nonlinearities");
+    cJSON_ReplaceItemInObject(cd, "layers", cJSON_CreateNumber(1));
+    CHECK(!npred_video_encoder_config_from_cjson(&b, mv, "model.json") && b.core.act == NPRED_ACT_ADAPTIVE_ELU &&
+              b.core.x_shift == 0.5 && b.core.layers == 1,
+          "adaptive_elu with x_shift 0.5 and one layer");
+    cJSON_ReplaceItemInObject(cd, "hidden_nonlinearities", cJSON_CreateString("elu"));
+    cJSON_ReplaceItemInObject(cd, "x_shift", cJSON_CreateNumber(0));
+    cJSON_ReplaceItemInObject(cd, "layers", cJSON_CreateNumber(a.core.layers));
+    CHECK_OK(npred_video_encoder_config_from_cjson(&b, mv, "model.json"));
+    CHECK(!memcmp(&a, &b, sizeof a), "back to the fixture's config");
     cJSON_AddNumberToObject(cd, "hidden_kernel", 3);
     expect_config_error(mv, "core_dict.hidden_kernel");
     cJSON_DeleteItemFromObject(cd, "hidden_kernel");

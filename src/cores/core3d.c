@@ -23,6 +23,7 @@ void npred_core3d_config_default(npred_core3d_config *c, int factorized)
     c->momentum = 0.01;
     c->laplace_padding = -1;
     c->final_nonlin = 1;
+    c->act = NPRED_ACT_ELU;
 }
 
 static int add_param(npred_ptable *t, const char *prefix, const char *name, int is_buffer, npred_ptype dt, int ndim,
@@ -72,6 +73,16 @@ static npred_status conv_declare(npred_conv3d *cv, npred_ptable *t, const char *
 npred_status npred_core3d_declare(npred_core3d *core, const npred_core3d_config *cfg, const char *prefix, int in_t,
                                   int in_h, int in_w, npred_ptable *t)
 {
+    if (cfg->act != NPRED_ACT_ELU && cfg->act != NPRED_ACT_RELU && cfg->act != NPRED_ACT_SOFTPLUS &&
+        cfg->act != NPRED_ACT_ADAPTIVE_ELU)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "core3d: nonlinearity %s (43faede's 3D cores take elu, relu, "
+                            "softplus, adaptive_elu)", npred_act_name(cfg->act) ? npred_act_name(cfg->act) : "?");
+    if (cfg->act == NPRED_ACT_ADAPTIVE_ELU && cfg->layers > 1)
+        return npred_errorf(NPRED_ERR_UNSUPPORTED, "core3d: adaptive_elu with %d layers (43faede builds the hidden "
+                            "layers' AdaptiveELU with x_shift=/y_shift=, which it does not take: only one layer)",
+                            cfg->layers);
+    if (cfg->act != NPRED_ACT_ADAPTIVE_ELU && (cfg->x_shift != 0 || cfg->y_shift != 0))
+        return npred_errorf(NPRED_ERR_ARG, "core3d: x_shift / y_shift act only with adaptive_elu");
     memset(core, 0, sizeof *core);
     core->cfg = *cfg;
     const npred_core3d_config *c = &core->cfg;
@@ -284,7 +295,14 @@ static npred_status conv3d_backward(npred_conv3d *cv, const npred_ptable *t, con
 
 /* ------------------------------------------------------------------ core */
 
-/* A layer's BatchNorm (train: batch statistics) and ELU on *cur (B, c, frames, h, w);
+/* the layer nonlinearity of the config */
+static npred_act core_act(const npred_core3d *core)
+{
+    npred_act a = {core->cfg.act, (float)core->cfg.x_shift, (float)core->cfg.y_shift};
+    return a;
+}
+
+/* A layer's BatchNorm (train: batch statistics) and nonlinearity on *cur (B, c, frames, h, w);
  * *cur becomes the layer's output L->out. Element by element in eval mode, so the
  * frames of a clip and a frame pushed alone give the same values. */
 static npred_status layer_norm_act(npred_core3d *core, npred_core3d_layer *L, npred_ptable *t, const float **cur,
@@ -304,7 +322,9 @@ static npred_status layer_norm_act(npred_core3d *core, npred_core3d_layer *L, np
         *cur = L->bn;
     }
     if (L->has_act) {
-        npred_elu_forward(L->out, *cur, n);
+        npred_act a = core_act(core);
+        npred_status s = npred_act_forward(L->out, *cur, n, &a);
+        if (s) return s;
         *cur = L->out;
     } else if (*cur != L->out) {
         memcpy(L->out, *cur, n * sizeof(float));
@@ -348,7 +368,8 @@ npred_status npred_core3d_backward(npred_core3d *core, npred_ptable *t, const fl
         if (L->has_act) {
             float *g = core->g[which];
             memset(g, 0, n * sizeof(float));
-            npred_elu_backward(g, cur, L->has_bn ? L->bn : z, n);
+            npred_act a = core_act(core);
+            if ((s = npred_act_backward(g, cur, L->has_bn ? L->bn : z, L->out, n, &a))) return s;
             cur = g;
             which ^= 1;
         }

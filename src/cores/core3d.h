@@ -2,12 +2,15 @@
  * the SENSORIUM 2023 kit's '3D' and '3D_factorised' cores; docs/video.md).
  *
  * Activations are (B, C, T, H, W); Conv3d weights (out, in, kt, kh, kw).
- *   Basic3dCore      layer0: conv (kt,kh,kw) -> BN3d -> ELU; layer l: conv_l -> BN3d -> ELU
- *   Factorized3dCore layer0: conv_spatial (1,kh,kw) -> conv_temporal (kt,1,1) -> BN3d -> ELU
- *                    layer l: conv_spatial_l -> conv_temporal_l -> BN3d -> ELU
- * Time is never padded (T shrinks by (kt - 1) * dilation per conv); `padding` pads H
- * and W by k // 2. Layer 0 has an ELU when layers > 1 or final_nonlin; hidden layers
- * always do (43faede). BatchNorm3d is affine (independent_bn_bias True).
+ *   Basic3dCore      layer0: conv (kt,kh,kw) -> BN3d -> f; layer l: conv_l -> BN3d -> f
+ *   Factorized3dCore layer0: conv_spatial (1,kh,kw) -> conv_temporal (kt,1,1) -> BN3d -> f
+ *                    layer l: conv_spatial_l -> conv_temporal_l -> BN3d -> f
+ * f is hidden_nonlinearities: ELU (default), ReLU, Softplus (beta 1, threshold 20) or
+ * AdaptiveELU (ELU(x - x_shift) + y_shift; 43faede can build it in layer 0 only, so
+ * only with one layer). Time is never padded (T shrinks by (kt - 1) * dilation per
+ * conv); `padding` pads H and W by k // 2. Layer 0 has f when layers > 1 or
+ * final_nonlin; hidden layers always do (43faede). BatchNorm3d is affine
+ * (independent_bn_bias True).
  *
  * Regularizer (the core's tuple): spatial = gamma_input_spatial * LaplaceL2norm of the
  * layer-0 spatial kernels (Basic3dCore: summed over its kt slices); temporal =
@@ -22,6 +25,7 @@
 
 #include <stddef.h>
 
+#include "kernels/activation.h"
 #include "kernels/conv2d.h"
 #include "nn/params.h"
 #include "npred/base.h"
@@ -42,6 +46,8 @@ typedef struct {
     double momentum;
     int laplace_padding;         /* -1 = None (1) */
     int final_nonlin;
+    npred_act_kind act;          /* hidden_nonlinearities: ELU, RELU, SOFTPLUS or ADAPTIVE_ELU (one layer only) */
+    double x_shift, y_shift;     /* AdaptiveELU's shifts (0 otherwise) */
 } npred_core3d_config;
 
 typedef struct {
@@ -65,7 +71,7 @@ typedef struct {
     int p_gamma, p_beta, p_rmean, p_rvar, p_nbt;
     int has_bn, has_act;
     double *mean, *invstd;
-    float *bn;                   /* BN output (ELU input) */
+    float *bn;                   /* BN output (the nonlinearity's input) */
     float *out;                  /* layer output */
 } npred_core3d_layer;
 

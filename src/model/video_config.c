@@ -80,8 +80,18 @@ static npred_status read_core3d(npred_core3d_config *c, const cJSON *d, int fact
         else if (!strcmp(k, "stride")) npred_json_int(&r, e, 1, ANY, &c->stride);
         else if (!strcmp(k, "gamma_input_spatial")) npred_json_num(&r, e, -ANY, ANY, &c->gamma_input_spatial);
         else if (!strcmp(k, "gamma_input_temporal")) npred_json_num(&r, e, -ANY, ANY, &c->gamma_input_temporal);
-        else if (!strcmp(k, "hidden_nonlinearities")) require_str(&r, e, "elu", "the only nonlinearity built so far");
-        else if (!strcmp(k, "x_shift") || !strcmp(k, "y_shift")) require_zero(&r, e, "it acts only with adaptive_elu");
+        else if (!strcmp(k, "hidden_nonlinearities")) {
+            const char *s = NULL;
+            if (npred_json_str(&r, e, &s)) {
+                if (!strcmp(s, "elu")) c->act = NPRED_ACT_ELU;
+                else if (!strcmp(s, "relu")) c->act = NPRED_ACT_RELU;
+                else if (!strcmp(s, "softplus")) c->act = NPRED_ACT_SOFTPLUS;
+                else if (!strcmp(s, "adaptive_elu")) c->act = NPRED_ACT_ADAPTIVE_ELU;
+                else npred_json_fail(&r, e, "\"elu\", \"relu\", \"softplus\" or \"adaptive_elu\" (43faede's Core3d "
+                                     "nonlinearities)");
+            }
+        } else if (!strcmp(k, "x_shift")) npred_json_num(&r, e, -ANY, ANY, &c->x_shift);
+        else if (!strcmp(k, "y_shift")) npred_json_num(&r, e, -ANY, ANY, &c->y_shift);
         else if (!strcmp(k, "bias")) npred_json_bool(&r, e, &c->bias);
         else if (!strcmp(k, "batch_norm")) npred_json_bool(&r, e, &c->batch_norm);
         else if (!strcmp(k, "padding")) npred_json_bool(&r, e, &c->padding);
@@ -121,6 +131,13 @@ static npred_status read_core3d(npred_core3d_config *c, const cJSON *d, int fact
     }
     if (c->hidden_channels < 1 || c->in_kt < 1 || c->in_kh < 1 || (c->layers > 1 && (c->hid_kt < 1 || c->hid_kh < 1)))
         return npred_errorf(NPRED_ERR_CONFIG, "%s: core_dict needs hidden_channels and the kernel sizes", where);
+    if (c->act != NPRED_ACT_ADAPTIVE_ELU && (c->x_shift != 0 || c->y_shift != 0))
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'core_dict.%s': expected 0 (it acts only with "
+                            "hidden_nonlinearities \"adaptive_elu\")", where, c->x_shift != 0 ? "x_shift" : "y_shift");
+    if (c->act == NPRED_ACT_ADAPTIVE_ELU && c->layers > 1)
+        return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'core_dict.hidden_nonlinearities': \"adaptive_elu\" needs "
+                            "layers 1 (43faede builds the hidden layers' AdaptiveELU with x_shift=/y_shift=, which "
+                            "it does not take, and fails)", where);
     return NPRED_OK;
 }
 
