@@ -105,8 +105,29 @@ static void channel_dsums(double *sdy, double *sdyx, const float *dy, const floa
     *sdyx = lanes_total(c);
 }
 
+/* Eval-mode BatchNorm of one plane of m values in float: y = fmaf(x - mean, a, b) with
+ * the channel's running mean, a = gamma / sqrt(running_var + eps) (in double, rounded
+ * once) and b = beta; with act, AdaptiveELU of that float value by fast_expm1_fma (the
+ * unfused BatchNorm then AdaptiveELU differ from it in the ELU's last bits: fast_expm1).
+ * x - mean is exact where x is near the mean, so a mean far larger than the spread costs
+ * no accuracy. Vectorises (fast_exp.h). */
+static void bn_eval_plane(float *q, const float *p, size_t m, float mean, float a, float b, int act, float xshift,
+                          float yshift)
+{
+    if (!act) {
+        for (size_t i = 0; i < m; i++) q[i] = fmaf(p[i] - mean, a, b);
+        return;
+    }
+    for (size_t i = 0; i < m; i++) {
+        float t = fmaf(p[i] - mean, a, b) - xshift;
+        float e = fast_expm1_fma(t); /* for every value, then a select: cheaper than masked vector code */
+        q[i] = (t > 0 ? t : e) + yshift;
+    }
+}
+
 /* BatchNorm forward; with act, y = AdaptiveELU(bn(x)) computed from the same float
- * bn(x) value the unfused kernel writes. */
+ * bn(x) value the unfused kernel writes. Training: statistics and the normalisation
+ * in double; eval: bn_eval_plane. */
 static npred_status bn_forward(const char *fn, float *y, double *save_mean, double *save_invstd,
                                float *running_mean, float *running_var, int64_t *num_batches_tracked,
                                const float *x, const float *gamma, const float *beta, int B, int C, int H, int W,
@@ -172,6 +193,13 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
         save_invstd[c] = invstd;
         double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
         const double a = g * invstd;
+        if (!training) { /* eval: in float, y = (x - running_mean) * a + beta */
+            const float af = (float)a, bf = (float)bt;
+            for (int b = 0; b < B; b++)
+                bn_eval_plane(y + (size_t)c * HW + (size_t)b * bstride, xc + (size_t)b * bstride, HW,
+                              running_mean[c], af, bf, act, xshift, yshift);
+            continue;
+        }
         for (int b = 0; b < B; b++) {
             const float *p = xc + (size_t)b * bstride;
             float *q = y + (size_t)c * HW + (size_t)b * bstride;

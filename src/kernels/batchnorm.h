@@ -10,9 +10,12 @@
  *     running_var  = (1 - m) * running_var  + m * var * n/(n - 1)   (unbiased)
  *     num_batches_tracked += 1
  * (torch requires n > 1 in training; so do we). Eval mode normalises with the running
- * stats and changes nothing. Statistics, reductions and the elementwise arithmetic are
- * done in double (float data, one rounding per output), so a channel whose mean is far
- * larger than its spread still normalises accurately.
+ * stats and changes nothing. In training, statistics, reductions and the elementwise
+ * arithmetic are done in double (float data, one rounding per output), so a channel whose
+ * mean is far larger than its spread still normalises accurately. Eval mode computes in
+ * float, y = fmaf(x - running_mean, a, beta) with a = gamma / sqrt(running_var + eps)
+ * (in double, rounded once): a subtraction and an FMA per value, a few ulp from the
+ * double result (x - running_mean is exact where x is near the mean).
  *
  * The forward writes the per-channel mean and invstd it normalised with (batch stats in
  * training, running stats in eval) into a caller-provided double cache for the backward.

