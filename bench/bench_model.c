@@ -197,7 +197,7 @@ static result run(const char *name, const char *config, int H, int W, int n, int
     if (npred_model_backward(m, dout, 0, NULL, NULL)) die("backward");
     for (int r = 0; r < reps; r++) {
         double a = now();
-        if (npred_model_forward(m, 0, x, NULL, NULL, B, 0, NULL, NULL, out)) die("forward");
+        if (npred_model_predict(m, "bench", x, B, NULL, NULL, out)) die("forward");
         tf[r] = now() - a;
     }
     for (int r = 0; r < reps; r++) {

@@ -232,6 +232,58 @@ static void test_pieces(void)
           "missing coefficients accepted");
 }
 
+/* Eval mode image by image (npred_batchnorm2d_eval_image / _eval_stats) gives the
+ * batched eval kernels' bits, with and without the ELU, and both are within a few
+ * float roundings of a double reference (running mean far from 0 included) */
+static void eval_image_case(int B, int C, int H, int W, double offset)
+{
+    uint64_t st = 77 + (uint64_t)(B * 5 + C + H * W);
+    size_t HW = (size_t)H * W, n = (size_t)B * C * HW;
+    float *x = malloc(n * sizeof *x), *y1 = malloc(n * sizeof *y1), *y2 = malloc(n * sizeof *y2);
+    double *want = malloc(n * sizeof *want);
+    float gamma[16], beta[16], rm[16], rv[16];
+    double m1[16], s1[16], m2[16], s2[16];
+    gc_fill(x, n, -3.0, 3.0, &st);
+    gc_fill(gamma, (size_t)C, 0.5, 1.5, &st);
+    gc_fill(beta, (size_t)C, -0.5, 0.5, &st);
+    gc_fill(rm, (size_t)C, -0.3, 0.3, &st);
+    gc_fill(rv, (size_t)C, 0.05, 2.0, &st);
+    for (int c = 0; c < C; c++) rm[c] = (float)(rm[c] + offset);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] * sqrt(rv[(i / HW) % C]) + rm[(i / HW) % C]);
+    const float xs = 0.15f, ys = -0.05f;
+    for (int act = 0; act <= 1; act++) {
+        if (act)
+            CHECK_OK(npred_batchnorm2d_elu_forward(y1, m1, s1, rm, rv, NULL, x, gamma, beta, B, C, H, W, 0, 0.1, 1e-5,
+                                                   xs, ys));
+        else
+            CHECK_OK(npred_batchnorm2d_forward(y1, m1, s1, rm, rv, NULL, x, gamma, beta, B, C, H, W, 0, 0.1, 1e-5));
+        for (int b = 0; b < B; b++)
+            npred_batchnorm2d_eval_image(y2 + (size_t)b * C * HW, x + (size_t)b * C * HW, rm, rv, gamma, beta, C, HW,
+                                         1e-5, act, xs, ys);
+        npred_batchnorm2d_eval_stats(m2, s2, rm, rv, C, 1e-5);
+        CHECK(!memcmp(y1, y2, n * sizeof *y1), "eval image by image differs from the batched kernel (act %d)", act);
+        CHECK(!memcmp(m1, m2, (size_t)C * sizeof *m1) && !memcmp(s1, s2, (size_t)C * sizeof *s1),
+              "eval cache differs from the batched kernel's");
+        for (size_t i = 0; i < n; i++) {
+            int c = (int)((i / HW) % C);
+            double t = ((double)x[i] - rm[c]) / sqrt((double)rv[c] + 1e-5) * gamma[c] + beta[c];
+            want[i] = act ? (t - xs > 0 ? t - xs : expm1(t - xs)) + ys : t;
+        }
+        /* about 3 roundings of the float steps, relative to the normalised value's scale */
+        double *got = gc_to_f64(y2, n);
+        th_close_f64("eval BatchNorm (+ ELU) vs double", got, want, n, 1e-6, 1e-6);
+        free(got);
+    }
+    free(x), free(y1), free(y2), free(want);
+}
+
+static void test_eval_image(void)
+{
+    eval_image_case(3, 5, 4, 7, 0.0);
+    eval_image_case(2, 16, 5, 19, 0.0);   /* planes not a multiple of the vector width */
+    eval_image_case(2, 3, 6, 6, 1000.0);  /* running mean far larger than the spread */
+}
+
 static void test_bad_input(void)
 {
     float x[8] = {0}, y[8];
@@ -256,6 +308,7 @@ int main(void)
     RUN(test_fd_eval);
     RUN(test_matches_unfused);
     RUN(test_pieces);
+    RUN(test_eval_image);
     RUN(test_bad_input);
     return th_summary();
 }

@@ -345,6 +345,69 @@ static void test_ds_block_image_by_image(void)
     npred_ptable_free(&t);
 }
 
+/* Eval mode image by image (BatchNorm + ELU applied to each image in the loop, the
+ * 5x5 first layer too) gives the bits of the batched kernels (more threads than
+ * images), with 1 and 2 threads, every layer's output; a lean forward (a prediction:
+ * the intermediates in per-thread scratch) gives them too, and refuses a backward. */
+static void test_eval_image_by_image(void)
+{
+    static const char *cfg = "{\"core\": {\"hidden_channels\": 16, \"input_kern\": 5, \"hidden_kern\": 7,"
+                             " \"layers\": 3, \"depth_separable\": true, \"pad_input\": false}}";
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, cfg, "eval config"))) return;
+    m.core.input_channels = 1;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    enum { B = 4, H = 15, W = 38, LAYERS = 3 };
+    int nt = omp_get_max_threads();
+    if (!CHECK_OK(npred_core_declare(&core, &m.core, "core.", H, W, &t)) || !CHECK_OK(npred_ptable_alloc(&t)) ||
+        !CHECK_OK(npred_core_setup(&core, &t, B)))
+        return;
+    npred_rng rng;
+    npred_rng_seed(&rng, 5);
+    npred_core_init_params(&core, &t, &rng);
+    for (size_t i = 0; i < t.n_params; i++) t.data[i] += (float)(0.2 * npred_rng_normal(&rng));
+    for (int l = 0; l < LAYERS; l++) { /* running statistics away from 0 and 1 */
+        float *rm = npred_ptable_ptr(&t, core.L[l].p_rmean), *rv = npred_ptable_ptr(&t, core.L[l].p_rvar);
+        for (int c = 0; c < core.L[l].cout; c++)
+            rm[c] = (float)(0.3 * npred_rng_normal(&rng)), rv[c] = (float)(0.5 + npred_rng_uniform(&rng));
+    }
+    float *x = malloc(sizeof(float) * B * H * W), *ref[LAYERS];
+    size_t n[LAYERS];
+    for (int i = 0; i < B * H * W; i++) x[i] = (float)npred_rng_normal(&rng);
+    omp_set_num_threads(8); /* more threads than images: the batched kernels */
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    for (int l = 0; l < LAYERS; l++) {
+        n[l] = (size_t)B * core.L[l].cout * core.L[l].hout * core.L[l].wout;
+        ref[l] = malloc(n[l] * sizeof(float));
+        memcpy(ref[l], core.L[l].out, n[l] * sizeof(float));
+    }
+    for (int lean = 0; lean <= 1; lean++)
+        for (int th = 1; th <= 2; th++) {
+            omp_set_num_threads(th);
+            core.lean = lean;
+            for (int l = 0; l < LAYERS; l++) memset(core.L[l].out, 0xff, n[l] * sizeof(float)); /* NaNs */
+            CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+            for (int l = 0; l < LAYERS; l++)
+                CHECK(!memcmp(ref[l], core.L[l].out, n[l] * sizeof(float)),
+                      "layer %d: eval image by image (lean %d, %d threads) differs from the batched kernels", l, lean,
+                      th);
+        }
+    float *up = calloc((size_t)B * core.out_c * core.out_h * core.out_w, sizeof(float));
+    float *dx = calloc((size_t)B * H * W, sizeof(float));
+    CHECK(npred_core_backward(&core, &t, up, dx) == NPRED_ERR_ARG && strstr(npred_last_error(), "prediction"),
+          "backward after a lean forward refused: %s", npred_last_error());
+    core.lean = 0;
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    CHECK_OK(npred_core_backward(&core, &t, up, dx));
+    omp_set_num_threads(nt);
+    for (int l = 0; l < LAYERS; l++) free(ref[l]);
+    free(x), free(up), free(dx);
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+}
+
 static void test_bad_config(void)
 {
     npred_model_config m;
@@ -389,6 +452,7 @@ int main(void)
     RUN(test_fd_bias2d_train);
     RUN(test_ds_block_image_by_image);
     RUN(test_fd_shared_gradient_buffers);
+    RUN(test_eval_image_by_image);
     RUN(test_bad_config);
     return th_summary();
 }

@@ -334,6 +334,34 @@ static void test_sota_single_image_threads(void)
     npred_model_free(m);
 }
 
+/* npred_model_predict keeps only the layer outputs (npred_core.lean): its rates equal
+ * an eval npred_model_forward's bit for bit, a backward after it is refused with a
+ * clear error, and one after a forward works again */
+static void test_predict_then_backward(void)
+{
+    const char *cfg = "{\"layers\": 3, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 6,"
+                      " \"depth_separable\": true, \"pad_input\": false}";
+    double coords[6 * 2];
+    uint64_t seed = 9;
+    for (int i = 0; i < 12; i++) coords[i] = th_rand(&seed) * 100;
+    npred_model_session ses = {"s", 6, coords, 2, NULL, NULL};
+    npred_model *m = NULL;
+    if (!CHECK_OK(npred_model_create(&m, cfg, "cfg", 1, 16, 20, &ses, 1, 3, 4))) return;
+    enum { B = 3, PX = 16 * 20 };
+    float img[B * PX], o1[B * 6], o2[B * 6], dout[B * 6], dimg[B * PX];
+    for (int i = 0; i < B * PX; i++) img[i] = (float)th_rand(&seed);
+    for (int i = 0; i < B * 6; i++) dout[i] = (float)th_rand(&seed);
+    CHECK_OK(npred_model_forward(m, 0, img, NULL, NULL, B, 0, NULL, NULL, o1));
+    CHECK_OK(npred_model_predict(m, "s", img, B, NULL, NULL, o2));
+    CHECK(!memcmp(o1, o2, sizeof o1), "predict differs from an eval forward");
+    CHECK(npred_model_backward(m, dout, 0, dimg, NULL) == NPRED_ERR_ARG &&
+              strstr(npred_last_error(), "npred_model_predict") != NULL,
+          "backward after predict refused: %s", npred_last_error());
+    CHECK_OK(npred_model_forward(m, 0, img, NULL, NULL, B, 0, NULL, NULL, o1));
+    CHECK_OK(npred_model_backward(m, dout, 0, dimg, NULL));
+    npred_model_free(m);
+}
+
 static void test_save_load_roundtrip(void)
 {
     const char *cfg = "{\"layers\": 3, \"input_kern\": 5, \"hidden_kern\": 3, \"hidden_channels\": 6,"
@@ -646,6 +674,7 @@ int main(void)
     RUN(test_all_checkpoints_import);
     RUN(test_adam_trajectory);
     RUN(test_sota_single_image_threads);
+    RUN(test_predict_then_backward);
     RUN(test_save_load_roundtrip);
     RUN(test_fd_encoder_shifter_modulator_eval);
     RUN(test_fd_encoder_shifter_modulator_train);

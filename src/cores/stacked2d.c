@@ -422,12 +422,12 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
     return NPRED_OK;
 }
 
-/* Bytes of one thread's workspace slice for the depth-separable block run image
- * by image (the largest one-image workspace of its three convolutions). */
+/* Bytes of one thread's workspace slice for a layer's convolutions run image by
+ * image (the largest one-image workspace of its convolutions). */
 static size_t ds_slice_bytes(const npred_core_layer *L)
 {
     size_t m = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < L->nconv; i++) {
         npred_conv2d_params p = L->cp[i];
         p.n = 1;
         /* one image on one thread: the size must not depend on the thread count of the
@@ -864,12 +864,25 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
  * is bit-identical to the three batched calls. With pst, the per-plane BatchNorm
  * statistics of each image's output are computed while it is in cache
  * (npred_batchnorm2d_plane_stats, into pst (B, C, 2)). */
+/* With ev (eval mode, a fused BatchNorm + ELU layer), each image's BatchNorm + ELU
+ * is applied right after its convolutions, into L->a, with the bits of the batched
+ * eval kernel (npred_batchnorm2d_eval_image). The same image-by-image loop runs the
+ * single convolution of a plain layer (nconv 1) in eval mode. With lean (and ev),
+ * the intermediates and the convolution output of an image go to the thread's slot
+ * of the backward scratch g[] (still in cache when the next step reads them) instead
+ * of the batch-sized buffers, which a backward would need: only L->a is written. */
+typedef struct {
+    const float *rmean, *rvar, *gamma, *beta;
+    float xshift, yshift;
+} blk_eval;
+
 static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *in, int B,
-                               double *pst)
+                               double *pst, const blk_eval *ev, int lean)
 {
     npred_conv2d_params p[3];
     const float *w[3], *b[3];
-    for (int i = 0; i < 3; i++) {
+    const int nc = L->nconv;
+    for (int i = 0; i < nc; i++) {
         p[i] = L->cp[i];
         p[i].n = 1;
         w[i] = pw(t, L->p_w[i]);
@@ -877,7 +890,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     }
     const size_t slice = ds_slice_bytes(L);
     const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
-                 n_out = (size_t)L->cout * L->hout * L->wout;
+                 n_out = (size_t)L->cout * L->hout * L->wout, hw = (size_t)L->hout * L->wout;
     int T = npred_threads();
     if (T > B) T = B;
     if (slice && (size_t)T > core->ws_bytes / slice) T = (int)(core->ws_bytes / slice);
@@ -888,13 +901,21 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
         void *ws = (char *)core->ws + (size_t)npred_thread_id() * slice;
 #pragma omp for schedule(static)
         for (int n = 0; n < B; n++) {
-            float *t0 = L->t[0] + n * n_mid, *t1 = L->t[1] + n * n_out;
-            failed |= npred_conv2d_forward(t0, in + n * n_in, w[0], b[0], &p[0], ws, slice) != NPRED_OK ||
-                      npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], ws, slice) != NPRED_OK ||
-                      npred_conv2d_forward(L->z + n * n_out, t1, w[2], b[2], &p[2], ws, slice) != NPRED_OK;
-            if (pst)
-                npred_batchnorm2d_plane_stats(pst + (size_t)n * L->cout * 2, L->z + n * n_out, (size_t)L->cout,
-                                              (size_t)L->hout * L->wout);
+            const size_t slot = lean ? (size_t)npred_thread_id() : (size_t)n;
+            float *z = (lean ? core->g[2] : L->z) + slot * n_out;
+            if (nc == 3) {
+                float *t0 = (lean ? core->g[0] : L->t[0]) + slot * n_mid;
+                float *t1 = (lean ? core->g[1] : L->t[1]) + slot * n_out;
+                failed |= npred_conv2d_forward(t0, in + n * n_in, w[0], b[0], &p[0], ws, slice) != NPRED_OK ||
+                          npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], ws, slice) != NPRED_OK ||
+                          npred_conv2d_forward(z, t1, w[2], b[2], &p[2], ws, slice) != NPRED_OK;
+            } else {
+                failed |= npred_conv2d_forward(z, in + n * n_in, w[0], b[0], &p[0], ws, slice) != NPRED_OK;
+            }
+            if (pst) npred_batchnorm2d_plane_stats(pst + (size_t)n * L->cout * 2, z, (size_t)L->cout, hw);
+            if (ev)
+                npred_batchnorm2d_eval_image(L->a + n * n_out, z, ev->rmean, ev->rvar, ev->gamma, ev->beta, L->cout,
+                                             hw, 1e-5, 1, ev->xshift, ev->yshift);
         }
     }
     if (failed) return npred_errorf(NPRED_ERR_ARG, "core: a convolution of the depth-separable block failed");
@@ -1091,6 +1112,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     core->x = x;
     core->B = B;
     core->train = train;
+    core->no_backward = !train && core->lean;
     npred_status s;
     for (int l = 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
@@ -1103,18 +1125,30 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             gather_skip(core, l, B);
             in = L->in;
         } else in = core->L[l - 1].out;
+        /* image by image when every thread gets an image (fewer images than threads:
+         * the batched calls, which split each image's work): the depth-separable
+         * block, and in eval mode any fused layer, whose BatchNorm + ELU is then
+         * applied to each image in the loop (bn_in_block); not a plain layer whose
+         * convolution the caller wants by FFT (core->fft, conv_fwd) */
+        const int bn_in_block = !train && L->fused && L->rot == 1 && !L->att && !L->weff && L->p_rmean >= 0 &&
+                                L->p_rvar >= 0 && B >= npred_threads() && (L->ds || !core->fft);
+        const int by_image = !L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block);
+        blk_eval ev = {NULL, NULL, NULL, NULL, core->act.xshift, core->act.yshift};
+        if (bn_in_block) {
+            ev.rmean = pw(t, L->p_rmean), ev.rvar = pw(t, L->p_rvar);
+            ev.gamma = pw(t, L->p_gamma), ev.beta = pw(t, L->p_beta);
+        }
         if (L->att) {
             size_t nn = (size_t)B * L->cout * L->hout * L->wout;
             for (int i = 0; i < 3; i++)
                 if ((s = conv_fwd(core, L, t, i, L->att_kqv + i * nn, in, B))) return npred_error_prefix(s, "core layer %d", l);
             attention_forward(L, t, B);
+        } else if (by_image) {
+            if (train && L->fused && !npred_batchnorm_sync_active()) pst = core->pstats;
+            if ((s = ds_forward(core, L, t, in, B, pst, bn_in_block ? &ev : NULL, bn_in_block && core->lean)))
+                return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds) {
-            /* image by image when every thread gets an image (fewer images than
-             * threads: the batched calls, which split each image's work) */
-            if (B >= npred_threads() && !L->weff) {
-                if (train && L->fused && !npred_batchnorm_sync_active()) pst = core->pstats;
-                if ((s = ds_forward(core, L, t, in, B, pst))) return npred_error_prefix(s, "core layer %d", l);
-            } else if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) ||
+            if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) ||
                        (s = conv_fwd(core, L, t, 1, L->t[1], L->t[0], B)) ||
                        (s = conv_fwd(core, L, t, 2, L->z, L->t[1], B))) {
                 return npred_error_prefix(s, "core layer %d", l);
@@ -1124,6 +1158,11 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
         }
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
         int bnB = B * L->rot, bnC = L->cout / L->rot; /* rotation-equivariant BN: rotations join the batch */
+        if (bn_in_block) { /* applied image by image: only the cache the backward reads */
+            npred_batchnorm2d_eval_stats(L->mean, L->invstd, ev.rmean, ev.rvar, L->cout, 1e-5);
+            if (L->has_se) se_forward(L, t, B);
+            continue;
+        }
         if (L->fused) {
             float *nbt = npred_ptable_ptr(t, L->p_nbt);
             int64_t count = (int64_t)nbt[0];
@@ -1213,6 +1252,9 @@ static void skip_scatter(npred_core *core, int l, const float *din, int B)
 
 npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float *dy, float *dx)
 {
+    if (core->no_backward)
+        return npred_errorf(NPRED_ERR_ARG, "core: backward after a prediction, which keeps no activations "
+                                           "(run a forward first)");
     const npred_core_config *c = &core->cfg;
     int B = core->B;
     npred_status s;

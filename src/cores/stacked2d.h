@@ -143,6 +143,9 @@ typedef struct {
                            npred_conv2d_fft_use picks by FFT (the video encoders set it) */
     void *fws;          /* their workspace */
     size_t fws_bytes;
+    int lean;           /* 1 (set by the caller, e.g. a prediction): an eval forward may keep only what
+                           the next layers and the readout read; no backward can follow it */
+    int no_backward;    /* the last forward was such a lean one: npred_core_backward refuses */
 } npred_core;
 
 /* 0.3.0 Stacked2dCore defaults (input_channels etc. must still be set). */

@@ -125,6 +125,38 @@ static void bn_eval_plane(float *q, const float *p, size_t m, float mean, float 
     }
 }
 
+/* the eval coefficients of channel c: a = gamma * invstd (rounded once), b = beta */
+static inline void eval_coef(float *a, float *b, double invstd, const float *gamma, const float *beta, int c)
+{
+    *a = (float)((gamma ? (double)gamma[c] : 1.0) * invstd);
+    *b = beta ? beta[c] : 0.0f;
+}
+
+static inline double eval_invstd(const float *running_var, int c, double eps)
+{
+    return 1.0 / sqrt((double)running_var[c] + eps);
+}
+
+void npred_batchnorm2d_eval_stats(double *save_mean, double *save_invstd, const float *running_mean,
+                                  const float *running_var, int C, double eps)
+{
+    for (int c = 0; c < C; c++) {
+        save_mean[c] = running_mean[c];
+        save_invstd[c] = eval_invstd(running_var, c, eps);
+    }
+}
+
+void npred_batchnorm2d_eval_image(float *y, const float *x, const float *running_mean, const float *running_var,
+                                  const float *gamma, const float *beta, int C, size_t HW, double eps, int act,
+                                  float xshift, float yshift)
+{
+    for (int c = 0; c < C; c++) {
+        float a, b;
+        eval_coef(&a, &b, eval_invstd(running_var, c, eps), gamma, beta, c);
+        bn_eval_plane(y + (size_t)c * HW, x + (size_t)c * HW, HW, running_mean[c], a, b, act, xshift, yshift);
+    }
+}
+
 /* BatchNorm forward; with act, y = AdaptiveELU(bn(x)) computed from the same float
  * bn(x) value the unfused kernel writes. Training: statistics and the normalisation
  * in double; eval: bn_eval_plane. */
@@ -187,19 +219,20 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
             }
         } else {
             mean = running_mean[c];
-            invstd = 1.0 / sqrt((double)running_var[c] + eps);
+            invstd = eval_invstd(running_var, c, eps);
         }
         save_mean[c] = mean;
         save_invstd[c] = invstd;
-        double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
-        const double a = g * invstd;
         if (!training) { /* eval: in float, y = (x - running_mean) * a + beta */
-            const float af = (float)a, bf = (float)bt;
+            float af, bf;
+            eval_coef(&af, &bf, invstd, gamma, beta, c);
             for (int b = 0; b < B; b++)
                 bn_eval_plane(y + (size_t)c * HW + (size_t)b * bstride, xc + (size_t)b * bstride, HW,
                               running_mean[c], af, bf, act, xshift, yshift);
             continue;
         }
+        double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
+        const double a = g * invstd;
         for (int b = 0; b < B; b++) {
             const float *p = xc + (size_t)b * bstride;
             float *q = y + (size_t)c * HW + (size_t)b * bstride;

@@ -120,6 +120,19 @@ npred_status npred_batchnorm2d_elu_forward_planes(float *y, double *save_mean, d
                                                   const float *gamma, const float *beta, int B, int C, int H, int W,
                                                   double momentum, double eps, float xshift, float yshift);
 
+/* Eval mode one image at a time, for blocks that normalise each image while it is in
+ * cache. npred_batchnorm2d_eval_stats writes the cache the backward reads (save_mean =
+ * running_mean, save_invstd = 1 / sqrt(running_var + eps), as the eval forward does);
+ * npred_batchnorm2d_eval_image normalises one image's C planes of HW values (y, x:
+ * (C, H, W); y may not alias x), followed by AdaptiveELU(xshift, yshift) when act, with the
+ * bits npred_batchnorm2d_forward (act 0) / npred_batchnorm2d_elu_forward (act 1) write for
+ * that image in eval mode. Shapes are the caller's (already checked); no threads. */
+void npred_batchnorm2d_eval_stats(double *save_mean, double *save_invstd, const float *running_mean,
+                                  const float *running_var, int C, double eps);
+void npred_batchnorm2d_eval_image(float *y, const float *x, const float *running_mean, const float *running_var,
+                                  const float *gamma, const float *beta, int C, size_t HW, double eps, int act,
+                                  float xshift, float yshift);
+
 /* The reductions of npred_batchnorm2d_elu_backward: accumulates dgamma and dbeta
  * (each may be NULL) and writes coef (C, 4), which npred_batchnorm2d_elu_backward_image
  * turns into dx one image at a time. Not with synchronised statistics (an error). */

@@ -465,10 +465,18 @@ static npred_status backward_dist(npred_model *m, const float *ddist, int detach
     return backward_readout(m, s, detach_core, dimages, dpupil);
 }
 
+/* a prediction's forward keeps only what the next layer reads (npred_core.lean) */
+static npred_status after_predict(void)
+{
+    return npred_errorf(NPRED_ERR_ARG, "model: backward after npred_model_predict, which keeps no activations "
+                                       "(run npred_model_forward first)");
+}
+
 npred_status npred_model_backward_dist(npred_model *m, const float *ddist, int detach_core, float *dimages,
                                        float *dpupil)
 {
     if (m->last < 0) return npred_errorf(NPRED_ERR_ARG, "model: backward without a forward");
+    if (!detach_core && m->core.no_backward) return after_predict();
     if (m->cfg.encoder.type == NPRED_ENC_FIRING_RATE)
         return npred_errorf(NPRED_ERR_ARG, "model: a FiringRateEncoder has no distribution outputs");
     int T = serial_begin(m, m->B);
@@ -480,6 +488,7 @@ npred_status npred_model_backward_dist(npred_model *m, const float *ddist, int d
 npred_status npred_model_backward(npred_model *m, const float *dout, int detach_core, float *dimages, float *dpupil)
 {
     if (m->last < 0) return npred_errorf(NPRED_ERR_ARG, "model: backward without a forward");
+    if (!detach_core && m->core.no_backward) return after_predict();
     int T = serial_begin(m, m->B);
     npred_status st = model_backward(m, dout, detach_core, dimages, dpupil);
     serial_end(T);
@@ -664,15 +673,15 @@ npred_status npred_model_predict(npred_model *m, const char *key, const float *i
     if (cs) return cs;
     size_t img = (size_t)m->in_c * m->in_h * m->in_w;
     int n = m->s[si].n, bc = m->cfg.modulator ? m->cfg.modulator_input_channels : 0;
+    m->core.lean = 1; /* no backward follows: the core keeps only the layer outputs */
     for (int b0 = 0; b0 < B; b0 += m->max_batch) {
         int nb = B - b0 < m->max_batch ? B - b0 : m->max_batch;
-        npred_status st = npred_model_forward(m, si, images + (size_t)b0 * img,
-                                              pupil_center ? pupil_center + (size_t)b0 * 2 : NULL,
-                                              behavior ? behavior + (size_t)b0 * bc : NULL, nb, 0, NULL, NULL,
-                                              out + (size_t)b0 * n);
-        if (st) return st;
+        st = npred_model_forward(m, si, images + (size_t)b0 * img, pupil_center ? pupil_center + (size_t)b0 * 2 : NULL,
+                                 behavior ? behavior + (size_t)b0 * bc : NULL, nb, 0, NULL, NULL, out + (size_t)b0 * n);
+        if (st) break;
     }
-    return NPRED_OK;
+    m->core.lean = 0;
+    return st;
 }
 
 char *npred_model_config_json(const npred_model *m)
