@@ -9,6 +9,7 @@
 #include "harness.h"
 #include "kernels/activation.h"
 #include "kernels/batchnorm.h"
+#include "kernels/fast_exp.h"
 
 /* ---- double reference: loss = sum_i wl[i] * (elu(bn(x)_i - xs) + ys) ---- */
 typedef struct {
@@ -150,6 +151,33 @@ static void test_matches_unfused(void)
     unfused_case(2, 16, 8, 8, 1);
     unfused_case(3, 5, 7, 9, 0);
     unfused_case(1, 4, 3, 3, 0);
+    unfused_case(2, 3, 12, 13, 1); /* planes of 156: two steps of four vectors and a tail */
+    unfused_case(2, 3, 12, 13, 0);
+}
+
+/* the 16-lane expm1 of the fused forward gives fast_expm1's bits, lane by lane,
+ * over a sweep of [-100, 3] and the special values (clamps, zeros, subnormals,
+ * infinities, NaN) in every lane position */
+static void test_expm1_vector(void)
+{
+    enum { NS = 20, NV = 40000 };
+    const float specials[NS] = {0.0f, -0.0f, 1e-40f, -1e-40f, -87.0f, -87.00001f, -86.99999f, 88.0f, 88.00001f, 89.0f,
+                                -1e30f, 1e30f, -INFINITY, INFINITY, NAN, -NAN, 1e-7f, -1e-7f, -0.34657359f, 0.34657359f};
+    float *v = malloc(NV * sizeof *v);
+    for (int i = 0; i < NV; i++) v[i] = i < NS ? specials[i] : -100.0f + 103.0f * (float)(i - NS) / (NV - NS);
+    int bad = 0;
+    for (int off = 0; off < 16; off++) /* each special in every lane */
+        for (int i = off; i + 16 <= NV; i += 16) {
+            npred_v16f x;
+            memcpy(&x, v + i, sizeof x);
+            npred_v16f y = fast_expm1_v16(x);
+            for (int l = 0; l < 16; l++) {
+                float r = fast_expm1(v[i + l]);
+                if (memcmp(&r, &y[l], sizeof r) && !(isnan(r) && isnan(y[l]))) bad++;
+            }
+        }
+    CHECK(bad == 0, "%d lanes of fast_expm1_v16 differ from fast_expm1", bad);
+    free(v);
 }
 
 /* the pieces the core runs image by image (per-plane statistics, backward
@@ -307,6 +335,7 @@ int main(void)
     RUN(test_fd_train);
     RUN(test_fd_eval);
     RUN(test_matches_unfused);
+    RUN(test_expm1_vector);
     RUN(test_pieces);
     RUN(test_eval_image);
     RUN(test_bad_input);

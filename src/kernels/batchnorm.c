@@ -6,8 +6,10 @@
 #include "kernels/fast_exp.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 static npred_status check_dims(const char *fn, int B, int C, int H, int W)
 {
@@ -79,16 +81,58 @@ static void moments_add(moments *a, double sum, double m2, double m)
     a->n = n;
 }
 
+/* NL doubles / floats as one vector (GCC vector extensions: a zmm of doubles with
+ * AVX-512, two ymm halves otherwise); element l of a vector is lane l. The 64-byte
+ * vectors never cross a function boundary (static inline), so GCC's note that their ABI
+ * differs without AVX-512 does not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+typedef double vdl __attribute__((vector_size(NL * sizeof(double))));
+typedef float vfl __attribute__((vector_size(NL * sizeof(float))));
+typedef int32_t vil __attribute__((vector_size(NL * sizeof(int32_t))));
+
+static inline vfl vfl_load(const float *p)
+{
+    vfl v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline vdl vdl_splat(double s)
+{
+    vdl v;
+    for (int l = 0; l < NL; l++) v[l] = s;
+    return v;
+}
+
+/* the lanes of acc[] as a vector and back (local vector accumulators: the compiler
+ * keeps them in registers, where += on acc[] through a pointer went through memory
+ * for every element) */
+static inline vdl vdl_get(const double *acc)
+{
+    vdl v;
+    memcpy(&v, acc, sizeof v);
+    return v;
+}
+
+static inline void vdl_put(double *acc, vdl v) { memcpy(acc, &v, sizeof v); }
+
 /* l0[lane] += e, l1[lane] += e * (x - mean) over m values (lane = index mod NL,
  * the tail into lanes 0, 1, ...) */
 static void lanes_dsums(double *l0, double *l1, const float *e, const float *x, double mean, size_t m)
 {
+    vdl a = vdl_get(l0), c = vdl_get(l1);
+    const vdl mv = vdl_splat(mean);
     size_t i = 0;
-    for (; i + NL <= m; i += NL)
-        for (int l = 0; l < NL; l++) {
-            l0[l] += e[i + l];
-            l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
-        }
+    for (; i + NL <= m; i += NL) {
+        const vdl ev = __builtin_convertvector(vfl_load(e + i), vdl);
+        const vdl xv = __builtin_convertvector(vfl_load(x + i), vdl);
+        a += ev;
+        c += ev * (xv - mv);
+    }
+    vdl_put(l0, a);
+    vdl_put(l1, c);
     for (int l = 0; i + l < m; l++) {
         l0[l] += e[i + l];
         l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
@@ -154,6 +198,38 @@ void npred_batchnorm2d_eval_image(float *y, const float *x, const float *running
         float a, b;
         eval_coef(&a, &b, eval_invstd(running_var, c, eps), gamma, beta, c);
         bn_eval_plane(y + (size_t)c * HW, x + (size_t)c * HW, HW, running_mean[c], a, b, act, xshift, yshift);
+    }
+}
+
+typedef double vd16 __attribute__((vector_size(16 * sizeof(double))));
+
+/* q = AdaptiveELU((float)((p - mean) * a + bt)) over m values: the normalised value
+ * rounded to float as the unfused kernel writes it, then the ELU of activation.c
+ * (fast_expm1), the same bits as the scalar loop; four vectors per step, so that
+ * their exp polynomials (a long dependent chain each) overlap. */
+static void bn_elu_run(float *q, const float *p, size_t m, double mean, double a, double bt, float xshift,
+                       float yshift)
+{
+    vd16 mv, av, bv;
+    for (int l = 0; l < 16; l++) mv[l] = mean, av[l] = a, bv[l] = bt;
+    const npred_v16f xs = npred_v16_splat(xshift), ys = npred_v16_splat(yshift), zero = npred_v16_splat(0.0f);
+    size_t i = 0;
+    for (; i + 64 <= m; i += 64) {
+        npred_v16f t[4];
+        for (int k = 0; k < 4; k++) {
+            npred_v16f x;
+            memcpy(&x, p + i + 16 * k, sizeof x);
+            const vd16 u = (__builtin_convertvector(x, vd16) - mv) * av + bv;
+            t[k] = __builtin_convertvector(u, npred_v16f) - xs;
+        }
+        for (int k = 0; k < 4; k++) {
+            const npred_v16f y = npred_v16_select(t[k] > zero, t[k], fast_expm1_v16(t[k])) + ys;
+            memcpy(q + i + 16 * k, &y, sizeof y);
+        }
+    }
+    for (; i < m; i++) {
+        float t = (float)(((double)p[i] - mean) * a + bt) - xshift;
+        q[i] = (t > 0 ? t : fast_expm1(t)) + yshift;
     }
 }
 
@@ -239,10 +315,7 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
             if (!act) {
                 for (size_t i = 0; i < HW; i++) q[i] = (float)(((double)p[i] - mean) * a + bt);
             } else {
-                for (size_t i = 0; i < HW; i++) {
-                    float t = (float)(((double)p[i] - mean) * a + bt) - xshift;
-                    q[i] = (t > 0 ? t : fast_expm1(t)) + yshift;
-                }
+                bn_elu_run(q, p, HW, mean, a, bt, xshift, yshift);
             }
         }
     }
@@ -330,9 +403,6 @@ npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, 
 }
 
 
-/* elementwise gradients are formed in chunks of ECHUNK (a multiple of NL) */
-#define ECHUNK 512
-
 /* g = dL/d(bn output) from the gradient dy of the AdaptiveELU output y: the ELU's
  * slope is 1 where its input t > 0 (there y - yshift > 0) and exp(t) =
  * (y - yshift) + 1 elsewhere */
@@ -340,6 +410,34 @@ static inline float elu_grad(float dy, float y, float yshift)
 {
     float e = y - yshift;
     return dy * (e > 0 ? 1.0f : e + 1.0f); /* a select, not a branch: the loops vectorise */
+}
+
+/* lanes_dsums of the ELU-backward gradients elu_grad(dy, y) of one run of m values,
+ * formed in registers (the same values and order as elu_grad then lanes_dsums) */
+static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float *y, const float *x, double mean,
+                            float yshift, size_t m)
+{
+    vdl a = vdl_get(l0), c = vdl_get(l1);
+    const vdl mv = vdl_splat(mean);
+    vfl ys, one;
+    for (int l = 0; l < NL; l++) ys[l] = yshift, one[l] = 1.0f;
+    size_t i = 0;
+    for (; i + NL <= m; i += NL) {
+        const vfl e = vfl_load(y + i) - ys;
+        const vil pos = e > 0;                                                    /* all ones where e > 0 */
+        const vfl slope = (vfl)((pos & (vil)one) | (~pos & (vil)(e + one))); /* select, as elu_grad */
+        const vdl gv = __builtin_convertvector(vfl_load(dy + i) * slope, vdl);
+        const vdl xv = __builtin_convertvector(vfl_load(x + i), vdl);
+        a += gv;
+        c += gv * (xv - mv);
+    }
+    vdl_put(l0, a);
+    vdl_put(l1, c);
+    for (int l = 0; i + l < m; l++) {
+        const float g = elu_grad(dy[i + l], y[i + l], yshift);
+        l0[l] += g;
+        l1[l] += (double)g * ((double)x[i + l] - mean);
+    }
 }
 
 /* dx (one plane of m values) += a * (e - mdy - (x - mean) * k) in training, a * e in
@@ -375,16 +473,9 @@ static void elu_bwd_channel(double *cf, float *dgamma, float *dbeta, const float
     double sdy = 0, sdyx = 0;
     if (training || dgamma || dbeta) {
         double l0[NL] = {0}, l1[NL] = {0};
-        float e[ECHUNK];
-        for (int b = 0; b < B; b++) {
-            const float *pd = dy + (size_t)b * bstride, *px = x + (size_t)b * bstride;
-            const float *py = y + (size_t)b * bstride;
-            for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
-                size_t m = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
-                for (size_t i = 0; i < m; i++) e[i] = elu_grad(pd[i0 + i], py[i0 + i], yshift);
-                lanes_dsums(l0, l1, e, px + i0, mean, m);
-            }
-        }
+        for (int b = 0; b < B; b++)
+            elu_lanes_dsums(l0, l1, dy + (size_t)b * bstride, y + (size_t)b * bstride, x + (size_t)b * bstride, mean,
+                            yshift, HW);
         sdy = lanes_total(l0);
         sdyx = lanes_total(l1);
     }
