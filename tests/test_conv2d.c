@@ -209,6 +209,9 @@ static void test_gradcheck_depthwise_wide(void)
     gradcheck("dw k7 p3 wide", npred_conv2d_params_square(1, 2, 5, 70, 2, 7, 1, 3, 1, 2), 1, 21);
     /* kernel wider than 8: two kx blocks in the dw kernel */
     gradcheck("dw k3x11 p(1,6)", mk(1, 2, 4, 21, 2, 3, 11, 1, 1, 1, 6, 1, 1, 2), 1, 22);
+    /* the dw row groups (AVX-512): 4 filter rows = a group of 3 and one of 1, over 2
+     * output rows, so that every group reads the zero rows above and below dy */
+    gradcheck("dw k4x8 p(1,3) 2 rows", mk(2, 2, 2, 19, 2, 4, 8, 1, 1, 1, 3, 1, 1, 2), 1, 24);
 }
 
 static void test_gradcheck_depthwise_channel_blocks(void)
@@ -248,33 +251,37 @@ static void test_depthwise_thread_independent(void)
                  61);
 }
 
-/* The AVX-512 row blocks of the depthwise forward and dx (height stride and
- * dilation 1) sum in the order of the generic blocks: bit-identical results where
- * the generic blocks use FMA too */
+/* The AVX-512 row blocks of the depthwise forward and dx and the row groups of dw
+ * (height stride and dilation 1) sum in the order of the generic blocks:
+ * bit-identical results where the generic blocks use FMA too */
 static void rows_case(const char *name, P p, uint64_t seed)
 {
     uint64_t st = seed;
     size_t nx = nx_of(&p), nw = nw_of(&p), ny = ny_of(&p);
     float *x = rand_f32(nx, &st), *w = rand_f32(nw, &st), *u = rand_f32(ny, &st), *b = rand_f32((size_t)p.o, &st);
-    float *y[2], *dx[2];
+    float *y[2], *dx[2], *dw[2];
     for (int v = 0; v < 2; v++) {
         y[v] = malloc(ny * 4);
-        dx[v] = rand_f32(nx, &(uint64_t){5}); /* dx accumulates onto the same start */
+        dx[v] = rand_f32(nx, &(uint64_t){5}); /* dx and dw accumulate onto the same start */
+        dw[v] = rand_f32(nw, &(uint64_t){6});
         npred_gemm_use_avx512(v);
         CHECK_OK(npred_conv2d_forward_depthwise(y[v], x, w, b, &p, NULL, 0));
         CHECK_OK(npred_conv2d_backward_depthwise(dx[v], NULL, NULL, u, x, w, &p, NULL, 0));
+        CHECK_OK(npred_conv2d_backward_depthwise(NULL, dw[v], NULL, u, x, w, &p, NULL, 0));
     }
     npred_gemm_use_avx512(-1);
 #if defined(__FMA__) || defined(__AVX512F__)
     CHECK(memcmp(y[0], y[1], ny * 4) == 0, "%s: depthwise forward differs between the kernels", name);
     CHECK(memcmp(dx[0], dx[1], nx * 4) == 0, "%s: depthwise dx differs between the kernels", name);
+    CHECK(memcmp(dw[0], dw[1], nw * 4) == 0, "%s: depthwise dw differs between the kernels", name);
 #else
     /* a build without FMA (baseline x86-64, e.g. the sanitizer build) rounds the
      * generic blocks' multiply and add separately: close, not identical */
     th_close_f32(name, y[1], y[0], ny, 1e-5, 1e-5);
     th_close_f32(name, dx[1], dx[0], nx, 1e-5, 1e-5);
+    th_close_f32(name, dw[1], dw[0], nw, 1e-5, 1e-5);
 #endif
-    free(x); free(w); free(u); free(b); free(y[0]); free(y[1]); free(dx[0]); free(dx[1]);
+    free(x); free(w); free(u); free(b); free(y[0]); free(y[1]); free(dx[0]); free(dx[1]); free(dw[0]); free(dw[1]);
 }
 
 static void test_depthwise_rows_bit_identical(void)
@@ -285,6 +292,12 @@ static void test_depthwise_rows_bit_identical(void)
     rows_case("5x5 p2 m2", npred_conv2d_params_square(2, 3, 13, 70, 6, 5, 1, 2, 1, 3), 92);
     /* width dilation: P.dil_w = 2 (height 1), kernel 3x5 */
     rows_case("3x5 d(1,2)", mk(1, 2, 9, 23, 2, 3, 5, 1, 1, 1, 4, 1, 2, 2), 93);
+    /* dw row groups: 4 filter rows (a group of 3 and one of 1) over 2 output rows, 8 wide */
+    rows_case("4x8 2 rows", mk(2, 3, 2, 37, 3, 4, 8, 1, 1, 1, 3, 1, 1, 3), 94);
+    /* 2 filter rows (one group of 2), one output row */
+    rows_case("2x3 1 row", mk(1, 2, 2, 20, 2, 2, 3, 1, 1, 0, 1, 1, 1, 2), 95);
+    /* 9x9: wider than 8, the generic dw kernel on both sides */
+    rows_case("9x9 p4", npred_conv2d_params_square(1, 2, 12, 30, 2, 9, 1, 4, 1, 2), 96);
 }
 
 /* The gemm algorithm (AVX-512 kernels and the OpenBLAS fallback): dw is summed

@@ -39,6 +39,8 @@
 #define VL 16
 /* dw: output channels per block (one block = one task; the images run inside) */
 #define DW_OB 8
+/* dw on AVX-512: filter rows per group of the row kernel (plane_dw_rows) */
+#define DW_G 3
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
 static inline vf vld(const float *p)
@@ -100,7 +102,7 @@ static void geometry(const npred_conv2d_params *p, int oh, int ow, dw_geom *g)
     size_t o = 0;
     g->off_xp = o; o += npred_conv2d_round_bytes((size_t)g->xr * g->xs);
     g->off_dp = o; o += npred_conv2d_round_bytes((size_t)g->dr * g->ds);
-    g->off_dc = o; o += npred_conv2d_round_bytes((size_t)oh * g->cs);
+    g->off_dc = o; o += npred_conv2d_round_bytes((size_t)(oh + 2 * (DW_G - 1)) * g->cs);
     g->off_wf = o; o += npred_conv2d_round_bytes((size_t)p->kh * p->kw);
     g->off_acc = o; o += npred_conv2d_round_bytes((size_t)DW_OB * p->kh * p->kw * 2 * VL); /* VL doubles per tap and channel */
     g->bytes = o;
@@ -115,11 +117,42 @@ size_t npred_conv2d_depthwise_thread_bytes(const npred_conv2d_params *p)
     return g.bytes;
 }
 
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline AVX512 __mmask16 lanes_mask(int n) { return n >= VL ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+/* pad_plane on AVX-512: each row as masked vector stores (the rows are tens of floats,
+ * where memset/memcpy calls cost more than the copy) */
+static AVX512 void pad_plane_avx512(float *dst, int rows, int stride, const float *src, int h, int w, int top,
+                                    int left)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < rows; r++) {
+        float *d = dst + (size_t)r * stride;
+        int sy = r - top, lo = 0, hi = 0;
+        if (sy >= 0 && sy < h) {
+            lo = left > 0 ? (left < stride ? left : stride) : 0;
+            hi = left + w < stride ? left + w : stride;
+            if (hi < lo) hi = lo;
+        }
+        for (int c = 0; c < lo; c += VL) _mm512_mask_storeu_ps(d + c, lanes_mask(lo - c), zero);
+        for (int c = lo; c < hi; c += VL) { /* column c of the row is source column c - left >= 0 */
+            __mmask16 m = lanes_mask(hi - c);
+            _mm512_mask_storeu_ps(d + c, m, _mm512_maskz_loadu_ps(m, src + (size_t)sy * w + (c - left)));
+        }
+        for (int c = hi; c < stride; c += VL) _mm512_mask_storeu_ps(d + c, lanes_mask(stride - c), zero);
+    }
+}
+
 /* dst (rows, stride) <- src (h, w) shifted down by top and right by left, zeros
  * elsewhere (top/left may be negative: then src is cropped). */
 static void pad_plane(float *dst, int rows, int stride, const float *src, int h, int w, int top,
                       int left)
 {
+    if (npred_gemm_avx512_active()) {
+        pad_plane_avx512(dst, rows, stride, src, h, w, top, left);
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         float *d = dst + (size_t)r * stride;
         int sy = r - top;
@@ -197,7 +230,6 @@ static void fwd_block_any(float *y, int ys, int nr, int nv, int width, const flo
  * reads it (fwd_block loads it once per output row), so a block needs about a
  * third of the loads per FMA. The sum of each output runs over ky, then kx, in
  * order, as in fwd_block: the results are bit-identical. */
-#define AVX512 __attribute__((target("avx512f")))
 #define DW_R 6
 
 static inline __attribute__((always_inline)) AVX512 void
@@ -341,6 +373,68 @@ static void plane_dw_s1(double *acc, const float *dyc, int cs, int oh, int owr, 
         }
 }
 
+/* acc[(ky*kw + kx)*VL + lane] += the lane's float sum t, lane by lane in double (the
+ * same additions as a loop over the lanes) */
+static inline __attribute__((always_inline)) AVX512 void lanes_to_double(double *acc, __m512 t)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(t));
+    __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+    _mm512_storeu_pd(acc, _mm512_add_pd(_mm512_loadu_pd(acc), lo));
+    _mm512_storeu_pd(acc + 8, _mm512_add_pd(_mm512_loadu_pd(acc + 8), hi));
+}
+
+/* plane_dw_s1 for height stride and dilation 1 on AVX-512, in groups of G filter rows
+ * (ky0 .. ky0 + G - 1): input row iy is loaded once per kx and feeds the G taps
+ * (ky, kx) whose output row oy = iy - ky reads it, with the G dy rows in registers
+ * (plane_dw_s1 loads an input vector for every tap and row). Every tap still sums
+ * its products over oy, then the width vectors, in order, so the lanes get the same
+ * float sums: dz holds the dy plane with DW_G - 1 zero rows above and below (row
+ * oy of dy is dz row oy + DW_G - 1), whose zero products leave a sum unchanged. */
+static inline __attribute__((always_inline)) AVX512 void
+dw_rows_group(double *acc, const int G, const int KW, int ky0, const float *dz, int cs, int oh, int nv,
+              const float *xp, int xs, int dwl)
+{
+    __m512 a[DW_G][8];
+    for (int g = 0; g < G; g++)
+        for (int kx = 0; kx < KW; kx++) a[g][kx] = _mm512_setzero_ps();
+    for (int iy = ky0; iy < ky0 + G - 1 + oh; iy++) {
+        const float *xr = xp + (size_t)iy * xs;
+        const float *d0 = dz + (size_t)(iy - ky0 + DW_G - 1) * cs; /* dy row oy = iy - ky0 (g = 0) */
+        for (int j = 0; j < nv; j++) {
+            __m512 dv[DW_G];
+            for (int g = 0; g < G; g++) dv[g] = _mm512_loadu_ps(d0 - (size_t)g * cs + j * VL);
+            for (int kx = 0; kx < KW; kx++) {
+                __m512 xv = _mm512_loadu_ps(xr + j * VL + kx * dwl);
+                __asm__("" : "+v"(xv)); /* one load into a register, not one memory operand per FMA */
+                for (int g = 0; g < G; g++) a[g][kx] = _mm512_fmadd_ps(dv[g], xv, a[g][kx]);
+            }
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int kx = 0; kx < KW; kx++) lanes_to_double(acc + (size_t)((ky0 + g) * KW + kx) * VL, a[g][kx]);
+}
+
+#define DWR_CASE(G, KW) \
+    case (G) * 16 + (KW): dw_rows_group(acc, G, KW, ky0, dz, cs, oh, nv, xp, xs, dwl); break;
+
+/* every filter row of a plane (kw <= 8), in groups of up to DW_G rows */
+static AVX512 void plane_dw_rows(double *acc, const float *dz, int cs, int oh, int nv, const float *xp, int xs,
+                                 int kh, int kw, int dwl)
+{
+    for (int ky0 = 0; ky0 < kh; ky0 += DW_G) {
+        const int G = kh - ky0 < DW_G ? kh - ky0 : DW_G;
+        switch (G * 16 + kw) {
+            DWR_CASE(1, 1) DWR_CASE(1, 2) DWR_CASE(1, 3) DWR_CASE(1, 4)
+            DWR_CASE(1, 5) DWR_CASE(1, 6) DWR_CASE(1, 7) DWR_CASE(1, 8)
+            DWR_CASE(2, 1) DWR_CASE(2, 2) DWR_CASE(2, 3) DWR_CASE(2, 4)
+            DWR_CASE(2, 5) DWR_CASE(2, 6) DWR_CASE(2, 7) DWR_CASE(2, 8)
+            DWR_CASE(3, 1) DWR_CASE(3, 2) DWR_CASE(3, 3) DWR_CASE(3, 4)
+            DWR_CASE(3, 5) DWR_CASE(3, 6) DWR_CASE(3, 7) DWR_CASE(3, 8)
+        default: break;
+        }
+    }
+}
+
 static npred_status check_dw(const npred_conv2d_params *p, int *oh, int *ow, const char *what)
 {
     npred_status s = npred_conv2d_output_size(p, oh, ow);
@@ -440,6 +534,8 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
     const int sh = p->stride_h, sw = p->stride_w, dh = p->dil_h, dwl = p->dil_w;
     const size_t ipix = (size_t)p->h * p->w, opix = (size_t)oh * ow;
     const int unit_stride = sh == 1 && sw == 1;
+    /* the dw row kernel: unit stride, height dilation 1, filters up to 8 wide */
+    const int rows_dw = unit_stride && dh == 1 && kw <= 8 && npred_gemm_avx512_active();
 
 #pragma omp parallel num_threads(T)
     {
@@ -496,7 +592,10 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
                         pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w,
                                   p->pad_h, p->pad_w);
-                        if (sw == 1) {
+                        if (rows_dw) {
+                            pad_plane(dc, oh + 2 * (DW_G - 1), g.cs, dyp, oh, ow, DW_G - 1, 0);
+                            plane_dw_rows(acc, dc, g.cs, oh, g.cs / VL, xp, g.xs, kh, kw, dwl);
+                        } else if (sw == 1) {
                             pad_plane(dc, oh, g.cs, dyp, oh, ow, 0, 0);
                             plane_dw_s1(acc, dc, g.cs, oh, g.cs, xp, g.xs, sh, kh, kw, dh, dwl);
                         } else {
