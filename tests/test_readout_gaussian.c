@@ -2,6 +2,7 @@
  * (incl. the grid-mean predictor, shift, and features / grid shared across two
  * readouts) and config errors. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,6 +482,59 @@ static void test_rng_sampling(void)
     npred_ptable_free(&t);
 }
 
+/* The training draws (uniforms drawn in order, the Box-Muller transform on the
+ * threads) are the normals of npred_rng_normal one by one: the output equals a
+ * forward given those normals as noise, bit for bit, and the generator is left in
+ * the same state (its spare included), with 1 and 2 threads, with a spare at entry
+ * or not, one draw per image or one for the batch; large enough to run in parallel. */
+static void draws_case(int threads, int spare_first, int batch_sample)
+{
+    enum { C = 2, H = 4, W = 5, N = 9001, B = 16 };
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, C, H, W, N);
+    cfg.batch_sample = batch_sample;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    float *x = malloc(sizeof(float) * B * C * H * W), *y1 = malloc(sizeof(float) * B * N);
+    float *y2 = malloc(sizeof(float) * B * N), *noise = malloc(sizeof(float) * B * N * 2);
+    if (CHECK_OK(npred_readout_declare(&r, &cfg, "", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, B))) {
+        npred_rng rng, ref;
+        npred_rng_seed(&rng, 5);
+        npred_readout_init_params(&r, &t, &rng, NULL);
+        uint64_t s = 9;
+        for (int i = 0; i < B * C * H * W; i++) x[i] = (float)th_rand(&s);
+        npred_rng_seed(&rng, 1234);
+        npred_rng_seed(&ref, 1234);
+        if (spare_first) npred_rng_normal(&rng), npred_rng_normal(&ref);
+        const int nz = (batch_sample ? B : 1) * N * 2;
+        for (int i = 0; i < nz; i++) noise[i] = (float)npred_rng_normal(&ref);
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(threads);
+        CHECK_OK(npred_readout_forward(&r, &t, y1, x, NULL, B, 1, &rng, NULL));
+        CHECK_OK(npred_readout_forward(&r, &t, y2, x, NULL, B, 1, NULL, noise));
+        omp_set_num_threads(nt);
+        CHECK(!memcmp(y1, y2, sizeof(float) * B * N),
+              "%d threads, spare %d, batch_sample %d: the drawn output differs from the one given its normals", threads,
+              spare_first, batch_sample);
+        double a = npred_rng_normal(&rng), b = npred_rng_normal(&ref), a2 = npred_rng_normal(&rng),
+               b2 = npred_rng_normal(&ref);
+        CHECK(!memcmp(&a, &b, sizeof a) && !memcmp(&a2, &b2, sizeof a2) && rng.has_spare == ref.has_spare,
+              "%d threads, spare %d: the generator's state after the draws differs", threads, spare_first);
+    }
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+    free(x), free(y1), free(y2), free(noise);
+}
+
+static void test_rng_draws_parallel(void)
+{
+    for (int th = 1; th <= 2; th++)
+        for (int sp = 0; sp < 2; sp++) draws_case(th, sp, 1);
+    draws_case(2, 1, 0);
+}
+
 static void expect_config_error(npred_readout_config *cfg, const char *word)
 {
     npred_ptable t;
@@ -599,6 +653,7 @@ int main(void)
     RUN(test_fd_shared);
     RUN(test_predictor_cache);
     RUN(test_rng_sampling);
+    RUN(test_rng_draws_parallel);
     RUN(test_bad_config);
     return th_summary();
 }
