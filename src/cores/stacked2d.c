@@ -928,6 +928,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
  * batch-sized tensors and zeroed them first). The weight and bias gradients are
  * summed per fixed chunk of images (min(B, 32) chunks, boundaries set by B), the
  * chunks then added in order: the result does not depend on the thread count.
+ * With zero_din, each image's din is zeroed first (else it is added to).
  * With bn, dz is not read: each image's dz is formed from the block's fused
  * BatchNorm + ELU backward (bn->dy is the gradient of the ELU output; coefficients
  * from npred_batchnorm2d_elu_backward_coef) into per-thread scratch, with the bits
@@ -940,7 +941,7 @@ typedef struct {
 } ds_bn;
 
 static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *dz, float *din,
-                                const float *in, int B, const ds_bn *bn)
+                                const float *in, int B, const ds_bn *bn, int zero_din)
 {
     npred_conv2d_params p[3];
     const float *w[3];
@@ -990,6 +991,7 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
                                                          bn->coef, L->cout, (size_t)L->hout * L->wout, bn->training,
                                                          bn->yshift);
                 const float *dzn = bn ? dzs : dz + n * n_out;
+                if (zero_din) memset(din + n * n_in, 0, n_in * sizeof *din);
                 failed |= npred_conv2d_backward(dt1, pw_[2], pb_[2], dzn, L->t[1] + n * n_out, w[2], &p[2], ws,
                                                 slice) != NPRED_OK ||
                           npred_conv2d_backward(dt0, pw_[1], pb_[1], dt1, L->t[0] + n * n_mid, w[1], &p[1], ws,
@@ -1260,11 +1262,13 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
     npred_status s;
     size_t plane = (size_t)core->out_h * core->out_w;
     const int shared = shares_dout(c); /* then each layer's gradient is zeroed right before it is written */
-    for (int l = shared ? c->layers - 1 : 0; l < c->layers; l++) {
+    /* ... and the last layer's output gradient is dy itself (the only one entering the
+     * core), read in place: no zeroed buffer and no serial pass adding dy into it */
+    for (int l = 0; !shared && l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
         memset(L->dout, 0, sizeof(float) * (size_t)B * L->cout * L->hout * L->wout);
     }
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; !shared && b < B; b++) {
         size_t off = 0;
         for (int i = 0; i < c->n_stack; i++) {
             npred_core_layer *L = &core->L[c->stack[i]];
@@ -1279,8 +1283,12 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         npred_core_layer *L = &core->L[l];
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
         int bnB = B * L->rot, bnC = L->cout / L->rot;
-        const float *cur = L->dout;
-        if (shared && l > 0) {
+        const float *cur = shared && l == c->layers - 1 ? dy : L->dout;
+        const int ds_images = L->ds && !L->att && L->has_bn && B >= npred_threads();
+        const int ds_fused = L->fused && ds_images && L->rot == 1 && !(core->train && npred_batchnorm_sync_active());
+        /* the gradient of layer l - 1's output: zeroed here, or image by image by the
+         * fused block (in parallel, right before it is written) */
+        if (shared && l > 0 && !ds_fused) {
             const npred_core_layer *P = &core->L[l - 1];
             memset(P->dout, 0, sizeof(float) * (size_t)B * P->cout * P->hout * P->wout);
         }
@@ -1290,15 +1298,14 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         }
         /* the block image by image with its BN + ELU backward applied per image */
         ds_bn bn = {core->bncoef, cur, L->z, L->a, core->train, core->act.yshift};
-        const int ds_images = L->ds && !L->att && L->has_bn && B >= npred_threads();
-        if (L->fused && ds_images && L->rot == 1 && !(core->train && npred_batchnorm_sync_active())) {
+        if (ds_fused) {
             s = npred_batchnorm2d_elu_backward_coef(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
                                                     L->a, pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout,
                                                     L->wout, core->train, core->act.yshift);
             float *din = l == 0 ? dx : uses_skip(c) ? core->g[1] : core->L[l - 1].dout;
             const float *in = l == 0 ? core->x : uses_skip(c) ? L->in : core->L[l - 1].out;
             if (!s && l > 0 && uses_skip(c)) memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
-            if (!s) s = ds_backward(core, L, t, NULL, din, in, B, &bn);
+            if (!s) s = ds_backward(core, L, t, NULL, din, in, B, &bn, shared && l > 0);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             if (l > 0 && uses_skip(c)) skip_scatter(core, l, din, B);
             continue;
@@ -1379,7 +1386,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                     return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds && L->has_bn && B >= npred_threads()) {
             /* image by image (cur is the BN gradient in g[2]; din is never g[2]) */
-            if ((s = ds_backward(core, L, t, cur, din, in, B, NULL))) return npred_error_prefix(s, "core layer %d", l);
+            if ((s = ds_backward(core, L, t, cur, din, in, B, NULL, 0))) return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds) {
             size_t n1 = (size_t)B * L->cout * L->hout * L->wout, n0 = (size_t)B * L->cout * L->hin * L->win;
             float *dt1 = core->g[0], *dt0 = split ? core->g[2] : core->g[1];
