@@ -1,8 +1,10 @@
 /* ConvGRU (GRU_Module of neuralpredictors 43faede) against the conv_gru and
  * conv_gru_nopad fixtures (states, regularizer, loss, every gradient), and the
  * backward through time against central finite differences of a double-precision
- * GRU written here. */
+ * GRU written here; a random GRU over several chunks of frames, the same on 1 and 2
+ * threads. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +165,59 @@ out:
     th_case_close(&c);
 }
 
+/* A GRU of several frame chunks (21 frames: the fused input convs run in chunks of
+ * 8) with random parameters: every gradient against finite differences of the
+ * double GRU, and the backward bit-identical on 1 and 2 threads. */
+static void test_chunks_threads(void)
+{
+    npred_convgru_config cfg = {.input_channels = 3, .rec_channels = 5, .input_kern = 5, .rec_kern = 3,
+                                .pad_input = 0, .gamma_rec = 0};
+    const int B = 3, T = 7, H = 9, W = 11;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_convgru g;
+    memset(&g, 0, sizeof g);
+    size_t nx = (size_t)B * cfg.input_channels * T * H * W;
+    float *x = malloc(nx * sizeof *x), *dx1 = calloc(nx, sizeof *dx1), *dx2 = calloc(nx, sizeof *dx2), *up = NULL,
+          *g1 = NULL;
+    double **p0 = NULL;
+    uint64_t st = 5;
+    if (!CHECK_OK(npred_convgru_declare(&g, &cfg, "", H, W, &t)) || !CHECK_OK(npred_ptable_alloc(&t)) ||
+        !CHECK_OK(npred_convgru_setup(&g, B, T)) || !CHECK(x && dx1 && dx2, "out of memory"))
+        goto out;
+    for (size_t i = 0; i < t.n_params; i++) t.data[i] = (float)(0.3 * th_rand(&st));
+    for (size_t i = 0; i < nx; i++) x[i] = (float)th_rand(&st);
+    size_t nout = (size_t)B * cfg.rec_channels * T * g.ho * g.wo;
+    up = malloc(nout * sizeof *up);
+    g1 = malloc(t.n_params * sizeof *g1);
+    if (!CHECK(up && g1, "out of memory")) goto out;
+    for (size_t i = 0; i < nout; i++) up[i] = (float)th_rand(&st);
+    int threads = omp_get_max_threads();
+    for (int run = 0; run < 2; run++) {
+        omp_set_num_threads(run ? 2 : 1);
+        const float *y;
+        npred_ptable_zero_grad(&t);
+        if (!CHECK_OK(npred_convgru_forward(&g, &t, x, B, T, &y)) ||
+            !CHECK_OK(npred_convgru_backward(&g, &t, up, run ? dx2 : dx1)))
+            break;
+        if (!run) memcpy(g1, t.grad, t.n_params * sizeof *g1);
+    }
+    omp_set_num_threads(threads);
+    CHECK(!memcmp(g1, t.grad, t.n_params * sizeof *g1) && !memcmp(dx1, dx2, nx * sizeof *dx1),
+          "the gradients on 1 and 2 threads differ");
+    p0 = calloc((size_t)t.n, sizeof *p0);
+    for (int e = 0; p0 && e < t.n; e++) p0[e] = gc_to_f64(npred_ptable_ptr(&t, e), t.items[e].count);
+    ref_ctx r = {&g, p0, gc_to_f64(x, nx), up, B, T};
+    gc_check_table(&t, p0, r.x, nx, dx2, 12, ref_loss, &r);
+    free(r.x);
+out:
+    if (p0)
+        for (int e = 0; e < t.n; e++) free(p0[e]);
+    free(p0), free(x), free(dx1), free(dx2), free(up), free(g1);
+    npred_convgru_free(&g);
+    npred_ptable_free(&t);
+}
+
 static void test_conv_gru(void) { run_case("conv_gru"); }
 static void test_conv_gru_nopad(void) { run_case("conv_gru_nopad"); }
 
@@ -185,6 +240,7 @@ int main(void)
 {
     RUN(test_conv_gru);
     RUN(test_conv_gru_nopad);
+    RUN(test_chunks_threads);
     RUN(test_errors);
     return th_summary();
 }

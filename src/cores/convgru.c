@@ -90,11 +90,23 @@ npred_status npred_convgru_setup(npred_convgru *g, int max_batch, int max_frames
     g->gh = malloc((size_t)max_batch * 2 * st * sizeof(float));
     if (!g->wi3 || !g->bi3 || !g->wh2 || !g->bh2 || !g->gi || !g->gh)
         return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory for %d x %d frames", max_batch, max_frames);
-    npred_conv2d_params pi = g->cpi, ph = g->cph;
-    pi.n = (int)BT;
-    ph.n = max_batch;
-    size_t a = npred_conv2d_workspace_size(&pi, NPRED_CONV2D_ALGO_AUTO), b = npred_conv2d_workspace_size(&ph, NPRED_CONV2D_ALGO_AUTO);
-    g->ws_bytes = a > b ? a : b;
+    g->dwi3 = malloc(3 * (size_t)R * C * ki2 * sizeof(float));
+    g->dbi3 = malloc(3 * (size_t)R * sizeof(float));
+    g->dwh2 = malloc(2 * (size_t)R * R * kr2 * sizeof(float));
+    g->dbh2 = malloc(2 * (size_t)R * sizeof(float));
+    if (!g->dwi3 || !g->dbi3 || !g->dwh2 || !g->dbh2)
+        return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory for %d x %d frames", max_batch, max_frames);
+    /* the calls: the fused input convs on chunks of frames (3R outputs), the fused
+     * update/reset hidden convs (2R) and the out gate's (R) on the batch */
+    npred_conv2d_params cp[3] = {g->cpi, g->cph, g->cph};
+    cp[0].n = g->chunk, cp[0].o = 3 * R;
+    cp[1].n = max_batch, cp[1].o = 2 * R;
+    cp[2].n = max_batch;
+    g->ws_bytes = 0;
+    for (int q = 0; q < 3; q++) {
+        size_t a = npred_conv2d_workspace_size(&cp[q], NPRED_CONV2D_ALGO_AUTO);
+        if (a > g->ws_bytes) g->ws_bytes = a;
+    }
     if (g->ws_bytes && !(g->ws = malloc(g->ws_bytes))) return npred_errorf(NPRED_ERR_NOMEM, "ConvGRU: out of memory");
     return NPRED_OK;
 }
@@ -225,13 +237,31 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
     return NPRED_OK;
 }
 
+/* d[i] += e[i] for the parameter gradient of entry `idx` from the fused gradient e */
+static void add_grad(const npred_ptable *t, int idx, const float *e)
+{
+    float *d = npred_ptable_gradptr(t, idx);
+    size_t n = t->items[idx].count;
+    for (size_t i = 0; i < n; i++) d[i] += e[i];
+}
+
 npred_status npred_convgru_backward(npred_convgru *g, const npred_ptable *t, const float *dy, float *dx)
 {
     int B = g->B, T = g->T, C = g->cfg.input_channels, R = g->cfg.rec_channels;
-    size_t sHW = (size_t)g->ho * g->wo, n = (size_t)B * R * sHW, HW = (size_t)g->h * g->w;
-    npred_conv2d_params pi = g->cpi, ph = g->cph;
-    pi.n = B * T;
+    size_t sHW = (size_t)g->ho * g->wo, n = (size_t)B * R * sHW, HW = (size_t)g->h * g->w, st = (size_t)R * sHW;
+    size_t nwi = (size_t)R * C * g->cfg.input_kern * g->cfg.input_kern, nwh = (size_t)R * R * g->cfg.rec_kern * g->cfg.rec_kern;
+    /* as in the forward, the update and reset hidden convs run as one (2R outputs on h)
+     * and the three input convs as one (3R outputs): one im2col and one dX product
+     * each; their weight and bias gradients are summed in dwh2/dbh2 and dwi3/dbi3 and
+     * added to the parameters' at the end */
+    npred_conv2d_params pi = g->cpi, ph = g->cph, p2 = g->cph;
+    pi.o = 3 * R;
     ph.n = B;
+    p2.n = B, p2.o = 2 * R;
+    memset(g->dwi3, 0, 3 * nwi * sizeof(float));
+    memset(g->dbi3, 0, 3 * (size_t)R * sizeof(float));
+    memset(g->dwh2, 0, 2 * nwh * sizeof(float));
+    memset(g->dbh2, 0, 2 * (size_t)R * sizeof(float));
     npred_status s;
     float *dh = g->dh; /* gradient reaching h_{t+1} */
     memset(dh, 0, n * sizeof(float));
@@ -247,6 +277,7 @@ npred_status npred_convgru_backward(npred_convgru *g, const npred_ptable *t, con
         float *gu = g->a[NPRED_GRU_UPDATE] + (size_t)tt * n, *gr = g->a[NPRED_GRU_RESET] + (size_t)tt * n,
               *go = g->a[NPRED_GRU_OUT] + (size_t)tt * n;
         float *dprev = g->dh2;
+#pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) {
             float d = dh[i];
             go[i] = d * u[i] * (1.0f - c[i] * c[i]);
@@ -259,27 +290,45 @@ npred_status npred_convgru_backward(npred_convgru *g, const npred_ptable *t, con
                                        npred_ptable_gradptr(t, g->p_bh[NPRED_GRU_OUT]), go, hr,
                                        npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT]), &ph, g->ws, g->ws_bytes)))
             return s;
-        for (size_t i = 0; i < n; i++) {
-            gr[i] = g->dhr[i] * h[i] * r[i] * (1.0f - r[i]);
-            dprev[i] += g->dhr[i] * r[i];
+        /* gr, and gh (B, 2R, H', W') = [gu; gr] per image for the fused hidden convs */
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < B; b++) {
+            size_t o = (size_t)b * st;
+            float *ghu = g->gh + (size_t)b * 2 * st, *ghr = ghu + st;
+            for (size_t i = 0; i < st; i++) {
+                float dr = g->dhr[o + i];
+                gr[o + i] = dr * h[o + i] * r[o + i] * (1.0f - r[o + i]);
+                dprev[o + i] += dr * r[o + i];
+                ghu[i] = gu[o + i];
+                ghr[i] = gr[o + i];
+            }
         }
-        for (int q = 0; q < 2; q++) {
-            const float *gq = q == NPRED_GRU_UPDATE ? gu : gr;
-            if ((s = npred_conv2d_backward(dprev, npred_ptable_gradptr(t, g->p_wh[q]), npred_ptable_gradptr(t, g->p_bh[q]),
-                                           gq, h, npred_ptable_ptr(t, g->p_wh[q]), &ph, g->ws, g->ws_bytes)))
-                return s;
-        }
+        if ((s = npred_conv2d_backward(dprev, g->dwh2, g->dbh2, g->gh, h, g->wh2, &p2, g->ws, g->ws_bytes))) return s;
         g->dh2 = dh;
         dh = dprev;
     }
     g->dh = dh;
-    /* the input convs over all frames at once; a[] now holds the gate gradients */
+    for (int q = 0; q < 2; q++) { /* NPRED_GRU_UPDATE, NPRED_GRU_RESET */
+        add_grad(t, g->p_wh[q], g->dwh2 + q * nwh);
+        add_grad(t, g->p_bh[q], g->dbh2 + (size_t)q * R);
+    }
+    /* the input convs on chunks of frames; a[] now holds the gate gradients,
+     * gathered per frame into gi (chunk, 3R, H', W') */
     if (dx) memset(g->dxs, 0, (size_t)B * T * C * HW * sizeof(float));
-    for (int q = 0; q < 3; q++)
-        if ((s = npred_conv2d_backward(dx ? g->dxs : NULL, npred_ptable_gradptr(t, g->p_wi[q]),
-                                       npred_ptable_gradptr(t, g->p_bi[q]), g->a[q], g->xs,
-                                       npred_ptable_ptr(t, g->p_wi[q]), &pi, g->ws, g->ws_bytes)))
+    for (int i0 = 0; i0 < B * T; i0 += g->chunk) {
+        int ni = B * T - i0 < g->chunk ? B * T - i0 : g->chunk;
+        pi.n = ni;
+        for (int i = 0; i < ni; i++)
+            for (int q = 0; q < 3; q++)
+                memcpy(g->gi + ((size_t)i * 3 + q) * st, g->a[q] + (size_t)(i0 + i) * st, st * sizeof(float));
+        if ((s = npred_conv2d_backward(dx ? g->dxs + (size_t)i0 * C * HW : NULL, g->dwi3, g->dbi3, g->gi,
+                                       g->xs + (size_t)i0 * C * HW, g->wi3, &pi, g->ws, g->ws_bytes)))
             return s;
+    }
+    for (int q = 0; q < 3; q++) {
+        add_grad(t, g->p_wi[q], g->dwi3 + q * nwi);
+        add_grad(t, g->p_bi[q], g->dbi3 + (size_t)q * R);
+    }
     if (dx)
         for (int tt = 0; tt < T; tt++)
             for (int b = 0; b < B; b++)
@@ -331,5 +380,6 @@ void npred_convgru_free(npred_convgru *g)
     free(g->wi3), free(g->bi3), free(g->wh2), free(g->bh2), free(g->gi), free(g->gh);
     for (int q = 0; q < 3; q++) free(g->wf[q]);
     free(g->fws);
+    free(g->dwi3), free(g->dbi3), free(g->dwh2), free(g->dbh2);
     memset(g, 0, sizeof *g);
 }

@@ -13,8 +13,10 @@
  * mean|out_gate_hidden.bias|) / 3.
  *
  * Parameters: "<prefix>gru.<gate>_gate_<input|hidden>.<weight|bias>". The input convs
- * run over all B*T frames in one call each; the hidden convs frame by frame (conv2d
- * kernels). Memory is allocated once for (max_batch, max_frames). */
+ * run on chunks of frames, the three gates as one conv (3R outputs); the hidden convs
+ * frame by frame, the update and reset gates as one (2R outputs on h), in the forward
+ * and in the backward (one im2col and one dX product per fused conv; conv2d kernels).
+ * Memory is allocated once for (max_batch, max_frames). */
 #ifndef NPRED_CORES_CONVGRU_H
 #define NPRED_CORES_CONVGRU_H
 
@@ -56,6 +58,7 @@ typedef struct {
     float *gi;        /* (chunk, 3R, H', W') fused input conv output */
     float *gh;        /* (B, 2R, H', W') fused hidden conv output */
     int chunk;        /* frames per fused input conv call */
+    float *dwi3, *dbi3, *dwh2, *dbh2; /* the backward's gradients of the fused weights */
     int keep_weights; /* 1: reuse wi3/wh2 of the previous forward (streaming, parameters unchanged) */
     /* 1: an eval forward (set by the caller; never for training): the gate convs that
      * npred_conv2d_fft_use picks run by FFT (kernels/conv2d_fft.h), on these transformed
