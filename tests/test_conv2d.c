@@ -369,6 +369,9 @@ static void test_fast_vs_naive(void)
     compare_all("dw k5 s2 m2", npred_conv2d_params_square(3, 6, 21, 30, 12, 5, 2, 2, 1, 6), 36);
     compare_all("dw k7 p3 m3 21 ch", npred_conv2d_params_square(3, 7, 28, 56, 21, 7, 1, 3, 1, 7), 38);
     compare_all("batch 1 k3", npred_conv2d_params_square(1, 6, 17, 19, 10, 3, 1, 1, 1, 1), 37);
+    /* the backward's im2col blocks of 96 rows: 245 rows per group (two blocks and a
+     * part, a block ending inside a channel), groups, stride, dilation, padding */
+    compare_all("k7 s2 d2 p3 groups2", npred_conv2d_params_square(2, 10, 23, 27, 6, 7, 2, 3, 2, 2), 39);
 }
 
 /* ---------------------------------------------------------------- semantics */

@@ -210,18 +210,19 @@ npred_status npred_convgru_forward_from(npred_convgru *g, const npred_ptable *t,
                     *ao = g->a[NPRED_GRU_OUT] + (size_t)tt * n;
         /* update and reset hidden convs as one: gh (B, 2R, H', W') */
         if ((s = gate_conv(g, 1, g->gh, h, g->wh2, g->bh2, &ph))) return s;
-        for (int b = 0; b < B; b++) {
-            const float *hu = g->gh + (size_t)b * 2 * st, *hrs = hu + st;
-            size_t o = (size_t)b * st;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
             for (size_t i = 0; i < st; i++) {
+                const float *hu = g->gh + (size_t)b * 2 * st, *hrs = hu + st;
+                size_t o = (size_t)b * st;
                 u[o + i] = sigmoidf_(au[o + i] + hu[i]);
                 r[o + i] = sigmoidf_(ar[o + i] + hrs[i]);
                 hr[o + i] = h[o + i] * r[o + i];
             }
-        }
         if ((s = gate_conv(g, 2, g->tmp, hr, npred_ptable_ptr(t, g->p_wh[NPRED_GRU_OUT]),
                            npred_ptable_ptr(t, g->p_bh[NPRED_GRU_OUT]), &po)))
             return s;
+#pragma omp parallel for schedule(static)
         for (size_t i = 0; i < n; i++) {
             c[i] = tanhf(ao[i] + g->tmp[i]);
             float keep = h[i] * (1.0f - u[i]), add = c[i] * u[i];

@@ -219,56 +219,64 @@ static void valid_range(int off, int stride, int size, int nout, int *lo, int *h
     *hi = h;
 }
 
+/* Rows r0 .. r1-1 of col (C*KH*KW, OH*OW), row r = (c*KH + ky)*KW + kx, <- patches
+ * of x (C, H, W), zeros outside the input; col points to row r0. */
+static void im2col_rows(float *col, const float *x, const npred_conv2d_params *p, int oh, int ow, int r0, int r1)
+{
+    const size_t opix = (size_t)oh * ow;
+    const int kk = p->kh * p->kw;
+    for (int rr = r0; rr < r1; rr++) {
+        const int c = rr / kk, ky = rr % kk / p->kw, kx = rr % p->kw;
+        float *row = col + (size_t)(rr - r0) * opix;
+        const float *xc = x + (size_t)c * p->h * p->w;
+        int offy = ky * p->dil_h - p->pad_h, offx = kx * p->dil_w - p->pad_w;
+        int ylo, yhi, xlo, xhi;
+        valid_range(offy, p->stride_h, p->h, oh, &ylo, &yhi);
+        valid_range(offx, p->stride_w, p->w, ow, &xlo, &xhi);
+        memset(row, 0, (size_t)ylo * ow * sizeof *row);
+        for (int oy = ylo; oy < yhi; oy++) {
+            float *r = row + (size_t)oy * ow;
+            const float *xr = xc + (size_t)(oy * p->stride_h + offy) * p->w + offx;
+            for (int ox = 0; ox < xlo; ox++) r[ox] = 0;
+            if (p->stride_w == 1)
+                memcpy(r + xlo, xr + xlo, (size_t)(xhi - xlo) * sizeof *r);
+            else
+                for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[(size_t)ox * p->stride_w];
+            for (int ox = xhi; ox < ow; ox++) r[ox] = 0;
+        }
+        memset(row + (size_t)yhi * ow, 0, (size_t)(oh - yhi) * ow * sizeof *row);
+    }
+}
+
 /* col (C*KH*KW, OH*OW) <- patches of x (C, H, W), zeros outside the input. */
 static void im2col(float *col, const float *x, const npred_conv2d_params *p, int oh, int ow)
 {
-    const size_t opix = (size_t)oh * ow;
-    for (int c = 0; c < p->c; c++)
-        for (int ky = 0; ky < p->kh; ky++)
-            for (int kx = 0; kx < p->kw; kx++) {
-                float *row = col + (((size_t)c * p->kh + ky) * p->kw + kx) * opix;
-                const float *xc = x + (size_t)c * p->h * p->w;
-                int offy = ky * p->dil_h - p->pad_h, offx = kx * p->dil_w - p->pad_w;
-                int ylo, yhi, xlo, xhi;
-                valid_range(offy, p->stride_h, p->h, oh, &ylo, &yhi);
-                valid_range(offx, p->stride_w, p->w, ow, &xlo, &xhi);
-                memset(row, 0, (size_t)ylo * ow * sizeof *row);
-                for (int oy = ylo; oy < yhi; oy++) {
-                    float *r = row + (size_t)oy * ow;
-                    const float *xr = xc + (size_t)(oy * p->stride_h + offy) * p->w + offx;
-                    for (int ox = 0; ox < xlo; ox++) r[ox] = 0;
-                    if (p->stride_w == 1)
-                        memcpy(r + xlo, xr + xlo, (size_t)(xhi - xlo) * sizeof *r);
-                    else
-                        for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[(size_t)ox * p->stride_w];
-                    for (int ox = xhi; ox < ow; ox++) r[ox] = 0;
-                }
-                memset(row + (size_t)yhi * ow, 0, (size_t)(oh - yhi) * ow * sizeof *row);
-            }
+    im2col_rows(col, x, p, oh, ow, 0, p->c * p->kh * p->kw);
 }
 
-/* dx (C, H, W) += col (C*KH*KW, OH*OW) scattered back to the input positions. */
-static void col2im_add(float *dx, const float *col, const npred_conv2d_params *p, int oh, int ow)
+/* dx (C, H, W) += rows r0 .. r1-1 of col (as im2col_rows) scattered back to the
+ * input positions, in row order. */
+static void col2im_add_rows(float *dx, const float *col, const npred_conv2d_params *p, int oh, int ow, int r0, int r1)
 {
     const size_t opix = (size_t)oh * ow;
-    for (int c = 0; c < p->c; c++)
-        for (int ky = 0; ky < p->kh; ky++)
-            for (int kx = 0; kx < p->kw; kx++) {
-                const float *row = col + (((size_t)c * p->kh + ky) * p->kw + kx) * opix;
-                float *xc = dx + (size_t)c * p->h * p->w;
-                int offy = ky * p->dil_h - p->pad_h, offx = kx * p->dil_w - p->pad_w;
-                int ylo, yhi, xlo, xhi;
-                valid_range(offy, p->stride_h, p->h, oh, &ylo, &yhi);
-                valid_range(offx, p->stride_w, p->w, ow, &xlo, &xhi);
-                for (int oy = ylo; oy < yhi; oy++) {
-                    const float *r = row + (size_t)oy * ow;
-                    float *xr = xc + (size_t)(oy * p->stride_h + offy) * p->w + offx;
-                    if (p->stride_w == 1)
-                        for (int ox = xlo; ox < xhi; ox++) xr[ox] += r[ox];
-                    else
-                        for (int ox = xlo; ox < xhi; ox++) xr[(size_t)ox * p->stride_w] += r[ox];
-                }
-            }
+    const int kk = p->kh * p->kw;
+    for (int rr = r0; rr < r1; rr++) {
+        const int c = rr / kk, ky = rr % kk / p->kw, kx = rr % p->kw;
+        const float *row = col + (size_t)(rr - r0) * opix;
+        float *xc = dx + (size_t)c * p->h * p->w;
+        int offy = ky * p->dil_h - p->pad_h, offx = kx * p->dil_w - p->pad_w;
+        int ylo, yhi, xlo, xhi;
+        valid_range(offy, p->stride_h, p->h, oh, &ylo, &yhi);
+        valid_range(offx, p->stride_w, p->w, ow, &xlo, &xhi);
+        for (int oy = ylo; oy < yhi; oy++) {
+            const float *r = row + (size_t)oy * ow;
+            float *xr = xc + (size_t)(oy * p->stride_h + offy) * p->w + offx;
+            if (p->stride_w == 1)
+                for (int ox = xlo; ox < xhi; ox++) xr[ox] += r[ox];
+            else
+                for (int ox = xlo; ox < xhi; ox++) xr[(size_t)ox * p->stride_w] += r[ox];
+        }
+    }
 }
 
 /* 1x1, stride 1, no padding: the input itself is the GEMM operand. */
@@ -293,6 +301,9 @@ static size_t gemm_dw_floats(const npred_conv2d_params *p)
  * depend on the thread count (the partials live in the workspace, before the
  * per-thread im2col buffers). */
 #define GEMM_DW_CHUNKS 32
+/* rows of the im2col matrix per backward block (a multiple of the 48-column panels
+ * of the nn kernel that runs the transposed dW chunks and of its 8-row blocks) */
+#define GEMM_BWD_ROWS 96
 
 static int gemm_chunks(const npred_conv2d_params *p) { return p->n < GEMM_DW_CHUNKS ? p->n : GEMM_DW_CHUNKS; }
 
@@ -458,25 +469,39 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
             const int n0 = (int)((int64_t)ch * p->n / nch), n1 = (int)((int64_t)(ch + 1) * p->n / nch);
             for (int n = n0; n < n1; n++) {
                 const float *dyn = dy + (size_t)n * p->o * opix;
-                if (dw) {
-                    const float *src = x + (size_t)n * p->c * ipix;
-                    if (!pw) {
-                        im2col(col, src, p, oh, ow);
-                        src = col;
+                const float *xn = x ? x + (size_t)n * p->c * ipix : NULL;
+                float *dxn = dx ? dx + (size_t)n * p->c * ipix : NULL;
+                if (pw) {
+                    for (int g = 0; g < G; g++) {
+                        if (dw)
+                            gemm_nt(p->bf16, og, K, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix,
+                                    xn + (size_t)g * K * ipix, (ptrdiff_t)opix, part + (size_t)g * og * K, K);
+                        /* dx_g += W_g^T . dy_g: A(i, o) = w[o * K + i] */
+                        if (dx)
+                            gemm_nn(p->bf16, K, (int)opix, og, w + (size_t)g * og * K, 1, K,
+                                    dyn + (size_t)g * og * opix, (ptrdiff_t)opix, dxn + (size_t)g * K * ipix,
+                                    (ptrdiff_t)opix, 1);
                     }
-                    for (int g = 0; g < G; g++)
-                        gemm_nt(p->bf16, og, K, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix,
-                                src + (size_t)g * K * opix, (ptrdiff_t)opix, part + (size_t)g * og * K, K);
+                    continue;
                 }
-                if (dx) {
-                    float *dxn = dx + (size_t)n * p->c * ipix;
-                    /* dx_g (+)= W_g^T . dy_g: A(i, o) = w[o * K + i] */
-                    for (int g = 0; g < G; g++)
-                        gemm_nn(p->bf16, K, (int)opix, og, w + (size_t)g * og * K, 1, K, dyn + (size_t)g * og * opix,
-                                (ptrdiff_t)opix, pw ? dxn + (size_t)g * K * ipix : col + (size_t)g * K * opix,
-                                (ptrdiff_t)opix, pw);
-                    if (!pw) col2im_add(dxn, col, p, oh, ow);
-                }
+                /* blocks of GEMM_BWD_ROWS rows of the image's im2col matrix, built
+                 * and used while in L2: dW_g[:, rows] += dy_g . col[rows]^T, then
+                 * col[rows] = W_g[:, rows]^T . dy_g scattered into dx (rows in order:
+                 * the same sums as whole-matrix products, bit for bit) */
+                for (int g = 0; g < G; g++)
+                    for (int r0 = 0; r0 < K; r0 += GEMM_BWD_ROWS) {
+                        const int nr = K - r0 < GEMM_BWD_ROWS ? K - r0 : GEMM_BWD_ROWS, gr = g * K + r0;
+                        if (dw) {
+                            im2col_rows(col, xn, p, oh, ow, gr, gr + nr);
+                            gemm_nt(p->bf16, og, nr, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix, col,
+                                    (ptrdiff_t)opix, part + (size_t)g * og * K + r0, K);
+                        }
+                        if (dx) {
+                            gemm_nn(p->bf16, nr, (int)opix, og, w + (size_t)g * og * K + r0, 1, K,
+                                    dyn + (size_t)g * og * opix, (ptrdiff_t)opix, col, (ptrdiff_t)opix, 0);
+                            col2im_add_rows(dxn, col, p, oh, ow, gr, gr + nr);
+                        }
+                    }
             }
         }
         /* implicit barrier: all partials done; add them in chunk order */

@@ -181,11 +181,16 @@ INL AVX512 void tr16(float *dst, ptrdiff_t ds, const float *src, ptrdiff_t ss)
 }
 
 /* bt (np x l, row stride l) = columns p0 .. p0+np-1 of b (l x ., row stride ldb), transposed */
-static AVX512 void transpose_cols(float *bt, const float *b, ptrdiff_t ldb, int l, int p0, int np)
+static AVX512 void transpose_cols(float *bt, const float *b, ptrdiff_t ldb, int l, int p0, int np, const float *pf,
+                                  int npf)
 {
     int q = 0;
     for (; q + 16 <= l; q += 16) {
         int p = 0;
+        /* the next chunk's lines of these rows (pf: its first column, npf columns):
+         * B is read in short runs of many rows, which the hardware does not foresee */
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < npf; j += 16) _mm_prefetch((const char *)(pf + (q + i) * ldb + j), _MM_HINT_T0);
         for (; p + 16 <= np; p += 16) tr16(bt + (ptrdiff_t)p * l + q, l, b + q * ldb + p0 + p, ldb);
         for (; p < np; p++)
             for (int i = 0; i < 16; i++) bt[(ptrdiff_t)p * l + q + i] = b[(q + i) * ldb + p0 + p];
@@ -217,7 +222,10 @@ static AVX512 void nt_avx512(int m, int l, int n, const float *a, ptrdiff_t lda,
         if (chunk < 16) chunk = 16;
         for (int p0 = 0; p0 < n; p0 += chunk) {
             int np = n - p0 < chunk ? n - p0 : chunk;
-            transpose_cols(bt, b + (ptrdiff_t)q0 * ldb, ldb, lq, p0, np);
+            /* prefetched: the next chunk of these rows, else the first of the next block */
+            const float *pf = p0 + np < n ? b + (ptrdiff_t)q0 * ldb + p0 + np : b + (ptrdiff_t)(q0 + lq) * ldb;
+            int npf = p0 + np < n ? (n - p0 - np < chunk ? n - p0 - np : chunk) : q0 + lq < l ? chunk : 0;
+            transpose_cols(bt, b + (ptrdiff_t)q0 * ldb, ldb, lq, p0, np, pf, npf);
             nn_avx512(m, lq, np, a + p0, lda, 1, bt, lq, c + q0, ldc, 1);
         }
     }
