@@ -16,7 +16,7 @@
  *     frames, 3 channels, 36 x 64, 8,000 neurons): train forward, the kit's loss
  *     (npred_video_poisson_loss against the last T' response frames, loss scale), backward,
  *     the regularizers, one AdamW step; seconds per step (summary key
- *     video_gru_train_step_s; about 6 GB of memory). NPRED_BENCH_VIDEO_BATCH / _FRAMES
+ *     video_gru_train_step_s; about 7.6 GB of memory). NPRED_BENCH_VIDEO_BATCH / _FRAMES
  *     shrink it (then nothing is recorded); NPRED_BENCH_VIDEO_ONLY=train runs it alone.
  * Parameters are random (values do not change the work). The machine is shared and
  * small: quote the load average with any number. */
