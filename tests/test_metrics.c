@@ -174,6 +174,54 @@ static void test_corr_edges(void)
     CHECK(r[2] == 0.0, "nan_to_zero");
 }
 
+/* The jackknife oracle of many neurons (computed in blocks of neurons) equals each
+ * neuron's column computed alone, bit for bit, and a double reference */
+static void test_jackknife_blocks(void)
+{
+    enum { T = 12, N = 600 };
+    int64_t ids[T];
+    float *y = malloc(sizeof(float) * T * N), col[T];
+    double r[N], one, want;
+    uint64_t st = 99;
+    for (int t = 0; t < T; t++) ids[t] = t % 4;
+    for (int i = 0; i < T * N; i++) y[i] = (float)(3.0 * th_rand(&st));
+    npred_metrics_repeats g;
+    if (!CHECK_OK(npred_metrics_repeats_init(&g, ids, T))) {
+        free(y);
+        return;
+    }
+    CHECK_OK(npred_metrics_oracle_jackknife(r, y, &g, N));
+    int same = 1;
+    double worst = 0;
+    for (int j = 0; j < N; j++) {
+        for (int t = 0; t < T; t++) col[t] = y[t * N + j];
+        CHECK_OK(npred_metrics_oracle_jackknife(&one, col, &g, 1));
+        same &= memcmp(&one, &r[j], sizeof one) == 0;
+        /* reference: corr(y, leave-one-out mean of the other repeats of the same image) */
+        double o[T], my = 0, mo = 0, vy = 0, vo = 0, c = 0;
+        for (int t = 0; t < T; t++) {
+            double s = 0;
+            int n = 0;
+            for (int u = 0; u < T; u++)
+                if (u != t && ids[u] == ids[t]) s += col[u], n++;
+            o[t] = s / n;
+            my += col[t] / (double)T;
+            mo += o[t] / (double)T;
+        }
+        for (int t = 0; t < T; t++) {
+            vy += (col[t] - my) * (col[t] - my) / T;
+            vo += (o[t] - mo) * (o[t] - mo) / T;
+            c += (col[t] - my) * (o[t] - mo) / T;
+        }
+        want = c / ((sqrt(vy) + 1e-8) * (sqrt(vo) + 1e-8));
+        worst = th_worst(worst, fabs(r[j] - want));
+    }
+    CHECK(same, "a neuron's jackknife oracle differs between the block and its column alone");
+    CHECK(worst <= 1e-12, "jackknife against the double reference: worst error %g", worst);
+    npred_metrics_repeats_free(&g);
+    free(y);
+}
+
 /* Single-repeat images: jackknife oracle 0 for them (0/0 -> 0); fev noise NaN (numpy ddof 1). */
 static void test_single_repeats(void)
 {
@@ -296,6 +344,7 @@ int main(void)
     RUN(test_repeats_grouping);
     RUN(test_corr_edges);
     RUN(test_single_repeats);
+    RUN(test_jackknife_blocks);
     RUN(test_conservative_oracle_hand);
     RUN(test_snr);
     RUN(test_gini);

@@ -249,39 +249,47 @@ double npred_metrics_feve_thresholded(const double *fev, const double *feve, int
     return c ? s / (double)c : NAN;
 }
 
+/* neurons per block of the jackknife's double copies (T x JK_BLOCK each, not T x N) */
+#define JK_BLOCK 256
+
 npred_status npred_metrics_oracle_jackknife(double *r, const float *responses,
                                             const npred_metrics_repeats *g, int64_t N)
 {
     const char *who = "oracle jackknife";
     npred_status st = check_groups(who, g);
     if (st || (st = check(who, r, responses, g->n_trials, N))) return st;
-    const int64_t T = g->n_trials;
-    /* rows in grouped order: y[k] = responses[trials[k]], oracle[k] = leave-one-out mean */
-    double *y = npred_calloc((size_t)(T * N), sizeof(double));
-    double *o = npred_calloc((size_t)(T * N), sizeof(double));
-    double *sum = npred_calloc((size_t)N, sizeof(double));
+    const int64_t T = g->n_trials, W = N < JK_BLOCK ? N : JK_BLOCK;
+    /* per block of W neurons, rows in grouped order: y[k] = responses[trials[k]],
+     * oracle[k] = leave-one-out mean; every neuron's column is computed alone, so the
+     * blocks do not change its bits */
+    double *y = npred_calloc((size_t)(T * W), sizeof(double));
+    double *o = npred_calloc((size_t)(T * W), sizeof(double));
+    double *sum = npred_calloc((size_t)W, sizeof(double));
     if (!y || !o || !sum) {
         free(y);
         free(o);
         free(sum);
-        return npred_errorf(NPRED_ERR_NOMEM, "%s: cannot allocate (%lld, %lld)", who, (long long)T, (long long)N);
+        return npred_errorf(NPRED_ERR_NOMEM, "%s: cannot allocate (%lld, %lld)", who, (long long)T, (long long)W);
     }
-    for (int64_t i = 0; i < g->n_images; i++) {
-        const int64_t lo = g->offsets[i], hi = g->offsets[i + 1];
-        for (int64_t j = 0; j < N; j++) sum[j] = 0;
-        for (int64_t k = lo; k < hi; k++)
-            for (int64_t j = 0; j < N; j++) {
-                y[k * N + j] = responses[g->trials[k] * N + j];
-                sum[j] += y[k * N + j];
-            }
-        for (int64_t k = lo; k < hi; k++)
-            for (int64_t j = 0; j < N; j++) {
-                double v = (sum[j] - y[k * N + j]) / (double)(hi - lo - 1);
-                o[k * N + j] = isnan(v) ? 0.0 : v;
-            }
+    for (int64_t j0 = 0; j0 < N; j0 += W) {
+        const int64_t nb = N - j0 < W ? N - j0 : W;
+        for (int64_t i = 0; i < g->n_images; i++) {
+            const int64_t lo = g->offsets[i], hi = g->offsets[i + 1];
+            for (int64_t j = 0; j < nb; j++) sum[j] = 0;
+            for (int64_t k = lo; k < hi; k++)
+                for (int64_t j = 0; j < nb; j++) {
+                    y[k * nb + j] = responses[g->trials[k] * N + j0 + j];
+                    sum[j] += y[k * nb + j];
+                }
+            for (int64_t k = lo; k < hi; k++)
+                for (int64_t j = 0; j < nb; j++) {
+                    double v = (sum[j] - y[k * nb + j]) / (double)(hi - lo - 1);
+                    o[k * nb + j] = isnan(v) ? 0.0 : v;
+                }
+        }
+        mat a = {NULL, y, nb}, b = {NULL, o, nb};
+        for (int64_t j = 0; j < nb; j++) r[j0 + j] = corr_col(a, b, NULL, T, j, NPRED_METRICS_CORR_EPS);
     }
-    mat a = {NULL, y, N}, b = {NULL, o, N};
-    for (int64_t j = 0; j < N; j++) r[j] = corr_col(a, b, NULL, T, j, NPRED_METRICS_CORR_EPS);
     free(y);
     free(o);
     free(sum);
