@@ -24,7 +24,8 @@
  * channels-last gradient and transposes it back into dx.
  *
  * Workspace (floats, each block 16-aligned): xt, dxt (max_batch*h*w*c);
- * grid, gpre, z, dgrid (max_batch*n*2); mu, dmu (n*2); F, dF (n*c); the grid
+ * grid, gpre, z, dgrid (max_batch*n*2) -- these six in the model's block shared by its
+ * sessions when it gives one (r->nhwc); mu, dmu (n*2); F, dF (n*c); the grid
  * predictor's activations (2 per linear layer, n x width) and two gradient
  * rows (n x max width). Threads: OpenMP inside the sampling kernels and over
  * neurons in the parameter reductions. */
@@ -76,16 +77,16 @@ static gs_ws views(const npred_readout *r, int max_batch)
     gs_ws v;
     memset(&v, 0, sizeof v);
     float *p = r->ws;
-    if (r->nhwc) {
-        v.xt = r->nhwc, v.dxt = r->nhwc + A16(max_batch * img);
-    } else {
-        v.xt = p, p += A16(max_batch * img);
-        v.dxt = p, p += A16(max_batch * img);
-    }
-    v.grid = p, p += A16(pts);
-    v.gpre = p, p += A16(pts);
-    v.z = p, p += A16(pts);
-    v.dgrid = p, p += A16(pts);
+    /* the input copy, its gradient and the positions of the last forward: in the
+     * model's shared block when it gives one */
+    float *q = r->nhwc ? r->nhwc : p;
+    v.xt = q, q += A16(max_batch * img);
+    v.dxt = q, q += A16(max_batch * img);
+    v.grid = q, q += A16(pts);
+    v.gpre = q, q += A16(pts);
+    v.z = q, q += A16(pts);
+    v.dgrid = q, q += A16(pts);
+    if (!r->nhwc) p = q;
     v.mu = p, p += A16(2 * n);
     v.dmu = p, p += A16(2 * n);
     v.F = p, p += A16((size_t)nparams(r) * n * c->c);
@@ -106,14 +107,15 @@ static gs_ws views(const npred_readout *r, int max_batch)
 size_t npred_gaussian_nhwc_floats(const npred_readout *r, int max_batch)
 {
     const npred_readout_config *c = &r->cfg;
-    return 2 * A16((size_t)max_batch * c->c * c->h * c->w);
+    return 2 * A16((size_t)max_batch * c->c * c->h * c->w) + 4 * A16((size_t)max_batch * c->n * 2);
 }
 
 size_t npred_gaussian_workspace(const npred_readout *r, int max_batch)
 {
     const npred_readout_config *c = &r->cfg;
     size_t img = (size_t)c->c * c->h * c->w, pts = (size_t)max_batch * c->n * 2, n = (size_t)c->n;
-    size_t s = (r->nhwc ? 0 : 2 * A16(max_batch * img)) + 4 * A16(pts) + 2 * A16(2 * n) + 2 * A16((size_t)nparams(r) * n * c->c);
+    size_t s = (r->nhwc ? 0 : 2 * A16(max_batch * img) + 4 * A16(pts)) + 2 * A16(2 * n) +
+               2 * A16((size_t)nparams(r) * n * c->c);
     for (int i = 0; i < r->n_mlp; i++) s += 2 * A16(n * r->mlp_dim[i + 1]);
     if (r->n_mlp) s += 2 * A16(n * mlp_maxw(r)) + A16(mlp_key_floats(r));
     return s;

@@ -117,8 +117,9 @@ struct npred_readout {
     float *ws;
     size_t ws_size;
     /* Gaussian readouts: when set before npred_readout_setup, the channels-last copy of
-     * the input and its gradient live here (npred_readout_nhwc_floats floats, not owned)
-     * instead of in ws: a model's sessions share one (a backward is of the last forward) */
+     * the input and its gradient and the sampled positions of the last forward (grid,
+     * their gradient) live here (npred_readout_nhwc_floats floats, not owned) instead
+     * of in ws: a model's sessions share one (a backward is of the last forward) */
     float *nhwc;
     size_t nhwc_floats;
     const float *x; /* cached input of the last forward (B, c, h, w) */
@@ -137,7 +138,7 @@ void npred_readout_config_default(npred_readout_config *cfg, npred_readout_type 
 npred_status npred_readout_declare(npred_readout *r, const npred_readout_config *cfg, const char *prefix,
                                    npred_ptable *t);
 npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int max_batch);
-/* floats of the input copy and its gradient that r->nhwc can hold for it (0: none) */
+/* floats of the input copy, its gradient and the positions that r->nhwc holds for it (0: none) */
 size_t npred_readout_nhwc_floats(const npred_readout *r, int max_batch);
 /* Initialise parameters as neuralpredictors does (mean_activity (n) or NULL -> bias 0). */
 void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng, const float *mean_activity);
