@@ -50,6 +50,9 @@ static void help(FILE *f)
             "  --precision P       fp32 (default, exact) or bf16: the core's GEMM convolutions (forward and\n"
             "                      backward) in bfloat16 with fp32 accumulation, weights kept in fp32\n"
             "                      (AVX-512 BF16 CPUs; docs/precision.md); recorded in config.json\n"
+            "  --recompute M       auto (default), on or off: the core stores only its BatchNorm inputs in\n"
+            "                      training and recomputes the rest in the backward (less memory, some more\n"
+            "                      time, identical results; auto: where it saves >= 256 MiB; docs/performance.md)\n"
             "  --resume            continue the run in --out from its state.safetensors (settings not given\n"
             "                      on the command line are read from its config.json)\n"
             "  --max-iter N        override the trainer's max_iter\n"
@@ -256,8 +259,9 @@ int cmd_train(int argc, char **argv)
 {
     cli_list paths = {0};
     const char *model_path = NULL, *trainer_path = NULL, *dataset_path = NULL, *out = NULL, *init_core = NULL;
-    const char *precision_name = NULL;
+    const char *precision_name = NULL, *recompute_name = NULL;
     npred_precision precision = NPRED_PRECISION_FP32;
+    npred_recompute recompute = NPRED_RECOMPUTE_AUTO;
     long long seed = -1, threads = 0, max_iter = -1;
     int resume = 0, rc = 0, sync_bn = 0;
     const cli_opt opts[] = {{"data", CLI_LIST, &paths, 0, 0},
@@ -272,6 +276,7 @@ int cmd_train(int argc, char **argv)
                             {"resume", CLI_FLAG, &resume, 0, 0},
                             {"sync-bn", CLI_FLAG, &sync_bn, 0, 0},
                             {"precision", CLI_STR, &precision_name, 0, 0},
+                            {"recompute", CLI_STR, &recompute_name, 0, 0},
                             {NULL, 0, NULL, 0, 0}};
     const cli_spec spec = {"train", help, opts, NULL};
     if ((rc = cli_parse(&spec, argc, argv)) != CLI_CONTINUE) return rc;
@@ -279,6 +284,10 @@ int cmd_train(int argc, char **argv)
     if (precision_name && npred_precision_parse(precision_name, &precision)) {
         free(paths.v);
         return cli_usage_error("train", "--precision %s: expected fp32 or bf16", precision_name);
+    }
+    if (recompute_name && npred_recompute_parse(recompute_name, &recompute)) {
+        free(paths.v);
+        return cli_usage_error("train", "--recompute %s: expected auto, on or off", recompute_name);
     }
     /* the list of datasets: from --data, else (with --resume) from the run's config.json */
     size_t n_data = (size_t)paths.n, data_cap = (size_t)paths.n + 1;
@@ -392,6 +401,10 @@ int cmd_train(int argc, char **argv)
             rc = cli_usage_error("train", "--precision bf16 is for static (image) models; video training runs in fp32");
             goto out;
         }
+        if (recompute_name) {
+            rc = cli_usage_error("train", "--recompute is for static (image) models, not for movie scans");
+            goto out;
+        }
         progress vp = {rank == 0 && isatty(STDERR_FILENO), 1};
         train_video_args va = {data, n_data, jmodel, jtrainer, cfg_where_dataset ? jdataset : NULL, cfg_where_model,
                                cfg_where_trainer, cfg_where_dataset, out, seed, max_iter, resume, sync_bn,
@@ -480,6 +493,10 @@ int cmd_train(int argc, char **argv)
     }
     if ((st = npred_model_set_precision(m, precision))) {
         rc = cli_fail(st, "--precision");
+        goto done;
+    }
+    if ((st = npred_model_set_recompute(m, recompute))) {
+        rc = cli_fail(st, "--recompute");
         goto done;
     }
     if (init_core && !resume) {

@@ -124,6 +124,9 @@ static void unfused_case(int B, int C, int H, int W, int training)
     gc_fill(rv1, (size_t)C, 0.5, 2.0, &st);
     memcpy(rm2, rm1, sizeof rm1);
     memcpy(rv2, rv1, sizeof rv1);
+    float rm0[16], rv0[16];
+    memcpy(rm0, rm1, sizeof rm1);
+    memcpy(rv0, rv1, sizeof rv1);
     const float xs = 0.2f, ys = -0.1f;
     npred_act act = {NPRED_ACT_ADAPTIVE_ELU, xs, ys};
     CHECK_OK(npred_batchnorm2d_forward(v, m1, s1, rm1, rv1, &c1, x, gamma, beta, B, C, H, W, training, 0.1, 1e-5));
@@ -203,6 +206,9 @@ static void pieces_case(int B, int C, int H, int W, int training, double offset)
     gc_fill(rv1, (size_t)C, 0.5, 2.0, &st);
     memcpy(rm2, rm1, sizeof rm1);
     memcpy(rv2, rv1, sizeof rv1);
+    float rm0[16], rv0[16];
+    memcpy(rm0, rm1, sizeof rm1);
+    memcpy(rv0, rv1, sizeof rv1);
     const float xs = 0.15f, ys = -0.05f;
     CHECK_OK(npred_batchnorm2d_elu_forward(y1, m1, s1, rm1, rv1, &c1, x, gamma, beta, B, C, H, W, training, 0.1,
                                            1e-5, xs, ys));
@@ -241,6 +247,61 @@ static void pieces_case(int B, int C, int H, int W, int training, double offset)
     CHECK(!memcmp(dx1, dx2, n * sizeof *dx1), "dx image by image differs from the kernel's");
     CHECK(!memcmp(dg1, dg2, (size_t)C * sizeof *dg1) && !memcmp(db1, db2, (size_t)C * sizeof *db1),
           "dgamma/dbeta of the coefficients pass differ from the kernel's");
+    /* activation recomputation: y, the statistics and the backward from x and the map
+     * alone (y not stored) give the same bits */
+    const npred_bn_elu_map map = {m1, s1, gamma, beta, xs, ys, !training};
+    gc_fill(y2, n, 5.0, 6.0, &st);
+    npred_batchnorm2d_elu_apply(y2, x, &map, B, C, HW);
+    CHECK(!memcmp(y1, y2, n * sizeof *y1), "recomputed y differs from the forward's");
+    if (training) {
+        double m3[16], s3[16];
+        float rm3[16], rv3[16];
+        int64_t c3 = 0;
+        memcpy(rm3, rm0, sizeof rm0);
+        memcpy(rv3, rv0, sizeof rv0);
+        CHECK_OK(npred_batchnorm2d_stats(m3, s3, rm3, rv3, &c3, x, pst, B, C, H, W, 1, 0.1, 1e-5));
+        CHECK(!memcmp(m1, m3, (size_t)C * sizeof *m1) && !memcmp(s1, s3, (size_t)C * sizeof *s1) && c3 == c1 &&
+                  !memcmp(rm1, rm3, (size_t)C * sizeof *rm1) && !memcmp(rv1, rv3, (size_t)C * sizeof *rv1),
+              "statistics alone differ from the forward's (count %lld)", (long long)c3);
+        CHECK_OK(npred_batchnorm2d_stats(m3, s3, NULL, NULL, NULL, x, NULL, B, C, H, W, 1, 0.1, 1e-5));
+        CHECK(!memcmp(m1, m3, (size_t)C * sizeof *m1) && !memcmp(s1, s3, (size_t)C * sizeof *s1),
+              "statistics alone (without the planes) differ from the forward's");
+    }
+    else {
+        double m3[16], s3[16];
+        float rm3[16], rv3[16];
+        memcpy(rm3, rm1, sizeof rm1);
+        memcpy(rv3, rv1, sizeof rv1);
+        CHECK_OK(npred_batchnorm2d_stats(m3, s3, rm3, rv3, NULL, x, NULL, B, C, H, W, 0, 0.1, 1e-5));
+        CHECK(!memcmp(m1, m3, (size_t)C * sizeof *m1) && !memcmp(s1, s3, (size_t)C * sizeof *s1) &&
+                  !memcmp(rm1, rm3, (size_t)C * sizeof *rm1) && !memcmp(rv1, rv3, (size_t)C * sizeof *rv1),
+              "eval statistics alone differ from the forward's");
+    }
+    /* from e, the gradient of the ELU's input, formed once where y is at hand (in place,
+     * or with y recomputed by the map): the coefficients and dx have the same bits */
+    float *e1 = malloc(n * sizeof *e1), *e2 = malloc(n * sizeof *e2), *dx3 = malloc(n * sizeof *dx3);
+    float dg4[16] = {0}, db4[16] = {0};
+    double coef2[4 * 16];
+    memcpy(e1, dy, n * sizeof *dy);
+    memcpy(e2, dy, n * sizeof *dy);
+    npred_elu_grad_inplace(e1, y1, n, ys);
+    for (int b = 0; b < B; b++)
+        npred_batchnorm2d_elu_grad_image_map(e2 + (size_t)b * C * HW, x + (size_t)b * C * HW, &map, C, HW);
+    CHECK(!memcmp(e1, e2, n * sizeof *e1), "e with y recomputed differs from e with the stored y");
+    CHECK_OK(npred_batchnorm2d_elu_backward_coef_e(coef2, dg4, db4, e1, x, gamma, m1, s1, B, C, H, W, training));
+    CHECK(!memcmp(coef, coef2, 4 * (size_t)C * sizeof *coef) && !memcmp(dg1, dg4, (size_t)C * sizeof *dg1) &&
+              !memcmp(db1, db4, (size_t)C * sizeof *db1),
+          "coefficients from e differ from the kernel's");
+    gc_fill(dx3, n, 5.0, 6.0, &st);
+    for (int b = 0; b < B; b++) {
+        size_t o = (size_t)b * C * HW;
+        npred_batchnorm2d_elu_backward_image(dx3 + o, e1 + o, x + o, NULL, coef, C, HW, training, ys);
+        npred_batchnorm2d_elu_backward_image(e2 + o, e2 + o, x + o, NULL, coef, C, HW, training, ys); /* in place */
+    }
+    CHECK(!memcmp(dx1, dx3, n * sizeof *dx1), "dx image by image from e differs from the kernel's");
+    CHECK(!memcmp(dx1, e2, n * sizeof *dx1), "dx image by image from e, in place, differs from the kernel's");
+    free(e1), free(e2);
+    free(dx3);
     free(x), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(pst);
 }
 
@@ -258,6 +319,11 @@ static void test_pieces(void)
     CHECK(npred_batchnorm2d_elu_backward_coef(NULL, NULL, NULL, x, x, y, NULL, m, s, 1, 2, 2, 2, 1, 0) ==
               NPRED_ERR_ARG,
           "missing coefficients accepted");
+    CHECK(npred_batchnorm2d_elu_backward_coef_e(NULL, NULL, NULL, x, x, NULL, m, s, 1, 2, 2, 2, 1) == NPRED_ERR_ARG,
+          "missing coefficients accepted (from e)");
+    double cf[8];
+    CHECK(npred_batchnorm2d_elu_backward_coef_e(cf, NULL, NULL, NULL, x, NULL, m, s, 1, 2, 2, 2, 1) == NPRED_ERR_ARG,
+          "missing e accepted");
 }
 
 /* Eval mode image by image (npred_batchnorm2d_eval_image / _eval_stats) gives the

@@ -8,6 +8,7 @@
 #include "cores/stacked2d.h"
 #include "harness.h"
 #include "kernels/conv2d.h"
+#include "kernels/gemm.h"
 #include "model/config.h"
 
 /* build the core config from the fixture's Stacked2dCore args */
@@ -408,6 +409,140 @@ static void test_eval_image_by_image(void)
     npred_ptable_free(&t);
 }
 
+
+/* Activation recomputation: a core that stores only its BatchNorm inputs (the
+ * SENSORIUM structure: a plain first layer, depth-separable hidden layers, the last
+ * layer stacked) gives the same bits as the one that stores every activation:
+ * outputs, running statistics, parameter and input gradients, over several training
+ * steps (SGD in between), then in eval mode (output and input gradient), for 1 and 2
+ * threads and in bf16; and it never writes the activations it does not store, nor the
+ * second output-gradient buffer. (The default, auto, would not recompute at this size.) */
+static int rc_bf16; /* recompute_run: bf16 GEMM convolutions */
+
+static void recompute_run(const char *cfgjson, int mode, int threads, int steps, float **out, float **grads, float **dx,
+                          float **params, float **bufs, size_t *nout, size_t *np, size_t *nx, size_t *nb, int *used,
+                          int *untouched)
+{
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, cfgjson, "recompute config"))) return;
+    m.core.input_channels = 1;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core;
+    int B = 6, H = 19, W = 23;
+    if (!CHECK_OK(npred_core_declare(&core, &m.core, "core.", H, W, &t)) || !CHECK_OK(npred_ptable_alloc(&t)) ||
+        !CHECK_OK(npred_core_setup(&core, &t, B)) || !CHECK_OK(npred_core_set_recompute(&core, mode)) ||
+        !CHECK_OK(npred_core_set_bf16(&core, rc_bf16))) {
+        npred_ptable_free(&t);
+        return;
+    }
+    npred_rng rng;
+    npred_rng_seed(&rng, 5);
+    npred_core_init_params(&core, &t, &rng);
+    for (size_t i = 0; i < t.n_params; i++) t.data[i] += (float)(0.2 * npred_rng_normal(&rng));
+    *nx = (size_t)B * H * W;
+    *nout = (size_t)B * core.out_c * core.out_h * core.out_w;
+    *np = t.n_params;
+    *nb = t.n_buffers;
+    float *x = malloc(*nx * sizeof *x), *up = malloc(*nout * sizeof *up);
+    *dx = calloc(*nx, sizeof **dx);
+    for (size_t i = 0; i < *nx; i++) x[i] = (float)npred_rng_normal(&rng);
+    for (size_t i = 0; i < *nout; i++) up[i] = (float)npred_rng_normal(&rng);
+    /* the activations recomputation does not store: a NaN pattern that must survive */
+    const uint32_t pat = 0x7fc0beefu;
+    int nl = m.core.layers;
+    for (int l = 0; l < nl; l++) {
+        npred_core_layer *L = &core.L[l];
+        size_t n = (size_t)B * L->cout * L->hout * L->wout, nm = (size_t)B * L->cout * L->hin * L->win;
+        /* and the output gradient buffer of the other parity (every gradient in place in one) */
+        float *bb[4] = {l < nl - 1 ? L->a : NULL, L->ds ? L->t[0] : NULL, L->ds ? L->t[1] : NULL,
+                        l == nl - 2 ? L->dout : NULL};
+        size_t len[4] = {n, nm, n, n};
+        for (int k = 0; k < 4; k++)
+            for (size_t i = 0; bb[k] && i < len[k]; i++) memcpy(&bb[k][i], &pat, sizeof pat);
+    }
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    *used = 1;
+    for (int step = 0; step < steps; step++) {
+        CHECK_OK(npred_core_forward(&core, &t, x, B, 1));
+        *used &= core.rc;
+        npred_ptable_zero_grad(&t);
+        memset(*dx, 0, *nx * sizeof **dx);
+        CHECK_OK(npred_core_backward(&core, &t, up, *dx));
+        if (step + 1 < steps)
+            for (size_t i = 0; i < t.n_params; i++) t.data[i] -= 0.05f * t.grad[i];
+    }
+    /* then an eval forward and its backward (input gradient), as MEIs and evaluations run */
+    *out = malloc(2 * *nout * sizeof **out);
+    memcpy(*out, core.output, *nout * sizeof **out);
+    float *dxe = calloc(*nx, sizeof *dxe);
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    *used &= core.rc;
+    memcpy(*out + *nout, core.output, *nout * sizeof **out);
+    CHECK_OK(npred_core_backward(&core, &t, up, dxe));
+    *dx = realloc(*dx, 2 * *nx * sizeof **dx);
+    memcpy(*dx + *nx, dxe, *nx * sizeof *dxe);
+    free(dxe);
+    omp_set_num_threads(nt);
+    *untouched = 1;
+    for (int l = 0; l < nl; l++) {
+        npred_core_layer *L = &core.L[l];
+        size_t n = (size_t)B * L->cout * L->hout * L->wout, nm = (size_t)B * L->cout * L->hin * L->win;
+        float *bb[4] = {l < nl - 1 ? L->a : NULL, L->ds ? L->t[0] : NULL, L->ds ? L->t[1] : NULL,
+                        l == nl - 2 ? L->dout : NULL};
+        size_t len[4] = {n, nm, n, n};
+        for (int k = 0; k < 4; k++)
+            for (size_t i = 0; bb[k] && i < len[k]; i++) *untouched &= memcmp(&bb[k][i], &pat, sizeof pat) == 0;
+    }
+    *grads = malloc(*np * sizeof **grads);
+    memcpy(*grads, t.grad, *np * sizeof **grads);
+    *params = malloc(*np * sizeof **params);
+    memcpy(*params, t.data, *np * sizeof **params);
+    *bufs = malloc((*nb + 1) * sizeof **bufs);
+    memcpy(*bufs, t.bufdata, *nb * sizeof **bufs);
+    free(x), free(up);
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+}
+
+static void test_recompute_bit_identical(void)
+{
+    static const char *cfg = "{\"core\": {\"hidden_channels\": 16, \"input_kern\": 7, \"hidden_kern\": 5,"
+                             " \"layers\": 4, \"depth_separable\": true, \"pad_input\": false, \"stack\": -1,"
+                             " \"elu_shift\": [0.1, -0.2], \"gamma_input\": 0.5}}";
+    for (int v = 0; v < 3; v++) { /* 1 thread, 2 threads, 2 threads in bf16 (where the CPU has it) */
+        int threads = v ? 2 : 1;
+        rc_bf16 = v == 2;
+        if (rc_bf16 && !npred_gemm_bf16_available()) continue;
+        float *o[2] = {0}, *g[2] = {0}, *dx[2] = {0}, *p[2] = {0}, *b[2] = {0};
+        size_t nout = 0, np = 0, nx = 0, nb = 0;
+        int used[2] = {0}, untouched[2] = {0};
+        for (int k = 0; k < 2; k++)
+            recompute_run(cfg, k ? NPRED_CORE_RECOMPUTE_ON : NPRED_CORE_RECOMPUTE_OFF, threads, 3, &o[k], &g[k],
+                          &dx[k], &p[k], &b[k], &nout, &np, &nx, &nb, &used[k], &untouched[k]);
+        if (!CHECK(o[0] && o[1], "a run failed")) continue;
+        const char *what = rc_bf16 ? "2 threads, bf16" : threads == 1 ? "1 thread" : "2 threads";
+        CHECK(!used[0] && used[1], "recomputation used: off %d, on %d (want 0, 1)", used[0], used[1]);
+        CHECK(!untouched[0] && untouched[1], "unstored activations untouched: off %d, on %d (want 0, 1)", untouched[0],
+              untouched[1]);
+        CHECK(memcmp(o[0], o[1], nout * sizeof *o[0]) == 0, "%s: outputs differ", what);
+        CHECK(memcmp(o[0] + nout, o[1] + nout, nout * sizeof *o[0]) == 0, "%s: eval outputs differ", what);
+        CHECK(memcmp(dx[0] + nx, dx[1] + nx, nx * sizeof *dx[0]) == 0, "%s: eval input gradients differ", what);
+        CHECK(memcmp(g[0], g[1], np * sizeof *g[0]) == 0, "%s: parameter gradients differ", what);
+        CHECK(memcmp(dx[0], dx[1], nx * sizeof *dx[0]) == 0, "%s: input gradients differ", what);
+        CHECK(memcmp(p[0], p[1], np * sizeof *p[0]) == 0, "%s: parameters after the steps differ", what);
+        CHECK(memcmp(b[0], b[1], nb * sizeof *b[0]) == 0, "%s: running statistics differ", what);
+        double gn = 0;
+        for (size_t i = 0; i < np; i++) gn += (double)g[1][i] * g[1][i];
+        CHECK(gn > 0 && isfinite(gn), "gradient norm %g", gn);
+        for (int k = 0; k < 2; k++) free(o[k]), free(g[k]), free(dx[k]), free(p[k]), free(b[k]);
+    }
+    rc_bf16 = 0;
+    npred_core c;
+    CHECK(npred_core_set_recompute(&c, 2) != NPRED_OK, "recompute mode 2 accepted");
+}
+
 static void test_bad_config(void)
 {
     npred_model_config m;
@@ -453,6 +588,7 @@ int main(void)
     RUN(test_ds_block_image_by_image);
     RUN(test_fd_shared_gradient_buffers);
     RUN(test_eval_image_by_image);
+    RUN(test_recompute_bit_identical);
     RUN(test_bad_config);
     return th_summary();
 }

@@ -490,7 +490,12 @@ typedef struct {
     double first_loss, last_loss, first_obj, last_obj;
     int stop_epoch, stop_batch;
     volatile sig_atomic_t flag;
+    npred_model *m;       /* set by train() */
+    int batches, rc_batches; /* training batches, and those whose forward used activation recomputation */
 } progress;
+
+/* the core's activation recomputation mode of train() */
+static npred_recompute g_recompute = NPRED_RECOMPUTE_AUTO;
 
 static void on_epoch(void *u, const npred_trainer_epoch_info *e)
 {
@@ -505,6 +510,8 @@ static void on_epoch(void *u, const npred_trainer_epoch_info *e)
 static void on_batch(void *u, const npred_trainer_batch_info *b)
 {
     progress *p = u;
+    p->batches++;
+    p->rc_batches += p->m && npred_model_recomputes(p->m);
     if (b->epoch == p->stop_epoch && b->batch == p->stop_batch) p->flag = 1;
 }
 
@@ -516,6 +523,8 @@ static npred_status train(npred_loaders *L, int max_iter, uint64_t seed, const c
     npred_trainer *t = NULL;
     npred_trainer_config c = small_config(max_iter);
     npred_status st = npred_trainer_model_create(&m, L, model_cfg, "model", seed);
+    if (!st) st = npred_model_set_recompute(m, g_recompute);
+    pg->m = m;
     if (!st) st = npred_trainer_create(&t, m, L, &c, seed);
     if (!st && dir) st = npred_trainer_set_run_dir(t, dir, "{\"test\": true}\n");
     if (!st && resume) {
@@ -561,6 +570,40 @@ static void test_learns_and_determinism(void)
     free(a);
     free(b);
     free(c);
+    npred_loaders_free(L);
+}
+
+/* Activation recomputation of the core (on) trains to the same bits as storing every
+ * activation (off), and the default (auto) does not use it at these sizes */
+static void test_recompute_identical(void)
+{
+    npred_loaders *L = open_loaders(2, 32);
+    if (!L) return;
+    progress p[3];
+    memset(p, 0, sizeof p);
+    float *a[3] = {NULL, NULL, NULL};
+    size_t na[3] = {0, 0, 0};
+    const npred_recompute modes[3] = {NPRED_RECOMPUTE_OFF, NPRED_RECOMPUTE_ON, NPRED_RECOMPUTE_AUTO};
+    for (int k = 0; k < 3; k++) {
+        g_recompute = modes[k];
+        CHECK_OK(train(L, 3, 11, NULL, &p[k], 0, &a[k], &na[k]));
+    }
+    g_recompute = NPRED_RECOMPUTE_AUTO;
+    CHECK(p[0].batches > 10 && p[0].rc_batches == 0, "off: %d of %d batches recomputed", p[0].rc_batches, p[0].batches);
+    CHECK(p[1].batches == p[0].batches && p[1].rc_batches == p[1].batches, "on: %d of %d batches recomputed",
+          p[1].rc_batches, p[1].batches);
+    CHECK(p[2].rc_batches == 0, "auto at batch 32 of 6 channels: %d batches recomputed", p[2].rc_batches);
+    for (int k = 1; k < 3; k++)
+        CHECK(na[k] == na[0] && a[k] && a[0] && memcmp(a[0], a[k], na[0] * sizeof(float)) == 0,
+              "recompute %d: parameters and buffers differ from storing the activations", (int)modes[k]);
+    CHECK(p[0].last_obj == p[1].last_obj && p[0].last_loss == p[1].last_loss,
+          "objective %.17g / %.17g, loss %.17g / %.17g", p[0].last_obj, p[1].last_obj, p[0].last_loss, p[1].last_loss);
+    npred_recompute r = NPRED_RECOMPUTE_ON;
+    CHECK(npred_recompute_parse("sometimes", &r) == NPRED_ERR_ARG && strstr(npred_last_error(), "sometimes"),
+          "a bad recompute mode accepted");
+    CHECK_OK(npred_recompute_parse("off", &r));
+    CHECK(r == NPRED_RECOMPUTE_OFF, "off parsed as %d", (int)r);
+    for (int k = 0; k < 3; k++) free(a[k]);
     npred_loaders_free(L);
 }
 
@@ -754,6 +797,7 @@ int main(void)
     RUN(test_shared_match_ids);
     RUN(test_track_training);
     RUN(test_learns_and_determinism);
+    RUN(test_recompute_identical);
     RUN(test_interrupt_resume);
     RUN(test_bad_setup);
     RUN(test_detach_core_transfer);

@@ -147,6 +147,27 @@ NPRED_API npred_precision npred_model_precision(const npred_model *m);
 NPRED_API npred_status npred_precision_parse(const char *name, npred_precision *out);
 NPRED_API const char *npred_precision_name(npred_precision p);
 
+/* Activation recomputation (gradient checkpointing) of the core
+ * (docs/performance.md, "Activation recomputation"): a forward (training or eval)
+ * stores only each core layer's BatchNorm input and the core's output, and the
+ * backward recomputes the rest image by image with the forward's kernels, so every
+ * result is bit-identical to storing them; the SENSORIUM core at batch 128 then keeps
+ * 5 activation-sized buffers instead of 17, for no measured extra time (the
+ * recomputed convolutions cost about what the forward saves in memory traffic).
+ * AUTO (the default) uses it where it saves at least
+ * 256 MiB at the model's max_batch (e.g. the SENSORIUM core set up for batch 128, not
+ * for 32; then for every batch of at least one image per thread), ON wherever the core
+ * allows it, OFF never. Cores that do not allow it (skip connections, several
+ * stacked layers, SE blocks, attention, Hermite layers, layers without fused
+ * BatchNorm + ELU, fewer images than threads) store everything whatever the mode.
+ * Not saved with the model. */
+typedef enum { NPRED_RECOMPUTE_AUTO = -1, NPRED_RECOMPUTE_OFF = 0, NPRED_RECOMPUTE_ON = 1 } npred_recompute;
+NPRED_API npred_status npred_model_set_recompute(npred_model *m, npred_recompute mode);
+/* whether the model's last forward used it (1) or stored every activation (0) */
+NPRED_API int npred_model_recomputes(const npred_model *m);
+/* "auto" / "on" / "off" -> *out; NPRED_ERR_ARG naming the value otherwise */
+NPRED_API npred_status npred_recompute_parse(const char *name, npred_recompute *out);
+
 /* Introspection */
 NPRED_API int npred_model_n_sessions(const npred_model *m);
 NPRED_API const char *npred_model_session_key(const npred_model *m, int i);

@@ -195,7 +195,9 @@ NPRED_API npred_status npred_trainer_set_run_dir(npred_trainer *t, const char *d
  * loaders must match the saved run (NPRED_ERR_FORMAT naming the mismatch). */
 NPRED_API npred_status npred_trainer_resume(npred_trainer *t, const char *state_path);
 /* Train until early stopping ends (the model then holds the best state when
- * restore_best). NPRED_ERR_INTERRUPTED when the interrupt flag was set. */
+ * restore_best). NPRED_ERR_INTERRUPTED when the interrupt flag was set. After each
+ * epoch's steps (and so at the end) the memory of the model's backward-only scratch
+ * is given back to the system (the next backward takes it again). */
 NPRED_API npred_status npred_trainer_run(npred_trainer *t, npred_trainer_result *res);
 
 /* Pieces, for tests and custom loops. */

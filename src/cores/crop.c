@@ -55,6 +55,8 @@ npred_status npred_core_resized(npred_core *dst, const npred_core *src, const np
     }
     dst->output = NULL;
     dst->owns_output = 0;
+    dst->rc = 0;
+    dst->output_in_dy = 0; /* its caller reads the output itself */
     for (int i = 0; i < 3; i++) dst->g[i] = NULL;
     dst->pstats = NULL;
     dst->bncoef = NULL;

@@ -236,6 +236,7 @@ npred_status npred_core_declare(npred_core *core, const npred_core_config *cfg, 
                                 int in_w, npred_ptable *t)
 {
     memset(core, 0, sizeof *core);
+    core->recompute = NPRED_CORE_RECOMPUTE_AUTO;
     core->cfg = *cfg;
     npred_core_config *c = &core->cfg;
     snprintf(core->prefix, sizeof core->prefix, "%s", prefix);
@@ -455,14 +456,40 @@ static size_t ds_part_floats(const npred_core_layer *L, size_t off[3][2])
 
 #define DS_CHUNKS 32
 
-/* Bytes of one thread's part of the image-by-image backward: a conv slice, the
- * two intermediate gradients of one image and the gradient of its output (when
- * the block's BatchNorm + ELU backward is applied image by image). */
+/* floats of a scratch buffer of n: rounded to 16, and 16 more of slack */
+static size_t f16(size_t n) { return (n + 15) / 16 * 16 + 16; }
+
+/* One thread's part of the image-by-image block: a conv slice, the two
+ * intermediate gradients of one image and the gradient of its output (when the
+ * block's BatchNorm + ELU backward is applied image by image), and for activation
+ * recomputation the image's block input and two intermediates. */
+typedef struct {
+    void *ws;
+    float *dt1, *dzs, *dt0, *ain, *t0, *t1;
+} ds_scratch;
+
 static size_t ds_thread_bytes(const npred_core_layer *L)
 {
-    const size_t n_mid = (size_t)L->cout * L->hin * L->win, n_out = (size_t)L->cout * L->hout * L->wout;
-    size_t per = (ds_slice_bytes(L) + 63) / 64 * 64 + sizeof(float) * ((n_out + 15) / 16 * 16 * 2 + n_mid + 16);
+    const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
+                 n_out = (size_t)L->cout * L->hout * L->wout;
+    size_t per = (ds_slice_bytes(L) + 63) / 64 * 64 + sizeof(float) * (3 * f16(n_out) + 2 * f16(n_mid) + f16(n_in));
     return (per + 63) / 64 * 64;
+}
+
+static ds_scratch ds_thread(const npred_core_layer *L, char *mine)
+{
+    const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
+                 n_out = (size_t)L->cout * L->hout * L->wout;
+    ds_scratch d;
+    d.ws = mine;
+    float *p = (float *)(mine + (ds_slice_bytes(L) + 63) / 64 * 64);
+    d.dt1 = p, p += f16(n_out);
+    d.dzs = p, p += f16(n_out);
+    d.dt0 = p, p += f16(n_mid);
+    d.ain = p, p += f16(n_in);
+    d.t0 = p, p += f16(n_mid);
+    d.t1 = p;
+    return d;
 }
 
 /* Workspace bytes of the image-by-image backward: the chunks' partials, then per
@@ -856,6 +883,35 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
                                  core->ws_bytes);
 }
 
+/* Activation recomputation: the previous fused layer's BatchNorm input and map,
+ * from which the block's input is recomputed image by image (its output is not
+ * stored). */
+typedef struct {
+    const float *z;
+    npred_bn_elu_map map;
+} ds_prev;
+
+/* The threads' parts of the image-by-image block in the workspace (after the
+ * chunks' gradient partials); *T is lowered to the number that fit. */
+static char *ds_threads(npred_core *core, const npred_core_layer *L, int *T)
+{
+    size_t off[3][2];
+    char *thr = (char *)core->ws + (DS_CHUNKS * ds_part_floats(L, off) * sizeof(float) + 63) / 64 * 64;
+    size_t used = (size_t)(thr - (char *)core->ws), room = core->ws_bytes > used ? core->ws_bytes - used : 0;
+    size_t per = ds_thread_bytes(L);
+    if ((size_t)*T > room / per) *T = (int)(room / per);
+    return thr;
+}
+
+/* The block's input of image n recomputed from the previous layer (prev), or in place */
+static const float *ds_input(const npred_core_layer *L, const float *in, const ds_prev *prev, int n, float *ain)
+{
+    const size_t hw = (size_t)L->hin * L->win, n_in = (size_t)L->cin * hw;
+    if (!prev) return in + n * n_in;
+    npred_batchnorm2d_elu_apply(ain, prev->z + n * n_in, &prev->map, 1, L->cin, hw);
+    return ain;
+}
+
 /* The depth-separable block (1x1 -> depthwise -> 1x1) image by image in one
  * parallel region: an image's two intermediates are still in L2 when the next
  * convolution reads them, where three batched calls stream each of them through
@@ -863,7 +919,10 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
  * call does (the same kernels, one image per call on one thread), so the result
  * is bit-identical to the three batched calls. With pst, the per-plane BatchNorm
  * statistics of each image's output are computed while it is in cache
- * (npred_batchnorm2d_plane_stats, into pst (B, C, 2)). */
+ * (npred_batchnorm2d_plane_stats, into pst (B, C, 2)). With prev (activation
+ * recomputation, training), the input of each image is made from the previous
+ * layer's BatchNorm input and the intermediates stay in per-thread scratch: only z
+ * is stored. */
 /* With ev (eval mode, a fused BatchNorm + ELU layer), each image's BatchNorm + ELU
  * is applied right after its convolutions, into L->a, with the bits of the batched
  * eval kernel (npred_batchnorm2d_eval_image). The same image-by-image loop runs the
@@ -877,7 +936,7 @@ typedef struct {
 } blk_eval;
 
 static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *in, int B,
-                               double *pst, const blk_eval *ev, int lean)
+                               double *pst, const blk_eval *ev, int lean, const ds_prev *prev)
 {
     npred_conv2d_params p[3];
     const float *w[3], *b[3];
@@ -888,29 +947,35 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
         w[i] = pw(t, L->p_w[i]);
         b[i] = pw(t, L->p_b[i]);
     }
-    const size_t slice = ds_slice_bytes(L);
-    const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
-                 n_out = (size_t)L->cout * L->hout * L->wout, hw = (size_t)L->hout * L->wout;
+    const size_t slice = ds_slice_bytes(L), per = ds_thread_bytes(L);
+    const size_t n_mid = (size_t)L->cout * L->hin * L->win, n_out = (size_t)L->cout * L->hout * L->wout,
+                 hw = (size_t)L->hout * L->wout;
     int T = npred_threads();
     if (T > B) T = B;
-    if (slice && (size_t)T > core->ws_bytes / slice) T = (int)(core->ws_bytes / slice);
+    char *thr = NULL;
+    if (prev) thr = ds_threads(core, L, &T);
+    else if (slice && (size_t)T > core->ws_bytes / slice) T = (int)(core->ws_bytes / slice);
     if (T < 1) return npred_errorf(NPRED_ERR_ARG, "core: workspace of %zu bytes too small", core->ws_bytes);
     int failed = 0;
 #pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
     {
-        void *ws = (char *)core->ws + (size_t)npred_thread_id() * slice;
+        ds_scratch sc;
+        memset(&sc, 0, sizeof sc);
+        if (prev) sc = ds_thread(L, thr + (size_t)npred_thread_id() * per);
+        else sc.ws = (char *)core->ws + (size_t)npred_thread_id() * slice;
 #pragma omp for schedule(static)
         for (int n = 0; n < B; n++) {
             const size_t slot = lean ? (size_t)npred_thread_id() : (size_t)n;
             float *z = (lean ? core->g[2] : L->z) + slot * n_out;
+            const float *xin = ds_input(L, in, prev, n, sc.ain);
             if (nc == 3) {
-                float *t0 = (lean ? core->g[0] : L->t[0]) + slot * n_mid;
-                float *t1 = (lean ? core->g[1] : L->t[1]) + slot * n_out;
-                failed |= npred_conv2d_forward(t0, in + n * n_in, w[0], b[0], &p[0], ws, slice) != NPRED_OK ||
-                          npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], ws, slice) != NPRED_OK ||
-                          npred_conv2d_forward(z, t1, w[2], b[2], &p[2], ws, slice) != NPRED_OK;
+                float *t0 = prev ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
+                float *t1 = prev ? sc.t1 : (lean ? core->g[1] : L->t[1]) + slot * n_out;
+                failed |= npred_conv2d_forward(t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
+                          npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK ||
+                          npred_conv2d_forward(z, t1, w[2], b[2], &p[2], sc.ws, slice) != NPRED_OK;
             } else {
-                failed |= npred_conv2d_forward(z, in + n * n_in, w[0], b[0], &p[0], ws, slice) != NPRED_OK;
+                failed |= npred_conv2d_forward(z, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK;
             }
             if (pst) npred_batchnorm2d_plane_stats(pst + (size_t)n * L->cout * 2, z, (size_t)L->cout, hw);
             if (ev)
@@ -932,47 +997,52 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
  * With bn, dz is not read: each image's dz is formed from the block's fused
  * BatchNorm + ELU backward (bn->dy is the gradient of the ELU output; coefficients
  * from npred_batchnorm2d_elu_backward_coef) into per-thread scratch, with the bits
- * the batched kernel writes. */
+ * the batched kernel writes. With prev (activation recomputation), each image's
+ * block input and both intermediates are recomputed first (the forward's kernels: the
+ * same bits); then bn->dy holds e (the gradient of the ELU's input) and with
+ * bn->e_out the image's input gradient is turned into the previous layer's e while
+ * its recomputed ELU output (the block input) is in cache. */
 typedef struct {
     const double *coef;
-    const float *dy, *x, *y;
+    const float *dy, *x, *y; /* y NULL: dy is e, the gradient of the ELU's input (recomputation) */
     int training;
     float yshift;
+    int e_out; /* turn each image's input gradient into the previous layer's e, from the block input */
 } ds_bn;
 
 static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *dz, float *din,
-                                const float *in, int B, const ds_bn *bn, int zero_din)
+                                const float *in, int B, const ds_bn *bn, int zero_din, const ds_prev *prev)
 {
     npred_conv2d_params p[3];
-    const float *w[3];
+    const float *w[3], *b[3];
     float *gw[3], *gb[3];
     for (int i = 0; i < 3; i++) {
         p[i] = L->cp[i];
         p[i].n = 1;
         w[i] = pw(t, L->p_w[i]);
+        b[i] = pw(t, L->p_b[i]);
         gw[i] = pg(t, L->p_w[i]);
         gb[i] = pg(t, L->p_b[i]);
     }
     size_t off[3][2];
     const size_t pf = ds_part_floats(L, off), slice = ds_slice_bytes(L);
     const size_t n_in = (size_t)L->cin * L->hin * L->win, n_mid = (size_t)L->cout * L->hin * L->win,
-                 n_out = (size_t)L->cout * L->hout * L->wout;
+                 n_out = (size_t)L->cout * L->hout * L->wout, hw = (size_t)L->hout * L->wout;
     const size_t per = ds_thread_bytes(L);
     const int nch = B < DS_CHUNKS ? B : DS_CHUNKS;
     float *parts = core->ws;
-    char *thr = (char *)core->ws + (DS_CHUNKS * pf * sizeof(float) + 63) / 64 * 64;
-    size_t room = core->ws_bytes > (size_t)(thr - (char *)core->ws) ? core->ws_bytes - (size_t)(thr - (char *)core->ws) : 0;
     int T = npred_threads();
     if (T > nch) T = nch;
-    if ((size_t)T > room / per) T = (int)(room / per);
+    char *thr = ds_threads(core, L, &T);
     if (T < 1) return npred_errorf(NPRED_ERR_ARG, "core: workspace of %zu bytes too small", core->ws_bytes);
+    /* din over dy: each image's input gradient replaces its output gradient once its
+     * BatchNorm gradient is formed (the same size: the caller checks) */
+    const int in_place = bn && din == bn->dy;
+    if (in_place && n_in != n_out) return npred_errorf(NPRED_ERR_ARG, "core: in-place block of unequal sizes");
     int failed = 0;
 #pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
     {
-        char *mine = thr + (size_t)npred_thread_id() * per;
-        void *ws = mine;
-        float *dt1 = (float *)(mine + (slice + 63) / 64 * 64), *dzs = dt1 + (n_out + 15) / 16 * 16,
-              *dt0 = dzs + (n_out + 15) / 16 * 16;
+        ds_scratch sc = ds_thread(L, thr + (size_t)npred_thread_id() * per);
 #pragma omp for schedule(static)
         for (int ch = 0; ch < nch; ch++) {
             float *part = parts + (size_t)ch * pf;
@@ -984,20 +1054,28 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
             }
             const int n0 = (int)((int64_t)ch * B / nch), n1 = (int)((int64_t)(ch + 1) * B / nch);
             for (int n = n0; n < n1; n++) {
-                memset(dt1, 0, n_out * sizeof *dt1);
-                memset(dt0, 0, n_mid * sizeof *dt0);
-                if (bn)
-                    npred_batchnorm2d_elu_backward_image(dzs, bn->dy + n * n_out, bn->x + n * n_out, bn->y + n * n_out,
-                                                         bn->coef, L->cout, (size_t)L->hout * L->wout, bn->training,
-                                                         bn->yshift);
-                const float *dzn = bn ? dzs : dz + n * n_out;
-                if (zero_din) memset(din + n * n_in, 0, n_in * sizeof *din);
-                failed |= npred_conv2d_backward(dt1, pw_[2], pb_[2], dzn, L->t[1] + n * n_out, w[2], &p[2], ws,
-                                                slice) != NPRED_OK ||
-                          npred_conv2d_backward(dt0, pw_[1], pb_[1], dt1, L->t[0] + n * n_mid, w[1], &p[1], ws,
-                                                slice) != NPRED_OK ||
-                          npred_conv2d_backward(din + n * n_in, pw_[0], pb_[0], dt0, in + n * n_in, w[0], &p[0], ws,
+                const float *xin = ds_input(L, in, prev, n, sc.ain);
+                const float *t0 = prev ? sc.t0 : L->t[0] + n * n_mid, *t1 = prev ? sc.t1 : L->t[1] + n * n_out;
+                if (prev)
+                    failed |= npred_conv2d_forward(sc.t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
+                              npred_conv2d_forward(sc.t1, sc.t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK;
+                if (bn) {
+                    npred_batchnorm2d_elu_backward_image(sc.dzs, bn->dy + n * n_out, bn->x + n * n_out,
+                                                         bn->y ? bn->y + n * n_out : NULL, bn->coef, L->cout, hw,
+                                                         bn->training, bn->yshift);
+                }
+                /* (in place: once this image's dy is read) */
+                if (zero_din || in_place) memset(din + n * n_in, 0, n_in * sizeof *din);
+                memset(sc.dt1, 0, n_out * sizeof *sc.dt1);
+                memset(sc.dt0, 0, n_mid * sizeof *sc.dt0);
+                const float *dzn = bn ? sc.dzs : dz + n * n_out;
+                failed |= npred_conv2d_backward(sc.dt1, pw_[2], pb_[2], dzn, t1, w[2], &p[2], sc.ws, slice) !=
+                              NPRED_OK ||
+                          npred_conv2d_backward(sc.dt0, pw_[1], pb_[1], sc.dt1, t0, w[1], &p[1], sc.ws, slice) !=
+                              NPRED_OK ||
+                          npred_conv2d_backward(din + n * n_in, pw_[0], pb_[0], sc.dt0, xin, w[0], &p[0], sc.ws,
                                                 slice) != NPRED_OK;
+                if (bn && bn->e_out) npred_elu_grad_inplace(din + n * n_in, xin, n_in, bn->yshift);
             }
         }
         /* implicit barrier: every chunk's partials are done; add them in chunk order */
@@ -1106,6 +1184,64 @@ static npred_status se_backward(npred_core_layer *L, npred_ptable *t, const floa
     return NPRED_OK;
 }
 
+/* Whether a forward of B images can store only each layer's BatchNorm input
+ * (activation recomputation, docs/performance.md; in eval mode too, so that a
+ * backward can follow and an evaluation does not touch the activations training
+ * left unstored): every layer fused
+ * BatchNorm + ELU, the hidden layers depth-separable blocks run image by image, one
+ * stacked layer (the last), no skip connections, squeeze-excitation, attention,
+ * Hermite filters or synchronised statistics. */
+static int rc_possible(const npred_core *core, int B, int train)
+{
+    const npred_core_config *c = &core->cfg;
+    if (c->layers < 2 || !shares_dout(c) || c->rot_eq || B < npred_threads() ||
+        (train && npred_batchnorm_sync_active()))
+        return 0;
+    for (int l = 0; l < c->layers; l++) {
+        const npred_core_layer *L = &core->L[l];
+        if (!L->fused || L->has_se || L->att || L->weff || L->rot != 1 || L->ds != (l > 0)) return 0;
+        if (l > 0 && (size_t)L->cin * L->hin * L->win != (size_t)L->cout * L->hout * L->wout)
+            return 0; /* the backward writes a block's input gradient over its output gradient */
+    }
+    return 1;
+}
+
+/* the recomputation is worth its extra forward work from this many bytes of
+ * stored activations it saves on (docs/performance.md) */
+#define RC_AUTO_BYTES ((size_t)256 << 20)
+
+/* Auto decides on the capacity (max_batch), not on the batch at hand: the pages a
+ * batch writes stay committed, so one smaller batch (an epoch's last) that stored
+ * everything would cost most of what the large ones saved. */
+static int rc_wanted(const npred_core *core, int B, int train)
+{
+    if (core->recompute == NPRED_CORE_RECOMPUTE_OFF || !rc_possible(core, B, train)) return 0;
+    if (core->recompute == NPRED_CORE_RECOMPUTE_ON) return 1;
+    size_t saved = 0; /* per hidden layer: its input (the previous ELU output) and two intermediates */
+    for (int l = 1; l < core->cfg.layers; l++) {
+        const npred_core_layer *L = &core->L[l];
+        saved += (size_t)core->max_batch * sizeof(float) *
+                 ((size_t)L->cin * L->hin * L->win + (size_t)L->cout * (L->hin * L->win + L->hout * L->wout));
+    }
+    return saved >= RC_AUTO_BYTES;
+}
+
+/* what recomputes layer L's output from its BatchNorm input */
+static npred_bn_elu_map layer_map(const npred_core *core, const npred_core_layer *L, npred_ptable *t)
+{
+    npred_bn_elu_map m = {L->mean, L->invstd, pw(t, L->p_gamma), pw(t, L->p_beta), core->act.xshift, core->act.yshift,
+                           !core->train};
+    return m;
+}
+
+npred_status npred_core_set_recompute(npred_core *core, int mode)
+{
+    if (mode != NPRED_CORE_RECOMPUTE_AUTO && mode != NPRED_CORE_RECOMPUTE_OFF && mode != NPRED_CORE_RECOMPUTE_ON)
+        return npred_errorf(NPRED_ERR_ARG, "core: recompute mode %d (auto -1, off 0, on 1)", mode);
+    core->recompute = mode;
+    return NPRED_OK;
+}
+
 npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *x, int B, int train)
 {
     const npred_core_config *c = &core->cfg;
@@ -1115,6 +1251,9 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     core->B = B;
     core->train = train;
     core->no_backward = !train && core->lean;
+    core->rc = rc_wanted(core, B, train);
+    if (!core->owns_output) /* (a recomputing forward may put it in the gradient buffer) */
+        core->output = core->L[c->stack[0]].out;
     npred_status s;
     for (int l = 0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
@@ -1131,9 +1270,10 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
          * the batched calls, which split each image's work): the depth-separable
          * block, and in eval mode any fused layer, whose BatchNorm + ELU is then
          * applied to each image in the loop (bn_in_block); not a plain layer whose
-         * convolution the caller wants by FFT (core->fft, conv_fwd) */
-        const int bn_in_block = !train && L->fused && L->rot == 1 && !L->att && !L->weff && L->p_rmean >= 0 &&
-                                L->p_rvar >= 0 && B >= npred_threads() && (L->ds || !core->fft);
+         * convolution the caller wants by FFT (core->fft, conv_fwd); not when recomputing
+         * (core->rc), which stores no ELU output but the last (layer_map's eval map) */
+        const int bn_in_block = !train && !core->rc && L->fused && L->rot == 1 && !L->att && !L->weff &&
+                                L->p_rmean >= 0 && L->p_rvar >= 0 && B >= npred_threads() && (L->ds || !core->fft);
         const int by_image = !L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block);
         blk_eval ev = {NULL, NULL, NULL, NULL, core->act.xshift, core->act.yshift};
         if (bn_in_block) {
@@ -1147,7 +1287,10 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             attention_forward(L, t, B);
         } else if (by_image) {
             if (train && L->fused && !npred_batchnorm_sync_active()) pst = core->pstats;
-            if ((s = ds_forward(core, L, t, in, B, pst, bn_in_block ? &ev : NULL, bn_in_block && core->lean)))
+            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}};
+            if (core->rc) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t)};
+            if ((s = ds_forward(core, L, t, in, B, pst, bn_in_block ? &ev : NULL, bn_in_block && core->lean,
+                                core->rc ? &prev : NULL)))
                 return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds) {
             if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) ||
@@ -1168,7 +1311,19 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
         if (L->fused) {
             float *nbt = npred_ptable_ptr(t, L->p_nbt);
             int64_t count = (int64_t)nbt[0];
-            if (pst)
+            if (core->rc) { /* the statistics; only the last layer's output is made (the others are recomputed) */
+                s = npred_batchnorm2d_stats(L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), &count, L->z, pst,
+                                            bnB, bnC, L->hout, L->wout, train, c->momentum, 1e-5);
+                if (!s && l == c->layers - 1) {
+                    const npred_bn_elu_map map = layer_map(core, L, t);
+                    const size_t per = (size_t)L->cout * hw;
+                    float *o = core->output_in_dy ? L->dout : L->a;
+                    core->output = o;
+#pragma omp parallel for schedule(static)
+                    for (int b = 0; b < B; b++)
+                        npred_batchnorm2d_elu_apply(o + b * per, L->z + b * per, &map, 1, L->cout, hw);
+                }
+            } else if (pst)
                 s = npred_batchnorm2d_elu_forward_planes(L->a, L->mean, L->invstd, pw(t, L->p_rmean),
                                                          pw(t, L->p_rvar), &count, L->z, pst, pw(t, L->p_gamma),
                                                          pw(t, L->p_beta), bnB, bnC, L->hout, L->wout, c->momentum,
@@ -1252,6 +1407,11 @@ static void skip_scatter(npred_core *core, int l, const float *din, int B)
         }
 }
 
+float *npred_core_dy_buffer(npred_core *core)
+{
+    return shares_dout(&core->cfg) ? core->L[core->cfg.layers - 1].dout : NULL;
+}
+
 npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float *dy, float *dx)
 {
     if (core->no_backward)
@@ -1262,13 +1422,17 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
     npred_status s;
     size_t plane = (size_t)core->out_h * core->out_w;
     const int shared = shares_dout(c); /* then each layer's gradient is zeroed right before it is written */
-    /* ... and the last layer's output gradient is dy itself (the only one entering the
-     * core), read in place: no zeroed buffer and no serial pass adding dy into it */
-    for (int l = 0; !shared && l < c->layers; l++) {
+    /* ... and without recomputation the last layer's output gradient is dy itself (the
+     * only one entering the core), read in place: no zeroed buffer and no serial pass
+     * adding dy into it. With recomputation every layer's output gradient lives in the
+     * last layer's buffer: dy is copied there unless it is that buffer already. */
+    const int in_place = dy == npred_core_dy_buffer(core);
+    const int copy = !shared || (core->rc && !in_place);
+    for (int l = shared ? c->layers - 1 : 0; copy && l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
         memset(L->dout, 0, sizeof(float) * (size_t)B * L->cout * L->hout * L->wout);
     }
-    for (int b = 0; !shared && b < B; b++) {
+    for (int b = 0; copy && b < B; b++) {
         size_t off = 0;
         for (int i = 0; i < c->n_stack; i++) {
             npred_core_layer *L = &core->L[c->stack[i]];
@@ -1283,12 +1447,16 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
         npred_core_layer *L = &core->L[l];
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
         int bnB = B * L->rot, bnC = L->cout / L->rot;
-        const float *cur = shared && l == c->layers - 1 ? dy : L->dout;
-        const int ds_images = L->ds && !L->att && L->has_bn && B >= npred_threads();
+        /* with recomputation every layer's output gradient is in the last layer's buffer
+         * (each block's backward writes its input gradient over its output gradient,
+         * image by image: see ds_backward's in_place) */
+        float *rcbuf = core->L[c->layers - 1].dout;
+        const float *cur = core->rc ? rcbuf : shared && l == c->layers - 1 ? dy : L->dout;
+        const int ds_images = L->ds && !L->att && L->has_bn && (B >= npred_threads() || core->rc);
         const int ds_fused = L->fused && ds_images && L->rot == 1 && !(core->train && npred_batchnorm_sync_active());
         /* the gradient of layer l - 1's output: zeroed here, or image by image by the
          * fused block (in parallel, right before it is written) */
-        if (shared && l > 0 && !ds_fused) {
+        if (shared && l > 0 && !ds_fused && !core->rc) {
             const npred_core_layer *P = &core->L[l - 1];
             memset(P->dout, 0, sizeof(float) * (size_t)B * P->cout * P->hout * P->wout);
         }
@@ -1296,26 +1464,58 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             if ((s = se_backward(L, t, cur, core->g[0], B))) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[0];
         }
-        /* the block image by image with its BN + ELU backward applied per image */
-        ds_bn bn = {core->bncoef, cur, L->z, L->a, core->train, core->act.yshift};
+        /* with recomputation the gradient in rcbuf is e, the gradient of the ELU's input
+         * (formed where the ELU output is at hand: the last layer's here, the others' by
+         * the block above, from its recomputed input) */
+        if (core->rc && l == c->layers - 1) {
+            const npred_bn_elu_map map = layer_map(core, L, t);
+            const size_t per = (size_t)L->cout * hw;
+            const int y_stored = !core->output_in_dy;
+#pragma omp parallel for schedule(static)
+            for (int b = 0; b < B; b++) {
+                if (y_stored) npred_elu_grad_inplace(rcbuf + b * per, L->a + b * per, per, core->act.yshift);
+                else npred_batchnorm2d_elu_grad_image_map(rcbuf + b * per, L->z + b * per, &map, L->cout, hw);
+            }
+        }
+        /* the block image by image with its BN + ELU backward applied per image (with
+         * recomputation always, whatever the thread count now) */
+        ds_bn bn = {core->bncoef, cur, L->z, core->rc ? NULL : L->a, core->train, core->act.yshift, core->rc};
         if (ds_fused) {
-            s = npred_batchnorm2d_elu_backward_coef(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
-                                                    L->a, pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout,
-                                                    L->wout, core->train, core->act.yshift);
-            float *din = l == 0 ? dx : uses_skip(c) ? core->g[1] : core->L[l - 1].dout;
+            if (core->rc)
+                s = npred_batchnorm2d_elu_backward_coef_e(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
+                                                          pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout,
+                                                          L->wout, core->train);
+            else
+                s = npred_batchnorm2d_elu_backward_coef(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
+                                                        L->a, pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC,
+                                                        L->hout, L->wout, core->train, core->act.yshift);
+            float *din = l == 0 ? dx : uses_skip(c) ? core->g[1] : core->rc ? rcbuf : core->L[l - 1].dout;
             const float *in = l == 0 ? core->x : uses_skip(c) ? L->in : core->L[l - 1].out;
+            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}};
+            if (core->rc) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t)};
             if (!s && l > 0 && uses_skip(c)) memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
-            if (!s) s = ds_backward(core, L, t, NULL, din, in, B, &bn, shared && l > 0);
+            if (!s) s = ds_backward(core, L, t, NULL, din, in, B, &bn, shared && l > 0, core->rc ? &prev : NULL);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             if (l > 0 && uses_skip(c)) skip_scatter(core, l, din, B);
             continue;
         }
         if (L->fused) {
-            float *g = bn_grad_buffer(core, l, n);
-            memset(g, 0, n * sizeof(float));
-            s = npred_batchnorm2d_elu_backward(g, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
-                                               pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout, L->wout,
-                                               core->train, core->act.yshift);
+            float *g = core->rc ? rcbuf : bn_grad_buffer(core, l, n);
+            if (core->rc) { /* in place: the coefficients, then each image's gradient written over its e */
+                s = npred_batchnorm2d_elu_backward_coef_e(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
+                                                          pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout,
+                                                          L->wout, core->train);
+                const size_t per = (size_t)L->cout * hw;
+#pragma omp parallel for schedule(static) if (!s)
+                for (int b = 0; b < B; b++)
+                    npred_batchnorm2d_elu_backward_image(g + b * per, cur + b * per, L->z + b * per, NULL, core->bncoef,
+                                                         L->cout, hw, core->train, core->act.yshift);
+            } else {
+                memset(g, 0, n * sizeof(float));
+                s = npred_batchnorm2d_elu_backward(g, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
+                                                   pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout, L->wout,
+                                                   core->train, core->act.yshift);
+            }
             if (s) return npred_error_prefix(s, "core layer %d", l);
             cur = g;
         }
@@ -1386,7 +1586,8 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                     return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds && L->has_bn && B >= npred_threads()) {
             /* image by image (cur is the BN gradient in g[2]; din is never g[2]) */
-            if ((s = ds_backward(core, L, t, cur, din, in, B, NULL, 0))) return npred_error_prefix(s, "core layer %d", l);
+            if ((s = ds_backward(core, L, t, cur, din, in, B, NULL, 0, NULL)))
+                return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds) {
             size_t n1 = (size_t)B * L->cout * L->hout * L->wout, n0 = (size_t)B * L->cout * L->hin * L->win;
             float *dt1 = core->g[0], *dt0 = split ? core->g[2] : core->g[1];

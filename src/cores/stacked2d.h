@@ -137,6 +137,11 @@ typedef struct {
     double *bncoef;     /* (C, 4) the fused BN + ELU backward's coefficients */
     const float *x;     /* input of the last forward */
     int B, train;
+    int recompute;      /* activation recomputation: NPRED_CORE_RECOMPUTE_* (default auto) */
+    int rc;             /* 1: the last forward stored only the BatchNorm inputs (z) and the output */
+    int output_in_dy;   /* 1: with recomputation, the output lives in the output-gradient buffer
+                           (npred_core_dy_buffer): valid until the next backward (set by a model
+                           whose readouts never read it in their backward) */
     int keep_weights;   /* 1: forward reuses the Hermite layers' weff of the previous forward (streaming
                            with unchanged parameters: the same values, without rebuilding them) */
     int fft;            /* 1 (set by the caller): eval forwards run the plain layers' convs that
@@ -173,8 +178,14 @@ void npred_core_init_buffers(npred_core *core, npred_ptable *t);
  * BatchNorm batch statistics (and updates the running stats). */
 npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *x, int B, int train);
 /* Backward of the last forward: dy (B, out_c, out_h, out_w); accumulates parameter
- * gradients into the table and into dx (B, Cin, H, W) when not NULL. */
+ * gradients into the table and into dx (B, Cin, H, W) when not NULL. dy may be the
+ * buffer of npred_core_dy_buffer (then it is used in place and overwritten). */
 npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float *dy, float *dx);
+/* The core's own buffer for the output gradient, (max_batch, out_c, out_h, out_w)
+ * floats, that a caller may fill and pass to npred_core_backward as dy (one
+ * activation-sized buffer and a copy less), or NULL when the core has none (several
+ * stacked layers or skip connections). Its contents are the core's between calls. */
+float *npred_core_dy_buffer(npred_core *core);
 /* gamma_hidden * group_sparsity + gamma_input * input regularizer (SE2dCore: the
  * latter only); gradient times gscale accumulated when gscale != 0. */
 double npred_core_regularizer(npred_core *core, npred_ptable *t, double gscale);
@@ -192,6 +203,22 @@ int npred_core_outchannels_property(const npred_core *core);
  * NPRED_ERR_UNSUPPORTED for bf16 on a CPU without AVX-512 BF16. */
 npred_status npred_core_set_bf16(npred_core *core, int on);
 int npred_core_bf16(const npred_core *core);
+/* Activation recomputation (gradient checkpointing): a forward that uses it (in
+ * training and in eval mode alike) stores only each layer's BatchNorm input (and the
+ * core's output); the backward recomputes every other activation (the block inputs
+ * and the depth-separable intermediates) image by image with the forward's kernels,
+ * so the results are bit-identical to storing them, and forms every output gradient
+ * in place in one buffer. Only for cores whose every layer is conv -> fused BatchNorm
+ * + ELU with depth-separable hidden layers of equal input and output size, one
+ * stacked layer (the last), no skip/SE/attention/Hermite, and batches of at least one
+ * image per thread; elsewhere the activations are stored whatever the mode. AUTO (the
+ * default) uses it when it saves at least 256 MiB at max_batch. The backward reads
+ * the BatchNorm parameters again: do not change them between a forward and its
+ * backward. */
+#define NPRED_CORE_RECOMPUTE_AUTO (-1)
+#define NPRED_CORE_RECOMPUTE_OFF 0
+#define NPRED_CORE_RECOMPUTE_ON 1
+npred_status npred_core_set_recompute(npred_core *core, int mode);
 void npred_core_free(npred_core *core);
 
 /* RotationEquivariant2dCore helpers (cores/hermite.c).

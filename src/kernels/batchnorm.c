@@ -233,9 +233,38 @@ static void bn_elu_run(float *q, const float *p, size_t m, double mean, double a
     }
 }
 
+/* channel c's mean, gamma * invstd and beta under the map m */
+static inline void map_channel(const npred_bn_elu_map *m, int c, double *mean, double *a, double *bt)
+{
+    *mean = m->mean[c];
+    *a = (m->gamma ? m->gamma[c] : 1.0) * m->invstd[c];
+    *bt = m->beta ? m->beta[c] : 0.0;
+}
+
+/* y of m values of channel c recomputed from x: the forward's bn_elu_run (training)
+ * or bn_eval_plane (eval), so the recomputed values are the forward's bits */
+static void map_run(float *y, const float *x, size_t m, const npred_bn_elu_map *mp, int c)
+{
+    if (mp->eval) { /* as the eval forward: in float (bn_eval_plane) */
+        float af, bf;
+        eval_coef(&af, &bf, mp->invstd[c], mp->gamma, mp->beta, c);
+        bn_eval_plane(y, x, m, (float)mp->mean[c], af, bf, 1, mp->xshift, mp->yshift);
+        return;
+    }
+    double mean, a, bt;
+    map_channel(mp, c, &mean, &a, &bt);
+    bn_elu_run(y, x, m, mean, a, bt, mp->xshift, mp->yshift);
+}
+
+void npred_batchnorm2d_elu_apply(float *y, const float *x, const npred_bn_elu_map *m, int images, int C, size_t HW)
+{
+    for (size_t j = 0; j < (size_t)images * C; j++) map_run(y + j * HW, x + j * HW, HW, m, (int)(j % (size_t)C));
+}
+
 /* BatchNorm forward; with act, y = AdaptiveELU(bn(x)) computed from the same float
  * bn(x) value the unfused kernel writes. Training: statistics and the normalisation
- * in double; eval: bn_eval_plane. */
+ * in double; eval: bn_eval_plane. act < 0: training the training statistics alone
+ * (y not written, may be NULL). */
 static npred_status bn_forward(const char *fn, float *y, double *save_mean, double *save_invstd,
                                float *running_mean, float *running_var, int64_t *num_batches_tracked,
                                const float *x, const float *gamma, const float *beta, int B, int C, int H, int W,
@@ -252,7 +281,7 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
     }
     npred_status s = check_dims(fn, B, C, H, W);
     if (s) return s;
-    if (!y || !x || !save_mean || !save_invstd)
+    if ((!y && act >= 0) || !x || !save_mean || !save_invstd)
         return npred_errorf(NPRED_ERR_ARG, "%s: y, x, save_mean and save_invstd are required", fn);
     if ((running_mean == NULL) != (running_var == NULL))
         return npred_errorf(NPRED_ERR_ARG, "%s: give both running_mean and running_var or neither", fn);
@@ -299,6 +328,7 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
         }
         save_mean[c] = mean;
         save_invstd[c] = invstd;
+        if (act < 0) continue;
         if (!training) { /* eval: in float, y = (x - running_mean) * a + beta */
             float af, bf;
             eval_coef(&af, &bf, invstd, gamma, beta, c);
@@ -351,6 +381,17 @@ npred_status npred_batchnorm2d_elu_forward_planes(float *y, double *save_mean, d
     if (!pstats) return npred_errorf(NPRED_ERR_ARG, "%s: the planes' statistics are required", fn);
     return bn_forward(fn, y, save_mean, save_invstd, running_mean, running_var, num_batches_tracked, x, gamma, beta,
                       B, C, H, W, 1, momentum, eps, 1, xshift, yshift, pstats);
+}
+
+npred_status npred_batchnorm2d_stats(double *save_mean, double *save_invstd, float *running_mean, float *running_var,
+                                     int64_t *num_batches_tracked, const float *x, const double *pstats, int B, int C,
+                                     int H, int W, int training, double momentum, double eps)
+{
+    const char *fn = "npred_batchnorm2d_stats";
+    if (training && npred_batchnorm_sync_active())
+        return npred_errorf(NPRED_ERR_ARG, "%s: not with synchronised statistics", fn);
+    return bn_forward(fn, NULL, save_mean, save_invstd, running_mean, running_var, num_batches_tracked, x, NULL, NULL,
+                      B, C, H, W, training, momentum, eps, -1, 0.0f, 0.0f, training ? pstats : NULL);
 }
 
 npred_status npred_batchnorm2d_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -441,11 +482,20 @@ static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float
 }
 
 /* dx (one plane of m values) += a * (e - mdy - (x - mean) * k) in training, a * e in
- * eval, e the ELU-backward gradient; with store, dx is written (as if it were zero). */
+ * eval, e the ELU-backward gradient elu_grad(dy, y); with store, dx is written (as if
+ * it were zero). py NULL: pd is e itself (formed by the caller; dx may then be pd). */
 static void elu_bwd_run(float *q, const float *pd, const float *px, const float *py, size_t m, const double *cf,
                         int training, float yshift, int store)
 {
     const double a = cf[0], mdy = cf[1], k = cf[2], mean = cf[3];
+    if (!py) {
+        if (training)
+            for (size_t i = 0; i < m; i++)
+                q[i] = (store ? 0.0f : q[i]) + (float)(a * ((double)pd[i] - mdy - ((double)px[i] - mean) * k));
+        else
+            for (size_t i = 0; i < m; i++) q[i] = (store ? 0.0f : q[i]) + (float)(a * pd[i]);
+        return;
+    }
     if (training) {
         if (store)
             for (size_t i = 0; i < m; i++) {
@@ -464,7 +514,8 @@ static void elu_bwd_run(float *q, const float *pd, const float *px, const float 
     }
 }
 
-/* the per-channel reductions of the fused backward: dgamma/dbeta and coef[4c..4c+3] */
+/* the per-channel reductions of the fused backward: dgamma/dbeta and coef[4c..4c+3];
+ * y NULL: dy is the ELU-backward gradient e already */
 static void elu_bwd_channel(double *cf, float *dgamma, float *dbeta, const float *dy, const float *x, const float *y,
                             const float *gamma, double mean, double invstd, int B, size_t HW, size_t bstride,
                             size_t n, int c, int training, float yshift)
@@ -473,9 +524,13 @@ static void elu_bwd_channel(double *cf, float *dgamma, float *dbeta, const float
     double sdy = 0, sdyx = 0;
     if (training || dgamma || dbeta) {
         double l0[NL] = {0}, l1[NL] = {0};
-        for (int b = 0; b < B; b++)
-            elu_lanes_dsums(l0, l1, dy + (size_t)b * bstride, y + (size_t)b * bstride, x + (size_t)b * bstride, mean,
-                            yshift, HW);
+        for (int b = 0; b < B; b++) {
+            const float *pd = dy + (size_t)b * bstride, *px = x + (size_t)b * bstride;
+            if (y)
+                elu_lanes_dsums(l0, l1, pd, y + (size_t)b * bstride, px, mean, yshift, HW);
+            else /* recomputation: dy is already e, the gradient of the ELU's input */
+                lanes_dsums(l0, l1, pd, px, mean, HW);
+        }
         sdy = lanes_total(l0);
         sdyx = lanes_total(l1);
     }
@@ -488,12 +543,14 @@ static void elu_bwd_channel(double *cf, float *dgamma, float *dbeta, const float
 }
 
 static npred_status elu_bwd_check(const char *fn, const float *dy, const float *x, const float *y,
-                                  const double *save_mean, const double *save_invstd, int B, int C, int H, int W)
+                                  const double *save_mean, const double *save_invstd, int B, int C, int H, int W,
+                                  int need_y)
 {
     npred_status s = check_dims(fn, B, C, H, W);
     if (s) return s;
-    if (!dy || !x || !y || !save_mean || !save_invstd)
-        return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, y, save_mean and save_invstd are required", fn);
+    if (!dy || !x || (!y && need_y) || !save_mean || !save_invstd)
+        return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, %ssave_mean and save_invstd are required", fn,
+                            need_y ? "y, " : "");
     return NPRED_OK;
 }
 
@@ -506,8 +563,8 @@ static void elu_bwd_coefs(double *coef, float *dgamma, float *dbeta, const float
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const size_t off = (size_t)c * HW;
-        elu_bwd_channel(coef + 4 * (size_t)c, dgamma, dbeta, dy + off, x + off, y + off, gamma, save_mean[c],
-                        save_invstd[c], B, HW, bstride, n, c, training, yshift);
+        elu_bwd_channel(coef + 4 * (size_t)c, dgamma, dbeta, dy + off, x + off, y ? y + off : NULL, gamma,
+                        save_mean[c], save_invstd[c], B, HW, bstride, n, c, training, yshift);
     }
 }
 
@@ -517,7 +574,7 @@ npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbe
                                             int H, int W, int training, float yshift)
 {
     const char *fn = "npred_batchnorm2d_elu_backward";
-    npred_status s = elu_bwd_check(fn, dy, x, y, save_mean, save_invstd, B, C, H, W);
+    npred_status s = elu_bwd_check(fn, dy, x, y, save_mean, save_invstd, B, C, H, W, 1);
     if (s) return s;
     if (training && npred_batchnorm_sync_active()) {
         /* data-parallel: ELU backward here, the global-statistics BN backward there
@@ -544,13 +601,11 @@ npred_status npred_batchnorm2d_elu_backward(float *dx, float *dgamma, float *dbe
     return NPRED_OK;
 }
 
-npred_status npred_batchnorm2d_elu_backward_coef(double *coef, float *dgamma, float *dbeta, const float *dy,
-                                                 const float *x, const float *y, const float *gamma,
-                                                 const double *save_mean, const double *save_invstd, int B, int C,
-                                                 int H, int W, int training, float yshift)
+static npred_status elu_coef(const char *fn, double *coef, float *dgamma, float *dbeta, const float *dy,
+                             const float *x, const float *y, const float *gamma, const double *save_mean,
+                             const double *save_invstd, int B, int C, int H, int W, int training, float yshift)
 {
-    const char *fn = "npred_batchnorm2d_elu_backward_coef";
-    npred_status s = elu_bwd_check(fn, dy, x, y, save_mean, save_invstd, B, C, H, W);
+    npred_status s = elu_bwd_check(fn, dy, x, y, save_mean, save_invstd, B, C, H, W, 0); /* y: the callers' */
     if (s) return s;
     if (!coef) return npred_errorf(NPRED_ERR_ARG, "%s: coef is required", fn);
     if (training && npred_batchnorm_sync_active())
@@ -560,11 +615,48 @@ npred_status npred_batchnorm2d_elu_backward_coef(double *coef, float *dgamma, fl
     return NPRED_OK;
 }
 
+npred_status npred_batchnorm2d_elu_backward_coef(double *coef, float *dgamma, float *dbeta, const float *dy,
+                                                 const float *x, const float *y, const float *gamma,
+                                                 const double *save_mean, const double *save_invstd, int B, int C,
+                                                 int H, int W, int training, float yshift)
+{
+    const char *fn = "npred_batchnorm2d_elu_backward_coef";
+    if (!y) return npred_errorf(NPRED_ERR_ARG, "%s: dy, x, y, save_mean and save_invstd are required", fn);
+    return elu_coef(fn, coef, dgamma, dbeta, dy, x, y, gamma, save_mean, save_invstd, B, C, H, W, training, yshift);
+}
+
+npred_status npred_batchnorm2d_elu_backward_coef_e(double *coef, float *dgamma, float *dbeta, const float *e,
+                                                   const float *x, const float *gamma, const double *save_mean,
+                                                   const double *save_invstd, int B, int C, int H, int W, int training)
+{
+    return elu_coef("npred_batchnorm2d_elu_backward_coef_e", coef, dgamma, dbeta, e, x, NULL, gamma, save_mean,
+                    save_invstd, B, C, H, W, training, 0.0f);
+}
+
 void npred_batchnorm2d_elu_backward_image(float *dx, const float *dy, const float *x, const float *y,
                                           const double *coef, int C, size_t HW, int training, float yshift)
 {
     for (int c = 0; c < C; c++) {
         const size_t o = (size_t)c * HW;
-        elu_bwd_run(dx + o, dy + o, x + o, y + o, HW, coef + 4 * (size_t)c, training, yshift, 1);
+        elu_bwd_run(dx + o, dy + o, x + o, y ? y + o : NULL, HW, coef + 4 * (size_t)c, training, yshift, 1);
     }
+}
+
+void npred_elu_grad_inplace(float *d, const float *y, size_t n, float yshift)
+{
+    for (size_t i = 0; i < n; i++) d[i] = elu_grad(d[i], y[i], yshift);
+}
+
+/* the recomputed ELU output is formed in chunks of ECHUNK values (in cache) */
+#define ECHUNK 512
+
+void npred_batchnorm2d_elu_grad_image_map(float *d, const float *x, const npred_bn_elu_map *m, int C, size_t HW)
+{
+    float yc[ECHUNK];
+    for (int c = 0; c < C; c++)
+        for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
+            size_t len = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
+            map_run(yc, x + (size_t)c * HW + i0, len, m, c);
+            npred_elu_grad_inplace(d + (size_t)c * HW + i0, yc, len, m->yshift);
+        }
 }

@@ -142,8 +142,45 @@ npred_status npred_batchnorm2d_elu_backward_coef(double *coef, float *dgamma, fl
                                                  int H, int W, int training, float yshift);
 
 /* dx of one image (C planes of HW values; dy, x, y that image's) WRITTEN, with the
- * bits npred_batchnorm2d_elu_backward accumulates onto a zeroed dx. */
+ * bits npred_batchnorm2d_elu_backward accumulates onto a zeroed dx; y NULL: dy is e
+ * (see npred_batchnorm2d_elu_backward_coef_e below). */
 void npred_batchnorm2d_elu_backward_image(float *dx, const float *dy, const float *x, const float *y,
                                           const double *coef, int C, size_t HW, int training, float yshift);
+
+/* Activation recomputation (the core's memory-saving training path): a fused layer's
+ * output y recomputed from its BatchNorm input x, with the bits the fused forward
+ * wrote, instead of being stored. The map holds what the forward normalised with. */
+typedef struct {
+    const double *mean, *invstd; /* (C) the forward's save_mean, save_invstd */
+    const float *gamma, *beta;   /* (C) or NULL (= 1, 0) */
+    float xshift, yshift;
+    int eval; /* the forward ran in eval mode: y is the float eval map (mean the running mean) */
+} npred_bn_elu_map;
+
+/* y of `images` consecutive images (C planes of HW values each) from x, bit-identical
+ * to what npred_batchnorm2d_elu_forward[_planes] writes with the map's statistics.
+ * Serial: for callers inside their own parallel region. */
+void npred_batchnorm2d_elu_apply(float *y, const float *x, const npred_bn_elu_map *m, int images, int C, size_t HW);
+
+/* The statistics of npred_batchnorm2d_elu_forward (pstats NULL) or _forward_planes
+ * (pstats given, training only) alone: save_mean and save_invstd (training: the batch
+ * statistics, and the running stats and count updated; eval: from the running stats),
+ * with the same bits; no output is written. */
+npred_status npred_batchnorm2d_stats(double *save_mean, double *save_invstd, float *running_mean, float *running_var,
+                                     int64_t *num_batches_tracked, const float *x, const double *pstats, int B, int C,
+                                     int H, int W, int training, double momentum, double eps);
+
+/* The fused backward from e = the gradient of the ELU's input (elu_grad(dy, y), formed
+ * by the caller where y is at hand): npred_batchnorm2d_elu_backward_coef from e
+ * (same bits as from dy and y), and npred_batchnorm2d_elu_backward_image with y NULL
+ * takes dy as e (dx may then be dy itself: each value is read before it is written). */
+npred_status npred_batchnorm2d_elu_backward_coef_e(double *coef, float *dgamma, float *dbeta, const float *e,
+                                                   const float *x, const float *gamma, const double *save_mean,
+                                                   const double *save_invstd, int B, int C, int H, int W,
+                                                   int training);
+/* d = e of the fused layer from its output gradient d and output y, in place (n values) */
+void npred_elu_grad_inplace(float *d, const float *y, size_t n, float yshift);
+/* the same for one image (C planes of HW values) with y recomputed from x by the map */
+void npred_batchnorm2d_elu_grad_image_map(float *d, const float *x, const npred_bn_elu_map *m, int C, size_t HW);
 
 #endif

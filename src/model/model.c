@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static void session_free(npred_session *s)
 {
@@ -32,7 +34,7 @@ void npred_model_free(npred_model *m)
     free(m->s);
     npred_core_free(&m->core);
     npred_ptable_free(&m->t);
-    free(m->dcore);
+    if (m->owns_dcore) free(m->dcore);
     free(m->ro_nhwc);
     free(m->preprocessing);
     if (m->pre_free) m->pre_free(m->pre);
@@ -128,10 +130,16 @@ static npred_status setup(npred_model *m)
     npred_status st = npred_core_setup(&m->core, &m->t, m->max_batch);
     if (st) return st;
     size_t B = (size_t)m->max_batch;
-    m->dcore = calloc(B * m->core.out_c * m->core.out_h * m->core.out_w, sizeof(float));
-    if (!m->dcore) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
-    /* one channels-last copy of the core output (and its gradient) for all Gaussian
-     * readouts: a backward is of the last forward, whichever session that was */
+    /* the readout writes the core's output gradient where the core's backward reads it */
+    m->dcore = npred_core_dy_buffer(&m->core);
+    if (!m->dcore) {
+        m->dcore = calloc(B * m->core.out_c * m->core.out_h * m->core.out_w, sizeof(float));
+        if (!m->dcore) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
+        m->owns_dcore = 1;
+    }
+    /* one channels-last copy of the core output (and its gradient) and one set of
+     * sampled positions for all Gaussian readouts: a backward is of the last forward,
+     * whichever session that was */
     size_t nhwc = 0;
     int users = 0;
     for (int i = 0; i < m->n_sessions; i++) {
@@ -139,6 +147,9 @@ static npred_status setup(npred_model *m)
         if (f > nhwc) nhwc = f;
         users += f > 0;
     }
+    /* Gaussian readouts read their channels-last copy, never the core output, in their
+     * backward: a recomputing core may keep its output in the gradient buffer */
+    m->core.output_in_dy = users == m->n_sessions && m->dcore == npred_core_dy_buffer(&m->core);
     if (users > 1) {
         m->ro_nhwc = calloc(nhwc, sizeof(float)); /* pages committed when first used */
         if (!m->ro_nhwc) return npred_errorf(NPRED_ERR_NOMEM, "model: out of memory");
@@ -608,6 +619,48 @@ npred_status npred_model_set_precision(npred_model *m, npred_precision p)
 npred_precision npred_model_precision(const npred_model *m)
 {
     return npred_core_bf16(&m->core) ? NPRED_PRECISION_BF16 : NPRED_PRECISION_FP32;
+}
+
+/* madvise(DONTNEED) the whole pages inside [p, p + n floats) */
+static void release_pages(float *p, size_t n)
+{
+#ifdef MADV_DONTNEED
+    long pg = sysconf(_SC_PAGESIZE);
+    if (!p || pg <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg,
+              b = ((uintptr_t)(p + n)) / (uintptr_t)pg * (uintptr_t)pg;
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+void npred_model_release_backward_scratch(npred_model *m)
+{
+    if (!m || !m->max_batch) return;
+    size_t nc = (size_t)m->max_batch * m->core.out_c * m->core.out_h * m->core.out_w;
+    if (m->owns_dcore) release_pages(m->dcore, nc);
+    if (m->ro_nhwc) { /* each Gaussian readout's block: xt, then dxt (gaussian.c views) */
+        size_t a16 = (nc + 15) / 16 * 16;
+        release_pages(m->ro_nhwc + a16, a16);
+    }
+}
+
+npred_status npred_model_set_recompute(npred_model *m, npred_recompute mode)
+{
+    if (!m) return npred_errorf(NPRED_ERR_ARG, "npred_model_set_recompute: no model");
+    return npred_core_set_recompute(&m->core, (int)mode);
+}
+
+int npred_model_recomputes(const npred_model *m) { return m && m->core.rc; }
+
+npred_status npred_recompute_parse(const char *name, npred_recompute *out)
+{
+    if (name && !strcmp(name, "auto")) *out = NPRED_RECOMPUTE_AUTO;
+    else if (name && !strcmp(name, "on")) *out = NPRED_RECOMPUTE_ON;
+    else if (name && !strcmp(name, "off")) *out = NPRED_RECOMPUTE_OFF;
+    else return npred_errorf(NPRED_ERR_ARG, "recompute '%s': expected auto, on or off", name ? name : "(null)");
+    return NPRED_OK;
 }
 
 npred_status npred_precision_parse(const char *name, npred_precision *out)

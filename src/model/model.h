@@ -37,7 +37,8 @@ struct npred_model {
     npred_session *s;
     int in_c, in_h, in_w;
     int max_batch;
-    float *dcore;         /* (B, out_c, out_h, out_w) */
+    float *dcore;         /* (B, out_c, out_h, out_w); the core's own output-gradient buffer when it offers one */
+    int owns_dcore;
     float *ro_nhwc;       /* the Gaussian readouts' shared input copy and gradient, or NULL */
     /* state of the last forward */
     int last, B, train;
@@ -82,5 +83,11 @@ void npred_model_regularizer_parts(npred_model *m, int si, double *core, double 
 npred_ptable *npred_model_table(npred_model *m);
 /* NPRED_ERR_ARG naming `what` when m is a plan (no parameter memory). */
 npred_status npred_model_check_allocated(const npred_model *m, const char *what);
+/* Give the pages of the backward-only scratch (the Gaussian readouts' shared
+ * channels-last input gradient, the model's own core-gradient buffer) back to the
+ * system, e.g. after training and before an evaluation: each is written before it is
+ * read, so a later backward commits it again (as zeros). Linux (madvise); elsewhere
+ * nothing. */
+void npred_model_release_backward_scratch(npred_model *m);
 
 #endif

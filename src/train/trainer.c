@@ -445,7 +445,15 @@ static npred_status hook_interrupted(void *u, int *stop)
     const npred_trainer *t = u;
     return npred_es_loop_interrupted(&t->cb, t->nranks, stop);
 }
-static npred_status hook_train_epoch(void *u, int64_t epoch) { return train_epoch(u, epoch); }
+/* after an epoch's steps come validation and saving: the backward-only scratch goes
+ * back to the system meanwhile (the next epoch's first backward takes it again) */
+static npred_status hook_train_epoch(void *u, int64_t epoch)
+{
+    npred_trainer *t = u;
+    npred_status st = train_epoch(t, epoch);
+    npred_model_release_backward_scratch(t->m);
+    return st;
+}
 
 npred_es_loop trainer_loop(npred_trainer *t)
 {
