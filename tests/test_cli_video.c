@@ -21,24 +21,6 @@
 static char tmpdir[256];
 static char run_dir[512];
 
-static const char *npred_bin(void)
-{
-    const char *b = getenv("NPRED_BIN");
-    return b && *b ? b : "./build/npred";
-}
-
-static int run_npred(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int run_npred(char **out, const char *fmt, ...)
-{
-    char args[4096], cmd[4400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", npred_bin(), args);
-    return th_shell(out, cmd);
-}
-
 static void expect_failure(const char *what, const char *want, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void expect_failure(const char *what, const char *want, const char *fmt, ...)
 {
@@ -48,7 +30,7 @@ static void expect_failure(const char *what, const char *want, const char *fmt, 
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
     char *out = NULL;
-    int rc = run_npred(&out, "%s", args);
+    int rc = th_npred(&out, "%s", args);
     CHECK((rc == 1 || rc == 2) && out && strstr(out, want) && strstr(out, "npred"),
           "%s: exit %d, wanted 1 or 2 and a message naming '%s'; got:\n%s", what, rc, want, out ? out : "");
     free(out);
@@ -131,13 +113,13 @@ static void test_make_model(void) { model_made = make_model(); }
 static void test_info(void)
 {
     char *out = NULL;
-    int rc = run_npred(&out, "info %s", run_dir);
+    int rc = th_npred(&out, "info %s", run_dir);
     CHECK(rc == 0 && out && strstr(out, "temporal cut-off: 4") && strstr(out, "3D_factorised") &&
               strstr(out, "dynamic00000-1-1-Video") && strstr(out, "pupil_center (B, 2, T)"),
           "info: exit %d\n%s", rc, out ? out : "");
     free(out);
     out = NULL;
-    rc = run_npred(&out, "info --json %s", run_dir);
+    rc = th_npred(&out, "info --json %s", run_dir);
     CHECK(rc == 0 && out && strstr(out, "\"kind\":\t\"video\"") && strstr(out, "\"temporal_cutoff\":\t4") &&
               strstr(out, "\"frames\":\t20"),
           "info --json: exit %d\n%s", rc, out ? out : "");
@@ -173,7 +155,7 @@ static void test_predict(void)
     /* a tier into a directory: one file per trial, trials.npy */
     char dir[600], *out = NULL;
     snprintf(dir, sizeof dir, "%s/oracle", tmpdir);
-    int rc = run_npred(&out, "predict --video --model %s --data %s --tier oracle --out %s/", run_dir, SCAN, dir);
+    int rc = th_npred(&out, "predict --video --model %s --data %s --tier oracle --out %s/", run_dir, SCAN, dir);
     CHECK(rc == 0 && out && strstr(out, "3 trials"), "predict --video --tier oracle: exit %d\n%s", rc, out ? out : "");
     free(out);
     int t = npred_video_loaders_tier(L, 0, "oracle");
@@ -202,7 +184,7 @@ static void test_predict(void)
     char file[600];
     snprintf(file, sizeof file, "%s/one.npy", tmpdir);
     out = NULL;
-    rc = run_npred(&out, "predict --video --model %s --data %s.zip --trials 6 --out %s", run_dir, SCAN, file);
+    rc = th_npred(&out, "predict --video --model %s --data %s.zip --trials 6 --out %s", run_dir, SCAN, file);
     CHECK(rc == 0, "predict --video --trials 6 (zip): exit %d\n%s", rc, out ? out : "");
     free(out);
     int T1 = 0;
@@ -315,9 +297,9 @@ static void test_dataset_option(void)
     /* the scan from "paths" alone, then the same scan given twice (folder path alike) */
     for (int with_data = 0; want && with_data < 2; with_data++) {
         remove(file);
-        int rc = with_data ? run_npred(&out, "predict --video --model %s --data %s --dataset %s --trials 6 --out %s",
+        int rc = with_data ? th_npred(&out, "predict --video --model %s --data %s --dataset %s --trials 6 --out %s",
                                        run_dir, SCAN, ds, file)
-                           : run_npred(&out, "predict --video --model %s --dataset %s --trials 6 --out %s", run_dir, ds,
+                           : th_npred(&out, "predict --video --model %s --dataset %s --trials 6 --out %s", run_dir, ds,
                                        file);
         CHECK(rc == 0, "predict --video --dataset (with --data: %d): exit %d\n%s", with_data, rc, out ? out : "");
         free(out);
@@ -337,7 +319,7 @@ static void test_dataset_option(void)
     snprintf(sub, sizeof sub, "%s/sub.parquet", tmpdir);
     expect_failure("predict --submission: --data and \"paths\" naming different scans", "name different scans",
                    "predict --model %s --data %s --dataset %s --tier oracle --submission %s", run_dir, SCAN, other, sub);
-    int rc = run_npred(&out, "eval --model %s --dataset %s", run_dir, other);
+    int rc = th_npred(&out, "eval --model %s --dataset %s", run_dir, other);
     CHECK(rc == 0 && out && strstr(out, "oracle"), "eval with the scan from --dataset's \"paths\": exit %d\n%s", rc,
           out ? out : "");
     free(out);
@@ -353,8 +335,8 @@ int main(void)
     const char *t = getenv("TMPDIR");
     snprintf(tmpdir, sizeof tmpdir, "%s/npred-test-cli-video-XXXXXX", t && *t ? t : "/tmp");
     struct stat sb;
-    if (!mkdtemp(tmpdir) || stat(npred_bin(), &sb) != 0) {
-        fprintf(stderr, "FAIL: no temp folder or no %s (build it first, or set NPRED_BIN)\n", npred_bin());
+    if (!mkdtemp(tmpdir) || stat(th_npred_bin(), &sb) != 0) {
+        fprintf(stderr, "FAIL: no temp folder or no %s (build it first, or set NPRED_BIN)\n", th_npred_bin());
         printf("0 passed, 1 failed\n");
         return 1;
     }

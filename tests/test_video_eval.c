@@ -23,25 +23,6 @@
 
 static char tmpdir[256], scan2[320];
 
-static const char *npred_bin(void)
-{
-    const char *b = getenv("NPRED_BIN");
-    return b && *b ? b : "./build/npred";
-}
-
-/* `npred <args>` with stderr folded in; exit code, output in *out (may be NULL) */
-static int npred(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int npred(char **out, const char *fmt, ...)
-{
-    char args[4096], cmd[4400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s", npred_bin(), args);
-    return th_shell(out, cmd);
-}
-
 static npred_status open_loaders(npred_video_loaders **L, const char *const *paths, size_t n, const char *json)
 {
     npred_video_loader_config c;
@@ -231,7 +212,7 @@ static void test_cli(void)
         !CHECK_OK(video_mini_model(&m, L)) || !CHECK_OK(npred_video_model_save(m, dir)) ||
         !CHECK_OK(npred_video_evaluate(m, L, "oracle", NULL, &res)))
         goto out;
-    int rc = npred(&out, "eval --model %s --data %s --per-neuron %s", dir, MINI_MOVIE_SCAN, csv_path);
+    int rc = th_npred(&out, "eval --model %s --data %s --per-neuron %s", dir, MINI_MOVIE_SCAN, csv_path);
     CHECK(rc == 0 && out && strstr(out, "tier oracle") && strstr(out, "dynamic00000-1-1"), "eval: %d %s", rc, out);
     free(out), out = NULL;
     void *buf = NULL;
@@ -254,14 +235,14 @@ static void test_cli(void)
         }
         free(buf);
     }
-    rc = npred(&out, "eval --model %s --data %s --json 2>/dev/null", dir, MINI_MOVIE_SCAN);
+    rc = th_npred(&out, "eval --model %s --data %s --json 2>/dev/null", dir, MINI_MOVIE_SCAN);
     cJSON *j = rc == 0 && out ? cJSON_Parse(out) : NULL;
     cJSON *ov = j ? cJSON_GetObjectItem(cJSON_GetObjectItem(j, "overall"), "single_trial_correlation") : NULL;
     CHECK(ov && cJSON_IsNumber(ov) && fabs(ov->valuedouble - res.correlation) <= 1e-14 * (1 + fabs(res.correlation)),
           "--json overall: %s", out ? out : "(none)");
     cJSON_Delete(j);
     free(out), out = NULL;
-    rc = npred(&out, "predict --model %s --data %s --tier live_test_main --submission %s", dir, MINI_MOVIE_SCAN, pq);
+    rc = th_npred(&out, "predict --model %s --data %s --tier live_test_main --submission %s", dir, MINI_MOVIE_SCAN, pq);
     CHECK(rc == 0 && out && strstr(out, "1 trials"), "predict --submission: %d %s", rc, out);
     free(out), out = NULL;
     FILE *f = fopen(pq, "rb");
@@ -286,7 +267,7 @@ static void test_cli(void)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char args[1200];
         snprintf(args, sizeof args, bad[i].args, dir);
-        rc = npred(&out, "%s", args);
+        rc = th_npred(&out, "%s", args);
         CHECK(rc == bad[i].rc && out && strstr(out, bad[i].needle), "`%s`: exit %d, output %s", args, rc, out);
         free(out), out = NULL;
     }
