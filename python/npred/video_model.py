@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _lib as L
 from ._lib import P, c_int, c_void_p, lib
+from .model import Model
 
 
 class VideoModelSession(ctypes.Structure):
@@ -38,20 +39,6 @@ L._fn("npred_video_model_config_json", c_void_p, c_void_p)
 L._fn("npred_video_model_loader_json", ctypes.c_char_p, c_void_p)
 L._fn("npred_video_model_set_loader_json", c_int, c_void_p, ctypes.c_char_p)
 L._fn("npred_video_model_describe", c_void_p, c_void_p)
-
-
-def _config_text(config):
-    """make_video_model arguments as (JSON text, where): a dict, JSON text or a file."""
-    if isinstance(config, dict):
-        return json.dumps(config), None
-    if isinstance(config, str) and config.lstrip().startswith("{"):
-        return config, None
-    where = os.fspath(config)
-    try:
-        with open(where) as f:
-            return f.read(), where
-    except OSError as e:
-        raise L.FileError("%s: cannot read: %s" % (where, e.strerror), "io error", 1) from None
 
 
 class VideoModel:
@@ -91,7 +78,7 @@ class VideoModel:
         n_neurons, and coords (n, d) cell_motor_coordinates (needed by the cortex grid
         predictor), optionally mean_activity (n,) (the readout bias); or of tuples
         (key, n_neurons[, coords])."""
-        text, where = _config_text(config)
+        text, where = Model._config_text(config)
         keep = []
         arr = (VideoModelSession * len(sessions))()
         for i, s in enumerate(sessions):
@@ -130,7 +117,7 @@ class VideoModel:
         readout.<key> sessions; else a list of (key, n_neurons) (or dicts) that must be
         exactly the file's, in the model's order. Every tensor of the file must be one of
         the model's and the reverse (docs/video.md)."""
-        text, where = _config_text(config)
+        text, where = Model._config_text(config)
         h, w = (0, 0) if frame_size is None else (int(v) for v in frame_size)
         sessions = sessions or []
         keys = (ctypes.c_char_p * max(len(sessions), 1))()
