@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "readouts/normals.h"
 #include "readouts/readout.h"
 
 
@@ -535,6 +536,68 @@ static void test_rng_draws_parallel(void)
     draws_case(2, 1, 0);
 }
 
+/* The bulk normals directly: every float equals (float) npred_rng_normal() and the
+ * generator ends in the same state, for counts around the vector blocks, with and
+ * without a spare at entry, on 1 and 2 threads; 2^21 draws take the C library path
+ * for some pairs (intervals that straddle a float, arguments near a multiple of
+ * pi / 2) and the polynomial one for most; a generator whose next output is 0
+ * (u1 = 0, drawn again) gives the same sequence too. */
+static void normals_case(size_t count, int spare_first, int threads, uint64_t zero_s1, size_t *slow)
+{
+    npred_rng rng, ref;
+    npred_rng_seed(&rng, 99 + count);
+    if (zero_s1) rng.s[1] = 0; /* the next output is 0: u1 = 0 is rejected */
+    if (spare_first) npred_rng_normal(&rng);
+    ref = rng;
+    float *z = malloc(sizeof(float) * (count + 1));
+    uint64_t *u = malloc(sizeof(uint64_t) * (count + 2));
+    if (!CHECK(z && u, "alloc")) {
+        free(z), free(u);
+        return;
+    }
+    npred_normals d;
+    d.u1 = u, d.u2 = u + count / 2 + 1;
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    npred_normals_draw(&d, count, &rng, z);
+#pragma omp parallel if (count > 1000)
+    npred_normals_transform(&d, z);
+    npred_normals_finish(&d, &rng);
+    omp_set_num_threads(nt);
+    size_t bad = 0;
+    for (size_t i = 0; i < count; i++) {
+        float e = (float)npred_rng_normal(&ref);
+        if (memcmp(&e, &z[i], sizeof e) && !bad++)
+            CHECK(0, "count %zu, spare %d: normal %zu is %.9g, npred_rng_normal gives %.9g", count, spare_first, i,
+                  z[i], e);
+    }
+    CHECK(!bad, "count %zu, spare %d, %d threads: %zu normals differ", count, spare_first, threads, bad);
+    double a = npred_rng_normal(&rng), b = npred_rng_normal(&ref);
+    CHECK(!memcmp(&a, &b, sizeof a) && !memcmp(rng.s, ref.s, sizeof rng.s) && rng.has_spare == ref.has_spare,
+          "count %zu, spare %d: the generator's state after the draws differs", count, spare_first);
+    *slow = d.slow;
+    free(z), free(u);
+}
+
+static void test_normals_bulk(void)
+{
+    size_t slow;
+    static const size_t counts[] = {0, 1, 2, 3, 15, 16, 17, 18, 33, 1001};
+    for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+        for (int sp = 0; sp < 2; sp++) normals_case(counts[i], sp, 1, 0, &slow);
+    normals_case(40, 0, 1, 1, &slow);
+    normals_case(41, 1, 2, 1, &slow);
+    for (int th = 1; th <= 2; th++) {
+        const size_t n = ((size_t)1 << 21) + th;
+        normals_case(n, th - 1, th, 0, &slow);
+#if defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+        CHECK(slow > 0 && slow < n / 200, "%zu of %zu pairs took the C library path", slow, n / 2);
+#else
+        CHECK(slow == (n - (size_t)(th - 1)) / 2, "without AVX-512 every pair takes the C library path");
+#endif
+    }
+}
+
 static void expect_config_error(npred_readout_config *cfg, const char *word)
 {
     npred_ptable t;
@@ -654,6 +717,7 @@ int main(void)
     RUN(test_predictor_cache);
     RUN(test_rng_sampling);
     RUN(test_rng_draws_parallel);
+    RUN(test_normals_bulk);
     RUN(test_bad_config);
     return th_summary();
 }

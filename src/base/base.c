@@ -1,6 +1,7 @@
 /* Status messages and the explicit-state RNG. */
 #include "npred/base.h"
 #include "base/fileio.h"
+#include "base/rng.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,21 +81,7 @@ void npred_rng_seed(npred_rng *r, uint64_t seed)
     r->spare = 0;
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t npred_rng_u64(npred_rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
+uint64_t npred_rng_u64(npred_rng *r) { return npred_rng_next(r->s); }
 
 double npred_rng_uniform(npred_rng *r)
 {

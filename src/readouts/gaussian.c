@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "readouts/normals.h"
 #include "readouts/readout.h"
 #include "readouts/sample.h"
 
@@ -533,51 +534,6 @@ static void mu_backward(npred_readout *r, npred_ptable *t, gs_ws *v)
     for (int k = 0; k < 2; k++) gb[k] += (float)sb[k];
 }
 
-/* The training draws: count normals exactly as count calls of npred_rng_normal make
- * them (the generator's spare first, then Box-Muller pairs: cos, then sin, the last
- * sin left as the spare when count is odd), with the serial part (the uniforms, in
- * the generator's order) in draw_uniforms and the transform (log, sqrt, sin, cos:
- * most of the time) in draw_transform, on the threads of the enclosing parallel
- * region: the same bits for any thread count. */
-typedef struct {
-    size_t count, pairs, first; /* normals, pairs drawn, index of the first pair's cos */
-    double *u1, *u2;            /* (pairs) uniforms */
-    double spare;               /* the last pair's sin when it is past count */
-} gs_draws;
-
-static void draw_uniforms(npred_rng *rng, gs_draws *d, float *z)
-{
-    d->first = 0;
-    if (d->count && rng->has_spare) {
-        rng->has_spare = 0;
-        z[0] = (float)rng->spare;
-        d->first = 1;
-    }
-    d->pairs = (d->count - d->first + 1) / 2;
-    for (size_t k = 0; k < d->pairs; k++) {
-        double u1;
-        do u1 = npred_rng_uniform(rng); while (u1 <= 0.0);
-        d->u1[k] = u1;
-        d->u2[k] = npred_rng_uniform(rng);
-    }
-}
-
-static void draw_transform(gs_draws *d, float *z)
-{
-#pragma omp for schedule(static)
-    for (size_t k = 0; k < d->pairs; k++) {
-        const double rad = sqrt(-2.0 * log(d->u1[k]));
-        const double th = 2.0 * M_PI * d->u2[k];
-        const double sn = rad * sin(th), cs = rad * cos(th);
-        const size_t i = d->first + 2 * k;
-        z[i] = (float)cs;
-        if (i + 1 < d->count)
-            z[i + 1] = (float)sn;
-        else
-            d->spare = sn;
-    }
-}
-
 npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
                                     int B, int train, npred_rng *rng, const float *noise)
 {
@@ -604,14 +560,15 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
     const size_t nz = (size_t)Bs * n * 2;
     const int draw = train && !noise;
     /* the draws' uniforms in the workspace of the backward's dgrid and of gpre (written below) */
-    gs_draws d = {nz, 0, 0, (double *)v.dgrid, (double *)v.gpre, 0.0};
+    npred_normals d;
+    d.u1 = (uint64_t *)(void *)v.dgrid, d.u2 = (uint64_t *)(void *)v.gpre;
     if (draw)
-        draw_uniforms(rng, &d, v.z);
+        npred_normals_draw(&d, nz, rng, v.z);
     else
         for (size_t i = 0; i < nz; i++) v.z[i] = train ? noise[i] : 0.0f;
 #pragma omp parallel if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
     {
-        if (draw) draw_transform(&d, v.z); /* ends with a barrier: z is complete */
+        if (draw) npred_normals_transform(&d, v.z); /* ends with a barrier: z is complete */
 #pragma omp for schedule(static)
         for (int b = Bs; b < B; b++) memcpy(v.z + (size_t)b * n * 2, v.z, (size_t)n * 2 * sizeof(float));
 #pragma omp for schedule(static)
@@ -637,10 +594,7 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
             }
         }
     }
-    if (draw && d.first + 2 * d.pairs > nz) { /* the last pair's second normal is the generator's spare */
-        rng->spare = d.spare;
-        rng->has_spare = 1;
-    }
+    if (draw) npred_normals_finish(&d, rng); /* the last pair's sin may be the generator's spare */
     npred_rsample_to_nhwc(v.xt, x, B, c->c, hw);
     const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
     for (int p = 0; p < nparams(r); p++) { /* y[p] (B, n); bias[p] (n); feature set p */
