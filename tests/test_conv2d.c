@@ -410,6 +410,48 @@ static void test_accumulate_and_null_grads(void)
     }
 }
 
+/* npred_conv2d_backward_set overwrites dx (whatever it held) with the bits of
+ * npred_conv2d_backward into a zeroed dx; dw and db are added to as there */
+static void set_case(const char *name, P p, uint64_t seed)
+{
+    uint64_t st = seed;
+    size_t nx = nx_of(&p), nw = nw_of(&p), ny = ny_of(&p), no = (size_t)p.o;
+    float *x = rand_f32(nx, &st), *w = rand_f32(nw, &st), *u = rand_f32(ny, &st);
+    float *dx1 = rand_f32(nx, &st), *dw1 = rand_f32(nw, &st), *db1 = rand_f32(no, &st);
+    float *dx2 = calloc(nx, 4), *dw2 = malloc(nw * 4), *db2 = malloc(no * 4), *dw3 = malloc(nw * 4);
+    memcpy(dw2, dw1, nw * 4), memcpy(db2, db1, no * 4), memcpy(dw3, dw1, nw * 4);
+    size_t wsb = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_AUTO);
+    void *ws = malloc(wsb ? wsb : 1);
+    CHECK_OK(npred_conv2d_backward_set(dx1, dw1, db1, u, x, w, &p, ws, wsb));
+    CHECK_OK(npred_conv2d_backward(dx2, dw2, db2, u, x, w, &p, ws, wsb));
+    CHECK(memcmp(dx1, dx2, nx * 4) == 0, "%s avx512=%d: backward_set dx differs from backward into zeros", name,
+          npred_gemm_avx512_active());
+    CHECK(memcmp(dw1, dw2, nw * 4) == 0 && memcmp(db1, db2, no * 4) == 0,
+          "%s avx512=%d: backward_set dw/db differ from backward", name, npred_gemm_avx512_active());
+    /* without dx: the weight gradient alone, the same bits */
+    CHECK_OK(npred_conv2d_backward_set(NULL, dw3, NULL, u, x, w, &p, NULL, 0));
+    CHECK(memcmp(dw3, dw2, nw * 4) == 0, "%s: backward_set without dx gives another dw", name);
+    free(x), free(w), free(u), free(dx1), free(dw1), free(db1), free(dx2), free(dw2), free(db2), free(dw3), free(ws);
+}
+
+static void test_backward_set(void)
+{
+    for (int mode = 1; mode >= 0; mode--) {
+        npred_gemm_use_avx512(mode);
+        set_case("1x1 64->64 28x56", npred_conv2d_params_square(2, 64, 28, 56, 64, 1, 1, 0, 1, 1), 91);
+        set_case("1x1 groups 2", npred_conv2d_params_square(3, 12, 9, 11, 10, 1, 1, 0, 1, 2), 92);
+        set_case("9x9 1->8", npred_conv2d_params_square(2, 1, 20, 24, 8, 9, 1, 0, 1, 1), 93);
+        set_case("3x3 s2 p1 g2", npred_conv2d_params_square(3, 4, 10, 7, 6, 3, 2, 1, 1, 2), 94);
+        set_case("dw 7x7 p3", npred_conv2d_params_square(2, 8, 12, 14, 8, 7, 1, 3, 1, 8), 95);
+    }
+    npred_gemm_use_avx512(-1);
+    /* bad parameters are reported as by the backward */
+    P bad = npred_conv2d_params_square(1, 3, 5, 5, 4, 1, 1, 0, 1, 2);
+    float v[100] = {0};
+    CHECK(npred_conv2d_backward_set(v, v, NULL, v, v, v, &bad, NULL, 0) == NPRED_ERR_ARG,
+          "backward_set accepted groups that do not divide the channels");
+}
+
 /* the gemm algorithm with the OpenBLAS fallback kernels against the naive one */
 static void test_gemm_fallback_vs_naive(void)
 {
@@ -588,6 +630,7 @@ int main(void)
     RUN(test_gemm_thread_independent);
     RUN(test_depthwise_rows_bit_identical);
     RUN(test_gemm_fallback_vs_naive);
+    RUN(test_backward_set);
     RUN(test_accumulate_and_null_grads);
     RUN(test_deterministic);
     RUN(test_bad_arguments);

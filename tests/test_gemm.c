@@ -3,7 +3,7 @@
  * register blocks (rows, 16-column vectors, panels of 48 and 64, transposed
  * chunks), both layouts of A, overwrite and accumulate; and the fixed order of
  * the sums (nt through transposed chunks equals nn on the transposed matrix,
- * bit for bit). */
+ * bit for bit; the 1x1 backward's one-pass kernel equals its nt and nn). */
 #include "harness.h"
 #include "kernels/gemm.h"
 
@@ -174,10 +174,75 @@ static void test_sum_order(void)
     npred_gemm_use_avx512(-1);
 }
 
+/* npred_gemm_pointwise_backward: dw += dY X^T and dx (+)= W^T dY against a double
+ * reference, and bit for bit against the separate nt and nn calls */
+static void pw_case(int m, int l, int n, int acc, int with_dw, int with_dx, uint64_t seed)
+{
+    uint64_t st = seed;
+    float *w = rnd((size_t)m * l, &st), *dy = rnd((size_t)m * n, &st), *x = rnd((size_t)l * n, &st);
+    float *dw0 = rnd((size_t)m * l, &st), *dx0 = rnd((size_t)l * n, &st);
+    float *dw1 = malloc(sizeof *dw1 * (size_t)m * l), *dw2 = malloc(sizeof *dw2 * (size_t)m * l);
+    float *dx1 = malloc(sizeof *dx1 * (size_t)l * n), *dx2 = malloc(sizeof *dx2 * (size_t)l * n);
+    memcpy(dw1, dw0, sizeof *dw1 * (size_t)m * l), memcpy(dw2, dw0, sizeof *dw2 * (size_t)m * l);
+    memcpy(dx1, dx0, sizeof *dx1 * (size_t)l * n), memcpy(dx2, dx0, sizeof *dx2 * (size_t)l * n);
+    npred_gemm_pointwise_backward(m, l, n, with_dx ? w : NULL, dy, with_dw ? x : NULL, with_dw ? dw1 : NULL,
+                                  with_dx ? dx1 : NULL, acc);
+    if (with_dw) npred_gemm_nt(m, l, n, dy, n, x, n, dw2, l);
+    if (with_dx) npred_gemm_nn(l, n, m, w, 1, l, dy, n, dx2, n, acc);
+    CHECK(memcmp(dw1, dw2, sizeof *dw1 * (size_t)m * l) == 0 && memcmp(dx1, dx2, sizeof *dx1 * (size_t)l * n) == 0,
+          "pointwise backward m=%d l=%d n=%d acc=%d dw=%d dx=%d avx512=%d: differs from nt and nn", m, l, n, acc,
+          with_dw, with_dx, npred_gemm_avx512_active());
+    const size_t big = (size_t)l * (n > m ? n : m);
+    double *ref = malloc(sizeof *ref * big), *sc = malloc(sizeof *sc * big);
+    for (int i = 0; i < m; i++)
+        for (int q = 0; q < l; q++) {
+            double s = dw0[i * l + q], g = fabs(s);
+            for (int p = 0; with_dw && p < n; p++) {
+                double t = (double)dy[(size_t)i * n + p] * x[(size_t)q * n + p];
+                s += t, g += fabs(t);
+            }
+            ref[i * l + q] = s, sc[i * l + q] = g;
+        }
+    double e = rel_err(dw1, ref, sc, (size_t)m * l);
+    CHECK(e <= 4e-7 * (n + 1), "pointwise dw m=%d l=%d n=%d: relative error %g", m, l, n, e);
+    for (int q = 0; q < l; q++)
+        for (int p = 0; p < n; p++) {
+            double s = acc || !with_dx ? dx0[(size_t)q * n + p] : 0, g = fabs(s);
+            for (int i = 0; with_dx && i < m; i++) {
+                double t = (double)w[i * l + q] * dy[(size_t)i * n + p];
+                s += t, g += fabs(t);
+            }
+            ref[(size_t)q * n + p] = s, sc[(size_t)q * n + p] = g;
+        }
+    e = rel_err(dx1, ref, sc, (size_t)l * n);
+    CHECK(e <= 4e-7 * (m + 1), "pointwise dx m=%d l=%d n=%d acc=%d: relative error %g", m, l, n, acc, e);
+    free(w), free(dy), free(x), free(dw0), free(dx0), free(dw1), free(dw2), free(dx1), free(dx2), free(ref), free(sc);
+}
+
+static void test_pointwise_backward(void)
+{
+    /* l: tails of the 16-row transposes, 64 (the baseline), over 512 (the separate
+     * calls); n: chunks (8192 / l columns) and their tails, the baseline's 1568 */
+    static const int L[] = {1, 17, 64, 600};
+    static const int N[] = {1, 33, 200, 1568};
+    uint64_t seed = 500;
+    for (int mode = 1; mode >= 0; mode--) {
+        npred_gemm_use_avx512(mode);
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) pw_case(1 + (3 * i + j) % 13, L[i], N[j], (i + j) % 2, 1, 1, seed++);
+        pw_case(64, 64, 1568, 0, 1, 1, seed++);
+        pw_case(64, 64, 1568, 1, 1, 1, seed++);
+        pw_case(7, 24, 100, 0, 0, 1, seed++);
+        pw_case(7, 24, 100, 1, 1, 0, seed++);
+    }
+    npred_gemm_use_avx512(-1);
+}
+
 int main(void)
 {
     RUN(test_avx512_kernels);
     RUN(test_openblas_fallback);
     RUN(test_sum_order);
+    RUN(test_pointwise_backward);
     return th_summary();
 }

@@ -1064,17 +1064,16 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
                                                          bn->y ? bn->y + n * n_out : NULL, bn->coef, L->cout, hw,
                                                          bn->training, bn->yshift);
                 }
-                /* (in place: once this image's dy is read) */
-                if (zero_din || in_place) memset(din + n * n_in, 0, n_in * sizeof *din);
-                memset(sc.dt1, 0, n_out * sizeof *sc.dt1);
+                /* dt1 and (when zeroed, or in place once this image's dy is read) din are
+                 * written by their convolution's backward, not zeroed and added to */
                 memset(sc.dt0, 0, n_mid * sizeof *sc.dt0);
                 const float *dzn = bn ? sc.dzs : dz + n * n_out;
-                failed |= npred_conv2d_backward(sc.dt1, pw_[2], pb_[2], dzn, t1, w[2], &p[2], sc.ws, slice) !=
+                failed |= npred_conv2d_backward_set(sc.dt1, pw_[2], pb_[2], dzn, t1, w[2], &p[2], sc.ws, slice) !=
                               NPRED_OK ||
                           npred_conv2d_backward(sc.dt0, pw_[1], pb_[1], sc.dt1, t0, w[1], &p[1], sc.ws, slice) !=
                               NPRED_OK ||
-                          npred_conv2d_backward(din + n * n_in, pw_[0], pb_[0], sc.dt0, xin, w[0], &p[0], sc.ws,
-                                                slice) != NPRED_OK;
+                          (zero_din || in_place ? npred_conv2d_backward_set : npred_conv2d_backward)(
+                              din + n * n_in, pw_[0], pb_[0], sc.dt0, xin, w[0], &p[0], sc.ws, slice) != NPRED_OK;
                 if (bn && bn->e_out) npred_elu_grad_inplace(din + n * n_in, xin, n_in, bn->yshift);
             }
         }

@@ -432,9 +432,10 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
     return NPRED_OK;
 }
 
+/* dx_set: dx is written (=), not added to */
 static npred_status gemm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                                   const float *w, const npred_conv2d_params *p, void *ws,
-                                  size_t ws_bytes)
+                                  size_t ws_bytes, int dx_set)
 {
     int oh, ow;
     npred_status s = npred_conv2d_output_size(p, &oh, &ow);
@@ -473,17 +474,22 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
                 float *dxn = dx ? dx + (size_t)n * p->c * ipix : NULL;
                 if (pw) {
                     for (int g = 0; g < G; g++) {
+                        const float *dyg = dyn + (size_t)g * og * opix, *wg = w ? w + (size_t)g * og * K : NULL;
+                        float *pg = dw ? part + (size_t)g * og * K : NULL, *dxg = dx ? dxn + (size_t)g * K * ipix : NULL;
+                        if (!p->bf16) { /* dW_g += dy_g . x_g^T and dx_g (+)= W_g^T . dy_g in one pass */
+                            npred_gemm_pointwise_backward(og, K, (int)opix, wg, dyg, dw ? xn + (size_t)g * K * ipix : NULL,
+                                                          pg, dxg, !dx_set);
+                            continue;
+                        }
                         if (dw)
-                            gemm_nt(p->bf16, og, K, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix,
-                                    xn + (size_t)g * K * ipix, (ptrdiff_t)opix, part + (size_t)g * og * K, K);
-                        /* dx_g += W_g^T . dy_g: A(i, o) = w[o * K + i] */
-                        if (dx)
-                            gemm_nn(p->bf16, K, (int)opix, og, w + (size_t)g * og * K, 1, K,
-                                    dyn + (size_t)g * og * opix, (ptrdiff_t)opix, dxn + (size_t)g * K * ipix,
-                                    (ptrdiff_t)opix, 1);
+                            gemm_nt(p->bf16, og, K, (int)opix, dyg, (ptrdiff_t)opix, xn + (size_t)g * K * ipix,
+                                    (ptrdiff_t)opix, pg, K);
+                        /* dx_g (+)= W_g^T . dy_g: A(i, o) = w[o * K + i] */
+                        if (dx) gemm_nn(p->bf16, K, (int)opix, og, wg, 1, K, dyg, (ptrdiff_t)opix, dxg, (ptrdiff_t)opix, !dx_set);
                     }
                     continue;
                 }
+                if (dx && dx_set) memset(dxn, 0, sizeof *dxn * (size_t)p->c * ipix);
                 /* blocks of GEMM_BWD_ROWS rows of the image's im2col matrix, built
                  * and used while in L2: dW_g[:, rows] += dy_g . col[rows]^T, then
                  * col[rows] = W_g[:, rows]^T . dy_g scattered into dx (rows in order:
@@ -537,7 +543,7 @@ npred_status npred_conv2d_backward_gemm(float *dx, float *dw, float *db, const f
     npred_status s = npred_conv2d_output_size(p, NULL, NULL);
     if (!s) s = own_ws(p, NPRED_CONV2D_ALGO_GEMM, &ws, &ws_bytes, &owned);
     if (s) return s;
-    s = gemm_backward(dx, dw, db, dy, x, w, p, ws, ws_bytes);
+    s = gemm_backward(dx, dw, db, dy, x, w, p, ws, ws_bytes, 0);
     free(owned);
     return s;
 }
@@ -571,6 +577,22 @@ npred_status npred_conv2d_backward_algo(npred_conv2d_algo algo, float *dx, float
         return npred_conv2d_backward_depthwise(dx, dw, db, dy, x, w, p, ws, ws_bytes);
     default: return npred_errorf(NPRED_ERR_ARG, "conv2d: unknown algorithm %d", (int)algo);
     }
+}
+
+npred_status npred_conv2d_backward_set(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    npred_status s = npred_conv2d_output_size(p, NULL, NULL);
+    if (s) return s;
+    if (dx && npred_conv2d_choose_algo(p) == NPRED_CONV2D_ALGO_GEMM) {
+        void *owned;
+        if ((s = own_ws(p, NPRED_CONV2D_ALGO_GEMM, &ws, &ws_bytes, &owned))) return s;
+        s = gemm_backward(dx, dw, db, dy, x, w, p, ws, ws_bytes, 1);
+        free(owned);
+        return s;
+    }
+    if (dx) memset(dx, 0, sizeof *dx * (size_t)p->n * p->c * p->h * p->w);
+    return npred_conv2d_backward(dx, dw, db, dy, x, w, p, ws, ws_bytes);
 }
 
 npred_status npred_conv2d_forward(float *y, const float *x, const float *w, const float *b,

@@ -88,6 +88,11 @@ npred_status npred_conv2d_backward(float *dx,       // (N, C, H, W) += or NULL
                                    const float *x,  // (N, C, H, W) (may be NULL if dw is)
                                    const float *w,  // (O, C/G, KH, KW) (may be NULL if dx is)
                                    const npred_conv2d_params *p, void *ws, size_t ws_bytes);
+/* As npred_conv2d_backward, but dx (when not NULL) is OVERWRITTEN with the input
+ * gradient instead of added to: the bits of npred_conv2d_backward into a zeroed dx,
+ * without the pass that zeroes it (the GEMM algorithm writes it directly). */
+npred_status npred_conv2d_backward_set(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, const npred_conv2d_params *p, void *ws, size_t ws_bytes);
 /* Same with an explicit algorithm (AUTO = dispatcher's choice). */
 npred_status npred_conv2d_forward_algo(npred_conv2d_algo algo, float *y, const float *x,
                                        const float *w, const float *b,

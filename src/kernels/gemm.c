@@ -243,6 +243,42 @@ void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const flo
                 (int)ldc);
 }
 
+/* ---------------------------------------------------------------- pointwise backward */
+
+/* Both GEMMs of a 1x1 convolution's backward in one pass over the pixels, chunk by
+ * chunk of nt's size: the chunk of X is transposed and dW += dY[:, chunk] . X[:, chunk]^T
+ * (nt's step), then dX[:, chunk] = [dX +] W^T . dY[:, chunk] while that chunk of dY
+ * is still in L1/L2 (the separate calls read all of dY twice). Every element of dW
+ * is the sum over n in order, of dX the sum over m in order: the bits of nt and nn. */
+static AVX512 void pw_bwd_avx512(int m, int l, int n, const float *w, const float *dy, const float *x, float *dw,
+                                 float *dx, int acc)
+{
+    float bt[NT_CHUNK_FLOATS] __attribute__((aligned(64)));
+    int chunk = NT_CHUNK_FLOATS / l / 16 * 16;
+    if (chunk < 16) chunk = 16;
+    for (int p0 = 0; p0 < n; p0 += chunk) {
+        const int np = n - p0 < chunk ? n - p0 : chunk;
+        if (dw) {
+            const int nxt = n - p0 - np < chunk ? n - p0 - np : chunk;
+            transpose_cols(bt, x, n, l, p0, np, x + p0 + np, nxt);
+            nn_avx512(m, l, np, dy + p0, n, 1, bt, l, dw, l, 1);
+        }
+        if (dx) nn_avx512(l, np, m, w, 1, l, dy + p0, n, dx + p0, n, acc);
+    }
+}
+
+void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const float *dy, const float *x, float *dw,
+                                   float *dx, int accumulate)
+{
+    if (m <= 0 || l <= 0 || n <= 0) return;
+    if (npred_gemm_avx512_active() && l <= NT_MAX_L) {
+        pw_bwd_avx512(m, l, n, w, dy, x, dw, dx, accumulate);
+        return;
+    }
+    if (dw) npred_gemm_nt(m, l, n, dy, n, x, n, dw, l);
+    if (dx) npred_gemm_nn(l, n, m, w, 1, l, dy, n, dx, n, accumulate);
+}
+
 /* ---------------------------------------------------------------- bf16
  *
  * C = [C +] round_bf16(A) . round_bf16(B) with fp32 accumulation (vdpbf16ps: per

@@ -27,6 +27,15 @@ void npred_gemm_nn(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t
 void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
                    float *c, ptrdiff_t ldc);
 
+/* Both products of a 1x1 convolution's backward for one image, in one pass over
+ * the pixels: with W (m x l, row stride l), dY (m x n) and X (l x n), rows n apart,
+ *   dw (m x l, row stride l) += dY . X^T   (skipped when dw is NULL)
+ *   dx (l x n)  = [dx +] W^T . dY          (skipped when dx is NULL; accumulate = 0 overwrites)
+ * with the bits of npred_gemm_nt(m, l, n, dy, n, x, n, dw, l) and
+ * npred_gemm_nn(l, n, m, w, 1, l, dy, n, dx, n, accumulate). */
+void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const float *dy, const float *x, float *dw,
+                                   float *dx, int accumulate);
+
 /* Which kernels run: 1 = AVX-512, 0 = OpenBLAS. npred_gemm_use_avx512(-1)
  * restores the CPU's choice; 0 forces OpenBLAS (tests compare both); 1 asks for
  * AVX-512 and is ignored on a CPU without it. Returns the setting now in force. */
