@@ -214,6 +214,14 @@ static void test_gradcheck_depthwise_wide(void)
     gradcheck("dw k4x8 p(1,3) 2 rows", mk(2, 2, 2, 19, 2, 4, 8, 1, 1, 1, 3, 1, 1, 2), 1, 24);
 }
 
+static void test_gradcheck_depthwise_padding(void)
+{
+    /* the padded scratch planes: a width of whole vectors (no tail), and a padding
+     * wider than the filter reaches (the dx correlation then crops dy: top/left < 0) */
+    gradcheck("dw k3 p1 w32", mk(1, 2, 4, 32, 2, 3, 3, 1, 1, 1, 1, 1, 1, 2), 1, 25);
+    gradcheck("dw k3 p(3,4) crop", mk(2, 2, 4, 6, 2, 3, 3, 1, 1, 3, 4, 1, 1, 2), 1, 26);
+}
+
 static void test_gradcheck_depthwise_channel_blocks(void)
 {
     /* dw runs over blocks of 8 output channels: 21 = 8 + 8 + 5, and the block
@@ -624,6 +632,7 @@ int main(void)
     RUN(test_gradcheck_depthwise_multiplier);
     RUN(test_gradcheck_depthwise_stride_dilation);
     RUN(test_gradcheck_depthwise_wide);
+    RUN(test_gradcheck_depthwise_padding);
     RUN(test_gradcheck_depthwise_channel_blocks);
     RUN(test_depthwise_thread_independent);
     RUN(test_fast_vs_naive);

@@ -4,7 +4,9 @@
  * through its own KH x KW filter w[oc, 0]. Every (image, channel) plane is copied
  * once into a zero-padded scratch plane whose rows are long enough that the inner
  * loops run over whole 16-float vectors along the width with no bounds checks;
- * lanes past the output width are computed and dropped.
+ * lanes past the output width are computed and dropped. The source rows land on
+ * aligned columns and the zeros around them are written once per call and thread
+ * (padded_*), so a plane costs one aligned copy of its rows.
  *
  *   forward: OpenMP over (n, c) planes; per block 1-2 output rows x 1-4 vectors
  *            of accumulators in registers, loops over ky, kx.
@@ -81,12 +83,41 @@ static inline vf vfma(vf a, vf b, vf c)
 
 static inline size_t ceil_vl(int n) { return ((size_t)n + VL - 1) / VL * VL; }
 
+/* A zero-padded scratch plane: the source plane (h, w) at row top and column sh,
+ * zeros elsewhere; the kernels read it through padded_ptr, whose column 0 is
+ * source column -left. With left >= 0 the source starts at an aligned column
+ * (sh = left rounded up to whole vectors), so its rows are copied with aligned
+ * vector stores; then (fast) the zeros are written once per call and thread
+ * (padded_zero) and each plane only copies its rows (padded_fill). Otherwise
+ * (cropping: top or left < 0) every plane is padded row by row (pad_plane). */
+typedef struct {
+    int rows, stride, top, left, sh, h, w, fast;
+} padded;
+
+/* cols: the columns the kernels read from padded_ptr */
+static void padded_init(padded *q, int rows, int cols, int top, int left, int h, int w)
+{
+    q->rows = rows;
+    q->top = top;
+    q->left = left;
+    q->h = h;
+    q->w = w;
+    q->sh = left >= 0 ? (int)ceil_vl(left) : left;
+    q->stride = (int)ceil_vl(q->sh - left + cols);
+    q->fast = top >= 0 && left >= 0 && top + h <= rows && q->sh + (int)ceil_vl(w) <= q->stride;
+}
+
+static size_t padded_floats(const padded *q) { return (size_t)q->rows * q->stride; }
+
+static inline const float *padded_ptr(const padded *q, const float *buf) { return buf + (q->sh - q->left); }
+
 /* Scratch geometry of one thread. */
 typedef struct {
     int oh, ow;
-    int xr, xs;  /* padded input plane: rows, row stride */
-    int dr, ds;  /* padded dy plane for the stride-1 dx: rows, row stride */
-    int cs;      /* dy copy row stride for dw */
+    padded qx; /* the input plane (forward and dw) */
+    padded qd; /* dy, padded for the stride-1 dx (a full correlation) */
+    padded qc; /* dy for dw: DW_G - 1 zero rows above and below (the row kernel), width whole vectors */
+    padded qc0; /* the same without the zero rows (the other dw kernels) */
     size_t off_xp, off_dp, off_dc, off_wf, off_acc, bytes;
 } dw_geom;
 
@@ -94,15 +125,16 @@ static void geometry(const npred_conv2d_params *p, int oh, int ow, dw_geom *g)
 {
     g->oh = oh;
     g->ow = ow;
-    g->xr = (oh - 1) * p->stride_h + (p->kh - 1) * p->dil_h + 1;
-    g->xs = (int)ceil_vl(ow) * p->stride_w + (p->kw - 1) * p->dil_w;
-    g->dr = p->h + (p->kh - 1) * p->dil_h;
-    g->ds = (int)ceil_vl(p->w) + (p->kw - 1) * p->dil_w;
-    g->cs = (int)ceil_vl(ow);
+    padded_init(&g->qx, (oh - 1) * p->stride_h + (p->kh - 1) * p->dil_h + 1,
+                (int)ceil_vl(ow) * p->stride_w + (p->kw - 1) * p->dil_w, p->pad_h, p->pad_w, p->h, p->w);
+    padded_init(&g->qd, p->h + (p->kh - 1) * p->dil_h, (int)ceil_vl(p->w) + (p->kw - 1) * p->dil_w,
+                (p->kh - 1) * p->dil_h - p->pad_h, (p->kw - 1) * p->dil_w - p->pad_w, oh, ow);
+    padded_init(&g->qc, oh + 2 * (DW_G - 1), (int)ceil_vl(ow), DW_G - 1, 0, oh, ow);
+    padded_init(&g->qc0, oh, (int)ceil_vl(ow), 0, 0, oh, ow);
     size_t o = 0;
-    g->off_xp = o; o += npred_conv2d_round_bytes((size_t)g->xr * g->xs);
-    g->off_dp = o; o += npred_conv2d_round_bytes((size_t)g->dr * g->ds);
-    g->off_dc = o; o += npred_conv2d_round_bytes((size_t)(oh + 2 * (DW_G - 1)) * g->cs);
+    g->off_xp = o; o += npred_conv2d_round_bytes(padded_floats(&g->qx));
+    g->off_dp = o; o += npred_conv2d_round_bytes(padded_floats(&g->qd));
+    g->off_dc = o; o += npred_conv2d_round_bytes(padded_floats(&g->qc));
     g->off_wf = o; o += npred_conv2d_round_bytes((size_t)p->kh * p->kw);
     g->off_acc = o; o += npred_conv2d_round_bytes((size_t)DW_OB * p->kh * p->kw * 2 * VL); /* VL doubles per tap and channel */
     g->bytes = o;
@@ -167,6 +199,39 @@ static void pad_plane(float *dst, int rows, int stride, const float *src, int h,
         memset(d, 0, (size_t)lo * sizeof *d);
         if (hi > lo) memcpy(d + lo, s + (lo - left), (size_t)(hi - lo) * sizeof *d);
         memset(d + hi, 0, (size_t)(stride - hi) * sizeof *d);
+    }
+}
+
+/* the rows of the source into the data region of a fast padded plane (aligned stores;
+ * the last vector of a row carries zeros past the source width) */
+static AVX512 void padded_copy_avx512(const padded *q, float *buf, const float *src)
+{
+    const int full = q->w / VL * VL;
+    const __mmask16 tail = lanes_mask(q->w - full);
+    for (int r = 0; r < q->h; r++) {
+        float *d = buf + (size_t)(q->top + r) * q->stride + q->sh;
+        const float *s = src + (size_t)r * q->w;
+        for (int c = 0; c < full; c += VL) _mm512_store_ps(d + c, _mm512_loadu_ps(s + c));
+        if (full < q->w) _mm512_store_ps(d + full, _mm512_maskz_loadu_ps(tail, s + full));
+    }
+}
+
+/* the zeros of a fast padded plane, once per call and thread */
+static void padded_zero(const padded *q, float *buf)
+{
+    if (q->fast) memset(buf, 0, padded_floats(q) * sizeof *buf);
+}
+
+/* buf <- the padded plane of src (after padded_zero) */
+static void padded_fill(const padded *q, float *buf, const float *src)
+{
+    if (!q->fast) {
+        pad_plane(buf, q->rows, q->stride, src, q->h, q->w, q->top, q->sh);
+    } else if (npred_gemm_avx512_active()) {
+        padded_copy_avx512(q, buf, src);
+    } else {
+        for (int r = 0; r < q->h; r++)
+            memcpy(buf + (size_t)(q->top + r) * q->stride + q->sh, src + (size_t)r * q->w, (size_t)q->w * sizeof *buf);
     }
 }
 
@@ -485,22 +550,23 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
 
 #pragma omp parallel num_threads(T)
     {
-        float *xp = (float *)(base + (size_t)npred_thread_id() * g.bytes + g.off_xp);
+        float *xbuf = (float *)(base + (size_t)npred_thread_id() * g.bytes + g.off_xp);
+        const float *xp = padded_ptr(&g.qx, xbuf);
+        padded_zero(&g.qx, xbuf);
 #pragma omp for collapse(2) schedule(static)
         for (int n = 0; n < p->n; n++)
             for (int c = 0; c < C; c++) {
-                pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w, p->pad_h,
-                          p->pad_w);
+                padded_fill(&g.qx, xbuf, x + ((size_t)n * C + c) * ipix);
                 for (int m = 0; m < M; m++) {
                     int oc = c * M + m;
                     float *yp = y + ((size_t)n * p->o + oc) * opix;
                     const float *wp = w + (size_t)oc * kk;
                     float bias = b ? b[oc] : 0.0f;
                     if (p->stride_w == 1)
-                        plane_fwd_s1(yp, ow, oh, ow, xp, g.xs, p->stride_h, wp, p->kh, p->kw,
+                        plane_fwd_s1(yp, ow, oh, ow, xp, g.qx.stride, p->stride_h, wp, p->kh, p->kw,
                                      p->dil_h, p->dil_w, bias, 0);
                     else
-                        plane_fwd_generic(yp, ow, oh, ow, xp, g.xs, p->stride_h, p->stride_w, wp,
+                        plane_fwd_generic(yp, ow, oh, ow, xp, g.qx.stride, p->stride_h, p->stride_w, wp,
                                           p->kh, p->kw, p->dil_h, p->dil_w, bias);
                 }
             }
@@ -540,9 +606,16 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
 #pragma omp parallel num_threads(T)
     {
         char *mine = base + (size_t)npred_thread_id() * g.bytes;
-        float *xp = (float *)(mine + g.off_xp), *dp = (float *)(mine + g.off_dp);
-        float *dc = (float *)(mine + g.off_dc), *wf = (float *)(mine + g.off_wf);
+        float *xbuf = (float *)(mine + g.off_xp), *dbuf = (float *)(mine + g.off_dp);
+        float *cbuf = (float *)(mine + g.off_dc), *wf = (float *)(mine + g.off_wf);
         double *acc0 = (double *)(mine + g.off_acc);
+        const padded *qc = rows_dw ? &g.qc : &g.qc0;
+        const float *xp = padded_ptr(&g.qx, xbuf), *dp = padded_ptr(&g.qd, dbuf), *dc = padded_ptr(qc, cbuf);
+        if (dx && unit_stride) padded_zero(&g.qd, dbuf);
+        if (dw) {
+            padded_zero(&g.qx, xbuf);
+            padded_zero(qc, cbuf);
+        }
 
         if (dx) {
 #pragma omp for collapse(2) schedule(static)
@@ -555,9 +628,8 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                         const float *wp = w + (size_t)oc * kk;
                         if (unit_stride) {
                             for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
-                            pad_plane(dp, g.dr, g.ds, dyp, oh, ow, (kh - 1) * dh - p->pad_h,
-                                      (kw - 1) * dwl - p->pad_w);
-                            plane_fwd_s1(dxp, p->w, p->h, p->w, dp, g.ds, 1, wf, kh, kw, dh, dwl,
+                            padded_fill(&g.qd, dbuf, dyp);
+                            plane_fwd_s1(dxp, p->w, p->h, p->w, dp, g.qd.stride, 1, wf, kh, kw, dh, dwl,
                                          0.0f, 1);
                         } else {
                             for (int oy = 0; oy < oh; oy++)
@@ -590,20 +662,19 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                         const int c = oc / M;
                         double *acc = acc0 + (size_t)(oc - o0) * kk * VL;
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
-                        pad_plane(xp, g.xr, g.xs, x + ((size_t)n * C + c) * ipix, p->h, p->w,
-                                  p->pad_h, p->pad_w);
+                        padded_fill(&g.qx, xbuf, x + ((size_t)n * C + c) * ipix);
                         if (rows_dw) {
-                            pad_plane(dc, oh + 2 * (DW_G - 1), g.cs, dyp, oh, ow, DW_G - 1, 0);
-                            plane_dw_rows(acc, dc, g.cs, oh, g.cs / VL, xp, g.xs, kh, kw, dwl);
+                            padded_fill(qc, cbuf, dyp);
+                            plane_dw_rows(acc, dc, qc->stride, oh, qc->stride / VL, xp, g.qx.stride, kh, kw, dwl);
                         } else if (sw == 1) {
-                            pad_plane(dc, oh, g.cs, dyp, oh, ow, 0, 0);
-                            plane_dw_s1(acc, dc, g.cs, oh, g.cs, xp, g.xs, sh, kh, kw, dh, dwl);
+                            padded_fill(qc, cbuf, dyp);
+                            plane_dw_s1(acc, dc, qc->stride, oh, qc->stride, xp, g.qx.stride, sh, kh, kw, dh, dwl);
                         } else {
                             for (int ky = 0; ky < kh; ky++)
                                 for (int kx = 0; kx < kw; kx++) {
                                     float t = 0;
                                     for (int oy = 0; oy < oh; oy++) {
-                                        const float *xr = xp + (size_t)(oy * sh + ky * dh) * g.xs + kx * dwl;
+                                        const float *xr = xp + (size_t)(oy * sh + ky * dh) * g.qx.stride + kx * dwl;
                                         const float *dr = dyp + (size_t)oy * ow;
                                         for (int ox = 0; ox < ow; ox++) t += dr[ox] * xr[(size_t)ox * sw];
                                     }
