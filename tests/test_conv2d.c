@@ -306,6 +306,42 @@ static void test_depthwise_rows_bit_identical(void)
     rows_case("2x3 1 row", mk(1, 2, 2, 20, 2, 2, 3, 1, 1, 0, 1, 1, 1, 2), 95);
     /* 9x9: wider than 8, the generic dw kernel on both sides */
     rows_case("9x9 p4", npred_conv2d_params_square(1, 2, 12, 30, 2, 9, 1, 4, 1, 2), 96);
+    /* the 7x7 blocks: 13 rows (blocks of 6, 6, 1), 70 columns (a 4-vector block and
+     * a 6-column one of the generic rows kernel), multiplier 2 */
+    rows_case("7x7 p3 13x70 m2", npred_conv2d_params_square(2, 3, 13, 70, 6, 7, 1, 3, 1, 3), 97);
+    /* no padding (dx: a padding of 6, blocks that start and end in zero rows), 54 columns */
+    rows_case("7x7 p0 9x60", npred_conv2d_params_square(1, 2, 9, 60, 2, 7, 1, 0, 1, 2), 98);
+    /* unequal padding (5, 2): 15 x 50 outputs */
+    rows_case("7x7 p(5,2)", mk(1, 2, 11, 52, 2, 7, 7, 1, 1, 5, 2, 1, 1, 2), 99);
+}
+
+/* The 7x7 blocks skip the zero rows of the padding, except for a bias of -0: there a
+ * product with a zero row turns an output of -0 into +0 or keeps it, by the sign of the
+ * weight. With all-zero input every output is such a sum of zeros: the bits must
+ * still be those of the generic kernel. Channel 0: every weight negative (every output
+ * -0); channel 1: filter rows 0-3 negative, 4-6 positive (the bottom rows' skipped
+ * products would keep a -0 that the generic kernel turns into +0). */
+static void test_depthwise_negative_zero_bias(void)
+{
+    P p = npred_conv2d_params_square(1, 4, 10, 56, 4, 7, 1, 3, 1, 4);
+    size_t nx = nx_of(&p), nw = nw_of(&p), ny = ny_of(&p);
+    float *x = calloc(nx, 4), *w = malloc(nw * 4), *y[2];
+    for (size_t i = 0; i < nw; i++) {
+        size_t c = i / 49, ky = i % 49 / 7;
+        w[i] = c == 0 || ky <= 3 ? -0.5f : 0.25f;
+    }
+    const float b[4] = {-0.0f, -0.0f, 0.0f, 1.0f};
+    for (int v = 0; v < 2; v++) {
+        y[v] = malloc(ny * 4);
+        npred_gemm_use_avx512(v);
+        CHECK_OK(npred_conv2d_forward_depthwise(y[v], x, w, b, &p, NULL, 0));
+    }
+    npred_gemm_use_avx512(-1);
+    CHECK(memcmp(y[0], y[1], ny * 4) == 0, "depthwise forward with a bias of -0: the kernels differ");
+    int neg = 0;
+    for (size_t i = 0; i < ny; i++) neg += signbit(y[1][i]) != 0;
+    CHECK(neg > 0, "a bias of -0 over zeros: expected some outputs of -0");
+    free(x); free(w); free(y[0]); free(y[1]);
 }
 
 /* The gemm algorithm (AVX-512 kernels and the OpenBLAS fallback): dw is summed
@@ -638,6 +674,7 @@ int main(void)
     RUN(test_fast_vs_naive);
     RUN(test_gemm_thread_independent);
     RUN(test_depthwise_rows_bit_identical);
+    RUN(test_depthwise_negative_zero_bias);
     RUN(test_gemm_fallback_vs_naive);
     RUN(test_backward_set);
     RUN(test_accumulate_and_null_grads);

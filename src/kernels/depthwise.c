@@ -24,6 +24,7 @@
 #include "kernels/conv2d_internal.h"
 #include "kernels/gemm.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -344,17 +345,105 @@ static AVX512 void rows_block_any(float *y, int ys, int r, int nv, int width, co
     }
 }
 
-/* plane_fwd_s1 for sh = dh = 1 on AVX-512 */
-static AVX512 void plane_fwd_rows(float *y, int ys, int oh, int ow, const float *xp, int xs, const float *w,
-                                  int kh, int kw, int dw, float bias, int accum)
+/* ------------------------------------------------ AVX-512 row blocks of the 7x7 filters */
+
+/* 7x7 filters (the depth-separable layers of the SENSORIUM cores) on 4-vector column
+ * blocks: rows_block with the filter size known, the 24 accumulators as named
+ * variables and each input vector loaded once into a register (as a memory operand
+ * of every FMA that uses it, the compiler made each FMA a load of its own: loads
+ * split across cache lines bound the old kernel). Input row D of the block feeds
+ * its output rows r with filter row D - r, the kx loop inside; the rows of a step
+ * are fixed at compile time (case D of a switch entered at the first input row and
+ * falling through to the next), so no row tests are left in the loop. Every output
+ * still sums over ky, then kx, in order: the bits of rows_block. Input rows that are
+ * zero padding are skipped (dlo..dhi): their products are zero, and adding a zero
+ * leaves a sum unchanged (the caller does not skip for a bias of -0, which a zero
+ * could turn into +0). */
+#define K7_ROW(D, r)                                                                                        \
+    if ((r) < R && (D) - (r) >= 0 && (D) - (r) < 7) {                                                       \
+        const __m512 wv = _mm512_set1_ps(wk[((D) - (r)) * 7]);                                              \
+        a##r##0 = _mm512_fmadd_ps(wv, x0, a##r##0);                                                         \
+        a##r##1 = _mm512_fmadd_ps(wv, x1, a##r##1);                                                         \
+        a##r##2 = _mm512_fmadd_ps(wv, x2, a##r##2);                                                         \
+        a##r##3 = _mm512_fmadd_ps(wv, x3, a##r##3);                                                         \
+    }
+#define K7_STEP(D)                                                                                          \
+    case D:                                                                                                 \
+        if ((D) >= R + 6 || (D) > dhi) break;                                                               \
+        {                                                                                                   \
+            const float *xr = xp + (size_t)(D) * xs;                                                        \
+            _Pragma("GCC unroll 1") for (int kx = 0; kx < 7; kx++) {                                        \
+                const float *wk = w + kx;                                                                   \
+                __m512 x0 = _mm512_loadu_ps(xr + kx), x1 = _mm512_loadu_ps(xr + kx + VL);                   \
+                __m512 x2 = _mm512_loadu_ps(xr + kx + 2 * VL), x3 = _mm512_loadu_ps(xr + kx + 3 * VL);        \
+                __asm__("" : "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3));                                       \
+                K7_ROW(D, 0) K7_ROW(D, 1) K7_ROW(D, 2) K7_ROW(D, 3) K7_ROW(D, 4) K7_ROW(D, 5)               \
+            }                                                                                               \
+        }                                                                                                   \
+        __attribute__((fallthrough));
+#define K7_STORE(r)                                                                                         \
+    if ((r) < R) {                                                                                          \
+        float *yr = y + (size_t)(r) * ys;                                                                   \
+        k7_store(yr, a##r##0, 0xFFFF, accum);                                                               \
+        k7_store(yr + VL, a##r##1, 0xFFFF, accum);                                                          \
+        k7_store(yr + 2 * VL, a##r##2, 0xFFFF, accum);                                                      \
+        k7_store(yr + 3 * VL, a##r##3, tail, accum);                                                        \
+    }
+
+static inline __attribute__((always_inline)) AVX512 void k7_store(float *p, __m512 v, __mmask16 m, int accum)
 {
+    if (accum) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, p));
+    _mm512_mask_storeu_ps(p, m, v);
+}
+
+/* R (1-6) output rows x 4 vectors (the last one's lanes in tail); input rows dlo..dhi */
+static inline __attribute__((always_inline)) AVX512 void
+k7_block(float *y, int ys, const int R, __mmask16 tail, const float *xp, int xs, const float *w, float bias,
+         int accum, int dlo, int dhi)
+{
+    const __m512 b = _mm512_set1_ps(bias);
+    __m512 a00 = b, a01 = b, a02 = b, a03 = b, a10 = b, a11 = b, a12 = b, a13 = b;
+    __m512 a20 = b, a21 = b, a22 = b, a23 = b, a30 = b, a31 = b, a32 = b, a33 = b;
+    __m512 a40 = b, a41 = b, a42 = b, a43 = b, a50 = b, a51 = b, a52 = b, a53 = b;
+    switch (dlo) {
+        K7_STEP(0) K7_STEP(1) K7_STEP(2) K7_STEP(3) K7_STEP(4) K7_STEP(5)
+        K7_STEP(6) K7_STEP(7) K7_STEP(8) K7_STEP(9) K7_STEP(10) K7_STEP(11)
+    default: break;
+    }
+    K7_STORE(0) K7_STORE(1) K7_STORE(2) K7_STORE(3) K7_STORE(4) K7_STORE(5)
+}
+
+#define K7_CASE(R) \
+    case R: k7_block(y, ys, R, tail, xp, xs, w, bias, accum, dlo, dhi); break;
+
+static AVX512 void k7_block_any(float *y, int ys, int r, __mmask16 tail, const float *xp, int xs, const float *w,
+                                float bias, int accum, int dlo, int dhi)
+{
+    switch (r) {
+        K7_CASE(1) K7_CASE(2) K7_CASE(3) K7_CASE(4) K7_CASE(5) K7_CASE(6)
+    default: break;
+    }
+}
+
+/* plane_fwd_s1 for sh = dh = 1 on AVX-512; rows top .. top + h - 1 of xp hold the
+ * source plane, the others are zeros */
+static AVX512 void plane_fwd_rows(float *y, int ys, int oh, int ow, const float *xp, int xs, const float *w,
+                                  int kh, int kw, int dw, float bias, int accum, int top, int h)
+{
+    /* a zero added to -0 gives +0: no input rows skipped for a bias of -0 */
+    const int skip = !(bias == 0.0f && signbit(bias));
     for (int oy = 0; oy < oh; oy += DW_R) {
         int r = oh - oy < DW_R ? oh - oy : DW_R;
+        int dlo = skip && top - oy > 0 ? top - oy : 0, dhi = skip ? top + h - 1 - oy : DW_R + 5;
         for (int ox = 0; ox < ow; ox += 4 * VL) {
             int width = ow - ox;
             int nv = width >= 4 * VL ? 4 : (width + VL - 1) / VL;
-            rows_block_any(y + (size_t)oy * ys + ox, ys, r, nv, width, xp + (size_t)oy * xs + ox, xs, w, kh, kw,
-                           dw, bias, accum);
+            if (kh == 7 && kw == 7 && dw == 1 && nv == 4)
+                k7_block_any(y + (size_t)oy * ys + ox, ys, r, lanes_mask(width - 3 * VL), xp + (size_t)oy * xs + ox,
+                             xs, w, bias, accum, dlo, dhi);
+            else
+                rows_block_any(y + (size_t)oy * ys + ox, ys, r, nv, width, xp + (size_t)oy * xs + ox, xs, w, kh,
+                               kw, dw, bias, accum);
         }
     }
 }
@@ -364,10 +453,10 @@ static AVX512 void plane_fwd_rows(float *y, int ys, int oh, int ow, const float 
  * output column ox reads xp column ox + kx*dw (width stride 1), output row oy
  * reads xp row oy*sh + ky*dh. */
 static void plane_fwd_s1(float *y, int ys, int oh, int ow, const float *xp, int xs, int sh,
-                         const float *w, int kh, int kw, int dh, int dw, float bias, int accum)
+                         const float *w, int kh, int kw, int dh, int dw, float bias, int accum, int top, int h)
 {
     if (sh == 1 && dh == 1 && npred_gemm_avx512_active()) {
-        plane_fwd_rows(y, ys, oh, ow, xp, xs, w, kh, kw, dw, bias, accum);
+        plane_fwd_rows(y, ys, oh, ow, xp, xs, w, kh, kw, dw, bias, accum, top, h);
         return;
     }
     for (int oy = 0; oy < oh; oy += 2) {
@@ -564,7 +653,7 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
                     float bias = b ? b[oc] : 0.0f;
                     if (p->stride_w == 1)
                         plane_fwd_s1(yp, ow, oh, ow, xp, g.qx.stride, p->stride_h, wp, p->kh, p->kw,
-                                     p->dil_h, p->dil_w, bias, 0);
+                                     p->dil_h, p->dil_w, bias, 0, g.qx.top, g.qx.h);
                     else
                         plane_fwd_generic(yp, ow, oh, ow, xp, g.qx.stride, p->stride_h, p->stride_w, wp,
                                           p->kh, p->kw, p->dil_h, p->dil_w, bias);
@@ -630,7 +719,7 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                             for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
                             padded_fill(&g.qd, dbuf, dyp);
                             plane_fwd_s1(dxp, p->w, p->h, p->w, dp, g.qd.stride, 1, wf, kh, kw, dh, dwl,
-                                         0.0f, 1);
+                                         0.0f, 1, g.qd.top, g.qd.h);
                         } else {
                             for (int oy = 0; oy < oh; oy++)
                                 for (int ox = 0; ox < ow; ox++) {
