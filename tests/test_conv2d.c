@@ -257,6 +257,9 @@ static void test_depthwise_thread_independent(void)
 {
     threads_case("depthwise", NPRED_CONV2D_ALGO_DEPTHWISE, npred_conv2d_params_square(3, 7, 13, 21, 21, 7, 1, 3, 1, 7),
                  61);
+    /* one input channel per output channel: the dx inside the dw loop (channel blocks) */
+    threads_case("depthwise 7x7 m1", NPRED_CONV2D_ALGO_DEPTHWISE,
+                 npred_conv2d_params_square(3, 20, 13, 56, 20, 7, 1, 3, 1, 20), 62);
 }
 
 /* The AVX-512 row blocks of the depthwise forward and dx and the row groups of dw
@@ -277,6 +280,15 @@ static void rows_case(const char *name, P p, uint64_t seed)
         CHECK_OK(npred_conv2d_backward_depthwise(dx[v], NULL, NULL, u, x, w, &p, NULL, 0));
         CHECK_OK(npred_conv2d_backward_depthwise(NULL, dw[v], NULL, u, x, w, &p, NULL, 0));
     }
+    /* dx and dw in one call (with one input channel per output channel, the dx of a
+     * plane then runs inside the dw loop, on the same padded dy): the bits of the
+     * separate calls */
+    float *dx2 = rand_f32(nx, &(uint64_t){5}), *dw2 = rand_f32(nw, &(uint64_t){6});
+    CHECK_OK(npred_conv2d_backward_depthwise(dx2, dw2, NULL, u, x, w, &p, NULL, 0));
+    CHECK(memcmp(dx2, dx[1], nx * 4) == 0, "%s: depthwise dx with dw differs from dx alone", name);
+    CHECK(memcmp(dw2, dw[1], nw * 4) == 0, "%s: depthwise dw with dx differs from dw alone", name);
+    free(dx2);
+    free(dw2);
     npred_gemm_use_avx512(-1);
 #if defined(__FMA__) || defined(__AVX512F__)
     CHECK(memcmp(y[0], y[1], ny * 4) == 0, "%s: depthwise forward differs between the kernels", name);

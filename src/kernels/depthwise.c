@@ -546,12 +546,15 @@ static inline __attribute__((always_inline)) AVX512 void lanes_to_double(double 
  * oy of dy is dz row oy + DW_G - 1), whose zero products leave a sum unchanged. */
 static inline __attribute__((always_inline)) AVX512 void
 dw_rows_group(double *acc, const int G, const int KW, int ky0, const float *dz, int cs, int oh, int nv,
-              const float *xp, int xs, int dwl)
+              const float *xp, int xs, int dwl, int xlo, int xhi)
 {
     __m512 a[DW_G][8];
     for (int g = 0; g < G; g++)
         for (int kx = 0; kx < KW; kx++) a[g][kx] = _mm512_setzero_ps();
-    for (int iy = ky0; iy < ky0 + G - 1 + oh; iy++) {
+    /* rows of xp outside xlo .. xhi - 1 are zero padding: their products are zero, and
+     * the sums start at +0, which adding a zero leaves unchanged */
+    const int iy0 = ky0 > xlo ? ky0 : xlo, iy1 = ky0 + G - 1 + oh < xhi ? ky0 + G - 1 + oh : xhi;
+    for (int iy = iy0; iy < iy1; iy++) {
         const float *xr = xp + (size_t)iy * xs;
         const float *d0 = dz + (size_t)(iy - ky0 + DW_G - 1) * cs; /* dy row oy = iy - ky0 (g = 0) */
         for (int j = 0; j < nv; j++) {
@@ -569,11 +572,12 @@ dw_rows_group(double *acc, const int G, const int KW, int ky0, const float *dz, 
 }
 
 #define DWR_CASE(G, KW) \
-    case (G) * 16 + (KW): dw_rows_group(acc, G, KW, ky0, dz, cs, oh, nv, xp, xs, dwl); break;
+    case (G) * 16 + (KW): dw_rows_group(acc, G, KW, ky0, dz, cs, oh, nv, xp, xs, dwl, xlo, xhi); break;
 
-/* every filter row of a plane (kw <= 8), in groups of up to DW_G rows */
+/* every filter row of a plane (kw <= 8), in groups of up to DW_G rows; the source rows
+ * of xp are xlo .. xhi - 1 */
 static AVX512 void plane_dw_rows(double *acc, const float *dz, int cs, int oh, int nv, const float *xp, int xs,
-                                 int kh, int kw, int dwl)
+                                 int kh, int kw, int dwl, int xlo, int xhi)
 {
     for (int ky0 = 0; ky0 < kh; ky0 += DW_G) {
         const int G = kh - ky0 < DW_G ? kh - ky0 : DW_G;
@@ -664,6 +668,16 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
     return NPRED_OK;
 }
 
+/* dxp (+)= the stride-1 dx of one plane: the forward kernel with the flipped filter
+ * (into wf) over dy padded in dp (geometry q) */
+static void dx_plane_s1(float *dxp, const npred_conv2d_params *p, const float *dp, const padded *q, const float *wp,
+                        float *wf)
+{
+    const int kk = p->kh * p->kw;
+    for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
+    plane_fwd_s1(dxp, p->w, p->h, p->w, dp, q->stride, 1, wf, p->kh, p->kw, p->dil_h, p->dil_w, 0.0f, 1, q->top, q->h);
+}
+
 npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy,
                                              const float *x, const float *w,
                                              const npred_conv2d_params *p, void *ws,
@@ -691,6 +705,11 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
     const int unit_stride = sh == 1 && sw == 1;
     /* the dw row kernel: unit stride, height dilation 1, filters up to 8 wide */
     const int rows_dw = unit_stride && dh == 1 && kw <= 8 && npred_gemm_avx512_active();
+    /* dx inside the dw loop (one input channel per output channel, so the channel
+     * blocks own their dx planes): the row kernel reads dy from the dx's padded plane
+     * (enough zero rows above and below, zeros past the width), one copy less */
+    const int fuse = dx && dw && rows_dw && M == 1 && g.qd.fast && g.qd.top >= DW_G - 1 &&
+                     g.qd.top + oh + DW_G - 1 <= g.qd.rows;
 
 #pragma omp parallel num_threads(T)
     {
@@ -703,10 +722,13 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
         if (dx && unit_stride) padded_zero(&g.qd, dbuf);
         if (dw) {
             padded_zero(&g.qx, xbuf);
-            padded_zero(qc, cbuf);
+            if (!fuse) padded_zero(qc, cbuf);
         }
+        /* the dw row kernel's dy: its own copy, or the dx's padded plane */
+        const float *dz = fuse ? dbuf + (size_t)(g.qd.top - (DW_G - 1)) * g.qd.stride + g.qd.sh : dc;
+        const int dzs = fuse ? g.qd.stride : qc->stride;
 
-        if (dx) {
+        if (dx && !fuse) {
 #pragma omp for collapse(2) schedule(static)
             for (int n = 0; n < p->n; n++)
                 for (int c = 0; c < C; c++) {
@@ -716,10 +738,8 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
                         const float *wp = w + (size_t)oc * kk;
                         if (unit_stride) {
-                            for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
                             padded_fill(&g.qd, dbuf, dyp);
-                            plane_fwd_s1(dxp, p->w, p->h, p->w, dp, g.qd.stride, 1, wf, kh, kw, dh, dwl,
-                                         0.0f, 1, g.qd.top, g.qd.h);
+                            dx_plane_s1(dxp, p, dp, &g.qd, wp, wf);
                         } else {
                             for (int oy = 0; oy < oh; oy++)
                                 for (int ox = 0; ox < ow; ox++) {
@@ -751,10 +771,15 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                         const int c = oc / M;
                         double *acc = acc0 + (size_t)(oc - o0) * kk * VL;
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
+                        if (fuse) {
+                            padded_fill(&g.qd, dbuf, dyp);
+                            dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dp, &g.qd, w + (size_t)oc * kk, wf);
+                        }
                         padded_fill(&g.qx, xbuf, x + ((size_t)n * C + c) * ipix);
                         if (rows_dw) {
-                            padded_fill(qc, cbuf, dyp);
-                            plane_dw_rows(acc, dc, qc->stride, oh, qc->stride / VL, xp, g.qx.stride, kh, kw, dwl);
+                            if (!fuse) padded_fill(qc, cbuf, dyp);
+                            plane_dw_rows(acc, dz, dzs, oh, (int)ceil_vl(ow) / VL, xp, g.qx.stride, kh, kw, dwl,
+                                          g.qx.top, g.qx.top + g.qx.h);
                         } else if (sw == 1) {
                             padded_fill(qc, cbuf, dyp);
                             plane_dw_s1(acc, dc, qc->stride, oh, qc->stride, xp, g.qx.stride, sh, kh, kw, dh, dwl);
