@@ -428,6 +428,11 @@ static void test_fast_vs_naive(void)
     /* the backward's im2col blocks of 96 rows: 245 rows per group (two blocks and a
      * part, a block ending inside a channel), groups, stride, dilation, padding */
     compare_all("k7 s2 d2 p3 groups2", npred_conv2d_params_square(2, 10, 23, 27, 6, 7, 2, 3, 2, 2), 39);
+    /* the weight gradient from the (padded) input: row stride 2, column stride 1,
+     * dilation, groups, rectangular padding; and the baseline's 9x9 1->64 */
+    compare_all("k3x5 sy2 d2 p1x3 groups2", mk(3, 4, 15, 21, 6, 3, 5, 2, 1, 1, 3, 2, 2, 2), 40);
+    compare_all("k9 1->64 36x64", npred_conv2d_params_square(2, 1, 36, 64, 64, 9, 1, 0, 1, 1), 41);
+    compare_all("k9 p4 1->16", npred_conv2d_params_square(2, 1, 20, 30, 16, 9, 1, 4, 1, 1), 42);
 }
 
 /* ---------------------------------------------------------------- semantics */

@@ -3,7 +3,8 @@
  * register blocks (rows, 16-column vectors, panels of 48 and 64, transposed
  * chunks), both layouts of A, overwrite and accumulate; and the fixed order of
  * the sums (nt through transposed chunks equals nn on the transposed matrix,
- * bit for bit; the 1x1 backward's one-pass kernel equals its nt and nn). */
+ * bit for bit; the 1x1 backward's one-pass kernel equals its nt and nn; the
+ * weight gradient from the input equals nt on the im2col matrix). */
 #include "harness.h"
 #include "kernels/gemm.h"
 
@@ -238,11 +239,64 @@ static void test_pointwise_backward(void)
     npred_gemm_use_avx512(-1);
 }
 
+/* npred_gemm_conv_dw: taps of a (kh x kw, dilation d, row stride sy) filter over c
+ * channels of a (hp x wp) input, straight from the input, against nt on the
+ * explicit im2col matrix (bit for bit) and a double reference */
+static void conv_dw_case(int m, int c, int kh, int kw, int d, int sy, int oh, int ow, uint64_t seed)
+{
+    uint64_t st = seed;
+    const int hp = (oh - 1) * sy + (kh - 1) * d + 1, wp = ow - 1 + (kw - 1) * d + 1 + 3, l = c * kh * kw, n = oh * ow;
+    float *x = rnd((size_t)c * hp * wp, &st), *dy = rnd((size_t)m * n, &st), *dw0 = rnd((size_t)m * l, &st);
+    float *col = malloc(sizeof *col * (size_t)l * n), *t = malloc(sizeof *t * (size_t)l * m);
+    float *dw1 = malloc(sizeof *dw1 * (size_t)m * l), *dw2 = malloc(sizeof *dw2 * (size_t)m * l);
+    ptrdiff_t *off = malloc(sizeof *off * (size_t)l);
+    double *ref = malloc(sizeof *ref * (size_t)m * l), *sc = malloc(sizeof *sc * (size_t)m * l);
+    for (int r = 0; r < l; r++) {
+        const int ci = r / (kh * kw), ky = r / kw % kh, kx = r % kw;
+        off[r] = ((ptrdiff_t)ci * hp + ky * d) * wp + kx * d;
+        for (int y = 0; y < oh; y++)
+            for (int q = 0; q < ow; q++) col[(size_t)r * n + y * ow + q] = x[off[r] + (ptrdiff_t)y * sy * wp + q];
+    }
+    memcpy(dw1, dw0, sizeof *dw1 * (size_t)m * l), memcpy(dw2, dw0, sizeof *dw2 * (size_t)m * l);
+    npred_gemm_conv_dw(m, l, oh, ow, dy, x, off, (ptrdiff_t)sy * wp, dw1, l, t);
+    npred_gemm_nt(m, l, n, dy, n, col, n, dw2, l);
+    if (npred_gemm_avx512_active())
+        CHECK(memcmp(dw1, dw2, sizeof *dw1 * (size_t)m * l) == 0,
+              "conv dw m=%d c=%d %dx%d d=%d sy=%d %dx%d: differs from nt on the im2col matrix", m, c, kh, kw, d, sy,
+              oh, ow);
+    for (int i = 0; i < m; i++)
+        for (int r = 0; r < l; r++) {
+            double s = dw0[i * l + r], g = fabs(s);
+            for (int p = 0; p < n; p++) {
+                double v = (double)dy[(size_t)i * n + p] * col[(size_t)r * n + p];
+                s += v, g += fabs(v);
+            }
+            ref[i * l + r] = s, sc[i * l + r] = g;
+        }
+    double e = rel_err(dw1, ref, sc, (size_t)m * l);
+    CHECK(e <= 4e-7 * (n + 1), "conv dw m=%d l=%d n=%d avx512=%d: relative error %g", m, l, n,
+          npred_gemm_avx512_active(), e);
+    free(x), free(dy), free(dw0), free(col), free(t), free(dw1), free(dw2), free(off), free(ref), free(sc);
+}
+
+static void test_conv_dw(void)
+{
+    for (int mode = 1; mode >= 0; mode--) {
+        npred_gemm_use_avx512(mode);
+        conv_dw_case(64, 1, 9, 9, 1, 1, 28, 56, 700); /* the baseline's first layer */
+        conv_dw_case(8, 3, 3, 3, 2, 2, 7, 9, 701);    /* dilation, row stride, a partial panel */
+        conv_dw_case(70, 2, 5, 4, 1, 1, 40, 3, 702); /* 48-column panels and a tail; many rows per chunk */
+        conv_dw_case(5, 1, 1, 7, 1, 1, 1, 100, 703);
+    }
+    npred_gemm_use_avx512(-1);
+}
+
 int main(void)
 {
     RUN(test_avx512_kernels);
     RUN(test_openblas_fallback);
     RUN(test_sum_order);
     RUN(test_pointwise_backward);
+    RUN(test_conv_dw);
     return th_summary();
 }

@@ -286,9 +286,35 @@ static int is_pointwise(const npred_conv2d_params *p)
            p->pad_w == 0;
 }
 
+/* The weight gradient of a convolution with stride 1 along the width straight from
+ * its (zero-padded) input (npred_gemm_conv_dw), not through im2col rows, for up to
+ * this many taps per group (its product is held transposed, taps x output channels) */
+#define DIRECT_DW_TAPS 512
+
+static int direct_dw_shape(const npred_conv2d_params *p)
+{
+    return !is_pointwise(p) && p->stride_w == 1 && (p->c / p->groups) * p->kh * p->kw <= DIRECT_DW_TAPS;
+}
+
+static int has_pad(const npred_conv2d_params *p) { return p->pad_h > 0 || p->pad_w > 0; }
+
+/* floats of the padded input of one image (none without padding) and of the transposed product */
+static size_t direct_pad_floats(const npred_conv2d_params *p)
+{
+    return has_pad(p) ? ((size_t)p->c * (p->h + 2 * p->pad_h) * (p->w + 2 * p->pad_w) + 15) / 16 * 16 : 0;
+}
+
+/* floats of a thread's scratch: the im2col matrix of one image, or for the direct
+ * weight gradient the padded input and the transposed product, if larger */
 static size_t gemm_col_floats(const npred_conv2d_params *p, int oh, int ow)
 {
-    return is_pointwise(p) ? 0 : (size_t)p->c * p->kh * p->kw * oh * ow;
+    if (is_pointwise(p)) return 0;
+    size_t col = (size_t)p->c * p->kh * p->kw * oh * ow;
+    if (direct_dw_shape(p)) {
+        size_t d = direct_pad_floats(p) + (size_t)(p->c / p->groups) * p->kh * p->kw * (p->o / p->groups);
+        if (d > col) col = d;
+    }
+    return col;
 }
 
 static size_t gemm_dw_floats(const npred_conv2d_params *p)
@@ -459,10 +485,12 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
                             ws_bytes, npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_GEMM));
     const int in_region = T > 1;
     char *cols = (char *)base + partb;
+    const int direct = dw && direct_dw_shape(p) && !p->bf16 && npred_gemm_avx512_active();
 
 #pragma omp parallel num_threads(T) if (in_region)
     {
         float *col = (float *)(cols + (size_t)npred_thread_id() * colb);
+        ptrdiff_t off[DIRECT_DW_TAPS];
 #pragma omp for schedule(static)
         for (int ch = 0; ch < nch; ch++) {
             float *part = (float *)((char *)base + (size_t)ch * dwb); /* this chunk's dW sum */
@@ -490,6 +518,30 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
                     continue;
                 }
                 if (dx && dx_set) memset(dxn, 0, sizeof *dxn * (size_t)p->c * ipix);
+                if (direct) { /* dW from the input itself, then dx through im2col rows */
+                    const int hp = p->h + 2 * p->pad_h, wp = p->w + 2 * p->pad_w;
+                    const float *xs = xn;
+                    float *tt = col;
+                    if (has_pad(p)) {
+                        float *xp = col;
+                        tt = col + direct_pad_floats(p);
+                        memset(xp, 0, sizeof *xp * (size_t)p->c * hp * wp);
+                        for (int c = 0; c < p->c; c++)
+                            for (int y = 0; y < p->h; y++)
+                                memcpy(xp + ((size_t)c * hp + y + p->pad_h) * wp + p->pad_w,
+                                       xn + ((size_t)c * p->h + y) * p->w, sizeof *xp * (size_t)p->w);
+                        xs = xp;
+                    }
+                    for (int g = 0; g < G; g++) {
+                        for (int r = 0; r < K; r++) {
+                            const int c = g * cg + r / (p->kh * p->kw), ky = r / p->kw % p->kh, kx = r % p->kw;
+                            off[r] = ((ptrdiff_t)c * hp + ky * p->dil_h) * wp + kx * p->dil_w;
+                        }
+                        npred_gemm_conv_dw(og, K, oh, ow, dyn + (size_t)g * og * opix, xs, off,
+                                           (ptrdiff_t)p->stride_h * wp, part + (size_t)g * og * K, K, tt);
+                    }
+                    if (!dx) continue;
+                }
                 /* blocks of GEMM_BWD_ROWS rows of the image's im2col matrix, built
                  * and used while in L2: dW_g[:, rows] += dy_g . col[rows]^T, then
                  * col[rows] = W_g[:, rows]^T . dy_g scattered into dx (rows in order:
@@ -497,7 +549,7 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
                 for (int g = 0; g < G; g++)
                     for (int r0 = 0; r0 < K; r0 += GEMM_BWD_ROWS) {
                         const int nr = K - r0 < GEMM_BWD_ROWS ? K - r0 : GEMM_BWD_ROWS, gr = g * K + r0;
-                        if (dw) {
+                        if (dw && !direct) {
                             im2col_rows(col, xn, p, oh, ow, gr, gr + nr);
                             gemm_nt(p->bf16, og, nr, (int)opix, dyn + (size_t)g * og * opix, (ptrdiff_t)opix, col,
                                     (ptrdiff_t)opix, part + (size_t)g * og * K + r0, K);

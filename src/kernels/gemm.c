@@ -13,6 +13,7 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -277,6 +278,112 @@ void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const fl
     }
     if (dw) npred_gemm_nt(m, l, n, dy, n, x, n, dw, l);
     if (dx) npred_gemm_nn(l, n, m, w, 1, l, dy, n, dx, n, accumulate);
+}
+
+/* ---------------------------------------------------------------- conv dW from the input */
+
+/* C (MR x NV vectors, row stride ldc) += A . B over the k = nrow * ow pixels of a chunk
+ * of output rows, A's rows given by pointers: A(r, j * ow + q) = ar[r][j * ars + q]
+ * (the input row of filter tap r under output row j), B (k x 16 NV, row stride ldb). */
+INL AVX512 void rows_dw_block(const int MR, const int NV, int nrow, int ow, const float *const *ar, ptrdiff_t ars,
+                              const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, const __mmask16 *mk)
+{
+    __m512 s[NN_MR][NN_NV];
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) s[r][v] = _mm512_maskz_loadu_ps(mk[v], c + r * ldc + 16 * v);
+    for (int j = 0; j < nrow; j++) {
+        const float *a[NN_MR];
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < MR; r++) a[r] = ar[r] + j * ars;
+        const float *bj = b + (ptrdiff_t)j * ow * ldb;
+        for (int q = 0; q < ow; q++) {
+            __m512 bv[NN_NV];
+            _Pragma("GCC unroll 8")
+            for (int v = 0; v < NV; v++) bv[v] = _mm512_maskz_loadu_ps(mk[v], bj + q * ldb + 16 * v);
+            _Pragma("GCC unroll 8")
+            for (int r = 0; r < MR; r++) {
+                __m512 av = _mm512_set1_ps(a[r][q]);
+                _Pragma("GCC unroll 8")
+                for (int v = 0; v < NV; v++) s[r][v] = _mm512_fmadd_ps(av, bv[v], s[r][v]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 8")
+        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mk[v], s[r][v]);
+}
+
+#define RD_CASE(MR, NV) \
+    case (MR) * 8 + (NV): rows_dw_block(MR, NV, nrow, ow, ar, ars, b, ldb, c, ldc, mk); break;
+
+static AVX512 void rows_dw_any(int mr, int nv, int nrow, int ow, const float *const *ar, ptrdiff_t ars,
+                               const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, const __mmask16 *mk)
+{
+    switch (mr * 8 + nv) {
+        RD_CASE(1, 1) RD_CASE(2, 1) RD_CASE(3, 1) RD_CASE(4, 1) RD_CASE(5, 1) RD_CASE(6, 1) RD_CASE(7, 1) RD_CASE(8, 1)
+        RD_CASE(1, 2) RD_CASE(2, 2) RD_CASE(3, 2) RD_CASE(4, 2) RD_CASE(5, 2) RD_CASE(6, 2) RD_CASE(7, 2) RD_CASE(8, 2)
+        RD_CASE(1, 3) RD_CASE(2, 3) RD_CASE(3, 3) RD_CASE(4, 3) RD_CASE(5, 3) RD_CASE(6, 3) RD_CASE(7, 3) RD_CASE(8, 3)
+        RD_CASE(1, 4) RD_CASE(2, 4) RD_CASE(3, 4) RD_CASE(4, 4) RD_CASE(5, 4) RD_CASE(6, 4)
+    default: break;
+    }
+}
+
+/* The product is formed transposed, T (l x m) = A . dY^T, so that the vectors run
+ * along the m output channels (all lanes used for m = 64, where dW's rows of l = 81
+ * taps fill 48-column panels to 84 %) and the taps are broadcast straight from the
+ * input; dY is transposed chunk by chunk of whole output rows. */
+static AVX512 void conv_dw_avx512(int m, int l, int oh, int ow, const float *dy, const float *x,
+                                  const ptrdiff_t *off, ptrdiff_t xrs, float *dw, ptrdiff_t ldw, float *t)
+{
+    float bt[NT_CHUNK_FLOATS] __attribute__((aligned(64)));
+    const int n = oh * ow;
+    int rows = NT_CHUNK_FLOATS / (ow * m);
+    if (rows < 1) rows = 1;
+    const int NVP = m % 64 == 0 ? 4 : 3, NR = 16 * NVP, MRP = NVP == 4 ? 6 : 8;
+    for (int r = 0; r < l; r++)
+        for (int o = 0; o < m; o++) t[(ptrdiff_t)r * m + o] = dw[o * ldw + r];
+    for (int y0 = 0; y0 < oh; y0 += rows) {
+        const int nrow = oh - y0 < rows ? oh - y0 : rows, p0 = y0 * ow, np = nrow * ow;
+        const int nxt = n - p0 - np < np ? n - p0 - np : np;
+        transpose_cols(bt, dy, n, m, p0, np, dy + p0 + np, nxt);
+        for (int j = 0; j < m; j += NR) {
+            const int w = m - j < NR ? m - j : NR, nv = (w + 15) / 16;
+            __mmask16 mk[NN_NV];
+            for (int v = 0; v < NN_NV; v++) {
+                int left = w - 16 * v;
+                mk[v] = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            }
+            for (int i = 0; i < l; i += MRP) {
+                const int mr = l - i < MRP ? l - i : MRP;
+                const float *ar[NN_MR];
+                for (int r = 0; r < mr; r++) ar[r] = x + off[i + r] + y0 * xrs;
+                rows_dw_any(mr, nv, nrow, ow, ar, xrs, bt + j, m, t + (ptrdiff_t)i * m + j, m, mk);
+            }
+        }
+    }
+    for (int o = 0; o < m; o++)
+        for (int r = 0; r < l; r++) dw[o * ldw + r] = t[(ptrdiff_t)r * m + o];
+}
+
+void npred_gemm_conv_dw(int m, int l, int oh, int ow, const float *dy, const float *x, const ptrdiff_t *off,
+                        ptrdiff_t xrs, float *dw, ptrdiff_t ldw, float *t)
+{
+    if (m <= 0 || l <= 0 || oh <= 0 || ow <= 0) return;
+    if (npred_gemm_avx512_active()) {
+        conv_dw_avx512(m, l, oh, ow, dy, x, off, xrs, dw, ldw, t);
+        return;
+    }
+    /* each element the sum over the pixels in order, as the kernels' */
+    for (int o = 0; o < m; o++)
+        for (int r = 0; r < l; r++) {
+            float s = dw[o * ldw + r];
+            for (int y = 0; y < oh; y++)
+                for (int q = 0; q < ow; q++) s = fmaf(dy[(ptrdiff_t)o * oh * ow + y * ow + q], x[off[r] + y * xrs + q], s);
+            dw[o * ldw + r] = s;
+        }
 }
 
 /* ---------------------------------------------------------------- bf16

@@ -36,6 +36,16 @@ void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const flo
 void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const float *dy, const float *x, float *dw,
                                    float *dx, int accumulate);
 
+/* The weight gradient of a convolution whose output rows are contiguous runs of its
+ * (zero-padded) input, without an im2col matrix: with A(r, y * ow + q) =
+ * x[off[r] + y * xrs + q] (r < l: the filter taps, off[r] their offsets; y < oh,
+ * q < ow: the output pixel),
+ *   dw (m x l, row stride ldw) += dY (m x oh * ow) . A^T
+ * each element summed over the pixels in order: the bits of npred_gemm_nt on the
+ * im2col matrix of A. t: scratch of l * m floats. */
+void npred_gemm_conv_dw(int m, int l, int oh, int ow, const float *dy, const float *x, const ptrdiff_t *off,
+                        ptrdiff_t xrs, float *dw, ptrdiff_t ldw, float *t);
+
 /* Which kernels run: 1 = AVX-512, 0 = OpenBLAS. npred_gemm_use_avx512(-1)
  * restores the CPU's choice; 0 forces OpenBLAS (tests compare both); 1 asks for
  * AVX-512 and is ignored on a CPU without it. Returns the setting now in force. */
