@@ -202,6 +202,19 @@ static int count_diff(const float *a, const float *b, size_t n)
     return d;
 }
 
+/* random features, F, dy and a grid with every 7th coordinate outside [-1, 1]
+ * (taps out of the map) and every 11th on a border */
+static void fill_random(uint64_t *seed, float *feat, size_t nx, float *F, size_t nf, float *dy, float *grid, size_t np)
+{
+    for (size_t i = 0; i < nx; i++) feat[i] = (float)th_rand(seed);
+    for (size_t i = 0; i < nf; i++) F[i] = (float)th_rand(seed);
+    for (size_t i = 0; i < np; i++) dy[i] = (float)th_rand(seed);
+    for (size_t i = 0; i < 2 * np; i++) {
+        double u = th_rand(seed);
+        grid[i] = (float)(i % 7 == 3 ? 1.3 * u + (u > 0 ? 0.2 : -0.2) : i % 11 == 5 ? (u > 0 ? 1.0 : -1.0) : u);
+    }
+}
+
 static void test_backward_bits(void)
 {
     const shape cases[] = {{3, 5, 7, 64, 40, 0, 1}, {2, 6, 9, 20, 37, 1, 1}, {2, 4, 4, 3, 5, 0, 1},
@@ -218,13 +231,7 @@ static void test_backward_bits(void)
             want[k] = malloc(sizeof(float) * len[k]);
             for (int t = 0; t < 2; t++) got[t][k] = malloc(sizeof(float) * len[k]);
         }
-        for (size_t i = 0; i < nx; i++) feat[i] = (float)th_rand(&seed);
-        for (size_t i = 0; i < nf; i++) F[i] = (float)th_rand(&seed);
-        for (size_t i = 0; i < np; i++) dy[i] = (float)th_rand(&seed);
-        for (size_t i = 0; i < 2 * np; i++) {
-            double u = th_rand(&seed);
-            grid[i] = (float)(i % 7 == 3 ? 1.3 * u + (u > 0 ? 0.2 : -0.2) : i % 11 == 5 ? (u > 0 ? 1.0 : -1.0) : u);
-        }
+        fill_random(&seed, feat, nx, F, nf, dy, grid, np);
         for (int k = 0; k < 3; k++) { /* accumulation onto nonzero contents */
             for (size_t i = 0; i < len[k]; i++) want[k][i] = 0.125f * (float)(i % 3);
             for (int t = 0; t < 2; t++) memcpy(got[t][k], want[k], sizeof(float) * len[k]);
@@ -245,6 +252,59 @@ static void test_backward_bits(void)
         for (int k = 0; k < 3; k++) free(want[k]), free(got[0][k]), free(got[1][k]);
     }
     omp_set_num_threads(threads);
+}
+
+/* Cells made once (npred_rsample_cells, in place over a copy of the grid as the
+ * Gaussian readout makes them) give the grid kernels' bits: forward in both
+ * feature layouts, backward accumulating into nonzero dfeat, dgrid, dF; 1 and 2
+ * threads; positions outside and on the border, align_corners both */
+static void test_cells(void)
+{
+    const shape cases[] = {{3, 5, 7, 64, 40, 0, 1}, {2, 6, 9, 20, 37, 1, 1}, {2, 4, 4, 3, 5, 0, 0},
+                           {3, 28, 56, 64, 6000, 0, 1}, {2, 3, 3, 33, 17, 1, 0}, {2, 1, 2, 16, 9, 0, 1}};
+    int threads = omp_get_max_threads();
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        shape s = cases[ci];
+        uint64_t seed = 77 + ci;
+        size_t img = (size_t)s.H * s.W * s.C, nx = s.B * img, nf = (size_t)s.n * s.C, np = (size_t)s.B * s.n;
+        float *feat = malloc(sizeof(float) * nx), *F = malloc(sizeof(float) * nf), *dy = malloc(sizeof(float) * np);
+        float *grid = malloc(sizeof(float) * 2 * np), *frac = malloc(sizeof(float) * 2 * np);
+        uint32_t *key = malloc(sizeof(uint32_t) * np);
+        float *want[4], *got[4];
+        size_t len[4] = {np, nx, 2 * np, nf};
+        for (int k = 0; k < 4; k++) want[k] = malloc(sizeof(float) * len[k]), got[k] = malloc(sizeof(float) * len[k]);
+        fill_random(&seed, feat, nx, F, nf, dy, grid, np);
+        memcpy(frac, grid, sizeof(float) * 2 * np);
+        int made = 1;
+        for (int b = 0; b < s.B; b++) /* image by image, in place */
+            made &= npred_rsample_cells(key + (size_t)b * s.n, frac + 2 * (size_t)b * s.n,
+                                        frac + 2 * (size_t)b * s.n, (size_t)s.n, s.H, s.W, s.ac);
+        if (!CHECK(made, "cells of a %d x %d map", s.H, s.W)) continue;
+        size_t so = s.rows ? (size_t)s.C : 1, sc = s.rows ? 1 : (size_t)s.n;
+        for (int t = 1; t <= 2; t++) {
+            omp_set_num_threads(t);
+            for (int k = 0; k < 4; k++)
+                for (size_t i = 0; i < len[k]; i++) want[k][i] = got[k][i] = 0.125f * (float)(i % 3);
+            npred_rsample_forward(want[0], feat, grid, F, so, sc, s.B, s.H, s.W, s.C, s.n, s.ac);
+            npred_rsample_forward_cells(got[0], feat, key, frac, F, so, sc, s.B, s.H, s.W, s.C, s.n);
+            npred_rsample_backward(want[1], want[2], want[3], dy, feat, grid, F, s.C, s.B, s.H, s.W, s.C, s.n, s.ac);
+            npred_rsample_backward_cells(got[1], got[2], got[3], dy, feat, key, frac, F, s.C, s.B, s.H, s.W, s.C, s.n,
+                                         s.ac);
+            const char *name[4] = {"y", "dfeat", "dgrid", "dF"};
+            for (int k = 0; k < 4; k++)
+                CHECK(count_diff(got[k], want[k], len[k]) == 0,
+                      "C %d n %d B %d %dx%d ac %d, %d thread(s): %d %s values differ from the grid kernels'", s.C, s.n,
+                      s.B, s.H, s.W, s.ac, t, count_diff(got[k], want[k], len[k]), name[k]);
+        }
+        free(feat), free(F), free(dy), free(grid), free(frac), free(key);
+        for (int k = 0; k < 4; k++) free(want[k]), free(got[k]);
+    }
+    omp_set_num_threads(threads);
+    uint32_t k1;
+    float f2[2] = {0, 0}, g2[2] = {0, 0};
+    CHECK(!npred_rsample_cells_fit(12000, 12000) && !npred_rsample_cells(&k1, f2, g2, 1, 12000, 12000, 0) &&
+              npred_rsample_cells_fit(28, 56),
+          "a map of 12000 x 12000 has no packed cells");
 }
 
 /* the layout changes against plain loops (exact: copies and one add per element) */
@@ -288,6 +348,7 @@ int main(void)
     RUN(test_forward_shapes);
     RUN(test_forward_threaded);
     RUN(test_backward_bits);
+    RUN(test_cells);
     RUN(test_transposes);
     return th_summary();
 }

@@ -24,8 +24,8 @@
  * channels-last gradient and transposes it back into dx.
  *
  * Workspace (floats, each block 16-aligned): xt, dxt (max_batch*h*w*c);
- * grid, gpre, z, dgrid (max_batch*n*2) -- these six in the model's block shared by its
- * sessions when it gives one (r->nhwc); mu, dmu (n*2); F, dF (n*c); the grid
+ * grid, gpre, z, dgrid (max_batch*n*2), cell (max_batch*n, uint32) -- these seven in the
+ * model's block shared by its sessions when it gives one (r->nhwc); mu, dmu (n*2); F, dF (n*c); the grid
  * predictor's activations (2 per linear layer, n x width) and two gradient
  * rows (n x max width). Threads: OpenMP inside the sampling kernels and over
  * neurons in the parameter reductions. */
@@ -45,6 +45,7 @@
 
 typedef struct {
     float *xt, *dxt, *grid, *gpre, *z, *dgrid, *mu, *dmu, *F, *dF;
+    uint32_t *cell; /* the cells of grid (npred_rsample_cells; grid then holds their (w, n)) */
     float *pre[4], *act[4]; /* grid predictor: pre-activation and output of each linear (n, width) */
     float *da, *db;         /* (n, max width) gradient scratch */
     float *key;             /* the grid predictor's inputs (source_grid, weights, biases) of act[] */
@@ -87,6 +88,7 @@ static gs_ws views(const npred_readout *r, int max_batch)
     v.gpre = q, q += A16(pts);
     v.z = q, q += A16(pts);
     v.dgrid = q, q += A16(pts);
+    v.cell = (uint32_t *)(void *)q, q += A16(pts / 2);
     if (!r->nhwc) p = q;
     v.mu = p, p += A16(2 * n);
     v.dmu = p, p += A16(2 * n);
@@ -108,14 +110,15 @@ static gs_ws views(const npred_readout *r, int max_batch)
 size_t npred_gaussian_nhwc_floats(const npred_readout *r, int max_batch)
 {
     const npred_readout_config *c = &r->cfg;
-    return 2 * A16((size_t)max_batch * c->c * c->h * c->w) + 4 * A16((size_t)max_batch * c->n * 2);
+    return 2 * A16((size_t)max_batch * c->c * c->h * c->w) + 4 * A16((size_t)max_batch * c->n * 2) +
+           A16((size_t)max_batch * c->n);
 }
 
 size_t npred_gaussian_workspace(const npred_readout *r, int max_batch)
 {
     const npred_readout_config *c = &r->cfg;
     size_t img = (size_t)c->c * c->h * c->w, pts = (size_t)max_batch * c->n * 2, n = (size_t)c->n;
-    size_t s = (r->nhwc ? 0 : 2 * A16(max_batch * img) + 4 * A16(pts)) + 2 * A16(2 * n) +
+    size_t s = (r->nhwc ? 0 : 2 * A16(max_batch * img) + 4 * A16(pts) + A16(pts / 2)) + 2 * A16(2 * n) +
                2 * A16((size_t)nparams(r) * n * c->c);
     for (int i = 0; i < r->n_mlp; i++) s += 2 * A16(n * r->mlp_dim[i + 1]);
     if (r->n_mlp) s += 2 * A16(n * mlp_maxw(r)) + A16(mlp_key_floats(r));
@@ -559,6 +562,7 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
     /* z in (b, o, coordinate) order: one draw per image and neuron, like normal_() on (B, n, 1, 2) */
     const size_t nz = (size_t)Bs * n * 2;
     const int draw = train && !noise;
+    const int cells = npred_rsample_cells_fit(c->h, c->w);
     /* the draws' uniforms in the workspace of the backward's dgrid and of gpre (written below) */
     npred_normals d;
     d.u1 = (uint64_t *)(void *)v.dgrid, d.u2 = (uint64_t *)(void *)v.gpre;
@@ -572,7 +576,7 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
 #pragma omp for schedule(static)
         for (int b = Bs; b < B; b++) memcpy(v.z + (size_t)b * n * 2, v.z, (size_t)n * 2 * sizeof(float));
 #pragma omp for schedule(static)
-    for (int b = 0; b < B; b++)
+    for (int b = 0; b < B; b++) {
         for (int o = 0; o < n; o++) {
             size_t p = ((size_t)b * n + o) * 2;
             const float *z = v.z + p, *mu = v.mu + 2 * o;
@@ -593,6 +597,12 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
                 v.grid[p + k] = clampf(g[k]) + (shift ? shift[2 * b + k] : 0.0f);
             }
         }
+        /* the image's cells once for the forward and both backward passes (grid
+         * becomes their (w, n)) */
+        if (cells)
+            npred_rsample_cells(v.cell + (size_t)b * n, v.grid + 2 * (size_t)b * n, v.grid + 2 * (size_t)b * n,
+                                (size_t)n, c->h, c->w, c->align_corners);
+    }
     }
     if (draw) npred_normals_finish(&d, rng); /* the last pair's sin may be the generator's spare */
     npred_rsample_to_nhwc(v.xt, x, B, c->c, hw);
@@ -601,8 +611,12 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
         float *yp = y + (size_t)p * B * n;
         for (int b = 0; b < B; b++)
             for (int o = 0; o < n; o++) yp[(size_t)b * n + o] = bias ? bias[(size_t)p * n + o] : 0.0f;
-        npred_rsample_forward(yp, v.xt, v.grid, F + (size_t)p * n * c->c, so, sc, B, c->h, c->w, c->c, n,
-                              c->align_corners);
+        if (cells)
+            npred_rsample_forward_cells(yp, v.xt, v.cell, v.grid, F + (size_t)p * n * c->c, so, sc, B, c->h, c->w,
+                                        c->c, n);
+        else
+            npred_rsample_forward(yp, v.xt, v.grid, F + (size_t)p * n * c->c, so, sc, B, c->h, c->w, c->c, n,
+                                  c->align_corners);
     }
     return NPRED_OK;
 }
@@ -615,22 +629,29 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
     gs_ws v = views(r, r->max_batch);
     int n = c->n, B = r->B, C = c->c, hw = c->h * c->w, P = nparams(r);
     make_features(r, t, v.F); /* rows (n, c): the forward reads the parameter in place */
-    size_t pts = (size_t)B * n * 2;
-    memset(v.dgrid, 0, pts * sizeof(float));
     memset(v.dF, 0, (size_t)P * n * C * sizeof(float));
-    if (dx) memset(v.dxt, 0, (size_t)B * hw * C * sizeof(float));
+#pragma omp parallel for schedule(static) if ((double)B * hw * C >= NPRED_RS_PAR_MIN)
+    for (int b = 0; b < B; b++) { /* 51 MB at batch 128: not on one thread */
+        memset(v.dgrid + (size_t)b * n * 2, 0, (size_t)n * 2 * sizeof(float));
+        if (dx) memset(v.dxt + (size_t)b * hw * C, 0, (size_t)hw * C * sizeof(float));
+    }
     for (int p = 0; p < P; p++) { /* dy (P, B, n): one pass per output, accumulating */
         const float *dyp = dy + (size_t)p * B * n;
         if (r->p_bias >= 0 && !t->grads_off) {
             float *gb = npred_ptable_gradptr(t, r->p_bias) + (size_t)p * n;
+#pragma omp parallel for schedule(static) if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
             for (int o = 0; o < n; o++) {
                 double sum = 0;
                 for (int b = 0; b < B; b++) sum += dyp[(size_t)b * n + o];
                 gb[o] += (float)sum;
             }
         }
-        npred_rsample_backward(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.grid,
-                               v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
+        if (npred_rsample_cells_fit(c->h, c->w))
+            npred_rsample_backward_cells(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.cell,
+                                         v.grid, v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
+        else
+            npred_rsample_backward(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.grid,
+                                   v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
     }
     if (dx) npred_rsample_add_nchw(dx, v.dxt, B, C, hw);
     if (dshift)
@@ -641,16 +662,17 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
                 dshift[2 * b + k] += (float)s;
             }
     if (t->grads_off) return; /* input gradients only */
-    /* through the clamp: entries outside [-1, 1] pass nothing */
-    for (size_t i = 0; i < pts; i++)
-        if (!(v.gpre[i] >= -1.0f && v.gpre[i] <= 1.0f)) v.dgrid[i] = 0.0f;
     npred_gauss_type gt = is_legacy(r) ? NPRED_GAUSS_UNCORRELATED : c->gauss_type;
     float *gsig = npred_ptable_gradptr(t, r->p_sigma);
 #pragma omp parallel for schedule(static) if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
     for (int o = 0; o < n; o++) {
         double dm[2] = {0, 0}, ds[4] = {0, 0, 0, 0};
         for (int b = 0; b < B; b++) {
-            const float *d = v.dgrid + ((size_t)b * n + o) * 2, *z = v.z + ((size_t)b * n + o) * 2;
+            const size_t q = ((size_t)b * n + o) * 2;
+            const float *z = v.z + q, *gp = v.gpre + q;
+            /* through the clamp: entries outside [-1, 1] pass nothing */
+            const float d[2] = {gp[0] >= -1.0f && gp[0] <= 1.0f ? v.dgrid[q] : 0.0f,
+                                gp[1] >= -1.0f && gp[1] <= 1.0f ? v.dgrid[q + 1] : 0.0f};
             dm[0] += d[0];
             dm[1] += d[1];
             if (gt == NPRED_GAUSS_FULL) {

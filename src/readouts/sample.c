@@ -51,13 +51,6 @@ static inline void rs_mix(float *s, const rs_cell *c, int c0, int L)
     }
 }
 
-static inline float rs_sum(const float *acc)
-{
-    float r = 0.0f;
-    for (int l = 0; l < LANES; l++) r += acc[l];
-    return r;
-}
-
 /* ---- forward: blocks of LANES neurons ----
  *
  * A block keeps one accumulator vector per neuron: lane l sums the channels
@@ -181,13 +174,43 @@ static void rs_block_forward(float *y, const rs_cell *cell, const float *F, size
     for (int j = 0; j < nb; j++) y[j] += r[j];
 }
 
-/* the cells of nb consecutive neurons of one image (grid g: theirs) and a
- * prefetch of their tap rows in img, and in dimg (to be written) when given */
-static int rs_cells(rs_cell *cell, const float *img, const float *g, int nb, const float *dimg, int H, int W, int C,
-                    float sx, float sy, int align_corners)
+/* Where the cells of a kernel call come from: the grid (formed per block of
+ * LANES), or cells made once by npred_rsample_cells (key, frac) */
+typedef struct {
+    const float *grid;
+    const uint32_t *key;
+    const float *frac;
+} rs_src;
+
+/* the cell of packed key and distances (w, n): npred_gs_cell_at's values */
+static inline void rs_cell_packed(rs_cell *c, const float *feat, uint32_t key, float w, float n, int W, int C)
+{
+    const long base = (long)(key >> 4) - W - 1;
+    const long d[4] = {0, 1, W, (long)W + 1};
+    c->w = w, c->e = 1.0f - w;
+    c->n = n, c->s = 1.0f - n;
+    c->wt[0] = c->s * c->e;
+    c->wt[1] = c->s * c->w;
+    c->wt[2] = c->n * c->e;
+    c->wt[3] = c->n * c->w;
+    for (int k = 0; k < 4; k++) {
+        const int in = key >> k & 1;
+        c->off[k] = in ? (size_t)(base + d[k]) * (size_t)C : 0;
+        c->tap[k] = in ? feat + c->off[k] : NULL;
+    }
+}
+
+/* the cells of the nb consecutive points p0.. of one image and a prefetch of
+ * their tap rows in img, and in dimg (to be written) when given */
+static int rs_cells(rs_cell *cell, const float *img, const rs_src *src, size_t p0, int nb, const float *dimg, int H,
+                    int W, int C, float sx, float sy, int align_corners)
 {
     for (int j = 0; j < nb; j++) {
-        rs_cell_at(&cell[j], img, g[2 * j], g[2 * j + 1], sx, sy, H, W, C, align_corners);
+        const size_t p = p0 + (size_t)j;
+        if (src->key)
+            rs_cell_packed(&cell[j], img, src->key[p], src->frac[2 * p], src->frac[2 * p + 1], W, C);
+        else
+            rs_cell_at(&cell[j], img, src->grid[2 * p], src->grid[2 * p + 1], sx, sy, H, W, C, align_corners);
         for (int k = 0; k < 4; k++)
             if (cell[j].tap[k])
                 for (int c = 0; c < C; c += 64 / (int)sizeof(float)) {
@@ -199,17 +222,35 @@ static int rs_cells(rs_cell *cell, const float *img, const float *g, int nb, con
 }
 
 /* the cells of forward block q (image q / nblk) */
-static int rs_block_cells(rs_cell *cell, long q, int nblk, const float *feat, const float *grid, int n, int H,
-                          int W, int C, float sx, float sy, int align_corners)
+static int rs_block_cells(rs_cell *cell, long q, int nblk, const float *feat, const rs_src *src, int n, int H, int W,
+                          int C, float sx, float sy, int align_corners)
 {
     long b = q / nblk;
     int o0 = (int)(q % nblk) * LANES, nb = n - o0 < LANES ? n - o0 : LANES;
-    return rs_cells(cell, feat + (size_t)b * H * W * C, grid + 2 * ((size_t)b * n + o0), nb, NULL, H, W, C, sx, sy,
+    return rs_cells(cell, feat + (size_t)b * H * W * C, src, (size_t)b * n + o0, nb, NULL, H, W, C, sx, sy,
                     align_corners);
 }
 
-void npred_rsample_forward(float *y, const float *feat, const float *grid, const float *F, size_t so, size_t sc,
-                           int B, int H, int W, int C, int n, int align_corners)
+int npred_rsample_cells(uint32_t *key, float *frac, const float *grid, size_t count, int H, int W, int align_corners)
+{
+    if (!npred_rsample_cells_fit(H, W)) return 0;
+    const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
+    for (size_t i = 0; i < count; i++) {
+        npred_gs_cell g;
+        npred_gs_cell_at(&g, npred_gs_unnormalize(grid[2 * i], sx, align_corners),
+                         npred_gs_unnormalize(grid[2 * i + 1], sy, align_corners), H, W);
+        /* the nw corner: offset W + 1 from its pixel (>= 0: the corner lies at row, column >= -1) */
+        size_t at = g.in[0] ? g.off[0] + (size_t)W + 1 : g.in[1] ? g.off[1] + (size_t)W
+                  : g.in[2] ? g.off[2] + 1 : g.in[3] ? g.off[3] : 0;
+        key[i] = (uint32_t)at << 4 | (uint32_t)(g.in[0] | g.in[1] << 1 | g.in[2] << 2 | g.in[3] << 3);
+        frac[2 * i] = g.w;
+        frac[2 * i + 1] = g.n;
+    }
+    return 1;
+}
+
+static void rs_forward(float *y, const float *feat, const rs_src *src, const float *F, size_t so, size_t sc, int B,
+                       int H, int W, int C, int n, int align_corners)
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const int nblk = (n + LANES - 1) / LANES;
@@ -221,11 +262,10 @@ void npred_rsample_forward(float *y, const float *feat, const float *grid, const
         const int T = omp_get_num_threads(), id = omp_get_thread_num();
         const long q0 = total * id / T, q1 = total * (id + 1) / T;
         rs_cell cell[2][LANES];
-        int nb = q0 < q1 ? rs_block_cells(cell[0], q0, nblk, feat, grid, n, H, W, C, sx, sy, align_corners) : 0;
+        int nb = q0 < q1 ? rs_block_cells(cell[0], q0, nblk, feat, src, n, H, W, C, sx, sy, align_corners) : 0;
         for (long q = q0; q < q1; q++) {
             int cur = (int)((q - q0) & 1), nbn = 0;
-            if (q + 1 < q1)
-                nbn = rs_block_cells(cell[!cur], q + 1, nblk, feat, grid, n, H, W, C, sx, sy, align_corners);
+            if (q + 1 < q1) nbn = rs_block_cells(cell[!cur], q + 1, nblk, feat, src, n, H, W, C, sx, sy, align_corners);
             long b = q / nblk;
             int o0 = (int)(q % nblk) * LANES;
             rs_block_forward(y + (size_t)b * n + o0, cell[cur], F + (size_t)o0 * so, so, sc, nb, C);
@@ -234,15 +274,30 @@ void npred_rsample_forward(float *y, const float *feat, const float *grid, const
     }
 }
 
-/* v[k] = F . tap[k] (the grid gradient needs each tap) and, when dtap is given,
- * dtap[k] += (g * wt[k]) * F for the inside taps; lane l of v[k] sums the
- * channels l, l+LANES, ... and the lanes are added in order */
-static inline void rs_taps_backward(float v[4], float *const dtap[4], const rs_cell *c, const float *f, float g,
-                                    int C)
+void npred_rsample_forward(float *y, const float *feat, const float *grid, const float *F, size_t so, size_t sc,
+                           int B, int H, int W, int C, int n, int align_corners)
 {
-    vf acc[4] = {{0}, {0}, {0}, {0}};
+    const rs_src src = {grid, NULL, NULL};
+    rs_forward(y, feat, &src, F, so, sc, B, H, W, C, n, align_corners);
+}
+
+void npred_rsample_forward_cells(float *y, const float *feat, const uint32_t *key, const float *frac, const float *F,
+                                 size_t so, size_t sc, int B, int H, int W, int C, int n)
+{
+    const rs_src src = {NULL, key, frac};
+    rs_forward(y, feat, &src, F, so, sc, B, H, W, C, n, 0);
+}
+
+/* acc[k] lane l = sum of F . tap[k] over the channels l, l+LANES, ... (zero for a
+ * tap outside the map) and, when dtap is given, dtap[k] += (g * wt[k]) * F for the
+ * inside taps */
+static inline void rs_taps_backward(vf acc[4], float *const dtap[4], const rs_cell *c, const float *f, float g, int C)
+{
     float gw[4];
-    for (int k = 0; k < 4; k++) gw[k] = g * c->wt[k];
+    for (int k = 0; k < 4; k++) {
+        gw[k] = g * c->wt[k];
+        acc[k] = (vf){0};
+    }
     int c0 = 0;
     for (; c0 + LANES <= C; c0 += LANES) {
         vf fc = rs_vld(f + c0);
@@ -256,16 +311,17 @@ static inline void rs_taps_backward(float v[4], float *const dtap[4], const rs_c
             }
         }
     }
+    if (c0 == C) return;
+    /* the last C - c0 channels: zeros after them add +0 to the lanes */
+    vf fc;
+    rs_load_to(&fc, f + c0, C - c0);
     for (int k = 0; k < 4; k++) {
-        v[k] = 0.0f;
         if (!c->tap[k]) continue;
-        float a[LANES];
-        memcpy(a, &acc[k], sizeof a);
-        for (int l = 0; c0 + l < C; l++) {
-            a[l] += f[c0 + l] * c->tap[k][c0 + l];
-            if (dtap[k]) dtap[k][c0 + l] += gw[k] * f[c0 + l];
-        }
-        v[k] = rs_sum(a);
+        vf t;
+        rs_load_to(&t, c->tap[k] + c0, C - c0);
+        acc[k] += fc * t;
+        if (dtap[k])
+            for (int l = 0; c0 + l < C; l++) dtap[k][c0 + l] += gw[k] * f[c0 + l];
     }
 }
 
@@ -288,9 +344,45 @@ static inline void rs_sample_accumulate(float *df, const rs_cell *c, float g, in
     }
 }
 
-void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
-                            const float *grid, const float *F, int ldf, int B, int H, int W, int C, int n,
-                            int align_corners)
+/* pass 1 of one block of nb <= LANES neurons of image b (points p0..): the dfeat
+ * scatter neuron after neuron, then the grid gradients of the block; the four
+ * dot products of each neuron keep their lanes, and the LANES x LANES lanes of a
+ * tap are transposed so that they are summed in order 0..LANES-1 for all the
+ * block's neurons at once */
+static void rs_block_backward(float *dim, float *dgrid, const rs_cell *cell, const float *dy, const float *F, int ldf,
+                              int nb, int C, float sx, float sy)
+{
+    vf acc[4][LANES];
+    for (int j = 0; j < nb; j++) {
+        const rs_cell *c = &cell[j];
+        float *dtap[4] = {NULL, NULL, NULL, NULL};
+        if (dim)
+            for (int k = 0; k < 4; k++)
+                if (c->tap[k]) dtap[k] = dim + c->off[k];
+        vf a[4];
+        rs_taps_backward(a, dtap, c, F + (size_t)j * ldf, dy[j], C);
+        for (int k = 0; k < 4; k++) acc[k][j] = a[k];
+    }
+    if (!dgrid) return;
+    for (int j = nb; j < LANES; j++)
+        for (int k = 0; k < 4; k++) acc[k][j] = (vf){0};
+    vf v[4];
+    for (int k = 0; k < 4; k++) {
+        rs_transpose(acc[k]);
+        v[k] = (vf){0};
+        for (int l = 0; l < LANES; l++) v[k] += acc[k][l];
+    }
+    for (int j = 0; j < nb; j++) {
+        const rs_cell *c = &cell[j];
+        float gx = (v[1][j] - v[0][j]) * c->s + (v[3][j] - v[2][j]) * c->n;
+        float gy = (v[2][j] - v[0][j]) * c->e + (v[3][j] - v[1][j]) * c->w;
+        dgrid[2 * j] += dy[j] * gx * sx;
+        dgrid[2 * j + 1] += dy[j] * gy * sy;
+    }
+}
+
+static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat, const rs_src *src,
+                        const float *F, int ldf, int B, int H, int W, int C, int n, int align_corners)
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
@@ -298,33 +390,19 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
     if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
 #pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
         for (int b = 0; b < B; b++) {
-            const float *im = feat + (size_t)b * img, *gb = grid + 2 * (size_t)b * n;
+            const float *im = feat + (size_t)b * img;
             float *dim = dfeat ? dfeat + (size_t)b * img : NULL;
+            const size_t pb = (size_t)b * n;
             rs_cell cell[2][LANES];
-            int nb = rs_cells(cell[0], im, gb, n < LANES ? n : LANES, dim, H, W, C, sx, sy, align_corners);
+            int nb = rs_cells(cell[0], im, src, pb, n < LANES ? n : LANES, dim, H, W, C, sx, sy, align_corners);
             for (int q = 0; q < nblk; q++) { /* the next block's cells (and taps) while this one runs */
                 const int o0 = q * LANES, cur = q & 1;
-                int nbn = q + 1 < nblk ? rs_cells(cell[!cur], im, gb + 2 * (o0 + LANES),
+                int nbn = q + 1 < nblk ? rs_cells(cell[!cur], im, src, pb + o0 + LANES,
                                                   n - o0 - LANES < LANES ? n - o0 - LANES : LANES, dim, H, W, C, sx,
                                                   sy, align_corners)
                                        : 0;
-                for (int j = 0; j < nb; j++) {
-                    const rs_cell *c = &cell[cur][j];
-                    size_t p = (size_t)b * n + o0 + j;
-                    float g = dy[p];
-                    float *dtap[4] = {NULL, NULL, NULL, NULL};
-                    if (dim)
-                        for (int k = 0; k < 4; k++)
-                            if (c->tap[k]) dtap[k] = dim + c->off[k];
-                    float v[4];
-                    rs_taps_backward(v, dtap, c, F + (size_t)(o0 + j) * ldf, g, C);
-                    if (dgrid) {
-                        float gx = (v[1] - v[0]) * c->s + (v[3] - v[2]) * c->n;
-                        float gy = (v[2] - v[0]) * c->e + (v[3] - v[1]) * c->w;
-                        dgrid[2 * p] += g * gx * sx;
-                        dgrid[2 * p + 1] += g * gy * sy;
-                    }
-                }
+                rs_block_backward(dim, dgrid ? dgrid + 2 * (pb + o0) : NULL, cell[cur], dy + pb + o0,
+                                  F + (size_t)o0 * ldf, ldf, nb, C, sx, sy);
                 nb = nbn;
             }
         }
@@ -354,16 +432,16 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
         int nb;
         {
             RS_TILE_BLOCK(0, b, os, nbq);
-            nb = rs_cells(cell[0], feat + (size_t)b * img, grid + 2 * ((size_t)b * n + os), nbq, NULL, H, W, C, sx,
-                          sy, align_corners);
+            nb = rs_cells(cell[0], feat + (size_t)b * img, src, (size_t)b * n + os, nbq, NULL, H, W, C, sx, sy,
+                          align_corners);
         }
         for (long q = 0; q < nq; q++) {
             const int cur = (int)(q & 1);
             int nbn = 0;
             if (q + 1 < nq) {
                 RS_TILE_BLOCK(q + 1, b, os, nbq);
-                nbn = rs_cells(cell[!cur], feat + (size_t)b * img, grid + 2 * ((size_t)b * n + os), nbq, NULL, H, W,
-                               C, sx, sy, align_corners);
+                nbn = rs_cells(cell[!cur], feat + (size_t)b * img, src, (size_t)b * n + os, nbq, NULL, H, W, C, sx,
+                               sy, align_corners);
             }
             RS_TILE_BLOCK(q, b, os, nbq);
             (void)nbq;
@@ -373,6 +451,22 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
         }
 #undef RS_TILE_BLOCK
     }
+}
+
+void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
+                            const float *grid, const float *F, int ldf, int B, int H, int W, int C, int n,
+                            int align_corners)
+{
+    const rs_src src = {grid, NULL, NULL};
+    rs_backward(dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
+}
+
+void npred_rsample_backward_cells(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
+                                  const uint32_t *key, const float *frac, const float *F, int ldf, int B, int H, int W,
+                                  int C, int n, int align_corners)
+{
+    const rs_src src = {NULL, key, frac};
+    rs_backward(dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
 }
 
 /* Layout changes in LANES x LANES tiles transposed in registers (partial tiles

@@ -18,6 +18,7 @@
 #define NPRED_READOUTS_SAMPLE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Below this many multiply-adds (B * n * C) a sampling kernel runs on the
  * calling thread: an OpenMP fork and join costs more than it saves (one image of
@@ -41,6 +42,24 @@ void npred_rsample_backward(float *dfeat,       // (B, H, W, C) or NULL
                             const float *grid,  // (B, n, 2)
                             const float *F,     // (n, ldf)
                             int ldf, int B, int H, int W, int C, int n, int align_corners);
+
+/* The cells of count sampling positions made once for several kernel calls on
+ * maps of H x W (the kernels above form them again for every block): key[i] holds
+ * the nw corner's pixel index + W + 1 (shifted left by 4) and which of the corners
+ * nw, ne, sw, se lie inside the map (bits 0..3); frac[2i], frac[2i+1] are the
+ * distances to the west and north sides (w, n) of kernels/grid_sample_cell.h. frac
+ * may be grid itself (each pair is read before it is written). Runs on the calling
+ * thread. Returns 0, writing nothing, when (H + 2)(W + 2) >= 2^27 (the index would
+ * not fit: npred_rsample_cells_fit). The *_cells kernels give the bits of the grid
+ * kernels for the same positions. */
+static inline int npred_rsample_cells_fit(int H, int W) { return (double)(H + 2) * (W + 2) < (double)(1u << 27); }
+int npred_rsample_cells(uint32_t *key, float *frac, const float *grid, size_t count, int H, int W, int align_corners);
+void npred_rsample_forward_cells(float *y, const float *feat, const uint32_t *key, const float *frac, const float *F,
+                                 size_t so, size_t sc, int B, int H, int W, int C, int n);
+/* align_corners: the scale of the grid gradient */
+void npred_rsample_backward_cells(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
+                                  const uint32_t *key, const float *frac, const float *F, int ldf, int B, int H, int W,
+                                  int C, int n, int align_corners);
 
 /* out (N, H*W, C) = in (N, C, H*W) transposed (overwrites). */
 void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW);
