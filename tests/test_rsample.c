@@ -225,31 +225,38 @@ static void test_backward_bits(void)
         uint64_t seed = 5 + ci;
         size_t img = (size_t)s.H * s.W * s.C, nx = s.B * img, nf = (size_t)s.n * s.C, np = (size_t)s.B * s.n;
         float *feat = malloc(sizeof(float) * nx), *F = malloc(sizeof(float) * nf), *dy = malloc(sizeof(float) * np);
-        float *grid = malloc(sizeof(float) * 2 * np), *want[3], *got[2][3];
+        float *grid = malloc(sizeof(float) * 2 * np), *want[3], *got[3][3];
         size_t len[3] = {nx, 2 * np, nf};
         for (int k = 0; k < 3; k++) {
             want[k] = malloc(sizeof(float) * len[k]);
-            for (int t = 0; t < 2; t++) got[t][k] = malloc(sizeof(float) * len[k]);
+            for (int t = 0; t < 3; t++) got[t][k] = malloc(sizeof(float) * len[k]);
         }
         fill_random(&seed, feat, nx, F, nf, dy, grid, np);
-        for (int k = 0; k < 3; k++) { /* accumulation onto nonzero contents */
+        for (int k = 0; k < 3; k++) /* accumulation onto nonzero contents */
             for (size_t i = 0; i < len[k]; i++) want[k][i] = 0.125f * (float)(i % 3);
-            for (int t = 0; t < 2; t++) memcpy(got[t][k], want[k], sizeof(float) * len[k]);
-        }
         backward_definition(want[0], want[1], want[2], dy, feat, grid, F, s.B, s.H, s.W, s.C, s.n, s.ac);
-        for (int t = 0; t < 2; t++) {
-            omp_set_num_threads(t + 1);
-            npred_rsample_backward(got[t][0], got[t][1], got[t][2], dy, feat, grid, F, s.C, s.B, s.H, s.W, s.C, s.n,
-                                   s.ac);
+        /* all three outputs (one fused pass), and each one left out (NULL): dF alone
+         * takes the tiles of pass 2, dfeat and dgrid alone pass 1 */
+        for (int skip = -1; skip < 3; skip++) {
+            for (int t = 0; t < 3; t++) { /* 3 threads: ranges of the pipeline of unequal length */
+                for (int k = 0; k < 3; k++)
+                    for (size_t i = 0; i < len[k]; i++) got[t][k][i] = 0.125f * (float)(i % 3);
+                omp_set_num_threads(t + 1);
+                float *o[3] = {got[t][0], got[t][1], got[t][2]};
+                if (skip >= 0) o[skip] = NULL;
+                npred_rsample_backward(o[0], o[1], o[2], dy, feat, grid, F, s.C, s.B, s.H, s.W, s.C, s.n, s.ac);
+            }
+            const char *name[3] = {"dfeat", "dgrid", "dF"};
+            for (int k = 0; k < 3; k++)
+                for (int t = 0; t < 3; t++)
+                    if (k != skip)
+                        CHECK(count_diff(got[t][k], want[k], len[k]) == 0,
+                              "C %d n %d B %d, %d thread(s), without %s: %d %s values differ from the definition", s.C,
+                              s.n, s.B, t + 1, skip >= 0 ? name[skip] : "none", count_diff(got[t][k], want[k], len[k]),
+                              name[k]);
         }
-        const char *name[3] = {"dfeat", "dgrid", "dF"};
-        for (int k = 0; k < 3; k++)
-            for (int t = 0; t < 2; t++)
-                CHECK(count_diff(got[t][k], want[k], len[k]) == 0,
-                      "C %d n %d B %d, %d thread(s): %d %s values differ from the definition", s.C, s.n, s.B, t + 1,
-                      count_diff(got[t][k], want[k], len[k]), name[k]);
         free(feat), free(F), free(dy), free(grid);
-        for (int k = 0; k < 3; k++) free(want[k]), free(got[0][k]), free(got[1][k]);
+        for (int k = 0; k < 3; k++) free(want[k]), free(got[0][k]), free(got[1][k]), free(got[2][k]);
     }
     omp_set_num_threads(threads);
 }

@@ -289,9 +289,11 @@ void npred_rsample_forward_cells(float *y, const float *feat, const uint32_t *ke
 }
 
 /* acc[k] lane l = sum of F . tap[k] over the channels l, l+LANES, ... (zero for a
- * tap outside the map) and, when dtap is given, dtap[k] += (g * wt[k]) * F for the
- * inside taps */
-static inline void rs_taps_backward(vf acc[4], float *const dtap[4], const rs_cell *c, const float *f, float g, int C)
+ * tap outside the map); when dtap is given, dtap[k] += (g * wt[k]) * F for the
+ * inside taps; when df is given, df += g * sample (rs_sample_accumulate's
+ * operations, on the tap rows loaded once for both) */
+static inline void rs_taps_backward(vf acc[4], float *const dtap[4], float *df, const rs_cell *c, const float *f,
+                                    float g, int C)
 {
     float gw[4];
     for (int k = 0; k < 4; k++) {
@@ -300,15 +302,22 @@ static inline void rs_taps_backward(vf acc[4], float *const dtap[4], const rs_ce
     }
     int c0 = 0;
     for (; c0 + LANES <= C; c0 += LANES) {
-        vf fc = rs_vld(f + c0);
+        vf fc = rs_vld(f + c0), s = {0};
         for (int k = 0; k < 4; k++) {
             if (!c->tap[k]) continue;
-            acc[k] += fc * rs_vld(c->tap[k] + c0);
+            vf t = rs_vld(c->tap[k] + c0);
+            acc[k] += fc * t;
+            s += c->wt[k] * t;
             if (dtap[k]) {
                 vf d = rs_vld(dtap[k] + c0);
                 d += gw[k] * fc;
                 memcpy(dtap[k] + c0, &d, sizeof d);
             }
+        }
+        if (df) {
+            vf d = rs_vld(df + c0);
+            d += g * s;
+            memcpy(df + c0, &d, sizeof d);
         }
     }
     if (c0 == C) return;
@@ -322,6 +331,11 @@ static inline void rs_taps_backward(vf acc[4], float *const dtap[4], const rs_ce
         acc[k] += fc * t;
         if (dtap[k])
             for (int l = 0; c0 + l < C; l++) dtap[k][c0 + l] += gw[k] * f[c0 + l];
+    }
+    if (df) {
+        float sm[LANES];
+        rs_mix(sm, c, c0, C - c0);
+        for (int l = 0; c0 + l < C; l++) df[c0 + l] += g * sm[l];
     }
 }
 
@@ -344,13 +358,14 @@ static inline void rs_sample_accumulate(float *df, const rs_cell *c, float g, in
     }
 }
 
-/* pass 1 of one block of nb <= LANES neurons of image b (points p0..): the dfeat
- * scatter neuron after neuron, then the grid gradients of the block; the four
+/* one block of nb <= LANES neurons of one image: the dfeat scatter (and the dF
+ * rows' terms of the image, when dF is given) neuron after neuron, then the grid
+ * gradients of the block; the four
  * dot products of each neuron keep their lanes, and the LANES x LANES lanes of a
  * tap are transposed so that they are summed in order 0..LANES-1 for all the
  * block's neurons at once */
-static void rs_block_backward(float *dim, float *dgrid, const rs_cell *cell, const float *dy, const float *F, int ldf,
-                              int nb, int C, float sx, float sy)
+static void rs_block_backward(float *dim, float *dgrid, float *dF, const rs_cell *cell, const float *dy,
+                              const float *F, int ldf, int nb, int C, float sx, float sy)
 {
     vf acc[4][LANES];
     for (int j = 0; j < nb; j++) {
@@ -360,7 +375,7 @@ static void rs_block_backward(float *dim, float *dgrid, const rs_cell *cell, con
             for (int k = 0; k < 4; k++)
                 if (c->tap[k]) dtap[k] = dim + c->off[k];
         vf a[4];
-        rs_taps_backward(a, dtap, c, F + (size_t)j * ldf, dy[j], C);
+        rs_taps_backward(a, dtap, dF ? dF + (size_t)j * ldf : NULL, c, F + (size_t)j * ldf, dy[j], C);
         for (int k = 0; k < 4; k++) acc[k][j] = a[k];
     }
     if (!dgrid) return;
@@ -381,31 +396,62 @@ static void rs_block_backward(float *dim, float *dgrid, const rs_cell *cell, con
     }
 }
 
+/* the blocks [q0, q1) of image b (points pb..): cells formed a block ahead */
+static void rs_image_backward(float *dim, float *dgrid, float *dF, const float *dy, const float *im, const rs_src *src,
+                              size_t pb, const float *F, int ldf, int q0, int q1, int H, int W, int C, int n, float sx,
+                              float sy, int align_corners)
+{
+    rs_cell cell[2][LANES];
+#define RS_NB(q) (n - (q) * LANES < LANES ? n - (q) * LANES : LANES)
+    int nb = q0 < q1 ? rs_cells(cell[0], im, src, pb + (size_t)q0 * LANES, RS_NB(q0), dim, H, W, C, sx, sy,
+                                align_corners)
+                     : 0;
+    for (int q = q0; q < q1; q++) { /* the next block's cells (and taps) while this one runs */
+        const int o0 = q * LANES, cur = (q - q0) & 1;
+        int nbn = q + 1 < q1 ? rs_cells(cell[!cur], im, src, pb + o0 + LANES, RS_NB(q + 1), dim, H, W, C, sx, sy,
+                                        align_corners)
+                             : 0;
+        rs_block_backward(dim, dgrid ? dgrid + 2 * (pb + o0) : NULL, dF ? dF + (size_t)o0 * ldf : NULL, cell[cur],
+                          dy + pb + o0, F + (size_t)o0 * ldf, ldf, nb, C, sx, sy);
+        nb = nbn;
+    }
+#undef RS_NB
+}
+
 static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat, const rs_src *src,
                         const float *F, int ldf, int B, int H, int W, int C, int n, int align_corners)
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
     const int nblk = (n + LANES - 1) / LANES;
-    if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
-#pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
-        for (int b = 0; b < B; b++) {
-            const float *im = feat + (size_t)b * img;
-            float *dim = dfeat ? dfeat + (size_t)b * img : NULL;
-            const size_t pb = (size_t)b * n;
-            rs_cell cell[2][LANES];
-            int nb = rs_cells(cell[0], im, src, pb, n < LANES ? n : LANES, dim, H, W, C, sx, sy, align_corners);
-            for (int q = 0; q < nblk; q++) { /* the next block's cells (and taps) while this one runs */
-                const int o0 = q * LANES, cur = q & 1;
-                int nbn = q + 1 < nblk ? rs_cells(cell[!cur], im, src, pb + o0 + LANES,
-                                                  n - o0 - LANES < LANES ? n - o0 - LANES : LANES, dim, H, W, C, sx,
-                                                  sy, align_corners)
-                                       : 0;
-                rs_block_backward(dim, dgrid ? dgrid + 2 * (pb + o0) : NULL, cell[cur], dy + pb + o0,
-                                  F + (size_t)o0 * ldf, ldf, nb, C, sx, sy);
-                nb = nbn;
+    if (dF && (dfeat || dgrid)) {
+        /* one pass for all three, image after image, neurons in order inside an image:
+         * the order of every sum of the two passes below. On T threads thread t owns
+         * the t-th of T ranges of neuron blocks (its dF rows and grid gradients) and
+         * takes image b at step b + t: an image's dfeat rows get the neurons of range
+         * 0 first, then (one step and a barrier later) those of range 1, ..., and each
+         * dF row sums its images in order, so every sum is the one-thread sum. */
+#pragma omp parallel if ((double)B * n * C >= NPRED_RS_PAR_MIN)
+        {
+            const int T = omp_get_num_threads(), id = omp_get_thread_num();
+            const int q0 = (int)((long)nblk * id / T), q1 = (int)((long)nblk * (id + 1) / T);
+            for (int step = 0; step < B + T - 1; step++) {
+                const int b = step - id;
+                if (b >= 0 && b < B)
+                    rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, dF, dy, feat + (size_t)b * img,
+                                      src, (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
+                if (T > 1) {
+#pragma omp barrier
+                }
             }
         }
+        return;
+    }
+    if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
+#pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
+        for (int b = 0; b < B; b++)
+            rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, NULL, dy, feat + (size_t)b * img, src,
+                              (size_t)b * n, F, ldf, 0, nblk, H, W, C, n, sx, sy, align_corners);
     }
     if (!dF) return;
     /* pass 2: tiles of consecutive neurons, one tile per thread at a time; images
