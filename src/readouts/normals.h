@@ -14,7 +14,7 @@
  * and cos in double (relative error below 2^-45 against the exact values), and a
  * float result is taken from them only when the whole interval v (1 +- 2^-36),
  * which also holds the value computed with the C library (error < 1 ulp), rounds
- * to one float; otherwise (about one value in 4,000, and arguments near a multiple
+ * to one float; otherwise (about one pair in 1,400, and arguments near a multiple
  * of pi / 2) the pair is computed with the C library's log, sin and cos, the
  * generator's own operations. So every float equals (float) of the double that
  * npred_rng_normal returns. Without AVX-512 every pair takes the C library path. */
