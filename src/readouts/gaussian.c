@@ -30,6 +30,7 @@
  * rows (n x max width). Threads: OpenMP inside the sampling kernels and over
  * neurons in the parameter reductions. */
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,6 +43,9 @@
 /* from this batch size on, the forward makes the feature rows (n, c) once
  * rather than reading the channel-major parameter once per image */
 #define GS_ROWS_MIN_BATCH 4
+/* neurons per chunk of the backward's per-neuron sums over the images (48 KB of
+ * double accumulators) */
+#define GS_RED 1024
 
 typedef struct {
     float *xt, *dxt, *grid, *gpre, *z, *dgrid, *mu, *dmu, *F, *dF;
@@ -664,35 +668,47 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
     if (t->grads_off) return; /* input gradients only */
     npred_gauss_type gt = is_legacy(r) ? NPRED_GAUSS_UNCORRELATED : c->gauss_type;
     float *gsig = npred_ptable_gradptr(t, r->p_sigma);
-#pragma omp parallel for schedule(static) if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
-    for (int o = 0; o < n; o++) {
-        double dm[2] = {0, 0}, ds[4] = {0, 0, 0, 0};
-        for (int b = 0; b < B; b++) {
-            const size_t q = ((size_t)b * n + o) * 2;
-            const float *z = v.z + q, *gp = v.gpre + q;
-            /* through the clamp: entries outside [-1, 1] pass nothing */
-            const float d[2] = {gp[0] >= -1.0f && gp[0] <= 1.0f ? v.dgrid[q] : 0.0f,
-                                gp[1] >= -1.0f && gp[1] <= 1.0f ? v.dgrid[q + 1] : 0.0f};
-            dm[0] += d[0];
-            dm[1] += d[1];
-            if (gt == NPRED_GAUSS_FULL) {
-                ds[0] += (double)d[0] * z[0];
-                ds[1] += (double)d[0] * z[1];
-                ds[2] += (double)d[1] * z[0];
-                ds[3] += (double)d[1] * z[1];
-            } else {
-                ds[0] += (double)d[0] * z[0];
-                ds[1] += (double)d[1] * z[1];
+    /* each neuron's sums over the images in order; images outside, a chunk of the
+     * thread's neurons inside, so the rows of dgrid, z and gpre are read in order */
+#pragma omp parallel if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
+    {
+        const int T = omp_get_num_threads(), id = omp_get_thread_num();
+        const int lo = (int)((long)n * id / T), hi = (int)((long)n * (id + 1) / T);
+        double dm[GS_RED][2], ds[GS_RED][4];
+        for (int a0 = lo; a0 < hi; a0 += GS_RED) {
+            const int m = hi - a0 < GS_RED ? hi - a0 : GS_RED;
+            memset(dm, 0, sizeof dm), memset(ds, 0, sizeof ds);
+            for (int b = 0; b < B; b++)
+                for (int i = 0; i < m; i++) {
+                    const size_t q = ((size_t)b * n + a0 + i) * 2;
+                    const float *z = v.z + q, *gp = v.gpre + q;
+                    /* through the clamp: entries outside [-1, 1] pass nothing */
+                    const float d[2] = {gp[0] >= -1.0f && gp[0] <= 1.0f ? v.dgrid[q] : 0.0f,
+                                        gp[1] >= -1.0f && gp[1] <= 1.0f ? v.dgrid[q + 1] : 0.0f};
+                    dm[i][0] += d[0];
+                    dm[i][1] += d[1];
+                    if (gt == NPRED_GAUSS_FULL) {
+                        ds[i][0] += (double)d[0] * z[0];
+                        ds[i][1] += (double)d[0] * z[1];
+                        ds[i][2] += (double)d[1] * z[0];
+                        ds[i][3] += (double)d[1] * z[1];
+                    } else {
+                        ds[i][0] += (double)d[0] * z[0];
+                        ds[i][1] += (double)d[1] * z[1];
+                    }
+                }
+            for (int i = 0; i < m; i++) {
+                const size_t o = (size_t)a0 + i;
+                v.dmu[2 * o] = (float)dm[i][0];
+                v.dmu[2 * o + 1] = (float)dm[i][1];
+                if (gt == NPRED_GAUSS_FULL)
+                    for (int k = 0; k < 4; k++) gsig[4 * o + k] += (float)ds[i][k];
+                else if (gt == NPRED_GAUSS_UNCORRELATED)
+                    for (int k = 0; k < 2; k++) gsig[2 * o + k] += (float)ds[i][k];
+                else
+                    gsig[o] += (float)(ds[i][0] + ds[i][1]);
             }
         }
-        v.dmu[2 * o] = (float)dm[0];
-        v.dmu[2 * o + 1] = (float)dm[1];
-        if (gt == NPRED_GAUSS_FULL)
-            for (int k = 0; k < 4; k++) gsig[4 * (size_t)o + k] += (float)ds[k];
-        else if (gt == NPRED_GAUSS_UNCORRELATED)
-            for (int k = 0; k < 2; k++) gsig[2 * (size_t)o + k] += (float)ds[k];
-        else
-            gsig[o] += (float)(ds[0] + ds[1]);
     }
     mu_backward(r, t, &v);
     features_backward(r, t, v.dF);
