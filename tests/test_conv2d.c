@@ -433,6 +433,7 @@ static void test_fast_vs_naive(void)
     compare_all("k3x5 sy2 d2 p1x3 groups2", mk(3, 4, 15, 21, 6, 3, 5, 2, 1, 1, 3, 2, 2, 2), 40);
     compare_all("k9 1->64 36x64", npred_conv2d_params_square(2, 1, 36, 64, 64, 9, 1, 0, 1, 1), 41);
     compare_all("k9 p4 1->16", npred_conv2d_params_square(2, 1, 20, 30, 16, 9, 1, 4, 1, 1), 42);
+    compare_all("k3 1->64 wide rows", npred_conv2d_params_square(2, 1, 6, 300, 64, 3, 1, 1, 1, 1), 43);
 }
 
 /* ---------------------------------------------------------------- semantics */

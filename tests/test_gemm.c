@@ -287,6 +287,10 @@ static void test_conv_dw(void)
         conv_dw_case(8, 3, 3, 3, 2, 2, 7, 9, 701);    /* dilation, row stride, a partial panel */
         conv_dw_case(70, 2, 5, 4, 1, 1, 40, 3, 702); /* 48-column panels and a tail; many rows per chunk */
         conv_dw_case(5, 1, 1, 7, 1, 1, 1, 100, 703);
+        /* a row of dY^T larger than the chunk buffer: rows cut into column pieces */
+        conv_dw_case(64, 1, 3, 3, 1, 1, 3, 300, 704);
+        conv_dw_case(40, 2, 2, 3, 1, 2, 2, 250, 705);
+        conv_dw_case(600, 1, 1, 2, 1, 1, 2, 20, 706); /* more than 512 rows of dW: the plain loop */
     }
     npred_gemm_use_avx512(-1);
 }

@@ -288,12 +288,14 @@ static int is_pointwise(const npred_conv2d_params *p)
 
 /* The weight gradient of a convolution with stride 1 along the width straight from
  * its (zero-padded) input (npred_gemm_conv_dw), not through im2col rows, for up to
- * this many taps per group (its product is held transposed, taps x output channels) */
+ * this many taps and output channels per group (its product is held transposed,
+ * taps x output channels) */
 #define DIRECT_DW_TAPS 512
 
 static int direct_dw_shape(const npred_conv2d_params *p)
 {
-    return !is_pointwise(p) && p->stride_w == 1 && (p->c / p->groups) * p->kh * p->kw <= DIRECT_DW_TAPS;
+    return !is_pointwise(p) && p->stride_w == 1 && (p->c / p->groups) * p->kh * p->kw <= DIRECT_DW_TAPS &&
+           p->o / p->groups <= DIRECT_DW_TAPS;
 }
 
 static int has_pad(const npred_conv2d_params *p) { return p->pad_h > 0 || p->pad_w > 0; }

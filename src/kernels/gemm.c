@@ -340,14 +340,16 @@ static AVX512 void conv_dw_avx512(int m, int l, int oh, int ow, const float *dy,
 {
     float bt[NT_CHUNK_FLOATS] __attribute__((aligned(64)));
     const int n = oh * ow;
-    int rows = NT_CHUNK_FLOATS / (ow * m);
-    if (rows < 1) rows = 1;
+    /* chunks of whole output rows, or of one row's columns when a row of dY^T is
+     * larger than the buffer (m <= NT_CHUNK_FLOATS / 16: the caller checks) */
+    const int whole = ow * m <= NT_CHUNK_FLOATS, rows = whole ? NT_CHUNK_FLOATS / (ow * m) : 1;
+    const int cw = whole ? ow : NT_CHUNK_FLOATS / m / 16 * 16;
     const int NVP = m % 64 == 0 ? 4 : 3, NR = 16 * NVP, MRP = NVP == 4 ? 6 : 8;
     for (int r = 0; r < l; r++)
         for (int o = 0; o < m; o++) t[(ptrdiff_t)r * m + o] = dw[o * ldw + r];
-    for (int y0 = 0; y0 < oh; y0 += rows) {
-        const int nrow = oh - y0 < rows ? oh - y0 : rows, p0 = y0 * ow, np = nrow * ow;
-        const int nxt = n - p0 - np < np ? n - p0 - np : np;
+    for (int y0 = 0, q0 = 0; y0 < oh;) {
+        const int nrow = oh - y0 < rows ? oh - y0 : rows, nq = ow - q0 < cw ? ow - q0 : cw;
+        const int p0 = y0 * ow + q0, np = nrow * nq, nxt = n - p0 - np < np ? n - p0 - np : np;
         transpose_cols(bt, dy, n, m, p0, np, dy + p0 + np, nxt);
         for (int j = 0; j < m; j += NR) {
             const int w = m - j < NR ? m - j : NR, nv = (w + 15) / 16;
@@ -359,10 +361,12 @@ static AVX512 void conv_dw_avx512(int m, int l, int oh, int ow, const float *dy,
             for (int i = 0; i < l; i += MRP) {
                 const int mr = l - i < MRP ? l - i : MRP;
                 const float *ar[NN_MR];
-                for (int r = 0; r < mr; r++) ar[r] = x + off[i + r] + y0 * xrs;
-                rows_dw_any(mr, nv, nrow, ow, ar, xrs, bt + j, m, t + (ptrdiff_t)i * m + j, m, mk);
+                for (int r = 0; r < mr; r++) ar[r] = x + off[i + r] + y0 * xrs + q0;
+                rows_dw_any(mr, nv, nrow, nq, ar, xrs, bt + j, m, t + (ptrdiff_t)i * m + j, m, mk);
             }
         }
+        q0 += nq;
+        if (q0 == ow) q0 = 0, y0 += nrow;
     }
     for (int o = 0; o < m; o++)
         for (int r = 0; r < l; r++) dw[o * ldw + r] = t[(ptrdiff_t)r * m + o];
@@ -372,7 +376,7 @@ void npred_gemm_conv_dw(int m, int l, int oh, int ow, const float *dy, const flo
                         ptrdiff_t xrs, float *dw, ptrdiff_t ldw, float *t)
 {
     if (m <= 0 || l <= 0 || oh <= 0 || ow <= 0) return;
-    if (npred_gemm_avx512_active()) {
+    if (npred_gemm_avx512_active() && m <= NT_CHUNK_FLOATS / 16) {
         conv_dw_avx512(m, l, oh, ow, dy, x, off, xrs, dw, ldw, t);
         return;
     }

@@ -42,7 +42,8 @@ void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const fl
  * q < ow: the output pixel),
  *   dw (m x l, row stride ldw) += dY (m x oh * ow) . A^T
  * each element summed over the pixels in order: the bits of npred_gemm_nt on the
- * im2col matrix of A. t: scratch of l * m floats. */
+ * im2col matrix of A (AVX-512, m <= 512; otherwise a plain loop). t: scratch of
+ * l * m floats. */
 void npred_gemm_conv_dw(int m, int l, int oh, int ow, const float *dy, const float *x, const ptrdiff_t *off,
                         ptrdiff_t xrs, float *dw, ptrdiff_t ldw, float *t);
 
