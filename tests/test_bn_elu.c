@@ -69,6 +69,19 @@ static void fd_case(int B, int C, int H, int W, int training, float xs, float ys
     CHECK_OK(npred_batchnorm2d_elu_forward(y, mean, invstd, training ? NULL : rm, training ? NULL : rv, NULL, x, gamma,
                                            beta, B, C, H, W, training, 0.1, 1e-5, xs, ys));
     CHECK_OK(npred_batchnorm2d_elu_backward(dx, dg, db, wl, x, y, gamma, mean, invstd, B, C, H, W, training, ys));
+    /* the same gradients made as the core makes them: e and the sums image by image,
+     * the coefficients from the sums, dx image by image from e */
+    float *e = malloc(n * sizeof *e), *dx2 = malloc(n * sizeof *dx2), dg2[8] = {0}, db2[8] = {0};
+    double *ps = malloc(2 * (size_t)B * C * sizeof *ps), coef[4 * 8];
+    size_t HW = (size_t)H * W;
+    memcpy(e, wl, n * sizeof *e);
+    for (int b = 0; b < B; b++)
+        npred_batchnorm2d_elu_grad_sums_image(ps + 2 * (size_t)b * C, e + (size_t)b * C * HW, y + (size_t)b * C * HW,
+                                              x + (size_t)b * C * HW, mean, C, HW, ys);
+    CHECK_OK(npred_batchnorm2d_elu_backward_coef_sums(coef, dg2, db2, ps, gamma, mean, invstd, B, C, H, W, training));
+    for (int b = 0; b < B; b++)
+        npred_batchnorm2d_elu_backward_image(dx2 + (size_t)b * C * HW, e + (size_t)b * C * HW, x + (size_t)b * C * HW,
+                                             NULL, coef, C, HW, training, ys);
     ref r = {B, C, H, W, training, gc_to_f64(x, n), gc_to_f64(gamma, (size_t)C), gc_to_f64(beta, (size_t)C),
              gc_to_f64(rm0, (size_t)C), gc_to_f64(rv0, (size_t)C), gc_to_f64(wl, n), xs, ys, 1e-5};
     /* the forward itself against the reference: loss with one-hot weights */
@@ -83,7 +96,13 @@ static void fd_case(int B, int C, int H, int W, int training, float xs, float ys
     gc_check("dgamma", dg, g, (size_t)C, 2e-3, 2e-4);
     gc_fd(g, r.beta, (size_t)C, 1e-6, ref_loss, &r);
     gc_check("dbeta", db, g, (size_t)C, 2e-3, 2e-4);
-    free(g);
+    gc_fd(g, r.x, n, 1e-6, ref_loss, &r);
+    gc_check("dx (image by image)", dx2, g, n, 2e-3, 2e-4);
+    gc_fd(g, r.gamma, (size_t)C, 1e-6, ref_loss, &r);
+    gc_check("dgamma (sums by image)", dg2, g, (size_t)C, 2e-3, 2e-4);
+    gc_fd(g, r.beta, (size_t)C, 1e-6, ref_loss, &r);
+    gc_check("dbeta (sums by image)", db2, g, (size_t)C, 2e-3, 2e-4);
+    free(g), free(e), free(dx2), free(ps);
     free(r.x), free(r.gamma), free(r.beta), free(r.rmean), free(r.rvar), free(r.wl);
     free(x), free(wl), free(y), free(dx);
 }
@@ -300,6 +319,44 @@ static void pieces_case(int B, int C, int H, int W, int training, double offset)
     }
     CHECK(!memcmp(dx1, dx3, n * sizeof *dx1), "dx image by image from e differs from the kernel's");
     CHECK(!memcmp(dx1, e2, n * sizeof *dx1), "dx image by image from e, in place, differs from the kernel's");
+    /* the sums made image by image (from dy and y, from e, and while dy is turned into e
+     * in place), added in image order: the kernel's coefficients and dgamma/dbeta */
+    double *ps1 = malloc(2 * (size_t)B * C * sizeof *ps1), *ps2 = malloc(2 * (size_t)B * C * sizeof *ps2);
+    double *ps3 = malloc(2 * (size_t)B * C * sizeof *ps3), coef3[4 * 16];
+    memcpy(e2, dy, n * sizeof *dy);
+    for (int b = 0; b < B; b++) {
+        size_t o = (size_t)b * C * HW, q = 2 * (size_t)b * C;
+        npred_batchnorm2d_elu_backward_plane_sums(ps1 + q, dy + o, x + o, y1 + o, m1, C, HW, ys);
+        npred_batchnorm2d_elu_backward_plane_sums(ps2 + q, e1 + o, x + o, NULL, m1, C, HW, 0.0f);
+        npred_batchnorm2d_elu_grad_sums_image(ps3 + q, e2 + o, y1 + o, x + o, m1, C, HW, ys);
+    }
+    CHECK(!memcmp(e1, e2, n * sizeof *e1), "e formed with the sums differs from npred_elu_grad_inplace's");
+    CHECK(!memcmp(ps1, ps2, 2 * (size_t)B * C * sizeof *ps1) && !memcmp(ps1, ps3, 2 * (size_t)B * C * sizeof *ps1),
+          "the images' sums differ between dy and y, e, and e formed in place");
+    for (int k = 0; k < 3; k++) {
+        float dg5[16] = {0}, db5[16] = {0};
+        CHECK_OK(npred_batchnorm2d_elu_backward_coef_sums(coef3, dg5, db5, k == 0 ? ps1 : k == 1 ? ps2 : ps3, gamma,
+                                                          m1, s1, B, C, H, W, training));
+        CHECK(!memcmp(coef, coef3, 4 * (size_t)C * sizeof *coef) && !memcmp(dg1, dg5, (size_t)C * sizeof *dg1) &&
+                  !memcmp(db1, db5, (size_t)C * sizeof *db1),
+              "coefficients from the images' sums (%d) differ from the kernel's", k);
+    }
+    /* and the sums against a double reference (the order changes only the last bits) */
+    for (int c = 0; c < C; c++) {
+        double r0 = 0, r1 = 0;
+        for (int b = 0; b < B; b++)
+            for (size_t i = 0; i < HW; i++) {
+                size_t k = ((size_t)b * C + c) * HW + i;
+                double ed = (double)e1[k];
+                r0 += ed;
+                r1 += ed * ((double)x[k] - m1[c]);
+            }
+        double a0 = 0, a1 = 0;
+        for (int b = 0; b < B; b++) a0 += ps1[2 * ((size_t)b * C + c)], a1 += ps1[2 * ((size_t)b * C + c) + 1];
+        CHECK(fabs(a0 - r0) <= 1e-12 * (1 + fabs(r0)) && fabs(a1 - r1) <= 1e-12 * (1 + fabs(r1)),
+              "channel %d sums %.17g %.17g, reference %.17g %.17g", c, a0, a1, r0, r1);
+    }
+    free(ps1), free(ps2), free(ps3);
     free(e1), free(e2);
     free(dx3);
     free(x), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(pst);
@@ -324,6 +381,10 @@ static void test_pieces(void)
     double cf[8];
     CHECK(npred_batchnorm2d_elu_backward_coef_e(cf, NULL, NULL, NULL, x, NULL, m, s, 1, 2, 2, 2, 1) == NPRED_ERR_ARG,
           "missing e accepted");
+    CHECK(npred_batchnorm2d_elu_backward_coef_sums(cf, NULL, NULL, NULL, NULL, m, s, 1, 2, 2, 2, 1) == NPRED_ERR_ARG,
+          "missing sums accepted");
+    CHECK(npred_batchnorm2d_elu_backward_coef_sums(cf, NULL, NULL, m, NULL, m, s, 0, 2, 2, 2, 1) == NPRED_ERR_ARG,
+          "a batch of 0 accepted by the coefficients from sums");
 }
 
 /* Eval mode image by image (npred_batchnorm2d_eval_image / _eval_stats) gives the

@@ -999,15 +999,19 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
  * from npred_batchnorm2d_elu_backward_coef) into per-thread scratch, with the bits
  * the batched kernel writes. With prev (activation recomputation), each image's
  * block input and both intermediates are recomputed first (the forward's kernels: the
- * same bits); then bn->dy holds e (the gradient of the ELU's input) and with
- * bn->e_out the image's input gradient is turned into the previous layer's e while
- * its recomputed ELU output (the block input) is in cache. */
+ * same bits). With bn->e_out the image's input gradient is turned into the previous
+ * layer's e (the gradient of its ELU's input) while the block input, that layer's ELU
+ * output, is in cache, and that layer's per-image backward sums are made from it
+ * (npred_batchnorm2d_elu_grad_sums_image, into bn->esums (B, C, 2)). */
 typedef struct {
     const double *coef;
-    const float *dy, *x, *y; /* y NULL: dy is e, the gradient of the ELU's input (recomputation) */
+    const float *dy, *x, *y; /* y NULL: dy is e, the gradient of the ELU's input */
     int training;
     float yshift;
-    int e_out; /* turn each image's input gradient into the previous layer's e, from the block input */
+    int e_out;            /* turn each image's input gradient into the previous layer's e, from the block input */
+    double *esums;        /* with e_out: the previous layer's backward sums per image */
+    const float *ez;      /* ... from its BatchNorm input */
+    const double *emean;  /* ... and its mean */
 } ds_bn;
 
 static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *dz, float *din,
@@ -1074,7 +1078,10 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
                               NPRED_OK ||
                           (zero_din || in_place ? npred_conv2d_backward_set : npred_conv2d_backward)(
                               din + n * n_in, pw_[0], pb_[0], sc.dt0, xin, w[0], &p[0], sc.ws, slice) != NPRED_OK;
-                if (bn && bn->e_out) npred_elu_grad_inplace(din + n * n_in, xin, n_in, bn->yshift);
+                if (bn && bn->e_out)
+                    npred_batchnorm2d_elu_grad_sums_image(bn->esums + (size_t)n * L->cin * 2, din + n * n_in, xin,
+                                                          bn->ez + n * n_in, bn->emean, L->cin,
+                                                          (size_t)L->hin * L->win, bn->yshift);
             }
         }
         /* implicit barrier: every chunk's partials are done; add them in chunk order */
@@ -1406,6 +1413,15 @@ static void skip_scatter(npred_core *core, int l, const float *din, int B)
         }
 }
 
+/* Whether layer L's fused BatchNorm + ELU backward takes its sums per image (made by the
+ * block above it, or by a pass over the last layer's gradient): its output is the ELU
+ * output itself (no squeeze-excitation, no rotation-equivariant statistics) and the
+ * statistics are this process's own. */
+static int bn_sums_ok(const npred_core *core, const npred_core_layer *L)
+{
+    return L->fused && !L->has_se && L->rot == 1 && !(core->train && npred_batchnorm_sync_active());
+}
+
 float *npred_core_dy_buffer(npred_core *core)
 {
     return shares_dout(&core->cfg) ? core->L[core->cfg.layers - 1].dout : NULL;
@@ -1442,6 +1458,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             off += per;
         }
     }
+    int sums_ready = 0, e_ready = 0; /* set by a block for the layer below it */
     for (int l = c->layers - 1; l >= 0; l--) {
         npred_core_layer *L = &core->L[l];
         size_t hw = (size_t)L->hout * L->wout, n = (size_t)B * L->cout * hw;
@@ -1463,27 +1480,51 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             if ((s = se_backward(L, t, cur, core->g[0], B))) return npred_error_prefix(s, "core layer %d", l);
             cur = core->g[0];
         }
-        /* with recomputation the gradient in rcbuf is e, the gradient of the ELU's input
+        /* The fused BatchNorm + ELU backward's sums per image (core->pstats): made by the
+         * block above while it wrote this layer's gradient (sums_ready), or here for the
+         * last layer, in one parallel pass over the images. With recomputation the
+         * gradient in rcbuf is turned into e, the gradient of the ELU's input, on the way
          * (formed where the ELU output is at hand: the last layer's here, the others' by
-         * the block above, from its recomputed input) */
-        if (core->rc && l == c->layers - 1) {
+         * the block above, from its recomputed input); e_ready: cur holds e. */
+        const size_t per = (size_t)L->cout * hw;
+        if (l == c->layers - 1 && bn_sums_ok(core, L)) {
             const npred_bn_elu_map map = layer_map(core, L, t);
-            const size_t per = (size_t)L->cout * hw;
             const int y_stored = !core->output_in_dy;
+            float *e = core->rc ? rcbuf : NULL;
 #pragma omp parallel for schedule(static)
             for (int b = 0; b < B; b++) {
-                if (y_stored) npred_elu_grad_inplace(rcbuf + b * per, L->a + b * per, per, core->act.yshift);
-                else npred_batchnorm2d_elu_grad_image_map(rcbuf + b * per, L->z + b * per, &map, L->cout, hw);
+                double *ps = core->pstats + (size_t)b * L->cout * 2;
+                if (!e)
+                    npred_batchnorm2d_elu_backward_plane_sums(ps, cur + b * per, L->z + b * per, L->a + b * per,
+                                                              L->mean, L->cout, hw, core->act.yshift);
+                else if (y_stored)
+                    npred_batchnorm2d_elu_grad_sums_image(ps, e + b * per, L->a + b * per, L->z + b * per, L->mean,
+                                                          L->cout, hw, core->act.yshift);
+                else {
+                    npred_batchnorm2d_elu_grad_image_map(e + b * per, L->z + b * per, &map, L->cout, hw);
+                    npred_batchnorm2d_elu_backward_plane_sums(ps, e + b * per, L->z + b * per, NULL, L->mean, L->cout,
+                                                              hw, 0.0f);
+                }
             }
+            sums_ready = 1;
+            e_ready = core->rc;
         }
+        if (sums_ready) {
+            s = npred_batchnorm2d_elu_backward_coef_sums(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta),
+                                                         core->pstats, pw(t, L->p_gamma), L->mean, L->invstd, bnB,
+                                                         bnC, L->hout, L->wout, core->train);
+            if (s) return npred_error_prefix(s, "core layer %d", l);
+        }
+        const int this_ready = sums_ready, this_e = e_ready;
+        sums_ready = e_ready = 0;
         /* the block image by image with its BN + ELU backward applied per image (with
-         * recomputation always, whatever the thread count now) */
-        ds_bn bn = {core->bncoef, cur, L->z, core->rc ? NULL : L->a, core->train, core->act.yshift, core->rc};
+         * recomputation always, whatever the thread count now); the layer below's e and
+         * sums made by the block where that layer can use them */
+        ds_bn bn = {core->bncoef, cur, L->z, this_e ? NULL : L->a, core->train, core->act.yshift, 0, core->pstats,
+                    NULL, NULL};
         if (ds_fused) {
-            if (core->rc)
-                s = npred_batchnorm2d_elu_backward_coef_e(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
-                                                          pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout,
-                                                          L->wout, core->train);
+            if (this_ready)
+                s = NPRED_OK;
             else
                 s = npred_batchnorm2d_elu_backward_coef(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
                                                         L->a, pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC,
@@ -1492,31 +1533,36 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             const float *in = l == 0 ? core->x : uses_skip(c) ? L->in : core->L[l - 1].out;
             ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}};
             if (core->rc) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t)};
+            if (l > 0 && shared && bn_sums_ok(core, &core->L[l - 1])) {
+                bn.e_out = 1;
+                bn.ez = core->L[l - 1].z;
+                bn.emean = core->L[l - 1].mean;
+            }
             if (!s && l > 0 && uses_skip(c)) memset(din, 0, sizeof(float) * (size_t)B * L->cin * L->hin * L->win);
             if (!s) s = ds_backward(core, L, t, NULL, din, in, B, &bn, shared && l > 0, core->rc ? &prev : NULL);
             if (s) return npred_error_prefix(s, "core layer %d", l);
             if (l > 0 && uses_skip(c)) skip_scatter(core, l, din, B);
+            sums_ready = e_ready = bn.e_out;
             continue;
         }
         if (L->fused) {
-            float *g = core->rc ? rcbuf : bn_grad_buffer(core, l, n);
-            if (core->rc) { /* in place: the coefficients, then each image's gradient written over its e */
-                s = npred_batchnorm2d_elu_backward_coef_e(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z,
-                                                          pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout,
-                                                          L->wout, core->train);
-                const size_t per = (size_t)L->cout * hw;
-#pragma omp parallel for schedule(static) if (!s)
+            if (this_ready) { /* each image's gradient written (over e, in place, when cur holds e) */
+                float *g = this_e ? (core->rc ? rcbuf : L->dout) : bn_grad_buffer(core, l, n);
+#pragma omp parallel for schedule(static)
                 for (int b = 0; b < B; b++)
-                    npred_batchnorm2d_elu_backward_image(g + b * per, cur + b * per, L->z + b * per, NULL, core->bncoef,
-                                                         L->cout, hw, core->train, core->act.yshift);
+                    npred_batchnorm2d_elu_backward_image(g + b * per, cur + b * per, L->z + b * per,
+                                                         this_e ? NULL : L->a + b * per, core->bncoef, L->cout, hw,
+                                                         core->train, core->act.yshift);
+                cur = g;
             } else {
+                float *g = bn_grad_buffer(core, l, n);
                 memset(g, 0, n * sizeof(float));
                 s = npred_batchnorm2d_elu_backward(g, pg(t, L->p_gamma), pg(t, L->p_beta), cur, L->z, L->a,
                                                    pw(t, L->p_gamma), L->mean, L->invstd, bnB, bnC, L->hout, L->wout,
                                                    core->train, core->act.yshift);
+                if (s) return npred_error_prefix(s, "core layer %d", l);
+                cur = g;
             }
-            if (s) return npred_error_prefix(s, "core layer %d", l);
-            cur = g;
         }
         if (L->has_act && !L->fused) {
             memset(core->g[1], 0, n * sizeof(float));

@@ -514,32 +514,81 @@ static void elu_bwd_run(float *q, const float *pd, const float *px, const float 
     }
 }
 
-/* the per-channel reductions of the fused backward: dgamma/dbeta and coef[4c..4c+3];
- * y NULL: dy is the ELU-backward gradient e already */
+/* The two sums of one plane (m values) of the fused backward, sum(e) and
+ * sum(e * (x - mean)), e = elu_grad(dy, y) (y NULL: dy is e): NL double lanes,
+ * then added in lane order. A channel's sums are its planes' sums added in image
+ * order (sums_coef), wherever and by whichever thread the planes' sums were made. */
+static void plane_dsums(double *s, const float *dy, const float *y, const float *x, double mean, float yshift,
+                        size_t m)
+{
+    double l0[NL] = {0}, l1[NL] = {0};
+    if (y) elu_lanes_dsums(l0, l1, dy, y, x, mean, yshift, m);
+    else lanes_dsums(l0, l1, dy, x, mean, m);
+    s[0] = lanes_total(l0);
+    s[1] = lanes_total(l1);
+}
+
+/* d = elu_grad(d, y) in place over m values and the plane's two sums of e = the new d
+ * (the values of npred_elu_grad_inplace and the sums of plane_dsums, in one pass) */
+static void plane_grad_dsums(double *s, float *d, const float *y, const float *x, double mean, float yshift,
+                             size_t m)
+{
+    vdl a = vdl_splat(0.0), c = vdl_splat(0.0);
+    const vdl mv = vdl_splat(mean);
+    vfl ys, one;
+    for (int l = 0; l < NL; l++) ys[l] = yshift, one[l] = 1.0f;
+    size_t i = 0;
+    for (; i + NL <= m; i += NL) {
+        const vfl e = vfl_load(y + i) - ys;
+        const vil pos = e > 0;
+        const vfl slope = (vfl)((pos & (vil)one) | (~pos & (vil)(e + one))); /* as elu_grad */
+        const vfl g = vfl_load(d + i) * slope;
+        memcpy(d + i, &g, sizeof g);
+        const vdl gv = __builtin_convertvector(g, vdl);
+        a += gv;
+        c += gv * (__builtin_convertvector(vfl_load(x + i), vdl) - mv);
+    }
+    double l0[NL], l1[NL];
+    vdl_put(l0, a);
+    vdl_put(l1, c);
+    for (int l = 0; i + l < m; l++) {
+        const float g = elu_grad(d[i + l], y[i + l], yshift);
+        d[i + l] = g;
+        l0[l] += g;
+        l1[l] += (double)g * ((double)x[i + l] - mean);
+    }
+    s[0] = lanes_total(l0);
+    s[1] = lanes_total(l1);
+}
+
+/* dgamma/dbeta and coef[4c..4c+3] of channel c from its sums */
+static void sums_coef(double *cf, float *dgamma, float *dbeta, double sdy, double sdyx, const float *gamma,
+                      double mean, double invstd, size_t n, int c, int training)
+{
+    if (dgamma) dgamma[c] += (float)(sdyx * invstd);
+    if (dbeta) dbeta[c] += (float)sdy;
+    cf[0] = (gamma ? gamma[c] : 1.0) * invstd;
+    cf[1] = training ? sdy / (double)n : 0;
+    cf[2] = training ? invstd * invstd * sdyx / (double)n : 0;
+    cf[3] = mean;
+}
+
+/* the per-channel reductions of the fused backward: dgamma/dbeta and coef[4c..4c+3]
+ * from the planes' sums in image order; y NULL: dy is the ELU-backward gradient e already */
 static void elu_bwd_channel(double *cf, float *dgamma, float *dbeta, const float *dy, const float *x, const float *y,
                             const float *gamma, double mean, double invstd, int B, size_t HW, size_t bstride,
                             size_t n, int c, int training, float yshift)
 {
-    const double a = (gamma ? gamma[c] : 1.0) * invstd;
     double sdy = 0, sdyx = 0;
-    if (training || dgamma || dbeta) {
-        double l0[NL] = {0}, l1[NL] = {0};
+    if (training || dgamma || dbeta)
         for (int b = 0; b < B; b++) {
-            const float *pd = dy + (size_t)b * bstride, *px = x + (size_t)b * bstride;
-            if (y)
-                elu_lanes_dsums(l0, l1, pd, y + (size_t)b * bstride, px, mean, yshift, HW);
-            else /* recomputation: dy is already e, the gradient of the ELU's input */
-                lanes_dsums(l0, l1, pd, px, mean, HW);
+            const size_t o = (size_t)b * bstride;
+            double s[2];
+            plane_dsums(s, dy + o, y ? y + o : NULL, x + o, mean, yshift, HW);
+            sdy += s[0];
+            sdyx += s[1];
         }
-        sdy = lanes_total(l0);
-        sdyx = lanes_total(l1);
-    }
-    if (dgamma) dgamma[c] += (float)(sdyx * invstd);
-    if (dbeta) dbeta[c] += (float)sdy;
-    cf[0] = a;
-    cf[1] = training ? sdy / (double)n : 0;
-    cf[2] = training ? invstd * invstd * sdyx / (double)n : 0;
-    cf[3] = mean;
+    sums_coef(cf, dgamma, dbeta, sdy, sdyx, gamma, mean, invstd, n, c, training);
 }
 
 static npred_status elu_bwd_check(const char *fn, const float *dy, const float *x, const float *y,
@@ -659,4 +708,48 @@ void npred_batchnorm2d_elu_grad_image_map(float *d, const float *x, const npred_
             map_run(yc, x + (size_t)c * HW + i0, len, m, c);
             npred_elu_grad_inplace(d + (size_t)c * HW + i0, yc, len, m->yshift);
         }
+}
+
+void npred_batchnorm2d_elu_backward_plane_sums(double *sums, const float *dy, const float *x, const float *y,
+                                               const double *mean, int C, size_t HW, float yshift)
+{
+    for (int c = 0; c < C; c++) {
+        const size_t o = (size_t)c * HW;
+        plane_dsums(sums + 2 * (size_t)c, dy + o, y ? y + o : NULL, x + o, mean[c], yshift, HW);
+    }
+}
+
+void npred_batchnorm2d_elu_grad_sums_image(double *sums, float *d, const float *y, const float *x,
+                                           const double *mean, int C, size_t HW, float yshift)
+{
+    for (int c = 0; c < C; c++) {
+        const size_t o = (size_t)c * HW;
+        plane_grad_dsums(sums + 2 * (size_t)c, d + o, y + o, x + o, mean[c], yshift, HW);
+    }
+}
+
+npred_status npred_batchnorm2d_elu_backward_coef_sums(double *coef, float *dgamma, float *dbeta, const double *psums,
+                                                      const float *gamma, const double *save_mean,
+                                                      const double *save_invstd, int B, int C, int H, int W,
+                                                      int training)
+{
+    const char *fn = "npred_batchnorm2d_elu_backward_coef_sums";
+    npred_status s = check_dims(fn, B, C, H, W);
+    if (s) return s;
+    if (!coef || !psums || !save_mean || !save_invstd)
+        return npred_errorf(NPRED_ERR_ARG, "%s: coef, psums, save_mean and save_invstd are required", fn);
+    if (training && npred_batchnorm_sync_active())
+        return npred_errorf(NPRED_ERR_ARG, "%s: not with synchronised statistics", fn);
+    const size_t n = (size_t)B * H * W;
+    for (int c = 0; c < C; c++) {
+        double sdy = 0, sdyx = 0;
+        for (int b = 0; b < B; b++) {
+            const double *q = psums + 2 * ((size_t)b * C + c);
+            sdy += q[0];
+            sdyx += q[1];
+        }
+        sums_coef(coef + 4 * (size_t)c, dgamma, dbeta, sdy, sdyx, gamma, save_mean[c], save_invstd[c], n, c,
+                  training);
+    }
+    return NPRED_OK;
 }

@@ -183,4 +183,25 @@ void npred_elu_grad_inplace(float *d, const float *y, size_t n, float yshift);
 /* the same for one image (C planes of HW values) with y recomputed from x by the map */
 void npred_batchnorm2d_elu_grad_image_map(float *d, const float *x, const npred_bn_elu_map *m, int C, size_t HW);
 
+/* The fused backward's sums made image by image where the data are in cache (the
+ * block that writes a layer's output gradient). A channel's sums, sum(e) and
+ * sum(e * (x - mean)) with e = elu_grad(dy, y), are those of its planes, each summed
+ * in 8 double lanes then added lane by lane, added in image order b = 0..B-1: every
+ * fused backward above forms them so, so the order does not depend on threads or on
+ * where the planes' sums were made.
+ * npred_batchnorm2d_elu_backward_plane_sums: one image's C planes (dy, x, y: (C, H, W);
+ *   y NULL: dy is e) into sums (C, 2), mean the forward's save_mean.
+ * npred_batchnorm2d_elu_grad_sums_image: the same sums while d (C, H, W), the gradient of
+ *   the output y, is turned into e in place (npred_elu_grad_inplace's values).
+ * npred_batchnorm2d_elu_backward_coef_sums: npred_batchnorm2d_elu_backward_coef from the
+ *   images' sums psums (B, C, 2) (same bits). */
+void npred_batchnorm2d_elu_backward_plane_sums(double *sums, const float *dy, const float *x, const float *y,
+                                               const double *mean, int C, size_t HW, float yshift);
+void npred_batchnorm2d_elu_grad_sums_image(double *sums, float *d, const float *y, const float *x,
+                                           const double *mean, int C, size_t HW, float yshift);
+npred_status npred_batchnorm2d_elu_backward_coef_sums(double *coef, float *dgamma, float *dbeta, const double *psums,
+                                                      const float *gamma, const double *save_mean,
+                                                      const double *save_invstd, int B, int C, int H, int W,
+                                                      int training);
+
 #endif
