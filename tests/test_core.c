@@ -307,7 +307,9 @@ static void test_ds_block_image_by_image(void)
     CHECK(memcmp(o2, core.output, nout * sizeof *o2) == 0, "core output differs between 1 and 2 threads");
     /* backward image by image: bit-identical for 1 and 2 threads, and close to the
      * batched calls (which run when there are more threads than images) */
-    float *up = malloc(nout * sizeof *up), *g[3], *dx[3], *tout[3], *bufs[3];
+    float *up = malloc(nout * sizeof *up), *g[3], *dx[3], *tout[3], *bufs[3], *acts[3];
+    size_t nact = 0; /* every layer's ELU output (made by the next layer's block image by image) */
+    for (int l = 0; l < m.core.layers; l++) nact += (size_t)B * core.L[l].cout * core.L[l].hout * core.L[l].wout;
     float *buf0 = malloc((t.n_buffers + 1) * sizeof *buf0);
     memcpy(buf0, t.bufdata, t.n_buffers * sizeof *buf0);
     for (size_t i = 0; i < nout; i++) up[i] = (float)npred_rng_normal(&rng);
@@ -320,6 +322,12 @@ static void test_ds_block_image_by_image(void)
         memcpy(tout[r], core.output, nout * sizeof *tout[r]);
         bufs[r] = malloc((t.n_buffers + 1) * sizeof *bufs[r]);
         memcpy(bufs[r], t.bufdata, t.n_buffers * sizeof *bufs[r]);
+        acts[r] = malloc(nact * sizeof *acts[r]);
+        for (int l = 0, o = 0; l < m.core.layers; l++) {
+            size_t nl = (size_t)B * core.L[l].cout * core.L[l].hout * core.L[l].wout;
+            memcpy(acts[r] + o, core.L[l].a, nl * sizeof *acts[r]);
+            o += (int)nl;
+        }
         npred_ptable_zero_grad(&t);
         dx[r] = calloc(nx, sizeof *dx[r]);
         CHECK_OK(npred_core_backward(&core, &t, up, dx[r]));
@@ -329,9 +337,12 @@ static void test_ds_block_image_by_image(void)
     omp_set_num_threads(nt);
     CHECK(memcmp(g[0], g[1], t.n_params * sizeof *g[0]) == 0, "parameter gradients differ between 1 and 2 threads");
     CHECK(memcmp(dx[0], dx[1], nx * sizeof *dx[0]) == 0, "input gradient differs between 1 and 2 threads");
-    /* training forward: the BN statistics made by the block image by image (threads 1, 2)
-     * equal the batched kernel's own (8 threads, more than images): same bits */
+    /* training forward: the BN statistics made by the block image by image (threads 1, 2;
+     * the first layer's too) and the ELU outputs made by the next block image by image
+     * equal the batched kernels' own (8 threads, more than images): same bits */
     for (int r = 1; r < 3; r++) {
+        CHECK(memcmp(acts[0], acts[r], nact * sizeof *acts[0]) == 0, "layer outputs differ (%d threads)",
+              threads[r]);
         CHECK(memcmp(tout[0], tout[r], nout * sizeof *tout[0]) == 0, "training output differs (%d threads)",
               threads[r]);
         CHECK(memcmp(bufs[0], bufs[r], t.n_buffers * sizeof *bufs[0]) == 0, "running statistics differ (%d threads)",
@@ -339,7 +350,7 @@ static void test_ds_block_image_by_image(void)
     }
     th_close_f32("gradients, image by image vs batched", g[0], g[2], t.n_params, 1e-4, 1e-5);
     th_close_f32("input gradient, image by image vs batched", dx[0], dx[2], nx, 1e-4, 1e-6);
-    for (int r = 0; r < 3; r++) free(g[r]), free(dx[r]), free(tout[r]), free(bufs[r]);
+    for (int r = 0; r < 3; r++) free(g[r]), free(dx[r]), free(tout[r]), free(bufs[r]), free(acts[r]);
     free(up), free(buf0);
     free(x), free(o2);
     npred_core_free(&core);

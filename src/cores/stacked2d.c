@@ -883,12 +883,15 @@ static npred_status conv_bwd(npred_core *core, npred_core_layer *L, npred_ptable
                                  core->ws_bytes);
 }
 
-/* Activation recomputation: the previous fused layer's BatchNorm input and map,
- * from which the block's input is recomputed image by image (its output is not
- * stored). */
+/* The previous fused layer's BatchNorm input and map, from which the block's input is
+ * made image by image: with activation recomputation (store NULL) into scratch, its
+ * output not being stored; else (a training forward that stores everything) written
+ * to store, the previous layer's output, by the block that reads it (no pass of its
+ * own). */
 typedef struct {
     const float *z;
     npred_bn_elu_map map;
+    float *store;
 } ds_prev;
 
 /* The threads' parts of the image-by-image block in the workspace (after the
@@ -908,8 +911,9 @@ static const float *ds_input(const npred_core_layer *L, const float *in, const d
 {
     const size_t hw = (size_t)L->hin * L->win, n_in = (size_t)L->cin * hw;
     if (!prev) return in + n * n_in;
-    npred_batchnorm2d_elu_apply(ain, prev->z + n * n_in, &prev->map, 1, L->cin, hw);
-    return ain;
+    float *o = prev->store ? prev->store + n * n_in : ain;
+    npred_batchnorm2d_elu_apply(o, prev->z + n * n_in, &prev->map, 1, L->cin, hw);
+    return o;
 }
 
 /* The depth-separable block (1x1 -> depthwise -> 1x1) image by image in one
@@ -953,7 +957,8 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     int T = npred_threads();
     if (T > B) T = B;
     char *thr = NULL;
-    if (prev) thr = ds_threads(core, L, &T);
+    const int rcm = prev && !prev->store; /* recomputation: the intermediates in scratch too */
+    if (rcm) thr = ds_threads(core, L, &T);
     else if (slice && (size_t)T > core->ws_bytes / slice) T = (int)(core->ws_bytes / slice);
     if (T < 1) return npred_errorf(NPRED_ERR_ARG, "core: workspace of %zu bytes too small", core->ws_bytes);
     int failed = 0;
@@ -961,7 +966,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     {
         ds_scratch sc;
         memset(&sc, 0, sizeof sc);
-        if (prev) sc = ds_thread(L, thr + (size_t)npred_thread_id() * per);
+        if (rcm) sc = ds_thread(L, thr + (size_t)npred_thread_id() * per);
         else sc.ws = (char *)core->ws + (size_t)npred_thread_id() * slice;
 #pragma omp for schedule(static)
         for (int n = 0; n < B; n++) {
@@ -969,8 +974,8 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
             float *z = (lean ? core->g[2] : L->z) + slot * n_out;
             const float *xin = ds_input(L, in, prev, n, sc.ain);
             if (nc == 3) {
-                float *t0 = prev ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
-                float *t1 = prev ? sc.t1 : (lean ? core->g[1] : L->t[1]) + slot * n_out;
+                float *t0 = rcm ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
+                float *t1 = rcm ? sc.t1 : (lean ? core->g[1] : L->t[1]) + slot * n_out;
                 failed |= npred_conv2d_forward(t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
                           npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK ||
                           npred_conv2d_forward(z, t1, w[2], b[2], &p[2], sc.ws, slice) != NPRED_OK;
@@ -1248,6 +1253,20 @@ npred_status npred_core_set_recompute(npred_core *core, int mode)
     return NPRED_OK;
 }
 
+/* Whether layer l's training BatchNorm + ELU output is made image by image by the next
+ * layer's block while it reads it (ds_prev's store), instead of in a pass of its own:
+ * a training forward that stores everything, layer l fused with nothing between its ELU
+ * and the next layer, which is a depth-separable block run image by image. */
+static int apply_in_next(const npred_core *core, int l, int B, int train)
+{
+    const npred_core_config *c = &core->cfg;
+    if (!train || core->rc || l + 1 >= c->layers || uses_skip(c) || c->rot_eq || npred_batchnorm_sync_active())
+        return 0;
+    const npred_core_layer *L = &core->L[l], *N = &core->L[l + 1];
+    return L->fused && !L->has_se && L->rot == 1 && !L->att && N->ds && !N->att && !N->weff &&
+           B >= npred_threads();
+}
+
 npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *x, int B, int train)
 {
     const npred_core_config *c = &core->cfg;
@@ -1280,7 +1299,10 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
          * (core->rc), which stores no ELU output but the last (layer_map's eval map) */
         const int bn_in_block = !train && !core->rc && L->fused && L->rot == 1 && !L->att && !L->weff &&
                                 L->p_rmean >= 0 && L->p_rvar >= 0 && B >= npred_threads() && (L->ds || !core->fft);
-        const int by_image = !L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block);
+        /* ... and in training a fused plain layer (the first), so that its BatchNorm
+         * statistics are made per image in cache too */
+        const int stats_in_block = train && L->fused && L->rot == 1 && !npred_batchnorm_sync_active();
+        const int by_image = !L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block || stats_in_block);
         blk_eval ev = {NULL, NULL, NULL, NULL, core->act.xshift, core->act.yshift};
         if (bn_in_block) {
             ev.rmean = pw(t, L->p_rmean), ev.rvar = pw(t, L->p_rvar);
@@ -1293,10 +1315,13 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             attention_forward(L, t, B);
         } else if (by_image) {
             if (train && L->fused && !npred_batchnorm_sync_active()) pst = core->pstats;
-            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}};
-            if (core->rc) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t)};
+            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}, NULL};
+            const int made = l > 0 && apply_in_next(core, l - 1, B, train); /* the previous output made here */
+            const int from_z = l > 0 && (core->rc || made);
+            if (from_z) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t), NULL};
+            if (made) prev.store = core->L[l - 1].a;
             if ((s = ds_forward(core, L, t, in, B, pst, bn_in_block ? &ev : NULL, bn_in_block && core->lean,
-                                core->rc ? &prev : NULL)))
+                                from_z ? &prev : NULL)))
                 return npred_error_prefix(s, "core layer %d", l);
         } else if (L->ds) {
             if ((s = conv_fwd(core, L, t, 0, L->t[0], in, B)) ||
@@ -1317,7 +1342,9 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
         if (L->fused) {
             float *nbt = npred_ptable_ptr(t, L->p_nbt);
             int64_t count = (int64_t)nbt[0];
-            if (core->rc) { /* the statistics; only the last layer's output is made (the others are recomputed) */
+            if (core->rc || apply_in_next(core, l, B, train)) {
+                /* the statistics; the output is made by the next layer's block (recomputed
+                 * there, or stored there), the last layer's here when recomputing */
                 s = npred_batchnorm2d_stats(L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), &count, L->z, pst,
                                             bnB, bnC, L->hout, L->wout, train, c->momentum, 1e-5);
                 if (!s && l == c->layers - 1) {
@@ -1531,8 +1558,8 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                                                         L->hout, L->wout, core->train, core->act.yshift);
             float *din = l == 0 ? dx : uses_skip(c) ? core->g[1] : core->rc ? rcbuf : core->L[l - 1].dout;
             const float *in = l == 0 ? core->x : uses_skip(c) ? L->in : core->L[l - 1].out;
-            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}};
-            if (core->rc) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t)};
+            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}, NULL};
+            if (core->rc) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t), NULL};
             if (l > 0 && shared && bn_sums_ok(core, &core->L[l - 1])) {
                 bn.e_out = 1;
                 bn.ez = core->L[l - 1].z;
