@@ -130,6 +130,25 @@ static void rs_block_forward(float *y, const rs_cell *cell, const float *F, size
 {
     vf acc[LANES];
     for (int j = 0; j < LANES; j++) acc[j] = (vf){0};
+    if (sc == 1 && C % LANES == 0) { /* rows: neuron by neuron, its accumulator in a register */
+        for (int j = 0; j < nb; j++) {
+            const rs_cell *c = &cell[j];
+            const float *f = F + j * so;
+            vf a = {0};
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                vf s = {0};
+                for (int k = 0; k < 4; k++)
+                    if (c->tap[k]) s += c->wt[k] * rs_vld(c->tap[k] + c0);
+                a += rs_vld(f + c0) * s;
+            }
+            acc[j] = a;
+        }
+        rs_transpose(acc);
+        vf r = {0};
+        for (int l = 0; l < LANES; l++) r += acc[l];
+        for (int j = 0; j < nb; j++) y[j] += r[j];
+        return;
+    }
     for (int c0 = 0; c0 < C; c0 += LANES) {
         const int L = C - c0 < LANES ? C - c0 : LANES;
         vf f[LANES];
