@@ -20,6 +20,11 @@
  * the bf16 figures train_img_s_36x64_b32_bf16 / forward_img_s_36x64_b32_bf16 /
  * factorized_train_step_s_bf16.
  *
+ * Every case runs with the model's activation recomputation in its default mode,
+ * auto (npred_model_set_recompute; docs/performance.md), or the one that
+ * NPRED_BENCH_RECOMPUTE (auto, on or off) names; each case prints whether its
+ * forwards recomputed.
+ *
  * Reported times are medians over a few repetitions; the stage breakdown times
  * the same kernels the core calls, one by one, on the model's own buffers. The
  * machine is small and shared: expect noise of 10-20 %. */
@@ -161,6 +166,7 @@ static void core_kernels(npred_model *m, int B, int reps, stages *st)
 }
 
 static const char *only;
+static npred_recompute recompute = NPRED_RECOMPUTE_AUTO;
 
 /* medians of a case: images/s forward and train step, seconds per train step */
 typedef struct {
@@ -182,6 +188,7 @@ static result run(const char *name, const char *config, int H, int W, int n, int
     double t0 = now();
     if (npred_model_create(&m, config, name, 1, H, W, &s, 1, B, 1)) die(name);
     if (npred_model_set_precision(m, prec)) die(name);
+    if (npred_model_set_recompute(m, recompute)) die(name);
     double t_create = now() - t0;
     size_t nimg = (size_t)B * H * W;
     float *x = malloc(nimg * sizeof *x), *out = malloc((size_t)B * n * sizeof *out);
@@ -232,7 +239,8 @@ static result run(const char *name, const char *config, int H, int W, int n, int
     res.fwd_img_s = B / mf;
     res.train_img_s = B / mt;
     res.train_s = mt;
-    printf("%s, batch %d (%d neurons; %s; create %.2f s)\n", name, B, n, npred_precision_name(prec), t_create);
+    printf("%s, batch %d (%d neurons; %s; recompute %s; create %.2f s)\n", name, B, n, npred_precision_name(prec),
+           npred_model_recomputes(m) ? "on" : "off", t_create);
     printf("  forward (eval)     %8.1f images/s  %8.1f ms/batch\n", B / mf, 1e3 * mf);
     printf("  train step         %8.1f images/s  %8.1f ms/batch  (forward + backward, no optimizer)\n", B / mt,
            1e3 * mt);
@@ -270,6 +278,11 @@ int main(int argc, char **argv)
     bench_report_init("model");
     /* optional argument: only the cases whose name contains it (e.g. "baseline") */
     only = argc > 1 ? argv[1] : NULL;
+    const char *rc = getenv("NPRED_BENCH_RECOMPUTE");
+    if (rc && npred_recompute_parse(rc, &recompute)) {
+        fprintf(stderr, "bench_model: NPRED_BENCH_RECOMPUTE=%s: expected auto, on or off\n", rc);
+        return 1;
+    }
     printf("threads: %d (medians; shared machine, expect noise)\n", omp_get_max_threads());
     const char *baseline =
         "{\"layers\":4,\"input_kern\":9,\"hidden_kern\":7,\"hidden_channels\":64,\"depth_separable\":true,"

@@ -554,6 +554,47 @@ static void test_recompute_bit_identical(void)
     CHECK(npred_core_set_recompute(&c, 2) != NPRED_OK, "recompute mode 2 accepted");
 }
 
+/* AUTO recomputes where it saves >= 256 MiB and either runs in cache (one image's
+ * activation of a layer <= 1 MiB) or memory requires it (the saved activations over a
+ * quarter of the physical memory): the layer sizes of a declared core decide */
+static void test_recompute_auto_policy(void)
+{
+    static const char *sota =
+        "{\"core\": {\"input_channels\": 1, \"hidden_channels\": 64, \"input_kern\": 9, \"hidden_kern\": 7,"
+        " \"layers\": 4, \"depth_separable\": true, \"pad_input\": false, \"stack\": -1}}";
+    static const char *tut =
+        "{\"core\": {\"input_channels\": 1, \"hidden_channels\": 64, \"input_kern\": 9, \"hidden_kern\": 7,"
+        " \"layers\": 4, \"depth_separable\": true, \"pad_input\": true, \"stack\": -1}}";
+    const size_t gib = (size_t)1 << 30;
+    static const struct {
+        int tut, h, w, batch;
+        size_t phys_gib;
+        int want;
+    } cases[] = {
+        {0, 36, 64, 128, 23, 1}, /* SENSORIUM at 36x64: 0.4 MB per image and layer, 462 MB saved */
+        {0, 36, 64, 128, 1, 1},  /* ... in cache: whatever the memory */
+        {0, 36, 64, 32, 23, 0},  /* 115 MB saved: not worth it */
+        {1, 144, 256, 32, 23, 0}, /* 9.4 MB per image and layer, 2.7 GB saved of 23 GiB: store */
+        {1, 144, 256, 32, 8, 1},  /* ... of 8 GiB: memory requires it */
+        {1, 144, 256, 32, 0, 0},  /* the machine's memory unknown: store */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        npred_model_config m;
+        if (!CHECK_OK(npred_model_config_parse(&m, cases[i].tut ? tut : sota, "cfg"))) continue;
+        npred_ptable t;
+        npred_ptable_init(&t);
+        npred_core core;
+        memset(&core, 0, sizeof core);
+        if (CHECK_OK(npred_core_declare(&core, &m.core, "core.", cases[i].h, cases[i].w, &t))) {
+            int got = npred_core_recompute_auto(&core, cases[i].batch, cases[i].phys_gib * gib);
+            CHECK(got == cases[i].want, "%dx%d, batch %d, %zu GiB: auto %d, want %d", cases[i].h, cases[i].w,
+                  cases[i].batch, cases[i].phys_gib, got, cases[i].want);
+        }
+        npred_core_free(&core);
+        npred_ptable_free(&t);
+    }
+}
+
 static void test_bad_config(void)
 {
     npred_model_config m;
@@ -600,6 +641,7 @@ int main(void)
     RUN(test_fd_shared_gradient_buffers);
     RUN(test_eval_image_by_image);
     RUN(test_recompute_bit_identical);
+    RUN(test_recompute_auto_policy);
     RUN(test_bad_config);
     return th_summary();
 }

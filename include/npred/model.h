@@ -156,8 +156,12 @@ NPRED_API const char *npred_precision_name(npred_precision p);
  * recomputed convolutions cost about what the forward saves in memory traffic).
  * AUTO (the default) uses it where it saves at least
  * 256 MiB at the model's max_batch (e.g. the SENSORIUM core set up for batch 128, not
- * for 32; then for every batch of at least one image per thread), ON wherever the core
- * allows it, OFF never. Cores that do not allow it (skip connections, several
+ * for 32; then for every batch of at least one image per thread) and either one
+ * image's activation of a core layer is at most 1 MiB (the recomputation runs in
+ * cache, about free: SENSORIUM's 36x64) or the saved activations would exceed a
+ * quarter of the machine's physical memory (at 144x256 recomputing costs ~25 % of a
+ * training step, so auto stores there unless memory requires it); ON wherever the
+ * core allows it, OFF never. Cores that do not allow it (skip connections, several
  * stacked layers, SE blocks, attention, Hermite layers, layers without fused
  * BatchNorm + ELU, fewer images than threads) store everything whatever the mode.
  * Not saved with the model. */

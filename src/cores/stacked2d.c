@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/batchnorm.h"
 #include "kernels/batchnorm_sync.h"
@@ -1217,24 +1218,50 @@ static int rc_possible(const npred_core *core, int B, int train)
     return 1;
 }
 
-/* the recomputation is worth its extra forward work from this many bytes of
- * stored activations it saves on (docs/performance.md) */
-#define RC_AUTO_BYTES ((size_t)256 << 20)
-
-/* Auto decides on the capacity (max_batch), not on the batch at hand: the pages a
+/* Auto (docs/performance.md, "Activation recomputation"): recompute where it saves
+ * at least RC_AUTO_BYTES of stored activations at max_batch, and either
+ *   - one image's activation of every hidden layer is at most RC_CACHE_BYTES: the
+ *     image-by-image block then keeps an image's recomputed input and intermediates
+ *     in cache, and the recomputed convolutions cost about what the forward saves in
+ *     memory traffic (the SENSORIUM core at 36x64: 0.4 MB per image and layer), or
+ *   - the stored activations would take more than 1/RC_PHYS_SHARE of the machine's
+ *     physical memory (then memory requires it).
+ * Elsewhere (e.g. the readouts-tutorial core at 144x256: 9.4 MB per image and layer,
+ * which stream through memory either way) recomputing is a forward's worth of extra
+ * work for nothing else: +25 % CPU per batch-32 training step.
+ * Auto decides on the capacity (max_batch), not on the batch at hand: the pages a
  * batch writes stay committed, so one smaller batch (an epoch's last) that stored
  * everything would cost most of what the large ones saved. */
+#define RC_AUTO_BYTES ((size_t)256 << 20)
+#define RC_CACHE_BYTES ((size_t)1 << 20)
+#define RC_PHYS_SHARE 4
+
+static size_t phys_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), pg = sysconf(_SC_PAGESIZE);
+    return pages > 0 && pg > 0 ? (size_t)pages * (size_t)pg : 0;
+}
+
+int npred_core_recompute_auto(const npred_core *core, int max_batch, size_t phys)
+{
+    size_t saved = 0, image = 0; /* per hidden layer: its input (the previous ELU output) and two intermediates */
+    for (int l = 1; l < core->cfg.layers; l++) {
+        const npred_core_layer *L = &core->L[l];
+        saved += (size_t)max_batch * sizeof(float) *
+                 ((size_t)L->cin * L->hin * L->win + (size_t)L->cout * (L->hin * L->win + L->hout * L->wout));
+        size_t one = sizeof(float) * (size_t)L->cout * L->hout * L->wout;
+        if (one > image) image = one;
+    }
+    if (saved < RC_AUTO_BYTES) return 0;
+    if (image <= RC_CACHE_BYTES) return 1;
+    return phys && saved > phys / RC_PHYS_SHARE;
+}
+
 static int rc_wanted(const npred_core *core, int B, int train)
 {
     if (core->recompute == NPRED_CORE_RECOMPUTE_OFF || !rc_possible(core, B, train)) return 0;
     if (core->recompute == NPRED_CORE_RECOMPUTE_ON) return 1;
-    size_t saved = 0; /* per hidden layer: its input (the previous ELU output) and two intermediates */
-    for (int l = 1; l < core->cfg.layers; l++) {
-        const npred_core_layer *L = &core->L[l];
-        saved += (size_t)core->max_batch * sizeof(float) *
-                 ((size_t)L->cin * L->hin * L->win + (size_t)L->cout * (L->hin * L->win + L->hout * L->wout));
-    }
-    return saved >= RC_AUTO_BYTES;
+    return npred_core_recompute_auto(core, core->max_batch, phys_bytes());
 }
 
 /* what recomputes layer L's output from its BatchNorm input */

@@ -212,13 +212,18 @@ int npred_core_bf16(const npred_core *core);
  * + ELU with depth-separable hidden layers of equal input and output size, one
  * stacked layer (the last), no skip/SE/attention/Hermite, and batches of at least one
  * image per thread; elsewhere the activations are stored whatever the mode. AUTO (the
- * default) uses it when it saves at least 256 MiB at max_batch. The backward reads
+ * default) uses it when it saves at least 256 MiB at max_batch and either one image's
+ * activation of a layer is at most 1 MiB (recomputing in cache is about free) or the
+ * saved activations exceed a quarter of the physical memory. The backward reads
  * the BatchNorm parameters again: do not change them between a forward and its
  * backward. */
 #define NPRED_CORE_RECOMPUTE_AUTO (-1)
 #define NPRED_CORE_RECOMPUTE_OFF 0
 #define NPRED_CORE_RECOMPUTE_ON 1
 npred_status npred_core_set_recompute(npred_core *core, int mode);
+/* AUTO's choice for a core declared with its layer sizes, set up for max_batch, on a
+ * machine of phys bytes of memory (where the core allows recomputation at all) */
+int npred_core_recompute_auto(const npred_core *core, int max_batch, size_t phys);
 void npred_core_free(npred_core *core);
 
 /* RotationEquivariant2dCore helpers (cores/hermite.c).
