@@ -229,10 +229,65 @@ out:
     npred_model_free(m);
 }
 
+/* The modulated rates and their gradients over B x n >= 65,536 values run on the
+ * threads (model.c): the same bits with 1 and 2 threads, outputs, parameter and
+ * image gradients. */
+static void test_modulator_threads(void)
+{
+    const char *cfg =
+        "{\"layers\": 1, \"input_kern\": 3, \"hidden_channels\": 3, \"gamma_input\": 0.1, \"gamma_readout\": 0.01,"
+        " \"modulator\": true, \"input_channels_modulator\": 3, \"hidden_channels_modulator\": 5,"
+        " \"modulator_layers\": 2, \"elu_offset\": -0.3}";
+    enum { B = 4, n = 20000, k = 3, H = 9, W = 11 };
+    npred_model_session ses = {"m-1-1", n, NULL, 0, NULL, NULL};
+    const int threads = npred_threads();
+    float *res[2] = {NULL, NULL};
+    size_t np = 0;
+    for (int v = 0; v < 2; v++) {
+        npred_model *m = NULL;
+        if (!CHECK_OK(npred_set_threads(v + 1)) ||
+            !CHECK_OK(npred_model_create(&m, cfg, "modulator threads", 1, H, W, &ses, 1, B, 21)))
+            break;
+        npred_ptable *t = npred_model_table(m);
+        np = t->n_params;
+        uint64_t rs = 9;
+        static float img[B * H * W], beh[B * k], out[B * n], up[B * n], dimg[B * H * W];
+        for (int i = 0; i < B * H * W; i++) img[i] = (float)th_rand(&rs);
+        for (int i = 0; i < B * k; i++) beh[i] = (float)(1.5 * th_rand(&rs));
+        for (int i = 0; i < B * n; i++) up[i] = (float)th_rand(&rs);
+        npred_rng rng;
+        npred_rng_seed(&rng, 3);
+        npred_ptable_zero_grad(t);
+        memset(dimg, 0, sizeof dimg); /* the backward adds the image gradient into it */
+        res[v] = malloc(sizeof(float) * ((size_t)B * n + np + (size_t)B * H * W));
+        if (CHECK(res[v], "out of memory") &&
+            CHECK_OK(npred_model_forward(m, 0, img, NULL, beh, B, 1, &rng, NULL, out)) &&
+            CHECK_OK(npred_model_backward(m, up, 0, dimg, NULL))) {
+            memcpy(res[v], out, sizeof out);
+            memcpy(res[v] + B * n, t->grad, np * sizeof(float));
+            memcpy(res[v] + B * n + np, dimg, sizeof dimg);
+        }
+        npred_model_free(m);
+    }
+    CHECK_OK(npred_set_threads(threads));
+    if (CHECK(res[0] && res[1], "a run failed")) {
+        CHECK(!memcmp(res[0], res[1], sizeof(float) * B * n), "rates differ between 1 and 2 threads");
+        CHECK(!memcmp(res[0] + B * n, res[1] + B * n, sizeof(float) * np), "gradients differ between 1 and 2 threads");
+        CHECK(!memcmp(res[0] + B * n + np, res[1] + B * n + np, sizeof(float) * B * H * W),
+              "image gradients differ between 1 and 2 threads");
+        double gn = 0;
+        for (size_t i = 0; i < np; i++) gn += (double)res[1][B * n + i] * res[1][B * n + i];
+        CHECK(gn > 0 && isfinite(gn), "gradient norm %g", gn);
+    }
+    free(res[0]);
+    free(res[1]);
+}
+
 int main(void)
 {
     RUN(test_static_affine_shifter);
     RUN(test_mlp_shifter);
     RUN(test_modulator_double_reference);
+    RUN(test_modulator_threads);
     return th_summary();
 }

@@ -400,6 +400,24 @@ npred_status npred_model_forward(npred_model *m, int si, const float *images, co
     return st;
 }
 
+/* The model's elementwise passes over the B x n outputs (the encoder's ELU + 1 and its
+ * gradient, the core gradient's zeroing) run on the threads from this many values:
+ * serial, they were about 1 % of a SENSORIUM training step on one thread, during which
+ * the other threads wait (docs/performance.md, round 6). Each value is computed as
+ * before: the same bits for every thread count. */
+#define MODEL_PAR_MIN 65536
+
+static void zero_floats(float *p, size_t n)
+{
+    const int T = n >= 16 * (size_t)MODEL_PAR_MIN ? omp_get_max_threads() : 1;
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+        const int nt = omp_get_num_threads(), k = omp_get_thread_num();
+        size_t a = n / (size_t)nt * (size_t)k, b = k == nt - 1 ? n : n / (size_t)nt * (size_t)(k + 1);
+        memset(p + a, 0, (b - a) * sizeof *p);
+    }
+}
+
 static npred_status model_forward(npred_model *m, int si, const float *images, const float *pupil_center,
                                   const float *behavior, int B, int train, npred_rng *rng, const float *noise,
                                   float *out)
@@ -432,13 +450,17 @@ static npred_status model_forward(npred_model *m, int si, const float *images, c
         if (!behavior)
             return npred_errorf(NPRED_ERR_ARG, "session %s: this model has a modulator: behavior is required", s->key);
         if ((st = npred_mlp_forward(&s->modulator, &m->t, behavior, B, NULL))) return st;
-        const float *g = s->modulator.h[s->modulator.n_layers];
-        for (size_t i = 0; i < n; i++) s->z[i] = s->y[i] * (npred_elu1(g[i])) + (float)m->cfg.elu_offset;
-    } else {
-        for (size_t i = 0; i < n; i++) s->z[i] = s->y[i] + (float)m->cfg.elu_offset;
     }
-    for (size_t i = 0; i < n; i++) s->out[i] = npred_elu1(s->z[i]);
-    if (out) memcpy(out, s->out, n * sizeof *out);
+    const float *g = s->has_modulator ? s->modulator.h[s->modulator.n_layers] : NULL;
+    const float off = (float)m->cfg.elu_offset;
+    float *z = s->z, *o = s->out;
+    const float *y = s->y;
+#pragma omp parallel for schedule(static) if (n >= MODEL_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        z[i] = g ? y[i] * (npred_elu1(g[i])) + off : y[i] + off;
+        o[i] = npred_elu1(z[i]);
+        if (out) out[i] = o[i];
+    }
     m->last = si;
     m->B = B;
     m->train = train;
@@ -460,7 +482,7 @@ static npred_status backward_readout(npred_model *m, npred_session *s, int detac
 {
     int B = m->B;
     size_t nc = (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w;
-    if (!detach_core) memset(m->dcore, 0, nc * sizeof(float));
+    if (!detach_core) zero_floats(m->dcore, nc);
     if (s->has_shifter) memset(s->dshift, 0, sizeof(float) * 2 * (size_t)B);
     npred_readout_backward(&s->ro, &m->t, s->dy, detach_core ? NULL : m->dcore, s->has_shifter ? s->dshift : NULL);
     if (s->has_shifter) npred_mlp_backward(&s->shifter, &m->t, s->dshift, dpupil);
@@ -517,17 +539,21 @@ static npred_status model_backward(npred_model *m, const float *dout, int detach
         return backward_dist(m, s->ddist, detach_core, dimages, dpupil);
     }
     /* d/dz [ELU(z) + 1] = 1 for z > 0, exp(z) = out otherwise */
-    for (size_t i = 0; i < n; i++) s->dy[i] = dout[i] * (s->z[i] > 0 ? 1.0f : s->out[i]);
-    if (s->has_modulator) {
-        const float *g = s->modulator.h[s->modulator.n_layers];
-        float *dg = s->z; /* reuse: z is no longer needed */
-        for (size_t i = 0; i < n; i++) {
+    float *dy = s->dy, *z = s->z;
+    const float *o = s->out, *y = s->y;
+    const float *g = s->has_modulator ? s->modulator.h[s->modulator.n_layers] : NULL;
+    /* with a modulator, dg (the gradient of its gain) goes into z: no longer needed */
+#pragma omp parallel for schedule(static) if (n >= MODEL_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float d = dout[i] * (z[i] > 0 ? 1.0f : o[i]);
+        if (g) {
             float gain = npred_elu1(g[i]);
-            dg[i] = s->dy[i] * s->y[i] * (g[i] > 0 ? 1.0f : gain);
-            s->dy[i] *= gain;
+            z[i] = d * y[i] * (g[i] > 0 ? 1.0f : gain);
+            d *= gain;
         }
-        npred_mlp_backward(&s->modulator, &m->t, dg, NULL);
+        dy[i] = d;
     }
+    if (s->has_modulator) npred_mlp_backward(&s->modulator, &m->t, z, NULL);
     return backward_readout(m, s, detach_core, dimages, dpupil);
 }
 
