@@ -8,7 +8,9 @@
  *     while its parameters are unchanged: ~1.3 GB, ~20 s to write);
  *   - `npred train` runs as a child process (its output in <dir>/epoch_run.log);
  *     the epoch's seconds (training + validation, as log.csv counts them) come
- *     from its log.csv, its peak memory from the child's getrusage ru_maxrss
+ *     from its log.csv (its initial evaluation's row, one validation pass, is printed
+ *     too: the rest of the epoch is its training steps), its peak memory from the
+ *     child's getrusage ru_maxrss
  *     (the whole run: loading, training, the final test evaluation);
  *   - in this process: where the epoch's time goes on the data side (opening
  *     the loaders, and every batch of one epoch without any model work).
@@ -98,8 +100,10 @@ static int ensure_data(const char *dir, char paths[SESSIONS][1400])
     return 0;
 }
 
-/* seconds of epoch 1 in log.csv (columns epoch,lr,train_loss,objective,seconds) */
-static double epoch_seconds(const char *log)
+/* seconds of epoch `want` in log.csv (columns epoch,lr,train_loss,objective,seconds); the
+ * row of epoch 0 is the initial evaluation (one validation pass), epoch 1's the training
+ * steps and the validation after them */
+static double epoch_seconds(const char *log, long want)
 {
     FILE *f = fopen(log, "r");
     if (!f) return -1;
@@ -108,7 +112,7 @@ static double epoch_seconds(const char *log)
     while (fgets(line, sizeof line, f)) {
         long ep;
         double lr, loss, obj, s;
-        if (sscanf(line, "%ld,%lf,%lf,%lf,%lf", &ep, &lr, &loss, &obj, &s) == 5 && ep == 1) sec = s;
+        if (sscanf(line, "%ld,%lf,%lf,%lf,%lf", &ep, &lr, &loss, &obj, &s) == 5 && ep == want) sec = s;
     }
     fclose(f);
     return sec;
@@ -173,7 +177,7 @@ int main(void)
         bench_note("epoch_peak_rss_mb", "bench_epoch: npred train failed (see build/bench/epoch_run.log)");
         return 1;
     }
-    double sec = epoch_seconds(logp), rss = (double)ru.ru_maxrss / 1024.0;
+    double sec = epoch_seconds(logp, 1), val = epoch_seconds(logp, 0), rss = (double)ru.ru_maxrss / 1024.0;
     if (sec < 0) {
         fprintf(stderr, "bench_epoch: %s has no row for epoch 1\n", logp);
         return 1;
@@ -224,6 +228,10 @@ int main(void)
     double flop = (double)n_train * 2.87 * 122.8e6 + (double)n_val * 122.8e6;
     printf("  epoch (train %lld + validation %lld images): %.2f s  (PyTorch 1.13: 132.9 s; goal <= 6 s)\n",
            (long long)n_train, (long long)n_val, sec);
+    if (val >= 0 && val < sec)
+        printf("  of which validation %.2f s (the initial evaluation's row), so the %lld training images took about "
+               "%.2f s = %.0f img/s with their loss, Adam steps and batches\n",
+               val, (long long)n_train, sec - val, (double)n_train / (sec - val));
     printf("  peak RSS of the run: %.0f MiB  (PyTorch: 3,975 MiB; goal <= 800)   whole run %.1f s\n", rss, wall);
     printf("  data side: loaders open %.2f s, their memory %.0f MiB; the batches of one epoch (train + validation)\n"
            "  without the model: %.3f s = %.1f %% of the epoch\n",
@@ -231,6 +239,7 @@ int main(void)
     bench_record_flop("epoch_s_2x7776", sec, threads, flop);
     bench_record("epoch_peak_rss_mb", rss, threads);
     bench_record("epoch_data_s", best, threads);
+    if (val >= 0) bench_record("epoch_validation_s", val, threads);
     bench_record("epoch_loaders_mib", mem, threads);
     return 0;
 }
