@@ -152,13 +152,14 @@ NPRED_API const char *npred_precision_name(npred_precision p);
  * stores only each core layer's BatchNorm input and the core's output, and the
  * backward recomputes the rest image by image with the forward's kernels, so every
  * result is bit-identical to storing them; the SENSORIUM core at batch 128 then keeps
- * 5 activation-sized buffers instead of 17, for no measured extra time (the
- * recomputed convolutions cost about what the forward saves in memory traffic).
+ * 5 activation-sized buffers instead of 17, for about 6 % more CPU time per step
+ * (round 6's kernels; round 5's measured nothing: the recomputed convolutions in
+ * cache cost about what the forward saves in memory traffic).
  * AUTO (the default) uses it where it saves at least
  * 256 MiB at the model's max_batch (e.g. the SENSORIUM core set up for batch 128, not
  * for 32; then for every batch of at least one image per thread) and either one
  * image's activation of a core layer is at most 1 MiB (the recomputation runs in
- * cache, about free: SENSORIUM's 36x64) or the saved activations would exceed a
+ * cache, cheap: SENSORIUM's 36x64) or the saved activations would exceed a
  * quarter of the machine's physical memory (at 144x256 recomputing costs ~25 % of a
  * training step, so auto stores there unless memory requires it); ON wherever the
  * core allows it, OFF never. Cores that do not allow it (skip connections, several

@@ -1222,8 +1222,9 @@ static int rc_possible(const npred_core *core, int B, int train)
  * at least RC_AUTO_BYTES of stored activations at max_batch, and either
  *   - one image's activation of every hidden layer is at most RC_CACHE_BYTES: the
  *     image-by-image block then keeps an image's recomputed input and intermediates
- *     in cache, and the recomputed convolutions cost about what the forward saves in
- *     memory traffic (the SENSORIUM core at 36x64: 0.4 MB per image and layer), or
+ *     in cache, and the recomputed convolutions cost little beyond what the forward
+ *     saves in memory traffic (the SENSORIUM core at 36x64, 0.4 MB per image and
+ *     layer: +6 % CPU per batch-128 step with round 6's kernels), or
  *   - the stored activations would take more than 1/RC_PHYS_SHARE of the machine's
  *     physical memory (then memory requires it).
  * Elsewhere (e.g. the readouts-tutorial core at 144x256: 9.4 MB per image and layer,

@@ -213,7 +213,7 @@ int npred_core_bf16(const npred_core *core);
  * stacked layer (the last), no skip/SE/attention/Hermite, and batches of at least one
  * image per thread; elsewhere the activations are stored whatever the mode. AUTO (the
  * default) uses it when it saves at least 256 MiB at max_batch and either one image's
- * activation of a layer is at most 1 MiB (recomputing in cache is about free) or the
+ * activation of a layer is at most 1 MiB (recomputing in cache is cheap) or the
  * saved activations exceed a quarter of the physical memory. The backward reads
  * the BatchNorm parameters again: do not change them between a forward and its
  * backward. */
