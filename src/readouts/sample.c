@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
 #include <string.h>
 
 #define LANES 16
@@ -437,6 +438,25 @@ static void rs_image_backward(float *dim, float *dgrid, float *dF, const float *
 #undef RS_NB
 }
 
+/* the fused backward's pipeline: at most this many threads (more are not used),
+ * each thread's count of finished images on its own cache line */
+#define RS_MAX_PIPE 64
+#define RS_PIPE_STRIDE 16
+
+/* wait until *count >= want (spinning with pause, then yielding the core) */
+static void rs_wait_count(const int *count, int want)
+{
+    for (long spin = 0; __atomic_load_n(count, __ATOMIC_ACQUIRE) < want; spin++) {
+        if (spin < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+}
+
 static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat, const rs_src *src,
                         const float *F, int ldf, int B, int H, int W, int C, int n, int align_corners)
 {
@@ -449,19 +469,26 @@ static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, 
          * the t-th of T ranges of neuron blocks (its dF rows and grid gradients) and
          * takes image b at step b + t: an image's dfeat rows get the neurons of range
          * 0 first, then (one step and a barrier later) those of range 1, ..., and each
-         * dF row sums its images in order, so every sum is the one-thread sum. */
-#pragma omp parallel if ((double)B * n * C >= NPRED_RS_PAR_MIN)
+         * dF row sums its images in order, so every sum is the one-thread sum.
+         * Only this order is enforced, thread to thread: thread t waits before image b
+         * until thread t - 1 has finished it (its count of finished images, published
+         * with release / read with acquire), and never for thread t + 1. There is no
+         * barrier per image, so a thread that the system deschedules on a busy machine
+         * holds up only the threads behind it, and only once they have caught up. */
+        int done[RS_MAX_PIPE * RS_PIPE_STRIDE];
+        memset(done, 0, sizeof done);
+        const int T = omp_get_max_threads() < RS_MAX_PIPE ? omp_get_max_threads() : RS_MAX_PIPE;
+#pragma omp parallel num_threads(T) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
         {
-            const int T = omp_get_num_threads(), id = omp_get_thread_num();
-            const int q0 = (int)((long)nblk * id / T), q1 = (int)((long)nblk * (id + 1) / T);
-            for (int step = 0; step < B + T - 1; step++) {
-                const int b = step - id;
-                if (b >= 0 && b < B)
-                    rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, dF, dy, feat + (size_t)b * img,
-                                      src, (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
-                if (T > 1) {
-#pragma omp barrier
-                }
+            const int Tn = omp_get_num_threads(), id = omp_get_thread_num();
+            const int q0 = (int)((long)nblk * id / Tn), q1 = (int)((long)nblk * (id + 1) / Tn);
+            int *mine = &done[id * RS_PIPE_STRIDE];
+            const int *before = id > 0 ? &done[(id - 1) * RS_PIPE_STRIDE] : NULL;
+            for (int b = 0; b < B; b++) {
+                if (before) rs_wait_count(before, b + 1);
+                rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, dF, dy, feat + (size_t)b * img, src,
+                                  (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
+                __atomic_store_n(mine, b + 1, __ATOMIC_RELEASE);
             }
         }
         return;
