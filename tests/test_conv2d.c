@@ -505,6 +505,11 @@ static void test_backward_set(void)
         set_case("9x9 1->8", npred_conv2d_params_square(2, 1, 20, 24, 8, 9, 1, 0, 1, 1), 93);
         set_case("3x3 s2 p1 g2", npred_conv2d_params_square(3, 4, 10, 7, 6, 3, 2, 1, 1, 2), 94);
         set_case("dw 7x7 p3", npred_conv2d_params_square(2, 8, 12, 14, 8, 7, 1, 3, 1, 8), 95);
+        /* the depthwise dx written plane by plane: the 7x7 kernel straight from dy with
+         * multiplier 2 (the first output channel writes, the second adds), and the
+         * scalar strided dx (its planes zeroed first) */
+        set_case("dw 7x7 p3 28x56 m2", npred_conv2d_params_square(2, 3, 28, 56, 6, 7, 1, 3, 1, 3), 96);
+        set_case("dw 3x3 s2 p1 m2", npred_conv2d_params_square(2, 3, 9, 10, 6, 3, 2, 1, 1, 3), 97);
     }
     npred_gemm_use_avx512(-1);
     /* bad parameters are reported as by the backward */

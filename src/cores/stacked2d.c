@@ -1074,13 +1074,12 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
                                                          bn->y ? bn->y + n * n_out : NULL, bn->coef, L->cout, hw,
                                                          bn->training, bn->yshift);
                 }
-                /* dt1 and (when zeroed, or in place once this image's dy is read) din are
-                 * written by their convolution's backward, not zeroed and added to */
-                memset(sc.dt0, 0, n_mid * sizeof *sc.dt0);
+                /* dt1, dt0 and (when zeroed, or in place once this image's dy is read) din
+                 * are written by their convolution's backward, not zeroed and added to */
                 const float *dzn = bn ? sc.dzs : dz + n * n_out;
                 failed |= npred_conv2d_backward_set(sc.dt1, pw_[2], pb_[2], dzn, t1, w[2], &p[2], sc.ws, slice) !=
                               NPRED_OK ||
-                          npred_conv2d_backward(sc.dt0, pw_[1], pb_[1], sc.dt1, t0, w[1], &p[1], sc.ws, slice) !=
+                          npred_conv2d_backward_set(sc.dt0, pw_[1], pb_[1], sc.dt1, t0, w[1], &p[1], sc.ws, slice) !=
                               NPRED_OK ||
                           (zero_din || in_place ? npred_conv2d_backward_set : npred_conv2d_backward)(
                               din + n * n_in, pw_[0], pb_[0], sc.dt0, xin, w[0], &p[0], sc.ws, slice) != NPRED_OK;

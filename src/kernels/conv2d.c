@@ -645,6 +645,8 @@ npred_status npred_conv2d_backward_set(float *dx, float *dw, float *db, const fl
         free(owned);
         return s;
     }
+    if (dx && npred_conv2d_choose_algo(p) == NPRED_CONV2D_ALGO_DEPTHWISE)
+        return npred_conv2d_backward_depthwise_set(dx, dw, db, dy, x, w, p, ws, ws_bytes);
     if (dx) memset(dx, 0, sizeof *dx * (size_t)p->n * p->c * p->h * p->w);
     return npred_conv2d_backward(dx, dw, db, dy, x, w, p, ws, ws_bytes);
 }

@@ -19,6 +19,11 @@ static inline size_t npred_conv2d_round_bytes(size_t floats)
 void npred_conv2d_bias_grad(float *db,       // (O)
                             const float *dy, // (N, O, P)
                             int n, int o, size_t pixels);
+/* npred_conv2d_backward_depthwise with dx written instead of added to
+ * (npred_conv2d_backward_set). */
+npred_status npred_conv2d_backward_depthwise_set(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                                 const float *w, const npred_conv2d_params *p, void *ws,
+                                                 size_t ws_bytes);
 /* Per-thread bytes of the depthwise kernel (forward + backward). */
 size_t npred_conv2d_depthwise_thread_bytes(const npred_conv2d_params *p);
 /* Threads to use given the workspace: min(omp_get_max_threads(), limit,

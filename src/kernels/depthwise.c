@@ -6,16 +6,22 @@
  * loops run over whole 16-float vectors along the width with no bounds checks;
  * lanes past the output width are computed and dropped. The source rows land on
  * aligned columns and the zeros around them are written once per call and thread
- * (padded_*), so a plane costs one aligned copy of its rows.
+ * (padded_*), so a plane costs one aligned copy of its rows. The 7x7 filters of
+ * the SENSORIUM cores on planes up to 64 wide (with AVX-512) read the source planes
+ * directly instead, the edge vectors under masks (k7_*): the same products.
  *
  *   forward: OpenMP over (n, c) planes; per block 1-2 output rows x 1-4 vectors
- *            of accumulators in registers, loops over ky, kx.
+ *            of accumulators in registers, loops over ky, kx (AVX-512, height
+ *            stride 1: up to 6 rows, each input vector feeding every row that
+ *            reads it; 7x7: k7_block).
  *   dx:      stride 1: the forward kernel with the flipped filter run over the
  *            zero-padded dy (a full correlation); otherwise a scalar scatter.
- *            OpenMP over (n, c) planes.
+ *            OpenMP over (n, c) planes (with dw and one input channel per output
+ *            channel: inside the dw loop). npred_conv2d_backward_set writes dx.
  *   dw:      OpenMP over blocks of 8 output channels, batch inside (so the result
  *            does not depend on the thread count), the block's channels inside the
- *            images; per (ky, row) one dy vector feeds up to 8 kx accumulators;
+ *            images; per (ky, row) one dy vector feeds up to 8 kx accumulators
+ *            (AVX-512: one input vector feeds 3 filter rows' taps);
  *            each plane's lanes are added lane-wise in double, summed at the end.
  * Vectors are GCC vector extensions (16 floats); FMA intrinsics where the target
  * has them, a plain multiply-add otherwise. */
@@ -374,8 +380,10 @@ static AVX512 void rows_block_any(float *y, int ys, int r, int nv, int width, co
             const float *xr = xp + (size_t)(D) * xs;                                                        \
             _Pragma("GCC unroll 1") for (int kx = 0; kx < 7; kx++) {                                        \
                 const float *wk = w + kx;                                                                   \
-                __m512 x0 = _mm512_loadu_ps(xr + kx), x1 = _mm512_loadu_ps(xr + kx + VL);                   \
-                __m512 x2 = _mm512_loadu_ps(xr + kx + 2 * VL), x3 = _mm512_loadu_ps(xr + kx + 3 * VL);        \
+                __m512 x0 = DIRECT ? _mm512_maskz_loadu_ps(mk[kx], xr + kx) : _mm512_loadu_ps(xr + kx);      \
+                __m512 x1 = _mm512_loadu_ps(xr + kx + VL), x2 = _mm512_loadu_ps(xr + kx + 2 * VL);            \
+                __m512 x3 = DIRECT ? _mm512_maskz_loadu_ps(mk[7 + kx], xr + kx + 3 * VL)                      \
+                                   : _mm512_loadu_ps(xr + kx + 3 * VL);                                     \
                 __asm__("" : "+v"(x0), "+v"(x1), "+v"(x2), "+v"(x3));                                       \
                 K7_ROW(D, 0) K7_ROW(D, 1) K7_ROW(D, 2) K7_ROW(D, 3) K7_ROW(D, 4) K7_ROW(D, 5)               \
             }                                                                                               \
@@ -396,10 +404,13 @@ static inline __attribute__((always_inline)) AVX512 void k7_store(float *p, __m5
     _mm512_mask_storeu_ps(p, m, v);
 }
 
-/* R (1-6) output rows x 4 vectors (the last one's lanes in tail); input rows dlo..dhi */
+/* R (1-6) output rows x 4 vectors (the last one's lanes in tail); input rows dlo..dhi.
+ * DIRECT: xp is the source plane itself (no padded copy; rows outside dlo..dhi must
+ * not be read), the first and last vectors loaded under the masks mk[kx] and
+ * mk[7 + kx] of the columns inside the plane (zeros elsewhere, as in the padded plane) */
 static inline __attribute__((always_inline)) AVX512 void
-k7_block(float *y, int ys, const int R, __mmask16 tail, const float *xp, int xs, const float *w, float bias,
-         int accum, int dlo, int dhi)
+k7_block(float *y, int ys, const int R, const int DIRECT, const __mmask16 *mk, __mmask16 tail, const float *xp,
+         int xs, const float *w, float bias, int accum, int dlo, int dhi)
 {
     const __m512 b = _mm512_set1_ps(bias);
     __m512 a00 = b, a01 = b, a02 = b, a03 = b, a10 = b, a11 = b, a12 = b, a13 = b;
@@ -413,16 +424,58 @@ k7_block(float *y, int ys, const int R, __mmask16 tail, const float *xp, int xs,
     K7_STORE(0) K7_STORE(1) K7_STORE(2) K7_STORE(3) K7_STORE(4) K7_STORE(5)
 }
 
-#define K7_CASE(R) \
-    case R: k7_block(y, ys, R, tail, xp, xs, w, bias, accum, dlo, dhi); break;
+#define K7_CASE(R, D) \
+    case (R) * 2 + (D): k7_block(y, ys, R, D, mk, tail, xp, xs, w, bias, accum, dlo, dhi); break;
 
-static AVX512 void k7_block_any(float *y, int ys, int r, __mmask16 tail, const float *xp, int xs, const float *w,
-                                float bias, int accum, int dlo, int dhi)
+static AVX512 void k7_block_any(float *y, int ys, int r, const __mmask16 *mk, __mmask16 tail, const float *xp,
+                                int xs, const float *w, float bias, int accum, int dlo, int dhi)
 {
-    switch (r) {
-        K7_CASE(1) K7_CASE(2) K7_CASE(3) K7_CASE(4) K7_CASE(5) K7_CASE(6)
+    switch (r * 2 + (mk != NULL)) {
+        K7_CASE(1, 0) K7_CASE(2, 0) K7_CASE(3, 0) K7_CASE(4, 0) K7_CASE(5, 0) K7_CASE(6, 0)
+        K7_CASE(1, 1) K7_CASE(2, 1) K7_CASE(3, 1) K7_CASE(4, 1) K7_CASE(5, 1) K7_CASE(6, 1)
     default: break;
     }
+}
+
+/* The source plane of a 7x7 filter read without a padded copy: 1 if the output is one
+ * 4-vector column block (ow) whose two middle vectors never leave a source row (w, pw) */
+static int k7_direct_geometry(int ow, int w, int ph, int pw)
+{
+    return ow > 3 * VL && ow <= 4 * VL && ph >= 0 && pw >= 0 && pw <= VL && w >= 3 * VL + 6 - pw;
+}
+
+/* mk[kx] and mk[7 + kx]: the lanes of the first and last vector of a row, at column
+ * offset kx, that fall inside the source row (source column 16 v + kx - pw) */
+static AVX512 void k7_masks(__mmask16 *mk, int w, int pw)
+{
+    for (int kx = 0; kx < 7; kx++)
+        for (int v = 0; v < 2; v++) {
+            const int c0 = (v ? 3 * VL : 0) + kx - pw; /* source column of lane 0 */
+            const int lo = c0 < 0 ? -c0 : 0, hi = w - c0 < VL ? w - c0 : VL;
+            mk[7 * v + kx] = hi > lo ? (__mmask16)(lanes_mask(hi) & ~lanes_mask(lo)) : 0;
+        }
+}
+
+/* The 7x7 forward straight from the source plane (h, w), padded by (ph, pw), when the
+ * output is one 4-vector column block whose two middle vectors never leave a source
+ * row (the source is then read once, by the kernel, instead of copied into a padded
+ * plane first): 1 if done. Not for a bias of -0 (every input row must be a source
+ * row: zero rows are skipped, see k7_block). */
+static AVX512 int plane_fwd_k7_direct(float *y, int oh, int ow, const float *src, int h, int w, int ph, int pw,
+                                      const float *wt, float bias, int accum)
+{
+    if (!k7_direct_geometry(ow, w, ph, pw) || (bias == 0.0f && signbit(bias))) return 0;
+    __mmask16 mk[14];
+    k7_masks(mk, w, pw);
+    const __mmask16 tail = lanes_mask(ow - 3 * VL);
+    for (int oy = 0; oy < oh; oy += DW_R) {
+        const int r = oh - oy < DW_R ? oh - oy : DW_R;
+        const int dlo = ph - oy > 0 ? ph - oy : 0, dhi = ph + h - 1 - oy;
+        /* row d of the block is source row oy - ph + d (only rows dlo..dhi are read) */
+        k7_block_any(y + (size_t)oy * ow, ow, r, mk, tail, src + ((ptrdiff_t)oy - ph) * w - pw, w, wt, bias, accum,
+                     dlo, dhi);
+    }
+    return 1;
 }
 
 /* plane_fwd_s1 for sh = dh = 1 on AVX-512; rows top .. top + h - 1 of xp hold the
@@ -439,8 +492,8 @@ static AVX512 void plane_fwd_rows(float *y, int ys, int oh, int ow, const float 
             int width = ow - ox;
             int nv = width >= 4 * VL ? 4 : (width + VL - 1) / VL;
             if (kh == 7 && kw == 7 && dw == 1 && nv == 4)
-                k7_block_any(y + (size_t)oy * ys + ox, ys, r, lanes_mask(width - 3 * VL), xp + (size_t)oy * xs + ox,
-                             xs, w, bias, accum, dlo, dhi);
+                k7_block_any(y + (size_t)oy * ys + ox, ys, r, NULL, lanes_mask(width - 3 * VL),
+                             xp + (size_t)oy * xs + ox, xs, w, bias, accum, dlo, dhi);
             else
                 rows_block_any(y + (size_t)oy * ys + ox, ys, r, nv, width, xp + (size_t)oy * xs + ox, xs, w, kh,
                                kw, dw, bias, accum);
@@ -593,6 +646,59 @@ static AVX512 void plane_dw_rows(double *acc, const float *dz, int cs, int oh, i
     }
 }
 
+/* dw_rows_group of a 7x7 filter straight from the source planes (no padded copies):
+ * input row iy (of the padded geometry) is source row iy - ph of x (h, w), its
+ * vector j at column offset kx read from source column 16 j + kx - pw, the first and
+ * last under the masks of k7_masks (zeros outside the row, as in the padded plane);
+ * a dy row outside the plane is zrow (zeros), the last dy vector read under dtail
+ * (zeros past the width, as in the dy copy). The same products, in the same order. */
+static inline __attribute__((always_inline)) AVX512 void
+dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, const float *x, int h, int w, int ph,
+            int pw, const __mmask16 *mk, __mmask16 dtail, const float *zrow)
+{
+    __m512 a[DW_G][7];
+    _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
+        _Pragma("GCC unroll 7") for (int kx = 0; kx < 7; kx++) a[g][kx] = _mm512_setzero_ps();
+    const int iy0 = ky0 > ph ? ky0 : ph, iy1 = ky0 + G - 1 + oh < ph + h ? ky0 + G - 1 + oh : ph + h;
+    for (int iy = iy0; iy < iy1; iy++) {
+        const float *xr = x + ((ptrdiff_t)iy - ph) * w - pw;
+        const float *dr[DW_G];
+        _Pragma("GCC unroll 3") for (int g = 0; g < G; g++) {
+            const int oy = iy - ky0 - g;
+            dr[g] = oy >= 0 && oy < oh ? dy + (size_t)oy * ow : zrow;
+        }
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+            __m512 dv[DW_G];
+            _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
+                dv[g] = j == 3 ? _mm512_maskz_loadu_ps(dtail, dr[g] + 3 * VL) : _mm512_loadu_ps(dr[g] + j * VL);
+            _Pragma("GCC unroll 7") for (int kx = 0; kx < 7; kx++) {
+                __m512 xv = j == 0   ? _mm512_maskz_loadu_ps(mk[kx], xr + kx)
+                            : j == 3 ? _mm512_maskz_loadu_ps(mk[7 + kx], xr + 3 * VL + kx)
+                                     : _mm512_loadu_ps(xr + j * VL + kx);
+                __asm__("" : "+v"(xv));
+                _Pragma("GCC unroll 3") for (int g = 0; g < G; g++) a[g][kx] = _mm512_fmadd_ps(dv[g], xv, a[g][kx]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
+        _Pragma("GCC unroll 7") for (int kx = 0; kx < 7; kx++)
+            lanes_to_double(acc + (size_t)((ky0 + g) * 7 + kx) * VL, a[g][kx]);
+}
+
+/* plane_dw_rows of a 7x7 filter from the source planes dy (oh, ow) and x (h, w),
+ * padded by (ph, pw); k7_direct_geometry(ow, w, ph, pw) must hold */
+static AVX512 void plane_dw_k7_direct(double *acc, const float *dy, int oh, int ow, const float *x, int h, int w,
+                                      int ph, int pw)
+{
+    static const float zrow[4 * VL] __attribute__((aligned(64)));
+    __mmask16 mk[14];
+    k7_masks(mk, w, pw);
+    const __mmask16 dtail = lanes_mask(ow - 3 * VL);
+    dw_k7_group(acc, 3, 0, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow);
+    dw_k7_group(acc, 3, 3, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow);
+    dw_k7_group(acc, 1, 6, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow);
+}
+
 static npred_status check_dw(const npred_conv2d_params *p, int *oh, int *ow, const char *what)
 {
     npred_status s = npred_conv2d_output_size(p, oh, ow);
@@ -621,6 +727,15 @@ static char *setup_ws(const npred_conv2d_params *p, void *ws, size_t ws_bytes, v
     return (char *)b;
 }
 
+/* 1 if a forward of these parameters, and the stride-1 dx of them (a forward with
+ * the flipped filter and padding k - 1 - pad), may read its source planes directly
+ * (plane_fwd_k7_direct decides per plane) */
+static int k7_direct_shape(const npred_conv2d_params *p)
+{
+    return p->kh == 7 && p->kw == 7 && p->stride_h == 1 && p->stride_w == 1 && p->dil_h == 1 && p->dil_w == 1 &&
+           npred_gemm_avx512_active();
+}
+
 npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const float *w,
                                             const float *b, const npred_conv2d_params *p,
                                             void *ws, size_t ws_bytes)
@@ -640,21 +755,28 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
                             ws_bytes, npred_conv2d_workspace_size(p, NPRED_CONV2D_ALGO_DEPTHWISE));
     const int C = p->c, M = p->o / p->c, kk = p->kh * p->kw;
     const size_t ipix = (size_t)p->h * p->w, opix = (size_t)oh * ow;
+    const int direct = k7_direct_shape(p);
 
 #pragma omp parallel num_threads(T)
     {
         float *xbuf = (float *)(base + (size_t)npred_thread_id() * g.bytes + g.off_xp);
         const float *xp = padded_ptr(&g.qx, xbuf);
-        padded_zero(&g.qx, xbuf);
+        int zeroed = 0; /* the padded plane, when a plane is not read directly */
 #pragma omp for collapse(2) schedule(static)
         for (int n = 0; n < p->n; n++)
             for (int c = 0; c < C; c++) {
-                padded_fill(&g.qx, xbuf, x + ((size_t)n * C + c) * ipix);
+                const float *xc = x + ((size_t)n * C + c) * ipix;
+                int filled = 0;
                 for (int m = 0; m < M; m++) {
                     int oc = c * M + m;
                     float *yp = y + ((size_t)n * p->o + oc) * opix;
                     const float *wp = w + (size_t)oc * kk;
                     float bias = b ? b[oc] : 0.0f;
+                    if (direct && plane_fwd_k7_direct(yp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, wp, bias, 0))
+                        continue;
+                    if (!zeroed) padded_zero(&g.qx, xbuf);
+                    if (!filled) padded_fill(&g.qx, xbuf, xc);
+                    zeroed = filled = 1;
                     if (p->stride_w == 1)
                         plane_fwd_s1(yp, ow, oh, ow, xp, g.qx.stride, p->stride_h, wp, p->kh, p->kw,
                                      p->dil_h, p->dil_w, bias, 0, g.qx.top, g.qx.h);
@@ -669,19 +791,27 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
 }
 
 /* dxp (+)= the stride-1 dx of one plane: the forward kernel with the flipped filter
- * (into wf) over dy padded in dp (geometry q) */
-static void dx_plane_s1(float *dxp, const npred_conv2d_params *p, const float *dp, const padded *q, const float *wp,
-                        float *wf)
+ * (into wf) over dy (the plane dyp), from dyp directly when direct allows it, else
+ * from its padded plane in dbuf (geometry q), which is filled here unless filled */
+static void dx_plane_s1(float *dxp, const npred_conv2d_params *p, const float *dyp, int direct, int filled,
+                        const padded *q, float *dbuf, const float *wp, float *wf, int accum)
 {
     const int kk = p->kh * p->kw;
     for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
-    plane_fwd_s1(dxp, p->w, p->h, p->w, dp, q->stride, 1, wf, p->kh, p->kw, p->dil_h, p->dil_w, 0.0f, 1, q->top, q->h);
+    if (!filled && direct &&
+        plane_fwd_k7_direct(dxp, p->h, p->w, dyp, q->h, q->w, q->top, q->left, wf, 0.0f, accum))
+        return;
+    if (!filled) padded_fill(q, dbuf, dyp);
+    plane_fwd_s1(dxp, p->w, p->h, p->w, padded_ptr(q, dbuf), q->stride, 1, wf, p->kh, p->kw, p->dil_h, p->dil_w,
+                 0.0f, accum, q->top, q->h);
 }
 
-npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy,
-                                             const float *x, const float *w,
-                                             const npred_conv2d_params *p, void *ws,
-                                             size_t ws_bytes)
+/* set: dx is written (the first output channel of each input channel's plane stores
+ * its sums instead of adding them to dx: the sums start at +0, so x + 0 and x are the
+ * same bits), else added to */
+static npred_status backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, const npred_conv2d_params *p, void *ws, size_t ws_bytes,
+                                       int set)
 {
     int oh, ow;
     npred_status s = check_dw(p, &oh, &ow, "backward");
@@ -702,7 +832,7 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
     const int C = p->c, M = p->o / p->c, kh = p->kh, kw = p->kw, kk = kh * kw;
     const int sh = p->stride_h, sw = p->stride_w, dh = p->dil_h, dwl = p->dil_w;
     const size_t ipix = (size_t)p->h * p->w, opix = (size_t)oh * ow;
-    const int unit_stride = sh == 1 && sw == 1;
+    const int unit_stride = sh == 1 && sw == 1, direct = k7_direct_shape(p);
     /* the dw row kernel: unit stride, height dilation 1, filters up to 8 wide */
     const int rows_dw = unit_stride && dh == 1 && kw <= 8 && npred_gemm_avx512_active();
     /* dx inside the dw loop (one input channel per output channel, so the channel
@@ -710,6 +840,8 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
      * (enough zero rows above and below, zeros past the width), one copy less */
     const int fuse = dx && dw && rows_dw && M == 1 && g.qd.fast && g.qd.top >= DW_G - 1 &&
                      g.qd.top + oh + DW_G - 1 <= g.qd.rows;
+    /* dw of a 7x7 filter straight from the planes of x and dy (with fuse, the dx too) */
+    const int dw_direct = rows_dw && direct && k7_direct_geometry(ow, p->w, p->pad_h, p->pad_w);
 
 #pragma omp parallel num_threads(T)
     {
@@ -718,9 +850,9 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
         float *cbuf = (float *)(mine + g.off_dc), *wf = (float *)(mine + g.off_wf);
         double *acc0 = (double *)(mine + g.off_acc);
         const padded *qc = rows_dw ? &g.qc : &g.qc0;
-        const float *xp = padded_ptr(&g.qx, xbuf), *dp = padded_ptr(&g.qd, dbuf), *dc = padded_ptr(qc, cbuf);
+        const float *xp = padded_ptr(&g.qx, xbuf), *dc = padded_ptr(qc, cbuf);
         if (dx && unit_stride) padded_zero(&g.qd, dbuf);
-        if (dw) {
+        if (dw && !dw_direct) {
             padded_zero(&g.qx, xbuf);
             if (!fuse) padded_zero(qc, cbuf);
         }
@@ -733,13 +865,13 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
             for (int n = 0; n < p->n; n++)
                 for (int c = 0; c < C; c++) {
                     float *dxp = dx + ((size_t)n * C + c) * ipix;
+                    if (set && !unit_stride) memset(dxp, 0, ipix * sizeof *dxp);
                     for (int m = 0; m < M; m++) {
                         int oc = c * M + m;
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
                         const float *wp = w + (size_t)oc * kk;
                         if (unit_stride) {
-                            padded_fill(&g.qd, dbuf, dyp);
-                            dx_plane_s1(dxp, p, dp, &g.qd, wp, wf);
+                            dx_plane_s1(dxp, p, dyp, direct, 0, &g.qd, dbuf, wp, wf, !set || m > 0);
                         } else {
                             for (int oy = 0; oy < oh; oy++)
                                 for (int ox = 0; ox < ow; ox++) {
@@ -771,11 +903,20 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
                         const int c = oc / M;
                         double *acc = acc0 + (size_t)(oc - o0) * kk * VL;
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
-                        if (fuse) {
-                            padded_fill(&g.qd, dbuf, dyp);
-                            dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dp, &g.qd, w + (size_t)oc * kk, wf);
+                        const float *xc = x + ((size_t)n * C + c) * ipix;
+                        if (dw_direct) {
+                            if (fuse)
+                                dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, direct, 0, &g.qd, dbuf,
+                                            w + (size_t)oc * kk, wf, !set);
+                            plane_dw_k7_direct(acc, dyp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w);
+                            continue;
                         }
-                        padded_fill(&g.qx, xbuf, x + ((size_t)n * C + c) * ipix);
+                        if (fuse) { /* (dw then reads the padded dy) */
+                            padded_fill(&g.qd, dbuf, dyp);
+                            dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, 0, 1, &g.qd, dbuf,
+                                        w + (size_t)oc * kk, wf, !set);
+                        }
+                        padded_fill(&g.qx, xbuf, xc);
                         if (rows_dw) {
                             if (!fuse) padded_fill(qc, cbuf, dyp);
                             plane_dw_rows(acc, dz, dzs, oh, (int)ceil_vl(ow) / VL, xp, g.qx.stride, kh, kw, dwl,
@@ -811,4 +952,17 @@ npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, co
     }
     free(owned);
     return NPRED_OK;
+}
+
+npred_status npred_conv2d_backward_depthwise(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                             const float *w, const npred_conv2d_params *p, void *ws, size_t ws_bytes)
+{
+    return backward_depthwise(dx, dw, db, dy, x, w, p, ws, ws_bytes, 0);
+}
+
+npred_status npred_conv2d_backward_depthwise_set(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                                 const float *w, const npred_conv2d_params *p, void *ws,
+                                                 size_t ws_bytes)
+{
+    return backward_depthwise(dx, dw, db, dy, x, w, p, ws, ws_bytes, 1);
 }
