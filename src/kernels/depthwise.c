@@ -590,6 +590,15 @@ static inline __attribute__((always_inline)) AVX512 void lanes_to_double(double 
     _mm512_storeu_pd(acc + 8, _mm512_add_pd(_mm512_loadu_pd(acc + 8), hi));
 }
 
+/* lanes_to_double onto zeros (the first image of a block): acc = the lanes. 0 + x is x
+ * but for x = -0, and a -0 in acc gives the final sums (which start at +0) the bits
+ * of a +0: the same results without zeroing the accumulators first. */
+static inline __attribute__((always_inline)) AVX512 void lanes_to_double_set(double *acc, __m512 t)
+{
+    _mm512_storeu_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(t)));
+    _mm512_storeu_pd(acc + 8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1))));
+}
+
 /* plane_dw_s1 for height stride and dilation 1 on AVX-512, in groups of G filter rows
  * (ky0 .. ky0 + G - 1): input row iy is loaded once per kx and feeds the G taps
  * (ky, kx) whose output row oy = iy - ky reads it, with the G dy rows in registers
@@ -654,7 +663,7 @@ static AVX512 void plane_dw_rows(double *acc, const float *dz, int cs, int oh, i
  * (zeros past the width, as in the dy copy). The same products, in the same order. */
 static inline __attribute__((always_inline)) AVX512 void
 dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, const float *x, int h, int w, int ph,
-            int pw, const __mmask16 *mk, __mmask16 dtail, const float *zrow)
+            int pw, const __mmask16 *mk, __mmask16 dtail, const float *zrow, int first)
 {
     __m512 a[DW_G][7];
     _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
@@ -681,22 +690,26 @@ dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, 
         }
     }
     _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
-        _Pragma("GCC unroll 7") for (int kx = 0; kx < 7; kx++)
-            lanes_to_double(acc + (size_t)((ky0 + g) * 7 + kx) * VL, a[g][kx]);
+        _Pragma("GCC unroll 7") for (int kx = 0; kx < 7; kx++) {
+            double *at = acc + (size_t)((ky0 + g) * 7 + kx) * VL;
+            if (first) lanes_to_double_set(at, a[g][kx]);
+            else lanes_to_double(at, a[g][kx]);
+        }
 }
 
 /* plane_dw_rows of a 7x7 filter from the source planes dy (oh, ow) and x (h, w),
- * padded by (ph, pw); k7_direct_geometry(ow, w, ph, pw) must hold */
+ * padded by (ph, pw); k7_direct_geometry(ow, w, ph, pw) must hold. first: acc is not
+ * added to but set (lanes_to_double_set) */
 static AVX512 void plane_dw_k7_direct(double *acc, const float *dy, int oh, int ow, const float *x, int h, int w,
-                                      int ph, int pw)
+                                      int ph, int pw, int first)
 {
     static const float zrow[4 * VL] __attribute__((aligned(64)));
     __mmask16 mk[14];
     k7_masks(mk, w, pw);
     const __mmask16 dtail = lanes_mask(ow - 3 * VL);
-    dw_k7_group(acc, 3, 0, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow);
-    dw_k7_group(acc, 3, 3, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow);
-    dw_k7_group(acc, 1, 6, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow);
+    dw_k7_group(acc, 3, 0, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
+    dw_k7_group(acc, 3, 3, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
+    dw_k7_group(acc, 1, 6, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
 }
 
 static npred_status check_dw(const npred_conv2d_params *p, int *oh, int *ow, const char *what)
@@ -894,7 +907,8 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
 #pragma omp for schedule(static)
             for (int blk = 0; blk < (p->o + DW_OB - 1) / DW_OB; blk++) {
                 const int o0 = blk * DW_OB, o1 = o0 + DW_OB < p->o ? o0 + DW_OB : p->o;
-                for (size_t i = 0; i < (size_t)(o1 - o0) * kk * VL; i++) acc0[i] = 0;
+                if (!dw_direct) /* (the direct kernel sets them for the first image) */
+                    for (size_t i = 0; i < (size_t)(o1 - o0) * kk * VL; i++) acc0[i] = 0;
                 /* images outside, the block's channels inside: its planes of x and dy
                  * are read as contiguous runs (one channel per task with the images
                  * inside jumped a whole image per plane: slow on the hardware prefetch) */
@@ -908,7 +922,7 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                             if (fuse)
                                 dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, direct, 0, &g.qd, dbuf,
                                             w + (size_t)oc * kk, wf, !set);
-                            plane_dw_k7_direct(acc, dyp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w);
+                            plane_dw_k7_direct(acc, dyp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, n == 0);
                             continue;
                         }
                         if (fuse) { /* (dw then reads the padded dy) */
