@@ -150,6 +150,48 @@ static void bench(const char *name, npred_conv2d_params p, const npred_conv2d_al
     free(x); free(w); free(y); free(dx); free(dw); free(db);
 }
 
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* The depthwise 7x7 as the depth-separable block runs it (ds_forward / ds_backward):
+ * one image per call on one thread, its planes in cache (the same image repeated);
+ * the backward writes dx (npred_conv2d_backward_set) and adds to dw. CPU time of the
+ * thread, minimum of 30 calls. */
+static void bench_dw_image(void)
+{
+    npred_conv2d_params p = npred_conv2d_params_square(1, 64, 28, 56, 64, 7, 1, 3, 1, 64);
+    size_t n = (size_t)64 * 28 * 56;
+    float *x = rnd(n, 11), *w = rnd((size_t)64 * 49, 12), *dy = rnd(n, 13), *y = calloc(n, 4), *dx = calloc(n, 4);
+    float *dw = calloc((size_t)64 * 49, 4);
+    size_t wsb = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_DEPTHWISE);
+    void *ws = malloc(wsb);
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < 31; r++)
+        for (int k = 0; k < 2; k++) {
+            double t0 = cpu_now();
+            npred_status s = k ? npred_conv2d_backward_set(dx, dw, NULL, dy, x, w, &p, ws, wsb)
+                               : npred_conv2d_forward(y, x, w, NULL, &p, ws, wsb);
+            double dt = cpu_now() - t0;
+            if (s) {
+                printf("error: %s\n", npred_last_error());
+                exit(1);
+            }
+            if (r > 0 && dt < best[k]) best[k] = dt;
+        }
+    omp_set_num_threads(nt);
+    double flop = 2.0 * n * 49;
+    printf("depthwise 7x7, one image per call (as in the depth-separable block), 1 thread, CPU time:\n"
+           "  forward %.1f us (%.0f GFLOP/s) | dx + dw %.1f us (%.0f GFLOP/s) | per image %.1f us\n",
+           best[0] * 1e6, flop / best[0] / 1e9, best[1] * 1e6, 2 * flop / best[1] / 1e9, (best[0] + best[1]) * 1e6);
+    free(x), free(w), free(dy), free(y), free(dx), free(dw), free(ws);
+}
+
 int main(void)
 {
     double t0 = now();
@@ -164,6 +206,7 @@ int main(void)
     bench("layer0 9x9", npred_conv2d_params_square(128, 1, 36, 64, 64, 9, 1, 0, 1, 1), gemm, 1, 1);
     bench("pointwise 1x1", npred_conv2d_params_square(128, 64, 28, 56, 64, 1, 1, 0, 1, 1), gemm, 1, 1);
     bench("depthwise 7x7", npred_conv2d_params_square(128, 64, 28, 56, 64, 7, 1, 3, 1, 64), dws, 2, 1);
+    bench_dw_image();
     bench("naive reference, depthwise 7x7 batch 8",
           npred_conv2d_params_square(8, 64, 28, 56, 64, 7, 1, 3, 1, 64), naive, 1, 1);
     printf("\ntotal bench time %.1f s (2 shared cores: expect noise)\n", now() - t0);
