@@ -462,11 +462,9 @@ static AVX512 void k7_masks(__mmask16 *mk, int w, int pw)
  * plane first): 1 if done. Not for a bias of -0 (every input row must be a source
  * row: zero rows are skipped, see k7_block). */
 static AVX512 int plane_fwd_k7_direct(float *y, int oh, int ow, const float *src, int h, int w, int ph, int pw,
-                                      const float *wt, float bias, int accum)
+                                      const __mmask16 *mk, const float *wt, float bias, int accum)
 {
     if (!k7_direct_geometry(ow, w, ph, pw) || (bias == 0.0f && signbit(bias))) return 0;
-    __mmask16 mk[14];
-    k7_masks(mk, w, pw);
     const __mmask16 tail = lanes_mask(ow - 3 * VL);
     for (int oy = 0; oy < oh; oy += DW_R) {
         const int r = oh - oy < DW_R ? oh - oy : DW_R;
@@ -698,14 +696,12 @@ dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, 
 }
 
 /* plane_dw_rows of a 7x7 filter from the source planes dy (oh, ow) and x (h, w),
- * padded by (ph, pw); k7_direct_geometry(ow, w, ph, pw) must hold. first: acc is not
- * added to but set (lanes_to_double_set) */
+ * padded by (ph, pw), mk = k7_masks(w, pw); k7_direct_geometry(ow, w, ph, pw) must
+ * hold. first: acc is not added to but set (lanes_to_double_set) */
 static AVX512 void plane_dw_k7_direct(double *acc, const float *dy, int oh, int ow, const float *x, int h, int w,
-                                      int ph, int pw, int first)
+                                      int ph, int pw, const __mmask16 *mk, int first)
 {
     static const float zrow[4 * VL] __attribute__((aligned(64)));
-    __mmask16 mk[14];
-    k7_masks(mk, w, pw);
     const __mmask16 dtail = lanes_mask(ow - 3 * VL);
     dw_k7_group(acc, 3, 0, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
     dw_k7_group(acc, 3, 3, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
@@ -769,6 +765,8 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
     const int C = p->c, M = p->o / p->c, kk = p->kh * p->kw;
     const size_t ipix = (size_t)p->h * p->w, opix = (size_t)oh * ow;
     const int direct = k7_direct_shape(p);
+    __mmask16 mkx[14] = {0}; /* the masks of the source rows for the direct 7x7 kernels */
+    if (direct) k7_masks(mkx, p->w, p->pad_w);
 
 #pragma omp parallel num_threads(T)
     {
@@ -785,7 +783,7 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
                     float *yp = y + ((size_t)n * p->o + oc) * opix;
                     const float *wp = w + (size_t)oc * kk;
                     float bias = b ? b[oc] : 0.0f;
-                    if (direct && plane_fwd_k7_direct(yp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, wp, bias, 0))
+                    if (direct && plane_fwd_k7_direct(yp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, mkx, wp, bias, 0))
                         continue;
                     if (!zeroed) padded_zero(&g.qx, xbuf);
                     if (!filled) padded_fill(&g.qx, xbuf, xc);
@@ -804,15 +802,16 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
 }
 
 /* dxp (+)= the stride-1 dx of one plane: the forward kernel with the flipped filter
- * (into wf) over dy (the plane dyp), from dyp directly when direct allows it, else
- * from its padded plane in dbuf (geometry q), which is filled here unless filled */
-static void dx_plane_s1(float *dxp, const npred_conv2d_params *p, const float *dyp, int direct, int filled,
-                        const padded *q, float *dbuf, const float *wp, float *wf, int accum)
+ * (into wf) over dy (the plane dyp), from dyp directly when direct (the masks of k7_masks
+ * for dy's rows) is given and the geometry allows it, else from its padded plane in
+ * dbuf (geometry q), which is filled here unless filled */
+static void dx_plane_s1(float *dxp, const npred_conv2d_params *p, const float *dyp, const __mmask16 *direct,
+                        int filled, const padded *q, float *dbuf, const float *wp, float *wf, int accum)
 {
     const int kk = p->kh * p->kw;
     for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
     if (!filled && direct &&
-        plane_fwd_k7_direct(dxp, p->h, p->w, dyp, q->h, q->w, q->top, q->left, wf, 0.0f, accum))
+        plane_fwd_k7_direct(dxp, p->h, p->w, dyp, q->h, q->w, q->top, q->left, direct, wf, 0.0f, accum))
         return;
     if (!filled) padded_fill(q, dbuf, dyp);
     plane_fwd_s1(dxp, p->w, p->h, p->w, padded_ptr(q, dbuf), q->stride, 1, wf, p->kh, p->kw, p->dil_h, p->dil_w,
@@ -855,6 +854,11 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                      g.qd.top + oh + DW_G - 1 <= g.qd.rows;
     /* dw of a 7x7 filter straight from the planes of x and dy (with fuse, the dx too) */
     const int dw_direct = rows_dw && direct && k7_direct_geometry(ow, p->w, p->pad_h, p->pad_w);
+    __mmask16 mkx[14] = {0}, mkd[14] = {0}; /* the masks of the rows of x and dy for the direct 7x7 kernels */
+    if (direct) {
+        k7_masks(mkx, p->w, p->pad_w);
+        k7_masks(mkd, ow, kw - 1 - p->pad_w);
+    }
 
 #pragma omp parallel num_threads(T)
     {
@@ -884,7 +888,7 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
                         const float *wp = w + (size_t)oc * kk;
                         if (unit_stride) {
-                            dx_plane_s1(dxp, p, dyp, direct, 0, &g.qd, dbuf, wp, wf, !set || m > 0);
+                            dx_plane_s1(dxp, p, dyp, direct ? mkd : NULL, 0, &g.qd, dbuf, wp, wf, !set || m > 0);
                         } else {
                             for (int oy = 0; oy < oh; oy++)
                                 for (int ox = 0; ox < ow; ox++) {
@@ -920,14 +924,14 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                         const float *xc = x + ((size_t)n * C + c) * ipix;
                         if (dw_direct) {
                             if (fuse)
-                                dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, direct, 0, &g.qd, dbuf,
+                                dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, direct ? mkd : NULL, 0, &g.qd, dbuf,
                                             w + (size_t)oc * kk, wf, !set);
-                            plane_dw_k7_direct(acc, dyp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, n == 0);
+                            plane_dw_k7_direct(acc, dyp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, mkx, n == 0);
                             continue;
                         }
                         if (fuse) { /* (dw then reads the padded dy) */
                             padded_fill(&g.qd, dbuf, dyp);
-                            dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, 0, 1, &g.qd, dbuf,
+                            dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, NULL, 1, &g.qd, dbuf,
                                         w + (size_t)oc * kk, wf, !set);
                         }
                         padded_fill(&g.qx, xbuf, xc);
