@@ -454,9 +454,10 @@ static inline float elu_grad(float dy, float y, float yshift)
 }
 
 /* lanes_dsums of the ELU-backward gradients elu_grad(dy, y) of one run of m values,
- * formed in registers (the same values and order as elu_grad then lanes_dsums) */
+ * formed in registers (the same values and order as elu_grad then lanes_dsums); with
+ * out, the gradients are also written there (out may be dy) */
 static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float *y, const float *x, double mean,
-                            float yshift, size_t m)
+                            float yshift, size_t m, float *out)
 {
     vdl a = vdl_get(l0), c = vdl_get(l1);
     const vdl mv = vdl_splat(mean);
@@ -467,7 +468,9 @@ static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float
         const vfl e = vfl_load(y + i) - ys;
         const vil pos = e > 0;                                                    /* all ones where e > 0 */
         const vfl slope = (vfl)((pos & (vil)one) | (~pos & (vil)(e + one))); /* select, as elu_grad */
-        const vdl gv = __builtin_convertvector(vfl_load(dy + i) * slope, vdl);
+        const vfl g = vfl_load(dy + i) * slope;
+        if (out) memcpy(out + i, &g, sizeof g);
+        const vdl gv = __builtin_convertvector(g, vdl);
         const vdl xv = __builtin_convertvector(vfl_load(x + i), vdl);
         a += gv;
         c += gv * (xv - mv);
@@ -476,6 +479,7 @@ static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float
     vdl_put(l1, c);
     for (int l = 0; i + l < m; l++) {
         const float g = elu_grad(dy[i + l], y[i + l], yshift);
+        if (out) out[i + l] = g;
         l0[l] += g;
         l1[l] += (double)g * ((double)x[i + l] - mean);
     }
@@ -522,7 +526,7 @@ static void plane_dsums(double *s, const float *dy, const float *y, const float 
                         size_t m)
 {
     double l0[NL] = {0}, l1[NL] = {0};
-    if (y) elu_lanes_dsums(l0, l1, dy, y, x, mean, yshift, m);
+    if (y) elu_lanes_dsums(l0, l1, dy, y, x, mean, yshift, m, NULL);
     else lanes_dsums(l0, l1, dy, x, mean, m);
     s[0] = lanes_total(l0);
     s[1] = lanes_total(l1);
@@ -533,30 +537,8 @@ static void plane_dsums(double *s, const float *dy, const float *y, const float 
 static void plane_grad_dsums(double *s, float *d, const float *y, const float *x, double mean, float yshift,
                              size_t m)
 {
-    vdl a = vdl_splat(0.0), c = vdl_splat(0.0);
-    const vdl mv = vdl_splat(mean);
-    vfl ys, one;
-    for (int l = 0; l < NL; l++) ys[l] = yshift, one[l] = 1.0f;
-    size_t i = 0;
-    for (; i + NL <= m; i += NL) {
-        const vfl e = vfl_load(y + i) - ys;
-        const vil pos = e > 0;
-        const vfl slope = (vfl)((pos & (vil)one) | (~pos & (vil)(e + one))); /* as elu_grad */
-        const vfl g = vfl_load(d + i) * slope;
-        memcpy(d + i, &g, sizeof g);
-        const vdl gv = __builtin_convertvector(g, vdl);
-        a += gv;
-        c += gv * (__builtin_convertvector(vfl_load(x + i), vdl) - mv);
-    }
-    double l0[NL], l1[NL];
-    vdl_put(l0, a);
-    vdl_put(l1, c);
-    for (int l = 0; i + l < m; l++) {
-        const float g = elu_grad(d[i + l], y[i + l], yshift);
-        d[i + l] = g;
-        l0[l] += g;
-        l1[l] += (double)g * ((double)x[i + l] - mean);
-    }
+    double l0[NL] = {0}, l1[NL] = {0};
+    elu_lanes_dsums(l0, l1, d, y, x, mean, yshift, m, d);
     s[0] = lanes_total(l0);
     s[1] = lanes_total(l1);
 }
