@@ -6,6 +6,7 @@
  * installed, the practical ceiling for the GEMM path). Numbers are noisy: the
  * machine is small and shared. */
 #include "kernels/conv2d.h"
+#include "bench_check.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -28,16 +29,6 @@ static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-static float *rnd(size_t n, unsigned seed)
-{
-    float *a = malloc(n * sizeof *a);
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        a[i] = (float)((seed >> 8) * (1.0 / 16777216.0)) - 0.5f;
-    }
-    return a;
 }
 
 /* FMA throughput of 12 independent vector chains per thread. */
@@ -80,7 +71,7 @@ static double fma_peak(void)
 
 static double sgemm_gflops(int n)
 {
-    float *a = rnd((size_t)n * n, 1), *b = rnd((size_t)n * n, 2), *c = calloc((size_t)n * n, 4);
+    float *a = bench_rnd((size_t)n * n, 1), *b = bench_rnd((size_t)n * n, 2), *c = calloc((size_t)n * n, 4);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
     double best = 1e30;
     for (int r = 0; r < 3; r++) {
@@ -128,7 +119,7 @@ static void bench(const char *name, npred_conv2d_params p, const npred_conv2d_al
     size_t nx = (size_t)p.n * p.c * p.h * p.w, ny = (size_t)p.n * p.o * oh * ow;
     size_t nw = (size_t)p.o * (p.c / p.groups) * p.kh * p.kw;
     double flop = 2.0 * ny * (p.c / p.groups) * p.kh * p.kw;
-    float *x = rnd(nx, 3), *w = rnd(nw, 4), *y = rnd(ny, 5), *dx = calloc(nx, 4);
+    float *x = bench_rnd(nx, 3), *w = bench_rnd(nw, 4), *y = bench_rnd(ny, 5), *dx = calloc(nx, 4);
     float *dw = calloc(nw, 4), *db = calloc((size_t)p.o, 4);
     printf("%s: N=%d C=%d %dx%d -> O=%d %dx%d, k %dx%d, groups %d (%.2f GFLOP per pass)\n", name,
            p.n, p.c, p.h, p.w, p.o, oh, ow, p.kh, p.kw, p.groups, flop / 1e9);
@@ -165,7 +156,7 @@ static void bench_dw_image(void)
 {
     npred_conv2d_params p = npred_conv2d_params_square(1, 64, 28, 56, 64, 7, 1, 3, 1, 64);
     size_t n = (size_t)64 * 28 * 56;
-    float *x = rnd(n, 11), *w = rnd((size_t)64 * 49, 12), *dy = rnd(n, 13), *y = calloc(n, 4), *dx = calloc(n, 4);
+    float *x = bench_rnd(n, 11), *w = bench_rnd((size_t)64 * 49, 12), *dy = bench_rnd(n, 13), *y = calloc(n, 4), *dx = calloc(n, 4);
     float *dw = calloc((size_t)64 * 49, 4);
     size_t wsb = npred_conv2d_workspace_size(&p, NPRED_CONV2D_ALGO_DEPTHWISE);
     void *ws = malloc(wsb);

@@ -7,6 +7,7 @@
  * AVX-512 BF16. The kernels run alternately and each figure is the minimum over
  * the repetitions (least disturbed by other jobs on a shared machine). */
 #include "kernels/gemm.h"
+#include "bench_check.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -22,20 +23,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static float *rnd(size_t n, unsigned seed)
-{
-    float *a = malloc(n * sizeof *a);
-    if (!a) {
-        fprintf(stderr, "bench_gemm: out of memory\n");
-        exit(1);
-    }
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        a[i] = (float)((seed >> 8) * (1.0 / 16777216.0)) - 0.5f;
-    }
-    return a;
 }
 
 enum { NN, NN_T, NT };
@@ -60,7 +47,7 @@ static double pass(int kind, int bf16, int m, int k, const float *a, const float
 
 static void row(const char *name, int kind, int m, int k)
 {
-    float *a = rnd((size_t)m * k, 1), *x = rnd((size_t)B * k * P, 2), *y = rnd((size_t)B * m * P, 3);
+    float *a = bench_rnd((size_t)m * k, 1), *x = bench_rnd((size_t)B * k * P, 2), *y = bench_rnd((size_t)B * m * P, 3);
     float *dw = calloc((size_t)m * k, sizeof *dw);
     double best[3] = {1e30, 1e30, 1e30};
     int have = npred_gemm_use_avx512(1), bf = npred_gemm_bf16_available();

@@ -16,6 +16,7 @@
  * of NIMG images (from memory). The machine is shared: quote the load average. */
 #include "kernels/conv2d.h"
 #include "kernels/gemm.h"
+#include "bench_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,28 +31,6 @@ static double cpu_now(void)
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static float *rnd(size_t n, unsigned seed)
-{
-    float *a = malloc(n * sizeof *a);
-    if (!a) {
-        fprintf(stderr, "bench_pointwise: out of memory\n");
-        exit(1);
-    }
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        a[i] = (float)((seed >> 8) * (1.0 / 16777216.0)) - 0.5f;
-    }
-    return a;
-}
-
-static void check(npred_status s, const char *what)
-{
-    if (s) {
-        fprintf(stderr, "bench_pointwise: %s: %s\n", what, npred_last_error());
-        exit(1);
-    }
 }
 
 typedef struct {
@@ -74,13 +53,13 @@ static void one(op *o, int kind, int i, int hot)
     float *y = o->y + i * o->ny, *dx = o->dx + j * o->nx;
     const int pix = (int)(o->ny / (size_t)p->o), K = p->c * p->kh * p->kw;
     switch (kind) {
-    case FWD: check(npred_conv2d_forward(y, x, o->w, NULL, p, o->ws, o->ws_bytes), "forward"); break;
+    case FWD: BENCH_OK(npred_conv2d_forward(y, x, o->w, NULL, p, o->ws, o->ws_bytes)); break;
     case BWD: /* as ds_backward: the input gradient zeroed, then accumulated into */
         memset(dx, 0, o->nx * sizeof *dx);
-        check(npred_conv2d_backward(dx, o->dw, NULL, dy, x, o->w, p, o->ws, o->ws_bytes), "backward");
+        BENCH_OK(npred_conv2d_backward(dx, o->dw, NULL, dy, x, o->w, p, o->ws, o->ws_bytes));
         break;
-    case BWD_SET: check(npred_conv2d_backward_set(dx, o->dw, NULL, dy, x, o->w, p, o->ws, o->ws_bytes), "backward"); break;
-    case BWD_DW: check(npred_conv2d_backward(NULL, o->dw, NULL, dy, x, o->w, p, o->ws, o->ws_bytes), "backward"); break;
+    case BWD_SET: BENCH_OK(npred_conv2d_backward_set(dx, o->dw, NULL, dy, x, o->w, p, o->ws, o->ws_bytes)); break;
+    case BWD_DW: BENCH_OK(npred_conv2d_backward(NULL, o->dw, NULL, dy, x, o->w, p, o->ws, o->ws_bytes)); break;
     case NT: npred_gemm_nt(p->o, K, pix, dy, pix, x, pix, o->dw, K); break;
     case NN_ACC:
         memset(dx, 0, o->nx * sizeof *dx);
@@ -120,15 +99,18 @@ static op make(int c, int h, int w, int o_, int k)
     memset(&o, 0, sizeof o);
     o.p = npred_conv2d_params_square(1, c, h, w, o_, k, 1, 0, 1, 1);
     int oh, ow;
-    check(npred_conv2d_output_size(&o.p, &oh, &ow), "shape");
+    BENCH_OK(npred_conv2d_output_size(&o.p, &oh, &ow));
     o.nx = (size_t)c * h * w;
     o.ny = (size_t)o_ * oh * ow;
-    o.x = rnd(NIMG * o.nx, 1), o.dx = rnd(NIMG * o.nx, 2);
-    o.y = rnd(NIMG * o.ny, 3), o.dy = rnd(NIMG * o.ny, 4);
-    o.w = rnd((size_t)o_ * c * k * k, 5), o.dw = rnd((size_t)o_ * c * k * k, 6);
+    o.x = bench_rnd(NIMG * o.nx, 1), o.dx = bench_rnd(NIMG * o.nx, 2);
+    o.y = bench_rnd(NIMG * o.ny, 3), o.dy = bench_rnd(NIMG * o.ny, 4);
+    o.w = bench_rnd((size_t)o_ * c * k * k, 5), o.dw = bench_rnd((size_t)o_ * c * k * k, 6);
     o.ws_bytes = npred_conv2d_workspace_size_threads(&o.p, NPRED_CONV2D_ALGO_GEMM, 1);
     o.ws = malloc(o.ws_bytes ? o.ws_bytes : 1);
-    if (!o.ws) check(NPRED_ERR_NOMEM, "workspace");
+    if (!o.ws) {
+        fprintf(stderr, "bench_pointwise: out of memory for the workspace\n");
+        exit(1);
+    }
     return o;
 }
 
