@@ -20,6 +20,7 @@
 #include "npred/data.h"
 #include "npred/model.h"
 #include "npred/npy.h"
+#include "npred/results.h"
 #include "npred/eval.h"
 #include "npred/train.h"
 #include "npred/video_model.h"
@@ -72,6 +73,7 @@ static int sizes(void)
     printf("npred_eval_metrics %zu\n", sizeof(npred_eval_metrics));
     printf("npred_eval_session %zu\n", sizeof(npred_eval_session));
     printf("npred_eval_results %zu\n", sizeof(npred_eval_results));
+    printf("npred_score %zu\n", sizeof(npred_score));
     return 0;
 }
 

@@ -386,6 +386,19 @@ class EvalResults(ctypes.Structure):
 _fn("npred_evaluate", c_int, c_void_p, c_void_p, c_int, P(EvalResults))
 _fn("npred_eval_results_free", None, P(EvalResults))
 
+# ---------------------------------------------------------------- submission files (npred/results.h)
+
+
+class Score(ctypes.Structure):
+    _fields_ = [("n_trials", c_int64), ("n_neurons", c_int64), ("n_images", c_int64), ("n_fev_kept", c_int64),
+                ("single_trial_corr", c_double), ("corr_to_average", c_double), ("feve", c_double)]
+
+
+_fn("npred_submission_csv", c_int, P(c_void_p), c_void_p, c_void_p, c_size_t, c_int)
+_fn("npred_submission_score", c_int, c_char_p, c_char_p, P(Score))
+_fn("npred_submission_score_text", c_int, c_char_p, c_size_t, c_char_p, c_char_p, c_size_t, c_char_p, P(Score))
+_fn("npred_write_atomic", c_int, c_char_p, c_void_p, c_size_t)
+
 # ---------------------------------------------------------------- simulation
 
 

@@ -249,6 +249,28 @@ def _rescale_size(n, scale):
     return max(1, int(np.round(n * scale)))
 
 
+def _eval_loaders(m, data, dataset, batch_size):
+    """The loaders `npred eval` / `npred predict` open for model m: the dataset config
+    (dict or JSON file; default batch_size), the loader options the model implies, and
+    images scaled to the model's input size unless the config sets scale."""
+    cfg = _config_dict(dataset, "dataset config")
+    cfg.setdefault("batch_size", batch_size)
+    _model_defaults(cfg, m)
+    loaders = Loaders(paths=data, config=cfg)
+    c, h, w = m.input_shape
+    s0 = loaders.session(0)["image_shape"]
+    if "scale" not in cfg and (s0[1] != h or s0[2] != w):
+        scale = h / s0[1]
+        for k in range(len(loaders)):
+            ih, iw = loaders.session(k)["image_shape"][1:]
+            if _rescale_size(ih, scale) != h or _rescale_size(iw, scale) != w:
+                raise L.ShapeError("%s: images %dx%d cannot be scaled to the model's %dx%d"
+                                   % (loaders.paths[k], ih, iw, h, w), "shape error", 3)
+        cfg["scale"] = scale
+        loaders = Loaders(paths=loaders.paths, config=cfg)
+    return loaders
+
+
 def evaluate(model, data=None, tier="test", dataset=None, batch_size=64):
     """SENSORIUM metrics of a model on a tier of one or more scans (as `npred eval`):
     per-neuron single-trial correlation, correlation to average, FEV, FEVE and
@@ -259,21 +281,7 @@ def evaluate(model, data=None, tier="test", dataset=None, batch_size=64):
     m = Model.open(model, max_batch=batch_size) if own else model
     try:
         ti = _tier_index(tier)
-        cfg = _config_dict(dataset, "dataset config")
-        cfg.setdefault("batch_size", batch_size)
-        _model_defaults(cfg, m)
-        loaders = Loaders(paths=data, config=cfg)
-        c, h, w = m.input_shape
-        s0 = loaders.session(0)["image_shape"]
-        if "scale" not in cfg and (s0[1] != h or s0[2] != w):
-            scale = h / s0[1]
-            for k in range(len(loaders)):
-                ih, iw = loaders.session(k)["image_shape"][1:]
-                if _rescale_size(ih, scale) != h or _rescale_size(iw, scale) != w:
-                    raise L.ShapeError("%s: images %dx%d cannot be scaled to the model's %dx%d"
-                                       % (loaders.paths[k], ih, iw, h, w), "shape error", 3)
-            cfg["scale"] = scale
-            loaders = Loaders(paths=loaders.paths, config=cfg)
+        loaders = _eval_loaders(m, data, dataset, batch_size)
         res = L.EvalResults()
         try:
             L.check(lib.npred_evaluate(m._h, loaders._h, ti, ctypes.byref(res)), "evaluate")

@@ -35,7 +35,7 @@ def test_struct_sizes():
                "npred_trainer_batch_info": _lib.TrainerBatchInfo, "npred_trainer_epoch_info": _lib.TrainerEpochInfo,
                "npred_trainer_callbacks": _lib.TrainerCallbacks, "npred_trainer_result": _lib.TrainerResult,
                "npred_eval_metrics": _lib.EvalMetrics, "npred_eval_session": _lib.EvalSession,
-               "npred_eval_results": _lib.EvalResults}
+               "npred_eval_results": _lib.EvalResults, "npred_score": _lib.Score}
     for name, cls in mirrors.items():
         check(sizes.get(name) == ctypes.sizeof(cls), "%s: C %s bytes, ctypes %d" % (name, sizes.get(name),
                                                                                     ctypes.sizeof(cls)))

@@ -172,6 +172,85 @@ def test_evaluate_equals_c():
     check_equal(ev2.per_neuron["corr"], pn["corr"], "Model object vs path")
 
 
+def parse_csv(text, column):
+    """trial_indices and the (trials, neurons) values of a submission / ground-truth text,
+    read here independently of the library (the kit's columns; lists as "[a, b, ...]")."""
+    lines = text.splitlines()
+    head = lines[0].split(",")
+    check(head == ["trial_indices", "image_ids", column, "neuron_ids"], "header %r" % lines[0])
+    trials, values, ids = [], [], None
+    for line in lines[1:]:
+        a, rest = line.split(",", 1)
+        b, rest = rest.split(",", 1)
+        vals, nid = rest.split("]", 1)
+        trials.append(int(a))
+        values.append([float(v) for v in vals.strip('"[').split(",")])
+        row_ids = [int(v) for v in nid.strip(',"[] ').split(",")]
+        check(ids is None or ids == row_ids, "neuron_ids differ between rows")
+        ids = row_ids
+    return np.array(trials), np.array(values), ids
+
+
+def test_submission_and_score():
+    """npred.submission / ground_truth write the bytes of `npred predict --submission /
+    --ground-truth`; npred.score equals `npred score --json` and a numpy recomputation."""
+    out = os.path.join(TMP, "sub")
+    os.makedirs(out)
+    ds = write_json(os.path.join(out, "dataset.json"), DATASET)
+    sub = npred.submission(RUN_PY, DATA[:1], "test", dataset=DATASET, path=os.path.join(out, "py_sub.csv"))
+    gt = npred.ground_truth(DATA[:1], "test", dataset=DATASET, path=os.path.join(out, "py_gt.csv"))
+    sh(NPRED_BIN, "predict", "--model", RUN_PY, "--data", DATA[0], "--tier", "test", "--dataset", ds,
+       "--submission", os.path.join(out, "c_sub.csv"), "--ground-truth", os.path.join(out, "c_gt.csv"))
+    for a, b, text in (("py_sub.csv", "c_sub.csv", sub), ("py_gt.csv", "c_gt.csv", gt)):
+        with open(os.path.join(out, a), "rb") as f:
+            pa = f.read()
+        with open(os.path.join(out, b), "rb") as f:
+            pb = f.read()
+        check(pa == pb and len(pa) > 200, "%s differs from the CLI's %s" % (a, b))
+        check(text.encode() == pa, "%s: the returned text is the file" % a)
+    trials, pred, ids = parse_csv(sub, "prediction")
+    trials2, resp, ids2 = parse_csv(gt, "responses")
+    check(len(trials) == 12 and pred.shape == (12, 20) and ids == ids2, "12 trials x 20 neurons")
+    check(sorted(trials) == sorted(trials2), "same trials")
+    # the model's own eval predictions, row by row
+    m = npred.Model.open(RUN_PY)
+    ev = npred.evaluate(m, DATA[:1], "test", dataset=DATASET)
+    check(ids == list(ev.sessions["90000-1-1"]["unit_ids"]), "neuron_ids are the unit ids")
+    sc = npred.score(os.path.join(out, "py_sub.csv"), os.path.join(out, "py_gt.csv"))
+    j = json.loads(sh(NPRED_BIN, "score", "--submission", os.path.join(out, "c_sub.csv"), "--truth",
+                      os.path.join(out, "c_gt.csv"), "--json")[1])
+    for k, jk in (("single_trial_corr", "single_trial_correlation"), ("corr_to_average", "correlation_to_average"),
+                  ("feve", "feve"), ("n_fev_kept", "feve_neurons"), ("n_trials", "n_trials"),
+                  ("n_neurons", "n_neurons"), ("n_images", "n_images")):
+        # (cJSON prints 15 significant digits where they read back within its tolerance)
+        check(abs(sc[k] - j[jk]) <= 1e-14 * abs(j[jk]), "%s: %r, npred score %r" % (k, sc[k], j[jk]))
+    check(sc.n_trials == 12 and sc.n_neurons == 20 and sc.n_images == 4, "counts %r" % sc)
+    # single-trial correlation recomputed in float64 from the two texts
+    order = np.argsort(trials)
+    p, r = pred[order], resp[np.argsort(trials2)]
+    pc, rc = p - p.mean(0), r - r.mean(0)
+    corr = (pc * rc).sum(0) / np.sqrt((pc * pc).sum(0) * (rc * rc).sum(0))
+    check(abs(np.nanmean(corr) - sc.single_trial_corr) < 1e-6,
+          "numpy %.9f vs %.9f" % (np.nanmean(corr), sc.single_trial_corr))
+    check(abs(sc.single_trial_corr - ev.sessions["90000-1-1"]["single_trial_corr"]) < 1e-5, "= npred.evaluate")
+    # texts (str from npred.submission, bytes) and paths mixed give the same score
+    for a, b in ((sub, gt), (sub.encode(), os.path.join(out, "py_gt.csv")), (os.path.join(out, "py_sub.csv"), gt)):
+        check(npred.score(a, b) == sc, "score of texts / paths")
+    # errors
+    check_raises(npred.ArgumentError, lambda: npred.submission(m, DATA[:1], "train", dataset=DATASET), "train")
+    check_raises(npred.ArgumentError, lambda: npred.submission(m, DATA, "test", dataset=DATASET), "one scan")
+    check_raises(npred.ArgumentError, lambda: npred.ground_truth(DATA[:1], "validation", dataset=DATASET),
+                 "validation")
+    bad = gt.splitlines()
+    bad[3] = bad[3][:len(bad[3]) // 2]
+    check_raises(npred.FormatError, lambda: npred.score(sub, "\n".join(bad) + "\n"), "line 4")
+    check_raises(npred.FileError, lambda: npred.score(os.path.join(out, "none.csv"), gt), "none.csv")
+    check_raises(npred.FileError, lambda: npred.score(os.path.join(out, "none.csv"), os.path.join(out, "c_gt.csv")),
+                 "none.csv")
+    check_raises(npred.ArgumentError, lambda: npred.score(3, gt), "submission=")
+    m.close()
+
+
 def test_errors_are_exceptions():
     check_raises(npred.ConfigError, lambda: npred.train(data=DATA, model=MODEL, trainer={"max_iterations": 3},
                                                         dataset=DATASET), "max_iterations")
@@ -194,7 +273,8 @@ def main():
         DATA = npred.simulate(os.path.join(TMP, "sim"), **SIM)
         RUN_PY, RUN_C = os.path.join(TMP, "run_py"), os.path.join(TMP, "run_c")
         for t in (test_simulate_equals_cli, test_train_equals_cli, test_interrupt_and_resume,
-                  test_progress_exception_stops_training, test_evaluate_equals_c, test_errors_are_exceptions):
+                  test_progress_exception_stops_training, test_evaluate_equals_c, test_submission_and_score,
+                  test_errors_are_exceptions):
             run(t)
     finally:
         shutil.rmtree(TMP)
