@@ -23,6 +23,7 @@
 #include "npred/results.h"
 #include "npred/eval.h"
 #include "npred/train.h"
+#include "npred/video_eval.h"
 #include "npred/video_model.h"
 #include "video_mini_model.h"
 
@@ -65,6 +66,9 @@ static int sizes(void)
     printf("npred_cycler %zu\n", sizeof(npred_cycler));
     printf("npred_model_session %zu\n", sizeof(npred_model_session));
     printf("npred_video_model_session %zu\n", sizeof(npred_video_model_session));
+    printf("npred_video_eval_session %zu\n", sizeof(npred_video_eval_session));
+    printf("npred_video_eval_results %zu\n", sizeof(npred_video_eval_results));
+    printf("npred_video_loader_config %zu\n", sizeof(npred_video_loader_config));
     printf("npred_trainer_config %zu\n", sizeof(npred_trainer_config));
     printf("npred_trainer_batch_info %zu\n", sizeof(npred_trainer_batch_info));
     printf("npred_trainer_epoch_info %zu\n", sizeof(npred_trainer_epoch_info));

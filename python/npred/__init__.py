@@ -17,12 +17,13 @@ from .video_model import VideoModel
 from .insilico import mei, rf, tuning
 from .train import Evaluation, TrainResult, evaluate, simulate, train
 from .results import Score, ground_truth, score, submission
+from .video_eval import VideoEvaluation
 from .video_stream import Stream
 
 TIERS = ("train", "validation", "test", "final_test")
 
 __all__ = ["Dataset", "Loaders", "Batch", "Model", "VideoModel", "Stream", "train", "evaluate", "simulate", "mei", "rf", "tuning", "Evaluation", "TrainResult",
-           "submission", "ground_truth", "score", "Score",
+           "submission", "ground_truth", "score", "Score", "VideoEvaluation",
            "Error", "FileError", "FormatError", "ShapeError", "ConfigError", "InvalidValueError", "ArgumentError",
            "UnsupportedError", "Interrupted", "set_threads", "threads", "lib_path", "TIERS",
            "__version__"]

@@ -8,6 +8,8 @@ from ._lib import c_void_p, lib
 from .data import Loaders, _config_dict, _tier_index
 from .model import Model
 from .train import _eval_loaders
+from . import video_eval as _video
+from .video_eval import is_video_model
 
 
 class Score(dict):
@@ -52,15 +54,25 @@ def _csv(model_handle, loaders, ti, path, what):
     return text
 
 
-def submission(model, data=None, tier="test", dataset=None, path=None, batch_size=64):
+def submission(model, data=None, tier=None, dataset=None, path=None, batch_size=64):
     """The submission file of one scan's tier, as `npred predict --submission` and
     the kit's generate_submission_file: CSV text with the columns trial_indices,
     image_ids, prediction, neuron_ids, one row per trial of the tier (the model's
     eval-mode predictions). model: a Model or a path for Model.open; data: the scan
     (default: the dataset config's "paths", which must list one); dataset: loader
-    config (dict or JSON file); tier: "test" or "final_test". Returns the text;
-    with path, also writes it there atomically."""
-    ti = _submission_tier(tier)
+    config (dict or JSON file); tier: "test" (default) or "final_test". Returns the
+    text; with path, also writes it there atomically.
+
+    A video model (VideoModel or its path): the 2023 kit's generate_submission, the
+    Parquet file (brotli) at path (required) with one row per trial of the tier of
+    every scan in data (default tier "live_test_main"), whole trials, the loader
+    arguments recorded with the model updated by dataset's; returns the rows written."""
+    if is_video_model(model):
+        if batch_size != 64:
+            raise L.ArgumentError("batch_size: a video model predicts one whole trial at a time",
+                                  "invalid argument", 6)
+        return _video.submission(model, data, "live_test_main" if tier is None else tier, dataset, path)
+    ti = _submission_tier("test" if tier is None else tier)
     own = not isinstance(model, Model)
     m = Model.open(model, max_batch=batch_size) if own else model
     try:

@@ -271,12 +271,24 @@ def _eval_loaders(m, data, dataset, batch_size):
     return loaders
 
 
-def evaluate(model, data=None, tier="test", dataset=None, batch_size=64):
+def evaluate(model, data=None, tier=None, dataset=None, batch_size=64):
     """SENSORIUM metrics of a model on a tier of one or more scans (as `npred eval`):
     per-neuron single-trial correlation, correlation to average, FEV, FEVE and
     oracle, per session and pooled. model: a Model or a path for Model.open; data:
-    scans (default: the dataset config's "paths"); dataset: loader config (dict or
-    JSON file); images are scaled to the model's input size unless it sets scale."""
+    scans (default: the dataset config's "paths"); tier: default "test"; dataset:
+    loader config (dict or JSON file); images are scaled to the model's input size
+    unless it sets scale. Returns an Evaluation.
+
+    A video model (VideoModel or its path): the 2023 kit's per-neuron correlation on
+    whole trials of the tier (default "oracle") of movie scans, the loader arguments
+    recorded with the model updated by dataset's; returns a VideoEvaluation."""
+    from . import video_eval
+    if video_eval.is_video_model(model):
+        if batch_size != 64:
+            raise L.ArgumentError("batch_size: a video model is evaluated one whole trial at a time",
+                                  "invalid argument", 6)
+        return video_eval.evaluate(model, data, "oracle" if tier is None else tier, dataset)
+    tier = "test" if tier is None else tier
     own = not isinstance(model, Model)
     m = Model.open(model, max_batch=batch_size) if own else model
     try:

@@ -80,13 +80,20 @@ def test_equals_c_api():
 
 
 def test_struct_size():
-    """The ctypes mirror of npred_video_model_session has the C size."""
+    """The ctypes mirrors of npred_video_model_session and the video evaluation's structs
+    have the C sizes; the video loader config's buffer is large enough."""
     import ctypes
+    from npred import video_eval
     from npred.video_model import VideoModelSession
     rc, out = sh(PYREF_BIN, "sizes")
     sizes = dict((l.split()[0], int(l.split()[1])) for l in out.splitlines() if l.strip())
-    check(sizes.get("npred_video_model_session") == ctypes.sizeof(VideoModelSession),
-          "C %s bytes, ctypes %d" % (sizes.get("npred_video_model_session"), ctypes.sizeof(VideoModelSession)))
+    for name, cls in (("npred_video_model_session", VideoModelSession),
+                      ("npred_video_eval_session", video_eval.VideoEvalSession),
+                      ("npred_video_eval_results", video_eval.VideoEvalResults)):
+        check(sizes.get(name) == ctypes.sizeof(cls), "%s: C %s bytes, ctypes %d" % (name, sizes.get(name),
+                                                                                   ctypes.sizeof(cls)))
+    n = sizes.get("npred_video_loader_config")
+    check(n is not None and n <= video_eval.VIDEO_LOADER_CONFIG_BYTES, "npred_video_loader_config: %s bytes" % n)
 
 
 def test_errors():

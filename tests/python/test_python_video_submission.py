@@ -271,11 +271,9 @@ def test_reader_is_strict():
             pass
 
 
-def test_cli_submission():
-    """`npred predict --submission` on a video model over two sessions (the mini movie
-    scan and a copy under another name): every trial of the tier, in order, holds the
-    model's whole-trial outputs for the frames from 50 on (pyref: the same model through
-    the C API), bit for bit, with the sessions' unit ids."""
+def two_session_reference():
+    """A temporary folder with the mini movie scan's copy under another session name, and
+    pyref's video model of both sessions with its outputs on the oracle tier in ref/."""
     d = tmpdir()
     scan = os.path.join(FIXTURES, "mini_movie_tree", "dynamic00000-1-1-Video-0123456789abcdef0123456789abcdef")
     scan2 = os.path.join(d, "dynamic00000-2-2-Video-copy")
@@ -283,6 +281,15 @@ def test_cli_submission():
     ref = os.path.join(d, "ref")
     os.mkdir(ref)
     sh(PYREF_BIN, "video", ref, "oracle", scan, scan2)
+    return d, scan, scan2, ref
+
+
+def test_cli_submission():
+    """`npred predict --submission` on a video model over two sessions (the mini movie
+    scan and a copy under another name): every trial of the tier, in order, holds the
+    model's whole-trial outputs for the frames from 50 on (pyref: the same model through
+    the C API), bit for bit, with the sessions' unit ids."""
+    d, scan, scan2, ref = two_session_reference()
     out = os.path.join(d, "predictions_file_oracle.parquet.brotli")
     rc, text = sh(NPRED_BIN, "predict", "--model", os.path.join(ref, "model"), "--data", scan, scan2, "--tier", "oracle",
                   "--submission", out)
@@ -302,12 +309,89 @@ def test_cli_submission():
     check_rows(pf, rows)
 
 
+def test_python_submission_and_evaluate():
+    """npred.submission on a video model writes the bytes of `npred predict --submission`;
+    npred.evaluate gives `npred eval --json`'s numbers and the kit's correlation recomputed
+    here with numpy from the scans' responses and the reference predictions."""
+    import json
+    import npred
+    d, scan, scan2, ref = two_session_reference()
+    model = os.path.join(ref, "model")
+    c_out, py_out = os.path.join(d, "c.parquet"), os.path.join(d, "py.parquet")
+    sh(NPRED_BIN, "predict", "--model", model, "--data", scan, scan2, "--tier", "oracle", "--submission", c_out)
+    rows = npred.submission(model, [scan, scan2], "oracle", path=py_out)
+    with open(c_out, "rb") as f:
+        cb = f.read()
+    with open(py_out, "rb") as f:
+        pb = f.read()
+    check(rows == 6 and pb == cb and len(pb) > 500, "%d rows; the file differs from the CLI's" % rows)
+    m = npred.VideoModel.open(model)
+    check(npred.submission(m, [scan], "oracle", path=py_out) == 3, "a VideoModel, one scan")
+    # evaluation
+    ev = npred.evaluate(model, [scan, scan2], "oracle")
+    j = json.loads(sh(NPRED_BIN, "eval", "--model", model, "--data", scan, scan2, "--tier", "oracle", "--json")[1])
+    close = lambda a, b: abs(a - b) <= 1e-14 * max(1.0, abs(b))  # cJSON's 15 digits
+    check(ev.tier == "oracle" and ev.skip == j["skip"] == 50, "tier and skip")
+    check(close(ev.overall["correlation"], j["overall"]["single_trial_correlation"]) and
+          ev.overall["n_neurons"] == j["overall"]["n_neurons"] == 20, "overall %r" % ev.overall)
+    keys = [os.path.basename(scan), os.path.basename(scan2)]
+    check(list(ev.sessions) == keys == [s["data_key"] for s in j["sessions"]], "sessions %s" % list(ev.sessions))
+    for s in j["sessions"]:
+        e = ev.sessions[s["data_key"]]
+        check(e["n_trials"] == s["n_trials"] == 3 and e["scored_frames"] == s["scored_frames"], "counts")
+        check(close(e["correlation"], s["single_trial_correlation"]), "session correlation")
+        check(list(e["unit_ids"]) == s["per_neuron"]["unit_id"], "unit ids")
+        for k, jk in (("correlations", "single_trial_correlation"), ("response_mean", "response_mean"),
+                      ("response_variance", "response_variance"), ("prediction_mean", "prediction_mean")):
+            check(all(close(a, b) for a, b in zip(e[k], s["per_neuron"][jk])) and len(e[k]) == 10, k)
+    check(len(ev.per_neuron["correlation"]) == 20 and list(ev.per_neuron["session"][10:11]) == [keys[1]], "columns")
+    # numpy: the correlation over the trials' frames from 50 on (np_functions.corr, ddof 0,
+    # each centred column over (std + 1e-8)) of the NeuroNormalizer's responses x * p, p = 1/std per neuron and frame
+    # where std > t = 0.01 nanmean(std), else 1/t (docs/video.md)
+    std = np.load(os.path.join(scan, "meta", "statistics", "responses", "all", "std.npy")).astype(np.float64)
+    t = 0.01 * np.nanmean(std)
+    prec = np.where(std > t, 1.0 / std, 1.0 / t)
+    k = 0
+    preds, resps = {0: [], 1: []}, {0: [], 1: []}
+    while os.path.exists(os.path.join(ref, "%d_pred.npy" % k)):
+        si, trial = np.load(os.path.join(ref, "%d_meta.npy" % k))
+        p = np.load(os.path.join(ref, "%d_pred.npy" % k)).astype(np.float64)
+        r = np.load(os.path.join([scan, scan2][si], "data", "responses", "%d.npy" % trial)).astype(np.float64)
+        r = r * prec[:, :r.shape[1]]
+        preds[si].append(p)
+        resps[si].append(r[:, 50:50 + p.shape[1]])
+        k += 1
+    for si in (0, 1):
+        p, r = np.concatenate(preds[si], 1), np.concatenate(resps[si], 1)
+        pc, rc = p - p.mean(1, keepdims=True), r - r.mean(1, keepdims=True)
+        corr = ((pc / (pc.std(1, keepdims=True) + 1e-8)) * (rc / (rc.std(1, keepdims=True) + 1e-8))).mean(1)
+        got = ev.sessions[keys[si]]["correlations"]
+        check(np.max(np.abs(got - corr)) < 1e-5, "session %d: numpy %s vs %s" % (si, corr[:3], got[:3]))
+        check(np.max(np.abs(ev.sessions[keys[si]]["prediction_mean"] - p.mean(1))) < 1e-5, "prediction mean")
+    check(close(npred.evaluate(m, [scan, scan2]).overall["correlation"], ev.overall["correlation"]),
+          "a VideoModel; default tier oracle")
+    # errors
+    for fn, exc, words in ((lambda: npred.submission(model, [scan], "oracle"), npred.ArgumentError, ("path",)),
+                           (lambda: npred.evaluate(model, [scan], "nope"), npred.Error, ("nope",)),
+                           (lambda: npred.evaluate(model, [scan], "oracle", batch_size=8), npred.ArgumentError,
+                            ("batch_size",)),
+                           (lambda: npred.evaluate(model, None, "oracle"), npred.ArgumentError, ("no scans",)),
+                           (lambda: npred.evaluate(model, [scan], "oracle", dataset={"frames": "x"}),
+                            npred.ConfigError, ("frames",))):
+        try:
+            fn()
+            check(False, "expected %s" % exc.__name__)
+        except exc as e:
+            check(all(w in str(e) for w in words), "message %r lacks %s" % (str(e), words))
+    m.close()
+
+
 def struct_error():
     import struct
     return struct.error
 
 
 for t in (test_round_trip_kit_schema, test_empty_file_and_lists, test_many_rows_pages_row_groups,
-          test_errors_name_the_file, test_reader_is_strict, test_cli_submission):
+          test_errors_name_the_file, test_reader_is_strict, test_cli_submission, test_python_submission_and_evaluate):
     run(t)
 sys.exit(summary())
