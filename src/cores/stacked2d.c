@@ -1267,8 +1267,7 @@ static int rc_wanted(const npred_core *core, int B, int train)
 /* what recomputes layer L's output from its BatchNorm input */
 static npred_bn_elu_map layer_map(const npred_core *core, const npred_core_layer *L, npred_ptable *t)
 {
-    npred_bn_elu_map m = {L->mean, L->invstd, pw(t, L->p_gamma), pw(t, L->p_beta), core->act.xshift, core->act.yshift,
-                           !core->train};
+    npred_bn_elu_map m = {L->mean, L->invstd, pw(t, L->p_gamma), pw(t, L->p_beta), core->act.xshift, core->act.yshift};
     return m;
 }
 
@@ -1342,7 +1341,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             attention_forward(L, t, B);
         } else if (by_image) {
             if (train && L->fused && !npred_batchnorm_sync_active()) pst = core->pstats;
-            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}, NULL};
+            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0}, NULL};
             const int made = l > 0 && apply_in_next(core, l - 1, B, train); /* the previous output made here */
             const int from_z = l > 0 && (core->rc || made);
             if (from_z) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t), NULL};
@@ -1585,7 +1584,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                                                         L->hout, L->wout, core->train, core->act.yshift);
             float *din = l == 0 ? dx : uses_skip(c) ? core->g[1] : core->rc ? rcbuf : core->L[l - 1].dout;
             const float *in = l == 0 ? core->x : uses_skip(c) ? L->in : core->L[l - 1].out;
-            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0, 0}, NULL};
+            ds_prev prev = {NULL, {NULL, NULL, NULL, NULL, 0, 0}, NULL};
             if (core->rc) prev = (ds_prev){core->L[l - 1].z, layer_map(core, &core->L[l - 1], t), NULL};
             if (l > 0 && shared && bn_sums_ok(core, &core->L[l - 1])) {
                 bn.e_out = 1;

@@ -6,6 +6,9 @@
 #include "kernels/fast_exp.h"
 
 #include <math.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,38 +25,99 @@ static npred_status check_dims(const char *fn, int B, int C, int H, int W)
 /* Reductions run in NL independent double lanes (lane l takes the elements
  * i = l mod NL of each run of HW values; the lanes are then added in order), so
  * they vectorise without reassociation: the order is fixed by the code, not by
- * the instruction set or the thread count. */
-#define NL 8
+ * the instruction set or the thread count. The NL lanes are NG vectors of VW
+ * doubles, side by side, so that the additions of one step do not wait for each
+ * other (one vector of lanes was bound by the latency of its additions). */
+#define VW 8
+#define NG 4
+#define NL (VW * NG)
 
+/* the NL lanes added pairwise (lane l + w onto lane l for w = NL/2, ..., 1): a fixed
+ * order whose additions do not wait for each other */
 static double lanes_total(const double *acc)
 {
-    double s = 0;
-    for (int l = 0; l < NL; l++) s += acc[l];
-    return s;
+    double t[NL];
+    memcpy(t, acc, sizeof t);
+    for (int w = NL / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) t[l] += t[l + w];
+    return t[0];
 }
 
-/* Sum of the m values of p and their sum of squared deviations from their own mean
- * (two passes over the run, which is still in L1 for the second), in double. */
+/* VW doubles / floats as one vector (GCC vector extensions: a zmm of doubles with
+ * AVX-512, two ymm halves otherwise); element l of vector g is lane VW g + l. The
+ * 64-byte vectors never cross a function boundary (static inline), so GCC's note that
+ * their ABI differs without AVX-512 does not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+typedef double vdl __attribute__((vector_size(VW * sizeof(double))));
+typedef float vfl __attribute__((vector_size(VW * sizeof(float))));
+typedef int32_t vil __attribute__((vector_size(VW * sizeof(int32_t))));
+
+static inline vfl vfl_load(const float *p)
+{
+    vfl v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* VW floats as doubles (exact). With AVX-512 one conversion instruction: GCC 12 makes
+ * __builtin_convertvector of 8 floats two 4-wide conversions and a shuffle. */
+static inline vdl vdl_cvt(vfl v)
+{
+#ifdef __AVX512F__
+    return (vdl)_mm512_cvtps_pd((__m256)v);
+#else
+    return __builtin_convertvector(v, vdl);
+#endif
+}
+
+static inline vdl vdl_loadf(const float *p) { return vdl_cvt(vfl_load(p)); }
+
+static inline vdl vdl_splat(double s)
+{
+    vdl v;
+    for (int l = 0; l < VW; l++) v[l] = s;
+    return v;
+}
+
+/* the NL lanes of acc[] as NG vectors and back (local vector accumulators: the
+ * compiler keeps them in registers, where += on acc[] through a pointer went through
+ * memory for every element) */
+static inline void lanes_get(vdl *v, const double *acc) { memcpy(v, acc, NG * sizeof *v); }
+static inline void lanes_put(double *acc, const vdl *v) { memcpy(acc, v, NG * sizeof *v); }
+
+/* Sum of the m values of p and their sum of squared deviations from their own mean,
+ * in double, in one pass: with k = p[0], the sums of d = x - k (exact in double) and of
+ * d^2 give m2 = sum(d^2) - sum(d)^2 / m, which loses only the digits of (mean - k)^2
+ * relative to the variance (k is one of the values, so a few at most; the old second
+ * pass over the plane waited for the mean). */
 static void run_stats(double *sum, double *m2, const float *p, size_t m)
 {
-    double acc[NL] = {0};
+    double s1[NL] = {0}, s2[NL] = {0};
+    const double k = m ? p[0] : 0.0;
+    const vdl kv = vdl_splat(k);
+    vdl a[NG], c[NG];
+    lanes_get(a, s1);
+    lanes_get(c, s2);
     size_t i = 0;
     for (; i + NL <= m; i += NL)
-        for (int l = 0; l < NL; l++) acc[l] += p[i + l];
-    for (int l = 0; i + l < m; l++) acc[l] += p[i + l];
-    const double s = lanes_total(acc), mean = s / (double)m;
-    double sq[NL] = {0};
-    for (i = 0; i + NL <= m; i += NL)
-        for (int l = 0; l < NL; l++) {
-            double d = (double)p[i + l] - mean;
-            sq[l] += d * d;
+        for (int g = 0; g < NG; g++) {
+            const vdl d = vdl_loadf(p + i + VW * g) - kv;
+            a[g] += d;
+            c[g] += d * d;
         }
+    lanes_put(s1, a);
+    lanes_put(s2, c);
     for (int l = 0; i + l < m; l++) {
-        double d = (double)p[i + l] - mean;
-        sq[l] += d * d;
+        const double d = (double)p[i + l] - k;
+        s1[l] += d;
+        s2[l] += d * d;
     }
-    *sum = s;
-    *m2 = lanes_total(sq);
+    const double sd = lanes_total(s1), sdd = lanes_total(s2);
+    *sum = sd + (double)m * k;
+    const double v = sdd - sd * (sd / (double)m);
+    *m2 = v > 0 ? v : 0.0; /* rounding can leave a tiny negative for a constant plane */
 }
 
 void npred_batchnorm2d_plane_stats(double *stats, const float *x, size_t planes, size_t HW)
@@ -81,58 +145,23 @@ static void moments_add(moments *a, double sum, double m2, double m)
     a->n = n;
 }
 
-/* NL doubles / floats as one vector (GCC vector extensions: a zmm of doubles with
- * AVX-512, two ymm halves otherwise); element l of a vector is lane l. The 64-byte
- * vectors never cross a function boundary (static inline), so GCC's note that their ABI
- * differs without AVX-512 does not apply. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-typedef double vdl __attribute__((vector_size(NL * sizeof(double))));
-typedef float vfl __attribute__((vector_size(NL * sizeof(float))));
-typedef int32_t vil __attribute__((vector_size(NL * sizeof(int32_t))));
-
-static inline vfl vfl_load(const float *p)
-{
-    vfl v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline vdl vdl_splat(double s)
-{
-    vdl v;
-    for (int l = 0; l < NL; l++) v[l] = s;
-    return v;
-}
-
-/* the lanes of acc[] as a vector and back (local vector accumulators: the compiler
- * keeps them in registers, where += on acc[] through a pointer went through memory
- * for every element) */
-static inline vdl vdl_get(const double *acc)
-{
-    vdl v;
-    memcpy(&v, acc, sizeof v);
-    return v;
-}
-
-static inline void vdl_put(double *acc, vdl v) { memcpy(acc, &v, sizeof v); }
-
 /* l0[lane] += e, l1[lane] += e * (x - mean) over m values (lane = index mod NL,
  * the tail into lanes 0, 1, ...) */
 static void lanes_dsums(double *l0, double *l1, const float *e, const float *x, double mean, size_t m)
 {
-    vdl a = vdl_get(l0), c = vdl_get(l1);
+    vdl a[NG], c[NG];
+    lanes_get(a, l0);
+    lanes_get(c, l1);
     const vdl mv = vdl_splat(mean);
     size_t i = 0;
-    for (; i + NL <= m; i += NL) {
-        const vdl ev = __builtin_convertvector(vfl_load(e + i), vdl);
-        const vdl xv = __builtin_convertvector(vfl_load(x + i), vdl);
-        a += ev;
-        c += ev * (xv - mv);
-    }
-    vdl_put(l0, a);
-    vdl_put(l1, c);
+    for (; i + NL <= m; i += NL)
+        for (int g = 0; g < NG; g++) {
+            const vdl ev = vdl_loadf(e + i + VW * g);
+            a[g] += ev;
+            c[g] += ev * (vdl_loadf(x + i + VW * g) - mv);
+        }
+    lanes_put(l0, a);
+    lanes_put(l1, c);
     for (int l = 0; i + l < m; l++) {
         l0[l] += e[i + l];
         l1[l] += (double)e[i + l] * ((double)x[i + l] - mean);
@@ -149,31 +178,43 @@ static void channel_dsums(double *sdy, double *sdyx, const float *dy, const floa
     *sdyx = lanes_total(c);
 }
 
-/* Eval-mode BatchNorm of one plane of m values in float: y = fmaf(x - mean, a, b) with
- * the channel's running mean, a = gamma / sqrt(running_var + eps) (in double, rounded
- * once) and b = beta; with act, AdaptiveELU of that float value by fast_expm1_fma (the
- * unfused BatchNorm then AdaptiveELU differ from it in the ELU's last bits: fast_expm1).
- * x - mean is exact where x is near the mean, so a mean far larger than the spread costs
- * no accuracy. Vectorises (fast_exp.h). */
-static void bn_eval_plane(float *q, const float *p, size_t m, float mean, float a, float b, int act, float xshift,
-                          float yshift)
+/* A channel's BatchNorm map in float, training and eval alike:
+ *     bn(x) = fmaf((x - mh) - ml, a, b)
+ * with the mean split into two floats, mh = (float)mean and ml = (float)(mean - mh)
+ * (ml is 0 in eval mode, where the mean is the float running mean), a = gamma * invstd
+ * rounded once from double and b = beta. x - mh is exact where x is near the mean, so
+ * a mean far larger than the spread costs no accuracy; the result is within a few float
+ * roundings of the double (x - mean) * gamma * invstd + beta. One subtraction pair and
+ * an FMA per value, where the double form converted, subtracted, multiplied, added and
+ * converted back 16 values at a time in two halves. */
+typedef struct {
+    float mh, ml, a, b;
+} bn_fmap;
+
+static inline bn_fmap fmap_make(double mean, double invstd, const float *gamma, const float *beta, int c)
+{
+    bn_fmap f;
+    f.mh = (float)mean;
+    f.ml = (float)(mean - (double)f.mh);
+    f.a = (float)((gamma ? (double)gamma[c] : 1.0) * invstd);
+    f.b = beta ? beta[c] : 0.0f;
+    return f;
+}
+
+/* BatchNorm of one plane of m values by the map f; with act, AdaptiveELU of that float
+ * value by fast_expm1_fma (the unfused BatchNorm then AdaptiveELU differ from it in the
+ * ELU's last bits: fast_expm1). Vectorises (fast_exp.h). */
+static void bn_plane(float *q, const float *p, size_t m, bn_fmap f, int act, float xshift, float yshift)
 {
     if (!act) {
-        for (size_t i = 0; i < m; i++) q[i] = fmaf(p[i] - mean, a, b);
+        for (size_t i = 0; i < m; i++) q[i] = fmaf((p[i] - f.mh) - f.ml, f.a, f.b);
         return;
     }
     for (size_t i = 0; i < m; i++) {
-        float t = fmaf(p[i] - mean, a, b) - xshift;
+        float t = fmaf((p[i] - f.mh) - f.ml, f.a, f.b) - xshift;
         float e = fast_expm1_fma(t); /* for every value, then a select: cheaper than masked vector code */
         q[i] = (t > 0 ? t : e) + yshift;
     }
-}
-
-/* the eval coefficients of channel c: a = gamma * invstd (rounded once), b = beta */
-static inline void eval_coef(float *a, float *b, double invstd, const float *gamma, const float *beta, int c)
-{
-    *a = (float)((gamma ? (double)gamma[c] : 1.0) * invstd);
-    *b = beta ? beta[c] : 0.0f;
 }
 
 static inline double eval_invstd(const float *running_var, int c, double eps)
@@ -194,66 +235,16 @@ void npred_batchnorm2d_eval_image(float *y, const float *x, const float *running
                                   const float *gamma, const float *beta, int C, size_t HW, double eps, int act,
                                   float xshift, float yshift)
 {
-    for (int c = 0; c < C; c++) {
-        float a, b;
-        eval_coef(&a, &b, eval_invstd(running_var, c, eps), gamma, beta, c);
-        bn_eval_plane(y + (size_t)c * HW, x + (size_t)c * HW, HW, running_mean[c], a, b, act, xshift, yshift);
-    }
+    for (int c = 0; c < C; c++)
+        bn_plane(y + (size_t)c * HW, x + (size_t)c * HW, HW,
+                 fmap_make(running_mean[c], eval_invstd(running_var, c, eps), gamma, beta, c), act, xshift, yshift);
 }
 
-typedef double vd16 __attribute__((vector_size(16 * sizeof(double))));
-
-/* q = AdaptiveELU((float)((p - mean) * a + bt)) over m values: the normalised value
- * rounded to float as the unfused kernel writes it, then the ELU of activation.c
- * (fast_expm1), the same bits as the scalar loop; four vectors per step, so that
- * their exp polynomials (a long dependent chain each) overlap. */
-static void bn_elu_run(float *q, const float *p, size_t m, double mean, double a, double bt, float xshift,
-                       float yshift)
-{
-    vd16 mv, av, bv;
-    for (int l = 0; l < 16; l++) mv[l] = mean, av[l] = a, bv[l] = bt;
-    const npred_v16f xs = npred_v16_splat(xshift), ys = npred_v16_splat(yshift), zero = npred_v16_splat(0.0f);
-    size_t i = 0;
-    for (; i + 64 <= m; i += 64) {
-        npred_v16f t[4];
-        for (int k = 0; k < 4; k++) {
-            npred_v16f x;
-            memcpy(&x, p + i + 16 * k, sizeof x);
-            const vd16 u = (__builtin_convertvector(x, vd16) - mv) * av + bv;
-            t[k] = __builtin_convertvector(u, npred_v16f) - xs;
-        }
-        for (int k = 0; k < 4; k++) {
-            const npred_v16f y = npred_v16_select(t[k] > zero, t[k], fast_expm1_v16(t[k])) + ys;
-            memcpy(q + i + 16 * k, &y, sizeof y);
-        }
-    }
-    for (; i < m; i++) {
-        float t = (float)(((double)p[i] - mean) * a + bt) - xshift;
-        q[i] = (t > 0 ? t : fast_expm1(t)) + yshift;
-    }
-}
-
-/* channel c's mean, gamma * invstd and beta under the map m */
-static inline void map_channel(const npred_bn_elu_map *m, int c, double *mean, double *a, double *bt)
-{
-    *mean = m->mean[c];
-    *a = (m->gamma ? m->gamma[c] : 1.0) * m->invstd[c];
-    *bt = m->beta ? m->beta[c] : 0.0;
-}
-
-/* y of m values of channel c recomputed from x: the forward's bn_elu_run (training)
- * or bn_eval_plane (eval), so the recomputed values are the forward's bits */
+/* y of m values of channel c recomputed from x: the forward's bn_plane with the
+ * forward's statistics, so the recomputed values are the forward's bits */
 static void map_run(float *y, const float *x, size_t m, const npred_bn_elu_map *mp, int c)
 {
-    if (mp->eval) { /* as the eval forward: in float (bn_eval_plane) */
-        float af, bf;
-        eval_coef(&af, &bf, mp->invstd[c], mp->gamma, mp->beta, c);
-        bn_eval_plane(y, x, m, (float)mp->mean[c], af, bf, 1, mp->xshift, mp->yshift);
-        return;
-    }
-    double mean, a, bt;
-    map_channel(mp, c, &mean, &a, &bt);
-    bn_elu_run(y, x, m, mean, a, bt, mp->xshift, mp->yshift);
+    bn_plane(y, x, m, fmap_make(mp->mean[c], mp->invstd[c], mp->gamma, mp->beta, c), 1, mp->xshift, mp->yshift);
 }
 
 void npred_batchnorm2d_elu_apply(float *y, const float *x, const npred_bn_elu_map *m, int images, int C, size_t HW)
@@ -262,9 +253,9 @@ void npred_batchnorm2d_elu_apply(float *y, const float *x, const npred_bn_elu_ma
 }
 
 /* BatchNorm forward; with act, y = AdaptiveELU(bn(x)) computed from the same float
- * bn(x) value the unfused kernel writes. Training: statistics and the normalisation
- * in double; eval: bn_eval_plane. act < 0: training the training statistics alone
- * (y not written, may be NULL). */
+ * bn(x) value the unfused kernel writes. Statistics in double (training), the
+ * normalisation by the float map (bn_plane) in training and eval. act < 0: the
+ * statistics alone (y not written, may be NULL). */
 static npred_status bn_forward(const char *fn, float *y, double *save_mean, double *save_invstd,
                                float *running_mean, float *running_var, int64_t *num_batches_tracked,
                                const float *x, const float *gamma, const float *beta, int B, int C, int H, int W,
@@ -329,25 +320,9 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
         save_mean[c] = mean;
         save_invstd[c] = invstd;
         if (act < 0) continue;
-        if (!training) { /* eval: in float, y = (x - running_mean) * a + beta */
-            float af, bf;
-            eval_coef(&af, &bf, invstd, gamma, beta, c);
-            for (int b = 0; b < B; b++)
-                bn_eval_plane(y + (size_t)c * HW + (size_t)b * bstride, xc + (size_t)b * bstride, HW,
-                              running_mean[c], af, bf, act, xshift, yshift);
-            continue;
-        }
-        double g = gamma ? gamma[c] : 1.0, bt = beta ? beta[c] : 0.0;
-        const double a = g * invstd;
-        for (int b = 0; b < B; b++) {
-            const float *p = xc + (size_t)b * bstride;
-            float *q = y + (size_t)c * HW + (size_t)b * bstride;
-            if (!act) {
-                for (size_t i = 0; i < HW; i++) q[i] = (float)(((double)p[i] - mean) * a + bt);
-            } else {
-                bn_elu_run(q, p, HW, mean, a, bt, xshift, yshift);
-            }
-        }
+        const bn_fmap f = fmap_make(mean, invstd, gamma, beta, c); /* the float map, training and eval */
+        for (int b = 0; b < B; b++)
+            bn_plane(y + (size_t)c * HW + (size_t)b * bstride, xc + (size_t)b * bstride, HW, f, act, xshift, yshift);
     }
     if (training && num_batches_tracked) (*num_batches_tracked)++;
     return NPRED_OK;
@@ -459,24 +434,27 @@ static inline float elu_grad(float dy, float y, float yshift)
 static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float *y, const float *x, double mean,
                             float yshift, size_t m, float *out)
 {
-    vdl a = vdl_get(l0), c = vdl_get(l1);
+    vdl a[NG], c[NG];
+    lanes_get(a, l0);
+    lanes_get(c, l1);
     const vdl mv = vdl_splat(mean);
     vfl ys, one;
-    for (int l = 0; l < NL; l++) ys[l] = yshift, one[l] = 1.0f;
+    for (int l = 0; l < VW; l++) ys[l] = yshift, one[l] = 1.0f;
     size_t i = 0;
-    for (; i + NL <= m; i += NL) {
-        const vfl e = vfl_load(y + i) - ys;
-        const vil pos = e > 0;                                                    /* all ones where e > 0 */
-        const vfl slope = (vfl)((pos & (vil)one) | (~pos & (vil)(e + one))); /* select, as elu_grad */
-        const vfl g = vfl_load(dy + i) * slope;
-        if (out) memcpy(out + i, &g, sizeof g);
-        const vdl gv = __builtin_convertvector(g, vdl);
-        const vdl xv = __builtin_convertvector(vfl_load(x + i), vdl);
-        a += gv;
-        c += gv * (xv - mv);
-    }
-    vdl_put(l0, a);
-    vdl_put(l1, c);
+    for (; i + NL <= m; i += NL)
+        for (int g = 0; g < NG; g++) {
+            const size_t k = i + VW * g;
+            const vfl e = vfl_load(y + k) - ys;
+            const vil pos = e > 0;                                               /* all ones where e > 0 */
+            const vfl slope = (vfl)((pos & (vil)one) | (~pos & (vil)(e + one))); /* select, as elu_grad */
+            const vfl gr = vfl_load(dy + k) * slope;
+            if (out) memcpy(out + k, &gr, sizeof gr);
+            const vdl gv = vdl_cvt(gr);
+            a[g] += gv;
+            c[g] += gv * (vdl_loadf(x + k) - mv);
+        }
+    lanes_put(l0, a);
+    lanes_put(l1, c);
     for (int l = 0; i + l < m; l++) {
         const float g = elu_grad(dy[i + l], y[i + l], yshift);
         if (out) out[i + l] = g;
@@ -487,34 +465,34 @@ static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float
 
 /* dx (one plane of m values) += a * (e - mdy - (x - mean) * k) in training, a * e in
  * eval, e the ELU-backward gradient elu_grad(dy, y); with store, dx is written (as if
- * it were zero). py NULL: pd is e itself (formed by the caller; dx may then be pd). */
+ * it were zero). py NULL: pd is e itself (formed by the caller; dx may then be pd).
+ * Training in float: dx = fmaf((x - mh) - ml, -a k, fmaf(e, a, -a mdy)), the
+ * coefficients rounded once from double and x - mean formed as in bn_plane (exact near
+ * the mean); within a few float roundings of the double expression. Eval in double. */
 static void elu_bwd_run(float *q, const float *pd, const float *px, const float *py, size_t m, const double *cf,
                         int training, float yshift, int store)
 {
-    const double a = cf[0], mdy = cf[1], k = cf[2], mean = cf[3];
-    if (!py) {
-        if (training)
-            for (size_t i = 0; i < m; i++)
-                q[i] = (store ? 0.0f : q[i]) + (float)(a * ((double)pd[i] - mdy - ((double)px[i] - mean) * k));
-        else
-            for (size_t i = 0; i < m; i++) q[i] = (store ? 0.0f : q[i]) + (float)(a * pd[i]);
+    const double a = cf[0];
+    if (!training) {
+        for (size_t i = 0; i < m; i++) {
+            const float e = py ? elu_grad(pd[i], py[i], yshift) : pd[i];
+            q[i] = (store ? 0.0f : q[i]) + (float)(a * e); /* 0 + as onto zeros */
+        }
         return;
     }
-    if (training) {
+    const float af = (float)a, df = (float)(-a * cf[1]), kf = (float)(-a * cf[2]), mh = (float)cf[3],
+                ml = (float)(cf[3] - (double)mh);
+    if (!py) {
         if (store)
-            for (size_t i = 0; i < m; i++) {
-                float e = elu_grad(pd[i], py[i], yshift);
-                q[i] = 0.0f + (float)(a * ((double)e - mdy - ((double)px[i] - mean) * k)); /* +0 as onto zeros */
-            }
+            for (size_t i = 0; i < m; i++) q[i] = 0.0f + fmaf((px[i] - mh) - ml, kf, fmaf(pd[i], af, df));
         else
-            for (size_t i = 0; i < m; i++) {
-                float e = elu_grad(pd[i], py[i], yshift);
-                q[i] += (float)(a * ((double)e - mdy - ((double)px[i] - mean) * k));
-            }
+            for (size_t i = 0; i < m; i++) q[i] += fmaf((px[i] - mh) - ml, kf, fmaf(pd[i], af, df));
     } else if (store) {
-        for (size_t i = 0; i < m; i++) q[i] = 0.0f + (float)(a * elu_grad(pd[i], py[i], yshift));
+        for (size_t i = 0; i < m; i++)
+            q[i] = 0.0f + fmaf((px[i] - mh) - ml, kf, fmaf(elu_grad(pd[i], py[i], yshift), af, df));
     } else {
-        for (size_t i = 0; i < m; i++) q[i] += (float)(a * elu_grad(pd[i], py[i], yshift));
+        for (size_t i = 0; i < m; i++)
+            q[i] += fmaf((px[i] - mh) - ml, kf, fmaf(elu_grad(pd[i], py[i], yshift), af, df));
     }
 }
 

@@ -10,12 +10,15 @@
  *     running_var  = (1 - m) * running_var  + m * var * n/(n - 1)   (unbiased)
  *     num_batches_tracked += 1
  * (torch requires n > 1 in training; so do we). Eval mode normalises with the running
- * stats and changes nothing. In training, statistics, reductions and the elementwise
- * arithmetic are done in double (float data, one rounding per output), so a channel whose
- * mean is far larger than its spread still normalises accurately. Eval mode computes in
- * float, y = fmaf(x - running_mean, a, beta) with a = gamma / sqrt(running_var + eps)
- * (in double, rounded once): a subtraction and an FMA per value, a few ulp from the
- * double result (x - running_mean is exact where x is near the mean).
+ * stats and changes nothing. Statistics and the backward's reductions are computed in
+ * double, so a channel whose mean is far larger than its spread normalises accurately.
+ * The elementwise arithmetic is in float, in training and eval alike:
+ * y = fmaf((x - mh) - ml, a, beta), mh + ml the mean as two floats (ml = 0 in eval: the
+ * running mean is a float), a = gamma * invstd rounded once from double: two
+ * subtractions and an FMA per value, within a few float roundings of the double result
+ * (x - mh is exact where x is near the mean). The fused kernels' training backward
+ * (npred_batchnorm2d_elu_backward and its pieces) is elementwise in float the same way
+ * (fmaf, coefficients rounded once from double); npred_batchnorm2d_backward in double.
  *
  * The forward writes the per-channel mean and invstd it normalised with (batch stats in
  * training, running stats in eval) into a caller-provided double cache for the backward.
@@ -69,9 +72,9 @@ npred_status npred_batchnorm2d_backward(float *dx,                // (B, C, H, W
 
 /* Fused BatchNorm2d + AdaptiveELU (the Stacked2dCore layer tail):
  *   y = elu(bn(x) - xshift) + yshift
- * with bn(x) rounded to float exactly as npred_batchnorm2d_forward writes it and
- * the ELU of npred_adaptive_elu_forward, so y is bit-identical to the two unfused
- * kernels; the bn output itself is never stored. Arguments as
+ * with bn(x) rounded to float exactly as npred_batchnorm2d_forward writes it and the
+ * ELU computed with fused multiply-adds (fast_expm1_fma: within an ulp of the unfused
+ * npred_adaptive_elu_forward's fast_expm1); the bn output itself is never stored. Arguments as
  * npred_batchnorm2d_forward (y overwritten, may not alias x). */
 npred_status npred_batchnorm2d_elu_forward(float *y,                     // (B, C, H, W) out
                                            double *save_mean,            // (C) out: cache
@@ -153,8 +156,7 @@ void npred_batchnorm2d_elu_backward_image(float *dx, const float *dy, const floa
 typedef struct {
     const double *mean, *invstd; /* (C) the forward's save_mean, save_invstd */
     const float *gamma, *beta;   /* (C) or NULL (= 1, 0) */
-    float xshift, yshift;
-    int eval; /* the forward ran in eval mode: y is the float eval map (mean the running mean) */
+    float xshift, yshift; /* (training and eval alike: both forwards normalise by the same float map) */
 } npred_bn_elu_map;
 
 /* y of `images` consecutive images (C planes of HW values each) from x, bit-identical
@@ -186,7 +188,7 @@ void npred_batchnorm2d_elu_grad_image_map(float *d, const float *x, const npred_
 /* The fused backward's sums made image by image where the data are in cache (the
  * block that writes a layer's output gradient). A channel's sums, sum(e) and
  * sum(e * (x - mean)) with e = elu_grad(dy, y), are those of its planes, each summed
- * in 8 double lanes then added lane by lane, added in image order b = 0..B-1: every
+ * in 32 double lanes then added pairwise, added in image order b = 0..B-1: every
  * fused backward above forms them so, so the order does not depend on threads or on
  * where the planes' sums were made.
  * npred_batchnorm2d_elu_backward_plane_sums: one image's C planes (dy, x, y: (C, H, W);

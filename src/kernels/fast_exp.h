@@ -1,6 +1,6 @@
-/* Inline float exp/expm1 shared by the ELU kernels (activation.c) and the fused
- * BatchNorm + AdaptiveELU kernels (batchnorm.c), so both compute bit-identical
- * values. Internal to src/kernels. */
+/* Inline float exp/expm1 for the ELU kernels (activation.c: fast_expm1, fast_exp) and
+ * the fused BatchNorm + AdaptiveELU kernels (batchnorm.c: fast_expm1_fma), without
+ * libm calls so that their loops vectorise. Internal to src/kernels. */
 #ifndef NPRED_KERNELS_FAST_EXP_H
 #define NPRED_KERNELS_FAST_EXP_H
 
@@ -47,7 +47,8 @@ static inline float fast_expm1(float x)
  * FMA instructions, which the build's -std=c11 never forms by itself): the same split and
  * polynomial as fast_expm1, about a third faster in the vectorised ELU, other last bits
  * (< 0.9 ulp from the double expm1 over every float <= 0, checked exhaustively). Used by
- * the eval-mode BatchNorm + ELU only: training keeps fast_expm1's bits. */
+ * the fused BatchNorm + ELU (training and eval, batchnorm.c); the unfused ELU kernels
+ * (activation.c) keep fast_expm1's bits. */
 static inline float fast_expm1_fma(float x)
 {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f,
@@ -69,52 +70,6 @@ static inline float fast_exp(float x)
     float s, p = exp_split(x, &s);
     float v = s * p + s;
     return x < -87.0f ? 0.0f : (x == x ? v : x);
-}
-
-/* fast_expm1 of 16 floats at once with the same operations in the same order (the same
- * bits), as GCC vector extensions with the selects done on bit masks: every lane is
- * computed, so the compiler needs no masked (exception-safe) code for the lanes that a
- * scalar ?: would skip, and a caller can run several vectors side by side. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi" /* 64-byte vectors in static inline code only */
-#endif
-typedef float npred_v16f __attribute__((vector_size(16 * sizeof(float))));
-typedef int32_t npred_v16i __attribute__((vector_size(16 * sizeof(int32_t))));
-
-static inline npred_v16f npred_v16_splat(float s)
-{
-    npred_v16f v;
-    for (int l = 0; l < 16; l++) v[l] = s;
-    return v;
-}
-
-/* m ? a : b, lane by lane (m all ones or all zeros per lane) */
-static inline npred_v16f npred_v16_select(npred_v16i m, npred_v16f a, npred_v16f b)
-{
-    return (npred_v16f)((m & (npred_v16i)a) | (~m & (npred_v16i)b));
-}
-
-static inline npred_v16f fast_expm1_v16(npred_v16f x)
-{
-    const npred_v16f lo = npred_v16_splat(-87.0f), hi = npred_v16_splat(88.0f);
-    const npred_v16f log2e = npred_v16_splat(1.44269504088896341f), ln2_hi = npred_v16_splat(0.693145751953125f),
-                     ln2_lo = npred_v16_splat(1.42860682030941723212e-6f), shifter = npred_v16_splat(0x1.8p23f);
-    const npred_v16f one = npred_v16_splat(1.0f);
-    npred_v16f xc = npred_v16_select(x > lo, x, lo);
-    xc = npred_v16_select(xc < hi, xc, hi);
-    const npred_v16f kf = (xc * log2e + shifter) - shifter;
-    const npred_v16f r = (xc - kf * ln2_hi) - kf * ln2_lo;
-    const npred_v16i bits = (__builtin_convertvector(kf, npred_v16i) + 127) << 23;
-    const npred_v16f s = (npred_v16f)bits;
-    npred_v16f p = npred_v16_splat(1.0f / 5040);
-    p = p * r + npred_v16_splat(1.0f / 720);
-    p = p * r + npred_v16_splat(1.0f / 120);
-    p = p * r + npred_v16_splat(1.0f / 24);
-    p = p * r + npred_v16_splat(1.0f / 6);
-    p = p * r + npred_v16_splat(0.5f);
-    const npred_v16f em = r + r * r * p;
-    const npred_v16f v = s * em + (s - one);
-    return npred_v16_select(x < lo, npred_v16_splat(-1.0f), npred_v16_select(x == x, v, x));
 }
 
 #endif
