@@ -661,7 +661,8 @@ static AVX512 void plane_dw_rows(double *acc, const float *dz, int cs, int oh, i
  * (zeros past the width, as in the dy copy). The same products, in the same order. */
 static inline __attribute__((always_inline)) AVX512 void
 dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, const float *x, int h, int w, int ph,
-            int pw, const __mmask16 *mk, __mmask16 dtail, const float *zrow, int first)
+            int pw, const __mmask16 *mk, __mmask16 dtail, const float *zrow, int first, const float *nx,
+            const float *ndy)
 {
     __m512 a[DW_G][7];
     _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
@@ -669,6 +670,13 @@ dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, 
     const int iy0 = ky0 > ph ? ky0 : ph, iy1 = ky0 + G - 1 + oh < ph + h ? ky0 + G - 1 + oh : ph + h;
     for (int iy = iy0; iy < iy1; iy++) {
         const float *xr = x + ((ptrdiff_t)iy - ph) * w - pw;
+        if (nx) { /* the next planes, 256 bytes of each per input row */
+            const ptrdiff_t o = ((ptrdiff_t)iy - iy0) * 64;
+            if (o < (ptrdiff_t)h * w)
+                for (int l = 0; l < 64; l += 16) _mm_prefetch((const char *)(nx + o + l), _MM_HINT_T0);
+            if (o < (ptrdiff_t)oh * ow)
+                for (int l = 0; l < 64; l += 16) _mm_prefetch((const char *)(ndy + o + l), _MM_HINT_T0);
+        }
         const float *dr[DW_G];
         _Pragma("GCC unroll 3") for (int g = 0; g < G; g++) {
             const int oy = iy - ky0 - g;
@@ -699,13 +707,15 @@ dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, 
  * padded by (ph, pw), mk = k7_masks(w, pw); k7_direct_geometry(ow, w, ph, pw) must
  * hold. first: acc is not added to but set (lanes_to_double_set) */
 static AVX512 void plane_dw_k7_direct(double *acc, const float *dy, int oh, int ow, const float *x, int h, int w,
-                                      int ph, int pw, const __mmask16 *mk, int first)
+                                      int ph, int pw, const __mmask16 *mk, int first, const float *nx, const float *ndy)
 {
     static const float zrow[4 * VL] __attribute__((aligned(64)));
     const __mmask16 dtail = lanes_mask(ow - 3 * VL);
-    dw_k7_group(acc, 3, 0, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
-    dw_k7_group(acc, 3, 3, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
-    dw_k7_group(acc, 1, 6, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first);
+    /* the first group walks the source rows (ph .. ph + h - 1) in order: it prefetches those
+     * of the next planes (nx, ndy: those the caller reads next, or NULL) */
+    dw_k7_group(acc, 3, 0, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first, nx, ndy);
+    dw_k7_group(acc, 3, 3, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first, NULL, NULL);
+    dw_k7_group(acc, 1, 6, dy, oh, ow, x, h, w, ph, pw, mk, dtail, zrow, first, NULL, NULL);
 }
 
 static npred_status check_dw(const npred_conv2d_params *p, int *oh, int *ow, const char *what)
@@ -926,7 +936,16 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                             if (fuse)
                                 dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, direct ? mkd : NULL, 0, &g.qd, dbuf,
                                             w + (size_t)oc * kk, wf, !set);
-                            plane_dw_k7_direct(acc, dyp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, mkx, n == 0);
+                            /* the planes read next: the block's next channel, else its first
+                             * of the next image, else the next block's first (most often the
+                             * same thread's next task) */
+                            int nn = n, no = oc + 1;
+                            if (no >= o1) nn = n + 1, no = o0;
+                            if (nn >= p->n) nn = 0, no = o1;
+                            const int more = no < p->o;
+                            plane_dw_k7_direct(acc, dyp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, mkx, n == 0,
+                                               more ? x + ((size_t)nn * C + no / M) * ipix : NULL,
+                                               more ? dy + ((size_t)nn * p->o + no) * opix : NULL);
                             continue;
                         }
                         if (fuse) { /* (dw then reads the padded dy) */
