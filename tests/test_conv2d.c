@@ -325,6 +325,16 @@ static void test_depthwise_rows_bit_identical(void)
     rows_case("7x7 p0 9x60", npred_conv2d_params_square(1, 2, 9, 60, 2, 7, 1, 0, 1, 2), 98);
     /* unequal padding (5, 2): 15 x 50 outputs */
     rows_case("7x7 p(5,2)", mk(1, 2, 11, 52, 2, 7, 7, 1, 1, 5, 2, 1, 1, 2), 99);
+    /* the rounds of 7 input rows of the 49-56-wide planes (plane_fwd_k7_rounds): 42 x 52
+     * outputs (3 rounds of tails; its dx, 42 x 50, too), padding (3, 4) */
+    rows_case("7x7 p(3,4) 42x52", mk(1, 2, 42, 50, 2, 7, 7, 1, 1, 3, 4, 1, 1, 2), 100);
+    /* 56 x 55 outputs, padding (2, 6): top and bottom padding of 2 rows */
+    rows_case("7x7 p(2,6) 56x55", mk(1, 2, 58, 49, 2, 7, 7, 1, 1, 2, 6, 1, 1, 2), 101);
+    /* 28 x 56 outputs with 5 padding rows on top and bottom: tail vectors half padding at
+     * both ends (the high half's by a masked FMA), multiplier 2 */
+    rows_case("7x7 p(5,3) 28x56 m2", mk(2, 2, 24, 56, 4, 7, 7, 1, 1, 5, 3, 1, 1, 2), 102);
+    /* no padding: 28 x 56 outputs of 34 x 62 inputs */
+    rows_case("7x7 p0 28x56", npred_conv2d_params_square(1, 2, 34, 62, 2, 7, 1, 0, 1, 2), 103);
 }
 
 /* The 7x7 blocks skip the zero rows of the padding, except for a bias of -0: there a

@@ -13,7 +13,8 @@
  *   forward: OpenMP over (n, c) planes; per block 1-2 output rows x 1-4 vectors
  *            of accumulators in registers, loops over ky, kx (AVX-512, height
  *            stride 1: up to 6 rows, each input vector feeding every row that
- *            reads it; 7x7: k7_block).
+ *            reads it; 7x7: k7_block; 7x7 on planes 49-56 wide and 28, 42 or 56
+ *            high: plane_fwd_k7_rounds, no lanes past the width).
  *   dx:      stride 1: the forward kernel with the flipped filter run over the
  *            zero-padded dy (a full correlation); otherwise a scalar scatter.
  *            OpenMP over (n, c) planes (with dw and one input channel per output
@@ -456,15 +457,205 @@ static AVX512 void k7_masks(__mmask16 *mk, int w, int pw)
         }
 }
 
+/* ---------------------- the direct 7x7 forward of rows 49-56 wide, row by row (k7v_*) */
+
+/* A row of 49-56 outputs is 3.5 vectors: k7_block computes 4, an eighth of its products
+ * thrown away, and its blocks of 6 rows start and end with input rows that feed one or
+ * two of them (then its FMAs wait on each other). Here the input rows i are walked once,
+ * top to bottom, each feeding the 7 output rows that read it (ky = i - r): the
+ * accumulators of output row r are set r % 7, started at input row r and stored after
+ * input row r + 6; the loop runs in rounds of 7 input rows, so the sets are fixed
+ * registers. A set holds the first 48 columns of its row (3 vectors) and a fourth vector
+ * for the last 1-8 columns of two rows at once, t and t + hh (hh = oh / 2): its low 8
+ * lanes are row t's, its high 8 lanes row t + hh's, both of filter row ky, so the weights
+ * stay broadcasts. The rows t of the tails run 7 input rows behind the main rows (tail
+ * input row j = i - 7, the same set and weight), inside the rounds where every set has a
+ * main row; with oh a multiple of 14, every round knows at compile time which sets have
+ * rows (K7V_ROUND), so no products are wasted. The tail vectors of the input rows are
+ * gathered first (k7v_tails). Every output still sums over ky, then kx, in order, from the
+ * same products (the same masked zeros at the columns outside the source row), and input
+ * rows of the padding are skipped (where one half of a tail vector is padding, by a
+ * masked FMA that leaves the other half's sums as they are): the results are
+ * bit-identical to k7_block's. */
+#define K7V_MAXH 56 /* the most output rows (the tail vectors on the stack) */
+
+/* a += w * (the vector at p), the load a memory operand of the FMA (7 FMAs load it: one
+ * register less, which 7 x 4 accumulators need); k7v_fma_m: only the lanes in m */
+static inline __attribute__((always_inline)) AVX512 __m512 k7v_fma(__m512 a, __m512 w, const float *p)
+{
+    __asm__("vfmadd231ps %[m], %[w], %[a]" : [a] "+v"(a) : [w] "v"(w), [m] "m"(*(const __m512 *)p));
+    return a;
+}
+
+static inline __attribute__((always_inline)) AVX512 __m512 k7v_fma_m(__m512 a, __m512 w, const float *p, __mmask16 m)
+{
+    __asm__("vfmadd231ps %[m], %[w], %[a]%{%[k]%}"
+            : [a] "+v"(a)
+            : [w] "v"(w), [m] "m"(*(const __m512 *)p), [k] "Yk"(m));
+    return a;
+}
+
+/* round variants V: 0 the first (main rows ramp up: set J has a row when ky <= S), 1 the
+ * tails ramp up, 2 all, 3 the tails ramp down (ky > S), 4 main rows only, 5 the main rows
+ * ramp down (ky > S) */
+#define K7V_KY(J, S) ((((S) - (J)) + 7) % 7)
+#define K7V_MAIN_ON(J, S, V) ((V) == 0 ? K7V_KY(J, S) <= (S) : (V) == 5 ? K7V_KY(J, S) > (S) : 1)
+#define K7V_TAIL_ON(J, S, V) ((V) == 1 ? K7V_KY(J, S) <= (S) : (V) == 2 ? 1 : (V) == 3 ? K7V_KY(J, S) > (S) : 0)
+#define K7V_SET(J, S, V, M, T)                                                                              \
+    if (((M) && K7V_MAIN_ON(J, S, V)) || ((T) && K7V_TAIL_ON(J, S, V))) {                                   \
+        const __m512 wv = _mm512_set1_ps(wk[K7V_KY(J, S) * 7]);                                             \
+        if ((M) && K7V_MAIN_ON(J, S, V)) {                                                                  \
+            a##J##0 = _mm512_fmadd_ps(wv, x0, a##J##0);                                                     \
+            a##J##1 = _mm512_fmadd_ps(wv, x1, a##J##1);                                                     \
+            a##J##2 = _mm512_fmadd_ps(wv, x2, a##J##2);                                                     \
+        }                                                                                                   \
+        if ((T) == 1 && K7V_TAIL_ON(J, S, V)) a##J##3 = k7v_fma(a##J##3, wv, tk);                           \
+        if ((T) == 2 && K7V_TAIL_ON(J, S, V)) a##J##3 = k7v_fma_m(a##J##3, wv, tk, tm);                     \
+    }
+/* M: the main vectors' input row is a source row; T: 1 both halves of the tail vector, 2
+ * some (tm) */
+#define K7V_KX(S, V, M, T)                                                                                  \
+    _Pragma("GCC unroll 1") for (int kx = 0; kx < 7; kx++) {                                                \
+        const float *wk = wt + kx, *tk = tv + (size_t)(7 * j + kx) * VL;                                    \
+        __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0;                                                  \
+        if (M) {                                                                                            \
+            x0 = _mm512_maskz_loadu_ps(mk[kx], xr + kx);                                                    \
+            x1 = _mm512_loadu_ps(xr + kx + VL);                                                             \
+            x2 = _mm512_loadu_ps(xr + kx + 2 * VL);                                                         \
+        }                                                                                                   \
+        __asm__("" : "+v"(x0), "+v"(x1), "+v"(x2));                                                         \
+        (void)tk;                                                                                           \
+        K7V_SET(0, S, V, M, T) K7V_SET(1, S, V, M, T) K7V_SET(2, S, V, M, T) K7V_SET(3, S, V, M, T)         \
+        K7V_SET(4, S, V, M, T) K7V_SET(5, S, V, M, T) K7V_SET(6, S, V, M, T)                                \
+    }
+#define K7V_STEP(S, N, V)                                                                                   \
+    {                                                                                                       \
+        const int i = i0 + (S), j = i - 7;                                                                  \
+        if ((V) <= 4) a##S##0 = a##S##1 = a##S##2 = b;                                                      \
+        if ((V) == 1 || (V) == 2) a##S##3 = b;                                                              \
+        const int m = i >= dlo && i <= dhi;                                                                 \
+        const __mmask16 tm = (V) >= 1 && (V) <= 3 ? tmask[j] : 0;                                           \
+        const float *xr = xp + (ptrdiff_t)i * xs;                                                           \
+        if (next && i < h) { /* the next plane's row i, its columns that k7v_tails reads */                 \
+            _mm_prefetch((const char *)(next + (ptrdiff_t)i * xs + 3 * VL - pw), _MM_HINT_T0);              \
+            _mm_prefetch((const char *)(next + (ptrdiff_t)i * xs + 4 * VL - 1 - pw), _MM_HINT_T0);          \
+        }                                                                                                   \
+        if (tm == 0xFFFF) {                                                                                 \
+            if (m) {                                                                                        \
+                K7V_KX(S, V, 1, 1)                                                                          \
+            } else {                                                                                        \
+                K7V_KX(S, V, 0, 1)                                                                          \
+            }                                                                                               \
+        } else if (tm) {                                                                                    \
+            if (m) {                                                                                        \
+                K7V_KX(S, V, 1, 2)                                                                          \
+            } else {                                                                                        \
+                K7V_KX(S, V, 0, 2)                                                                          \
+            }                                                                                               \
+        } else if (m) {                                                                                     \
+            K7V_KX(S, V, 1, 0)                                                                              \
+        }                                                                                                   \
+        if ((V) >= 1 || (S) == 6) {                                                                         \
+            if ((V) < 5 || (S) < 6) { /* main row i - 6 */                                                  \
+                float *yr = y + (size_t)(i - 6) * ys;                                                       \
+                k7_store(yr, a##N##0, 0xFFFF, accum);                                                       \
+                k7_store(yr + VL, a##N##1, 0xFFFF, accum);                                                  \
+                k7_store(yr + 2 * VL, a##N##2, 0xFFFF, accum);                                              \
+            }                                                                                               \
+        }                                                                                                   \
+        if (((V) == 1 && (S) == 6) || (V) == 2 || ((V) == 3 && (S) < 6)) { /* tail row j - 6 */            \
+            float *yr = y + (size_t)(j - 6) * ys + 3 * VL;                                                  \
+            k7_store(yr, a##N##3, tail, accum);                                                             \
+            k7_store(yr + (size_t)hh * ys - VL / 2, a##N##3, (__mmask16)(tail << 8), accum);                \
+        }                                                                                                   \
+    }
+#define K7V_ROUND(V)                                                                                        \
+    K7V_STEP(0, 1, V) K7V_STEP(1, 2, V) K7V_STEP(2, 3, V) K7V_STEP(3, 4, V) K7V_STEP(4, 5, V)               \
+    K7V_STEP(5, 6, V) K7V_STEP(6, 0, V)
+
+/* tv[(7 j + kx) * 16 + l], tail input rows j < n: lanes l < 8 source row j - ph, lanes
+ * l >= 8 source row j - ph + hh, columns c0 + kx + l % 8 (c0 = 48 - pw) where they are
+ * inside the row (win = k7v_window(c0, w)), zeros elsewhere and where the row is padding;
+ * tmask[j]: the halves that are source rows. Each row's 16 columns from c0 are loaded
+ * once, the 7 vectors of a tail row made from two of them by a permute. */
+static AVX512 void k7v_tails(float *tv, __mmask16 *tmask, int n, const float *src, int h, int w, int ph, int hh,
+                             int c0, __mmask16 win)
+{
+    __m512i idx[7];
+    for (int kx = 0; kx < 7; kx++) /* lane l < 8: lane kx + l of the first; l >= 8: lane kx + l - 8 of the second */
+        idx[kx] = _mm512_add_epi32(_mm512_set_epi32(23, 22, 21, 20, 19, 18, 17, 16, 7, 6, 5, 4, 3, 2, 1, 0),
+                                   _mm512_set1_epi32(kx));
+    for (int j = 0; j < n; j++) {
+        const int sl = j - ph, su = sl + hh;
+        const int vl = sl >= 0 && sl < h, vu = su >= 0 && su < h;
+        tmask[j] = (__mmask16)((vl ? 0x00FF : 0) | (vu ? 0xFF00 : 0));
+        const __m512 lo = vl ? _mm512_maskz_loadu_ps(win, src + (ptrdiff_t)sl * w + c0) : _mm512_setzero_ps();
+        const __m512 up = vu ? _mm512_maskz_loadu_ps(win, src + (ptrdiff_t)su * w + c0) : _mm512_setzero_ps();
+        for (int kx = 0; kx < 7; kx++)
+            _mm512_store_ps(tv + (size_t)(7 * j + kx) * VL, _mm512_permutex2var_ps(lo, idx[kx], up));
+    }
+}
+
+/* the lanes of 16 columns from c0 inside a row of w */
+static __mmask16 k7v_window(int c0, int w)
+{
+    const int lo = c0 < 0 ? -c0 : 0, hi = w - c0 < VL ? w - c0 : VL;
+    return hi > lo ? (__mmask16)(((hi >= VL ? 0xFFFFu : (1u << hi) - 1)) & ~((1u << lo) - 1)) : 0;
+}
+
+/* 1 if plane_fwd_k7_rounds takes these output rows: a multiple of 14, 28 .. K7V_MAXH */
+static int k7v_rows_ok(int oh) { return oh % 14 == 0 && oh >= 28 && oh <= K7V_MAXH; }
+
+/* plane_fwd_k7_direct for 49-56 output columns and k7v_rows_ok(oh) rows; next: the plane
+ * read next (h x w) or NULL, whose columns that k7v_tails reads are prefetched (read at
+ * once, a plane's rows came late from memory) */
+static AVX512 void plane_fwd_k7_rounds(float *y, int oh, int ow, const float *src, int h, int w, int ph, int pw,
+                                       const __mmask16 *mk, const float *wt, float bias, int accum, const float *next)
+{
+    float tv[(K7V_MAXH / 2 + 6) * 7 * VL] __attribute__((aligned(64)));
+    __mmask16 tmask[K7V_MAXH / 2 + 6];
+    const int hh = oh / 2, ys = ow, xs = w, dlo = ph, dhi = ph + h - 1;
+    const __mmask16 tail = lanes_mask(ow - 3 * VL);
+    const float *xp = src - (ptrdiff_t)ph * w - pw;
+    k7v_tails(tv, tmask, hh + 6, src, h, w, ph, hh, 3 * VL - pw, k7v_window(3 * VL - pw, w));
+    const __m512 b = _mm512_set1_ps(bias);
+    __m512 a00 = b, a01 = b, a02 = b, a03 = b, a10 = b, a11 = b, a12 = b, a13 = b;
+    __m512 a20 = b, a21 = b, a22 = b, a23 = b, a30 = b, a31 = b, a32 = b, a33 = b;
+    __m512 a40 = b, a41 = b, a42 = b, a43 = b, a50 = b, a51 = b, a52 = b, a53 = b;
+    __m512 a60 = b, a61 = b, a62 = b, a63 = b;
+    const int q1 = hh / 7 + 1, qn = oh / 7; /* the rounds where the tails end, where the main rows end */
+    for (int q = 0; q <= qn; q++) {
+        const int i0 = 7 * q;
+        if (q == 0) {
+            K7V_ROUND(0)
+        } else if (q == 1) {
+            K7V_ROUND(1)
+        } else if (q < q1) {
+            K7V_ROUND(2)
+        } else if (q == q1) {
+            K7V_ROUND(3)
+        } else if (q < qn) {
+            K7V_ROUND(4)
+        } else {
+            K7V_ROUND(5)
+        }
+    }
+}
+
 /* The 7x7 forward straight from the source plane (h, w), padded by (ph, pw), when the
  * output is one 4-vector column block whose two middle vectors never leave a source
  * row (the source is then read once, by the kernel, instead of copied into a padded
  * plane first): 1 if done. Not for a bias of -0 (every input row must be a source
- * row: zero rows are skipped, see k7_block). */
+ * row: zero rows are skipped, see k7_block). next: the plane read next, or NULL (for
+ * prefetching). */
 static AVX512 int plane_fwd_k7_direct(float *y, int oh, int ow, const float *src, int h, int w, int ph, int pw,
-                                      const __mmask16 *mk, const float *wt, float bias, int accum)
+                                      const __mmask16 *mk, const float *wt, float bias, int accum, const float *next)
 {
     if (!k7_direct_geometry(ow, w, ph, pw) || (bias == 0.0f && signbit(bias))) return 0;
+    if (ow <= 3 * VL + VL / 2 && k7v_rows_ok(oh)) {
+        plane_fwd_k7_rounds(y, oh, ow, src, h, w, ph, pw, mk, wt, bias, accum, next);
+        return 1;
+    }
     const __mmask16 tail = lanes_mask(ow - 3 * VL);
     for (int oy = 0; oy < oh; oy += DW_R) {
         const int r = oh - oy < DW_R ? oh - oy : DW_R;
@@ -793,7 +984,9 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
                     float *yp = y + ((size_t)n * p->o + oc) * opix;
                     const float *wp = w + (size_t)oc * kk;
                     float bias = b ? b[oc] : 0.0f;
-                    if (direct && plane_fwd_k7_direct(yp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, mkx, wp, bias, 0))
+                    const int last = (size_t)n * C + c + 1 >= (size_t)p->n * C;
+                    if (direct && plane_fwd_k7_direct(yp, oh, ow, xc, p->h, p->w, p->pad_h, p->pad_w, mkx, wp, bias, 0,
+                                                      last ? NULL : xc + ipix))
                         continue;
                     if (!zeroed) padded_zero(&g.qx, xbuf);
                     if (!filled) padded_fill(&g.qx, xbuf, xc);
@@ -814,14 +1007,16 @@ npred_status npred_conv2d_forward_depthwise(float *y, const float *x, const floa
 /* dxp (+)= the stride-1 dx of one plane: the forward kernel with the flipped filter
  * (into wf) over dy (the plane dyp), from dyp directly when direct (the masks of k7_masks
  * for dy's rows) is given and the geometry allows it, else from its padded plane in
- * dbuf (geometry q), which is filled here unless filled */
+ * dbuf (geometry q), which is filled here unless filled; next: the dy plane read next, or
+ * NULL (for prefetching) */
 static void dx_plane_s1(float *dxp, const npred_conv2d_params *p, const float *dyp, const __mmask16 *direct,
-                        int filled, const padded *q, float *dbuf, const float *wp, float *wf, int accum)
+                        int filled, const padded *q, float *dbuf, const float *wp, float *wf, int accum,
+                        const float *next)
 {
     const int kk = p->kh * p->kw;
     for (int i = 0; i < kk; i++) wf[i] = wp[kk - 1 - i];
     if (!filled && direct &&
-        plane_fwd_k7_direct(dxp, p->h, p->w, dyp, q->h, q->w, q->top, q->left, direct, wf, 0.0f, accum))
+        plane_fwd_k7_direct(dxp, p->h, p->w, dyp, q->h, q->w, q->top, q->left, direct, wf, 0.0f, accum, next))
         return;
     if (!filled) padded_fill(q, dbuf, dyp);
     plane_fwd_s1(dxp, p->w, p->h, p->w, padded_ptr(q, dbuf), q->stride, 1, wf, p->kh, p->kw, p->dil_h, p->dil_w,
@@ -898,7 +1093,9 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                         const float *dyp = dy + ((size_t)n * p->o + oc) * opix;
                         const float *wp = w + (size_t)oc * kk;
                         if (unit_stride) {
-                            dx_plane_s1(dxp, p, dyp, direct ? mkd : NULL, 0, &g.qd, dbuf, wp, wf, !set || m > 0);
+                            const int last = (size_t)n * p->o + oc + 1 >= (size_t)p->n * p->o;
+                            dx_plane_s1(dxp, p, dyp, direct ? mkd : NULL, 0, &g.qd, dbuf, wp, wf, !set || m > 0,
+                                        last ? NULL : dyp + opix);
                         } else {
                             for (int oy = 0; oy < oh; oy++)
                                 for (int ox = 0; ox < ow; ox++) {
@@ -935,7 +1132,7 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                         if (dw_direct) {
                             if (fuse)
                                 dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, direct ? mkd : NULL, 0, &g.qd, dbuf,
-                                            w + (size_t)oc * kk, wf, !set);
+                                            w + (size_t)oc * kk, wf, !set, NULL); /* (dw prefetches dy) */
                             /* the planes read next: the block's next channel, else its first
                              * of the next image, else the next block's first (most often the
                              * same thread's next task) */
@@ -951,7 +1148,7 @@ static npred_status backward_depthwise(float *dx, float *dw, float *db, const fl
                         if (fuse) { /* (dw then reads the padded dy) */
                             padded_fill(&g.qd, dbuf, dyp);
                             dx_plane_s1(dx + ((size_t)n * C + c) * ipix, p, dyp, NULL, 1, &g.qd, dbuf,
-                                        w + (size_t)oc * kk, wf, !set);
+                                        w + (size_t)oc * kk, wf, !set, NULL);
                         }
                         padded_fill(&g.qx, xbuf, xc);
                         if (rows_dw) {
