@@ -263,8 +263,8 @@ static void test_backward_bits(void)
 
 /* Cells made once (npred_rsample_cells, in place over a copy of the grid as the
  * Gaussian readout makes them) give the grid kernels' bits: forward in both
- * feature layouts, backward accumulating into nonzero dfeat, dgrid, dF; 1 and 2
- * threads; positions outside and on the border, align_corners both */
+ * feature layouts, backward accumulating into nonzero dfeat, dgrid, dF (each
+ * also left out); 1 and 2 threads; positions outside and on the border, align_corners both */
 static void test_cells(void)
 {
     const shape cases[] = {{3, 5, 7, 64, 40, 0, 1}, {2, 6, 9, 20, 37, 1, 1}, {2, 4, 4, 3, 5, 0, 0},
@@ -294,14 +294,25 @@ static void test_cells(void)
                 for (size_t i = 0; i < len[k]; i++) want[k][i] = got[k][i] = 0.125f * (float)(i % 3);
             npred_rsample_forward(want[0], feat, grid, F, so, sc, s.B, s.H, s.W, s.C, s.n, s.ac);
             npred_rsample_forward_cells(got[0], feat, key, frac, F, so, sc, s.B, s.H, s.W, s.C, s.n);
-            npred_rsample_backward(want[1], want[2], want[3], dy, feat, grid, F, s.C, s.B, s.H, s.W, s.C, s.n, s.ac);
-            npred_rsample_backward_cells(got[1], got[2], got[3], dy, feat, key, frac, F, s.C, s.B, s.H, s.W, s.C, s.n,
-                                         s.ac);
             const char *name[4] = {"y", "dfeat", "dgrid", "dF"};
-            for (int k = 0; k < 4; k++)
-                CHECK(count_diff(got[k], want[k], len[k]) == 0,
-                      "C %d n %d B %d %dx%d ac %d, %d thread(s): %d %s values differ from the grid kernels'", s.C, s.n,
-                      s.B, s.H, s.W, s.ac, t, count_diff(got[k], want[k], len[k]), name[k]);
+            CHECK(count_diff(got[0], want[0], len[0]) == 0,
+                  "C %d n %d B %d %dx%d ac %d, %d thread(s): %d y values differ from the grid kernel's", s.C, s.n, s.B,
+                  s.H, s.W, s.ac, t, count_diff(got[0], want[0], len[0]));
+            for (int skip = -1; skip < 3; skip++) { /* each backward output also left out */
+                for (int k = 1; k < 4; k++)
+                    for (size_t i = 0; i < len[k]; i++) want[k][i] = got[k][i] = 0.125f * (float)(i % 3);
+                float *w[3] = {want[1], want[2], want[3]}, *o[3] = {got[1], got[2], got[3]};
+                if (skip >= 0) w[skip] = o[skip] = NULL;
+                npred_rsample_backward(w[0], w[1], w[2], dy, feat, grid, F, s.C, s.B, s.H, s.W, s.C, s.n, s.ac);
+                npred_rsample_backward_cells(o[0], o[1], o[2], dy, feat, key, frac, F, s.C, s.B, s.H, s.W, s.C, s.n,
+                                             s.ac);
+                for (int k = 1; k < 4; k++)
+                    CHECK(count_diff(got[k], want[k], len[k]) == 0,
+                          "C %d n %d B %d %dx%d ac %d, %d thread(s), without %s: %d %s values differ from the grid "
+                          "kernels'",
+                          s.C, s.n, s.B, s.H, s.W, s.ac, t, skip >= 0 ? name[skip + 1] : "none",
+                          count_diff(got[k], want[k], len[k]), name[k]);
+            }
         }
         free(feat), free(F), free(dy), free(grid), free(frac), free(key);
         for (int k = 0; k < 4; k++) free(want[k]), free(got[k]);
@@ -312,6 +323,69 @@ static void test_cells(void)
     CHECK(!npred_rsample_cells_fit(12000, 12000) && !npred_rsample_cells(&k1, f2, g2, 1, 12000, 12000, 0) &&
               npred_rsample_cells_fit(28, 56),
           "a map of 12000 x 12000 has no packed cells");
+}
+
+/* The kernels on the (B, C, H, W) layout with the transposes fused
+ * (npred_rsample_*_cells_nchw) give the bits of the transposes and the cells
+ * kernels called one after the other (the Gaussian readout's old sequence):
+ * forward (y and the channels-last copy) and backward (dx accumulated onto
+ * nonzero contents, dgrid, dF; each output also left out); 1, 2 and 3 threads, so
+ * that the batch splits evenly, unevenly and not at all between the threads */
+static void test_cells_nchw(void)
+{
+    const shape cases[] = {{3, 5, 7, 64, 40, 0, 1}, {17, 5, 7, 32, 50, 0, 1}, {4, 6, 9, 20, 37, 1, 1},
+                           {2, 3, 3, 33, 17, 1, 1}, {6, 28, 56, 64, 3000, 0, 1}};
+    int threads = omp_get_max_threads();
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        shape s = cases[ci];
+        uint64_t seed = 301 + ci;
+        const int HW = s.H * s.W;
+        size_t img = (size_t)HW * s.C, nx = s.B * img, nf = (size_t)s.n * s.C, np = (size_t)s.B * s.n;
+        float *feat = malloc(sizeof(float) * nx), *x = malloc(sizeof(float) * nx), *F = malloc(sizeof(float) * nf);
+        float *dy = malloc(sizeof(float) * np), *frac = malloc(sizeof(float) * 2 * np);
+        float *scratch = malloc(sizeof(float) * nx), *zero = malloc(sizeof(float) * nx);
+        uint32_t *key = malloc(sizeof(uint32_t) * np);
+        float *want[4], *got[4];
+        size_t len[4] = {np, nx, 2 * np, nf};
+        for (int k = 0; k < 4; k++) want[k] = malloc(sizeof(float) * len[k]), got[k] = malloc(sizeof(float) * len[k]);
+        fill_random(&seed, feat, nx, F, nf, dy, frac, np);
+        for (int b = 0; b < s.B; b++)
+            npred_rsample_cells(key + (size_t)b * s.n, frac + 2 * (size_t)b * s.n, frac + 2 * (size_t)b * s.n,
+                                (size_t)s.n, s.H, s.W, s.ac);
+        for (int b = 0; b < s.B; b++) /* x (B, C, H*W) whose channels-last copy is feat */
+            for (int c = 0; c < s.C; c++)
+                for (int i = 0; i < HW; i++) x[b * img + (size_t)c * HW + i] = feat[b * img + (size_t)i * s.C + c];
+        for (int t = 1; t <= 3; t++) {
+            omp_set_num_threads(t);
+            for (size_t i = 0; i < np; i++) want[0][i] = got[0][i] = 0.125f * (float)(i % 3);
+            for (size_t i = 0; i < nx; i++) scratch[i] = -7.0f;
+            npred_rsample_forward_cells(want[0], feat, key, frac, F, (size_t)s.C, 1, s.B, s.H, s.W, s.C, s.n);
+            npred_rsample_forward_cells_nchw(got[0], scratch, x, key, frac, F, (size_t)s.C, 1, s.B, s.H, s.W, s.C, s.n);
+            CHECK(count_diff(got[0], want[0], np) == 0 && count_diff(scratch, feat, nx) == 0,
+                  "forward C %d n %d B %d, %d thread(s): %d y, %d channels-last values differ", s.C, s.n, s.B, t,
+                  count_diff(got[0], want[0], np), count_diff(scratch, feat, nx));
+            for (int skip = -1; skip < 3; skip++) {
+                for (int k = 1; k < 4; k++)
+                    for (size_t i = 0; i < len[k]; i++) want[k][i] = got[k][i] = 0.125f * (float)(i % 3);
+                for (size_t i = 0; i < nx; i++) scratch[i] = -7.0f, zero[i] = 0.0f;
+                float *o[3] = {got[1], got[2], got[3]}, *w[3] = {zero, want[2], want[3]};
+                if (skip >= 0) o[skip] = w[skip] = NULL;
+                npred_rsample_backward_cells(w[0], w[1], w[2], dy, feat, key, frac, F, s.C, s.B, s.H, s.W, s.C, s.n,
+                                             s.ac);
+                if (w[0]) npred_rsample_add_nchw(want[1], zero, s.B, s.C, HW);
+                npred_rsample_backward_cells_nchw(o[0], scratch, o[1], o[2], dy, feat, key, frac, F, s.C, s.B, s.H,
+                                                  s.W, s.C, s.n, s.ac);
+                const char *name[4] = {"y", "dx", "dgrid", "dF"};
+                for (int k = 1; k < 4; k++)
+                    CHECK(count_diff(got[k], want[k], len[k]) == 0,
+                          "backward C %d n %d B %d, %d thread(s), without %s: %d %s values differ", s.C, s.n, s.B, t,
+                          skip >= 0 ? name[skip + 1] : "none", count_diff(got[k], want[k], len[k]), name[k]);
+            }
+        }
+        free(feat), free(x), free(F), free(dy), free(frac), free(scratch), free(zero), free(key);
+        for (int k = 0; k < 4; k++) free(want[k]), free(got[k]);
+    }
+    omp_set_num_threads(threads);
 }
 
 /* the layout changes against plain loops (exact: copies and one add per element) */
@@ -356,6 +430,7 @@ int main(void)
     RUN(test_forward_threaded);
     RUN(test_backward_bits);
     RUN(test_cells);
+    RUN(test_cells_nchw);
     RUN(test_transposes);
     return th_summary();
 }

@@ -609,15 +609,15 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
     }
     }
     if (draw) npred_normals_finish(&d, rng); /* the last pair's sin may be the generator's spare */
-    npred_rsample_to_nhwc(v.xt, x, B, c->c, hw);
+    if (!cells) npred_rsample_to_nhwc(v.xt, x, B, c->c, hw); /* otherwise fused into the first sampling */
     const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
     for (int p = 0; p < nparams(r); p++) { /* y[p] (B, n); bias[p] (n); feature set p */
         float *yp = y + (size_t)p * B * n;
         for (int b = 0; b < B; b++)
             for (int o = 0; o < n; o++) yp[(size_t)b * n + o] = bias ? bias[(size_t)p * n + o] : 0.0f;
         if (cells)
-            npred_rsample_forward_cells(yp, v.xt, v.cell, v.grid, F + (size_t)p * n * c->c, so, sc, B, c->h, c->w,
-                                        c->c, n);
+            npred_rsample_forward_cells_nchw(yp, v.xt, p ? NULL : x, v.cell, v.grid, F + (size_t)p * n * c->c, so, sc,
+                                             B, c->h, c->w, c->c, n);
         else
             npred_rsample_forward(yp, v.xt, v.grid, F + (size_t)p * n * c->c, so, sc, B, c->h, c->w, c->c, n,
                                   c->align_corners);
@@ -634,10 +634,12 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
     int n = c->n, B = r->B, C = c->c, hw = c->h * c->w, P = nparams(r);
     make_features(r, t, v.F); /* rows (n, c): the forward reads the parameter in place */
     memset(v.dF, 0, (size_t)P * n * C * sizeof(float));
+    /* one output with cells: the sampler zeroes dxt and adds it into dx image by image */
+    const int cells = npred_rsample_cells_fit(c->h, c->w), fused = cells && P == 1;
 #pragma omp parallel for schedule(static) if ((double)B * hw * C >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < B; b++) { /* 51 MB at batch 128: not on one thread */
         memset(v.dgrid + (size_t)b * n * 2, 0, (size_t)n * 2 * sizeof(float));
-        if (dx) memset(v.dxt + (size_t)b * hw * C, 0, (size_t)hw * C * sizeof(float));
+        if (dx && !fused) memset(v.dxt + (size_t)b * hw * C, 0, (size_t)hw * C * sizeof(float));
     }
     for (int p = 0; p < P; p++) { /* dy (P, B, n): one pass per output, accumulating */
         const float *dyp = dy + (size_t)p * B * n;
@@ -650,14 +652,17 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
                 gb[o] += (float)sum;
             }
         }
-        if (npred_rsample_cells_fit(c->h, c->w))
+        if (fused)
+            npred_rsample_backward_cells_nchw(dx, v.dxt, v.dgrid, v.dF, dyp, v.xt, v.cell, v.grid, v.F, C, B, c->h,
+                                              c->w, C, n, c->align_corners);
+        else if (cells)
             npred_rsample_backward_cells(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.cell,
                                          v.grid, v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
         else
             npred_rsample_backward(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.grid,
                                    v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
     }
-    if (dx) npred_rsample_add_nchw(dx, v.dxt, B, C, hw);
+    if (dx && !fused) npred_rsample_add_nchw(dx, v.dxt, B, C, hw);
     if (dshift)
         for (int b = 0; b < B; b++)
             for (int k = 0; k < 2; k++) {

@@ -123,6 +123,49 @@ static inline void rs_transpose(vf m[LANES])
     RS_ROUND(m, 8);
 }
 
+/* Layout changes of one image in LANES x LANES tiles transposed in registers
+ * (partial tiles at the edges element by element), one block of LANES channels
+ * after the other: the channel-major side is then LANES streams, not C (the
+ * hardware prefetchers follow a few dozen at most). */
+static void rs_to_nhwc_image(float *dst, const float *src, int C, int HW, int c0)
+{
+    const int c1 = c0 + LANES < C ? c0 + LANES : C;
+    for (int i0 = 0; i0 < HW; i0 += LANES) {
+        const int i1 = i0 + LANES < HW ? i0 + LANES : HW;
+        if (i1 - i0 == LANES && c1 - c0 == LANES) {
+            vf m[LANES];
+            for (int l = 0; l < LANES; l++) m[l] = rs_vld(src + (size_t)(c0 + l) * HW + i0);
+            rs_transpose(m);
+            for (int j = 0; j < LANES; j++) memcpy(dst + (size_t)(i0 + j) * C + c0, &m[j], sizeof m[j]);
+            continue;
+        }
+        for (int i = i0; i < i1; i++)
+            for (int c = c0; c < c1; c++) dst[(size_t)i * C + c] = src[(size_t)c * HW + i];
+    }
+}
+
+/* dst (C, HW) += src (HW, C) transposed, the channels of block c0 / LANES */
+static void rs_add_nchw_image(float *dst, const float *src, int C, int HW, int c0)
+{
+    const int c1 = c0 + LANES < C ? c0 + LANES : C;
+    for (int i0 = 0; i0 < HW; i0 += LANES) {
+        const int i1 = i0 + LANES < HW ? i0 + LANES : HW;
+        if (i1 - i0 == LANES && c1 - c0 == LANES) {
+            vf m[LANES];
+            for (int j = 0; j < LANES; j++) m[j] = rs_vld(src + (size_t)(i0 + j) * C + c0);
+            rs_transpose(m);
+            for (int l = 0; l < LANES; l++) {
+                float *d = dst + (size_t)(c0 + l) * HW + i0;
+                vf v = rs_vld(d) + m[l];
+                memcpy(d, &v, sizeof v);
+            }
+            continue;
+        }
+        for (int c = c0; c < c1; c++)
+            for (int i = i0; i < i1; i++) dst[(size_t)c * HW + i] += src[(size_t)i * C + c];
+    }
+}
+
 /* y[j] += F[o0 + j] . sample(cell[j]) for the nb <= LANES neurons of one block;
  * F element (o, c) at F[o * so + c * sc] relative to neuron o0 (sc = 1: rows of
  * channels; otherwise so = 1, the channel-major parameter layout, read as
@@ -269,28 +312,117 @@ int npred_rsample_cells(uint32_t *key, float *frac, const float *grid, size_t co
     return 1;
 }
 
-static void rs_forward(float *y, const float *feat, const rs_src *src, const float *F, size_t so, size_t sc, int B,
-                       int H, int W, int C, int n, int align_corners)
+/* The weights of a packed cell (key, distances w, n): rs_cell_packed's */
+#define RS_PACKED_WEIGHTS(w_, n_)                                                                                      \
+    const float e_ = 1.0f - (w_), s_ = 1.0f - (n_);                                                                   \
+    const float wt0 = s_ * e_, wt1 = s_ * (w_), wt2 = (n_) * e_, wt3 = (n_) * (w_)
+
+/* rs_block_forward for rows (sc = 1), C a multiple of LANES and packed cells,
+ * the cells read where they are used (the same operations and order): key, frac
+ * are the block's, img its image */
+static void rs_block_forward_packed(float *y, const float *img, const uint32_t *key, const float *frac, const float *F,
+                                    size_t so, int nb, int W, int C)
+{
+    vf acc[LANES];
+    for (int j = nb; j < LANES; j++) acc[j] = (vf){0};
+    const long dn = (long)W * C;
+    for (int j = 0; j < nb; j++) {
+        const uint32_t k = key[j];
+        RS_PACKED_WEIGHTS(frac[2 * j], frac[2 * j + 1]);
+        /* the nw tap's offset (negative when it lies outside: the pointers are
+         * formed only for the taps inside) */
+        const long o0 = ((long)(k >> 4) - W - 1) * C;
+        const float *f = F + j * so;
+        vf a = {0};
+        if ((k & 15) == 15) {
+            const float *t0 = img + o0, *t1 = t0 + C, *t2 = t0 + dn, *t3 = t2 + C;
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                vf v = {0};
+                v += wt0 * rs_vld(t0 + c0);
+                v += wt1 * rs_vld(t1 + c0);
+                v += wt2 * rs_vld(t2 + c0);
+                v += wt3 * rs_vld(t3 + c0);
+                a += rs_vld(f + c0) * v;
+            }
+        } else {
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                vf v = {0};
+                if (k & 1) v += wt0 * rs_vld(img + o0 + c0);
+                if (k & 2) v += wt1 * rs_vld(img + (o0 + C + c0));
+                if (k & 4) v += wt2 * rs_vld(img + (o0 + dn + c0));
+                if (k & 8) v += wt3 * rs_vld(img + (o0 + dn + C + c0));
+                a += rs_vld(f + c0) * v;
+            }
+        }
+        acc[j] = a;
+    }
+    rs_transpose(acc);
+    vf r = {0};
+    for (int l = 0; l < LANES; l++) r += acc[l];
+    for (int j = 0; j < nb; j++) y[j] += r[j];
+}
+
+/* the forward blocks [q0, q1) (image-major): packed cells read in place (rows, C a
+ * multiple of LANES); otherwise the next block's cells are formed, their taps
+ * prefetched, before the current one is computed */
+static void rs_forward_blocks(float *y, const float *feat, const rs_src *src, const float *F, size_t so, size_t sc,
+                              long q0, long q1, int nblk, int H, int W, int C, int n, float sx, float sy,
+                              int align_corners)
+{
+    if (src->key && sc == 1 && C % LANES == 0) {
+        for (long q = q0; q < q1; q++) {
+            const long b = q / nblk;
+            const int o0 = (int)(q % nblk) * LANES, nb = n - o0 < LANES ? n - o0 : LANES;
+            const size_t p = (size_t)b * n + o0;
+            rs_block_forward_packed(y + p, feat + (size_t)b * H * W * C, src->key + p, src->frac + 2 * p,
+                                    F + (size_t)o0 * so, so, nb, W, C);
+        }
+        return;
+    }
+    rs_cell cell[2][LANES];
+    int nb = q0 < q1 ? rs_block_cells(cell[0], q0, nblk, feat, src, n, H, W, C, sx, sy, align_corners) : 0;
+    for (long q = q0; q < q1; q++) {
+        int cur = (int)((q - q0) & 1), nbn = 0;
+        if (q + 1 < q1) nbn = rs_block_cells(cell[!cur], q + 1, nblk, feat, src, n, H, W, C, sx, sy, align_corners);
+        long b = q / nblk;
+        int o0 = (int)(q % nblk) * LANES;
+        rs_block_forward(y + (size_t)b * n + o0, cell[cur], F + (size_t)o0 * so, so, sc, nb, C);
+        nb = nbn;
+    }
+}
+
+/* x (B, C, H*W) given: feat is written, image b = x[b] channels-last. Each
+ * thread then transposes whole images and samples each one right after, while it
+ * is in its cache (when the images split evenly enough between the threads;
+ * otherwise all are transposed first) */
+static void rs_forward(float *y, float *feat, const float *x, const rs_src *src, const float *F, size_t so, size_t sc,
+                       int B, int H, int W, int C, int n, int align_corners)
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const int nblk = (n + LANES - 1) / LANES;
     const long total = (long)B * nblk;
-    /* each thread takes a contiguous range of blocks (image-major) and forms the
-     * next block's cells, prefetching their taps, before it computes the current one */
-#pragma omp parallel if ((double)B * n * C >= NPRED_RS_PAR_MIN)
-    {
-        const int T = omp_get_num_threads(), id = omp_get_thread_num();
-        const long q0 = total * id / T, q1 = total * (id + 1) / T;
-        rs_cell cell[2][LANES];
-        int nb = q0 < q1 ? rs_block_cells(cell[0], q0, nblk, feat, src, n, H, W, C, sx, sy, align_corners) : 0;
-        for (long q = q0; q < q1; q++) {
-            int cur = (int)((q - q0) & 1), nbn = 0;
-            if (q + 1 < q1) nbn = rs_block_cells(cell[!cur], q + 1, nblk, feat, src, n, H, W, C, sx, sy, align_corners);
-            long b = q / nblk;
-            int o0 = (int)(q % nblk) * LANES;
-            rs_block_forward(y + (size_t)b * n + o0, cell[cur], F + (size_t)o0 * so, so, sc, nb, C);
-            nb = nbn;
+    const int par = (double)B * n * C >= NPRED_RS_PAR_MIN, T = par ? omp_get_max_threads() : 1;
+    const size_t img = (size_t)H * W * C;
+    if (x && (B % T == 0 || B >= 8 * T)) {
+#pragma omp parallel if (par)
+        {
+            const int Tn = omp_get_num_threads(), id = omp_get_thread_num();
+            const int b0 = (int)((long)B * id / Tn), b1 = (int)((long)B * (id + 1) / Tn);
+            for (int b = b0; b < b1; b++) {
+                for (int c0 = 0; c0 < C; c0 += LANES)
+                    rs_to_nhwc_image(feat + (size_t)b * img, x + (size_t)b * img, C, H * W, c0);
+                rs_forward_blocks(y, feat, src, F, so, sc, (long)b * nblk, (long)(b + 1) * nblk, nblk, H, W, C, n,
+                                  sx, sy, align_corners);
+            }
         }
+        return;
+    }
+    if (x) npred_rsample_to_nhwc(feat, x, B, C, H * W);
+#pragma omp parallel if (par)
+    {
+        const int Tn = omp_get_num_threads(), id = omp_get_thread_num();
+        rs_forward_blocks(y, feat, src, F, so, sc, total * id / Tn, total * (id + 1) / Tn, nblk, H, W, C, n, sx, sy,
+                          align_corners);
     }
 }
 
@@ -298,14 +430,21 @@ void npred_rsample_forward(float *y, const float *feat, const float *grid, const
                            int B, int H, int W, int C, int n, int align_corners)
 {
     const rs_src src = {grid, NULL, NULL};
-    rs_forward(y, feat, &src, F, so, sc, B, H, W, C, n, align_corners);
+    rs_forward(y, (float *)feat, NULL, &src, F, so, sc, B, H, W, C, n, align_corners);
 }
 
 void npred_rsample_forward_cells(float *y, const float *feat, const uint32_t *key, const float *frac, const float *F,
                                  size_t so, size_t sc, int B, int H, int W, int C, int n)
 {
     const rs_src src = {NULL, key, frac};
-    rs_forward(y, feat, &src, F, so, sc, B, H, W, C, n, 0);
+    rs_forward(y, (float *)feat, NULL, &src, F, so, sc, B, H, W, C, n, 0);
+}
+
+void npred_rsample_forward_cells_nchw(float *y, float *feat, const float *x, const uint32_t *key, const float *frac,
+                                      const float *F, size_t so, size_t sc, int B, int H, int W, int C, int n)
+{
+    const rs_src src = {NULL, key, frac};
+    rs_forward(y, feat, x, &src, F, so, sc, B, H, W, C, n, 0);
 }
 
 /* acc[k] lane l = sum of F . tap[k] over the channels l, l+LANES, ... (zero for a
@@ -378,6 +517,31 @@ static inline void rs_sample_accumulate(float *df, const rs_cell *c, float g, in
     }
 }
 
+/* the grid gradients of a block from the lanes of its four dot products per
+ * neuron (acc[tap][neuron], the neurons past nb are set to zero here), the
+ * distances (w, n) of each neuron's cell in wn: the LANES x LANES lanes of a tap
+ * are transposed so that they are summed in order 0..LANES-1 for all the block's
+ * neurons at once */
+static void rs_block_dgrid(float *dgrid, vf acc[4][LANES], const float *wn, const float *dy, int nb, float sx,
+                           float sy)
+{
+    for (int j = nb; j < LANES; j++)
+        for (int k = 0; k < 4; k++) acc[k][j] = (vf){0};
+    vf v[4];
+    for (int k = 0; k < 4; k++) {
+        rs_transpose(acc[k]);
+        v[k] = (vf){0};
+        for (int l = 0; l < LANES; l++) v[k] += acc[k][l];
+    }
+    for (int j = 0; j < nb; j++) {
+        const float w = wn[2 * j], n = wn[2 * j + 1], e = 1.0f - w, s = 1.0f - n;
+        float gx = (v[1][j] - v[0][j]) * s + (v[3][j] - v[2][j]) * n;
+        float gy = (v[2][j] - v[0][j]) * e + (v[3][j] - v[1][j]) * w;
+        dgrid[2 * j] += dy[j] * gx * sx;
+        dgrid[2 * j + 1] += dy[j] * gy * sy;
+    }
+}
+
 /* one block of nb <= LANES neurons of one image: the dfeat scatter (and the dF
  * rows' terms of the image, when dF is given) neuron after neuron, then the grid
  * gradients of the block; the four
@@ -399,21 +563,88 @@ static void rs_block_backward(float *dim, float *dgrid, float *dF, const rs_cell
         for (int k = 0; k < 4; k++) acc[k][j] = a[k];
     }
     if (!dgrid) return;
-    for (int j = nb; j < LANES; j++)
-        for (int k = 0; k < 4; k++) acc[k][j] = (vf){0};
-    vf v[4];
-    for (int k = 0; k < 4; k++) {
-        rs_transpose(acc[k]);
-        v[k] = (vf){0};
-        for (int l = 0; l < LANES; l++) v[k] += acc[k][l];
-    }
+    float wn[2 * LANES];
+    for (int j = 0; j < nb; j++) wn[2 * j] = cell[j].w, wn[2 * j + 1] = cell[j].n;
+    rs_block_dgrid(dgrid, acc, wn, dy, nb, sx, sy);
+}
+
+/* rs_block_backward for packed cells and C a multiple of LANES (the same
+ * operations in the same order), the cells read where they are used: key, frac,
+ * dy, dgrid are the block's, im / dim its image and gradient (dim may be NULL,
+ * as may dgrid and dF) */
+static void rs_block_backward_packed(float *dim, float *dgrid, float *dF, const float *im, const uint32_t *key,
+                                     const float *frac, const float *dy, const float *F, int ldf, int nb, int W, int C,
+                                     float sx, float sy)
+{
+    vf acc[4][LANES];
+    const long dn = (long)W * C, d[4] = {0, C, dn, dn + C};
     for (int j = 0; j < nb; j++) {
-        const rs_cell *c = &cell[j];
-        float gx = (v[1][j] - v[0][j]) * c->s + (v[3][j] - v[2][j]) * c->n;
-        float gy = (v[2][j] - v[0][j]) * c->e + (v[3][j] - v[1][j]) * c->w;
-        dgrid[2 * j] += dy[j] * gx * sx;
-        dgrid[2 * j + 1] += dy[j] * gy * sy;
+        const uint32_t k = key[j];
+        RS_PACKED_WEIGHTS(frac[2 * j], frac[2 * j + 1]);
+        const long o0 = ((long)(k >> 4) - W - 1) * C;
+        const float *f = F + (size_t)j * ldf;
+        float *df = dF ? dF + (size_t)j * ldf : NULL;
+        const float g = dy[j];
+        vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        if ((k & 15) == 15 && dim && df) {
+            const float g0 = g * wt0, g1 = g * wt1, g2 = g * wt2, g3 = g * wt3;
+            const float *t0 = im + o0, *t1 = t0 + C, *t2 = t0 + dn, *t3 = t2 + C;
+            float *d0 = dim + o0, *d1 = d0 + C, *d2 = d0 + dn, *d3 = d2 + C;
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                const vf fc = rs_vld(f + c0), x0 = rs_vld(t0 + c0), x1 = rs_vld(t1 + c0), x2 = rs_vld(t2 + c0),
+                         x3 = rs_vld(t3 + c0);
+                vf v = {0};
+                a0 += fc * x0;
+                v += wt0 * x0;
+                a1 += fc * x1;
+                v += wt1 * x1;
+                a2 += fc * x2;
+                v += wt2 * x2;
+                a3 += fc * x3;
+                v += wt3 * x3;
+                vf e = rs_vld(d0 + c0);
+                e += g0 * fc;
+                memcpy(d0 + c0, &e, sizeof e);
+                e = rs_vld(d1 + c0);
+                e += g1 * fc;
+                memcpy(d1 + c0, &e, sizeof e);
+                e = rs_vld(d2 + c0);
+                e += g2 * fc;
+                memcpy(d2 + c0, &e, sizeof e);
+                e = rs_vld(d3 + c0);
+                e += g3 * fc;
+                memcpy(d3 + c0, &e, sizeof e);
+                e = rs_vld(df + c0);
+                e += g * v;
+                memcpy(df + c0, &e, sizeof e);
+            }
+        } else {
+            const float wt[4] = {wt0, wt1, wt2, wt3};
+            for (int c0 = 0; c0 < C; c0 += LANES) {
+                const vf fc = rs_vld(f + c0);
+                vf v = {0}, a[4] = {a0, a1, a2, a3};
+                for (int q = 0; q < 4; q++) {
+                    if (!(k >> q & 1)) continue;
+                    const vf x = rs_vld(im + (o0 + d[q] + c0));
+                    a[q] += fc * x;
+                    v += wt[q] * x;
+                    if (dim) {
+                        vf e = rs_vld(dim + (o0 + d[q] + c0));
+                        e += (g * wt[q]) * fc;
+                        memcpy(dim + (o0 + d[q] + c0), &e, sizeof e);
+                    }
+                }
+                a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+                if (df) {
+                    vf e = rs_vld(df + c0);
+                    e += g * v;
+                    memcpy(df + c0, &e, sizeof e);
+                }
+            }
+        }
+        acc[0][j] = a0, acc[1][j] = a1, acc[2][j] = a2, acc[3][j] = a3;
     }
+    if (dgrid) rs_block_dgrid(dgrid, acc, frac, dy, nb, sx, sy);
 }
 
 /* the blocks [q0, q1) of image b (points pb..): cells formed a block ahead */
@@ -421,6 +652,16 @@ static void rs_image_backward(float *dim, float *dgrid, float *dF, const float *
                               size_t pb, const float *F, int ldf, int q0, int q1, int H, int W, int C, int n, float sx,
                               float sy, int align_corners)
 {
+    if (src->key && C % LANES == 0) {
+        for (int q = q0; q < q1; q++) {
+            const int o0 = q * LANES, nb = n - o0 < LANES ? n - o0 : LANES;
+            const size_t p = pb + (size_t)o0;
+            rs_block_backward_packed(dim, dgrid ? dgrid + 2 * p : NULL, dF ? dF + (size_t)o0 * ldf : NULL, im,
+                                     src->key + p, src->frac + 2 * p, dy + p, F + (size_t)o0 * ldf, ldf, nb, W, C, sx,
+                                     sy);
+        }
+        return;
+    }
     rs_cell cell[2][LANES];
 #define RS_NB(q) (n - (q) * LANES < LANES ? n - (q) * LANES : LANES)
     int nb = q0 < q1 ? rs_cells(cell[0], im, src, pb + (size_t)q0 * LANES, RS_NB(q0), dim, H, W, C, sx, sy,
@@ -442,6 +683,8 @@ static void rs_image_backward(float *dim, float *dgrid, float *dF, const float *
  * each thread's count of finished images on its own cache line */
 #define RS_MAX_PIPE 64
 #define RS_PIPE_STRIDE 16
+/* images by which the transposed adds into dx follow the scatter */
+#define RS_NCHW_LAG 2
 
 /* wait until *count >= want (spinning with pause, then yielding the core) */
 static void rs_wait_count(const int *count, int want)
@@ -457,8 +700,10 @@ static void rs_wait_count(const int *count, int want)
     }
 }
 
-static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat, const rs_src *src,
-                        const float *F, int ldf, int B, int H, int W, int C, int n, int align_corners)
+/* dx (B, C, H*W) given: dfeat is scratch (zeroed here) and dx += dfeat transposed */
+static void rs_backward(float *dx, float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
+                        const rs_src *src, const float *F, int ldf, int B, int H, int W, int C, int n,
+                        int align_corners)
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
@@ -484,14 +729,33 @@ static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, 
             const int q0 = (int)((long)nblk * id / Tn), q1 = (int)((long)nblk * (id + 1) / Tn);
             int *mine = &done[id * RS_PIPE_STRIDE];
             const int *before = id > 0 ? &done[(id - 1) * RS_PIPE_STRIDE] : NULL;
-            for (int b = 0; b < B; b++) {
-                if (before) rs_wait_count(before, b + 1);
-                rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, dF, dy, feat + (size_t)b * img, src,
-                                  (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
-                __atomic_store_n(mine, b + 1, __ATOMIC_RELEASE);
+            const int *last = &done[(Tn - 1) * RS_PIPE_STRIDE];
+            /* with dx: thread 0 zeroes image b's dfeat just before its scatter, and
+             * each thread adds its share of the channel blocks of image b - RS_NCHW_LAG
+             * into dx once the last thread has finished that image (every thread's
+             * scatter into it then happened before: release / acquire, thread to thread) */
+            const int nc = (C + LANES - 1) / LANES, k0 = nc * id / Tn, k1 = nc * (id + 1) / Tn;
+            for (int b = 0; b < B + (dx ? RS_NCHW_LAG : 0); b++) {
+                if (b < B) {
+                    if (before) rs_wait_count(before, b + 1);
+                    if (dx && id == 0) memset(dfeat + (size_t)b * img, 0, img * sizeof(float));
+                    rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, dF, dy, feat + (size_t)b * img,
+                                      src, (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
+                    __atomic_store_n(mine, b + 1, __ATOMIC_RELEASE);
+                }
+                const int a = b - RS_NCHW_LAG;
+                if (dx && a >= 0 && k0 < k1) {
+                    rs_wait_count(last, a + 1);
+                    for (int k = k0; k < k1; k++)
+                        rs_add_nchw_image(dx + (size_t)a * img, dfeat + (size_t)a * img, C, H * W, k * LANES);
+                }
             }
         }
         return;
+    }
+    if (dx) {
+#pragma omp parallel for schedule(static) if ((double)B * img >= NPRED_RS_PAR_MIN)
+        for (int b = 0; b < B; b++) memset(dfeat + (size_t)b * img, 0, img * sizeof(float));
     }
     if (dfeat || dgrid) { /* pass 1: one image per thread (its dfeat and dgrid rows are its own) */
 #pragma omp parallel for schedule(static) if ((double)B * n * C >= NPRED_RS_PAR_MIN)
@@ -499,7 +763,10 @@ static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, 
             rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, NULL, dy, feat + (size_t)b * img, src,
                               (size_t)b * n, F, ldf, 0, nblk, H, W, C, n, sx, sy, align_corners);
     }
-    if (!dF) return;
+    if (!dF) {
+        if (dx) npred_rsample_add_nchw(dx, dfeat, B, C, H * W);
+        return;
+    }
     /* pass 2: tiles of consecutive neurons, one tile per thread at a time; images
      * inside a tile and the tile's neurons innermost, so an image is read once per
      * tile (not once per neuron) while the tile's dF rows stay in cache. Each dF row
@@ -543,6 +810,7 @@ static void rs_backward(float *dfeat, float *dgrid, float *dF, const float *dy, 
         }
 #undef RS_TILE_BLOCK
     }
+    if (dx) npred_rsample_add_nchw(dx, dfeat, B, C, H * W);
 }
 
 void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
@@ -550,7 +818,7 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
                             int align_corners)
 {
     const rs_src src = {grid, NULL, NULL};
-    rs_backward(dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
+    rs_backward(NULL, dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
 }
 
 void npred_rsample_backward_cells(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
@@ -558,59 +826,31 @@ void npred_rsample_backward_cells(float *dfeat, float *dgrid, float *dF, const f
                                   int C, int n, int align_corners)
 {
     const rs_src src = {NULL, key, frac};
-    rs_backward(dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
+    rs_backward(NULL, dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
 }
 
-/* Layout changes in LANES x LANES tiles transposed in registers (partial tiles
- * at the edges element by element). */
+void npred_rsample_backward_cells_nchw(float *dx, float *dfeat, float *dgrid, float *dF, const float *dy,
+                                       const float *feat, const uint32_t *key, const float *frac, const float *F,
+                                       int ldf, int B, int H, int W, int C, int n, int align_corners)
+{
+    const rs_src src = {NULL, key, frac};
+    rs_backward(dx, dx ? dfeat : NULL, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
+}
+
 void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
 {
-    const int nt = (HW + LANES - 1) / LANES;
+    const int nc = (C + LANES - 1) / LANES;
 #pragma omp parallel for collapse(2) schedule(static) if ((double)N * C * HW >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < N; b++)
-        for (int t = 0; t < nt; t++) {
-            const float *src = in + (size_t)b * C * HW;
-            float *dst = out + (size_t)b * C * HW;
-            const int i0 = t * LANES, i1 = i0 + LANES < HW ? i0 + LANES : HW;
-            for (int c0 = 0; c0 < C; c0 += LANES) {
-                if (i1 - i0 == LANES && c0 + LANES <= C) {
-                    vf m[LANES];
-                    for (int l = 0; l < LANES; l++) m[l] = rs_vld(src + (size_t)(c0 + l) * HW + i0);
-                    rs_transpose(m);
-                    for (int j = 0; j < LANES; j++) memcpy(dst + (size_t)(i0 + j) * C + c0, &m[j], sizeof m[j]);
-                    continue;
-                }
-                const int c1 = c0 + LANES < C ? c0 + LANES : C;
-                for (int i = i0; i < i1; i++)
-                    for (int c = c0; c < c1; c++) dst[(size_t)i * C + c] = src[(size_t)c * HW + i];
-            }
-        }
+        for (int q = 0; q < nc; q++)
+            rs_to_nhwc_image(out + (size_t)b * C * HW, in + (size_t)b * C * HW, C, HW, q * LANES);
 }
 
 void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW)
 {
-    const int nt = (HW + LANES - 1) / LANES;
+    const int nc = (C + LANES - 1) / LANES;
 #pragma omp parallel for collapse(2) schedule(static) if ((double)N * C * HW >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < N; b++)
-        for (int t = 0; t < nt; t++) {
-            const float *src = in + (size_t)b * C * HW;
-            float *dst = out + (size_t)b * C * HW;
-            const int i0 = t * LANES, i1 = i0 + LANES < HW ? i0 + LANES : HW;
-            for (int c0 = 0; c0 < C; c0 += LANES) {
-                if (i1 - i0 == LANES && c0 + LANES <= C) {
-                    vf m[LANES];
-                    for (int j = 0; j < LANES; j++) m[j] = rs_vld(src + (size_t)(i0 + j) * C + c0);
-                    rs_transpose(m);
-                    for (int l = 0; l < LANES; l++) {
-                        float *d = dst + (size_t)(c0 + l) * HW + i0;
-                        vf v = rs_vld(d) + m[l];
-                        memcpy(d, &v, sizeof v);
-                    }
-                    continue;
-                }
-                const int c1 = c0 + LANES < C ? c0 + LANES : C;
-                for (int c = c0; c < c1; c++)
-                    for (int i = i0; i < i1; i++) dst[(size_t)c * HW + i] += src[(size_t)i * C + c];
-            }
-        }
+        for (int q = 0; q < nc; q++)
+            rs_add_nchw_image(out + (size_t)b * C * HW, in + (size_t)b * C * HW, C, HW, q * LANES);
 }
