@@ -541,7 +541,8 @@ static void test_rng_draws_parallel(void)
  * without a spare at entry, on 1 and 2 threads; 2^21 draws take the C library path
  * for some pairs (intervals that straddle a float, arguments near a multiple of
  * pi / 2) and the polynomial one for most; a generator whose next output is 0
- * (u1 = 0, drawn again) gives the same sequence too. */
+ * (u1 = 0, drawn again) gives the same sequence too, also when the threads draw
+ * the uniforms of their pairs from the generator jumped ahead (2 and 3 threads). */
 static void normals_case(size_t count, int spare_first, int threads, uint64_t zero_s1, size_t *slow)
 {
     npred_rng rng, ref;
@@ -575,6 +576,8 @@ static void normals_case(size_t count, int spare_first, int threads, uint64_t ze
     double a = npred_rng_normal(&rng), b = npred_rng_normal(&ref);
     CHECK(!memcmp(&a, &b, sizeof a) && !memcmp(rng.s, ref.s, sizeof rng.s) && rng.has_spare == ref.has_spare,
           "count %zu, spare %d: the generator's state after the draws differs", count, spare_first);
+    if (zero_s1 && threads > 1 && count > 100000)
+        CHECK(d.redraw, "count %zu, %d threads: the u1 drawn again was not noticed", count, threads);
     *slow = d.slow;
     free(z), free(u);
 }
@@ -587,6 +590,10 @@ static void test_normals_bulk(void)
         for (int sp = 0; sp < 2; sp++) normals_case(counts[i], sp, 1, 0, &slow);
     normals_case(40, 0, 1, 1, &slow);
     normals_case(41, 1, 2, 1, &slow);
+    /* enough pairs for the threads' own uniforms (the generator jumped ahead): with a
+     * u1 drawn again in the first thread's share, all are drawn again on one thread */
+    normals_case(100001, 0, 2, 1, &slow);
+    normals_case(100002, 1, 3, 0, &slow);
     for (int th = 1; th <= 2; th++) {
         const size_t n = ((size_t)1 << 21) + th;
         normals_case(n, th - 1, th, 0, &slow);

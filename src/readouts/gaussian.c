@@ -46,6 +46,10 @@
 /* neurons per chunk of the backward's per-neuron sums over the images (48 KB of
  * double accumulators) */
 #define GS_RED 1024
+/* below this many elements a pass over the parameters (feature rows, the grid
+ * predictor's layers, the outputs' bias) runs on the calling thread; above, a fork
+ * and join (~10 us) costs less than a tenth of the pass */
+#define GS_PAR_MIN 1e5
 
 typedef struct {
     float *xt, *dxt, *grid, *gpre, *z, *dgrid, *mu, *dmu, *F, *dF;
@@ -343,6 +347,7 @@ static void make_features(const npred_readout *r, const npred_ptable *t, float *
         for (int p = 0; p < nparams(r); p++) {
             const float *fp = f + (size_t)p * C * n;
             float *Fp = F + (size_t)p * n * C;
+#pragma omp parallel for schedule(static) if ((double)n * C >= GS_PAR_MIN)
             for (int o0 = 0; o0 < n; o0 += 32)
                 for (int k0 = 0; k0 < C; k0 += 32)
                     for (int o = o0; o < n && o < o0 + 32; o++)
@@ -363,7 +368,7 @@ static void features_backward(const npred_readout *r, npred_ptable *t, const flo
     float *gf = npred_ptable_gradptr(t, r->p_features);
     int n = c->n, C = c->c, P = nparams(r);
     if (!c->shared_features) {
-#pragma omp parallel for schedule(static) if ((double)n * C * P >= NPRED_RS_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((double)n * C * P >= GS_PAR_MIN)
         for (int pk = 0; pk < P * C; pk++)
             for (int o = 0; o < n; o++)
                 gf[(size_t)pk * n + o] += dF[((size_t)(pk / C) * n + o) * C + pk % C];
@@ -394,7 +399,7 @@ static void mlp_forward(const npred_readout *r, const npred_ptable *t, gs_ws *v)
         int di = r->mlp_dim[i], dout = r->mlp_dim[i + 1];
         const float *W = npred_ptable_ptr(t, r->p_mlp_w[i]), *b = npred_ptable_ptr(t, r->p_mlp_b[i]);
         int last = i == L - 1;
-#pragma omp parallel for schedule(static) if ((double)n * dout * di >= NPRED_RS_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((double)n * dout * di >= GS_PAR_MIN)
         for (int o = 0; o < n; o++)
             for (int j = 0; j < dout; j++) {
                 float s = b[j];
@@ -422,7 +427,7 @@ static void mlp_backward(const npred_readout *r, npred_ptable *t, gs_ws *v, cons
         const float *in = i ? v->act[i - 1] : npred_ptable_ptr(t, r->p_source_grid);
         const float *W = npred_ptable_ptr(t, r->p_mlp_w[i]);
         float *gW = npred_ptable_gradptr(t, r->p_mlp_w[i]), *gb = npred_ptable_gradptr(t, r->p_mlp_b[i]);
-#pragma omp parallel for schedule(static) if ((double)n * dout * di >= NPRED_RS_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((double)n * dout * di >= GS_PAR_MIN)
         for (int j = 0; j < dout; j++) {
             double sb = 0;
             for (int o = 0; o < n; o++) sb += d[(size_t)o * dout + j];
@@ -434,7 +439,7 @@ static void mlp_backward(const npred_readout *r, npred_ptable *t, gs_ws *v, cons
             }
         }
         if (i == 0) break;
-#pragma omp parallel for schedule(static) if ((double)n * dout * di >= NPRED_RS_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((double)n * dout * di >= GS_PAR_MIN)
         for (int o = 0; o < n; o++)
             for (int k = 0; k < di; k++) {
                 float s = 0;
@@ -613,6 +618,7 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
     const float *bias = r->p_bias >= 0 ? npred_ptable_ptr(t, r->p_bias) : NULL;
     for (int p = 0; p < nparams(r); p++) { /* y[p] (B, n); bias[p] (n); feature set p */
         float *yp = y + (size_t)p * B * n;
+#pragma omp parallel for schedule(static) if ((double)B * n >= GS_PAR_MIN)
         for (int b = 0; b < B; b++)
             for (int o = 0; o < n; o++) yp[(size_t)b * n + o] = bias ? bias[(size_t)p * n + o] : 0.0f;
         if (cells)

@@ -12,6 +12,112 @@
 #define NRM_VECTOR 1
 #endif
 
+/* ---- the generator jumped ahead: each thread draws its own pairs' uniforms ----
+ *
+ * The generator's state map M is linear over GF(2); its characteristic polynomial
+ * p (degree 256, primitive: the period is 2^256 - 1) is found once by
+ * Berlekamp-Massey on 512 bits of one state coordinate. M^k = r(M) with
+ * r = x^k mod p, so the state k steps on is the sum of the states M^i s over the
+ * coefficients r_i = 1 (256 steps; the generator's published jumps do the same
+ * with fixed r). */
+typedef struct {
+    uint64_t w[4]; /* coefficients 0..255 (p: the x^256 term implied) */
+} nrm_poly;
+
+static nrm_poly nrm_p;
+static int nrm_p_state; /* 0: not yet computed, 1: ready, -1: not of degree 256 */
+
+static void nrm_charpoly(void)
+{
+    enum { N = 512, WN = N / 64 + 1 };
+    unsigned char bit[N];
+    uint64_t s[4] = {0x9E3779B97F4A7C15ull, 0xBF58476D1CE4E5B9ull, 0x94D049BB133111EBull, 1};
+    for (int i = 0; i < N; i++) {
+        bit[i] = (unsigned char)(s[0] & 1);
+        npred_rng_next(s);
+    }
+    /* connection polynomial c: bit[n] = sum_{i=1..L} c_i bit[n - i] */
+    uint64_t c[WN] = {1}, b[WN] = {1}, t[WN];
+    int L = 0, m = 1;
+    for (int n = 0; n < N; n++) {
+        int dis = bit[n];
+        for (int i = 1; i <= L; i++) dis ^= (int)(c[i / 64] >> (i % 64) & 1) & bit[n - i];
+        if (!dis) {
+            m++;
+            continue;
+        }
+        memcpy(t, c, sizeof t);
+        for (int i = 0; i + m < WN * 64; i++)
+            if (b[i / 64] >> (i % 64) & 1) c[(i + m) / 64] ^= 1ull << ((i + m) % 64);
+        if (2 * L <= n) {
+            L = n + 1 - L;
+            memcpy(b, t, sizeof b);
+            m = 1;
+        } else {
+            m++;
+        }
+    }
+    if (L != 256) {
+        nrm_p_state = -1;
+        return;
+    }
+    /* p(x) = x^256 c(1/x): the coefficient of x^j is c_{256 - j} */
+    memset(&nrm_p, 0, sizeof nrm_p);
+    for (int j = 0; j < 256; j++)
+        if (c[(256 - j) / 64] >> ((256 - j) % 64) & 1) nrm_p.w[j / 64] |= 1ull << (j % 64);
+    nrm_p_state = 1;
+}
+
+/* a b mod p */
+static nrm_poly nrm_mulmod(nrm_poly a, nrm_poly b)
+{
+    nrm_poly r = {{0, 0, 0, 0}};
+    for (int i = 255; i >= 0; i--) {
+        const uint64_t top = r.w[3] >> 63; /* r = r x mod p */
+        for (int w = 3; w > 0; w--) r.w[w] = r.w[w] << 1 | r.w[w - 1] >> 63;
+        r.w[0] <<= 1;
+        if (top)
+            for (int w = 0; w < 4; w++) r.w[w] ^= nrm_p.w[w];
+        if (b.w[i / 64] >> (i % 64) & 1)
+            for (int w = 0; w < 4; w++) r.w[w] ^= a.w[w];
+    }
+    return r;
+}
+
+/* s = the state k steps on */
+static void nrm_jump(uint64_t s[4], uint64_t k)
+{
+    nrm_poly r = {{1, 0, 0, 0}}, x = {{2, 0, 0, 0}};
+    for (; k; k >>= 1) {
+        if (k & 1) r = nrm_mulmod(r, x);
+        x = nrm_mulmod(x, x);
+    }
+    uint64_t acc[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 256; i++) {
+        if (r.w[i / 64] >> (i % 64) & 1)
+            for (int w = 0; w < 4; w++) acc[w] ^= s[w];
+        npred_rng_next(s);
+    }
+    memcpy(s, acc, sizeof acc);
+}
+
+/* below this many pairs the uniforms are drawn on one thread */
+#define NRM_PAR_PAIRS 16384
+
+/* pairs [k0, k1) from state s (advanced); 1 when some u1 was 0, which
+ * npred_rng_normal draws again (the pairs after it then start one step later) */
+static int nrm_uniforms(const npred_normals *d, uint64_t s[4], size_t k0, size_t k1)
+{
+    int redrawn = 0;
+    for (size_t k = k0; k < k1; k++) {
+        uint64_t a;
+        while (!((a = npred_rng_next(s)) >> 11)) redrawn = 1;
+        d->u1[k] = a;
+        d->u2[k] = npred_rng_next(s);
+    }
+    return redrawn;
+}
+
 void npred_normals_draw(npred_normals *d, size_t count, npred_rng *rng, float *z)
 {
     d->count = count;
@@ -24,17 +130,39 @@ void npred_normals_draw(npred_normals *d, size_t count, npred_rng *rng, float *z
         d->first = 1;
     }
     d->pairs = (count - d->first + 1) / 2;
+    memcpy(d->s, rng->s, sizeof d->s);
+    d->drawn = 0;
+    d->redraw = 0;
+    if (d->pairs >= NRM_PAR_PAIRS && omp_get_max_threads() > 1) {
+#pragma omp critical(npred_normals_charpoly)
+        if (!nrm_p_state) nrm_charpoly();
+        if (nrm_p_state == 1) return; /* drawn by the threads of npred_normals_transform */
+    }
     /* npred_rng_normal: u1 = uniform() again while it is 0, then u2 = uniform();
      * uniform() = (u64 >> 11) * 2^-53 */
+    nrm_uniforms(d, d->s, 0, d->pairs);
+    d->drawn = 1;
+}
+
+/* the uniforms on the threads of the enclosing parallel region: thread t draws
+ * its share of the pairs from the state jumped 2 k0 steps ahead; if a u1 was
+ * drawn again anywhere (one output in 2^53), all are drawn again on one thread */
+static void nrm_uniforms_parallel(npred_normals *d)
+{
+    const int T = omp_get_num_threads(), id = omp_get_thread_num();
+    const size_t k0 = d->pairs * (size_t)id / (size_t)T, k1 = d->pairs * (size_t)(id + 1) / (size_t)T;
     uint64_t s[4];
-    memcpy(s, rng->s, sizeof s);
-    for (size_t k = 0; k < d->pairs; k++) {
-        uint64_t a;
-        do a = npred_rng_next(s); while (!(a >> 11));
-        d->u1[k] = a;
-        d->u2[k] = npred_rng_next(s);
+    memcpy(s, d->s, sizeof s);
+    nrm_jump(s, 2 * (uint64_t)k0);
+    if (nrm_uniforms(d, s, k0, k1)) __atomic_store_n(&d->redraw, 1, __ATOMIC_RELAXED);
+    if (id == T - 1) memcpy(d->s_end, s, sizeof s);
+#pragma omp barrier
+#pragma omp single
+    {
+        if (__atomic_load_n(&d->redraw, __ATOMIC_RELAXED)) nrm_uniforms(d, d->s, 0, d->pairs);
+        else memcpy(d->s, d->s_end, sizeof d->s);
+        d->drawn = 1;
     }
-    memcpy(rng->s, s, sizeof s);
 }
 
 /* pair k by the generator's own operations (npred_rng_normal) */
@@ -141,6 +269,7 @@ static inline __mmask8 nrm_block(const npred_normals *d, size_t k, float cz[8], 
 
 void npred_normals_transform(npred_normals *d, float *z)
 {
+    if (!d->drawn) nrm_uniforms_parallel(d); /* (every thread sees the same d->drawn: set before the region) */
     /* the last pair's sin may be the generator's next spare (a double): exact path */
     const size_t last = d->first + 2 * d->pairs > d->count ? d->pairs - 1 : d->pairs;
     const size_t nb = (last + 7) / 8;
@@ -179,6 +308,7 @@ void npred_normals_transform(npred_normals *d, float *z)
 
 void npred_normals_finish(const npred_normals *d, npred_rng *rng)
 {
+    memcpy(rng->s, d->s, sizeof rng->s);
     if (d->first + 2 * d->pairs > d->count) {
         rng->spare = d->spare;
         rng->has_spare = 1;

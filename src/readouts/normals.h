@@ -2,13 +2,17 @@
  * (Box-Muller in double precision, rounded to float here) and the generator left in
  * the state those calls leave (its spare included).
  *
- *   npred_normals_draw       serial: the generator's spare, then the uniforms of
- *                            every pair in the generator's order (inlined steps)
+ *   npred_normals_draw       serial: the generator's spare; for fewer than 16,384
+ *                            pairs or one thread, the uniforms of every pair in the
+ *                            generator's order (inlined steps)
  *   npred_normals_transform  on the threads of the enclosing parallel region (an
- *                            orphaned `omp for`, ending with its barrier): the
- *                            transform sqrt(-2 log u1) (cos, sin)(2 pi u2)
- *   npred_normals_finish     serial: the last pair's sin becomes the generator's
- *                            spare when the count is odd
+ *                            orphaned `omp for`, ending with its barrier): otherwise
+ *                            first the uniforms, each thread its share of the pairs
+ *                            from the generator jumped ahead to them (the same
+ *                            numbers); then the transform
+ *                            sqrt(-2 log u1) (cos, sin)(2 pi u2)
+ *   npred_normals_finish     serial: the generator's state after the draws, and the
+ *                            last pair's sin becomes its spare when the count is odd
  *
  * The transform: with AVX-512, eight pairs at a time through polynomial log, sin
  * and cos in double (relative error below 2^-45 against the exact values), and a
@@ -34,6 +38,10 @@ typedef struct {
     uint64_t *u2;    /*   caller's memory, count / 2 + 1 entries each */
     double spare;    /* the last pair's sin when it lies past count */
     size_t slow;     /* pairs that took the C library path (for tests) */
+    uint64_t s[4];   /* the generator's state before the uniforms, then after them */
+    uint64_t s_end[4];
+    int drawn;       /* the uniforms are in u1, u2 */
+    int redraw;      /* a u1 was 0 in a thread's share: drawn again on one thread */
 } npred_normals;
 
 /* d->u1, d->u2 must be set; fills z[0] with the generator's spare if it has one */
