@@ -534,7 +534,8 @@ static inline __attribute__((always_inline)) AVX512 __m512 k7v_fma_m(__m512 a, _
         if ((V) <= 4) a##S##0 = a##S##1 = a##S##2 = b;                                                      \
         if ((V) == 1 || (V) == 2) a##S##3 = b;                                                              \
         const int m = i >= dlo && i <= dhi;                                                                 \
-        const __mmask16 tm = (V) >= 1 && (V) <= 3 ? tmask[j] : 0;                                           \
+        /* (the last step of round 3 has no tail rows: its j is past the gathered ones) */                 \
+        const __mmask16 tm = (V) >= 1 && (V) <= 3 && !((V) == 3 && (S) == 6) ? tmask[j] : 0;                \
         const float *xr = xp + (ptrdiff_t)i * xs;                                                           \
         if (next && i < h) { /* the next plane's row i, its columns that k7v_tails reads */                 \
             _mm_prefetch((const char *)(next + (ptrdiff_t)i * xs + 3 * VL - pw), _MM_HINT_T0);              \
