@@ -8,6 +8,7 @@
  * the API's rates, a bad value is a usage error. On a CPU without AVX-512 BF16 the
  * setting must be refused (NPRED_ERR_UNSUPPORTED) and the model stay fp32. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,22 @@ static void test_predict(void)
     CHECK_OK(npred_model_predict(m, key, img, B, NULL, NULL, r32));
     CHECK_OK(npred_model_set_precision(m, NPRED_PRECISION_BF16));
     CHECK_OK(npred_model_predict(m, key, img, B, NULL, NULL, r16));
+    /* bf16 predictions do not depend on the batch or the thread count: image 3 alone
+     * and the batch on 1 and 3 threads give the batch's bits */
+    {
+        float *one = malloc((size_t)n * sizeof *one), *thr = malloc(no * sizeof *thr);
+        const int nt = omp_get_max_threads();
+        CHECK_OK(npred_model_predict(m, key, img + 3 * (size_t)c * h * w, 1, NULL, NULL, one));
+        CHECK(memcmp(one, r16 + 3 * (size_t)n, (size_t)n * sizeof *one) == 0,
+              "bf16: a batch-1 prediction differs from its row in the batch");
+        for (int t = 1; t <= 3; t += 2) {
+            CHECK_OK(npred_set_threads(t));
+            CHECK_OK(npred_model_predict(m, key, img, B, NULL, NULL, thr));
+            CHECK(memcmp(thr, r16, no * sizeof *thr) == 0, "bf16 predictions on %d threads differ", t);
+        }
+        CHECK_OK(npred_set_threads(nt));
+        free(one), free(thr);
+    }
     CHECK_OK(npred_model_set_precision(m, NPRED_PRECISION_FP32));
     CHECK_OK(npred_model_predict(m, key, img, B, NULL, NULL, again));
     CHECK(memcmp(r32, again, no * sizeof *r32) == 0, "fp32 predictions changed after a bf16 round trip");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kernels/batchnorm.h"
+#include "kernels/bf16_block.h"
 #include "kernels/batchnorm_sync.h"
 #include "kernels/conv2d_fft.h"
 #include "kernels/gemm.h"
@@ -940,6 +941,27 @@ typedef struct {
     float xshift, yshift;
 } blk_eval;
 
+/* The bf16 block kernels' description of layer L in eval mode (ev), when bf16 is on and
+ * they take its geometry; else 0 */
+static int bf16_block_of(const npred_core *core, const npred_core_layer *L, npred_ptable *t, const blk_eval *ev,
+                         npred_bf16_block *b)
+{
+    const npred_conv2d_params *p = L->cp;
+    for (int i = 0; i < 3; i += 2) /* plain 1x1s */
+        if (p[i].kh != 1 || p[i].kw != 1 || p[i].groups != 1 || p[i].stride_h != 1 || p[i].stride_w != 1 ||
+            p[i].pad_h || p[i].pad_w)
+            return 0;
+    if (!core->bf_ws || !ev || L->nconv != 3 || !p[0].bf16 || p[2].c != p[2].o || p[0].o != p[1].c ||
+        p[1].groups != p[1].c || p[1].c != p[1].o || p[1].kh != p[1].kw || p[1].pad_h != p[1].pad_w ||
+        p[1].stride_h != p[1].stride_w || p[1].dil_h != p[1].dil_w ||
+        !npred_bf16_block_supported(p[1].kh, p[1].pad_h, p[1].stride_h, p[1].dil_h))
+        return 0;
+    *b = (npred_bf16_block){p[0].c, p[0].o, p[0].h, p[0].w, p[1].kh, pw(t, L->p_w[0]), pw(t, L->p_b[0]),
+                            pw(t, L->p_w[1]), pw(t, L->p_b[1]), pw(t, L->p_w[2]), pw(t, L->p_b[2]), ev->rmean,
+                            ev->rvar, ev->gamma, ev->beta, 1e-5, ev->xshift, ev->yshift};
+    return npred_bf16_block_scratch_bytes(b) <= core->bf_ws_per;
+}
+
 static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *in, int B,
                                double *pst, const blk_eval *ev, int lean, const ds_prev *prev)
 {
@@ -962,6 +984,11 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     if (rcm) thr = ds_threads(core, L, &T);
     else if (slice && (size_t)T > core->ws_bytes / slice) T = (int)(core->ws_bytes / slice);
     if (T < 1) return npred_errorf(NPRED_ERR_ARG, "core: workspace of %zu bytes too small", core->ws_bytes);
+    /* bf16: an eval block without intermediates in memory (its BatchNorm + ELU applied
+     * by the second 1x1's kernel) */
+    npred_bf16_block bb;
+    const int bfb = lean && !pst && !prev && bf16_block_of(core, L, t, ev, &bb);
+    if (bfb && T > core->bf_ws_threads) T = core->bf_ws_threads;
     int failed = 0;
 #pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
     {
@@ -971,6 +998,11 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
         else sc.ws = (char *)core->ws + (size_t)npred_thread_id() * slice;
 #pragma omp for schedule(static)
         for (int n = 0; n < B; n++) {
+            if (bfb) {
+                npred_bf16_block_eval_image(L->a + n * n_out, in + n * n_mid, &bb,
+                                            (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
+                continue;
+            }
             const size_t slot = lean ? (size_t)npred_thread_id() : (size_t)n;
             float *z = (lean ? core->g[2] : L->z) + slot * n_out;
             const float *xin = ds_input(L, in, prev, n, sc.ain);
@@ -1323,12 +1355,17 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
          * applied to each image in the loop (bn_in_block); not a plain layer whose
          * convolution the caller wants by FFT (core->fft, conv_fwd); not when recomputing
          * (core->rc), which stores no ELU output but the last (layer_map's eval map) */
-        const int bn_in_block = !train && !core->rc && L->fused && L->rot == 1 && !L->att && !L->weff &&
-                                L->p_rmean >= 0 && L->p_rvar >= 0 && B >= npred_threads() && (L->ds || !core->fft);
+        const int eval_fusable = !train && !core->rc && L->fused && L->rot == 1 && !L->att && !L->weff &&
+                                 L->p_rmean >= 0 && L->p_rvar >= 0;
+        /* bf16 predictions: a depth-separable layer always image by image (the bf16 block
+         * kernels, whatever the batch and thread count: the same bits) */
+        const int bf_eval = eval_fusable && core->lean && L->ds && core->bf_ws;
+        const int bn_in_block = bf_eval || (eval_fusable && B >= npred_threads() && (L->ds || !core->fft));
         /* ... and in training a fused plain layer (the first), so that its BatchNorm
          * statistics are made per image in cache too */
         const int stats_in_block = train && L->fused && L->rot == 1 && !npred_batchnorm_sync_active();
-        const int by_image = !L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block || stats_in_block);
+        const int by_image =
+            bf_eval || (!L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block || stats_in_block));
         blk_eval ev = {NULL, NULL, NULL, NULL, core->act.xshift, core->act.yshift};
         if (bn_in_block) {
             ev.rmean = pw(t, L->p_rmean), ev.rvar = pw(t, L->p_rvar);
@@ -2010,6 +2047,7 @@ void npred_core_free(npred_core *core)
     if (core->owns_output) free(core->output);
     free(core->ws);
     free(core->fws);
+    free(core->bf_ws);
     memset(core, 0, sizeof *core);
 }
 
@@ -2020,6 +2058,25 @@ npred_status npred_core_set_bf16(npred_core *core, int on)
                             "bf16 precision needs AVX-512 BF16 (vdpbf16ps), which this CPU lacks (use fp32)");
     for (int l = 0; l < core->cfg.layers; l++)
         for (int i = 0; i < 3; i++) core->L[l].cp[i].bf16 = !!on;
+    free(core->bf_ws);
+    core->bf_ws = NULL, core->bf_ws_per = 0, core->bf_ws_threads = 0;
+    if (!on) return NPRED_OK;
+    /* scratch of the bf16 block kernels: the largest layer's, per thread */
+    size_t per = 0;
+    for (int l = 0; l < core->cfg.layers; l++) {
+        const npred_core_layer *L = &core->L[l];
+        if (!L->ds) continue;
+        npred_bf16_block b = {L->cp[0].c, L->cp[0].o, L->cp[0].h, L->cp[0].w, L->cp[1].kh, NULL, NULL, NULL, NULL,
+                              NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
+        size_t need = npred_bf16_block_scratch_bytes(&b);
+        if (need > per) per = need;
+    }
+    if (!per) return NPRED_OK;
+    per = (per + 63) / 64 * 64;
+    const int T = npred_threads() > 0 ? npred_threads() : 1;
+    core->bf_ws = aligned_alloc(64, per * (size_t)T);
+    if (!core->bf_ws) return npred_errorf(NPRED_ERR_NOMEM, "core: cannot allocate %zu bytes of bf16 scratch", per * T);
+    core->bf_ws_per = per, core->bf_ws_threads = T;
     return NPRED_OK;
 }
 

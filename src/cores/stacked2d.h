@@ -151,6 +151,9 @@ typedef struct {
     int lean;           /* 1 (set by the caller, e.g. a prediction): an eval forward may keep only what
                            the next layers and the readout read; no backward can follow it */
     int no_backward;    /* the last forward was such a lean one: npred_core_backward refuses */
+    void *bf_ws;        /* bf16 precision: per-thread scratch of the bf16 block kernels (kernels/bf16_block.h) */
+    size_t bf_ws_per;   /* bytes per thread */
+    int bf_ws_threads;  /* threads it has room for */
 } npred_core;
 
 /* 0.3.0 Stacked2dCore defaults (input_channels etc. must still be set). */

@@ -1,0 +1,371 @@
+/* bf16 kernels of the depth-separable block (see bf16_block.h).
+ *
+ * Layouts (one image): x and a are fp32 planes; the 1x1 convolutions multiply
+ * pairs of channels: operand words (c 2q in the low half, 2q + 1 in the high half,
+ * an odd last channel paired with zero), one row of hw words per pair, so that a
+ * row of vdpbf16ps lanes is 16 pixels and each lane adds the products of two
+ * channels. The block's input is packed into that layout once per image; the
+ * depthwise convolution writes its output in it directly. The first 1x1 writes
+ * bf16 planes, which the depthwise convolution turns, one plane at a time, into
+ * pairs of horizontally adjacent pixels (word x: pixels x - p and x - p + 1 of a
+ * zero-padded row), so that one vdpbf16ps lane adds two taps of a kernel row: a
+ * row of k taps takes (k + 1) / 2 instructions per 16 outputs instead of k FMAs.
+ *
+ * Rounding to bf16 is round to nearest even (vcvtne2ps2bf16 / vcvtneps2bf16) for
+ * every value: x, the weights, and the two intermediates after their fp32 sums and
+ * bias. Sums run in a fixed order (pairs, then kernel rows) set by the shapes. */
+#include "kernels/bf16_block.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/gemm.h"
+
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define INL static inline __attribute__((always_inline))
+
+#define PW_MR 8  /* rows (output channels) per 1x1 block */
+#define PW_NV 3  /* vectors of 16 pixels per 1x1 block */
+#define DW_R 4   /* output rows per depthwise block */
+#define DW_NV 4  /* vectors of 16 pixels per depthwise block */
+#define KMAX 7
+
+static inline size_t up16(size_t n) { return (n + 15) / 16 * 16; }
+
+int npred_bf16_block_supported(int k, int pad, int stride, int dil)
+{
+    return npred_gemm_bf16_available() && k >= 1 && k <= KMAX && k % 2 == 1 && pad == k / 2 && stride == 1 &&
+           dil == 1;
+}
+
+/* scratch: x packed (pairs of cin), t0 (bf16 planes), t1 (pairs of cout), the
+ * packed weights, one plane's padded pair rows, two fp32 planes, the BatchNorm coefficients */
+typedef struct {
+    uint32_t *xp, *t1, *w0p, *w2p, *wdp, *prow;
+    uint16_t *t0;
+    float *pl[2], *scale, *shift;
+    int ps; /* words per pair row of the padded plane */
+} bf_scr;
+
+static size_t carve(bf_scr *s, const npred_bf16_block *b, char *base)
+{
+    const size_t hw = (size_t)b->h * b->w, cip = (size_t)(b->cin + 1) / 2, cop = (size_t)(b->cout + 1) / 2;
+    const int t = (b->k + 1) / 2;
+    /* the last 64-pixel block of a row reads up to k - 1 words past it */
+    const int ps = (int)up16(((size_t)b->w + 63) / 64 * 64 + (size_t)b->k - 1);
+    size_t o = 0;
+#define TAKE(ptr, type, count)                                   \
+    do {                                                         \
+        if (base) (ptr) = (type *)(void *)(base + o);            \
+        o += ((size_t)(count) * sizeof(type) + 63) / 64 * 64;    \
+    } while (0)
+    bf_scr z = {0};
+    if (!s) s = &z;
+    s->ps = ps;
+    TAKE(s->xp, uint32_t, cip * hw + 16);
+    TAKE(s->t0, uint16_t, (size_t)b->cout * hw + 32);
+    TAKE(s->t1, uint32_t, cop * hw + 16);
+    TAKE(s->w0p, uint32_t, (size_t)b->cout * cip);
+    TAKE(s->w2p, uint32_t, (size_t)b->cout * cop);
+    TAKE(s->wdp, uint32_t, (size_t)KMAX * t + 16);
+    TAKE(s->prow, uint32_t, (size_t)(b->h + b->k - 1) * ps + 16);
+    TAKE(s->pl[0], float, up16(hw) + 16);
+    TAKE(s->pl[1], float, up16(hw) + 16);
+    TAKE(s->scale, float, b->cout);
+    TAKE(s->shift, float, b->cout);
+#undef TAKE
+    return o;
+}
+
+size_t npred_bf16_block_scratch_bytes(const npred_bf16_block *b) { return carve(NULL, b, NULL); }
+
+static inline __mmask16 lanes(long left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+}
+
+/* 16 pairs (f0[j] low, f1[j] high) */
+INL BF16 __m512i pair16(__m512 f0, __m512 f1)
+{
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(f1, f0));
+}
+
+/* dst[j] = pair(r0[j] + b0, r1[j] + b1) for j < n (r1 NULL: zero) */
+static BF16 void pair_rows(uint32_t *dst, const float *r0, const float *r1, size_t n, float b0, float b1)
+{
+    const __m512 v0 = _mm512_set1_ps(b0), v1 = _mm512_set1_ps(b1);
+    for (size_t j = 0; j < n; j += 16) {
+        const __mmask16 m = lanes((long)(n - j));
+        const __m512 f0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m, r0 + j), v0);
+        const __m512 f1 = r1 ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, r1 + j), v1) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(dst + j, m, pair16(f0, f1));
+    }
+}
+
+/* wp (o x ceil(c / 2) words) = pairs along the rows of w (o x c) */
+static BF16 void pack_weights(uint32_t *wp, const float *w, int o, int c)
+{
+    const int cp = (c + 1) / 2;
+    for (int i = 0; i < o; i++)
+        for (int q = 0; q < cp; q += 16) {
+            const __m512 lo = _mm512_maskz_loadu_ps(lanes(c - 2 * q), w + (size_t)i * c + 2 * q);
+            const __m512 hi = _mm512_maskz_loadu_ps(lanes(c - 2 * q - 16), w + (size_t)i * c + 2 * q + 16);
+            _mm512_mask_storeu_epi32(wp + (size_t)i * cp + q, lanes(cp - q), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        }
+}
+
+/* ---------------------------------------------------------------- 1x1 */
+
+typedef struct {
+    const float *bias, *mean, *scale, *shift;
+    float xs, ys;
+} pw_epi;
+
+enum { PW_BF16 = 0, PW_BNELU = 1 };
+
+/* rows i0 .. i0 + MR - 1, 48 pixels from column j (masks mk) of C = W . B over kp pairs,
+ * + bias, into out (row r at out + r * ldo); PW_BF16: rounded to bf16; PW_BNELU: fp32
+ * (a tile in L1, which bnelu_rows turns into the output) */
+INL BF16 void pw_block(const int MR, const int MODE, int kp, const uint32_t *wp, const uint32_t *bp, size_t hw,
+                       int i0, size_t j, const __mmask16 *mk, void *out, size_t ldo, const pw_epi *e)
+{
+    __m512 s[PW_MR][PW_NV];
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++) s[r][v] = _mm512_setzero_ps();
+    for (int q = 0; q < kp; q++) {
+        __m512bh bv[PW_NV];
+        _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++)
+            bv[v] = (__m512bh)_mm512_maskz_loadu_epi32(mk[v], bp + (size_t)q * hw + j + 16 * v);
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)wp[(size_t)(i0 + r) * kp + q]);
+            _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++) s[r][v] = _mm512_dpbf16_ps(s[r][v], av, bv[v]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {
+        const int o = i0 + r;
+        const __m512 bias = _mm512_set1_ps(e->bias ? e->bias[o] : 0.0f);
+        _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++) {
+            const __m512 z = _mm512_add_ps(s[r][v], bias);
+            const size_t at = (size_t)r * ldo + 16 * v;
+            if (MODE == PW_BF16) _mm256_mask_storeu_epi16((uint16_t *)out + at, mk[v], (__m256i)_mm512_cvtneps_pbh(z));
+            else _mm512_mask_storeu_ps((float *)out + at, mk[v], z);
+        }
+    }
+}
+
+/* expm1(x) in fp32 with FMAs (x = k ln2 + r, |r| <= ln2 / 2, a degree-7 Taylor
+ * polynomial of e^r - 1, times 2^k): within a few ulp; -1 below -87 */
+INL BF16 __m512 expm1_fma(__m512 x)
+{
+    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 kf = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(kf, _mm512_set1_ps(0.693145751953125f), xc);
+    r = _mm512_fnmadd_ps(kf, _mm512_set1_ps(1.42860682030941723212e-6f), r);
+    __m512 q = _mm512_set1_ps(1.0f / 5040);
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 720));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 120));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 24));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f / 6));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(0.5f));
+    const __m512 em = _mm512_fmadd_ps(_mm512_mul_ps(r, r), q, r); /* e^r - 1 */
+    const __m512 sc = _mm512_scalef_ps(_mm512_set1_ps(1.0f), kf);  /* 2^k */
+    const __m512 v = _mm512_fmadd_ps(sc, em, _mm512_sub_ps(sc, _mm512_set1_ps(1.0f)));
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ), v, _mm512_set1_ps(-1.0f));
+}
+
+/* rows i0 .. i0 + mr - 1, 48 pixels from column j (masks mk) of out = BatchNorm + ELU
+ * of the tile (mr x 48) that pw_block wrote (apart from the sums: their 24
+ * accumulators leave no registers for the exp), the row's vectors side by side so that
+ * their exp chains overlap */
+static BF16 void bnelu_rows(float *out, const float *tile, size_t hw, int i0, int mr, size_t j, const __mmask16 *mk,
+                            const pw_epi *e)
+{
+    const __m512 xs = _mm512_set1_ps(e->xs), ys = _mm512_set1_ps(e->ys);
+    for (int o = i0; o < i0 + mr; o++) {
+        const __m512 mean = _mm512_set1_ps(e->mean[o]), sc = _mm512_set1_ps(e->scale[o]);
+        const __m512 sh = _mm512_set1_ps(e->shift[o]);
+        float *row = out + (size_t)o * hw + j;
+        _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++) {
+            const __m512 z = _mm512_maskz_loadu_ps(mk[v], tile + (o - i0) * 16 * PW_NV + 16 * v);
+            const __m512 t = _mm512_sub_ps(_mm512_fmadd_ps(_mm512_sub_ps(z, mean), sc, sh), xs);
+            const __mmask16 pos = _mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_GT_OQ);
+            _mm512_mask_storeu_ps(row + 16 * v, mk[v], _mm512_add_ps(_mm512_mask_blend_ps(pos, expm1_fma(t), t), ys));
+        }
+    }
+}
+
+#define PW_CASE(MR)                                                      \
+    case MR:                                                             \
+        if (mode == PW_BF16) pw_block(MR, PW_BF16, kp, wp, bp, hw, i0, j, mk, out, ldo, e);   \
+        else pw_block(MR, PW_BNELU, kp, wp, bp, hw, i0, j, mk, out, ldo, e); \
+        break;
+
+static BF16 void pw_block_any(int mr, int mode, int kp, const uint32_t *wp, const uint32_t *bp, size_t hw, int i0,
+                              size_t j, const __mmask16 *mk, void *out, size_t ldo, const pw_epi *e)
+{
+    switch (mr) {
+        PW_CASE(1) PW_CASE(2) PW_CASE(3) PW_CASE(4) PW_CASE(5) PW_CASE(6) PW_CASE(7) PW_CASE(8)
+    default: break;
+    }
+}
+
+/* out (o rows of hw) from wp (o x kp pairs) and bp (kp rows of hw pairs): panels of 48
+ * pixels outermost (kp x 48 words of B stay in L1 while every row block passes) */
+static BF16 void pw_conv(int mode, int o, int kp, const uint32_t *wp, const uint32_t *bp, size_t hw, void *out,
+                         const pw_epi *e)
+{
+    float tile[PW_MR * 16 * PW_NV] __attribute__((aligned(64)));
+    for (size_t j = 0; j < hw; j += 16 * PW_NV) {
+        __mmask16 mk[PW_NV];
+        for (int v = 0; v < PW_NV; v++) mk[v] = lanes((long)hw - (long)(j + 16 * v));
+        for (int i = 0; i < o; i += PW_MR) {
+            const int mr = o - i < PW_MR ? o - i : PW_MR;
+            if (mode == PW_BF16) {
+                pw_block_any(mr, mode, kp, wp, bp, hw, i, j, mk, (uint16_t *)out + (size_t)i * hw + j, hw, e);
+            } else {
+                pw_block_any(mr, mode, kp, wp, bp, hw, i, j, mk, tile, 16 * PW_NV, e);
+                bnelu_rows(out, tile, hw, i, mr, j, mk, e);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- depthwise */
+
+/* lanes lo .. hi - 1 of 16 (clamped) */
+static inline __mmask16 span(int lo, int hi)
+{
+    lo = lo < 0 ? 0 : lo, hi = hi > 16 ? 16 : hi;
+    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* prow: rows of ps words, row r = input row r - p (zero outside), word x = pixels
+ * x - p (low) and x - p + 1 (high) of it, zero outside the plane (masked loads: the
+ * lanes outside the row are neither read nor faulted on) */
+static BF16 void dw_pairs(uint32_t *prow, int ps, const uint16_t *in, int h, int w, int k)
+{
+    const int p = k / 2;
+    for (int r = 0; r < h + k - 1; r++) {
+        uint32_t *dst = prow + (size_t)r * ps;
+        const int y = r - p;
+        if (y < 0 || y >= h) {
+            memset(dst, 0, (size_t)ps * sizeof *dst);
+            continue;
+        }
+        const uint16_t *src = in + (size_t)y * w;
+        for (int x = 0; x < ps; x += 16) {
+            /* lane l: pixel x - p + l (low), x - p + 1 + l (high) */
+            const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(span(p - x, w + p - x), src + x - p));
+            const __m512i hi =
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(span(p - 1 - x, w + p - 1 - x), src + x - p + 1));
+            _mm512_storeu_si512(dst + x, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+}
+
+/* the pairs of a channel's kernel rows: wdp[ky * t + i] = (w[ky][2i], w[ky][2i + 1]) */
+static BF16 void dw_weights(uint32_t *wdp, const float *wc, int k)
+{
+    const int t = (k + 1) / 2;
+    float f[KMAX * (KMAX + 1)];
+    memset(f, 0, sizeof f);
+    for (int ky = 0; ky < k; ky++) memcpy(f + ky * 2 * t, wc + ky * k, (size_t)k * sizeof *f);
+    for (int q = 0; q < k * t; q += 16) {
+        const __m512 lo = _mm512_maskz_loadu_ps(lanes(2 * (k * t - q)), f + 2 * q);
+        const __m512 hi = _mm512_maskz_loadu_ps(lanes(2 * (k * t - q) - 16), f + 2 * q + 16);
+        _mm512_mask_storeu_epi32(wdp + q, lanes(k * t - q), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+/* R output rows from y, 64 pixels from x (masks mk) of a plane: sums over the kernel
+ * rows, then the pairs of each row, in order */
+INL BF16 void dw_block(const int KS, const int R, float *o, int w, const uint32_t *prow, int ps, const uint32_t *wdp,
+                       int y, int x, const __mmask16 *mk)
+{
+    const int T = (KS + 1) / 2;
+    __m512 s[DW_R][DW_NV];
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; v++) s[i][v] = _mm512_setzero_ps();
+    /* a loop over the input rows (not unrolled: unrolled, the compiler hoists every
+     * row's loads and weights into more registers than there are) */
+    _Pragma("GCC unroll 1") for (int r = 0; r < R + KS - 1; r++) {
+        const uint32_t *wr = wdp;
+        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+            __m512bh bv[DW_NV];
+            const uint32_t *src = prow + (size_t)(y + r) * ps + x + 2 * t;
+            _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; v++)
+                bv[v] = (__m512bh)_mm512_loadu_si512(src + 16 * v);
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                const int ky = r - i;
+                if (ky < 0 || ky >= KS) continue;
+                const __m512bh wv = (__m512bh)_mm512_set1_epi32((int)wr[ky * T + t]);
+                _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; v++) s[i][v] = _mm512_dpbf16_ps(s[i][v], wv, bv[v]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < DW_NV; v++)
+            _mm512_mask_storeu_ps(o + (size_t)(y + i) * w + x + 16 * v, mk[v], s[i][v]);
+}
+
+#define DW_CASE(KS)                                                                           \
+    case KS:                                                                                  \
+        if (r == DW_R) dw_block(KS, DW_R, o, w, prow, ps, wdp, y, x, mk);                     \
+        else if (r == 3) dw_block(KS, 3, o, w, prow, ps, wdp, y, x, mk);                      \
+        else if (r == 2) dw_block(KS, 2, o, w, prow, ps, wdp, y, x, mk);                      \
+        else dw_block(KS, 1, o, w, prow, ps, wdp, y, x, mk);                                  \
+        break;
+
+/* o (h x w) = the plane's depthwise convolution (no bias) from its pair rows */
+static BF16 void dw_plane(float *o, int h, int w, int k, const uint32_t *prow, int ps, const uint32_t *wdp)
+{
+    for (int x = 0; x < w; x += 16 * DW_NV) {
+        __mmask16 mk[DW_NV];
+        for (int v = 0; v < DW_NV; v++) mk[v] = lanes((long)w - (x + 16 * v));
+        for (int y = 0; y < h; y += DW_R) {
+            const int r = h - y < DW_R ? h - y : DW_R;
+            switch (k) {
+                DW_CASE(1) DW_CASE(3) DW_CASE(5) DW_CASE(7)
+            default: break;
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the block */
+
+BF16 void npred_bf16_block_eval_image(float *a, const float *x, const npred_bf16_block *b, void *scratch)
+{
+    bf_scr s = {0};
+    carve(&s, b, scratch);
+    const size_t hw = (size_t)b->h * b->w;
+    const int cip = (b->cin + 1) / 2, cop = (b->cout + 1) / 2, k = b->k;
+    for (int q = 0; q < cip; q++)
+        pair_rows(s.xp + (size_t)q * hw, x + (size_t)2 * q * hw, 2 * q + 1 < b->cin ? x + (size_t)(2 * q + 1) * hw : NULL,
+                  hw, 0.0f, 0.0f);
+    pack_weights(s.w0p, b->w0, b->cout, b->cin);
+    pack_weights(s.w2p, b->w2, b->cout, b->cout);
+    const pw_epi e0 = {b->b0, NULL, NULL, NULL, 0.0f, 0.0f};
+    pw_conv(PW_BF16, b->cout, cip, s.w0p, s.xp, hw, s.t0, &e0);
+    for (int q = 0; q < cop; q++) {
+        const int c0 = 2 * q, n = c0 + 1 < b->cout ? 2 : 1;
+        for (int u = 0; u < n; u++) {
+            dw_weights(s.wdp, b->wd + (size_t)(c0 + u) * k * k, k);
+            dw_pairs(s.prow, s.ps, s.t0 + (size_t)(c0 + u) * hw, b->h, b->w, k);
+            dw_plane(s.pl[u], b->h, b->w, k, s.prow, s.ps, s.wdp);
+        }
+        pair_rows(s.t1 + (size_t)q * hw, s.pl[0], n > 1 ? s.pl[1] : NULL, hw, b->bd ? b->bd[c0] : 0.0f,
+                  n > 1 && b->bd ? b->bd[c0 + 1] : 0.0f);
+    }
+    for (int c = 0; c < b->cout; c++) { /* the coefficients of the fp32 eval kernel */
+        s.scale[c] = (float)((b->gamma ? (double)b->gamma[c] : 1.0) * (1.0 / sqrt((double)b->var[c] + b->eps)));
+        s.shift[c] = b->beta ? b->beta[c] : 0.0f;
+    }
+    const pw_epi e2 = {b->b2, b->mean, s.scale, s.shift, b->xshift, b->yshift};
+    pw_conv(PW_BNELU, b->cout, cop, s.w2p, s.t1, hw, a, &e2);
+}

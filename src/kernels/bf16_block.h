@@ -1,0 +1,34 @@
+/* bf16 kernels of the depth-separable block (1x1 -> depthwise k x k -> 1x1 ->
+ * BatchNorm + ELU) for the bf16 precision (docs/precision.md): one image, NCHW,
+ * bf16 products (vdpbf16ps) with fp32 sums. The block's two intermediates stay in
+ * bf16 between the convolutions (the first as planes, the second as pairs of
+ * channels, the layout the second 1x1 multiplies without packing), and the second
+ * 1x1's results get their bias, BatchNorm (eval: running statistics) and ELU in
+ * fp32 before they are stored. Every sum's order depends on the shapes alone.
+ * AVX-512 BF16 only (npred_gemm_bf16_available). */
+#ifndef NPRED_KERNELS_BF16_BLOCK_H
+#define NPRED_KERNELS_BF16_BLOCK_H
+
+#include <stddef.h>
+
+typedef struct {
+    int cin, cout, h, w, k;             /* stride 1, dilation 1, padding k / 2 (same size) */
+    const float *w0, *b0;               /* 1x1 in: (cout, cin), bias or NULL */
+    const float *wd, *bd;               /* depthwise: (cout, k, k), bias or NULL */
+    const float *w2, *b2;               /* 1x1 out: (cout, cout), bias or NULL */
+    const float *mean, *var;            /* BatchNorm eval: running statistics (per channel) */
+    const float *gamma, *beta;          /* and affine parameters (NULL: 1, 0): y = (z - mean) * scale + beta, */
+    double eps;                         /* scale = gamma / sqrt(var + eps) rounded to float, one fma */
+    float xshift, yshift;               /* ELU: elu(y - xshift) + yshift */
+} npred_bf16_block;
+
+/* Whether the kernels take this geometry (odd k <= 7, padding k / 2, stride and
+ * dilation 1) on this CPU. */
+int npred_bf16_block_supported(int k, int pad, int stride, int dil);
+/* Bytes of scratch one image needs (64-byte aligned by the caller). */
+size_t npred_bf16_block_scratch_bytes(const npred_bf16_block *b);
+/* a (cout, h, w) = ELU(BN(1x1_out(dw(1x1_in(x))))) of one image x (cin, h, w), with
+ * the roundings of docs/precision.md: x, the weights and both intermediates to bf16. */
+void npred_bf16_block_eval_image(float *a, const float *x, const npred_bf16_block *b, void *scratch);
+
+#endif

@@ -1,0 +1,156 @@
+/* The bf16 depth-separable block (kernels/bf16_block.h) against a double-precision
+ * reference written here that rounds where the kernels round (x, the weights and both
+ * intermediates to bf16, by this file's own round-to-nearest-even, th_bf16):
+ *   - every output within 2^-6 of its chain of sums of |terms| (a rounding of an
+ *     intermediate may land on the other bf16 neighbour when the kernel's fp32 sum
+ *     and the double one straddle a tie: one bf16 ulp, 2^-7 relative, per
+ *     intermediate), and almost all (>= 97 %) within 10^-5 of it (fp32 sums);
+ *   - the unrounded double reference is farther away somewhere (bf16 really ran);
+ *   - the same inputs give the same bits, whatever the scratch held before;
+ * for every tail of the kernels' blocks (odd channel counts, rows and columns past
+ * a block) and k = 1, 3, 5, 7, with and without biases and BatchNorm affine
+ * parameters, and the baseline's geometry. On a CPU without AVX-512 BF16 the
+ * geometry must be refused. */
+#include "harness.h"
+#include "kernels/bf16_block.h"
+#include "kernels/gemm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *rnd(size_t n, uint64_t *st, double scale, double shift)
+{
+    float *a = malloc((n ? n : 1) * sizeof *a);
+    for (size_t i = 0; i < n; i++) a[i] = (float)(shift + scale * th_rand(st));
+    return a;
+}
+
+/* double reference of one image; rounded: with the kernels' bf16 roundings; mag: the
+ * chain of sums of |terms| of each output, scaled by |BatchNorm scale| */
+static void reference(double *out, double *mag, const npred_bf16_block *b, const float *x, int rounded)
+{
+    const int C = b->cout, K = b->k, P = K / 2;
+    const size_t hw = (size_t)b->h * b->w;
+    double *t0 = calloc((size_t)C * hw, sizeof *t0), *m0 = calloc((size_t)C * hw, sizeof *m0);
+    double *t1 = calloc((size_t)C * hw, sizeof *t1), *m1 = calloc((size_t)C * hw, sizeof *m1);
+#define R(v) (rounded ? th_bf16(v) : (double)(v))
+    for (int c = 0; c < C; c++)
+        for (size_t p = 0; p < hw; p++) {
+            double s = 0, m = 0;
+            for (int i = 0; i < b->cin; i++) {
+                s += R(b->w0[c * b->cin + i]) * R(x[i * hw + p]);
+                m += fabs(R(b->w0[c * b->cin + i]) * R(x[i * hw + p]));
+            }
+            s += b->b0 ? b->b0[c] : 0.0;
+            m += b->b0 ? fabs(b->b0[c]) : 0.0;
+            t0[c * hw + p] = rounded ? th_bf16((float)s) : s;
+            m0[c * hw + p] = m;
+        }
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < b->h; y++)
+            for (int xx = 0; xx < b->w; xx++) {
+                double s = 0, m = 0;
+                for (int ky = 0; ky < K; ky++)
+                    for (int kx = 0; kx < K; kx++) {
+                        const int iy = y + ky - P, ix = xx + kx - P;
+                        if (iy < 0 || iy >= b->h || ix < 0 || ix >= b->w) continue;
+                        const double wv = R(b->wd[(c * K + ky) * K + kx]);
+                        s += wv * t0[c * hw + iy * b->w + ix];
+                        m += fabs(wv) * m0[c * hw + iy * b->w + ix];
+                    }
+                s += b->bd ? b->bd[c] : 0.0;
+                m += b->bd ? fabs(b->bd[c]) : 0.0;
+                t1[c * hw + y * b->w + xx] = rounded ? th_bf16((float)s) : s;
+                m1[c * hw + y * b->w + xx] = m;
+            }
+    for (int c = 0; c < C; c++) {
+        const double sc = (b->gamma ? b->gamma[c] : 1.0) / sqrt(b->var[c] + b->eps);
+        for (size_t p = 0; p < hw; p++) {
+            double s = b->b2 ? b->b2[c] : 0.0, m = b->b2 ? fabs(b->b2[c]) : 0.0;
+            for (int i = 0; i < C; i++) {
+                s += R(b->w2[c * C + i]) * t1[i * hw + p];
+                m += fabs(R(b->w2[c * C + i])) * m1[i * hw + p];
+            }
+            const double t = (s - b->mean[c]) * sc + (b->beta ? b->beta[c] : 0.0) - b->xshift;
+            out[c * hw + p] = (t > 0 ? t : expm1(t)) + b->yshift;
+            mag[c * hw + p] = fabs(sc) * (m + fabs(b->mean[c]));
+        }
+    }
+#undef R
+    free(t0), free(m0), free(t1), free(m1);
+}
+
+static void check_block(int cin, int cout, int h, int w, int k, int biases, int affine, uint64_t seed)
+{
+    uint64_t st = seed;
+    const size_t hw = (size_t)h * w;
+    float *x = rnd((size_t)cin * hw, &st, 1.0, 0.0), *w0 = rnd((size_t)cout * cin, &st, 0.4, 0.0);
+    float *wd = rnd((size_t)cout * k * k, &st, 0.3, 0.0), *w2 = rnd((size_t)cout * cout, &st, 0.4, 0.0);
+    float *b0 = rnd(cout, &st, 0.2, 0.0), *bd = rnd(cout, &st, 0.2, 0.0), *b2 = rnd(cout, &st, 0.2, 0.0);
+    float *mean = rnd(cout, &st, 0.3, 0.0), *var = rnd(cout, &st, 0.2, 1.0);
+    float *gamma = rnd(cout, &st, 0.3, 1.0), *beta = rnd(cout, &st, 0.3, 0.0);
+    npred_bf16_block b = {cin, cout, h, w, k, w0, biases ? b0 : NULL, wd, biases ? bd : NULL, w2,
+                          biases ? b2 : NULL, mean, var, affine ? gamma : NULL, affine ? beta : NULL, 1e-5,
+                          0.25f, 1.0f};
+    const size_t n = (size_t)cout * hw, sb = npred_bf16_block_scratch_bytes(&b);
+    float *a = malloc(n * sizeof *a), *a2 = malloc(n * sizeof *a2);
+    void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
+    double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag), *ref_f = malloc(n * sizeof *ref_f);
+    memset(scr, 0, sb);
+    npred_bf16_block_eval_image(a, x, &b, scr);
+    memset(scr, 0xFF, sb); /* NaN patterns: nothing may be read before it is written */
+    npred_bf16_block_eval_image(a2, x, &b, scr);
+    CHECK(memcmp(a, a2, n * sizeof *a) == 0, "cin %d cout %d %dx%d k %d: not the same bits twice", cin, cout, h, w,
+          k);
+    reference(ref, mag, &b, x, 1);
+    double wmag = 0;
+    reference(ref_f, mag, &b, x, 0); /* the unrounded reference (mag is the same up to roundings) */
+    double far_f = 0;
+    for (size_t i = 0; i < n; i++) far_f = th_worst(far_f, fabs(a[i] - ref_f[i]) / (mag[i] + 1e-30));
+    reference(ref, mag, &b, x, 1);
+    double worst = 0;
+    size_t tight = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs(a[i] - ref[i]) / (mag[i] + 1e-30);
+        worst = th_worst(worst, e);
+        tight += e <= 1e-5;
+        wmag = mag[i] > wmag ? mag[i] : wmag;
+    }
+    CHECK(worst <= 0x1p-6, "cin %d cout %d %dx%d k %d: error %.3g of the sums of |terms| (bound 2^-6)", cin, cout, h,
+          w, k, worst);
+    CHECK(tight >= 0.97 * n, "cin %d cout %d %dx%d k %d: only %zu of %zu outputs within 1e-5", cin, cout, h, w, k,
+          tight, n);
+    CHECK(far_f >= 2e-5, "cin %d cout %d %dx%d k %d: the unrounded reference is only %.3g away (bf16 ran?)", cin,
+          cout, h, w, k, far_f);
+    CHECK(wmag > 0, "no outputs");
+    printf("  cin %d cout %d %dx%d k %d: worst %.2e, %.1f %% within 1e-5, unrounded reference %.2e away\n", cin,
+           cout, h, w, k, worst, 100.0 * tight / n, far_f);
+    free(x), free(w0), free(wd), free(w2), free(b0), free(bd), free(b2), free(mean), free(var), free(gamma);
+    free(beta), free(a), free(a2), free(scr), free(ref), free(mag), free(ref_f);
+}
+
+static void test_shapes(void)
+{
+    if (!npred_gemm_bf16_available()) {
+        CHECK(!npred_bf16_block_supported(7, 3, 1, 1), "bf16 block claimed without AVX-512 BF16");
+        return;
+    }
+    CHECK(npred_bf16_block_supported(7, 3, 1, 1) && npred_bf16_block_supported(3, 1, 1, 1), "k 7 / 3 refused");
+    CHECK(!npred_bf16_block_supported(7, 2, 1, 1) && !npred_bf16_block_supported(7, 3, 2, 1) &&
+              !npred_bf16_block_supported(7, 3, 1, 2) && !npred_bf16_block_supported(9, 4, 1, 1) &&
+              !npred_bf16_block_supported(4, 2, 1, 1),
+          "an unsupported geometry accepted");
+    check_block(6, 10, 9, 21, 7, 1, 1, 1);
+    check_block(5, 7, 6, 70, 3, 0, 0, 2);   /* odd channels, a second 64-pixel block, rows past 4 */
+    check_block(4, 9, 5, 17, 5, 1, 0, 3);   /* rows 1 past a block of 8, 5 rows */
+    check_block(3, 3, 3, 3, 1, 1, 1, 4);    /* k 1 */
+    check_block(8, 16, 7, 130, 7, 1, 1, 5); /* three 64-pixel blocks */
+    check_block(64, 64, 28, 56, 7, 1, 1, 6); /* the baseline's hidden layers */
+}
+
+int main(void)
+{
+    RUN(test_shapes);
+    return th_summary();
+}
