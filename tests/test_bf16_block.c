@@ -7,6 +7,8 @@
  *     intermediate), and almost all (>= 97 %) within 10^-5 of it (fp32 sums);
  *   - the unrounded double reference is farther away somewhere (bf16 really ran);
  *   - the same inputs give the same bits, whatever the scratch held before;
+ *   - input and output as bf16 pairs of channels (the chained layers' layout): the
+ *     output is the fp32 one rounded, from the input the fp32 one rounds to;
  * for every tail of the kernels' blocks (odd channel counts, rows and columns past
  * a block) and k = 1, 3, 5, 7, with and without biases and BatchNorm affine
  * parameters, and the baseline's geometry. On a CPU without AVX-512 BF16 the
@@ -98,14 +100,35 @@ static void check_block(int cin, int cout, int h, int w, int k, int biases, int 
     void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
     double *ref = malloc(n * sizeof *ref), *mag = malloc(n * sizeof *mag), *ref_f = malloc(n * sizeof *ref_f);
     memset(scr, 0, sb);
-    npred_bf16_block_eval_image(a, x, &b, scr);
+    npred_bf16_block_eval_image(&b, x, NULL, a, NULL, scr);
     memset(scr, 0xFF, sb); /* NaN patterns: nothing may be read before it is written */
-    npred_bf16_block_eval_image(a2, x, &b, scr);
+    npred_bf16_block_eval_image(&b, x, NULL, a2, NULL, scr);
     CHECK(memcmp(a, a2, n * sizeof *a) == 0, "cin %d cout %d %dx%d k %d: not the same bits twice", cin, cout, h, w,
           k);
-    reference(ref, mag, &b, x, 1);
+    /* as bf16 pairs of channels: the input given as pairs (the values the fp32 input
+     * rounds to) and the output written as pairs (the fp32 output, rounded) */
+    uint32_t *xpairs = malloc(npred_bf16_block_pair_words(cin, h, w) * 4);
+    uint32_t *apairs = malloc(npred_bf16_block_pair_words(cout, h, w) * 4);
+    int pairs_ok = 1;
+    for (int ci = 0; ci < cin; ci += 2)
+        for (size_t p = 0; p < hw; p++) {
+            union { float f; uint32_t u; } lo = {(float)th_bf16(x[ci * hw + p])}, hi = {0.0f};
+            if (ci + 1 < cin) hi.f = (float)th_bf16(x[(ci + 1) * hw + p]);
+            xpairs[ci / 2 * hw + p] = (lo.u >> 16) | (hi.u & 0xFFFF0000u);
+        }
+    npred_bf16_block_eval_image(&b, NULL, xpairs, NULL, apairs, scr);
+    for (int co = 0; co < cout; co++)
+        for (size_t p = 0; p < hw; p++) {
+            const uint32_t word = apairs[co / 2 * hw + p];
+            union { float f; uint32_t u; } v = {(float)th_bf16(a[co * hw + p])};
+            pairs_ok &= (co % 2 ? word & 0xFFFF0000u : word << 16) == v.u;
+            if (co % 2 == 0 && co + 1 == cout) pairs_ok &= (word >> 16) == 0;
+        }
+    CHECK(pairs_ok, "cin %d cout %d %dx%d k %d: pairs in / out differ from the fp32 input / output rounded", cin,
+          cout, h, w, k);
+    free(xpairs), free(apairs);
     double wmag = 0;
-    reference(ref_f, mag, &b, x, 0); /* the unrounded reference (mag is the same up to roundings) */
+    reference(ref_f, mag, &b, x, 0); /* the unrounded reference */
     double far_f = 0;
     for (size_t i = 0; i < n; i++) far_f = th_worst(far_f, fabs(a[i] - ref_f[i]) / (mag[i] + 1e-30));
     reference(ref, mag, &b, x, 1);

@@ -999,7 +999,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
 #pragma omp for schedule(static)
         for (int n = 0; n < B; n++) {
             if (bfb) {
-                npred_bf16_block_eval_image(L->a + n * n_out, in + n * n_mid, &bb,
+                npred_bf16_block_eval_image(&bb, in + n * n_mid, NULL, L->a + n * n_out, NULL,
                                             (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
                 continue;
             }
@@ -1325,6 +1325,55 @@ static int apply_in_next(const npred_core *core, int l, int B, int train)
            B >= npred_threads();
 }
 
+/* bf16 predictions: layers l0 .. the last (all depth-separable, in the bf16 block
+ * kernels, the last one the core's output) image by image, each image through all of
+ * them at once: between the layers its activations stay in per-thread scratch as bf16
+ * pairs (the values the next layer's 1x1 rounds them to: the bits of the layer by
+ * layer path), only the last layer's output is stored. Returns 0 without running
+ * when the layers do not qualify. */
+static int bf16_chain(npred_core *core, npred_ptable *t, const float *in, int B, int l0)
+{
+    const npred_core_config *c = &core->cfg;
+    npred_bf16_block bb[NPRED_CORE_MAXLAYERS];
+    if (uses_skip(c) || c->n_stack != 1 || c->stack[0] != c->layers - 1 || l0 >= c->layers - 1) return 0;
+    size_t pairs = 0, sb = 0;
+    for (int l = l0; l < c->layers; l++) {
+        npred_core_layer *L = &core->L[l];
+        const blk_eval ev = {pw(t, L->p_rmean), pw(t, L->p_rvar), pw(t, L->p_gamma), pw(t, L->p_beta),
+                             core->act.xshift, core->act.yshift};
+        if (!L->ds || !L->fused || L->has_se || L->rot != 1 || L->p_rmean < 0 || L->p_rvar < 0 ||
+            !bf16_block_of(core, L, t, &ev, &bb[l]) || (l > l0 && L->cin != core->L[l - 1].cout))
+            return 0;
+        size_t pw_ = (npred_bf16_block_pair_words(L->cout, L->hout, L->wout) * 4 + 63) / 64 * 64;
+        size_t s_ = (npred_bf16_block_scratch_bytes(&bb[l]) + 63) / 64 * 64;
+        pairs = pw_ > pairs ? pw_ : pairs;
+        sb = s_ > sb ? s_ : sb;
+    }
+    if (sb + 2 * pairs > core->bf_ws_per) return 0;
+    const npred_core_layer *F = &core->L[l0], *E = &core->L[c->layers - 1];
+    const size_t n_in = (size_t)F->cin * F->hin * F->win, n_out = (size_t)E->cout * E->hout * E->wout;
+    int T = npred_threads() < B ? npred_threads() : B;
+    if (T > core->bf_ws_threads) T = core->bf_ws_threads;
+#pragma omp parallel for num_threads(T) if (T > 1) schedule(static)
+    for (int n = 0; n < B; n++) {
+        char *mine = (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per;
+        uint32_t *buf[2] = {(uint32_t *)(void *)(mine + sb), (uint32_t *)(void *)(mine + sb + pairs)};
+        const uint32_t *xp = NULL;
+        for (int l = l0; l < c->layers; l++) {
+            const int last = l == c->layers - 1;
+            uint32_t *ap = last ? NULL : buf[(l - l0) % 2];
+            npred_bf16_block_eval_image(&bb[l], l == l0 ? in + n * n_in : NULL, xp, last ? E->a + n * n_out : NULL,
+                                        ap, mine);
+            xp = ap;
+        }
+    }
+    for (int l = l0; l < c->layers; l++) { /* the statistics cache, as the layer by layer path leaves it */
+        npred_core_layer *L = &core->L[l];
+        npred_batchnorm2d_eval_stats(L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), L->cout, 1e-5);
+    }
+    return 1;
+}
+
 npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *x, int B, int train)
 {
     const npred_core_config *c = &core->cfg;
@@ -1371,6 +1420,7 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             ev.rmean = pw(t, L->p_rmean), ev.rvar = pw(t, L->p_rvar);
             ev.gamma = pw(t, L->p_gamma), ev.beta = pw(t, L->p_beta);
         }
+        if (bf_eval && bf16_chain(core, t, in, B, l)) break;
         if (L->att) {
             size_t nn = (size_t)B * L->cout * L->hout * L->wout;
             for (int i = 0; i < 3; i++)
@@ -2061,14 +2111,16 @@ npred_status npred_core_set_bf16(npred_core *core, int on)
     free(core->bf_ws);
     core->bf_ws = NULL, core->bf_ws_per = 0, core->bf_ws_threads = 0;
     if (!on) return NPRED_OK;
-    /* scratch of the bf16 block kernels: the largest layer's, per thread */
+    /* scratch of the bf16 block kernels per thread: the largest layer's, then two
+     * activations as bf16 pairs (bf16_chain) */
     size_t per = 0;
     for (int l = 0; l < core->cfg.layers; l++) {
         const npred_core_layer *L = &core->L[l];
         if (!L->ds) continue;
         npred_bf16_block b = {L->cp[0].c, L->cp[0].o, L->cp[0].h, L->cp[0].w, L->cp[1].kh, NULL, NULL, NULL, NULL,
                               NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
-        size_t need = npred_bf16_block_scratch_bytes(&b);
+        size_t need = (npred_bf16_block_scratch_bytes(&b) + 63) / 64 * 64 +
+                      2 * ((npred_bf16_block_pair_words(L->cout, L->hout, L->wout) * 4 + 63) / 64 * 64);
         if (need > per) per = need;
     }
     if (!per) return NPRED_OK;

@@ -182,19 +182,30 @@ INL BF16 __m512 expm1_fma(__m512 x)
  * of the tile (mr x 48) that pw_block wrote (apart from the sums: their 24
  * accumulators leave no registers for the exp), the row's vectors side by side so that
  * their exp chains overlap */
-static BF16 void bnelu_rows(float *out, const float *tile, size_t hw, int i0, int mr, size_t j, const __mmask16 *mk,
-                            const pw_epi *e)
+static BF16 void bnelu_rows(float *out, uint32_t *outp, float *tile, size_t hw, int i0, int mr, size_t j,
+                            const __mmask16 *mk, const pw_epi *e)
 {
     const __m512 xs = _mm512_set1_ps(e->xs), ys = _mm512_set1_ps(e->ys);
     for (int o = i0; o < i0 + mr; o++) {
         const __m512 mean = _mm512_set1_ps(e->mean[o]), sc = _mm512_set1_ps(e->scale[o]);
         const __m512 sh = _mm512_set1_ps(e->shift[o]);
-        float *row = out + (size_t)o * hw + j;
+        float *tr = tile + (o - i0) * 16 * PW_NV, *row = out ? out + (size_t)o * hw + j : tr;
         _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++) {
-            const __m512 z = _mm512_maskz_loadu_ps(mk[v], tile + (o - i0) * 16 * PW_NV + 16 * v);
+            const __m512 z = _mm512_maskz_loadu_ps(mk[v], tr + 16 * v);
             const __m512 t = _mm512_sub_ps(_mm512_fmadd_ps(_mm512_sub_ps(z, mean), sc, sh), xs);
             const __mmask16 pos = _mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_GT_OQ);
             _mm512_mask_storeu_ps(row + 16 * v, mk[v], _mm512_add_ps(_mm512_mask_blend_ps(pos, expm1_fma(t), t), ys));
+        }
+    }
+    if (!outp) return;
+    /* pairs of rows (i0 even) -> pairs of channels, an odd last row with zero */
+    for (int r = 0; r < mr; r += 2) {
+        const float *t0 = tile + r * 16 * PW_NV, *t1 = t0 + 16 * PW_NV;
+        uint32_t *dst = outp + (size_t)((i0 + r) / 2) * hw + j;
+        _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++) {
+            const __m512 f0 = _mm512_maskz_loadu_ps(mk[v], t0 + 16 * v);
+            const __m512 f1 = r + 1 < mr ? _mm512_maskz_loadu_ps(mk[v], t1 + 16 * v) : _mm512_setzero_ps();
+            _mm512_mask_storeu_epi32(dst + 16 * v, mk[v], pair16(f0, f1));
         }
     }
 }
@@ -214,10 +225,11 @@ static BF16 void pw_block_any(int mr, int mode, int kp, const uint32_t *wp, cons
     }
 }
 
-/* out (o rows of hw) from wp (o x kp pairs) and bp (kp rows of hw pairs): panels of 48
- * pixels outermost (kp x 48 words of B stay in L1 while every row block passes) */
+/* out (o rows of hw; PW_BNELU: fp32 planes out, or pairs of channels outp) from wp
+ * (o x kp pairs) and bp (kp rows of hw pairs): panels of 48 pixels outermost (kp x 48
+ * words of B stay in L1 while every row block passes) */
 static BF16 void pw_conv(int mode, int o, int kp, const uint32_t *wp, const uint32_t *bp, size_t hw, void *out,
-                         const pw_epi *e)
+                         uint32_t *outp, const pw_epi *e)
 {
     float tile[PW_MR * 16 * PW_NV] __attribute__((aligned(64)));
     for (size_t j = 0; j < hw; j += 16 * PW_NV) {
@@ -229,7 +241,7 @@ static BF16 void pw_conv(int mode, int o, int kp, const uint32_t *wp, const uint
                 pw_block_any(mr, mode, kp, wp, bp, hw, i, j, mk, (uint16_t *)out + (size_t)i * hw + j, hw, e);
             } else {
                 pw_block_any(mr, mode, kp, wp, bp, hw, i, j, mk, tile, 16 * PW_NV, e);
-                bnelu_rows(out, tile, hw, i, mr, j, mk, e);
+                bnelu_rows(out, outp, tile, hw, i, mr, j, mk, e);
             }
         }
     }
@@ -339,19 +351,24 @@ static BF16 void dw_plane(float *o, int h, int w, int k, const uint32_t *prow, i
 
 /* ---------------------------------------------------------------- the block */
 
-BF16 void npred_bf16_block_eval_image(float *a, const float *x, const npred_bf16_block *b, void *scratch)
+size_t npred_bf16_block_pair_words(int c, int h, int w) { return ((size_t)c + 1) / 2 * h * w + 16; }
+
+BF16 void npred_bf16_block_eval_image(const npred_bf16_block *b, const float *x, const uint32_t *xpairs, float *a,
+                                      uint32_t *apairs, void *scratch)
 {
     bf_scr s = {0};
     carve(&s, b, scratch);
     const size_t hw = (size_t)b->h * b->w;
     const int cip = (b->cin + 1) / 2, cop = (b->cout + 1) / 2, k = b->k;
-    for (int q = 0; q < cip; q++)
+    const uint32_t *xp = xpairs;
+    for (int q = 0; !xp && q < cip; q++)
         pair_rows(s.xp + (size_t)q * hw, x + (size_t)2 * q * hw, 2 * q + 1 < b->cin ? x + (size_t)(2 * q + 1) * hw : NULL,
                   hw, 0.0f, 0.0f);
     pack_weights(s.w0p, b->w0, b->cout, b->cin);
     pack_weights(s.w2p, b->w2, b->cout, b->cout);
     const pw_epi e0 = {b->b0, NULL, NULL, NULL, 0.0f, 0.0f};
-    pw_conv(PW_BF16, b->cout, cip, s.w0p, s.xp, hw, s.t0, &e0);
+    if (!xp) xp = s.xp;
+    pw_conv(PW_BF16, b->cout, cip, s.w0p, xp, hw, s.t0, NULL, &e0);
     for (int q = 0; q < cop; q++) {
         const int c0 = 2 * q, n = c0 + 1 < b->cout ? 2 : 1;
         for (int u = 0; u < n; u++) {
@@ -367,5 +384,5 @@ BF16 void npred_bf16_block_eval_image(float *a, const float *x, const npred_bf16
         s.shift[c] = b->beta ? b->beta[c] : 0.0f;
     }
     const pw_epi e2 = {b->b2, b->mean, s.scale, s.shift, b->xshift, b->yshift};
-    pw_conv(PW_BNELU, b->cout, cop, s.w2p, s.t1, hw, a, &e2);
+    pw_conv(PW_BNELU, b->cout, cop, s.w2p, s.t1, hw, a, a ? NULL : apairs, &e2);
 }

@@ -10,6 +10,7 @@
 #define NPRED_KERNELS_BF16_BLOCK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     int cin, cout, h, w, k;             /* stride 1, dilation 1, padding k / 2 (same size) */
@@ -27,8 +28,14 @@ typedef struct {
 int npred_bf16_block_supported(int k, int pad, int stride, int dil);
 /* Bytes of scratch one image needs (64-byte aligned by the caller). */
 size_t npred_bf16_block_scratch_bytes(const npred_bf16_block *b);
-/* a (cout, h, w) = ELU(BN(1x1_out(dw(1x1_in(x))))) of one image x (cin, h, w), with
- * the roundings of docs/precision.md: x, the weights and both intermediates to bf16. */
-void npred_bf16_block_eval_image(float *a, const float *x, const npred_bf16_block *b, void *scratch);
+/* Words of an activation of c channels as pairs of channels (the layout above). */
+size_t npred_bf16_block_pair_words(int c, int h, int w);
+/* One image through the block: ELU(BN(1x1_out(dw(1x1_in(x))))), with the roundings of
+ * docs/precision.md (x, the weights and both intermediates to bf16). The input is x
+ * (cin, h, w) fp32, or when x is NULL xpairs (a previous block's apairs: bf16 pairs of
+ * channels, the values x would round to); the output is a (cout, h, w) fp32, or when
+ * a is NULL apairs (pairs of channels, npred_bf16_block_pair_words). */
+void npred_bf16_block_eval_image(const npred_bf16_block *b, const float *x, const uint32_t *xpairs, float *a,
+                                 uint32_t *apairs, void *scratch);
 
 #endif
