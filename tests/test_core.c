@@ -426,7 +426,7 @@ static void test_eval_image_by_image(void)
  * layer stacked) gives the same bits as the one that stores every activation:
  * outputs, running statistics, parameter and input gradients, over several training
  * steps (SGD in between), then in eval mode (output and input gradient), for 1 and 2
- * threads and in bf16; and it never writes the activations it does not store, nor the
+ * threads and in bf16 (where 1 and 2 threads give the same bits too); and it never writes the activations it does not store, nor the
  * second output-gradient buffer. (The default, auto, would not recompute at this size.) */
 static int rc_bf16; /* recompute_run: bf16 GEMM convolutions */
 
@@ -522,9 +522,11 @@ static void test_recompute_bit_identical(void)
     static const char *cfg = "{\"core\": {\"hidden_channels\": 16, \"input_kern\": 7, \"hidden_kern\": 5,"
                              " \"layers\": 4, \"depth_separable\": true, \"pad_input\": false, \"stack\": -1,"
                              " \"elu_shift\": [0.1, -0.2], \"gamma_input\": 0.5}}";
-    for (int v = 0; v < 3; v++) { /* 1 thread, 2 threads, 2 threads in bf16 (where the CPU has it) */
-        int threads = v ? 2 : 1;
-        rc_bf16 = v == 2;
+    float *bf_o = NULL, *bf_g = NULL, *bf_dx = NULL; /* the 2-thread bf16 run's results */
+    /* 1 thread, 2 threads, 2 threads and 1 thread in bf16 (where the CPU has it) */
+    for (int v = 0; v < 4; v++) {
+        int threads = v == 1 || v == 2 ? 2 : 1;
+        rc_bf16 = v >= 2;
         if (rc_bf16 && !npred_gemm_bf16_available()) continue;
         float *o[2] = {0}, *g[2] = {0}, *dx[2] = {0}, *p[2] = {0}, *b[2] = {0};
         size_t nout = 0, np = 0, nx = 0, nb = 0;
@@ -533,7 +535,8 @@ static void test_recompute_bit_identical(void)
             recompute_run(cfg, k ? NPRED_CORE_RECOMPUTE_ON : NPRED_CORE_RECOMPUTE_OFF, threads, 3, &o[k], &g[k],
                           &dx[k], &p[k], &b[k], &nout, &np, &nx, &nb, &used[k], &untouched[k]);
         if (!CHECK(o[0] && o[1], "a run failed")) continue;
-        const char *what = rc_bf16 ? "2 threads, bf16" : threads == 1 ? "1 thread" : "2 threads";
+        const char *what = rc_bf16 ? (threads == 1 ? "1 thread, bf16" : "2 threads, bf16")
+                                   : threads == 1 ? "1 thread" : "2 threads";
         CHECK(!used[0] && used[1], "recomputation used: off %d, on %d (want 0, 1)", used[0], used[1]);
         CHECK(!untouched[0] && untouched[1], "unstored activations untouched: off %d, on %d (want 0, 1)", untouched[0],
               untouched[1]);
@@ -547,8 +550,18 @@ static void test_recompute_bit_identical(void)
         double gn = 0;
         for (size_t i = 0; i < np; i++) gn += (double)g[1][i] * g[1][i];
         CHECK(gn > 0 && isfinite(gn), "gradient norm %g", gn);
+        if (v == 2) { /* kept for the 1-thread bf16 run: bf16 training does not depend on the thread count */
+            bf_o = o[0], bf_g = g[0], bf_dx = dx[0];
+            o[0] = g[0] = dx[0] = NULL;
+        } else if (v == 3 && bf_o) {
+            CHECK(memcmp(o[0], bf_o, 2 * nout * sizeof *o[0]) == 0, "bf16: outputs differ with 1 and 2 threads");
+            CHECK(memcmp(g[0], bf_g, np * sizeof *g[0]) == 0, "bf16: gradients differ with 1 and 2 threads");
+            CHECK(memcmp(dx[0], bf_dx, 2 * nx * sizeof *dx[0]) == 0,
+                  "bf16: input gradients differ with 1 and 2 threads");
+        }
         for (int k = 0; k < 2; k++) free(o[k]), free(g[k]), free(dx[k]), free(p[k]), free(b[k]);
     }
+    free(bf_o), free(bf_g), free(bf_dx);
     rc_bf16 = 0;
     npred_core c;
     CHECK(npred_core_set_recompute(&c, 2) != NPRED_OK, "recompute mode 2 accepted");

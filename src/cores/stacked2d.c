@@ -941,8 +941,8 @@ typedef struct {
     float xshift, yshift;
 } blk_eval;
 
-/* The bf16 block kernels' description of layer L in eval mode (ev), when bf16 is on and
- * they take its geometry; else 0 */
+/* The bf16 block kernels' description of layer L (BatchNorm eval from ev; ev NULL: a
+ * training forward), when bf16 is on and they take its geometry; else 0 */
 static int bf16_block_of(const npred_core *core, const npred_core_layer *L, npred_ptable *t, const blk_eval *ev,
                          npred_bf16_block *b)
 {
@@ -951,14 +951,15 @@ static int bf16_block_of(const npred_core *core, const npred_core_layer *L, npre
         if (p[i].kh != 1 || p[i].kw != 1 || p[i].groups != 1 || p[i].stride_h != 1 || p[i].stride_w != 1 ||
             p[i].pad_h || p[i].pad_w)
             return 0;
-    if (!core->bf_ws || !ev || L->nconv != 3 || !p[0].bf16 || p[2].c != p[2].o || p[0].o != p[1].c ||
+    if (!core->bf_ws || L->nconv != 3 || !p[0].bf16 || p[2].c != p[2].o || p[0].o != p[1].c ||
         p[1].groups != p[1].c || p[1].c != p[1].o || p[1].kh != p[1].kw || p[1].pad_h != p[1].pad_w ||
         p[1].stride_h != p[1].stride_w || p[1].dil_h != p[1].dil_w ||
         !npred_bf16_block_supported(p[1].kh, p[1].pad_h, p[1].stride_h, p[1].dil_h))
         return 0;
     *b = (npred_bf16_block){p[0].c, p[0].o, p[0].h, p[0].w, p[1].kh, pw(t, L->p_w[0]), pw(t, L->p_b[0]),
-                            pw(t, L->p_w[1]), pw(t, L->p_b[1]), pw(t, L->p_w[2]), pw(t, L->p_b[2]), ev->rmean,
-                            ev->rvar, ev->gamma, ev->beta, 1e-5, ev->xshift, ev->yshift};
+                            pw(t, L->p_w[1]), pw(t, L->p_b[1]), pw(t, L->p_w[2]), pw(t, L->p_b[2]),
+                            ev ? ev->rmean : NULL, ev ? ev->rvar : NULL, ev ? ev->gamma : NULL,
+                            ev ? ev->beta : NULL, 1e-5, ev ? ev->xshift : 0.0f, ev ? ev->yshift : 0.0f};
     return npred_bf16_block_scratch_bytes(b) <= core->bf_ws_per;
 }
 
@@ -987,8 +988,13 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     /* bf16: an eval block without intermediates in memory (its BatchNorm + ELU applied
      * by the second 1x1's kernel) */
     npred_bf16_block bb;
-    const int bfb = lean && !pst && !prev && bf16_block_of(core, L, t, ev, &bb);
-    if (bfb && T > core->bf_ws_threads) T = core->bf_ws_threads;
+    const int bfb = ev && lean && !pst && !prev && bf16_block_of(core, L, t, ev, &bb);
+    /* bf16 training: the same kernels make z and store both intermediates in bf16
+     * (L->t_bf16; ds_backward widens them) */
+    const int bft = core->train && !ev && !lean && L->has_bn && bf16_block_of(core, L, t, NULL, &bb);
+    L->t_bf16 = bft ? (rcm ? 2 : 1) : 0;
+    if ((bfb || bft) && T > core->bf_ws_threads) T = core->bf_ws_threads;
+    const size_t n_pairs = (size_t)(L->cout + 1) / 2 * hw;
     int failed = 0;
 #pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
     {
@@ -1006,7 +1012,12 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
             const size_t slot = lean ? (size_t)npred_thread_id() : (size_t)n;
             float *z = (lean ? core->g[2] : L->z) + slot * n_out;
             const float *xin = ds_input(L, in, prev, n, sc.ain);
-            if (nc == 3) {
+            if (bft) { /* (recomputing: the intermediates into the thread's scratch) */
+                npred_bf16_block_train_image(
+                    &bb, xin, z, rcm ? (uint16_t *)(void *)sc.t0 : (uint16_t *)(void *)L->t[0] + n * n_mid,
+                    rcm ? (uint32_t *)(void *)sc.t1 : (uint32_t *)(void *)L->t[1] + n * n_pairs,
+                    (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
+            } else if (nc == 3) {
                 float *t0 = rcm ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
                 float *t1 = rcm ? sc.t1 : (lean ? core->g[1] : L->t[1]) + slot * n_out;
                 failed |= npred_conv2d_forward(t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
@@ -1079,6 +1090,10 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
     if (T < 1) return npred_errorf(NPRED_ERR_ARG, "core: workspace of %zu bytes too small", core->ws_bytes);
     /* din over dy: each image's input gradient replaces its output gradient once its
      * BatchNorm gradient is formed (the same size: the caller checks) */
+    npred_bf16_block bb;
+    if (L->t_bf16 == 2 && !bf16_block_of(core, L, t, NULL, &bb))
+        return npred_errorf(NPRED_ERR_ARG, "core: the bf16 block of the forward is not available");
+    if (L->t_bf16 && T > core->bf_ws_threads) T = core->bf_ws_threads;
     const int in_place = bn && din == bn->dy;
     if (in_place && n_in != n_out) return npred_errorf(NPRED_ERR_ARG, "core: in-place block of unequal sizes");
     int failed = 0;
@@ -1098,9 +1113,21 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
             for (int n = n0; n < n1; n++) {
                 const float *xin = ds_input(L, in, prev, n, sc.ain);
                 const float *t0 = prev ? sc.t0 : L->t[0] + n * n_mid, *t1 = prev ? sc.t1 : L->t[1] + n * n_out;
-                if (prev)
+                if (L->t_bf16 == 2) { /* recomputed by the forward's bf16 kernels (into the gradients'
+                                         scratch, not yet used), widened (exact) */
+                    npred_bf16_block_front_image(&bb, xin, (uint16_t *)(void *)sc.dt0, (uint32_t *)(void *)sc.dt1,
+                                                 (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
+                    npred_bf16_block_widen(sc.t0, sc.t1, (const uint16_t *)(const void *)sc.dt0,
+                                           (const uint32_t *)(const void *)sc.dt1, L->cout, hw);
+                } else if (prev) {
                     failed |= npred_conv2d_forward(sc.t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
                               npred_conv2d_forward(sc.t1, sc.t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK;
+                } else if (L->t_bf16) { /* stored in bf16 by the forward: widened (exact) */
+                    npred_bf16_block_widen(sc.t0, sc.t1, (const uint16_t *)(const void *)L->t[0] + n * n_mid,
+                                           (const uint32_t *)(const void *)L->t[1] + n * ((size_t)(L->cout + 1) / 2 * hw),
+                                           L->cout, hw);
+                    t0 = sc.t0, t1 = sc.t1;
+                }
                 if (bn) {
                     npred_batchnorm2d_elu_backward_image(sc.dzs, bn->dy + n * n_out, bn->x + n * n_out,
                                                          bn->y ? bn->y + n * n_out : NULL, bn->coef, L->cout, hw,
@@ -1413,8 +1440,11 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
         /* ... and in training a fused plain layer (the first), so that its BatchNorm
          * statistics are made per image in cache too */
         const int stats_in_block = train && L->fused && L->rot == 1 && !npred_batchnorm_sync_active();
-        const int by_image =
-            bf_eval || (!L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block || stats_in_block));
+        /* ... and bf16 training of a depth-separable layer (stored intermediates in bf16) */
+        const int bf_train = train && L->ds && L->has_bn && core->bf_ws && !L->att && !L->weff;
+        L->t_bf16 = 0;
+        const int by_image = bf_eval || bf_train ||
+                             (!L->att && !L->weff && B >= npred_threads() && (L->ds || bn_in_block || stats_in_block));
         blk_eval ev = {NULL, NULL, NULL, NULL, core->act.xshift, core->act.yshift};
         if (bn_in_block) {
             ev.rmean = pw(t, L->p_rmean), ev.rvar = pw(t, L->p_rvar);
@@ -1608,7 +1638,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
          * image by image: see ds_backward's in_place) */
         float *rcbuf = core->L[c->layers - 1].dout;
         const float *cur = core->rc ? rcbuf : shared && l == c->layers - 1 ? dy : L->dout;
-        const int ds_images = L->ds && !L->att && L->has_bn && (B >= npred_threads() || core->rc);
+        const int ds_images = L->ds && !L->att && L->has_bn && (B >= npred_threads() || core->rc || L->t_bf16);
         const int ds_fused = L->fused && ds_images && L->rot == 1 && !(core->train && npred_batchnorm_sync_active());
         /* the gradient of layer l - 1's output: zeroed here, or image by image by the
          * fused block (in parallel, right before it is written) */
@@ -1769,7 +1799,7 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
             for (int i = 0; i < 3; i++)
                 if ((s = conv_bwd(core, L, t, i, din, L->att_d + i * n, in, B)))
                     return npred_error_prefix(s, "core layer %d", l);
-        } else if (L->ds && L->has_bn && B >= npred_threads()) {
+        } else if (L->ds && L->has_bn && (B >= npred_threads() || L->t_bf16)) {
             /* image by image (cur is the BN gradient in g[2]; din is never g[2]) */
             if ((s = ds_backward(core, L, t, cur, din, in, B, NULL, 0, NULL)))
                 return npred_error_prefix(s, "core layer %d", l);

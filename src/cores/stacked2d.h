@@ -101,6 +101,8 @@ typedef struct {
     float *in;        /* layer input (owned only when it is a skip concatenation) */
     int owns_in;
     float *t[2];      /* depth-separable intermediates (B, C, ., .) */
+    int t_bf16;       /* the last forward stored them in bf16 (kernels/bf16_block.h: t[0] as bf16 planes,
+                         t[1] as bf16 pairs of channels, each image at the start of its fp32 slot) */
     float *z;         /* conv output */
     float *v;         /* BN output (before a Bias2D/Scale2D layer), == z without BN */
     float *u;         /* input of the nonlinearity */

@@ -125,7 +125,7 @@ typedef struct {
     float xs, ys;
 } pw_epi;
 
-enum { PW_BF16 = 0, PW_BNELU = 1 };
+enum { PW_BF16 = 0, PW_BNELU = 1, PW_F32 = 2 };
 
 /* rows i0 .. i0 + MR - 1, 48 pixels from column j (masks mk) of C = W . B over kp pairs,
  * + bias, into out (row r at out + r * ldo); PW_BF16: rounded to bf16; PW_BNELU: fp32
@@ -225,7 +225,8 @@ static BF16 void pw_block_any(int mr, int mode, int kp, const uint32_t *wp, cons
     }
 }
 
-/* out (o rows of hw; PW_BNELU: fp32 planes out, or pairs of channels outp) from wp
+/* out (o rows of hw; PW_BNELU: fp32 planes out, or pairs of channels outp; PW_F32: fp32
+ * planes without BatchNorm + ELU) from wp
  * (o x kp pairs) and bp (kp rows of hw pairs): panels of 48 pixels outermost (kp x 48
  * words of B stay in L1 while every row block passes) */
 static BF16 void pw_conv(int mode, int o, int kp, const uint32_t *wp, const uint32_t *bp, size_t hw, void *out,
@@ -239,6 +240,8 @@ static BF16 void pw_conv(int mode, int o, int kp, const uint32_t *wp, const uint
             const int mr = o - i < PW_MR ? o - i : PW_MR;
             if (mode == PW_BF16) {
                 pw_block_any(mr, mode, kp, wp, bp, hw, i, j, mk, (uint16_t *)out + (size_t)i * hw + j, hw, e);
+            } else if (mode == PW_F32) {
+                pw_block_any(mr, PW_BNELU, kp, wp, bp, hw, i, j, mk, (float *)out + (size_t)i * hw + j, hw, e);
             } else {
                 pw_block_any(mr, mode, kp, wp, bp, hw, i, j, mk, tile, 16 * PW_NV, e);
                 bnelu_rows(out, outp, tile, hw, i, mr, j, mk, e);
@@ -353,36 +356,81 @@ static BF16 void dw_plane(float *o, int h, int w, int k, const uint32_t *prow, i
 
 size_t npred_bf16_block_pair_words(int c, int h, int w) { return ((size_t)c + 1) / 2 * h * w + 16; }
 
+/* the two convolutions before the second 1x1: x (or xpairs) -> t0 (bf16 planes) ->
+ * t1 (bf16 pairs); packs the second 1x1's weights into s->w2p */
+static BF16 void block_front(const npred_bf16_block *b, const float *x, const uint32_t *xpairs, uint16_t *t0,
+                             uint32_t *t1, bf_scr *s)
+{
+    const size_t hw = (size_t)b->h * b->w;
+    const int cip = (b->cin + 1) / 2, cop = (b->cout + 1) / 2, k = b->k;
+    const uint32_t *xp = xpairs;
+    for (int q = 0; !xp && q < cip; q++)
+        pair_rows(s->xp + (size_t)q * hw, x + (size_t)2 * q * hw, 2 * q + 1 < b->cin ? x + (size_t)(2 * q + 1) * hw : NULL,
+                  hw, 0.0f, 0.0f);
+    pack_weights(s->w0p, b->w0, b->cout, b->cin);
+    pack_weights(s->w2p, b->w2, b->cout, b->cout);
+    const pw_epi e0 = {b->b0, NULL, NULL, NULL, 0.0f, 0.0f};
+    if (!xp) xp = s->xp;
+    pw_conv(PW_BF16, b->cout, cip, s->w0p, xp, hw, t0, NULL, &e0);
+    for (int q = 0; q < cop; q++) {
+        const int c0 = 2 * q, n = c0 + 1 < b->cout ? 2 : 1;
+        for (int u = 0; u < n; u++) {
+            dw_weights(s->wdp, b->wd + (size_t)(c0 + u) * k * k, k);
+            dw_pairs(s->prow, s->ps, t0 + (size_t)(c0 + u) * hw, b->h, b->w, k);
+            dw_plane(s->pl[u], b->h, b->w, k, s->prow, s->ps, s->wdp);
+        }
+        pair_rows(t1 + (size_t)q * hw, s->pl[0], n > 1 ? s->pl[1] : NULL, hw, b->bd ? b->bd[c0] : 0.0f,
+                  n > 1 && b->bd ? b->bd[c0 + 1] : 0.0f);
+    }
+}
+
 BF16 void npred_bf16_block_eval_image(const npred_bf16_block *b, const float *x, const uint32_t *xpairs, float *a,
                                       uint32_t *apairs, void *scratch)
 {
     bf_scr s = {0};
     carve(&s, b, scratch);
-    const size_t hw = (size_t)b->h * b->w;
-    const int cip = (b->cin + 1) / 2, cop = (b->cout + 1) / 2, k = b->k;
-    const uint32_t *xp = xpairs;
-    for (int q = 0; !xp && q < cip; q++)
-        pair_rows(s.xp + (size_t)q * hw, x + (size_t)2 * q * hw, 2 * q + 1 < b->cin ? x + (size_t)(2 * q + 1) * hw : NULL,
-                  hw, 0.0f, 0.0f);
-    pack_weights(s.w0p, b->w0, b->cout, b->cin);
-    pack_weights(s.w2p, b->w2, b->cout, b->cout);
-    const pw_epi e0 = {b->b0, NULL, NULL, NULL, 0.0f, 0.0f};
-    if (!xp) xp = s.xp;
-    pw_conv(PW_BF16, b->cout, cip, s.w0p, xp, hw, s.t0, NULL, &e0);
-    for (int q = 0; q < cop; q++) {
-        const int c0 = 2 * q, n = c0 + 1 < b->cout ? 2 : 1;
-        for (int u = 0; u < n; u++) {
-            dw_weights(s.wdp, b->wd + (size_t)(c0 + u) * k * k, k);
-            dw_pairs(s.prow, s.ps, s.t0 + (size_t)(c0 + u) * hw, b->h, b->w, k);
-            dw_plane(s.pl[u], b->h, b->w, k, s.prow, s.ps, s.wdp);
-        }
-        pair_rows(s.t1 + (size_t)q * hw, s.pl[0], n > 1 ? s.pl[1] : NULL, hw, b->bd ? b->bd[c0] : 0.0f,
-                  n > 1 && b->bd ? b->bd[c0 + 1] : 0.0f);
-    }
+    block_front(b, x, xpairs, s.t0, s.t1, &s);
     for (int c = 0; c < b->cout; c++) { /* the coefficients of the fp32 eval kernel */
         s.scale[c] = (float)((b->gamma ? (double)b->gamma[c] : 1.0) * (1.0 / sqrt((double)b->var[c] + b->eps)));
         s.shift[c] = b->beta ? b->beta[c] : 0.0f;
     }
     const pw_epi e2 = {b->b2, b->mean, s.scale, s.shift, b->xshift, b->yshift};
-    pw_conv(PW_BNELU, b->cout, cop, s.w2p, s.t1, hw, a, a ? NULL : apairs, &e2);
+    pw_conv(PW_BNELU, b->cout, (b->cout + 1) / 2, s.w2p, s.t1, (size_t)b->h * b->w, a, a ? NULL : apairs, &e2);
+}
+
+BF16 void npred_bf16_block_train_image(const npred_bf16_block *b, const float *x, float *z, uint16_t *t0,
+                                       uint32_t *t1, void *scratch)
+{
+    bf_scr s = {0};
+    carve(&s, b, scratch);
+    block_front(b, x, NULL, t0, t1, &s);
+    const pw_epi e2 = {b->b2, NULL, NULL, NULL, 0.0f, 0.0f};
+    pw_conv(PW_F32, b->cout, (b->cout + 1) / 2, s.w2p, t1, (size_t)b->h * b->w, z, NULL, &e2);
+}
+
+void npred_bf16_block_front_image(const npred_bf16_block *b, const float *x, uint16_t *t0, uint32_t *t1,
+                                  void *scratch)
+{
+    bf_scr s = {0};
+    carve(&s, b, scratch);
+    block_front(b, x, NULL, t0, t1, &s);
+}
+
+BF16 void npred_bf16_block_widen(float *t0f, float *t1f, const uint16_t *t0, const uint32_t *t1, int c, size_t hw)
+{
+    const size_t n = (size_t)c * hw;
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = lanes((long)(n - i));
+        const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, t0 + i));
+        _mm512_mask_storeu_ps(t0f + i, m, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+    }
+    for (int q = 0; q < (c + 1) / 2; q++)
+        for (size_t j = 0; j < hw; j += 16) {
+            const __mmask16 m = lanes((long)(hw - j));
+            const __m512i v = _mm512_maskz_loadu_epi32(m, t1 + (size_t)q * hw + j);
+            _mm512_mask_storeu_ps(t1f + (size_t)2 * q * hw + j, m, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+            if (2 * q + 1 < c)
+                _mm512_mask_storeu_ps(t1f + (size_t)(2 * q + 1) * hw + j, m,
+                                      _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000u))));
+        }
 }

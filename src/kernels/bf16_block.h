@@ -37,5 +37,16 @@ size_t npred_bf16_block_pair_words(int c, int h, int w);
  * a is NULL apairs (pairs of channels, npred_bf16_block_pair_words). */
 void npred_bf16_block_eval_image(const npred_bf16_block *b, const float *x, const uint32_t *xpairs, float *a,
                                  uint32_t *apairs, void *scratch);
+/* Training: z (cout, h, w) = 1x1_out(dw(1x1_in(x))) + biases (fp32, no BatchNorm), and the
+ * two intermediates as they were used: t0 (cout, h, w) bf16 planes (the 16 high bits of
+ * each float), t1 (npred_bf16_block_pair_words(cout, h, w)) bf16 pairs of channels. */
+void npred_bf16_block_train_image(const npred_bf16_block *b, const float *x, float *z, uint16_t *t0, uint32_t *t1,
+                                  void *scratch);
+/* Only the intermediates t0, t1 of npred_bf16_block_train_image (the same bits). */
+void npred_bf16_block_front_image(const npred_bf16_block *b, const float *x, uint16_t *t0, uint32_t *t1,
+                                  void *scratch);
+/* The intermediates of npred_bf16_block_train_image as fp32 planes (exact): t0f, t1f
+ * (c, hw) each. */
+void npred_bf16_block_widen(float *t0f, float *t1f, const uint16_t *t0, const uint32_t *t1, int c, size_t hw);
 
 #endif
