@@ -1352,19 +1352,30 @@ static int apply_in_next(const npred_core *core, int l, int B, int train)
            B >= npred_threads();
 }
 
-/* bf16 predictions: layers l0 .. the last (all depth-separable, in the bf16 block
- * kernels, the last one the core's output) image by image, each image through all of
- * them at once: between the layers its activations stay in per-thread scratch as bf16
- * pairs (the values the next layer's 1x1 rounds them to: the bits of the layer by
- * layer path), only the last layer's output is stored. Returns 0 without running
- * when the layers do not qualify. */
+/* bf16 predictions: layers l0 .. the last (depth-separable in the bf16 block kernels,
+ * but for a plain first one; the last one the core's output) image by image, each
+ * image through all of them at once: between the layers its activations stay in
+ * per-thread scratch (bf16 pairs between block layers: the values the next layer's 1x1
+ * rounds them to; the bits of the layer by layer path), only the last layer's output
+ * is stored. Returns 0 without running when the layers do not qualify, -1 when a
+ * convolution failed. */
 static int bf16_chain(npred_core *core, npred_ptable *t, const float *in, int B, int l0)
 {
     const npred_core_config *c = &core->cfg;
     npred_bf16_block bb[NPRED_CORE_MAXLAYERS];
-    if (uses_skip(c) || c->n_stack != 1 || c->stack[0] != c->layers - 1 || l0 >= c->layers - 1) return 0;
+    if (uses_skip(c) || c->n_stack != 1 || c->stack[0] != c->layers - 1) return 0;
+    /* a plain first layer (convolution + BatchNorm + ELU) runs per image here too, with the
+     * kernels and bits of the layer by layer path (ds_forward's eval), its output in the
+     * thread's slots of the gradient scratch g[] */
+    const npred_core_layer *H = &core->L[l0];
+    const int head = !H->ds;
+    if (head && (H->nconv != 1 || !H->fused || H->has_se || H->rot != 1 || H->att || H->weff || H->p_rmean < 0 ||
+                 H->p_rvar < 0 || core->fft))
+        return 0;
+    const int d0 = l0 + head; /* the first depth-separable layer */
+    if (d0 >= c->layers - 1 + head) return 0;
     size_t pairs = 0, sb = 0;
-    for (int l = l0; l < c->layers; l++) {
+    for (int l = d0; l < c->layers; l++) {
         npred_core_layer *L = &core->L[l];
         const blk_eval ev = {pw(t, L->p_rmean), pw(t, L->p_rvar), pw(t, L->p_gamma), pw(t, L->p_beta),
                              core->act.xshift, core->act.yshift};
@@ -1377,23 +1388,41 @@ static int bf16_chain(npred_core *core, npred_ptable *t, const float *in, int B,
         sb = s_ > sb ? s_ : sb;
     }
     if (sb + 2 * pairs > core->bf_ws_per) return 0;
-    const npred_core_layer *F = &core->L[l0], *E = &core->L[c->layers - 1];
-    const size_t n_in = (size_t)F->cin * F->hin * F->win, n_out = (size_t)E->cout * E->hout * E->wout;
+    const npred_core_layer *E = &core->L[c->layers - 1];
+    const size_t n_in = (size_t)H->cin * H->hin * H->win, n_out = (size_t)E->cout * E->hout * E->wout;
+    const size_t n_h = (size_t)H->cout * H->hout * H->wout, slice = head ? ds_slice_bytes(H) : 0;
     int T = npred_threads() < B ? npred_threads() : B;
     if (T > core->bf_ws_threads) T = core->bf_ws_threads;
-#pragma omp parallel for num_threads(T) if (T > 1) schedule(static)
+    if (slice && (size_t)T > core->ws_bytes / slice) T = (int)(core->ws_bytes / slice);
+    if (T < 1) return 0;
+    npred_conv2d_params hp = H->cp[0];
+    hp.n = 1;
+    const float *hw_ = pw(t, H->p_w[0]), *hb = pw(t, H->p_b[0]);
+    int failed = 0;
+#pragma omp parallel for num_threads(T) if (T > 1) schedule(static) reduction(| : failed)
     for (int n = 0; n < B; n++) {
-        char *mine = (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per;
+        const int id = npred_thread_id();
+        char *mine = (char *)core->bf_ws + (size_t)id * core->bf_ws_per;
         uint32_t *buf[2] = {(uint32_t *)(void *)(mine + sb), (uint32_t *)(void *)(mine + sb + pairs)};
+        const float *x = in + n * n_in;
+        if (head) {
+            float *z = core->g[2] + (size_t)id * n_h, *a = core->g[0] + (size_t)id * n_h;
+            failed |= npred_conv2d_forward(z, x, hw_, hb, &hp, (char *)core->ws + (size_t)id * slice, slice) !=
+                      NPRED_OK;
+            npred_batchnorm2d_eval_image(a, z, pw(t, H->p_rmean), pw(t, H->p_rvar), pw(t, H->p_gamma),
+                                         pw(t, H->p_beta), H->cout, (size_t)H->hout * H->wout, 1e-5, 1,
+                                         core->act.xshift, core->act.yshift);
+            x = a;
+        }
         const uint32_t *xp = NULL;
-        for (int l = l0; l < c->layers; l++) {
+        for (int l = d0; l < c->layers; l++) {
             const int last = l == c->layers - 1;
-            uint32_t *ap = last ? NULL : buf[(l - l0) % 2];
-            npred_bf16_block_eval_image(&bb[l], l == l0 ? in + n * n_in : NULL, xp, last ? E->a + n * n_out : NULL,
-                                        ap, mine);
+            uint32_t *ap = last ? NULL : buf[(l - d0) % 2];
+            npred_bf16_block_eval_image(&bb[l], l == d0 ? x : NULL, xp, last ? E->a + n * n_out : NULL, ap, mine);
             xp = ap;
         }
     }
+    if (failed) return -1;
     for (int l = l0; l < c->layers; l++) { /* the statistics cache, as the layer by layer path leaves it */
         npred_core_layer *L = &core->L[l];
         npred_batchnorm2d_eval_stats(L->mean, L->invstd, pw(t, L->p_rmean), pw(t, L->p_rvar), L->cout, 1e-5);
@@ -1450,7 +1479,11 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
             ev.rmean = pw(t, L->p_rmean), ev.rvar = pw(t, L->p_rvar);
             ev.gamma = pw(t, L->p_gamma), ev.beta = pw(t, L->p_beta);
         }
-        if (bf_eval && bf16_chain(core, t, in, B, l)) break;
+        if (bf_eval || (eval_fusable && core->lean && core->bf_ws && !L->ds)) {
+            const int ran = bf16_chain(core, t, in, B, l);
+            if (ran < 0) return npred_errorf(NPRED_ERR_ARG, "core layer %d: a convolution failed", l);
+            if (ran) break;
+        }
         if (L->att) {
             size_t nn = (size_t)B * L->cout * L->hout * L->wout;
             for (int i = 0; i < 3; i++)

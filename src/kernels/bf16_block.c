@@ -252,19 +252,22 @@ static BF16 void pw_conv(int mode, int o, int kp, const uint32_t *wp, const uint
 
 /* ---------------------------------------------------------------- depthwise */
 
-/* lanes lo .. hi - 1 of 16 (clamped) */
-static inline __mmask16 span(int lo, int hi)
+/* lanes lo .. hi - 1 of 32 (clamped) */
+static inline __mmask32 span32(int lo, int hi)
 {
-    lo = lo < 0 ? 0 : lo, hi = hi > 16 ? 16 : hi;
-    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+    lo = lo < 0 ? 0 : lo, hi = hi > 32 ? 32 : hi;
+    return hi <= lo ? 0 : (__mmask32)((((uint64_t)1 << hi) - 1) & ~(((uint64_t)1 << lo) - 1));
 }
 
 /* prow: rows of ps words, row r = input row r - p (zero outside), word x = pixels
- * x - p (low) and x - p + 1 (high) of it, zero outside the plane (masked loads: the
- * lanes outside the row are neither read nor faulted on) */
+ * x - p (low) and x - p + 1 (high) of it, zero outside the plane: 32 pixels loaded
+ * (masked: the lanes outside the row are neither read nor faulted on), 16 words made
+ * of them by one permutation */
 static BF16 void dw_pairs(uint32_t *prow, int ps, const uint16_t *in, int h, int w, int k)
 {
     const int p = k / 2;
+    const __m512i idx = _mm512_set_epi16(16, 15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8, 7, 7, 6, 6, 5,
+                                         5, 4, 4, 3, 3, 2, 2, 1, 1, 0);
     for (int r = 0; r < h + k - 1; r++) {
         uint32_t *dst = prow + (size_t)r * ps;
         const int y = r - p;
@@ -274,11 +277,8 @@ static BF16 void dw_pairs(uint32_t *prow, int ps, const uint16_t *in, int h, int
         }
         const uint16_t *src = in + (size_t)y * w;
         for (int x = 0; x < ps; x += 16) {
-            /* lane l: pixel x - p + l (low), x - p + 1 + l (high) */
-            const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(span(p - x, w + p - x), src + x - p));
-            const __m512i hi =
-                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(span(p - 1 - x, w + p - 1 - x), src + x - p + 1));
-            _mm512_storeu_si512(dst + x, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            const __m512i v = _mm512_maskz_loadu_epi16(span32(p - x, w + p - x), src + x - p);
+            _mm512_storeu_si512(dst + x, _mm512_permutexvar_epi16(idx, v));
         }
     }
 }
