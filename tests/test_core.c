@@ -5,6 +5,7 @@
 #include <string.h>
 #include <omp.h>
 
+#include "cores/crop.h"
 #include "cores/stacked2d.h"
 #include "harness.h"
 #include "kernels/conv2d.h"
@@ -567,6 +568,47 @@ static void test_recompute_bit_identical(void)
     CHECK(npred_core_set_recompute(&c, 2) != NPRED_OK, "recompute mode 2 accepted");
 }
 
+/* A resized copy of a bf16 core (npred_core_resized, as npred_neuron_grad's windows
+ * make) owns no bf16 block scratch: both free without a double free, and the source
+ * core predicts the same bits afterwards */
+static void test_bf16_resized(void)
+{
+    if (!npred_gemm_bf16_available()) return;
+    static const char *cfg = "{\"core\": {\"hidden_channels\": 8, \"input_kern\": 5, \"hidden_kern\": 3,"
+                             " \"layers\": 3, \"depth_separable\": true, \"pad_input\": false, \"stack\": -1}}";
+    npred_model_config m;
+    if (!CHECK_OK(npred_model_config_parse(&m, cfg, "resized config"))) return;
+    m.core.input_channels = 1;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_core core, small;
+    const int B = 3, H = 16, W = 18;
+    if (!CHECK_OK(npred_core_declare(&core, &m.core, "core.", H, W, &t)) || !CHECK_OK(npred_ptable_alloc(&t)) ||
+        !CHECK_OK(npred_core_setup(&core, &t, B)) || !CHECK_OK(npred_core_set_bf16(&core, 1))) {
+        npred_ptable_free(&t);
+        return;
+    }
+    npred_rng rng;
+    npred_rng_seed(&rng, 3);
+    npred_core_init_params(&core, &t, &rng);
+    float *x = malloc(sizeof *x * B * H * W);
+    for (int i = 0; i < B * H * W; i++) x[i] = (float)npred_rng_normal(&rng);
+    const size_t n = (size_t)B * core.out_c * core.out_h * core.out_w;
+    float *y = malloc(n * sizeof *y);
+    core.lean = 1;
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    memcpy(y, core.output, n * sizeof *y);
+    if (CHECK_OK(npred_core_resized(&small, &core, &t, 12, 13, 1))) {
+        CHECK(small.bf_ws == NULL && core.bf_ws != NULL, "the resized core shares the bf16 scratch");
+        npred_core_free(&small);
+    }
+    CHECK_OK(npred_core_forward(&core, &t, x, B, 0));
+    CHECK(memcmp(y, core.output, n * sizeof *y) == 0, "bf16 predictions changed after a resized copy was freed");
+    free(x), free(y);
+    npred_core_free(&core);
+    npred_ptable_free(&t);
+}
+
 /* AUTO recomputes where it saves >= 256 MiB and either runs in cache (one image's
  * activation of a layer <= 1 MiB) or memory requires it (the saved activations over a
  * quarter of the physical memory): the layer sizes of a declared core decide */
@@ -655,6 +697,7 @@ int main(void)
     RUN(test_eval_image_by_image);
     RUN(test_recompute_bit_identical);
     RUN(test_recompute_auto_policy);
+    RUN(test_bf16_resized);
     RUN(test_bad_config);
     return th_summary();
 }

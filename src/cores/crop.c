@@ -55,6 +55,11 @@ npred_status npred_core_resized(npred_core *dst, const npred_core *src, const np
     }
     dst->output = NULL;
     dst->owns_output = 0;
+    /* no bf16 block scratch: a resized core's forwards (followed by a backward) take the
+     * bf16 GEMM path, as the source core's non-lean eval forwards do */
+    dst->bf_ws = NULL;
+    dst->bf_ws_per = 0;
+    dst->bf_ws_threads = 0;
     dst->rc = 0;
     dst->output_in_dy = 0; /* its caller reads the output itself */
     for (int i = 0; i < 3; i++) dst->g[i] = NULL;
