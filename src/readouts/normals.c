@@ -108,13 +108,18 @@ static void nrm_jump(uint64_t s[4], uint64_t k)
  * npred_rng_normal draws again (the pairs after it then start one step later) */
 static int nrm_uniforms(const npred_normals *d, uint64_t s[4], size_t k0, size_t k1)
 {
+    /* the state in a local copy: held in registers (the stores to u1, u2 might
+     * alias s, and would send every step through memory) */
+    uint64_t t[4];
+    memcpy(t, s, sizeof t);
     int redrawn = 0;
     for (size_t k = k0; k < k1; k++) {
         uint64_t a;
-        while (!((a = npred_rng_next(s)) >> 11)) redrawn = 1;
+        while (!((a = npred_rng_next(t)) >> 11)) redrawn = 1;
         d->u1[k] = a;
-        d->u2[k] = npred_rng_next(s);
+        d->u2[k] = npred_rng_next(t);
     }
+    memcpy(s, t, sizeof t);
     return redrawn;
 }
 
