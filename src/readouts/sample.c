@@ -683,8 +683,6 @@ static void rs_image_backward(float *dim, float *dgrid, float *dF, const float *
  * each thread's count of finished images on its own cache line */
 #define RS_MAX_PIPE 64
 #define RS_PIPE_STRIDE 16
-/* images by which the transposed adds into dx follow the scatter */
-#define RS_NCHW_LAG 2
 
 /* wait until *count >= want (spinning with pause, then yielding the core) */
 static void rs_wait_count(const int *count, int want)
@@ -698,6 +696,13 @@ static void rs_wait_count(const int *count, int want)
             sched_yield();
         }
     }
+}
+
+/* image a of dx (B, C, HW) += image a of dfeat (B, HW, C) transposed, the channel
+ * blocks [k0, k1) */
+static void rs_add_nchw_share(float *dx, const float *dfeat, int a, size_t img, int C, int HW, int k0, int k1)
+{
+    for (int k = k0; k < k1; k++) rs_add_nchw_image(dx + (size_t)a * img, dfeat + (size_t)a * img, C, HW, k * LANES);
 }
 
 /* dx (B, C, H*W) given: dfeat is scratch (zeroed here) and dx += dfeat transposed */
@@ -730,25 +735,26 @@ static void rs_backward(float *dx, float *dfeat, float *dgrid, float *dF, const 
             int *mine = &done[id * RS_PIPE_STRIDE];
             const int *before = id > 0 ? &done[(id - 1) * RS_PIPE_STRIDE] : NULL;
             const int *last = &done[(Tn - 1) * RS_PIPE_STRIDE];
-            /* with dx: thread 0 zeroes image b's dfeat just before its scatter, and
-             * each thread adds its share of the channel blocks of image b - RS_NCHW_LAG
-             * into dx once the last thread has finished that image (every thread's
-             * scatter into it then happened before: release / acquire, thread to thread) */
+            /* with dx: thread 0 zeroes image b's dfeat just before its scatter, and each
+             * thread adds its share of the channel blocks of an image into dx once the
+             * last thread has finished that image (every thread's scatter into it then
+             * happened before: release / acquire, thread to thread). Between its images
+             * a thread adds only the images already finished, without waiting: a thread
+             * never waits for one behind it until its own images are done. */
             const int nc = (C + LANES - 1) / LANES, k0 = nc * id / Tn, k1 = nc * (id + 1) / Tn;
-            for (int b = 0; b < B + (dx ? RS_NCHW_LAG : 0); b++) {
-                if (b < B) {
-                    if (before) rs_wait_count(before, b + 1);
-                    if (dx && id == 0) memset(dfeat + (size_t)b * img, 0, img * sizeof(float));
-                    rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, dF, dy, feat + (size_t)b * img,
-                                      src, (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
-                    __atomic_store_n(mine, b + 1, __ATOMIC_RELEASE);
-                }
-                const int a = b - RS_NCHW_LAG;
-                if (dx && a >= 0 && k0 < k1) {
-                    rs_wait_count(last, a + 1);
-                    for (int k = k0; k < k1; k++)
-                        rs_add_nchw_image(dx + (size_t)a * img, dfeat + (size_t)a * img, C, H * W, k * LANES);
-                }
+            int added = dx && k0 < k1 ? 0 : B; /* images whose share this thread has added */
+            for (int b = 0; b < B; b++) {
+                if (before) rs_wait_count(before, b + 1);
+                if (dx && id == 0) memset(dfeat + (size_t)b * img, 0, img * sizeof(float));
+                rs_image_backward(dfeat ? dfeat + (size_t)b * img : NULL, dgrid, dF, dy, feat + (size_t)b * img, src,
+                                  (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
+                __atomic_store_n(mine, b + 1, __ATOMIC_RELEASE);
+                for (; added < B && __atomic_load_n(last, __ATOMIC_ACQUIRE) > added; added++)
+                    rs_add_nchw_share(dx, dfeat, added, img, C, H * W, k0, k1);
+            }
+            for (; added < B; added++) {
+                rs_wait_count(last, added + 1);
+                rs_add_nchw_share(dx, dfeat, added, img, C, H * W, k0, k1);
             }
         }
         return;
