@@ -280,6 +280,27 @@ static void test_train_vs_double(void)
     double_ref_case(2, 2, 1, 1, -50.0);   /* one value per plane */
 }
 
+/* the ELU branch of the fused kernels (elu_expm1_fma, fed -|t|) gives fast_expm1_fma's
+ * bits for every t <= 0 (a sweep of [-100, 0] and the special values: clamp, zeros,
+ * subnormals, infinity, NaN), and the double expm1 within an ulp there */
+static void test_elu_expm1(void)
+{
+    const float specials[] = {0.0f, -0.0f, -1e-40f, -87.0f, -87.00001f, -86.99999f, -1e30f, -INFINITY, NAN, -NAN,
+                              -1e-7f, -0.34657359f, -0.34657362f, -1.0f};
+    const int ns = (int)(sizeof specials / sizeof *specials), nv = 200000;
+    int bad = 0, far = 0;
+    for (int i = 0; i < ns + nv; i++) {
+        float t = i < ns ? specials[i] : -100.0f * (float)(i - ns) / (float)nv;
+        float a = elu_expm1_fma(t), b = fast_expm1_fma(t);
+        if (memcmp(&a, &b, sizeof a) && !(isnan(a) && isnan(b))) bad++;
+        double r = expm1((double)t);
+        if (isfinite(r) && !(fabs(a - r) <= 1.2 * fabs(nextafterf((float)r, 0.0f) - (float)r) + 1e-45)) far++;
+    }
+    CHECK(bad == 0, "%d values of elu_expm1_fma differ from fast_expm1_fma", bad);
+    CHECK(far == 0, "%d values of elu_expm1_fma more than an ulp from expm1", far);
+    CHECK(isnan(elu_expm1_fma(NAN)), "NaN not passed through");
+}
+
 /* the pieces the core runs image by image (per-plane statistics, backward
  * coefficients, one image's dx) give the whole kernels' bits */
 static void pieces_case(int B, int C, int H, int W, int training, double offset)
@@ -382,8 +403,10 @@ static void pieces_case(int B, int C, int H, int W, int training, double offset)
     memcpy(e1, dy, n * sizeof *dy);
     memcpy(e2, dy, n * sizeof *dy);
     npred_elu_grad_inplace(e1, y1, n, ys);
+    double *ps4 = malloc(2 * (size_t)B * C * sizeof *ps4);
     for (int b = 0; b < B; b++)
-        npred_batchnorm2d_elu_grad_image_map(e2 + (size_t)b * C * HW, x + (size_t)b * C * HW, &map, C, HW);
+        npred_batchnorm2d_elu_grad_sums_image_map(ps4 + 2 * (size_t)b * C, e2 + (size_t)b * C * HW,
+                                                  x + (size_t)b * C * HW, &map, C, HW);
     CHECK(!memcmp(e1, e2, n * sizeof *e1), "e with y recomputed differs from e with the stored y");
     CHECK_OK(npred_batchnorm2d_elu_backward_coef_e(coef2, dg4, db4, e1, x, gamma, m1, s1, B, C, H, W, training));
     CHECK(!memcmp(coef, coef2, 4 * (size_t)C * sizeof *coef) && !memcmp(dg1, dg4, (size_t)C * sizeof *dg1) &&
@@ -411,6 +434,8 @@ static void pieces_case(int B, int C, int H, int W, int training, double offset)
     CHECK(!memcmp(e1, e2, n * sizeof *e1), "e formed with the sums differs from npred_elu_grad_inplace's");
     CHECK(!memcmp(ps1, ps2, 2 * (size_t)B * C * sizeof *ps1) && !memcmp(ps1, ps3, 2 * (size_t)B * C * sizeof *ps1),
           "the images' sums differ between dy and y, e, and e formed in place");
+    CHECK(!memcmp(ps1, ps4, 2 * (size_t)B * C * sizeof *ps1),
+          "the images' sums with y recomputed by the map differ from those with the stored y");
     for (int k = 0; k < 3; k++) {
         float dg5[16] = {0}, db5[16] = {0};
         CHECK_OK(npred_batchnorm2d_elu_backward_coef_sums(coef3, dg5, db5, k == 0 ? ps1 : k == 1 ? ps2 : ps3, gamma,
@@ -434,7 +459,7 @@ static void pieces_case(int B, int C, int H, int W, int training, double offset)
         CHECK(fabs(a0 - r0) <= 1e-12 * (1 + fabs(r0)) && fabs(a1 - r1) <= 1e-12 * (1 + fabs(r1)),
               "channel %d sums %.17g %.17g, reference %.17g %.17g", c, a0, a1, r0, r1);
     }
-    free(ps1), free(ps2), free(ps3);
+    free(ps1), free(ps2), free(ps3), free(ps4);
     free(e1), free(e2);
     free(dx3);
     free(x), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(pst);
@@ -445,6 +470,7 @@ static void test_pieces(void)
     pieces_case(3, 5, 7, 9, 1, 0.0);
     pieces_case(4, 16, 8, 8, 1, 0.0);
     pieces_case(5, 3, 6, 11, 1, 1000.0);
+    pieces_case(2, 2, 20, 29, 1, 0.0); /* planes of 580: two chunks of the recomputed map, a lane tail */
     pieces_case(3, 5, 7, 9, 0, 0.0);
     float y[8] = {0}, x[8] = {0};
     double m[2], s[2];
@@ -541,6 +567,7 @@ int main(void)
     RUN(test_fd_eval);
     RUN(test_matches_unfused);
     RUN(test_train_vs_double);
+    RUN(test_elu_expm1);
     RUN(test_pieces);
     RUN(test_eval_image);
     RUN(test_bad_input);

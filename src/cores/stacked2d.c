@@ -1688,12 +1688,14 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
          * last layer, in one parallel pass over the images. With recomputation the
          * gradient in rcbuf is turned into e, the gradient of the ELU's input, on the way
          * (formed where the ELU output is at hand: the last layer's here, the others' by
-         * the block above, from its recomputed input); e_ready: cur holds e. */
+         * the block above, from its recomputed input); e_ready: cur holds e. Without
+         * recomputation the last layer's gradient is turned into e too when it is the
+         * core's own buffer (dy given in place), so that its backward reads e and x only. */
         const size_t per = (size_t)L->cout * hw;
         if (l == c->layers - 1 && bn_sums_ok(core, L)) {
             const npred_bn_elu_map map = layer_map(core, L, t);
-            const int y_stored = !core->output_in_dy;
-            float *e = core->rc ? rcbuf : NULL;
+            const int y_stored = !core->rc || !core->output_in_dy;
+            float *e = core->rc ? rcbuf : cur == L->dout ? L->dout : NULL;
 #pragma omp parallel for schedule(static)
             for (int b = 0; b < B; b++) {
                 double *ps = core->pstats + (size_t)b * L->cout * 2;
@@ -1703,14 +1705,11 @@ npred_status npred_core_backward(npred_core *core, npred_ptable *t, const float 
                 else if (y_stored)
                     npred_batchnorm2d_elu_grad_sums_image(ps, e + b * per, L->a + b * per, L->z + b * per, L->mean,
                                                           L->cout, hw, core->act.yshift);
-                else {
-                    npred_batchnorm2d_elu_grad_image_map(e + b * per, L->z + b * per, &map, L->cout, hw);
-                    npred_batchnorm2d_elu_backward_plane_sums(ps, e + b * per, L->z + b * per, NULL, L->mean, L->cout,
-                                                              hw, 0.0f);
-                }
+                else
+                    npred_batchnorm2d_elu_grad_sums_image_map(ps, e + b * per, L->z + b * per, &map, L->cout, hw);
             }
             sums_ready = 1;
-            e_ready = core->rc;
+            e_ready = e != NULL;
         }
         if (sums_ready) {
             s = npred_batchnorm2d_elu_backward_coef_sums(core->bncoef, pg(t, L->p_gamma), pg(t, L->p_beta),

@@ -63,16 +63,20 @@ static inline vfl vfl_load(const float *p)
 
 /* VW floats as doubles (exact). With AVX-512 one conversion instruction: GCC 12 makes
  * __builtin_convertvector of 8 floats two 4-wide conversions and a shuffle. */
-static inline vdl vdl_cvt(vfl v)
+static inline vdl vdl_cvt(const vfl *v) /* (by address: no vector parameter, whose ABI GCC notes at -O0) */
 {
 #ifdef __AVX512F__
-    return (vdl)_mm512_cvtps_pd((__m256)v);
+    return (vdl)_mm512_cvtps_pd((__m256)*v);
 #else
-    return __builtin_convertvector(v, vdl);
+    return __builtin_convertvector(*v, vdl);
 #endif
 }
 
-static inline vdl vdl_loadf(const float *p) { return vdl_cvt(vfl_load(p)); }
+static inline vdl vdl_loadf(const float *p)
+{
+    const vfl v = vfl_load(p);
+    return vdl_cvt(&v);
+}
 
 static inline vdl vdl_splat(double s)
 {
@@ -210,9 +214,10 @@ static void bn_plane(float *q, const float *p, size_t m, bn_fmap f, int act, flo
         for (size_t i = 0; i < m; i++) q[i] = fmaf((p[i] - f.mh) - f.ml, f.a, f.b);
         return;
     }
+#pragma GCC unroll 2 /* two vectors side by side: their long exp chains overlap */
     for (size_t i = 0; i < m; i++) {
         float t = fmaf((p[i] - f.mh) - f.ml, f.a, f.b) - xshift;
-        float e = fast_expm1_fma(t); /* for every value, then a select: cheaper than masked vector code */
+        float e = elu_expm1_fma(t); /* for every value, then a select: cheaper than masked vector code */
         q[i] = (t > 0 ? t : e) + yshift;
     }
 }
@@ -449,7 +454,7 @@ static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float
             const vfl slope = (vfl)((pos & (vil)one) | (~pos & (vil)(e + one))); /* select, as elu_grad */
             const vfl gr = vfl_load(dy + k) * slope;
             if (out) memcpy(out + k, &gr, sizeof gr);
-            const vdl gv = vdl_cvt(gr);
+            const vdl gv = vdl_cvt(&gr);
             a[g] += gv;
             c[g] += gv * (vdl_loadf(x + k) - mv);
         }
@@ -659,15 +664,21 @@ void npred_elu_grad_inplace(float *d, const float *y, size_t n, float yshift)
 /* the recomputed ELU output is formed in chunks of ECHUNK values (in cache) */
 #define ECHUNK 512
 
-void npred_batchnorm2d_elu_grad_image_map(float *d, const float *x, const npred_bn_elu_map *m, int C, size_t HW)
+void npred_batchnorm2d_elu_grad_sums_image_map(double *sums, float *d, const float *x, const npred_bn_elu_map *m,
+                                               int C, size_t HW)
 {
-    float yc[ECHUNK];
-    for (int c = 0; c < C; c++)
+    float yc[ECHUNK]; /* a multiple of NL: each chunk's values keep their lanes */
+    for (int c = 0; c < C; c++) {
+        double l0[NL] = {0}, l1[NL] = {0};
+        const size_t o = (size_t)c * HW;
         for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
             size_t len = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
-            map_run(yc, x + (size_t)c * HW + i0, len, m, c);
-            npred_elu_grad_inplace(d + (size_t)c * HW + i0, yc, len, m->yshift);
+            map_run(yc, x + o + i0, len, m, c);
+            elu_lanes_dsums(l0, l1, d + o + i0, yc, x + o + i0, m->mean[c], m->yshift, len, d + o + i0);
         }
+        sums[2 * (size_t)c] = lanes_total(l0);
+        sums[2 * (size_t)c + 1] = lanes_total(l1);
+    }
 }
 
 void npred_batchnorm2d_elu_backward_plane_sums(double *sums, const float *dy, const float *x, const float *y,

@@ -182,8 +182,11 @@ npred_status npred_batchnorm2d_elu_backward_coef_e(double *coef, float *dgamma, 
                                                    int training);
 /* d = e of the fused layer from its output gradient d and output y, in place (n values) */
 void npred_elu_grad_inplace(float *d, const float *y, size_t n, float yshift);
-/* the same for one image (C planes of HW values) with y recomputed from x by the map */
-void npred_batchnorm2d_elu_grad_image_map(float *d, const float *x, const npred_bn_elu_map *m, int C, size_t HW);
+/* the same for one image (C planes of HW values) with y recomputed from x by the map, and
+ * that image's backward sums (C, 2) as npred_batchnorm2d_elu_backward_plane_sums makes
+ * them from the new d (the same bits), in the same pass */
+void npred_batchnorm2d_elu_grad_sums_image_map(double *sums, float *d, const float *x, const npred_bn_elu_map *m,
+                                               int C, size_t HW);
 
 /* The fused backward's sums made image by image where the data are in cache (the
  * block that writes a layer's output gradient). A channel's sums, sum(e) and
