@@ -4,8 +4,11 @@
  * chunks), both layouts of A, overwrite and accumulate; and the fixed order of
  * the sums (nt through transposed chunks equals nn on the transposed matrix,
  * bit for bit; the 1x1 backward's one-pass kernel equals its nt and nn; the
- * weight gradient from the input equals nt on the im2col matrix). */
+ * weight gradient from the input equals nt on the im2col matrix; nn from a bias
+ * equals nn accumulated onto C filled with it; the 1x1 backward's bias gradient in
+ * its pass equals npred_conv2d_bias_grad). */
 #include "harness.h"
+#include "kernels/conv2d_internal.h"
 #include "kernels/gemm.h"
 
 #include <math.h>
@@ -175,6 +178,53 @@ static void test_sum_order(void)
     npred_gemm_use_avx512(-1);
 }
 
+/* npred_gemm_nn_bias: bit for bit C filled with the bias then nn accumulated into
+ * it, and within float rounding of a double reference */
+static void nn_bias_case(int m, int n, int k, int trans, uint64_t seed)
+{
+    uint64_t st = seed;
+    const ptrdiff_t ldc = n + 3, ars = trans ? 1 : k, acs = trans ? m : 1;
+    float *a = rnd((size_t)m * k, &st), *b = rnd((size_t)k * n, &st), *bias = rnd((size_t)m, &st);
+    float *c1 = rnd((size_t)m * ldc, &st), *c2 = malloc(sizeof *c2 * (size_t)m * ldc);
+    double *ref = malloc(sizeof *ref * (size_t)m * ldc), *sc = malloc(sizeof *sc * (size_t)m * ldc);
+    memcpy(c2, c1, sizeof *c2 * (size_t)m * ldc);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c2[i * ldc + j] = bias[i];
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < ldc; j++) {
+            double s = bias[i], g = fabs(s);
+            for (int p = 0; j < n && p < k; p++) {
+                double t = (double)a[i * ars + p * acs] * b[(size_t)p * n + j];
+                s += t, g += fabs(t);
+            }
+            ref[i * ldc + j] = j < n ? s : c1[i * ldc + j]; /* columns past n are left alone */
+            sc[i * ldc + j] = j < n ? g : 1;
+        }
+    npred_gemm_nn_bias(m, n, k, a, ars, acs, b, n, bias, c1, ldc);
+    npred_gemm_nn(m, n, k, a, ars, acs, b, n, c2, ldc, 1);
+    CHECK(memcmp(c1, c2, sizeof *c1 * (size_t)m * ldc) == 0,
+          "nn_bias m=%d n=%d k=%d trans=%d avx512=%d: differs from nn onto the filled bias", m, n, k, trans,
+          npred_gemm_avx512_active());
+    double e = rel_err(c1, ref, sc, (size_t)m * ldc);
+    CHECK(e <= 4e-7 * (k + 1), "nn_bias m=%d n=%d k=%d: relative error %g", m, n, k, e);
+    free(a), free(b), free(bias), free(c1), free(c2), free(ref), free(sc);
+}
+
+static void test_nn_bias(void)
+{
+    static const int M[] = {1, 6, 13, 64};
+    static const int N[] = {15, 64, 100, 257};
+    static const int K[] = {1, 64, 81, 300}; /* 300: the bias starts the first of the k blocks only */
+    uint64_t seed = 900;
+    for (int mode = 1; mode >= 0; mode--) {
+        npred_gemm_use_avx512(mode);
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                for (int q = 0; q < 4; q++) nn_bias_case(M[i], N[j], K[q], (i + j + q) % 2, seed++);
+    }
+    npred_gemm_use_avx512(-1);
+}
+
 /* npred_gemm_pointwise_backward: dw += dY X^T and dx (+)= W^T dY against a double
  * reference, and bit for bit against the separate nt and nn calls */
 static void pw_case(int m, int l, int n, int acc, int with_dw, int with_dx, uint64_t seed)
@@ -193,6 +243,31 @@ static void pw_case(int m, int l, int n, int acc, int with_dw, int with_dx, uint
     CHECK(memcmp(dw1, dw2, sizeof *dw1 * (size_t)m * l) == 0 && memcmp(dx1, dx2, sizeof *dx1 * (size_t)l * n) == 0,
           "pointwise backward m=%d l=%d n=%d acc=%d dw=%d dx=%d avx512=%d: differs from nt and nn", m, l, n, acc,
           with_dw, with_dx, npred_gemm_avx512_active());
+    /* the same with the bias gradient in the pass: dw and dx unchanged, db the bits
+     * of npred_conv2d_bias_grad over the image */
+    float *db0 = rnd((size_t)m, &st), *db1 = malloc(sizeof *db1 * (size_t)m), *db2 = malloc(sizeof *db2 * (size_t)m);
+    float *dw3 = malloc(sizeof *dw3 * (size_t)m * l), *dx3 = malloc(sizeof *dx3 * (size_t)l * n);
+    memcpy(db1, db0, sizeof *db1 * (size_t)m), memcpy(db2, db0, sizeof *db2 * (size_t)m);
+    memcpy(dw3, dw0, sizeof *dw3 * (size_t)m * l), memcpy(dx3, dx0, sizeof *dx3 * (size_t)l * n);
+    int r = npred_gemm_pointwise_backward_bias(m, l, n, with_dx ? w : NULL, dy, with_dw ? x : NULL,
+                                               with_dw ? dw3 : NULL, db1, with_dx ? dx3 : NULL, acc);
+    const int expect = npred_gemm_avx512_active() && l <= 512 && m <= 256;
+    CHECK(r == (expect ? 0 : -1), "pointwise backward with bias m=%d l=%d: returned %d", m, l, r);
+    if (r == 0) {
+        npred_conv2d_bias_grad(db2, dy, 1, m, (size_t)n);
+        CHECK(memcmp(dw3, dw1, sizeof *dw3 * (size_t)m * l) == 0 && memcmp(dx3, dx1, sizeof *dx3 * (size_t)l * n) == 0 &&
+                  memcmp(db1, db2, sizeof *db1 * (size_t)m) == 0,
+              "pointwise backward with bias m=%d l=%d n=%d acc=%d: differs from the separate passes", m, l, n, acc);
+        double worst = 0;
+        for (int i = 0; i < m; i++) {
+            double s = db0[i], g = fabs(s);
+            for (int p = 0; p < n; p++) s += dy[(size_t)i * n + p], g += fabs(dy[(size_t)i * n + p]);
+            double e = fabs(db1[i] - s) / (g + 1e-30);
+            if (!(e <= worst)) worst = e;
+        }
+        CHECK(worst <= 4e-7 * (n / 16 + 17), "pointwise db m=%d n=%d: relative error %g", m, n, worst);
+    }
+    free(db0), free(db1), free(db2), free(dw3), free(dx3);
     const size_t big = (size_t)l * (n > m ? n : m);
     double *ref = malloc(sizeof *ref * big), *sc = malloc(sizeof *sc * big);
     for (int i = 0; i < m; i++)
@@ -235,6 +310,8 @@ static void test_pointwise_backward(void)
         pw_case(64, 64, 1568, 1, 1, 1, seed++);
         pw_case(7, 24, 100, 0, 0, 1, seed++);
         pw_case(7, 24, 100, 1, 1, 0, seed++);
+        pw_case(300, 8, 40, 0, 1, 1, seed++); /* more rows than the bias lanes held: refused */
+        pw_case(64, 64, 36864 + 5, 1, 1, 1, seed++); /* 144 x 256 and a partial last vector */
     }
     npred_gemm_use_avx512(-1);
 }
@@ -300,6 +377,7 @@ int main(void)
     RUN(test_avx512_kernels);
     RUN(test_openblas_fallback);
     RUN(test_sum_order);
+    RUN(test_nn_bias);
     RUN(test_pointwise_backward);
     RUN(test_conv_dw);
     return th_summary();

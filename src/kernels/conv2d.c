@@ -447,6 +447,13 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
                 im2col(col, xn, p, oh, ow);
                 src = col;
             }
+            if (b && !p->bf16) { /* the bias as the sums' start: no pass over y to fill it */
+                for (int g = 0; g < G; g++)
+                    npred_gemm_nn_bias(og, (int)opix, K, w + (size_t)g * og * K, K, 1, src + (size_t)g * K * opix,
+                                       (ptrdiff_t)opix, b + (size_t)g * og, yn + (size_t)g * og * opix,
+                                       (ptrdiff_t)opix);
+                continue;
+            }
             if (b)
                 for (int o = 0; o < p->o; o++) {
                     float *r = yn + (size_t)o * opix;
@@ -471,9 +478,12 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
     if (!dy || (dw && !x) || (dx && !w))
         return npred_errorf(NPRED_ERR_ARG, "conv2d backward: dy, x (for dw) and w (for dx) are required");
     if ((s = bf16_check(p, "conv2d backward"))) return s;
-    if (db) npred_conv2d_bias_grad(db, dy, p->n, p->o, (size_t)oh * ow);
-    if (!dx && !dw) return NPRED_OK;
     const int pw = is_pointwise(p);
+    /* one image of a 1x1 (the image-by-image block): its bias gradient is formed in
+     * the pass of its other products (npred_gemm_pointwise_backward_bias), same bits */
+    const int db_pass = db && pw && !p->bf16 && p->n == 1 && (dx || dw);
+    if (db && !db_pass) npred_conv2d_bias_grad(db, dy, p->n, p->o, (size_t)oh * ow);
+    if (!dx && !dw) return NPRED_OK;
     const size_t opix = (size_t)oh * ow, ipix = (size_t)p->h * p->w;
     const int G = p->groups, cg = p->c / G, og = p->o / G, K = cg * p->kh * p->kw;
     const size_t colb = npred_conv2d_round_bytes(gemm_col_floats(p, oh, ow));
@@ -507,8 +517,12 @@ static npred_status gemm_backward(float *dx, float *dw, float *db, const float *
                         const float *dyg = dyn + (size_t)g * og * opix, *wg = w ? w + (size_t)g * og * K : NULL;
                         float *pg = dw ? part + (size_t)g * og * K : NULL, *dxg = dx ? dxn + (size_t)g * K * ipix : NULL;
                         if (!p->bf16) { /* dW_g += dy_g . x_g^T and dx_g (+)= W_g^T . dy_g in one pass */
-                            npred_gemm_pointwise_backward(og, K, (int)opix, wg, dyg, dw ? xn + (size_t)g * K * ipix : NULL,
-                                                          pg, dxg, !dx_set);
+                            const float *xg = dw ? xn + (size_t)g * K * ipix : NULL;
+                            if (db_pass && !npred_gemm_pointwise_backward_bias(og, K, (int)opix, wg, dyg, xg, pg,
+                                                                               db + (size_t)g * og, dxg, !dx_set))
+                                continue;
+                            npred_gemm_pointwise_backward(og, K, (int)opix, wg, dyg, xg, pg, dxg, !dx_set);
+                            if (db_pass) npred_conv2d_bias_grad(db + (size_t)g * og, dyg, 1, og, opix);
                             continue;
                         }
                         if (dw)

@@ -51,15 +51,17 @@ int npred_gemm_avx512_active(void)
 #define NN_NV 4
 
 INL AVX512 void nn_block(const int MR, const int NV, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs,
-                         const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, const __mmask16 *mk,
-                         const float *pf, int npf)
+                         const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, const float *bias,
+                         const __mmask16 *mk, const float *pf, int npf)
 {
     __m512 s[NN_MR][NN_NV];
     _Pragma("GCC unroll 8")
     for (int r = 0; r < MR; r++)
         _Pragma("GCC unroll 8")
         for (int v = 0; v < NV; v++)
-            s[r][v] = acc ? _mm512_maskz_loadu_ps(mk[v], c + r * ldc + 16 * v) : _mm512_setzero_ps();
+            s[r][v] = acc    ? _mm512_maskz_loadu_ps(mk[v], c + r * ldc + 16 * v)
+                      : bias ? _mm512_set1_ps(bias[r])
+                             : _mm512_setzero_ps();
     for (int p = 0; p < k; p++) {
         const float *br = b + p * ldb;
         __m512 bv[NN_NV];
@@ -81,10 +83,10 @@ INL AVX512 void nn_block(const int MR, const int NV, int k, const float *a, ptrd
 }
 
 #define NN_CASE(MR, NV) \
-    case (MR) * 8 + (NV): nn_block(MR, NV, k, a, ars, acs, b, ldb, c, ldc, acc, mk, pf, npf); break;
+    case (MR) * 8 + (NV): nn_block(MR, NV, k, a, ars, acs, b, ldb, c, ldc, acc, bias, mk, pf, npf); break;
 
 static AVX512 void nn_block_any(int mr, int nv, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs,
-                                const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc,
+                                const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, const float *bias,
                                 const __mmask16 *mk, const float *pf, int npf)
 {
     switch (mr * 8 + nv) {
@@ -101,11 +103,12 @@ static AVX512 void nn_block_any(int mr, int nv, int k, const float *a, ptrdiff_t
  * NN_KB (outermost), so that a block's slice of A and each panel of B stay in
  * L1/L2 while C (stored and reloaded exactly between blocks) takes the traffic:
  * every element of C is still the sum over k in order, the same bits as one
- * sweep. */
+ * sweep. With bias (and acc 0), row i of C starts from bias[i] instead of zero:
+ * the bits of C filled with the bias and accumulated into, without that pass. */
 #define NN_KB 128
 
 static AVX512 void nn_avx512(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
-                             ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc)
+                             ptrdiff_t ldb, float *c, ptrdiff_t ldc, int acc, const float *bias)
 {
     const int NVP = n % 64 == 0 ? 4 : 3, NR = 16 * NVP, MRP = NVP == 4 ? 6 : 8;
     for (int p0 = 0; p0 == 0 || p0 < k; p0 += NN_KB) {
@@ -127,7 +130,7 @@ static AVX512 void nn_avx512(int m, int n, int k, const float *a, ptrdiff_t ars,
                 int mr = m - i < MRP ? m - i : MRP;
                 const float *pf = bk + j + NR + 16 * blk;
                 nn_block_any(mr, nv, kb < 0 ? 0 : kb, ak + i * ars, ars, acs, bk + j, ldb, c + i * ldc + j, ldc, first,
-                             mk, pf, blk < groups ? kb : 0);
+                             bias ? bias + i : NULL, mk, pf, blk < groups ? kb : 0);
             }
         }
     }
@@ -138,7 +141,7 @@ void npred_gemm_nn(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t
 {
     if (m <= 0 || n <= 0) return;
     if (npred_gemm_avx512_active()) {
-        nn_avx512(m, n, k, a, ars, acs, b, ldb, c, ldc, accumulate);
+        nn_avx512(m, n, k, a, ars, acs, b, ldb, c, ldc, accumulate, NULL);
         return;
     }
     /* A stored transposed (A(i, p) = a[p * acs + i]) or row-major; a stride that
@@ -149,6 +152,19 @@ void npred_gemm_nn(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t
     if (!trans && m == 1 && lda < k) lda = k;
     cblas_sgemm(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, (int)lda, b,
                 (int)ldb, accumulate ? 1.0f : 0.0f, c, (int)ldc);
+}
+
+void npred_gemm_nn_bias(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                        ptrdiff_t ldb, const float *bias, float *c, ptrdiff_t ldc)
+{
+    if (m <= 0 || n <= 0) return;
+    if (npred_gemm_avx512_active()) {
+        nn_avx512(m, n, k, a, ars, acs, b, ldb, c, ldc, 0, bias);
+        return;
+    }
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[i * ldc + j] = bias[i];
+    npred_gemm_nn(m, n, k, a, ars, acs, b, ldb, c, ldc, 1);
 }
 
 /* ---------------------------------------------------------------- nt */
@@ -227,7 +243,7 @@ static AVX512 void nt_avx512(int m, int l, int n, const float *a, ptrdiff_t lda,
             const float *pf = p0 + np < n ? b + (ptrdiff_t)q0 * ldb + p0 + np : b + (ptrdiff_t)(q0 + lq) * ldb;
             int npf = p0 + np < n ? (n - p0 - np < chunk ? n - p0 - np : chunk) : q0 + lq < l ? chunk : 0;
             transpose_cols(bt, b + (ptrdiff_t)q0 * ldb, ldb, lq, p0, np, pf, npf);
-            nn_avx512(m, lq, np, a + p0, lda, 1, bt, lq, c + q0, ldc, 1);
+            nn_avx512(m, lq, np, a + p0, lda, 1, bt, lq, c + q0, ldc, 1, NULL);
         }
     }
 }
@@ -251,10 +267,18 @@ void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const flo
  * (nt's step), then dX[:, chunk] = [dX +] W^T . dY[:, chunk] while that chunk of dY
  * is still in L1/L2 (the separate calls read all of dY twice). Every element of dW
  * is the sum over n in order, of dX the sum over m in order: the bits of nt and nn. */
+/* With db, each row's sum of dY is also formed in that pass: 16 float lanes (lane j
+ * takes the pixels p = j mod 16, in order) added up in double and then to db, the
+ * bits of npred_conv2d_bias_grad over this one image (m <= PW_BIAS_MAX). */
+#define PW_BIAS_MAX 256
+
 static AVX512 void pw_bwd_avx512(int m, int l, int n, const float *w, const float *dy, const float *x, float *dw,
-                                 float *dx, int acc)
+                                 float *dx, int acc, float *db)
 {
     float bt[NT_CHUNK_FLOATS] __attribute__((aligned(64)));
+    __m512 lanes[PW_BIAS_MAX];
+    if (db)
+        for (int o = 0; o < m; o++) lanes[o] = _mm512_setzero_ps();
     int chunk = NT_CHUNK_FLOATS / l / 16 * 16;
     if (chunk < 16) chunk = 16;
     for (int p0 = 0; p0 < n; p0 += chunk) {
@@ -262,10 +286,30 @@ static AVX512 void pw_bwd_avx512(int m, int l, int n, const float *w, const floa
         if (dw) {
             const int nxt = n - p0 - np < chunk ? n - p0 - np : chunk;
             transpose_cols(bt, x, n, l, p0, np, x + p0 + np, nxt);
-            nn_avx512(m, l, np, dy + p0, n, 1, bt, l, dw, l, 1);
+            nn_avx512(m, l, np, dy + p0, n, 1, bt, l, dw, l, 1, NULL);
         }
-        if (dx) nn_avx512(l, np, m, w, 1, l, dy + p0, n, dx + p0, n, acc);
+        if (db) /* chunks start at multiples of 16: vector lane j holds the pixels j mod 16 */
+            for (int o = 0; o < m; o++) {
+                const float *d = dy + (ptrdiff_t)o * n + p0;
+                __m512 a = lanes[o];
+                int q = 0;
+                for (; q + 16 <= np; q += 16) a = _mm512_add_ps(a, _mm512_loadu_ps(d + q));
+                if (q < np) {
+                    const __mmask16 t = (__mmask16)((1u << (np - q)) - 1);
+                    a = _mm512_mask_add_ps(a, t, a, _mm512_maskz_loadu_ps(t, d + q));
+                }
+                lanes[o] = a;
+            }
+        if (dx) nn_avx512(l, np, m, w, 1, l, dy + p0, n, dx + p0, n, acc, NULL);
     }
+    if (db)
+        for (int o = 0; o < m; o++) {
+            float v[16];
+            _mm512_storeu_ps(v, lanes[o]);
+            double sum = 0;
+            for (int j = 0; j < 16; j++) sum += v[j];
+            db[o] += (float)sum;
+        }
 }
 
 void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const float *dy, const float *x, float *dw,
@@ -273,11 +317,19 @@ void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const fl
 {
     if (m <= 0 || l <= 0 || n <= 0) return;
     if (npred_gemm_avx512_active() && l <= NT_MAX_L) {
-        pw_bwd_avx512(m, l, n, w, dy, x, dw, dx, accumulate);
+        pw_bwd_avx512(m, l, n, w, dy, x, dw, dx, accumulate, NULL);
         return;
     }
     if (dw) npred_gemm_nt(m, l, n, dy, n, x, n, dw, l);
     if (dx) npred_gemm_nn(l, n, m, w, 1, l, dy, n, dx, n, accumulate);
+}
+
+int npred_gemm_pointwise_backward_bias(int m, int l, int n, const float *w, const float *dy, const float *x,
+                                       float *dw, float *db, float *dx, int accumulate)
+{
+    if (m <= 0 || l <= 0 || n <= 0 || !(npred_gemm_avx512_active() && l <= NT_MAX_L && m <= PW_BIAS_MAX)) return -1;
+    pw_bwd_avx512(m, l, n, w, dy, x, dw, dx, accumulate, db);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- conv dW from the input */

@@ -23,6 +23,12 @@
 void npred_gemm_nn(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
                    ptrdiff_t ldb, float *c, ptrdiff_t ldc, int accumulate);
 
+/* C = bias + A . B, bias (m) added to every column of its row: the bits of C
+ * filled with bias[i] and npred_gemm_nn(..., accumulate = 1), without that pass
+ * over C (every element's sum starts from its bias). */
+void npred_gemm_nn_bias(int m, int n, int k, const float *a, ptrdiff_t ars, ptrdiff_t acs, const float *b,
+                        ptrdiff_t ldb, const float *bias, float *c, ptrdiff_t ldc);
+
 /* C (m x l, row stride ldc) += A (m x n, row stride lda) . B (l x n, row stride ldb)^T */
 void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const float *b, ptrdiff_t ldb,
                    float *c, ptrdiff_t ldc);
@@ -35,6 +41,14 @@ void npred_gemm_nt(int m, int l, int n, const float *a, ptrdiff_t lda, const flo
  * npred_gemm_nn(l, n, m, w, 1, l, dy, n, dx, n, accumulate). */
 void npred_gemm_pointwise_backward(int m, int l, int n, const float *w, const float *dy, const float *x, float *dw,
                                    float *dx, int accumulate);
+
+/* The same with the bias gradient of this one image in the pass:
+ *   db (m) += (float) sum over the pixels of each row of dY
+ * with the bits of npred_conv2d_bias_grad(db, dy, 1, m, n) (16 float lanes over the
+ * pixels in order, added up in double). Returns 0, or -1 (nothing computed) where
+ * only the separate passes run (no AVX-512, l > 512 or m > 256). */
+int npred_gemm_pointwise_backward_bias(int m, int l, int n, const float *w, const float *dy, const float *x,
+                                       float *dw, float *db, float *dx, int accumulate);
 
 /* The weight gradient of a convolution whose output rows are contiguous runs of its
  * (zero-padded) input, without an im2col matrix: with A(r, y * ow + q) =
