@@ -444,6 +444,10 @@ static void test_fast_vs_naive(void)
     compare_all("k9 1->64 36x64", npred_conv2d_params_square(2, 1, 36, 64, 64, 9, 1, 0, 1, 1), 41);
     compare_all("k9 p4 1->16", npred_conv2d_params_square(2, 1, 20, 30, 16, 9, 1, 4, 1, 1), 42);
     compare_all("k3 1->64 wide rows", npred_conv2d_params_square(2, 1, 6, 300, 64, 3, 1, 1, 1, 1), 43);
+    /* im2col matrices over 1 MB: the forward in bands of output rows (a partial last
+     * band; the 144 x 256 first layer; row stride 2, dilation and groups) */
+    compare_all("k9 p4 1->64 144x256 bands", npred_conv2d_params_square(1, 1, 144, 256, 64, 9, 1, 4, 1, 1), 44);
+    compare_all("k5 sy2 d2 groups2 bands", mk(2, 4, 80, 80, 6, 5, 5, 2, 1, 2, 2, 2, 1, 2), 45);
 }
 
 /* ---------------------------------------------------------------- semantics */

@@ -254,6 +254,42 @@ static void im2col(float *col, const float *x, const npred_conv2d_params *p, int
     im2col_rows(col, x, p, oh, ow, 0, p->c * p->kh * p->kw);
 }
 
+/* The columns of output rows oy0 .. oy1-1 only: col (C*KH*KW, (oy1-oy0)*OW), the same
+ * values as those columns of im2col's matrix. */
+static void im2col_band(float *col, const float *x, const npred_conv2d_params *p, int ow, int oy0, int oy1)
+{
+    const size_t bpix = (size_t)(oy1 - oy0) * ow;
+    const int kk = p->kh * p->kw;
+    for (int rr = 0; rr < p->c * kk; rr++) {
+        const int c = rr / kk, ky = rr % kk / p->kw, kx = rr % p->kw;
+        float *row = col + (size_t)rr * bpix;
+        const float *xc = x + (size_t)c * p->h * p->w;
+        const int offy = ky * p->dil_h - p->pad_h, offx = kx * p->dil_w - p->pad_w;
+        int xlo, xhi;
+        valid_range(offx, p->stride_w, p->w, ow, &xlo, &xhi);
+        for (int oy = oy0; oy < oy1; oy++) {
+            float *r = row + (size_t)(oy - oy0) * ow;
+            const int iy = oy * p->stride_h + offy;
+            if (iy < 0 || iy >= p->h) {
+                memset(r, 0, sizeof *r * (size_t)ow);
+                continue;
+            }
+            const float *xr = xc + (size_t)iy * p->w + offx;
+            for (int ox = 0; ox < xlo; ox++) r[ox] = 0;
+            if (p->stride_w == 1)
+                memcpy(r + xlo, xr + xlo, (size_t)(xhi - xlo) * sizeof *r);
+            else
+                for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[(size_t)ox * p->stride_w];
+            for (int ox = xhi; ox < ow; ox++) r[ox] = 0;
+        }
+    }
+}
+
+/* An image's im2col matrix larger than this is built and multiplied band by band of
+ * output rows, each band's columns (about this many bytes) still in L2 when the GEMM
+ * reads them; every output is the same sum over k, so the bits do not change. */
+#define IM2COL_BAND_BYTES ((size_t)256 << 10)
+
 /* dx (C, H, W) += rows r0 .. r1-1 of col (as im2col_rows) scattered back to the
  * input positions, in row order. */
 static void col2im_add_rows(float *dx, const float *col, const npred_conv2d_params *p, int oh, int ow, int r0, int r1)
@@ -443,6 +479,24 @@ static npred_status gemm_forward(float *y, const float *x, const float *w, const
             const float *xn = x + (size_t)n * p->c * ipix;
             float *yn = y + (size_t)n * p->o * opix;
             const float *src = xn;
+            const size_t colbytes = sizeof(float) * (size_t)p->c * p->kh * p->kw * opix;
+            if (!pw && !p->bf16 && colbytes > 4 * IM2COL_BAND_BYTES) {
+                /* bands of output rows (the bf16 kernels' packing is left as it was) */
+                const size_t rowbytes = colbytes / (size_t)oh;
+                const int rows = rowbytes >= IM2COL_BAND_BYTES ? 1 : (int)(IM2COL_BAND_BYTES / rowbytes);
+                for (int oy0 = 0; oy0 < oh; oy0 += rows) {
+                    const int oy1 = oh - oy0 < rows ? oh : oy0 + rows;
+                    const int bp = (oy1 - oy0) * ow;
+                    im2col_band(col, xn, p, ow, oy0, oy1);
+                    for (int g = 0; g < G; g++) {
+                        const float *wg = w + (size_t)g * og * K, *cg_ = col + (size_t)g * K * bp;
+                        float *yg = yn + (size_t)g * og * opix + (size_t)oy0 * ow;
+                        if (b) npred_gemm_nn_bias(og, bp, K, wg, K, 1, cg_, bp, b + (size_t)g * og, yg, (ptrdiff_t)opix);
+                        else npred_gemm_nn(og, bp, K, wg, K, 1, cg_, bp, yg, (ptrdiff_t)opix, 0);
+                    }
+                }
+                continue;
+            }
             if (!pw) {
                 im2col(col, xn, p, oh, ow);
                 src = col;
