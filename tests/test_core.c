@@ -430,6 +430,7 @@ static void test_eval_image_by_image(void)
  * threads and in bf16 (where 1 and 2 threads give the same bits too); and it never writes the activations it does not store, nor the
  * second output-gradient buffer. (The default, auto, would not recompute at this size.) */
 static int rc_bf16; /* recompute_run: bf16 GEMM convolutions */
+static int rc_band; /* recompute_run: npred_core_set_band_rows (0: auto) */
 
 static void recompute_run(const char *cfgjson, int mode, int threads, int steps, float **out, float **grads, float **dx,
                           float **params, float **bufs, size_t *nout, size_t *np, size_t *nx, size_t *nb, int *used,
@@ -448,6 +449,7 @@ static void recompute_run(const char *cfgjson, int mode, int threads, int steps,
         npred_ptable_free(&t);
         return;
     }
+    npred_core_set_band_rows(&core, rc_band);
     npred_rng rng;
     npred_rng_seed(&rng, 5);
     npred_core_init_params(&core, &t, &rng);
@@ -516,6 +518,40 @@ static void recompute_run(const char *cfgjson, int mode, int threads, int steps,
     free(x), free(up);
     npred_core_free(&core);
     npred_ptable_free(&t);
+}
+
+/* The depth-separable block's input and first 1x1 convolution made band by band of
+ * rows (npred_core_set_band_rows; automatic at large images) against whole images:
+ * bands of 1 and 3 rows (19 rows: a partial last band), 1 and 2 threads, bit for bit
+ * (outputs, gradients, parameters after the steps, running statistics) */
+static void test_ds_bands_bit_identical(void)
+{
+    static const char *cfg = "{\"core\": {\"hidden_channels\": 16, \"input_kern\": 7, \"hidden_kern\": 5,"
+                             " \"layers\": 4, \"depth_separable\": true, \"pad_input\": false, \"stack\": -1,"
+                             " \"elu_shift\": [0.1, -0.2], \"gamma_input\": 0.5}}";
+    static const int rows[3] = {-1, 3, 1};
+    for (int threads = 1; threads <= 2; threads++) {
+        float *o[3] = {0}, *g[3] = {0}, *dx[3] = {0}, *p[3] = {0}, *b[3] = {0};
+        size_t nout = 0, np = 0, nx = 0, nb = 0;
+        int used = 0, untouched = 0;
+        for (int k = 0; k < 3; k++) {
+            rc_band = rows[k];
+            recompute_run(cfg, NPRED_CORE_RECOMPUTE_OFF, threads, 3, &o[k], &g[k], &dx[k], &p[k], &b[k], &nout, &np,
+                          &nx, &nb, &used, &untouched);
+        }
+        rc_band = 0;
+        for (int k = 1; k < 3; k++) {
+            if (!CHECK(o[0] && o[k], "a run failed")) continue;
+            CHECK(memcmp(o[0], o[k], 2 * nout * sizeof *o[0]) == 0 && memcmp(dx[0], dx[k], 2 * nx * sizeof *dx[0]) == 0 &&
+                      memcmp(g[0], g[k], np * sizeof *g[0]) == 0 && memcmp(p[0], p[k], np * sizeof *p[0]) == 0 &&
+                      memcmp(b[0], b[k], nb * sizeof *b[0]) == 0,
+                  "%d thread(s): bands of %d rows differ from whole images", threads, rows[k]);
+        }
+        double gn = 0;
+        for (size_t i = 0; g[1] && i < np; i++) gn += (double)g[1][i] * g[1][i];
+        CHECK(gn > 0 && isfinite(gn), "gradient norm %g", gn);
+        for (int k = 0; k < 3; k++) free(o[k]), free(g[k]), free(dx[k]), free(p[k]), free(b[k]);
+    }
 }
 
 static void test_recompute_bit_identical(void)
@@ -696,6 +732,7 @@ int main(void)
     RUN(test_fd_shared_gradient_buffers);
     RUN(test_eval_image_by_image);
     RUN(test_recompute_bit_identical);
+    RUN(test_ds_bands_bit_identical);
     RUN(test_recompute_auto_policy);
     RUN(test_bf16_resized);
     RUN(test_bad_config);

@@ -457,6 +457,10 @@ static size_t ds_part_floats(const npred_core_layer *L, size_t off[3][2])
 }
 
 #define DS_CHUNKS 32
+/* an image's block input larger than this (an L2 several times) is made and convolved
+ * band by band of DS_BAND_ROWS rows (at 144 x 256 x 64 channels: 256 KB a band) */
+#define DS_BAND_MIN_BYTES ((size_t)4 << 20)
+#define DS_BAND_ROWS 4
 
 /* floats of a scratch buffer of n: rounded to 16, and 16 more of slack */
 static size_t f16(size_t n) { return (n + 15) / 16 * 16 + 16; }
@@ -963,6 +967,45 @@ static int bf16_block_of(const npred_core *core, const npred_core_layer *L, npre
     return npred_bf16_block_scratch_bytes(b) <= core->bf_ws_per;
 }
 
+/* Rows of an image per band of the block's first steps (ds_input_conv0_bands): 0 for
+ * none. Auto (band_rows 0): DS_BAND_ROWS where an image's block input exceeds
+ * DS_BAND_MIN_BYTES; npred_core_set_band_rows sets any size (tests). */
+static int ds_band_rows(const npred_core *core, const npred_core_layer *L)
+{
+    if (core->band_rows) return core->band_rows > 0 ? core->band_rows : 0;
+    return (size_t)L->cin * L->hin * L->win * sizeof(float) > DS_BAND_MIN_BYTES ? DS_BAND_ROWS : 0;
+}
+
+void npred_core_set_band_rows(npred_core *core, int rows) { core->band_rows = rows; }
+
+/* The input of image n made from the previous layer's BatchNorm input and stored
+ * (prev->store), and the block's first 1x1 convolution, band by band of rows: each
+ * band of the input is still in L2 when the convolution reads it (an image's input at
+ * 144 x 256 is 9.4 MB, which the whole-image steps wrote to memory and read back).
+ * Both are per pixel: the same values as the whole-image calls. */
+static void ds_input_conv0_bands(const npred_core_layer *L, const ds_prev *prev, int n, const float *w0,
+                                 const float *b0, float *t0, int rows)
+{
+    const int H = L->hin, W = L->win, C = L->cin;
+    const size_t hw = (size_t)H * W, n_in = (size_t)C * hw;
+    float *o = prev->store + n * n_in;
+    const float *z = prev->z + n * n_in;
+    const npred_bn_elu_map *m = &prev->map;
+    for (int r0 = 0; r0 < H; r0 += rows) {
+        const int r1 = H - r0 < rows ? H : r0 + rows;
+        const size_t off = (size_t)r0 * W, bp = (size_t)(r1 - r0) * W;
+        for (int c = 0; c < C; c++) {
+            npred_bn_elu_map mc = *m; /* channel c's map as a one-channel map */
+            mc.mean += c, mc.invstd += c;
+            if (mc.gamma) mc.gamma += c;
+            if (mc.beta) mc.beta += c;
+            npred_batchnorm2d_elu_apply(o + c * hw + off, z + c * hw + off, &mc, 1, 1, bp);
+        }
+        if (b0) npred_gemm_nn_bias(L->cout, (int)bp, C, w0, C, 1, o + off, (ptrdiff_t)hw, b0, t0 + off, (ptrdiff_t)hw);
+        else npred_gemm_nn(L->cout, (int)bp, C, w0, C, 1, o + off, (ptrdiff_t)hw, t0 + off, (ptrdiff_t)hw, 0);
+    }
+}
+
 static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptable *t, const float *in, int B,
                                double *pst, const blk_eval *ev, int lean, const ds_prev *prev)
 {
@@ -995,6 +1038,9 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     L->t_bf16 = bft ? (rcm ? 2 : 1) : 0;
     if ((bfb || bft) && T > core->bf_ws_threads) T = core->bf_ws_threads;
     const size_t n_pairs = (size_t)(L->cout + 1) / 2 * hw;
+    /* the input made and stored here, and the first 1x1 convolution, by bands of rows
+     * where an image's input is larger than L2 (fp32) */
+    const int bands = nc == 3 && prev && prev->store && !lean && !p[0].bf16 ? ds_band_rows(core, L) : 0;
     int failed = 0;
 #pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
     {
@@ -1011,19 +1057,26 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
             }
             const size_t slot = lean ? (size_t)npred_thread_id() : (size_t)n;
             float *z = (lean ? core->g[2] : L->z) + slot * n_out;
-            const float *xin = ds_input(L, in, prev, n, sc.ain);
-            if (bft) { /* (recomputing: the intermediates into the thread's scratch) */
+            if (bands) {
+                float *t0 = L->t[0] + slot * n_mid, *t1 = L->t[1] + slot * n_out;
+                ds_input_conv0_bands(L, prev, n, w[0], b[0], t0, bands);
+                failed |= npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK ||
+                          npred_conv2d_forward(z, t1, w[2], b[2], &p[2], sc.ws, slice) != NPRED_OK;
+            } else if (bft) { /* (recomputing: the intermediates into the thread's scratch) */
+                const float *xin = ds_input(L, in, prev, n, sc.ain);
                 npred_bf16_block_train_image(
                     &bb, xin, z, rcm ? (uint16_t *)(void *)sc.t0 : (uint16_t *)(void *)L->t[0] + n * n_mid,
                     rcm ? (uint32_t *)(void *)sc.t1 : (uint32_t *)(void *)L->t[1] + n * n_pairs,
                     (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
             } else if (nc == 3) {
+                const float *xin = ds_input(L, in, prev, n, sc.ain);
                 float *t0 = rcm ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
                 float *t1 = rcm ? sc.t1 : (lean ? core->g[1] : L->t[1]) + slot * n_out;
                 failed |= npred_conv2d_forward(t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
                           npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK ||
                           npred_conv2d_forward(z, t1, w[2], b[2], &p[2], sc.ws, slice) != NPRED_OK;
             } else {
+                const float *xin = ds_input(L, in, prev, n, sc.ain);
                 failed |= npred_conv2d_forward(z, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK;
             }
             if (pst) npred_batchnorm2d_plane_stats(pst + (size_t)n * L->cout * 2, z, (size_t)L->cout, hw);

@@ -156,6 +156,8 @@ typedef struct {
     void *bf_ws;        /* bf16 precision: per-thread scratch of the bf16 block kernels (kernels/bf16_block.h) */
     size_t bf_ws_per;   /* bytes per thread */
     int bf_ws_threads;  /* threads it has room for */
+    int band_rows;      /* rows per band of the depth-separable block's first steps in a training
+                           forward (0: auto, by size; < 0: never): npred_core_set_band_rows */
 } npred_core;
 
 /* 0.3.0 Stacked2dCore defaults (input_channels etc. must still be set). */
@@ -226,6 +228,12 @@ int npred_core_bf16(const npred_core *core);
 #define NPRED_CORE_RECOMPUTE_OFF 0
 #define NPRED_CORE_RECOMPUTE_ON 1
 npred_status npred_core_set_recompute(npred_core *core, int mode);
+/* The training forward of a depth-separable block makes its stored input (from the
+ * previous layer's BatchNorm input) and the first 1x1 convolution band by band of
+ * `rows` image rows, each band still in L2 for the convolution: 0 (the default) where
+ * an image's block input exceeds 4 MB (4 rows), < 0 never, > 0 always with that many
+ * rows. Per pixel arithmetic: the results do not depend on it (test_core). */
+void npred_core_set_band_rows(npred_core *core, int rows);
 /* AUTO's choice for a core declared with its layer sizes, set up for max_batch, on a
  * machine of phys bytes of memory (where the core allows recomputation at all) */
 int npred_core_recompute_auto(const npred_core *core, int max_batch, size_t phys);
