@@ -445,16 +445,19 @@ static int k7_direct_geometry(int ow, int w, int ph, int pw)
     return ow > 3 * VL && ow <= 4 * VL && ph >= 0 && pw >= 0 && pw <= VL && w >= 3 * VL + 6 - pw;
 }
 
+/* the lanes of 16 columns from c0 (the source column of lane 0) inside a row of w */
+static __mmask16 k7_window(int c0, int w)
+{
+    const int lo = c0 < 0 ? -c0 : 0, hi = w - c0 < VL ? w - c0 : VL;
+    return hi > lo ? (__mmask16)(((hi >= VL ? 0xFFFFu : (1u << hi) - 1)) & ~((1u << lo) - 1)) : 0;
+}
+
 /* mk[kx] and mk[7 + kx]: the lanes of the first and last vector of a row, at column
  * offset kx, that fall inside the source row (source column 16 v + kx - pw) */
-static AVX512 void k7_masks(__mmask16 *mk, int w, int pw)
+static void k7_masks(__mmask16 *mk, int w, int pw)
 {
     for (int kx = 0; kx < 7; kx++)
-        for (int v = 0; v < 2; v++) {
-            const int c0 = (v ? 3 * VL : 0) + kx - pw; /* source column of lane 0 */
-            const int lo = c0 < 0 ? -c0 : 0, hi = w - c0 < VL ? w - c0 : VL;
-            mk[7 * v + kx] = hi > lo ? (__mmask16)(lanes_mask(hi) & ~lanes_mask(lo)) : 0;
-        }
+        for (int v = 0; v < 2; v++) mk[7 * v + kx] = k7_window((v ? 3 * VL : 0) + kx - pw, w);
 }
 
 /* ---------------------- the direct 7x7 forward of rows 49-56 wide, row by row (k7v_*) */
@@ -576,7 +579,7 @@ static inline __attribute__((always_inline)) AVX512 __m512 k7v_fma_m(__m512 a, _
 
 /* tv[(7 j + kx) * 16 + l], tail input rows j < n: lanes l < 8 source row j - ph, lanes
  * l >= 8 source row j - ph + hh, columns c0 + kx + l % 8 (c0 = 48 - pw) where they are
- * inside the row (win = k7v_window(c0, w)), zeros elsewhere and where the row is padding;
+ * inside the row (win = k7_window(c0, w)), zeros elsewhere and where the row is padding;
  * tmask[j]: the halves that are source rows. Each row's 16 columns from c0 are loaded
  * once, the 7 vectors of a tail row made from two of them by a permute. */
 static AVX512 void k7v_tails(float *tv, __mmask16 *tmask, int n, const float *src, int h, int w, int ph, int hh,
@@ -597,13 +600,6 @@ static AVX512 void k7v_tails(float *tv, __mmask16 *tmask, int n, const float *sr
     }
 }
 
-/* the lanes of 16 columns from c0 inside a row of w */
-static __mmask16 k7v_window(int c0, int w)
-{
-    const int lo = c0 < 0 ? -c0 : 0, hi = w - c0 < VL ? w - c0 : VL;
-    return hi > lo ? (__mmask16)(((hi >= VL ? 0xFFFFu : (1u << hi) - 1)) & ~((1u << lo) - 1)) : 0;
-}
-
 /* 1 if plane_fwd_k7_rounds takes these output rows: a multiple of 14, 28 .. K7V_MAXH */
 static int k7v_rows_ok(int oh) { return oh % 14 == 0 && oh >= 28 && oh <= K7V_MAXH; }
 
@@ -618,7 +614,7 @@ static AVX512 void plane_fwd_k7_rounds(float *y, int oh, int ow, const float *sr
     const int hh = oh / 2, ys = ow, xs = w, dlo = ph, dhi = ph + h - 1;
     const __mmask16 tail = lanes_mask(ow - 3 * VL);
     const float *xp = src - (ptrdiff_t)ph * w - pw;
-    k7v_tails(tv, tmask, hh + 6, src, h, w, ph, hh, 3 * VL - pw, k7v_window(3 * VL - pw, w));
+    k7v_tails(tv, tmask, hh + 6, src, h, w, ph, hh, 3 * VL - pw, k7_window(3 * VL - pw, w));
     const __m512 b = _mm512_set1_ps(bias);
     __m512 a00 = b, a01 = b, a02 = b, a03 = b, a10 = b, a11 = b, a12 = b, a13 = b;
     __m512 a20 = b, a21 = b, a22 = b, a23 = b, a30 = b, a31 = b, a32 = b, a33 = b;
