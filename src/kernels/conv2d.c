@@ -219,6 +219,18 @@ static void valid_range(int off, int stride, int size, int nout, int *lo, int *h
     *hi = h;
 }
 
+/* One output row r (ow columns) of an im2col row: xr[ox * stride] for ox in [xlo, xhi)
+ * (xr already offset to the kernel tap), zeros outside. */
+static inline void patch_row(float *r, const float *xr, int stride, int ow, int xlo, int xhi)
+{
+    for (int ox = 0; ox < xlo; ox++) r[ox] = 0;
+    if (stride == 1)
+        memcpy(r + xlo, xr + xlo, (size_t)(xhi - xlo) * sizeof *r);
+    else
+        for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[(size_t)ox * stride];
+    for (int ox = xhi; ox < ow; ox++) r[ox] = 0;
+}
+
 /* Rows r0 .. r1-1 of col (C*KH*KW, OH*OW), row r = (c*KH + ky)*KW + kx, <- patches
  * of x (C, H, W), zeros outside the input; col points to row r0. */
 static void im2col_rows(float *col, const float *x, const npred_conv2d_params *p, int oh, int ow, int r0, int r1)
@@ -236,13 +248,7 @@ static void im2col_rows(float *col, const float *x, const npred_conv2d_params *p
         memset(row, 0, (size_t)ylo * ow * sizeof *row);
         for (int oy = ylo; oy < yhi; oy++) {
             float *r = row + (size_t)oy * ow;
-            const float *xr = xc + (size_t)(oy * p->stride_h + offy) * p->w + offx;
-            for (int ox = 0; ox < xlo; ox++) r[ox] = 0;
-            if (p->stride_w == 1)
-                memcpy(r + xlo, xr + xlo, (size_t)(xhi - xlo) * sizeof *r);
-            else
-                for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[(size_t)ox * p->stride_w];
-            for (int ox = xhi; ox < ow; ox++) r[ox] = 0;
+            patch_row(r, xc + (size_t)(oy * p->stride_h + offy) * p->w + offx, p->stride_w, ow, xlo, xhi);
         }
         memset(row + (size_t)yhi * ow, 0, (size_t)(oh - yhi) * ow * sizeof *row);
     }
@@ -274,13 +280,7 @@ static void im2col_band(float *col, const float *x, const npred_conv2d_params *p
                 memset(r, 0, sizeof *r * (size_t)ow);
                 continue;
             }
-            const float *xr = xc + (size_t)iy * p->w + offx;
-            for (int ox = 0; ox < xlo; ox++) r[ox] = 0;
-            if (p->stride_w == 1)
-                memcpy(r + xlo, xr + xlo, (size_t)(xhi - xlo) * sizeof *r);
-            else
-                for (int ox = xlo; ox < xhi; ox++) r[ox] = xr[(size_t)ox * p->stride_w];
-            for (int ox = xhi; ox < ow; ox++) r[ox] = 0;
+            patch_row(r, xc + (size_t)iy * p->w + offx, p->stride_w, ow, xlo, xhi);
         }
     }
 }
