@@ -14,7 +14,8 @@ static int read_hidden_kern(npred_json_reader *r, const cJSON *it, npred_core_co
 {
     if (cJSON_IsNumber(it)) {
         int k;
-        if (!npred_json_int(r, it, -ANY, ANY, &k)) return 0;
+        /* the same bound as a list's entries, so a saved config reads back */
+        if (!npred_json_int(r, it, -1e9, 1e9, &k)) return 0;
         for (int i = 0; i < NPRED_CORE_MAXLAYERS; i++) c->hidden_kern[i] = k;
         return 1;
     }
