@@ -3,6 +3,7 @@
  * machine (`early_stopping`: 42 settings; `early_stopping_scheduler_trace`: the full
  * call/yield/LR trace). P = number of parameters. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,131 @@ static void test_adam_first_step(void)
     npred_adam_free(&opt);
 }
 
+/* ---- the vectorised, threaded step against the scalar formulas ---- */
+
+/* One element as adam.h writes the step, in scalar float32 (the loop the step ran
+ * before it was vectorised): the bits the vector lanes must give. */
+static void adam_scalar(float *p, float *m, float *v, float g, int t, double lr, double wd, int decoupled)
+{
+    const double bc1 = 1.0 - pow(0.9, t), bc2 = 1.0 - pow(0.999, t);
+    const float b1 = 0.9f, c1 = (float)(1.0 - 0.9), b2 = 0.999f, c2 = (float)(1.0 - 0.999);
+    const float neg_step = (float)(-(lr / bc1)), bc2_sqrt = (float)sqrt(bc2), eps = 1e-8f;
+    if (wd != 0 && decoupled) *p = *p * (float)(1.0 - lr * wd);
+    if (wd != 0 && !decoupled) g = g + (float)wd * *p;
+    float mi = *m * b1;
+    mi = mi + c1 * g;
+    float vi = *v * b2;
+    vi = vi + (c2 * g) * g;
+    *m = mi;
+    *v = vi;
+    float denom = sqrtf(vi) / bc2_sqrt + eps;
+    *p = *p + (neg_step * mi) / denom;
+}
+
+/* gradients of a large model: scales from 1e-6 to 10, zeros, and subnormal-sized values */
+static float big_grad(int s, size_t i)
+{
+    if (i % 97 == 5) return 0.0f;
+    if (i % 389 == 7) return (float)(1e-41 * ((i + (size_t)s) % 3));
+    return (float)(sin(0.37 * (double)i + 1.1 * s) * pow(10.0, (double)((i + (size_t)s) % 8) - 6));
+}
+
+/* P not a multiple of the vector width and more than one parallel piece; every
+ * variant (plain, L2 weight decay, decoupled) and both entry points, on 1 and 2
+ * threads: bit for bit the scalar formulas, and within float rounding of double
+ * precision; the zeroing entry point leaves the gradient zero, the other untouched. */
+static void test_adam_vector_bits(void)
+{
+    enum { P = 70001, STEPS = 5 };
+    const int T0 = omp_get_max_threads();
+    const double wds[3] = {0.0, 0.05, 0.05};
+    const int dec[3] = {0, 0, 1};
+    float *p = malloc(P * sizeof *p), *g = malloc(P * sizeof *g), *sp = malloc(P * sizeof *sp);
+    float *sm = calloc(P, sizeof *sm), *sv = calloc(P, sizeof *sv);
+    double *rp = malloc(P * sizeof *rp), *rm = malloc(P * sizeof *rm), *rv = malloc(P * sizeof *rv);
+    if (!CHECK(p && g && sp && sm && sv && rp && rm && rv, "allocation")) goto out;
+    for (int var = 0; var < 3; var++)
+        for (int zero = 0; zero < 2; zero++)
+            for (int threads = 1; threads <= 2; threads++) {
+                omp_set_num_threads(threads);
+                npred_adam_params hp = npred_adam_default_params();
+                hp.lr = 0.01;
+                hp.weight_decay = wds[var];
+                hp.decoupled = dec[var];
+                npred_adam opt;
+                if (!CHECK_OK(npred_adam_init(&opt, P, &hp))) goto out;
+                for (size_t i = 0; i < P; i++) {
+                    sp[i] = p[i] = (float)(0.3 * cos(0.11 * (double)i));
+                    sm[i] = sv[i] = 0.0f;
+                    rp[i] = p[i], rm[i] = rv[i] = 0.0;
+                }
+                size_t bad = 0, worst_i = 0, gbad = 0;
+                double worst = 0;
+                for (int s = 1; s <= STEPS; s++) {
+                    double lr = s <= 2 ? 0.01 : 0.002;
+                    if (s == 3) CHECK_OK(npred_adam_set_lr(&opt, lr));
+                    for (size_t i = 0; i < P; i++) g[i] = big_grad(s, i);
+                    for (size_t i = 0; i < P; i++) adam_scalar(sp + i, sm + i, sv + i, g[i], s, lr, wds[var], dec[var]);
+                    for (size_t i = 0; i < P; i++) {
+                        double gi = g[i] + (dec[var] ? 0.0 : wds[var] * rp[i]);
+                        if (dec[var]) rp[i] *= 1.0 - lr * wds[var];
+                        rm[i] = 0.9 * rm[i] + 0.1 * gi;
+                        rv[i] = 0.999 * rv[i] + 0.001 * gi * gi;
+                        rp[i] -= lr / (1 - pow(0.9, s)) * rm[i] / (sqrt(rv[i]) / sqrt(1 - pow(0.999, s)) + 1e-8);
+                    }
+                    if (zero) CHECK_OK(npred_adam_step_zero_grad(&opt, p, g));
+                    else CHECK_OK(npred_adam_step(&opt, p, g));
+                    for (size_t i = 0; i < P; i++) {
+                        if (memcmp(p + i, sp + i, 4) || memcmp(opt.m + i, sm + i, 4) || memcmp(opt.v + i, sv + i, 4))
+                            bad++;
+                        if (zero ? g[i] != 0.0f || signbit(g[i]) : g[i] != big_grad(s, i)) gbad++;
+                        double e = fabs(p[i] - rp[i]) / (2e-7 + 1e-6 * fabs(rp[i]));
+                        if (!(e <= worst)) worst = e, worst_i = i;
+                    }
+                }
+                CHECK(bad == 0, "variant %d zero %d threads %d: %zu values differ from the scalar float32 formulas",
+                      var, zero, threads, bad);
+                CHECK(gbad == 0, "variant %d zero %d: %zu gradient values %s", var, zero, gbad,
+                      zero ? "not zeroed" : "modified");
+                CHECK(worst <= 1.0, "variant %d: parameter %zu is %.9g, double precision %.9g (%.2f of the tolerance)",
+                      var, worst_i, p[worst_i], rp[worst_i], worst);
+                CHECK(opt.step == STEPS, "step counter %lld", (long long)opt.step);
+                npred_adam_free(&opt);
+            }
+out:
+    omp_set_num_threads(T0);
+    free(p), free(g), free(sp), free(sm), free(sv), free(rp), free(rm), free(rv);
+}
+
+/* A masked step over a large buffer: frozen elements keep parameter and moments,
+ * the others get the unmasked step's bits. */
+static void test_adam_masked_large(void)
+{
+    enum { P = 40003 };
+    float *p = malloc(P * sizeof *p), *q = malloc(P * sizeof *q), *g = malloc(P * sizeof *g);
+    unsigned char *fr = malloc(P);
+    npred_adam a, b;
+    memset(&a, 0, sizeof a), memset(&b, 0, sizeof b);
+    if (!CHECK(p && q && g && fr, "allocation") || !CHECK_OK(npred_adam_init(&a, P, NULL)) ||
+        !CHECK_OK(npred_adam_init(&b, P, NULL)))
+        goto out;
+    for (size_t i = 0; i < P; i++) p[i] = q[i] = (float)(0.1 * sin((double)i)), fr[i] = i % 3 == 1;
+    size_t bad = 0;
+    for (int s = 1; s <= 3; s++) {
+        for (size_t i = 0; i < P; i++) g[i] = big_grad(s, i);
+        CHECK_OK(npred_adam_step_masked(&a, p, g, fr));
+        CHECK_OK(npred_adam_step(&b, q, g));
+        for (size_t i = 0; i < P; i++) {
+            if (fr[i]) bad += p[i] != (float)(0.1 * sin((double)i)) || a.m[i] != 0.0f || a.v[i] != 0.0f;
+            else bad += memcmp(p + i, q + i, 4) != 0 || memcmp(a.m + i, b.m + i, 4) != 0;
+        }
+    }
+    CHECK(bad == 0, "%zu elements wrong in the masked step", bad);
+out:
+    npred_adam_free(&a), npred_adam_free(&b);
+    free(p), free(q), free(g), free(fr);
+}
+
 static void test_adam_bad_input(void)
 {
     npred_adam opt;
@@ -100,6 +226,7 @@ static void test_adam_bad_input(void)
     CHECK(npred_adam_set_lr(&opt, NAN) == NPRED_ERR_ARG, "NaN lr");
     float p[4] = {0};
     CHECK(npred_adam_step(&opt, p, NULL) == NPRED_ERR_ARG, "NULL gradient");
+    CHECK(npred_adam_step_zero_grad(&opt, p, NULL) == NPRED_ERR_ARG, "NULL gradient (zeroing step)");
     npred_adam_free(&opt);
     npred_adam_free(&opt); /* freeing twice is harmless */
 }
@@ -392,6 +519,8 @@ int main(void)
     RUN(test_adam_matches_reference);
     RUN(test_adam_weight_decay);
     RUN(test_adam_first_step);
+    RUN(test_adam_vector_bits);
+    RUN(test_adam_masked_large);
     RUN(test_adam_bad_input);
     RUN(test_plateau_fixture);
     RUN(test_plateau_min_rel_cooldown);

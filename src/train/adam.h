@@ -16,8 +16,11 @@
  * gradient; instead, before the moments, param = param * (1 - lr * weight_decay)
  * (the factor rounded to float32).
  * Scalars are rounded to float32 where torch passes them to a float32 kernel. The
- * loop is OpenMP-parallel over elements (element-wise: the result does not depend on
- * the thread count). The gradient is read, never modified (the caller zeroes it). */
+ * loop is OpenMP-parallel over pieces of elements and runs 16 elements per AVX-512
+ * instruction where the CPU has it, each lane doing the scalar operations one for one
+ * (element-wise: the result does not depend on the thread count or the vector width).
+ * npred_adam_step and _masked read the gradient, never modify it (the caller zeroes
+ * it); npred_adam_step_zero_grad zeroes it in the same pass. */
 #ifndef NPRED_TRAIN_ADAM_H
 #define NPRED_TRAIN_ADAM_H
 
@@ -58,5 +61,8 @@ npred_status npred_adam_step(npred_adam *opt, float *param, const float *grad);
  * torch skips a parameter whose .grad is None: no update, no weight decay, no moment
  * change); the step counter advances once. frozen (P,) may be NULL (= npred_adam_step). */
 npred_status npred_adam_step_masked(npred_adam *opt, float *param, const float *grad, const unsigned char *frozen);
+/* npred_adam_step's update, and grad (P,) set to zero behind it (one pass over the
+ * parameters instead of the step and a separate zeroing). */
+npred_status npred_adam_step_zero_grad(npred_adam *opt, float *param, float *grad);
 
 #endif

@@ -375,11 +375,12 @@ static npred_status reduce_gradients(npred_trainer *t)
     return st ? npred_error_prefix(st, "trainer: gradient reduction") : NPRED_OK;
 }
 
+/* the update and the gradient's zeroing in one pass over the parameters */
 static npred_status optimizer_step(npred_trainer *t)
 {
     npred_status st = reduce_gradients(t);
-    if (!st) st = npred_adam_step(&t->adam, t->t->data, t->t->grad);
-    npred_ptable_zero_grad(t->t);
+    if (!st) st = npred_adam_step_zero_grad(&t->adam, t->t->data, t->t->grad);
+    if (st) npred_ptable_zero_grad(t->t);
     return st;
 }
 
