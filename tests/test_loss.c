@@ -332,6 +332,130 @@ static void test_thread_count_independent(void)
 #endif
 }
 
+/* ---- value and gradient in one pass ---- */
+
+typedef npred_status (*fwd_fn)(double *, const float *, const float *, int64_t, int64_t, npred_loss_reduction);
+typedef npred_status (*bwd_fn)(float *, const double *, const float *, const float *, int64_t, int64_t,
+                               npred_loss_reduction);
+typedef npred_status (*vg_fn)(double *, float *, double, const float *, const float *, int64_t, int64_t,
+                              npred_loss_reduction);
+static npred_status pf(double *l, const float *a, const float *b, int64_t B, int64_t n, npred_loss_reduction r)
+{
+    return npred_loss_poisson_forward(l, a, b, B, n, r, NPRED_POISSON_EPS);
+}
+static npred_status pb(float *d, const double *u, const float *a, const float *b, int64_t B, int64_t n,
+                       npred_loss_reduction r)
+{
+    return npred_loss_poisson_backward(d, u, a, b, B, n, r, NPRED_POISSON_EPS);
+}
+static npred_status pv(double *l, float *d, double u, const float *a, const float *b, int64_t B, int64_t n,
+                       npred_loss_reduction r)
+{
+    return npred_loss_poisson_value_grad(l, d, u, a, b, B, n, r, NPRED_POISSON_EPS);
+}
+static npred_status ef(double *l, const float *a, const float *b, int64_t B, int64_t n, npred_loss_reduction r)
+{
+    return npred_loss_exponential_forward(l, a, b, B, n, r, NPRED_EXPONENTIAL_BIAS, NPRED_EXPONENTIAL_TARGET_BIAS);
+}
+static npred_status eb(float *d, const double *u, const float *a, const float *b, int64_t B, int64_t n,
+                       npred_loss_reduction r)
+{
+    return npred_loss_exponential_backward(d, u, a, b, B, n, r, NPRED_EXPONENTIAL_BIAS, NPRED_EXPONENTIAL_TARGET_BIAS);
+}
+static npred_status ev(double *l, float *d, double u, const float *a, const float *b, int64_t B, int64_t n,
+                       npred_loss_reduction r)
+{
+    return npred_loss_exponential_value_grad(l, d, u, a, b, B, n, r, NPRED_EXPONENTIAL_BIAS,
+                                             NPRED_EXPONENTIAL_TARGET_BIAS);
+}
+
+/* the double-precision Poisson loss and gradient of one element (the module's formula) */
+static double poisson_ref(double yh, double y, double *d)
+{
+    *d = 1.0 - y / (yh + NPRED_POISSON_EPS);
+    return yh - y * log(yh + NPRED_POISSON_EPS);
+}
+
+/* _value_grad against _forward + _backward into a zeroed gradient, bit for bit, for the
+ * three elementwise losses the trainer uses, SUM and MEAN, 1 and 2 threads, on a batch
+ * with 65 % zero responses (the Poisson value skips their logs), a batch that is not
+ * split into equal chunks and a gradient buffer that held garbage; the Poisson values
+ * also against double precision. */
+static void test_value_grad_bits(void)
+{
+    enum { B = 131, n = 1003 };
+    const size_t N = (size_t)B * n;
+    float *yh = malloc(N * sizeof *yh), *y = malloc(N * sizeof *y), *d0 = malloc(N * sizeof *d0);
+    float *d1 = malloc(N * sizeof *d1);
+    if (!CHECK(yh && y && d0 && d1, "allocation")) goto out;
+    uint64_t r = 11;
+    for (size_t i = 0; i < N; i++) {
+        yh[i] = (float)(0.02 + 1.5 * (th_rand(&r) + 1.0)); /* th_rand is uniform in [-1, 1) */
+        double u = 0.5 * (th_rand(&r) + 1.0);
+        y[i] = u < 0.65 ? (i % 2 ? 0.0f : -0.0f) : (float)floor(3.0 * (th_rand(&r) + 1.0));
+    }
+    yh[7] = 1e-30f, yh[8] = 1e-20f, y[8] = 2.0f; /* tiny predictions, one under a nonzero response */
+    const fwd_fn F[3] = {pf, ef, npred_loss_anscombe_mse_forward};
+    const bwd_fn G[3] = {pb, eb, npred_loss_anscombe_mse_backward};
+    const vg_fn V[3] = {pv, ev, npred_loss_anscombe_mse_value_grad};
+    const int saved = omp_get_max_threads();
+    for (int k = 0; k < 3; k++)
+        for (int ri = 0; ri < 2; ri++)
+            for (int T = 1; T <= 2; T++) {
+                omp_set_num_threads(T);
+                const double up = 1.7;
+                double l0 = 0, l1 = 0;
+                memset(d0, 0, N * sizeof *d0);
+                for (size_t i = 0; i < N; i++) d1[i] = NAN;
+                CHECK_OK(F[k](&l0, yh, y, B, n, REDS[ri]));
+                CHECK_OK(G[k](d0, &up, yh, y, B, n, REDS[ri]));
+                CHECK_OK(V[k](&l1, d1, up, yh, y, B, n, REDS[ri]));
+                CHECK(!memcmp(&l0, &l1, sizeof l0), "loss %d reduction %d threads %d: value %.17g, forward %.17g", k,
+                      ri, T, l1, l0);
+                CHECK(!memcmp(d0, d1, N * sizeof *d0), "loss %d reduction %d threads %d: gradient differs from the "
+                      "backward's", k, ri, T);
+            }
+    omp_set_num_threads(saved);
+    /* the Poisson sum against double precision */
+    double want = 0, l = 0, worst = 0;
+    for (size_t i = 0; i < N; i++) {
+        double d;
+        want += poisson_ref(yh[i], y[i], &d);
+    }
+    CHECK_OK(npred_loss_poisson_value_grad(&l, d1, 2.0, yh, y, B, n, NPRED_LOSS_SUM, NPRED_POISSON_EPS));
+    for (size_t i = 0; i < N; i++) {
+        double d;
+        poisson_ref(yh[i], y[i], &d);
+        worst = th_worst(worst, fabs(d1[i] - 2.0 * d) / (1e-6 * fabs(2.0 * d) + 1e-30));
+    }
+    CHECK(fabs(l - want) <= 1e-12 * fabs(want), "Poisson sum %.17g, double precision %.17g", l, want);
+    CHECK(worst <= 1.0, "Poisson gradient off by %.3g of its tolerance", worst);
+out:
+    free(yh), free(y), free(d0), free(d1);
+}
+
+/* Responses of zero under predictions whose log is not finite keep the forward's
+ * NaN / infinity; the per-neuron reductions and NULL buffers are refused. */
+static void test_value_grad_edges(void)
+{
+    const float special[4] = {INFINITY, 1.0f, -1e-12f, NAN};
+    float yh[20], y[20], d[20];
+    double l0, l1;
+    for (int i = 0; i < 4; i++)
+        for (int at = 3; at <= 18; at += 15) { /* in a vector of 16 and in the row's tail */
+            for (int j = 0; j < 20; j++) yh[j] = 0.5f + 0.1f * (float)j, y[j] = (float)(j % 3 == 0);
+            yh[at] = special[i], y[at] = 0.0f;
+            CHECK_OK(npred_loss_poisson_forward(&l0, yh, y, 1, 20, NPRED_LOSS_SUM, NPRED_POISSON_EPS));
+            CHECK_OK(npred_loss_poisson_value_grad(&l1, d, 1.0, yh, y, 1, 20, NPRED_LOSS_SUM, NPRED_POISSON_EPS));
+            CHECK(isnan(l0) == isnan(l1) && (isnan(l0) || l0 == l1), "prediction %g at %d over a zero: value %g, "
+                  "forward %g", special[i], at, l1, l0);
+        }
+    CHECK(npred_loss_poisson_value_grad(&l1, d, 1.0, yh, y, 2, 2, NPRED_LOSS_PER_NEURON_SUM, 1e-12) == NPRED_ERR_ARG,
+          "a per-neuron reduction is refused");
+    CHECK(npred_loss_poisson_value_grad(&l1, NULL, 1.0, yh, y, 2, 2, NPRED_LOSS_SUM, 1e-12) == NPRED_ERR_ARG,
+          "a NULL gradient is refused");
+}
+
 int main(void)
 {
     RUN(test_thread_count_independent);
@@ -346,5 +470,7 @@ int main(void)
     RUN(test_digamma);
     RUN(test_bad_input);
     RUN(test_accumulates);
+    RUN(test_value_grad_bits);
+    RUN(test_value_grad_edges);
     return th_summary();
 }

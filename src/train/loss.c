@@ -7,7 +7,12 @@
 #include "train/loss.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 typedef enum { EL_POISSON, EL_EXPONENTIAL, EL_ANSCOMBE, EL_MSE } elem_kind;
 
@@ -135,6 +140,116 @@ static void reduce_backward(float *dyhat, const double *dloss, const elem_fn *f,
     }
 }
 
+/* ---- value and gradient in one pass (SUM / MEAN) ----
+ *
+ * The forward's row chunks, each summed in element order, and the backward's
+ * gradient of every element, written (not accumulated): the bits of _forward, and of
+ * _backward into a zeroed dyhat (0.0f + the same float; the addition keeps +0 where
+ * the product is -0). Each row's gradient is one loop the compiler vectorises for
+ * the Poisson loss (a double division per element); the row's value follows in order.
+ *
+ * The Poisson value of an element with y == 0 and a finite log(yhat + eps) is
+ * yhat - 0: y log(...) is then a signed zero, and yhat - (+-0) differs from yhat at
+ * most in the sign of a zero, which the chunk's sum (it starts at +0 and cannot
+ * become -0) does not see. So the log is taken for the other elements only (about a
+ * third of a batch of spike counts): their indices are listed without a branch, the
+ * products y log(yhat + eps) go into a row of zeros, and the row is summed in order
+ * as yhat - product (a branch per element cost more than the logs it saved, the
+ * zeros being unpredictable). */
+static void row_grad(const elem_fn *f, float *dy, const float *yhat, const float *y, int64_t n, double g)
+{
+    if (f->kind == EL_POISSON) {
+        const double a = f->a;
+        for (int64_t j = 0; j < n; j++) {
+            double z = (double)yhat[j] + a;
+            double d = 1.0 - (double)y[j] / z;
+            dy[j] = 0.0f + (float)(d * g);
+        }
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        double d = 0.0;
+        (void)elem_eval(f, yhat[j], y[j], &d);
+        dy[j] = 0.0f + (float)(d * g);
+    }
+}
+
+/* acc + the row's values in order; ws: n doubles and n indices, or NULL (then the
+ * Poisson row takes every log) */
+static double row_value(const elem_fn *f, double acc, const float *yhat, const float *y, int64_t n, double *prod,
+                        int32_t *idx)
+{
+    if (f->kind != EL_POISSON || !prod) {
+        for (int64_t j = 0; j < n; j++) acc += elem_eval(f, yhat[j], y[j], NULL);
+        return acc;
+    }
+    const double a = f->a;
+    int64_t k = 0, j = 0;
+    memset(prod, 0, (size_t)n * sizeof *prod);
+#ifdef __AVX512F__
+    const __m512d va = _mm512_set1_pd(a), inf = _mm512_set1_pd(INFINITY), zd = _mm512_setzero_pd();
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= n; j += 16, iota = _mm512_add_epi32(iota, step)) {
+        const __m512 yv = _mm512_loadu_ps(y + j), hv = _mm512_loadu_ps(yhat + j);
+        const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(hv), 1));
+        const __m512d z0 = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(hv)), va);
+        const __m512d z1 = _mm512_add_pd(_mm512_cvtps_pd(hi), va);
+        const unsigned f0 = _mm512_cmp_pd_mask(z0, zd, _CMP_GT_OQ) & _mm512_cmp_pd_mask(z0, inf, _CMP_LT_OQ);
+        const unsigned f1 = _mm512_cmp_pd_mask(z1, zd, _CMP_GT_OQ) & _mm512_cmp_pd_mask(z1, inf, _CMP_LT_OQ);
+        const unsigned zero = _mm512_cmp_ps_mask(yv, _mm512_setzero_ps(), _CMP_EQ_OQ) & (f0 | f1 << 8);
+        const __mmask16 need = (__mmask16)(~zero & 0xFFFFu);
+        _mm512_mask_compressstoreu_epi32(idx + k, need, iota);
+        k += __builtin_popcount(need);
+    }
+#endif
+    for (; j < n; j++) {
+        double z = (double)yhat[j] + a;
+        const int zero = (y[j] == 0.0f) & (z > 0.0) & (z < INFINITY); /* no short circuit: no branch */
+        idx[k] = (int32_t)j;
+        k += 1 - zero;
+    }
+    for (int64_t q = 0; q < k; q++) {
+        int64_t j = idx[q];
+        prod[j] = (double)y[j] * log((double)yhat[j] + a);
+    }
+    for (int64_t j = 0; j < n; j++) acc += (double)yhat[j] - prod[j];
+    return acc;
+}
+
+static npred_status elem_value_grad(const char *who, double *loss, float *dyhat, double dloss, const elem_fn *f,
+                                    const float *yhat, const float *y, int64_t B, int64_t n, npred_loss_reduction red)
+{
+    npred_status st = check_args(who, loss, yhat, y, B, n, red);
+    if (st) return st;
+    if (!dyhat) return npred_errorf(NPRED_ERR_ARG, "%s: NULL gradient", who);
+    if (red != NPRED_LOSS_SUM && red != NPRED_LOSS_MEAN)
+        return npred_errorf(NPRED_ERR_ARG, "%s: value and gradient in one pass take the SUM or MEAN reduction", who);
+    const double s = reduction_scale(red, B, n), g = dloss * s;
+    const int ws = f->kind == EL_POISSON && n <= INT32_MAX;
+    double part[NCHUNK];
+    const int64_t nc = B < NCHUNK ? B : NCHUNK;
+#pragma omp parallel if (B * n > 65536)
+    {
+        double *prod = ws ? malloc((size_t)n * (sizeof(double) + sizeof(int32_t))) : NULL;
+        int32_t *idx = prod ? (int32_t *)(void *)(prod + n) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t c = 0; c < nc; c++) {
+            double acc = 0.0;
+            for (int64_t b = B * c / nc; b < B * (c + 1) / nc; b++) {
+                row_grad(f, dyhat + b * n, yhat + b * n, y + b * n, n, g);
+                acc = row_value(f, acc, yhat + b * n, y + b * n, n, prod, idx);
+            }
+            part[c] = acc;
+        }
+        free(prod);
+    }
+    double acc = 0.0;
+    for (int64_t c = 0; c < nc; c++) acc += part[c];
+    loss[0] = acc * s;
+    return NPRED_OK;
+}
+
 static npred_status elem_forward(const char *who, double *loss, const elem_fn *f, const float *yhat,
                                  const float *y, int64_t B, int64_t n, npred_loss_reduction red)
 {
@@ -169,6 +284,13 @@ npred_status npred_loss_poisson_backward(float *dyhat, const double *dloss, cons
     return elem_backward("poisson loss", dyhat, dloss, &f, yhat, y, B, n, red);
 }
 
+npred_status npred_loss_poisson_value_grad(double *loss, float *dyhat, double dloss, const float *yhat,
+                                          const float *y, int64_t B, int64_t n, npred_loss_reduction red, double eps)
+{
+    elem_fn f = {EL_POISSON, eps, 0};
+    return elem_value_grad("poisson loss", loss, dyhat, dloss, &f, yhat, y, B, n, red);
+}
+
 npred_status npred_loss_exponential_forward(double *loss, const float *yhat, const float *y,
                                             int64_t B, int64_t n, npred_loss_reduction red,
                                             double bias, double target_bias)
@@ -186,6 +308,14 @@ npred_status npred_loss_exponential_backward(float *dyhat, const double *dloss, 
     return elem_backward("exponential loss", dyhat, dloss, &f, yhat, y, B, n, red);
 }
 
+npred_status npred_loss_exponential_value_grad(double *loss, float *dyhat, double dloss, const float *yhat,
+                                              const float *y, int64_t B, int64_t n, npred_loss_reduction red,
+                                              double bias, double target_bias)
+{
+    elem_fn f = {EL_EXPONENTIAL, bias, target_bias};
+    return elem_value_grad("exponential loss", loss, dyhat, dloss, &f, yhat, y, B, n, red);
+}
+
 npred_status npred_loss_anscombe_mse_forward(double *loss, const float *yhat, const float *y,
                                              int64_t B, int64_t n, npred_loss_reduction red)
 {
@@ -199,6 +329,13 @@ npred_status npred_loss_anscombe_mse_backward(float *dyhat, const double *dloss,
 {
     elem_fn f = {EL_ANSCOMBE, 0, 0};
     return elem_backward("anscombe mse", dyhat, dloss, &f, yhat, y, B, n, red);
+}
+
+npred_status npred_loss_anscombe_mse_value_grad(double *loss, float *dyhat, double dloss, const float *yhat,
+                                               const float *y, int64_t B, int64_t n, npred_loss_reduction red)
+{
+    elem_fn f = {EL_ANSCOMBE, 0, 0};
+    return elem_value_grad("anscombe mse", loss, dyhat, dloss, &f, yhat, y, B, n, red);
 }
 
 npred_status npred_loss_mse_forward(double *loss, const float *yhat, const float *y,

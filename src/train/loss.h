@@ -11,6 +11,10 @@
  *   - _backward ACCUMULATES dL/dyhat into `dyhat` (+=), given the upstream gradient
  *     `dloss` = dL/dloss of the same shape as `loss` (NULL means all ones). The target
  *     is treated as a constant (it is detached in the reference).
+ *   - the elementwise losses the trainer uses (Poisson, exponential, Anscombe MSE) also
+ *     come as _value_grad: the SUM or MEAN reduction's loss and dL/dyhat for the
+ *     upstream gradient `dloss`, WRITTEN (overwrite) into `dyhat`, in one pass over
+ *     the batch: the bits of _forward and of _backward into a zeroed dyhat.
  *
  * Semantics follow neuralpredictors 0.3.0 measures/modules.py (and, for GammaLoss,
  * which 0.3.0 does not have, neuralpredictors HEAD); the module named per function.
@@ -46,6 +50,8 @@ npred_status npred_loss_poisson_forward(double *loss, const float *yhat, const f
 npred_status npred_loss_poisson_backward(float *dyhat, const double *dloss, const float *yhat,
                                          const float *y, int64_t B, int64_t n,
                                          npred_loss_reduction red, double eps);
+npred_status npred_loss_poisson_value_grad(double *loss, float *dyhat, double dloss, const float *yhat,
+                                          const float *y, int64_t B, int64_t n, npred_loss_reduction red, double eps);
 
 /* ExponentialLoss: with o = yhat + bias, t = y + target_bias: l = t / o + log(o).
  * Reference reductions: MEAN, PER_NEURON_MEAN. */
@@ -56,6 +62,9 @@ npred_status npred_loss_exponential_backward(float *dyhat, const double *dloss, 
                                              const float *y, int64_t B, int64_t n,
                                              npred_loss_reduction red, double bias,
                                              double target_bias);
+npred_status npred_loss_exponential_value_grad(double *loss, float *dyhat, double dloss, const float *yhat,
+                                              const float *y, int64_t B, int64_t n, npred_loss_reduction red,
+                                              double bias, double target_bias);
 
 /* AnscombeMSE: A(x) = 2 sqrt(x + 3/8); l = (A(y) - (A(yhat) - 1 / (4 sqrt(yhat))))^2.
  * Needs yhat > 0 for a finite value. Reference reductions: MEAN, PER_NEURON_MEAN. */
@@ -64,6 +73,8 @@ npred_status npred_loss_anscombe_mse_forward(double *loss, const float *yhat, co
 npred_status npred_loss_anscombe_mse_backward(float *dyhat, const double *dloss, const float *yhat,
                                               const float *y, int64_t B, int64_t n,
                                               npred_loss_reduction red);
+npred_status npred_loss_anscombe_mse_value_grad(double *loss, float *dyhat, double dloss, const float *yhat,
+                                               const float *y, int64_t B, int64_t n, npred_loss_reduction red);
 
 /* Squared error (torch.nn.MSELoss: reduction "mean" = MEAN, "sum" = SUM):
  * l = (yhat - y)^2. */

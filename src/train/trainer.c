@@ -262,47 +262,35 @@ double npred_trainer_loss_scale(const npred_trainer *t, int session, int64_t B)
 int64_t npred_trainer_adam_steps(const npred_trainer *t) { return t->adam.step; }
 double npred_trainer_lr(const npred_trainer *t) { return t->sched.lr; }
 
-static npred_status loss_forward(const npred_trainer *t, double *v, const float *yhat, const float *y, int64_t B,
-                                 int64_t n)
+/* The loss and its gradient (written into dyhat): one pass for the elementwise
+ * losses, the correlation's forward and backward otherwise (the distribution losses
+ * are trainer_dist.c's). */
+static npred_status loss_value_grad(const npred_trainer *t, double *v, float *dyhat, double k, const float *yhat,
+                                    const float *y, int64_t B, int64_t n)
 {
     npred_loss_reduction red = t->c.avg_loss ? NPRED_LOSS_MEAN : NPRED_LOSS_SUM;
+    npred_status st;
     switch (t->c.loss_function) {
-    case NPRED_TRAIN_LOSS_POISSON: return npred_loss_poisson_forward(v, yhat, y, B, n, red, NPRED_POISSON_EPS);
+    case NPRED_TRAIN_LOSS_POISSON:
+        return npred_loss_poisson_value_grad(v, dyhat, k, yhat, y, B, n, red, NPRED_POISSON_EPS);
     case NPRED_TRAIN_LOSS_EXPONENTIAL:
-        return npred_loss_exponential_forward(v, yhat, y, B, n, red, NPRED_EXPONENTIAL_BIAS,
-                                              NPRED_EXPONENTIAL_TARGET_BIAS);
-    case NPRED_TRAIN_LOSS_ANSCOMBE_MSE: return npred_loss_anscombe_mse_forward(v, yhat, y, B, n, red);
+        return npred_loss_exponential_value_grad(v, dyhat, k, yhat, y, B, n, red, NPRED_EXPONENTIAL_BIAS,
+                                                 NPRED_EXPONENTIAL_TARGET_BIAS);
+    case NPRED_TRAIN_LOSS_ANSCOMBE_MSE: return npred_loss_anscombe_mse_value_grad(v, dyhat, k, yhat, y, B, n, red);
     case NPRED_TRAIN_LOSS_CORR: {
-        npred_status st = npred_loss_corr_forward(t->rbuf, yhat, y, B, n, 0, NPRED_CORR_EPS);
-        if (st) return st;
+        if ((st = npred_loss_corr_forward(t->rbuf, yhat, y, B, n, 0, NPRED_CORR_EPS))) return st;
         double a = 0;
         for (int64_t j = 0; j < n; j++) a -= t->rbuf[j];
         *v = t->c.avg_loss ? a / (double)n : a;
-        return NPRED_OK;
-    }
-    case NPRED_TRAIN_LOSS_AVG_CORR: return npred_loss_corr_forward(v, yhat, y, B, n, 1, NPRED_CORR_EPS);
-    default: break; /* the distribution losses: trainer_dist.c */
-    }
-    return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
-}
-
-static npred_status loss_backward(const npred_trainer *t, float *dyhat, double k, const float *yhat, const float *y,
-                                  int64_t B, int64_t n)
-{
-    npred_loss_reduction red = t->c.avg_loss ? NPRED_LOSS_MEAN : NPRED_LOSS_SUM;
-    switch (t->c.loss_function) {
-    case NPRED_TRAIN_LOSS_POISSON:
-        return npred_loss_poisson_backward(dyhat, &k, yhat, y, B, n, red, NPRED_POISSON_EPS);
-    case NPRED_TRAIN_LOSS_EXPONENTIAL:
-        return npred_loss_exponential_backward(dyhat, &k, yhat, y, B, n, red, NPRED_EXPONENTIAL_BIAS,
-                                               NPRED_EXPONENTIAL_TARGET_BIAS);
-    case NPRED_TRAIN_LOSS_ANSCOMBE_MSE: return npred_loss_anscombe_mse_backward(dyhat, &k, yhat, y, B, n, red);
-    case NPRED_TRAIN_LOSS_CORR: {
         double g = t->c.avg_loss ? -k / (double)n : -k;
         for (int64_t j = 0; j < n; j++) t->rbuf[j] = g;
+        memset(dyhat, 0, sizeof(float) * (size_t)(B * n));
         return npred_loss_corr_backward(dyhat, t->rbuf, yhat, y, B, n, 0, NPRED_CORR_EPS);
     }
-    case NPRED_TRAIN_LOSS_AVG_CORR: return npred_loss_corr_backward(dyhat, &k, yhat, y, B, n, 1, NPRED_CORR_EPS);
+    case NPRED_TRAIN_LOSS_AVG_CORR:
+        if ((st = npred_loss_corr_forward(v, yhat, y, B, n, 1, NPRED_CORR_EPS))) return st;
+        memset(dyhat, 0, sizeof(float) * (size_t)(B * n));
+        return npred_loss_corr_backward(dyhat, &k, yhat, y, B, n, 1, NPRED_CORR_EPS);
     default: break;
     }
     return npred_errorf(NPRED_ERR_ARG, "trainer: unknown loss");
@@ -340,9 +328,7 @@ static npred_status batch_part(npred_trainer *t, const npred_batch *b, int64_t B
             if ((st = npred_trainer_dist_loss(t, &v, kb, b->responses, B, n))) return st;
             if ((st = npred_model_backward_dist(m, t->ddist, t->c.detach_core, NULL, NULL))) return st;
         } else {
-            if ((st = loss_forward(t, &v, t->pred, b->responses, B, n))) return st;
-            memset(t->dpred, 0, sizeof(float) * (size_t)(B * n));
-            if ((st = loss_backward(t, t->dpred, kb, t->pred, b->responses, B, n))) return st;
+            if ((st = loss_value_grad(t, &v, t->dpred, kb, t->pred, b->responses, B, n))) return st;
             if ((st = npred_model_backward(m, t->dpred, t->c.detach_core, NULL, NULL))) return st;
         }
         /* a mean over this part becomes its share of the mean over the global batch */
