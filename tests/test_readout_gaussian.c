@@ -536,6 +536,55 @@ static void test_rng_draws_parallel(void)
     draws_case(2, 1, 0);
 }
 
+/* The feature regularizer on the parameter in place, for a readout large enough to
+ * run on the threads (1 and 2): the value is the double sum of |features| in the
+ * order of the (n, c) rows (neuron, channel), bit for bit, and the gradient adds
+ * exactly weight * sign(feature) (0 for a zero feature) to what it held. */
+static void test_regularizer_bits(void)
+{
+    enum { C = 24, H = 3, W = 4, N = 5003 };
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, C, H, W, N);
+    cfg.feature_reg_weight = 0.0076;
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    if (CHECK_OK(npred_readout_declare(&r, &cfg, "", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, 2))) {
+        float *f = npred_ptable_ptr(&t, r.p_features), *gf = npred_ptable_gradptr(&t, r.p_features);
+        const size_t nf = (size_t)C * N;
+        float *g0 = malloc(nf * sizeof *g0);
+        uint64_t s = 3;
+        for (size_t i = 0; i < nf; i++) {
+            f[i] = i % 11 == 0 ? 0.0f : (float)(th_rand(&s) * pow(10.0, (double)(i % 5) - 3));
+            g0[i] = (float)th_rand(&s);
+        }
+        double want = 0;
+        for (int o = 0; o < N; o++)
+            for (int k = 0; k < C; k++) want += fabs(f[(size_t)k * N + o]);
+        want *= cfg.feature_reg_weight;
+        const float g = (float)(1.5 * cfg.feature_reg_weight);
+        const int nt = omp_get_max_threads();
+        for (int th = 1; th <= 2; th++) {
+            memcpy(gf, g0, nf * sizeof *gf);
+            omp_set_num_threads(th);
+            double v = npred_readout_regularizer(&r, &t, 1.5);
+            omp_set_num_threads(nt);
+            CHECK(!memcmp(&v, &want, sizeof v), "%d threads: regularizer %.17g, the rows' sum %.17g", th, v, want);
+            size_t bad = 0;
+            for (size_t i = 0; i < nf; i++) {
+                float e = g0[i] + (f[i] > 0 ? g : f[i] < 0 ? -g : 0.0f);
+                bad += memcmp(&e, gf + i, sizeof e) != 0;
+            }
+            CHECK(bad == 0, "%d threads: %zu feature gradients differ from weight * sign", th, bad);
+        }
+        CHECK(npred_readout_regularizer(&r, &t, 0) == want, "without a gradient: the same value");
+        free(g0);
+    }
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
+}
+
 /* The bulk normals directly: every float equals (float) npred_rng_normal() and the
  * generator ends in the same state, for counts around the vector blocks, with and
  * without a spare at entry, on 1 and 2 threads; 2^21 draws take the C library path
@@ -725,6 +774,7 @@ int main(void)
     RUN(test_rng_sampling);
     RUN(test_rng_draws_parallel);
     RUN(test_normals_bulk);
+    RUN(test_regularizer_bits);
     RUN(test_bad_config);
     return th_summary();
 }
