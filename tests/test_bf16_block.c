@@ -153,6 +153,192 @@ static void check_block(int cin, int cout, int h, int w, int k, int biases, int 
     free(beta), free(a), free(a2), free(scr), free(ref), free(mag), free(ref_f);
 }
 
+/* bf16 pairs of channels of x (c x hw) rounded, the forward's layout */
+static uint32_t *to_pairs(const float *x, int c, size_t hw)
+{
+    uint32_t *xp = calloc((size_t)(c + 1) / 2 * hw + 16, sizeof *xp);
+    for (int ci = 0; ci < c; ci++)
+        for (size_t p = 0; p < hw; p++) {
+            union { float f; uint32_t u; } v = {(float)th_bf16(x[ci * hw + p])};
+            xp[ci / 2 * hw + p] |= ci % 2 ? v.u & 0xFFFF0000u : v.u >> 16;
+        }
+    return xp;
+}
+
+/* The 1x1 backward (npred_bf16_pw_backward_image) against double sums of the
+ * bf16-rounded operands: every element within (terms + 2) * 2^-24 of its sum of
+ * |terms| (bf16 products are exact in fp32; each term costs at most one rounding of
+ * the fp32 sum), the unrounded reference farther away, the same bits twice whatever
+ * the scratch held, and the same bits from x as bf16 pairs of channels. */
+static void check_pw_backward(int o, int c, int h, int w, int acc, uint64_t seed)
+{
+    uint64_t st = seed;
+    const size_t hw = (size_t)h * w;
+    float *dy = rnd((size_t)o * hw, &st, 1.0, 0.0), *x = rnd((size_t)c * hw, &st, 1.0, 0.0);
+    float *wt = rnd((size_t)o * c, &st, 0.4, 0.0), *dw0 = rnd((size_t)o * c, &st, 3.0, 0.0);
+    float *dx0 = rnd((size_t)c * hw, &st, 1.0, 0.0);
+    float *dw = malloc((size_t)o * c * sizeof *dw), *dx = malloc((size_t)c * hw * sizeof *dx);
+    float *dw2 = malloc((size_t)o * c * sizeof *dw), *dx2 = malloc((size_t)c * hw * sizeof *dx);
+    const size_t sb = npred_bf16_pw_backward_scratch_bytes(o, c);
+    void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
+    memset(scr, 0, sb);
+    memcpy(dw, dw0, (size_t)o * c * sizeof *dw), memcpy(dx, dx0, (size_t)c * hw * sizeof *dx);
+    npred_bf16_pw_backward_image(dw, dx, NULL, acc, dy, x, NULL, wt, o, c, hw, scr);
+    /* again, the scratch full of NaN patterns, x as pairs of channels */
+    uint32_t *xp = to_pairs(x, c, hw);
+    memset(scr, 0xFF, sb);
+    memcpy(dw2, dw0, (size_t)o * c * sizeof *dw), memcpy(dx2, dx0, (size_t)c * hw * sizeof *dx);
+    npred_bf16_pw_backward_image(dw2, dx2, NULL, acc, dy, NULL, xp, wt, o, c, hw, scr);
+    CHECK(!memcmp(dw, dw2, (size_t)o * c * sizeof *dw) && !memcmp(dx, dx2, (size_t)c * hw * sizeof *dx),
+          "1x1 backward o %d c %d %dx%d: other bits from pairs / another scratch", o, c, h, w);
+    if (!acc) { /* dx as bf16 planes: the fp32 dx rounded, and no dW */
+        uint16_t *dxb = malloc((size_t)c * hw * sizeof *dxb);
+        memcpy(dw2, dw0, (size_t)o * c * sizeof *dw);
+        npred_bf16_pw_backward_image(NULL, dx2, dxb, 0, dy, x, NULL, wt, o, c, hw, scr);
+        int same = 1;
+        for (size_t i = 0; i < (size_t)c * hw; i++) {
+            union { float f; uint32_t u; } v = {(float)th_bf16(dx[i])};
+            same &= dxb[i] == v.u >> 16;
+        }
+        CHECK(same, "1x1 backward o %d c %d %dx%d: the bf16 dx is not the fp32 one rounded", o, c, h, w);
+        free(dxb);
+    }
+    double worst = 0, far = 0;
+    for (int i = 0; i < o; i++) /* dW */
+        for (int k = 0; k < c; k++) {
+            double s = dw0[i * c + k], m = fabs(dw0[i * c + k]), u = s;
+            for (size_t p = 0; p < hw; p++) {
+                const double t = th_bf16(dy[i * hw + p]) * th_bf16(x[k * hw + p]);
+                s += t, m += fabs(t), u += (double)dy[i * hw + p] * x[k * hw + p];
+            }
+            worst = th_worst(worst, fabs(dw[i * c + k] - s) / (m * ((double)hw + 2) * 0x1p-24));
+            far = th_worst(far, fabs(dw[i * c + k] - u) / m);
+        }
+    for (int k = 0; k < c; k++) /* dx */
+        for (size_t p = 0; p < hw; p++) {
+            double s = acc ? dx0[k * hw + p] : 0.0, m = fabs(s), u = s;
+            for (int i = 0; i < o; i++) {
+                const double t = th_bf16(wt[i * c + k]) * th_bf16(dy[i * hw + p]);
+                s += t, m += fabs(t), u += (double)wt[i * c + k] * dy[i * hw + p];
+            }
+            worst = th_worst(worst, fabs(dx[k * hw + p] - s) / (m * ((double)o + 2) * 0x1p-24 + 1e-30));
+            far = th_worst(far, fabs(dx[k * hw + p] - u) / (m + 1e-30));
+        }
+    CHECK(worst <= 1.0, "1x1 backward o %d c %d %dx%d acc %d: error %.3g of its bound", o, c, h, w, acc, worst);
+    CHECK(far >= 1e-4, "1x1 backward o %d c %d %dx%d: the unrounded reference only %.3g away (bf16 ran?)", o, c, h,
+          w, far);
+    printf("  1x1 backward o %d c %d %dx%d acc %d: worst %.2f of the bound, unrounded reference %.2e away\n", o, c,
+           h, w, acc, worst, far);
+    free(dy), free(x), free(wt), free(dw0), free(dx0), free(dw), free(dx), free(dw2), free(dx2), free(scr), free(xp);
+}
+
+static void test_pw_backward(void)
+{
+    if (!npred_gemm_bf16_available()) return; /* refused above (test_shapes) */
+    check_pw_backward(64, 64, 28, 56, 0, 11); /* the baseline's hidden layers */
+    check_pw_backward(7, 5, 3, 33, 1, 12);    /* odd rows and channels, an odd pixel count */
+    check_pw_backward(13, 70, 2, 97, 0, 13);  /* a partial 64-channel block, 2 chunks */
+    check_pw_backward(1, 1, 1, 1, 1, 14);
+    check_pw_backward(16, 17, 10, 10, 1, 15);
+}
+
+/* bf16 planes of x rounded (th_bf16) */
+static uint16_t *to_planes(const float *x, size_t n)
+{
+    uint16_t *b = malloc((n ? n : 1) * sizeof *b);
+    for (size_t i = 0; i < n; i++) {
+        union { float f; uint32_t u; } v = {(float)th_bf16(x[i])};
+        b[i] = (uint16_t)(v.u >> 16);
+    }
+    return b;
+}
+
+static double from_bf16(uint16_t v)
+{
+    union { uint32_t u; float f; } w = {(uint32_t)v << 16};
+    return w.f;
+}
+
+/* The depthwise backward (npred_bf16_dw_backward_image) against double sums of its bf16
+ * operands (dy, x, w): dx, dw (added to) and db (added to) each within (terms + 2) *
+ * 2^-24 of its sum of |terms| (fp32 lanes; their sum in double), the unrounded reference
+ * (dy and w unrounded) farther away, the same bits twice whatever the scratch held. */
+static void check_dw_backward(int c, int h, int w, int k, uint64_t seed)
+{
+    uint64_t st = seed;
+    const size_t hw = (size_t)h * w, kk = (size_t)k * k;
+    const int P = k / 2;
+    float *dyf = rnd((size_t)c * hw, &st, 1.0, 0.0), *xf = rnd((size_t)c * hw, &st, 1.0, 0.0);
+    float *wd = rnd((size_t)c * kk, &st, 0.3, 0.0), *dw0 = rnd((size_t)c * kk, &st, 5.0, 0.0);
+    float *db0 = rnd(c, &st, 5.0, 0.0);
+    uint16_t *dy = to_planes(dyf, (size_t)c * hw), *x = to_planes(xf, (size_t)c * hw);
+    float *dx = malloc((size_t)c * hw * sizeof *dx), *dx2 = malloc((size_t)c * hw * sizeof *dx);
+    float *dw = malloc((size_t)c * kk * sizeof *dw), *dw2 = malloc((size_t)c * kk * sizeof *dw);
+    float *db = malloc((size_t)c * sizeof *db), *db2 = malloc((size_t)c * sizeof *db);
+    const size_t sb = npred_bf16_dw_backward_scratch_bytes(h, w, k);
+    void *scr = aligned_alloc(64, (sb + 63) / 64 * 64);
+    for (int pass = 0; pass < 2; pass++) {
+        memset(scr, pass ? 0xFF : 0, sb);
+        memcpy(pass ? dw2 : dw, dw0, (size_t)c * kk * sizeof *dw), memcpy(pass ? db2 : db, db0, (size_t)c * sizeof *db);
+        npred_bf16_dw_backward_image(pass ? dx2 : dx, pass ? dw2 : dw, pass ? db2 : db, dy, x, wd, c, h, w, k, scr);
+    }
+    CHECK(!memcmp(dx, dx2, (size_t)c * hw * sizeof *dx) && !memcmp(dw, dw2, (size_t)c * kk * sizeof *dw) &&
+              !memcmp(db, db2, (size_t)c * sizeof *db),
+          "depthwise backward c %d %dx%d k %d: other bits with another scratch", c, h, w, k);
+    double worst = 0, far = 0;
+    for (int ch = 0; ch < c; ch++) {
+        const uint16_t *d = dy + (size_t)ch * hw, *xc = x + (size_t)ch * hw;
+        double s = db0[ch], m = fabs(s);
+        for (size_t p = 0; p < hw; p++) s += from_bf16(d[p]), m += fabs(from_bf16(d[p]));
+        worst = th_worst(worst, fabs(db[ch] - s) / (m * ((double)hw + 2) * 0x1p-24));
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                double g = dw0[ch * kk + ky * k + kx], gm = fabs(g);
+                for (int y = 0; y < h; y++)
+                    for (int xx = 0; xx < w; xx++) {
+                        const int iy = y + ky - P, ix = xx + kx - P;
+                        if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                        const double t = from_bf16(d[y * w + xx]) * from_bf16(xc[iy * w + ix]);
+                        g += t, gm += fabs(t);
+                    }
+                worst = th_worst(worst, fabs(dw[ch * kk + ky * k + kx] - g) / (gm * ((double)hw + 2) * 0x1p-24));
+            }
+        for (int iy = 0; iy < h; iy++) /* dx[iy][ix] = sum over taps of w[ky][kx] dy[iy - ky + P][ix - kx + P] */
+            for (int ix = 0; ix < w; ix++) {
+                double v = 0, vm = 0, u = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        const int y = iy - ky + P, xx = ix - kx + P;
+                        if (y < 0 || y >= h || xx < 0 || xx >= w) continue;
+                        const float wv = wd[ch * kk + ky * k + kx];
+                        const double t = th_bf16(wv) * from_bf16(d[y * w + xx]);
+                        v += t, vm += fabs(t), u += (double)wv * dyf[ch * hw + y * w + xx];
+                    }
+                const double e = fabs(dx[ch * hw + iy * w + ix] - v);
+                worst = th_worst(worst, e / (vm * ((double)kk + 2) * 0x1p-24 + 1e-30));
+                far = th_worst(far, fabs(dx[ch * hw + iy * w + ix] - u) / (vm + 1e-30));
+            }
+    }
+    CHECK(worst <= 1.0, "depthwise backward c %d %dx%d k %d: error %.3g of its bound", c, h, w, k, worst);
+    CHECK(far >= 1e-4, "depthwise backward c %d %dx%d k %d: the unrounded dx only %.3g away (bf16 ran?)", c, h, w,
+          k, far);
+    printf("  depthwise backward c %d %dx%d k %d: worst %.2f of the bound, unrounded dx %.2e away\n", c, h, w, k,
+           worst, far);
+    free(dyf), free(xf), free(wd), free(dw0), free(db0), free(dy), free(x), free(dx), free(dx2), free(dw), free(dw2);
+    free(db), free(db2), free(scr);
+}
+
+static void test_dw_backward(void)
+{
+    if (!npred_gemm_bf16_available()) return; /* refused above (test_shapes) */
+    check_dw_backward(64, 28, 56, 7, 21); /* the baseline's hidden layers */
+    check_dw_backward(3, 9, 70, 7, 22);   /* three 32-pixel blocks, the last partial */
+    check_dw_backward(2, 5, 33, 5, 23);
+    check_dw_backward(3, 4, 7, 3, 24);
+    check_dw_backward(2, 3, 3, 1, 25);
+    check_dw_backward(1, 1, 1, 7, 26); /* a kernel larger than the plane */
+}
+
 static void test_shapes(void)
 {
     if (!npred_gemm_bf16_available()) {
@@ -175,5 +361,7 @@ static void test_shapes(void)
 int main(void)
 {
     RUN(test_shapes);
+    RUN(test_pw_backward);
+    RUN(test_dw_backward);
     return th_summary();
 }

@@ -1033,7 +1033,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
     npred_bf16_block bb;
     const int bfb = ev && lean && !pst && !prev && bf16_block_of(core, L, t, ev, &bb);
     /* bf16 training: the same kernels make z and store both intermediates in bf16
-     * (L->t_bf16; ds_backward widens them) */
+     * (L->t_bf16; ds_backward reads them in its bf16 kernels) */
     const int bft = core->train && !ev && !lean && L->has_bn && bf16_block_of(core, L, t, NULL, &bb);
     L->t_bf16 = bft ? (rcm ? 2 : 1) : 0;
     if ((bfb || bft) && T > core->bf_ws_threads) T = core->bf_ws_threads;
@@ -1153,6 +1153,7 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
 #pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
     {
         ds_scratch sc = ds_thread(L, thr + (size_t)npred_thread_id() * per);
+        char *bscr = L->t_bf16 ? (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per : NULL;
 #pragma omp for schedule(static)
         for (int ch = 0; ch < nch; ch++) {
             float *part = parts + (size_t)ch * pf;
@@ -1166,20 +1167,19 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
             for (int n = n0; n < n1; n++) {
                 const float *xin = ds_input(L, in, prev, n, sc.ain);
                 const float *t0 = prev ? sc.t0 : L->t[0] + n * n_mid, *t1 = prev ? sc.t1 : L->t[1] + n * n_out;
-                if (L->t_bf16 == 2) { /* recomputed by the forward's bf16 kernels (into the gradients'
-                                         scratch, not yet used), widened (exact) */
-                    npred_bf16_block_front_image(&bb, xin, (uint16_t *)(void *)sc.dt0, (uint32_t *)(void *)sc.dt1,
-                                                 (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
-                    npred_bf16_block_widen(sc.t0, sc.t1, (const uint16_t *)(const void *)sc.dt0,
-                                           (const uint32_t *)(const void *)sc.dt1, L->cout, hw);
+                /* bf16: the intermediates as the forward left them (t0 planes, t1 pairs of channels) */
+                const uint16_t *t0b = NULL;
+                const uint32_t *t1p = NULL;
+                if (L->t_bf16 == 2) { /* recomputed by the forward's bf16 kernels */
+                    npred_bf16_block_front_image(&bb, xin, (uint16_t *)(void *)sc.t0, (uint32_t *)(void *)sc.t1,
+                                                 bscr);
+                    t0b = (const uint16_t *)(const void *)sc.t0, t1p = (const uint32_t *)(const void *)sc.t1;
                 } else if (prev) {
                     failed |= npred_conv2d_forward(sc.t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
                               npred_conv2d_forward(sc.t1, sc.t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK;
-                } else if (L->t_bf16) { /* stored in bf16 by the forward: widened (exact) */
-                    npred_bf16_block_widen(sc.t0, sc.t1, (const uint16_t *)(const void *)L->t[0] + n * n_mid,
-                                           (const uint32_t *)(const void *)L->t[1] + n * ((size_t)(L->cout + 1) / 2 * hw),
-                                           L->cout, hw);
-                    t0 = sc.t0, t1 = sc.t1;
+                } else if (L->t_bf16) { /* stored in bf16 by the forward */
+                    t0b = (const uint16_t *)(const void *)L->t[0] + n * n_mid;
+                    t1p = (const uint32_t *)(const void *)L->t[1] + n * ((size_t)(L->cout + 1) / 2 * hw);
                 }
                 if (bn) {
                     npred_batchnorm2d_elu_backward_image(sc.dzs, bn->dy + n * n_out, bn->x + n * n_out,
@@ -1189,12 +1189,28 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
                 /* dt1, dt0 and (when zeroed, or in place once this image's dy is read) din
                  * are written by their convolution's backward, not zeroed and added to */
                 const float *dzn = bn ? sc.dzs : dz + n * n_out;
-                failed |= npred_conv2d_backward_set(sc.dt1, pw_[2], pb_[2], dzn, t1, w[2], &p[2], sc.ws, slice) !=
-                              NPRED_OK ||
-                          npred_conv2d_backward_set(sc.dt0, pw_[1], pb_[1], sc.dt1, t0, w[1], &p[1], sc.ws, slice) !=
-                              NPRED_OK ||
-                          (zero_din || in_place ? npred_conv2d_backward_set : npred_conv2d_backward)(
-                              din + n * n_in, pw_[0], pb_[0], sc.dt0, xin, w[0], &p[0], sc.ws, slice) != NPRED_OK;
+                if (L->t_bf16) { /* the backward in bf16 kernels (docs/precision.md): dt1 as bf16 planes,
+                                    dt0 fp32; the 1x1s' bias gradients as before */
+                    uint16_t *dt1b = (uint16_t *)(void *)sc.dt1;
+                    failed |= pb_[2] && npred_conv2d_backward_set(NULL, NULL, pb_[2], dzn, NULL, NULL, &p[2], sc.ws,
+                                                                  slice) != NPRED_OK;
+                    npred_bf16_pw_backward_image(pw_[2], NULL, dt1b, 0, dzn, NULL, t1p, w[2], L->cout, L->cout, hw,
+                                                 bscr);
+                    npred_bf16_dw_backward_image(sc.dt0, pw_[1], pb_[1], dt1b, t0b, w[1], L->cout, p[1].h, p[1].w,
+                                                 p[1].kh, bscr);
+                    failed |= pb_[0] && npred_conv2d_backward_set(NULL, NULL, pb_[0], sc.dt0, NULL, NULL, &p[0], sc.ws,
+                                                                  slice) != NPRED_OK;
+                    npred_bf16_pw_backward_image(pw_[0], din + n * n_in, NULL, !(zero_din || in_place), sc.dt0, xin,
+                                                 NULL, w[0], L->cout, L->cin, hw, bscr);
+                } else {
+                    failed |=
+                        npred_conv2d_backward_set(sc.dt1, pw_[2], pb_[2], dzn, t1, w[2], &p[2], sc.ws, slice) !=
+                            NPRED_OK ||
+                        npred_conv2d_backward_set(sc.dt0, pw_[1], pb_[1], sc.dt1, t0, w[1], &p[1], sc.ws, slice) !=
+                            NPRED_OK ||
+                        (zero_din || in_place ? npred_conv2d_backward_set : npred_conv2d_backward)(
+                            din + n * n_in, pw_[0], pb_[0], sc.dt0, xin, w[0], &p[0], sc.ws, slice) != NPRED_OK;
+                }
                 if (bn && bn->e_out)
                     npred_batchnorm2d_elu_grad_sums_image(bn->esums + (size_t)n * L->cin * 2, din + n * n_in, xin,
                                                           bn->ez + n * n_in, bn->emean, L->cin,
@@ -2236,6 +2252,13 @@ npred_status npred_core_set_bf16(npred_core *core, int on)
                               NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
         size_t need = (npred_bf16_block_scratch_bytes(&b) + 63) / 64 * 64 +
                       2 * ((npred_bf16_block_pair_words(L->cout, L->hout, L->wout) * 4 + 63) / 64 * 64);
+        if (need > per) per = need;
+        /* ... or the backward's kernels (ds_backward) */
+        for (int i = 0; i < 3; i += 2) {
+            need = npred_bf16_pw_backward_scratch_bytes(L->cp[i].o, L->cp[i].c);
+            if (need > per) per = need;
+        }
+        need = npred_bf16_dw_backward_scratch_bytes(L->cp[1].h, L->cp[1].w, L->cp[1].kh);
         if (need > per) per = need;
     }
     if (!per) return NPRED_OK;

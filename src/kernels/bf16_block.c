@@ -40,6 +40,16 @@ int npred_bf16_block_supported(int k, int pad, int stride, int dil)
            dil == 1;
 }
 
+/* The next 64-byte aligned piece of a scratch at base (NULL: only counted): TAKE
+ * sets ptr to count elements of type and moves the offset at past them. */
+static void *take(char *base, size_t *at, size_t bytes)
+{
+    void *p = base ? base + *at : NULL;
+    *at += (bytes + 63) / 64 * 64;
+    return p;
+}
+#define TAKE(ptr, type, count) ((ptr) = (type *)take(base, &at, (size_t)(count) * sizeof(type)))
+
 /* scratch: x packed (pairs of cin), t0 (bf16 planes), t1 (pairs of cout), the
  * packed weights, one plane's padded pair rows, two fp32 planes, the BatchNorm coefficients */
 typedef struct {
@@ -55,12 +65,7 @@ static size_t carve(bf_scr *s, const npred_bf16_block *b, char *base)
     const int t = (b->k + 1) / 2;
     /* the last 64-pixel block of a row reads up to k - 1 words past it */
     const int ps = (int)up16(((size_t)b->w + 63) / 64 * 64 + (size_t)b->k - 1);
-    size_t o = 0;
-#define TAKE(ptr, type, count)                                   \
-    do {                                                         \
-        if (base) (ptr) = (type *)(void *)(base + o);            \
-        o += ((size_t)(count) * sizeof(type) + 63) / 64 * 64;    \
-    } while (0)
+    size_t at = 0;
     bf_scr z = {0};
     if (!s) s = &z;
     s->ps = ps;
@@ -75,8 +80,7 @@ static size_t carve(bf_scr *s, const npred_bf16_block *b, char *base)
     TAKE(s->pl[1], float, up16(hw) + 16);
     TAKE(s->scale, float, b->cout);
     TAKE(s->shift, float, b->cout);
-#undef TAKE
-    return o;
+    return at;
 }
 
 size_t npred_bf16_block_scratch_bytes(const npred_bf16_block *b) { return carve(NULL, b, NULL); }
@@ -125,11 +129,11 @@ typedef struct {
     float xs, ys;
 } pw_epi;
 
-enum { PW_BF16 = 0, PW_BNELU = 1, PW_F32 = 2 };
+enum { PW_BF16 = 0, PW_BNELU = 1, PW_F32 = 2, PW_ACC = 3 };
 
 /* rows i0 .. i0 + MR - 1, 48 pixels from column j (masks mk) of C = W . B over kp pairs,
  * + bias, into out (row r at out + r * ldo); PW_BF16: rounded to bf16; PW_BNELU: fp32
- * (a tile in L1, which bnelu_rows turns into the output) */
+ * (a tile in L1, which bnelu_rows turns into the output); PW_ACC: fp32 added to out */
 INL BF16 void pw_block(const int MR, const int MODE, int kp, const uint32_t *wp, const uint32_t *bp, size_t hw,
                        int i0, size_t j, const __mmask16 *mk, void *out, size_t ldo, const pw_epi *e)
 {
@@ -149,8 +153,9 @@ INL BF16 void pw_block(const int MR, const int MODE, int kp, const uint32_t *wp,
         const int o = i0 + r;
         const __m512 bias = _mm512_set1_ps(e->bias ? e->bias[o] : 0.0f);
         _Pragma("GCC unroll 4") for (int v = 0; v < PW_NV; v++) {
-            const __m512 z = _mm512_add_ps(s[r][v], bias);
+            __m512 z = _mm512_add_ps(s[r][v], bias);
             const size_t at = (size_t)r * ldo + 16 * v;
+            if (MODE == PW_ACC) z = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[v], (float *)out + at), z);
             if (MODE == PW_BF16) _mm256_mask_storeu_epi16((uint16_t *)out + at, mk[v], (__m256i)_mm512_cvtneps_pbh(z));
             else _mm512_mask_storeu_ps((float *)out + at, mk[v], z);
         }
@@ -416,21 +421,338 @@ void npred_bf16_block_front_image(const npred_bf16_block *b, const float *x, uin
     block_front(b, x, NULL, t0, t1, &s);
 }
 
-BF16 void npred_bf16_block_widen(float *t0f, float *t1f, const uint16_t *t0, const uint32_t *t1, int c, size_t hw)
+/* ---------------------------------------------------------------- 1x1 backward */
+
+/* Pixels are taken in chunks of BW_P pairs (two of pw_block's 48-pixel panels). Per
+ * chunk: dy as bf16 planes (dyw: row o, word p = pixels 2p, 2p + 1) and as pairs of
+ * channels (dyq, pw_block's operand), x transposed to rows of pixel pairs (xt: row p,
+ * word i = pixels 2p, 2p + 1 of channel i), so that dW's accumulators run along the
+ * channels of x (a row of dW) and each of its elements is one sum over the pixel pairs
+ * in order, continued across chunks through dw itself (exact: stored and reloaded). */
+#define BW_P 48
+#define BW_MR 6 /* rows of dW per block (x 4 vectors of 16 channels: 24 accumulators) */
+
+typedef struct {
+    uint32_t *wt, *xt, *dyw, *dyq;
+    float *wtf;
+    int cs; /* words per row of xt (channels rounded up to 64) */
+} bw_scr;
+
+static size_t bw_carve(bw_scr *s, int o, int c, char *base)
 {
-    const size_t n = (size_t)c * hw;
-    for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 m = lanes((long)(n - i));
-        const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, t0 + i));
-        _mm512_mask_storeu_ps(t0f + i, m, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+    const size_t op = (size_t)(o + 1) / 2, cs = ((size_t)c + 63) / 64 * 64;
+    size_t at = 0;
+    bw_scr z = {0};
+    if (!s) s = &z;
+    s->cs = (int)cs;
+    TAKE(s->wt, uint32_t, (size_t)c * op + 16);
+    TAKE(s->wtf, float, (size_t)c * 2 * op + 16);
+    TAKE(s->xt, uint32_t, BW_P * cs);
+    TAKE(s->dyw, uint32_t, (size_t)o * BW_P);
+    TAKE(s->dyq, uint32_t, op * 2 * BW_P);
+    return at;
+}
+
+size_t npred_bf16_pw_backward_scratch_bytes(int o, int c) { return bw_carve(NULL, o, c, NULL); }
+
+/* prefetch bytes from base of each of rows rows, stride bytes apart (into L1) */
+static inline void prefetch_rows(const void *base, size_t stride, int rows, size_t bytes)
+{
+    for (int r = 0; r < rows; r++)
+        for (size_t b = 0; b < bytes; b += 64) _mm_prefetch((const char *)base + (size_t)r * stride + b, _MM_HINT_T0);
+}
+
+/* r[i] (16 words each) transposed in place: r[i] word j <- r[j] word i */
+INL BF16 void tr16x16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
     }
-    for (int q = 0; q < (c + 1) / 2; q++)
-        for (size_t j = 0; j < hw; j += 16) {
-            const __mmask16 m = lanes((long)(hw - j));
-            const __m512i v = _mm512_maskz_loadu_epi32(m, t1 + (size_t)q * hw + j);
-            _mm512_mask_storeu_ps(t1f + (size_t)2 * q * hw + j, m, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
-            if (2 * q + 1 < c)
-                _mm512_mask_storeu_ps(t1f + (size_t)(2 * q + 1) * hw + j, m,
-                                      _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000u))));
+    for (int k = 0; k < 4; k++) {
+        u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    /* u[4k + j], 128-bit lane L: rows 4k .. 4k + 3, column j + 4L */
+    for (int j = 0; j < 4; j++) {
+        const __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xDD);
+        const __m512i v2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88);
+        const __m512i v3 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+        r[j + 4] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+        r[j + 12] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+    }
+}
+
+/* 16 words of channel i: pixels j + 2m, j + 2m + 1 (m < 16) rounded to bf16, zero at
+ * and past n pixels; from fp32 planes x or pairs of channels xp (x NULL) */
+INL BF16 __m512i pix_pairs(const float *x, const uint32_t *xp, int i, size_t hw, size_t j, long n)
+{
+    if (x) {
+        const float *r = x + (size_t)i * hw + j;
+        return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lanes(n - 16), r + 16),
+                                            _mm512_maskz_loadu_ps(lanes(n), r));
+    }
+    const __m512i even = _mm512_set_epi16(62, 60, 58, 56, 54, 52, 50, 48, 46, 44, 42, 40, 38, 36, 34, 32, 30, 28, 26,
+                                          24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const uint32_t *r = xp + (size_t)(i / 2) * hw + j;
+    const __m512i a = _mm512_maskz_loadu_epi32(lanes(n), r), b = _mm512_maskz_loadu_epi32(lanes(n - 16), r + 16);
+    return _mm512_permutex2var_epi16(a, i % 2 ? _mm512_add_epi16(even, _mm512_set1_epi16(1)) : even, b);
+}
+
+/* rows o0 .. o0 + MR - 1 of dW (o x c) += dyw rows . xt over np pairs, 64 channels from i0 */
+INL BF16 void bw_dw_block(const int MR, float *dw, int c, int o0, int i0, const uint32_t *dyw, const uint32_t *xt,
+                          int cs, int np)
+{
+    __m512 s[BW_MR][4];
+    __mmask16 mk[4];
+    for (int v = 0; v < 4; v++) mk[v] = lanes((long)c - (i0 + 16 * v));
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+            s[r][v] = _mm512_maskz_loadu_ps(mk[v], dw + (size_t)(o0 + r) * c + i0 + 16 * v);
+    for (int p = 0; p < np; p++) {
+        __m512bh b[4];
+        _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+            b[v] = (__m512bh)_mm512_load_si512(xt + (size_t)p * cs + i0 + 16 * v);
+        _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++) {
+            const __m512bh a = (__m512bh)_mm512_set1_epi32((int)dyw[(size_t)(o0 + r) * BW_P + p]);
+            _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) s[r][v] = _mm512_dpbf16_ps(s[r][v], a, b[v]);
         }
+    }
+    _Pragma("GCC unroll 6") for (int r = 0; r < MR; r++)
+        _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+            _mm512_mask_storeu_ps(dw + (size_t)(o0 + r) * c + i0 + 16 * v, mk[v], s[r][v]);
+}
+
+#define BW_CASE(MR) \
+    case MR: bw_dw_block(MR, dw, c, o0, i0, dyw, xt, cs, np); break;
+
+static BF16 void bw_dw(float *dw, int o, int c, const uint32_t *dyw, const uint32_t *xt, int cs, int np)
+{
+    for (int o0 = 0; o0 < o; o0 += BW_MR)
+        for (int i0 = 0; i0 < c; i0 += 64) {
+            switch (o - o0 < BW_MR ? o - o0 : BW_MR) {
+                BW_CASE(1) BW_CASE(2) BW_CASE(3) BW_CASE(4) BW_CASE(5) BW_CASE(6)
+            default: break;
+            }
+        }
+}
+
+/* pw_block's fp32 rows (PW_F32), added to out (PW_ACC) or rounded to bf16 (PW_BF16) */
+static BF16 void pw_block_out(int mr, int mode, int kp, const uint32_t *wp, const uint32_t *bp, size_t ld, int i0,
+                              const __mmask16 *mk, void *out, size_t ldo)
+{
+    const pw_epi e = {NULL, NULL, NULL, NULL, 0.0f, 0.0f};
+#define OUT_CASE(MR)                                                                     \
+    case MR:                                                                             \
+        if (mode == PW_ACC) pw_block(MR, PW_ACC, kp, wp, bp, ld, i0, 0, mk, out, ldo, &e);      \
+        else if (mode == PW_BF16) pw_block(MR, PW_BF16, kp, wp, bp, ld, i0, 0, mk, out, ldo, &e); \
+        else pw_block(MR, PW_F32, kp, wp, bp, ld, i0, 0, mk, out, ldo, &e);              \
+        break;
+    switch (mr) {
+        OUT_CASE(1) OUT_CASE(2) OUT_CASE(3) OUT_CASE(4) OUT_CASE(5) OUT_CASE(6) OUT_CASE(7) OUT_CASE(8)
+    default: break;
+    }
+#undef OUT_CASE
+}
+
+BF16 void npred_bf16_pw_backward_image(float *dw, float *dx, uint16_t *dxb, int acc, const float *dy, const float *x,
+                                       const uint32_t *xpairs, const float *w, int o, int c, size_t hw,
+                                       void *scratch)
+{
+    const int mode = dxb ? PW_BF16 : acc ? PW_ACC : PW_F32;
+    if (dxb) dx = NULL;
+    bw_scr s = {0};
+    bw_carve(&s, o, c, scratch);
+    const int op = (o + 1) / 2, cs = s.cs;
+    if (dx || dxb) { /* W^T as pairs along its rows: wt[i][q] = (w[2q][i], w[2q + 1][i]) */
+        for (int i = 0; i < c; i++)
+            for (int r = 0; r < 2 * op; r++) s.wtf[(size_t)i * 2 * op + r] = r < o ? w[(size_t)r * c + i] : 0.0f;
+        pack_weights(s.wt, s.wtf, c, 2 * op);
+    }
+    for (size_t j0 = 0; j0 < hw; j0 += 2 * BW_P) {
+        const long n = (long)(hw - j0) < 2 * BW_P ? (long)(hw - j0) : 2 * BW_P;
+        const int np = (int)(n + 1) / 2;
+        /* dy's chunk as bf16 planes and as pairs of channels */
+        for (int q = 0; q < op; q++) {
+            const float *r0 = dy + (size_t)2 * q * hw + j0, *r1 = 2 * q + 1 < o ? r0 + hw : NULL;
+            for (int v = 0; v < 2 * BW_P / 32; v++) {
+                const __m512 a0 = _mm512_maskz_loadu_ps(lanes(n - 32 * v), r0 + 32 * v);
+                const __m512 a1 = _mm512_maskz_loadu_ps(lanes(n - 32 * v - 16), r0 + 32 * v + 16);
+                const __m512 b0 = r1 ? _mm512_maskz_loadu_ps(lanes(n - 32 * v), r1 + 32 * v) : _mm512_setzero_ps();
+                const __m512 b1 = r1 ? _mm512_maskz_loadu_ps(lanes(n - 32 * v - 16), r1 + 32 * v + 16)
+                                     : _mm512_setzero_ps();
+                if (dw) {
+                    _mm512_storeu_si512(s.dyw + (size_t)2 * q * BW_P + 16 * v, (__m512i)_mm512_cvtne2ps_pbh(a1, a0));
+                    if (r1)
+                        _mm512_storeu_si512(s.dyw + (size_t)(2 * q + 1) * BW_P + 16 * v,
+                                            (__m512i)_mm512_cvtne2ps_pbh(b1, b0));
+                }
+                if (dx || dxb) {
+                    _mm512_storeu_si512(s.dyq + (size_t)q * 2 * BW_P + 32 * v, pair16(a0, b0));
+                    _mm512_storeu_si512(s.dyq + (size_t)q * 2 * BW_P + 32 * v + 16, pair16(a1, b1));
+                }
+            }
+        }
+        if (dw) { /* x's chunk transposed, 16 channels x 16 pairs at a time */
+            for (int i0 = 0; i0 < cs; i0 += 16)
+                for (int p0 = 0; p0 < np; p0 += 16) {
+                    __m512i r[16];
+                    for (int i = 0; i < 16; i++)
+                        r[i] = i0 + i < c ? pix_pairs(x, xpairs, i0 + i, hw, j0 + 2 * (size_t)p0, n - 2 * p0)
+                                          : _mm512_setzero_si512();
+                    tr16x16(r);
+                    for (int p = 0; p < 16 && p0 + p < np; p++)
+                        _mm512_store_si512(s.xt + (size_t)(p0 + p) * cs + i0, r[p]);
+                }
+            if (j0 + 2 * BW_P < hw) { /* the next chunk's rows of x and dy, while dW's products run */
+                const size_t jn = j0 + 2 * BW_P;
+                if (x) prefetch_rows(x + jn, hw * sizeof *x, c, 2 * BW_P * sizeof *x);
+                else prefetch_rows(xpairs + jn, hw * sizeof *xpairs, (c + 1) / 2, 2 * BW_P * sizeof *xpairs);
+                prefetch_rows(dy + jn, hw * sizeof *dy, o, 2 * BW_P * sizeof *dy);
+            }
+            bw_dw(dw, o, c, s.dyw, s.xt, cs, np);
+        }
+        if (dx || dxb) /* dx's chunk = W^T . dy, panels of 48 pixels */
+            for (long j = 0; j < n; j += 48) {
+                __mmask16 mk[PW_NV];
+                for (int v = 0; v < PW_NV; v++) mk[v] = lanes(n - (j + 16 * v));
+                for (int i = 0; i < c; i += PW_MR) {
+                    const size_t at = (size_t)i * hw + j0 + j;
+                    pw_block_out(c - i < PW_MR ? c - i : PW_MR, mode, op, s.wt, s.dyq + j, 2 * BW_P, i, mk,
+                                 dxb ? (void *)(dxb + at) : (void *)(dx + at), hw);
+                }
+            }
+    }
+}
+
+/* ---------------------------------------------------------------- depthwise backward */
+
+typedef struct {
+    uint32_t *prow, *wdp;
+    uint16_t *dyp, *xp; /* dwg_plane's padded planes */
+    int ps;
+} dwb_scr;
+
+static size_t dwb_carve(dwb_scr *s, int h, int w, int k, char *base)
+{
+    const int t = (k + 1) / 2, ps = (int)up16(((size_t)w + 63) / 64 * 64 + (size_t)k - 1);
+    size_t at = 0;
+    dwb_scr z = {0};
+    if (!s) s = &z;
+    s->ps = ps;
+    TAKE(s->prow, uint32_t, (size_t)(h + k - 1) * ps + 16);
+    TAKE(s->wdp, uint32_t, (size_t)KMAX * t + 16);
+    const size_t rd = ((size_t)w + 31) / 32 * 32;
+    TAKE(s->dyp, uint16_t, (size_t)h * rd + 32);
+    TAKE(s->xp, uint16_t, (size_t)(h + k - 1) * (rd + 2 * KMAX) + 32);
+    return at;
+}
+
+size_t npred_bf16_dw_backward_scratch_bytes(int h, int w, int k) { return dwb_carve(NULL, h, w, k, NULL); }
+
+/* 16 fp32 lanes added up in double: lanes j and j + 8, then a fixed tree of 8 */
+INL BF16 double lane_sum(__m512 v)
+{
+    const __m512d a = _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                                    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    const __m256d b = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+    const __m128d c = _mm_add_pd(_mm256_castpd256_pd128(b), _mm256_extractf128_pd(b, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(c, _mm_unpackhi_pd(c, c)));
+}
+
+/* g (K x K) += the correlation of a plane's dy with its input x: g[ky][kx] = sum over y,
+ * x of dy[y][x] x[y + ky - P][x + kx - P] (zero outside), from zero-padded bf16 copies
+ * (dyp: rows of rd, zero past w; xp: rows of rx, row r and column i holding x[r - P][i -
+ * P]), as 16 fp32 lanes of pairs of pixels (rows of 32 pixels; per tap the rows of dy
+ * in order) added up per tap in double (lane_sum). KX kernel columns from kx0 at a
+ * time (K x KX accumulators): each row of xp is loaded once per column and multiplied
+ * by the K rows of dy that meet it. */
+INL BF16 void dwg_cols(const int K, const int KX, int kx0, float *g, const uint16_t *dyp, int rd,
+                       const uint16_t *xp, int rx, int h, int w)
+{
+    __m512 s[KMAX][3];
+    _Pragma("GCC unroll 7") for (int ky = 0; ky < K; ky++)
+        _Pragma("GCC unroll 3") for (int j = 0; j < KX; j++) s[ky][j] = _mm512_setzero_ps();
+    for (int x0 = 0; x0 < w; x0 += 32)
+        for (int r = 0; r < h + K - 1; r++) {
+            __m512bh xv[3];
+            _Pragma("GCC unroll 3") for (int j = 0; j < KX; j++)
+                xv[j] = (__m512bh)_mm512_loadu_si512(xp + (size_t)r * rx + x0 + kx0 + j);
+            _Pragma("GCC unroll 7") for (int ky = 0; ky < K; ky++) {
+                const int y = r - ky; /* the row of dy that meets row r of xp at tap ky */
+                if (y < 0 || y >= h) continue;
+                const __m512bh dv = (__m512bh)_mm512_loadu_si512(dyp + (size_t)y * rd + x0);
+                _Pragma("GCC unroll 3") for (int j = 0; j < KX; j++) s[ky][j] = _mm512_dpbf16_ps(s[ky][j], dv, xv[j]);
+            }
+        }
+    /* (unrolled too: an index known only at run time would keep s in memory) */
+    _Pragma("GCC unroll 7") for (int ky = 0; ky < K; ky++)
+        _Pragma("GCC unroll 3") for (int j = 0; j < KX; j++) g[ky * K + kx0 + j] += (float)lane_sum(s[ky][j]);
+}
+
+/* dwg_cols over the whole kernel, after the padded copies of the plane's dy and x */
+static BF16 void dwg_plane(int k, float *g, const uint16_t *dy, const uint16_t *x, int h, int w, uint16_t *dyp,
+                           uint16_t *xp)
+{
+    const int p = k / 2, rd = (int)((w + 31) / 32 * 32), rx = rd + 2 * KMAX;
+    for (int y = 0; y < h; y++)
+        for (int i = 0; i < rd; i += 32)
+            _mm512_storeu_si512(dyp + (size_t)y * rd + i, _mm512_maskz_loadu_epi16(span32(0, w - i), dy + (size_t)y * w + i));
+    for (int r = 0; r < h + 2 * p; r++) {
+        uint16_t *o = xp + (size_t)r * rx;
+        if (r < p || r >= h + p) {
+            memset(o, 0, (size_t)rx * sizeof *o);
+            continue;
+        }
+        for (int i = 0; i < rx; i += 32) /* o[i] = x[r - p][i - p] */
+            _mm512_storeu_si512(o + i, _mm512_maskz_loadu_epi16(span32(p - i, w + p - i),
+                                                                 x + (ptrdiff_t)(r - p) * w + i - p));
+    }
+    switch (k) {
+    case 1: dwg_cols(1, 1, 0, g, dyp, rd, xp, rx, h, w); break;
+    case 3: dwg_cols(3, 3, 0, g, dyp, rd, xp, rx, h, w); break;
+    case 5: dwg_cols(5, 3, 0, g, dyp, rd, xp, rx, h, w), dwg_cols(5, 2, 3, g, dyp, rd, xp, rx, h, w); break;
+    case 7:
+        dwg_cols(7, 3, 0, g, dyp, rd, xp, rx, h, w), dwg_cols(7, 3, 3, g, dyp, rd, xp, rx, h, w);
+        dwg_cols(7, 1, 6, g, dyp, rd, xp, rx, h, w);
+        break;
+    default: break;
+    }
+}
+
+BF16 void npred_bf16_dw_backward_image(float *dx, float *dw, float *db, const uint16_t *dy, const uint16_t *x,
+                                       const float *wd, int c, int h, int w, int k, void *scratch)
+{
+    dwb_scr s = {0};
+    dwb_carve(&s, h, w, k, scratch);
+    const size_t hw = (size_t)h * w;
+    for (int ch = 0; ch < c; ch++) {
+        const uint16_t *d = dy + (size_t)ch * hw;
+        if (db) { /* 16 lanes of pixels (lane j: the pixels j mod 16), in order */
+            __m512 a = _mm512_setzero_ps();
+            for (size_t j = 0; j < hw; j += 16) {
+                const __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes((long)(hw - j)), d + j));
+                a = _mm512_add_ps(a, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+            }
+            db[ch] += (float)lane_sum(a);
+        }
+        if (dw) {
+            float *g = dw + (size_t)ch * k * k;
+            const uint16_t *xc = x + (size_t)ch * hw;
+            dwg_plane(k, g, d, xc, h, w, s.dyp, s.xp);
+        }
+        if (dx) { /* the forward's kernel with the kernel rotated by 180 degrees */
+            float f[KMAX * KMAX];
+            const float *wc = wd + (size_t)ch * k * k;
+            for (int i = 0; i < k * k; i++) f[i] = wc[k * k - 1 - i];
+            dw_weights(s.wdp, f, k);
+            dw_pairs(s.prow, s.ps, d, h, w, k);
+            dw_plane(dx + (size_t)ch * hw, h, w, k, s.prow, s.ps, s.wdp);
+        }
+    }
 }

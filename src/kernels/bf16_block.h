@@ -45,8 +45,27 @@ void npred_bf16_block_train_image(const npred_bf16_block *b, const float *x, flo
 /* Only the intermediates t0, t1 of npred_bf16_block_train_image (the same bits). */
 void npred_bf16_block_front_image(const npred_bf16_block *b, const float *x, uint16_t *t0, uint32_t *t1,
                                   void *scratch);
-/* The intermediates of npred_bf16_block_train_image as fp32 planes (exact): t0f, t1f
- * (c, hw) each. */
-void npred_bf16_block_widen(float *t0f, float *t1f, const uint16_t *t0, const uint32_t *t1, int c, size_t hw);
+/* Backward of a 1x1 convolution (weights w, o x c) over one image of hw pixels in
+ * bf16 products with fp32 sums: dw (o x c) += dy . x^T (dw NULL: none) and dx (c x hw)
+ * = W^T . dy (acc: added to dx; dx NULL: none; with dxb, the fp32 dx rounded to bf16
+ * planes into dxb instead), from dy (o x hw) fp32 and x (c x hw)
+ * fp32 planes or, when x is NULL, xpairs (bf16 pairs of channels, the layout of
+ * npred_bf16_block_pair_words). dy, x and w are rounded to bf16 (round to nearest
+ * even). Each element of dw is one fp32 sum over the pixels in pairs, in order,
+ * starting from dw; each of dx over the pairs of rows of w, in order. */
+size_t npred_bf16_pw_backward_scratch_bytes(int o, int c);
+void npred_bf16_pw_backward_image(float *dw, float *dx, uint16_t *dxb, int acc, const float *dy, const float *x,
+                                  const uint32_t *xpairs, const float *w, int o, int c, size_t hw, void *scratch);
+/* Backward of the block's depthwise k x k convolution (weights wd (c, k, k), same
+ * geometry as the forward) over one image, from dy and its input x as bf16 planes
+ * (c, h, w) each: dx (c, h, w) fp32 = the transposed convolution of dy (the forward's
+ * kernel with each plane's kernel rotated by 180 degrees; dx NULL: none), dw (c, k, k)
+ * += the correlation of dy with x, db (c) += the sums of dy (NULL: none). Products
+ * of bf16 values, fp32 sums over 16 lanes (dw: pairs of pixels of rows of 32, the rows
+ * in order; db: lane j the pixels j mod 16), the lanes then added up per element in
+ * double in a fixed order. */
+size_t npred_bf16_dw_backward_scratch_bytes(int h, int w, int k);
+void npred_bf16_dw_backward_image(float *dx, float *dw, float *db, const uint16_t *dy, const uint16_t *x,
+                                  const float *wd, int c, int h, int w, int k, void *scratch);
 
 #endif
