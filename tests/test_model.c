@@ -1,6 +1,7 @@
 /* Whole encoders: the sensorium fixtures (two sessions, cortex grid predictor,
  * shifter), the pretrained checkpoint, Adam on a whole model, save/load. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -601,6 +602,63 @@ static void test_fd_encoder_shifter_modulator_eval(void) { fd_model(FD_SHIFT_MOD
 static void test_fd_encoder_shifter_modulator_train(void) { fd_model(FD_SHIFT_MOD, 1, 0); }
 static void test_fd_encoder_shared_readouts_train(void) { fd_model(FD_SHARED, 1, 1); }
 
+/* The readout writes the core's output gradient (npred_readout_backward_set) instead
+ * of the model zeroing it and the readout adding into it: whatever the buffer holds
+ * before the backward (NaN here) must not reach a gradient. Every readout type, both
+ * sessions, 1 and 2 threads: the parameter and image gradients are those of a backward
+ * onto a clean buffer, bit for bit, and finite. */
+static void test_backward_overwrites_core_gradient(void)
+{
+    /* the last: a distribution encoder's readout (two outputs: not the fused transpose) */
+    static const char *types[] = {"FullGaussian2d", "Gaussian2d",       "FullFactorized2d",
+                                  "PointPooled2d",  "AttentionReadout", "PointPyramid2d", "FullGaussian2d"};
+    const int ntypes = (int)(sizeof types / sizeof *types), threads = omp_get_max_threads();
+    for (int ti = 0; ti < ntypes; ti++) {
+        char cfg[512];
+        snprintf(cfg, sizeof cfg,
+                 "{\"layers\": 2, \"input_kern\": 3, \"hidden_kern\": 3, \"hidden_channels\": 16,"
+                 " \"depth_separable\": true, \"pad_input\": true, \"readout_type\": \"%s\"%s}",
+                 types[ti], ti == ntypes - 1 ? ", \"encoder\": {\"type\": \"ZILEncoder\"}" : "");
+        npred_model_session ses[2] = {{"a-1-1", 7, NULL, 0, NULL, NULL}, {"b-2-2", 21, NULL, 0, NULL, NULL}};
+        npred_model *m = NULL;
+        enum { B = 3, H = 12, W = 14 };
+        if (!CHECK_OK(npred_model_create(&m, cfg, types[ti], 1, H, W, ses, 2, B, 3))) continue;
+        npred_ptable *t = npred_model_table(m);
+        size_t nc = (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w;
+        uint64_t seed = 17 + (uint64_t)ti;
+        float img[B * H * W], dimg[2][B * H * W], noise[2 * B * 21], dout[B * 21], out[B * 21];
+        for (int i = 0; i < B * H * W; i++) img[i] = (float)th_rand(&seed);
+        for (int i = 0; i < 2 * B * 21; i++) noise[i] = (float)th_rand(&seed);
+        for (int i = 0; i < B * 21; i++) dout[i] = (float)th_rand(&seed);
+        float *g[2] = {malloc(t->n_params * sizeof(float)), malloc(t->n_params * sizeof(float))};
+        for (int nt = 1; g[0] && g[1] && nt <= 2; nt++) {
+            omp_set_num_threads(nt);
+            for (int si = 0; si < 2; si++) {
+                for (int stale = 0; stale < 2; stale++) {
+                    npred_ptable_zero_grad(t);
+                    memset(dimg[stale], 0, sizeof dimg[stale]);
+                    CHECK_OK(npred_model_forward(m, si, img, NULL, NULL, B, 1, NULL, noise, out));
+                    if (stale)
+                        for (size_t i = 0; i < nc; i++) m->dcore[i] = NAN;
+                    CHECK_OK(npred_model_backward(m, dout, 0, dimg[stale], NULL));
+                    memcpy(g[stale], t->grad, t->n_params * sizeof(float));
+                }
+                size_t finite = 0;
+                for (size_t i = 0; i < t->n_params; i++) finite += isfinite(g[1][i]) != 0;
+                for (int i = 0; i < B * H * W; i++) finite += isfinite(dimg[1][i]) != 0;
+                CHECK(!memcmp(g[0], g[1], t->n_params * sizeof(float)) &&
+                          !memcmp(dimg[0], dimg[1], sizeof dimg[0]) && finite == t->n_params + B * H * W,
+                      "%s%s, session %d, %d thread(s): a stale core gradient changed the gradients (%zu of %zu "
+                      "finite)",
+                      types[ti], ti == ntypes - 1 ? " (ZILEncoder)" : "", si, nt, finite, t->n_params + B * H * W);
+            }
+        }
+        omp_set_num_threads(threads);
+        free(g[0]), free(g[1]);
+        npred_model_free(m);
+    }
+}
+
 /* npred_model_plan: the structure of npred_model_create without parameter memory.
  * Its counts, reprs and description equal the created model's; the counts are
  * checked against the layer shapes; a plan refuses what needs parameters. */
@@ -676,6 +734,7 @@ int main(void)
     RUN(test_sota_single_image_threads);
     RUN(test_predict_then_backward);
     RUN(test_save_load_roundtrip);
+    RUN(test_backward_overwrites_core_gradient);
     RUN(test_fd_encoder_shifter_modulator_eval);
     RUN(test_fd_encoder_shifter_modulator_train);
     RUN(test_fd_encoder_shared_readouts_train);

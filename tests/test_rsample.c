@@ -329,7 +329,8 @@ static void test_cells(void)
  * (npred_rsample_*_cells_nchw) give the bits of the transposes and the cells
  * kernels called one after the other (the Gaussian readout's old sequence):
  * forward (y and the channels-last copy) and backward (dx accumulated onto
- * nonzero contents, dgrid, dF; each output also left out); 1, 2 and 3 threads, so
+ * nonzero contents or written over NaN, dgrid, dF; each output also left out); 1, 2
+ * and 3 threads, so
  * that the batch splits evenly, unevenly and not at all between the threads */
 static void test_cells_nchw(void)
 {
@@ -364,23 +365,28 @@ static void test_cells_nchw(void)
             CHECK(count_diff(got[0], want[0], np) == 0 && count_diff(scratch, feat, nx) == 0,
                   "forward C %d n %d B %d, %d thread(s): %d y, %d channels-last values differ", s.C, s.n, s.B, t,
                   count_diff(got[0], want[0], np), count_diff(scratch, feat, nx));
-            for (int skip = -1; skip < 3; skip++) {
-                for (int k = 1; k < 4; k++)
-                    for (size_t i = 0; i < len[k]; i++) want[k][i] = got[k][i] = 0.125f * (float)(i % 3);
-                for (size_t i = 0; i < nx; i++) scratch[i] = -7.0f, zero[i] = 0.0f;
-                float *o[3] = {got[1], got[2], got[3]}, *w[3] = {zero, want[2], want[3]};
-                if (skip >= 0) o[skip] = w[skip] = NULL;
-                npred_rsample_backward_cells(w[0], w[1], w[2], dy, feat, key, frac, F, s.C, s.B, s.H, s.W, s.C, s.n,
-                                             s.ac);
-                if (w[0]) npred_rsample_add_nchw(want[1], zero, s.B, s.C, HW);
-                npred_rsample_backward_cells_nchw(o[0], scratch, o[1], o[2], dy, feat, key, frac, F, s.C, s.B, s.H,
-                                                  s.W, s.C, s.n, s.ac);
-                const char *name[4] = {"y", "dx", "dgrid", "dF"};
-                for (int k = 1; k < 4; k++)
-                    CHECK(count_diff(got[k], want[k], len[k]) == 0,
-                          "backward C %d n %d B %d, %d thread(s), without %s: %d %s values differ", s.C, s.n, s.B, t,
-                          skip >= 0 ? name[skip + 1] : "none", count_diff(got[k], want[k], len[k]), name[k]);
-            }
+            for (int skip = -1; skip < 3; skip++)
+                for (int set = 0; set < 2 - (skip == 0); set++) { /* dx added onto nonzero contents, or
+                                                                     written over NaN */
+                    for (int k = 1; k < 4; k++)
+                        for (size_t i = 0; i < len[k]; i++) want[k][i] = got[k][i] = 0.125f * (float)(i % 3);
+                    for (size_t i = 0; i < nx; i++) scratch[i] = -7.0f, zero[i] = 0.0f;
+                    if (set)
+                        for (size_t i = 0; i < nx; i++) want[1][i] = 0.0f, got[1][i] = NAN;
+                    float *o[3] = {got[1], got[2], got[3]}, *w[3] = {zero, want[2], want[3]};
+                    if (skip >= 0) o[skip] = w[skip] = NULL;
+                    npred_rsample_backward_cells(w[0], w[1], w[2], dy, feat, key, frac, F, s.C, s.B, s.H, s.W, s.C,
+                                                 s.n, s.ac);
+                    if (w[0]) npred_rsample_add_nchw(want[1], zero, s.B, s.C, HW);
+                    npred_rsample_backward_cells_nchw(o[0], scratch, o[1], o[2], dy, feat, key, frac, F, s.C, s.B,
+                                                      s.H, s.W, s.C, s.n, s.ac, set);
+                    const char *name[4] = {"y", "dx", "dgrid", "dF"};
+                    for (int k = 1; k < 4; k++)
+                        CHECK(count_diff(got[k], want[k], len[k]) == 0,
+                              "backward C %d n %d B %d, %d thread(s), without %s, dx %s: %d %s values differ", s.C, s.n,
+                              s.B, t, skip >= 0 ? name[skip + 1] : "none", set ? "written" : "added",
+                              count_diff(got[k], want[k], len[k]), name[k]);
+                }
         }
         free(feat), free(x), free(F), free(dy), free(frac), free(scratch), free(zero), free(key);
         for (int k = 0; k < 4; k++) free(want[k]), free(got[k]);
@@ -419,6 +425,18 @@ static void test_transposes(void)
                     }
             CHECK(count_diff(a, b, len) == 0, "add_nchw C %d HW %d, %d thread(s): %d values wrong", C, HW, t,
                   count_diff(a, b, len));
+            /* set_nchw over NaN: the bits of add_nchw onto zeros, a -0 stored as +0 */
+            for (size_t i = 0; i < len; i += 7) in[i] = -0.0f;
+            in[1] = INFINITY, in[2] = NAN;
+            memset(b, 0, sizeof(float) * len);
+            npred_rsample_add_nchw(b, in, N, C, HW);
+            for (size_t i = 0; i < len; i++) a[i] = NAN;
+            npred_rsample_set_nchw(a, in, N, C, HW);
+            size_t negz = 0;
+            for (size_t i = 0; i < len; i++) negz += a[i] == 0.0f && signbit(a[i]);
+            CHECK(count_diff(a, b, len) == 0 && negz == 0,
+                  "set_nchw C %d HW %d, %d thread(s): %d values (%zu -0) differ from add_nchw onto zeros", C, HW, t,
+                  count_diff(a, b, len), negz);
             free(in), free(a), free(b), free(acc);
         }
     omp_set_num_threads(threads);

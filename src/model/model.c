@@ -401,22 +401,11 @@ npred_status npred_model_forward(npred_model *m, int si, const float *images, co
 }
 
 /* The model's elementwise passes over the B x n outputs (the encoder's ELU + 1 and its
- * gradient, the core gradient's zeroing) run on the threads from this many values:
- * serial, they were about 1 % of a SENSORIUM training step on one thread, during which
- * the other threads wait (docs/performance.md, round 6). Each value is computed as
- * before: the same bits for every thread count. */
+ * gradient) run on the threads from this many values: serial, they were about 1 % of
+ * a SENSORIUM training step on one thread, during which the other threads wait
+ * (docs/performance.md, round 6). Each value is computed as before: the same bits for
+ * every thread count. */
 #define MODEL_PAR_MIN 65536
-
-static void zero_floats(float *p, size_t n)
-{
-    const int T = n >= 16 * (size_t)MODEL_PAR_MIN ? omp_get_max_threads() : 1;
-#pragma omp parallel num_threads(T) if (T > 1)
-    {
-        const int nt = omp_get_num_threads(), k = omp_get_thread_num();
-        size_t a = n / (size_t)nt * (size_t)k, b = k == nt - 1 ? n : n / (size_t)nt * (size_t)(k + 1);
-        memset(p + a, 0, (b - a) * sizeof *p);
-    }
-}
 
 static npred_status model_forward(npred_model *m, int si, const float *images, const float *pupil_center,
                                   const float *behavior, int B, int train, npred_rng *rng, const float *noise,
@@ -481,10 +470,10 @@ float *npred_model_dist(npred_model *m, int *K)
 static npred_status backward_readout(npred_model *m, npred_session *s, int detach_core, float *dimages, float *dpupil)
 {
     int B = m->B;
-    size_t nc = (size_t)B * m->core.out_c * m->core.out_h * m->core.out_w;
-    if (!detach_core) zero_floats(m->dcore, nc);
     if (s->has_shifter) memset(s->dshift, 0, sizeof(float) * 2 * (size_t)B);
-    npred_readout_backward(&s->ro, &m->t, s->dy, detach_core ? NULL : m->dcore, s->has_shifter ? s->dshift : NULL);
+    /* the only writer of the core's output gradient: written, not zeroed and added to */
+    npred_readout_backward_set(&s->ro, &m->t, s->dy, detach_core ? NULL : m->dcore,
+                               s->has_shifter ? s->dshift : NULL);
     if (s->has_shifter) npred_mlp_backward(&s->shifter, &m->t, s->dshift, dpupil);
     if (!detach_core) return npred_core_backward(&m->core, &m->t, m->dcore, dimages);
     return NPRED_OK;

@@ -244,9 +244,9 @@ npred_status npred_video_encoder_backward(npred_video_encoder *e, const float *d
     int B = e->B, T1 = e->out_t, K = e->feat_c, BT = B * T1;
     size_t n = (size_t)BT * s->n, hw = (size_t)e->feat_h * e->feat_w;
     for (size_t i = 0; i < n; i++) e->dy[i] = dout[i] * (e->z[i] > 0 ? 1.0f : e->out[i]);
-    memset(e->dframes, 0, (size_t)BT * K * hw * sizeof(float));
     if (s->has_shifter) memset(e->dshift, 0, (size_t)BT * 2 * sizeof(float));
-    npred_readout_backward(&s->ro, &e->t, e->dy, e->dframes, s->has_shifter ? e->dshift : NULL);
+    /* the frames' gradient is the readout's alone: written, not zeroed and added to */
+    npred_readout_backward_set(&s->ro, &e->t, e->dy, e->dframes, s->has_shifter ? e->dshift : NULL);
     if (s->has_shifter) {
         memset(e->dpupil, 0, (size_t)BT * 2 * sizeof(float));
         npred_mlp_backward(&s->shifter, &e->t, e->dshift, dpupil ? e->dpupil : NULL);

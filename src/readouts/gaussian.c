@@ -21,7 +21,8 @@
  * Speed: x (B, c, h, w) is transposed once into a channels-last workspace; the
  * sampling is fused with the contraction over channels (readouts/sample.h), so
  * the (B, n, c) sample tensor never exists. Backward scatters into a
- * channels-last gradient and transposes it back into dx.
+ * channels-last gradient and transposes it back into dx (added, or written
+ * when asked: npred_readout_backward_set).
  *
  * Workspace (floats, each block 16-aligned): xt, dxt (max_batch*h*w*c);
  * grid, gpre, z, dgrid (max_batch*n*2), cell (max_batch*n, uint32) -- these seven in the
@@ -633,14 +634,15 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
 
 /* ----------------------------------------------------------- backward --- */
 
-void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift)
+void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift, int dx_set)
 {
     const npred_readout_config *c = &r->cfg;
     gs_ws v = views(r, r->max_batch);
     int n = c->n, B = r->B, C = c->c, hw = c->h * c->w, P = nparams(r);
     make_features(r, t, v.F); /* rows (n, c): the forward reads the parameter in place */
     memset(v.dF, 0, (size_t)P * n * C * sizeof(float));
-    /* one output with cells: the sampler zeroes dxt and adds it into dx image by image */
+    /* one output with cells: the sampler zeroes dxt and adds (dx_set: writes) it into dx
+     * image by image */
     const int cells = npred_rsample_cells_fit(c->h, c->w), fused = cells && P == 1;
 #pragma omp parallel for schedule(static) if ((double)B * hw * C >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < B; b++) { /* 51 MB at batch 128: not on one thread */
@@ -660,7 +662,7 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
         }
         if (fused)
             npred_rsample_backward_cells_nchw(dx, v.dxt, v.dgrid, v.dF, dyp, v.xt, v.cell, v.grid, v.F, C, B, c->h,
-                                              c->w, C, n, c->align_corners);
+                                              c->w, C, n, c->align_corners, dx_set);
         else if (cells)
             npred_rsample_backward_cells(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.cell,
                                          v.grid, v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
@@ -668,7 +670,7 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
             npred_rsample_backward(dx ? v.dxt : NULL, v.dgrid, v.dF + (size_t)p * n * C, dyp, v.xt, v.grid,
                                    v.F + (size_t)p * n * C, C, B, c->h, c->w, C, n, c->align_corners);
     }
-    if (dx && !fused) npred_rsample_add_nchw(dx, v.dxt, B, C, hw);
+    if (dx && !fused) (dx_set ? npred_rsample_set_nchw : npred_rsample_add_nchw)(dx, v.dxt, B, C, hw);
     if (dshift)
         for (int b = 0; b < B; b++)
             for (int k = 0; k < 2; k++) {

@@ -154,7 +154,8 @@ npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float
     return NPRED_OK;
 }
 
-void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift)
+void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift,
+                                 int dx_set)
 {
     const npred_readout_config *c = &r->cfg;
     pp_ws v;
@@ -169,7 +170,7 @@ void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float 
         npred_rsample_backward(dx ? v.dlev[l] : NULL, v.dgrid, v.dF + (size_t)l * C, dy, v.lev[l], v.grid,
                                v.F + (size_t)l * C, m, B, v.h[l], v.w[l], C, n, c->align_corners);
     }
-    if (dx) npred_rsample_add_nchw(dx, v.dlev[0], B, C, c->h * c->w);
+    if (dx) (dx_set ? npred_rsample_set_nchw : npred_rsample_add_nchw)(dx, v.dlev[0], B, C, c->h * c->w);
     npred_readout_point_grid_grad(r, t, v.dgrid, dshift, B);
     npred_readout_point_features_grad(r, t, v.dF, m);
 }

@@ -291,7 +291,7 @@ npred_status npred_pyramid_forward(npred_readout *r, npred_ptable *t, float *y, 
     return NPRED_OK;
 }
 
-void npred_pyramid_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift)
+void npred_pyramid_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift, int dx_set)
 {
     const npred_readout_config *c = &r->cfg;
     pyr_ws v;
@@ -334,7 +334,8 @@ void npred_pyramid_backward(npred_readout *r, npred_ptable *t, const float *dy, 
     }
     if (dx) {
         size_t cnt = P * v.h[0] * v.w[0];
-        for (size_t i = 0; i < cnt; i++) dx[i] += v.dimg[0][i];
+        /* dx_set: +0 + x, the bits of adding onto zeros */
+        for (size_t i = 0; i < cnt; i++) dx[i] = (dx_set ? 0.0f : dx[i]) + v.dimg[0][i];
     }
     npred_readout_point_grid_grad(r, t, v.dgrid, dshift, B);
     npred_readout_point_features_grad(r, t, v.dF, m);

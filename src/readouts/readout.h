@@ -15,7 +15,9 @@
  *
  * forward() keeps a pointer to its input x for backward(); the caller keeps x
  * alive and unchanged until then. backward() accumulates into the table's
- * gradient buffer and into dx / dshift when given (NULL = not needed). */
+ * gradient buffer and into dx / dshift when given (NULL = not needed);
+ * backward_set() writes dx instead (for the first or only readout writing a
+ * gradient: no zeroing pass before it). */
 #ifndef NPRED_READOUTS_READOUT_H
 #define NPRED_READOUTS_READOUT_H
 
@@ -147,6 +149,12 @@ void npred_readout_init_params(npred_readout *r, npred_ptable *t, npred_rng *rng
 npred_status npred_readout_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
                                    int B, int train, npred_rng *rng, const float *noise);
 void npred_readout_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+/* As npred_readout_backward, but dx (B, c, h, w) is written: its contents on entry
+ * are ignored, and the result has the bits that npred_readout_backward gives onto a
+ * zeroed dx (a -0 sum is stored as +0, as adding it to +0 gave). The Gaussian readouts,
+ * PointPooled2d and PointPyramid2d write their transposed or summed gradient straight
+ * into dx; FullFactorized2d and AttentionReadout zero dx first and add. */
+void npred_readout_backward_set(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
 /* The readout's regularizer value; when gscale != 0 its gradient times gscale is
  * accumulated into the table. */
 double npred_readout_regularizer(npred_readout *r, npred_ptable *t, double gscale);
@@ -208,7 +216,9 @@ size_t npred_gaussian_nhwc_floats(const npred_readout *r, int max_batch);
 void npred_gaussian_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
 npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
                                     int B, int train, npred_rng *rng, const float *noise);
-void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+/* dx_set: dx written, not added to (npred_readout_backward_set) */
+void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift,
+                             int dx_set);
 double npred_gaussian_regularizer(npred_readout *r, npred_ptable *t, double gscale);
 void npred_gaussian_repr(const npred_readout *r, char *buf, size_t n);
 /* The grid of the last forward after the clamp, before the shift (0.3.0 sample_grid()), (B, n, 2). */
@@ -222,7 +232,9 @@ size_t npred_point_pooled_workspace(const npred_readout *r, int max_batch);
 void npred_point_pooled_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
 npred_status npred_point_pooled_forward(npred_readout *r, npred_ptable *t, float *y, const float *x,
                                         const float *shift, int B);
-void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+/* dx_set: dx written, not added to (npred_readout_backward_set) */
+void npred_point_pooled_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift,
+                                 int dx_set);
 void npred_point_pooled_repr(const npred_readout *r, char *buf, size_t n);
 
 npred_status npred_attention_declare(npred_readout *r, npred_ptable *t);
@@ -239,7 +251,9 @@ void npred_pyramid_init(npred_readout *r, npred_ptable *t, npred_rng *rng);
 void npred_pyramid_init_buffers(npred_readout *r, npred_ptable *t);
 npred_status npred_pyramid_forward(npred_readout *r, npred_ptable *t, float *y, const float *x, const float *shift,
                                    int B);
-void npred_pyramid_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift);
+/* dx_set: dx written, not added to (npred_readout_backward_set) */
+void npred_pyramid_backward(npred_readout *r, npred_ptable *t, const float *dy, float *dx, float *dshift,
+                            int dx_set);
 void npred_pyramid_repr(const npred_readout *r, char *buf, size_t n);
 
 #endif

@@ -144,10 +144,13 @@ static void rs_to_nhwc_image(float *dst, const float *src, int C, int HW, int c0
     }
 }
 
-/* dst (C, HW) += src (HW, C) transposed, the channels of block c0 / LANES */
-static void rs_add_nchw_image(float *dst, const float *src, int C, int HW, int c0)
+/* dst (C, HW) += src (HW, C) transposed, the channels of block c0 / LANES; set: dst =
+ * +0 + src transposed, dst not read (the bits of adding onto zeros: +0 + x is x, and
+ * +0 + -0 is +0, as it was when the caller zeroed dst first) */
+static inline void rs_add_nchw_image(float *dst, const float *src, int C, int HW, int c0, int set)
 {
     const int c1 = c0 + LANES < C ? c0 + LANES : C;
+    const vf zero = {0};
     for (int i0 = 0; i0 < HW; i0 += LANES) {
         const int i1 = i0 + LANES < HW ? i0 + LANES : HW;
         if (i1 - i0 == LANES && c1 - c0 == LANES) {
@@ -156,13 +159,16 @@ static void rs_add_nchw_image(float *dst, const float *src, int C, int HW, int c
             rs_transpose(m);
             for (int l = 0; l < LANES; l++) {
                 float *d = dst + (size_t)(c0 + l) * HW + i0;
-                vf v = rs_vld(d) + m[l];
+                vf v = (set ? zero : rs_vld(d)) + m[l];
                 memcpy(d, &v, sizeof v);
             }
             continue;
         }
         for (int c = c0; c < c1; c++)
-            for (int i = i0; i < i1; i++) dst[(size_t)c * HW + i] += src[(size_t)i * C + c];
+            for (int i = i0; i < i1; i++) {
+                float *d = dst + (size_t)c * HW + i;
+                *d = (set ? 0.0f : *d) + src[(size_t)i * C + c];
+            }
     }
 }
 
@@ -698,17 +704,23 @@ static void rs_wait_count(const int *count, int want)
     }
 }
 
-/* image a of dx (B, C, HW) += image a of dfeat (B, HW, C) transposed, the channel
- * blocks [k0, k1) */
-static void rs_add_nchw_share(float *dx, const float *dfeat, int a, size_t img, int C, int HW, int k0, int k1)
+/* image a of dx (B, C, HW) (+)= image a of dfeat (B, HW, C) transposed, the channel
+ * blocks [k0, k1) (set: written) */
+static void rs_add_nchw_share(float *dx, const float *dfeat, int a, size_t img, int C, int HW, int k0, int k1,
+                              int set)
 {
-    for (int k = k0; k < k1; k++) rs_add_nchw_image(dx + (size_t)a * img, dfeat + (size_t)a * img, C, HW, k * LANES);
+    for (int k = k0; k < k1; k++)
+        if (set) rs_add_nchw_image(dx + (size_t)a * img, dfeat + (size_t)a * img, C, HW, k * LANES, 1);
+        else rs_add_nchw_image(dx + (size_t)a * img, dfeat + (size_t)a * img, C, HW, k * LANES, 0);
 }
 
-/* dx (B, C, H*W) given: dfeat is scratch (zeroed here) and dx += dfeat transposed */
+static void rs_nchw(float *out, const float *in, int N, int C, int HW, int set);
+
+/* dx (B, C, H*W) given: dfeat is scratch (zeroed here) and dx += dfeat transposed
+ * (dx_set: dx = +0 + dfeat transposed, dx not read) */
 static void rs_backward(float *dx, float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
                         const rs_src *src, const float *F, int ldf, int B, int H, int W, int C, int n,
-                        int align_corners)
+                        int align_corners, int dx_set)
 {
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
     const size_t img = (size_t)H * W * C;
@@ -750,11 +762,11 @@ static void rs_backward(float *dx, float *dfeat, float *dgrid, float *dF, const 
                                   (size_t)b * n, F, ldf, q0, q1, H, W, C, n, sx, sy, align_corners);
                 __atomic_store_n(mine, b + 1, __ATOMIC_RELEASE);
                 for (; added < B && __atomic_load_n(last, __ATOMIC_ACQUIRE) > added; added++)
-                    rs_add_nchw_share(dx, dfeat, added, img, C, H * W, k0, k1);
+                    rs_add_nchw_share(dx, dfeat, added, img, C, H * W, k0, k1, dx_set);
             }
             for (; added < B; added++) {
                 rs_wait_count(last, added + 1);
-                rs_add_nchw_share(dx, dfeat, added, img, C, H * W, k0, k1);
+                rs_add_nchw_share(dx, dfeat, added, img, C, H * W, k0, k1, dx_set);
             }
         }
         return;
@@ -770,7 +782,7 @@ static void rs_backward(float *dx, float *dfeat, float *dgrid, float *dF, const 
                               (size_t)b * n, F, ldf, 0, nblk, H, W, C, n, sx, sy, align_corners);
     }
     if (!dF) {
-        if (dx) npred_rsample_add_nchw(dx, dfeat, B, C, H * W);
+        if (dx) rs_nchw(dx, dfeat, B, C, H * W, dx_set);
         return;
     }
     /* pass 2: tiles of consecutive neurons, one tile per thread at a time; images
@@ -816,7 +828,7 @@ static void rs_backward(float *dx, float *dfeat, float *dgrid, float *dF, const 
         }
 #undef RS_TILE_BLOCK
     }
-    if (dx) npred_rsample_add_nchw(dx, dfeat, B, C, H * W);
+    if (dx) rs_nchw(dx, dfeat, B, C, H * W, dx_set);
 }
 
 void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
@@ -824,7 +836,7 @@ void npred_rsample_backward(float *dfeat, float *dgrid, float *dF, const float *
                             int align_corners)
 {
     const rs_src src = {grid, NULL, NULL};
-    rs_backward(NULL, dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
+    rs_backward(NULL, dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners, 0);
 }
 
 void npred_rsample_backward_cells(float *dfeat, float *dgrid, float *dF, const float *dy, const float *feat,
@@ -832,15 +844,15 @@ void npred_rsample_backward_cells(float *dfeat, float *dgrid, float *dF, const f
                                   int C, int n, int align_corners)
 {
     const rs_src src = {NULL, key, frac};
-    rs_backward(NULL, dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
+    rs_backward(NULL, dfeat, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners, 0);
 }
 
 void npred_rsample_backward_cells_nchw(float *dx, float *dfeat, float *dgrid, float *dF, const float *dy,
                                        const float *feat, const uint32_t *key, const float *frac, const float *F,
-                                       int ldf, int B, int H, int W, int C, int n, int align_corners)
+                                       int ldf, int B, int H, int W, int C, int n, int align_corners, int dx_set)
 {
     const rs_src src = {NULL, key, frac};
-    rs_backward(dx, dx ? dfeat : NULL, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners);
+    rs_backward(dx, dx ? dfeat : NULL, dgrid, dF, dy, feat, &src, F, ldf, B, H, W, C, n, align_corners, dx_set);
 }
 
 void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
@@ -852,11 +864,15 @@ void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW)
             rs_to_nhwc_image(out + (size_t)b * C * HW, in + (size_t)b * C * HW, C, HW, q * LANES);
 }
 
-void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW)
+static void rs_nchw(float *out, const float *in, int N, int C, int HW, int set)
 {
     const int nc = (C + LANES - 1) / LANES;
 #pragma omp parallel for collapse(2) schedule(static) if ((double)N * C * HW >= NPRED_RS_PAR_MIN)
     for (int b = 0; b < N; b++)
         for (int q = 0; q < nc; q++)
-            rs_add_nchw_image(out + (size_t)b * C * HW, in + (size_t)b * C * HW, C, HW, q * LANES);
+            rs_add_nchw_share(out, in, b, (size_t)C * HW, C, HW, q, q + 1, set);
 }
+
+void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW) { rs_nchw(out, in, N, C, HW, 0); }
+
+void npred_rsample_set_nchw(float *out, const float *in, int N, int C, int HW) { rs_nchw(out, in, N, C, HW, 1); }

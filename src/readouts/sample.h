@@ -66,17 +66,22 @@ void npred_rsample_backward_cells(float *dfeat, float *dgrid, float *dF, const f
  * samples each image while it is in cache (x NULL: feat is only read); the
  * backward accumulates the input gradient into dx (B, C, H, W) through the
  * scratch dfeat (B, H, W, C; overwritten), each image transposed into dx soon
- * after its scatter. Every value is that of npred_rsample_to_nhwc, the *_cells
- * kernel and npred_rsample_add_nchw called one after the other. */
+ * after its scatter, or with dx_set writes it there (dx is not read: no zeroing
+ * pass before). Every value is that of npred_rsample_to_nhwc, the *_cells kernel
+ * and npred_rsample_add_nchw (dx_set: npred_rsample_set_nchw) called one after
+ * the other. */
 void npred_rsample_forward_cells_nchw(float *y, float *feat, const float *x, const uint32_t *key, const float *frac,
                                       const float *F, size_t so, size_t sc, int B, int H, int W, int C, int n);
 void npred_rsample_backward_cells_nchw(float *dx, float *dfeat, float *dgrid, float *dF, const float *dy,
                                        const float *feat, const uint32_t *key, const float *frac, const float *F,
-                                       int ldf, int B, int H, int W, int C, int n, int align_corners);
+                                       int ldf, int B, int H, int W, int C, int n, int align_corners, int dx_set);
 
 /* out (N, H*W, C) = in (N, C, H*W) transposed (overwrites). */
 void npred_rsample_to_nhwc(float *out, const float *in, int N, int C, int HW);
 /* out (N, C, H*W) += in (N, H*W, C) transposed (accumulates). */
 void npred_rsample_add_nchw(float *out, const float *in, int N, int C, int HW);
+/* out (N, C, H*W) = +0 + in (N, H*W, C) transposed: out is not read, and the bits are
+ * those of npred_rsample_add_nchw onto zeros (a -0 becomes +0 as it did there). */
+void npred_rsample_set_nchw(float *out, const float *in, int N, int C, int HW);
 
 #endif
