@@ -335,6 +335,9 @@ static void test_depthwise_rows_bit_identical(void)
     rows_case("7x7 p(5,3) 28x56 m2", mk(2, 2, 24, 56, 4, 7, 7, 1, 1, 5, 3, 1, 1, 2), 102);
     /* no padding: 28 x 56 outputs of 34 x 62 inputs */
     rows_case("7x7 p0 28x56", npred_conv2d_params_square(1, 2, 34, 62, 2, 7, 1, 0, 1, 2), 103);
+    /* 14 x 60 outputs of 20 x 66 inputs: the direct dw's vector after a row's last (read for
+     * its shifted vectors) holds source columns 64 and 65 */
+    rows_case("7x7 p0 14x60", npred_conv2d_params_square(1, 2, 20, 66, 2, 7, 1, 0, 1, 2), 104);
 }
 
 /* The 7x7 blocks skip the zero rows of the padding, except for a bias of -0: there a

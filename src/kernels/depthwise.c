@@ -841,6 +841,16 @@ static AVX512 void plane_dw_rows(double *acc, const float *dz, int cs, int oh, i
     }
 }
 
+/* lanes kx .. 15 of lo, then lanes 0 .. kx - 1 of hi (kx a constant once unrolled) */
+#define K7_ALIGN(hi, lo, kx)                                                                                           \
+    ((kx) == 0   ? (lo)                                                                                                \
+     : (kx) == 1 ? _mm512_alignr_epi32(hi, lo, 1)                                                                      \
+     : (kx) == 2 ? _mm512_alignr_epi32(hi, lo, 2)                                                                      \
+     : (kx) == 3 ? _mm512_alignr_epi32(hi, lo, 3)                                                                      \
+     : (kx) == 4 ? _mm512_alignr_epi32(hi, lo, 4)                                                                      \
+     : (kx) == 5 ? _mm512_alignr_epi32(hi, lo, 5)                                                                      \
+                 : _mm512_alignr_epi32(hi, lo, 6))
+
 /* dw_rows_group of a 7x7 filter straight from the source planes (no padded copies):
  * input row iy (of the padded geometry) is source row iy - ph of x (h, w), its
  * vector j at column offset kx read from source column 16 j + kx - pw, the first and
@@ -856,6 +866,7 @@ dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, 
     _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
         _Pragma("GCC unroll 7") for (int kx = 0; kx < 7; kx++) a[g][kx] = _mm512_setzero_ps();
     const int iy0 = ky0 > ph ? ky0 : ph, iy1 = ky0 + G - 1 + oh < ph + h ? ky0 + G - 1 + oh : ph + h;
+    const __mmask16 m4 = k7_window(4 * VL - pw, w); /* the vector after the last */
     for (int iy = iy0; iy < iy1; iy++) {
         const float *xr = x + ((ptrdiff_t)iy - ph) * w - pw;
         if (nx) { /* the next planes, 256 bytes of each per input row */
@@ -870,17 +881,22 @@ dw_k7_group(double *acc, const int G, int ky0, const float *dy, int oh, int ow, 
             const int oy = iy - ky0 - g;
             dr[g] = oy >= 0 && oy < oh ? dy + (size_t)oy * ow : zrow;
         }
+        /* the vector at column offset kx of width vector j: lanes kx.. of the row's
+         * vector j (xlo) and the next (xhi), by valignd from two loads (as masked loads
+         * at each offset would give: zeros outside the source row) */
+        __m512i xlo = _mm512_castps_si512(_mm512_maskz_loadu_ps(mk[0], xr)), xhi;
         _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
             __m512 dv[DW_G];
             _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
                 dv[g] = j == 3 ? _mm512_maskz_loadu_ps(dtail, dr[g] + 3 * VL) : _mm512_loadu_ps(dr[g] + j * VL);
+            xhi = _mm512_castps_si512(j == 2   ? _mm512_maskz_loadu_ps(mk[7], xr + 3 * VL)
+                                      : j == 3 ? _mm512_maskz_loadu_ps(m4, xr + 4 * VL)
+                                               : _mm512_loadu_ps(xr + (j + 1) * VL));
             _Pragma("GCC unroll 7") for (int kx = 0; kx < 7; kx++) {
-                __m512 xv = j == 0   ? _mm512_maskz_loadu_ps(mk[kx], xr + kx)
-                            : j == 3 ? _mm512_maskz_loadu_ps(mk[7 + kx], xr + 3 * VL + kx)
-                                     : _mm512_loadu_ps(xr + j * VL + kx);
-                __asm__("" : "+v"(xv));
+                __m512 xv = _mm512_castsi512_ps(K7_ALIGN(xhi, xlo, kx));
                 _Pragma("GCC unroll 3") for (int g = 0; g < G; g++) a[g][kx] = _mm512_fmadd_ps(dv[g], xv, a[g][kx]);
             }
+            xlo = xhi;
         }
     }
     _Pragma("GCC unroll 3") for (int g = 0; g < G; g++)
