@@ -6,8 +6,10 @@
 #include "base/json.h"
 #include "harness.h"
 #include "npred/data.h"
+#include "npred/insilico.h"
 #include "npred/model.h"
 #include "npred/train.h"
+#include "npred/video.h"
 
 /* the error message contains want */
 static int says(const char *want) { return strstr(npred_last_error(), want) != NULL; }
@@ -129,9 +131,73 @@ static void test_three_configs(void)
     npred_loader_config_free(&lc);
 }
 
+/* A key given twice in one object is refused, naming it, by every config reader (the
+ * parsers read some keys by lookup, which finds the first, and others in order, where the
+ * last wins: {"core_type": "RotationEquivariant2dCore", "core_type": "SE2dCore"} made a
+ * core that was both, whose saved config did not read back as it). */
+static void test_repeated_keys(void)
+{
+    CHECK(npred_model_config_check("{\"core_type\": \"RotationEquivariant2dCore\", \"core_type\": \"SE2dCore\"}",
+                                   "m.json") == NPRED_ERR_CONFIG &&
+              says("m.json: key 'core_type' appears more than once"),
+          "model, flat: %s", npred_last_error());
+    CHECK(npred_model_config_check("{\"core\": {\"hidden_channels\": 4, \"input_kern\": 3, \"layers\": 1},"
+                                   " \"readout\": {\"grid_mean_predictor\": {\"type\": \"cortex\", \"hidden_layers\": 1,"
+                                   " \"hidden_layers\": 2}}}", "m.json") == NPRED_ERR_CONFIG &&
+              says("m.json: key 'readout.grid_mean_predictor.hidden_layers' appears more than once"),
+          "model, nested: %s", npred_last_error());
+    npred_trainer_config tc;
+    npred_trainer_config_init(&tc);
+    CHECK(npred_trainer_config_parse(&tc, "{\"patience\": 3, \"max_iter\": 9, \"patience\": 4}", "t.json") ==
+                  NPRED_ERR_CONFIG && says("t.json: key 'patience' appears more than once"),
+          "trainer: %s", npred_last_error());
+    npred_loader_config lc;
+    npred_loader_config_init(&lc);
+    CHECK(npred_loader_config_parse(&lc, "{\"batch_size\": 2, \"batch_size\": 2}", NULL, NULL) == NPRED_ERR_CONFIG &&
+              says("loader config: key 'batch_size' appears more than once"),
+          "loader: %s", npred_last_error());
+    npred_loader_config_free(&lc);
+    npred_video_loader_config vl;
+    npred_video_loader_config_init(&vl);
+    CHECK(npred_video_loader_config_parse(&vl, "{\"frames\": 8, \"frames\": 9}", NULL, NULL) == NPRED_ERR_CONFIG &&
+              says("video loader config: key 'frames' appears more than once"),
+          "video loader: %s", npred_last_error());
+    npred_video_loader_config_free(&vl);
+    npred_mei_config mc;
+    CHECK(npred_mei_config_parse(&mc, "{\"seed\": 1, \"optimizer\": {\"kwargs\": {\"lr\": 1, \"lr\": 2}}}",
+                                 "mei.json") == NPRED_ERR_CONFIG &&
+              says("mei.json: key 'optimizer.kwargs.lr' appears more than once"),
+          "MEI: %s", npred_last_error());
+    /* the same key in different objects, and a list of objects, are fine */
+    CHECK_OK(npred_model_config_check("{\"core\": {\"hidden_channels\": 4, \"input_kern\": 3, \"layers\": 1,"
+                                      " \"bias\": true}, \"readout\": {\"bias\": true}, \"shifter\": null}", "m.json"));
+}
+
+/* n_se_blocks and se_reduction are SE2dCore's: on another core they would not act */
+static void test_se_keys(void)
+{
+    CHECK(npred_model_config_check("{\"n_se_blocks\": 2}", "m.json") == NPRED_ERR_CONFIG &&
+              says("m.json: key 'n_se_blocks': expected absent: it is an argument of SE2dCore only"),
+          "flat Stacked2dCore: %s", npred_last_error());
+    CHECK(npred_model_config_check("{\"se_reduction\": 4, \"core_type\": \"RotationEquivariant2dCore\"}", "m.json") ==
+                  NPRED_ERR_CONFIG && says("m.json: key 'se_reduction': expected absent"),
+          "flat rotation-equivariant: %s", npred_last_error());
+    CHECK(npred_model_config_check("{\"core\": {\"hidden_channels\": 4, \"input_kern\": 3, \"layers\": 1,"
+                                   " \"n_se_blocks\": 1}}", "m.json") == NPRED_ERR_CONFIG &&
+              says("m.json: key 'core.n_se_blocks': expected absent"),
+          "structured Stacked2dCore: %s", npred_last_error());
+    /* the key may come before core_type */
+    CHECK_OK(npred_model_config_check("{\"n_se_blocks\": 1, \"se_reduction\": 2, \"core_type\": \"SE2dCore\"}", "m.json"));
+    CHECK(npred_model_config_check("{\"core_type\": \"SE2dCore\", \"se_reduction\": 0}", "m.json") == NPRED_ERR_CONFIG &&
+              says("m.json: key 'se_reduction': expected an integer >= 1"),
+          "se_reduction 0: %s", npred_last_error());
+}
+
 int main(void)
 {
     RUN(test_helpers);
     RUN(test_three_configs);
+    RUN(test_repeated_keys);
+    RUN(test_se_keys);
     return th_summary();
 }

@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define INT53 9007199254740992.0
@@ -175,4 +176,54 @@ int npred_json_pair(npred_json_reader *r, const cJSON *it, int integer, int scal
     out[0] = v[0];
     out[1] = v[1];
     return 1;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* path: the keys from the root to it, "a.b[2].c" */
+static int unique_keys(npred_json_reader *r, const cJSON *it, char *path, size_t len, size_t cap)
+{
+    int n = 0;
+    for (const cJSON *e = it->child; e; e = e->next) n++;
+    if (cJSON_IsObject(it) && n > 1) {
+        const char **keys = malloc((size_t)n * sizeof *keys);
+        if (!keys) {
+            r->st = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", r->where);
+            return 0;
+        }
+        int k = 0;
+        for (const cJSON *e = it->child; e; e = e->next) keys[k++] = e->string ? e->string : "";
+        qsort(keys, (size_t)n, sizeof *keys, cmp_key);
+        const char *dup = NULL;
+        for (int i = 1; i < n && !dup; i++)
+            if (!strcmp(keys[i - 1], keys[i])) dup = keys[i];
+        if (dup) {
+            snprintf(path + len, cap - len, "%s%s", len ? "." : "", dup);
+            r->st = npred_errorf(NPRED_ERR_CONFIG, "%s: key '%s%s' appears more than once (give each key once)",
+                                 r->where, r->section, path);
+        }
+        free(keys);
+        if (dup) return 0;
+    }
+    int i = 0;
+    for (const cJSON *e = it->child; e; e = e->next, i++) {
+        if (!cJSON_IsObject(e) && !cJSON_IsArray(e)) continue;
+        if (cJSON_IsObject(it)) snprintf(path + len, cap - len, "%s%s", len ? "." : "", e->string ? e->string : "");
+        else snprintf(path + len, cap - len, "[%d]", i);
+        size_t l2 = strlen(path);
+        if (!unique_keys(r, e, path, l2, cap)) return 0;
+        path[len] = 0;
+    }
+    return 1;
+}
+
+int npred_json_unique_keys(npred_json_reader *r, const cJSON *it)
+{
+    if (r->st) return 0;
+    if (!it || (!cJSON_IsObject(it) && !cJSON_IsArray(it))) return 1;
+    char path[512] = "";
+    return unique_keys(r, it, path, 0, sizeof path);
 }

@@ -55,6 +55,11 @@ int npred_json_pair(npred_json_reader *r, const cJSON *it, int integer, int scal
                     double out[2]);
 /* 1 if the value is an integer by the rule above (for the items of lists). */
 int npred_json_is_integer(const cJSON *it);
+/* Every object in the tree (it and the objects and lists inside it) names each key once;
+ * else records "<where>: key '<section><path>' appears more than once (...)" and returns
+ * 0. The parsers read some keys by lookup (the first one) and others in order (the last
+ * one wins), so a repeated key would mean two things at once; it is refused instead. */
+int npred_json_unique_keys(npred_json_reader *r, const cJSON *it);
 /* One of n names (a string); *out is its index. */
 int npred_json_choice(npred_json_reader *r, const cJSON *it, const char *const *names, int n, int *out);
 

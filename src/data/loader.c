@@ -178,6 +178,7 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
 {
     npred_json_reader r = {where ? where : "loader config", "", NPRED_OK};
     if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r.where);
+    if (!npred_json_unique_keys(&r, obj)) return r.st;
     for (const cJSON *v = obj->child; v; v = v->next) {
         const char *k = v->string;
         if (!strcmp(k, "batch_size")) npred_json_i64(&r, v, 1, ANY, &c->batch_size);

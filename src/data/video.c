@@ -433,6 +433,7 @@ npred_status npred_video_loader_config_parse(npred_video_loader_config *c, const
     if (!obj) return npred_errorf(NPRED_ERR_CONFIG, "video loader config: invalid JSON near '%.20s'", at ? at : "");
     npred_json_reader r = {"video loader config", "", NPRED_OK};
     if (!cJSON_IsObject(obj)) r.st = npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r.where);
+    npred_json_unique_keys(&r, obj);
     for (const cJSON *v = cJSON_IsObject(obj) ? obj->child : NULL; v && !r.st; v = v->next) {
         const char *k = v->string;
         if (!strcmp(k, "batch_size")) npred_json_i64(&r, v, 1, ANY, &c->batch_size);

@@ -249,6 +249,7 @@ npred_status npred_mei_config_parse(npred_mei_config *o, const char *json, const
         return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r->where);
     }
     static const char *const devices[] = {"cpu"};
+    npred_json_unique_keys(r, root);
     for (const cJSON *k = root->child; k && !r->st; k = k->next) {
         m.r.section = "";
         int dev;

@@ -303,7 +303,12 @@ static int core_key(npred_json_reader *r, const cJSON *e, npred_model_config *m)
     else if (!strcmp(k, "use_avg_reg")) npred_json_bool(r, e, &c->use_avg_reg);
     else if (!strcmp(k, "depth_separable")) npred_json_bool(r, e, &c->depth_separable);
     else if (!strcmp(k, "linear")) npred_json_bool(r, e, &c->linear);
-    else if (!strcmp(k, "n_se_blocks")) npred_json_int(r, e, -ANY, ANY, &c->n_se_blocks);
+    else if (!strcmp(k, "n_se_blocks") || !strcmp(k, "se_reduction")) {
+        /* SE2dCore arguments (Stacked2dCore takes neither): they would not act on another core */
+        if (!c->se_core) return npred_json_fail(r, e, "absent: it is an argument of SE2dCore only") || 1;
+        if (!strcmp(k, "n_se_blocks")) npred_json_int(r, e, -ANY, ANY, &c->n_se_blocks);
+        else npred_json_int(r, e, 1, ANY, &c->se_reduction); /* hidden_channels // se_reduction units */
+    }
     else if (!strcmp(k, "num_rotations") || !strcmp(k, "upsampling") || !strcmp(k, "rot_eq_batch_norm")) {
         /* RotationEquivariant2dCore arguments; the core type is known before the keys are read */
         if (!c->rot_eq)
@@ -312,7 +317,6 @@ static int core_key(npred_json_reader *r, const cJSON *e, npred_model_config *m)
         else if (!strcmp(k, "upsampling")) npred_json_int(r, e, -ANY, ANY, &c->upsampling);
         else npred_json_bool(r, e, &c->rot_eq_batch_norm);
     }
-    else if (!strcmp(k, "se_reduction")) npred_json_int(r, e, -ANY, ANY, &c->se_reduction);
     else if (!strcmp(k, "attention_conv")) npred_json_bool(r, e, &c->attention_conv);
     else return 0;
     return 1;
@@ -465,6 +469,8 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
         c->num_rotations = 8;
         c->upsampling = 2;
         c->rot_eq_batch_norm = 1;
+    } else if (ctype && cJSON_GetStringValue(ctype) && !strcmp(cJSON_GetStringValue(ctype), "SE2dCore")) {
+        c->se_core = 1; /* before the keys: n_se_blocks and se_reduction belong to it */
     }
     const cJSON *rt = cJSON_GetObjectItemCaseSensitive(root, "readout_type");
     if (rt) {
@@ -484,8 +490,7 @@ static npred_status parse_builder(npred_model_config *m, const cJSON *root, cons
         } else if (!strcmp(k, "readout_type")) {
         } else if (!strcmp(k, "core_type")) {
             const char *s = cJSON_GetStringValue(e);
-            if (s && !strcmp(s, "SE2dCore")) c->se_core = 1;
-            else if (!s || (strcmp(s, "Stacked2dCore") && strcmp(s, "RotationEquivariant2dCore")))
+            if (!s || (strcmp(s, "Stacked2dCore") && strcmp(s, "SE2dCore") && strcmp(s, "RotationEquivariant2dCore")))
                 npred_json_fail(&r, e, "\"Stacked2dCore\", \"SE2dCore\" or \"RotationEquivariant2dCore\"");
         } else if (!strcmp(k, "share_features")) npred_json_bool(&r, e, &m->share_features);
         else if (!strcmp(k, "share_grid")) npred_json_bool(&r, e, &m->share_grid);
@@ -665,6 +670,8 @@ static npred_status parse_structured(npred_model_config *m, const cJSON *root, c
 npred_status npred_model_config_from_cjson(npred_model_config *cfg, const cJSON *root, const char *where)
 {
     if (!cJSON_IsObject(root)) return npred_errorf(NPRED_ERR_CONFIG, "%s: the model config must be a JSON object", where);
+    npred_json_reader r = {where, "", NPRED_OK};
+    if (!npred_json_unique_keys(&r, root)) return r.st;
     if (cJSON_GetObjectItemCaseSensitive(root, "core")) return parse_structured(cfg, root, where);
     return parse_builder(cfg, root, where);
 }

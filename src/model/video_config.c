@@ -221,6 +221,7 @@ npred_status npred_video_encoder_config_from_cjson(npred_video_encoder_config *c
     if (!where) where = "video model config";
     if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", where);
     npred_json_reader r = {where, "", NPRED_OK};
+    if (!npred_json_unique_keys(&r, obj)) return r.st;
     c->readout_bias = 1;
     c->gauss_type = NPRED_GAUSS_FULL;
     c->init_mu_range = 0.1, c->init_sigma = 1.0, c->gamma_readout = 0;

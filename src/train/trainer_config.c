@@ -47,6 +47,7 @@ npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON 
 {
     npred_json_reader r = {where ? where : "trainer config", "", NPRED_OK};
     if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r.where);
+    if (!npred_json_unique_keys(&r, obj)) return r.st;
     for (const cJSON *v = obj->child; v; v = v->next) {
         const char *k = v->string, *device;
         int e;

@@ -52,6 +52,7 @@ static npred_status shared_key(npred_video_trainer_config *c, const cJSON *v, co
 static npred_status set_json(npred_video_trainer_config *c, const cJSON *obj, npred_json_reader *r)
 {
     if (!cJSON_IsObject(obj)) return npred_errorf(NPRED_ERR_CONFIG, "%s: expected a JSON object", r->where);
+    if (!npred_json_unique_keys(r, obj)) return r->st;
     for (const cJSON *v = obj->child; v; v = v->next) {
         const char *k = v->string, *s = NULL;
         int b = 0;
