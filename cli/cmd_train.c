@@ -185,67 +185,6 @@ static int config_from(const char *path, const cJSON *saved, const char *key, co
     return 0;
 }
 
-/* ---- the resolved loader config, by static_loaders names ---- */
-static cJSON *strlist_json(const npred_strlist *l)
-{
-    if (!l->set) return cJSON_CreateNull();
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(l->v[i]));
-    return a;
-}
-static cJSON *i64list_json(const npred_i64list *l)
-{
-    if (!l->set) return cJSON_CreateNull();
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)l->v[i]));
-    return a;
-}
-static cJSON *opt_i(npred_opt_i64 v) { return v.set ? cJSON_CreateNumber((double)v.v) : cJSON_CreateNull(); }
-static cJSON *opt_f(npred_opt_f64 v) { return v.set ? cJSON_CreateNumber(v.v) : cJSON_CreateNull(); }
-static cJSON *perpath_json(const npred_i64list *l, size_t n)
-{
-    if (!l) return cJSON_CreateNull();
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(a, i64list_json(&l[i]));
-    return a;
-}
-
-static cJSON *loader_config_json(const npred_loader_config *c)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "batch_size", (double)c->batch_size);
-    cJSON_AddItemToObject(o, "seed", opt_i(c->seed));
-    cJSON_AddItemToObject(o, "areas", strlist_json(&c->areas));
-    cJSON_AddItemToObject(o, "layers", strlist_json(&c->layers));
-    if (c->tier) cJSON_AddStringToObject(o, "tier", c->tier);
-    else cJSON_AddNullToObject(o, "tier");
-    cJSON_AddItemToObject(o, "neuron_ids", perpath_json(c->neuron_ids, c->n_neuron_ids));
-    cJSON_AddItemToObject(o, "neuron_n", opt_i(c->neuron_n));
-    cJSON_AddNumberToObject(o, "exclude_neuron_n", (double)c->exclude_neuron_n);
-    cJSON_AddItemToObject(o, "neuron_base_seed", opt_i(c->neuron_base_seed));
-    cJSON_AddItemToObject(o, "image_ids", perpath_json(c->image_ids, c->n_image_ids));
-    cJSON_AddItemToObject(o, "image_n", opt_i(c->image_n));
-    cJSON_AddItemToObject(o, "image_base_seed", opt_i(c->image_base_seed));
-    cJSON_AddBoolToObject(o, "cuda", c->cuda);
-    cJSON_AddBoolToObject(o, "normalize", c->normalize);
-    if (c->exclude_is_string && c->exclude.set && c->exclude.n == 1)
-        cJSON_AddStringToObject(o, "exclude", c->exclude.v[0]);
-    else cJSON_AddItemToObject(o, "exclude", strlist_json(&c->exclude));
-    cJSON_AddBoolToObject(o, "include_behavior", c->include_behavior);
-    cJSON_AddBoolToObject(o, "add_behavior_as_channels", c->add_behavior_as_channels);
-    cJSON_AddItemToObject(o, "select_input_channel", i64list_json(&c->select_input_channel));
-    cJSON_AddBoolToObject(o, "file_tree", c->file_tree);
-    cJSON_AddItemToObject(o, "image_condition", strlist_json(&c->image_condition));
-    cJSON_AddItemToObject(o, "inputs_mean", opt_f(c->inputs_mean));
-    cJSON_AddItemToObject(o, "inputs_std", opt_f(c->inputs_std));
-    cJSON_AddItemToObject(o, "scale", opt_f(c->scale));
-    cJSON_AddBoolToObject(o, "include_eye_position", c->include_eye_position);
-    cJSON_AddBoolToObject(o, "add_eye_pos_as_channels", c->add_eye_pos_as_channels);
-    cJSON_AddItemToObject(o, "include_trial_info_keys", strlist_json(&c->include_trial_info_keys));
-    cJSON_AddBoolToObject(o, "overwrite_data_path", c->overwrite_data_path);
-    return o;
-}
-
 static void print_section(const char *title, const cJSON *j)
 {
     printf("%s:\n", title);
@@ -524,7 +463,9 @@ int cmd_train(int argc, char **argv)
     cJSON *jm = cJSON_Parse(mj);
     free(mj);
     char *tj = npred_trainer_config_json(&tc);
-    cJSON *jd = loader_config_json(&lc), *jt = tj ? cJSON_Parse(tj) : NULL;
+    char *dj = npred_loader_config_json(&lc);
+    cJSON *jd = dj ? cJSON_Parse(dj) : NULL, *jt = tj ? cJSON_Parse(tj) : NULL;
+    free(dj);
     free(tj);
     for (size_t s = 0; s < npred_loaders_count(L); s++) {
         npred_session_info si;

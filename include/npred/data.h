@@ -181,6 +181,11 @@ NPRED_API void npred_loader_config_free(npred_loader_config *c);
 NPRED_API npred_status npred_loader_config_parse(npred_loader_config *c, const char *json,
                                        char ***paths, size_t *n_paths);
 NPRED_API void npred_loader_paths_free(char **paths, size_t n);
+/* Every option, resolved, as JSON text by static_loaders names (what `npred train` keeps
+ * in a run's config.json; without "paths"; batch_size left out while it is not set):
+ * npred_loader_config_parse reads it back to the same options. malloc'ed; free with
+ * free(). NULL (NPRED_ERR_NOMEM) when out of memory. */
+NPRED_API char *npred_loader_config_json(const npred_loader_config *c);
 
 /* ---------------------------------------------------------------- loaders */
 /* static_loaders(paths, ...): one session per path, in order. */

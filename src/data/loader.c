@@ -240,6 +240,77 @@ npred_status npred_loader_config_set_json(npred_loader_config *c, const cJSON *o
     return NPRED_OK;
 }
 
+/* ---- the resolved options as JSON (read back by npred_loader_config_set_json) */
+static cJSON *strlist_to_json(const npred_strlist *l)
+{
+    if (!l->set) return cJSON_CreateNull();
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(l->v[i]));
+    return a;
+}
+
+static cJSON *i64list_to_json(const npred_i64list *l)
+{
+    if (!l->set) return cJSON_CreateNull();
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)l->v[i]));
+    return a;
+}
+
+/* one list (or null) per path; null when the option is not given */
+static cJSON *perpath_to_json(const npred_i64list *l, size_t n)
+{
+    if (!l) return cJSON_CreateNull();
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < n; i++) cJSON_AddItemToArray(a, i64list_to_json(&l[i]));
+    return a;
+}
+
+static cJSON *opt_i64_to_json(npred_opt_i64 v) { return v.set ? cJSON_CreateNumber((double)v.v) : cJSON_CreateNull(); }
+static cJSON *opt_f64_to_json(npred_opt_f64 v) { return v.set ? cJSON_CreateNumber(v.v) : cJSON_CreateNull(); }
+
+char *npred_loader_config_json(const npred_loader_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        if (c->batch_size) cJSON_AddNumberToObject(o, "batch_size", (double)c->batch_size); /* 0: not set */
+        cJSON_AddItemToObject(o, "seed", opt_i64_to_json(c->seed));
+        cJSON_AddItemToObject(o, "areas", strlist_to_json(&c->areas));
+        cJSON_AddItemToObject(o, "layers", strlist_to_json(&c->layers));
+        if (c->tier) cJSON_AddStringToObject(o, "tier", c->tier);
+        else cJSON_AddNullToObject(o, "tier");
+        cJSON_AddItemToObject(o, "neuron_ids", perpath_to_json(c->neuron_ids, c->n_neuron_ids));
+        cJSON_AddItemToObject(o, "neuron_n", opt_i64_to_json(c->neuron_n));
+        cJSON_AddNumberToObject(o, "exclude_neuron_n", (double)c->exclude_neuron_n);
+        cJSON_AddItemToObject(o, "neuron_base_seed", opt_i64_to_json(c->neuron_base_seed));
+        cJSON_AddItemToObject(o, "image_ids", perpath_to_json(c->image_ids, c->n_image_ids));
+        cJSON_AddItemToObject(o, "image_n", opt_i64_to_json(c->image_n));
+        cJSON_AddItemToObject(o, "image_base_seed", opt_i64_to_json(c->image_base_seed));
+        cJSON_AddBoolToObject(o, "cuda", c->cuda);
+        cJSON_AddBoolToObject(o, "normalize", c->normalize);
+        /* exclude keeps its spelling: a string is one key, as a one-element list */
+        if (c->exclude_is_string && c->exclude.set && c->exclude.n == 1)
+            cJSON_AddStringToObject(o, "exclude", c->exclude.v[0]);
+        else cJSON_AddItemToObject(o, "exclude", strlist_to_json(&c->exclude));
+        cJSON_AddBoolToObject(o, "include_behavior", c->include_behavior);
+        cJSON_AddBoolToObject(o, "add_behavior_as_channels", c->add_behavior_as_channels);
+        cJSON_AddItemToObject(o, "select_input_channel", i64list_to_json(&c->select_input_channel));
+        cJSON_AddBoolToObject(o, "file_tree", c->file_tree);
+        cJSON_AddItemToObject(o, "image_condition", strlist_to_json(&c->image_condition));
+        cJSON_AddItemToObject(o, "inputs_mean", opt_f64_to_json(c->inputs_mean));
+        cJSON_AddItemToObject(o, "inputs_std", opt_f64_to_json(c->inputs_std));
+        cJSON_AddItemToObject(o, "scale", opt_f64_to_json(c->scale));
+        cJSON_AddBoolToObject(o, "include_eye_position", c->include_eye_position);
+        cJSON_AddBoolToObject(o, "add_eye_pos_as_channels", c->add_eye_pos_as_channels);
+        cJSON_AddItemToObject(o, "include_trial_info_keys", strlist_to_json(&c->include_trial_info_keys));
+        cJSON_AddBoolToObject(o, "overwrite_data_path", c->overwrite_data_path);
+    }
+    char *txt = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!txt) npred_errorf(NPRED_ERR_NOMEM, "loader config: out of memory");
+    return txt;
+}
+
 npred_status npred_loader_config_parse(npred_loader_config *c, const char *json, char ***paths, size_t *n_paths)
 {
     const char *at = NULL;
