@@ -2,10 +2,12 @@
 """Write the fuzzers' seed corpora: python3 fuzz/make_seeds.py OUTDIR
 
 One folder per target (OUTDIR/<target>/), from tests/fixtures/, configs/, the
-real checkpoints' pickles (../shared/checkpoints, when present) and small files
-made here in every variant the parsers accept (npy versions and dtypes, pickled
-state_dicts, .pth archives, safetensors with metadata). Needs only numpy.
-Run from the repository root."""
+real checkpoints' pickles (../shared/checkpoints, when present, unless
+--repo-only is given) and small files made here in every variant the parsers
+accept (npy versions and dtypes, pickled state_dicts, .pth archives,
+safetensors with metadata). Needs only numpy. Run from the repository root.
+The same tree gives the same bytes on every run and machine (the zip members
+carry a fixed date), so a fuzz run with a fixed seed repeats exactly."""
 import collections
 import glob
 import io
@@ -21,6 +23,7 @@ import zlib
 import numpy as np
 
 OUT = sys.argv[1]
+REPO_ONLY = "--repo-only" in sys.argv[2:]
 N = collections.Counter()
 
 
@@ -139,14 +142,19 @@ sd["mask"] = Tensor(s4, 0, (3,), (1,))
 storages = [s0, s1, s2, s3, s4]
 
 
+def zip_put(z, name, data, method):
+    """a member dated 1980-01-01 (writestr with a name would stamp the current time)"""
+    z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, compress_type=method)
+
+
 def pth_bytes(obj, byteorder="little", protocol=2):
     b = io.BytesIO()
     with zipfile.ZipFile(b, "w", zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", state_dict_pickle(obj, protocol))
-        z.writestr("archive/byteorder", byteorder)
-        z.writestr("archive/version", "3\n")
+        zip_put(z, "archive/data.pkl", state_dict_pickle(obj, protocol), zipfile.ZIP_STORED)
+        zip_put(z, "archive/byteorder", byteorder, zipfile.ZIP_STORED)
+        zip_put(z, "archive/version", "3\n", zipfile.ZIP_STORED)
         for s in storages:
-            z.writestr("archive/data/" + s.key, s.data)
+            zip_put(z, "archive/data/" + s.key, s.data, zipfile.ZIP_STORED)
     return b.getvalue()
 
 
@@ -156,7 +164,7 @@ for proto in (2, 4):
 put("pth", pth_bytes(sd))
 put("pth", pth_bytes({"state_dict": sd, "epoch": 7}))
 put("pth", pth_bytes(sd, protocol=4))
-for p in sorted(glob.glob("../shared/checkpoints/*.pth")):
+for p in [] if REPO_ONLY else sorted(glob.glob("../shared/checkpoints/*.pth")):
     with zipfile.ZipFile(p) as z:
         for n in z.namelist():
             if n.endswith("data.pkl"):
@@ -199,7 +207,7 @@ for p in sorted(glob.glob("tests/fixtures/mini_tree/*.zip")):
     b = io.BytesIO()
     with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
         for i in src.infolist():
-            z.writestr(i.filename, src.read(i.filename))
+            zip_put(z, i.filename, src.read(i.filename), zipfile.ZIP_DEFLATED)
     put("dataset_zip", b.getvalue())
 
 # ---- JSON configs
@@ -212,6 +220,10 @@ put("dataset_config", json.dumps({"paths": ["a.zip", "b"], "batch_size": 8, "see
                                   "image_condition": ["imagenet"], "scale": 0.5, "normalize": True}).encode())
 put("trainer_config", json.dumps({"max_iter": 2, "lr_init": 0.005, "loss_function": "PoissonLoss",
                                   "stop_function": "get_correlations", "device": "cpu", "patience": 1}).encode())
+# the kit's video standard_trainer arguments (the target reads the text as both trainers)
+put("trainer_config", json.dumps({"max_iter": 3, "lr_init": 0.005, "print_step": 10, "save_checkpoints": True,
+                                  "checkpoint_save_path": "ckpt/", "chpt_save_step": 2, "use_wandb": False,
+                                  "wandb_project": "p", "deeplake_ds": False, "seed": 7}).encode())
 put("model_config", json.dumps({"core": {"type": "Stacked2dCore", "hidden_channels": 4, "layers": 2, "stack": [0, 1]},
                                 "readout": {"type": "FullGaussian2d", "gauss_type": "full"},
                                 "shifter": {"type": "MLPShifter"}, "modulator": None}).encode())

@@ -22,6 +22,7 @@
 #include "npred/npy.h"
 #include "npred/results.h"
 #include "npred/video.h"
+#include "npred/video_train.h"
 #include "train/trainer.h"
 
 /* A failed check returns its line number. */
@@ -264,32 +265,45 @@ static int fuzz_model_config(const uint8_t *d, size_t n)
     return config_round_trip(reprint_model, d, n);
 }
 
-static int fuzz_trainer_config(const uint8_t *d, size_t n)
+static char *reprint_video_trainer(const char *text, const char *name, npred_status *s)
 {
-    return config_round_trip(reprint_trainer, d, n);
+    npred_video_trainer_config c;
+    npred_video_trainer_config_init(&c);
+    if ((*s = npred_video_trainer_config_parse(&c, text, name))) return NULL;
+    return npred_video_trainer_config_json(&c);
 }
 
-static int fuzz_dataset_config(const uint8_t *d, size_t n)
+/* the same text as a static and as a video trainer config (the kit's two standard_trainers) */
+static int fuzz_trainer_config(const uint8_t *d, size_t n)
 {
-    char *text = as_text(d, n);
-    ENSURE(text != NULL);
+    int bad = config_round_trip(reprint_trainer, d, n);
+    return bad ? bad : config_round_trip(reprint_video_trainer, d, n);
+}
+
+static char *reprint_loader(const char *text, const char *name, npred_status *s)
+{
+    (void)name; /* the loader parser names its input "loader config" */
     npred_loader_config c;
     npred_loader_config_init(&c);
     char **paths = NULL;
     size_t n_paths = 0;
-    npred_clear_error();
-    npred_status s = npred_loader_config_parse(&c, text, &paths, &n_paths);
-    free(text);
-    int bad = 0;
-    if (s != NPRED_OK) {
-        if (!rejected_with_message(s)) bad = __LINE__;
-    } else {
+    char *t = NULL;
+    if (!(*s = npred_loader_config_parse(&c, text, &paths, &n_paths))) {
+        int ok = 1;
         for (size_t i = 0; i < n_paths; i++)
-            if (!paths[i]) bad = __LINE__;
+            if (!paths[i]) ok = 0;
+        if (ok) t = npred_loader_config_json(&c);
     }
     npred_loader_paths_free(paths, n_paths);
     npred_loader_config_free(&c);
-    return bad;
+    return t;
+}
+
+/* what `npred train` keeps of the loader options (config.json, read on --resume) loads
+ * back to the same options */
+static int fuzz_dataset_config(const uint8_t *d, size_t n)
+{
+    return config_round_trip(reprint_loader, d, n);
 }
 
 /* ---------------------------------------------------------------- MEI config */
@@ -412,7 +426,16 @@ static int small_video_model(const npred_video_encoder_config *v)
         if (v->core2d_cfg.hidden_kern[l] > kern) kern = v->core2d_cfg.hidden_kern[l];
     if (!v->core2d && v->core.hid_kh > kern) kern = v->core.hid_kh;
     if (!v->core2d && v->core.hid_kw > kern) kern = v->core.hid_kw;
-    /* kernels up to 15 wide: a legal 350 x 350 kernel needs gigabytes of im2col */
+    /* kernels up to 15 wide: a legal 350 x 350 kernel needs gigabytes of im2col; a legal
+     * hidden_padding of 1203 grows 24 x 24 frames to 2428 x 2428 (1.1 GB of activations),
+     * as would a large dilation (whose default padding grows with it) or upsampling */
+    if (v->core2d) {
+        const npred_core_config *c = &v->core2d_cfg;
+        if (c->hidden_padding > 15 || c->hidden_dilation > 4 || (c->rot_eq && (c->upsampling > 4 || c->num_rotations > 8)))
+            return 0;
+    } else if (v->core.spatial_dilation > 4 || v->core.temporal_dilation > 4) {
+        return 0;
+    }
     return kern <= 15 && hid > 0 && hid <= 32 && layers > 0 && layers <= 4 &&
            (!v->use_gru || (v->gru.rec_channels <= 16 && v->gru.input_kern <= 9 && v->gru.rec_kern <= 9)) &&
            (!v->use_shifter || (v->shift_layers <= 4 && v->hidden_channels_shifter <= 32)) &&
