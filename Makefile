@@ -238,21 +238,29 @@ bench: $(BENCHES) $(BUILD)/bench/summary $(BUILD)/npred
 	    ./$(BUILD)/bench/summary $(BUILD)/bench || fail=1; exit $$fail
 
 # libFuzzer targets (fuzz/targets.c; docs/reliability.md), built with clang +
-# ASan/UBSan into build-fuzz/, each run for FUZZ_SECONDS. Needs clang and
+# ASan/UBSan into build-fuzz/, each run for FUZZ_SECONDS (a campaign), or, with
+# FUZZ_RUNS=N, for exactly N inputs from the seed FUZZ_SEED (a run that repeats
+# exactly: CI's); a target written name:N runs N inputs. Needs clang and
 # libfuzzer-14-dev (scripts/deps.sh fuzz installs them); `make test` does not.
 FUZZ_SECONDS ?= 10
+FUZZ_RUNS    ?=
+FUZZ_SEED    ?= 1
 FUZZ_TARGETS ?= npy pickle pth safetensors dataset_zip model_config trainer_config dataset_config mei_config \
                 submission_csv png hdf5 video_config video_pth
-FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_NAMES   := $(foreach t,$(FUZZ_TARGETS),$(firstword $(subst :, ,$(t))))
+# (no stack-depth coverage: the stack's depth in bytes changes with where ASLR puts the
+# stack, so a run with a fixed seed would not repeat; docs/reliability.md)
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+                -fno-sanitize-coverage=stack-depth
 # (-Wno-pass-failed here and in tsan: clang does not vectorize at -O1, so each
 # `omp simd` loop would draw a "loop not vectorized" note; the results do not change)
 fuzz:
 	@sh scripts/deps.sh fuzz
 	@$(MAKE) --no-print-directory fuzz-build BUILD=build-fuzz CC=clang MPI=0 \
 	    OPT="-O1 -fno-omit-frame-pointer -Wno-psabi -Wno-pass-failed" SAN="$(FUZZ_SAN)"
-	@sh scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	@FUZZ_RUNS="$(FUZZ_RUNS)" FUZZ_SEED="$(FUZZ_SEED)" sh scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%) $(BUILD)/fuzz/h5_seed
+fuzz-build: $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%) $(BUILD)/fuzz/h5_seed
 
 $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_one.c $(BUILD)/obj/fuzz/targets.o $(BUILD)/obj/cli/png_read.o $(BUILD)/libnpred.a
 	@mkdir -p $(dir $@)
