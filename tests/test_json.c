@@ -122,6 +122,12 @@ static void test_three_configs(void)
                                    " \"layers\": 2}}", "m.json") == NPRED_ERR_CONFIG &&
               says("m.json: key 'core.hidden_kern': expected an integer or a list of integers"),
           "model list of integers: %s", npred_last_error());
+    /* a device name that does not fit is refused, not cut short in what a run saves */
+    CHECK(npred_trainer_config_parse(&tc, "{\"device\": \"cuda:012345678901234567890123456\"}", "t.json") ==
+                  NPRED_ERR_CONFIG && says("t.json: key 'device': expected a device name of at most 31 bytes"),
+          "trainer device: %s", npred_last_error());
+    CHECK_OK(npred_trainer_config_parse(&tc, "{\"device\": \"cuda:01234567890123456789012345\"}", "t.json"));
+    CHECK(!strcmp(tc.device, "cuda:01234567890123456789012345"), "31-byte device kept: %s", tc.device);
     CHECK(npred_trainer_config_parse(&tc, "{\"lr_init\": -0.1}", "t.json") == NPRED_ERR_CONFIG &&
               says("t.json: key 'lr_init': expected a number >= 0"),
           "trainer range: %s", npred_last_error());

@@ -79,7 +79,10 @@ npred_status npred_trainer_config_set_json(npred_trainer_config *c, const cJSON 
         } else if (!strcmp(k, "verbose")) npred_json_bool(&r, v, &c->verbose);
         else if (!strcmp(k, "track_training")) npred_json_bool(&r, v, &c->track_training);
         else if (!strcmp(k, "device")) {
-            if (npred_json_str(&r, v, &device)) snprintf(c->device, sizeof c->device, "%s", device);
+            /* kept as given (a saved run records it): a longer name would be cut short */
+            if (npred_json_str(&r, v, &device) && strlen(device) >= sizeof c->device)
+                npred_json_fail(&r, v, "a device name of at most %zu bytes", sizeof c->device - 1);
+            else if (!r.st) snprintf(c->device, sizeof c->device, "%s", device);
         } else if (!strcmp(k, "cb")) {
             if (!cJSON_IsNull(v)) npred_json_fail(&r, v, "null (progress goes to the trainer callbacks)");
         } else {
