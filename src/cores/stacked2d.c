@@ -945,6 +945,21 @@ typedef struct {
     float xshift, yshift;
 } blk_eval;
 
+/* the calling thread's part of the bf16 block kernels' scratch */
+static char *bf_scratch(const npred_core *core)
+{
+    return (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per;
+}
+
+static size_t round64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* one activation of layer L's output as bf16 pairs of channels, in bytes (bf16_chain
+ * keeps two per thread) */
+static size_t bf16_pairs_bytes(const npred_core_layer *L)
+{
+    return round64(npred_bf16_block_pair_words(L->cout, L->hout, L->wout) * 4);
+}
+
 /* The bf16 block kernels' description of layer L (BatchNorm eval from ev; ev NULL: a
  * training forward), when bf16 is on and they take its geometry; else 0 */
 static int bf16_block_of(const npred_core *core, const npred_core_layer *L, npred_ptable *t, const blk_eval *ev,
@@ -1052,7 +1067,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
         for (int n = 0; n < B; n++) {
             if (bfb) {
                 npred_bf16_block_eval_image(&bb, in + n * n_mid, NULL, L->a + n * n_out, NULL,
-                                            (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
+                                            bf_scratch(core));
                 continue;
             }
             const size_t slot = lean ? (size_t)npred_thread_id() : (size_t)n;
@@ -1067,7 +1082,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
                 npred_bf16_block_train_image(
                     &bb, xin, z, rcm ? (uint16_t *)(void *)sc.t0 : (uint16_t *)(void *)L->t[0] + n * n_mid,
                     rcm ? (uint32_t *)(void *)sc.t1 : (uint32_t *)(void *)L->t[1] + n * n_pairs,
-                    (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per);
+                    bf_scratch(core));
             } else if (nc == 3) {
                 const float *xin = ds_input(L, in, prev, n, sc.ain);
                 float *t0 = rcm ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
@@ -1153,7 +1168,7 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
 #pragma omp parallel num_threads(T) if (T > 1) reduction(| : failed)
     {
         ds_scratch sc = ds_thread(L, thr + (size_t)npred_thread_id() * per);
-        char *bscr = L->t_bf16 ? (char *)core->bf_ws + (size_t)npred_thread_id() * core->bf_ws_per : NULL;
+        char *bscr = L->t_bf16 ? bf_scratch(core) : NULL;
 #pragma omp for schedule(static)
         for (int ch = 0; ch < nch; ch++) {
             float *part = parts + (size_t)ch * pf;
@@ -1451,8 +1466,7 @@ static int bf16_chain(npred_core *core, npred_ptable *t, const float *in, int B,
         if (!L->ds || !L->fused || L->has_se || L->rot != 1 || L->p_rmean < 0 || L->p_rvar < 0 ||
             !bf16_block_of(core, L, t, &ev, &bb[l]) || (l > l0 && L->cin != core->L[l - 1].cout))
             return 0;
-        size_t pw_ = (npred_bf16_block_pair_words(L->cout, L->hout, L->wout) * 4 + 63) / 64 * 64;
-        size_t s_ = (npred_bf16_block_scratch_bytes(&bb[l]) + 63) / 64 * 64;
+        size_t pw_ = bf16_pairs_bytes(L), s_ = round64(npred_bf16_block_scratch_bytes(&bb[l]));
         pairs = pw_ > pairs ? pw_ : pairs;
         sb = s_ > sb ? s_ : sb;
     }
@@ -2250,8 +2264,7 @@ npred_status npred_core_set_bf16(npred_core *core, int on)
         if (!L->ds) continue;
         npred_bf16_block b = {L->cp[0].c, L->cp[0].o, L->cp[0].h, L->cp[0].w, L->cp[1].kh, NULL, NULL, NULL, NULL,
                               NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
-        size_t need = (npred_bf16_block_scratch_bytes(&b) + 63) / 64 * 64 +
-                      2 * ((npred_bf16_block_pair_words(L->cout, L->hout, L->wout) * 4 + 63) / 64 * 64);
+        size_t need = round64(npred_bf16_block_scratch_bytes(&b)) + 2 * bf16_pairs_bytes(L);
         if (need > per) per = need;
         /* ... or the backward's kernels (ds_backward) */
         for (int i = 0; i < 3; i += 2) {
@@ -2262,7 +2275,7 @@ npred_status npred_core_set_bf16(npred_core *core, int on)
         if (need > per) per = need;
     }
     if (!per) return NPRED_OK;
-    per = (per + 63) / 64 * 64;
+    per = round64(per);
     const int T = npred_threads() > 0 ? npred_threads() : 1;
     core->bf_ws = aligned_alloc(64, per * (size_t)T);
     if (!core->bf_ws) return npred_errorf(NPRED_ERR_NOMEM, "core: cannot allocate %zu bytes of bf16 scratch", per * T);
