@@ -39,6 +39,7 @@
 #include "readouts/normals.h"
 #include "readouts/readout.h"
 #include "readouts/sample.h"
+#include "readouts/sample_bf16.h"
 
 #define A16(n) (((size_t)(n) + 15) / 16 * 16)
 /* from this batch size on, the forward makes the feature rows (n, c) once
@@ -560,7 +561,11 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
      * channel-major parameter read in place (no 2 MB transpose per image) */
     const float *F = v.F;
     size_t so = (size_t)c->c, sc = 1;
-    if (c->shared_features || B >= GS_ROWS_MIN_BATCH) {
+    /* bf16 (docs/precision.md): the sampling in bf16 where the kernel takes the shapes,
+     * with F as rows; featb and Fb in the backward's scratch dxt and dF, unused until it */
+    const int cells = npred_rsample_cells_fit(c->h, c->w);
+    const int bf = r->bf16 && cells && nparams(r) == 1 && npred_rsample_bf16_supported(c->c);
+    if (c->shared_features || B >= GS_ROWS_MIN_BATCH || bf) {
         make_features(r, t, v.F);
     } else {
         F = npred_ptable_ptr(t, r->p_features);
@@ -572,7 +577,6 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
     /* z in (b, o, coordinate) order: one draw per image and neuron, like normal_() on (B, n, 1, 2) */
     const size_t nz = (size_t)Bs * n * 2;
     const int draw = train && !noise;
-    const int cells = npred_rsample_cells_fit(c->h, c->w);
     /* the draws' uniforms in the workspace of the backward's dgrid and of gpre (written below) */
     npred_normals d;
     d.u1 = (uint64_t *)(void *)v.dgrid, d.u2 = (uint64_t *)(void *)v.gpre;
@@ -622,7 +626,10 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
 #pragma omp parallel for schedule(static) if ((double)B * n >= GS_PAR_MIN)
         for (int b = 0; b < B; b++)
             for (int o = 0; o < n; o++) yp[(size_t)b * n + o] = bias ? bias[(size_t)p * n + o] : 0.0f;
-        if (cells)
+        if (bf)
+            npred_rsample_forward_cells_nchw_bf16(yp, v.xt, (uint16_t *)(void *)v.dxt, (uint16_t *)(void *)v.dF, x,
+                                                  v.cell, v.grid, F, B, c->h, c->w, c->c, n);
+        else if (cells)
             npred_rsample_forward_cells_nchw(yp, v.xt, p ? NULL : x, v.cell, v.grid, F + (size_t)p * n * c->c, so, sc,
                                              B, c->h, c->w, c->c, n);
         else
