@@ -387,6 +387,53 @@ static void test_fd_one_draw_per_batch(void)
 {
     fd_single("batch_sample=0", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 2);
 }
+/* A batch of 5 (from 4 images on the forward makes the feature rows and the backward
+ * reuses them), 7 neurons (the sigma / mu sums: a vector of four neurons and three
+ * after it) and a grid predictor of two 64-wide hidden layers (its 64 x 64 weight
+ * gradient in tiles of 41 outputs and 48 inputs), every gauss_type, on 1 and 2 threads:
+ * gradients against finite differences of the double-precision reference. */
+static void test_fd_batch_rows(void)
+{
+    static const npred_gauss_type gts[3] = {NPRED_GAUSS_FULL, NPRED_GAUSS_UNCORRELATED, NPRED_GAUSS_ISOTROPIC};
+    const int keep = omp_get_max_threads();
+    for (int g = 0; g < 3; g++)
+        for (int T = 1; T <= 2; T++) {
+            omp_set_num_threads(T);
+            npred_readout_config cfg;
+            npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, 7);
+            cfg.gauss_type = gts[g];
+            cfg.feature_reg_weight = 0.7;
+            cfg.predicted_grid = 1;
+            cfg.gmp_input_dimensions = 2;
+            cfg.gmp_hidden_layers = 2;
+            cfg.gmp_hidden_features = 64;
+            cfg.gmp_final_tanh = 1;
+            npred_ptable t;
+            npred_ptable_init(&t);
+            npred_readout r;
+            uint64_t seed = 4321 + (uint64_t)g;
+            if (CHECK_OK(npred_readout_declare(&r, &cfg, "readout.a.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+                CHECK_OK(npred_readout_setup(&r, &t, 5))) {
+                randomize(&t, &r, 1, &seed);
+                /* small predictor weights keep the 64-wide layers' outputs inside the map */
+                for (int i = 0; i < r.n_mlp; i++) {
+                    float *w = npred_ptable_ptr(&t, r.p_mlp_w[i]);
+                    for (size_t e = 0; e < t.items[r.p_mlp_w[i]].count; e++) w[e] *= 0.15f;
+                }
+                double gr[2 * 7];
+                for (int i = 0; i < 14; i++) gr[i] = 100 * th_rand(&seed);
+                CHECK_OK(npred_readout_set_source_grid(&r, &t, gr));
+                char what[64];
+                snprintf(what, sizeof what, "batch 5, gauss_type %d, %d threads", g, T);
+                fd_check(what, &r, 1, &t, 5, 1, 1, seed);
+                CHECK(r.rows_made == 1, "%s: the forward made no feature rows", what);
+            }
+            npred_readout_free(&r);
+            npred_ptable_free(&t);
+        }
+    omp_set_num_threads(keep);
+}
+
 static void test_fd_legacy(void) { fd_single("Gaussian2d", NPRED_READOUT_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 0); }
 
 /* two sessions: the second borrows the first's features and grid through match ids */
@@ -769,6 +816,7 @@ int main(void)
     RUN(test_fd_predicted_train);
     RUN(test_fd_legacy);
     RUN(test_fd_one_draw_per_batch);
+    RUN(test_fd_batch_rows);
     RUN(test_fd_shared);
     RUN(test_predictor_cache);
     RUN(test_rng_sampling);

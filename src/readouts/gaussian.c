@@ -345,16 +345,9 @@ static void make_features(const npred_readout *r, const npred_ptable *t, float *
     const npred_readout_config *c = &r->cfg;
     const float *f = npred_ptable_ptr(t, r->p_features);
     int n = c->n, C = c->c;
-    if (!c->shared_features) { /* a transpose per output p, in 32 x 32 tiles */
-        for (int p = 0; p < nparams(r); p++) {
-            const float *fp = f + (size_t)p * C * n;
-            float *Fp = F + (size_t)p * n * C;
-#pragma omp parallel for schedule(static) if ((double)n * C >= GS_PAR_MIN)
-            for (int o0 = 0; o0 < n; o0 += 32)
-                for (int k0 = 0; k0 < C; k0 += 32)
-                    for (int o = o0; o < n && o < o0 + 32; o++)
-                        for (int k = k0; k < C && k < k0 + 32; k++) Fp[(size_t)o * C + k] = fp[(size_t)k * n + o];
-        }
+    if (!c->shared_features) { /* a transpose per output p (the readout kernels' register transposes) */
+        for (int p = 0; p < nparams(r); p++)
+            npred_rsample_to_nhwc(F + (size_t)p * n * C, f + (size_t)p * C * n, 1, C, n);
         return;
     }
     const float *sc = npred_ptable_ptr(t, r->p_scales);
@@ -369,11 +362,8 @@ static void features_backward(const npred_readout *r, npred_ptable *t, const flo
     const npred_readout_config *c = &r->cfg;
     float *gf = npred_ptable_gradptr(t, r->p_features);
     int n = c->n, C = c->c, P = nparams(r);
-    if (!c->shared_features) {
-#pragma omp parallel for schedule(static) if ((double)n * C * P >= GS_PAR_MIN)
-        for (int pk = 0; pk < P * C; pk++)
-            for (int o = 0; o < n; o++)
-                gf[(size_t)pk * n + o] += dF[((size_t)(pk / C) * n + o) * C + pk % C];
+    if (!c->shared_features) { /* gf (C, n) += dF (n, C) transposed, per output */
+        for (int p = 0; p < P; p++) npred_rsample_add_nchw(gf + (size_t)p * C * n, dF + (size_t)p * n * C, 1, C, n);
         return;
     }
     const float *f = npred_ptable_ptr(t, r->p_features), *sc = npred_ptable_ptr(t, r->p_scales);
@@ -391,6 +381,14 @@ static void features_backward(const npred_readout *r, npred_ptable *t, const flo
 }
 
 static float clampf(float v) { return v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v; }
+
+/* the gradient d of clampf(g) through the clamp: d inside [-1, 1], else +0 */
+static inline float clamp_pass(float g, float d) { return g >= -1.0f && g <= 1.0f ? d : 0.0f; }
+
+/* eight floats, their comparison masks, eight doubles (the sigma / mu sums) */
+typedef float gs_f8 __attribute__((vector_size(8 * sizeof(float))));
+typedef int gs_i8 __attribute__((vector_size(8 * sizeof(int))));
+typedef double gs_d8 __attribute__((vector_size(8 * sizeof(double))));
 
 /* grid-mean predictor forward: act[L-1] (n, 2) = mu_transform(source_grid) */
 static void mlp_forward(const npred_readout *r, const npred_ptable *t, gs_ws *v)
@@ -416,6 +414,43 @@ static void mlp_forward(const npred_readout *r, const npred_ptable *t, gs_ws *v)
     }
 }
 
+/* Double accumulators of one tile of a grid-predictor layer's weight gradient, and
+ * its inputs k at most */
+#define GS_MLP_ACC 2048
+#define GS_MLP_KW 48
+
+/* gb[j] += sum over o of d[o][j], gW[j][k] += sum over o of d[o][j] * in[o][k]
+ * (d (n, dout), in (n, di)), each sum in double over the neurons in order. The
+ * neurons outside and a tile of outputs j and inputs k inside, so that the rows of
+ * d and in are read once per tile (one strided pass over the neurons per sum took
+ * 1 ms per step); every sum is the same. */
+static void mlp_weight_grads(float *gW, float *gb, const float *d, const float *in, int n, int dout, int di)
+{
+    const int kw = di < GS_MLP_KW ? di : GS_MLP_KW, jw = GS_MLP_ACC / (kw + 1);
+    const int nk = (di + kw - 1) / kw, nj = (dout + jw - 1) / jw;
+#pragma omp parallel for schedule(static) if (nj * nk > 1 && (double)n * dout * di >= GS_PAR_MIN)
+    for (int tile = 0; tile < nj * nk; tile++) {
+        const int j0 = tile / nk * jw, j1 = j0 + jw < dout ? j0 + jw : dout, mj = j1 - j0;
+        const int k0 = tile % nk * kw, k1 = k0 + kw < di ? k0 + kw : di, mk = k1 - k0;
+        double acc[GS_MLP_ACC];
+        double *sb = acc, *sw = acc + mj; /* sb[j - j0] (with k0 = 0), sw[(j - j0) * mk + k - k0] */
+        for (int i = 0; i < mj * (mk + 1); i++) acc[i] = 0;
+        for (int o = 0; o < n; o++) {
+            const float *dr = d + (size_t)o * dout + j0, *x = in + (size_t)o * di + k0;
+            for (int j = 0; j < mj; j++) {
+                const double dj = dr[j];
+                double *w = sw + (size_t)j * mk;
+                sb[j] += dj;
+                for (int k = 0; k < mk; k++) w[k] += dj * x[k];
+            }
+        }
+        for (int j = 0; j < mj; j++) {
+            if (k0 == 0) gb[j0 + j] += (float)sb[j];
+            for (int k = 0; k < mk; k++) gW[(size_t)(j0 + j) * di + k0 + k] += (float)sw[(size_t)j * mk + k];
+        }
+    }
+}
+
 static void mlp_backward(const npred_readout *r, npred_ptable *t, gs_ws *v, const float *dmu)
 {
     int n = r->cfg.n, L = r->n_mlp;
@@ -429,26 +464,19 @@ static void mlp_backward(const npred_readout *r, npred_ptable *t, gs_ws *v, cons
         const float *in = i ? v->act[i - 1] : npred_ptable_ptr(t, r->p_source_grid);
         const float *W = npred_ptable_ptr(t, r->p_mlp_w[i]);
         float *gW = npred_ptable_gradptr(t, r->p_mlp_w[i]), *gb = npred_ptable_gradptr(t, r->p_mlp_b[i]);
-#pragma omp parallel for schedule(static) if ((double)n * dout * di >= GS_PAR_MIN)
-        for (int j = 0; j < dout; j++) {
-            double sb = 0;
-            for (int o = 0; o < n; o++) sb += d[(size_t)o * dout + j];
-            gb[j] += (float)sb;
-            for (int k = 0; k < di; k++) {
-                double s = 0;
-                for (int o = 0; o < n; o++) s += (double)d[(size_t)o * dout + j] * in[(size_t)o * di + k];
-                gW[(size_t)j * di + k] += (float)s;
-            }
-        }
+        mlp_weight_grads(gW, gb, d, in, n, dout, di);
         if (i == 0) break;
+        /* the rows of d read once: s[k] sums j in order, as one sum per (o, k) did */
 #pragma omp parallel for schedule(static) if ((double)n * dout * di >= GS_PAR_MIN)
-        for (int o = 0; o < n; o++)
-            for (int k = 0; k < di; k++) {
-                float s = 0;
-                for (int j = 0; j < dout; j++) s += d[(size_t)o * dout + j] * W[(size_t)j * di + k];
-                float p = v->pre[i - 1][(size_t)o * di + k]; /* ELU' */
-                dnext[(size_t)o * di + k] = p > 0 ? s : s * expf(p);
-            }
+        for (int o = 0; o < n; o++) {
+            float *s = dnext + (size_t)o * di;
+            const float *dr = d + (size_t)o * dout, *p = v->pre[i - 1] + (size_t)o * di;
+            for (int k = 0; k < di; k++) s[k] = 0;
+            for (int j = 0; j < dout; j++)
+                for (int k = 0; k < di; k++) s[k] += dr[j] * W[(size_t)j * di + k];
+            for (int k = 0; k < di; k++) /* ELU' */
+                if (!(p[k] > 0)) s[k] *= expf(p[k]);
+        }
         float *tmp = d;
         d = dnext;
         dnext = tmp;
@@ -565,7 +593,8 @@ npred_status npred_gaussian_forward(npred_readout *r, npred_ptable *t, float *y,
      * with F as rows; featb and Fb in the backward's scratch dxt and dF, unused until it */
     const int cells = npred_rsample_cells_fit(c->h, c->w);
     const int bf = r->bf16 && cells && nparams(r) == 1 && npred_rsample_bf16_supported(c->c);
-    if (c->shared_features || B >= GS_ROWS_MIN_BATCH || bf) {
+    r->rows_made = c->shared_features || B >= GS_ROWS_MIN_BATCH || bf;
+    if (r->rows_made) {
         make_features(r, t, v.F);
     } else {
         F = npred_ptable_ptr(t, r->p_features);
@@ -646,7 +675,8 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
     const npred_readout_config *c = &r->cfg;
     gs_ws v = views(r, r->max_batch);
     int n = c->n, B = r->B, C = c->c, hw = c->h * c->w, P = nparams(r);
-    make_features(r, t, v.F); /* rows (n, c): the forward reads the parameter in place */
+    /* rows (n, c): the forward's, or (a few images) the forward read the parameter in place */
+    if (!r->rows_made) make_features(r, t, v.F);
     memset(v.dF, 0, (size_t)P * n * C * sizeof(float));
     /* one output with cells: the sampler zeroes dxt and adds (dx_set: writes) it into dx
      * image by image */
@@ -660,11 +690,15 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
         const float *dyp = dy + (size_t)p * B * n;
         if (r->p_bias >= 0 && !t->grads_off) {
             float *gb = npred_ptable_gradptr(t, r->p_bias) + (size_t)p * n;
+            /* each neuron's sum over the images in order; a chunk of neurons inside */
 #pragma omp parallel for schedule(static) if ((double)B * n * 8 >= NPRED_RS_PAR_MIN)
-            for (int o = 0; o < n; o++) {
-                double sum = 0;
-                for (int b = 0; b < B; b++) sum += dyp[(size_t)b * n + o];
-                gb[o] += (float)sum;
+            for (int o0 = 0; o0 < n; o0 += GS_RED) {
+                const int m = n - o0 < GS_RED ? n - o0 : GS_RED;
+                double sum[GS_RED];
+                for (int i = 0; i < m; i++) sum[i] = 0;
+                for (int b = 0; b < B; b++)
+                    for (int i = 0; i < m; i++) sum[i] += dyp[(size_t)b * n + o0 + i];
+                for (int i = 0; i < m; i++) gb[o0 + i] += (float)sum[i];
             }
         }
         if (fused)
@@ -694,39 +728,61 @@ void npred_gaussian_backward(npred_readout *r, npred_ptable *t, const float *dy,
     {
         const int T = omp_get_num_threads(), id = omp_get_thread_num();
         const int lo = (int)((long)n * id / T), hi = (int)((long)n * (id + 1) / T);
-        double dm[GS_RED][2], ds[GS_RED][4];
+        /* neuron i's pair (x, y) at 2i, 2i + 1: dm the sums of d, da those of d z and
+         * (full) dc those of d times the other coordinate's z: the rows of dgrid, z
+         * and gpre are read in order, pair after pair, in vectors */
+        double dm[2 * GS_RED], da[2 * GS_RED], dc[2 * GS_RED];
+        const int full = gt == NPRED_GAUSS_FULL;
         for (int a0 = lo; a0 < hi; a0 += GS_RED) {
-            const int m = hi - a0 < GS_RED ? hi - a0 : GS_RED;
-            memset(dm, 0, sizeof dm), memset(ds, 0, sizeof ds);
-            for (int b = 0; b < B; b++)
-                for (int i = 0; i < m; i++) {
-                    const size_t q = ((size_t)b * n + a0 + i) * 2;
-                    const float *z = v.z + q, *gp = v.gpre + q;
-                    /* through the clamp: entries outside [-1, 1] pass nothing */
-                    const float d[2] = {gp[0] >= -1.0f && gp[0] <= 1.0f ? v.dgrid[q] : 0.0f,
-                                        gp[1] >= -1.0f && gp[1] <= 1.0f ? v.dgrid[q + 1] : 0.0f};
-                    dm[i][0] += d[0];
-                    dm[i][1] += d[1];
-                    if (gt == NPRED_GAUSS_FULL) {
-                        ds[i][0] += (double)d[0] * z[0];
-                        ds[i][1] += (double)d[0] * z[1];
-                        ds[i][2] += (double)d[1] * z[0];
-                        ds[i][3] += (double)d[1] * z[1];
-                    } else {
-                        ds[i][0] += (double)d[0] * z[0];
-                        ds[i][1] += (double)d[1] * z[1];
+            const int m2 = 2 * (hi - a0 < GS_RED ? hi - a0 : GS_RED);
+            for (int e = 0; e < m2; e++) dm[e] = da[e] = dc[e] = 0;
+            for (int b = 0; b < B; b++) {
+                const size_t q = ((size_t)b * n + a0) * 2;
+                const float *z = v.z + q, *gp = v.gpre + q, *dg = v.dgrid + q;
+                int e = 0;
+                for (; e + 8 <= m2; e += 8) { /* four pairs */
+                    gs_f8 g8, d8, z8;
+                    memcpy(&g8, gp + e, sizeof g8), memcpy(&d8, dg + e, sizeof d8), memcpy(&z8, z + e, sizeof z8);
+                    /* through the clamp: entries outside [-1, 1] pass +0 */
+                    d8 = (gs_f8)((gs_i8)d8 & ((g8 >= -1.0f) & (g8 <= 1.0f)));
+                    const gs_d8 dd = __builtin_convertvector(d8, gs_d8);
+                    gs_d8 m8, a8;
+                    memcpy(&m8, dm + e, sizeof m8), memcpy(&a8, da + e, sizeof a8);
+                    m8 += dd;
+                    a8 += dd * __builtin_convertvector(z8, gs_d8);
+                    memcpy(dm + e, &m8, sizeof m8), memcpy(da + e, &a8, sizeof a8);
+                    if (full) {
+                        const gs_f8 zs = {z8[1], z8[0], z8[3], z8[2], z8[5], z8[4], z8[7], z8[6]};
+                        gs_d8 c8;
+                        memcpy(&c8, dc + e, sizeof c8);
+                        c8 += dd * __builtin_convertvector(zs, gs_d8);
+                        memcpy(dc + e, &c8, sizeof c8);
                     }
                 }
-            for (int i = 0; i < m; i++) {
+                for (; e < m2; e += 2) { /* the same for the last pairs */
+                    const float d0 = clamp_pass(gp[e], dg[e]), d1 = clamp_pass(gp[e + 1], dg[e + 1]);
+                    dm[e] += d0;
+                    dm[e + 1] += d1;
+                    da[e] += (double)d0 * z[e];
+                    da[e + 1] += (double)d1 * z[e + 1];
+                    dc[e] += (double)d0 * z[e + 1];
+                    dc[e + 1] += (double)d1 * z[e];
+                }
+            }
+            for (int i = 0; i < m2 / 2; i++) {
                 const size_t o = (size_t)a0 + i;
-                v.dmu[2 * o] = (float)dm[i][0];
-                v.dmu[2 * o + 1] = (float)dm[i][1];
-                if (gt == NPRED_GAUSS_FULL)
-                    for (int k = 0; k < 4; k++) gsig[4 * o + k] += (float)ds[i][k];
-                else if (gt == NPRED_GAUSS_UNCORRELATED)
-                    for (int k = 0; k < 2; k++) gsig[2 * o + k] += (float)ds[i][k];
-                else
-                    gsig[o] += (float)(ds[i][0] + ds[i][1]);
+                v.dmu[2 * o] = (float)dm[2 * i];
+                v.dmu[2 * o + 1] = (float)dm[2 * i + 1];
+                if (full) { /* d0 z0, d0 z1, d1 z0, d1 z1 */
+                    gsig[4 * o] += (float)da[2 * i];
+                    gsig[4 * o + 1] += (float)dc[2 * i];
+                    gsig[4 * o + 2] += (float)dc[2 * i + 1];
+                    gsig[4 * o + 3] += (float)da[2 * i + 1];
+                } else if (gt == NPRED_GAUSS_UNCORRELATED) {
+                    for (int k = 0; k < 2; k++) gsig[2 * o + k] += (float)da[2 * i + k];
+                } else {
+                    gsig[o] += (float)(da[2 * i] + da[2 * i + 1]);
+                }
             }
         }
     }

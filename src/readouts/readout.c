@@ -162,6 +162,7 @@ npred_status npred_readout_setup(npred_readout *r, const npred_ptable *t, int ma
     r->ws_size = n;
     r->max_batch = max_batch;
     r->mu_cached = 0;
+    r->rows_made = 0;
     return r->bf16 ? npred_readout_set_bf16(r, 1) : NPRED_OK; /* packing space for the new batch */
 }
 

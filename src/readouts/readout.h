@@ -128,6 +128,7 @@ struct npred_readout {
     int B;
     int train;
     int mu_cached;  /* Gaussian: the workspace holds the grid predictor's output for its saved inputs */
+    int rows_made;  /* Gaussian: the last forward made the feature rows in the workspace (its backward's) */
     void *impl;     /* type-specific state */
     /* bf16 precision (npred_readout_set_bf16): FullFactorized2d's GEMMs in bf16 with fp32
      * accumulation, their operands packed into bf_a / bf_b (64-byte aligned, bf_words each) */
