@@ -325,6 +325,72 @@ static void test_cells(void)
           "a map of 12000 x 12000 has no packed cells");
 }
 
+/* npred_rsample_cells (sixteen points at a time where AVX-512 is built, the rest one
+ * by one) against the packed cell written out here from npred_gs_cell_at: key and
+ * the distances bit for bit, for positions on every border and corner, just inside
+ * and outside them, far outside, -0, +-inf, NaN and random ones; counts that leave
+ * 0, 1 and 15 points after the last block of sixteen; both align_corners; in place
+ * (frac over the grid) and not */
+static void test_cells_values(void)
+{
+    const int maps[3][2] = {{28, 56}, {5, 7}, {1, 2}};
+    const float special[] = {-1.0f, 1.0f, 0.0f, -0.0f, -1.0000001f, 1.0000001f, -0.99999994f, 0.99999994f, -1.5f,
+                             1.5f, -3.0f, 3.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN, 0.5f, -0.5f, 1.0f / 3.0f};
+    const int ns = (int)(sizeof special / sizeof *special);
+    const size_t counts[3] = {16 * 30, 16 * 30 + 1, 16 * 30 + 15};
+    uint64_t seed = 4242;
+    for (int m = 0; m < 3; m++)
+        for (int ac = 0; ac < 2; ac++)
+            for (int ci = 0; ci < 3; ci++) {
+                const int H = maps[m][0], W = maps[m][1];
+                const size_t cnt = counts[ci];
+                float *grid = malloc(sizeof(float) * 2 * cnt), *frac = malloc(sizeof(float) * 2 * cnt);
+                uint32_t *key = malloc(sizeof(uint32_t) * cnt);
+                for (size_t i = 0; i < 2 * cnt; i++) {
+                    const size_t q = i / 2;
+                    /* pairs of specials first, then specials beside random values, then random ones;
+                     * the borders in pixels too: -1 + k / scale for a few k */
+                    if (q < (size_t)ns * ns) grid[i] = special[i % 2 ? q % ns : q / ns];
+                    else if (q < (size_t)ns * ns + 2 * (size_t)ns)
+                        grid[i] = i % 2 == q % 2 ? special[q % ns] : (float)(2.5 * th_rand(&seed));
+                    else if (i % 3 == 0)
+                        grid[i] = -1.0f + (float)(q % 9) / npred_gs_scale(i % 2 ? H : W, ac);
+                    else
+                        grid[i] = (float)(1.3 * th_rand(&seed));
+                }
+                int bad = 0;
+                for (int inplace = 0; inplace < 2; inplace++) {
+                    float *src = grid;
+                    if (inplace) {
+                        memcpy(frac, grid, sizeof(float) * 2 * cnt);
+                        src = frac;
+                    }
+                    if (!CHECK(npred_rsample_cells(key, frac, src, cnt, H, W, ac), "cells of %d x %d", H, W)) continue;
+                    const float sx = npred_gs_scale(W, ac), sy = npred_gs_scale(H, ac);
+                    for (size_t i = 0; i < cnt; i++) {
+                        npred_gs_cell g;
+                        npred_gs_cell_at(&g, npred_gs_unnormalize(grid[2 * i], sx, ac),
+                                         npred_gs_unnormalize(grid[2 * i + 1], sy, ac), H, W);
+                        int any = g.in[0] || g.in[1] || g.in[2] || g.in[3];
+                        /* the nw corner's pixel + W + 1: from whichever corner is inside */
+                        size_t at = g.in[0]   ? g.off[0] + (size_t)W + 1
+                                    : g.in[1] ? g.off[1] + (size_t)W
+                                    : g.in[2] ? g.off[2] + 1
+                                    : g.in[3] ? g.off[3]
+                                              : 0;
+                        uint32_t want = (uint32_t)(any ? at : 0) << 4 |
+                                        (uint32_t)(g.in[0] | g.in[1] << 1 | g.in[2] << 2 | g.in[3] << 3);
+                        if (key[i] != want || memcmp(&frac[2 * i], &g.w, sizeof(float)) ||
+                            memcmp(&frac[2 * i + 1], &g.n, sizeof(float)))
+                            bad++;
+                    }
+                }
+                CHECK(bad == 0, "%d x %d, align_corners %d, %zu points: %d cells differ from npred_gs_cell_at's", H, W,
+                      ac, cnt, bad);
+                free(grid), free(frac), free(key);
+            }
+}
+
 /* The kernels on the (B, C, H, W) layout with the transposes fused
  * (npred_rsample_*_cells_nchw) give the bits of the transposes and the cells
  * kernels called one after the other (the Gaussian readout's old sequence):
@@ -448,6 +514,7 @@ int main(void)
     RUN(test_forward_threaded);
     RUN(test_backward_bits);
     RUN(test_cells);
+    RUN(test_cells_values);
     RUN(test_cells_nchw);
     RUN(test_transposes);
     return th_summary();

@@ -433,20 +433,32 @@ static void mlp_weight_grads(float *gW, float *gb, const float *d, const float *
         const int j0 = tile / nk * jw, j1 = j0 + jw < dout ? j0 + jw : dout, mj = j1 - j0;
         const int k0 = tile % nk * kw, k1 = k0 + kw < di ? k0 + kw : di, mk = k1 - k0;
         double acc[GS_MLP_ACC];
-        double *sb = acc, *sw = acc + mj; /* sb[j - j0] (with k0 = 0), sw[(j - j0) * mk + k - k0] */
+        /* sb[j - j0] (with k0 = 0); the sum of (j, k) at sw[(j - j0) * mk + k - k0], or
+         * with more outputs than inputs at sw[(k - k0) * mj + j - j0] (the longer index
+         * inside, in vectors) */
+        double *sb = acc, *sw = acc + mj;
+        const int kin = mk >= mj;
+        const size_t sj = kin ? (size_t)mk : 1, sk = kin ? 1 : (size_t)mj;
         for (int i = 0; i < mj * (mk + 1); i++) acc[i] = 0;
         for (int o = 0; o < n; o++) {
             const float *dr = d + (size_t)o * dout + j0, *x = in + (size_t)o * di + k0;
-            for (int j = 0; j < mj; j++) {
-                const double dj = dr[j];
-                double *w = sw + (size_t)j * mk;
-                sb[j] += dj;
-                for (int k = 0; k < mk; k++) w[k] += dj * x[k];
-            }
+            for (int j = 0; j < mj; j++) sb[j] += (double)dr[j];
+            if (kin)
+                for (int j = 0; j < mj; j++) {
+                    const double dj = dr[j];
+                    double *w = sw + (size_t)j * mk;
+                    for (int k = 0; k < mk; k++) w[k] += dj * x[k];
+                }
+            else
+                for (int k = 0; k < mk; k++) {
+                    const float xk = x[k];
+                    double *w = sw + (size_t)k * mj;
+                    for (int j = 0; j < mj; j++) w[j] += (double)dr[j] * xk;
+                }
         }
         for (int j = 0; j < mj; j++) {
             if (k0 == 0) gb[j0 + j] += (float)sb[j];
-            for (int k = 0; k < mk; k++) gW[(size_t)(j0 + j) * di + k0 + k] += (float)sw[(size_t)j * mk + k];
+            for (int k = 0; k < mk; k++) gW[(size_t)(j0 + j) * di + k0 + k] += (float)sw[j * sj + k * sk];
         }
     }
 }

@@ -11,6 +11,9 @@
 #include <omp.h>
 #include <sched.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define LANES 16
 
@@ -300,11 +303,67 @@ static int rs_block_cells(rs_cell *cell, long q, int nblk, const float *feat, co
                     align_corners);
 }
 
+#if defined(__AVX512F__)
+/* npred_rsample_cells for the points [0, count - count % 16), sixteen at a time: the
+ * same float operations (the unnormalising fma, floor by rounding toward -inf, the
+ * distances, the ordered comparisons that are false for NaN), and the nw corner's
+ * index written as (floor(py) + 1) W + floor(px) + 1, which is what the scalar code's
+ * first inside corner gives (each corner's offset differs from it by what it adds
+ * back); 0 when no corner lies inside */
+static size_t rs_cells16(uint32_t *key, float *frac, const float *grid, size_t count, int H, int W,
+                         int align_corners, float sx, float sy)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(-0.5f), zero = _mm512_setzero_ps();
+    const __m512 m1 = _mm512_set1_ps(-1.0f), vsx = _mm512_set1_ps(sx), vsy = _mm512_set1_ps(sy);
+    const __m512 wm1 = _mm512_set1_ps((float)(W - 1)), wm2 = _mm512_set1_ps((float)(W - 2));
+    const __m512 hm1 = _mm512_set1_ps((float)(H - 1)), hm2 = _mm512_set1_ps((float)(H - 2));
+    const __m512i vw = _mm512_set1_epi32(W), i1 = _mm512_set1_epi32(1);
+    size_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        const __m512 a = _mm512_loadu_ps(grid + 2 * i), b = _mm512_loadu_ps(grid + 2 * i + 16);
+        const __m512 gx = _mm512_permutex2var_ps(a, ev, b), gy = _mm512_permutex2var_ps(a, od, b);
+        const __m512 px = align_corners ? _mm512_mul_ps(_mm512_add_ps(gx, one), vsx)
+                                        : _mm512_fmadd_ps(_mm512_add_ps(gx, one), vsx, half);
+        const __m512 py = align_corners ? _mm512_mul_ps(_mm512_add_ps(gy, one), vsy)
+                                        : _mm512_fmadd_ps(_mm512_add_ps(gy, one), vsy, half);
+        const __m512 xw = _mm512_roundscale_ps(px, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        const __m512 yn = _mm512_roundscale_ps(py, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        const __m512 w = _mm512_sub_ps(px, xw), n = _mm512_sub_ps(py, yn);
+        const __mmask16 w_in = _mm512_cmp_ps_mask(xw, zero, _CMP_GE_OQ) & _mm512_cmp_ps_mask(xw, wm1, _CMP_LE_OQ);
+        const __mmask16 e_in = _mm512_cmp_ps_mask(xw, m1, _CMP_GE_OQ) & _mm512_cmp_ps_mask(xw, wm2, _CMP_LE_OQ);
+        const __mmask16 n_in = _mm512_cmp_ps_mask(yn, zero, _CMP_GE_OQ) & _mm512_cmp_ps_mask(yn, hm1, _CMP_LE_OQ);
+        const __mmask16 s_in = _mm512_cmp_ps_mask(yn, m1, _CMP_GE_OQ) & _mm512_cmp_ps_mask(yn, hm2, _CMP_LE_OQ);
+        const __mmask16 c0 = w_in & n_in, c1 = e_in & n_in, c2 = w_in & s_in, c3 = e_in & s_in;
+        const __mmask16 any = c0 | c1 | c2 | c3;
+        /* the floors lie in [-1, W - 1] and [-1, H - 1] wherever a corner is inside */
+        const __m512i x0 = _mm512_maskz_cvttps_epi32(any, xw), y0 = _mm512_maskz_cvttps_epi32(any, yn);
+        __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_add_epi32(y0, i1), vw), _mm512_add_epi32(x0, i1));
+        at = _mm512_maskz_mov_epi32(any, at);
+        __m512i bits = _mm512_maskz_mov_epi32(c0, i1);
+        bits = _mm512_or_epi32(bits, _mm512_maskz_mov_epi32(c1, _mm512_set1_epi32(2)));
+        bits = _mm512_or_epi32(bits, _mm512_maskz_mov_epi32(c2, _mm512_set1_epi32(4)));
+        bits = _mm512_or_epi32(bits, _mm512_maskz_mov_epi32(c3, _mm512_set1_epi32(8)));
+        _mm512_storeu_si512(key + i, _mm512_or_epi32(_mm512_slli_epi32(at, 4), bits));
+        _mm512_storeu_ps(frac + 2 * i, _mm512_permutex2var_ps(w, lo, n));
+        _mm512_storeu_ps(frac + 2 * i + 16, _mm512_permutex2var_ps(w, hi, n));
+    }
+    return i;
+}
+#endif
+
 int npred_rsample_cells(uint32_t *key, float *frac, const float *grid, size_t count, int H, int W, int align_corners)
 {
     if (!npred_rsample_cells_fit(H, W)) return 0;
     const float sx = npred_gs_scale(W, align_corners), sy = npred_gs_scale(H, align_corners);
-    for (size_t i = 0; i < count; i++) {
+    size_t i = 0;
+#if defined(__AVX512F__)
+    i = rs_cells16(key, frac, grid, count, H, W, align_corners, sx, sy);
+#endif
+    for (; i < count; i++) {
         npred_gs_cell g;
         npred_gs_cell_at(&g, npred_gs_unnormalize(grid[2 * i], sx, align_corners),
                          npred_gs_unnormalize(grid[2 * i + 1], sy, align_corners), H, W);
