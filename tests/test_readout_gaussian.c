@@ -388,8 +388,8 @@ static void test_fd_one_draw_per_batch(void)
     fd_single("batch_sample=0", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 2);
 }
 /* A batch of 5 (from 4 images on the forward makes the feature rows and the backward
- * reuses them), 7 neurons (the sigma / mu sums: a vector of four neurons and three
- * after it) and a grid predictor of two 64-wide hidden layers (its 64 x 64 weight
+ * reuses them), 11 neurons (the positions: a vector of eight neurons and three after
+ * it; the sigma / mu sums: two vectors of four and three after them) and a grid predictor of two 64-wide hidden layers (its 64 x 64 weight
  * gradient in tiles of 41 outputs and 48 inputs), every gauss_type, on 1 and 2 threads:
  * gradients against finite differences of the double-precision reference. */
 static void test_fd_batch_rows(void)
@@ -400,7 +400,7 @@ static void test_fd_batch_rows(void)
         for (int T = 1; T <= 2; T++) {
             omp_set_num_threads(T);
             npred_readout_config cfg;
-            npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, 7);
+            npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, 11);
             cfg.gauss_type = gts[g];
             cfg.feature_reg_weight = 0.7;
             cfg.predicted_grid = 1;
@@ -420,8 +420,8 @@ static void test_fd_batch_rows(void)
                     float *w = npred_ptable_ptr(&t, r.p_mlp_w[i]);
                     for (size_t e = 0; e < t.items[r.p_mlp_w[i]].count; e++) w[e] *= 0.15f;
                 }
-                double gr[2 * 7];
-                for (int i = 0; i < 14; i++) gr[i] = 100 * th_rand(&seed);
+                double gr[2 * 11];
+                for (int i = 0; i < 22; i++) gr[i] = 100 * th_rand(&seed);
                 CHECK_OK(npred_readout_set_source_grid(&r, &t, gr));
                 char what[64];
                 snprintf(what, sizeof what, "batch 5, gauss_type %d, %d threads", g, T);
@@ -432,6 +432,54 @@ static void test_fd_batch_rows(void)
             npred_ptable_free(&t);
         }
     omp_set_num_threads(keep);
+}
+
+/* The full Gaussian's positions before the clamp (eight neurons at a time where
+ * AVX-512 is built, the rest one by one), through npred_gaussian_sampled_grid, bit
+ * for bit against the float definition (s0 z0 + s1 z1) + mu0, (s2 z0 + s3 z1) + mu1:
+ * 21 neurons, 3 images, positions inside, beyond both borders, on them, -0 and NaN.
+ * (The clamped and shifted positions the sampler reads: test_fd_batch_rows.) */
+static void test_positions_bits(void)
+{
+    const int n = 21, B = 3;
+    npred_readout_config cfg;
+    npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, n);
+    npred_ptable t;
+    npred_ptable_init(&t);
+    npred_readout r;
+    uint64_t seed = 99;
+    if (CHECK_OK(npred_readout_declare(&r, &cfg, "readout.a.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
+        CHECK_OK(npred_readout_setup(&r, &t, B))) {
+        float *mu = npred_ptable_ptr(&t, r.p_mu), *sig = npred_ptable_ptr(&t, r.p_sigma);
+        for (int i = 0; i < 2 * n; i++) mu[i] = (float)(0.9 * th_rand(&seed));
+        for (int i = 0; i < 4 * n; i++) sig[i] = (float)(1.5 * th_rand(&seed));
+        float z[2 * 21 * 3], x[3 * 3 * 5 * 7], y[3 * 21], sh[2 * 3] = {0.25f, -0.5f, 0, 0, -0.0f, 1e-3f};
+        for (int i = 0; i < 2 * n * B; i++) z[i] = (float)th_rand(&seed);
+        for (int i = 0; i < 3 * 3 * 5 * 7; i++) x[i] = (float)th_rand(&seed);
+        for (int k = 0; k < 4; k++) sig[4 * 2 + k] = sig[4 * 12 + k] = 0.0f; /* g = mu: -0, exactly +-1 */
+        mu[2 * 2] = -0.0f, mu[2 * 2 + 1] = 1.0f, mu[2 * 12] = -1.0f, mu[2 * 12 + 1] = -0.0f;
+        sig[4 * 5 + 1] = NAN, sig[4 * 17 + 2] = NAN;
+        for (int with_shift = 0; with_shift < 2; with_shift++) {
+            if (!CHECK_OK(npred_readout_forward(&r, &t, y, x, with_shift ? sh : NULL, B, 1, NULL, z))) break;
+            float g[2 * 21 * 3];
+            npred_gaussian_sampled_grid(&r, g);
+            int bad = 0;
+            for (int b = 0; b < B; b++)
+                for (int o = 0; o < n; o++) {
+                    const float *s = sig + 4 * o, *zz = z + 2 * ((size_t)b * n + o);
+                    const float w[2] = {(s[0] * zz[0] + s[1] * zz[1]) + mu[2 * o],
+                                        (s[2] * zz[0] + s[3] * zz[1]) + mu[2 * o + 1]};
+                    for (int k = 0; k < 2; k++) {
+                        const float c = w[k] < -1.0f ? -1.0f : w[k] > 1.0f ? 1.0f : w[k];
+                        const float got = g[2 * ((size_t)b * n + o) + k];
+                        if (isnan(c) ? !isnan(got) : memcmp(&c, &got, sizeof c)) bad++;
+                    }
+                }
+            CHECK(bad == 0, "shift %d: %d sampled positions differ from the float definition", with_shift, bad);
+        }
+    }
+    npred_readout_free(&r);
+    npred_ptable_free(&t);
 }
 
 static void test_fd_legacy(void) { fd_single("Gaussian2d", NPRED_READOUT_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 0); }
@@ -817,6 +865,7 @@ int main(void)
     RUN(test_fd_legacy);
     RUN(test_fd_one_draw_per_batch);
     RUN(test_fd_batch_rows);
+    RUN(test_positions_bits);
     RUN(test_fd_shared);
     RUN(test_predictor_cache);
     RUN(test_rng_sampling);
