@@ -7,7 +7,8 @@
  *   fixed_sigma (Gaussian2d): the initial sigma, and so the training outputs;
  *   shifter_bias false: no bias in the state_dict, and the shift against a double
  *     reference of the bias-free tanh MLP (values and the pupil gradient);
- *   positive_weights true: refused (no effect in 0.3.0). */
+ *   positive_weights true: refused (no effect in 0.3.0);
+ *   shifter and modulator sizes: each bad one an error naming its key, at parse time. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,11 +251,56 @@ static void test_positive_weights_refused(void)
                                       "m.json"));
 }
 
+/* ------------------------------------------- shifter and modulator sizes --- */
+
+/* each config is refused by the parser (not later by the model's build) with a message
+ * naming the key and the file */
+static void refused_naming(const char *cfg, const char *key)
+{
+    npred_model_config mc;
+    npred_status st = npred_model_config_parse(&mc, cfg, "m.json");
+    CHECK(st == NPRED_ERR_CONFIG && strstr(npred_last_error(), key) && strstr(npred_last_error(), "m.json"),
+          "%s: refused naming '%s' (status %d): %s", cfg, key, (int)st, npred_last_error());
+}
+
+static void test_mlp_sizes_refused(void)
+{
+    refused_naming("{\"shifter\": true, \"shift_layers\": 2, \"hidden_channels_shifter\": 0}",
+                   "'hidden_channels_shifter'");
+    refused_naming("{\"core\": {\"hidden_channels\": 4, \"input_kern\": 3, \"hidden_kern\": 3}, \"readout\": {},"
+                   " \"shifter\": {\"type\": \"MLP\", \"shift_layers\": 3,"
+                   " \"hidden_channels_shifter\": -4}}",
+                   "'hidden_channels_shifter'");
+    refused_naming("{\"shifter\": true, \"shift_layers\": 9}", "'shift_layers'");
+    refused_naming("{\"shifter\": true, \"shift_layers\": 0}", "'shift_layers'");
+    refused_naming("{\"shifter\": true, \"input_channels_shifter\": 0}", "'input_channels_shifter'");
+    refused_naming("{\"modulator\": true, \"input_channels_modulator\": 0}", "'input_channels_modulator'");
+    refused_naming("{\"modulator\": true, \"modulator_layers\": 0}", "'modulator_layers'");
+    refused_naming("{\"core\": {\"hidden_channels\": 4, \"input_kern\": 3, \"hidden_kern\": 3}, \"readout\": {},"
+                   " \"modulator\": {\"type\": \"MLP\", \"layers\": 12}}",
+                   "'modulator_layers'");
+    refused_naming("{\"modulator\": true, \"modulator_layers\": 3, \"hidden_channels_modulator\": 0}",
+                   "'hidden_channels_modulator'");
+    /* a one-layer MLP has no hidden width: any value is accepted, and the model builds */
+    const char *ok[2] = {"{\"layers\": 1, \"hidden_channels\": 3, \"input_kern\": 3, \"shifter\": true,"
+                         " \"shift_layers\": 1, \"hidden_channels_shifter\": 0}",
+                         "{\"layers\": 1, \"hidden_channels\": 3, \"input_kern\": 3, \"modulator\": true,"
+                         " \"modulator_layers\": 1, \"hidden_channels_modulator\": 0}"};
+    for (int i = 0; i < 2; i++) {
+        npred_model_session ses = {"a-1-1", 5, NULL, 0, NULL, NULL};
+        npred_model *m = NULL;
+        if (CHECK_OK(npred_model_create(&m, ok[i], "mlp_one_layer", 1, 10, 10, &ses, 1, 4, 1)))
+            CHECK(npred_model_has_shifter(m) == (i == 0), "one-layer %s built", i ? "modulator" : "shifter");
+        npred_model_free(m);
+    }
+}
+
 int main(void)
 {
     RUN(test_laplace_l1);
     RUN(test_fixed_sigma);
     RUN(test_shifter_bias_false);
     RUN(test_positive_weights_refused);
+    RUN(test_mlp_sizes_refused);
     return th_summary();
 }

@@ -2,6 +2,7 @@
 #include "model/config.h"
 
 #include "base/json.h"
+#include "nn/mlp.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -392,8 +393,29 @@ static npred_status finish(npred_model_config *m, const char *where, int gamma_s
         return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'init_mu_range': %g is not in (0, 1]", where, rc->init_mu_range);
     if (rc->type == NPRED_READOUT_FULL_GAUSSIAN2D && !(rc->init_sigma > 0))
         return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'init_sigma': %g must be > 0", where, rc->init_sigma);
-    if (m->shifter != NPRED_SHIFTER_NONE && (m->shifter_input_channels < 1 || m->shift_layers < 1))
-        return npred_errorf(NPRED_ERR_CONFIG, "%s: shifter sizes must be positive", where);
+    if (m->shifter != NPRED_SHIFTER_NONE) {
+        if (m->shifter_input_channels < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'input_channels_shifter' (shifter.input_channels): %d, "
+                                "expected at least 1", where, m->shifter_input_channels);
+        if (m->shift_layers < 1 || (m->shifter == NPRED_SHIFTER_MLP && m->shift_layers > NPRED_MLP_MAXLAYERS))
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'shift_layers': %d is out of range 1..%d", where,
+                                m->shift_layers, NPRED_MLP_MAXLAYERS);
+        if (m->shifter == NPRED_SHIFTER_MLP && m->shift_layers > 1 && m->shifter_hidden_channels < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'hidden_channels_shifter': %d, expected at least 1 (the "
+                                "MLP shifter's %d layers use it)", where, m->shifter_hidden_channels, m->shift_layers);
+    }
+    if (m->modulator) {
+        if (m->modulator_input_channels < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'input_channels_modulator' (modulator.input_channels): %d, "
+                                "expected at least 1", where, m->modulator_input_channels);
+        if (m->modulator_layers < 1 || m->modulator_layers > NPRED_MLP_MAXLAYERS)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'modulator_layers' (modulator.layers): %d is out of range "
+                                "1..%d", where, m->modulator_layers, NPRED_MLP_MAXLAYERS);
+        if (m->modulator_layers > 1 && m->modulator_hidden_channels < 1)
+            return npred_errorf(NPRED_ERR_CONFIG, "%s: key 'hidden_channels_modulator' (modulator.hidden_channels): "
+                                "%d, expected at least 1 (the modulator's %d layers use it)", where,
+                                m->modulator_hidden_channels, m->modulator_layers);
+    }
     if (m->encoder.type != NPRED_ENC_FIRING_RATE) {
         const char *en = npred_encoder_name(m->encoder.type);
         if (rc->type != NPRED_READOUT_FULL_GAUSSIAN2D)
