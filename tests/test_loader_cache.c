@@ -156,9 +156,17 @@ static void test_dataset_info(void)
               "image shape and count as opened eagerly");
         CHECK(a.img_min == b.img_min && a.img_max == b.img_max && b.img_max > b.img_min,
               "image range %g..%g as opened eagerly (%g..%g)", a.img_min, a.img_max, b.img_min, b.img_max);
-        const float *ra = npred_dataset_field(si.dataset, NPRED_FIELD_RESPONSES),
-                    *rb = npred_dataset_field(d, NPRED_FIELD_RESPONSES);
-        CHECK(ra && rb && !memcmp(ra, rb, sizeof(float) * (size_t)(b.n_trials * b.n_neurons)), "responses kept");
+        /* Poisson spike counts: kept as one-byte codes, the same values */
+        size_t nr = (size_t)(b.n_trials * b.n_neurons);
+        const float *rb = npred_dataset_field(d, NPRED_FIELD_RESPONSES);
+        float *ra = malloc(nr * sizeof(float));
+        CHECK(npred_dataset_field(si.dataset, NPRED_FIELD_RESPONSES) == NULL &&
+                  npred_dataset_response_bytes(si.dataset) == 1 && npred_dataset_response_bytes(d) == 4,
+              "the loaders keep the spike counts as one-byte codes (%zu bytes), an eager open as float32",
+              npred_dataset_response_bytes(si.dataset));
+        if (ra) npred_dataset_read_responses(si.dataset, 0, nr, ra);
+        CHECK(ra && rb && !memcmp(ra, rb, sizeof(float) * nr), "responses kept");
+        free(ra);
         npred_dataset_free(d);
     }
     npred_loaders_free(L);
@@ -209,6 +217,114 @@ static void test_stream_images(void)
     npred_dataset_free(e);
 }
 
+/* Coded responses (1 or 2 bytes into a table of the distinct values) give back the
+ * float bits read, -0 apart from +0, subnormals and the largest floats included; with
+ * more than 65,536 distinct values float32 stays. Each batch's responses are the
+ * eagerly read values times the precision, bit for bit. */
+static void rewrite_responses(const char *tree, int64_t n_trials, int64_t nn, int kind)
+{
+    npred_array a;
+    int64_t sh[1] = {nn};
+    if (!CHECK_OK(npred_array_alloc(&a, NPRED_DT_F32, 4, 1, sh))) return;
+    float *v = a.data;
+    static const float odd[6] = {-0.0f, 0.0f, 1e-40f, -3.5f, 3.4028235e38f, 0.1f};
+    for (int64_t t = 0; t < n_trials; t++) {
+        for (int64_t j = 0; j < nn; j++) {
+            int64_t i = t * nn + j;
+            if (kind == 1) v[j] = i % 7 < 6 ? odd[i % 7] : (float)(i % 200) * 0.25f; /* <= 206 values */
+            else if (kind == 2) v[j] = (float)(i % 3000) * 1.1f - 700.0f; /* 3,000 values */
+            else v[j] = (float)i * 0.5f + 0.125f; /* every value distinct */
+        }
+        char p[4200];
+        snprintf(p, sizeof p, "%s/data/responses/%lld.npy", tree, (long long)t);
+        CHECK_OK(npred_npy_write(p, &a));
+    }
+    npred_array_free(&a);
+}
+
+static void check_coded(const char *tree, size_t want_bytes)
+{
+    npred_dataset *e = NULL;
+    npred_loaders *L = NULL;
+    npred_loader_config c;
+    npred_loader_config_init(&c);
+    int ok = CHECK_OK(npred_dataset_open(&e, tree, NULL)) &&
+             CHECK_OK(npred_loader_config_parse(&c, "{\"batch_size\": 16}", NULL, NULL)) &&
+             CHECK_OK(npred_loaders_open(&L, &tree, 1, &c));
+    npred_loader_config_free(&c);
+    npred_batch b;
+    if (!ok || !CHECK_OK(npred_batch_init(&b, L, 0))) goto out;
+    npred_session_info si;
+    npred_normalizer_info ni;
+    npred_dataset_info di;
+    npred_loaders_session(L, 0, &si);
+    npred_loaders_normalizer(L, 0, &ni);
+    npred_dataset_get_info(e, &di);
+    const float *x = npred_dataset_field(e, NPRED_FIELD_RESPONSES);
+    size_t nr = (size_t)(di.n_trials * di.n_neurons);
+    CHECK(npred_dataset_response_bytes(si.dataset) == want_bytes, "%s: %zu bytes per response, expected %zu", tree,
+          npred_dataset_response_bytes(si.dataset), want_bytes);
+    CHECK((npred_dataset_field(si.dataset, NPRED_FIELD_RESPONSES) == NULL) == (want_bytes < 4),
+          "the float32 array is kept only when not coded");
+    float *r = malloc(nr * sizeof(float));
+    if (r) npred_dataset_read_responses(si.dataset, 0, nr, r);
+    CHECK(r && !memcmp(r, x, nr * sizeof(float)), "%s: the values read, bit for bit", tree);
+    if (r) npred_dataset_read_responses(si.dataset, nr - 5, 5, r);
+    CHECK(r && !memcmp(r, x + nr - 5, 5 * sizeof(float)), "%s: a piece at the end", tree);
+    free(r);
+    CHECK(ni.active && ni.responses, "normalized responses");
+    int bad = 0, seen = 0;
+    for (int tier = 0; tier < NPRED_TIER_COUNT; tier++) {
+        npred_rng rng;
+        npred_rng_seed(&rng, 3);
+        npred_loader_iter it;
+        if (!si.tier_n[tier] || !CHECK_OK(npred_loader_iter_begin(&it, L, 0, tier, &rng))) continue;
+        int has = 1;
+        while (has && CHECK_OK(npred_loader_iter_next(&it, &b, &has)) && has)
+            for (int64_t j = 0; j < b.n; j++)
+                for (int64_t k = 0; k < si.n_neurons; k++) {
+                    int64_t n = si.neuron_idx[k];
+                    float want = x[b.trials[j] * di.n_neurons + n] * ni.response_precision[n];
+                    bad += memcmp(&want, &b.responses[j * si.n_neurons + k], sizeof want) != 0;
+                    seen++;
+                }
+        npred_loader_iter_free(&it);
+    }
+    CHECK(bad == 0 && seen == (int)nr, "%s: %d of %d batch responses differ from value x precision", tree, bad, seen);
+    npred_batch_free(&b);
+out:
+    npred_loaders_free(L);
+    npred_dataset_free(e);
+}
+
+static void test_coded_responses(void)
+{
+    char dir[1100], cmd[4096], tree[1400];
+    snprintf(dir, sizeof dir, "%s/coded", g_dir);
+    npred_sim_params p = npred_sim_default_params();
+    p.n_sessions = 1;
+    p.n_neurons = 1100;
+    p.n_trials = 56;
+    p.n_test_images = 2;
+    p.n_test_repeats = 2;
+    p.height = 16;
+    p.width = 16;
+    if (!CHECK_OK(npred_simulate(&p, dir, NULL, NULL))) return;
+    char name[256];
+    npred_sim_tree_name(&p, 0, name, sizeof name);
+    int64_t n_trials = p.n_trials + p.n_test_images * p.n_test_repeats; /* 60 x 1,100 = 66,000 values */
+    snprintf(tree, sizeof tree, "%s/%s", dir, name);
+    check_coded(tree, 1); /* the simulated spike counts */
+    static const size_t bytes[4] = {0, 1, 2, 4};
+    for (int kind = 1; kind <= 3; kind++) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s/k%d' && cp -r '%s' '%s/k%d'", dir, kind, tree, dir, kind);
+        if (!CHECK(system(cmd) == 0, "copy the tree")) return;
+        snprintf(cmd, sizeof cmd, "%s/k%d", dir, kind);
+        rewrite_responses(cmd, n_trials, p.n_neurons, kind);
+        check_coded(cmd, bytes[kind]);
+    }
+}
+
 /* A bad image is found when the loaders read the images, and named. */
 static void expect_loader_error(const char *tree, const char *needle, const char *what)
 {
@@ -256,6 +372,7 @@ int main(void)
         RUN(test_batches_identical);
         RUN(test_dataset_info);
         RUN(test_stream_images);
+        RUN(test_coded_responses);
         RUN(test_bad_images);
     }
     char cmd[1024];

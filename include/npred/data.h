@@ -110,7 +110,9 @@ NPRED_API void npred_dataset_get_info(const npred_dataset *d, npred_dataset_info
  * images of a dataset the loaders opened (npred_session_info.dataset) are NULL too:
  * the loaders read them once and keep them as the batches carry them (at the
  * trained scale), not at full resolution; open the path with npred_dataset_open
- * for the raw images. */
+ * for the raw images. Their responses are NULL too when the loaders keep them as
+ * 1- or 2-byte codes (at most 256 / 65,536 distinct values, e.g. spike counts: the
+ * batches carry the same float values); npred_dataset_open always gives float32. */
 NPRED_API const float *npred_dataset_field(const npred_dataset *d, npred_field f);
 NPRED_API void npred_dataset_get_stats(const npred_dataset *d, npred_field f, npred_dataset_stats *out);
 /* meta/trials/<name>.npy and meta/neurons/<name>.npy as read (NULL if absent). */

@@ -6,6 +6,7 @@
 #include "data/filetree.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,11 @@ struct npred_dataset {
     int has[NPRED_FIELD_COUNT];               /* the data/<field> folder exists */
     int64_t field_size[NPRED_FIELD_COUNT];
     int defer_images;                         /* images are streamed, not cached */
+    /* the responses of a deferred dataset with few distinct values, as codes into
+     * resp_table (code_responses); field[RESPONSES] is then NULL */
+    int resp_code_bytes;                      /* 0 (float32 in field[]), 1 or 2 */
+    void *resp_codes;                         /* (N, n_neurons) uint8_t or uint16_t */
+    float *resp_table;                        /* the distinct values, ascending by bit pattern */
     int img_ndim;                             /* of data/images/0.npy */
     char img_shape0[128];                     /* its shape, for the messages */
     int img_c, img_h, img_w;
@@ -407,6 +413,130 @@ static void image_range(const float *img, size_t total, float *lo_out, float *hi
     *hi_out = hi;
 }
 
+/* ------------------------------------------------------------------ coded responses */
+
+enum { RESP_MAX_CODES = 65536, RESP_SLOTS = 1 << 17 };
+#define RESP_EMPTY 0xFFFFFFFFu /* a NaN's bits: never a (finite) response */
+
+static uint32_t f32_bits(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+static size_t resp_slot(const uint32_t *keys, uint32_t u)
+{
+    size_t h = (size_t)((u * 2654435761u) >> 15) & (RESP_SLOTS - 1);
+    while (keys[h] != RESP_EMPTY && keys[h] != u) h = (h + 1) & (RESP_SLOTS - 1);
+    return h;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A deferred dataset (the loaders') keeps its responses as 1- or 2-byte codes into a
+ * table of their distinct values when there are at most 256 or 65,536 of them (spike
+ * counts, quantised traces): the same float bits come back (a value's bit pattern is
+ * its key, so -0 and +0 stay apart), in a quarter or half of the memory. Others stay
+ * float32. Called after the responses were read and checked (finite). */
+static npred_status code_responses(npred_dataset *d)
+{
+    float *x = d->field[NPRED_FIELD_RESPONSES];
+    size_t total = (size_t)d->n * (size_t)d->field_size[NPRED_FIELD_RESPONSES];
+    uint32_t *keys = malloc(RESP_SLOTS * sizeof *keys);
+    uint16_t *code = malloc(RESP_SLOTS * sizeof *code);
+    uint32_t *sorted = malloc(RESP_MAX_CODES * sizeof *sorted);
+    npred_status s = NPRED_OK;
+    if (!keys || !code || !sorted) {
+        s = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory", d->path);
+        goto out;
+    }
+    memset(keys, 0xFF, RESP_SLOTS * sizeof *keys);
+    size_t n = 0;
+    uint32_t prev = RESP_EMPTY;
+    for (size_t i = 0; i < total; i++) {
+        uint32_t u = f32_bits(x[i]);
+        if (u == prev) continue;
+        prev = u;
+        size_t h = resp_slot(keys, u);
+        if (keys[h] == u) continue;
+        if (n == RESP_MAX_CODES) goto out; /* too many: float32 stays */
+        keys[h] = u;
+        sorted[n++] = u;
+    }
+    qsort(sorted, n, sizeof *sorted, cmp_u32);
+    int bytes = n <= 256 ? 1 : 2;
+    float *table = malloc((n ? n : 1) * sizeof *table);
+    void *codes = malloc((total ? total : 1) * (size_t)bytes);
+    if (!table || !codes) {
+        free(table);
+        free(codes);
+        s = npred_errorf(NPRED_ERR_NOMEM, "%s: out of memory for the responses' codes", d->path);
+        goto out;
+    }
+    for (size_t k = 0; k < n; k++) {
+        memcpy(&table[k], &sorted[k], sizeof(float));
+        code[resp_slot(keys, sorted[k])] = (uint16_t)k;
+    }
+    uint8_t *c8 = codes;
+    uint16_t *c16 = codes;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < total; i++) {
+        uint16_t k = code[resp_slot(keys, f32_bits(x[i]))];
+        if (bytes == 1) c8[i] = (uint8_t)k;
+        else c16[i] = k;
+    }
+    free(x);
+    d->field[NPRED_FIELD_RESPONSES] = NULL;
+    d->resp_code_bytes = bytes;
+    d->resp_codes = codes;
+    d->resp_table = table;
+out:
+    free(keys);
+    free(code);
+    free(sorted);
+    return s;
+}
+
+void npred_dataset_take_responses(const npred_dataset *d, int64_t t, const int64_t *idx, int64_t n, float *out)
+{
+    size_t row = (size_t)t * (size_t)d->n_neurons;
+    const float *tab = d->resp_table;
+    if (d->resp_code_bytes == 1) {
+        const uint8_t *c = (const uint8_t *)d->resp_codes + row;
+        for (int64_t j = 0; j < n; j++) out[j] = tab[c[idx[j]]];
+    } else if (d->resp_code_bytes == 2) {
+        const uint16_t *c = (const uint16_t *)d->resp_codes + row;
+        for (int64_t j = 0; j < n; j++) out[j] = tab[c[idx[j]]];
+    } else {
+        const float *x = d->field[NPRED_FIELD_RESPONSES] + row;
+        for (int64_t j = 0; j < n; j++) out[j] = x[idx[j]];
+    }
+}
+
+void npred_dataset_read_responses(const npred_dataset *d, size_t first, size_t count, float *out)
+{
+    const float *tab = d->resp_table;
+    if (d->resp_code_bytes == 1) {
+        const uint8_t *c = (const uint8_t *)d->resp_codes + first;
+        for (size_t i = 0; i < count; i++) out[i] = tab[c[i]];
+    } else if (d->resp_code_bytes == 2) {
+        const uint16_t *c = (const uint16_t *)d->resp_codes + first;
+        for (size_t i = 0; i < count; i++) out[i] = tab[c[i]];
+    } else {
+        memcpy(out, d->field[NPRED_FIELD_RESPONSES] + first, count * sizeof(float));
+    }
+}
+
+size_t npred_dataset_response_bytes(const npred_dataset *d)
+{
+    return d->resp_code_bytes ? (size_t)d->resp_code_bytes : sizeof(float);
+}
+
 static npred_status open_impl(npred_dataset *d, npred_zipfs *fs, const char *data_key)
 {
     char disp[4096], rel[512];
@@ -442,6 +572,10 @@ static npred_status open_impl(npred_dataset *d, npred_zipfs *fs, const char *dat
         if (s) return s;
     }
     d->n_neurons = d->field_size[NPRED_FIELD_RESPONSES];
+    if (d->defer_images) {
+        npred_status cs = code_responses(d);
+        if (cs) return cs;
+    }
     if (d->field[NPRED_FIELD_IMAGES])
         image_range(d->field[NPRED_FIELD_IMAGES], (size_t)d->n * (size_t)d->field_size[NPRED_FIELD_IMAGES],
                     &d->img_min, &d->img_max);
@@ -560,6 +694,8 @@ void npred_dataset_free(npred_dataset *d)
         free(d->field[f]);
         for (int k = 0; k < 5; k++) free(d->stats[f].v[k]);
     }
+    free(d->resp_codes);
+    free(d->resp_table);
     free_named(d->trials, d->n_trials_info, d->trial_names);
     free_named(d->neurons, d->n_neurons_info, d->neuron_names);
     free(d->tiers);

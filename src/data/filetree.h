@@ -13,8 +13,20 @@
  * numbers, finite) by npred_dataset_stream_images. Until then the image range
  * (img_min, img_max) is 0; npred_dataset_field(d, NPRED_FIELD_IMAGES) stays
  * NULL while has_field says the images exist. The loaders open their datasets
- * this way and keep the images at the size they are trained at. */
+ * this way and keep the images at the size they are trained at.
+ * Its responses (read and checked at open as npred_dataset_open does) are kept as
+ * 1- or 2-byte codes into a table of their distinct values when there are at most
+ * 256 or 65,536 of them (spike counts): npred_dataset_field(d, NPRED_FIELD_RESPONSES)
+ * is then NULL; npred_dataset_take_responses / _read_responses give the values, the
+ * same float bits either way. */
 npred_status npred_dataset_open_deferred(npred_dataset **out, const char *path, const char *data_key);
+
+/* Trial t's responses of neurons idx[0..n) into out (float32, as read). */
+void npred_dataset_take_responses(const npred_dataset *d, int64_t t, const int64_t *idx, int64_t n, float *out);
+/* Elements [first, first + count) of the (N, n_neurons) responses into out. */
+void npred_dataset_read_responses(const npred_dataset *d, size_t first, size_t count, float *out);
+/* Bytes a response takes in memory: 1 or 2 when coded, 4 as float32. */
+size_t npred_dataset_response_bytes(const npred_dataset *d);
 
 /* Called with every image in trial order (trial 0..N-1; image: C*H*W float32,
  * valid during the call); a non-OK status stops the stream and is returned. */

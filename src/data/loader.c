@@ -894,6 +894,15 @@ uint64_t npred_loaders_fingerprint(const npred_loaders *L)
         for (int f = 0; f < NPRED_FIELD_COUNT; f++) {
             const float *x = npred_dataset_field(S->ds, (npred_field)f);
             if (x) h = fp_bytes(h, x, sizeof(float) * (size_t)(S->di.n_trials * S->di.field_size[f]));
+            else if (f == NPRED_FIELD_RESPONSES) { /* coded: the same values, the same hash */
+                float buf[4096]; /* an even count: every piece but the last is whole 8-byte words */
+                size_t total = (size_t)(S->di.n_trials * S->di.field_size[f]);
+                for (size_t i = 0; i < total; i += 4096) {
+                    size_t k = total - i < 4096 ? total - i : 4096;
+                    npred_dataset_read_responses(S->ds, i, k, buf);
+                    h = fp_bytes(h, buf, k * sizeof(float));
+                }
+            }
         }
         h = fp_bytes(h, npred_dataset_tiers(S->ds), sizeof(npred_tier) * (size_t)S->di.n_trials);
         h = fp_bytes(h, S->sel, sizeof(int64_t) * (size_t)S->n_sel);
@@ -1095,9 +1104,8 @@ static void transform_one(const npred_loaders *L, const session *S, int64_t t, i
     if (S->img_ready) memcpy(out, img, S->img_per * sizeof(float));
     else transform_image(L, S, img, beh, eye, out, a, bb);
     /* responses: normalize all neurons, then Subsample (the order of the reference) */
-    const float *resp = npred_dataset_field(d, NPRED_FIELD_RESPONSES) + (size_t)t * S->di.n_neurons;
     float *r = b->responses + (size_t)j * S->n_sel;
-    npred_tf_take(r, resp, S->sel, S->n_sel);
+    npred_dataset_take_responses(d, t, S->sel, S->n_sel, r);
     if (S->norm_resp)
         for (int64_t k = 0; k < S->n_sel; k++) r[k] *= S->resp_prec[S->sel[k]];
     for (size_t k = 0; k < L->n_info; k++) b->info[k][j] = S->info[k][t];
