@@ -238,7 +238,7 @@ static result run(const char *name, const char *config, int H, int W, int n, int
     res.train_img_s = B / mt;
     res.train_s = mt;
     printf("%s, batch %d (%d neurons; %s; recompute %s; create %.2f s)\n", name, B, n, npred_precision_name(prec),
-           npred_model_recomputes(m) ? "on" : "off", t_create);
+           npred_model_recomputes(m) ? (m->core.rc_keep_t0 ? "partial" : "on") : "off", t_create);
     printf("  forward (eval)     %8.1f images/s  %8.1f ms/batch\n", B / mf, 1e3 * mf);
     printf("  train step         %8.1f images/s  %8.1f ms/batch  (forward + backward, no optimizer)\n", B / mt,
            1e3 * mt);
@@ -278,7 +278,7 @@ int main(int argc, char **argv)
     only = argc > 1 ? argv[1] : NULL;
     const char *rc = getenv("NPRED_BENCH_RECOMPUTE");
     if (rc && npred_recompute_parse(rc, &recompute)) {
-        fprintf(stderr, "bench_model: NPRED_BENCH_RECOMPUTE=%s: expected auto, on or off\n", rc);
+        fprintf(stderr, "bench_model: NPRED_BENCH_RECOMPUTE=%s: expected auto, on, partial or off\n", rc);
         return 1;
     }
     printf("threads: %d (medians; shared machine, expect noise)\n", omp_get_max_threads());

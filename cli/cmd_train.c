@@ -50,10 +50,11 @@ static void help(FILE *f)
             "  --precision P       fp32 (default, exact) or bf16: the core's GEMM convolutions (forward and\n"
             "                      backward) in bfloat16 with fp32 accumulation, weights kept in fp32\n"
             "                      (AVX-512 BF16 CPUs; docs/precision.md); recorded in config.json\n"
-            "  --recompute M       auto (default), on or off: the core stores only its BatchNorm inputs in\n"
-            "                      training and recomputes the rest in the backward (less memory, some more\n"
-            "                      time, identical results; auto: where it saves >= 256 MiB and is cheap or\n"
-            "                      memory needs it; docs/performance.md)\n"
+            "  --recompute M       auto (default), on, partial or off: the core stores only its BatchNorm\n"
+            "                      inputs in training and recomputes the rest in the backward (less memory,\n"
+            "                      some more time, identical results); partial also stores each hidden\n"
+            "                      layer's first 1x1 output (recomputes less); auto: partial where it saves\n"
+            "                      >= 256 MiB and is cheap, on where memory needs it; docs/performance.md)\n"
             "  --resume            continue the run in --out from its state.safetensors (settings not given\n"
             "                      on the command line are read from its config.json)\n"
             "  --max-iter N        override the trainer's max_iter\n"
@@ -227,7 +228,7 @@ int cmd_train(int argc, char **argv)
     }
     if (recompute_name && npred_recompute_parse(recompute_name, &recompute)) {
         free(paths.v);
-        return cli_usage_error("train", "--recompute %s: expected auto, on or off", recompute_name);
+        return cli_usage_error("train", "--recompute %s: expected auto, on, partial or off", recompute_name);
     }
     /* the list of datasets: from --data, else (with --resume) from the run's config.json */
     size_t n_data = (size_t)paths.n, data_cap = (size_t)paths.n + 1;

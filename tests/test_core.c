@@ -428,9 +428,14 @@ static void test_eval_image_by_image(void)
  * outputs, running statistics, parameter and input gradients, over several training
  * steps (SGD in between), then in eval mode (output and input gradient), for 1 and 2
  * threads and in bf16 (where 1 and 2 threads give the same bits too); and it never writes the activations it does not store, nor the
- * second output-gradient buffer. (The default, auto, would not recompute at this size.) */
+ * second output-gradient buffer. The same for the partial mode, which stores the first
+ * 1x1 outputs too (fp32) and whose backward reads them (NaN written there between a
+ * forward and its backward reaches the gradients). (The default, auto, would not
+ * recompute at this size.) */
 static int rc_bf16; /* recompute_run: bf16 GEMM convolutions */
 static int rc_band; /* recompute_run: npred_core_set_band_rows (0: auto) */
+static int rc_t0_touched; /* recompute_run's result: the first 1x1 outputs (t[0]) were written */
+static int rc_poison_t0;  /* recompute_run: NaN into the stored t[0] between a training forward and its backward */
 
 static void recompute_run(const char *cfgjson, int mode, int threads, int steps, float **out, float **grads, float **dx,
                           float **params, float **bufs, size_t *nout, size_t *np, size_t *nx, size_t *nb, int *used,
@@ -481,6 +486,9 @@ static void recompute_run(const char *cfgjson, int mode, int threads, int steps,
     for (int step = 0; step < steps; step++) {
         CHECK_OK(npred_core_forward(&core, &t, x, B, 1));
         *used &= core.rc;
+        for (int l = 0; rc_poison_t0 && l < nl; l++)
+            for (size_t i = 0; core.L[l].ds && i < (size_t)B * core.L[l].cout * core.L[l].hin * core.L[l].win; i++)
+                core.L[l].t[0][i] = NAN;
         npred_ptable_zero_grad(&t);
         memset(*dx, 0, *nx * sizeof **dx);
         CHECK_OK(npred_core_backward(&core, &t, up, *dx));
@@ -499,7 +507,8 @@ static void recompute_run(const char *cfgjson, int mode, int threads, int steps,
     memcpy(*dx + *nx, dxe, *nx * sizeof *dxe);
     free(dxe);
     omp_set_num_threads(nt);
-    *untouched = 1;
+    *untouched = 1; /* (t[0] apart: rc_t0_touched) */
+    rc_t0_touched = 0;
     for (int l = 0; l < nl; l++) {
         npred_core_layer *L = &core.L[l];
         size_t n = (size_t)B * L->cout * L->hout * L->wout, nm = (size_t)B * L->cout * L->hin * L->win;
@@ -507,7 +516,11 @@ static void recompute_run(const char *cfgjson, int mode, int threads, int steps,
                         l == nl - 2 ? L->dout : NULL};
         size_t len[4] = {n, nm, n, n};
         for (int k = 0; k < 4; k++)
-            for (size_t i = 0; bb[k] && i < len[k]; i++) *untouched &= memcmp(&bb[k][i], &pat, sizeof pat) == 0;
+            for (size_t i = 0; bb[k] && i < len[k]; i++) {
+                int same = memcmp(&bb[k][i], &pat, sizeof pat) == 0;
+                if (k == 1) rc_t0_touched |= !same;
+                else *untouched &= same;
+            }
     }
     *grads = malloc(*np * sizeof **grads);
     memcpy(*grads, t.grad, *np * sizeof **grads);
@@ -565,28 +578,54 @@ static void test_recompute_bit_identical(void)
         int threads = v == 1 || v == 2 ? 2 : 1;
         rc_bf16 = v >= 2;
         if (rc_bf16 && !npred_gemm_bf16_available()) continue;
-        float *o[2] = {0}, *g[2] = {0}, *dx[2] = {0}, *p[2] = {0}, *b[2] = {0};
+        /* off, on, partial (the first 1x1 outputs stored: fp32 only; bf16 recomputes them as on) */
+        static const int modes[3] = {NPRED_CORE_RECOMPUTE_OFF, NPRED_CORE_RECOMPUTE_ON, NPRED_CORE_RECOMPUTE_PARTIAL};
+        static const char *const mname[3] = {"off", "on", "partial"};
+        float *o[3] = {0}, *g[3] = {0}, *dx[3] = {0}, *p[3] = {0}, *b[3] = {0};
         size_t nout = 0, np = 0, nx = 0, nb = 0;
-        int used[2] = {0}, untouched[2] = {0};
-        for (int k = 0; k < 2; k++)
-            recompute_run(cfg, k ? NPRED_CORE_RECOMPUTE_ON : NPRED_CORE_RECOMPUTE_OFF, threads, 3, &o[k], &g[k],
-                          &dx[k], &p[k], &b[k], &nout, &np, &nx, &nb, &used[k], &untouched[k]);
-        if (!CHECK(o[0] && o[1], "a run failed")) continue;
+        int used[3] = {0}, untouched[3] = {0}, t0w[3] = {0};
+        for (int k = 0; k < 3; k++) {
+            recompute_run(cfg, modes[k], threads, 3, &o[k], &g[k], &dx[k], &p[k], &b[k], &nout, &np, &nx, &nb,
+                          &used[k], &untouched[k]);
+            t0w[k] = rc_t0_touched;
+        }
+        if (!CHECK(o[0] && o[1] && o[2], "a run failed")) continue;
         const char *what = rc_bf16 ? (threads == 1 ? "1 thread, bf16" : "2 threads, bf16")
                                    : threads == 1 ? "1 thread" : "2 threads";
-        CHECK(!used[0] && used[1], "recomputation used: off %d, on %d (want 0, 1)", used[0], used[1]);
-        CHECK(!untouched[0] && untouched[1], "unstored activations untouched: off %d, on %d (want 0, 1)", untouched[0],
-              untouched[1]);
-        CHECK(memcmp(o[0], o[1], nout * sizeof *o[0]) == 0, "%s: outputs differ", what);
-        CHECK(memcmp(o[0] + nout, o[1] + nout, nout * sizeof *o[0]) == 0, "%s: eval outputs differ", what);
-        CHECK(memcmp(dx[0] + nx, dx[1] + nx, nx * sizeof *dx[0]) == 0, "%s: eval input gradients differ", what);
-        CHECK(memcmp(g[0], g[1], np * sizeof *g[0]) == 0, "%s: parameter gradients differ", what);
-        CHECK(memcmp(dx[0], dx[1], nx * sizeof *dx[0]) == 0, "%s: input gradients differ", what);
-        CHECK(memcmp(p[0], p[1], np * sizeof *p[0]) == 0, "%s: parameters after the steps differ", what);
-        CHECK(memcmp(b[0], b[1], nb * sizeof *b[0]) == 0, "%s: running statistics differ", what);
+        CHECK(!used[0] && used[1] && used[2], "recomputation used: off %d, on %d, partial %d (want 0, 1, 1)", used[0],
+              used[1], used[2]);
+        CHECK(!untouched[0] && untouched[1] && untouched[2],
+              "unstored activations untouched: off %d, on %d, partial %d (want 0, 1, 1)", untouched[0], untouched[1],
+              untouched[2]);
+        CHECK(t0w[0] && !t0w[1] && t0w[2] == !rc_bf16, "%s: first 1x1 outputs written: off %d, on %d, partial %d",
+              what, t0w[0], t0w[1], t0w[2]);
+        for (int k = 1; k < 3; k++) {
+            CHECK(memcmp(o[0], o[k], nout * sizeof *o[0]) == 0, "%s, %s: outputs differ", what, mname[k]);
+            CHECK(memcmp(o[0] + nout, o[k] + nout, nout * sizeof *o[0]) == 0, "%s, %s: eval outputs differ", what,
+                  mname[k]);
+            CHECK(memcmp(dx[0] + nx, dx[k] + nx, nx * sizeof *dx[0]) == 0, "%s, %s: eval input gradients differ", what,
+                  mname[k]);
+            CHECK(memcmp(g[0], g[k], np * sizeof *g[0]) == 0, "%s, %s: parameter gradients differ", what, mname[k]);
+            CHECK(memcmp(dx[0], dx[k], nx * sizeof *dx[0]) == 0, "%s, %s: input gradients differ", what, mname[k]);
+            CHECK(memcmp(p[0], p[k], np * sizeof *p[0]) == 0, "%s, %s: parameters after the steps differ", what,
+                  mname[k]);
+            CHECK(memcmp(b[0], b[k], nb * sizeof *b[0]) == 0, "%s, %s: running statistics differ", what, mname[k]);
+        }
         double gn = 0;
         for (size_t i = 0; i < np; i++) gn += (double)g[1][i] * g[1][i];
         CHECK(gn > 0 && isfinite(gn), "gradient norm %g", gn);
+        if (!rc_bf16) { /* partial's backward reads the stored t[0]: NaN there reaches the gradients */
+            float *o2 = NULL, *g2 = NULL, *dx2 = NULL, *p2 = NULL, *b2 = NULL;
+            int u2 = 0, un2 = 0;
+            rc_poison_t0 = 1;
+            recompute_run(cfg, NPRED_CORE_RECOMPUTE_PARTIAL, threads, 1, &o2, &g2, &dx2, &p2, &b2, &nout, &np, &nx,
+                          &nb, &u2, &un2);
+            rc_poison_t0 = 0;
+            int nan = 0;
+            for (size_t i = 0; g2 && i < np; i++) nan += isnan(g2[i]);
+            CHECK(g2 && nan > 0, "%s: partial's backward does not read the stored first 1x1 outputs", what);
+            free(o2), free(g2), free(dx2), free(p2), free(b2);
+        }
         if (v == 2) { /* kept for the 1-thread bf16 run: bf16 training does not depend on the thread count */
             bf_o = o[0], bf_g = g[0], bf_dx = dx[0];
             o[0] = g[0] = dx[0] = NULL;
@@ -596,12 +635,12 @@ static void test_recompute_bit_identical(void)
             CHECK(memcmp(dx[0], bf_dx, 2 * nx * sizeof *dx[0]) == 0,
                   "bf16: input gradients differ with 1 and 2 threads");
         }
-        for (int k = 0; k < 2; k++) free(o[k]), free(g[k]), free(dx[k]), free(p[k]), free(b[k]);
+        for (int k = 0; k < 3; k++) free(o[k]), free(g[k]), free(dx[k]), free(p[k]), free(b[k]);
     }
     free(bf_o), free(bf_g), free(bf_dx);
     rc_bf16 = 0;
     npred_core c;
-    CHECK(npred_core_set_recompute(&c, 2) != NPRED_OK, "recompute mode 2 accepted");
+    CHECK(npred_core_set_recompute(&c, 3) != NPRED_OK, "recompute mode 3 accepted");
 }
 
 /* A resized copy of a bf16 core (npred_core_resized, as npred_neuron_grad's windows
@@ -647,7 +686,8 @@ static void test_bf16_resized(void)
 
 /* AUTO recomputes where it saves >= 256 MiB and either runs in cache (one image's
  * activation of a layer <= 1 MiB) or memory requires it (the saved activations over a
- * quarter of the physical memory): the layer sizes of a declared core decide */
+ * quarter of the physical memory): the layer sizes of a declared core decide; in
+ * cache it recomputes partially (the first 1x1 outputs stored) unless memory requires on */
 static void test_recompute_auto_policy(void)
 {
     static const char *sota =
@@ -662,11 +702,11 @@ static void test_recompute_auto_policy(void)
         size_t phys_gib;
         int want;
     } cases[] = {
-        {0, 36, 64, 128, 23, 1}, /* SENSORIUM at 36x64: 0.4 MB per image and layer, 462 MB saved */
-        {0, 36, 64, 128, 1, 1},  /* ... in cache: whatever the memory */
+        {0, 36, 64, 128, 23, 2}, /* SENSORIUM at 36x64: 0.4 MB per image and layer, 462 MB saved: partial */
+        {0, 36, 64, 128, 1, 1},  /* ... in cache, but of 1 GiB memory requires it: on */
         {0, 36, 64, 32, 23, 0},  /* 115 MB saved: not worth it */
         {1, 144, 256, 32, 23, 0}, /* 9.4 MB per image and layer, 2.7 GB saved of 23 GiB: store */
-        {1, 144, 256, 32, 8, 1},  /* ... of 8 GiB: memory requires it */
+        {1, 144, 256, 32, 8, 1},  /* ... of 8 GiB: memory requires it: on */
         {1, 144, 256, 32, 0, 0},  /* the machine's memory unknown: store */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

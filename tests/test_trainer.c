@@ -492,6 +492,7 @@ typedef struct {
     volatile sig_atomic_t flag;
     npred_model *m;       /* set by train() */
     int batches, rc_batches; /* training batches, and those whose forward used activation recomputation */
+    int partial_batches;     /* ... partial recomputation (the first 1x1 outputs stored) */
 } progress;
 
 /* the core's activation recomputation mode of train() */
@@ -512,6 +513,7 @@ static void on_batch(void *u, const npred_trainer_batch_info *b)
     progress *p = u;
     p->batches++;
     p->rc_batches += p->m && npred_model_recomputes(p->m);
+    p->partial_batches += p->m && p->m->core.rc_keep_t0;
     if (b->epoch == p->stop_epoch && b->batch == p->stop_batch) p->flag = 1;
 }
 
@@ -573,18 +575,20 @@ static void test_learns_and_determinism(void)
     npred_loaders_free(L);
 }
 
-/* Activation recomputation of the core (on) trains to the same bits as storing every
- * activation (off), and the default (auto) does not use it at these sizes */
+/* Activation recomputation of the core (on, and partial: the first 1x1 outputs stored)
+ * trains to the same bits as storing every activation (off), and the default (auto)
+ * does not use it at these sizes */
 static void test_recompute_identical(void)
 {
     npred_loaders *L = open_loaders(2, 32);
     if (!L) return;
-    progress p[3];
+    progress p[4];
     memset(p, 0, sizeof p);
-    float *a[3] = {NULL, NULL, NULL};
-    size_t na[3] = {0, 0, 0};
-    const npred_recompute modes[3] = {NPRED_RECOMPUTE_OFF, NPRED_RECOMPUTE_ON, NPRED_RECOMPUTE_AUTO};
-    for (int k = 0; k < 3; k++) {
+    float *a[4] = {NULL, NULL, NULL, NULL};
+    size_t na[4] = {0, 0, 0, 0};
+    const npred_recompute modes[4] = {NPRED_RECOMPUTE_OFF, NPRED_RECOMPUTE_ON, NPRED_RECOMPUTE_AUTO,
+                                      NPRED_RECOMPUTE_PARTIAL};
+    for (int k = 0; k < 4; k++) {
         g_recompute = modes[k];
         CHECK_OK(train(L, 3, 11, NULL, &p[k], 0, &a[k], &na[k]));
     }
@@ -593,7 +597,12 @@ static void test_recompute_identical(void)
     CHECK(p[1].batches == p[0].batches && p[1].rc_batches == p[1].batches, "on: %d of %d batches recomputed",
           p[1].rc_batches, p[1].batches);
     CHECK(p[2].rc_batches == 0, "auto at batch 32 of 6 channels: %d batches recomputed", p[2].rc_batches);
-    for (int k = 1; k < 3; k++)
+    CHECK(p[1].partial_batches == 0 && p[3].batches == p[0].batches && p[3].rc_batches == p[3].batches &&
+              p[3].partial_batches == p[3].batches,
+          "partial: %d of %d batches recomputed, %d partially (on: %d partially)", p[3].rc_batches, p[3].batches,
+          p[3].partial_batches, p[1].partial_batches);
+    CHECK(p[0].last_obj == p[3].last_obj && p[0].last_loss == p[3].last_loss, "partial: objective, loss");
+    for (int k = 1; k < 4; k++)
         CHECK(na[k] == na[0] && a[k] && a[0] && memcmp(a[0], a[k], na[0] * sizeof(float)) == 0,
               "recompute %d: parameters and buffers differ from storing the activations", (int)modes[k]);
     CHECK(p[0].last_obj == p[1].last_obj && p[0].last_loss == p[1].last_loss,
@@ -603,7 +612,9 @@ static void test_recompute_identical(void)
           "a bad recompute mode accepted");
     CHECK_OK(npred_recompute_parse("off", &r));
     CHECK(r == NPRED_RECOMPUTE_OFF, "off parsed as %d", (int)r);
-    for (int k = 0; k < 3; k++) free(a[k]);
+    CHECK_OK(npred_recompute_parse("partial", &r));
+    CHECK(r == NPRED_RECOMPUTE_PARTIAL, "partial parsed as %d", (int)r);
+    for (int k = 0; k < 4; k++) free(a[k]);
     npred_loaders_free(L);
 }
 

@@ -165,12 +165,23 @@ NPRED_API const char *npred_precision_name(npred_precision p);
  * core allows it, OFF never. Cores that do not allow it (skip connections, several
  * stacked layers, SE blocks, attention, Hermite layers, layers without fused
  * BatchNorm + ELU, fewer images than threads) store everything whatever the mode.
+ * PARTIAL recomputes less: a training forward also stores each depth-separable
+ * layer's first 1x1 output (one more activation-sized buffer per hidden layer: the
+ * SENSORIUM core at batch 128 keeps 8 instead of 5), and the backward recomputes only
+ * the block's input and its depthwise output (the same bits again; it takes about
+ * four fifths of ON's extra time away). AUTO picks PARTIAL where it recomputes in
+ * cache, ON where memory requires it (round 9).
  * Not saved with the model. */
-typedef enum { NPRED_RECOMPUTE_AUTO = -1, NPRED_RECOMPUTE_OFF = 0, NPRED_RECOMPUTE_ON = 1 } npred_recompute;
+typedef enum {
+    NPRED_RECOMPUTE_AUTO = -1,
+    NPRED_RECOMPUTE_OFF = 0,
+    NPRED_RECOMPUTE_ON = 1,
+    NPRED_RECOMPUTE_PARTIAL = 2
+} npred_recompute;
 NPRED_API npred_status npred_model_set_recompute(npred_model *m, npred_recompute mode);
 /* whether the model's last forward used it (1) or stored every activation (0) */
 NPRED_API int npred_model_recomputes(const npred_model *m);
-/* "auto" / "on" / "off" -> *out; NPRED_ERR_ARG naming the value otherwise */
+/* "auto" / "on" / "off" / "partial" -> *out; NPRED_ERR_ARG naming the value otherwise */
 NPRED_API npred_status npred_recompute_parse(const char *name, npred_recompute *out);
 
 /* Introspection */

@@ -1051,6 +1051,9 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
      * (L->t_bf16; ds_backward reads them in its bf16 kernels) */
     const int bft = core->train && !ev && !lean && L->has_bn && bf16_block_of(core, L, t, NULL, &bb);
     L->t_bf16 = bft ? (rcm ? 2 : 1) : 0;
+    /* recomputing less (PARTIAL): a training forward stores the first 1x1's output */
+    const int keep0 = rcm && core->rc_keep_t0 && core->train && !ev && !lean && nc == 3 && !bft;
+    L->t0_kept = keep0;
     if ((bfb || bft) && T > core->bf_ws_threads) T = core->bf_ws_threads;
     const size_t n_pairs = (size_t)(L->cout + 1) / 2 * hw;
     /* the input made and stored here, and the first 1x1 convolution, by bands of rows
@@ -1085,7 +1088,7 @@ static npred_status ds_forward(npred_core *core, npred_core_layer *L, npred_ptab
                     bf_scratch(core));
             } else if (nc == 3) {
                 const float *xin = ds_input(L, in, prev, n, sc.ain);
-                float *t0 = rcm ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
+                float *t0 = rcm && !keep0 ? sc.t0 : (lean ? core->g[0] : L->t[0]) + slot * n_mid;
                 float *t1 = rcm ? sc.t1 : (lean ? core->g[1] : L->t[1]) + slot * n_out;
                 failed |= npred_conv2d_forward(t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
                           npred_conv2d_forward(t1, t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK ||
@@ -1189,6 +1192,9 @@ static npred_status ds_backward(npred_core *core, npred_core_layer *L, npred_pta
                     npred_bf16_block_front_image(&bb, xin, (uint16_t *)(void *)sc.t0, (uint32_t *)(void *)sc.t1,
                                                  bscr);
                     t0b = (const uint16_t *)(const void *)sc.t0, t1p = (const uint32_t *)(const void *)sc.t1;
+                } else if (prev && L->t0_kept) { /* the first 1x1's output as the forward stored it */
+                    t0 = L->t[0] + n * n_mid;
+                    failed |= npred_conv2d_forward(sc.t1, t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK;
                 } else if (prev) {
                     failed |= npred_conv2d_forward(sc.t0, xin, w[0], b[0], &p[0], sc.ws, slice) != NPRED_OK ||
                               npred_conv2d_forward(sc.t1, sc.t0, w[1], b[1], &p[1], sc.ws, slice) != NPRED_OK;
@@ -1369,6 +1375,8 @@ static int rc_possible(const npred_core *core, int B, int train)
  *     layer: +6 % CPU per batch-128 step with round 6's kernels), or
  *   - the stored activations would take more than 1/RC_PHYS_SHARE of the machine's
  *     physical memory (then memory requires it).
+ * In cache it recomputes PARTIALly (the first 1x1 outputs stored: one hidden activation
+ * per layer, most of the recompute's time: round 9) unless memory requires ON.
  * Elsewhere (e.g. the readouts-tutorial core at 144x256: 9.4 MB per image and layer,
  * which stream through memory either way) recomputing is a forward's worth of extra
  * work for nothing else: +25 % CPU per batch-32 training step.
@@ -1395,15 +1403,17 @@ int npred_core_recompute_auto(const npred_core *core, int max_batch, size_t phys
         size_t one = sizeof(float) * (size_t)L->cout * L->hout * L->wout;
         if (one > image) image = one;
     }
-    if (saved < RC_AUTO_BYTES) return 0;
-    if (image <= RC_CACHE_BYTES) return 1;
-    return phys && saved > phys / RC_PHYS_SHARE;
+    if (saved < RC_AUTO_BYTES) return NPRED_CORE_RECOMPUTE_OFF;
+    const int need = phys && saved > phys / RC_PHYS_SHARE; /* memory requires it: store the least */
+    if (image <= RC_CACHE_BYTES) return need ? NPRED_CORE_RECOMPUTE_ON : NPRED_CORE_RECOMPUTE_PARTIAL;
+    return need ? NPRED_CORE_RECOMPUTE_ON : NPRED_CORE_RECOMPUTE_OFF;
 }
 
+/* the mode the next forward uses: OFF, ON or PARTIAL */
 static int rc_wanted(const npred_core *core, int B, int train)
 {
-    if (core->recompute == NPRED_CORE_RECOMPUTE_OFF || !rc_possible(core, B, train)) return 0;
-    if (core->recompute == NPRED_CORE_RECOMPUTE_ON) return 1;
+    if (core->recompute == NPRED_CORE_RECOMPUTE_OFF || !rc_possible(core, B, train)) return NPRED_CORE_RECOMPUTE_OFF;
+    if (core->recompute != NPRED_CORE_RECOMPUTE_AUTO) return core->recompute;
     return npred_core_recompute_auto(core, core->max_batch, phys_bytes());
 }
 
@@ -1416,8 +1426,9 @@ static npred_bn_elu_map layer_map(const npred_core *core, const npred_core_layer
 
 npred_status npred_core_set_recompute(npred_core *core, int mode)
 {
-    if (mode != NPRED_CORE_RECOMPUTE_AUTO && mode != NPRED_CORE_RECOMPUTE_OFF && mode != NPRED_CORE_RECOMPUTE_ON)
-        return npred_errorf(NPRED_ERR_ARG, "core: recompute mode %d (auto -1, off 0, on 1)", mode);
+    if (mode != NPRED_CORE_RECOMPUTE_AUTO && mode != NPRED_CORE_RECOMPUTE_OFF && mode != NPRED_CORE_RECOMPUTE_ON &&
+        mode != NPRED_CORE_RECOMPUTE_PARTIAL)
+        return npred_errorf(NPRED_ERR_ARG, "core: recompute mode %d (auto -1, off 0, on 1, partial 2)", mode);
     core->recompute = mode;
     return NPRED_OK;
 }
@@ -1522,7 +1533,10 @@ npred_status npred_core_forward(npred_core *core, npred_ptable *t, const float *
     core->B = B;
     core->train = train;
     core->no_backward = !train && core->lean;
-    core->rc = rc_wanted(core, B, train);
+    const int rcm = rc_wanted(core, B, train);
+    core->rc = rcm != NPRED_CORE_RECOMPUTE_OFF;
+    core->rc_keep_t0 = rcm == NPRED_CORE_RECOMPUTE_PARTIAL;
+    for (int l = 0; l < c->layers; l++) core->L[l].t0_kept = 0; /* set by the blocks that store it */
     if (!core->owns_output) /* (a recomputing forward may put it in the gradient buffer) */
         core->output = core->L[c->stack[0]].out;
     npred_status s;

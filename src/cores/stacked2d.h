@@ -103,6 +103,8 @@ typedef struct {
     float *t[2];      /* depth-separable intermediates (B, C, ., .) */
     int t_bf16;       /* the last forward stored them in bf16 (kernels/bf16_block.h: t[0] as bf16 planes,
                          t[1] as bf16 pairs of channels, each image at the start of its fp32 slot) */
+    int t0_kept;      /* the last forward recomputed but stored t[0] (the first 1x1's output, fp32):
+                         the backward reads it instead of recomputing it */
     float *z;         /* conv output */
     float *v;         /* BN output (before a Bias2D/Scale2D layer), == z without BN */
     float *u;         /* input of the nonlinearity */
@@ -141,6 +143,7 @@ typedef struct {
     int B, train;
     int recompute;      /* activation recomputation: NPRED_CORE_RECOMPUTE_* (default auto) */
     int rc;             /* 1: the last forward stored only the BatchNorm inputs (z) and the output */
+    int rc_keep_t0;     /* with rc: the training forward stores the first 1x1 outputs too (PARTIAL) */
     int output_in_dy;   /* 1: with recomputation, the output lives in the output-gradient buffer
                            (npred_core_dy_buffer): valid until the next backward (set by a model
                            whose readouts never read it in their backward) */
@@ -221,12 +224,18 @@ int npred_core_bf16(const npred_core *core);
  * image per thread; elsewhere the activations are stored whatever the mode. AUTO (the
  * default) uses it when it saves at least 256 MiB at max_batch and either one image's
  * activation of a layer is at most 1 MiB (recomputing in cache is cheap) or the
- * saved activations exceed a quarter of the physical memory. The backward reads
+ * saved activations exceed a quarter of the physical memory; in the first case
+ * PARTIAL (below) unless memory requires ON. The backward reads
  * the BatchNorm parameters again: do not change them between a forward and its
  * backward. */
 #define NPRED_CORE_RECOMPUTE_AUTO (-1)
 #define NPRED_CORE_RECOMPUTE_OFF 0
 #define NPRED_CORE_RECOMPUTE_ON 1
+/* PARTIAL: as ON, but a training forward also stores each depth-separable layer's first
+ * 1x1 output (t[0]): the backward recomputes the block input and the depthwise output
+ * only (one 1x1 convolution per layer less; one activation per hidden layer more). The
+ * same bits as ON and OFF. */
+#define NPRED_CORE_RECOMPUTE_PARTIAL 2
 npred_status npred_core_set_recompute(npred_core *core, int mode);
 /* The training forward of a depth-separable block makes its stored input (from the
  * previous layer's BatchNorm input) and the first 1x1 convolution band by band of
@@ -234,8 +243,9 @@ npred_status npred_core_set_recompute(npred_core *core, int mode);
  * an image's block input exceeds 4 MB (4 rows), < 0 never, > 0 always with that many
  * rows. Per pixel arithmetic: the results do not depend on it (test_core). */
 void npred_core_set_band_rows(npred_core *core, int rows);
-/* AUTO's choice for a core declared with its layer sizes, set up for max_batch, on a
- * machine of phys bytes of memory (where the core allows recomputation at all) */
+/* AUTO's choice (NPRED_CORE_RECOMPUTE_OFF, _ON or _PARTIAL) for a core declared with
+ * its layer sizes, set up for max_batch, on a machine of phys bytes of memory (where
+ * the core allows recomputation at all) */
 int npred_core_recompute_auto(const npred_core *core, int max_batch, size_t phys);
 void npred_core_free(npred_core *core);
 

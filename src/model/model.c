@@ -661,6 +661,11 @@ void npred_model_release_backward_scratch(npred_model *m)
     }
 }
 
+_Static_assert((int)NPRED_RECOMPUTE_AUTO == NPRED_CORE_RECOMPUTE_AUTO && (int)NPRED_RECOMPUTE_OFF == NPRED_CORE_RECOMPUTE_OFF &&
+                   (int)NPRED_RECOMPUTE_ON == NPRED_CORE_RECOMPUTE_ON &&
+                   (int)NPRED_RECOMPUTE_PARTIAL == NPRED_CORE_RECOMPUTE_PARTIAL,
+               "the model's recompute modes are the core's");
+
 npred_status npred_model_set_recompute(npred_model *m, npred_recompute mode)
 {
     if (!m) return npred_errorf(NPRED_ERR_ARG, "npred_model_set_recompute: no model");
@@ -674,7 +679,8 @@ npred_status npred_recompute_parse(const char *name, npred_recompute *out)
     if (name && !strcmp(name, "auto")) *out = NPRED_RECOMPUTE_AUTO;
     else if (name && !strcmp(name, "on")) *out = NPRED_RECOMPUTE_ON;
     else if (name && !strcmp(name, "off")) *out = NPRED_RECOMPUTE_OFF;
-    else return npred_errorf(NPRED_ERR_ARG, "recompute '%s': expected auto, on or off", name ? name : "(null)");
+    else if (name && !strcmp(name, "partial")) *out = NPRED_RECOMPUTE_PARTIAL;
+    else return npred_errorf(NPRED_ERR_ARG, "recompute '%s': expected auto, on, off or partial", name ? name : "(null)");
     return NPRED_OK;
 }
 
