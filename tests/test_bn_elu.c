@@ -120,9 +120,18 @@ static void test_fd_eval(void)
     fd_case(2, 3, 4, 3, 0, 0.25f, 0.5f);
 }
 
+/* The fused kernels' AdaptiveELU of a float t = bn(x) - xshift (batchnorm.c): t + yshift
+ * where t > 0 or NaN, else e^t in one rounding for yshift 1 and e^t - 1 + yshift for
+ * any other */
+static float fused_elu(float t, float ys)
+{
+    if (ys == 1.0f) return !(t <= 0) ? t + 1.0f : elu_exp_fma(t);
+    return (!(t <= 0) ? t : elu_expm1_fma(t)) + ys;
+}
+
 /* fused == BN then AdaptiveELU (the BatchNorm bitwise, the ELU to an ulp or two, the
  * backward to rounding), sizes that exercise the 32-lane remainders */
-static void unfused_case(int B, int C, int H, int W, int training)
+static void unfused_case(int B, int C, int H, int W, int training, float xs, float ys)
 {
     uint64_t st = 7 + (uint64_t)(B + C + H + W);
     size_t n = (size_t)B * C * H * W;
@@ -146,21 +155,20 @@ static void unfused_case(int B, int C, int H, int W, int training)
     float rm0[16], rv0[16];
     memcpy(rm0, rm1, sizeof rm1);
     memcpy(rv0, rv1, sizeof rv1);
-    const float xs = 0.2f, ys = -0.1f;
     npred_act act = {NPRED_ACT_ADAPTIVE_ELU, xs, ys};
     CHECK_OK(npred_batchnorm2d_forward(v, m1, s1, rm1, rv1, &c1, x, gamma, beta, B, C, H, W, training, 0.1, 1e-5));
     CHECK_OK(npred_act_forward(y1, v, n, &act));
     CHECK_OK(npred_batchnorm2d_elu_forward(y2, m2, s2, rm2, rv2, &c2, x, gamma, beta, B, C, H, W, training, 0.1,
                                            1e-5, xs, ys));
-    /* the fused ELU's expm1 is fast_expm1_fma, the unfused one's fast_expm1: the fused
-     * output is that ELU of the unfused BatchNorm's output bit for bit, and within an ulp
-     * or two of the unfused pair */
+    /* the fused ELU is fused_elu, the unfused one's fast_expm1: the fused output is
+     * fused_elu of the unfused BatchNorm's output bit for bit, and within an ulp or two
+     * of the unfused pair */
     int same = 1;
     for (size_t i = 0; i < n; i++) {
-        float t = v[i] - xs, want = (t > 0 ? t : fast_expm1_fma(t)) + ys;
+        float want = fused_elu(v[i] - xs, ys);
         same &= !memcmp(&want, &y2[i], sizeof want);
     }
-    CHECK(same, "fused forward differs from BN + the ELU of fast_expm1_fma (training %d)", training);
+    CHECK(same, "fused forward differs from BN + fused_elu (training %d, yshift %g)", training, ys);
     th_close_f32("fused forward vs BN + AdaptiveELU", y2, y1, n, 1e-6, 1e-7);
     CHECK(!memcmp(rm1, rm2, (size_t)C * sizeof *rm1) && !memcmp(rv1, rv2, (size_t)C * sizeof *rv1) && c1 == c2,
           "running statistics differ");
@@ -175,13 +183,16 @@ static void unfused_case(int B, int C, int H, int W, int training)
 
 static void test_matches_unfused(void)
 {
-    unfused_case(3, 5, 7, 9, 1);
-    unfused_case(2, 16, 8, 8, 1);
-    unfused_case(3, 5, 7, 9, 0);
-    unfused_case(1, 4, 3, 3, 0);
-    unfused_case(2, 3, 12, 13, 1); /* planes of 156: four steps of 32 lanes and a tail */
-    unfused_case(2, 3, 12, 13, 0);
-    unfused_case(2, 2, 8, 8, 1);   /* planes of 64: no tail */
+    for (int k = 0; k < 2; k++) { /* AdaptiveELU's default shifts (0, 1), then others */
+        const float xs = k ? 0.2f : 0.0f, ys = k ? -0.1f : 1.0f;
+        unfused_case(3, 5, 7, 9, 1, xs, ys);
+        unfused_case(2, 16, 8, 8, 1, xs, ys);
+        unfused_case(3, 5, 7, 9, 0, xs, ys);
+        unfused_case(1, 4, 3, 3, 0, xs, ys);
+        unfused_case(2, 3, 12, 13, 1, xs, ys); /* planes of 156: four steps of 32 lanes and a tail */
+        unfused_case(2, 3, 12, 13, 0, xs, ys);
+        unfused_case(2, 2, 8, 8, 1, xs, ys); /* planes of 64: no tail */
+    }
 }
 
 /* The float arithmetic of the training forward and of the per-image backward against
@@ -190,7 +201,7 @@ static void test_matches_unfused(void)
  * dx = gamma invstd (e - mean(e) - (x - mean) invstd^2 mean(e (x - mean))) from the
  * same float e. Means far from 0 (offset), channels of very different spread and
  * planes with and without a tail of the 32 lanes. */
-static void double_ref_case(int B, int C, int H, int W, double offset)
+static void double_ref_case(int B, int C, int H, int W, double offset, float xs, float ys)
 {
     uint64_t st = 1234 + (uint64_t)(B * 3 + C * 7 + H * W);
     size_t HW = (size_t)H * W, n = (size_t)B * C * HW, cnt = (size_t)B * HW;
@@ -207,7 +218,6 @@ static void double_ref_case(int B, int C, int H, int W, double offset)
         int c = (int)((i / HW) % C);
         x[i] = (float)(x[i] * pow(10.0, -2.0 + 4.0 * c / (C > 1 ? C - 1 : 1)) + offset + c);
     }
-    const float xs = 0.1f, ys = -0.3f;
     CHECK_OK(npred_batchnorm2d_elu_forward(y, mean, invstd, NULL, NULL, NULL, x, gamma, beta, B, C, H, W, 1, 0.1, 1e-5,
                                            xs, ys));
     double rm[16], ri[16];
@@ -274,31 +284,76 @@ static void double_ref_case(int B, int C, int H, int W, double offset)
 
 static void test_train_vs_double(void)
 {
-    double_ref_case(3, 5, 7, 9, 0.0);     /* planes of 63: a tail */
-    double_ref_case(2, 4, 8, 8, 0.0);     /* planes of 64: none */
-    double_ref_case(4, 3, 6, 11, 1000.0); /* means far larger than the spread */
-    double_ref_case(2, 2, 1, 1, -50.0);   /* one value per plane */
+    for (int k = 0; k < 2; k++) { /* AdaptiveELU's default shifts (0, 1), then others */
+        const float xs = k ? 0.1f : 0.0f, ys = k ? -0.3f : 1.0f;
+        double_ref_case(3, 5, 7, 9, 0.0, xs, ys);     /* planes of 63: a tail */
+        double_ref_case(2, 4, 8, 8, 0.0, xs, ys);     /* planes of 64: none */
+        double_ref_case(4, 3, 6, 11, 1000.0, xs, ys); /* means far larger than the spread */
+        double_ref_case(2, 2, 1, 1, -50.0, xs, ys);   /* one value per plane */
+    }
 }
 
-/* the ELU branch of the fused kernels (elu_expm1_fma, fed -|t|) gives fast_expm1_fma's
- * bits for every t <= 0 (a sweep of [-100, 0] and the special values: clamp, zeros,
- * subnormals, infinity, NaN), and the double expm1 within an ulp there */
-static void test_elu_expm1(void)
+/* distance of a float from the double v in units of the float spacing at v */
+static double ulps(float got, double v)
 {
-    const float specials[] = {0.0f, -0.0f, -1e-40f, -87.0f, -87.00001f, -86.99999f, -1e30f, -INFINITY, NAN, -NAN,
-                              -1e-7f, -0.34657359f, -0.34657362f, -1.0f};
-    const int ns = (int)(sizeof specials / sizeof *specials), nv = 200000;
-    int bad = 0, far = 0;
-    for (int i = 0; i < ns + nv; i++) {
-        float t = i < ns ? specials[i] : -100.0f * (float)(i - ns) / (float)nv;
-        float a = elu_expm1_fma(t), b = fast_expm1_fma(t);
-        if (memcmp(&a, &b, sizeof a) && !(isnan(a) && isnan(b))) bad++;
-        double r = expm1((double)t);
-        if (isfinite(r) && !(fabs(a - r) <= 1.2 * fabs(nextafterf((float)r, 0.0f) - (float)r) + 1e-45)) far++;
+    const float f = (float)v;
+    const double sp = (double)nextafterf(fabsf(f), INFINITY) - fabsf(f);
+    return fabs((double)got - v) / sp;
+}
+
+/* The fused ELU's exponential (fast_exp.h: elu_exp_fma, e^t, and elu_expm1_fma,
+ * e^t - 1) against libm's double exp and expm1 for t <= 0: every 97th float of
+ * [-87, 0] (11.6 M of them, both ends and the clamp included; an exhaustive run over
+ * all 1.1e9 gave at most 1.009 ulp for e^t and 0.952 for e^t - 1) and a sweep of
+ * [-100, 0]; below -87 e^t is e^-87 (a normal float under 1.7e-38) and e^t - 1 is -1.
+ * Then through the kernel (a map that leaves t = x): the special values and the
+ * select, NaN and infinities included, for yshift 1 and another. */
+static void test_elu_exp(void)
+{
+    double worst_e = 0, worst_m = 0;
+    int below = 0;
+    for (uint32_t u = 0x80000000u;; u += 97) { /* -0 to -87 (0xC2AE0000) by their bits */
+        if (u > 0xC2AE0000u) u = 0xC2AE0000u;
+        float t;
+        memcpy(&t, &u, sizeof t);
+        double de = ulps(elu_exp_fma(t), exp((double)t)), dm = ulps(elu_expm1_fma(t), expm1((double)t));
+        worst_e = de > worst_e || isnan(de) ? de : worst_e;
+        worst_m = dm > worst_m || isnan(dm) ? dm : worst_m;
+        if (u == 0xC2AE0000u) break;
     }
-    CHECK(bad == 0, "%d values of elu_expm1_fma differ from fast_expm1_fma", bad);
-    CHECK(far == 0, "%d values of elu_expm1_fma more than an ulp from expm1", far);
-    CHECK(isnan(elu_expm1_fma(NAN)), "NaN not passed through");
+    for (int i = 0; i <= 200000; i++) {
+        float t = -100.0f * (float)i / 200000.0f, e = elu_exp_fma(t), m = elu_expm1_fma(t);
+        if (t >= -87.0f) {
+            double de = ulps(e, exp((double)t)), dm = ulps(m, expm1((double)t));
+            worst_e = de > worst_e || isnan(de) ? de : worst_e;
+            worst_m = dm > worst_m || isnan(dm) ? dm : worst_m;
+        } else {
+            below += !(e > 0 && e < 1.7e-38f && isnormal(e)) || !(m == -1.0f);
+        }
+    }
+    CHECK(worst_e <= 1.01, "e^t off by %.4f ulp", worst_e);
+    CHECK(worst_m <= 1.0, "e^t - 1 off by %.4f ulp", worst_m);
+    CHECK(below == 0, "%d values below -87 not e^-87 / -1", below);
+    /* through the kernel: mean 0, invstd 1, no gamma or beta: t = fmaf(x, 1, 0) = x */
+    const float xv[] = {0.0f, -0.0f, 1e-30f, -1e-40f, 2.5f, -0.5f, -87.0f, -87.5f, -1e30f, -INFINITY, INFINITY,
+                        NAN, -NAN, 3e38f, -20.0f, 0x1p-30f};
+    enum { NV = sizeof xv / sizeof *xv };
+    double mean[1] = {0}, invstd[1] = {1};
+    float y[NV];
+    for (int k = 0; k < 2; k++) {
+        const float ys = k ? 0.25f : 1.0f;
+        npred_bn_elu_map mp = {mean, invstd, NULL, NULL, 0.0f, ys};
+        npred_batchnorm2d_elu_apply(y, xv, &mp, 1, 1, NV);
+        for (int i = 0; i < NV; i++) {
+            const float t = xv[i];
+            int ok;
+            if (isnan(t)) ok = isnan(y[i]);
+            else if (t > 0) ok = y[i] == t + ys;
+            else if (t < -87.0f) ok = ys == 1.0f ? y[i] > 0 && y[i] < 1.7e-38f : y[i] == -1.0f + ys;
+            else ok = ulps(y[i], (ys == 1.0f ? exp((double)t) : expm1((double)t) + ys)) <= (ys == 1.0f ? 1.01 : 1.5);
+            CHECK(ok, "yshift %g: x = %g gives %g", ys, t, y[i]);
+        }
+    }
 }
 
 /* the pieces the core runs image by image (per-plane statistics, backward
@@ -494,7 +549,7 @@ static void test_pieces(void)
 /* Eval mode image by image (npred_batchnorm2d_eval_image / _eval_stats) gives the
  * batched eval kernels' bits, with and without the ELU, and both are within a few
  * float roundings of a double reference (running mean far from 0 included) */
-static void eval_image_case(int B, int C, int H, int W, double offset)
+static void eval_image_case(int B, int C, int H, int W, double offset, float xs, float ys)
 {
     uint64_t st = 77 + (uint64_t)(B * 5 + C + H * W);
     size_t HW = (size_t)H * W, n = (size_t)B * C * HW;
@@ -509,7 +564,6 @@ static void eval_image_case(int B, int C, int H, int W, double offset)
     gc_fill(rv, (size_t)C, 0.05, 2.0, &st);
     for (int c = 0; c < C; c++) rm[c] = (float)(rm[c] + offset);
     for (size_t i = 0; i < n; i++) x[i] = (float)(x[i] * sqrt(rv[(i / HW) % C]) + rm[(i / HW) % C]);
-    const float xs = 0.15f, ys = -0.05f;
     for (int act = 0; act <= 1; act++) {
         if (act)
             CHECK_OK(npred_batchnorm2d_elu_forward(y1, m1, s1, rm, rv, NULL, x, gamma, beta, B, C, H, W, 0, 0.1, 1e-5,
@@ -538,9 +592,12 @@ static void eval_image_case(int B, int C, int H, int W, double offset)
 
 static void test_eval_image(void)
 {
-    eval_image_case(3, 5, 4, 7, 0.0);
-    eval_image_case(2, 16, 5, 19, 0.0);   /* planes not a multiple of the vector width */
-    eval_image_case(2, 3, 6, 6, 1000.0);  /* running mean far larger than the spread */
+    for (int k = 0; k < 2; k++) { /* AdaptiveELU's default shifts (0, 1), then others */
+        const float xs = k ? 0.15f : 0.0f, ys = k ? -0.05f : 1.0f;
+        eval_image_case(3, 5, 4, 7, 0.0, xs, ys);
+        eval_image_case(2, 16, 5, 19, 0.0, xs, ys);  /* planes not a multiple of the vector width */
+        eval_image_case(2, 3, 6, 6, 1000.0, xs, ys); /* running mean far larger than the spread */
+    }
 }
 
 static void test_bad_input(void)
@@ -567,7 +624,7 @@ int main(void)
     RUN(test_fd_eval);
     RUN(test_matches_unfused);
     RUN(test_train_vs_double);
-    RUN(test_elu_expm1);
+    RUN(test_elu_exp);
     RUN(test_pieces);
     RUN(test_eval_image);
     RUN(test_bad_input);

@@ -183,44 +183,84 @@ static void channel_dsums(double *sdy, double *sdyx, const float *dy, const floa
 }
 
 /* A channel's BatchNorm map in float, training and eval alike:
- *     bn(x) = fmaf((x - mh) - ml, a, b)
- * with the mean split into two floats, mh = (float)mean and ml = (float)(mean - mh)
- * (ml is 0 in eval mode, where the mean is the float running mean), a = gamma * invstd
- * rounded once from double and b = beta. x - mh is exact where x is near the mean, so
- * a mean far larger than the spread costs no accuracy; the result is within a few float
- * roundings of the double (x - mean) * gamma * invstd + beta. One subtraction pair and
- * an FMA per value, where the double form converted, subtracted, multiplied, added and
- * converted back 16 values at a time in two halves. */
+ *     bn(x) = fmaf(x - mh, a, b)
+ * with mh = (float)mean, a = gamma * invstd rounded once from double and
+ * b = beta - (mean - mh) a rounded once from double (in eval mode, where the mean is
+ * the float running mean, mean - mh is 0 and b is beta). x - mh is exact where x is
+ * near the mean, so a mean far larger than the spread costs no accuracy (the part of
+ * the mean that mh leaves goes into b); the result is within a few float roundings of
+ * the double (x - mean) * gamma * invstd + beta. One subtraction and an FMA per value,
+ * where the double form converted, subtracted, multiplied, added and converted back 16
+ * values at a time in two halves. */
 typedef struct {
-    float mh, ml, a, b;
+    float mh, a, b;
 } bn_fmap;
 
 static inline bn_fmap fmap_make(double mean, double invstd, const float *gamma, const float *beta, int c)
 {
     bn_fmap f;
     f.mh = (float)mean;
-    f.ml = (float)(mean - (double)f.mh);
     f.a = (float)((gamma ? (double)gamma[c] : 1.0) * invstd);
-    f.b = beta ? beta[c] : 0.0f;
+    f.b = (float)((beta ? (double)beta[c] : 0.0) - (mean - (double)f.mh) * (double)f.a);
     return f;
 }
 
-/* BatchNorm of one plane of m values by the map f; with act, AdaptiveELU of that float
- * value by fast_expm1_fma (the unfused BatchNorm then AdaptiveELU differ from it in the
- * ELU's last bits: fast_expm1). Vectorises (fast_exp.h). */
-static void bn_plane(float *q, const float *p, size_t m, bn_fmap f, int act, float xshift, float yshift)
+/* AdaptiveELU of bn(x), t = bn(x) - xshift: t + yshift where t > 0, else
+ * e^t - 1 + yshift (fast_exp.h, elu_split), formed for every value and then selected
+ * (cheaper than masked vector code). With yshift 1 (the default, and SENSORIUM's) that
+ * is e^t = fmaf(s, q, s) in one rounding; any other yshift takes e^t - 1 =
+ * fmaf(s, q, s - 1), then + yshift. np planes of m values, plane j at x + j stride
+ * (y likewise) with the map f[j fstep]. The constant flags only choose instructions
+ * (t - 0 = t): the bits depend on the values of xshift and yshift alone. One loop
+ * over all planes: the constants stay in registers from plane to plane (a call per
+ * plane of 1,568 values cost an eighth of the time). */
+static inline __attribute__((always_inline)) void elu_planes_k(float *y, const float *x, size_t np, size_t m,
+                                                               size_t stride, const bn_fmap *f, size_t fstep,
+                                                               float xshift, float yshift, const int shifted,
+                                                               const int yshift_one)
 {
-    if (!act) {
-        for (size_t i = 0; i < m; i++) q[i] = fmaf((p[i] - f.mh) - f.ml, f.a, f.b);
-        return;
-    }
+    for (size_t j = 0; j < np; j++) {
+        const bn_fmap fj = f[j * fstep];
+        const float *p = x + j * stride;
+        float *q = y + j * stride;
 #pragma GCC unroll 2 /* two vectors side by side: their long exp chains overlap */
-    for (size_t i = 0; i < m; i++) {
-        float t = fmaf((p[i] - f.mh) - f.ml, f.a, f.b) - xshift;
-        float e = elu_expm1_fma(t); /* for every value, then a select: cheaper than masked vector code */
-        q[i] = (t > 0 ? t : e) + yshift;
+        for (size_t i = 0; i < m; i++) {
+            float t = fmaf(p[i] - fj.mh, fj.a, fj.b);
+            if (shifted) t -= xshift;
+            if (yshift_one) q[i] = !(t <= 0) ? t + 1.0f : elu_exp_fma(t); /* NaN: t + 1 */
+            else q[i] = (!(t <= 0) ? t : elu_expm1_fma(t)) + yshift;
+        }
     }
 }
+
+/* BatchNorm of np planes of m values, plane j at x + j stride (y likewise) with the
+ * map f[j fstep]; with act, AdaptiveELU of that float value (elu_planes_k; the unfused
+ * BatchNorm then AdaptiveELU differ from it in the ELU's last bits: fast_expm1).
+ * Vectorises (fast_exp.h). */
+static void bn_planes(float *y, const float *x, size_t np, size_t m, size_t stride, const bn_fmap *f, size_t fstep,
+                      int act, float xshift, float yshift)
+{
+    const int shifted = xshift != 0.0f, one = yshift == 1.0f;
+    if (!act) {
+        for (size_t j = 0; j < np; j++) {
+            const bn_fmap fj = f[j * fstep];
+            const float *p = x + j * stride;
+            float *q = y + j * stride;
+            for (size_t i = 0; i < m; i++) q[i] = fmaf(p[i] - fj.mh, fj.a, fj.b);
+        }
+    } else if (!shifted && one) {
+        elu_planes_k(y, x, np, m, stride, f, fstep, 0.0f, 1.0f, 0, 1);
+    } else if (one) {
+        elu_planes_k(y, x, np, m, stride, f, fstep, xshift, 1.0f, 1, 1);
+    } else if (!shifted) {
+        elu_planes_k(y, x, np, m, stride, f, fstep, 0.0f, yshift, 0, 0);
+    } else {
+        elu_planes_k(y, x, np, m, stride, f, fstep, xshift, yshift, 1, 0);
+    }
+}
+
+/* the maps of up to MAPS channels at a time (on the stack) */
+#define MAPS 64
 
 static inline double eval_invstd(const float *running_var, int c, double eps)
 {
@@ -240,26 +280,31 @@ void npred_batchnorm2d_eval_image(float *y, const float *x, const float *running
                                   const float *gamma, const float *beta, int C, size_t HW, double eps, int act,
                                   float xshift, float yshift)
 {
-    for (int c = 0; c < C; c++)
-        bn_plane(y + (size_t)c * HW, x + (size_t)c * HW, HW,
-                 fmap_make(running_mean[c], eval_invstd(running_var, c, eps), gamma, beta, c), act, xshift, yshift);
-}
-
-/* y of m values of channel c recomputed from x: the forward's bn_plane with the
- * forward's statistics, so the recomputed values are the forward's bits */
-static void map_run(float *y, const float *x, size_t m, const npred_bn_elu_map *mp, int c)
-{
-    bn_plane(y, x, m, fmap_make(mp->mean[c], mp->invstd[c], mp->gamma, mp->beta, c), 1, mp->xshift, mp->yshift);
+    bn_fmap f[MAPS];
+    for (int c0 = 0; c0 < C; c0 += MAPS) {
+        const int n = C - c0 < MAPS ? C - c0 : MAPS;
+        for (int c = c0; c < c0 + n; c++)
+            f[c - c0] = fmap_make(running_mean[c], eval_invstd(running_var, c, eps), gamma, beta, c);
+        bn_planes(y + (size_t)c0 * HW, x + (size_t)c0 * HW, (size_t)n, HW, HW, f, 1, act, xshift, yshift);
+    }
 }
 
 void npred_batchnorm2d_elu_apply(float *y, const float *x, const npred_bn_elu_map *m, int images, int C, size_t HW)
 {
-    for (size_t j = 0; j < (size_t)images * C; j++) map_run(y + j * HW, x + j * HW, HW, m, (int)(j % (size_t)C));
+    bn_fmap f[MAPS];
+    for (int c0 = 0; c0 < C; c0 += MAPS) {
+        const int n = C - c0 < MAPS ? C - c0 : MAPS;
+        for (int c = c0; c < c0 + n; c++) f[c - c0] = fmap_make(m->mean[c], m->invstd[c], m->gamma, m->beta, c);
+        for (int b = 0; b < images; b++) {
+            const size_t o = ((size_t)b * C + c0) * HW;
+            bn_planes(y + o, x + o, (size_t)n, HW, HW, f, 1, 1, m->xshift, m->yshift);
+        }
+    }
 }
 
 /* BatchNorm forward; with act, y = AdaptiveELU(bn(x)) computed from the same float
  * bn(x) value the unfused kernel writes. Statistics in double (training), the
- * normalisation by the float map (bn_plane) in training and eval. act < 0: the
+ * normalisation by the float map (bn_planes) in training and eval. act < 0: the
  * statistics alone (y not written, may be NULL). */
 static npred_status bn_forward(const char *fn, float *y, double *save_mean, double *save_invstd,
                                float *running_mean, float *running_var, int64_t *num_batches_tracked,
@@ -326,8 +371,7 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
         save_invstd[c] = invstd;
         if (act < 0) continue;
         const bn_fmap f = fmap_make(mean, invstd, gamma, beta, c); /* the float map, training and eval */
-        for (int b = 0; b < B; b++)
-            bn_plane(y + (size_t)c * HW + (size_t)b * bstride, xc + (size_t)b * bstride, HW, f, act, xshift, yshift);
+        bn_planes(y + (size_t)c * HW, xc, (size_t)B, HW, bstride, &f, 0, act, xshift, yshift);
     }
     if (training && num_batches_tracked) (*num_batches_tracked)++;
     return NPRED_OK;
@@ -472,8 +516,9 @@ static void elu_lanes_dsums(double *l0, double *l1, const float *dy, const float
  * eval, e the ELU-backward gradient elu_grad(dy, y); with store, dx is written (as if
  * it were zero). py NULL: pd is e itself (formed by the caller; dx may then be pd).
  * Training in float: dx = fmaf((x - mh) - ml, -a k, fmaf(e, a, -a mdy)), the
- * coefficients rounded once from double and x - mean formed as in bn_plane (exact near
- * the mean); within a few float roundings of the double expression. Eval in double. */
+ * coefficients rounded once from double and x - mean formed from the mean split into
+ * two floats (mh = (float)mean and ml the rest: x - mh is exact near the mean); within a
+ * few float roundings of the double expression. Eval in double. */
 static void elu_bwd_run(float *q, const float *pd, const float *px, const float *py, size_t m, const double *cf,
                         int training, float yshift, int store)
 {
@@ -661,8 +706,9 @@ void npred_elu_grad_inplace(float *d, const float *y, size_t n, float yshift)
     for (size_t i = 0; i < n; i++) d[i] = elu_grad(d[i], y[i], yshift);
 }
 
-/* the recomputed ELU output is formed in chunks of ECHUNK values (in cache) */
-#define ECHUNK 512
+/* the recomputed ELU output is formed in chunks of ECHUNK values (8 KiB: in L1; a
+ * 28 x 56 plane in one) */
+#define ECHUNK 2048
 
 void npred_batchnorm2d_elu_grad_sums_image_map(double *sums, float *d, const float *x, const npred_bn_elu_map *m,
                                                int C, size_t HW)
@@ -671,9 +717,10 @@ void npred_batchnorm2d_elu_grad_sums_image_map(double *sums, float *d, const flo
     for (int c = 0; c < C; c++) {
         double l0[NL] = {0}, l1[NL] = {0};
         const size_t o = (size_t)c * HW;
+        const bn_fmap f = fmap_make(m->mean[c], m->invstd[c], m->gamma, m->beta, c);
         for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
             size_t len = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
-            map_run(yc, x + o + i0, len, m, c);
+            bn_planes(yc, x + o + i0, 1, len, len, &f, 0, 1, m->xshift, m->yshift);
             elu_lanes_dsums(l0, l1, d + o + i0, yc, x + o + i0, m->mean[c], m->yshift, len, d + o + i0);
         }
         sums[2 * (size_t)c] = lanes_total(l0);

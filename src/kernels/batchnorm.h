@@ -73,9 +73,10 @@ npred_status npred_batchnorm2d_backward(float *dx,                // (B, C, H, W
 /* Fused BatchNorm2d + AdaptiveELU (the Stacked2dCore layer tail):
  *   y = elu(bn(x) - xshift) + yshift
  * with bn(x) rounded to float exactly as npred_batchnorm2d_forward writes it and the
- * ELU computed with fused multiply-adds (fast_expm1_fma: within an ulp of the unfused
- * npred_adaptive_elu_forward's fast_expm1); the bn output itself is never stored. Arguments as
- * npred_batchnorm2d_forward (y overwritten, may not alias x). */
+ * ELU's exponential computed with fused multiply-adds (elu_exp_fma / elu_expm1_fma:
+ * within an ulp of the unfused npred_adaptive_elu_forward's fast_expm1); the bn output
+ * itself is never stored. Arguments as npred_batchnorm2d_forward (y overwritten, may not
+ * alias x). */
 npred_status npred_batchnorm2d_elu_forward(float *y,                     // (B, C, H, W) out
                                            double *save_mean,            // (C) out: cache
                                            double *save_invstd,          // (C) out: cache
