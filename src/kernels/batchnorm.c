@@ -209,20 +209,19 @@ static inline bn_fmap fmap_make(double mean, double invstd, const float *gamma, 
  * e^t - 1 + yshift (fast_exp.h, elu_split), formed for every value and then selected
  * (cheaper than masked vector code). With yshift 1 (the default, and SENSORIUM's) that
  * is e^t = fmaf(s, q, s) in one rounding; any other yshift takes e^t - 1 =
- * fmaf(s, q, s - 1), then + yshift. np planes of m values, plane j at x + j stride
- * (y likewise) with the map f[j fstep]. The constant flags only choose instructions
+ * fmaf(s, q, s - 1), then + yshift. np consecutive planes of m values, plane j with
+ * the map f[j]. The constant flags only choose instructions
  * (t - 0 = t): the bits depend on the values of xshift and yshift alone. One loop
  * over all planes: the constants stay in registers from plane to plane (a call per
  * plane of 1,568 values cost an eighth of the time). */
 static inline __attribute__((always_inline)) void elu_planes_k(float *y, const float *x, size_t np, size_t m,
-                                                               size_t stride, const bn_fmap *f, size_t fstep,
-                                                               float xshift, float yshift, const int shifted,
-                                                               const int yshift_one)
+                                                               const bn_fmap *f, float xshift, float yshift,
+                                                               const int shifted, const int yshift_one)
 {
     for (size_t j = 0; j < np; j++) {
-        const bn_fmap fj = f[j * fstep];
-        const float *p = x + j * stride;
-        float *q = y + j * stride;
+        const bn_fmap fj = f[j];
+        const float *p = x + j * m;
+        float *q = y + j * m;
 #pragma GCC unroll 2 /* two vectors side by side: their long exp chains overlap */
         for (size_t i = 0; i < m; i++) {
             float t = fmaf(p[i] - fj.mh, fj.a, fj.b);
@@ -233,34 +232,35 @@ static inline __attribute__((always_inline)) void elu_planes_k(float *y, const f
     }
 }
 
-/* BatchNorm of np planes of m values, plane j at x + j stride (y likewise) with the
- * map f[j fstep]; with act, AdaptiveELU of that float value (elu_planes_k; the unfused
+/* BatchNorm of np consecutive planes of m values, plane j with the map f[j]; with act, AdaptiveELU of that float value (elu_planes_k; the unfused
  * BatchNorm then AdaptiveELU differ from it in the ELU's last bits: fast_expm1).
  * Vectorises (fast_exp.h). */
-static void bn_planes(float *y, const float *x, size_t np, size_t m, size_t stride, const bn_fmap *f, size_t fstep,
-                      int act, float xshift, float yshift)
+static void bn_planes(float *y, const float *x, size_t np, size_t m, const bn_fmap *f, int act, float xshift,
+                      float yshift)
 {
     const int shifted = xshift != 0.0f, one = yshift == 1.0f;
     if (!act) {
         for (size_t j = 0; j < np; j++) {
-            const bn_fmap fj = f[j * fstep];
-            const float *p = x + j * stride;
-            float *q = y + j * stride;
+            const bn_fmap fj = f[j];
+            const float *p = x + j * m;
+            float *q = y + j * m;
             for (size_t i = 0; i < m; i++) q[i] = fmaf(p[i] - fj.mh, fj.a, fj.b);
         }
     } else if (!shifted && one) {
-        elu_planes_k(y, x, np, m, stride, f, fstep, 0.0f, 1.0f, 0, 1);
+        elu_planes_k(y, x, np, m, f, 0.0f, 1.0f, 0, 1);
     } else if (one) {
-        elu_planes_k(y, x, np, m, stride, f, fstep, xshift, 1.0f, 1, 1);
+        elu_planes_k(y, x, np, m, f, xshift, 1.0f, 1, 1);
     } else if (!shifted) {
-        elu_planes_k(y, x, np, m, stride, f, fstep, 0.0f, yshift, 0, 0);
+        elu_planes_k(y, x, np, m, f, 0.0f, yshift, 0, 0);
     } else {
-        elu_planes_k(y, x, np, m, stride, f, fstep, xshift, yshift, 1, 0);
+        elu_planes_k(y, x, np, m, f, xshift, yshift, 1, 0);
     }
 }
 
-/* the maps of up to MAPS channels at a time (on the stack) */
+/* the maps of up to MAPS channels at a time (on the stack); the batched forward's
+ * parallel steps take FCH channels of an image */
 #define MAPS 64
+#define FCH 16
 
 static inline double eval_invstd(const float *running_var, int c, double eps)
 {
@@ -285,7 +285,7 @@ void npred_batchnorm2d_eval_image(float *y, const float *x, const float *running
         const int n = C - c0 < MAPS ? C - c0 : MAPS;
         for (int c = c0; c < c0 + n; c++)
             f[c - c0] = fmap_make(running_mean[c], eval_invstd(running_var, c, eps), gamma, beta, c);
-        bn_planes(y + (size_t)c0 * HW, x + (size_t)c0 * HW, (size_t)n, HW, HW, f, 1, act, xshift, yshift);
+        bn_planes(y + (size_t)c0 * HW, x + (size_t)c0 * HW, (size_t)n, HW, f, act, xshift, yshift);
     }
 }
 
@@ -297,7 +297,7 @@ void npred_batchnorm2d_elu_apply(float *y, const float *x, const npred_bn_elu_ma
         for (int c = c0; c < c0 + n; c++) f[c - c0] = fmap_make(m->mean[c], m->invstd[c], m->gamma, m->beta, c);
         for (int b = 0; b < images; b++) {
             const size_t o = ((size_t)b * C + c0) * HW;
-            bn_planes(y + o, x + o, (size_t)n, HW, HW, f, 1, 1, m->xshift, m->yshift);
+            bn_planes(y + o, x + o, (size_t)n, HW, f, 1, m->xshift, m->yshift);
         }
     }
 }
@@ -369,11 +369,21 @@ static npred_status bn_forward(const char *fn, float *y, double *save_mean, doub
         }
         save_mean[c] = mean;
         save_invstd[c] = invstd;
-        if (act < 0) continue;
-        const bn_fmap f = fmap_make(mean, invstd, gamma, beta, c); /* the float map, training and eval */
-        bn_planes(y + (size_t)c * HW, xc, (size_t)B, HW, bstride, &f, 0, act, xshift, yshift);
     }
     if (training && num_batches_tracked) (*num_batches_tracked)++;
+    if (act < 0) return NPRED_OK;
+    /* the float map (training and eval) image by image, FCH channels at a time: each
+     * thread streams a contiguous run of the tensor (a channel's planes, C HW apart,
+     * were read and written a plane at a time) */
+    const int nck = (C + FCH - 1) / FCH;
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < (int64_t)B * nck; j++) {
+        const int b = (int)(j / nck), c0 = (int)(j % nck) * FCH, nc = C - c0 < FCH ? C - c0 : FCH;
+        bn_fmap f[FCH];
+        for (int c = c0; c < c0 + nc; c++) f[c - c0] = fmap_make(save_mean[c], save_invstd[c], gamma, beta, c);
+        const size_t o = (size_t)b * bstride + (size_t)c0 * HW;
+        bn_planes(y + o, x + o, (size_t)nc, HW, f, act, xshift, yshift);
+    }
     return NPRED_OK;
 }
 
@@ -720,7 +730,7 @@ void npred_batchnorm2d_elu_grad_sums_image_map(double *sums, float *d, const flo
         const bn_fmap f = fmap_make(m->mean[c], m->invstd[c], m->gamma, m->beta, c);
         for (size_t i0 = 0; i0 < HW; i0 += ECHUNK) {
             size_t len = HW - i0 < ECHUNK ? HW - i0 : ECHUNK;
-            bn_planes(yc, x + o + i0, 1, len, len, &f, 0, 1, m->xshift, m->yshift);
+            bn_planes(yc, x + o + i0, 1, len, &f, 1, m->xshift, m->yshift);
             elu_lanes_dsums(l0, l1, d + o + i0, yc, x + o + i0, m->mean[c], m->yshift, len, d + o + i0);
         }
         sums[2 * (size_t)c] = lanes_total(l0);
