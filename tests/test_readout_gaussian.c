@@ -336,11 +336,15 @@ static void randomize(npred_ptable *t, npred_readout *rs, int nr, uint64_t *seed
     }
 }
 
-static void fd_single(const char *what, npred_readout_type type, npred_gauss_type gt, int train, int use_shift,
-                      int predicted)
+/* One readout of n neurons (3 channels, 5 x 7) checked on B images; predicted: 1 a grid
+ * predictor of two hidden layers of the given width (its weights scaled by wscale), 2
+ * one draw per batch. The forward makes the feature rows from 4 images on, and the
+ * backward reuses them. */
+static void fd_run(const char *what, npred_readout_type type, npred_gauss_type gt, int train, int use_shift,
+                   int predicted, int n, int B, int hidden, float wscale, uint64_t seed)
 {
     npred_readout_config cfg;
-    npred_readout_config_default(&cfg, type, 3, 5, 7, 4);
+    npred_readout_config_default(&cfg, type, 3, 5, 7, n);
     cfg.batch_sample = predicted != 2;
     cfg.gauss_type = gt;
     cfg.feature_reg_weight = 0.7;
@@ -348,25 +352,37 @@ static void fd_single(const char *what, npred_readout_type type, npred_gauss_typ
         cfg.predicted_grid = 1;
         cfg.gmp_input_dimensions = 3;
         cfg.gmp_hidden_layers = 2;
-        cfg.gmp_hidden_features = 5;
+        cfg.gmp_hidden_features = hidden;
         cfg.gmp_final_tanh = 1;
     }
     npred_ptable t;
     npred_ptable_init(&t);
     npred_readout r;
-    uint64_t seed = 1234 + (uint64_t)gt * 7 + (uint64_t)train * 3 + (uint64_t)predicted;
     if (CHECK_OK(npred_readout_declare(&r, &cfg, "readout.a.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
-        CHECK_OK(npred_readout_setup(&r, &t, 3))) {
+        CHECK_OK(npred_readout_setup(&r, &t, B))) {
         randomize(&t, &r, 1, &seed);
         if (predicted == 1) {
-            double g[4 * 3];
-            for (int i = 0; i < 12; i++) g[i] = 100 * th_rand(&seed);
+            for (int i = 0; i < r.n_mlp; i++) {
+                float *w = npred_ptable_ptr(&t, r.p_mlp_w[i]);
+                for (size_t e = 0; e < t.items[r.p_mlp_w[i]].count; e++) w[e] *= wscale;
+            }
+            double *g = malloc(sizeof(double) * 3 * (size_t)n);
+            for (int i = 0; i < 3 * n; i++) g[i] = 100 * th_rand(&seed);
             CHECK_OK(npred_readout_set_source_grid(&r, &t, g));
+            free(g);
         }
-        fd_check(what, &r, 1, &t, 3, train, use_shift, seed);
+        fd_check(what, &r, 1, &t, B, train, use_shift, seed);
+        CHECK(r.rows_made == (B >= 4), "%s: feature rows made %d on %d images", what, r.rows_made, B);
     }
     npred_readout_free(&r);
     npred_ptable_free(&t);
+}
+
+static void fd_single(const char *what, npred_readout_type type, npred_gauss_type gt, int train, int use_shift,
+                      int predicted)
+{
+    uint64_t seed = 1234 + (uint64_t)gt * 7 + (uint64_t)train * 3 + (uint64_t)predicted;
+    fd_run(what, type, gt, train, use_shift, predicted, 4, 3, 5, 1.0f, seed);
 }
 
 static void test_fd_full_train_shift(void) { fd_single("full", NPRED_READOUT_FULL_GAUSSIAN2D, NPRED_GAUSS_FULL, 1, 1, 0); }
@@ -399,37 +415,10 @@ static void test_fd_batch_rows(void)
     for (int g = 0; g < 3; g++)
         for (int T = 1; T <= 2; T++) {
             omp_set_num_threads(T);
-            npred_readout_config cfg;
-            npred_readout_config_default(&cfg, NPRED_READOUT_FULL_GAUSSIAN2D, 3, 5, 7, 11);
-            cfg.gauss_type = gts[g];
-            cfg.feature_reg_weight = 0.7;
-            cfg.predicted_grid = 1;
-            cfg.gmp_input_dimensions = 2;
-            cfg.gmp_hidden_layers = 2;
-            cfg.gmp_hidden_features = 64;
-            cfg.gmp_final_tanh = 1;
-            npred_ptable t;
-            npred_ptable_init(&t);
-            npred_readout r;
-            uint64_t seed = 4321 + (uint64_t)g;
-            if (CHECK_OK(npred_readout_declare(&r, &cfg, "readout.a.", &t)) && CHECK_OK(npred_ptable_alloc(&t)) &&
-                CHECK_OK(npred_readout_setup(&r, &t, 5))) {
-                randomize(&t, &r, 1, &seed);
-                /* small predictor weights keep the 64-wide layers' outputs inside the map */
-                for (int i = 0; i < r.n_mlp; i++) {
-                    float *w = npred_ptable_ptr(&t, r.p_mlp_w[i]);
-                    for (size_t e = 0; e < t.items[r.p_mlp_w[i]].count; e++) w[e] *= 0.15f;
-                }
-                double gr[2 * 11];
-                for (int i = 0; i < 22; i++) gr[i] = 100 * th_rand(&seed);
-                CHECK_OK(npred_readout_set_source_grid(&r, &t, gr));
-                char what[64];
-                snprintf(what, sizeof what, "batch 5, gauss_type %d, %d threads", g, T);
-                fd_check(what, &r, 1, &t, 5, 1, 1, seed);
-                CHECK(r.rows_made == 1, "%s: the forward made no feature rows", what);
-            }
-            npred_readout_free(&r);
-            npred_ptable_free(&t);
+            char what[64];
+            snprintf(what, sizeof what, "batch 5, gauss_type %d, %d threads", g, T);
+            /* small predictor weights keep the 64-wide layers' outputs inside the map */
+            fd_run(what, NPRED_READOUT_FULL_GAUSSIAN2D, gts[g], 1, 1, 1, 11, 5, 64, 0.15f, 4321 + (uint64_t)g);
         }
     omp_set_num_threads(keep);
 }
