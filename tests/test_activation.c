@@ -268,6 +268,41 @@ static void test_bad_input(void)
     CHECK_OK(npred_act_forward(NULL, NULL, 0, &t)); /* empty is fine */
 }
 
+/* npred_elu1_offset_forward (the bf16 model output): z = x + off exactly as float adds
+ * it, y = z + 1 for z > 0 and exp(z) within 4e-7 relative of the double exp for
+ * -87 <= z <= 0 (a dense sweep, the tiny results too), 0 below -87, NaN kept; the same
+ * bits on 1 and 2 threads (a length past the parallel threshold). */
+static void test_elu1_offset(void)
+{
+    const size_t n = 200003;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *z = malloc(n * sizeof *z);
+    float *y2 = malloc(n * sizeof *y2), *z2 = malloc(n * sizeof *z2);
+    const float off = 0.375f;
+    for (size_t i = 0; i < n; i++) x[i] = -90.0f + 100.0f * (float)i / (float)(n - 1) - off;
+    x[0] = NAN;
+    x[1] = -0.0f - off;
+    omp_set_num_threads(1);
+    npred_elu1_offset_forward(y, z, x, off, n);
+    omp_set_num_threads(2);
+    npred_elu1_offset_forward(y2, z2, x, off, n);
+    omp_set_num_threads(1);
+    CHECK(!memcmp(y, y2, n * sizeof *y) && !memcmp(z, z2, n * sizeof *z), "1 and 2 threads differ");
+    CHECK(isnan(y[0]) && isnan(z[0]), "NaN became %g, %g", y[0], z[0]);
+    double worst = 0;
+    int exact = 1;
+    for (size_t i = 1; i < n; i++) {
+        const float v = x[i] + off;
+        exact &= z[i] == v;
+        if (v > 0) exact &= y[i] == v + 1.0f;
+        else if (v < -87.0f) exact &= y[i] == 0.0f;
+        else worst = th_worst(worst, fabs(y[i] - exp((double)v)) / exp((double)v));
+    }
+    CHECK(exact, "z, or y for z > 0 or z < -87, not as defined");
+    CHECK(worst <= 4e-7, "exp(z) off by %.3g relative (bound 4e-7)", worst);
+    printf("  exp(z), -87 <= z <= 0: worst relative error %.2e\n", worst);
+    free(x), free(y), free(z), free(y2), free(z2);
+}
+
 int main(void)
 {
     RUN(test_fixture_elu);
@@ -280,5 +315,6 @@ int main(void)
     RUN(test_accumulate);
     RUN(test_threads);
     RUN(test_bad_input);
+    RUN(test_elu1_offset);
     return th_summary();
 }

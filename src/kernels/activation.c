@@ -43,6 +43,15 @@ void npred_elu1_forward(float *y, const float *x, size_t n)
     EACH y[i] = (x[i] > 0 ? x[i] : fast_expm1(x[i])) + 1.0f;
 }
 
+void npred_elu1_offset_forward(float *y, float *z, const float *x, float off, size_t n)
+{
+    EACH {
+        const float v = x[i] + off;
+        z[i] = v;
+        y[i] = v > 0 ? v + 1.0f : fast_exp(v);
+    }
+}
+
 void npred_elu1_backward(float *dx, const float *dy, const float *x, size_t n)
 {
     npred_elu_backward(dx, dy, x, n);

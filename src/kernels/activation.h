@@ -64,6 +64,10 @@ void npred_adaptive_elu_forward(float *y, const float *x, size_t n, float xshift
 void npred_adaptive_elu_backward(float *dx, const float *dy, const float *x, size_t n, float xshift);
 void npred_elu1_forward(float *y, const float *x, size_t n);
 void npred_elu1_backward(float *dx, const float *dy, const float *x, size_t n);
+/* z = x + off and y = ELU(z) + 1, exp(z) for z <= 0 by the inline polynomial (a few ulp
+ * relative; 0 below -87) instead of libm's expf: the bf16 precision's model output
+ * (docs/precision.md), in vectors */
+void npred_elu1_offset_forward(float *y, float *z, const float *x, float off, size_t n);
 void npred_tanh_forward(float *y, const float *x, size_t n);
 void npred_tanh_backward(float *dx, const float *dy, const float *y, size_t n);
 void npred_sigmoid_forward(float *y, const float *x, size_t n);

@@ -1,6 +1,8 @@
 /* FiringRateEncoder: core + per-session readout (+ shifter, modulator), ELU(x + offset) + 1. */
 #include "model/model.h"
 
+#include "kernels/activation.h"
+
 #include <cJSON.h>
 
 #include <math.h>
@@ -444,11 +446,16 @@ static npred_status model_forward(npred_model *m, int si, const float *images, c
     const float off = (float)m->cfg.elu_offset;
     float *z = s->z, *o = s->out;
     const float *y = s->y;
+    if (!g && npred_core_bf16(&m->core)) { /* bf16: exp by a vectorised polynomial (docs/precision.md) */
+        npred_elu1_offset_forward(o, z, y, off, n);
+        if (out) memcpy(out, o, n * sizeof *out);
+    } else {
 #pragma omp parallel for schedule(static) if (n >= MODEL_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        z[i] = g ? y[i] * (npred_elu1(g[i])) + off : y[i] + off;
-        o[i] = npred_elu1(z[i]);
-        if (out) out[i] = o[i];
+        for (size_t i = 0; i < n; i++) {
+            z[i] = g ? y[i] * (npred_elu1(g[i])) + off : y[i] + off;
+            o[i] = npred_elu1(z[i]);
+            if (out) out[i] = o[i];
+        }
     }
     m->last = si;
     m->B = B;
