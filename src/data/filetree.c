@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/transforms.h"
 #include "data/zipfs.h"
 #include "npred/data.h"
 
@@ -513,8 +514,7 @@ void npred_dataset_take_responses(const npred_dataset *d, int64_t t, const int64
         const uint16_t *c = (const uint16_t *)d->resp_codes + row;
         for (int64_t j = 0; j < n; j++) out[j] = tab[c[idx[j]]];
     } else {
-        const float *x = d->field[NPRED_FIELD_RESPONSES] + row;
-        for (int64_t j = 0; j < n; j++) out[j] = x[idx[j]];
+        npred_tf_take(out, d->field[NPRED_FIELD_RESPONSES] + row, idx, n);
     }
 }
 

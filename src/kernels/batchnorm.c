@@ -232,9 +232,10 @@ static inline __attribute__((always_inline)) void elu_planes_k(float *y, const f
     }
 }
 
-/* BatchNorm of np consecutive planes of m values, plane j with the map f[j]; with act, AdaptiveELU of that float value (elu_planes_k; the unfused
- * BatchNorm then AdaptiveELU differ from it in the ELU's last bits: fast_expm1).
- * Vectorises (fast_exp.h). */
+/* BatchNorm of np consecutive planes of m values, plane j with the map f[j]; with act,
+ * AdaptiveELU of that float value (elu_planes_k; the unfused BatchNorm then
+ * AdaptiveELU differ from it in the ELU's last bits: fast_expm1). Vectorises
+ * (fast_exp.h). */
 static void bn_planes(float *y, const float *x, size_t np, size_t m, const bn_fmap *f, int act, float xshift,
                       float yshift)
 {
